@@ -1,0 +1,50 @@
+# Hookline. The two commands a new user needs: `make run` and `make test`.
+SHELL := /bin/bash
+GO ?= go
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# Every module of the workspace; ./... at the root does not work with go.work.
+MODULES := $(shell sed -n 's/^\t\.\/\(.*\)$$/\1/p' go.work)
+PROTOC_GEN_GO_VERSION := v1.36.12
+GOBIN := $(shell $(GO) env GOPATH)/bin
+TEST_FLAGS ?= -count=1 -timeout 15m
+
+.PHONY: run test test-deps unit vet build build-standalone generate generate-check bench lint tidy
+
+## run: the whole system locally (embedded NATS, a Redis, both services, a demo receiver)
+run:
+	$(GO) run ./cmd/hookctl/devstack
+
+## test: install what Go cannot fetch, then run every test of every module
+test: test-deps vet build-standalone
+	$(GO) test $(TEST_FLAGS) $(addprefix ./,$(addsuffix /...,$(MODULES)))
+
+## test-deps: redis-server (and protoc for generate-check) through apt when missing
+test-deps:
+	@command -v redis-server >/dev/null || { echo "installing redis-server"; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq redis-server >/dev/null; }
+	@command -v redis-server >/dev/null
+
+vet:
+	$(GO) vet $(addprefix ./,$(addsuffix /...,$(MODULES)))
+
+build:
+	$(GO) build $(addprefix ./,$(addsuffix /...,$(MODULES)))
+
+## build-standalone: every module builds on its own (GOWORK=off)
+build-standalone:
+	@set -e; for m in $(MODULES); do (cd $$m && GOWORK=off $(GO) build ./... ); done
+
+## generate: regenerate proto/gen from proto/*.proto (protoc from apt, protoc-gen-go pinned)
+generate:
+	@command -v protoc >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq protobuf-compiler >/dev/null; }
+	GOBIN=$(GOBIN) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+	rm -rf proto/gen
+	PATH=$(GOBIN):$$PATH protoc -I proto --go_out=proto --go_opt=module=github.com/hookline/hookline/proto proto/hookline/v1/*.proto
+
+## generate-check: fails when regenerating changes anything
+generate-check: generate
+	@git diff --exit-code -- proto/gen || { echo "proto/gen is stale: run make generate and commit"; exit 1; }
+	@test -z "$$(git status --porcelain -- proto/gen)" || { echo "proto/gen has untracked files: run make generate and commit"; exit 1; }
+
+tidy:
+	@for m in $(MODULES); do (cd $$m && GOWORK=off $(GO) mod tidy); done

@@ -1,0 +1,184 @@
+package stream
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Config sizes the topology. Zero values take the defaults below.
+type Config struct {
+	// Replicas of every stream and the KV bucket: 1 locally, 3 in production.
+	Replicas int
+	// EventsMaxAge bounds the event log (default 7 days).
+	EventsMaxAge time.Duration
+	// AttemptsMaxAge bounds the attempt history (default 30 days).
+	AttemptsMaxAge time.Duration
+	// DeadLetterMaxAge bounds the dead-letter stream (default 90 days).
+	DeadLetterMaxAge time.Duration
+	// DuplicateWindow is how long a Nats-Msg-Id is remembered (default 20
+	// minutes): longer than any publisher's retry loop.
+	DuplicateWindow time.Duration
+	// MemoryStorage is for benchmarks only; production uses file storage.
+	MemoryStorage bool
+	// AckWait of the consumers (default 60s): must exceed the HTTP attempt
+	// timeout by a margin, or an attempt still running is redelivered.
+	AckWait time.Duration
+	// MaxAckPending of the deliver consumer (default 10,000).
+	MaxAckPending int
+}
+
+// Defaults.
+const (
+	DefaultEventsMaxAge     = 7 * 24 * time.Hour
+	DefaultAttemptsMaxAge   = 30 * 24 * time.Hour
+	DefaultDeadLetterMaxAge = 90 * 24 * time.Hour
+	DefaultDuplicateWindow  = 20 * time.Minute
+	DefaultAckWait          = 60 * time.Second
+	DefaultMaxAckPending    = 10000
+)
+
+func (c Config) withDefaults() Config {
+	if c.Replicas <= 0 {
+		c.Replicas = 1
+	}
+	if c.EventsMaxAge <= 0 {
+		c.EventsMaxAge = DefaultEventsMaxAge
+	}
+	if c.AttemptsMaxAge <= 0 {
+		c.AttemptsMaxAge = DefaultAttemptsMaxAge
+	}
+	if c.DeadLetterMaxAge <= 0 {
+		c.DeadLetterMaxAge = DefaultDeadLetterMaxAge
+	}
+	if c.DuplicateWindow <= 0 {
+		c.DuplicateWindow = DefaultDuplicateWindow
+	}
+	if c.AckWait <= 0 {
+		c.AckWait = DefaultAckWait
+	}
+	if c.MaxAckPending <= 0 {
+		c.MaxAckPending = DefaultMaxAckPending
+	}
+	return c
+}
+
+// StreamConfigs returns the configuration of every stream.
+func StreamConfigs(c Config) []jetstream.StreamConfig {
+	c = c.withDefaults()
+	storage := jetstream.FileStorage
+	if c.MemoryStorage {
+		storage = jetstream.MemoryStorage
+	}
+	return []jetstream.StreamConfig{
+		{
+			Name:        Events,
+			Description: "Hookline event log",
+			Subjects:    []string{EventsPrefix + ".>"},
+			Retention:   jetstream.LimitsPolicy,
+			MaxAge:      c.EventsMaxAge,
+			Storage:     storage,
+			Replicas:    c.Replicas,
+			Duplicates:  c.DuplicateWindow,
+			Discard:     jetstream.DiscardOld,
+		},
+		{
+			Name:              Deliveries,
+			Description:       "Hookline delivery tasks and scheduled retries",
+			Subjects:          []string{DeliveriesPrefix + ".>", RetryPrefix + ".>"},
+			Retention:         jetstream.WorkQueuePolicy,
+			Storage:           storage,
+			Replicas:          c.Replicas,
+			Duplicates:        c.DuplicateWindow,
+			AllowMsgSchedules: true,
+		},
+		{
+			Name:        Attempts,
+			Description: "Hookline attempt history",
+			Subjects:    []string{AttemptsPrefix + ".>"},
+			Retention:   jetstream.LimitsPolicy,
+			MaxAge:      c.AttemptsMaxAge,
+			Storage:     storage,
+			Replicas:    c.Replicas,
+			Discard:     jetstream.DiscardOld,
+		},
+		{
+			Name:        DeadLetter,
+			Description: "Hookline dead letters, replayable by hand",
+			Subjects:    []string{DeadLetterPrefix + ".>"},
+			Retention:   jetstream.LimitsPolicy,
+			MaxAge:      c.DeadLetterMaxAge,
+			Storage:     storage,
+			Replicas:    c.Replicas,
+			Duplicates:  c.DuplicateWindow,
+			Discard:     jetstream.DiscardOld,
+		},
+	}
+}
+
+// ConsumerConfigs returns the durable consumers by stream.
+func ConsumerConfigs(c Config) map[string]jetstream.ConsumerConfig {
+	c = c.withDefaults()
+	return map[string]jetstream.ConsumerConfig{
+		Events: {
+			Durable:       DispatchConsumer,
+			Description:   "fan-out of events to delivery tasks",
+			FilterSubject: EventsPrefix + ".>",
+			AckPolicy:     jetstream.AckExplicitPolicy,
+			AckWait:       c.AckWait,
+			MaxDeliver:    -1,
+			MaxAckPending: c.MaxAckPending,
+			DeliverPolicy: jetstream.DeliverAllPolicy,
+			Replicas:      c.Replicas,
+		},
+		Deliveries: {
+			Durable:       DeliverConsumer,
+			Description:   "HTTP attempts",
+			FilterSubject: DeliveriesPrefix + ".>",
+			AckPolicy:     jetstream.AckExplicitPolicy,
+			AckWait:       c.AckWait,
+			MaxDeliver:    -1,
+			MaxAckPending: c.MaxAckPending,
+			DeliverPolicy: jetstream.DeliverAllPolicy,
+			Replicas:      c.Replicas,
+		},
+	}
+}
+
+// KVConfig is the subscription registry bucket.
+func KVConfig(c Config) jetstream.KeyValueConfig {
+	c = c.withDefaults()
+	storage := jetstream.FileStorage
+	if c.MemoryStorage {
+		storage = jetstream.MemoryStorage
+	}
+	return jetstream.KeyValueConfig{
+		Bucket:      SubscriptionsBucket,
+		Description: "Hookline subscription registry (truth)",
+		History:     5,
+		Storage:     storage,
+		Replicas:    c.Replicas,
+	}
+}
+
+// Ensure creates or updates every stream, consumer and the KV bucket. It is
+// idempotent and safe to run from every replica at start-up.
+func Ensure(ctx context.Context, js jetstream.JetStream, c Config) error {
+	for _, sc := range StreamConfigs(c) {
+		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
+			return fmt.Errorf("ensure stream %s: %w", sc.Name, err)
+		}
+	}
+	for name, cc := range ConsumerConfigs(c) {
+		if _, err := js.CreateOrUpdateConsumer(ctx, name, cc); err != nil {
+			return fmt.Errorf("ensure consumer %s on %s: %w", cc.Durable, name, err)
+		}
+	}
+	if _, err := js.CreateOrUpdateKeyValue(ctx, KVConfig(c)); err != nil {
+		return fmt.Errorf("ensure kv bucket %s: %w", SubscriptionsBucket, err)
+	}
+	return nil
+}
+

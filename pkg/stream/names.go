@@ -1,0 +1,92 @@
+// Package stream holds every JetStream name Hookline uses — streams,
+// subjects, consumers, the KV bucket, and the header contract — and Ensure,
+// which creates or updates them idempotently. Every binary and test imports
+// these names so they cannot drift apart.
+package stream
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Streams.
+const (
+	// Events is the event log: limits retention with a max age.
+	Events = "EVENTS"
+	// Deliveries holds one task per event × subscription: work-queue
+	// retention, message schedules allowed (scheduled retries).
+	Deliveries = "DELIVERIES"
+	// Attempts records every HTTP attempt: limits retention.
+	Attempts = "ATTEMPTS"
+	// DeadLetter parks deliveries that never succeeded: long max age.
+	DeadLetter = "DEADLETTER"
+)
+
+// Subjects. Tokens are a tenant, a subscription id, or an event type (which
+// may span several tokens).
+const (
+	// EventsPrefix: events.<tenant>.<type…>
+	EventsPrefix = "events"
+	// DeliveriesPrefix: deliveries.<tenant>.<subscription>
+	DeliveriesPrefix = "deliveries"
+	// RetryPrefix: retry.<subscription>.<deliveries stream seq>; a schedule
+	// that fires into deliveries.<tenant>.<subscription>.
+	RetryPrefix = "retry"
+	// AttemptsPrefix: attempts.<tenant>.<subscription>
+	AttemptsPrefix = "attempts"
+	// DeadLetterPrefix: deadletter.<tenant>.<subscription>
+	DeadLetterPrefix = "deadletter"
+)
+
+// Consumers (durable, pull).
+const (
+	// DispatchConsumer reads EVENTS and fans out tasks.
+	DispatchConsumer = "dispatch"
+	// DeliverConsumer reads deliveries.> and performs HTTP attempts.
+	DeliverConsumer = "deliver"
+)
+
+// SubscriptionsBucket is the KV bucket holding the subscription registry
+// (the truth). Keys are <tenant>.<subscription id>.
+const SubscriptionsBucket = "hookline_subscriptions"
+
+// EventSubject is the subject an event of tenant and type is published to.
+func EventSubject(tenant, eventType string) string {
+	return EventsPrefix + "." + tenant + "." + eventType
+}
+
+// ParseEventSubject splits events.<tenant>.<type…>.
+func ParseEventSubject(subject string) (tenant, eventType string, err error) {
+	parts := strings.SplitN(subject, ".", 3)
+	if len(parts) != 3 || parts[0] != EventsPrefix || parts[1] == "" || parts[2] == "" {
+		return "", "", fmt.Errorf("subject %q is not %s.<tenant>.<type>", subject, EventsPrefix)
+	}
+	return parts[1], parts[2], nil
+}
+
+// DeliverySubject is where the tasks of one subscription are published.
+func DeliverySubject(tenant, subscriptionID string) string {
+	return DeliveriesPrefix + "." + tenant + "." + subscriptionID
+}
+
+// RetrySubject is the schedule subject of a retry of the task stored at seq
+// in DELIVERIES. One schedule per subject: a crash-duplicated schedule
+// replaces the first instead of doubling it.
+func RetrySubject(subscriptionID string, seq uint64) string {
+	return fmt.Sprintf("%s.%s.%d", RetryPrefix, subscriptionID, seq)
+}
+
+// AttemptSubject is where an attempt record of a subscription is published.
+func AttemptSubject(tenant, subscriptionID string) string {
+	return AttemptsPrefix + "." + tenant + "." + subscriptionID
+}
+
+// DeadLetterSubject is where a dead letter of a subscription is published.
+func DeadLetterSubject(tenant, subscriptionID string) string {
+	return DeadLetterPrefix + "." + tenant + "." + subscriptionID
+}
+
+// SubscriptionKey is the KV key of a subscription.
+func SubscriptionKey(tenant, subscriptionID string) string {
+	return tenant + "." + subscriptionID
+}
