@@ -1,0 +1,4 @@
+// Command hookctl is a Hookline service (placeholder until its issue lands).
+package main
+
+func main() {}
