@@ -1,0 +1,91 @@
+// Package natsconn connects to NATS with the settings every Hookline binary
+// shares: URL, credentials (creds file, nkey seed or user/password) and TLS.
+package natsconn
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"go.uber.org/zap"
+)
+
+// Config is embedded in each binary's config.
+type Config struct {
+	URL      string `env:"HOOKLINE_NATS_URL" envDefault:"nats://127.0.0.1:4222"`
+	Creds    string `env:"HOOKLINE_NATS_CREDS"`
+	NKeySeed string `env:"HOOKLINE_NATS_NKEY_SEED_FILE"`
+	User     string `env:"HOOKLINE_NATS_USER"`
+	Password string `env:"HOOKLINE_NATS_PASSWORD"`
+	TLSCA    string `env:"HOOKLINE_NATS_TLS_CA"`
+	TLSCert  string `env:"HOOKLINE_NATS_TLS_CERT"`
+	TLSKey   string `env:"HOOKLINE_NATS_TLS_KEY"`
+}
+
+// Validate names the variable at fault; it never prints a secret.
+func (c Config) Validate() error {
+	if c.URL == "" {
+		return errors.New("HOOKLINE_NATS_URL is empty")
+	}
+	n := 0
+	for _, set := range []bool{c.Creds != "", c.NKeySeed != "", c.User != ""} {
+		if set {
+			n++
+		}
+	}
+	if n > 1 {
+		return errors.New("set only one of HOOKLINE_NATS_CREDS, HOOKLINE_NATS_NKEY_SEED_FILE, HOOKLINE_NATS_USER")
+	}
+	if c.Password != "" && c.User == "" {
+		return errors.New("HOOKLINE_NATS_PASSWORD is set without HOOKLINE_NATS_USER")
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return errors.New("HOOKLINE_NATS_TLS_CERT and HOOKLINE_NATS_TLS_KEY must be set together")
+	}
+	return nil
+}
+
+// Connect dials NATS, reconnecting forever, and logs connection changes.
+func Connect(c Config, name string, log *zap.Logger) (*nats.Conn, error) {
+	opts := []nats.Option{
+		nats.Name(name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.RetryOnFailedConnect(true),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				log.Warn("nats disconnected", zap.Error(err))
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			log.Info("nats reconnected", zap.String("server", nc.ConnectedUrlRedacted()))
+		}),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			log.Warn("nats async error", zap.Error(err))
+		}),
+	}
+	switch {
+	case c.Creds != "":
+		opts = append(opts, nats.UserCredentials(c.Creds))
+	case c.NKeySeed != "":
+		o, err := nats.NkeyOptionFromSeed(c.NKeySeed)
+		if err != nil {
+			return nil, fmt.Errorf("nkey seed file %s: %w", c.NKeySeed, err)
+		}
+		opts = append(opts, o)
+	case c.User != "":
+		opts = append(opts, nats.UserInfo(c.User, c.Password))
+	}
+	if c.TLSCA != "" {
+		opts = append(opts, nats.RootCAs(c.TLSCA))
+	}
+	if c.TLSCert != "" {
+		opts = append(opts, nats.ClientCert(c.TLSCert, c.TLSKey))
+	}
+	nc, err := nats.Connect(c.URL, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connect nats: %w", err)
+	}
+	return nc, nil
+}
