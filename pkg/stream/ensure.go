@@ -181,4 +181,3 @@ func Ensure(ctx context.Context, js jetstream.JetStream, c Config) error {
 	}
 	return nil
 }
-

@@ -1,5 +1,7 @@
 package stream
 
+import "fmt"
+
 // The header contract. Message bodies are the event's JSON data, untouched;
 // the envelope rides in these headers so that `nats pub` can publish and
 // `nats stream view` can read.
@@ -8,8 +10,6 @@ package stream
 //
 //	Nats-Msg-Id            event id (dedup); absent → evt_seq_<stream seq>
 //	Hookline-Occurred-At   RFC 3339; absent → the stream timestamp
-//	Hookline-Test          "true" on a test event for one subscription
-//	Hookline-Subscription-Id  with Hookline-Test: the one target
 //
 // Tenant and type come from the subject events.<tenant>.<type…>.
 //
@@ -21,7 +21,12 @@ package stream
 //	Hookline-Attempt           attempts already made (absent: 0)
 //	Hookline-First-Attempt-At  RFC 3339 of the first attempt
 //	Hookline-Last-Status, Hookline-Last-Error   of the previous attempt
-//	Hookline-Replay            "true" on a task replayed from DEADLETTER
+//	Hookline-Replay            on a task replayed from DEADLETTER: the
+//	                           DEADLETTER sequence it was replayed from
+//	                           (task Nats-Msg-Id <event>:<sub>:replay:<seq>)
+//	Hookline-Test              "true" on a test delivery (POST …/test),
+//	                           published by the producer straight to
+//	                           deliveries.<tenant>.<subscription>
 //
 // On DEADLETTER, all of the above plus:
 //
@@ -29,24 +34,27 @@ package stream
 //	Hookline-Last-Attempt-At   RFC 3339
 //	Hookline-Dead-Lettered-At  RFC 3339
 //	Hookline-Original-Subject  the deliveries subject it came from
-//	Nats-Msg-Id                <event id>:<subscription id>:dlq[:<replay n>]
+//	Nats-Msg-Id                <event id>:<subscription id>:dlq, or
+//	                           <event id>:<subscription id>:dlq:<replay seq>
+//	                           for a replayed task that failed again
 const (
-	HeaderMsgID            = "Nats-Msg-Id"
-	HeaderEventID          = "Hookline-Event-Id"
-	HeaderTenant           = "Hookline-Tenant"
-	HeaderEventType        = "Hookline-Event-Type"
-	HeaderOccurredAt       = "Hookline-Occurred-At"
-	HeaderSubscriptionID   = "Hookline-Subscription-Id"
-	HeaderAttempt          = "Hookline-Attempt"
-	HeaderFirstAttemptAt   = "Hookline-First-Attempt-At"
-	HeaderLastAttemptAt    = "Hookline-Last-Attempt-At"
-	HeaderLastStatus       = "Hookline-Last-Status"
-	HeaderLastError        = "Hookline-Last-Error"
-	HeaderReason           = "Hookline-Reason"
-	HeaderDeadLetteredAt   = "Hookline-Dead-Lettered-At"
-	HeaderOriginalSubject  = "Hookline-Original-Subject"
-	HeaderReplay           = "Hookline-Replay"
-	HeaderTest             = "Hookline-Test"
+	HeaderMsgID           = "Nats-Msg-Id"
+	HeaderEventID         = "Hookline-Event-Id"
+	HeaderTenant          = "Hookline-Tenant"
+	HeaderEventType       = "Hookline-Event-Type"
+	HeaderOccurredAt      = "Hookline-Occurred-At"
+	HeaderSubscriptionID  = "Hookline-Subscription-Id"
+	HeaderAttempt         = "Hookline-Attempt"
+	HeaderFirstAttemptAt  = "Hookline-First-Attempt-At"
+	HeaderLastAttemptAt   = "Hookline-Last-Attempt-At"
+	HeaderLastStatus      = "Hookline-Last-Status"
+	HeaderLastError       = "Hookline-Last-Error"
+	HeaderReason          = "Hookline-Reason"
+	HeaderDeadLetteredAt  = "Hookline-Dead-Lettered-At"
+	HeaderOriginalSubject = "Hookline-Original-Subject"
+	HeaderReplay          = "Hookline-Replay"
+	HeaderTest            = "Hookline-Test"
+	HeaderDeadLetterSeq   = "Hookline-Dead-Letter-Seq"
 )
 
 // TaskMsgID is the dedup id of the delivery task of an event for a
@@ -56,6 +64,19 @@ func TaskMsgID(eventID, subscriptionID string) string {
 }
 
 // DeadLetterMsgID is the dedup id of the dead letter of a delivery task.
-func DeadLetterMsgID(eventID, subscriptionID string) string {
-	return eventID + ":" + subscriptionID + ":dlq"
+// replayOf is the task's Hookline-Replay header ("" for a first delivery):
+// a replayed task that fails again must not be deduplicated against the
+// dead letter it was replayed from.
+func DeadLetterMsgID(eventID, subscriptionID, replayOf string) string {
+	id := eventID + ":" + subscriptionID + ":dlq"
+	if replayOf != "" {
+		id += ":" + replayOf
+	}
+	return id
+}
+
+// ReplayMsgID is the dedup id of a task replayed from the dead letter at
+// seq: replaying the same entry twice publishes one task.
+func ReplayMsgID(eventID, subscriptionID string, seq uint64) string {
+	return fmt.Sprintf("%s:%s:replay:%d", eventID, subscriptionID, seq)
 }
