@@ -1,0 +1,67 @@
+package main
+
+import (
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// Demo values of the copy-paste commands.
+const (
+	demoTenant    = "acme"
+	demoEventType = "order.created"
+	demoFilter    = "order.*"
+	demoData      = `{"order_id":1}`
+)
+
+// banner is what devstack prints once the services are ready: where things
+// are, and commands to paste into another terminal.
+func banner(cfg config, r *localRedis) string {
+	api := "http://" + cfg.ProducerAddr
+	natsURL := "nats://127.0.0.1:" + strconv.Itoa(cfg.NATSPort)
+	receiverURL := "http://" + cfg.ReceiverAddr + receiverPath
+	hookctl := "go run ./cmd/hookctl"
+	if cfg.NATSPort != 4222 {
+		hookctl = "HOOKLINE_NATS_URL=" + natsURL + " " + hookctl
+	}
+	dataDir := cfg.DataDir
+	if rel, err := filepath.Rel(cfg.Root, dataDir); err == nil && !strings.HasPrefix(rel, "..") {
+		dataDir = "./" + rel
+	}
+	var b strings.Builder
+	p := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
+	p("")
+	p("  Hookline is running. Ctrl-C stops everything.")
+	p("")
+	p("    API (producer)  %s", api)
+	p("    deliverer       http://%s  (/readyz, /metrics)", cfg.DelivererAddr)
+	p("    NATS            %s  (JetStream, files in %s/nats)", natsURL, dataDir)
+	p("    Redis           %s  (%s)", redactURL(r.URL), r.Kind)
+	p("    demo receiver   %s  (verifies signatures, prints each webhook)", receiverURL)
+	p("")
+	p("  In another terminal:")
+	p("")
+	p("  1. Subscribe the demo receiver to %s's %s events (the answer shows its whsec_ secret once):", demoTenant, demoFilter)
+	p("")
+	p("     curl -sS -X POST %s/v1/subscriptions -H 'Content-Type: application/json' \\", api)
+	p(`       -d '{"tenant":"%s","url":"%s","event_types":["%s"]}'`, demoTenant, receiverURL, demoFilter)
+	p("")
+	p("  2. Publish an event over HTTP:")
+	p("")
+	p("     curl -sS -X POST %s/v1/events -H 'Content-Type: application/json' \\", api)
+	p(`       -d '{"tenant":"%s","type":"%s","data":%s}'`, demoTenant, demoEventType, demoData)
+	p("")
+	p("     or straight to NATS, as a platform service would (nats CLI):")
+	p("")
+	p("     nats pub -s %s events.%s.%s '%s'", natsURL, demoTenant, demoEventType, demoData)
+	p("")
+	p("  3. The receiver prints webhook-id, type, verified=yes and the body here.")
+	p("")
+	p("  Dead letters and the rest with hookctl:")
+	p("")
+	p("     %s dlq ls", hookctl)
+	p("     %s --help", hookctl)
+	p("")
+	return b.String()
+}

@@ -1,0 +1,343 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
+	"github.com/hookline/hookline/pkg/stream"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
+	"google.golang.org/protobuf/encoding/protojson"
+)
+
+// receiverPath is where the demo receiver takes webhooks.
+const receiverPath = "/webhook"
+
+// maxWebhookBytes bounds a body the receiver reads.
+const maxWebhookBytes = 1 << 20
+
+// receiver is the demo endpoint: POST /webhook. It verifies each webhook's
+// Standard Webhooks signature with the secrets of the subscriptions whose URL
+// points at it (read from the registry, the KV bucket), prints the webhook,
+// and answers 204 whatever the verdict, so a demo never piles up retries.
+type receiver struct {
+	js    jetstream.JetStream
+	port  string // subscriptions to a loopback host on this port are ours
+	con   *console
+	types *eventTypes
+}
+
+func newReceiver(js jetstream.JetStream, port string, con *console) *receiver {
+	return &receiver{js: js, port: port, con: con, types: newEventTypes(10000)}
+}
+
+func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path != receiverPath {
+		http.NotFound(w, r)
+		return
+	}
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		http.Error(w, "POST only", http.StatusMethodNotAllowed)
+		return
+	}
+	body, err := readBody(w, r)
+	if err != nil {
+		rc.con.Line("receiver", "rejected a webhook: %v", err)
+		http.Error(w, err.Error(), http.StatusRequestEntityTooLarge)
+		return
+	}
+	v := rc.verify(r.Context(), body, r.Header)
+	id := r.Header.Get(standardwebhooks.HeaderWebhookID)
+	typ := rc.types.lookup(r.Context(), rc.js, id)
+	if v.OK {
+		rc.con.Line("receiver", "webhook-id=%s type=%s verified=yes subscription=%s", orDash(id), orDash(typ), v.SubscriptionID)
+	} else {
+		rc.con.Line("receiver", "webhook-id=%s type=%s verified=no (%s)", orDash(id), orDash(typ), v.Reason)
+	}
+	rc.con.Line("receiver", "  %s", printable(body))
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	var buf bytes.Buffer
+	if _, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, maxWebhookBytes)); err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return nil, fmt.Errorf("body larger than %d bytes", maxWebhookBytes)
+		}
+		return nil, fmt.Errorf("read body: %w", err)
+	}
+	return buf.Bytes(), nil
+}
+
+// verify checks the signature against the subscriptions that point here.
+func (rc *receiver) verify(ctx context.Context, body []byte, h http.Header) verdict {
+	subs, err := rc.subscriptions(ctx)
+	if err != nil {
+		return verdict{Reason: "cannot read the subscriptions: " + err.Error()}
+	}
+	return verify(body, h, subs)
+}
+
+// subscriptions reads the registry and keeps those whose URL points at this
+// receiver.
+func (rc *receiver) subscriptions(ctx context.Context) ([]*hooklinev1.Subscription, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	kv, err := rc.js.KeyValue(ctx, stream.SubscriptionsBucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open kv %s: %w", stream.SubscriptionsBucket, err)
+	}
+	watcher, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		return nil, fmt.Errorf("read kv %s: %w", stream.SubscriptionsBucket, err)
+	}
+	defer func() { _ = watcher.Stop() }()
+	var subs []*hooklinev1.Subscription
+	for {
+		select {
+		case e := <-watcher.Updates():
+			if e == nil { // the initial values are all in
+				return subs, nil
+			}
+			var s hooklinev1.Subscription
+			if err := (protojson.UnmarshalOptions{DiscardUnknown: true}).Unmarshal(e.Value(), &s); err != nil {
+				continue // not ours to judge; the producer validates what it stores
+			}
+			if pointsAt(s.GetUrl(), rc.port) {
+				subs = append(subs, &s)
+			}
+		case <-ctx.Done():
+			return nil, fmt.Errorf("read kv %s: %w", stream.SubscriptionsBucket, ctx.Err())
+		}
+	}
+}
+
+// pointsAt reports whether a subscription URL reaches the demo receiver:
+// http on a loopback host, the receiver's port, path /webhook.
+func pointsAt(raw, port string) bool {
+	u, err := url.Parse(raw)
+	if err != nil || u.Scheme != "http" || u.Port() != port || u.Path != receiverPath {
+		return false
+	}
+	host := u.Hostname()
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// verdict is the receiver's judgement of one webhook.
+type verdict struct {
+	OK             bool
+	SubscriptionID string // whose secret verified it
+	Reason         string // why not, when !OK
+}
+
+// Secret and key prefixes of the Standard Webhooks schemes.
+const (
+	hmacSecretPrefix   = "whsec_" // v1: HMAC-SHA256
+	ed25519KeyPrefix   = "whpk_"  // v1a: ed25519 public key
+	encryptedAtRest    = "enc:"   // a secret sealed with HOOKLINE_SECRET_KEY
+	timestampTolerance = 5 * time.Minute
+)
+
+// verify checks a webhook against every signing key of subs: v1 (HMAC) with
+// the Standard Webhooks reference library, v1a (ed25519) with the public key.
+func verify(body []byte, h http.Header, subs []*hooklinev1.Subscription) verdict {
+	if h.Get(standardwebhooks.HeaderWebhookID) == "" || h.Get(standardwebhooks.HeaderWebhookTimestamp) == "" ||
+		h.Get(standardwebhooks.HeaderWebhookSignature) == "" {
+		return verdict{Reason: "missing webhook-id, webhook-timestamp or webhook-signature header"}
+	}
+	if len(subs) == 0 {
+		return verdict{Reason: "no subscription points at this receiver"}
+	}
+	var tooOld, sealed bool
+	for _, s := range subs {
+		if s.GetPublicKey() != "" && verifyEd25519(body, h, s.GetPublicKey()) == nil {
+			return verdict{OK: true, SubscriptionID: s.GetId()}
+		}
+		for _, k := range s.GetKeys() {
+			secret := k.GetSecret()
+			if strings.HasPrefix(secret, encryptedAtRest) {
+				sealed = true
+				continue
+			}
+			if !strings.HasPrefix(secret, hmacSecretPrefix) {
+				continue
+			}
+			wh, err := standardwebhooks.NewWebhook(secret)
+			if err != nil {
+				continue
+			}
+			err = wh.Verify(body, h)
+			if err == nil {
+				return verdict{OK: true, SubscriptionID: s.GetId()}
+			}
+			if errors.Is(err, standardwebhooks.ErrMessageTooOld) || errors.Is(err, standardwebhooks.ErrMessageTooNew) {
+				tooOld = true
+			}
+		}
+	}
+	switch {
+	case tooOld:
+		return verdict{Reason: "webhook-timestamp is outside the 5-minute tolerance"}
+	case sealed:
+		return verdict{Reason: "the secrets are encrypted at rest and this receiver cannot read them"}
+	}
+	return verdict{Reason: fmt.Sprintf("the signature matches no secret of the %d subscription(s) pointing here", len(subs))}
+}
+
+// verifyEd25519 checks the v1a entries of the signature header with a
+// whpk_ public key.
+func verifyEd25519(body []byte, h http.Header, publicKey string) error {
+	raw, ok := strings.CutPrefix(publicKey, ed25519KeyPrefix)
+	if !ok {
+		return errors.New("not a whpk_ key")
+	}
+	key, err := base64.StdEncoding.DecodeString(raw)
+	if err != nil || len(key) != ed25519.PublicKeySize {
+		return errors.New("malformed public key")
+	}
+	id := h.Get(standardwebhooks.HeaderWebhookID)
+	ts := h.Get(standardwebhooks.HeaderWebhookTimestamp)
+	sec, err := strconv.ParseInt(ts, 10, 64)
+	if err != nil {
+		return errors.New("malformed timestamp")
+	}
+	if d := time.Since(time.Unix(sec, 0)); d > timestampTolerance || d < -timestampTolerance {
+		return standardwebhooks.ErrMessageTooOld
+	}
+	content := []byte(id + "." + ts + "." + string(body))
+	for _, entry := range strings.Fields(h.Get(standardwebhooks.HeaderWebhookSignature)) {
+		sig, ok := strings.CutPrefix(entry, "v1a,")
+		if !ok {
+			continue
+		}
+		b, err := base64.StdEncoding.DecodeString(sig)
+		if err == nil && ed25519.Verify(key, content, b) {
+			return nil
+		}
+	}
+	return standardwebhooks.ErrNoMatchingSignature
+}
+
+// maxPrinted bounds a body printed to the terminal.
+const maxPrinted = 2048
+
+// printable is the body for the terminal: compact JSON when it is JSON,
+// quoted when it is not text, cut at maxPrinted bytes.
+func printable(body []byte) string {
+	var b bytes.Buffer
+	if json.Compact(&b, body) == nil {
+		body = b.Bytes()
+	}
+	s := string(body)
+	if !utf8.ValidString(s) {
+		s = strconv.Quote(s)
+	}
+	if len(s) > maxPrinted {
+		return fmt.Sprintf("%s… (%d bytes)", strings.ToValidUTF8(s[:maxPrinted], ""), len(body))
+	}
+	if s == "" {
+		return "(empty body)"
+	}
+	return s
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// eventTypes learns the type of each event as it is published, since a
+// webhook carries the event's data but not its type. Raw `nats pub` events
+// have ids evt_seq_<stream sequence> and are looked up in EVENTS instead.
+type eventTypes struct {
+	mu    sync.Mutex
+	max   int
+	byID  map[string]string
+	order []string
+}
+
+func newEventTypes(max int) *eventTypes {
+	return &eventTypes{max: max, byID: make(map[string]string)}
+}
+
+// watch subscribes (core NATS) to every event subject.
+func (t *eventTypes) watch(nc *nats.Conn) (*nats.Subscription, error) {
+	return nc.Subscribe(stream.EventsPrefix+".>", func(m *nats.Msg) {
+		id := m.Header.Get(stream.HeaderMsgID)
+		if _, typ, err := stream.ParseEventSubject(m.Subject); err == nil && id != "" {
+			t.add(id, typ)
+		}
+	})
+}
+
+func (t *eventTypes) add(id, typ string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if _, ok := t.byID[id]; ok {
+		return
+	}
+	if len(t.order) >= t.max {
+		delete(t.byID, t.order[0])
+		t.order = t.order[1:]
+	}
+	t.byID[id] = typ
+	t.order = append(t.order, id)
+}
+
+// seqIDPrefix is the id the producer side gives an event published without
+// a Nats-Msg-Id: evt_seq_<EVENTS sequence>.
+const seqIDPrefix = "evt_seq_"
+
+func (t *eventTypes) lookup(ctx context.Context, js jetstream.JetStream, id string) string {
+	t.mu.Lock()
+	typ, ok := t.byID[id]
+	t.mu.Unlock()
+	if ok {
+		return typ
+	}
+	seq, err := strconv.ParseUint(strings.TrimPrefix(id, seqIDPrefix), 10, 64)
+	if !strings.HasPrefix(id, seqIDPrefix) || err != nil {
+		return ""
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	s, err := js.Stream(ctx, stream.Events)
+	if err != nil {
+		return ""
+	}
+	m, err := s.GetMsg(ctx, seq)
+	if err != nil {
+		return ""
+	}
+	_, typ, err = stream.ParseEventSubject(m.Subject)
+	if err != nil {
+		return ""
+	}
+	return typ
+}
