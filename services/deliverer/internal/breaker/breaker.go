@@ -1,0 +1,334 @@
+// Package breaker is a circuit breaker per endpoint (subscription), shared by
+// every deliverer replica through Redis.
+//
+//	closed ──N consecutive failures──► open ──cool-down over──► half-open
+//	   ▲                                 ▲                         │ one probe
+//	   └──────────── success ────────────┼──── probe fails ────────┘
+//	                                     (cool-down doubles, up to a cap)
+//
+// While open, attempts are not made: Allow says how long until the cool-down
+// ends and the deliverer defers the task without spending an attempt. Once
+// the cool-down is over exactly one attempt, the probe, gets through (a SET
+// NX lease that expires if its holder crashes); the others wait. A success
+// closes the circuit and forgets the failure streak; a failure reopens it
+// with a doubled cool-down.
+//
+// The same state records when the current failure streak began
+// (Streak.Since): the health package disables a subscription that has been
+// failing for too long. A Retry-After from the endpoint pauses the circuit
+// for that long (Failure's pause), so that no replica calls it earlier.
+//
+// Timestamps come from the callers' clocks (Config.Now), which replicas must
+// keep in step (NTP); the probe lease uses Redis' own clock.
+package breaker
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// KeyPrefix starts every key of this package:
+//
+//	hookline:breaker:{<subscription id>}        hash: failures, since (unix
+//	                                            ms), open_until (unix ms), opens
+//	hookline:breaker:{<subscription id>}:probe  string: the probe's lease token
+//
+// The braces are a Redis Cluster hash tag: both keys share a slot.
+const KeyPrefix = "hookline:breaker:"
+
+// Key is the state hash of a subscription's circuit.
+func Key(subscriptionID string) string { return KeyPrefix + "{" + subscriptionID + "}" }
+
+// ProbeKey is the half-open probe lease of a subscription's circuit.
+func ProbeKey(subscriptionID string) string { return Key(subscriptionID) + ":probe" }
+
+// allow: {1, 0} closed; {0, ms} open for ms more; {2, 0} half-open and this
+// caller holds the probe; {3, pttl} half-open and another probe is in flight.
+//
+//	KEYS[1] state  KEYS[2] probe   ARGV[1] now ms  ARGV[2] token  ARGV[3] probe ttl ms
+var allowScript = redis.NewScript(`
+local ou = tonumber(redis.call('HGET', KEYS[1], 'open_until'))
+if not ou then return {1, 0} end
+local now = tonumber(ARGV[1])
+if now < ou then return {0, ou - now} end
+if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then return {2, 0} end
+return {3, redis.call('PTTL', KEYS[2])}
+`)
+
+// failure records a failed attempt and opens the circuit when due.
+// Returns {failures, since ms, opened (0/1), open_until ms or 0}.
+//
+//	KEYS[1] state  KEYS[2] probe
+//	ARGV[1] now ms  ARGV[2] threshold  ARGV[3] cool-down ms  ARGV[4] max cool-down ms
+//	ARGV[5] state ttl ms  ARGV[6] pause ms (Retry-After; 0 for none)
+var failureScript = redis.NewScript(`
+local now = tonumber(ARGV[1])
+local n = redis.call('HINCRBY', KEYS[1], 'failures', 1)
+redis.call('HSETNX', KEYS[1], 'since', ARGV[1])
+local since = tonumber(redis.call('HGET', KEYS[1], 'since'))
+local ou = tonumber(redis.call('HGET', KEYS[1], 'open_until'))
+local opened = 0
+if (ou and now >= ou) or (not ou and n >= tonumber(ARGV[2])) then
+  local opens = redis.call('HINCRBY', KEYS[1], 'opens', 1)
+  ou = now + math.min(tonumber(ARGV[3]) * 2 ^ (opens - 1), tonumber(ARGV[4]))
+  opened = 1
+  redis.call('DEL', KEYS[2])
+end
+local pause = tonumber(ARGV[6])
+if pause > 0 and (not ou or ou < now + pause) then
+  ou = now + pause
+end
+if ou then redis.call('HSET', KEYS[1], 'open_until', ou) end
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+return {n, since, opened, ou or 0}
+`)
+
+// success closes the circuit and forgets the streak. Returns 1 when the
+// circuit was open or half-open.
+var successScript = redis.NewScript(`
+local was = redis.call('HEXISTS', KEYS[1], 'open_until')
+redis.call('DEL', KEYS[1], KEYS[2])
+return was
+`)
+
+// releaseProbe gives the probe lease back when its holder did not make the
+// attempt after all.
+var releaseProbeScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+`)
+
+// Defaults.
+const (
+	DefaultFailures    = 5
+	DefaultCooldown    = 30 * time.Second
+	DefaultMaxCooldown = 10 * time.Minute
+)
+
+// Config tunes a Breaker. Zero values take the defaults.
+type Config struct {
+	// Failures in a row that open the circuit (default 5).
+	Failures int
+	// Cooldown of the first opening (default 30s); it doubles with each
+	// failed probe up to MaxCooldown (default 10m).
+	Cooldown    time.Duration
+	MaxCooldown time.Duration
+	// ProbeTTL bounds the probe lease when its holder crashes: the attempt
+	// timeout plus a margin (default 1m).
+	ProbeTTL time.Duration
+	// ProbeWait is how long others wait while a probe is in flight
+	// (default 1s).
+	ProbeWait time.Duration
+	// StateTTL is how long a failure streak is remembered without a new
+	// failure (default 7 days): longer than the auto-disable window.
+	StateTTL time.Duration
+	// RedisRetry is how long the circuit is taken as closed without asking
+	// Redis after Redis failed (default 1s).
+	RedisRetry time.Duration
+	// Now is the clock (time.Now when nil).
+	Now func() time.Time
+}
+
+func (c Config) withDefaults() Config {
+	if c.Failures <= 0 {
+		c.Failures = DefaultFailures
+	}
+	if c.Cooldown <= 0 {
+		c.Cooldown = DefaultCooldown
+	}
+	if c.MaxCooldown < c.Cooldown {
+		c.MaxCooldown = max(DefaultMaxCooldown, c.Cooldown)
+	}
+	if c.ProbeTTL <= 0 {
+		c.ProbeTTL = time.Minute
+	}
+	if c.ProbeWait <= 0 {
+		c.ProbeWait = time.Second
+	}
+	if c.StateTTL <= 0 {
+		c.StateTTL = 7 * 24 * time.Hour
+	}
+	if c.RedisRetry <= 0 {
+		c.RedisRetry = time.Second
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return c
+}
+
+// Breaker is safe for concurrent use.
+type Breaker struct {
+	rdb       redis.UniversalClient
+	cfg       Config
+	skipUntil atomic.Int64 // unix ns
+}
+
+// New returns a breaker on rdb.
+func New(rdb redis.UniversalClient, cfg Config) *Breaker {
+	return &Breaker{rdb: rdb, cfg: cfg.withDefaults()}
+}
+
+// Decision is the answer of Allow.
+type Decision struct {
+	// Allow: the attempt may be made.
+	Allow bool
+	// Probe is the lease token when this attempt is the half-open probe
+	// (give it back with ReleaseProbe if the attempt is not made after all).
+	Probe string
+	// Wait is how long to defer when not allowed.
+	Wait time.Duration
+	// Open: not allowed because the circuit is open (false while another
+	// probe is in flight).
+	Open bool
+}
+
+// ErrRedisSkipped is returned with an allowing Decision while Redis is not
+// retried after a failure (see Config.RedisRetry).
+var ErrRedisSkipped = errors.New("circuit taken as closed: redis failed recently")
+
+// Allow asks whether an attempt on the subscription may be made now. When
+// Redis fails the circuit is taken as closed (delivery goes on) and err says
+// why, for the caller to log and count.
+func (b *Breaker) Allow(ctx context.Context, subscriptionID string) (Decision, error) {
+	now := b.cfg.Now()
+	if now.UnixNano() < b.skipUntil.Load() {
+		return Decision{Allow: true}, ErrRedisSkipped
+	}
+	token := rand.Text()
+	res, err := allowScript.Run(ctx, b.rdb, []string{Key(subscriptionID), ProbeKey(subscriptionID)},
+		now.UnixMilli(), token, b.cfg.ProbeTTL.Milliseconds()).Int64Slice()
+	if err != nil {
+		if ctx.Err() == nil {
+			b.skipUntil.Store(now.Add(b.cfg.RedisRetry).UnixNano())
+		}
+		return Decision{Allow: true}, fmt.Errorf("circuit breaker (taken as closed): %w", err)
+	}
+	if len(res) != 2 {
+		return Decision{Allow: true}, errors.New("circuit breaker: unexpected script reply")
+	}
+	switch res[0] {
+	case 1:
+		return Decision{Allow: true}, nil
+	case 0:
+		return Decision{Open: true, Wait: time.Duration(res[1]) * time.Millisecond}, nil
+	case 2:
+		return Decision{Allow: true, Probe: token}, nil
+	default:
+		wait := b.cfg.ProbeWait
+		if pttl := time.Duration(res[1]) * time.Millisecond; pttl > 0 && pttl < wait {
+			wait = pttl
+		}
+		return Decision{Wait: wait}, nil
+	}
+}
+
+// ReleaseProbe gives back a probe lease whose attempt was not made.
+func (b *Breaker) ReleaseProbe(ctx context.Context, subscriptionID, token string) error {
+	if token == "" {
+		return nil
+	}
+	if err := releaseProbeScript.Run(ctx, b.rdb, []string{ProbeKey(subscriptionID)}, token).Err(); err != nil {
+		return fmt.Errorf("release probe: %w", err)
+	}
+	return nil
+}
+
+// Success records a successful attempt: the circuit closes and the failure
+// streak is forgotten. closed reports whether the circuit was open or
+// half-open before.
+func (b *Breaker) Success(ctx context.Context, subscriptionID string) (closed bool, err error) {
+	n, err := successScript.Run(ctx, b.rdb, []string{Key(subscriptionID), ProbeKey(subscriptionID)}).Int64()
+	if err != nil {
+		return false, fmt.Errorf("circuit breaker success: %w", err)
+	}
+	return n == 1, nil
+}
+
+// Streak is the failure streak after Failure.
+type Streak struct {
+	// Failures in a row, counting this one.
+	Failures int
+	// Since is the time of the streak's first failure.
+	Since time.Time
+	// Now is the time this failure was recorded at.
+	Now time.Time
+	// Opened: this failure opened (or reopened) the circuit.
+	Opened bool
+	// OpenUntil is when the cool-down or pause ends (zero when closed).
+	OpenUntil time.Time
+}
+
+// Failing is how long the subscription has been failing.
+func (s Streak) Failing() time.Duration { return s.Now.Sub(s.Since) }
+
+// Failure records a failed attempt. pause > 0 (the endpoint's Retry-After)
+// keeps the circuit open at least that long, without counting as an
+// opening.
+func (b *Breaker) Failure(ctx context.Context, subscriptionID string, pause time.Duration) (Streak, error) {
+	now := b.cfg.Now()
+	res, err := failureScript.Run(ctx, b.rdb, []string{Key(subscriptionID), ProbeKey(subscriptionID)},
+		now.UnixMilli(), b.cfg.Failures, b.cfg.Cooldown.Milliseconds(), b.cfg.MaxCooldown.Milliseconds(),
+		b.cfg.StateTTL.Milliseconds(), max(pause, 0).Milliseconds()).Int64Slice()
+	if err != nil {
+		return Streak{}, fmt.Errorf("circuit breaker failure: %w", err)
+	}
+	if len(res) != 4 {
+		return Streak{}, errors.New("circuit breaker failure: unexpected script reply")
+	}
+	s := Streak{Failures: int(res[0]), Since: time.UnixMilli(res[1]), Now: time.UnixMilli(now.UnixMilli()), Opened: res[2] == 1}
+	if res[3] > 0 {
+		s.OpenUntil = time.UnixMilli(res[3])
+	}
+	return s, nil
+}
+
+// State of a circuit.
+type State string
+
+// States.
+const (
+	Closed   State = "closed"
+	Open     State = "open"
+	HalfOpen State = "half_open"
+)
+
+// Snapshot is a circuit's state as stored.
+type Snapshot struct {
+	State     State
+	Failures  int
+	Since     time.Time // zero when not failing
+	OpenUntil time.Time // zero when closed
+	Opens     int
+}
+
+// Snapshot reads the circuit of a subscription.
+func (b *Breaker) Snapshot(ctx context.Context, subscriptionID string) (Snapshot, error) {
+	var v struct {
+		Failures  int   `redis:"failures"`
+		Since     int64 `redis:"since"`
+		OpenUntil int64 `redis:"open_until"`
+		Opens     int   `redis:"opens"`
+	}
+	if err := b.rdb.HGetAll(ctx, Key(subscriptionID)).Scan(&v); err != nil {
+		return Snapshot{}, fmt.Errorf("circuit breaker state: %w", err)
+	}
+	s := Snapshot{State: Closed, Failures: v.Failures, Opens: v.Opens}
+	if v.Since > 0 {
+		s.Since = time.UnixMilli(v.Since)
+	}
+	if v.OpenUntil > 0 {
+		s.OpenUntil = time.UnixMilli(v.OpenUntil)
+		s.State = Open
+		if !b.cfg.Now().Before(s.OpenUntil) {
+			s.State = HalfOpen
+		}
+	}
+	return s, nil
+}

@@ -1,0 +1,220 @@
+// Package inflight caps the attempts in flight per subscription across every
+// deliverer replica.
+//
+// Each subscription has a Redis sorted set of lease ids scored by the lease's
+// expiry (unix milliseconds). Acquire, in one Lua script, drops expired
+// leases, counts the rest and adds a lease when the count is under the cap;
+// Release removes the lease. A lease lives for the attempt timeout plus a
+// margin, so a replica that crashes mid-attempt leaks its slots for at most
+// that long.
+//
+// When Redis cannot be reached the limiter degrades to a per-process count
+// with the same cap: delivery goes on, but each replica then allows the cap on
+// its own (the endpoint may see up to replicas × cap). The fall-back is
+// counted in hookline_inflight_degraded_total.
+package inflight
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// DefaultMax is the cap of a subscription whose max_in_flight is 0, unless
+// the operator sets another (HOOKLINE_DEFAULT_MAX_IN_FLIGHT).
+const DefaultMax = 10
+
+// KeyPrefix starts every key of this package:
+// hookline:inflight:{<subscription id>} (a sorted set). The braces are a
+// Redis Cluster hash tag: every key of one subscription lands in one slot.
+const KeyPrefix = "hookline:inflight:"
+
+// Key is the lease set of a subscription.
+func Key(subscriptionID string) string { return KeyPrefix + "{" + subscriptionID + "}" }
+
+// acquire drops expired leases and adds ARGV[3] when fewer than ARGV[2]
+// remain. Returns {1, count} when acquired, {0, count} when full.
+//
+//	KEYS[1] lease set   ARGV[1] now (unix ms)   ARGV[2] cap
+//	ARGV[3] lease id    ARGV[4] lease ttl (ms)
+var acquire = redis.NewScript(`
+local now = tonumber(ARGV[1])
+local ttl = tonumber(ARGV[4])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local n = redis.call('ZCARD', KEYS[1])
+if n >= tonumber(ARGV[2]) then
+  return {0, n}
+end
+redis.call('ZADD', KEYS[1], now + ttl, ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ttl * 2)
+return {1, n + 1}
+`)
+
+// Config sizes the limiter.
+type Config struct {
+	// DefaultMax caps subscriptions whose max_in_flight is 0 (DefaultMax
+	// when 0).
+	DefaultMax int
+	// LeaseTTL bounds how long a slot stays taken when its holder never
+	// releases it: the attempt timeout plus a margin.
+	LeaseTTL time.Duration
+	// RedisRetry is how long decisions stay local after Redis failed, so
+	// that an unreachable Redis costs one timeout per interval rather than
+	// one per attempt (1s when 0).
+	RedisRetry time.Duration
+	// Now is the clock (time.Now when nil). Replicas compare lease expiries
+	// written by each other, so their clocks must agree to well under
+	// LeaseTTL (NTP does).
+	Now func() time.Time
+}
+
+// Limiter hands out leases. It is safe for concurrent use.
+type Limiter struct {
+	rdb      redis.UniversalClient
+	cfg      Config
+	degraded func()
+
+	// skipUntil (unix ns): while in the future, Redis is not tried.
+	skipUntil atomic.Int64
+
+	mu    sync.Mutex
+	local map[string]int
+}
+
+// Option changes a Limiter.
+type Option func(*Limiter)
+
+// OnDegraded is called each time a decision is taken locally because Redis
+// failed (a metric hook).
+func OnDegraded(f func()) Option { return func(l *Limiter) { l.degraded = f } }
+
+// New returns a limiter on rdb.
+func New(rdb redis.UniversalClient, cfg Config, opts ...Option) *Limiter {
+	if cfg.DefaultMax <= 0 {
+		cfg.DefaultMax = DefaultMax
+	}
+	if cfg.LeaseTTL <= 0 {
+		cfg.LeaseTTL = time.Minute
+	}
+	if cfg.RedisRetry <= 0 {
+		cfg.RedisRetry = time.Second
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	l := &Limiter{
+		rdb:      rdb,
+		cfg:      cfg,
+		degraded: func() {},
+		local:    map[string]int{},
+	}
+	for _, o := range opts {
+		o(l)
+	}
+	return l
+}
+
+// Lease is one slot held by an attempt. The zero Lease is not held.
+type Lease struct {
+	subscriptionID string
+	id             string
+	local          bool
+}
+
+// Held reports whether the lease holds a slot.
+func (l Lease) Held() bool { return l.id != "" }
+
+// Cap is the effective cap of a subscription whose max_in_flight is max.
+func (l *Limiter) Cap(max uint32) int {
+	if max == 0 {
+		return l.cfg.DefaultMax
+	}
+	return int(max)
+}
+
+// ErrRedisSkipped is returned with a locally counted lease while Redis is
+// not retried after a failure (see Config.RedisRetry).
+var ErrRedisSkipped = errors.New("in-flight slot counted locally: redis failed recently")
+
+// Acquire takes a slot for an attempt on the subscription. ok is false when
+// the subscription already has its cap of attempts in flight (max 0 means
+// the default cap). When Redis fails, the decision is taken against a
+// per-process count and err is the Redis error or ErrRedisSkipped (for the
+// caller to log); the lease and ok are still valid.
+func (l *Limiter) Acquire(ctx context.Context, subscriptionID string, max uint32) (lease Lease, ok bool, err error) {
+	limit := l.Cap(max)
+	now := l.cfg.Now()
+	if now.UnixNano() < l.skipUntil.Load() {
+		l.degraded()
+		lease, ok := l.acquireLocal(subscriptionID, limit)
+		return lease, ok, ErrRedisSkipped
+	}
+	id := rand.Text()
+	res, err := acquire.Run(ctx, l.rdb, []string{Key(subscriptionID)},
+		now.UnixMilli(), limit, id, l.cfg.LeaseTTL.Milliseconds()).Int64Slice()
+	if err != nil {
+		if ctx.Err() != nil {
+			return Lease{}, false, fmt.Errorf("acquire in-flight slot: %w", ctx.Err())
+		}
+		l.skipUntil.Store(now.Add(l.cfg.RedisRetry).UnixNano())
+		l.degraded()
+		lease, ok := l.acquireLocal(subscriptionID, limit)
+		return lease, ok, fmt.Errorf("acquire in-flight slot in redis (counted locally instead): %w", err)
+	}
+	if len(res) != 2 {
+		return Lease{}, false, errors.New("acquire in-flight slot: unexpected script reply")
+	}
+	if res[0] == 0 {
+		return Lease{}, false, nil
+	}
+	return Lease{subscriptionID: subscriptionID, id: id}, true, nil
+}
+
+func (l *Limiter) acquireLocal(subscriptionID string, limit int) (Lease, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.local[subscriptionID] >= limit {
+		return Lease{}, false
+	}
+	l.local[subscriptionID]++
+	return Lease{subscriptionID: subscriptionID, id: "local", local: true}, true
+}
+
+// Release frees the slot. Releasing the zero Lease does nothing. A lease
+// that cannot be released (Redis down) expires after LeaseTTL.
+func (l *Limiter) Release(ctx context.Context, lease Lease) error {
+	if !lease.Held() {
+		return nil
+	}
+	if lease.local {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if l.local[lease.subscriptionID] <= 1 {
+			delete(l.local, lease.subscriptionID)
+		} else {
+			l.local[lease.subscriptionID]--
+		}
+		return nil
+	}
+	if err := l.rdb.ZRem(ctx, Key(lease.subscriptionID), lease.id).Err(); err != nil {
+		return fmt.Errorf("release in-flight slot: %w", err)
+	}
+	return nil
+}
+
+// InFlight counts the unexpired leases of a subscription (for tests and
+// operators).
+func (l *Limiter) InFlight(ctx context.Context, subscriptionID string) (int, error) {
+	n, err := l.rdb.ZCount(ctx, Key(subscriptionID), strconv.FormatInt(l.cfg.Now().UnixMilli()+1, 10), "+inf").Result()
+	if err != nil {
+		return 0, fmt.Errorf("count in-flight slots: %w", err)
+	}
+	return int(n), nil
+}

@@ -1,0 +1,187 @@
+package inflight_test
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hookline/hookline/pkg/redistest"
+	"github.com/hookline/hookline/services/deliverer/internal/inflight"
+	"github.com/redis/go-redis/v9"
+)
+
+// clock is a settable clock shared by the limiters of one test.
+type clock struct{ ns atomic.Int64 }
+
+func newClock() *clock {
+	c := &clock{}
+	c.ns.Store(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano())
+	return c
+}
+func (c *clock) Now() time.Time          { return time.Unix(0, c.ns.Load()) }
+func (c *clock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
+
+func TestAcquireCapsAcrossReplicas(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	tests := []struct {
+		name       string
+		defaultMax int
+		max        uint32
+		wantCap    int
+	}{
+		{name: "default cap", defaultMax: 0, max: 0, wantCap: inflight.DefaultMax},
+		{name: "operator default", defaultMax: 3, max: 0, wantCap: 3},
+		{name: "subscription override", defaultMax: 3, max: 5, wantCap: 5},
+		{name: "override of one", defaultMax: 10, max: 1, wantCap: 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			clk := newClock()
+			cfg := inflight.Config{DefaultMax: tt.defaultMax, LeaseTTL: 20 * time.Second, Now: clk.Now}
+			// Two replicas share one Redis.
+			a := inflight.New(srv.Client(t), cfg)
+			b := inflight.New(srv.Client(t), cfg)
+			sub := "sub_" + t.Name()
+			var leases []inflight.Lease
+			for i := range tt.wantCap {
+				lim := a
+				if i%2 == 1 {
+					lim = b
+				}
+				l, ok, err := lim.Acquire(ctx, sub, tt.max)
+				if err != nil || !ok {
+					t.Fatalf("acquire %d of %d: ok %v err %v", i+1, tt.wantCap, ok, err)
+				}
+				leases = append(leases, l)
+			}
+			for _, lim := range []*inflight.Limiter{a, b} {
+				if _, ok, err := lim.Acquire(ctx, sub, tt.max); err != nil || ok {
+					t.Fatalf("acquire over the cap: ok %v err %v; want full", ok, err)
+				}
+			}
+			if n, err := a.InFlight(ctx, sub); err != nil || n != tt.wantCap {
+				t.Fatalf("InFlight = %d, %v; want %d", n, err, tt.wantCap)
+			}
+			if err := b.Release(ctx, leases[0]); err != nil {
+				t.Fatal(err)
+			}
+			if _, ok, err := a.Acquire(ctx, sub, tt.max); err != nil || !ok {
+				t.Fatalf("acquire after a release: ok %v err %v; want a slot", ok, err)
+			}
+			// Another subscription is not affected.
+			if _, ok, err := a.Acquire(ctx, sub+"_other", tt.max); err != nil || !ok {
+				t.Fatalf("other subscription: ok %v err %v", ok, err)
+			}
+		})
+	}
+}
+
+func TestLeasesOfACrashedReplicaExpire(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	srv := redistest.Start(t)
+	clk := newClock()
+	cfg := inflight.Config{DefaultMax: 2, LeaseTTL: 20 * time.Second, Now: clk.Now}
+	crashed := inflight.New(srv.Client(t), cfg)
+	for range 2 {
+		if _, ok, err := crashed.Acquire(ctx, "sub_a", 0); err != nil || !ok {
+			t.Fatalf("acquire: %v %v", ok, err)
+		}
+	}
+	survivor := inflight.New(srv.Client(t), cfg)
+	clk.Advance(cfg.LeaseTTL - time.Millisecond)
+	if _, ok, _ := survivor.Acquire(ctx, "sub_a", 0); ok {
+		t.Fatal("a slot was free before the crashed replica's leases expired")
+	}
+	clk.Advance(time.Millisecond)
+	for i := range 2 {
+		if _, ok, err := survivor.Acquire(ctx, "sub_a", 0); err != nil || !ok {
+			t.Fatalf("acquire %d after expiry: %v %v", i+1, ok, err)
+		}
+	}
+	if ttl := srv.Client(t).PTTL(ctx, inflight.Key("sub_a")).Val(); ttl <= 0 {
+		t.Fatalf("lease set has no expiry (PTTL %s): an idle subscription would keep its key forever", ttl)
+	}
+}
+
+func TestConcurrentAcquireNeverExceedsCap(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	srv := redistest.Start(t)
+	lims := []*inflight.Limiter{
+		inflight.New(srv.Client(t), inflight.Config{LeaseTTL: time.Minute}),
+		inflight.New(srv.Client(t), inflight.Config{LeaseTTL: time.Minute}),
+	}
+	const workers, limit = 40, 7
+	var got atomic.Int32
+	var wg sync.WaitGroup
+	for i := range workers {
+		wg.Go(func() {
+			if _, ok, err := lims[i%2].Acquire(ctx, "sub_c", limit); err == nil && ok {
+				got.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if got.Load() != limit {
+		t.Fatalf("%d of %d concurrent acquires succeeded; want exactly the cap %d", got.Load(), workers, limit)
+	}
+}
+
+func TestRedisDownCountsLocally(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	srv := redistest.Start(t)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, MaxRetries: -1, DialerRetries: 1, DialTimeout: 200 * time.Millisecond})
+	t.Cleanup(func() { _ = rdb.Close() })
+	var degraded atomic.Int32
+	clk := newClock()
+	cfg := inflight.Config{DefaultMax: 2, RedisRetry: time.Second, Now: clk.Now}
+	lim := inflight.New(rdb, cfg, inflight.OnDegraded(func() { degraded.Add(1) }))
+	srv.Stop()
+
+	var leases []inflight.Lease
+	for i := range 2 {
+		l, ok, err := lim.Acquire(ctx, "sub_d", 0)
+		if !ok || err == nil {
+			t.Fatalf("acquire %d with redis down: ok %v err %v; want a local slot and the redis error", i+1, ok, err)
+		}
+		leases = append(leases, l)
+	}
+	if _, ok, _ := lim.Acquire(ctx, "sub_d", 0); ok {
+		t.Fatal("local count let a third attempt past a cap of 2")
+	}
+	if err := lim.Release(ctx, leases[0]); err != nil {
+		t.Fatalf("release a local lease: %v", err)
+	}
+	if _, ok, _ := lim.Acquire(ctx, "sub_d", 0); !ok {
+		t.Fatal("no local slot after a release")
+	}
+	if degraded.Load() != 4 {
+		t.Fatalf("degraded hook called %d times; want 4 (one per decision)", degraded.Load())
+	}
+
+	// Redis is back: after RedisRetry the limiter uses it again.
+	srv.Restart(t)
+	clk.Advance(cfg.RedisRetry)
+	if _, ok, err := lim.Acquire(ctx, "sub_d", 0); !ok || err != nil {
+		t.Fatalf("acquire with redis back: ok %v err %v", ok, err)
+	}
+	if n, err := lim.InFlight(ctx, "sub_d"); err != nil || n != 1 {
+		t.Fatalf("redis holds %d leases (%v); want the one taken after recovery", n, err)
+	}
+}
+
+func TestReleaseOfZeroLeaseIsANoop(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	lim := inflight.New(srv.Client(t), inflight.Config{})
+	if err := lim.Release(context.Background(), inflight.Lease{}); err != nil {
+		t.Fatalf("release zero lease: %v", err)
+	}
+}
