@@ -1,0 +1,69 @@
+package harness
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"testing"
+	"time"
+)
+
+// PollInterval is how often conditions are re-evaluated.
+const PollInterval = 50 * time.Millisecond
+
+// Eventually polls cond until it returns nil, and fails the test with cond's
+// last error when timeout passes first. Call it from the test goroutine.
+func Eventually(tb testing.TB, timeout time.Duration, cond func() error) {
+	tb.Helper()
+	if err := Poll(context.Background(), timeout, cond); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// Poll evaluates cond every PollInterval until it returns nil, ctx ends or
+// timeout passes; the error then names cond's last complaint.
+func Poll(ctx context.Context, timeout time.Duration, cond func() error) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	t := time.NewTicker(PollInterval)
+	defer t.Stop()
+	for {
+		err := cond()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("not within %s: %w", timeout, err)
+		case <-t.C:
+		}
+	}
+}
+
+// FreePort returns a loopback TCP port that was free a moment ago.
+func FreePort(tb testing.TB) int {
+	tb.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatalf("free port: %v", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// FreeAddr returns "127.0.0.1:<free port>".
+func FreeAddr(tb testing.TB) string {
+	tb.Helper()
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(FreePort(tb)))
+}
+
+// RefusedURL returns an http URL on a loopback port where nothing listens:
+// connecting to it is refused.
+func RefusedURL(tb testing.TB) string {
+	tb.Helper()
+	return "http://" + FreeAddr(tb) + "/refused"
+}
+
+var errNotYet = errors.New("not yet")
