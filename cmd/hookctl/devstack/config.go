@@ -29,6 +29,9 @@ type config struct {
 	RedisURL string
 	// Redis chooses what to start when RedisURL is empty.
 	Redis redisMode
+	// RedisPort is the preferred port of a started Redis: a free one when it
+	// is taken or 0.
+	RedisPort int
 	// StopTimeout is how long a child gets between SIGTERM and SIGKILL.
 	StopTimeout time.Duration
 }
@@ -96,6 +99,7 @@ func flagSet(cfg *config, getenv func(string) string) (*flag.FlagSet, error) {
 	fs.StringVar(&cfg.DelivererAddr, "deliverer-addr", "127.0.0.1:8081", "listen address of the deliverer (probes, metrics)")
 	fs.StringVar(&cfg.ReceiverAddr, "receiver-addr", "127.0.0.1:9000", "listen address of the demo receiver")
 	fs.StringVar(&cfg.RedisURL, "redis-url", getenv("REDIS_URL"), "use this Redis instead of starting one (env REDIS_URL)")
+	fs.IntVar(&cfg.RedisPort, "redis-port", 6379, "preferred port of a started Redis (a free one when taken; 0: any free port)")
 	fs.Var(&cfg.Redis, "redis", "what to start when no Redis URL is given: auto (redis-server when on PATH, else miniredis), redis-server or miniredis")
 	fs.DurationVar(&cfg.StopTimeout, "stop-timeout", 45*time.Second, "time a child gets to stop after SIGTERM before it is killed")
 	return fs, nil
@@ -163,6 +167,9 @@ func (c config) validate() error {
 		if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
 			return fmt.Errorf("%s %q needs a port number (1-65535)", a.flag, a.addr)
 		}
+	}
+	if c.RedisPort < 0 || c.RedisPort > 65535 {
+		return fmt.Errorf("--redis-port %d is not a port number (0-65535)", c.RedisPort)
 	}
 	if c.RedisURL != "" {
 		if _, err := redis.ParseURL(c.RedisURL); err != nil {

@@ -90,7 +90,7 @@ func startRedis(ctx context.Context, cfg config, con *console, log *zap.Logger) 
 		}
 		log.Info("redis: using REDIS_URL", zap.String("url", redactURL(r.URL)))
 	case kindServer:
-		addr, err := redisAddr()
+		addr, err := redisAddr(cfg.RedisPort)
 		if err != nil {
 			return nil, err
 		}
@@ -112,7 +112,7 @@ func startRedis(ctx context.Context, cfg config, con *console, log *zap.Logger) 
 		}
 		log.Info("redis: started redis-server", zap.String("url", r.URL), zap.String("bin", bin), zap.Int("pid", r.child.Pid()))
 	case kindMiniredis:
-		addr, err := redisAddr()
+		addr, err := redisAddr(cfg.RedisPort)
 		if err != nil {
 			return nil, err
 		}
@@ -137,10 +137,10 @@ func (r *localRedis) stop(timeout time.Duration) error {
 	return nil
 }
 
-// redisAddr is 127.0.0.1:6379 when that port is free, else a free port.
-func redisAddr() (string, error) {
-	const preferred = "127.0.0.1:6379"
-	if portFree(preferred) {
+// redisAddr is 127.0.0.1:<port> when that port is free, else a free port.
+func redisAddr(port int) (string, error) {
+	preferred := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	if port != 0 && portFree(preferred) {
 		return preferred, nil
 	}
 	return freeAddr()
