@@ -1,0 +1,285 @@
+package subscription
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+)
+
+// Redis keys; see the package documentation.
+const (
+	ReadyKey     = "hookline:subs:ready"
+	SyncKey      = "hookline:subs:sync"
+	TenantPrefix = "hookline:subs:t:"
+)
+
+// TenantKey is the Redis hash of a tenant's subscriptions.
+func TenantKey(tenant string) string { return TenantPrefix + tenant }
+
+// applyScript writes "<rev> <json>" (or the tombstone "<rev> ") into the
+// tenant hash unless the field already holds the same or a newer revision.
+// Revisions are compared as decimal strings (length, then bytes) so that
+// they stay exact beyond 2^53. Returns 1 when written, 0 when older.
+var applyScript = redis.NewScript(`
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if cur then
+  local sp = string.find(cur, ' ', 1, true)
+  if sp then
+    local old = string.sub(cur, 1, sp - 1)
+    local new = ARGV[2]
+    if #old > #new or (#old == #new and old >= new) then
+      return 0
+    end
+  end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ' ' .. ARGV[3])
+return 1
+`)
+
+// Fallback tuning: after a Redis error the Cache answers from the Store for
+// redisBackoff; then one lookup (and only one) probes Redis while the others
+// keep using the Store, so a down Redis never adds its dial and retry time
+// to every lookup. Fallback warnings are logged at most once per logEvery.
+const (
+	redisBackoff = time.Second
+	probeWindow  = 30 * time.Second
+	logEvery     = 5 * time.Second
+)
+
+// Cache is the deliverers' Redis lookup of subscriptions, coherent with the
+// Store through Apply (write-through) and the Syncer (watch). It falls back
+// to the Store whenever Redis cannot give a complete answer.
+type Cache struct {
+	rdb    redis.UniversalClient
+	store  *Store
+	resync chan struct{}
+
+	mu  sync.Mutex
+	log *zap.Logger
+
+	downUntil atomic.Int64 // unix nanos; Redis skipped until then (0: up)
+	lastLog   atomic.Int64 // unix nanos of the last fallback log line
+}
+
+// CacheOption configures a Cache.
+type CacheOption func(*Cache)
+
+// WithLogger sets the Cache's logger (default: the Syncer's, else none).
+func WithLogger(log *zap.Logger) CacheOption {
+	return func(c *Cache) { c.log = log }
+}
+
+// NewCache returns a Cache over rdb that falls back to store.
+func NewCache(rdb redis.UniversalClient, store *Store, opts ...CacheOption) *Cache {
+	c := &Cache{rdb: rdb, store: store, resync: make(chan struct{}, 1)}
+	for _, o := range opts {
+		o(c)
+	}
+	return c
+}
+
+func (c *Cache) logger() *zap.Logger {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.log == nil {
+		return zap.NewNop()
+	}
+	return c.log
+}
+
+func (c *Cache) adoptLogger(log *zap.Logger) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.log == nil {
+		c.log = log
+	}
+}
+
+// Resync asks the Syncer to replay the bucket into Redis (non-blocking).
+func (c *Cache) requestResync() {
+	select {
+	case c.resync <- struct{}{}:
+	default:
+	}
+}
+
+// ForEvent returns the enabled subscriptions of tenant whose filters match
+// eventType. It answers from Redis when the cache is complete, else from the
+// Store; it fails only when the Store fails too.
+func (c *Cache) ForEvent(ctx context.Context, tenant, eventType string) ([]*hooklinev1.Subscription, error) {
+	all, ok := c.tenantFromRedis(ctx, tenant)
+	if !ok {
+		subs, err := c.store.List(ctx, tenant)
+		if err != nil {
+			return nil, err
+		}
+		all = subs
+	}
+	var out []*hooklinev1.Subscription
+	for _, sub := range all {
+		if !sub.GetDisabled() && MatchesAny(sub.GetEventTypes(), eventType) {
+			out = append(out, sub)
+		}
+	}
+	return out, nil
+}
+
+// tenantFromRedis reads every live subscription of tenant; ok is false when
+// Redis cannot give a complete answer (marker missing or Redis failing).
+func (c *Cache) tenantFromRedis(ctx context.Context, tenant string) ([]*hooklinev1.Subscription, bool) {
+	if !c.useRedis() {
+		return nil, false
+	}
+	var ready *redis.IntCmd
+	var hash *redis.MapStringStringCmd
+	_, err := c.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		ready = p.Exists(ctx, ReadyKey)
+		hash = p.HGetAll(ctx, TenantKey(tenant))
+		return nil
+	})
+	if err != nil {
+		c.redisFailed(err)
+		return nil, false
+	}
+	c.redisUp()
+	if ready.Val() == 0 {
+		c.requestResync()
+		return nil, false
+	}
+	subs := make([]*hooklinev1.Subscription, 0, len(hash.Val()))
+	for id, v := range hash.Val() {
+		_, sub, err := parseEntry(v)
+		if err != nil {
+			c.warn("subscription cache entry unreadable; answering from kv", zap.String("subscription_id", id), zap.Error(err))
+			c.requestResync()
+			return nil, false
+		}
+		if sub != nil {
+			subs = append(subs, sub)
+		}
+	}
+	return subs, true
+}
+
+// Get returns one subscription (disabled ones too). It returns ErrNotFound
+// when the subscription was deleted or never existed.
+func (c *Cache) Get(ctx context.Context, tenant, id string) (*hooklinev1.Subscription, error) {
+	if ValidateTenant(tenant) != nil || validateID(id) != nil {
+		return nil, ErrNotFound
+	}
+	if c.useRedis() {
+		var ready *redis.IntCmd
+		var field *redis.StringCmd
+		_, err := c.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			ready = p.Exists(ctx, ReadyKey)
+			field = p.HGet(ctx, TenantKey(tenant), id)
+			return nil
+		})
+		if err == nil || errors.Is(err, redis.Nil) {
+			c.redisUp()
+		}
+		switch {
+		case err != nil && !errors.Is(err, redis.Nil):
+			c.redisFailed(err)
+		case ready.Val() == 0:
+			c.requestResync()
+		case field.Err() == nil:
+			_, sub, perr := parseEntry(field.Val())
+			if perr == nil {
+				if sub == nil {
+					return nil, ErrNotFound
+				}
+				return sub, nil
+			}
+			c.requestResync()
+			// A field that is absent while the cache is ready means a
+			// change not seen yet (or a stranger's id): ask the truth.
+		}
+	}
+	sub, _, err := c.store.GetTenant(ctx, tenant, id)
+	return sub, err
+}
+
+// Apply writes one KV change into Redis unless Redis already holds the same
+// or a newer revision of it. sub == nil means deleted: a tombstone with rev
+// is kept so that an older write arriving late cannot resurrect it.
+func (c *Cache) Apply(ctx context.Context, rev uint64, tenant, id string, sub *hooklinev1.Subscription) error {
+	var body string
+	if sub != nil {
+		b, err := Marshal(sub)
+		if err != nil {
+			return fmt.Errorf("apply subscription %s: %w", id, err)
+		}
+		body = string(b)
+	}
+	err := applyScript.Run(ctx, c.rdb, []string{TenantKey(tenant)}, id, strconv.FormatUint(rev, 10), body).Err()
+	if err != nil {
+		return fmt.Errorf("apply subscription %s to redis: %w", id, err)
+	}
+	return nil
+}
+
+// parseEntry splits "<rev> <json>"; sub is nil for a tombstone.
+func parseEntry(v string) (uint64, *hooklinev1.Subscription, error) {
+	revStr, body, ok := strings.Cut(v, " ")
+	if !ok {
+		return 0, nil, errors.New("no revision")
+	}
+	rev, err := strconv.ParseUint(revStr, 10, 64)
+	if err != nil {
+		return 0, nil, errors.New("bad revision")
+	}
+	if body == "" {
+		return rev, nil, nil
+	}
+	sub, err := Unmarshal([]byte(body))
+	if err != nil {
+		return 0, nil, err
+	}
+	return rev, sub, nil
+}
+
+// useRedis reports whether this lookup should ask Redis: always while it is
+// up; after a failure, only the one lookup that wins the probe once
+// redisBackoff has passed.
+func (c *Cache) useRedis() bool {
+	until := c.downUntil.Load()
+	if until == 0 {
+		return true
+	}
+	now := time.Now()
+	if now.UnixNano() < until {
+		return false
+	}
+	return c.downUntil.CompareAndSwap(until, now.Add(probeWindow).UnixNano())
+}
+
+func (c *Cache) redisUp() {
+	if c.downUntil.Load() != 0 {
+		c.downUntil.Store(0)
+	}
+}
+
+func (c *Cache) redisFailed(err error) {
+	c.downUntil.Store(time.Now().Add(redisBackoff).UnixNano())
+	c.warn("redis unavailable; answering subscription lookups from kv", zap.Error(err))
+}
+
+// warn logs at most once per logEvery.
+func (c *Cache) warn(msg string, fields ...zap.Field) {
+	now := time.Now().UnixNano()
+	last := c.lastLog.Load()
+	if now-last < int64(logEvery) || !c.lastLog.CompareAndSwap(last, now) {
+		return
+	}
+	c.logger().Warn(msg, fields...)
+}

@@ -1,0 +1,235 @@
+package subscription_test
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hookline/hookline/pkg/subscription"
+	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
+)
+
+// coherence is how soon a KV change must be visible through the Cache.
+const coherence = time.Second
+
+func forEventIDs(t *testing.T, c *subscription.Cache, tenant, eventType string) []string {
+	t.Helper()
+	subs, err := c.ForEvent(context.Background(), tenant, eventType)
+	if err != nil {
+		t.Fatalf("ForEvent: %v", err)
+	}
+	got := ids(subs)
+	slices.Sort(got)
+	return got
+}
+
+// TestCacheSeesKVChanges writes only to the Store (no write-through): the
+// Syncer alone must carry every change into Redis.
+func TestCacheSeesKVChanges(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	if _, err := e.store.Create(ctx, newSub("acme", "sub_old", "order.created")); err != nil {
+		t.Fatal(err)
+	}
+	e.runSyncer(t)
+	if got := forEventIDs(t, e.cache, "acme", "order.created"); !slices.Equal(got, []string{"sub_old"}) {
+		t.Fatalf("initial replay: %v", got)
+	}
+
+	if _, err := e.store.Create(ctx, newSub("acme", "sub_a", "order.*")); err != nil {
+		t.Fatal(err)
+	}
+	within(t, coherence, "create", func() bool {
+		return slices.Equal(forEventIDs(t, e.cache, "acme", "order.created"), []string{"sub_a", "sub_old"})
+	})
+
+	if _, _, err := e.store.Update(ctx, "sub_a", func(s *hooklinev1.Subscription) error {
+		s.EventTypes = []string{"invoice.>"}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	within(t, coherence, "update", func() bool {
+		return slices.Equal(forEventIDs(t, e.cache, "acme", "invoice.paid"), []string{"sub_a"}) &&
+			slices.Equal(forEventIDs(t, e.cache, "acme", "order.created"), []string{"sub_old"})
+	})
+
+	if _, _, err := e.store.Update(ctx, "sub_a", func(s *hooklinev1.Subscription) error {
+		s.Disabled, s.DisabledReason = true, "manual"
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	within(t, coherence, "disable", func() bool {
+		return len(forEventIDs(t, e.cache, "acme", "invoice.paid")) == 0
+	})
+	// Disabled subscriptions are still readable one by one.
+	got, err := e.cache.Get(ctx, "acme", "sub_a")
+	if err != nil || !got.GetDisabled() || got.GetDisabledReason() != "manual" {
+		t.Fatalf("Get disabled: %v err %v", got, err)
+	}
+
+	if _, _, err := e.store.Delete(ctx, "sub_a"); err != nil {
+		t.Fatal(err)
+	}
+	within(t, coherence, "delete", func() bool {
+		_, err := e.cache.Get(ctx, "acme", "sub_a")
+		return errors.Is(err, subscription.ErrNotFound)
+	})
+	// The tombstone is in Redis (answered by the cache, not the store).
+	v, err := e.rdb.HGet(ctx, subscription.TenantKey("acme"), "sub_a").Result()
+	if err != nil || !strings.HasSuffix(v, " ") || strings.TrimSpace(v) == "" {
+		t.Fatalf("tombstone %q err %v", v, err)
+	}
+	// Tenants are isolated.
+	if got := forEventIDs(t, e.cache, "other", "order.created"); len(got) != 0 {
+		t.Fatalf("other tenant sees %v", got)
+	}
+}
+
+func TestCacheWriteThroughIsImmediate(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	e.runSyncer(t)
+	sub := newSub("acme", "sub_w", "ping")
+	rev, err := e.store.Create(ctx, sub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.cache.Apply(ctx, rev, "acme", "sub_w", sub); err != nil {
+		t.Fatal(err)
+	}
+	// No waiting: the write-through already put it in Redis.
+	if got := forEventIDs(t, e.cache, "acme", "ping"); !slices.Equal(got, []string{"sub_w"}) {
+		t.Fatalf("after write-through: %v", got)
+	}
+	c, err := e.cache.Get(ctx, "acme", "sub_w")
+	if err != nil || len(c.GetKeys()) != 1 || c.GetKeys()[0].GetSecret() == "" {
+		t.Fatalf("cached record lacks its signing keys: %v err %v", c, err)
+	}
+}
+
+func TestCacheRevisionGuard(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	newer := newSub("acme", "sub_g", "new.type")
+	older := newSub("acme", "sub_g", "old.type")
+	if err := e.cache.Apply(ctx, 10, "acme", "sub_g", newer); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.cache.Apply(ctx, 9, "acme", "sub_g", older); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.rdb.Set(ctx, subscription.ReadyKey, "x", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if got := forEventIDs(t, e.cache, "acme", "new.type"); !slices.Equal(got, []string{"sub_g"}) {
+		t.Fatalf("older revision overwrote newer: %v", got)
+	}
+	// A tombstone wins over older writes and loses to newer ones.
+	if err := e.cache.Apply(ctx, 11, "acme", "sub_g", nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.cache.Apply(ctx, 10, "acme", "sub_g", newer); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.cache.Get(ctx, "acme", "sub_g"); !errors.Is(err, subscription.ErrNotFound) {
+		t.Fatalf("older write resurrected a deleted subscription: %v", err)
+	}
+	// Revisions compare as numbers, not strings ("100" > "99").
+	if err := e.cache.Apply(ctx, 100, "acme", "sub_g", older); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.cache.Apply(ctx, 99, "acme", "sub_g", newer); err != nil {
+		t.Fatal(err)
+	}
+	if got := forEventIDs(t, e.cache, "acme", "old.type"); !slices.Equal(got, []string{"sub_g"}) {
+		t.Fatalf("rev 99 overwrote rev 100: %v", got)
+	}
+}
+
+func TestCacheSurvivesFlushAll(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	if _, err := e.store.Create(ctx, newSub("acme", "sub_f", "order.*")); err != nil {
+		t.Fatal(err)
+	}
+	e.runSyncer(t)
+	if err := e.rdb.FlushAll(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	// The very next lookup is still right (answered from KV) …
+	if got := forEventIDs(t, e.cache, "acme", "order.created"); !slices.Equal(got, []string{"sub_f"}) {
+		t.Fatalf("after FLUSHALL: %v", got)
+	}
+	if got, err := e.cache.Get(ctx, "acme", "sub_f"); err != nil || got.GetId() != "sub_f" {
+		t.Fatalf("Get after FLUSHALL: %v err %v", got, err)
+	}
+	// … and it made the Syncer refill Redis.
+	e.awaitReady(t)
+	eventually(t, "hash refilled", func() bool {
+		n, _ := e.rdb.HExists(ctx, subscription.TenantKey("acme"), "sub_f").Result()
+		return n
+	})
+	// The Syncer still follows changes after the refill.
+	if _, err := e.store.Create(ctx, newSub("acme", "sub_g", "order.created")); err != nil {
+		t.Fatal(err)
+	}
+	within(t, coherence, "create after refill", func() bool {
+		n, _ := e.rdb.HExists(ctx, subscription.TenantKey("acme"), "sub_g").Result()
+		return n
+	})
+}
+
+func TestCacheSurvivesRedisRestart(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	if _, err := e.store.Create(ctx, newSub("acme", "sub_r", ">")); err != nil {
+		t.Fatal(err)
+	}
+	e.runSyncer(t)
+
+	e.redis.Stop()
+	// Redis down: lookups answer from KV instead of failing.
+	if got := forEventIDs(t, e.cache, "acme", "x.y"); !slices.Equal(got, []string{"sub_r"}) {
+		t.Fatalf("with redis down: %v", got)
+	}
+	// A change made while Redis is down …
+	if _, err := e.store.Create(ctx, newSub("acme", "sub_s", "x.*")); err != nil {
+		t.Fatal(err)
+	}
+	e.redis.Restart(t)
+	// … is there after it comes back empty.
+	eventually(t, "lookups answer again with redis back", func() bool {
+		return slices.Equal(forEventIDs(t, e.cache, "acme", "x.y"), []string{"sub_r", "sub_s"})
+	})
+	e.awaitReady(t)
+	eventually(t, "hash refilled", func() bool {
+		n, _ := e.rdb.HLen(ctx, subscription.TenantKey("acme")).Result()
+		return n == 2
+	})
+}
+
+func TestCacheWithoutRedisMarkerUsesStore(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	// No Syncer ever ran: nothing in Redis, no marker.
+	if _, err := e.store.Create(ctx, newSub("acme", "sub_n", "a.b")); err != nil {
+		t.Fatal(err)
+	}
+	if got := forEventIDs(t, e.cache, "acme", "a.b"); !slices.Equal(got, []string{"sub_n"}) {
+		t.Fatalf("no marker: %v", got)
+	}
+	if _, err := e.cache.Get(ctx, "acme", "sub_nope"); !errors.Is(err, subscription.ErrNotFound) {
+		t.Fatalf("unknown id: %v", err)
+	}
+}

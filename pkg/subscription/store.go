@@ -1,0 +1,275 @@
+package subscription
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
+	"github.com/hookline/hookline/pkg/stream"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+)
+
+// ErrNotFound is returned for a subscription that does not exist or was
+// deleted.
+var ErrNotFound = errors.New("subscription not found")
+
+// ErrConflict is returned by Update when the record kept changing under it
+// for maxUpdateTries attempts.
+var ErrConflict = errors.New("subscription changed concurrently; retry")
+
+const maxUpdateTries = 16
+
+var (
+	marshalOpts   = protojson.MarshalOptions{UseProtoNames: true}
+	unmarshalOpts = protojson.UnmarshalOptions{DiscardUnknown: true}
+)
+
+// Store is the subscription registry's truth: the JetStream KV bucket
+// stream.SubscriptionsBucket (created by stream.Ensure).
+type Store struct {
+	js jetstream.JetStream
+	kv jetstream.KeyValue
+}
+
+// NewStore binds the bucket; it fails when the bucket does not exist.
+func NewStore(ctx context.Context, js jetstream.JetStream) (*Store, error) {
+	kv, err := js.KeyValue(ctx, stream.SubscriptionsBucket)
+	if err != nil {
+		return nil, fmt.Errorf("bind kv bucket %s: %w", stream.SubscriptionsBucket, err)
+	}
+	return &Store{js: js, kv: kv}, nil
+}
+
+// Marshal is the stored and cached form of a subscription: protojson with
+// proto names, without the one-time secret.
+func Marshal(sub *hooklinev1.Subscription) ([]byte, error) {
+	if sub.GetSecret() != "" {
+		sub = proto.CloneOf(sub)
+		sub.Secret = ""
+	}
+	return marshalOpts.Marshal(sub)
+}
+
+// Unmarshal parses the stored form; unknown fields are ignored so an older
+// reader survives a newer writer.
+func Unmarshal(b []byte) (*hooklinev1.Subscription, error) {
+	sub := &hooklinev1.Subscription{}
+	if err := unmarshalOpts.Unmarshal(b, sub); err != nil {
+		return nil, fmt.Errorf("decode subscription: %w", err)
+	}
+	return sub, nil
+}
+
+func validateRecord(sub *hooklinev1.Subscription) error {
+	if err := ValidateTenant(sub.GetTenant()); err != nil {
+		return err
+	}
+	if err := validateID(sub.GetId()); err != nil {
+		return err
+	}
+	if len(sub.GetEventTypes()) == 0 {
+		return errors.New("event_types is empty")
+	}
+	for _, f := range sub.GetEventTypes() {
+		if err := ValidateFilter(f); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Create stores a new subscription. It fails (wrapping
+// jetstream.ErrKeyExists) when the id is already taken in the tenant.
+func (s *Store) Create(ctx context.Context, sub *hooklinev1.Subscription) (uint64, error) {
+	if err := validateRecord(sub); err != nil {
+		return 0, fmt.Errorf("create subscription: %w", err)
+	}
+	b, err := Marshal(sub)
+	if err != nil {
+		return 0, fmt.Errorf("create subscription: %w", err)
+	}
+	rev, err := s.kv.Create(ctx, stream.SubscriptionKey(sub.GetTenant(), sub.GetId()), b)
+	if err != nil {
+		return 0, fmt.Errorf("create subscription %s: %w", sub.GetId(), err)
+	}
+	return rev, nil
+}
+
+// GetTenant reads one subscription by its key. It returns ErrNotFound when
+// it does not exist or was deleted.
+func (s *Store) GetTenant(ctx context.Context, tenant, id string) (*hooklinev1.Subscription, uint64, error) {
+	if ValidateTenant(tenant) != nil || validateID(id) != nil {
+		return nil, 0, ErrNotFound
+	}
+	e, err := s.kv.Get(ctx, stream.SubscriptionKey(tenant, id))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, 0, ErrNotFound
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("get subscription %s: %w", id, err)
+	}
+	sub, err := Unmarshal(e.Value())
+	if err != nil {
+		return nil, 0, fmt.Errorf("subscription %s: %w", id, err)
+	}
+	return sub, e.Revision(), nil
+}
+
+// Get finds a subscription by id alone (any tenant). It returns ErrNotFound
+// when it does not exist or was deleted.
+func (s *Store) Get(ctx context.Context, id string) (*hooklinev1.Subscription, uint64, error) {
+	if validateID(id) != nil {
+		return nil, 0, ErrNotFound
+	}
+	entries, err := s.scan(ctx, "*."+id)
+	if err != nil {
+		return nil, 0, fmt.Errorf("get subscription %s: %w", id, err)
+	}
+	if len(entries) == 0 {
+		return nil, 0, ErrNotFound
+	}
+	e := entries[0]
+	sub, err := Unmarshal(e.Value())
+	if err != nil {
+		return nil, 0, fmt.Errorf("subscription %s: %w", id, err)
+	}
+	return sub, e.Revision(), nil
+}
+
+// scan returns the current (not deleted) entries whose keys match filter,
+// read through one watcher: keys and values in a single pass.
+func (s *Store) scan(ctx context.Context, filter string) ([]jetstream.KeyValueEntry, error) {
+	w, err := s.kv.Watch(ctx, filter, jetstream.IgnoreDeletes())
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = w.Stop() }()
+	var out []jetstream.KeyValueEntry
+	for {
+		select {
+		case e, ok := <-w.Updates():
+			if !ok {
+				return nil, errors.New("kv watcher closed")
+			}
+			if e == nil {
+				return out, nil
+			}
+			out = append(out, e)
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// Update applies fn to the latest version of the subscription and stores
+// the result if nobody wrote in between (compare-and-set on the revision),
+// re-reading and re-applying fn on a conflict. fn must not change the id or
+// the tenant. It returns ErrNotFound, fn's error, or ErrConflict.
+func (s *Store) Update(ctx context.Context, id string, fn func(*hooklinev1.Subscription) error) (*hooklinev1.Subscription, uint64, error) {
+	for range maxUpdateTries {
+		cur, rev, err := s.Get(ctx, id)
+		if err != nil {
+			return nil, 0, err
+		}
+		next := proto.CloneOf(cur)
+		if err := fn(next); err != nil {
+			return nil, 0, err
+		}
+		if next.GetId() != cur.GetId() || next.GetTenant() != cur.GetTenant() {
+			return nil, 0, errors.New("update subscription: id and tenant cannot change")
+		}
+		if err := validateRecord(next); err != nil {
+			return nil, 0, fmt.Errorf("update subscription: %w", err)
+		}
+		b, err := Marshal(next)
+		if err != nil {
+			return nil, 0, fmt.Errorf("update subscription: %w", err)
+		}
+		nrev, err := s.kv.Update(ctx, stream.SubscriptionKey(cur.GetTenant(), id), b, rev)
+		if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			continue
+		}
+		if err != nil {
+			return nil, 0, fmt.Errorf("update subscription %s: %w", id, err)
+		}
+		next.Secret = ""
+		return next, nrev, nil
+	}
+	return nil, 0, ErrConflict
+}
+
+// Delete places a delete marker on the subscription (history is kept) and
+// returns its tenant and the marker's revision, which the cache keeps as a
+// tombstone. It returns ErrNotFound when there is nothing to delete.
+func (s *Store) Delete(ctx context.Context, id string) (string, uint64, error) {
+	for range maxUpdateTries {
+		cur, rev, err := s.Get(ctx, id)
+		if err != nil {
+			return "", 0, err
+		}
+		// kv.Delete does not return the marker's revision; publish the
+		// marker ourselves (the KV protocol, ADR-8: a message on the key's
+		// subject with KV-Operation: DEL), guarded by the revision we read.
+		m := nats.NewMsg(kvSubject(cur.GetTenant(), id))
+		m.Header.Set("KV-Operation", "DEL")
+		ack, err := s.js.PublishMsg(ctx, m, jetstream.WithExpectLastSequencePerSubject(rev))
+		if isWrongLastSeq(err) {
+			continue
+		}
+		if err != nil {
+			return "", 0, fmt.Errorf("delete subscription %s: %w", id, err)
+		}
+		return cur.GetTenant(), ack.Sequence, nil
+	}
+	return "", 0, ErrConflict
+}
+
+func kvSubject(tenant, id string) string {
+	return "$KV." + stream.SubscriptionsBucket + "." + stream.SubscriptionKey(tenant, id)
+}
+
+func isWrongLastSeq(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) &&
+		(apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+			apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
+}
+
+// List returns the subscriptions of tenant ("" = every tenant), sorted by id.
+func (s *Store) List(ctx context.Context, tenant string) ([]*hooklinev1.Subscription, error) {
+	filter := ">"
+	if tenant != "" {
+		if err := ValidateTenant(tenant); err != nil {
+			return nil, err
+		}
+		filter = tenant + ".*"
+	}
+	entries, err := s.scan(ctx, filter)
+	if err != nil {
+		return nil, fmt.Errorf("list subscriptions: %w", err)
+	}
+	subs := make([]*hooklinev1.Subscription, 0, len(entries))
+	for _, e := range entries {
+		sub, err := Unmarshal(e.Value())
+		if err != nil {
+			return nil, fmt.Errorf("key %s: %w", e.Key(), err)
+		}
+		subs = append(subs, sub)
+	}
+	slices.SortFunc(subs, func(a, b *hooklinev1.Subscription) int {
+		return strings.Compare(a.GetId(), b.GetId())
+	})
+	return subs, nil
+}
+
+// splitKey parses "<tenant>.<id>".
+func splitKey(key string) (tenant, id string, ok bool) {
+	tenant, id, ok = strings.Cut(key, ".")
+	return tenant, id, ok && tenant != "" && id != "" && !strings.Contains(id, ".")
+}
