@@ -3,8 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/ed25519"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,11 +15,12 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/hookline/hookline/pkg/secretbox"
+	"github.com/hookline/hookline/pkg/signing"
 	"github.com/hookline/hookline/pkg/stream"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 	"google.golang.org/protobuf/encoding/protojson"
 )
 
@@ -37,13 +36,14 @@ const maxWebhookBytes = 1 << 20
 // and answers 204 whatever the verdict, so a demo never piles up retries.
 type receiver struct {
 	js    jetstream.JetStream
-	port  string // subscriptions to a loopback host on this port are ours
+	box   *secretbox.Box // opens secrets sealed at rest (nil: none configured)
+	port  string         // subscriptions to a loopback host on this port are ours
 	con   *console
 	types *eventTypes
 }
 
-func newReceiver(js jetstream.JetStream, port string, con *console) *receiver {
-	return &receiver{js: js, port: port, con: con, types: newEventTypes(10000)}
+func newReceiver(js jetstream.JetStream, box *secretbox.Box, port string, con *console) *receiver {
+	return &receiver{js: js, box: box, port: port, con: con, types: newEventTypes(10000)}
 }
 
 func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -63,7 +63,7 @@ func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	v := rc.verify(r.Context(), body, r.Header)
-	id := r.Header.Get(standardwebhooks.HeaderWebhookID)
+	id := r.Header.Get(signing.HeaderID)
 	typ := rc.types.lookup(r.Context(), rc.js, id)
 	if v.OK {
 		rc.con.Line("receiver", "webhook-id=%s type=%s verified=yes subscription=%s", orDash(id), orDash(typ), v.SubscriptionID)
@@ -92,7 +92,7 @@ func (rc *receiver) verify(ctx context.Context, body []byte, h http.Header) verd
 	if err != nil {
 		return verdict{Reason: "cannot read the subscriptions: " + err.Error()}
 	}
-	return verify(body, h, subs)
+	return verify(body, h, subs, rc.box, time.Now())
 }
 
 // subscriptions reads the registry and keeps those whose URL points at this
@@ -150,96 +150,71 @@ func pointsAt(raw, port string) bool {
 // verdict is the receiver's judgement of one webhook.
 type verdict struct {
 	OK             bool
-	SubscriptionID string // whose secret verified it
+	SubscriptionID string // whose key verified it
 	Reason         string // why not, when !OK
 }
 
-// Secret and key prefixes of the Standard Webhooks schemes.
-const (
-	hmacSecretPrefix   = "whsec_" // v1: HMAC-SHA256
-	ed25519KeyPrefix   = "whpk_"  // v1a: ed25519 public key
-	encryptedAtRest    = "enc:"   // a secret sealed with HOOKLINE_SECRET_KEY
-	timestampTolerance = 5 * time.Minute
-)
-
-// verify checks a webhook against every signing key of subs: v1 (HMAC) with
-// the Standard Webhooks reference library, v1a (ed25519) with the public key.
-func verify(body []byte, h http.Header, subs []*hooklinev1.Subscription) verdict {
-	if h.Get(standardwebhooks.HeaderWebhookID) == "" || h.Get(standardwebhooks.HeaderWebhookTimestamp) == "" ||
-		h.Get(standardwebhooks.HeaderWebhookSignature) == "" {
+// verify checks a webhook with pkg/signing against the keys of each
+// subscription in subs: its whsec_/whsk_ secrets (opened with box when they
+// are sealed at rest) and its whpk_ public key.
+func verify(body []byte, h http.Header, subs []*hooklinev1.Subscription, box *secretbox.Box, now time.Time) verdict {
+	if h.Get(signing.HeaderID) == "" || h.Get(signing.HeaderTimestamp) == "" || h.Get(signing.HeaderSignature) == "" {
 		return verdict{Reason: "missing webhook-id, webhook-timestamp or webhook-signature header"}
 	}
 	if len(subs) == 0 {
 		return verdict{Reason: "no subscription points at this receiver"}
 	}
-	var tooOld, sealed bool
+	var outOfTolerance, sealed bool
 	for _, s := range subs {
-		if s.GetPublicKey() != "" && verifyEd25519(body, h, s.GetPublicKey()) == nil {
-			return verdict{OK: true, SubscriptionID: s.GetId()}
+		keys, unreadable := verificationKeys(s, box)
+		sealed = sealed || unreadable
+		if len(keys) == 0 {
+			continue
 		}
-		for _, k := range s.GetKeys() {
-			secret := k.GetSecret()
-			if strings.HasPrefix(secret, encryptedAtRest) {
-				sealed = true
-				continue
-			}
-			if !strings.HasPrefix(secret, hmacSecretPrefix) {
-				continue
-			}
-			wh, err := standardwebhooks.NewWebhook(secret)
-			if err != nil {
-				continue
-			}
-			err = wh.Verify(body, h)
-			if err == nil {
-				return verdict{OK: true, SubscriptionID: s.GetId()}
-			}
-			if errors.Is(err, standardwebhooks.ErrMessageTooOld) || errors.Is(err, standardwebhooks.ErrMessageTooNew) {
-				tooOld = true
-			}
+		err := signing.VerifyHeaders(h, body, now, signing.DefaultTolerance, keys...)
+		switch {
+		case err == nil:
+			return verdict{OK: true, SubscriptionID: s.GetId()}
+		case errors.Is(err, signing.ErrTooOld), errors.Is(err, signing.ErrTooNew):
+			outOfTolerance = true
+		case errors.Is(err, signing.ErrBadTimestamp), errors.Is(err, signing.ErrMalformedHeader):
+			return verdict{Reason: err.Error()}
 		}
 	}
 	switch {
-	case tooOld:
+	case outOfTolerance:
 		return verdict{Reason: "webhook-timestamp is outside the 5-minute tolerance"}
 	case sealed:
-		return verdict{Reason: "the secrets are encrypted at rest and this receiver cannot read them"}
+		return verdict{Reason: "the secrets are sealed at rest and this receiver has not the key (HOOKLINE_SECRET_KEY)"}
 	}
-	return verdict{Reason: fmt.Sprintf("the signature matches no secret of the %d subscription(s) pointing here", len(subs))}
+	return verdict{Reason: fmt.Sprintf("the signature matches no key of the %d subscription(s) pointing here", len(subs))}
 }
 
-// verifyEd25519 checks the v1a entries of the signature header with a
-// whpk_ public key.
-func verifyEd25519(body []byte, h http.Header, publicKey string) error {
-	raw, ok := strings.CutPrefix(publicKey, ed25519KeyPrefix)
-	if !ok {
-		return errors.New("not a whpk_ key")
+// verificationKeys are the well-formed keys of s. unreadable reports a
+// sealed secret that box cannot open.
+func verificationKeys(s *hooklinev1.Subscription, box *secretbox.Box) (keys []string, unreadable bool) {
+	candidates := []string{s.GetPublicKey()}
+	for _, k := range s.GetKeys() {
+		secret := k.GetSecret()
+		if secretbox.IsSealed(secret) {
+			opened, err := box.Open(secret)
+			if err != nil {
+				unreadable = true
+				continue
+			}
+			secret = opened
+		}
+		candidates = append(candidates, secret)
 	}
-	key, err := base64.StdEncoding.DecodeString(raw)
-	if err != nil || len(key) != ed25519.PublicKeySize {
-		return errors.New("malformed public key")
-	}
-	id := h.Get(standardwebhooks.HeaderWebhookID)
-	ts := h.Get(standardwebhooks.HeaderWebhookTimestamp)
-	sec, err := strconv.ParseInt(ts, 10, 64)
-	if err != nil {
-		return errors.New("malformed timestamp")
-	}
-	if d := time.Since(time.Unix(sec, 0)); d > timestampTolerance || d < -timestampTolerance {
-		return standardwebhooks.ErrMessageTooOld
-	}
-	content := []byte(id + "." + ts + "." + string(body))
-	for _, entry := range strings.Fields(h.Get(standardwebhooks.HeaderWebhookSignature)) {
-		sig, ok := strings.CutPrefix(entry, "v1a,")
-		if !ok {
+	for _, c := range candidates {
+		if c == "" {
 			continue
 		}
-		b, err := base64.StdEncoding.DecodeString(sig)
-		if err == nil && ed25519.Verify(key, content, b) {
-			return nil
+		if _, err := signing.ParseKey(c); err == nil {
+			keys = append(keys, c)
 		}
 	}
-	return standardwebhooks.ErrNoMatchingSignature
+	return keys, unreadable
 }
 
 // maxPrinted bounds a body printed to the terminal.

@@ -12,11 +12,13 @@ import (
 	"time"
 
 	"github.com/hookline/hookline/pkg/natstest"
+	"github.com/hookline/hookline/pkg/secretbox"
 	"github.com/hookline/hookline/pkg/signing"
 	"github.com/hookline/hookline/pkg/stream"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 	"google.golang.org/protobuf/encoding/protojson"
 )
 
@@ -59,7 +61,7 @@ func newReceiverFixture(t *testing.T) *receiverFixture {
 		t.Fatal(err)
 	}
 	out := &syncBuffer{}
-	rc := newReceiver(js, "9000", newConsole(out))
+	rc := newReceiver(js, nil, "9000", newConsole(out))
 	sub, err := rc.types.watch(nc)
 	if err != nil {
 		t.Fatal(err)
@@ -127,8 +129,8 @@ func TestReceiverVerifiesWithTheSecretsOfItsSubscriptions(t *testing.T) {
 		{name: "current secret", req: webhook(t, "evt_1", now, body, current), want: "webhook-id=evt_1 type=- verified=yes subscription=sub_here"},
 		{name: "rotated-out secret still overlapping", req: webhook(t, "evt_2", now, body, rotatedOut), want: "webhook-id=evt_2 type=- verified=yes subscription=sub_here"},
 		{name: "two entries during a rotation", req: webhook(t, "evt_3", now, body, stranger, current), want: "verified=yes subscription=sub_here"},
-		{name: "unknown secret", req: webhook(t, "evt_4", now, body, stranger), want: "webhook-id=evt_4 type=- verified=no (the signature matches no secret of the 1 subscription(s) pointing here)"},
-		{name: "secret of a subscription that points elsewhere", req: webhook(t, "evt_5", now, body, elsewhere), want: "verified=no (the signature matches no secret"},
+		{name: "unknown secret", req: webhook(t, "evt_4", now, body, stranger), want: "webhook-id=evt_4 type=- verified=no (the signature matches no key of the 1 subscription(s) pointing here)"},
+		{name: "secret of a subscription that points elsewhere", req: webhook(t, "evt_5", now, body, elsewhere), want: "verified=no (the signature matches no key"},
 		{name: "too old", req: webhook(t, "evt_6", now.Add(-10*time.Minute), body, current), want: "verified=no (webhook-timestamp is outside the 5-minute tolerance)"},
 		{name: "unsigned", req: webhook(t, "evt_7", now, body), want: "verified=no (missing webhook-id, webhook-timestamp or webhook-signature header)"},
 		{name: "tampered body", req: func() *http.Request {
@@ -271,5 +273,90 @@ func TestPrintable(t *testing.T) {
 		if got := printable([]byte(tt.body)); got != tt.want {
 			t.Errorf("%s: printable = %q, want %q", tt.name, got, tt.want)
 		}
+	}
+}
+
+func TestReceiverAcceptsWhatTheReferenceLibrarySigns(t *testing.T) {
+	t.Parallel()
+	f := newReceiverFixture(t)
+	secret := newSecret(t)
+	f.putSubscription(t, &hooklinev1.Subscription{
+		Id: "sub_ref", Tenant: "acme", Url: "http://127.0.0.1:9000/webhook", Keys: []*hooklinev1.SigningKey{{Secret: secret}},
+	})
+	wh, err := standardwebhooks.NewWebhook(secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts, body := time.Now(), `{"order_id":1}`
+	sig, err := wh.Sign("evt_ref", ts, []byte(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := webhook(t, "evt_ref", ts, body)
+	r.Header.Set("webhook-signature", sig)
+	f.rc.ServeHTTP(httptest.NewRecorder(), r)
+	if !strings.Contains(f.out.String(), "webhook-id=evt_ref type=- verified=yes subscription=sub_ref") {
+		t.Fatalf("printed\n%s", f.out.String())
+	}
+}
+
+func TestReceiverVerifiesEd25519Subscriptions(t *testing.T) {
+	t.Parallel()
+	f := newReceiverFixture(t)
+	private, public, err := signing.NewEd25519Key()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.putSubscription(t, &hooklinev1.Subscription{
+		Id: "sub_v1a", Tenant: "acme", Url: "http://127.0.0.1:9000/webhook", SignatureScheme: "v1a",
+		PublicKey: public, Keys: []*hooklinev1.SigningKey{{Secret: private}},
+	})
+	f.rc.ServeHTTP(httptest.NewRecorder(), webhook(t, "evt_v1a", time.Now(), `{}`, private))
+	if !strings.Contains(f.out.String(), "webhook-id=evt_v1a type=- verified=yes subscription=sub_v1a") {
+		t.Fatalf("printed\n%s", f.out.String())
+	}
+}
+
+func TestReceiverOpensSecretsSealedAtRest(t *testing.T) {
+	t.Parallel()
+	f := newReceiverFixture(t)
+	key, err := secretbox.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	box, err := secretBox([]string{"HOOKLINE_SECRET_KEY=" + key})
+	if err != nil || box == nil {
+		t.Fatalf("secretBox = %v, %v", box, err)
+	}
+	secret := newSecret(t)
+	sealed, err := box.Seal(secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.putSubscription(t, &hooklinev1.Subscription{
+		Id: "sub_sealed", Tenant: "acme", Url: "http://127.0.0.1:9000/webhook", Keys: []*hooklinev1.SigningKey{{Secret: sealed}},
+	})
+
+	// Without the key: the receiver says why it cannot tell.
+	f.rc.ServeHTTP(httptest.NewRecorder(), webhook(t, "evt_nokey", time.Now(), `{}`, secret))
+	if !strings.Contains(f.out.String(), "webhook-id=evt_nokey type=- verified=no (the secrets are sealed at rest") {
+		t.Fatalf("printed\n%s", f.out.String())
+	}
+	// With the key the services got from the same environment: verified.
+	f.rc.box = box
+	f.rc.ServeHTTP(httptest.NewRecorder(), webhook(t, "evt_key", time.Now(), `{}`, secret))
+	if !strings.Contains(f.out.String(), "webhook-id=evt_key type=- verified=yes subscription=sub_sealed") {
+		t.Fatalf("printed\n%s", f.out.String())
+	}
+}
+
+func TestSecretBox(t *testing.T) {
+	t.Parallel()
+	box, err := secretBox([]string{"PATH=/usr/bin"})
+	if err != nil || box != nil {
+		t.Fatalf("no key: %v, %v; want encryption off", box, err)
+	}
+	if _, err := secretBox([]string{"HOOKLINE_SECRET_KEY=too-short"}); err == nil {
+		t.Fatal("a malformed key was accepted")
 	}
 }

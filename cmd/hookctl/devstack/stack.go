@@ -9,9 +9,12 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/caarlos0/env/v11"
+	"github.com/hookline/hookline/pkg/secretbox"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -123,7 +126,12 @@ func (s *stack) startReceiver() error {
 		return fmt.Errorf("receiver: %w", err)
 	}
 	_, port, _ := net.SplitHostPort(l.Addr().String())
-	rc := newReceiver(js, port, s.con)
+	box, err := secretBox(os.Environ())
+	if err != nil {
+		_ = l.Close()
+		return fmt.Errorf("receiver: %w", err)
+	}
+	rc := newReceiver(js, box, port, s.con)
 	if _, err := rc.types.watch(nc); err != nil {
 		_ = l.Close()
 		return fmt.Errorf("receiver: watch events: %w", err)
@@ -136,6 +144,22 @@ func (s *stack) startReceiver() error {
 	}()
 	s.log.Info("demo receiver listening", zap.String("url", "http://"+l.Addr().String()+receiverPath))
 	return nil
+}
+
+// secretBox opens signing secrets sealed at rest, with the key the services
+// get from the same environment (nil when none is set: encryption is off).
+func secretBox(environ []string) (*secretbox.Box, error) {
+	m := make(map[string]string, len(environ))
+	for _, kv := range environ {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			m[k] = v
+		}
+	}
+	var c secretbox.Config
+	if err := env.ParseWithOptions(&c, env.Options{Environment: m}); err != nil {
+		return nil, err
+	}
+	return c.Box()
 }
 
 // watchChildren returns a channel that yields each child that exits.
