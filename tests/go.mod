@@ -9,8 +9,12 @@ replace (
 
 require (
 	github.com/hookline/hookline/pkg v0.0.0-00010101000000-000000000000
+	github.com/hookline/hookline/proto v0.0.0-00010101000000-000000000000
 	github.com/nats-io/nats.go v1.55.0
 	github.com/standard-webhooks/standard-webhooks/libraries v0.0.1
+	go.uber.org/multierr v1.10.0 // indirect
+	go.uber.org/zap v1.28.0
+	google.golang.org/protobuf v1.36.12 // indirect
 )
 
 require (
