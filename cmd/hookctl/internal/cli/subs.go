@@ -1,0 +1,441 @@
+package cli
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
+)
+
+func (a *App) subsCommand() *cobra.Command {
+	c := group(&cobra.Command{
+		Use:     "subs",
+		Aliases: []string{"subscriptions"},
+		Short:   "Subscriptions, through the producer API",
+		Long: `Manage subscriptions through the producer API (--api-url / HOOKLINE_API_URL,
+bearer token from HOOKLINE_API_TOKEN).`,
+	})
+	c.AddCommand(a.subsLs(), a.subsGet(), a.subsCreate(), a.subsUpdate(),
+		a.subsSetDisabled("enable", false), a.subsSetDisabled("disable", true),
+		a.subsDelete(), a.subsTest(), a.subsRotate())
+	return c
+}
+
+var decodeJSON = protojson.UnmarshalOptions{DiscardUnknown: true}
+
+// call sends a proto request (nil for none) and returns the raw answer.
+func (a *App) call(c *cobra.Command, method, path string, query url.Values, in proto.Message) ([]byte, error) {
+	api, err := a.api()
+	if err != nil {
+		return nil, err
+	}
+	var body []byte
+	if in != nil {
+		raw, err := protoJSON.Marshal(in)
+		if err != nil {
+			return nil, fmt.Errorf("encode request: %w", err)
+		}
+		// protojson varies its spacing on purpose; send it compact.
+		var buf bytes.Buffer
+		if err := json.Compact(&buf, raw); err != nil {
+			return nil, fmt.Errorf("encode request: %w", err)
+		}
+		body = buf.Bytes()
+	}
+	return api.Do(c.Context(), method, path, query, body)
+}
+
+// printRaw writes an API answer as indented JSON (the --json output of
+// the subs and events commands: the API's own document).
+func printRaw(w io.Writer, data []byte) error {
+	if len(bytes.TrimSpace(data)) == 0 {
+		data = []byte("{}")
+	}
+	var buf bytes.Buffer
+	if err := json.Indent(&buf, data, "", "  "); err != nil {
+		return fmt.Errorf("the producer API answered something that is not JSON: %w", err)
+	}
+	buf.WriteByte('\n')
+	_, err := w.Write(buf.Bytes())
+	return err
+}
+
+func subPath(id string) (string, error) {
+	if id == "" || strings.ContainsAny(id, "/?# \t") {
+		return "", usageErr(fmt.Errorf("subscription id %q: want an id like sub_01J… (hookctl subs ls lists them)", id))
+	}
+	return "/v1/subscriptions/" + url.PathEscape(id), nil
+}
+
+func (a *App) printSub(w io.Writer, data []byte) error {
+	var s hooklinev1.Subscription
+	if err := decodeJSON.Unmarshal(data, &s); err != nil {
+		return fmt.Errorf("the producer API answered something that is not a Subscription: %w", err)
+	}
+	tw := table(w)
+	row(tw, "id:", s.GetId())
+	row(tw, "tenant:", s.GetTenant())
+	row(tw, "url:", redactURL(s.GetUrl()))
+	row(tw, "event types:", strings.Join(s.GetEventTypes(), ", "))
+	state := "enabled"
+	if s.GetDisabled() {
+		state = "disabled"
+		if s.GetDisabledReason() != "" {
+			state += " (" + s.GetDisabledReason() + ")"
+		}
+		if s.GetDisabledAt() != nil {
+			state += " since " + when(s.GetDisabledAt().AsTime())
+		}
+	}
+	row(tw, "state:", state)
+	if s.GetDescription() != "" {
+		row(tw, "description:", s.GetDescription())
+	}
+	if s.GetMaxInFlight() > 0 {
+		row(tw, "max in flight:", s.GetMaxInFlight())
+	}
+	if s.GetRateLimitPerSecond() > 0 {
+		row(tw, "rate limit:", fmt.Sprintf("%g/s, burst %d", s.GetRateLimitPerSecond(), s.GetRateLimitBurst()))
+	}
+	if s.GetOrdered() {
+		row(tw, "ordered:", "yes")
+	}
+	if s.GetSignatureScheme() != "" {
+		row(tw, "signature scheme:", s.GetSignatureScheme())
+	}
+	if s.GetPublicKey() != "" {
+		row(tw, "public key:", s.GetPublicKey())
+	}
+	if s.GetCreatedAt() != nil {
+		row(tw, "created:", when(s.GetCreatedAt().AsTime()))
+	}
+	if s.GetUpdatedAt() != nil {
+		row(tw, "updated:", when(s.GetUpdatedAt().AsTime()))
+	}
+	if s.GetSecret() != "" {
+		// The one-time reveal (create, rotate-secret): the operator asked
+		// for it and cannot get it again.
+		row(tw, "secret:", s.GetSecret()+"  (shown once: store it now)")
+	}
+	return tw.Flush()
+}
+
+// redactURL hides a password in an endpoint URL.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return raw
+	}
+	return u.Redacted()
+}
+
+func (a *App) subsLs() *cobra.Command {
+	var (
+		tenant string
+		asJSON bool
+	)
+	c := &cobra.Command{
+		Use:     "ls",
+		Short:   "List subscriptions",
+		Example: "  hookctl subs ls --tenant acme",
+		Args:    cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			q := url.Values{}
+			if tenant != "" {
+				q.Set("tenant", tenant)
+			}
+			data, err := a.call(c, http.MethodGet, "/v1/subscriptions", q, nil)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printRaw(a.io.Out, data)
+			}
+			var list hooklinev1.ListSubscriptionsResponse
+			if err := decodeJSON.Unmarshal(data, &list); err != nil {
+				return fmt.Errorf("the producer API answered something that is not a subscription list: %w", err)
+			}
+			if len(list.GetSubscriptions()) == 0 {
+				fmt.Fprintln(a.io.Err, "no subscriptions")
+				return nil
+			}
+			tw := table(a.io.Out)
+			row(tw, "ID", "TENANT", "STATE", "EVENT-TYPES", "URL", "DESCRIPTION")
+			for _, s := range list.GetSubscriptions() {
+				state := "enabled"
+				if s.GetDisabled() {
+					state = "disabled"
+				}
+				row(tw, s.GetId(), s.GetTenant(), state, strings.Join(s.GetEventTypes(), ","), redactURL(s.GetUrl()), oneLine(s.GetDescription(), 40))
+			}
+			return tw.Flush()
+		},
+	}
+	c.Flags().StringVar(&tenant, "tenant", "", "only this tenant")
+	c.Flags().BoolVar(&asJSON, "json", false, "print the API's JSON answer")
+	return c
+}
+
+func (a *App) subsGet() *cobra.Command {
+	var asJSON bool
+	c := &cobra.Command{
+		Use:     "get ID",
+		Short:   "Show one subscription",
+		Example: "  hookctl subs get sub_01J…",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			path, err := subPath(args[0])
+			if err != nil {
+				return err
+			}
+			data, err := a.call(c, http.MethodGet, path, nil, nil)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printRaw(a.io.Out, data)
+			}
+			return a.printSub(a.io.Out, data)
+		},
+	}
+	c.Flags().BoolVar(&asJSON, "json", false, "print the API's JSON answer")
+	return c
+}
+
+func (a *App) subsCreate() *cobra.Command {
+	var (
+		req    hooklinev1.CreateSubscriptionRequest
+		asJSON bool
+	)
+	c := &cobra.Command{
+		Use:   "create",
+		Short: "Create a subscription (prints its signing secret once)",
+		Example: `  hookctl subs create --tenant acme --url https://example.com/hooks --type 'order.*' --type invoice.paid
+  hookctl subs create --tenant acme --url https://example.com/hooks --type '>' --rate-limit 20 --max-in-flight 4`,
+		Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			var missing []string
+			if req.Tenant == "" {
+				missing = append(missing, "--tenant")
+			}
+			if req.Url == "" {
+				missing = append(missing, "--url")
+			}
+			if len(req.EventTypes) == 0 {
+				missing = append(missing, "--type")
+			}
+			if len(missing) > 0 {
+				return usageErr(fmt.Errorf("create needs %s", strings.Join(missing, ", ")))
+			}
+			data, err := a.call(c, http.MethodPost, "/v1/subscriptions", nil, &req)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printRaw(a.io.Out, data)
+			}
+			return a.printSub(a.io.Out, data)
+		},
+	}
+	fl := c.Flags()
+	fl.StringVar(&req.Tenant, "tenant", "", "the tenant whose events it receives (required)")
+	fl.StringVar(&req.Url, "url", "", "the http(s) endpoint (required)")
+	fl.StringSliceVar(&req.EventTypes, "type", nil, "event type filters: order.created, order.*, invoice.>, > (required; repeat or comma-separate)")
+	fl.StringVar(&req.Description, "description", "", "a note for people")
+	fl.Uint32Var(&req.MaxInFlight, "max-in-flight", 0, "most attempts in flight at once (0: the default)")
+	fl.Float64Var(&req.RateLimitPerSecond, "rate-limit", 0, "most requests per second (0: unlimited)")
+	fl.Uint32Var(&req.RateLimitBurst, "rate-limit-burst", 0, "burst of the rate limit")
+	fl.StringVar(&req.SignatureScheme, "signature-scheme", "", "v1 (HMAC-SHA256, default) or v1a (ed25519)")
+	fl.BoolVar(&req.Ordered, "ordered", false, "deliver one event at a time, in publish order")
+	fl.BoolVar(&asJSON, "json", false, "print the API's JSON answer")
+	return c
+}
+
+func (a *App) subsUpdate() *cobra.Command {
+	var (
+		urlV, description  string
+		types              []string
+		maxInFlight, burst uint32
+		rateLimit          float64
+		asJSON             bool
+	)
+	c := &cobra.Command{
+		Use:   "update ID",
+		Short: "Change a subscription (only the flags given)",
+		Example: `  hookctl subs update sub_01J… --url https://new.example.com/hooks
+  hookctl subs update sub_01J… --type 'order.*' --rate-limit 5`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			path, err := subPath(args[0])
+			if err != nil {
+				return err
+			}
+			req := &hooklinev1.UpdateSubscriptionRequest{}
+			fl := c.Flags()
+			if fl.Changed("url") {
+				req.Url = &urlV
+			}
+			if fl.Changed("description") {
+				req.Description = &description
+			}
+			if fl.Changed("type") {
+				req.EventTypes = types
+			}
+			if fl.Changed("max-in-flight") {
+				req.MaxInFlight = &maxInFlight
+			}
+			if fl.Changed("rate-limit") {
+				req.RateLimitPerSecond = &rateLimit
+			}
+			if fl.Changed("rate-limit-burst") {
+				req.RateLimitBurst = &burst
+			}
+			if proto.Size(req) == 0 && !fl.Changed("description") {
+				return usageErr(errors.New("nothing to update: give --url, --type, --description, --max-in-flight, --rate-limit or --rate-limit-burst"))
+			}
+			data, err := a.call(c, http.MethodPatch, path, nil, req)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printRaw(a.io.Out, data)
+			}
+			return a.printSub(a.io.Out, data)
+		},
+	}
+	fl := c.Flags()
+	fl.StringVar(&urlV, "url", "", "new endpoint URL")
+	fl.StringSliceVar(&types, "type", nil, "new event type filters (replace the old ones)")
+	fl.StringVar(&description, "description", "", "new description")
+	fl.Uint32Var(&maxInFlight, "max-in-flight", 0, "most attempts in flight at once")
+	fl.Float64Var(&rateLimit, "rate-limit", 0, "most requests per second (0: unlimited)")
+	fl.Uint32Var(&burst, "rate-limit-burst", 0, "burst of the rate limit")
+	fl.BoolVar(&asJSON, "json", false, "print the API's JSON answer")
+	return c
+}
+
+func (a *App) subsSetDisabled(verb string, disabled bool) *cobra.Command {
+	var asJSON bool
+	c := &cobra.Command{
+		Use:     verb + " ID",
+		Short:   strings.ToUpper(verb[:1]) + verb[1:] + " a subscription",
+		Example: "  hookctl subs " + verb + " sub_01J…",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			path, err := subPath(args[0])
+			if err != nil {
+				return err
+			}
+			data, err := a.call(c, http.MethodPatch, path, nil, &hooklinev1.UpdateSubscriptionRequest{Disabled: proto.Bool(disabled)})
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printRaw(a.io.Out, data)
+			}
+			return a.printSub(a.io.Out, data)
+		},
+	}
+	if disabled {
+		c.Long = "Disable a subscription: it matches no new events, and its pending retries are\ndead-lettered with reason subscription_disabled (replay them after enabling)."
+	} else {
+		c.Long = "Enable a subscription again. Dead letters parked while it was disabled stay in\nDEADLETTER: replay them with hookctl dlq replay --subscription ID."
+	}
+	c.Flags().BoolVar(&asJSON, "json", false, "print the API's JSON answer")
+	return c
+}
+
+func (a *App) subsDelete() *cobra.Command {
+	var yes bool
+	c := &cobra.Command{
+		Use:     "delete ID",
+		Short:   "Delete a subscription (asks for confirmation)",
+		Example: "  hookctl subs delete sub_01J… --yes",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			path, err := subPath(args[0])
+			if err != nil {
+				return err
+			}
+			if err := a.confirm(fmt.Sprintf("Delete subscription %s? Its pending deliveries will be dead-lettered.", args[0]), yes); err != nil {
+				return err
+			}
+			if _, err := a.call(c, http.MethodDelete, path, nil, nil); err != nil {
+				return err
+			}
+			fmt.Fprintf(a.io.Out, "deleted subscription %s\n", args[0])
+			return nil
+		},
+	}
+	c.Flags().BoolVar(&yes, "yes", false, "do not ask for confirmation")
+	return c
+}
+
+func (a *App) subsTest() *cobra.Command {
+	var asJSON bool
+	c := &cobra.Command{
+		Use:     "test ID",
+		Short:   "Send a test event to a subscription's endpoint",
+		Example: "  hookctl subs test sub_01J…",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			path, err := subPath(args[0])
+			if err != nil {
+				return err
+			}
+			data, err := a.call(c, http.MethodPost, path+"/test", nil, nil)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printRaw(a.io.Out, data)
+			}
+			var r hooklinev1.TestSubscriptionResponse
+			if err := decodeJSON.Unmarshal(data, &r); err != nil {
+				return fmt.Errorf("the producer API answered something that is not a test answer: %w", err)
+			}
+			fmt.Fprintf(a.io.Out, "test event %s queued for %s\nfollow it: hookctl attempts --subscription %s --event %s\n", r.GetEventId(), args[0], args[0], r.GetEventId())
+			return nil
+		},
+	}
+	c.Flags().BoolVar(&asJSON, "json", false, "print the API's JSON answer")
+	return c
+}
+
+func (a *App) subsRotate() *cobra.Command {
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "rotate-secret ID",
+		Short: "Rotate a subscription's signing secret (prints the new one once)",
+		Long: `Rotate the signing secret. The old secret keeps signing alongside the new one
+for an overlap, so receivers can switch without dropping deliveries.`,
+		Example: "  hookctl subs rotate-secret sub_01J…",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			path, err := subPath(args[0])
+			if err != nil {
+				return err
+			}
+			data, err := a.call(c, http.MethodPost, path+"/rotate-secret", nil, nil)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printRaw(a.io.Out, data)
+			}
+			return a.printSub(a.io.Out, data)
+		},
+	}
+	c.Flags().BoolVar(&asJSON, "json", false, "print the API's JSON answer")
+	return c
+}

@@ -1,0 +1,186 @@
+// Package deadletter holds hookctl's view of the DEADLETTER stream: reading
+// entries into hooklinev1.DeadLetter records, selecting them by filters,
+// checking their subscriptions, replaying them as new delivery tasks, and
+// purging them.
+package deadletter
+
+import (
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/hookline/hookline/pkg/stream"
+	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
+)
+
+// Reasons a delivery is dead-lettered (Hookline-Reason).
+var Reasons = []string{
+	"attempts_exhausted",
+	"permanent_failure",
+	"gone",
+	"subscription_disabled",
+	"subscription_deleted",
+	"redelivery_exhausted",
+	"malformed_task",
+	"invalid_payload",
+	"blocked_destination",
+}
+
+// Entry is one dead letter: the record decoded from its headers, and the
+// headers themselves (every one, for `dlq show`).
+type Entry struct {
+	Record *hooklinev1.DeadLetter
+	Header nats.Header
+}
+
+// Decode builds the record of the DEADLETTER message stored at seq. It is
+// lenient: a dead letter published by hand with missing headers still lists,
+// with tenant and subscription taken from the subject and the dead-letter
+// time from the stream when the headers lack them. data may be nil (a
+// headers-only read).
+func Decode(subject string, seq uint64, stored time.Time, h nats.Header, data []byte) Entry {
+	r := &hooklinev1.DeadLetter{
+		Seq:             seq,
+		EventId:         h.Get(stream.HeaderEventID),
+		Tenant:          h.Get(stream.HeaderTenant),
+		EventType:       h.Get(stream.HeaderEventType),
+		SubscriptionId:  h.Get(stream.HeaderSubscriptionID),
+		Reason:          h.Get(stream.HeaderReason),
+		LastError:       h.Get(stream.HeaderLastError),
+		OriginalSubject: h.Get(stream.HeaderOriginalSubject),
+		FirstAttemptAt:  timestamp(h.Get(stream.HeaderFirstAttemptAt)),
+		LastAttemptAt:   timestamp(h.Get(stream.HeaderLastAttemptAt)),
+		OccurredAt:      timestamp(h.Get(stream.HeaderOccurredAt)),
+		DeadLetteredAt:  timestamp(h.Get(stream.HeaderDeadLetteredAt)),
+		Data:            data,
+	}
+	if n, err := strconv.ParseInt(h.Get(stream.HeaderLastStatus), 10, 32); err == nil {
+		r.LastStatus = int32(n)
+	}
+	if n, err := strconv.ParseUint(h.Get(stream.HeaderAttempt), 10, 32); err == nil {
+		r.Attempts = uint32(n)
+	}
+	if parts := strings.SplitN(subject, ".", 3); len(parts) == 3 && parts[0] == stream.DeadLetterPrefix {
+		if r.Tenant == "" {
+			r.Tenant = parts[1]
+		}
+		if r.SubscriptionId == "" {
+			r.SubscriptionId = parts[2]
+		}
+	}
+	if r.DeadLetteredAt == nil && !stored.IsZero() {
+		r.DeadLetteredAt = timestamppb.New(stored)
+	}
+	return Entry{Record: r, Header: h}
+}
+
+func timestamp(s string) *timestamppb.Timestamp {
+	if s == "" {
+		return nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return nil
+	}
+	return timestamppb.New(t)
+}
+
+// Time is when the entry was dead-lettered (the zero time if unknown).
+func (e Entry) Time() time.Time {
+	if e.Record.GetDeadLetteredAt() == nil {
+		return time.Time{}
+	}
+	return e.Record.GetDeadLetteredAt().AsTime()
+}
+
+// IsReplay reports whether the entry is a replayed task that failed again,
+// and the DEADLETTER sequence it had been replayed from.
+func (e Entry) IsReplay() (string, bool) {
+	v := e.Header.Get(stream.HeaderReplay)
+	return v, v != ""
+}
+
+// taskHeaders are copied from a dead letter onto its replayed task. The
+// attempt count, first-attempt time and last status/error are not: a replay
+// starts a fresh delivery (attempt 0) that keeps the event id (the receiver's
+// webhook-id).
+var taskHeaders = []string{
+	stream.HeaderEventID,
+	stream.HeaderTenant,
+	stream.HeaderEventType,
+	stream.HeaderOccurredAt,
+	stream.HeaderSubscriptionID,
+	stream.HeaderTest,
+}
+
+// Task is the delivery task that replays the dead letter stored at seq with
+// the given headers and body.
+func Task(rec *hooklinev1.DeadLetter, h nats.Header, body []byte) *nats.Msg {
+	th := nats.Header{}
+	for _, k := range taskHeaders {
+		if v := h.Get(k); v != "" {
+			th.Set(k, v)
+		}
+	}
+	// Headers a hand-made dead letter may lack, from the decoded record.
+	if th.Get(stream.HeaderTenant) == "" {
+		th.Set(stream.HeaderTenant, rec.GetTenant())
+	}
+	if th.Get(stream.HeaderSubscriptionID) == "" {
+		th.Set(stream.HeaderSubscriptionID, rec.GetSubscriptionId())
+	}
+	th.Set(stream.HeaderReplay, strconv.FormatUint(rec.GetSeq(), 10))
+	th.Set(stream.HeaderMsgID, ReplayMsgID(rec))
+	return &nats.Msg{
+		Subject: stream.DeliverySubject(rec.GetTenant(), rec.GetSubscriptionId()),
+		Header:  th,
+		Data:    body,
+	}
+}
+
+// ReplayMsgID is the dedup id of the task replaying rec: the same for every
+// run, so an interrupted replay that published but did not delete stores
+// one task when run again.
+func ReplayMsgID(rec *hooklinev1.DeadLetter) string {
+	return stream.ReplayMsgID(rec.GetEventId(), rec.GetSubscriptionId(), rec.GetSeq())
+}
+
+// Encode is the DEADLETTER message of rec in the header contract (the
+// inverse of Decode): the deliverer's format, used here by tests and
+// documented in the README's dead-letter format.
+func Encode(rec *hooklinev1.DeadLetter) *nats.Msg {
+	h := nats.Header{}
+	set := func(k, v string) {
+		if v != "" {
+			h.Set(k, v)
+		}
+	}
+	ts := func(t *timestamppb.Timestamp) string {
+		if t == nil {
+			return ""
+		}
+		return t.AsTime().UTC().Format(time.RFC3339Nano)
+	}
+	set(stream.HeaderEventID, rec.GetEventId())
+	set(stream.HeaderTenant, rec.GetTenant())
+	set(stream.HeaderEventType, rec.GetEventType())
+	set(stream.HeaderOccurredAt, ts(rec.GetOccurredAt()))
+	set(stream.HeaderSubscriptionID, rec.GetSubscriptionId())
+	set(stream.HeaderAttempt, strconv.FormatUint(uint64(rec.GetAttempts()), 10))
+	set(stream.HeaderFirstAttemptAt, ts(rec.GetFirstAttemptAt()))
+	set(stream.HeaderLastAttemptAt, ts(rec.GetLastAttemptAt()))
+	set(stream.HeaderDeadLetteredAt, ts(rec.GetDeadLetteredAt()))
+	set(stream.HeaderLastStatus, strconv.Itoa(int(rec.GetLastStatus())))
+	set(stream.HeaderLastError, rec.GetLastError())
+	set(stream.HeaderReason, rec.GetReason())
+	set(stream.HeaderOriginalSubject, rec.GetOriginalSubject())
+	set(stream.HeaderMsgID, stream.DeadLetterMsgID(rec.GetEventId(), rec.GetSubscriptionId(), ""))
+	return &nats.Msg{
+		Subject: stream.DeadLetterSubject(rec.GetTenant(), rec.GetSubscriptionId()),
+		Header:  h,
+		Data:    rec.GetData(),
+	}
+}
