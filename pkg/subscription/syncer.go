@@ -18,7 +18,7 @@ import (
 const (
 	syncBackoffMin = 100 * time.Millisecond
 	syncBackoffMax = 5 * time.Second
-	markerCheck    = 5 * time.Second
+	markerCheck    = time.Second
 )
 
 // errResync restarts the watch (and so replays the bucket into Redis).

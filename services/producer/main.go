@@ -1,4 +1,59 @@
-// Command producer is a Hookline service (placeholder until its issue lands).
+// Command producer is Hookline's front door and control plane: it accepts
+// events over HTTP, publishes them to JetStream, and manages subscriptions
+// (DESIGN.md).
 package main
 
-func main() {}
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/hookline/hookline/pkg/natsconn"
+	"github.com/hookline/hookline/pkg/redisconn"
+	"github.com/hookline/hookline/services/producer/internal/config"
+	"github.com/hookline/hookline/services/producer/internal/logger"
+	"github.com/hookline/hookline/services/producer/internal/server"
+	"go.uber.org/zap"
+)
+
+var version = "dev" // set at build time: -ldflags "-X main.version=…"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	err := run(ctx)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "producer:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context) error {
+	cfg, err := config.FromEnv()
+	if err != nil {
+		return err
+	}
+	log, err := logger.New(cfg.LogLevel, cfg.LogFormat)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = log.Sync() }()
+	log.Info("producer starting", zap.String("version", version))
+	nc, err := natsconn.Connect(cfg.NATS, "hookline-producer", log)
+	if err != nil {
+		return err
+	}
+	rdb, err := redisconn.Open(cfg.Redis)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	srv, err := server.New(cfg, nc, rdb, log)
+	if err != nil {
+		return err
+	}
+	return errors.Join(srv.Run(ctx), server.Drain(nc, cfg.ShutdownTimeout))
+}

@@ -1,0 +1,120 @@
+// Package api is the producer's HTTP API: events in, subscriptions managed,
+// errors as RFC 9457 problem details. Handlers translate HTTP to the
+// publish and registry packages and back; they hold no state of their own.
+package api
+
+import (
+	"context"
+	"net/http"
+
+	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
+	"github.com/hookline/hookline/services/producer/internal/metrics"
+	"github.com/hookline/hookline/services/producer/internal/publish"
+	"github.com/hookline/hookline/services/producer/internal/registry"
+	"go.uber.org/zap"
+)
+
+// Publisher puts events and test deliveries on JetStream.
+type Publisher interface {
+	Publish(ctx context.Context, ev publish.Event) (publish.Result, error)
+	PublishBatch(ctx context.Context, evs []publish.Event) ([]publish.Result, error)
+	PublishTest(ctx context.Context, sub *hooklinev1.Subscription) (string, error)
+	MaxPayload() int64
+}
+
+// Registry manages subscriptions.
+type Registry interface {
+	Create(ctx context.Context, req *hooklinev1.CreateSubscriptionRequest) (*hooklinev1.Subscription, error)
+	Get(ctx context.Context, id string) (*hooklinev1.Subscription, error)
+	List(ctx context.Context, tenant string) ([]*hooklinev1.Subscription, error)
+	Update(ctx context.Context, id string, req *hooklinev1.UpdateSubscriptionRequest) (*hooklinev1.Subscription, error)
+	Delete(ctx context.Context, id string) error
+	RotateSecret(ctx context.Context, id string) (*hooklinev1.Subscription, error)
+}
+
+var (
+	_ Publisher = (*publish.Publisher)(nil)
+	_ Registry  = (*registry.Registry)(nil)
+)
+
+// Deps is what the API is built from.
+type Deps struct {
+	Publisher Publisher
+	Registry  Registry
+	Metrics   *metrics.Metrics
+	Log       *zap.Logger
+	// Ready reports readiness for /readyz.
+	Ready func() bool
+	// V1 wraps every /v1/ route: authentication goes here. nil = none.
+	V1 func(http.Handler) http.Handler
+
+	MaxEventBytes int64
+	MaxBatchBytes int64
+	MaxBatch      int
+}
+
+// API serves the producer's HTTP endpoints.
+type API struct {
+	pub     Publisher
+	reg     Registry
+	metrics *metrics.Metrics
+	log     *zap.Logger
+	ready   func() bool
+
+	maxEventBytes int64
+	maxBatchBytes int64
+	maxBatch      int
+
+	handler http.Handler
+	allow   map[string][]string // path → methods routed, for 405 answers
+}
+
+// New builds the API and its routes.
+func New(d Deps) *API {
+	a := &API{
+		pub: d.Publisher, reg: d.Registry, metrics: d.Metrics, log: d.Log, ready: d.Ready,
+		maxEventBytes: d.MaxEventBytes, maxBatchBytes: d.MaxBatchBytes, maxBatch: d.MaxBatch,
+		allow: map[string][]string{},
+	}
+	v1 := http.NewServeMux()
+	a.route(v1, "POST /v1/events", a.publishEvent)
+	a.route(v1, "POST /v1/events/batch", a.publishBatch)
+	a.route(v1, "POST /v1/subscriptions", a.createSubscription)
+	a.route(v1, "GET /v1/subscriptions", a.listSubscriptions)
+	a.route(v1, "GET /v1/subscriptions/{id}", a.getSubscription)
+	a.route(v1, "PATCH /v1/subscriptions/{id}", a.updateSubscription)
+	a.route(v1, "DELETE /v1/subscriptions/{id}", a.deleteSubscription)
+	a.route(v1, "POST /v1/subscriptions/{id}/rotate-secret", a.rotateSecret)
+	a.route(v1, "POST /v1/subscriptions/{id}/test", a.testSubscription)
+	a.route(v1, "/", notFound)
+
+	root := http.NewServeMux()
+	var v1h http.Handler = v1
+	if d.V1 != nil {
+		v1h = d.V1(v1h)
+	}
+	root.Handle("/v1/", v1h)
+	a.route(root, "GET /livez", livez)
+	a.route(root, "GET /readyz", a.readyz)
+	root.Handle("GET /metrics", a.routed("GET /metrics", d.Metrics.Handler()))
+	a.route(root, "/", notFound)
+	a.handler = a.recoverPanics(a.observe(root))
+	return a
+}
+
+// ServeHTTP implements http.Handler.
+func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.handler.ServeHTTP(w, r) }
+
+// route registers h for pattern and, for a pattern with a method, a 405
+// problem for the other methods on the same path.
+func (a *API) route(mux *http.ServeMux, pattern string, h http.HandlerFunc) {
+	mux.Handle(pattern, a.routed(pattern, h))
+	method, path, ok := cutMethod(pattern)
+	if !ok {
+		return
+	}
+	a.allow[path] = append(a.allow[path], method)
+	if len(a.allow[path]) == 1 {
+		mux.Handle(path, a.routed(path, a.methodNotAllowed(path)))
+	}
+}

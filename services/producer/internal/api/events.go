@@ -1,0 +1,138 @@
+package api
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/hookline/hookline/pkg/subscription"
+	"github.com/hookline/hookline/services/producer/internal/publish"
+	"go.uber.org/zap"
+)
+
+// eventRequest is the body of POST /v1/events (hooklinev1.PublishEventRequest
+// in JSON, with data kept as raw bytes).
+type eventRequest struct {
+	Tenant     string          `json:"tenant"`
+	Type       string          `json:"type"`
+	Data       json.RawMessage `json:"data"`
+	ID         string          `json:"id"`
+	OccurredAt string          `json:"occurred_at"`
+}
+
+type batchRequest struct {
+	Events []eventRequest `json:"events"`
+}
+
+type batchResponse struct {
+	Events []publish.Result `json:"events"`
+}
+
+// event validates one request into an event to publish; invalid fields are
+// added to f.
+func (a *API) event(f *fields, req eventRequest, now time.Time) publish.Event {
+	f.tenant("tenant", req.Tenant)
+	if req.Type == "" {
+		f.add("type", required(req.Type))
+	} else {
+		f.add("type", subscription.ValidateEventType(req.Type))
+	}
+	switch {
+	case len(req.Data) == 0 || bytes.Equal(req.Data, []byte("null")):
+		f.add("data", errors.New("is required (any JSON value except null)"))
+	case int64(len(req.Data)) > a.maxEventBytes:
+		f.add("data", fmt.Errorf("must be at most %d bytes", a.maxEventBytes))
+	}
+	ev := publish.Event{ID: req.ID, Tenant: req.Tenant, Type: req.Type, Data: req.Data, OccurredAt: now}
+	if req.ID == "" {
+		ev.ID = publish.NewEventID()
+	} else {
+		f.add("id", validateEventID(req.ID))
+	}
+	if req.OccurredAt != "" {
+		t, err := parseTime(req.OccurredAt)
+		f.add("occurred_at", err)
+		ev.OccurredAt = t
+	}
+	return ev
+}
+
+// publishEvent handles POST /v1/events.
+func (a *API) publishEvent(w http.ResponseWriter, r *http.Request) {
+	var req eventRequest
+	if p := decodeJSON(w, r, a.maxEventBytes, &req); p != nil {
+		writeProblem(w, p)
+		return
+	}
+	var f fields
+	ev := a.event(&f, req, time.Now())
+	if p := f.problem(); p != nil {
+		writeProblem(w, p)
+		return
+	}
+	if max := a.pub.MaxPayload(); max > 0 && int64(len(ev.Data)) > max {
+		writeProblem(w, problem(http.StatusRequestEntityTooLarge, TypeTooLarge,
+			fmt.Sprintf("data is larger than the NATS server's max_payload (%d bytes)", max)))
+		return
+	}
+	res, err := a.pub.Publish(r.Context(), ev)
+	if err != nil {
+		a.log.Warn("event not accepted", zap.String("event_id", ev.ID), zap.String("event_type", ev.Type), zap.Error(err))
+		p := unavailable("the event was not accepted: the event stream is unavailable; retry with the same id")
+		p.IDs = []string{ev.ID}
+		writeProblem(w, p)
+		return
+	}
+	writeJSON(w, http.StatusAccepted, res)
+}
+
+// publishBatch handles POST /v1/events/batch: all valid or nothing is
+// published; all acknowledged or 503 (a retry is safe: ids deduplicate).
+func (a *API) publishBatch(w http.ResponseWriter, r *http.Request) {
+	var req batchRequest
+	if p := decodeJSON(w, r, a.maxBatchBytes, &req); p != nil {
+		writeProblem(w, p)
+		return
+	}
+	var f fields
+	switch {
+	case len(req.Events) == 0:
+		f.add("events", errors.New("must hold at least one event"))
+	case len(req.Events) > a.maxBatch:
+		f.add("events", fmt.Errorf("must hold at most %d events", a.maxBatch))
+	}
+	if p := f.problem(); p != nil {
+		writeProblem(w, p)
+		return
+	}
+	now := time.Now()
+	max := a.pub.MaxPayload()
+	evs := make([]publish.Event, len(req.Events))
+	for i, er := range req.Events {
+		f.prefix = fmt.Sprintf("events[%d].", i)
+		evs[i] = a.event(&f, er, now)
+		if max > 0 && int64(len(er.Data)) > max {
+			f.add("data", fmt.Errorf("is larger than the NATS server's max_payload (%d bytes)", max))
+		}
+	}
+	if p := f.problem(); p != nil {
+		p.Detail = fmt.Sprintf("%d invalid field(s); nothing was published", len(p.Errors))
+		writeProblem(w, p)
+		return
+	}
+	results, err := a.pub.PublishBatch(r.Context(), evs)
+	if err != nil {
+		a.log.Warn("event batch not fully accepted", zap.Int("events", len(evs)), zap.Error(err))
+		p := unavailable("not every event of the batch was acknowledged; " +
+			"retry the same batch with the ids listed: events already stored are deduplicated")
+		for _, ev := range evs {
+			p.IDs = append(p.IDs, ev.ID)
+		}
+		writeProblem(w, p)
+		return
+	}
+	writeJSON(w, http.StatusAccepted, batchResponse{Events: results})
+}

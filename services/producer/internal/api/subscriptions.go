@@ -1,0 +1,275 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/hookline/hookline/pkg/subscription"
+	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
+	"github.com/hookline/hookline/services/producer/internal/registry"
+	"go.uber.org/zap"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+)
+
+// maxControlBody bounds the body of subscription requests.
+const maxControlBody = 64 << 10
+
+// createRequest is hooklinev1.CreateSubscriptionRequest in JSON.
+type createRequest struct {
+	Tenant             string   `json:"tenant"`
+	URL                string   `json:"url"`
+	EventTypes         []string `json:"event_types"`
+	Description        string   `json:"description"`
+	MaxInFlight        uint32   `json:"max_in_flight"`
+	RateLimitPerSecond float64  `json:"rate_limit_per_second"`
+	RateLimitBurst     uint32   `json:"rate_limit_burst"`
+	SignatureScheme    string   `json:"signature_scheme"`
+	Ordered            bool     `json:"ordered"`
+}
+
+// updateRequest is hooklinev1.UpdateSubscriptionRequest in JSON; a nil
+// field is absent and stays unchanged.
+type updateRequest struct {
+	URL                *string   `json:"url"`
+	EventTypes         *[]string `json:"event_types"`
+	Description        *string   `json:"description"`
+	Disabled           *bool     `json:"disabled"`
+	MaxInFlight        *uint32   `json:"max_in_flight"`
+	RateLimitPerSecond *float64  `json:"rate_limit_per_second"`
+	RateLimitBurst     *uint32   `json:"rate_limit_burst"`
+}
+
+func (a *API) createSubscription(w http.ResponseWriter, r *http.Request) {
+	var req createRequest
+	if p := decodeJSON(w, r, maxControlBody, &req); p != nil {
+		writeProblem(w, p)
+		return
+	}
+	var f fields
+	f.tenant("tenant", req.Tenant)
+	f.add("url", validateURL(req.URL))
+	f.eventTypes("event_types", req.EventTypes)
+	f.description("description", req.Description)
+	f.rate("rate_limit_per_second", req.RateLimitPerSecond)
+	if req.SignatureScheme != "" && req.SignatureScheme != registry.SchemeHMAC {
+		f.add("signature_scheme", errors.New(`must be "v1" (HMAC-SHA256); other schemes are not supported yet`))
+	}
+	if p := f.problem(); p != nil {
+		writeProblem(w, p)
+		return
+	}
+	sub, err := a.reg.Create(r.Context(), &hooklinev1.CreateSubscriptionRequest{
+		Tenant: req.Tenant, Url: req.URL, EventTypes: req.EventTypes, Description: req.Description,
+		MaxInFlight: req.MaxInFlight, RateLimitPerSecond: req.RateLimitPerSecond,
+		RateLimitBurst: req.RateLimitBurst, Ordered: req.Ordered,
+	})
+	if err != nil {
+		a.registryError(w, "", err)
+		return
+	}
+	a.log.Info("subscription created", zap.String("subscription_id", sub.GetId()), zap.String("tenant", sub.GetTenant()))
+	w.Header().Set("Location", "/v1/subscriptions/"+sub.GetId())
+	a.writeSubscription(w, http.StatusCreated, sub)
+}
+
+func (a *API) listSubscriptions(w http.ResponseWriter, r *http.Request) {
+	tenant := r.URL.Query().Get("tenant")
+	if tenant == "" {
+		writeProblem(w, invalid("query parameter tenant is required"))
+		return
+	}
+	var f fields
+	f.tenant("tenant", tenant)
+	if p := f.problem(); p != nil {
+		writeProblem(w, p)
+		return
+	}
+	subs, err := a.reg.List(r.Context(), tenant)
+	if err != nil {
+		a.registryError(w, "", err)
+		return
+	}
+	out := make([]byte, 0, 256*len(subs)+32)
+	out = append(out, `{"subscriptions":[`...)
+	for i, sub := range subs {
+		b, err := renderSubscription(sub)
+		if err != nil {
+			a.registryError(w, sub.GetId(), err)
+			return
+		}
+		if i > 0 {
+			out = append(out, ',')
+		}
+		out = append(out, b...)
+	}
+	out = append(out, "]}"...)
+	writeRawJSON(w, http.StatusOK, out)
+}
+
+// lookup finds the subscription of the {id} path value, honouring an
+// optional ?tenant= scope (a subscription of another tenant is not found).
+func (a *API) lookup(w http.ResponseWriter, r *http.Request) (*hooklinev1.Subscription, bool) {
+	id := r.PathValue("id")
+	sub, err := a.reg.Get(r.Context(), id)
+	if err == nil {
+		if t := r.URL.Query().Get("tenant"); t != "" && t != sub.GetTenant() {
+			err = subscription.ErrNotFound
+		}
+	}
+	if err != nil {
+		a.registryError(w, id, err)
+		return nil, false
+	}
+	return sub, true
+}
+
+func (a *API) getSubscription(w http.ResponseWriter, r *http.Request) {
+	if sub, ok := a.lookup(w, r); ok {
+		a.writeSubscription(w, http.StatusOK, sub)
+	}
+}
+
+func (a *API) updateSubscription(w http.ResponseWriter, r *http.Request) {
+	var req updateRequest
+	if p := decodeJSON(w, r, maxControlBody, &req); p != nil {
+		writeProblem(w, p)
+		return
+	}
+	var f fields
+	upd := &hooklinev1.UpdateSubscriptionRequest{
+		Url: req.URL, Description: req.Description, Disabled: req.Disabled,
+		MaxInFlight: req.MaxInFlight, RateLimitPerSecond: req.RateLimitPerSecond, RateLimitBurst: req.RateLimitBurst,
+	}
+	if req.URL != nil {
+		f.add("url", validateURL(*req.URL))
+	}
+	if req.EventTypes != nil {
+		f.eventTypes("event_types", *req.EventTypes)
+		upd.EventTypes = *req.EventTypes
+	}
+	if req.Description != nil {
+		f.description("description", *req.Description)
+	}
+	if req.RateLimitPerSecond != nil {
+		f.rate("rate_limit_per_second", *req.RateLimitPerSecond)
+	}
+	if p := f.problem(); p != nil {
+		writeProblem(w, p)
+		return
+	}
+	if _, ok := a.lookup(w, r); !ok {
+		return
+	}
+	if proto.Equal(upd, &hooklinev1.UpdateSubscriptionRequest{}) {
+		a.getSubscription(w, r) // nothing to change
+		return
+	}
+	sub, err := a.reg.Update(r.Context(), r.PathValue("id"), upd)
+	if err != nil {
+		a.registryError(w, r.PathValue("id"), err)
+		return
+	}
+	a.log.Info("subscription updated", zap.String("subscription_id", sub.GetId()), zap.Bool("disabled", sub.GetDisabled()))
+	a.writeSubscription(w, http.StatusOK, sub)
+}
+
+func (a *API) deleteSubscription(w http.ResponseWriter, r *http.Request) {
+	if _, ok := a.lookup(w, r); !ok {
+		return
+	}
+	id := r.PathValue("id")
+	if err := a.reg.Delete(r.Context(), id); err != nil {
+		a.registryError(w, id, err)
+		return
+	}
+	a.log.Info("subscription deleted", zap.String("subscription_id", id))
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (a *API) rotateSecret(w http.ResponseWriter, r *http.Request) {
+	if _, ok := a.lookup(w, r); !ok {
+		return
+	}
+	sub, err := a.reg.RotateSecret(r.Context(), r.PathValue("id"))
+	if err != nil {
+		a.registryError(w, r.PathValue("id"), err)
+		return
+	}
+	a.log.Info("subscription secret rotated", zap.String("subscription_id", sub.GetId()), zap.Int("active_keys", len(sub.GetKeys())))
+	a.writeSubscription(w, http.StatusOK, sub)
+}
+
+type testResponse struct {
+	EventID string `json:"event_id"`
+}
+
+func (a *API) testSubscription(w http.ResponseWriter, r *http.Request) {
+	sub, ok := a.lookup(w, r)
+	if !ok {
+		return
+	}
+	if sub.GetDisabled() {
+		writeProblem(w, problem(http.StatusConflict, TypeConflict,
+			fmt.Sprintf("subscription %s is disabled (%s); enable it before sending a test event", sub.GetId(), sub.GetDisabledReason())))
+		return
+	}
+	id, err := a.pub.PublishTest(r.Context(), sub)
+	if err != nil {
+		a.log.Warn("test delivery not accepted", zap.String("subscription_id", sub.GetId()), zap.Error(err))
+		writeProblem(w, unavailable("the test event was not accepted: the delivery stream is unavailable; retry"))
+		return
+	}
+	a.log.Info("test delivery queued", zap.String("subscription_id", sub.GetId()), zap.String("event_id", id))
+	writeJSON(w, http.StatusAccepted, testResponse{EventID: id})
+}
+
+// registryError answers a failed registry call: 404 for an unknown id, 503
+// otherwise (the registry lives in NATS; the failure is not the client's).
+func (a *API) registryError(w http.ResponseWriter, id string, err error) {
+	if errors.Is(err, subscription.ErrNotFound) {
+		writeProblem(w, problem(http.StatusNotFound, TypeNotFound, fmt.Sprintf("subscription %q not found", id)))
+		return
+	}
+	a.log.Error("subscription registry call failed", zap.String("subscription_id", id), zap.Error(err))
+	writeProblem(w, unavailable("the subscription registry is unavailable; retry"))
+}
+
+var renderOpts = protojson.MarshalOptions{UseProtoNames: true, EmitDefaultValues: true}
+
+// renderSubscription is the API form of a subscription: every field, with
+// its defaults, except the signing keys; the secret only when revealed.
+func renderSubscription(sub *hooklinev1.Subscription) ([]byte, error) {
+	out := proto.CloneOf(sub)
+	out.Keys = nil
+	b, err := renderOpts.Marshal(out)
+	if err != nil {
+		return nil, err
+	}
+	return dropFields(b, out.GetSecret() == "")
+}
+
+func (a *API) writeSubscription(w http.ResponseWriter, status int, sub *hooklinev1.Subscription) {
+	b, err := renderSubscription(sub)
+	if err != nil {
+		a.registryError(w, sub.GetId(), err)
+		return
+	}
+	writeRawJSON(w, status, b)
+}
+
+// dropFields removes "keys" (always) and "secret" (when unset) from the
+// rendered object.
+func dropFields(b []byte, dropSecret bool) ([]byte, error) {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, err
+	}
+	delete(m, "keys")
+	if dropSecret {
+		delete(m, "secret")
+	}
+	return json.Marshal(m)
+}

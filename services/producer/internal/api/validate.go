@@ -1,0 +1,134 @@
+package api
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/hookline/hookline/pkg/subscription"
+)
+
+// Limits of request fields.
+const (
+	MaxURLLen         = 2048
+	MaxDescriptionLen = 1024
+	MaxEventTypes     = 64
+	MaxIDLen          = 128
+)
+
+// validateURL decides whether a subscription may deliver to raw. It is the
+// one place URLs are judged: a stricter policy (private addresses, ports)
+// replaces this function.
+func validateURL(raw string) error {
+	switch {
+	case raw == "":
+		return errors.New("is required")
+	case len(raw) > MaxURLLen:
+		return fmt.Errorf("must be at most %d characters", MaxURLLen)
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return errors.New("is not a valid URL")
+	}
+	switch {
+	case u.Scheme != "http" && u.Scheme != "https":
+		return errors.New("must be an absolute http:// or https:// URL")
+	case u.Opaque != "":
+		return errors.New("must be an absolute http:// or https:// URL")
+	case u.User != nil:
+		return errors.New("must not contain credentials (userinfo); authenticate receivers with the signature")
+	case u.Hostname() == "":
+		return errors.New("must have a host")
+	}
+	if p := u.Port(); p != "" {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 1 || n > 65535 {
+			return errors.New("has an invalid port")
+		}
+	}
+	return nil
+}
+
+// validateEventID checks a client-chosen event id: ^[A-Za-z0-9_.-]{1,128}$.
+func validateEventID(id string) error {
+	if len(id) > MaxIDLen {
+		return fmt.Errorf("must be at most %d characters", MaxIDLen)
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '.' || c == '-') {
+			return errors.New("may only contain A-Z a-z 0-9 _ . -")
+		}
+	}
+	return nil
+}
+
+// fields collects the invalid fields of a request.
+type fields struct {
+	prefix string
+	errs   []FieldError
+}
+
+func (f *fields) add(field string, err error) {
+	if err != nil {
+		f.errs = append(f.errs, FieldError{Field: f.prefix + field, Message: err.Error()})
+	}
+}
+
+func (f *fields) problem() *Problem {
+	if len(f.errs) == 0 {
+		return nil
+	}
+	return validation(f.errs)
+}
+
+func required(s string) error {
+	if s == "" {
+		return errors.New("is required")
+	}
+	return nil
+}
+
+func (f *fields) tenant(field, tenant string) {
+	if tenant == "" {
+		f.add(field, required(tenant))
+		return
+	}
+	f.add(field, subscription.ValidateTenant(tenant))
+}
+
+func (f *fields) eventTypes(field string, filters []string) {
+	switch {
+	case len(filters) == 0:
+		f.add(field, errors.New("must list at least one event type filter"))
+	case len(filters) > MaxEventTypes:
+		f.add(field, fmt.Errorf("must list at most %d filters", MaxEventTypes))
+	default:
+		for i, flt := range filters {
+			f.add(fmt.Sprintf("%s[%d]", field, i), subscription.ValidateFilter(flt))
+		}
+	}
+}
+
+func (f *fields) description(field, d string) {
+	if len(d) > MaxDescriptionLen {
+		f.add(field, fmt.Errorf("must be at most %d characters", MaxDescriptionLen))
+	}
+}
+
+func (f *fields) rate(field string, r float64) {
+	if r < 0 || math.IsNaN(r) || math.IsInf(r, 0) {
+		f.add(field, errors.New("must be zero (unlimited) or a positive number"))
+	}
+}
+
+func parseTime(s string) (time.Time, error) {
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return time.Time{}, errors.New("must be an RFC 3339 timestamp, e.g. 2026-01-02T15:04:05Z")
+	}
+	return t, nil
+}

@@ -1,0 +1,157 @@
+// Package config holds the producer's configuration: one struct read from
+// the environment (caarlos0/env) and a Validate that names the variable at
+// fault without ever printing a secret.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"reflect"
+	"strings"
+	"time"
+
+	"github.com/caarlos0/env/v11"
+	"github.com/hookline/hookline/pkg/natsconn"
+	"github.com/hookline/hookline/pkg/redisconn"
+	"github.com/hookline/hookline/pkg/stream"
+)
+
+// Config is every setting of the producer.
+type Config struct {
+	NATS  natsconn.Config
+	Redis redisconn.Config
+
+	// HTTPAddr serves the API, /livez, /readyz and /metrics.
+	HTTPAddr string `env:"HOOKLINE_HTTP_ADDR" envDefault:":8080"`
+
+	LogLevel  string `env:"HOOKLINE_LOG_LEVEL" envDefault:"info"`
+	LogFormat string `env:"HOOKLINE_LOG_FORMAT" envDefault:"json"`
+
+	// Topology (streams and KV bucket) ensured at start-up.
+	StreamReplicas   int           `env:"HOOKLINE_STREAM_REPLICAS" envDefault:"1"`
+	EventsMaxAge     time.Duration `env:"HOOKLINE_EVENTS_MAX_AGE" envDefault:"168h"`
+	DeadLetterMaxAge time.Duration `env:"HOOKLINE_DEAD_LETTER_MAX_AGE" envDefault:"2160h"`
+	AttemptsMaxAge   time.Duration `env:"HOOKLINE_ATTEMPTS_MAX_AGE" envDefault:"720h"`
+	DuplicateWindow  time.Duration `env:"HOOKLINE_DUPLICATE_WINDOW" envDefault:"20m"`
+
+	// MaxEventBytes bounds the body of POST /v1/events (413 above it) and
+	// the data of each event in a batch.
+	MaxEventBytes int64 `env:"HOOKLINE_MAX_EVENT_BYTES" envDefault:"262144"`
+	// MaxBatch is the most events in one POST /v1/events/batch.
+	MaxBatch int `env:"HOOKLINE_MAX_BATCH" envDefault:"500"`
+	// MaxBatchBytes bounds the body of POST /v1/events/batch (413 above it).
+	MaxBatchBytes int64 `env:"HOOKLINE_MAX_BATCH_BYTES" envDefault:"5242880"`
+	// PublishTimeout bounds the wait for JetStream's acknowledgement of a
+	// publish (or of a whole batch); past it the request answers 503.
+	PublishTimeout time.Duration `env:"HOOKLINE_PUBLISH_TIMEOUT" envDefault:"5s"`
+
+	// SecretOverlap is how long a rotated-out signing secret keeps signing
+	// next to its successor.
+	SecretOverlap time.Duration `env:"HOOKLINE_SECRET_OVERLAP" envDefault:"24h"`
+
+	// ShutdownTimeout bounds finishing in-flight requests on SIGTERM.
+	ShutdownTimeout time.Duration `env:"HOOKLINE_SHUTDOWN_TIMEOUT" envDefault:"20s"`
+}
+
+// Limits that Validate enforces.
+const (
+	// MaxEventBytesLimit: NATS' default max_payload is 1 MiB; the request
+	// is checked against the server's actual max_payload at run time too.
+	MaxEventBytesLimit = 8 << 20
+	MaxBatchLimit      = 10000
+)
+
+// FromEnv reads the process environment.
+func FromEnv() (Config, error) { return Load(envMap(os.Environ())) }
+
+// Load reads the configuration from m (tests pass a map) and validates it.
+func Load(m map[string]string) (Config, error) {
+	var c Config
+	if err := env.ParseWithOptions(&c, env.Options{Environment: m}); err != nil {
+		return Config{}, fmt.Errorf("config: %w", nameVariables(err))
+	}
+	if err := c.Validate(); err != nil {
+		return Config{}, fmt.Errorf("config: %w", err)
+	}
+	return c, nil
+}
+
+// Validate names the variable at fault; it never prints a secret's value.
+func (c Config) Validate() error {
+	var errs []error
+	if err := c.NATS.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Redis.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	check := func(ok bool, format string, args ...any) {
+		if !ok {
+			errs = append(errs, fmt.Errorf(format, args...))
+		}
+	}
+	check(c.HTTPAddr != "", "HOOKLINE_HTTP_ADDR is empty")
+	check(c.LogLevel == "debug" || c.LogLevel == "info" || c.LogLevel == "warn" || c.LogLevel == "error",
+		"HOOKLINE_LOG_LEVEL must be debug, info, warn or error, not %q", c.LogLevel)
+	check(c.LogFormat == "json" || c.LogFormat == "console", "HOOKLINE_LOG_FORMAT must be json or console, not %q", c.LogFormat)
+	check(c.StreamReplicas >= 1 && c.StreamReplicas <= 5, "HOOKLINE_STREAM_REPLICAS must be between 1 and 5, not %d", c.StreamReplicas)
+	check(c.EventsMaxAge > 0, "HOOKLINE_EVENTS_MAX_AGE must be positive, not %s", c.EventsMaxAge)
+	check(c.DeadLetterMaxAge > 0, "HOOKLINE_DEAD_LETTER_MAX_AGE must be positive, not %s", c.DeadLetterMaxAge)
+	check(c.AttemptsMaxAge > 0, "HOOKLINE_ATTEMPTS_MAX_AGE must be positive, not %s", c.AttemptsMaxAge)
+	check(c.DuplicateWindow > 0, "HOOKLINE_DUPLICATE_WINDOW must be positive, not %s", c.DuplicateWindow)
+	// JetStream refuses a duplicate window longer than a stream's max age.
+	check(c.DuplicateWindow <= min(c.EventsMaxAge, c.DeadLetterMaxAge),
+		"HOOKLINE_DUPLICATE_WINDOW (%s) must not exceed HOOKLINE_EVENTS_MAX_AGE or HOOKLINE_DEAD_LETTER_MAX_AGE", c.DuplicateWindow)
+	check(c.MaxEventBytes >= 1 && c.MaxEventBytes <= MaxEventBytesLimit,
+		"HOOKLINE_MAX_EVENT_BYTES must be between 1 and %d, not %d", MaxEventBytesLimit, c.MaxEventBytes)
+	check(c.MaxBatch >= 1 && c.MaxBatch <= MaxBatchLimit, "HOOKLINE_MAX_BATCH must be between 1 and %d, not %d", MaxBatchLimit, c.MaxBatch)
+	check(c.MaxBatchBytes >= c.MaxEventBytes,
+		"HOOKLINE_MAX_BATCH_BYTES (%d) must be at least HOOKLINE_MAX_EVENT_BYTES (%d)", c.MaxBatchBytes, c.MaxEventBytes)
+	check(c.PublishTimeout > 0, "HOOKLINE_PUBLISH_TIMEOUT must be positive, not %s", c.PublishTimeout)
+	check(c.SecretOverlap >= 0, "HOOKLINE_SECRET_OVERLAP must not be negative, not %s", c.SecretOverlap)
+	check(c.ShutdownTimeout > 0, "HOOKLINE_SHUTDOWN_TIMEOUT must be positive, not %s", c.ShutdownTimeout)
+	return errors.Join(errs...)
+}
+
+// Stream is the topology configuration derived from this one.
+func (c Config) Stream() stream.Config {
+	return stream.Config{
+		Replicas:         c.StreamReplicas,
+		EventsMaxAge:     c.EventsMaxAge,
+		AttemptsMaxAge:   c.AttemptsMaxAge,
+		DeadLetterMaxAge: c.DeadLetterMaxAge,
+		DuplicateWindow:  c.DuplicateWindow,
+	}
+}
+
+// nameVariables rewrites env's parse errors, which name struct fields, to
+// name the variables instead. A parse error never carries the value of a
+// secret: every secret here is a plain string, which cannot fail to parse.
+func nameVariables(err error) error {
+	var agg env.AggregateError
+	if !errors.As(err, &agg) {
+		return err
+	}
+	out := make([]error, 0, len(agg.Errors))
+	for _, e := range agg.Errors {
+		var pe env.ParseError
+		if errors.As(e, &pe) {
+			if f, ok := reflect.TypeFor[Config]().FieldByName(pe.Name); ok {
+				e = fmt.Errorf("%s: %w", f.Tag.Get("env"), pe.Err)
+			}
+		}
+		out = append(out, e)
+	}
+	return errors.Join(out...)
+}
+
+func envMap(environ []string) map[string]string {
+	m := make(map[string]string, len(environ))
+	for _, kv := range environ {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			m[k] = v
+		}
+	}
+	return m
+}

@@ -1,0 +1,93 @@
+package config_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hookline/hookline/services/producer/internal/config"
+)
+
+func TestDefaults(t *testing.T) {
+	t.Parallel()
+	c, err := config.Load(map[string]string{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.HTTPAddr != ":8080" || c.LogLevel != "info" || c.LogFormat != "json" || c.StreamReplicas != 1 ||
+		c.EventsMaxAge != 168*time.Hour || c.DeadLetterMaxAge != 2160*time.Hour || c.AttemptsMaxAge != 720*time.Hour ||
+		c.DuplicateWindow != 20*time.Minute || c.MaxEventBytes != 262144 || c.MaxBatch != 500 ||
+		c.MaxBatchBytes != 5<<20 || c.PublishTimeout != 5*time.Second || c.SecretOverlap != 24*time.Hour ||
+		c.ShutdownTimeout != 20*time.Second || c.NATS.URL != "nats://127.0.0.1:4222" || c.Redis.URL != "redis://127.0.0.1:6379/0" {
+		t.Fatalf("defaults: %+v", c)
+	}
+	s := c.Stream()
+	if s.Replicas != 1 || s.EventsMaxAge != 168*time.Hour || s.DuplicateWindow != 20*time.Minute ||
+		s.DeadLetterMaxAge != 2160*time.Hour || s.AttemptsMaxAge != 720*time.Hour {
+		t.Fatalf("stream config %+v", s)
+	}
+}
+
+func TestSetButEmptyFallsBackToDefault(t *testing.T) {
+	t.Parallel()
+	c, err := config.Load(map[string]string{"HOOKLINE_HTTP_ADDR": "", "HOOKLINE_MAX_BATCH": ""})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.HTTPAddr != ":8080" || c.MaxBatch != 500 {
+		t.Fatalf("empty values: addr %q batch %d", c.HTTPAddr, c.MaxBatch)
+	}
+}
+
+func TestOverrides(t *testing.T) {
+	t.Parallel()
+	c, err := config.Load(map[string]string{
+		"HOOKLINE_HTTP_ADDR": "127.0.0.1:9000", "HOOKLINE_STREAM_REPLICAS": "3", "HOOKLINE_MAX_EVENT_BYTES": "1024",
+		"HOOKLINE_SECRET_OVERLAP": "0s", "HOOKLINE_LOG_FORMAT": "console", "HOOKLINE_DUPLICATE_WINDOW": "1h",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.HTTPAddr != "127.0.0.1:9000" || c.StreamReplicas != 3 || c.MaxEventBytes != 1024 || c.SecretOverlap != 0 ||
+		c.LogFormat != "console" || c.DuplicateWindow != time.Hour {
+		t.Fatalf("overrides: %+v", c)
+	}
+}
+
+func TestValidateNamesTheVariable(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		env  map[string]string
+		want string
+	}{
+		{name: "unparsable duration", env: map[string]string{"HOOKLINE_EVENTS_MAX_AGE": "a week"}, want: "HOOKLINE_EVENTS_MAX_AGE"},
+		{name: "unparsable int", env: map[string]string{"HOOKLINE_MAX_BATCH": "many"}, want: "HOOKLINE_MAX_BATCH"},
+		{name: "log level", env: map[string]string{"HOOKLINE_LOG_LEVEL": "loud"}, want: "HOOKLINE_LOG_LEVEL"},
+		{name: "log format", env: map[string]string{"HOOKLINE_LOG_FORMAT": "xml"}, want: "HOOKLINE_LOG_FORMAT"},
+		{name: "replicas", env: map[string]string{"HOOKLINE_STREAM_REPLICAS": "7"}, want: "HOOKLINE_STREAM_REPLICAS"},
+		{name: "negative max age", env: map[string]string{"HOOKLINE_DEAD_LETTER_MAX_AGE": "-1h"}, want: "HOOKLINE_DEAD_LETTER_MAX_AGE"},
+		{name: "attempts max age", env: map[string]string{"HOOKLINE_ATTEMPTS_MAX_AGE": "0s"}, want: "HOOKLINE_ATTEMPTS_MAX_AGE"},
+		{name: "duplicate window longer than events", env: map[string]string{"HOOKLINE_DUPLICATE_WINDOW": "200h"}, want: "HOOKLINE_DUPLICATE_WINDOW"},
+		{name: "event bytes zero", env: map[string]string{"HOOKLINE_MAX_EVENT_BYTES": "0"}, want: "HOOKLINE_MAX_EVENT_BYTES"},
+		{name: "batch zero", env: map[string]string{"HOOKLINE_MAX_BATCH": "0"}, want: "HOOKLINE_MAX_BATCH"},
+		{name: "batch bytes below event bytes", env: map[string]string{"HOOKLINE_MAX_BATCH_BYTES": "100"}, want: "HOOKLINE_MAX_BATCH_BYTES"},
+		{name: "publish timeout", env: map[string]string{"HOOKLINE_PUBLISH_TIMEOUT": "0s"}, want: "HOOKLINE_PUBLISH_TIMEOUT"},
+		{name: "negative overlap", env: map[string]string{"HOOKLINE_SECRET_OVERLAP": "-1s"}, want: "HOOKLINE_SECRET_OVERLAP"},
+		{name: "shutdown timeout", env: map[string]string{"HOOKLINE_SHUTDOWN_TIMEOUT": "0s"}, want: "HOOKLINE_SHUTDOWN_TIMEOUT"},
+		{name: "nats password without user", env: map[string]string{"HOOKLINE_NATS_PASSWORD": "hunter2"}, want: "HOOKLINE_NATS_PASSWORD"},
+		{name: "redis url", env: map[string]string{"HOOKLINE_REDIS_URL": "http://:hunter2@host"}, want: "HOOKLINE_REDIS_URL"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := config.Load(tt.env)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("error %v, want one naming %s", err, tt.want)
+			}
+			if strings.Contains(err.Error(), "hunter2") {
+				t.Fatalf("error prints a secret: %v", err)
+			}
+		})
+	}
+}

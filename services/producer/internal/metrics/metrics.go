@@ -1,0 +1,58 @@
+// Package metrics holds the producer's Prometheus collectors. Labels are
+// bounded: routes are mux patterns, codes HTTP statuses, results a fixed set.
+package metrics
+
+import (
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Results of an event publish (label "result").
+const (
+	ResultAccepted  = "accepted"  // stored for the first time
+	ResultDuplicate = "duplicate" // id already stored (a retried publish)
+	ResultFailed    = "failed"    // not acknowledged: the client was told 503
+)
+
+// Metrics is every collector of the producer, on its own registry.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	HTTPRequests    *prometheus.CounterVec
+	HTTPDuration    *prometheus.HistogramVec
+	EventsPublished *prometheus.CounterVec
+}
+
+// New registers the collectors (and the Go and process collectors).
+func New() *Metrics {
+	m := &Metrics{
+		Registry: prometheus.NewRegistry(),
+		HTTPRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "hookline_http_requests_total",
+			Help: "HTTP requests answered, by route pattern and status code.",
+		}, []string{"route", "code"}),
+		HTTPDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "hookline_http_request_duration_seconds",
+			Help:    "Time to answer an HTTP request, by route pattern.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"route"}),
+		EventsPublished: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "hookline_events_published_total",
+			Help: "Events published to the EVENTS stream, by result (accepted, duplicate, failed).",
+		}, []string{"result"}),
+	}
+	m.Registry.MustRegister(m.HTTPRequests, m.HTTPDuration, m.EventsPublished,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	for _, r := range []string{ResultAccepted, ResultDuplicate, ResultFailed} {
+		m.EventsPublished.WithLabelValues(r)
+	}
+	return m
+}
+
+// Handler serves /metrics.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{Registry: m.Registry})
+}

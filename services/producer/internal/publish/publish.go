@@ -1,0 +1,208 @@
+// Package publish puts events on the EVENTS stream and test deliveries on
+// DELIVERIES, following the header contract of pkg/stream. A publish counts
+// as accepted only once JetStream has acknowledged it.
+package publish
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hookline/hookline/pkg/stream"
+	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
+	"github.com/hookline/hookline/services/producer/internal/metrics"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/oklog/ulid/v2"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// ErrUnavailable is returned (wrapped) when JetStream did not acknowledge a
+// publish: NATS is down, the stream is missing, or the ack timed out. The
+// caller must not claim the event was accepted; republishing is safe (the
+// id deduplicates).
+var ErrUnavailable = errors.New("event stream unavailable")
+
+// TestEventType is the type of the event sent by POST …/test.
+const TestEventType = "hookline.test"
+
+// maxPendingAsync bounds the async publishes in flight on this connection;
+// beyond it PublishMsgAsync stalls and then returns ErrTooManyStalledMsgs.
+const maxPendingAsync = 4096
+
+// Event is one event to publish. Data is the JSON payload, byte for byte.
+type Event struct {
+	ID         string
+	Tenant     string
+	Type       string
+	OccurredAt time.Time
+	Data       []byte
+}
+
+// Result is the outcome of an acknowledged publish.
+type Result struct {
+	ID string `json:"id"`
+	// Duplicate is true when the id was already stored (a retried publish).
+	Duplicate bool `json:"duplicate"`
+}
+
+// Publisher publishes to JetStream.
+type Publisher struct {
+	js        jetstream.JetStream
+	timeout   time.Duration
+	published *prometheus.CounterVec
+}
+
+// New returns a Publisher on nc. timeout bounds the wait for an ack (of one
+// event, or of a whole batch).
+func New(nc *nats.Conn, timeout time.Duration, m *metrics.Metrics) (*Publisher, error) {
+	js, err := jetstream.New(nc,
+		jetstream.WithPublishAsyncMaxPending(maxPendingAsync),
+		jetstream.WithPublishAsyncTimeout(timeout))
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	return &Publisher{js: js, timeout: timeout, published: m.EventsPublished}, nil
+}
+
+// NewEventID returns a fresh event id: evt_<ULID>.
+func NewEventID() string { return "evt_" + ulid.Make().String() }
+
+// MaxPayload is the largest message body the NATS server accepts.
+func (p *Publisher) MaxPayload() int64 { return p.js.Conn().MaxPayload() }
+
+// eventMsg builds the EVENTS message: body = data, id and time in headers.
+func eventMsg(ev Event) *nats.Msg {
+	m := nats.NewMsg(stream.EventSubject(ev.Tenant, ev.Type))
+	m.Data = ev.Data
+	m.Header.Set(stream.HeaderMsgID, ev.ID)
+	m.Header.Set(stream.HeaderOccurredAt, ev.OccurredAt.UTC().Format(time.RFC3339Nano))
+	return m
+}
+
+func (p *Publisher) connected() error {
+	if !p.js.Conn().IsConnected() {
+		return fmt.Errorf("%w: not connected to NATS", ErrUnavailable)
+	}
+	return nil
+}
+
+// Publish stores one event and waits for its acknowledgement. It returns
+// ErrUnavailable (wrapped) when the event was not acknowledged.
+func (p *Publisher) Publish(ctx context.Context, ev Event) (Result, error) {
+	if err := p.connected(); err != nil {
+		p.published.WithLabelValues(metrics.ResultFailed).Inc()
+		return Result{}, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, p.timeout)
+	defer cancel()
+	ack, err := p.js.PublishMsg(ctx, eventMsg(ev), jetstream.WithExpectStream(stream.Events))
+	if err != nil {
+		p.published.WithLabelValues(metrics.ResultFailed).Inc()
+		return Result{}, fmt.Errorf("%w: publish event: %w", ErrUnavailable, err)
+	}
+	return p.result(ev.ID, ack), nil
+}
+
+func (p *Publisher) result(id string, ack *jetstream.PubAck) Result {
+	if ack.Duplicate {
+		p.published.WithLabelValues(metrics.ResultDuplicate).Inc()
+	} else {
+		p.published.WithLabelValues(metrics.ResultAccepted).Inc()
+	}
+	return Result{ID: id, Duplicate: ack.Duplicate}
+}
+
+// PublishBatch publishes every event asynchronously and waits for every
+// acknowledgement. It returns the results in order when all were
+// acknowledged, else ErrUnavailable (wrapped): some events may be stored,
+// and republishing the whole batch is safe because ids deduplicate.
+func (p *Publisher) PublishBatch(ctx context.Context, evs []Event) ([]Result, error) {
+	if err := p.connected(); err != nil {
+		p.published.WithLabelValues(metrics.ResultFailed).Add(float64(len(evs)))
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, p.timeout)
+	defer cancel()
+	futures := make([]jetstream.PubAckFuture, 0, len(evs))
+	var sendErr error
+	for _, ev := range evs {
+		f, err := p.publishAsync(ctx, eventMsg(ev))
+		if err != nil {
+			sendErr = err
+			break
+		}
+		futures = append(futures, f)
+	}
+	results := make([]Result, 0, len(evs))
+	var errs []error
+	for i, f := range futures {
+		select {
+		case ack := <-f.Ok():
+			results = append(results, p.result(evs[i].ID, ack))
+		case err := <-f.Err():
+			errs = append(errs, fmt.Errorf("event %d: %w", i, err))
+		case <-ctx.Done():
+			errs = append(errs, fmt.Errorf("event %d: %w", i, ctx.Err()))
+		}
+	}
+	failed := len(evs) - len(results)
+	if failed == 0 {
+		return results, nil
+	}
+	p.published.WithLabelValues(metrics.ResultFailed).Add(float64(failed))
+	if sendErr != nil {
+		errs = append(errs, sendErr)
+	}
+	return nil, fmt.Errorf("%w: %d of %d events not acknowledged: %w", ErrUnavailable, failed, len(evs), errors.Join(errs...))
+}
+
+// publishAsync sends one message, retrying while the async window is full
+// (PublishMsgAsync itself waits a little before ErrTooManyStalledMsgs).
+func (p *Publisher) publishAsync(ctx context.Context, m *nats.Msg) (jetstream.PubAckFuture, error) {
+	for {
+		f, err := p.js.PublishMsgAsync(m, jetstream.WithExpectStream(stream.Events))
+		if !errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
+			return f, err
+		}
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("async publish window full: %w", ctx.Err())
+		}
+	}
+}
+
+// testBody is the webhook body of a test delivery.
+type testBody struct {
+	Type           string `json:"type"`
+	SubscriptionID string `json:"subscription_id"`
+}
+
+// PublishTest publishes one delivery task for sub straight to DELIVERIES (no
+// fan-out: only this subscription receives it) and returns its event id.
+func (p *Publisher) PublishTest(ctx context.Context, sub *hooklinev1.Subscription) (string, error) {
+	if err := p.connected(); err != nil {
+		return "", err
+	}
+	id := NewEventID()
+	body, err := json.Marshal(testBody{Type: TestEventType, SubscriptionID: sub.GetId()})
+	if err != nil {
+		return "", fmt.Errorf("test body: %w", err)
+	}
+	m := nats.NewMsg(stream.DeliverySubject(sub.GetTenant(), sub.GetId()))
+	m.Data = body
+	m.Header.Set(stream.HeaderMsgID, stream.TaskMsgID(id, sub.GetId()))
+	m.Header.Set(stream.HeaderEventID, id)
+	m.Header.Set(stream.HeaderTenant, sub.GetTenant())
+	m.Header.Set(stream.HeaderEventType, TestEventType)
+	m.Header.Set(stream.HeaderOccurredAt, time.Now().UTC().Format(time.RFC3339Nano))
+	m.Header.Set(stream.HeaderSubscriptionID, sub.GetId())
+	m.Header.Set(stream.HeaderTest, "true")
+	ctx, cancel := context.WithTimeout(ctx, p.timeout)
+	defer cancel()
+	if _, err := p.js.PublishMsg(ctx, m, jetstream.WithExpectStream(stream.Deliveries)); err != nil {
+		return "", fmt.Errorf("%w: publish test delivery: %w", ErrUnavailable, err)
+	}
+	return id, nil
+}

@@ -1,0 +1,234 @@
+// Package registry is the subscription control plane: it creates, changes,
+// rotates and deletes subscriptions in the KV store (the truth) and writes
+// every change through to the Redis cache so deliverers see it at once (the
+// Syncer is the safety net when that write fails).
+package registry
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"time"
+
+	"github.com/hookline/hookline/pkg/signing"
+	"github.com/hookline/hookline/pkg/subscription"
+	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
+	"github.com/oklog/ulid/v2"
+	"go.uber.org/zap"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// ErrNotReady is returned before the KV bucket is bound (topology not yet
+// ensured).
+var ErrNotReady = errors.New("subscription registry not ready")
+
+// ErrNotFound is subscription.ErrNotFound, returned for an unknown id.
+var ErrNotFound = subscription.ErrNotFound
+
+// ReasonManual is the disabled_reason of a subscription disabled by PATCH.
+const ReasonManual = "manual"
+
+// writeThroughTimeout bounds the Redis write after a KV write: a slow Redis
+// must not hold the API answer for long.
+const writeThroughTimeout = 2 * time.Second
+
+// SchemeHMAC is the default (and, for now, only) signature scheme.
+const SchemeHMAC = "v1"
+
+type backend struct {
+	store *subscription.Store
+	cache *subscription.Cache
+}
+
+// Registry manages subscriptions. It is usable once Attach has been called.
+type Registry struct {
+	b       atomic.Pointer[backend]
+	overlap time.Duration
+	log     *zap.Logger
+	now     func() time.Time
+}
+
+// New returns a Registry; overlap is how long a rotated-out secret keeps
+// signing next to its successor.
+func New(overlap time.Duration, log *zap.Logger) *Registry {
+	return &Registry{overlap: overlap, log: log, now: time.Now}
+}
+
+// Attach binds the store and cache (once the topology exists).
+func (r *Registry) Attach(store *subscription.Store, cache *subscription.Cache) {
+	r.b.Store(&backend{store: store, cache: cache})
+}
+
+func (r *Registry) backend() (*backend, error) {
+	b := r.b.Load()
+	if b == nil {
+		return nil, ErrNotReady
+	}
+	return b, nil
+}
+
+// NewSubscriptionID returns a fresh id: sub_<ULID>.
+func NewSubscriptionID() string { return "sub_" + ulid.Make().String() }
+
+// Create stores a new subscription from a validated request and returns it
+// with its first secret revealed in the Secret field (the only time it is).
+func (r *Registry) Create(ctx context.Context, req *hooklinev1.CreateSubscriptionRequest) (*hooklinev1.Subscription, error) {
+	b, err := r.backend()
+	if err != nil {
+		return nil, err
+	}
+	secret, err := signing.NewHMACSecret()
+	if err != nil {
+		return nil, err
+	}
+	now := timestamppb.New(r.now())
+	sub := &hooklinev1.Subscription{
+		Id:                 NewSubscriptionID(),
+		Tenant:             req.GetTenant(),
+		Url:                req.GetUrl(),
+		EventTypes:         req.GetEventTypes(),
+		Description:        req.GetDescription(),
+		CreatedAt:          now,
+		UpdatedAt:          now,
+		Keys:               []*hooklinev1.SigningKey{{Secret: secret, CreatedAt: now}},
+		MaxInFlight:        req.GetMaxInFlight(),
+		RateLimitPerSecond: req.GetRateLimitPerSecond(),
+		RateLimitBurst:     req.GetRateLimitBurst(),
+		SignatureScheme:    SchemeHMAC,
+		Ordered:            req.GetOrdered(),
+	}
+	rev, err := b.store.Create(ctx, sub)
+	if err != nil {
+		return nil, err
+	}
+	r.writeThrough(ctx, b, rev, sub.GetTenant(), sub.GetId(), sub)
+	out := proto.CloneOf(sub)
+	out.Secret = secret
+	return out, nil
+}
+
+// Get returns a subscription or ErrNotFound.
+func (r *Registry) Get(ctx context.Context, id string) (*hooklinev1.Subscription, error) {
+	b, err := r.backend()
+	if err != nil {
+		return nil, err
+	}
+	sub, _, err := b.store.Get(ctx, id)
+	return sub, err
+}
+
+// List returns the subscriptions of tenant, sorted by id.
+func (r *Registry) List(ctx context.Context, tenant string) ([]*hooklinev1.Subscription, error) {
+	b, err := r.backend()
+	if err != nil {
+		return nil, err
+	}
+	return b.store.List(ctx, tenant)
+}
+
+// Update applies the fields present in a validated request. disabled=true
+// disables with reason "manual" (a subscription already disabled keeps its
+// reason and time); disabled=false re-enables and clears both.
+func (r *Registry) Update(ctx context.Context, id string, req *hooklinev1.UpdateSubscriptionRequest) (*hooklinev1.Subscription, error) {
+	return r.update(ctx, id, func(sub *hooklinev1.Subscription, now *timestamppb.Timestamp) {
+		if req.Url != nil {
+			sub.Url = req.GetUrl()
+		}
+		if len(req.GetEventTypes()) > 0 {
+			sub.EventTypes = req.GetEventTypes()
+		}
+		if req.Description != nil {
+			sub.Description = req.GetDescription()
+		}
+		if req.MaxInFlight != nil {
+			sub.MaxInFlight = req.GetMaxInFlight()
+		}
+		if req.RateLimitPerSecond != nil {
+			sub.RateLimitPerSecond = req.GetRateLimitPerSecond()
+		}
+		if req.RateLimitBurst != nil {
+			sub.RateLimitBurst = req.GetRateLimitBurst()
+		}
+		switch {
+		case req.Disabled == nil:
+		case req.GetDisabled() && !sub.GetDisabled():
+			sub.Disabled, sub.DisabledReason, sub.DisabledAt = true, ReasonManual, now
+		case !req.GetDisabled():
+			sub.Disabled, sub.DisabledReason, sub.DisabledAt = false, "", nil
+		}
+	})
+}
+
+// RotateSecret puts a new secret first in the keys; every older key that
+// had no expiry gets one (now + overlap) and keys already expired are
+// dropped. It returns the subscription with the new secret revealed.
+func (r *Registry) RotateSecret(ctx context.Context, id string) (*hooklinev1.Subscription, error) {
+	secret, err := signing.NewHMACSecret()
+	if err != nil {
+		return nil, err
+	}
+	sub, err := r.update(ctx, id, func(sub *hooklinev1.Subscription, now *timestamppb.Timestamp) {
+		keys := []*hooklinev1.SigningKey{{Secret: secret, CreatedAt: now}}
+		expires := timestamppb.New(now.AsTime().Add(r.overlap))
+		for _, k := range sub.GetKeys() {
+			switch {
+			case k.GetExpiresAt() == nil:
+				k.ExpiresAt = expires
+			case !k.GetExpiresAt().AsTime().After(now.AsTime()):
+				continue // expired already
+			}
+			keys = append(keys, k)
+		}
+		sub.Keys = keys
+	})
+	if err != nil {
+		return nil, err
+	}
+	sub.Secret = secret
+	return sub, nil
+}
+
+func (r *Registry) update(ctx context.Context, id string, change func(*hooklinev1.Subscription, *timestamppb.Timestamp)) (*hooklinev1.Subscription, error) {
+	b, err := r.backend()
+	if err != nil {
+		return nil, err
+	}
+	sub, rev, err := b.store.Update(ctx, id, func(sub *hooklinev1.Subscription) error {
+		now := timestamppb.New(r.now())
+		change(sub, now)
+		sub.UpdatedAt = now
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	r.writeThrough(ctx, b, rev, sub.GetTenant(), sub.GetId(), sub)
+	return sub, nil
+}
+
+// Delete removes a subscription (its pending deliveries are dead-lettered
+// by the deliverers with reason subscription_deleted).
+func (r *Registry) Delete(ctx context.Context, id string) error {
+	b, err := r.backend()
+	if err != nil {
+		return err
+	}
+	tenant, rev, err := b.store.Delete(ctx, id)
+	if err != nil {
+		return err
+	}
+	r.writeThrough(ctx, b, rev, tenant, id, nil)
+	return nil
+}
+
+// writeThrough applies a KV write to Redis at once. A failure is logged, not
+// returned: the write is already durable and the Syncer will carry it.
+func (r *Registry) writeThrough(ctx context.Context, b *backend, rev uint64, tenant, id string, sub *hooklinev1.Subscription) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), writeThroughTimeout)
+	defer cancel()
+	if err := b.cache.Apply(ctx, rev, tenant, id, sub); err != nil {
+		r.log.Warn("subscription cache write-through failed; the syncer will apply it",
+			zap.String("subscription_id", id), zap.Uint64("revision", rev), zap.Error(err))
+	}
+}

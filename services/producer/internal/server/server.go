@@ -1,0 +1,219 @@
+// Package server runs the producer: it opens the listener first, ensures
+// the topology (retrying while NATS is away), binds the subscription
+// registry, keeps the Redis cache in sync, and shuts down gracefully.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hookline/hookline/pkg/stream"
+	"github.com/hookline/hookline/pkg/subscription"
+	"github.com/hookline/hookline/services/producer/internal/api"
+	"github.com/hookline/hookline/services/producer/internal/config"
+	"github.com/hookline/hookline/services/producer/internal/metrics"
+	"github.com/hookline/hookline/services/producer/internal/publish"
+	"github.com/hookline/hookline/services/producer/internal/registry"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+)
+
+// HTTP server timeouts. Bodies are small (HOOKLINE_MAX_BATCH_BYTES at most)
+// and a publish waits HOOKLINE_PUBLISH_TIMEOUT at most.
+const (
+	readHeaderTimeout = 10 * time.Second
+	readTimeout       = 30 * time.Second
+	idleTimeout       = 120 * time.Second
+)
+
+// Topology retry while NATS is unreachable at start-up.
+const (
+	ensureBackoffMin = 250 * time.Millisecond
+	ensureBackoffMax = 5 * time.Second
+)
+
+// Server is the producer process.
+type Server struct {
+	cfg      config.Config
+	nc       *nats.Conn
+	rdb      redis.UniversalClient
+	log      *zap.Logger
+	registry *registry.Registry
+	api      *api.API
+	metrics  *metrics.Metrics
+
+	ready atomic.Bool // topology ensured and registry bound
+	ln    net.Listener
+}
+
+// Option changes how the Server is built.
+type Option func(*api.Deps)
+
+// WithV1Middleware wraps every /v1/ route (authentication).
+func WithV1Middleware(mw func(http.Handler) http.Handler) Option {
+	return func(d *api.Deps) { d.V1 = mw }
+}
+
+// New builds the producer on an existing NATS connection and Redis client.
+func New(cfg config.Config, nc *nats.Conn, rdb redis.UniversalClient, log *zap.Logger, opts ...Option) (*Server, error) {
+	m := metrics.New()
+	pub, err := publish.New(nc, cfg.PublishTimeout, m)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, nc: nc, rdb: rdb, log: log, metrics: m,
+		registry: registry.New(cfg.SecretOverlap, log)}
+	d := api.Deps{
+		Publisher: pub, Registry: s.registry, Metrics: m, Log: log, Ready: s.Ready,
+		MaxEventBytes: cfg.MaxEventBytes, MaxBatchBytes: cfg.MaxBatchBytes, MaxBatch: cfg.MaxBatch,
+	}
+	for _, o := range opts {
+		o(&d)
+	}
+	s.api = api.New(d)
+	return s, nil
+}
+
+// Ready reports whether the producer can serve: NATS connected, topology
+// ensured, registry bound.
+func (s *Server) Ready() bool { return s.ready.Load() && s.nc.IsConnected() }
+
+// Handler is the HTTP API (for tests that serve it themselves).
+func (s *Server) Handler() http.Handler { return s.api }
+
+// Listen opens the listener (Run does it when it was not done). It returns
+// the bound address, which is useful with HOOKLINE_HTTP_ADDR=127.0.0.1:0.
+func (s *Server) Listen() (net.Addr, error) {
+	if s.ln == nil {
+		ln, err := net.Listen("tcp", s.cfg.HTTPAddr)
+		if err != nil {
+			return nil, fmt.Errorf("listen %s: %w", s.cfg.HTTPAddr, err)
+		}
+		s.ln = ln
+	}
+	return s.ln.Addr(), nil
+}
+
+// Run serves until ctx is done, then stops accepting, lets in-flight
+// requests finish within HOOKLINE_SHUTDOWN_TIMEOUT, and stops the syncer.
+// The caller drains NATS afterwards.
+func (s *Server) Run(ctx context.Context) error {
+	addr, err := s.Listen()
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{
+		Handler:           s.api,
+		ReadHeaderTimeout: readHeaderTimeout,
+		ReadTimeout:       readTimeout,
+		WriteTimeout:      readTimeout + s.cfg.PublishTimeout,
+		IdleTimeout:       idleTimeout,
+		ErrorLog:          zap.NewStdLog(s.log.Named("http")),
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(s.ln) }()
+	s.log.Info("producer listening", zap.String("addr", addr.String()))
+
+	bgCtx, stopBg := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { s.prepareAndSync(bgCtx) })
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case err := <-serveErr:
+		runErr = fmt.Errorf("http server: %w", err)
+	}
+	s.ready.Store(false)
+	s.log.Info("producer shutting down", zap.Duration("timeout", s.cfg.ShutdownTimeout))
+	shutCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(shutCtx); err != nil {
+		runErr = errors.Join(runErr, fmt.Errorf("http shutdown: %w", err))
+	}
+	stopBg()
+	wg.Wait()
+	return runErr
+}
+
+// prepareAndSync ensures the topology (retrying until it works or ctx is
+// done), binds the registry, marks the producer ready and runs the Syncer.
+func (s *Server) prepareAndSync(ctx context.Context) {
+	js, err := jetstream.New(s.nc)
+	if err != nil {
+		s.log.Error("jetstream", zap.Error(err))
+		return
+	}
+	var store *subscription.Store
+	for backoff := ensureBackoffMin; ; backoff = min(backoff*2, ensureBackoffMax) {
+		store, err = s.ensure(ctx, js)
+		if err == nil {
+			break
+		}
+		s.log.Warn("topology not ensured yet; retrying", zap.Error(err), zap.Duration("backoff", backoff))
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+	}
+	cache := subscription.NewCache(s.rdb, store, subscription.WithLogger(s.log))
+	s.registry.Attach(store, cache)
+	s.ready.Store(true)
+	s.log.Info("producer ready")
+	// Run returns nil on ctx cancel and never on a transient failure.
+	_ = subscription.NewSyncer(store, cache, s.log.Named("syncer")).Run(ctx)
+}
+
+// ensure creates or updates the streams and the KV bucket, and binds the
+// store. It does not touch the consumers: their AckWait and MaxAckPending
+// belong to the deliverer's configuration, which the producer cannot see.
+func (s *Server) ensure(ctx context.Context, js jetstream.JetStream) (*subscription.Store, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	c := s.cfg.Stream()
+	for _, sc := range stream.StreamConfigs(c) {
+		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
+			return nil, fmt.Errorf("ensure stream %s: %w", sc.Name, err)
+		}
+	}
+	if _, err := js.CreateOrUpdateKeyValue(ctx, stream.KVConfig(c)); err != nil {
+		return nil, fmt.Errorf("ensure kv bucket %s: %w", stream.SubscriptionsBucket, err)
+	}
+	return subscription.NewStore(ctx, js)
+}
+
+// Drain flushes what is in flight on nc and closes it, within timeout.
+// While NATS is unreachable there is nothing to flush: every request that
+// published since the outage began was answered 503, so closing loses
+// nothing that was claimed accepted.
+func Drain(nc *nats.Conn, timeout time.Duration) error {
+	if nc.IsClosed() {
+		return nil
+	}
+	if !nc.IsConnected() {
+		nc.Close()
+		return nil
+	}
+	closed := make(chan struct{})
+	nc.SetClosedHandler(func(*nats.Conn) { close(closed) })
+	if err := nc.Drain(); err != nil {
+		nc.Close()
+		return fmt.Errorf("drain nats: %w", err)
+	}
+	select {
+	case <-closed:
+		return nil
+	case <-time.After(timeout):
+		nc.Close()
+		return errors.New("drain nats: timed out")
+	}
+}
