@@ -42,6 +42,9 @@ type Problem struct {
 	Status int             `json:"status"`
 	Detail string          `json:"detail"`
 	Errors json.RawMessage `json:"errors,omitempty"`
+	// IDs are the event ids of a publish that was not (fully) accepted:
+	// publishing again with them stores nothing twice.
+	IDs []string `json:"ids,omitempty"`
 }
 
 // Error is the detail, then the field errors, one per line.
@@ -55,7 +58,17 @@ func (p *Problem) Error() string {
 	}
 	msg = fmt.Sprintf("producer API: %s (HTTP %d)", msg, p.Status)
 	for _, fe := range fieldErrors(p.Errors) {
-		msg += "\n  " + fe
+		if fe != p.Detail {
+			msg += "\n  " + fe
+		}
+	}
+	if len(p.IDs) > 0 {
+		ids := p.IDs
+		more := ""
+		if len(ids) > 20 {
+			ids, more = ids[:20], fmt.Sprintf(" … and %d more", len(p.IDs)-20)
+		}
+		msg += "\n  event ids (publish again with these ids and nothing is stored twice): " + strings.Join(ids, ", ") + more
 	}
 	return msg
 }
