@@ -54,7 +54,6 @@ const (
 	HeaderOriginalSubject = "Hookline-Original-Subject"
 	HeaderReplay          = "Hookline-Replay"
 	HeaderTest            = "Hookline-Test"
-	HeaderDeadLetterSeq   = "Hookline-Dead-Letter-Seq"
 )
 
 // TaskMsgID is the dedup id of the delivery task of an event for a
