@@ -308,7 +308,7 @@ func (c *Checker) Await(tb testing.TB, timeout, quiet time.Duration) Report {
 		fingerprint string
 		start       = time.Now()
 	)
-	err := Poll(context.Background(), timeout, func() error {
+	err := pollEvery(context.Background(), timeout, 250*time.Millisecond, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		r, err := c.Check(ctx)

@@ -36,9 +36,7 @@ type NATSOptions struct {
 // and waits until /healthz answers 200.
 func StartNATS(tb testing.TB) *NATS {
 	tb.Helper()
-	s := newNATS(tb, Build(tb), "nats", NATSOptions{SyncAlways: true}, 0, nil)
-	s.Start()
-	return s
+	return StartNATSWith(tb, NATSOptions{SyncAlways: true})
 }
 
 func newNATS(tb testing.TB, bins Binaries, name string, o NATSOptions, clusterPort int, routes []int) *NATS {

@@ -201,6 +201,8 @@ type Endpoint struct {
 	hits           map[string]*Hits
 	attempts       int
 	delivered      int
+	deliveredIDs   int // events answered 2xx at least once
+	duplicates     int // 2xx answers beyond the first per event
 	badSignatures  []string
 	noID           int
 	first, last    time.Time
@@ -300,6 +302,11 @@ func (e *Endpoint) serve(w http.ResponseWriter, req *http.Request) {
 	if status >= 200 && status < 300 {
 		h.Delivered++
 		e.delivered++
+		if h.Delivered == 1 {
+			e.deliveredIDs++
+		} else {
+			e.duplicates++
+		}
 		e.lastDelivered = time.Now()
 	}
 	e.mu.Unlock()
@@ -417,12 +424,9 @@ func (e *Endpoint) Stats() Stats {
 		First:         e.first,
 		Last:          e.last,
 		LastDelivered: e.lastDelivered,
-	}
-	for _, h := range e.hits {
-		if h.Delivered > 0 {
-			s.DeliveredEvents++
-			s.Duplicates += h.Delivered - 1
-		}
+
+		DeliveredEvents: e.deliveredIDs,
+		Duplicates:      e.duplicates,
 	}
 	return s
 }

@@ -43,18 +43,24 @@ func (e Env) list() []string {
 
 // Test settings of both services: a short retry schedule, a short attempt
 // timeout and AckWait (so a killed deliverer's tasks come back within
-// seconds), loopback receivers allowed, JSON logs.
+// seconds), loopback receivers allowed, JSON logs, and a circuit breaker
+// that cools down in a second instead of 30.
 //
 //	attempt:  1    2    3
 //	delay:    0s   1s   1s   → dead letter ~2s after the first attempt
+//
+// AckWait (7s) is the HTTP timeout (2s) plus the deliverer's required margin
+// (5s): a task held by a killed deliverer is redelivered 7s later.
 var DefaultEnv = Env{
-	"HOOKLINE_LOG_FORMAT":          "json",
-	"HOOKLINE_ALLOW_PRIVATE_CIDRS": "127.0.0.0/8",
-	"HOOKLINE_RETRY_SCHEDULE":      "0s,1s,1s",
-	"HOOKLINE_HTTP_TIMEOUT":        "2s",
-	"HOOKLINE_ACK_WAIT":            "5s",
-	"HOOKLINE_SHUTDOWN_TIMEOUT":    "10s",
-	"HOOKLINE_STREAM_REPLICAS":     "1",
+	"HOOKLINE_LOG_FORMAT":           "json",
+	"HOOKLINE_ALLOW_PRIVATE_CIDRS":  "127.0.0.0/8",
+	"HOOKLINE_RETRY_SCHEDULE":       "0s,1s,1s",
+	"HOOKLINE_HTTP_TIMEOUT":         "2s",
+	"HOOKLINE_ACK_WAIT":             "7s",
+	"HOOKLINE_SHUTDOWN_TIMEOUT":     "10s",
+	"HOOKLINE_STREAM_REPLICAS":      "1",
+	"HOOKLINE_BREAKER_COOLDOWN":     "1s",
+	"HOOKLINE_BREAKER_MAX_COOLDOWN": "2s",
 }
 
 // Service is a running producer or deliverer.

@@ -25,9 +25,13 @@ func Eventually(tb testing.TB, timeout time.Duration, cond func() error) {
 // Poll evaluates cond every PollInterval until it returns nil, ctx ends or
 // timeout passes; the error then names cond's last complaint.
 func Poll(ctx context.Context, timeout time.Duration, cond func() error) error {
+	return pollEvery(ctx, timeout, PollInterval, cond)
+}
+
+func pollEvery(ctx context.Context, timeout, interval time.Duration, cond func() error) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	t := time.NewTicker(PollInterval)
+	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		err := cond()

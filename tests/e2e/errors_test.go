@@ -1,0 +1,5 @@
+package e2e
+
+import "errors"
+
+var errNotYet = errors.New("not yet")

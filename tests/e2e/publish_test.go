@@ -1,0 +1,136 @@
+package e2e
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
+
+	"github.com/hookline/hookline/pkg/stream"
+	"github.com/hookline/hookline/tests/harness"
+)
+
+// verify checks a received webhook with the Standard Webhooks reference
+// library, as a receiver would.
+func verify(t *testing.T, secret string, h *harness.Hits) {
+	t.Helper()
+	wh, err := standardwebhooks.NewWebhook(secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := wh.Verify(h.Body, h.Header); err != nil {
+		t.Fatalf("signature does not verify with the reference library: %v (headers %v)", err, h.Header)
+	}
+}
+
+func TestPublishOverHTTPDeliversSignedWebhook(t *testing.T) {
+	t.Parallel()
+	s := harness.NewStack(t, harness.StackOptions{})
+	ep, sub := s.Subscribe("acme", "orders", []string{"order.created"}, harness.OK)
+
+	data := `{"order_id":1,"items":[{"sku":"A-1","qty":2}],"note":"ünïcode ✓"}`
+	id := s.Publish("acme", "order.created", "", data)
+	h := ep.AwaitDelivered(t, id, 30*time.Second)
+
+	verify(t, sub.Secret, h)
+	if got := h.Header.Get("webhook-id"); got != id {
+		t.Errorf("webhook-id = %q; want the event id %q", got, id)
+	}
+	if string(h.Body) != data {
+		t.Errorf("body = %s; want the event data byte for byte: %s", h.Body, data)
+	}
+	if ct := h.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
+		t.Errorf("Content-Type = %q", ct)
+	}
+	if ua := h.Header.Get("User-Agent"); !strings.Contains(ua, "Hookline") {
+		t.Errorf("User-Agent = %q; want it to name Hookline", ua)
+	}
+	for _, k := range []string{"webhook-signature", "webhook-timestamp"} {
+		if h.Header.Get(k) == "" {
+			t.Errorf("no %s header", k)
+		}
+	}
+	r := s.Checker.Await(t, 30*time.Second, time.Second)
+	r.Verify(t, 0)
+	if r.Delivered != 1 || r.Requests != 1 {
+		t.Fatalf("want exactly one request: %s", r)
+	}
+}
+
+func TestPublishOverNATSIsDelivered(t *testing.T) {
+	t.Parallel()
+	s := harness.NewStack(t, harness.StackOptions{})
+	ep, sub := s.Subscribe("acme", "orders", []string{"order.*"}, harness.OK)
+	ctx := context.Background()
+
+	// With Nats-Msg-Id: the id is the event id, and a second publish of the
+	// same id is stored (and delivered) once.
+	withID := "evt_" + harness.NewIDPrefix() + "_nats"
+	for range 2 {
+		if _, err := harness.PublishNATS(ctx, s.JS, s.Checker, "acme", "order.created", withID, []byte(`{"order_id":2}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Without any header, as `nats pub events.acme.order.created '{…}'`:
+	// the id derives from the stream sequence.
+	noID, err := harness.PublishNATS(ctx, s.JS, s.Checker, "acme", "order.created", "", []byte(`{"order_id":3}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A plain core-NATS publish (no JetStream ack at all) is stored too.
+	if err := s.NC.Publish(stream.EventSubject("acme", "order.updated"), []byte(`{"order_id":4}`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.NC.FlushTimeout(5 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, c := range []struct{ id, body string }{{withID, `{"order_id":2}`}, {noID, `{"order_id":3}`}} {
+		h := ep.AwaitDelivered(t, c.id, 30*time.Second)
+		verify(t, sub.Secret, h)
+		if string(h.Body) != c.body {
+			t.Errorf("%s: body %s; want %s", c.id, h.Body, c.body)
+		}
+	}
+	if !strings.HasPrefix(noID, "evt_seq_") {
+		t.Errorf("id of a header-less event = %q; want evt_seq_<sequence>", noID)
+	}
+	// The core-NATS event has an id we learn from the receiver.
+	harness.Eventually(t, 30*time.Second, func() error {
+		if n := len(ep.EventIDs()); n < 3 {
+			return errNotYet
+		}
+		return nil
+	})
+	for _, id := range ep.EventIDs() {
+		if id != withID && id != noID {
+			s.Checker.Accept(id, "acme", "order.updated")
+		}
+	}
+	r := s.Checker.Await(t, 30*time.Second, time.Second)
+	r.Verify(t, 0)
+	if r.Accepted != 3 || r.Delivered != 3 {
+		t.Fatalf("want three events delivered once each: %s", r)
+	}
+}
+
+// An endpoint that answers 500 then 200 receives the event exactly once
+// more, with the same webhook-id.
+func TestFailThenSucceedIsDeliveredOnceMore(t *testing.T) {
+	t.Parallel()
+	s := harness.NewStack(t, harness.StackOptions{})
+	ep, sub := s.Subscribe("acme", "flaky", []string{"order.created"}, harness.FailFirst(1))
+	id := s.Publish("acme", "order.created", "", `{"order_id":5}`)
+	r := s.Checker.Await(t, 30*time.Second, 1500*time.Millisecond)
+	r.Verify(t, 0)
+	h := ep.Hits(id)
+	if h.Attempts != 2 || h.Delivered != 1 {
+		t.Fatalf("attempts %d (statuses %v), delivered %d; want 2 attempts, 1 delivered", h.Attempts, h.Statuses, h.Delivered)
+	}
+	verify(t, sub.Secret, h)
+	if r.DeadLettered != 0 {
+		t.Fatalf("dead-lettered a delivered event: %s", r)
+	}
+}
