@@ -8,7 +8,7 @@ PROTOC_GEN_GO_VERSION := v1.36.12
 GOBIN := $(shell $(GO) env GOPATH)/bin
 TEST_FLAGS ?= -count=1 -timeout 15m
 
-.PHONY: run test test-deps unit vet build build-standalone generate generate-check bench lint tidy
+.PHONY: run test test-deps unit vet build build-standalone generate generate-check bench soak lint tidy
 
 ## run: the whole system locally (embedded NATS, a Redis, both services, a demo receiver)
 run:
@@ -48,3 +48,12 @@ generate-check: generate
 
 tidy:
 	@for m in $(MODULES); do (cd $$m && GOWORK=off $(GO) mod tidy); done
+
+## bench: end-to-end benchmark on real processes (nats-server, redis-server, producer, deliverer,
+## a sink): prints a table, writes JSON and a PNG chart under results/. BENCH_FLAGS="-events=5000 …"
+bench: test-deps
+	cd tests && $(GO) test ./bench -run '^$$' -bench '^BenchmarkPipeline$$' -benchtime 1x -count=1 -timeout 40m -args $(BENCH_FLAGS)
+
+## soak: deliverer RSS over 10 minutes with 10,000 tasks in flight (not in CI). SOAK_FLAGS="-soak-duration=2m"
+soak: test-deps
+	cd tests && $(GO) test ./bench -run '^$$' -bench '^BenchmarkSoak$$' -benchtime 1x -count=1 -timeout 60m -args $(SOAK_FLAGS)

@@ -1,0 +1,215 @@
+package bench
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// Process names, as reported.
+const (
+	ProcNATS      = "nats-server"
+	ProcRedis     = "redis-server"
+	ProcProducer  = "producer"
+	ProcDeliverer = "deliverer"
+	// ProcBench is this process: the loader, the sink and the bare client.
+	ProcBench = "bench"
+)
+
+// ProcOrder is the order processes are printed in.
+var ProcOrder = []string{ProcNATS, ProcRedis, ProcProducer, ProcDeliverer, ProcBench}
+
+// CPUUse is the CPU a process used during a scenario.
+type CPUUse struct {
+	Seconds float64 `json:"seconds"`
+	// Per1000 is CPU seconds per 1,000 deliveries (requests for the limit).
+	Per1000 float64 `json:"per_1000"`
+}
+
+// Scenario is the outcome of one throughput or latency scenario.
+type Scenario struct {
+	Name string `json:"name"`
+	// Path is how events entered: nats, api-batch, api-single; "bare" for
+	// the limit.
+	Path          string `json:"path"`
+	Subscriptions int    `json:"subscriptions"`
+	Events        int    `json:"events"`
+	// Deliveries expected (events × subscriptions) and received (distinct).
+	Deliveries int `json:"deliveries"`
+	Received   int `json:"received"`
+	Duplicates int `json:"duplicates"`
+	// PublishSeconds: first publish → last publish acknowledged.
+	PublishSeconds float64 `json:"publish_seconds"`
+	// Seconds: first publish → last delivery received.
+	Seconds          float64 `json:"seconds"`
+	PublishedPerSec  float64 `json:"published_per_sec"`
+	DeliveriesPerSec float64 `json:"deliveries_per_sec"`
+	// OfLimit is DeliveriesPerSec over the bare client's requests/s.
+	OfLimit float64 `json:"of_limit,omitempty"`
+	// Rate is the fixed publish rate of a latency scenario (events/s).
+	Rate          int               `json:"rate,omitempty"`
+	Latency       Latency           `json:"latency"`
+	MaxConcurrent int               `json:"max_concurrent"`
+	CPU           map[string]CPUUse `json:"cpu"`
+	Error         string            `json:"error,omitempty"`
+}
+
+// Mode is every scenario under one NATS sync setting.
+type Mode struct {
+	// Sync is "always" (sync_interval: always) or "default" (the server's
+	// default: every 2 minutes).
+	Sync      string     `json:"sync"`
+	Scenarios []Scenario `json:"scenarios"`
+	// PeakRSS is VmHWM per process at the end of the mode, bytes.
+	PeakRSS  map[string]int64  `json:"peak_rss_bytes"`
+	Profiles map[string]string `json:"profiles,omitempty"`
+	Error    string            `json:"error,omitempty"`
+}
+
+// Label names the sync setting for people.
+func (m Mode) Label() string {
+	if m.Sync == SyncAlways {
+		return "sync_interval: always"
+	}
+	return "sync_interval: default (2m)"
+}
+
+// Report is a whole run.
+type Report struct {
+	Started  time.Time `json:"started"`
+	Seconds  float64   `json:"seconds"`
+	Machine  Machine   `json:"machine"`
+	Versions Versions  `json:"versions"`
+	Config   Config    `json:"config"`
+	Modes    []Mode    `json:"modes"`
+	// Files written (JSON, chart, profiles).
+	Files []string `json:"files,omitempty"`
+}
+
+// WriteTable prints the report for people.
+func (r *Report) WriteTable(w io.Writer) {
+	fmt.Fprintf(w, "\nHookline end-to-end benchmark — %s\n", r.Started.Format(time.RFC3339))
+	fmt.Fprintf(w, "machine: %d cores, %s, %s, kernel %s, memory %s\n",
+		r.Machine.Cores, r.Machine.CPUModel, r.Machine.OS, r.Machine.Kernel, r.Machine.MemTotal)
+	fmt.Fprintf(w, "load average at start: %s, at end: %s%s\n", r.Machine.LoadStart, r.Machine.LoadEnd, busyNote(r.Machine))
+	fmt.Fprintf(w, "go: %s", r.Versions.Go)
+	mods := make([]string, 0, len(r.Versions.Modules))
+	for m := range r.Versions.Modules {
+		mods = append(mods, m)
+	}
+	sort.Strings(mods)
+	for _, m := range mods {
+		fmt.Fprintf(w, " · %s %s", shortModule(m), r.Versions.Modules[m])
+	}
+	c := r.Config
+	fmt.Fprintf(w, "\nload: payload %d B, concurrency %d (deliverer workers = max_in_flight = bare client), "+
+		"1×1 %d events, 1×10 %d events, latency %d/s for %s, api batch %d×%d, api single ×%d\n",
+		c.PayloadBytes, c.Concurrency, c.Events, c.FanoutEvents, c.LatencyRate, c.LatencyDuration,
+		c.APIBatchSize, c.APIBatchConcurrency, c.APISingleConcurrency)
+	for _, m := range r.Modes {
+		fmt.Fprintf(w, "\n== %s ==\n", m.Label())
+		if m.Error != "" {
+			fmt.Fprintf(w, "error: %s\n", m.Error)
+		}
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "scenario\tdeliveries\tdeliv/s\tof limit\tpublish/s\tp50 ms\tp90 ms\tp99 ms\tmax ms\tconc\tdups\t")
+		for _, s := range m.Scenarios {
+			ratio := "—"
+			if s.OfLimit > 0 {
+				ratio = fmt.Sprintf("%.0f%%", 100*s.OfLimit)
+			}
+			fmt.Fprintf(tw, "%s\t%d/%d\t%.0f\t%s\t%.0f\t%.1f\t%.1f\t%.1f\t%.1f\t%d\t%d\t\n",
+				s.Name, s.Received, s.Deliveries, s.DeliveriesPerSec, ratio, s.PublishedPerSec,
+				s.Latency.P50, s.Latency.P90, s.Latency.P99, s.Latency.Max, s.MaxConcurrent, s.Duplicates)
+		}
+		_ = tw.Flush()
+		fmt.Fprintln(w, "\nCPU seconds per 1,000 deliveries")
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprint(tw, "scenario\t")
+		for _, p := range ProcOrder {
+			fmt.Fprintf(tw, "%s\t", p)
+		}
+		fmt.Fprintln(tw, "total\t")
+		for _, s := range m.Scenarios {
+			fmt.Fprintf(tw, "%s\t", s.Name)
+			var total float64
+			for _, p := range ProcOrder {
+				u, ok := s.CPU[p]
+				if !ok {
+					fmt.Fprint(tw, "—\t")
+					continue
+				}
+				total += u.Per1000
+				fmt.Fprintf(tw, "%.3f\t", u.Per1000)
+			}
+			fmt.Fprintf(tw, "%.3f\t\n", total)
+		}
+		_ = tw.Flush()
+		fmt.Fprint(w, "\npeak RSS (VmHWM):")
+		for _, p := range ProcOrder {
+			if v, ok := m.PeakRSS[p]; ok {
+				fmt.Fprintf(w, " %s %.1f MiB ·", p, float64(v)/(1<<20))
+			}
+		}
+		fmt.Fprintln(w)
+		for _, s := range m.Scenarios {
+			if s.Error != "" {
+				fmt.Fprintf(w, "error in %s: %s\n", s.Name, s.Error)
+			}
+		}
+		if len(m.Profiles) > 0 {
+			names := make([]string, 0, len(m.Profiles))
+			for k := range m.Profiles {
+				names = append(names, k)
+			}
+			sort.Strings(names)
+			for _, k := range names {
+				fmt.Fprintf(w, "profile %s: %s\n", k, m.Profiles[k])
+			}
+		}
+	}
+	for _, f := range r.Files {
+		fmt.Fprintf(w, "wrote %s\n", f)
+	}
+}
+
+// busyNote warns when something else kept the machine busy: the 1-minute
+// load average at the start exceeded the core count.
+func busyNote(m Machine) string {
+	f := strings.Fields(m.LoadStart)
+	if len(f) == 0 {
+		return ""
+	}
+	if l, err := strconv.ParseFloat(f[0], 64); err == nil && l > float64(m.Cores) {
+		return " — the machine was busy before the run: treat the rates as lower bounds (CPU per delivery is still comparable)"
+	}
+	return ""
+}
+
+func shortModule(m string) string {
+	m = strings.TrimPrefix(m, "github.com/")
+	m = strings.TrimPrefix(m, "google.golang.org/")
+	m = strings.TrimPrefix(m, "go.uber.org/")
+	return m
+}
+
+// WriteJSON writes the report to dir/bench-<timestamp>.json and returns the
+// path.
+func (r *Report) WriteJSON(dir string) (string, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	path := filepath.Join(dir, "bench-"+r.Started.Format("20060102-150405")+".json")
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return "", err
+	}
+	return path, os.WriteFile(path, append(b, '\n'), 0o644)
+}
