@@ -7,6 +7,7 @@ import (
 	"context"
 	"net/http"
 
+	"github.com/hookline/hookline/pkg/ssrf"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
 	"github.com/hookline/hookline/services/producer/internal/metrics"
 	"github.com/hookline/hookline/services/producer/internal/publish"
@@ -47,6 +48,9 @@ type Deps struct {
 	Ready func() bool
 	// V1 wraps every /v1/ route: authentication goes here. nil = none.
 	V1 func(http.Handler) http.Handler
+	// URLPolicy judges subscription URLs (SSRF); the zero value blocks
+	// every private range.
+	URLPolicy ssrf.Policy
 
 	MaxEventBytes int64
 	MaxBatchBytes int64
@@ -65,8 +69,9 @@ type API struct {
 	maxBatchBytes int64
 	maxBatch      int
 
-	handler http.Handler
-	allow   map[string][]string // path → methods routed, for 405 answers
+	handler   http.Handler
+	allow     map[string][]string // path → methods routed, for 405 answers
+	urlPolicy ssrf.Policy
 }
 
 // New builds the API and its routes.
@@ -74,7 +79,7 @@ func New(d Deps) *API {
 	a := &API{
 		pub: d.Publisher, reg: d.Registry, metrics: d.Metrics, log: d.Log, ready: d.Ready,
 		maxEventBytes: d.MaxEventBytes, maxBatchBytes: d.MaxBatchBytes, maxBatch: d.MaxBatch,
-		allow: map[string][]string{},
+		allow: map[string][]string{}, urlPolicy: d.URLPolicy,
 	}
 	v1 := http.NewServeMux()
 	a.route(v1, "POST /v1/events", a.publishEvent)

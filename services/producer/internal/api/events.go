@@ -73,6 +73,9 @@ func (a *API) publishEvent(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, p)
 		return
 	}
+	if forbidTenant(w, r, ev.Tenant) {
+		return
+	}
 	if max := a.pub.MaxPayload(); max > 0 && int64(len(ev.Data)) > max {
 		writeProblem(w, problem(http.StatusRequestEntityTooLarge, TypeTooLarge,
 			fmt.Sprintf("data is larger than the NATS server's max_payload (%d bytes)", max)))
@@ -119,9 +122,14 @@ func (a *API) publishBatch(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if p := f.problem(); p != nil {
-		p.Detail = fmt.Sprintf("%d invalid field(s); nothing was published", len(p.Errors))
+		p.Detail += "; nothing of the batch was published"
 		writeProblem(w, p)
 		return
+	}
+	for _, ev := range evs {
+		if forbidTenant(w, r, ev.Tenant) {
+			return
+		}
 	}
 	results, err := a.pub.PublishBatch(r.Context(), evs)
 	if err != nil {

@@ -1,8 +1,11 @@
 package api
 
 import (
+	"bytes"
 	"encoding/json"
+	"fmt"
 	"net/http"
+	"strings"
 )
 
 // Problem types (RFC 9457 "type" members). They are URNs: stable
@@ -52,10 +55,15 @@ func invalid(detail string) *Problem {
 func validation(errs []FieldError) *Problem {
 	p := problem(http.StatusUnprocessableEntity, TypeValidation, "")
 	p.Errors = errs
-	p.Detail = errs[0].Field + ": " + errs[0].Message
-	if len(errs) > 1 {
-		p.Detail += " (and more, see errors)"
+	if len(errs) == 1 {
+		p.Detail = errs[0].Field + ": " + errs[0].Message
+		return p
 	}
+	names := make([]string, len(errs))
+	for i, e := range errs {
+		names[i] = e.Field
+	}
+	p.Detail = fmt.Sprintf("%d invalid fields: %s (see errors)", len(errs), strings.Join(names, ", "))
 	return p
 }
 
@@ -70,16 +78,20 @@ func writeProblem(w http.ResponseWriter, p *Problem) {
 		w.Header().Set("Retry-After", "1")
 	}
 	w.WriteHeader(p.Status)
-	_ = json.NewEncoder(w).Encode(p)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(p)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	b, err := json.Marshal(v)
-	if err != nil {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
 		writeProblem(w, problem(http.StatusInternalServerError, TypeInternal, "could not encode the response"))
 		return
 	}
-	writeRawJSON(w, status, b)
+	writeRawJSON(w, status, bytes.TrimSuffix(buf.Bytes(), []byte("\n")))
 }
 
 func writeRawJSON(w http.ResponseWriter, status int, b []byte) {

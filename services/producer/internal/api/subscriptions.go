@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 
 	"github.com/hookline/hookline/pkg/subscription"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
@@ -50,21 +51,24 @@ func (a *API) createSubscription(w http.ResponseWriter, r *http.Request) {
 	}
 	var f fields
 	f.tenant("tenant", req.Tenant)
-	f.add("url", validateURL(req.URL))
+	f.add("url", a.checkURL(req.URL))
 	f.eventTypes("event_types", req.EventTypes)
 	f.description("description", req.Description)
 	f.rate("rate_limit_per_second", req.RateLimitPerSecond)
-	if req.SignatureScheme != "" && req.SignatureScheme != registry.SchemeHMAC {
-		f.add("signature_scheme", errors.New(`must be "v1" (HMAC-SHA256); other schemes are not supported yet`))
+	if req.SignatureScheme != "" && req.SignatureScheme != registry.SchemeHMAC && req.SignatureScheme != registry.SchemeEd25519 {
+		f.add("signature_scheme", errors.New(`must be "v1" (HMAC-SHA256) or "v1a" (ed25519)`))
 	}
 	if p := f.problem(); p != nil {
 		writeProblem(w, p)
 		return
 	}
+	if forbidTenant(w, r, req.Tenant) {
+		return
+	}
 	sub, err := a.reg.Create(r.Context(), &hooklinev1.CreateSubscriptionRequest{
 		Tenant: req.Tenant, Url: req.URL, EventTypes: req.EventTypes, Description: req.Description,
 		MaxInFlight: req.MaxInFlight, RateLimitPerSecond: req.RateLimitPerSecond,
-		RateLimitBurst: req.RateLimitBurst, Ordered: req.Ordered,
+		RateLimitBurst: req.RateLimitBurst, Ordered: req.Ordered, SignatureScheme: req.SignatureScheme,
 	})
 	if err != nil {
 		a.registryError(w, "", err)
@@ -85,6 +89,9 @@ func (a *API) listSubscriptions(w http.ResponseWriter, r *http.Request) {
 	f.tenant("tenant", tenant)
 	if p := f.problem(); p != nil {
 		writeProblem(w, p)
+		return
+	}
+	if forbidTenant(w, r, tenant) {
 		return
 	}
 	subs, err := a.reg.List(r.Context(), tenant)
@@ -115,7 +122,7 @@ func (a *API) lookup(w http.ResponseWriter, r *http.Request) (*hooklinev1.Subscr
 	id := r.PathValue("id")
 	sub, err := a.reg.Get(r.Context(), id)
 	if err == nil {
-		if t := r.URL.Query().Get("tenant"); t != "" && t != sub.GetTenant() {
+		if t := r.URL.Query().Get("tenant"); t != "" && t != sub.GetTenant() || hiddenTenant(r, sub.GetTenant()) {
 			err = subscription.ErrNotFound
 		}
 	}
@@ -144,7 +151,7 @@ func (a *API) updateSubscription(w http.ResponseWriter, r *http.Request) {
 		MaxInFlight: req.MaxInFlight, RateLimitPerSecond: req.RateLimitPerSecond, RateLimitBurst: req.RateLimitBurst,
 	}
 	if req.URL != nil {
-		f.add("url", validateURL(*req.URL))
+		f.add("url", a.checkURL(*req.URL))
 	}
 	if req.EventTypes != nil {
 		f.eventTypes("event_types", *req.EventTypes)
@@ -261,7 +268,7 @@ func (a *API) writeSubscription(w http.ResponseWriter, status int, sub *hookline
 }
 
 // dropFields removes "keys" (always) and "secret" (when unset) from the
-// rendered object.
+// rendered object and writes the rest in the order of the proto fields.
 func dropFields(b []byte, dropSecret bool) ([]byte, error) {
 	var m map[string]json.RawMessage
 	if err := json.Unmarshal(b, &m); err != nil {
@@ -271,5 +278,21 @@ func dropFields(b []byte, dropSecret bool) ([]byte, error) {
 	if dropSecret {
 		delete(m, "secret")
 	}
-	return json.Marshal(m)
+	out := make([]byte, 0, len(b))
+	out = append(out, '{')
+	fields := (&hooklinev1.Subscription{}).ProtoReflect().Descriptor().Fields()
+	for i := range fields.Len() {
+		name := string(fields.Get(i).Name())
+		v, ok := m[name]
+		if !ok {
+			continue
+		}
+		if len(out) > 1 {
+			out = append(out, ',')
+		}
+		out = strconv.AppendQuote(out, name)
+		out = append(out, ':')
+		out = append(out, v...)
+	}
+	return append(out, '}'), nil
 }

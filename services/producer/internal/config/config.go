@@ -19,8 +19,9 @@ import (
 
 // Config is every setting of the producer.
 type Config struct {
-	NATS  natsconn.Config
-	Redis redisconn.Config
+	NATS     natsconn.Config
+	Redis    redisconn.Config
+	Security Security // API tokens, secrets at rest, SSRF policy (security.go)
 
 	// HTTPAddr serves the API, /livez, /readyz and /metrics.
 	HTTPAddr string `env:"HOOKLINE_HTTP_ADDR" envDefault:":8080"`
@@ -84,6 +85,9 @@ func (c Config) Validate() error {
 		errs = append(errs, err)
 	}
 	if err := c.Redis.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Security.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	check := func(ok bool, format string, args ...any) {

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/hookline/hookline/pkg/stream"
@@ -32,6 +33,10 @@ const TestEventType = "hookline.test"
 // beyond it PublishMsgAsync stalls and then returns ErrTooManyStalledMsgs.
 const maxPendingAsync = 4096
 
+// defaultStallWait is how long PublishMsgAsync waits for room in a full
+// window before it returns ErrTooManyStalledMsgs (and we retry).
+const defaultStallWait = 200 * time.Millisecond
+
 // Event is one event to publish. Data is the JSON payload, byte for byte.
 type Event struct {
 	ID         string
@@ -53,6 +58,8 @@ type Publisher struct {
 	js        jetstream.JetStream
 	timeout   time.Duration
 	published *prometheus.CounterVec
+	stallWait time.Duration // how long an async publish waits for room
+	stalls    atomic.Int64  // async publishes retried for want of room
 }
 
 // New returns a Publisher on nc. timeout bounds the wait for an ack (of one
@@ -64,7 +71,7 @@ func New(nc *nats.Conn, timeout time.Duration, m *metrics.Metrics) (*Publisher, 
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	return &Publisher{js: js, timeout: timeout, published: m.EventsPublished}, nil
+	return &Publisher{js: js, timeout: timeout, published: m.EventsPublished, stallWait: defaultStallWait}, nil
 }
 
 // NewEventID returns a fresh event id: evt_<ULID>.
@@ -163,10 +170,11 @@ func (p *Publisher) PublishBatch(ctx context.Context, evs []Event) ([]Result, er
 // (PublishMsgAsync itself waits a little before ErrTooManyStalledMsgs).
 func (p *Publisher) publishAsync(ctx context.Context, m *nats.Msg) (jetstream.PubAckFuture, error) {
 	for {
-		f, err := p.js.PublishMsgAsync(m, jetstream.WithExpectStream(stream.Events))
+		f, err := p.js.PublishMsgAsync(m, jetstream.WithExpectStream(stream.Events), jetstream.WithStallWait(p.stallWait))
 		if !errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
 			return f, err
 		}
+		p.stalls.Add(1)
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("async publish window full: %w", ctx.Err())
 		}

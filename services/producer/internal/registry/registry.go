@@ -10,7 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/hookline/hookline/pkg/signing"
+	"github.com/hookline/hookline/pkg/secretbox"
 	"github.com/hookline/hookline/pkg/subscription"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
 	"github.com/oklog/ulid/v2"
@@ -47,6 +47,7 @@ type Registry struct {
 	overlap time.Duration
 	log     *zap.Logger
 	now     func() time.Time
+	box     *secretbox.Box // seals signing secrets at rest (keys.go); nil: clear
 }
 
 // New returns a Registry; overlap is how long a rotated-out secret keeps
@@ -78,7 +79,7 @@ func (r *Registry) Create(ctx context.Context, req *hooklinev1.CreateSubscriptio
 	if err != nil {
 		return nil, err
 	}
-	secret, err := signing.NewHMACSecret()
+	key, err := r.newKey(req.GetSignatureScheme())
 	if err != nil {
 		return nil, err
 	}
@@ -91,11 +92,12 @@ func (r *Registry) Create(ctx context.Context, req *hooklinev1.CreateSubscriptio
 		Description:        req.GetDescription(),
 		CreatedAt:          now,
 		UpdatedAt:          now,
-		Keys:               []*hooklinev1.SigningKey{{Secret: secret, CreatedAt: now}},
+		Keys:               []*hooklinev1.SigningKey{{Secret: key.stored, CreatedAt: now}},
 		MaxInFlight:        req.GetMaxInFlight(),
 		RateLimitPerSecond: req.GetRateLimitPerSecond(),
 		RateLimitBurst:     req.GetRateLimitBurst(),
-		SignatureScheme:    SchemeHMAC,
+		SignatureScheme:    key.scheme,
+		PublicKey:          key.public,
 		Ordered:            req.GetOrdered(),
 	}
 	rev, err := b.store.Create(ctx, sub)
@@ -104,7 +106,7 @@ func (r *Registry) Create(ctx context.Context, req *hooklinev1.CreateSubscriptio
 	}
 	r.writeThrough(ctx, b, rev, sub.GetTenant(), sub.GetId(), sub)
 	out := proto.CloneOf(sub)
-	out.Secret = secret
+	out.Secret = key.secret
 	return out, nil
 }
 
@@ -164,12 +166,13 @@ func (r *Registry) Update(ctx context.Context, id string, req *hooklinev1.Update
 // had no expiry gets one (now + overlap) and keys already expired are
 // dropped. It returns the subscription with the new secret revealed.
 func (r *Registry) RotateSecret(ctx context.Context, id string) (*hooklinev1.Subscription, error) {
-	secret, err := signing.NewHMACSecret()
+	fresh, err := r.newRotationKeys()
 	if err != nil {
 		return nil, err
 	}
 	sub, err := r.update(ctx, id, func(sub *hooklinev1.Subscription, now *timestamppb.Timestamp) {
-		keys := []*hooklinev1.SigningKey{{Secret: secret, CreatedAt: now}}
+		sub.PublicKey = fresh.of(sub).public
+		keys := []*hooklinev1.SigningKey{{Secret: fresh.of(sub).stored, CreatedAt: now}}
 		expires := timestamppb.New(now.AsTime().Add(r.overlap))
 		for _, k := range sub.GetKeys() {
 			switch {
@@ -185,7 +188,7 @@ func (r *Registry) RotateSecret(ctx context.Context, id string) (*hooklinev1.Sub
 	if err != nil {
 		return nil, err
 	}
-	sub.Secret = secret
+	sub.Secret = fresh.of(sub).secret
 	return sub, nil
 }
 
@@ -197,6 +200,7 @@ func (r *Registry) update(ctx context.Context, id string, change func(*hooklinev
 	sub, rev, err := b.store.Update(ctx, id, func(sub *hooklinev1.Subscription) error {
 		now := timestamppb.New(r.now())
 		change(sub, now)
+		r.sealKeys(sub)
 		sub.UpdatedAt = now
 		return nil
 	})

@@ -75,6 +75,9 @@ func New(cfg config.Config, nc *nats.Conn, rdb redis.UniversalClient, log *zap.L
 		Publisher: pub, Registry: s.registry, Metrics: m, Log: log, Ready: s.Ready,
 		MaxEventBytes: cfg.MaxEventBytes, MaxBatchBytes: cfg.MaxBatchBytes, MaxBatch: cfg.MaxBatch,
 	}
+	if err := secure(cfg.Security, log, &d, s.registry); err != nil {
+		return nil, err
+	}
 	for _, o := range opts {
 		o(&d)
 	}

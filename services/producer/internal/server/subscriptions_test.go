@@ -52,6 +52,10 @@ func TestSubscriptionLifecycle(t *testing.T) {
 	if _, ok := created["keys"]; ok {
 		t.Fatal("the API returned the signing keys")
 	}
+	// Proto field order, filters readable as written.
+	if !strings.HasPrefix(string(r.Body), `{"id":"sub_`) || !strings.Contains(string(r.Body), `"invoice.>"`) {
+		t.Fatalf("rendering %s: want proto field order and unescaped filters", r.Body)
+	}
 	if r.Header.Get("Location") != "/v1/subscriptions/"+id {
 		t.Fatalf("Location %q", r.Header.Get("Location"))
 	}

@@ -1,0 +1,84 @@
+package publish
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/hookline/hookline/pkg/natstest"
+	"github.com/hookline/hookline/pkg/stream"
+	"github.com/hookline/hookline/services/producer/internal/metrics"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// TestBatchRetriesAFullAsyncWindow: with an async window of 2, a batch of
+// 50 hits ErrTooManyStalledMsgs over and over; every event still lands and
+// every future is checked.
+func TestBatchRetriesAFullAsyncWindow(t *testing.T) {
+	t.Parallel()
+	ns := natstest.Start(t)
+	nc, js := ns.Connect(t)
+	if err := stream.Ensure(context.Background(), js, stream.Config{MemoryStorage: true}); err != nil {
+		t.Fatal(err)
+	}
+	m := metrics.New()
+	p, err := New(nc, 5*time.Second, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.js, err = jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(2), jetstream.WithPublishAsyncTimeout(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.stallWait = time.Microsecond // give up on a full window at once
+	evs := make([]Event, 50)
+	for i := range evs {
+		evs[i] = Event{ID: fmt.Sprintf("e%d", i), Tenant: "acme", Type: "t", OccurredAt: time.Now(), Data: []byte(fmt.Sprint(i))}
+	}
+	res, err := p.PublishBatch(context.Background(), evs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res) != 50 || res[49].ID != "e49" || res[49].Duplicate {
+		t.Fatalf("results %v", res)
+	}
+	if p.stalls.Load() == 0 {
+		t.Fatal("the async window never filled: the retry path was not exercised")
+	}
+	s, _ := js.Stream(context.Background(), stream.Events)
+	info, _ := s.Info(context.Background())
+	if info.State.Msgs != 50 {
+		t.Fatalf("EVENTS holds %d, want 50", info.State.Msgs)
+	}
+	if got := testutil.ToFloat64(m.EventsPublished.WithLabelValues(metrics.ResultAccepted)); got != 50 {
+		t.Fatalf("accepted counter %v", got)
+	}
+}
+
+// TestBatchWithoutStreamFails: unacknowledged publishes are reported, never
+// claimed accepted.
+func TestBatchWithoutStreamFails(t *testing.T) {
+	t.Parallel()
+	ns := natstest.Start(t)
+	nc, _ := ns.Connect(t)
+	m := metrics.New()
+	p, err := New(nc, time.Second, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = p.PublishBatch(context.Background(), []Event{{ID: "x", Tenant: "acme", Type: "t", Data: []byte("1")}})
+	if err == nil {
+		t.Fatal("a batch to a missing stream was acknowledged")
+	}
+	if _, err := p.Publish(context.Background(), Event{ID: "y", Tenant: "acme", Type: "t", Data: []byte("1")}); err == nil {
+		t.Fatal("an event to a missing stream was acknowledged")
+	}
+	if got := testutil.ToFloat64(m.EventsPublished.WithLabelValues(metrics.ResultFailed)); got != 2 {
+		t.Fatalf("failed counter %v, want 2", got)
+	}
+}
