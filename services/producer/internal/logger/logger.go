@@ -23,6 +23,7 @@ func New(level, format string) (*zap.Logger, error) {
 		c.EncoderConfig.EncodeTime = zapcore.ISO8601TimeEncoder
 	case "console":
 		c = zap.NewDevelopmentConfig()
+		c.DisableStacktrace = true // a warning is a line, not a stack, for humans too
 	default:
 		return nil, fmt.Errorf("log format %q is not json or console", format)
 	}
