@@ -1,4 +1,59 @@
-// Command deliverer is a Hookline service (placeholder until its issue lands).
+// Command deliverer fans events out to subscriptions and delivers them (DESIGN.md).
 package main
 
-func main() {}
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/hookline/hookline/pkg/natsconn"
+	"github.com/hookline/hookline/pkg/redisconn"
+	"github.com/hookline/hookline/services/deliverer/internal/config"
+	"github.com/hookline/hookline/services/deliverer/internal/logger"
+	"github.com/hookline/hookline/services/deliverer/internal/service"
+)
+
+var version = "dev" // set at build time: -ldflags "-X main.version=…"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	err := run(ctx)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "deliverer:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context) error {
+	cfg, err := config.FromEnv()
+	if err != nil {
+		return err
+	}
+	log, err := logger.New(cfg.LogLevel, cfg.LogFormat)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = log.Sync() }()
+	nc, err := natsconn.Connect(cfg.NATS, "hookline-deliverer", log)
+	if err != nil {
+		return err
+	}
+	rdb, err := redisconn.Open(cfg.Redis)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
+	if err := service.Ensure(ctx, nc, cfg.Stream(), log); err != nil {
+		return err
+	}
+	svc, err := service.New(ctx, cfg, service.Deps{NATS: nc, Redis: rdb, Log: log, Version: version})
+	if err != nil {
+		return err
+	}
+	runErr := svc.Run(ctx)
+	return errors.Join(runErr, service.Drain(nc, cfg.ShutdownTimeout))
+}

@@ -1,0 +1,168 @@
+// Package config holds the deliverer's configuration: one struct read from
+// the environment (caarlos0/env) and a Validate that names the variable at
+// fault without ever printing a secret.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"reflect"
+	"strings"
+	"time"
+
+	"github.com/caarlos0/env/v11"
+	"github.com/hookline/hookline/pkg/natsconn"
+	"github.com/hookline/hookline/pkg/redisconn"
+	"github.com/hookline/hookline/pkg/ssrf"
+	"github.com/hookline/hookline/pkg/stream"
+)
+
+// Config is every setting of the deliverer.
+type Config struct {
+	NATS  natsconn.Config
+	Redis redisconn.Config
+
+	// HTTPAddr serves /livez, /readyz, /metrics (and /debug/pprof).
+	HTTPAddr string `env:"HOOKLINE_HTTP_ADDR" envDefault:":8081"`
+	Pprof    bool   `env:"HOOKLINE_PPROF" envDefault:"false"`
+
+	LogLevel  string `env:"HOOKLINE_LOG_LEVEL" envDefault:"info"`
+	LogFormat string `env:"HOOKLINE_LOG_FORMAT" envDefault:"json"`
+
+	StreamReplicas int `env:"HOOKLINE_STREAM_REPLICAS" envDefault:"1"`
+
+	DispatchWorkers int `env:"HOOKLINE_DISPATCH_WORKERS" envDefault:"8"`
+	DeliverWorkers  int `env:"HOOKLINE_DELIVER_WORKERS" envDefault:"64"`
+	MaxAckPending   int `env:"HOOKLINE_MAX_ACK_PENDING" envDefault:"10000"`
+	// AckWait of both consumers. It must exceed HTTPTimeout by at least
+	// AckWaitMargin: a message whose AckWait runs out while its attempt is
+	// still in flight is redelivered to another worker, which would POST
+	// the same event a second time. (Workers also send InProgress while an
+	// attempt runs long, but that is the belt, this is the braces.)
+	AckWait         time.Duration `env:"HOOKLINE_ACK_WAIT" envDefault:"60s"`
+	MaxRedeliveries int           `env:"HOOKLINE_MAX_REDELIVERIES" envDefault:"5"`
+
+	HTTPTimeout      time.Duration `env:"HOOKLINE_HTTP_TIMEOUT" envDefault:"15s"`
+	MaxResponseBytes int64         `env:"HOOKLINE_MAX_RESPONSE_BYTES" envDefault:"65536"`
+	// AllowPrivateCIDRs opens blocked ranges (loopback, private, …) to
+	// deliveries: comma-separated CIDRs or addresses. Tests and local runs.
+	AllowPrivateCIDRs string `env:"HOOKLINE_ALLOW_PRIVATE_CIDRS"`
+
+	RetrySchedule []time.Duration `env:"HOOKLINE_RETRY_SCHEDULE" envDefault:"0s,5s,5m,30m,2h,5h,10h,10h" envSeparator:","`
+	RetryJitter   float64         `env:"HOOKLINE_RETRY_JITTER" envDefault:"0.1"`
+	MaxRetryAfter time.Duration   `env:"HOOKLINE_MAX_RETRY_AFTER" envDefault:"24h"`
+
+	ShutdownTimeout time.Duration `env:"HOOKLINE_SHUTDOWN_TIMEOUT" envDefault:"30s"`
+}
+
+// AckWaitMargin is how much longer than the HTTP timeout AckWait must be:
+// time to sign, record the attempt and publish the retry or dead letter.
+const AckWaitMargin = 5 * time.Second
+
+// FromEnv reads the process environment.
+func FromEnv() (Config, error) { return Load(envMap(os.Environ())) }
+
+// Load reads the configuration from m (tests pass a map) and validates it.
+func Load(m map[string]string) (Config, error) {
+	var c Config
+	if err := env.ParseWithOptions(&c, env.Options{Environment: m}); err != nil {
+		return Config{}, fmt.Errorf("config: %w", nameVariables(err))
+	}
+	if err := c.Validate(); err != nil {
+		return Config{}, fmt.Errorf("config: %w", err)
+	}
+	return c, nil
+}
+
+// Validate names the variable at fault; it never prints a secret's value.
+func (c Config) Validate() error {
+	if err := c.NATS.Validate(); err != nil {
+		return err
+	}
+	if err := c.Redis.Validate(); err != nil {
+		return err
+	}
+	var errs []error
+	check := func(ok bool, format string, args ...any) {
+		if !ok {
+			errs = append(errs, fmt.Errorf(format, args...))
+		}
+	}
+	check(c.HTTPAddr != "", "HOOKLINE_HTTP_ADDR is empty")
+	check(c.LogLevel == "debug" || c.LogLevel == "info" || c.LogLevel == "warn" || c.LogLevel == "error",
+		"HOOKLINE_LOG_LEVEL must be debug, info, warn or error, not %q", c.LogLevel)
+	check(c.LogFormat == "json" || c.LogFormat == "console", "HOOKLINE_LOG_FORMAT must be json or console, not %q", c.LogFormat)
+	check(c.StreamReplicas >= 1 && c.StreamReplicas <= 5, "HOOKLINE_STREAM_REPLICAS must be between 1 and 5, not %d", c.StreamReplicas)
+	check(c.DispatchWorkers >= 1, "HOOKLINE_DISPATCH_WORKERS must be at least 1, not %d", c.DispatchWorkers)
+	check(c.DeliverWorkers >= 1, "HOOKLINE_DELIVER_WORKERS must be at least 1, not %d", c.DeliverWorkers)
+	check(c.MaxAckPending >= 1, "HOOKLINE_MAX_ACK_PENDING must be at least 1, not %d", c.MaxAckPending)
+	check(c.MaxRedeliveries >= 1, "HOOKLINE_MAX_REDELIVERIES must be at least 1, not %d", c.MaxRedeliveries)
+	check(c.HTTPTimeout > 0, "HOOKLINE_HTTP_TIMEOUT must be positive, not %s", c.HTTPTimeout)
+	check(c.AckWait >= c.HTTPTimeout+AckWaitMargin,
+		"HOOKLINE_ACK_WAIT (%s) must be at least HOOKLINE_HTTP_TIMEOUT (%s) + %s", c.AckWait, c.HTTPTimeout, AckWaitMargin)
+	check(c.MaxResponseBytes >= 0, "HOOKLINE_MAX_RESPONSE_BYTES must not be negative, not %d", c.MaxResponseBytes)
+	if _, err := c.SSRF(); err != nil {
+		errs = append(errs, err)
+	}
+	check(len(c.RetrySchedule) >= 1, "HOOKLINE_RETRY_SCHEDULE needs at least one entry")
+	if len(c.RetrySchedule) >= 1 {
+		check(c.RetrySchedule[0] == 0, "HOOKLINE_RETRY_SCHEDULE must start with 0s (the first attempt is immediate), not %s", c.RetrySchedule[0])
+	}
+	for i, d := range c.RetrySchedule {
+		check(d >= 0, "HOOKLINE_RETRY_SCHEDULE entry %d is negative (%s)", i+1, d)
+	}
+	check(c.RetryJitter >= 0 && c.RetryJitter < 1, "HOOKLINE_RETRY_JITTER must be in [0, 1), not %g", c.RetryJitter)
+	check(c.MaxRetryAfter > 0, "HOOKLINE_MAX_RETRY_AFTER must be positive, not %s", c.MaxRetryAfter)
+	check(c.ShutdownTimeout > 0, "HOOKLINE_SHUTDOWN_TIMEOUT must be positive, not %s", c.ShutdownTimeout)
+	return errors.Join(errs...)
+}
+
+// SSRF is the destination policy: every special-purpose range refused
+// except HOOKLINE_ALLOW_PRIVATE_CIDRS.
+func (c Config) SSRF() (ssrf.Policy, error) {
+	allow, err := ssrf.ParseAllowList(c.AllowPrivateCIDRs)
+	if err != nil {
+		return ssrf.Policy{}, fmt.Errorf("HOOKLINE_ALLOW_PRIVATE_CIDRS: %w", err)
+	}
+	return ssrf.Policy{Allow: allow}, nil
+}
+
+// Stream is the topology configuration derived from this one.
+func (c Config) Stream() stream.Config {
+	return stream.Config{
+		Replicas:      c.StreamReplicas,
+		AckWait:       c.AckWait,
+		MaxAckPending: c.MaxAckPending,
+	}
+}
+
+// nameVariables rewrites env's parse errors, which name struct fields, to
+// name the variables instead.
+func nameVariables(err error) error {
+	var agg env.AggregateError
+	if !errors.As(err, &agg) {
+		return err
+	}
+	out := make([]error, 0, len(agg.Errors))
+	for _, e := range agg.Errors {
+		var pe env.ParseError
+		if errors.As(e, &pe) {
+			if f, ok := reflect.TypeFor[Config]().FieldByName(pe.Name); ok {
+				e = fmt.Errorf("%s: %w", f.Tag.Get("env"), pe.Err)
+			}
+		}
+		out = append(out, e)
+	}
+	return errors.Join(out...)
+}
+
+func envMap(environ []string) map[string]string {
+	m := make(map[string]string, len(environ))
+	for _, kv := range environ {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			m[k] = v
+		}
+	}
+	return m
+}

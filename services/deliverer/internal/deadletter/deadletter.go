@@ -1,0 +1,101 @@
+// Package deadletter builds and publishes dead letters: the original event
+// body in DEADLETTER with headers that say why it is there (reason, last
+// status and error, attempts, first and last attempt time, the original
+// subject) plus every Hookline-* header of the task, so that hookctl can
+// show, filter and replay it and `nats stream view` can read it.
+package deadletter
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/hookline/hookline/pkg/stream"
+	"github.com/hookline/hookline/services/deliverer/internal/task"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Letter is one dead letter to publish.
+type Letter struct {
+	// Header is the task's header; only its Hookline-* entries are kept.
+	Header         nats.Header
+	Body           []byte
+	EventID        string
+	Tenant         string
+	EventType      string
+	OccurredAt     string
+	SubscriptionID string
+	// Replay is the task's Hookline-Replay ("" for a first delivery).
+	Replay string
+	// Reason is one of retry's Reason constants.
+	Reason string
+	// Attempts is the total number of HTTP attempts made.
+	Attempts   int
+	LastStatus int
+	LastError  string
+	// FirstAttemptAt and LastAttemptAt are omitted when zero (no attempt).
+	FirstAttemptAt time.Time
+	LastAttemptAt  time.Time
+	// OriginalSubject is where the task was consumed from (deliveries.… or,
+	// for an event that could not become a task, events.…).
+	OriginalSubject string
+}
+
+// Build is the DEADLETTER message of l, dead-lettered at now.
+func Build(l Letter, now time.Time) *nats.Msg {
+	h := task.CopyHeader(l.Header)
+	set := func(k, v string) {
+		if v != "" {
+			task.Set(h, k, v)
+		}
+	}
+	set(stream.HeaderEventID, l.EventID)
+	set(stream.HeaderTenant, l.Tenant)
+	set(stream.HeaderEventType, l.EventType)
+	set(stream.HeaderOccurredAt, l.OccurredAt)
+	set(stream.HeaderSubscriptionID, l.SubscriptionID)
+	set(stream.HeaderReplay, l.Replay)
+	task.Set(h, stream.HeaderReason, l.Reason)
+	task.Set(h, stream.HeaderAttempt, strconv.Itoa(l.Attempts))
+	task.Set(h, stream.HeaderLastStatus, strconv.Itoa(l.LastStatus))
+	delete(h, stream.HeaderLastError)
+	set(stream.HeaderLastError, l.LastError)
+	delete(h, stream.HeaderFirstAttemptAt)
+	delete(h, stream.HeaderLastAttemptAt)
+	if !l.FirstAttemptAt.IsZero() {
+		task.Set(h, stream.HeaderFirstAttemptAt, task.FormatTime(l.FirstAttemptAt))
+	}
+	if !l.LastAttemptAt.IsZero() {
+		task.Set(h, stream.HeaderLastAttemptAt, task.FormatTime(l.LastAttemptAt))
+	}
+	task.Set(h, stream.HeaderDeadLetteredAt, task.FormatTime(now))
+	task.Set(h, stream.HeaderOriginalSubject, l.OriginalSubject)
+	h[stream.HeaderMsgID] = []string{stream.DeadLetterMsgID(l.EventID, l.SubscriptionID, l.Replay)}
+	return &nats.Msg{
+		Subject: stream.DeadLetterSubject(l.Tenant, l.SubscriptionID),
+		Header:  h,
+		Data:    l.Body,
+	}
+}
+
+// Publisher publishes dead letters and waits for their ack.
+type Publisher struct {
+	js jetstream.JetStream
+}
+
+// NewPublisher publishes with js.
+func NewPublisher(js jetstream.JetStream) *Publisher { return &Publisher{js: js} }
+
+// Publish stores l in DEADLETTER. duplicate is true when the dead letter
+// was already stored (a redelivered task whose first pass crashed between
+// this publish and its Term): the caller then terminates the task all the
+// same.
+func (p *Publisher) Publish(ctx context.Context, l Letter) (duplicate bool, err error) {
+	ack, err := p.js.PublishMsg(ctx, Build(l, time.Now()), jetstream.WithExpectStream(stream.DeadLetter))
+	if err != nil {
+		return false, fmt.Errorf("publish dead letter: %w", err)
+	}
+	return ack.Duplicate, nil
+}

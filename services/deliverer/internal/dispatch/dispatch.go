@@ -1,0 +1,291 @@
+// Package dispatch is the fan-out stage: it consumes EVENTS and publishes
+// one delivery task per matching subscription to DELIVERIES, idempotently:
+// tasks carry the dedup id <event>:<subscription>, and the event is
+// acknowledged only after every task's publish is. Any failure naks the
+// event and the whole fan-out is redone; the dedup swallows the tasks that
+// made it the first time.
+package dispatch
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hookline/hookline/pkg/stream"
+	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
+	"github.com/hookline/hookline/services/deliverer/internal/deadletter"
+	"github.com/hookline/hookline/services/deliverer/internal/metrics"
+	"github.com/hookline/hookline/services/deliverer/internal/pool"
+	"github.com/hookline/hookline/services/deliverer/internal/retry"
+	"github.com/hookline/hookline/services/deliverer/internal/task"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+)
+
+// Matcher finds the enabled subscriptions of a tenant whose filters match
+// an event type (subscription.Cache).
+type Matcher interface {
+	ForEvent(ctx context.Context, tenant, eventType string) ([]*hooklinev1.Subscription, error)
+}
+
+// DeadLetters publishes dead letters (deadletter.Publisher).
+type DeadLetters interface {
+	Publish(ctx context.Context, l deadletter.Letter) (duplicate bool, err error)
+}
+
+var _ DeadLetters = (*deadletter.Publisher)(nil)
+
+// Options tune the stage.
+type Options struct {
+	// Workers handle events in parallel (default 8).
+	Workers int
+	// Timeout bounds the handling of one event: lookup, publishes and
+	// their acks (default 10s).
+	Timeout time.Duration
+	// NakDelay is how soon a failed fan-out is redone (default 1s).
+	NakDelay time.Duration
+}
+
+// Dispatcher is the fan-out stage.
+type Dispatcher struct {
+	js    jetstream.JetStream
+	match Matcher
+	dead  DeadLetters
+	log   *zap.Logger
+	m     *metrics.Metrics
+	o     Options
+}
+
+// New builds the stage. js should have an async publish timeout so that
+// every future resolves.
+func New(js jetstream.JetStream, match Matcher, dead DeadLetters, log *zap.Logger, m *metrics.Metrics, o Options) *Dispatcher {
+	if o.Workers <= 0 {
+		o.Workers = 8
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = 10 * time.Second
+	}
+	if o.NakDelay <= 0 {
+		o.NakDelay = time.Second
+	}
+	return &Dispatcher{js: js, match: match, dead: dead, log: log.Named("dispatch"), m: m, o: o}
+}
+
+// Run consumes EVENTS with the durable dispatch consumer until ctx ends,
+// then finishes the events in hand.
+func (d *Dispatcher) Run(ctx context.Context) error {
+	cons, err := d.js.Consumer(ctx, stream.Events, stream.DispatchConsumer)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while starting
+		}
+		return fmt.Errorf("dispatch consumer: %w", err)
+	}
+	// Buffered messages' AckWait is already running: buffer about two per
+	// worker, enough to keep them busy.
+	it, err := cons.Messages(jetstream.PullMaxMessages(2 * d.o.Workers))
+	if err != nil {
+		return fmt.Errorf("dispatch messages: %w", err)
+	}
+	if err := pool.Run(ctx, it, d.o.Workers, d.Handle); err != nil {
+		return fmt.Errorf("dispatch: %w", err)
+	}
+	return nil
+}
+
+// Event problems (label values of hookline_events_invalid_total).
+const (
+	problemInvalidJSON = "invalid_json"
+	problemNoType      = "no_type"
+)
+
+// event is what dispatch reads from an EVENTS message.
+type event struct {
+	id, tenant, eventType, occurredAt string
+	problem, detail                   string
+}
+
+// parse never fails: what cannot be read becomes a problem, and an event
+// with a problem is dead-lettered for every subscription it matches.
+func parse(msg jetstream.Msg) event {
+	var ev event
+	h := msg.Headers()
+	meta, metaErr := msg.Metadata()
+	ev.id = first(h, stream.HeaderMsgID)
+	if ev.id == "" && metaErr == nil {
+		// Stable across redeliveries: the same event gets the same id, so
+		// its tasks deduplicate and receivers can dedupe on webhook-id.
+		ev.id = "evt_seq_" + strconv.FormatUint(meta.Sequence.Stream, 10)
+	}
+	if v := first(h, stream.HeaderOccurredAt); v != "" {
+		if _, err := time.Parse(time.RFC3339Nano, v); err == nil {
+			ev.occurredAt = v
+		}
+	}
+	if ev.occurredAt == "" && metaErr == nil {
+		ev.occurredAt = task.FormatTime(meta.Timestamp)
+	}
+	tenant, typ, err := stream.ParseEventSubject(msg.Subject())
+	if err != nil {
+		parts := strings.SplitN(msg.Subject(), ".", 3)
+		if len(parts) >= 2 {
+			tenant = parts[1]
+		}
+		ev.tenant, ev.problem, ev.detail = tenant, problemNoType, "subject has no event type"
+		return ev
+	}
+	ev.tenant, ev.eventType = tenant, typ
+	if !json.Valid(msg.Data()) {
+		ev.problem, ev.detail = problemInvalidJSON, "event body is not valid JSON"
+	}
+	return ev
+}
+
+// Handle fans one event out and settles it.
+func (d *Dispatcher) Handle(ctx context.Context, msg jetstream.Msg) {
+	ctx, cancel := context.WithTimeout(ctx, d.o.Timeout)
+	defer cancel()
+	ev := parse(msg)
+	log := d.log.With(zap.String("event_id", ev.id), zap.String("event_type", ev.eventType))
+	if ev.id == "" || ev.tenant == "" {
+		// Not a message of the dispatch consumer's stream at all.
+		d.m.EventsInvalid.WithLabelValues(problemNoType).Inc()
+		log.Error("event without id or tenant dropped", zap.String("subject", msg.Subject()))
+		_ = msg.Term()
+		return
+	}
+	subs, err := d.match.ForEvent(ctx, ev.tenant, ev.eventType)
+	if err != nil {
+		d.retry(msg, log, fmt.Errorf("match subscriptions: %w", err))
+		return
+	}
+	if len(subs) == 0 {
+		if ev.problem != "" {
+			d.m.EventsInvalid.WithLabelValues(ev.problem).Inc()
+			log.Warn("invalid event matched no subscription", zap.String("problem", ev.problem), zap.String("tenant", ev.tenant))
+		} else {
+			d.m.EventsUnmatched.Inc()
+		}
+		d.ack(ctx, msg, log)
+		return
+	}
+	if ev.problem != "" {
+		d.m.EventsInvalid.WithLabelValues(ev.problem).Inc()
+		err = d.deadLetter(ctx, msg, ev, subs)
+	} else {
+		err = d.fanOut(ctx, msg, ev, subs)
+	}
+	if err != nil {
+		d.retry(msg, log, err)
+		return
+	}
+	d.m.EventsDispatched.Inc()
+	d.ack(ctx, msg, log)
+}
+
+// fanOut publishes one task per subscription asynchronously and waits for
+// every ack; it fails when any publish fails.
+func (d *Dispatcher) fanOut(ctx context.Context, msg jetstream.Msg, ev event, subs []*hooklinev1.Subscription) error {
+	futures := make([]jetstream.PubAckFuture, 0, len(subs))
+	for _, s := range subs {
+		m := &nats.Msg{
+			Subject: stream.DeliverySubject(ev.tenant, s.GetId()),
+			Header:  task.New(ev.id, ev.tenant, ev.eventType, ev.occurredAt, s.GetId()),
+			Data:    msg.Data(),
+		}
+		f, err := d.publishAsync(ctx, m, stream.TaskMsgID(ev.id, s.GetId()))
+		if err != nil {
+			return err
+		}
+		futures = append(futures, f)
+	}
+	// Check every future: PublishAsyncComplete only says that all resolved.
+	var errs []error
+	for _, f := range futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			errs = append(errs, err)
+		case <-ctx.Done():
+			return fmt.Errorf("publish tasks: %w", ctx.Err())
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("publish tasks (%d of %d failed): %w", len(errs), len(futures), errors.Join(errs...))
+	}
+	d.m.TasksPublished.Add(float64(len(futures)))
+	return nil
+}
+
+// publishAsync retries while the async window is full (each try already
+// waits the client's stall wait).
+func (d *Dispatcher) publishAsync(ctx context.Context, m *nats.Msg, msgID string) (jetstream.PubAckFuture, error) {
+	for {
+		f, err := d.js.PublishMsgAsync(m, jetstream.WithMsgID(msgID))
+		if err == nil {
+			return f, nil
+		}
+		if !errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
+			return nil, fmt.Errorf("publish task: %w", err)
+		}
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("publish task: %w", err)
+		}
+	}
+}
+
+// deadLetter files an event that cannot be delivered (not JSON, no type)
+// once per matching subscription, so that nothing is dropped silently.
+func (d *Dispatcher) deadLetter(ctx context.Context, msg jetstream.Msg, ev event, subs []*hooklinev1.Subscription) error {
+	for _, s := range subs {
+		dup, err := d.dead.Publish(ctx, deadletter.Letter{
+			Header:          task.New(ev.id, ev.tenant, ev.eventType, ev.occurredAt, s.GetId()),
+			Body:            msg.Data(),
+			EventID:         ev.id,
+			Tenant:          ev.tenant,
+			EventType:       ev.eventType,
+			OccurredAt:      ev.occurredAt,
+			SubscriptionID:  s.GetId(),
+			Reason:          retry.ReasonInvalidPayload,
+			LastError:       ev.detail,
+			OriginalSubject: msg.Subject(),
+		})
+		if err != nil {
+			return err
+		}
+		if !dup {
+			d.m.DeadLetters.WithLabelValues(retry.ReasonInvalidPayload).Inc()
+			d.log.Warn("invalid event dead-lettered", zap.String("event_id", ev.id),
+				zap.String("subscription_id", s.GetId()), zap.String("reason", retry.ReasonInvalidPayload),
+				zap.String("error", ev.detail))
+		}
+	}
+	return nil
+}
+
+func (d *Dispatcher) ack(ctx context.Context, msg jetstream.Msg, log *zap.Logger) {
+	if err := msg.DoubleAck(ctx); err != nil {
+		// The event is redelivered and its fan-out redone; the dedup ids
+		// make that harmless.
+		log.Warn("ack event", zap.Error(err))
+	}
+}
+
+func (d *Dispatcher) retry(msg jetstream.Msg, log *zap.Logger, err error) {
+	log.Warn("fan-out failed; event will be redone", zap.Error(err), zap.Duration("delay", d.o.NakDelay))
+	if err := msg.NakWithDelay(d.o.NakDelay); err != nil {
+		log.Warn("nak event", zap.Error(err))
+	}
+}
+
+func first(h nats.Header, key string) string {
+	if v := h[key]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}

@@ -1,0 +1,94 @@
+// Package metrics holds the deliverer's Prometheus collectors. Labels are
+// bounded sets (outcomes, reasons, error classes): never ids or URLs.
+package metrics
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the deliverer's collectors.
+type Metrics struct {
+	Attempts             *prometheus.CounterVec
+	AttemptDuration      *prometheus.HistogramVec
+	AttemptErrors        *prometheus.CounterVec
+	DeadLetters          *prometheus.CounterVec
+	EventsDispatched     prometheus.Counter
+	EventsUnmatched      prometheus.Counter
+	EventsInvalid        *prometheus.CounterVec
+	TasksPublished       prometheus.Counter
+	TasksDeferred        prometheus.Counter
+	ScheduleFailures     prometheus.Counter
+	AttemptRecordsFailed prometheus.Counter
+}
+
+// Attempt outcomes (label values of hookline_attempts_total).
+var Outcomes = []string{"success", "retry", "dead_letter"}
+
+// New creates the collectors and registers them with reg. Label values in
+// outcomes, reasons and classes are pre-created so that rates start at 0.
+func New(reg prometheus.Registerer, reasons, classes []string) *Metrics {
+	m := &Metrics{
+		Attempts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "hookline_attempts_total",
+			Help: "HTTP delivery attempts by outcome (success, retry, dead_letter).",
+		}, []string{"outcome"}),
+		AttemptDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "hookline_attempt_duration_seconds",
+			Help:    "Duration of HTTP delivery attempts by outcome.",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 15, 30},
+		}, []string{"outcome"}),
+		AttemptErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "hookline_attempt_errors_total",
+			Help: "Failed HTTP delivery attempts by error class (timeout, connection_refused, http_status, …).",
+		}, []string{"error_class"}),
+		DeadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "hookline_dead_letters_total",
+			Help: "Dead letters published by reason.",
+		}, []string{"reason"}),
+		EventsDispatched: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "hookline_events_dispatched_total",
+			Help: "Events fanned out to at least one subscription.",
+		}),
+		EventsUnmatched: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "hookline_events_unmatched_total",
+			Help: "Events that matched no enabled subscription (acked).",
+		}),
+		EventsInvalid: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "hookline_events_invalid_total",
+			Help: "Events with a body that is not JSON or a subject without a type.",
+		}, []string{"problem"}),
+		TasksPublished: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "hookline_tasks_published_total",
+			Help: "Delivery tasks published by dispatch (acknowledged by JetStream, duplicates included).",
+		}),
+		TasksDeferred: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "hookline_tasks_deferred_total",
+			Help: "Tasks put back without an attempt (endpoint admission or a lookup failure).",
+		}),
+		ScheduleFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "hookline_retry_schedule_failures_total",
+			Help: "Retry schedules that could not be published (the task was nak'ed with the delay instead).",
+		}),
+		AttemptRecordsFailed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "hookline_attempt_records_failed_total",
+			Help: "Attempt records that could not be stored in ATTEMPTS.",
+		}),
+	}
+	for _, o := range Outcomes {
+		m.Attempts.WithLabelValues(o)
+		m.AttemptDuration.WithLabelValues(o)
+	}
+	for _, r := range reasons {
+		m.DeadLetters.WithLabelValues(r)
+	}
+	for _, c := range classes {
+		m.AttemptErrors.WithLabelValues(c)
+	}
+	for _, p := range []string{"invalid_json", "no_type"} {
+		m.EventsInvalid.WithLabelValues(p)
+	}
+	reg.MustRegister(m.Attempts, m.AttemptDuration, m.AttemptErrors, m.DeadLetters, m.EventsDispatched,
+		m.EventsUnmatched, m.EventsInvalid, m.TasksPublished, m.TasksDeferred, m.ScheduleFailures,
+		m.AttemptRecordsFailed)
+	return m
+}

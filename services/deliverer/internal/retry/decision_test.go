@@ -1,0 +1,130 @@
+package retry_test
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/hookline/hookline/services/deliverer/internal/retry"
+	"github.com/hookline/hookline/services/deliverer/internal/sender"
+)
+
+func policy() retry.Policy {
+	return retry.Policy{
+		Schedule:      retry.DefaultSchedule,
+		MaxRetryAfter: 24 * time.Hour,
+	}
+}
+
+func failed(status int, class string) sender.Result {
+	return sender.Result{Status: status, ErrorClass: class, Err: errors.New("failed")}
+}
+
+func TestDecide(t *testing.T) {
+	t.Parallel()
+	withRetryAfter := func(r sender.Result, d time.Duration) sender.Result { r.RetryAfter = d; return r }
+	tests := []struct {
+		name     string
+		result   sender.Result
+		attempts int
+		want     retry.Decision
+	}{
+		{"200", sender.Result{Status: 200}, 1, retry.Decision{Kind: retry.Ack}},
+		{"204 on the last attempt", sender.Result{Status: 204}, 8, retry.Decision{Kind: retry.Ack}},
+		{"500 after the first", failed(500, sender.ClassHTTPStatus), 1, retry.Decision{Kind: retry.Retry, Delay: 5 * time.Second}},
+		{"timeout after the third", failed(0, sender.ClassTimeout), 3, retry.Decision{Kind: retry.Retry, Delay: 30 * time.Minute}},
+		{"after the seventh", failed(502, sender.ClassHTTPStatus), 7, retry.Decision{Kind: retry.Retry, Delay: 10 * time.Hour}},
+		{"exhausted", failed(500, sender.ClassHTTPStatus), 8, retry.Dead(retry.ReasonAttemptsExhausted)},
+		{"404 is retried", failed(404, sender.ClassHTTPStatus), 1, retry.Decision{Kind: retry.Retry, Delay: 5 * time.Second}},
+		{"401 is retried", failed(401, sender.ClassHTTPStatus), 2, retry.Decision{Kind: retry.Retry, Delay: 5 * time.Minute}},
+		{"redirect is retried", failed(302, sender.ClassRedirect), 1, retry.Decision{Kind: retry.Retry, Delay: 5 * time.Second}},
+		{"410 is gone", failed(410, sender.ClassHTTPStatus), 1, retry.Dead(retry.ReasonGone)},
+		{"blocked", failed(0, sender.ClassBlocked), 1, retry.Dead(retry.ReasonBlockedDestination)},
+		{"invalid url", failed(0, sender.ClassInvalidURL), 1, retry.Dead(retry.ReasonPermanentFailure)},
+		{"retry-after longer", withRetryAfter(failed(429, sender.ClassHTTPStatus), time.Hour), 1, retry.Decision{Kind: retry.Retry, Delay: time.Hour}},
+		{"retry-after shorter keeps the schedule", withRetryAfter(failed(503, sender.ClassHTTPStatus), time.Second), 2, retry.Decision{Kind: retry.Retry, Delay: 5 * time.Minute}},
+		{"retry-after capped", withRetryAfter(failed(429, sender.ClassHTTPStatus), 72*time.Hour), 1, retry.Decision{Kind: retry.Retry, Delay: 24 * time.Hour}},
+		{"retry-after on the last attempt", withRetryAfter(failed(429, sender.ClassHTTPStatus), time.Minute), 8, retry.Dead(retry.ReasonAttemptsExhausted)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			if got := policy().Decide(tt.result, tt.attempts); got != tt.want {
+				t.Fatalf("Decide = %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestDecideJitter(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		rnd  float64
+		want time.Duration
+	}{
+		{"lowest", 0, 270 * time.Second},
+		{"middle", 0.5, 300 * time.Second},
+		{"highest", 0.999999, 330 * time.Second},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			p := policy()
+			p.Jitter = 0.1
+			p.Rand = func() float64 { return tt.rnd }
+			got := p.Decide(failed(500, sender.ClassHTTPStatus), 2).Delay
+			if diff := got - tt.want; diff < -time.Millisecond || diff > time.Millisecond {
+				t.Fatalf("delay %s, want %s", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestDefaultScheduleTotal(t *testing.T) {
+	t.Parallel()
+	var total time.Duration
+	for _, d := range retry.DefaultSchedule {
+		total += d
+	}
+	if want := 27*time.Hour + 35*time.Minute + 5*time.Second; total != want || len(retry.DefaultSchedule) != 8 {
+		t.Fatalf("schedule sums to %s over %d attempts; the comment table says %s over 8", total, len(retry.DefaultSchedule), want)
+	}
+}
+
+func TestFireAt(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 1, 1, 0, 0, 10, 300_000_000, time.UTC)
+	tests := []struct {
+		name  string
+		delay time.Duration
+		want  time.Time
+	}{
+		{"zero is now", 0, now},
+		{"rounded up", 5 * time.Second, time.Date(2026, 1, 1, 0, 0, 16, 0, time.UTC)},
+		{"already whole", 700 * time.Millisecond, time.Date(2026, 1, 1, 0, 0, 11, 0, time.UTC)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			got := retry.FireAt(now, tt.delay)
+			if !got.Equal(tt.want) || got.Before(now.Add(tt.delay)) {
+				t.Fatalf("FireAt = %s, want %s", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestOneLine(t *testing.T) {
+	t.Parallel()
+	if got := retry.OneLine("a\r\nb\tc"); got != "a  b c" {
+		t.Fatalf("OneLine = %q", got)
+	}
+	long := make([]byte, 2000)
+	for i := range long {
+		long[i] = 'x'
+	}
+	if got := retry.OneLine(string(long)); len(got) != 512 {
+		t.Fatalf("OneLine kept %d bytes", len(got))
+	}
+}

@@ -1,0 +1,79 @@
+package retry
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/hookline/hookline/pkg/stream"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Scheduler parks a copy of a task in DELIVERIES as a JetStream message
+// schedule that fires into the task's delivery subject at a given time.
+//
+// Why a schedule and not NakWithDelay: a nak'ed message stays counted
+// against the consumer's MaxAckPending until it is redelivered, so the
+// waiting retries of one dead endpoint would fill the window and starve
+// every healthy endpoint (DESIGN.md, measured). A schedule sits outside the
+// deliver consumer's filter (retry.>), so waiting costs the consumer nothing.
+//
+// Crash safety: the schedule subject is retry.<subscription>.<sequence of
+// the task copy being retried>, and its Nats-Msg-Id is that subject too. A
+// deliverer that crashes after scheduling but before acking the original
+// gets the original redelivered and schedules again: within the duplicate
+// window the publish is deduplicated (even when the first schedule already
+// fired), after it the second schedule replaces the first if it has not
+// fired yet.
+type Scheduler struct {
+	js jetstream.JetStream
+}
+
+// NewScheduler publishes schedules with js.
+func NewScheduler(js jetstream.JetStream) *Scheduler { return &Scheduler{js: js} }
+
+// Copy is a task copy to schedule.
+type Copy struct {
+	// Header holds the copy's Hookline-* headers (nothing else).
+	Header         nats.Header
+	Body           []byte
+	Tenant         string
+	SubscriptionID string
+	// Seq is the DELIVERIES sequence of the task being retried.
+	Seq uint64
+	// Delay from now; 0 fires on the scheduler's next tick.
+	Delay time.Duration
+}
+
+// Schedule publishes the copy and waits for JetStream's ack.
+func (s *Scheduler) Schedule(ctx context.Context, c Copy) error {
+	subject := stream.RetrySubject(c.SubscriptionID, c.Seq)
+	m := &nats.Msg{Subject: subject, Header: c.Header, Data: c.Body}
+	_, err := s.js.PublishMsg(ctx, m,
+		jetstream.WithScheduleAt(FireAt(time.Now(), c.Delay)),
+		jetstream.WithScheduleTarget(stream.DeliverySubject(c.Tenant, c.SubscriptionID)),
+		jetstream.WithMsgID(subject),
+		jetstream.WithExpectStream(stream.Deliveries),
+	)
+	if err != nil {
+		return fmt.Errorf("schedule retry: %w", err)
+	}
+	return nil
+}
+
+// FireAt is when a schedule for now+delay fires. Schedules have one-second
+// resolution (the time is sent as RFC 3339 seconds), so a positive delay is
+// rounded up to the next whole second, never down: a retry never comes
+// early. A zero delay is "now", already past once truncated, which the
+// server fires on its next tick.
+func FireAt(now time.Time, delay time.Duration) time.Time {
+	if delay <= 0 {
+		return now
+	}
+	at := now.Add(delay)
+	if t := at.Truncate(time.Second); !t.Equal(at) {
+		at = t.Add(time.Second)
+	}
+	return at
+}

@@ -1,0 +1,334 @@
+// Package sender performs one HTTP delivery attempt: a signed POST of the
+// event body with Standard Webhooks headers, a per-attempt timeout,
+// redirects never followed and the response body read only up to a cap.
+package sender
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hookline/hookline/pkg/ssrf"
+)
+
+// Error classes of a failed attempt (Result.ErrorClass). They are metric
+// label values and attempt-record fields: keep the set small and stable.
+const (
+	ClassTimeout           = "timeout"
+	ClassConnectionRefused = "connection_refused"
+	ClassConnectionReset   = "connection_reset"
+	ClassDNS               = "dns"
+	ClassTLS               = "tls"
+	ClassBlocked           = "blocked"
+	ClassRedirect          = "redirect"
+	ClassHTTPStatus        = "http_status"
+	ClassInvalidURL        = "invalid_url"
+	ClassCanceled          = "canceled"
+	ClassNetwork           = "network"
+)
+
+// ErrBlocked is wrapped by the error of an attempt whose destination the
+// DialControl refused (it is ssrf.ErrBlocked).
+var ErrBlocked = ssrf.ErrBlocked
+
+// DialControl is the net.Dialer Control hook. It runs after DNS resolution
+// with the IP address actually being dialled, so a host name that resolves
+// (or re-resolves) to a private address is refused too. Any error it returns
+// ends the attempt with ErrorClass "blocked" and only its own message.
+type DialControl func(network, address string, c syscall.RawConn) error
+
+// Classes lists every error class (metric label values).
+var Classes = []string{
+	ClassTimeout, ClassConnectionRefused, ClassConnectionReset, ClassDNS, ClassTLS, ClassBlocked,
+	ClassRedirect, ClassHTTPStatus, ClassInvalidURL, ClassCanceled, ClassNetwork,
+}
+
+// ExcerptBytes is the most of a response body kept in Result.Excerpt.
+const ExcerptBytes = 256
+
+// Options configure a Sender.
+type Options struct {
+	// Timeout bounds one attempt: connect, TLS, request, response headers
+	// and reading the body.
+	Timeout time.Duration
+	// MaxResponseBytes is the most of a response body read; the rest is
+	// discarded with the connection.
+	MaxResponseBytes int64
+	// UserAgent, e.g. "Hookline/1.2.3".
+	UserAgent string
+	// DialControl vets every address dialled (nil: ssrf.Policy{}.Control,
+	// which refuses every special-purpose range).
+	DialControl DialControl
+	// RootCAs replaces the system roots (tests).
+	RootCAs *x509.CertPool
+}
+
+// Request is one attempt's payload.
+type Request struct {
+	URL string
+	// ID is the webhook-id header: the event id.
+	ID string
+	// Timestamp is the webhook-timestamp the signature was made with.
+	Timestamp time.Time
+	// Signature is the webhook-signature header value.
+	Signature string
+	Body      []byte
+}
+
+// Result is what an attempt came to.
+type Result struct {
+	// Status is the HTTP status, 0 when there was no answer.
+	Status   int
+	Duration time.Duration
+	// ErrorClass is one of the Class constants ("" on success).
+	ErrorClass string
+	// Err describes the failure. It never holds the URL's query or
+	// userinfo.
+	Err error
+	// RetryAfter is the Retry-After of a 429 or 503 answer (0: none).
+	RetryAfter time.Duration
+	// Excerpt is the start of the response body, valid UTF-8.
+	Excerpt string
+}
+
+// OK reports a 2xx answer.
+func (r Result) OK() bool { return r.Err == nil && r.Status >= 200 && r.Status < 300 }
+
+// Sender sends attempts over one shared, tuned http.Client.
+type Sender struct {
+	client    *http.Client
+	timeout   time.Duration
+	maxBody   int64
+	userAgent string
+}
+
+// New builds a Sender and its transport.
+func New(o Options) *Sender {
+	guard := o.DialControl
+	if guard == nil {
+		guard = ssrf.Policy{}.Control
+	}
+	dialer := &net.Dialer{
+		Timeout:   o.Timeout,
+		KeepAlive: 30 * time.Second,
+		Control: func(network, address string, c syscall.RawConn) error {
+			if err := guard(network, address, c); err != nil {
+				return &blockedError{err: err}
+			}
+			return nil
+		},
+	}
+	tr := &http.Transport{
+		Proxy:                  nil, // never from the environment: a proxy would bypass the dial guard
+		DialContext:            dialer.DialContext,
+		ForceAttemptHTTP2:      true,
+		MaxIdleConns:           4096,
+		MaxIdleConnsPerHost:    256,
+		IdleConnTimeout:        90 * time.Second,
+		TLSHandshakeTimeout:    10 * time.Second,
+		ExpectContinueTimeout:  time.Second,
+		MaxResponseHeaderBytes: 64 << 10,
+		DisableCompression:     true, // the body cap counts wire bytes; no decompression bombs
+		TLSClientConfig:        &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: o.RootCAs},
+	}
+	return &Sender{
+		client: &http.Client{
+			Transport: tr,
+			// A 3xx is an answer, and a failure: never follow it (it could
+			// lead anywhere, including where the dial guard would not look).
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		},
+		timeout:   o.Timeout,
+		maxBody:   o.MaxResponseBytes,
+		userAgent: o.UserAgent,
+	}
+}
+
+// Close releases idle connections.
+func (s *Sender) Close() { s.client.CloseIdleConnections() }
+
+// Send performs one attempt. It never returns an error: the failure is in
+// the Result. ctx cancellation ends the attempt with ClassCanceled.
+func (s *Sender) Send(ctx context.Context, r Request) Result {
+	start := time.Now()
+	res := s.send(ctx, r)
+	res.Duration = time.Since(start)
+	return res
+}
+
+func (s *Sender) send(ctx context.Context, r Request) Result {
+	if err := checkURL(r.URL); err != nil {
+		return Result{ErrorClass: ClassInvalidURL, Err: err}
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, r.URL, bytes.NewReader(r.Body))
+	if err != nil {
+		return Result{ErrorClass: ClassInvalidURL, Err: errors.New("invalid URL")}
+	}
+	h := req.Header
+	h["Content-Type"] = []string{"application/json"}
+	h["User-Agent"] = []string{s.userAgent}
+	h["Webhook-Id"] = []string{r.ID}
+	h["Webhook-Timestamp"] = []string{strconv.FormatInt(r.Timestamp.Unix(), 10)}
+	h["Webhook-Signature"] = []string{r.Signature}
+
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return Result{ErrorClass: classify(ctx, err), Err: redact(err)}
+	}
+	defer resp.Body.Close()
+	res := Result{Status: resp.StatusCode, Excerpt: s.drain(resp.Body)}
+	switch {
+	case resp.StatusCode >= 200 && resp.StatusCode < 300:
+		return res
+	case resp.StatusCode >= 300 && resp.StatusCode < 400:
+		res.ErrorClass = ClassRedirect
+		res.Err = fmt.Errorf("HTTP %d: redirects are not followed", resp.StatusCode)
+	default:
+		res.ErrorClass = ClassHTTPStatus
+		res.Err = fmt.Errorf("HTTP %d %s", resp.StatusCode, http.StatusText(resp.StatusCode))
+	}
+	if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
+		res.RetryAfter = ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
+	}
+	return res
+}
+
+// drain reads at most maxBody bytes of the body and returns the first
+// ExcerptBytes of them as valid UTF-8. Read errors are ignored: the status
+// already decided the attempt.
+func (s *Sender) drain(body io.Reader) string {
+	if s.maxBody <= 0 {
+		return ""
+	}
+	lr := io.LimitReader(body, s.maxBody)
+	var buf [ExcerptBytes]byte
+	n, _ := io.ReadFull(lr, buf[:])
+	_, _ = io.Copy(io.Discard, lr)
+	return validPrefix(buf[:n])
+}
+
+// validPrefix is b as valid UTF-8 of at most len(b) bytes: invalid bytes,
+// including a character cut in half at the end, are dropped.
+func validPrefix(b []byte) string { return strings.ToValidUTF8(string(b), "") }
+
+// ParseRetryAfter reads a Retry-After value: delay-seconds or an HTTP-date
+// (relative to now). It returns 0 for a missing, invalid or past value.
+func ParseRetryAfter(v string, now time.Time) time.Duration {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0
+	}
+	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if secs <= 0 {
+			return 0
+		}
+		const maxSecs = int64(1<<63-1) / int64(time.Second)
+		return time.Duration(min(secs, maxSecs)) * time.Second
+	}
+	t, err := http.ParseTime(v)
+	if err != nil {
+		return 0
+	}
+	if d := t.Sub(now); d > 0 {
+		return d
+	}
+	return 0
+}
+
+// checkURL accepts an absolute http(s) URL with a host. Its error names
+// what is wrong, never the URL (which may carry a token).
+func checkURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			return fmt.Errorf("invalid URL: %w", ue.Err)
+		}
+		return errors.New("invalid URL")
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return fmt.Errorf("invalid URL: scheme %q is not http or https", u.Scheme)
+	}
+	if u.Hostname() == "" {
+		return errors.New("invalid URL: no host")
+	}
+	return nil
+}
+
+// blockedError marks an error of the DialControl.
+type blockedError struct{ err error }
+
+func (e *blockedError) Error() string        { return e.err.Error() }
+func (e *blockedError) Unwrap() error        { return e.err }
+func (e *blockedError) Is(target error) bool { return target == ErrBlocked }
+
+// redact drops the *url.Error wrapper, whose message holds the URL with its
+// query; what remains names addresses, never the URL. A blocked
+// destination keeps only the guard's words: the address it resolved to is
+// the operator's business, not the subscriber's (attempt records and dead
+// letters are theirs to read).
+func redact(err error) error {
+	var be *blockedError
+	if errors.As(err, &be) {
+		return fmt.Errorf("post: %w", be)
+	}
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return fmt.Errorf("post: %w", ue.Err)
+	}
+	return err
+}
+
+func classify(ctx context.Context, err error) string {
+	var dnsErr *net.DNSError
+	var netErr net.Error
+	switch {
+	case errors.Is(err, ErrBlocked):
+		return ClassBlocked
+	case errors.As(err, &dnsErr):
+		if dnsErr.IsTimeout {
+			return ClassTimeout
+		}
+		return ClassDNS
+	case errors.Is(err, context.Canceled) && ctx.Err() != context.DeadlineExceeded:
+		return ClassCanceled
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &netErr) && netErr.Timeout():
+		return ClassTimeout
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return ClassConnectionRefused
+	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE),
+		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return ClassConnectionReset
+	case isTLS(err):
+		return ClassTLS
+	default:
+		return ClassNetwork
+	}
+}
+
+func isTLS(err error) bool {
+	var (
+		verr  *tls.CertificateVerificationError
+		rherr tls.RecordHeaderError
+		alert tls.AlertError
+		uaerr x509.UnknownAuthorityError
+		herr  x509.HostnameError
+		cierr x509.CertificateInvalidError
+	)
+	return errors.As(err, &verr) || errors.As(err, &rherr) || errors.As(err, &alert) ||
+		errors.As(err, &uaerr) || errors.As(err, &herr) || errors.As(err, &cierr) ||
+		strings.Contains(err.Error(), "tls: ")
+}

@@ -1,0 +1,261 @@
+// Package service assembles the deliverer from its stages — the
+// subscription cache syncer, dispatch (fan-out), deliver (attempts) and the
+// admin HTTP server — and runs them until the context ends.
+package service
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/hookline/hookline/pkg/stream"
+	"github.com/hookline/hookline/pkg/subscription"
+	"github.com/hookline/hookline/services/deliverer/internal/admin"
+	"github.com/hookline/hookline/services/deliverer/internal/attempt"
+	"github.com/hookline/hookline/services/deliverer/internal/config"
+	"github.com/hookline/hookline/services/deliverer/internal/deadletter"
+	"github.com/hookline/hookline/services/deliverer/internal/deliver"
+	"github.com/hookline/hookline/services/deliverer/internal/dispatch"
+	"github.com/hookline/hookline/services/deliverer/internal/metrics"
+	"github.com/hookline/hookline/services/deliverer/internal/retry"
+	"github.com/hookline/hookline/services/deliverer/internal/sender"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+)
+
+// Deps are what the service runs on.
+type Deps struct {
+	NATS  *nats.Conn
+	Redis redis.UniversalClient
+	Log   *zap.Logger
+	// Version goes into the User-Agent ("Hookline/<version>").
+	Version string
+	// Registry receives the metrics (nil: a new registry with the Go and
+	// process collectors).
+	Registry *prometheus.Registry
+	// Admission (nil: deliver.AdmitAll).
+	Admission deliver.Admission
+	// DialControl vets every address dialled (nil: the pkg/ssrf policy with
+	// HOOKLINE_ALLOW_PRIVATE_CIDRS).
+	DialControl sender.DialControl
+	// Secrets (nil: deliver.ActiveSecrets).
+	Secrets deliver.Secrets
+	// RootCAs for endpoints (nil: the system roots).
+	RootCAs *x509.CertPool
+}
+
+// Service is the running deliverer.
+type Service struct {
+	cfg      config.Config
+	log      *zap.Logger
+	syncer   *subscription.Syncer
+	cache    *subscription.Cache
+	dispatch *dispatch.Dispatcher
+	deliver  *deliver.Deliverer
+	recorder *attempt.Recorder
+	sender   *sender.Sender
+	admin    *admin.Server
+	started  chan struct{}
+	Metrics  *metrics.Metrics
+	Registry *prometheus.Registry
+}
+
+// New builds the service. The topology must exist (stream.Ensure).
+func New(ctx context.Context, cfg config.Config, d Deps) (*Service, error) {
+	js, err := jetstream.New(d.NATS,
+		jetstream.WithPublishAsyncMaxPending(4096),
+		jetstream.WithPublishAsyncTimeout(10*time.Second),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	store, err := subscription.NewStore(ctx, js)
+	if err != nil {
+		return nil, err
+	}
+	cache := subscription.NewCache(d.Redis, store, subscription.WithLogger(d.Log.Named("subscriptions")))
+	reg := d.Registry
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	m := metrics.New(reg, retry.Reasons, sender.Classes)
+	rec, err := attempt.NewRecorder(d.NATS, d.Log.Named("attempts"), m.AttemptRecordsFailed)
+	if err != nil {
+		return nil, err
+	}
+	guard := d.DialControl
+	if guard == nil {
+		policy, err := cfg.SSRF()
+		if err != nil {
+			return nil, err
+		}
+		guard = policy.Control
+	}
+	snd := sender.New(sender.Options{
+		Timeout:          cfg.HTTPTimeout,
+		MaxResponseBytes: cfg.MaxResponseBytes,
+		UserAgent:        "Hookline/" + d.Version,
+		DialControl:      guard,
+		RootCAs:          d.RootCAs,
+	})
+	dead := deadletter.NewPublisher(js)
+	s := &Service{
+		cfg:    cfg,
+		log:    d.Log,
+		syncer: subscription.NewSyncer(store, cache, d.Log.Named("subscriptions")),
+		cache:  cache,
+		dispatch: dispatch.New(js, cache, dead, d.Log, m, dispatch.Options{
+			Workers: cfg.DispatchWorkers,
+		}),
+		deliver: deliver.New(deliver.Deps{
+			JS: js, Lookup: cache, Sender: snd, Scheduler: retry.NewScheduler(js), DeadLetters: dead,
+			Recorder: rec, Log: d.Log, Metrics: m,
+		}, deliver.Options{
+			Workers:         cfg.DeliverWorkers,
+			AckWait:         cfg.AckWait,
+			MaxRedeliveries: cfg.MaxRedeliveries,
+			Policy: retry.Policy{
+				Schedule:      cfg.RetrySchedule,
+				Jitter:        cfg.RetryJitter,
+				MaxRetryAfter: cfg.MaxRetryAfter,
+			},
+			Admission: d.Admission,
+			Secrets:   d.Secrets,
+		}),
+		recorder: rec,
+		sender:   snd,
+		started:  make(chan struct{}),
+		Metrics:  m,
+		Registry: reg,
+	}
+	s.admin = admin.New(cfg.HTTPAddr, reg, cfg.Pprof, map[string]admin.Check{
+		"nats": func(context.Context) error {
+			if st := d.NATS.Status(); st != nats.CONNECTED {
+				return fmt.Errorf("connection %s", st)
+			}
+			return nil
+		},
+	})
+	return s, nil
+}
+
+// Cache is the subscription cache the service looks up in.
+func (s *Service) Cache() *subscription.Cache { return s.cache }
+
+// Started is closed once Run listens and the stages run.
+func (s *Service) Started() <-chan struct{} { return s.started }
+
+// AdminAddr is the admin server's address (after Started).
+func (s *Service) AdminAddr() string { return s.admin.Addr() }
+
+// Run opens the admin listener, runs every stage until ctx ends or one
+// fails, then stops pulling, lets the attempts in flight finish (within
+// HOOKLINE_SHUTDOWN_TIMEOUT), flushes the attempt records and stops the
+// admin server. It returns the first stage's error, nil on a clean stop.
+func (s *Service) Run(ctx context.Context) error {
+	if err := s.admin.Listen(); err != nil {
+		return err
+	}
+	adminCtx, stopAdmin := context.WithCancel(context.WithoutCancel(ctx))
+	adminDone := make(chan error, 1)
+	go func() { adminDone <- s.admin.Run(adminCtx) }()
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		wg       sync.WaitGroup
+		once     sync.Once
+		firstErr error
+	)
+	for name, run := range map[string]func(context.Context) error{
+		"subscription syncer": s.syncer.Run,
+		"dispatch":            s.dispatch.Run,
+		"deliver":             s.deliver.Run,
+	} {
+		wg.Go(func() {
+			if err := run(ctx); err != nil {
+				once.Do(func() { firstErr = fmt.Errorf("%s: %w", name, err) })
+				cancel()
+			}
+		})
+	}
+	s.admin.SetReady(true)
+	close(s.started)
+	s.log.Info("deliverer running", zap.String("admin_addr", s.admin.Addr()),
+		zap.Int("dispatch_workers", s.cfg.DispatchWorkers), zap.Int("deliver_workers", s.cfg.DeliverWorkers))
+
+	<-ctx.Done()
+	s.admin.SetReady(false)
+	s.log.Info("stopping: no more pulls, finishing attempts in flight", zap.Duration("timeout", s.cfg.ShutdownTimeout))
+	stagesDone := make(chan struct{})
+	go func() { wg.Wait(); close(stagesDone) }()
+	deadline := time.NewTimer(s.cfg.ShutdownTimeout)
+	defer deadline.Stop()
+	select {
+	case <-stagesDone:
+	case <-deadline.C:
+		s.log.Warn("shutdown timeout: abandoning work in flight (JetStream redelivers it)")
+	}
+	fctx, fcancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	if err := s.recorder.Flush(fctx); err != nil {
+		s.log.Warn("attempt records not all stored", zap.Error(err))
+	}
+	fcancel()
+	s.sender.Close()
+	stopAdmin()
+	if err := <-adminDone; err != nil && firstErr == nil {
+		firstErr = err
+	}
+	return firstErr
+}
+
+// Ensure creates or updates the topology, retrying while NATS is not
+// reachable yet (the deliverer may start before NATS does).
+func Ensure(ctx context.Context, nc *nats.Conn, c stream.Config, log *zap.Logger) error {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	backoff := 250 * time.Millisecond
+	for {
+		err := stream.Ensure(ctx, js, c)
+		if err == nil {
+			return nil
+		}
+		log.Warn("ensure streams failed; retrying", zap.Error(err), zap.Duration("backoff", backoff))
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("ensure streams: %w", errors.Join(err, ctx.Err()))
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+}
+
+// Drain drains the NATS connection (flushing what was published, letting
+// subscriptions finish) and waits until it is closed, at most timeout.
+func Drain(nc *nats.Conn, timeout time.Duration) error {
+	closed := make(chan struct{})
+	nc.SetClosedHandler(func(*nats.Conn) { close(closed) })
+	if err := nc.Drain(); err != nil {
+		if errors.Is(err, nats.ErrConnectionClosed) {
+			return nil
+		}
+		return fmt.Errorf("drain nats: %w", err)
+	}
+	select {
+	case <-closed:
+		return nil
+	case <-time.After(timeout):
+		nc.Close()
+		return fmt.Errorf("drain nats: not closed within %s", timeout)
+	}
+}

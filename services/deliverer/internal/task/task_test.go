@@ -1,0 +1,95 @@
+package task_test
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hookline/hookline/pkg/stream"
+	"github.com/hookline/hookline/services/deliverer/internal/task"
+	"github.com/nats-io/nats.go"
+)
+
+func header(kv ...string) nats.Header {
+	h := nats.Header{}
+	for i := 0; i+1 < len(kv); i += 2 {
+		h[kv[i]] = []string{kv[i+1]}
+	}
+	return h
+}
+
+func valid(extra ...string) nats.Header {
+	h := task.New("evt_1", "acme", "order.created", "2026-01-01T00:00:00Z", "sub_1")
+	for i := 0; i+1 < len(extra); i += 2 {
+		h[extra[i]] = []string{extra[i+1]}
+	}
+	return h
+}
+
+func TestParse(t *testing.T) {
+	t.Parallel()
+	const subject = "deliveries.acme.sub_1"
+	first := time.Date(2026, 1, 1, 0, 0, 1, 0, time.UTC)
+	got, err := task.Parse(subject, valid(
+		stream.HeaderAttempt, "3",
+		stream.HeaderFirstAttemptAt, first.Format(time.RFC3339Nano),
+		stream.HeaderLastStatus, "503",
+		stream.HeaderLastError, "HTTP 503",
+		stream.HeaderReplay, "42",
+	), []byte(`{}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.EventID != "evt_1" || got.Tenant != "acme" || got.EventType != "order.created" || got.SubscriptionID != "sub_1" ||
+		got.Attempt != 3 || !got.FirstAttemptAt.Equal(first) || got.LastStatus != 503 || got.LastError != "HTTP 503" ||
+		got.Replay != "42" || got.Subject != subject {
+		t.Fatalf("parsed %+v", got)
+	}
+}
+
+func TestParseMalformed(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		subject string
+		h       nats.Header
+		want    string
+	}{
+		{"no headers", "deliveries.acme.sub_1", nil, stream.HeaderEventID},
+		{"no event id", "deliveries.acme.sub_1", header(stream.HeaderTenant, "acme", stream.HeaderEventType, "x", stream.HeaderSubscriptionID, "sub_1"), stream.HeaderEventID},
+		{"no type", "deliveries.acme.sub_1", header(stream.HeaderEventID, "e", stream.HeaderTenant, "acme", stream.HeaderSubscriptionID, "sub_1"), stream.HeaderEventType},
+		{"bad attempt", "deliveries.acme.sub_1", valid(stream.HeaderAttempt, "two"), stream.HeaderAttempt},
+		{"negative attempt", "deliveries.acme.sub_1", valid(stream.HeaderAttempt, "-1"), stream.HeaderAttempt},
+		{"bad status", "deliveries.acme.sub_1", valid(stream.HeaderLastStatus, "abc"), stream.HeaderLastStatus},
+		{"bad time", "deliveries.acme.sub_1", valid(stream.HeaderFirstAttemptAt, "yesterday"), stream.HeaderFirstAttemptAt},
+		{"subject mismatch", "deliveries.acme.sub_2", valid(), "do not match"},
+		{"bad subject", "deliveries.acme", valid(), "is not deliveries"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			got, err := task.Parse(tt.subject, tt.h, nil)
+			if !errors.Is(err, task.ErrMalformed) || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Parse error %v, want ErrMalformed naming %q", err, tt.want)
+			}
+			if tt.subject == "deliveries.acme.sub_1" && (got.Tenant != "acme" || got.SubscriptionID != "sub_1") {
+				t.Fatalf("tenant/subscription not recovered from the subject: %+v", got)
+			}
+		})
+	}
+}
+
+func TestCopyHeaderKeepsOnlyTheContract(t *testing.T) {
+	t.Parallel()
+	h := valid("Nats-Msg-Id", "evt_1:sub_1", "Nats-Scheduler", "retry.sub_1.7", "Nats-Schedule-Next", "purge", "Other", "x")
+	got := task.CopyHeader(h)
+	for k := range got {
+		if !strings.HasPrefix(k, task.HeaderPrefix) {
+			t.Errorf("copied %s", k)
+		}
+	}
+	if got.Get(stream.HeaderEventID) != "evt_1" || len(got) != 5 {
+		t.Fatalf("copy %v", got)
+	}
+}
