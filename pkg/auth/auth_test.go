@@ -110,7 +110,7 @@ func TestRequire(t *testing.T) {
 				if ct := res.Header.Get("Content-Type"); ct != "application/problem+json" {
 					t.Fatalf("content type %q", ct)
 				}
-				if err := json.Unmarshal(body, &p); err != nil || p.Status != tt.status || p.Detail == "" || p.Type == "" {
+				if err := json.Unmarshal(body, &p); err != nil || p.Status != tt.status || p.Detail == "" || !strings.HasPrefix(p.Type, "urn:hookline:problem:") {
 					t.Fatalf("problem %s: %+v, %v", body, p, err)
 				}
 				for _, secret := range []string{publishToken, adminToken, acmeAdmin, auth.HashToken(publishToken)} {

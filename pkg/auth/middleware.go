@@ -26,19 +26,19 @@ func (a *Authenticator) Require(scope string) func(http.Handler) http.Handler {
 			presented, ok := bearer(r.Header.Get("Authorization"))
 			if !ok {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="hookline"`)
-				writeProblem(w, http.StatusUnauthorized, "missing-token", "Unauthorized",
+				writeProblem(w, http.StatusUnauthorized, TypeUnauthorized,
 					"send the API token as `Authorization: Bearer <token>`")
 				return
 			}
 			p, ok := a.Authenticate(presented)
 			if !ok {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="hookline", error="invalid_token"`)
-				writeProblem(w, http.StatusUnauthorized, "invalid-token", "Unauthorized", "the API token is not valid")
+				writeProblem(w, http.StatusUnauthorized, TypeUnauthorized, "the API token is not valid")
 				return
 			}
 			if !p.Has(scope) {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="hookline", error="insufficient_scope", scope="`+scope+`"`)
-				writeProblem(w, http.StatusForbidden, "insufficient-scope", "Forbidden",
+				writeProblem(w, http.StatusForbidden, TypeForbidden,
 					"this token lacks the "+scope+" scope")
 				return
 			}
@@ -50,7 +50,7 @@ func (a *Authenticator) Require(scope string) func(http.Handler) http.Handler {
 // WriteForbidden answers 403 for a CheckTenant refusal, in the same
 // problem+json shape as the middleware.
 func WriteForbidden(w http.ResponseWriter, detail string) {
-	writeProblem(w, http.StatusForbidden, "tenant-forbidden", "Forbidden", detail)
+	writeProblem(w, http.StatusForbidden, TypeForbidden, detail)
 }
 
 // bearer extracts the token of "Bearer <token>" (scheme case-insensitive).
@@ -63,16 +63,19 @@ func bearer(h string) (string, bool) {
 	return tok, tok != ""
 }
 
-// ProblemTypeBase prefixes the "type" of the problems written here.
-const ProblemTypeBase = "https://hookline.dev/problems/"
+// Problem types of the answers written here, in the producer's URN scheme.
+const (
+	TypeUnauthorized = "urn:hookline:problem:unauthorized" // 401
+	TypeForbidden    = "urn:hookline:problem:forbidden"    // 403
+)
 
-func writeProblem(w http.ResponseWriter, status int, typ, title, detail string) {
+func writeProblem(w http.ResponseWriter, status int, typ, detail string) {
 	w.Header().Set("Content-Type", "application/problem+json")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(map[string]any{
-		"type":   ProblemTypeBase + typ,
-		"title":  title,
+		"type":   typ,
+		"title":  http.StatusText(status),
 		"status": status,
 		"detail": detail,
 	})

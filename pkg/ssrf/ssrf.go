@@ -108,3 +108,30 @@ func ParseAllowList(s string) ([]netip.Prefix, error) {
 	}
 	return out, nil
 }
+
+// Config is embedded in the configuration of a binary that judges
+// destinations (the producer validates subscription URLs with it).
+type Config struct {
+	// AllowPrivateCIDRs opens ranges that are blocked by default:
+	// comma-separated CIDRs or addresses (development, tests, an
+	// on-premises receiver). Empty in production.
+	AllowPrivateCIDRs string `env:"HOOKLINE_ALLOW_PRIVATE_CIDRS"`
+	// HTTPSOnly refuses http:// subscription URLs.
+	HTTPSOnly bool `env:"HOOKLINE_HTTPS_ONLY" envDefault:"false"`
+}
+
+// Policy is the policy the configuration describes. The error names the
+// variable and the bad entry.
+func (c Config) Policy() (Policy, error) {
+	allow, err := ParseAllowList(c.AllowPrivateCIDRs)
+	if err != nil {
+		return Policy{}, fmt.Errorf("HOOKLINE_ALLOW_PRIVATE_CIDRS: %w", err)
+	}
+	return Policy{Allow: allow, HTTPSOnly: c.HTTPSOnly}, nil
+}
+
+// Validate names the variable at fault.
+func (c Config) Validate() error {
+	_, err := c.Policy()
+	return err
+}

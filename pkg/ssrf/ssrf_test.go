@@ -252,3 +252,18 @@ func FuzzValidateURL(f *testing.F) {
 }
 
 var urlParse = url.Parse
+
+func TestConfig(t *testing.T) {
+	t.Parallel()
+	p, err := ssrf.Config{AllowPrivateCIDRs: "127.0.0.0/8,::1/128", HTTPSOnly: true}.Policy()
+	if err != nil || len(p.Allow) != 2 || !p.HTTPSOnly {
+		t.Fatalf("Policy() = %+v, %v", p, err)
+	}
+	err = ssrf.Config{AllowPrivateCIDRs: "127.0.0.0/8,nope"}.Validate()
+	if err == nil || !strings.Contains(err.Error(), "HOOKLINE_ALLOW_PRIVATE_CIDRS") || !strings.Contains(err.Error(), `"nope"`) {
+		t.Fatalf("Validate = %v, want the variable and the entry named", err)
+	}
+	if p, err := (ssrf.Config{}).Policy(); err != nil || len(p.Allow) != 0 || p.HTTPSOnly {
+		t.Fatalf("zero Config: %+v, %v; want the strict default", p, err)
+	}
+}
