@@ -21,7 +21,11 @@ func banner(cfg config, r *localRedis) string {
 	api := "http://" + cfg.ProducerAddr
 	natsURL := "nats://127.0.0.1:" + strconv.Itoa(cfg.NATSPort)
 	receiverURL := "http://" + cfg.ReceiverAddr + receiverPath
+	// hookctl's defaults are nats://127.0.0.1:4222 and http://localhost:8080.
 	hookctl := "go run ./cmd/hookctl"
+	if cfg.ProducerAddr != "127.0.0.1:8080" {
+		hookctl = "HOOKLINE_API_URL=" + api + " " + hookctl
+	}
 	if cfg.NATSPort != 4222 {
 		hookctl = "HOOKLINE_NATS_URL=" + natsURL + " " + hookctl
 	}

@@ -139,6 +139,10 @@ func (c *config) resolve() error {
 
 // findRoot walks up from dir to the folder that holds go.work.
 func findRoot(dir string) (string, error) {
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return "", err
+	}
 	for d := dir; ; {
 		if _, err := os.Stat(filepath.Join(d, "go.work")); err == nil {
 			return d, nil
