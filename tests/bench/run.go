@@ -45,8 +45,11 @@ type Config struct {
 	APISingleConcurrency int `json:"api_single_concurrency"`
 	// Syncs are the nats-server settings to run under, in order.
 	Syncs []string `json:"syncs"`
-	// Profile captures CPU profiles of the deliverer (1×1 nats, 1×10) and the
-	// producer (1×1 api-batch) for ProfileSeconds, into ProfileDir.
+	// Profile captures CPU profiles for ProfileSeconds into ProfileDir: the
+	// deliverer (pprof) under 1×1 nats, 1×1 api batch and 1×10; nats-server
+	// (perf) under 1×1 nats; the producer (pprof when it serves it, else
+	// perf) under 1×1 api batch and api single. Profiling perturbs the
+	// numbers a little: compare tables of runs without it.
 	Profile        bool   `json:"profile"`
 	ProfileSeconds int    `json:"profile_seconds,omitempty"`
 	ProfileDir     string `json:"-"`
@@ -141,8 +144,9 @@ type rig struct {
 	sink     *Sink
 	api      *poster
 	pids     map[string]int
+	mode     string
 	prefix   string
-	profiles map[string]string
+	captured []Profile
 }
 
 // RunMode starts nats-server with the given sync setting, redis-server, the
@@ -177,13 +181,13 @@ func RunMode(tb testing.TB, cfg Config, sync string) Mode {
 			mode.PeakRSS[name] = m.Peak
 		}
 	}
-	mode.Profiles = r.profiles
+	mode.Profiles = r.summariseProfiles(ctx)
 	return mode
 }
 
 func startRig(tb testing.TB, cfg Config, sync string) *rig {
 	tb.Helper()
-	r := &rig{tb: tb, cfg: cfg, prefix: sync[:1] + harness.NewIDPrefix(), profiles: map[string]string{}}
+	r := &rig{tb: tb, cfg: cfg, mode: sync, prefix: sync[:1] + harness.NewIDPrefix()}
 	r.nats = harness.StartNATSWith(tb, harness.NATSOptions{SyncAlways: sync == SyncAlways})
 	r.stack = harness.NewStack(tb, harness.StackOptions{NATSURL: r.nats.URL(), Env: cfg.env()})
 	nc, err := nats.Connect(r.nats.URL(), nats.Name("hookline-bench"))
@@ -397,21 +401,23 @@ func (r *rig) throughput(ctx context.Context, name, path string, events int, end
 func (r *rig) oneNATS(ctx context.Context) Scenario {
 	return r.throughput(ctx, "1×1 nats", "nats", r.cfg.Events, []string{"one-nats"}, func(ctx context.Context) error {
 		return publishNATS(ctx, r.js, typeNATS, r.prefix+"_nats", r.cfg.Events, r.cfg.PayloadBytes)
-	}, r.profiler(ProcDeliverer, r.stack.Deliverers[0].URL(), "1x1-nats"))
+	}, profilers(r.profiler(ProcDeliverer, r.stack.Deliverers[0].URL(), "1x1-nats"),
+		r.profiler(ProcNATS, "", "1x1-nats")))
 }
 
 func (r *rig) oneBatch(ctx context.Context) Scenario {
 	return r.throughput(ctx, "1×1 api batch", "api-batch", r.cfg.Events, []string{"one-batch"}, func(ctx context.Context) error {
 		return publishAPIBatch(ctx, r.api, typeBatch, r.prefix+"_batch", r.cfg.Events, r.cfg.PayloadBytes,
 			r.cfg.APIBatchSize, r.cfg.APIBatchConcurrency)
-	}, r.profiler(ProcProducer, r.stack.Producer.URL(), "1x1-api-batch"))
+	}, profilers(r.profiler(ProcProducer, r.stack.Producer.URL(), "1x1-api-batch"),
+		r.profiler(ProcDeliverer, r.stack.Deliverers[0].URL(), "1x1-api-batch")))
 }
 
 func (r *rig) oneSingle(ctx context.Context) Scenario {
 	return r.throughput(ctx, "1×1 api single", "api-single", r.cfg.Events, []string{"one-single"}, func(ctx context.Context) error {
 		return publishAPISingle(ctx, r.api, typeSingle, r.prefix+"_single", r.cfg.Events, r.cfg.PayloadBytes,
 			r.cfg.APISingleConcurrency)
-	}, nil)
+	}, r.profiler(ProcProducer, r.stack.Producer.URL(), "1x1-api-single"))
 }
 
 func (r *rig) fanOut(ctx context.Context) Scenario {
@@ -510,29 +516,69 @@ func (r *rig) latency(ctx context.Context, path string) Scenario {
 	return s
 }
 
-// profiler returns a function that starts a CPU profile of a service's
-// /debug/pprof for ProfileSeconds and returns a stop that waits for it
-// and writes the profile and its `go tool pprof -top` next to each other.
-// Nil when profiling is off.
+// profiler returns a function that starts a CPU profile of a process for
+// ProfileSeconds — from its /debug/pprof when base serves one, else with
+// perf — and returns a stop that waits for it. Nil when profiling is off.
 func (r *rig) profiler(proc, base, scenario string) func(ctx context.Context) func() {
 	if !r.cfg.Profile {
 		return nil
 	}
 	return func(ctx context.Context) func() {
+		p := Profile{Name: fmt.Sprintf("%s-%s-%s", proc, scenario, r.mode)}
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			name := fmt.Sprintf("%s-%s-%s", proc, scenario, r.prefix[:1])
-			path := filepath.Join(r.cfg.ProfileDir, name+".pprof")
-			top, err := CaptureProfile(ctx, base, r.cfg.ProfileSeconds, path)
-			if err != nil {
-				r.profiles[name] = "failed: " + err.Error()
+			if base != "" && HasPprof(ctx, base) {
+				p.Kind, p.Path = "pprof", filepath.Join(r.cfg.ProfileDir, p.Name+".pprof")
+				p.Err = CapturePprof(ctx, base, r.cfg.ProfileSeconds, p.Path)
 				return
 			}
-			r.profiles[name] = top
+			p.Kind, p.Path = "perf", filepath.Join(r.cfg.ProfileDir, p.Name+".perf.data")
+			p.Err = CapturePerf(ctx, r.pids[proc], r.cfg.ProfileSeconds, p.Path)
 		}()
-		return func() { <-done }
+		return func() {
+			<-done
+			r.captured = append(r.captured, p)
+		}
 	}
+}
+
+// profilers runs several profilers at once.
+func profilers(ps ...func(ctx context.Context) func()) func(ctx context.Context) func() {
+	var on []func(ctx context.Context) func()
+	for _, p := range ps {
+		if p != nil {
+			on = append(on, p)
+		}
+	}
+	if len(on) == 0 {
+		return nil
+	}
+	return func(ctx context.Context) func() {
+		stops := make([]func(), len(on))
+		for i, p := range on {
+			stops[i] = p(ctx)
+		}
+		return func() {
+			for _, stop := range stops {
+				stop()
+			}
+		}
+	}
+}
+
+// summariseProfiles writes the top of every captured profile.
+func (r *rig) summariseProfiles(ctx context.Context) map[string]string {
+	out := map[string]string{}
+	for _, p := range r.captured {
+		top, err := p.Summarise(ctx)
+		if err != nil {
+			out[p.Name] = "failed: " + err.Error()
+			continue
+		}
+		out[p.Name] = top
+	}
+	return out
 }
 
 // Run runs every sync setting of cfg, each through runMode (a sub-test or

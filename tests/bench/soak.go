@@ -62,7 +62,11 @@ type SoakSample struct {
 	// deliver consumer's lag (num_pending + num_ack_pending).
 	Outstanding int    `json:"outstanding"`
 	Lag         uint64 `json:"consumer_lag"`
-	Delivered   int    `json:"delivered"`
+	Pending     uint64 `json:"num_pending"`
+	AckPending  int    `json:"num_ack_pending"`
+	// StreamMsgs is what DELIVERIES holds (tasks and scheduled retries).
+	StreamMsgs uint64 `json:"deliveries_msgs"`
+	Delivered  int    `json:"delivered"`
 	// Rate is deliveries/s since the previous sample.
 	Rate float64 `json:"deliveries_per_sec"`
 }
@@ -126,6 +130,10 @@ func Soak(tb testing.TB, sc SoakConfig, out string) *SoakReport {
 	if err != nil {
 		tb.Fatal(err)
 	}
+	deliveries, err := r.js.Stream(ctx, stream.Deliveries)
+	if err != nil {
+		tb.Fatal(err)
+	}
 	// A publish that JetStream refuses is counted and its task never
 	// expected.
 	var refused atomic.Int64
@@ -171,11 +179,15 @@ func Soak(tb testing.TB, sc SoakConfig, out string) *SoakReport {
 			}
 			if ci, err := cons.Info(mctx); err == nil {
 				s.Lag = ci.NumPending + uint64(ci.NumAckPending)
+				s.Pending, s.AckPending = ci.NumPending, ci.NumAckPending
+			}
+			if si, err := deliveries.Info(mctx); err == nil {
+				s.StreamMsgs = si.State.Msgs
 			}
 			cancel()
 			rep.Samples = append(rep.Samples, s)
-			fmt.Fprintf(os.Stderr, "soak %4.0fs: deliverer RSS %6.1f MiB, heap %6.1f MiB, goroutines %4.0f, outstanding %5d, lag %5d, %6.0f deliveries/s\n",
-				s.Seconds, mib(s.RSS), s.HeapInuse/(1<<20), s.Goroutines, s.Outstanding, s.Lag, s.Rate)
+			fmt.Fprintf(os.Stderr, "soak %4.0fs: deliverer RSS %6.1f MiB, heap %6.1f MiB, goroutines %4.0f, outstanding %5d, pending %5d + ack pending %5d, stream %5d, %6.0f deliveries/s\n",
+				s.Seconds, mib(s.RSS), s.HeapInuse/(1<<20), s.Goroutines, s.Outstanding, s.Pending, s.AckPending, s.StreamMsgs, s.Rate)
 		}
 	}
 	for _, ep := range eps {
@@ -237,9 +249,10 @@ func (r *SoakReport) WriteTable(w io.Writer) {
 	fmt.Fprintf(w, "%d tasks in flight over %d subscriptions, endpoint answers in %s, %d‰ of first attempts fail, %s\n\n",
 		r.Config.InFlight, r.Config.Subscriptions, r.Config.EndpointDelay, r.Config.FailPermille, r.Config.Duration)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "t s\tRSS MiB\theap MiB\tgoroutines\toutstanding\tlag\tdeliv/s\t")
+	fmt.Fprintln(tw, "t s\tRSS MiB\theap MiB\tgoroutines\toutstanding\tpending\tack pending\tstream msgs\tdeliv/s\t")
 	for _, s := range r.Samples {
-		fmt.Fprintf(tw, "%.0f\t%.1f\t%.1f\t%.0f\t%d\t%d\t%.0f\t\n", s.Seconds, mib(s.RSS), s.HeapInuse/(1<<20), s.Goroutines, s.Outstanding, s.Lag, s.Rate)
+		fmt.Fprintf(tw, "%.0f\t%.1f\t%.1f\t%.0f\t%d\t%d\t%d\t%d\t%.0f\t\n", s.Seconds, mib(s.RSS), s.HeapInuse/(1<<20), s.Goroutines,
+			s.Outstanding, s.Pending, s.AckPending, s.StreamMsgs, s.Rate)
 	}
 	_ = tw.Flush()
 	fmt.Fprintf(w, "\ndeliverer peak RSS %.1f MiB; RSS slope over the second half %+.2f MiB/min; %d delivered, %d duplicates\n",
