@@ -184,6 +184,10 @@ func TestKustomizeOverlays(t *testing.T) {
 			}
 			if name == "prod" {
 				checkKEDA(t, r)
+				env := containerEnv(t, r, r.deployments["hookline-producer"].Spec.Template.Spec.Containers[0])
+				if env["HOOKLINE_HTTPS_ONLY"].value != "true" {
+					t.Errorf("prod accepts http:// subscription URLs (HOOKLINE_HTTPS_ONLY=%q)", env["HOOKLINE_HTTPS_ONLY"].value)
+				}
 			}
 		})
 	}
