@@ -14,6 +14,7 @@ import (
 	"github.com/caarlos0/env/v11"
 	"github.com/hookline/hookline/pkg/natsconn"
 	"github.com/hookline/hookline/pkg/redisconn"
+	"github.com/hookline/hookline/pkg/secretbox"
 	"github.com/hookline/hookline/pkg/ssrf"
 	"github.com/hookline/hookline/pkg/stream"
 )
@@ -22,6 +23,8 @@ import (
 type Config struct {
 	NATS  natsconn.Config
 	Redis redisconn.Config
+	// Secrets opens signing secrets sealed at rest (HOOKLINE_SECRET_KEY…).
+	Secrets secretbox.Config
 
 	// HTTPAddr serves /livez, /readyz, /metrics (and /debug/pprof).
 	HTTPAddr string `env:"HOOKLINE_HTTP_ADDR" envDefault:":8081"`
@@ -103,6 +106,9 @@ func (c Config) Validate() error {
 		"HOOKLINE_ACK_WAIT (%s) must be at least HOOKLINE_HTTP_TIMEOUT (%s) + %s", c.AckWait, c.HTTPTimeout, AckWaitMargin)
 	check(c.MaxResponseBytes >= 0, "HOOKLINE_MAX_RESPONSE_BYTES must not be negative, not %d", c.MaxResponseBytes)
 	if _, err := c.SSRF(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Secrets.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	check(len(c.RetrySchedule) >= 1, "HOOKLINE_RETRY_SCHEDULE needs at least one entry")

@@ -99,6 +99,12 @@ func New(ctx context.Context, cfg config.Config, d Deps) (*Service, error) {
 		}
 		guard = policy.Control
 	}
+	guard = countBlocked(reg, guard)
+	if d.Secrets == nil {
+		if d.Secrets, err = openedSecrets(cfg); err != nil {
+			return nil, err
+		}
+	}
 	snd := sender.New(sender.Options{
 		Timeout:          cfg.HTTPTimeout,
 		MaxResponseBytes: cfg.MaxResponseBytes,
