@@ -156,7 +156,7 @@ func (d *Deliverer) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("deliver messages: %w", err)
 	}
-	if err := pool.Run(ctx, it, d.o.Workers, d.Handle); err != nil {
+	if err := pool.Run(ctx, it, d.o.Workers, d.Handle, d.log); err != nil {
 		return fmt.Errorf("deliver: %w", err)
 	}
 	return nil

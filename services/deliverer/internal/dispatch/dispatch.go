@@ -92,7 +92,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("dispatch messages: %w", err)
 	}
-	if err := pool.Run(ctx, it, d.o.Workers, d.Handle); err != nil {
+	if err := pool.Run(ctx, it, d.o.Workers, d.Handle, d.log); err != nil {
 		return fmt.Errorf("dispatch: %w", err)
 	}
 	return nil

@@ -1,0 +1,217 @@
+package dispatch_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hookline/hookline/pkg/natstest"
+	"github.com/hookline/hookline/pkg/stream"
+	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
+	"github.com/hookline/hookline/services/deliverer/internal/deadletter"
+	"github.com/hookline/hookline/services/deliverer/internal/dispatch"
+	"github.com/hookline/hookline/services/deliverer/internal/metrics"
+	"github.com/hookline/hookline/services/deliverer/internal/retry"
+	"github.com/hookline/hookline/services/deliverer/internal/sender"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/goleak"
+	"go.uber.org/zap"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// event is an EVENTS message handed to Handle directly, recording how it
+// was settled (a stand-in for the consumer's delivery, not for the broker:
+// tasks and dead letters go to a real JetStream).
+type event struct {
+	subject string
+	header  nats.Header
+	data    []byte
+	seq     uint64
+
+	mu      sync.Mutex
+	settled []string
+}
+
+func (e *event) Metadata() (*jetstream.MsgMetadata, error) {
+	return &jetstream.MsgMetadata{
+		Sequence:  jetstream.SequencePair{Stream: e.seq, Consumer: e.seq},
+		Timestamp: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), NumDelivered: 1, Stream: stream.Events,
+	}, nil
+}
+func (e *event) Data() []byte                     { return e.data }
+func (e *event) Headers() nats.Header             { return e.header }
+func (e *event) Subject() string                  { return e.subject }
+func (e *event) Reply() string                    { return "" }
+func (e *event) Ack() error                       { return e.settle("ack") }
+func (e *event) DoubleAck(context.Context) error  { return e.settle("ack") }
+func (e *event) Nak() error                       { return e.settle("nak") }
+func (e *event) NakWithDelay(time.Duration) error { return e.settle("nak") }
+func (e *event) InProgress() error                { return nil }
+func (e *event) Term() error                      { return e.settle("term") }
+func (e *event) TermWithReason(string) error      { return e.settle("term") }
+func (e *event) settle(how string) error {
+	e.mu.Lock()
+	e.settled = append(e.settled, how)
+	e.mu.Unlock()
+	return nil
+}
+func (e *event) outcome() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]string(nil), e.settled...)
+}
+
+var _ jetstream.Msg = (*event)(nil)
+
+// matcher answers from a fixed list, failing the first fail calls.
+type matcher struct {
+	subs []*hooklinev1.Subscription
+	fail int
+}
+
+func (m *matcher) ForEvent(_ context.Context, _, eventType string) ([]*hooklinev1.Subscription, error) {
+	if m.fail > 0 {
+		m.fail--
+		return nil, errors.New("redis and kv both down")
+	}
+	if eventType == "" {
+		return nil, nil
+	}
+	return m.subs, nil
+}
+
+func setup(t *testing.T, match dispatch.Matcher) (*dispatch.Dispatcher, jetstream.JetStream, *metrics.Metrics) {
+	t.Helper()
+	ns := natstest.Start(t)
+	_, js := ns.Connect(t)
+	if err := stream.Ensure(context.Background(), js, stream.Config{MemoryStorage: true}); err != nil {
+		t.Fatal(err)
+	}
+	m := metrics.New(prometheus.NewRegistry(), retry.Reasons, sender.Classes)
+	return dispatch.New(js, match, deadletter.NewPublisher(js), zap.NewNop(), m, dispatch.Options{}), js, m
+}
+
+func subjects(t *testing.T, js jetstream.JetStream, name string) map[string]uint64 {
+	t.Helper()
+	s, err := js.Stream(context.Background(), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(context.Background(), jetstream.WithSubjectFilter(">"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State.Subjects
+}
+
+var two = []*hooklinev1.Subscription{{Id: "sub_a", Tenant: "acme"}, {Id: "sub_b", Tenant: "acme"}}
+
+func TestFanOutIsIdempotentWhenRedone(t *testing.T) {
+	t.Parallel()
+	d, js, m := setup(t, &matcher{subs: two})
+	ev := &event{subject: "events.acme.order.created", header: nats.Header{stream.HeaderMsgID: {"evt_1"}}, data: []byte(`{}`), seq: 7}
+	// Handled twice, as after a lost ack: one task per subscription all the same.
+	d.Handle(context.Background(), ev)
+	d.Handle(context.Background(), ev)
+	got := subjects(t, js, stream.Deliveries)
+	if len(got) != 2 || got["deliveries.acme.sub_a"] != 1 || got["deliveries.acme.sub_b"] != 1 {
+		t.Fatalf("DELIVERIES subjects %v, want one task per subscription", got)
+	}
+	if o := ev.outcome(); len(o) != 2 || o[0] != "ack" || o[1] != "ack" {
+		t.Fatalf("settled %v", o)
+	}
+	if n := testutil.ToFloat64(m.TasksPublished); n != 4 {
+		t.Fatalf("tasks published %v (acks, duplicates included)", n)
+	}
+}
+
+func TestTaskHeaders(t *testing.T) {
+	t.Parallel()
+	d, js, _ := setup(t, &matcher{subs: two[:1]})
+	ev := &event{subject: "events.acme.order.created", data: []byte(`{"a":1}`), seq: 42} // raw: no headers
+	d.Handle(context.Background(), ev)
+	s, err := js.Stream(context.Background(), stream.Deliveries)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := s.GetLastMsgForSubject(context.Background(), "deliveries.acme.sub_a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{
+		stream.HeaderMsgID:          stream.TaskMsgID("evt_seq_42", "sub_a"),
+		stream.HeaderEventID:        "evt_seq_42",
+		stream.HeaderTenant:         "acme",
+		stream.HeaderEventType:      "order.created",
+		stream.HeaderSubscriptionID: "sub_a",
+		stream.HeaderOccurredAt:     "2026-01-01T00:00:00Z",
+	}
+	for k, v := range want {
+		if got := msg.Header.Get(k); got != v {
+			t.Errorf("%s = %q, want %q", k, got, v)
+		}
+	}
+	if msg.Header.Get(stream.HeaderAttempt) != "" || string(msg.Data) != `{"a":1}` {
+		t.Errorf("task %v %q", msg.Header, msg.Data)
+	}
+}
+
+func TestLookupFailureNaksAndRetries(t *testing.T) {
+	t.Parallel()
+	d, js, _ := setup(t, &matcher{subs: two, fail: 1})
+	ev := &event{subject: "events.acme.order.created", header: nats.Header{stream.HeaderMsgID: {"evt_1"}}, data: []byte(`{}`), seq: 1}
+	d.Handle(context.Background(), ev)
+	if o := ev.outcome(); len(o) != 1 || o[0] != "nak" {
+		t.Fatalf("settled %v, want a nak", o)
+	}
+	if got := subjects(t, js, stream.Deliveries); len(got) != 0 {
+		t.Fatalf("tasks published before the lookup succeeded: %v", got)
+	}
+	d.Handle(context.Background(), ev) // the redelivery
+	if got := subjects(t, js, stream.Deliveries); len(got) != 2 {
+		t.Fatalf("DELIVERIES subjects %v after the redelivery", got)
+	}
+}
+
+func TestInvalidEvents(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name        string
+		subject     string
+		data        string
+		deadLetters int
+		problem     string
+	}{
+		{"not json", "events.acme.order.created", `{"a":`, 2, "invalid_json"},
+		{"empty body", "events.acme.order.created", ``, 2, "invalid_json"},
+		{"no type", "events.acme", `{}`, 0, "no_type"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			d, js, m := setup(t, &matcher{subs: two})
+			ev := &event{subject: tt.subject, header: nats.Header{stream.HeaderMsgID: {"evt_bad"}}, data: []byte(tt.data), seq: 3}
+			d.Handle(context.Background(), ev)
+			d.Handle(context.Background(), ev) // redone: the dead letters dedup
+			if o := ev.outcome(); len(o) != 2 || o[0] != "ack" {
+				t.Fatalf("settled %v", o)
+			}
+			var n uint64
+			for _, c := range subjects(t, js, stream.DeadLetter) {
+				n += c
+			}
+			if n != uint64(tt.deadLetters) || len(subjects(t, js, stream.Deliveries)) != 0 {
+				t.Fatalf("%d dead letters (want %d), tasks %v", n, tt.deadLetters, subjects(t, js, stream.Deliveries))
+			}
+			if got := testutil.ToFloat64(m.EventsInvalid.WithLabelValues(tt.problem)); got != 2 {
+				t.Fatalf("invalid events counted %v", got)
+			}
+		})
+	}
+}
