@@ -17,7 +17,7 @@ const (
 
 // banner is what devstack prints once the services are ready: where things
 // are, and commands to paste into another terminal.
-func banner(cfg config, r *localRedis) string {
+func banner(cfg config, r *localRedis, tokens bool) string {
 	api := "http://" + cfg.ProducerAddr
 	natsURL := "nats://127.0.0.1:" + strconv.Itoa(cfg.NATSPort)
 	receiverURL := "http://" + cfg.ReceiverAddr + receiverPath
@@ -46,14 +46,21 @@ func banner(cfg config, r *localRedis) string {
 	p("")
 	p("  In another terminal:")
 	p("")
+	auth := ""
+	if tokens {
+		// The developer configured API tokens: the commands need one.
+		p("  (HOOKLINE_API_TOKENS is set: export HOOKLINE_API_TOKEN=<a token with the admin scope> first.)")
+		p("")
+		auth = ` -H "Authorization: Bearer $HOOKLINE_API_TOKEN"`
+	}
 	p("  1. Subscribe the demo receiver to %s's %s events (the answer shows its whsec_ secret once):", demoTenant, demoFilter)
 	p("")
-	p("     curl -sS -X POST %s/v1/subscriptions -H 'Content-Type: application/json' \\", api)
+	p("     curl -sS -X POST %s/v1/subscriptions -H 'Content-Type: application/json'%s \\", api, auth)
 	p(`       -d '{"tenant":"%s","url":"%s","event_types":["%s"]}'`, demoTenant, receiverURL, demoFilter)
 	p("")
 	p("  2. Publish an event over HTTP:")
 	p("")
-	p("     curl -sS -X POST %s/v1/events -H 'Content-Type: application/json' \\", api)
+	p("     curl -sS -X POST %s/v1/events -H 'Content-Type: application/json'%s \\", api, auth)
 	p(`       -d '{"tenant":"%s","type":"%s","data":%s}'`, demoTenant, demoEventType, demoData)
 	p("")
 	p("     or straight to NATS, as a platform service would (nats CLI):")

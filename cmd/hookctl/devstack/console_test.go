@@ -56,3 +56,32 @@ func TestConsoleLinesNeverInterleave(t *testing.T) {
 		}
 	}
 }
+
+func TestBannerNamesTheChosenAddresses(t *testing.T) {
+	t.Parallel()
+	cfg := config{
+		Root: "/repo", DataDir: "/repo/.data", NATSPort: 14222,
+		ProducerAddr: "127.0.0.1:18080", DelivererAddr: "127.0.0.1:18081", ReceiverAddr: "127.0.0.1:19000",
+	}
+	r := &localRedis{Kind: kindMiniredis, URL: "redis://127.0.0.1:6379/0"}
+	b := banner(cfg, r, false)
+	for _, want := range []string{
+		"curl -sS -X POST http://127.0.0.1:18080/v1/subscriptions -H 'Content-Type: application/json' \\",
+		`-d '{"tenant":"acme","url":"http://127.0.0.1:19000/webhook","event_types":["order.*"]}'`,
+		`-d '{"tenant":"acme","type":"order.created","data":{"order_id":1}}'`,
+		`nats pub -s nats://127.0.0.1:14222 events.acme.order.created '{"order_id":1}'`,
+		"HOOKLINE_NATS_URL=nats://127.0.0.1:14222 HOOKLINE_API_URL=http://127.0.0.1:18080 go run ./cmd/hookctl dlq ls",
+		"files in ./.data/nats",
+		"(embedded miniredis)",
+	} {
+		if !strings.Contains(b, want) {
+			t.Errorf("banner lacks %q:\n%s", want, b)
+		}
+	}
+	if strings.Contains(b, "Authorization") {
+		t.Error("asks for a token although none is configured")
+	}
+	if withTokens := banner(cfg, r, true); !strings.Contains(withTokens, `-H "Authorization: Bearer $HOOKLINE_API_TOKEN"`) {
+		t.Errorf("API tokens configured, but the commands send none:\n%s", withTokens)
+	}
+}

@@ -64,7 +64,7 @@ func run(ctx context.Context, cfg config, stdout io.Writer) (err error) {
 		}
 		return err
 	}
-	s.con.Block(banner(s.cfg, s.redis))
+	s.con.Block(banner(s.cfg, s.redis, os.Getenv("HOOKLINE_API_TOKENS") != "" || os.Getenv("HOOKLINE_API_TOKENS_FILE") != ""))
 	select {
 	case <-ctx.Done():
 		s.log.Info("stopping: signal received")
