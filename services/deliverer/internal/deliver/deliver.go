@@ -298,11 +298,13 @@ func (d *Deliverer) report(t *task.Task, v verdict) {
 func (d *Deliverer) settle(ctx context.Context, msg jetstream.Msg, t *task.Task, seq uint64, v verdict) {
 	ctx, cancel := context.WithTimeout(ctx, d.o.Timeout)
 	defer cancel()
-	log := d.log.With(zap.String("event_id", t.EventID), zap.String("subscription_id", t.SubscriptionID))
+	ids := func(more ...zap.Field) []zap.Field {
+		return append([]zap.Field{zap.String("event_id", t.EventID), zap.String("subscription_id", t.SubscriptionID)}, more...)
+	}
 	switch v.decision.Kind {
 	case retry.Ack:
 		if err := msg.Ack(); err != nil {
-			log.Warn("ack task", zap.Error(err))
+			d.log.Warn("ack task", ids(zap.Error(err))...)
 		}
 	case retry.Retry, retry.Defer:
 		c := retry.Copy{
@@ -311,35 +313,35 @@ func (d *Deliverer) settle(ctx context.Context, msg jetstream.Msg, t *task.Task,
 		}
 		if err := d.sched.Schedule(ctx, c); err != nil {
 			d.m.ScheduleFailures.Inc()
-			log.Warn("retry not scheduled; task nak'ed with the delay instead", zap.Error(err))
-			d.nak(msg, log, max(v.decision.Delay, time.Second))
+			d.log.Warn("retry not scheduled; task nak'ed with the delay instead", ids(zap.Error(err))...)
+			d.nak(msg, max(v.decision.Delay, time.Second))
 			return
 		}
 		if err := msg.Ack(); err != nil {
-			log.Warn("ack task", zap.Error(err))
+			d.log.Warn("ack task", ids(zap.Error(err))...)
 		}
 	case retry.DeadLetter:
 		l := letter(t, seq, v)
 		dup, err := d.dead.Publish(ctx, l)
 		if err != nil {
-			log.Warn("dead letter not published; task nak'ed", zap.String("reason", l.Reason), zap.Error(err))
-			d.nak(msg, log, d.o.RetryDelay)
+			d.log.Warn("dead letter not published; task nak'ed", ids(zap.String("reason", l.Reason), zap.Error(err))...)
+			d.nak(msg, d.o.RetryDelay)
 			return
 		}
 		if !dup {
 			d.m.DeadLetters.WithLabelValues(l.Reason).Inc()
-			log.Warn("dead-lettered", zap.String("event_type", t.EventType), zap.String("reason", l.Reason),
-				zap.Int("attempts", l.Attempts), zap.Int("status", l.LastStatus), zap.String("error", l.LastError))
+			d.log.Warn("dead-lettered", ids(zap.String("event_type", t.EventType), zap.String("reason", l.Reason),
+				zap.Int("attempts", l.Attempts), zap.Int("status", l.LastStatus), zap.String("error", l.LastError))...)
 		}
 		if err := msg.TermWithReason(l.Reason); err != nil {
-			log.Warn("term task", zap.Error(err))
+			d.log.Warn("term task", ids(zap.Error(err))...)
 		}
 	}
 }
 
-func (d *Deliverer) nak(msg jetstream.Msg, log *zap.Logger, delay time.Duration) {
+func (d *Deliverer) nak(msg jetstream.Msg, delay time.Duration) {
 	if err := msg.NakWithDelay(delay); err != nil {
-		log.Warn("nak task", zap.Error(err))
+		d.log.Warn("nak task", zap.String("subject", msg.Subject()), zap.Error(err))
 	}
 }
 

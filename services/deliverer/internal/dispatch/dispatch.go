@@ -151,27 +151,27 @@ func (d *Dispatcher) Handle(ctx context.Context, msg jetstream.Msg) {
 	ctx, cancel := context.WithTimeout(ctx, d.o.Timeout)
 	defer cancel()
 	ev := parse(msg)
-	log := d.log.With(zap.String("event_id", ev.id), zap.String("event_type", ev.eventType))
 	if ev.id == "" || ev.tenant == "" {
 		// Not a message of the dispatch consumer's stream at all.
 		d.m.EventsInvalid.WithLabelValues(problemNoType).Inc()
-		log.Error("event without id or tenant dropped", zap.String("subject", msg.Subject()))
+		d.log.Error("event without id or tenant dropped", zap.String("subject", msg.Subject()))
 		_ = msg.Term()
 		return
 	}
 	subs, err := d.match.ForEvent(ctx, ev.tenant, ev.eventType)
 	if err != nil {
-		d.retry(msg, log, fmt.Errorf("match subscriptions: %w", err))
+		d.retry(msg, ev, fmt.Errorf("match subscriptions: %w", err))
 		return
 	}
 	if len(subs) == 0 {
 		if ev.problem != "" {
 			d.m.EventsInvalid.WithLabelValues(ev.problem).Inc()
-			log.Warn("invalid event matched no subscription", zap.String("problem", ev.problem), zap.String("tenant", ev.tenant))
+			d.log.Warn("invalid event matched no subscription", append(ev.fields(),
+				zap.String("problem", ev.problem), zap.String("tenant", ev.tenant))...)
 		} else {
 			d.m.EventsUnmatched.Inc()
 		}
-		d.ack(ctx, msg, log)
+		d.ack(ctx, msg, ev)
 		return
 	}
 	if ev.problem != "" {
@@ -181,11 +181,11 @@ func (d *Dispatcher) Handle(ctx context.Context, msg jetstream.Msg) {
 		err = d.fanOut(ctx, msg, ev, subs)
 	}
 	if err != nil {
-		d.retry(msg, log, err)
+		d.retry(msg, ev, err)
 		return
 	}
 	d.m.EventsDispatched.Inc()
-	d.ack(ctx, msg, log)
+	d.ack(ctx, msg, ev)
 }
 
 // fanOut publishes one task per subscription asynchronously and waits for
@@ -268,19 +268,24 @@ func (d *Dispatcher) deadLetter(ctx context.Context, msg jetstream.Msg, ev event
 	return nil
 }
 
-func (d *Dispatcher) ack(ctx context.Context, msg jetstream.Msg, log *zap.Logger) {
+func (d *Dispatcher) ack(ctx context.Context, msg jetstream.Msg, ev event) {
 	if err := msg.DoubleAck(ctx); err != nil {
 		// The event is redelivered and its fan-out redone; the dedup ids
 		// make that harmless.
-		log.Warn("ack event", zap.Error(err))
+		d.log.Warn("ack event", append(ev.fields(), zap.Error(err))...)
 	}
 }
 
-func (d *Dispatcher) retry(msg jetstream.Msg, log *zap.Logger, err error) {
-	log.Warn("fan-out failed; event will be redone", zap.Error(err), zap.Duration("delay", d.o.NakDelay))
+func (d *Dispatcher) retry(msg jetstream.Msg, ev event, err error) {
+	d.log.Warn("fan-out failed; event will be redone", append(ev.fields(), zap.Error(err), zap.Duration("delay", d.o.NakDelay))...)
 	if err := msg.NakWithDelay(d.o.NakDelay); err != nil {
-		log.Warn("nak event", zap.Error(err))
+		d.log.Warn("nak event", append(ev.fields(), zap.Error(err))...)
 	}
+}
+
+// fields identify the event in a log line (built only when logging).
+func (ev event) fields() []zap.Field {
+	return []zap.Field{zap.String("event_id", ev.id), zap.String("event_type", ev.eventType)}
 }
 
 func first(h nats.Header, key string) string {
