@@ -209,8 +209,16 @@ func TestNATSLeastPrivilege(t *testing.T) {
 
 	t.Run("producer", func(t *testing.T) {
 		p := producer
-		allowed(t, p, "stream.Ensure at start-up", func(ctx context.Context) error {
-			return stream.Ensure(ctx, p.js, stream.Config{})
+		// What the producer ensures at start-up: the streams and the bucket
+		// (the consumers belong to the deliverer's configuration).
+		allowed(t, p, "ensure streams and bucket at start-up", func(ctx context.Context) error {
+			for _, sc := range stream.StreamConfigs(stream.Config{}) {
+				if _, err := p.js.CreateOrUpdateStream(ctx, sc); err != nil {
+					return err
+				}
+			}
+			_, err := p.js.CreateOrUpdateKeyValue(ctx, stream.KVConfig(stream.Config{}))
+			return err
 		})
 		allowed(t, p, "publish an event", publish(p, stream.EventSubject("acme", "order.created"), jetstream.WithMsgID("evt_1")))
 		allowed(t, p, "publish a test delivery", publish(p, stream.DeliverySubject("acme", "sub_test"), jetstream.WithMsgID("evt_test:sub_test")))
@@ -268,6 +276,10 @@ func TestNATSLeastPrivilege(t *testing.T) {
 		})
 		denied(t, p, "delete a durable consumer", "$JS.API.CONSUMER.DELETE.EVENTS.dispatch", func(ctx context.Context) error {
 			return p.js.DeleteConsumer(ctx, stream.Events, stream.DispatchConsumer)
+		})
+		denied(t, p, "change a durable consumer", "$JS.API.CONSUMER.CREATE.EVENTS.dispatch.events.>", func(ctx context.Context) error {
+			_, err := p.js.CreateOrUpdateConsumer(ctx, stream.Events, stream.ConsumerConfigs(stream.Config{})[stream.Events])
+			return err
 		})
 		denied(t, p, "read the dead letters", "$JS.API.STREAM.MSG.GET.DEADLETTER", func(ctx context.Context) error {
 			_, err := p.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET.DEADLETTER", []byte(`{"seq":1}`))
