@@ -48,13 +48,15 @@ func Key(subscriptionID string) string { return KeyPrefix + "{" + subscriptionID
 // ProbeKey is the half-open probe lease of a subscription's circuit.
 func ProbeKey(subscriptionID string) string { return Key(subscriptionID) + ":probe" }
 
-// allow: {1, 0} closed; {0, ms} open for ms more; {2, 0} half-open and this
-// caller holds the probe; {3, pttl} half-open and another probe is in flight.
+// allow: {1, failures} closed (failures in a row so far); {0, ms} open for
+// ms more; {2, 0} half-open and this caller holds the probe; {3, pttl}
+// half-open and another probe is in flight.
 //
 //	KEYS[1] state  KEYS[2] probe   ARGV[1] now ms  ARGV[2] token  ARGV[3] probe ttl ms
 var allowScript = redis.NewScript(`
-local ou = tonumber(redis.call('HGET', KEYS[1], 'open_until'))
-if not ou then return {1, 0} end
+local st = redis.call('HMGET', KEYS[1], 'open_until', 'failures')
+local ou = tonumber(st[1])
+if not ou then return {1, tonumber(st[2]) or 0} end
 local now = tonumber(ARGV[1])
 if now < ou then return {0, ou - now} end
 if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then return {2, 0} end
@@ -187,6 +189,9 @@ type Decision struct {
 	// Open: not allowed because the circuit is open (false while another
 	// probe is in flight).
 	Open bool
+	// Failures in a row so far in a closed circuit. When 0 (and this is not
+	// a probe), a success has nothing to reset: Success may be skipped.
+	Failures int
 }
 
 // ErrRedisSkipped is returned with an allowing Decision while Redis is not
@@ -197,16 +202,47 @@ var ErrRedisSkipped = errors.New("circuit taken as closed: redis failed recently
 // Redis fails the circuit is taken as closed (delivery goes on) and err says
 // why, for the caller to log and count.
 func (b *Breaker) Allow(ctx context.Context, subscriptionID string) (Decision, error) {
-	now := b.cfg.Now()
-	if now.UnixNano() < b.skipUntil.Load() {
+	pipe := b.rdb.Pipeline()
+	p := b.AllowCmd(ctx, pipe, subscriptionID)
+	if pipe.Len() > 0 {
+		_, _ = pipe.Exec(ctx) // each command carries its own error
+	}
+	return p.Result()
+}
+
+// PendingAllow is an Allow queued on a pipeline.
+type PendingAllow struct {
+	b     *Breaker
+	ctx   context.Context
+	now   time.Time
+	token string
+	cmd   *redis.Cmd // nil: Redis skipped
+}
+
+// AllowCmd queues Allow on pipe (so that the caller can send it with other
+// commands in one round trip); Result answers once pipe ran.
+func (b *Breaker) AllowCmd(ctx context.Context, pipe redis.Pipeliner, subscriptionID string) *PendingAllow {
+	p := &PendingAllow{b: b, ctx: ctx, now: b.cfg.Now()}
+	if p.now.UnixNano() < b.skipUntil.Load() {
+		return p
+	}
+	p.token = rand.Text()
+	// Eval, not EvalSha: a pipeline cannot fall back on NOSCRIPT.
+	p.cmd = allowScript.Eval(ctx, pipe, []string{Key(subscriptionID), ProbeKey(subscriptionID)},
+		p.now.UnixMilli(), p.token, b.cfg.ProbeTTL.Milliseconds())
+	return p
+}
+
+// Result is Allow's answer (see Allow).
+func (p *PendingAllow) Result() (Decision, error) {
+	b := p.b
+	if p.cmd == nil {
 		return Decision{Allow: true}, ErrRedisSkipped
 	}
-	token := rand.Text()
-	res, err := allowScript.Run(ctx, b.rdb, []string{Key(subscriptionID), ProbeKey(subscriptionID)},
-		now.UnixMilli(), token, b.cfg.ProbeTTL.Milliseconds()).Int64Slice()
+	res, err := p.cmd.Int64Slice()
 	if err != nil {
-		if ctx.Err() == nil {
-			b.skipUntil.Store(now.Add(b.cfg.RedisRetry).UnixNano())
+		if p.ctx.Err() == nil {
+			b.skipUntil.Store(p.now.Add(b.cfg.RedisRetry).UnixNano())
 		}
 		return Decision{Allow: true}, fmt.Errorf("circuit breaker (taken as closed): %w", err)
 	}
@@ -215,11 +251,11 @@ func (b *Breaker) Allow(ctx context.Context, subscriptionID string) (Decision, e
 	}
 	switch res[0] {
 	case 1:
-		return Decision{Allow: true}, nil
+		return Decision{Allow: true, Failures: int(res[1])}, nil
 	case 0:
 		return Decision{Open: true, Wait: time.Duration(res[1]) * time.Millisecond}, nil
 	case 2:
-		return Decision{Allow: true, Probe: token}, nil
+		return Decision{Allow: true, Probe: p.token}, nil
 	default:
 		wait := b.cfg.ProbeWait
 		if pttl := time.Duration(res[1]) * time.Millisecond; pttl > 0 && pttl < wait {
@@ -240,11 +276,29 @@ func (b *Breaker) ReleaseProbe(ctx context.Context, subscriptionID, token string
 	return nil
 }
 
+// ReleaseProbeCmd queues ReleaseProbe on pipe.
+func (b *Breaker) ReleaseProbeCmd(ctx context.Context, pipe redis.Pipeliner, subscriptionID, token string) *redis.Cmd {
+	return releaseProbeScript.Eval(ctx, pipe, []string{ProbeKey(subscriptionID)}, token)
+}
+
 // Success records a successful attempt: the circuit closes and the failure
 // streak is forgotten. closed reports whether the circuit was open or
 // half-open before.
 func (b *Breaker) Success(ctx context.Context, subscriptionID string) (closed bool, err error) {
-	n, err := successScript.Run(ctx, b.rdb, []string{Key(subscriptionID), ProbeKey(subscriptionID)}).Int64()
+	pipe := b.rdb.Pipeline()
+	cmd := b.SuccessCmd(ctx, pipe, subscriptionID)
+	_, _ = pipe.Exec(ctx) // each command carries its own error
+	return SuccessResult(cmd)
+}
+
+// SuccessCmd queues Success on pipe; SuccessResult answers once pipe ran.
+func (b *Breaker) SuccessCmd(ctx context.Context, pipe redis.Pipeliner, subscriptionID string) *redis.Cmd {
+	return successScript.Eval(ctx, pipe, []string{Key(subscriptionID), ProbeKey(subscriptionID)})
+}
+
+// SuccessResult is Success's answer for a queued SuccessCmd.
+func SuccessResult(cmd *redis.Cmd) (closed bool, err error) {
+	n, err := cmd.Int64()
 	if err != nil {
 		return false, fmt.Errorf("circuit breaker success: %w", err)
 	}
@@ -272,17 +326,36 @@ func (s Streak) Failing() time.Duration { return s.Now.Sub(s.Since) }
 // keeps the circuit open at least that long, without counting as an
 // opening.
 func (b *Breaker) Failure(ctx context.Context, subscriptionID string, pause time.Duration) (Streak, error) {
+	pipe := b.rdb.Pipeline()
+	p := b.FailureCmd(ctx, pipe, subscriptionID, pause)
+	_, _ = pipe.Exec(ctx) // each command carries its own error
+	return p.Result()
+}
+
+// PendingFailure is a Failure queued on a pipeline.
+type PendingFailure struct {
+	now time.Time
+	cmd *redis.Cmd
+}
+
+// FailureCmd queues Failure on pipe; Result answers once pipe ran.
+func (b *Breaker) FailureCmd(ctx context.Context, pipe redis.Pipeliner, subscriptionID string, pause time.Duration) *PendingFailure {
 	now := b.cfg.Now()
-	res, err := failureScript.Run(ctx, b.rdb, []string{Key(subscriptionID), ProbeKey(subscriptionID)},
+	return &PendingFailure{now: now, cmd: failureScript.Eval(ctx, pipe, []string{Key(subscriptionID), ProbeKey(subscriptionID)},
 		now.UnixMilli(), b.cfg.Failures, b.cfg.Cooldown.Milliseconds(), b.cfg.MaxCooldown.Milliseconds(),
-		b.cfg.StateTTL.Milliseconds(), max(pause, 0).Milliseconds()).Int64Slice()
+		b.cfg.StateTTL.Milliseconds(), max(pause, 0).Milliseconds())}
+}
+
+// Result is Failure's answer (see Failure).
+func (p *PendingFailure) Result() (Streak, error) {
+	res, err := p.cmd.Int64Slice()
 	if err != nil {
 		return Streak{}, fmt.Errorf("circuit breaker failure: %w", err)
 	}
 	if len(res) != 4 {
 		return Streak{}, errors.New("circuit breaker failure: unexpected script reply")
 	}
-	s := Streak{Failures: int(res[0]), Since: time.UnixMilli(res[1]), Now: time.UnixMilli(now.UnixMilli()), Opened: res[2] == 1}
+	s := Streak{Failures: int(res[0]), Since: time.UnixMilli(res[1]), Now: time.UnixMilli(p.now.UnixMilli()), Opened: res[2] == 1}
 	if res[3] > 0 {
 		s.OpenUntil = time.UnixMilli(res[3])
 	}

@@ -91,6 +91,9 @@ func TestOpensAfterConsecutiveFailures(t *testing.T) {
 			if d.Open != tt.wantOpen || d.Allow == tt.wantOpen {
 				t.Fatalf("after %d failures: decision %+v; want open=%v", tt.failures, d, tt.wantOpen)
 			}
+			if !tt.wantOpen && d.Failures != tt.wantStreak {
+				t.Fatalf("closed circuit reports %d failures in a row; want %d", d.Failures, tt.wantStreak)
+			}
 			if tt.wantOpen && d.Wait != 30*time.Second {
 				t.Fatalf("open circuit waits %s; want the 30s cool-down", d.Wait)
 			}

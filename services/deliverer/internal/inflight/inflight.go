@@ -149,23 +149,56 @@ var ErrRedisSkipped = errors.New("in-flight slot counted locally: redis failed r
 // per-process count and err is the Redis error or ErrRedisSkipped (for the
 // caller to log); the lease and ok are still valid.
 func (l *Limiter) Acquire(ctx context.Context, subscriptionID string, max uint32) (lease Lease, ok bool, err error) {
-	limit := l.Cap(max)
-	now := l.cfg.Now()
-	if now.UnixNano() < l.skipUntil.Load() {
+	pipe := l.rdb.Pipeline()
+	p := l.AcquireCmd(ctx, pipe, subscriptionID, max)
+	if pipe.Len() > 0 {
+		_, _ = pipe.Exec(ctx) // each command carries its own error
+	}
+	return p.Result()
+}
+
+// PendingAcquire is an Acquire queued on a pipeline.
+type PendingAcquire struct {
+	l              *Limiter
+	ctx            context.Context
+	subscriptionID string
+	limit          int
+	id             string
+	now            time.Time
+	cmd            *redis.Cmd // nil: Redis skipped
+}
+
+// AcquireCmd queues Acquire on pipe (so that the caller can send it with
+// other commands in one round trip); Result answers once pipe ran.
+func (l *Limiter) AcquireCmd(ctx context.Context, pipe redis.Pipeliner, subscriptionID string, max uint32) *PendingAcquire {
+	p := &PendingAcquire{l: l, ctx: ctx, subscriptionID: subscriptionID, limit: l.Cap(max), now: l.cfg.Now()}
+	if p.now.UnixNano() < l.skipUntil.Load() {
+		return p
+	}
+	p.id = rand.Text()
+	// Eval, not EvalSha: a pipeline cannot fall back on NOSCRIPT. Redis
+	// caches the compiled script by its hash either way.
+	p.cmd = acquire.Eval(ctx, pipe, []string{Key(subscriptionID)},
+		p.now.UnixMilli(), p.limit, p.id, l.cfg.LeaseTTL.Milliseconds())
+	return p
+}
+
+// Result is Acquire's answer (see Acquire).
+func (p *PendingAcquire) Result() (Lease, bool, error) {
+	l := p.l
+	if p.cmd == nil {
 		l.degraded()
-		lease, ok := l.acquireLocal(subscriptionID, limit)
+		lease, ok := l.acquireLocal(p.subscriptionID, p.limit)
 		return lease, ok, ErrRedisSkipped
 	}
-	id := rand.Text()
-	res, err := acquire.Run(ctx, l.rdb, []string{Key(subscriptionID)},
-		now.UnixMilli(), limit, id, l.cfg.LeaseTTL.Milliseconds()).Int64Slice()
+	res, err := p.cmd.Int64Slice()
 	if err != nil {
-		if ctx.Err() != nil {
-			return Lease{}, false, fmt.Errorf("acquire in-flight slot: %w", ctx.Err())
+		if p.ctx.Err() != nil {
+			return Lease{}, false, fmt.Errorf("acquire in-flight slot: %w", p.ctx.Err())
 		}
-		l.skipUntil.Store(now.Add(l.cfg.RedisRetry).UnixNano())
+		l.skipUntil.Store(p.now.Add(l.cfg.RedisRetry).UnixNano())
 		l.degraded()
-		lease, ok := l.acquireLocal(subscriptionID, limit)
+		lease, ok := l.acquireLocal(p.subscriptionID, p.limit)
 		return lease, ok, fmt.Errorf("acquire in-flight slot in redis (counted locally instead): %w", err)
 	}
 	if len(res) != 2 {
@@ -174,7 +207,7 @@ func (l *Limiter) Acquire(ctx context.Context, subscriptionID string, max uint32
 	if res[0] == 0 {
 		return Lease{}, false, nil
 	}
-	return Lease{subscriptionID: subscriptionID, id: id}, true, nil
+	return Lease{subscriptionID: p.subscriptionID, id: p.id}, true, nil
 }
 
 func (l *Limiter) acquireLocal(subscriptionID string, limit int) (Lease, bool) {
@@ -190,23 +223,37 @@ func (l *Limiter) acquireLocal(subscriptionID string, limit int) (Lease, bool) {
 // Release frees the slot. Releasing the zero Lease does nothing. A lease
 // that cannot be released (Redis down) expires after LeaseTTL.
 func (l *Limiter) Release(ctx context.Context, lease Lease) error {
-	if !lease.Held() {
-		return nil
-	}
-	if lease.local {
-		l.mu.Lock()
-		defer l.mu.Unlock()
-		if l.local[lease.subscriptionID] <= 1 {
-			delete(l.local, lease.subscriptionID)
-		} else {
-			l.local[lease.subscriptionID]--
-		}
+	if !lease.Held() || lease.local {
+		l.releaseLocal(lease)
 		return nil
 	}
 	if err := l.rdb.ZRem(ctx, Key(lease.subscriptionID), lease.id).Err(); err != nil {
 		return fmt.Errorf("release in-flight slot: %w", err)
 	}
 	return nil
+}
+
+// ReleaseCmd queues Release on pipe; a local lease is released at once.
+// The returned command (nil for a local or zero lease) carries the error.
+func (l *Limiter) ReleaseCmd(ctx context.Context, pipe redis.Pipeliner, lease Lease) *redis.IntCmd {
+	if !lease.Held() || lease.local {
+		l.releaseLocal(lease)
+		return nil
+	}
+	return pipe.ZRem(ctx, Key(lease.subscriptionID), lease.id)
+}
+
+func (l *Limiter) releaseLocal(lease Lease) {
+	if !lease.local {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.local[lease.subscriptionID] <= 1 {
+		delete(l.local, lease.subscriptionID)
+	} else {
+		l.local[lease.subscriptionID]--
+	}
 }
 
 // InFlight counts the unexpired leases of a subscription (for tests and

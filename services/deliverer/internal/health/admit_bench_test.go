@@ -1,0 +1,36 @@
+package health_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/hookline/hookline/pkg/redistest"
+	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
+	"github.com/hookline/hookline/services/deliverer/internal/health"
+	"github.com/hookline/hookline/services/deliverer/internal/sender"
+)
+
+// BenchmarkAdmit is the cost of one admission and its result (breaker,
+// in-flight cap, no rate limit) against a real redis-server.
+func BenchmarkAdmit(b *testing.B) {
+	rdb := redistest.Start(b).Client(b)
+	h := health.New(testConfig(), health.Limits{AttemptTimeout: time.Second}, health.Deps{Redis: rdb})
+	subs := make([]*hooklinev1.Subscription, 9)
+	for i := range subs {
+		subs[i] = &hooklinev1.Subscription{Id: "sub_bench_" + string(rune('a'+i)), MaxInFlight: 1000}
+	}
+	b.SetParallelism(32)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		i := 0
+		for pb.Next() {
+			i++
+			done, _, err := h.Admit(context.Background(), subs[i%len(subs)])
+			if err != nil || done == nil {
+				b.Fatalf("not admitted: %v", err)
+			}
+			done(sender.Result{Status: 200})
+		}
+	})
+}

@@ -1,0 +1,51 @@
+package health
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Config is endpoint health's part of the deliverer configuration (embedded
+// in config.Config; the variables are documented in the README).
+type Config struct {
+	// DefaultMaxInFlight caps the attempts in flight of a subscription whose
+	// max_in_flight is 0, across all replicas.
+	DefaultMaxInFlight int `env:"HOOKLINE_DEFAULT_MAX_IN_FLIGHT" envDefault:"10"`
+	// InFlightDefer is how long a task waits when its subscription is at
+	// its cap: between one and two times this (random), without spending an
+	// attempt.
+	InFlightDefer time.Duration `env:"HOOKLINE_IN_FLIGHT_DEFER" envDefault:"1s"`
+	// BreakerFailures in a row open a subscription's circuit.
+	BreakerFailures int `env:"HOOKLINE_BREAKER_FAILURES" envDefault:"5"`
+	// BreakerCooldown is how long the circuit stays open the first time;
+	// each failed probe doubles it, up to BreakerMaxCooldown.
+	BreakerCooldown    time.Duration `env:"HOOKLINE_BREAKER_COOLDOWN" envDefault:"30s"`
+	BreakerMaxCooldown time.Duration `env:"HOOKLINE_BREAKER_MAX_COOLDOWN" envDefault:"10m"`
+	// AutoDisableAfter: a subscription whose endpoint has failed every
+	// attempt for this long (and that was not changed meanwhile) is
+	// disabled with reason "failing". 0 turns auto-disable off.
+	AutoDisableAfter time.Duration `env:"HOOKLINE_AUTO_DISABLE_AFTER" envDefault:"120h"`
+	// RedisTimeout bounds the Redis work of one admission decision; past
+	// it, the decision is taken locally.
+	RedisTimeout time.Duration `env:"HOOKLINE_HEALTH_REDIS_TIMEOUT" envDefault:"500ms"`
+}
+
+// Validate names the variable at fault.
+func (c Config) Validate() error {
+	var errs []error
+	check := func(ok bool, format string, args ...any) {
+		if !ok {
+			errs = append(errs, fmt.Errorf(format, args...))
+		}
+	}
+	check(c.DefaultMaxInFlight >= 1, "HOOKLINE_DEFAULT_MAX_IN_FLIGHT must be at least 1, not %d", c.DefaultMaxInFlight)
+	check(c.InFlightDefer >= time.Millisecond, "HOOKLINE_IN_FLIGHT_DEFER must be at least 1ms, not %s", c.InFlightDefer)
+	check(c.BreakerFailures >= 1, "HOOKLINE_BREAKER_FAILURES must be at least 1, not %d", c.BreakerFailures)
+	check(c.BreakerCooldown >= time.Millisecond, "HOOKLINE_BREAKER_COOLDOWN must be at least 1ms, not %s", c.BreakerCooldown)
+	check(c.BreakerMaxCooldown >= c.BreakerCooldown,
+		"HOOKLINE_BREAKER_MAX_COOLDOWN (%s) must be at least HOOKLINE_BREAKER_COOLDOWN (%s)", c.BreakerMaxCooldown, c.BreakerCooldown)
+	check(c.AutoDisableAfter >= 0, "HOOKLINE_AUTO_DISABLE_AFTER must not be negative, not %s", c.AutoDisableAfter)
+	check(c.RedisTimeout >= time.Millisecond, "HOOKLINE_HEALTH_REDIS_TIMEOUT must be at least 1ms, not %s", c.RedisTimeout)
+	return errors.Join(errs...)
+}

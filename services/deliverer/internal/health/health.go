@@ -1,0 +1,389 @@
+// Package health is endpoint health: the deliverer's Admission, asked before
+// every HTTP attempt, and the hook that learns from every attempt's result.
+//
+// Before an attempt, in this order (each step gives back what the previous
+// ones took when it says no):
+//
+//  1. the circuit breaker (breaker): open → wait for the cool-down; half-open
+//     → only the probe goes;
+//  2. the in-flight cap (inflight): at the cap → wait 1–2 × InFlightDefer;
+//  3. the rate limit (ratelimit), when the subscription has one → wait until
+//     a request is allowed.
+//
+// The in-flight cap comes before the rate limit so that a task turned away
+// for want of a slot does not spend a request of the rate. A "wait" defers
+// the task without spending an attempt: skipped attempts never burn the
+// retry budget.
+//
+// After an attempt:
+//
+//   - 2xx closes the circuit and ends the failure streak;
+//   - any other answer or error is a failure of the streak (the breaker
+//     counts it); a 429 or 503 with Retry-After also pauses the circuit
+//     that long (at most MaxPause), so no replica calls the endpoint early;
+//   - 410 Gone disables the subscription at once (reason "gone");
+//   - a streak that has lasted AutoDisableAfter — counted from the later of
+//     its first failure and the subscription's last change, so re-enabling
+//     or fixing a subscription gives it a whole new window — disables it
+//     (reason "failing").
+//
+// An attempt cut short by the deliverer itself (canceled) counts neither way.
+// Redis trouble never stops delivery: the breaker is then taken as closed
+// and the cap and rate are enforced per process (logged and counted).
+package health
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
+	"github.com/hookline/hookline/services/deliverer/internal/breaker"
+	"github.com/hookline/hookline/services/deliverer/internal/deliver"
+	"github.com/hookline/hookline/services/deliverer/internal/inflight"
+	"github.com/hookline/hookline/services/deliverer/internal/ratelimit"
+	"github.com/hookline/hookline/services/deliverer/internal/sender"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+)
+
+var _ deliver.Admission = (*Health)(nil)
+
+// Disable reasons (Subscription.disabled_reason).
+const (
+	ReasonGone    = "gone"
+	ReasonFailing = "failing"
+)
+
+// Deferral reasons (the hookline_admission_deferred_total label).
+const (
+	deferCircuitOpen   = "circuit_open"
+	deferProbeInFlight = "probe_in_flight"
+	deferInFlightFull  = "in_flight_full"
+	deferRateLimited   = "rate_limited"
+)
+
+// leaseMargin is added to the attempt timeout for in-flight and probe
+// leases: the time to sign, send and settle around the HTTP call.
+const leaseMargin = 10 * time.Second
+
+// Deps are what Health works with.
+type Deps struct {
+	Redis redis.UniversalClient
+	// Disabler turns subscriptions off (nil: auto-disable and 410 only log).
+	Disabler Disabler
+	Logger   *zap.Logger
+	// Registerer gets the metrics (none when nil).
+	Registerer prometheus.Registerer
+	// Now is the clock (time.Now when nil).
+	Now func() time.Time
+}
+
+// Limits are the deliverer settings health depends on.
+type Limits struct {
+	// AttemptTimeout is the HTTP attempt timeout: leases outlive it by a
+	// margin.
+	AttemptTimeout time.Duration
+	// MaxPause caps how long a Retry-After pauses a circuit (the
+	// deliverer's HOOKLINE_MAX_RETRY_AFTER).
+	MaxPause time.Duration
+}
+
+// Health implements deliver.Admission.
+type Health struct {
+	rdb      redis.UniversalClient
+	cfg      Config
+	limits   Limits
+	inflight *inflight.Limiter
+	rate     *ratelimit.Limiter
+	breaker  *breaker.Breaker
+	disabler Disabler
+	log      *zap.Logger
+	now      func() time.Time
+	m        metrics
+
+	lastWarn atomic.Int64 // unix ns of the last Redis warning
+}
+
+type metrics struct {
+	deferred *prometheus.CounterVec
+	degraded *prometheus.CounterVec
+	opened   prometheus.Counter
+	closed   prometheus.Counter
+	disabled *prometheus.CounterVec
+	errors   *prometheus.CounterVec
+}
+
+// New builds endpoint health from a validated Config.
+func New(cfg Config, limits Limits, d Deps) *Health {
+	if d.Logger == nil {
+		d.Logger = zap.NewNop()
+	}
+	if d.Now == nil {
+		d.Now = time.Now
+	}
+	if limits.AttemptTimeout <= 0 {
+		limits.AttemptTimeout = 15 * time.Second
+	}
+	if limits.MaxPause <= 0 {
+		limits.MaxPause = time.Hour
+	}
+	log := d.Logger.Named("health")
+	f := promauto.With(d.Registerer)
+	m := metrics{
+		deferred: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "hookline_admission_deferred_total",
+			Help: "Attempts deferred before being made, without spending an attempt, by reason (circuit_open, probe_in_flight, in_flight_full, rate_limited).",
+		}, []string{"reason"}),
+		degraded: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "hookline_admission_degraded_total",
+			Help: "Admission decisions taken without Redis (breaker taken as closed, in-flight cap counted per process), by component.",
+		}, []string{"component"}),
+		opened: f.NewCounter(prometheus.CounterOpts{
+			Name: "hookline_breaker_opened_total",
+			Help: "Circuits opened (or reopened after a failed probe).",
+		}),
+		closed: f.NewCounter(prometheus.CounterOpts{
+			Name: "hookline_breaker_closed_total",
+			Help: "Open or half-open circuits closed by a successful attempt.",
+		}),
+		disabled: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "hookline_subscriptions_disabled_total",
+			Help: "Subscriptions disabled by endpoint health, by reason (gone, failing).",
+		}, []string{"reason"}),
+		errors: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "hookline_health_errors_total",
+			Help: "Endpoint-health bookkeeping that failed after an attempt (Redis, or disabling), by operation.",
+		}, []string{"op"}),
+	}
+	for _, r := range []string{deferCircuitOpen, deferProbeInFlight, deferInFlightFull, deferRateLimited} {
+		m.deferred.WithLabelValues(r)
+	}
+	for _, r := range []string{ReasonGone, ReasonFailing} {
+		m.disabled.WithLabelValues(r)
+	}
+	leaseTTL := limits.AttemptTimeout + leaseMargin
+	h := &Health{
+		rdb:    d.Redis,
+		cfg:    cfg,
+		limits: limits,
+		breaker: breaker.New(d.Redis, breaker.Config{
+			Failures:    cfg.BreakerFailures,
+			Cooldown:    cfg.BreakerCooldown,
+			MaxCooldown: cfg.BreakerMaxCooldown,
+			ProbeTTL:    leaseTTL,
+			ProbeWait:   cfg.InFlightDefer,
+			StateTTL:    max(cfg.AutoDisableAfter, 6*24*time.Hour) + 24*time.Hour,
+			Now:         d.Now,
+		}),
+		rate:     ratelimit.New(d.Redis, ratelimit.Config{Logger: log, Registerer: d.Registerer, Now: d.Now}),
+		disabler: d.Disabler,
+		log:      log,
+		now:      d.Now,
+		m:        m,
+	}
+	h.inflight = inflight.New(d.Redis, inflight.Config{DefaultMax: cfg.DefaultMaxInFlight, LeaseTTL: leaseTTL, Now: d.Now},
+		inflight.OnDegraded(func() { m.degraded.WithLabelValues("in_flight").Inc() }))
+	return h
+}
+
+// Admit decides whether an attempt for sub may start now (see the package
+// documentation). The breaker and the in-flight cap are asked in one Redis
+// round trip. It returns an error only when ctx ends.
+func (h *Health) Admit(ctx context.Context, sub *hooklinev1.Subscription) (func(sender.Result), time.Duration, error) {
+	id := sub.GetId()
+	rctx, cancel := context.WithTimeout(ctx, h.cfg.RedisTimeout)
+	defer cancel()
+
+	pipe := h.rdb.Pipeline()
+	pendingAllow := h.breaker.AllowCmd(rctx, pipe, id)
+	pendingLease := h.inflight.AcquireCmd(rctx, pipe, id, sub.GetMaxInFlight())
+	if pipe.Len() > 0 {
+		_, _ = pipe.Exec(rctx) // each command carries its own error
+	}
+	d, err := pendingAllow.Result()
+	if err != nil && ctx.Err() == nil {
+		h.m.degraded.WithLabelValues("breaker").Inc()
+		if !errors.Is(err, breaker.ErrRedisSkipped) {
+			h.warnRedis("circuit breaker", err)
+		}
+	}
+	lease, ok, err := pendingLease.Result()
+	if err != nil && ctx.Err() == nil && !errors.Is(err, inflight.ErrRedisSkipped) {
+		h.warnRedis("in-flight cap", err)
+	}
+	// giveBack returns what this admission took when no attempt follows.
+	giveBack := func() {
+		bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), h.cfg.RedisTimeout)
+		defer cancel()
+		pipe := h.rdb.Pipeline()
+		h.inflight.ReleaseCmd(bctx, pipe, lease)
+		if d.Probe != "" {
+			h.breaker.ReleaseProbeCmd(bctx, pipe, id, d.Probe)
+		}
+		if pipe.Len() == 0 {
+			return
+		}
+		if _, err := pipe.Exec(bctx); err != nil {
+			h.m.errors.WithLabelValues("give_back").Inc()
+			h.warnRedis("give back slot or probe", err)
+		}
+	}
+	if ctx.Err() != nil {
+		giveBack()
+		return nil, 0, ctx.Err()
+	}
+	switch {
+	case !d.Allow:
+		giveBack()
+		reason := deferProbeInFlight
+		if d.Open {
+			reason = deferCircuitOpen
+		}
+		h.m.deferred.WithLabelValues(reason).Inc()
+		return nil, d.Wait + h.jitter(h.cfg.InFlightDefer), nil
+	case !ok:
+		giveBack()
+		h.m.deferred.WithLabelValues(deferInFlightFull).Inc()
+		return nil, h.cfg.InFlightDefer + h.jitter(h.cfg.InFlightDefer), nil
+	}
+
+	if perSecond := sub.GetRateLimitPerSecond(); perSecond > 0 {
+		wait, err := h.rate.Take(rctx, id, perSecond, sub.GetRateLimitBurst())
+		if err != nil || wait > 0 {
+			giveBack()
+			if err != nil {
+				return nil, 0, err
+			}
+			h.m.deferred.WithLabelValues(deferRateLimited).Inc()
+			return nil, wait, nil
+		}
+	}
+	var once sync.Once
+	return func(res sender.Result) {
+		once.Do(func() { h.observe(ctx, sub, lease, d, res) })
+	}, 0, nil
+}
+
+// observe learns from an attempt's result. The result is recorded before
+// the in-flight slot is given back (same pipeline, in order): otherwise the
+// next attempt could slip in before the failure that opens the circuit.
+func (h *Health) observe(ctx context.Context, sub *hooklinev1.Subscription, lease inflight.Lease, d breaker.Decision, res sender.Result) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), h.cfg.RedisTimeout)
+	defer cancel()
+	id := sub.GetId()
+	log := h.log.With(zap.String("subscription_id", id))
+	pipe := h.rdb.Pipeline()
+
+	switch {
+	case res.ErrorClass == sender.ClassCanceled:
+		// Cut short by the deliverer (shutdown): says nothing about the
+		// endpoint.
+		if d.Probe != "" {
+			h.breaker.ReleaseProbeCmd(ctx, pipe, id, d.Probe)
+		}
+		h.exec(ctx, pipe, lease, "release_slot")
+		return
+
+	case res.OK():
+		if d.Failures == 0 && d.Probe == "" {
+			// Closed with no failure streak when admitted: nothing to reset.
+			h.exec(ctx, pipe, lease, "release_slot")
+			return
+		}
+		cmd := h.breaker.SuccessCmd(ctx, pipe, id)
+		h.exec(ctx, pipe, lease, "record_success")
+		if closed, err := breaker.SuccessResult(cmd); err == nil && closed {
+			h.m.closed.Inc()
+			log.Info("circuit closed", zap.Int("status", res.Status))
+		}
+		return
+	}
+
+	var pause time.Duration
+	if (res.Status == http.StatusTooManyRequests || res.Status == http.StatusServiceUnavailable) && res.RetryAfter > 0 {
+		pause = min(res.RetryAfter, h.limits.MaxPause)
+	}
+	pending := h.breaker.FailureCmd(ctx, pipe, id, pause)
+	h.exec(ctx, pipe, lease, "record_failure")
+	streak, err := pending.Result()
+	if streak.Opened {
+		h.m.opened.Inc()
+		log.Warn("circuit opened", zap.Int("failures", streak.Failures), zap.Int("status", res.Status),
+			zap.String("error_class", res.ErrorClass), zap.Duration("open_for", streak.OpenUntil.Sub(streak.Now)))
+	}
+	switch {
+	case res.Status == http.StatusGone:
+		h.disable(sub, ReasonGone, log)
+	case err == nil && h.cfg.AutoDisableAfter > 0 && h.failingFor(sub, streak) >= h.cfg.AutoDisableAfter:
+		h.disable(sub, ReasonFailing, log, zap.Duration("failing_for", h.failingFor(sub, streak)),
+			zap.Int("failures", streak.Failures))
+	}
+}
+
+// exec gives the lease back at the end of pipe and runs it.
+func (h *Health) exec(ctx context.Context, pipe redis.Pipeliner, lease inflight.Lease, op string) {
+	h.inflight.ReleaseCmd(ctx, pipe, lease)
+	if pipe.Len() == 0 {
+		return
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		h.m.errors.WithLabelValues(op).Inc()
+		h.warnRedis(op, err)
+	}
+}
+
+// failingFor is how long the subscription has been failing since the later
+// of the streak's start and its last change.
+func (h *Health) failingFor(sub *hooklinev1.Subscription, s breaker.Streak) time.Duration {
+	since := s.Since
+	if u := sub.GetUpdatedAt(); u != nil && u.AsTime().After(since) {
+		since = u.AsTime()
+	}
+	return s.Now.Sub(since)
+}
+
+func (h *Health) disable(sub *hooklinev1.Subscription, reason string, log *zap.Logger, fields ...zap.Field) {
+	if h.disabler == nil {
+		log.Warn("subscription should be disabled, but no disabler is configured", zap.String("reason", reason))
+		return
+	}
+	// Disabling is a KV update and an event publish: give it more than the
+	// Redis budget, detached from the attempt.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	changed, err := h.disabler.Disable(ctx, sub, reason)
+	if err != nil {
+		h.m.errors.WithLabelValues("disable").Inc()
+		log.Error("disable subscription", zap.String("reason", reason), zap.Error(err))
+		return
+	}
+	if changed {
+		h.m.disabled.WithLabelValues(reason).Inc()
+		log.Warn("subscription disabled", append(fields, zap.String("reason", reason))...)
+	}
+}
+
+// warnRedis logs a Redis problem at most once every 30 seconds.
+func (h *Health) warnRedis(what string, err error) {
+	now := time.Now().UnixNano()
+	last := h.lastWarn.Load()
+	if now-last < int64(30*time.Second) || !h.lastWarn.CompareAndSwap(last, now) {
+		return
+	}
+	h.log.Warn("endpoint health without redis: circuit taken as closed, in-flight cap counted per process",
+		zap.String("op", what), zap.Error(err))
+}
+
+func (h *Health) jitter(n time.Duration) time.Duration {
+	if n <= 0 {
+		return 0
+	}
+	return rand.N(n)
+}
