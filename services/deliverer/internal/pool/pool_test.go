@@ -82,7 +82,9 @@ func TestRunFailsWhenTheConsumerGoesAway(t *testing.T) {
 	t.Parallel()
 	js, it := setup(t, 0)
 	done := make(chan error, 1)
-	go func() { done <- pool.Run(context.Background(), it, 2, func(context.Context, jetstream.Msg) {}, zap.NewNop()) }()
+	go func() {
+		done <- pool.Run(context.Background(), it, 2, func(context.Context, jetstream.Msg) {}, zap.NewNop())
+	}()
 	// Delete it once the iterator's pull request is waiting on it.
 	cons, err := js.Consumer(context.Background(), "S", "c")
 	if err != nil {
