@@ -17,6 +17,7 @@ import (
 	"github.com/hookline/hookline/pkg/secretbox"
 	"github.com/hookline/hookline/pkg/ssrf"
 	"github.com/hookline/hookline/pkg/stream"
+	"github.com/hookline/hookline/services/deliverer/internal/health"
 )
 
 // Config is every setting of the deliverer.
@@ -25,6 +26,9 @@ type Config struct {
 	Redis redisconn.Config
 	// Secrets opens signing secrets sealed at rest (HOOKLINE_SECRET_KEY…).
 	Secrets secretbox.Config
+	// Health is endpoint health: in-flight cap, circuit breaker,
+	// auto-disable (HOOKLINE_DEFAULT_MAX_IN_FLIGHT, HOOKLINE_BREAKER_…).
+	Health health.Config
 
 	// HTTPAddr serves /livez, /readyz, /metrics (and /debug/pprof).
 	HTTPAddr string `env:"HOOKLINE_HTTP_ADDR" envDefault:":8081"`
@@ -92,6 +96,9 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf(format, args...))
 		}
 	}
+	if err := c.Health.Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	check(c.HTTPAddr != "", "HOOKLINE_HTTP_ADDR is empty")
 	check(c.LogLevel == "debug" || c.LogLevel == "info" || c.LogLevel == "warn" || c.LogLevel == "error",
 		"HOOKLINE_LOG_LEVEL must be debug, info, warn or error, not %q", c.LogLevel)
@@ -154,13 +161,30 @@ func nameVariables(err error) error {
 	for _, e := range agg.Errors {
 		var pe env.ParseError
 		if errors.As(e, &pe) {
-			if f, ok := reflect.TypeFor[Config]().FieldByName(pe.Name); ok {
-				e = fmt.Errorf("%s: %w", f.Tag.Get("env"), pe.Err)
+			if tag := envTag(reflect.TypeFor[Config](), pe.Name); tag != "" {
+				e = fmt.Errorf("%s: %w", tag, pe.Err)
 			}
 		}
 		out = append(out, e)
 	}
 	return errors.Join(out...)
+}
+
+// envTag is the env tag of the field named name in t or in a struct field
+// of t (Health, NATS, …), "" when there is none.
+func envTag(t reflect.Type, name string) string {
+	for i := range t.NumField() {
+		f := t.Field(i)
+		if tag := f.Tag.Get("env"); f.Name == name && tag != "" {
+			return tag
+		}
+		if f.Type.Kind() == reflect.Struct && f.Tag.Get("env") == "" {
+			if tag := envTag(f.Type, name); tag != "" {
+				return tag
+			}
+		}
+	}
+	return ""
 }
 
 func envMap(environ []string) map[string]string {

@@ -43,6 +43,13 @@ func TestLoadDefaults(t *testing.T) {
 		{"replicas", c.StreamReplicas, 1},
 		{"shutdown", c.ShutdownTimeout, 30 * time.Second},
 		{"log", c.LogLevel + "/" + c.LogFormat, "info/json"},
+		{"default max in flight", c.Health.DefaultMaxInFlight, 10},
+		{"in-flight defer", c.Health.InFlightDefer, time.Second},
+		{"breaker failures", c.Health.BreakerFailures, 5},
+		{"breaker cooldown", c.Health.BreakerCooldown, 30 * time.Second},
+		{"breaker max cooldown", c.Health.BreakerMaxCooldown, 10 * time.Minute},
+		{"auto-disable after", c.Health.AutoDisableAfter, 120 * time.Hour},
+		{"health redis timeout", c.Health.RedisTimeout, 500 * time.Millisecond},
 	}
 	for _, ck := range checks {
 		if ck.got != ck.want {
@@ -112,6 +119,9 @@ func TestValidateNamesTheVariable(t *testing.T) {
 		{"bad redis url", map[string]string{"HOOKLINE_REDIS_URL": "http://x"}, "HOOKLINE_REDIS_URL"},
 		{"nats password without user", map[string]string{"HOOKLINE_NATS_PASSWORD": "hunter2"}, "HOOKLINE_NATS_PASSWORD"},
 		{"not a number", map[string]string{"HOOKLINE_DELIVER_WORKERS": "many"}, "HOOKLINE_DELIVER_WORKERS"},
+		{"zero in-flight cap", map[string]string{"HOOKLINE_DEFAULT_MAX_IN_FLIGHT": "0"}, "HOOKLINE_DEFAULT_MAX_IN_FLIGHT"},
+		{"unparsable breaker cooldown", map[string]string{"HOOKLINE_BREAKER_COOLDOWN": "soon"}, "HOOKLINE_BREAKER_COOLDOWN"},
+		{"negative auto-disable window", map[string]string{"HOOKLINE_AUTO_DISABLE_AFTER": "-1h"}, "HOOKLINE_AUTO_DISABLE_AFTER"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -19,7 +19,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/caarlos0/env/v11"
 	"github.com/hookline/hookline/pkg/natstest"
 	"github.com/hookline/hookline/pkg/redisconn"
 	"github.com/hookline/hookline/pkg/redistest"
@@ -28,7 +27,6 @@ import (
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
 	"github.com/hookline/hookline/services/deliverer/internal/config"
 	"github.com/hookline/hookline/services/deliverer/internal/deliver"
-	"github.com/hookline/hookline/services/deliverer/internal/health"
 	"github.com/hookline/hookline/services/deliverer/internal/service"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -90,7 +88,7 @@ type deliverer struct {
 }
 
 // startDeliverer runs a deliverer with baseEnv overridden by overrides
-// until the test ends. Endpoint health is built from the same variables.
+// until the test ends, wired as in production (endpoint health included).
 func (w *world) startDeliverer(tb testing.TB, overrides map[string]string) *deliverer {
 	tb.Helper()
 	return w.startDelivererWith(tb, overrides, false)
@@ -106,13 +104,6 @@ func (w *world) startDelivererWith(tb testing.TB, overrides map[string]string, w
 	if err != nil {
 		tb.Fatal(err)
 	}
-	var hc health.Config
-	if err := env.ParseWithOptions(&hc, env.Options{Environment: m}); err != nil {
-		tb.Fatal(err)
-	}
-	if err := hc.Validate(); err != nil {
-		tb.Fatal(err)
-	}
 	nc, err := nats.Connect(w.ns.ClientURL(), nats.MaxReconnects(-1))
 	if err != nil {
 		tb.Fatal(err)
@@ -123,27 +114,13 @@ func (w *world) startDelivererWith(tb testing.TB, overrides map[string]string, w
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { _ = rdb.Close() })
-	js, err := jetstream.New(nc)
-	if err != nil {
-		tb.Fatal(err)
-	}
 	ctx, cancel := context.WithCancel(context.Background())
 	reg := prometheus.NewRegistry()
 	log := zap.NewNop()
 	if os.Getenv("HOOKLINE_TEST_LOG") != "" { // debugging: the deliverer's logs in the test output
 		log = zaptest.NewLogger(tb, zaptest.Level(zap.InfoLevel))
 	}
-	store, err := subscription.NewStore(ctx, js)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	h := health.New(hc, health.Limits{AttemptTimeout: cfg.HTTPTimeout, MaxPause: cfg.MaxRetryAfter}, health.Deps{
-		Redis:      rdb,
-		Disabler:   health.NewRegistry(store, subscription.NewCache(rdb, store), js, log),
-		Logger:     log,
-		Registerer: reg,
-	})
-	var adm deliver.Admission = h
+	var adm deliver.Admission // nil: the service builds endpoint health from cfg.Health
 	if withoutHealth {
 		adm = deliver.AdmitAll{}
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/hookline/hookline/services/deliverer/internal/deadletter"
 	"github.com/hookline/hookline/services/deliverer/internal/deliver"
 	"github.com/hookline/hookline/services/deliverer/internal/dispatch"
+	"github.com/hookline/hookline/services/deliverer/internal/health"
 	"github.com/hookline/hookline/services/deliverer/internal/metrics"
 	"github.com/hookline/hookline/services/deliverer/internal/retry"
 	"github.com/hookline/hookline/services/deliverer/internal/sender"
@@ -40,7 +41,7 @@ type Deps struct {
 	// Registry receives the metrics (nil: a new registry with the Go and
 	// process collectors).
 	Registry *prometheus.Registry
-	// Admission (nil: deliver.AdmitAll).
+	// Admission (nil: endpoint health from cfg.Health).
 	Admission deliver.Admission
 	// DialControl vets every address dialled (nil: the pkg/ssrf policy with
 	// HOOKLINE_ALLOW_PRIVATE_CIDRS).
@@ -113,6 +114,14 @@ func New(ctx context.Context, cfg config.Config, d Deps) (*Service, error) {
 		RootCAs:          d.RootCAs,
 	})
 	dead := deadletter.NewPublisher(js)
+	if d.Admission == nil {
+		d.Admission = health.New(cfg.Health, health.Limits{AttemptTimeout: cfg.HTTPTimeout, MaxPause: cfg.MaxRetryAfter}, health.Deps{
+			Redis:      d.Redis,
+			Disabler:   health.NewRegistry(store, cache, js, d.Log),
+			Logger:     d.Log,
+			Registerer: reg,
+		})
+	}
 	s := &Service{
 		cfg:    cfg,
 		log:    d.Log,

@@ -237,6 +237,8 @@ func TestDeadEndpointDoesNotStarveHealthyOne(t *testing.T) {
 	e := start(t, map[string]string{
 		"HOOKLINE_MAX_ACK_PENDING": "5",
 		"HOOKLINE_RETRY_SCHEDULE":  "0s,1h,1h",
+		// Every dead task's first attempt must be made: no circuit breaker.
+		"HOOKLINE_BREAKER_FAILURES": "1000",
 	})
 	dead := newReceiver(t, always(503))
 	healthy := newReceiver(t, always(200))
