@@ -25,6 +25,7 @@ var (
 	flagPayload     = flag.Int("payload", bench.Defaults.PayloadBytes, "event payload bytes")
 	flagConc        = flag.Int("concurrency", bench.Defaults.Concurrency, "deliverer workers = subscription max_in_flight = bare client concurrency")
 	flagLimit       = flag.Int("limit-requests", 0, "requests of the bare client (default: -events)")
+	flagOnly        = flag.String("only", "", "run only these scenarios: limit, nats, batch, single, fanout, latency (comma-separated; default all)")
 	flagSyncs       = flag.String("syncs", strings.Join(bench.Defaults.Syncs, ","), "nats-server sync settings to run: always, default")
 	flagProfile     = flag.Bool("profile", false, "capture CPU profiles of the deliverer and producer (pprof) under the throughput scenarios")
 	flagProfileSecs = flag.Int("profile-seconds", bench.Defaults.ProfileSeconds, "length of each CPU profile")
@@ -53,6 +54,7 @@ func configFromFlags() bench.Config {
 		Concurrency:     *flagConc,
 		LimitRequests:   *flagLimit,
 		Syncs:           splitList(*flagSyncs),
+		Only:            splitList(*flagOnly),
 		Profile:         *flagProfile,
 		ProfileSeconds:  *flagProfileSecs,
 	}

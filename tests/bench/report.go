@@ -70,7 +70,9 @@ type Mode struct {
 	// PeakRSS is VmHWM per process at the end of the mode, bytes.
 	PeakRSS  map[string]int64  `json:"peak_rss_bytes"`
 	Profiles map[string]string `json:"profiles,omitempty"`
-	Error    string            `json:"error,omitempty"`
+	// Logs kept because a scenario failed, by process.
+	Logs  map[string]string `json:"logs,omitempty"`
+	Error string            `json:"error,omitempty"`
 }
 
 // Label names the sync setting for people.
@@ -162,6 +164,11 @@ func (r *Report) WriteTable(w io.Writer) {
 		for _, s := range m.Scenarios {
 			if s.Error != "" {
 				fmt.Fprintf(w, "error in %s: %s\n", s.Name, s.Error)
+			}
+		}
+		for _, p := range ProcOrder {
+			if l, ok := m.Logs[p]; ok {
+				fmt.Fprintf(w, "log of %s kept: %s\n", p, l)
 			}
 		}
 		if len(m.Profiles) > 0 {

@@ -43,6 +43,10 @@ type Config struct {
 	APIBatchSize         int `json:"api_batch_size"`
 	APIBatchConcurrency  int `json:"api_batch_concurrency"`
 	APISingleConcurrency int `json:"api_single_concurrency"`
+	// Only, when set, runs just these scenarios (limit, nats, batch, single,
+	// fanout, latency) — for quick A/B runs; the limit always runs when a
+	// ratio is wanted.
+	Only []string `json:"only,omitempty"`
 	// Syncs are the nats-server settings to run under, in order.
 	Syncs []string `json:"syncs"`
 	// Profile captures CPU profiles for ProfileSeconds into ProfileDir: the
@@ -53,6 +57,8 @@ type Config struct {
 	Profile        bool   `json:"profile"`
 	ProfileSeconds int    `json:"profile_seconds,omitempty"`
 	ProfileDir     string `json:"-"`
+	// LogDir keeps the processes' logs of a mode in which a scenario failed.
+	LogDir string `json:"-"`
 	// Idle is how long a scenario waits without any new delivery before it
 	// gives up.
 	Idle time.Duration `json:"idle_ns"`
@@ -60,12 +66,14 @@ type Config struct {
 	Env harness.Env `json:"env,omitempty"`
 }
 
-// Defaults: about five minutes on two cores for both sync settings.
+// Defaults: about five minutes for both sync settings on two busy cores
+// (the latency scenario is 10 s rather than 30 s for that reason; raise it
+// with -latency-duration=30s).
 var Defaults = Config{
-	Events:               20000,
-	FanoutEvents:         2000,
+	Events:               10000,
+	FanoutEvents:         1000,
 	LatencyRate:          1000,
-	LatencyDuration:      20 * time.Second,
+	LatencyDuration:      10 * time.Second,
 	LatencyPaths:         []string{"nats"},
 	PayloadBytes:         1024,
 	Concurrency:          64,
@@ -108,6 +116,19 @@ func (c Config) WithDefaults() Config {
 		c.Idle = d.Idle
 	}
 	return c
+}
+
+// runs reports whether the scenario called key is to run.
+func (c Config) runs(key string) bool {
+	if len(c.Only) == 0 {
+		return true
+	}
+	for _, k := range c.Only {
+		if k == key {
+			return true
+		}
+	}
+	return false
 }
 
 // Event types of the scenarios; each has its own subscriptions.
@@ -164,16 +185,28 @@ func RunMode(tb testing.TB, cfg Config, sync string) Mode {
 		mode.Error = "warm-up: " + err.Error()
 		return mode
 	}
-	limit := r.limit(ctx)
-	mode.Scenarios = append(mode.Scenarios, limit)
-	for _, run := range []func(context.Context) Scenario{r.oneNATS, r.oneBatch, r.oneSingle, r.fanOut} {
-		s := run(ctx)
+	var limit Scenario
+	if cfg.runs("limit") {
+		limit = r.limit(ctx)
+		mode.Scenarios = append(mode.Scenarios, limit)
+	}
+	for _, sc := range []struct {
+		key string
+		run func(context.Context) Scenario
+	}{{"nats", r.oneNATS}, {"batch", r.oneBatch}, {"single", r.oneSingle}, {"fanout", r.fanOut}} {
+		if !cfg.runs(sc.key) {
+			continue
+		}
+		s := sc.run(ctx)
 		if limit.DeliveriesPerSec > 0 {
 			s.OfLimit = s.DeliveriesPerSec / limit.DeliveriesPerSec
 		}
 		mode.Scenarios = append(mode.Scenarios, s)
 	}
 	for _, path := range cfg.LatencyPaths {
+		if !cfg.runs("latency") {
+			break
+		}
 		mode.Scenarios = append(mode.Scenarios, r.latency(ctx, path))
 	}
 	for name, pid := range r.pids {
@@ -182,6 +215,9 @@ func RunMode(tb testing.TB, cfg Config, sync string) Mode {
 		}
 	}
 	mode.Profiles = r.summariseProfiles(ctx)
+	if failed(mode) {
+		mode.Logs = r.keepLogs()
+	}
 	return mode
 }
 
@@ -581,6 +617,37 @@ func (r *rig) summariseProfiles(ctx context.Context) map[string]string {
 	return out
 }
 
+func failed(m Mode) bool {
+	for _, s := range m.Scenarios {
+		if s.Error != "" {
+			return true
+		}
+	}
+	return m.Error != ""
+}
+
+// keepLogs copies the logs of nats-server and the services next to the
+// results (they live in the test's temporary folder, which goes away).
+func (r *rig) keepLogs() map[string]string {
+	out := map[string]string{}
+	procs := map[string]*harness.Process{ProcNATS: r.nats.Process, ProcProducer: r.stack.Producer.Process,
+		ProcDeliverer: r.stack.Deliverers[0].Process}
+	for name, p := range procs {
+		b, err := os.ReadFile(p.LogPath)
+		if err != nil {
+			continue
+		}
+		path := filepath.Join(r.cfg.LogDir, r.mode+"-"+name+".log")
+		if err := os.MkdirAll(r.cfg.LogDir, 0o755); err != nil {
+			continue
+		}
+		if err := os.WriteFile(path, b, 0o644); err == nil {
+			out[name] = path
+		}
+	}
+	return out
+}
+
 // Run runs every sync setting of cfg, each through runMode (a sub-test or
 // sub-benchmark, so that its processes stop before the next starts), then
 // writes the JSON and the chart under out and returns the report.
@@ -589,6 +656,7 @@ func Run(tb testing.TB, cfg Config, out string, runMode func(name string, f func
 	cfg = cfg.WithDefaults()
 	rep := &Report{Started: time.Now(), Machine: ReadMachine(), Config: cfg}
 	cfg.ProfileDir = filepath.Join(out, "profiles-"+rep.Started.Format("20060102-150405"))
+	cfg.LogDir = filepath.Join(out, "logs-"+rep.Started.Format("20060102-150405"))
 	bins := harness.Build(tb)
 	rep.Versions = ReadVersions(map[string]string{
 		ProcNATS: bins.NATSServer, ProcProducer: bins.Producer, ProcDeliverer: bins.Deliverer,
