@@ -8,7 +8,6 @@ replace (
 )
 
 require (
-	github.com/caarlos0/env/v11 v11.4.2
 	github.com/hookline/hookline/pkg v0.0.0-00010101000000-000000000000
 	github.com/hookline/hookline/proto v0.0.0-00010101000000-000000000000
 	github.com/nats-io/nats.go v1.55.0
@@ -23,6 +22,7 @@ require (
 require (
 	github.com/antithesishq/antithesis-sdk-go v0.8.0-default-no-op // indirect
 	github.com/beorn7/perks v1.0.1 // indirect
+	github.com/caarlos0/env/v11 v11.4.2 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
 	github.com/google/go-tpm v0.9.8 // indirect
 	github.com/klauspost/compress v1.20.3 // indirect

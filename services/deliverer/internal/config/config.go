@@ -6,12 +6,9 @@ package config
 import (
 	"errors"
 	"fmt"
-	"os"
-	"reflect"
-	"strings"
 	"time"
 
-	"github.com/caarlos0/env/v11"
+	"github.com/hookline/hookline/pkg/envconfig"
 	"github.com/hookline/hookline/pkg/natsconn"
 	"github.com/hookline/hookline/pkg/redisconn"
 	"github.com/hookline/hookline/pkg/secretbox"
@@ -37,7 +34,9 @@ type Config struct {
 	LogLevel  string `env:"HOOKLINE_LOG_LEVEL" envDefault:"info"`
 	LogFormat string `env:"HOOKLINE_LOG_FORMAT" envDefault:"json"`
 
-	StreamReplicas int `env:"HOOKLINE_STREAM_REPLICAS" envDefault:"1"`
+	// Topology is read from the same variables as the producer's, so
+	// whichever service starts last ensures the same streams.
+	Topology stream.Settings
 
 	DispatchWorkers int `env:"HOOKLINE_DISPATCH_WORKERS" envDefault:"8"`
 	DeliverWorkers  int `env:"HOOKLINE_DELIVER_WORKERS" envDefault:"64"`
@@ -68,13 +67,13 @@ type Config struct {
 const AckWaitMargin = 5 * time.Second
 
 // FromEnv reads the process environment.
-func FromEnv() (Config, error) { return Load(envMap(os.Environ())) }
+func FromEnv() (Config, error) { return Load(envconfig.Environ()) }
 
 // Load reads the configuration from m (tests pass a map) and validates it.
 func Load(m map[string]string) (Config, error) {
 	var c Config
-	if err := env.ParseWithOptions(&c, env.Options{Environment: m}); err != nil {
-		return Config{}, fmt.Errorf("config: %w", nameVariables(err))
+	if err := envconfig.Parse(&c, m); err != nil {
+		return Config{}, fmt.Errorf("config: %w", err)
 	}
 	if err := c.Validate(); err != nil {
 		return Config{}, fmt.Errorf("config: %w", err)
@@ -103,7 +102,9 @@ func (c Config) Validate() error {
 	check(c.LogLevel == "debug" || c.LogLevel == "info" || c.LogLevel == "warn" || c.LogLevel == "error",
 		"HOOKLINE_LOG_LEVEL must be debug, info, warn or error, not %q", c.LogLevel)
 	check(c.LogFormat == "json" || c.LogFormat == "console", "HOOKLINE_LOG_FORMAT must be json or console, not %q", c.LogFormat)
-	check(c.StreamReplicas >= 1 && c.StreamReplicas <= 5, "HOOKLINE_STREAM_REPLICAS must be between 1 and 5, not %d", c.StreamReplicas)
+	if err := c.Topology.Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	check(c.DispatchWorkers >= 1, "HOOKLINE_DISPATCH_WORKERS must be at least 1, not %d", c.DispatchWorkers)
 	check(c.DeliverWorkers >= 1, "HOOKLINE_DELIVER_WORKERS must be at least 1, not %d", c.DeliverWorkers)
 	check(c.MaxAckPending >= 1, "HOOKLINE_MAX_ACK_PENDING must be at least 1, not %d", c.MaxAckPending)
@@ -143,56 +144,8 @@ func (c Config) SSRF() (ssrf.Policy, error) {
 
 // Stream is the topology configuration derived from this one.
 func (c Config) Stream() stream.Config {
-	return stream.Config{
-		Replicas:      c.StreamReplicas,
-		AckWait:       c.AckWait,
-		MaxAckPending: c.MaxAckPending,
-	}
-}
-
-// nameVariables rewrites env's parse errors, which name struct fields, to
-// name the variables instead.
-func nameVariables(err error) error {
-	var agg env.AggregateError
-	if !errors.As(err, &agg) {
-		return err
-	}
-	out := make([]error, 0, len(agg.Errors))
-	for _, e := range agg.Errors {
-		var pe env.ParseError
-		if errors.As(e, &pe) {
-			if tag := envTag(reflect.TypeFor[Config](), pe.Name); tag != "" {
-				e = fmt.Errorf("%s: %w", tag, pe.Err)
-			}
-		}
-		out = append(out, e)
-	}
-	return errors.Join(out...)
-}
-
-// envTag is the env tag of the field named name in t or in a struct field
-// of t (Health, NATS, …), "" when there is none.
-func envTag(t reflect.Type, name string) string {
-	for i := range t.NumField() {
-		f := t.Field(i)
-		if tag := f.Tag.Get("env"); f.Name == name && tag != "" {
-			return tag
-		}
-		if f.Type.Kind() == reflect.Struct && f.Tag.Get("env") == "" {
-			if tag := envTag(f.Type, name); tag != "" {
-				return tag
-			}
-		}
-	}
-	return ""
-}
-
-func envMap(environ []string) map[string]string {
-	m := make(map[string]string, len(environ))
-	for _, kv := range environ {
-		if k, v, ok := strings.Cut(kv, "="); ok {
-			m[k] = v
-		}
-	}
-	return m
+	sc := c.Topology.Config()
+	sc.AckWait = c.AckWait
+	sc.MaxAckPending = c.MaxAckPending
+	return sc
 }

@@ -40,7 +40,7 @@ func TestLoadDefaults(t *testing.T) {
 		{"jitter", c.RetryJitter, 0.1},
 		{"max retry after", c.MaxRetryAfter, 24 * time.Hour},
 		{"max ack pending", c.MaxAckPending, 10000},
-		{"replicas", c.StreamReplicas, 1},
+		{"replicas", c.Topology.Replicas, 1},
 		{"shutdown", c.ShutdownTimeout, 30 * time.Second},
 		{"log", c.LogLevel + "/" + c.LogFormat, "info/json"},
 		{"default max in flight", c.Health.DefaultMaxInFlight, 10},

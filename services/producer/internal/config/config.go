@@ -6,12 +6,9 @@ package config
 import (
 	"errors"
 	"fmt"
-	"os"
-	"reflect"
-	"strings"
 	"time"
 
-	"github.com/caarlos0/env/v11"
+	"github.com/hookline/hookline/pkg/envconfig"
 	"github.com/hookline/hookline/pkg/natsconn"
 	"github.com/hookline/hookline/pkg/redisconn"
 	"github.com/hookline/hookline/pkg/stream"
@@ -29,12 +26,9 @@ type Config struct {
 	LogLevel  string `env:"HOOKLINE_LOG_LEVEL" envDefault:"info"`
 	LogFormat string `env:"HOOKLINE_LOG_FORMAT" envDefault:"json"`
 
-	// Topology (streams and KV bucket) ensured at start-up.
-	StreamReplicas   int           `env:"HOOKLINE_STREAM_REPLICAS" envDefault:"1"`
-	EventsMaxAge     time.Duration `env:"HOOKLINE_EVENTS_MAX_AGE" envDefault:"168h"`
-	DeadLetterMaxAge time.Duration `env:"HOOKLINE_DEAD_LETTER_MAX_AGE" envDefault:"2160h"`
-	AttemptsMaxAge   time.Duration `env:"HOOKLINE_ATTEMPTS_MAX_AGE" envDefault:"720h"`
-	DuplicateWindow  time.Duration `env:"HOOKLINE_DUPLICATE_WINDOW" envDefault:"20m"`
+	// Topology (streams and KV bucket) ensured at start-up; the deliverer
+	// reads the same variables.
+	Topology stream.Settings
 
 	// MaxEventBytes bounds the body of POST /v1/events (413 above it) and
 	// the data of each event in a batch.
@@ -64,13 +58,13 @@ const (
 )
 
 // FromEnv reads the process environment.
-func FromEnv() (Config, error) { return Load(envMap(os.Environ())) }
+func FromEnv() (Config, error) { return Load(envconfig.Environ()) }
 
 // Load reads the configuration from m (tests pass a map) and validates it.
 func Load(m map[string]string) (Config, error) {
 	var c Config
-	if err := env.ParseWithOptions(&c, env.Options{Environment: m}); err != nil {
-		return Config{}, fmt.Errorf("config: %w", nameVariables(err))
+	if err := envconfig.Parse(&c, m); err != nil {
+		return Config{}, fmt.Errorf("config: %w", err)
 	}
 	if err := c.Validate(); err != nil {
 		return Config{}, fmt.Errorf("config: %w", err)
@@ -99,14 +93,9 @@ func (c Config) Validate() error {
 	check(c.LogLevel == "debug" || c.LogLevel == "info" || c.LogLevel == "warn" || c.LogLevel == "error",
 		"HOOKLINE_LOG_LEVEL must be debug, info, warn or error, not %q", c.LogLevel)
 	check(c.LogFormat == "json" || c.LogFormat == "console", "HOOKLINE_LOG_FORMAT must be json or console, not %q", c.LogFormat)
-	check(c.StreamReplicas >= 1 && c.StreamReplicas <= 5, "HOOKLINE_STREAM_REPLICAS must be between 1 and 5, not %d", c.StreamReplicas)
-	check(c.EventsMaxAge > 0, "HOOKLINE_EVENTS_MAX_AGE must be positive, not %s", c.EventsMaxAge)
-	check(c.DeadLetterMaxAge > 0, "HOOKLINE_DEAD_LETTER_MAX_AGE must be positive, not %s", c.DeadLetterMaxAge)
-	check(c.AttemptsMaxAge > 0, "HOOKLINE_ATTEMPTS_MAX_AGE must be positive, not %s", c.AttemptsMaxAge)
-	check(c.DuplicateWindow > 0, "HOOKLINE_DUPLICATE_WINDOW must be positive, not %s", c.DuplicateWindow)
-	// JetStream refuses a duplicate window longer than a stream's max age.
-	check(c.DuplicateWindow <= min(c.EventsMaxAge, c.DeadLetterMaxAge),
-		"HOOKLINE_DUPLICATE_WINDOW (%s) must not exceed HOOKLINE_EVENTS_MAX_AGE or HOOKLINE_DEAD_LETTER_MAX_AGE", c.DuplicateWindow)
+	if err := c.Topology.Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	check(c.MaxEventBytes >= 1 && c.MaxEventBytes <= MaxEventBytesLimit,
 		"HOOKLINE_MAX_EVENT_BYTES must be between 1 and %d, not %d", MaxEventBytesLimit, c.MaxEventBytes)
 	check(c.MaxBatch >= 1 && c.MaxBatch <= MaxBatchLimit, "HOOKLINE_MAX_BATCH must be between 1 and %d, not %d", MaxBatchLimit, c.MaxBatch)
@@ -119,43 +108,4 @@ func (c Config) Validate() error {
 }
 
 // Stream is the topology configuration derived from this one.
-func (c Config) Stream() stream.Config {
-	return stream.Config{
-		Replicas:         c.StreamReplicas,
-		EventsMaxAge:     c.EventsMaxAge,
-		AttemptsMaxAge:   c.AttemptsMaxAge,
-		DeadLetterMaxAge: c.DeadLetterMaxAge,
-		DuplicateWindow:  c.DuplicateWindow,
-	}
-}
-
-// nameVariables rewrites env's parse errors, which name struct fields, to
-// name the variables instead. A parse error never carries the value of a
-// secret: every secret here is a plain string, which cannot fail to parse.
-func nameVariables(err error) error {
-	var agg env.AggregateError
-	if !errors.As(err, &agg) {
-		return err
-	}
-	out := make([]error, 0, len(agg.Errors))
-	for _, e := range agg.Errors {
-		var pe env.ParseError
-		if errors.As(e, &pe) {
-			if f, ok := reflect.TypeFor[Config]().FieldByName(pe.Name); ok {
-				e = fmt.Errorf("%s: %w", f.Tag.Get("env"), pe.Err)
-			}
-		}
-		out = append(out, e)
-	}
-	return errors.Join(out...)
-}
-
-func envMap(environ []string) map[string]string {
-	m := make(map[string]string, len(environ))
-	for _, kv := range environ {
-		if k, v, ok := strings.Cut(kv, "="); ok {
-			m[k] = v
-		}
-	}
-	return m
-}
+func (c Config) Stream() stream.Config { return c.Topology.Config() }
