@@ -32,14 +32,17 @@ var (
 //	func TestMain(m *testing.M) { os.Exit(harness.Main(m)) }
 func Main(m *testing.M) int {
 	code := m.Run()
-	if built.Dir != "" {
+	if built.Dir != "" && os.Getenv("HOOKLINE_TEST_BIN_DIR") == "" {
 		_ = os.RemoveAll(built.Dir)
 	}
 	return code
 }
 
 // Build compiles the producer, deliverer, hookctl and nats-server once per
-// test binary and returns their paths. The services are built from this
+// test binary and returns their paths. HOOKLINE_TEST_REPO_ROOT, when set,
+// names another checkout to build the services from;
+// HOOKLINE_TEST_BIN_DIR names a directory of prebuilt binaries (producer,
+// deliverer, hookctl, nats-server) to use instead of building. The services are built from this
 // checkout (through go.work when it is in use); nats-server is the version
 // the tests module requires (a tool dependency), so a test can kill -9 it
 // and start it again on the same store.
@@ -53,6 +56,16 @@ func Build(tb testing.TB) Binaries {
 }
 
 func build() (Binaries, error) {
+	if dir := os.Getenv("HOOKLINE_TEST_BIN_DIR"); dir != "" {
+		// Prebuilt binaries (kept: Main removes only what it built).
+		b := binariesIn(dir)
+		for _, p := range []string{b.Producer, b.Deliverer, b.Hookctl, b.NATSServer} {
+			if _, err := os.Stat(p); err != nil {
+				return Binaries{}, fmt.Errorf("HOOKLINE_TEST_BIN_DIR: %w", err)
+			}
+		}
+		return b, nil
+	}
 	testsDir, err := testsModuleDir()
 	if err != nil {
 		return Binaries{}, err
@@ -62,16 +75,16 @@ func build() (Binaries, error) {
 	if err != nil {
 		return Binaries{}, err
 	}
-	b := Binaries{
-		Dir:        dir,
-		Producer:   filepath.Join(dir, "producer"),
-		Deliverer:  filepath.Join(dir, "deliverer"),
-		Hookctl:    filepath.Join(dir, "hookctl"),
-		NATSServer: filepath.Join(dir, "nats-server"),
-	}
+	b := binariesIn(dir)
 	start := time.Now()
 	services := []string{"./services/producer", "./services/deliverer", "./cmd/hookctl"}
-	if work := goEnv(testsDir, "GOWORK"); work != "" && work != "off" {
+	workDir := testsDir
+	if other := os.Getenv("HOOKLINE_TEST_REPO_ROOT"); other != "" {
+		// Build the services from another checkout, e.g. a `git worktree`
+		// of a commit while this tree is being edited.
+		root, workDir = other, filepath.Join(other, "tests")
+	}
+	if work := goEnv(workDir, "GOWORK"); work != "" && work != "off" {
 		// One invocation from the workspace root builds all three in parallel.
 		args := append([]string{"build", "-o", dir + string(os.PathSeparator)}, services...)
 		if err := goCmd(filepath.Dir(work), args...); err != nil {
@@ -90,6 +103,16 @@ func build() (Binaries, error) {
 	}
 	fmt.Fprintf(os.Stderr, "harness: built binaries in %s (%.1fs)\n", dir, time.Since(start).Seconds())
 	return b, nil
+}
+
+func binariesIn(dir string) Binaries {
+	return Binaries{
+		Dir:        dir,
+		Producer:   filepath.Join(dir, "producer"),
+		Deliverer:  filepath.Join(dir, "deliverer"),
+		Hookctl:    filepath.Join(dir, "hookctl"),
+		NATSServer: filepath.Join(dir, "nats-server"),
+	}
 }
 
 // testsModuleDir is the directory of the tests module (this file's parent's

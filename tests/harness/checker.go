@@ -30,6 +30,7 @@ type Checker struct {
 	js jetstream.JetStream
 
 	mu        sync.Mutex
+	clock     int // orders subscriptions and events
 	subs      []checkedSub
 	accepted  map[string]eventKey
 	attempted map[string]eventKey
@@ -43,9 +44,13 @@ type checkedSub struct {
 	tenant string
 	types  []string
 	ep     *Endpoint
+	at     int // clock when declared
 }
 
-type eventKey struct{ tenant, typ string }
+type eventKey struct {
+	tenant, typ string
+	at          int // clock at the first publish attempt
+}
 
 type pair struct{ event, sub string }
 
@@ -62,21 +67,28 @@ func NewChecker(js jetstream.JetStream) *Checker {
 	}
 }
 
-// AddSubscription declares a subscription the test created: its tenant, its
-// event-type filters (NATS token semantics) and the endpoint it points at.
-// The endpoint must be bound to the subscription id.
+// AddSubscription declares a subscription the test created (declare it
+// once the API answered): its tenant, its event-type filters (NATS token
+// semantics) and the endpoint it points at, bound to the subscription id.
+// Events published from now on must reach it; events published before may
+// (a subscription may see an event still being dispatched) but need not.
 func (c *Checker) AddSubscription(id, tenant string, eventTypes []string, ep *Endpoint) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.subs = append(c.subs, checkedSub{id: id, tenant: tenant, types: eventTypes, ep: ep})
+	c.clock++
+	c.subs = append(c.subs, checkedSub{id: id, tenant: tenant, types: eventTypes, ep: ep, at: c.clock})
 }
 
 // Attempt records that a publish of the event is being tried.
 func (c *Checker) Attempt(id, tenant, eventType string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if _, ok := c.accepted[id]; !ok {
-		c.attempted[id] = eventKey{tenant, eventType}
+	if _, ok := c.accepted[id]; ok {
+		return
+	}
+	if _, ok := c.attempted[id]; !ok {
+		c.clock++
+		c.attempted[id] = eventKey{tenant, eventType, c.clock}
 	}
 }
 
@@ -84,8 +96,15 @@ func (c *Checker) Attempt(id, tenant, eventType string) {
 func (c *Checker) Accept(id, tenant, eventType string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	k, ok := c.attempted[id]
+	if !ok {
+		c.clock++
+		k = eventKey{tenant, eventType, c.clock}
+	}
 	delete(c.attempted, id)
-	c.accepted[id] = eventKey{tenant, eventType}
+	if _, dup := c.accepted[id]; !dup {
+		c.accepted[id] = k
+	}
 }
 
 // AcceptedCount is the number of accepted events.
@@ -212,7 +231,7 @@ func (c *Checker) Check(ctx context.Context) (Report, error) {
 	var lost []string
 	for id, k := range c.accepted {
 		for _, s := range c.subs {
-			if s.tenant != k.tenant || !Matches(s.types, k.typ) {
+			if s.at > k.at || s.tenant != k.tenant || !Matches(s.types, k.typ) {
 				continue
 			}
 			r.Expected++

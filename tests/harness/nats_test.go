@@ -174,12 +174,23 @@ func TestChecker(t *testing.T) {
 	// Dead letters are read incrementally; a second one of a pair counts.
 	deadLetter("evt_5", "sub_a", "permanent_failure")
 	deadLetter("evt_3", "sub_a", "attempts_exhausted")
+	// A subscription declared later owes only the events published after
+	// it, and may receive earlier ones.
+	late := r.Endpoint("late")
+	if err := late.Bind("sub_late", secret); err != nil {
+		t.Fatal(err)
+	}
+	c.AddSubscription("sub_late", "acme", []string{"order.*"}, late)
+	c.Accept("evt_7", "acme", "order.created")
+	send(a, "evt_7")
+	send(late, "evt_7")
+	send(late, "evt_1")
 	r2, err := c.Check(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r2.Lost != 0 || r2.DeadLettered != 2 || r2.DeadLetterDuplicates != 1 {
-		t.Fatalf("after more dead letters: %s", r2)
+	if r2.Lost != 0 || r2.Expected != 6 || r2.Unexpected != 2 || r2.DeadLettered != 2 || r2.DeadLetterDuplicates != 1 {
+		t.Fatalf("after more dead letters and a late subscription: %s", r2)
 	}
 	if c.DeadLetterCount("evt_3", "sub_a") != 2 {
 		t.Fatalf("dead letter count %d", c.DeadLetterCount("evt_3", "sub_a"))

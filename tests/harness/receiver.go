@@ -110,7 +110,10 @@ func NewReceiver(tb testing.TB) *Receiver {
 		closing:   make(chan struct{}),
 		endpoints: map[string]*Endpoint{},
 	}
-	r.srv = &http.Server{Handler: r, ReadHeaderTimeout: 10 * time.Second}
+	// Idle keep-alive connections are closed after a second, as real
+	// endpoints do sooner or later: the deliverer's idle pool then drains,
+	// and its goroutine count can return to a baseline.
+	r.srv = &http.Server{Handler: r, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Second}
 	go func() { _ = r.srv.Serve(ln) }()
 	tb.Cleanup(r.Close)
 	return r
@@ -429,6 +432,21 @@ func (e *Endpoint) Stats() Stats {
 		Duplicates:      e.duplicates,
 	}
 	return s
+}
+
+// DeliveredBetween counts the 2xx answers given in [from, to).
+func (e *Endpoint) DeliveredBetween(from, to time.Time) int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	n := 0
+	for _, h := range e.hits {
+		for i, at := range h.Times {
+			if i < len(h.Statuses) && h.Statuses[i] >= 200 && h.Statuses[i] < 300 && !at.Before(from) && at.Before(to) {
+				n++
+			}
+		}
+	}
+	return n
 }
 
 // Hits returns a copy of what the endpoint saw of one event (nil: nothing).
