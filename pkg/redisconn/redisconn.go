@@ -39,5 +39,8 @@ func Open(c Config) (*redis.Client, error) {
 	if c.Password != "" {
 		o.Password = c.Password
 	}
+	// Honour context deadlines: a caller that bounds a Redis call (endpoint
+	// health does, then decides locally) must not wait out ReadTimeout.
+	o.ContextTimeoutEnabled = true
 	return redis.NewClient(o), nil
 }

@@ -43,8 +43,10 @@ func (e Env) list() []string {
 
 // Test settings of both services: a short retry schedule, a short attempt
 // timeout and AckWait (so a killed deliverer's tasks come back within
-// seconds), loopback receivers allowed, JSON logs, and a circuit breaker
-// that cools down in a second instead of 30.
+// seconds), loopback receivers allowed, JSON logs, and endpoint health
+// scaled down — a circuit breaker that cools down in 200ms instead of 30s,
+// and a per-subscription in-flight cap as large as the worker pool, so that
+// a test measures its fault rather than the cap's deferrals.
 //
 //	attempt:  1    2    3
 //	delay:    0s   1s   1s   → dead letter ~2s after the first attempt
@@ -52,16 +54,23 @@ func (e Env) list() []string {
 // AckWait (7s) is the HTTP timeout (2s) plus the deliverer's required margin
 // (5s): a task held by a killed deliverer is redelivered 7s later.
 var DefaultEnv = Env{
-	"HOOKLINE_LOG_FORMAT":           "json",
-	"HOOKLINE_ALLOW_PRIVATE_CIDRS":  "127.0.0.0/8",
-	"HOOKLINE_RETRY_SCHEDULE":       "0s,1s,1s",
-	"HOOKLINE_HTTP_TIMEOUT":         "2s",
-	"HOOKLINE_ACK_WAIT":             "7s",
-	"HOOKLINE_SHUTDOWN_TIMEOUT":     "10s",
-	"HOOKLINE_STREAM_REPLICAS":      "1",
-	"HOOKLINE_BREAKER_COOLDOWN":     "1s",
-	"HOOKLINE_BREAKER_MAX_COOLDOWN": "2s",
+	"HOOKLINE_LOG_FORMAT":            "json",
+	"HOOKLINE_ALLOW_PRIVATE_CIDRS":   "127.0.0.0/8",
+	"HOOKLINE_RETRY_SCHEDULE":        "0s,1s,1s",
+	"HOOKLINE_HTTP_TIMEOUT":          "2s",
+	"HOOKLINE_ACK_WAIT":              "7s",
+	"HOOKLINE_SHUTDOWN_TIMEOUT":      "10s",
+	"HOOKLINE_STREAM_REPLICAS":       "1",
+	"HOOKLINE_BREAKER_COOLDOWN":      "200ms",
+	"HOOKLINE_BREAKER_MAX_COOLDOWN":  "1s",
+	"HOOKLINE_IN_FLIGHT_DEFER":       "200ms",
+	"HOOKLINE_DEFAULT_MAX_IN_FLIGHT": "64",
 }
+
+// BreakerOff disables the circuit breaker (a million failures in a row to
+// open it), for tests whose failing endpoints are the setting, not the
+// subject: with it, attempts to a failing endpoint go one probe at a time.
+var BreakerOff = Env{"HOOKLINE_BREAKER_FAILURES": "1000000"}
 
 // Service is a running producer or deliverer.
 type Service struct {

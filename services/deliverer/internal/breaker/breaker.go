@@ -241,7 +241,7 @@ func (p *PendingAllow) Result() (Decision, error) {
 	}
 	res, err := p.cmd.Int64Slice()
 	if err != nil {
-		if p.ctx.Err() == nil {
+		if !errors.Is(p.ctx.Err(), context.Canceled) {
 			b.skipUntil.Store(p.now.Add(b.cfg.RedisRetry).UnixNano())
 		}
 		return Decision{Allow: true}, fmt.Errorf("circuit breaker (taken as closed): %w", err)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/hookline/hookline/pkg/natstest"
+	"github.com/hookline/hookline/pkg/redisconn"
 	"github.com/hookline/hookline/pkg/redistest"
 	"github.com/hookline/hookline/pkg/stream"
 	"github.com/hookline/hookline/pkg/subscription"
@@ -529,5 +530,34 @@ func TestConfigValidateNamesTheVariable(t *testing.T) {
 				t.Fatalf("Validate() = %v; want an error naming %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// A Redis that answers too slowly (CLIENT PAUSE) is a Redis failure:
+// attempts are admitted on local counts, not all deferred.
+func TestSlowRedisDegradesToLocalDecisions(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	rdb, err := redisconn.Open(redisconn.Config{URL: "redis://" + srv.Addr + "/0"}) // honours deadlines
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rdb.Close() })
+	cfg := testConfig()
+	cfg.RedisTimeout = 50 * time.Millisecond
+	reg := prometheus.NewRegistry()
+	h := health.New(cfg, health.Limits{AttemptTimeout: time.Second}, health.Deps{Redis: rdb, Registerer: reg})
+	if err := srv.Client(t).Do(context.Background(), "CLIENT", "PAUSE", "2000", "ALL").Err(); err != nil {
+		t.Fatal(err)
+	}
+	sub := &hooklinev1.Subscription{Id: "sub_slow_redis", Tenant: "acme", RateLimitPerSecond: 100}
+	done, wait, err := h.Admit(context.Background(), sub)
+	if err != nil || done == nil {
+		t.Fatalf("redis paused: wait %s err %v; want admitted on local counts", wait, err)
+	}
+	done(ok200)
+	e := &testEnv{reg: reg}
+	if n := e.counter(t, "hookline_admission_degraded_total", map[string]string{"component": "in_flight"}); n != 1 {
+		t.Fatalf("hookline_admission_degraded_total{component=in_flight} = %g; want 1", n)
 	}
 }

@@ -193,7 +193,9 @@ func (p *PendingAcquire) Result() (Lease, bool, error) {
 	}
 	res, err := p.cmd.Int64Slice()
 	if err != nil {
-		if p.ctx.Err() != nil {
+		if errors.Is(p.ctx.Err(), context.Canceled) {
+			// The caller went away. A deadline, though, is Redis being
+			// slow: counted locally like any Redis failure.
 			return Lease{}, false, fmt.Errorf("acquire in-flight slot: %w", p.ctx.Err())
 		}
 		l.skipUntil.Store(p.now.Add(l.cfg.RedisRetry).UnixNano())

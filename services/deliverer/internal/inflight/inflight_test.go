@@ -2,6 +2,7 @@ package inflight_test
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -183,5 +184,24 @@ func TestReleaseOfZeroLeaseIsANoop(t *testing.T) {
 	lim := inflight.New(srv.Client(t), inflight.Config{})
 	if err := lim.Release(context.Background(), inflight.Lease{}); err != nil {
 		t.Fatalf("release zero lease: %v", err)
+	}
+}
+
+func TestDeadlineIsARedisFailureCancelIsNot(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	lim := inflight.New(srv.Client(t), inflight.Config{DefaultMax: 1})
+
+	expired, cancel := context.WithTimeout(context.Background(), -time.Second)
+	defer cancel()
+	if _, ok, err := lim.Acquire(expired, "sub_deadline", 0); !ok || err == nil {
+		t.Fatalf("deadline passed: ok %v err %v; want a local slot and the error", ok, err)
+	}
+
+	canceled, cancel2 := context.WithCancel(context.Background())
+	cancel2()
+	lim2 := inflight.New(srv.Client(t), inflight.Config{DefaultMax: 1})
+	if _, ok, err := lim2.Acquire(canceled, "sub_cancel", 0); ok || !errors.Is(err, context.Canceled) {
+		t.Fatalf("caller gone: ok %v err %v; want no slot and context.Canceled", ok, err)
 	}
 }

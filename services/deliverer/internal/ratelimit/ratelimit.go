@@ -173,8 +173,8 @@ func Burst(perSecond float64, burst uint32) int {
 // Take asks for one request of the subscription's limit (perSecond > 0;
 // burst 0 means Burst's default). It returns 0 when the request may be sent
 // now, and it is counted; otherwise nothing is counted and wait is how long
-// to defer before asking again. err is only ever the context's: a Redis
-// failure falls back to the local limiter.
+// to defer before asking again. err is only ever context.Canceled: a Redis
+// failure, or ctx's deadline, falls back to the local limiter.
 func (l *Limiter) Take(ctx context.Context, subscriptionID string, perSecond float64, burst uint32) (wait time.Duration, err error) {
 	if perSecond <= 0 || math.IsNaN(perSecond) || math.IsInf(perSecond, 0) {
 		return 0, nil
@@ -187,7 +187,9 @@ func (l *Limiter) Take(ctx context.Context, subscriptionID string, perSecond flo
 			l.recovered()
 			return wait, nil
 		}
-		if ctx.Err() != nil {
+		if errors.Is(ctx.Err(), context.Canceled) {
+			// The caller went away. A deadline, though, is Redis being
+			// slow: decided locally like any Redis failure.
 			return 0, fmt.Errorf("rate limit: %w", ctx.Err())
 		}
 		l.skipUntil.Store(now.Add(l.cfg.RedisRetry).UnixNano())
