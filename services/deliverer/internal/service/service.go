@@ -23,6 +23,7 @@ import (
 	"github.com/hookline/hookline/services/deliverer/internal/metrics"
 	"github.com/hookline/hookline/services/deliverer/internal/retry"
 	"github.com/hookline/hookline/services/deliverer/internal/sender"
+	"github.com/hookline/hookline/services/deliverer/internal/subcache"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -52,12 +53,19 @@ type Deps struct {
 	RootCAs *x509.CertPool
 }
 
+// The in-process memo answers both stages' lookups.
+var (
+	_ dispatch.Matcher = (*subcache.Memo)(nil)
+	_ deliver.Lookup   = (*subcache.Memo)(nil)
+)
+
 // Service is the running deliverer.
 type Service struct {
 	cfg      config.Config
 	log      *zap.Logger
 	syncer   *subscription.Syncer
 	cache    *subscription.Cache
+	memo     *subcache.Memo
 	dispatch *dispatch.Dispatcher
 	deliver  *deliver.Deliverer
 	recorder *attempt.Recorder
@@ -82,6 +90,11 @@ func New(ctx context.Context, cfg config.Config, d Deps) (*Service, error) {
 		return nil, err
 	}
 	cache := subscription.NewCache(d.Redis, store, subscription.WithLogger(d.Log.Named("subscriptions")))
+	kv, err := js.KeyValue(ctx, stream.SubscriptionsBucket)
+	if err != nil {
+		return nil, fmt.Errorf("bind kv bucket %s: %w", stream.SubscriptionsBucket, err)
+	}
+	memo := subcache.New(cache, kv, d.Log.Named("subscriptions"))
 	reg := d.Registry
 	if reg == nil {
 		reg = prometheus.NewRegistry()
@@ -127,11 +140,12 @@ func New(ctx context.Context, cfg config.Config, d Deps) (*Service, error) {
 		log:    d.Log,
 		syncer: subscription.NewSyncer(store, cache, d.Log.Named("subscriptions")),
 		cache:  cache,
-		dispatch: dispatch.New(js, cache, dead, d.Log, m, dispatch.Options{
+		memo:   memo,
+		dispatch: dispatch.New(js, memo, dead, d.Log, m, dispatch.Options{
 			Workers: cfg.DispatchWorkers,
 		}),
 		deliver: deliver.New(deliver.Deps{
-			JS: js, Lookup: cache, Sender: snd, Scheduler: retry.NewScheduler(js), DeadLetters: dead,
+			JS: js, Lookup: memo, Sender: snd, Scheduler: retry.NewScheduler(js), DeadLetters: dead,
 			Recorder: rec, Log: d.Log, Metrics: m,
 		}, deliver.Options{
 			Workers:         cfg.DeliverWorkers,
@@ -192,6 +206,7 @@ func (s *Service) Run(ctx context.Context) error {
 	)
 	for name, run := range map[string]func(context.Context) error{
 		"subscription syncer": s.syncer.Run,
+		"subscription memo":   s.memo.Run,
 		"dispatch":            s.dispatch.Run,
 		"deliver":             s.deliver.Run,
 	} {

@@ -1,0 +1,159 @@
+package subcache_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hookline/hookline/pkg/natstest"
+	"github.com/hookline/hookline/pkg/stream"
+	"github.com/hookline/hookline/pkg/subscription"
+	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
+	"github.com/hookline/hookline/services/deliverer/internal/subcache"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// source is a counting stand-in for the Redis cache (the unit under test is
+// the memo; the KV bucket that invalidates it is a real one).
+type source struct {
+	mu    sync.Mutex
+	url   string
+	err   error
+	calls atomic.Int64
+}
+
+func (s *source) set(url string, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.url, s.err = url, err
+}
+
+func (s *source) sub(id string) (*hooklinev1.Subscription, error) {
+	s.calls.Add(1)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err != nil {
+		return nil, s.err
+	}
+	return &hooklinev1.Subscription{Id: id, Tenant: "acme", Url: s.url, EventTypes: []string{"order.created"}}, nil
+}
+
+func (s *source) ForEvent(_ context.Context, _, _ string) ([]*hooklinev1.Subscription, error) {
+	sub, err := s.sub("sub_1")
+	if err != nil {
+		return nil, err
+	}
+	return []*hooklinev1.Subscription{sub}, nil
+}
+
+func (s *source) Get(_ context.Context, _, id string) (*hooklinev1.Subscription, error) {
+	return s.sub(id)
+}
+
+func start(t *testing.T) (*subcache.Memo, *source, jetstream.KeyValue) {
+	t.Helper()
+	srv := natstest.Start(t)
+	_, js := srv.Connect(t)
+	ctx := context.Background()
+	if err := stream.Ensure(ctx, js, stream.Config{}); err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.KeyValue(ctx, stream.SubscriptionsBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := &source{url: "https://one.example"}
+	m := subcache.New(src, kv, nil)
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- m.Run(rctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	return m, src, kv
+}
+
+// eventually polls cond until it holds, failing after timeout.
+func eventually(t *testing.T, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met in time")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestMemoAnswersRepeatsWithoutAskingAgain(t *testing.T) {
+	t.Parallel()
+	m, src, _ := start(t)
+	ctx := context.Background()
+	// Wait until the memo is in use: a repeat no longer reaches the source.
+	eventually(t, 10*time.Second, func() bool {
+		before := src.calls.Load()
+		_, _ = m.Get(ctx, "acme", "sub_1")
+		_, _ = m.Get(ctx, "acme", "sub_1")
+		return src.calls.Load()-before == 1
+	})
+	before := src.calls.Load()
+	for range 100 {
+		sub, err := m.Get(ctx, "acme", "sub_1")
+		if err != nil || sub.GetUrl() != "https://one.example" {
+			t.Fatalf("Get = %v, %v", sub, err)
+		}
+		subs, err := m.ForEvent(ctx, "acme", "order.created")
+		if err != nil || len(subs) != 1 {
+			t.Fatalf("ForEvent = %v, %v", subs, err)
+		}
+	}
+	if got := src.calls.Load() - before; got > 1 {
+		t.Fatalf("%d source calls for 200 repeated lookups, want at most 1 (the first ForEvent)", got)
+	}
+}
+
+func TestMemoForgetsATenantWhenItsSubscriptionChanges(t *testing.T) {
+	t.Parallel()
+	m, src, kv := start(t)
+	ctx := context.Background()
+	eventually(t, 10*time.Second, func() bool {
+		before := src.calls.Load()
+		_, _ = m.Get(ctx, "acme", "sub_1")
+		_, _ = m.Get(ctx, "acme", "sub_1")
+		return src.calls.Load()-before == 1
+	})
+	src.set("https://two.example", nil)
+	if _, err := kv.Put(ctx, stream.SubscriptionKey("acme", "sub_1"), []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, func() bool {
+		sub, err := m.Get(ctx, "acme", "sub_1")
+		return err == nil && sub.GetUrl() == "https://two.example"
+	})
+}
+
+func TestMemoNeverRemembersErrors(t *testing.T) {
+	t.Parallel()
+	m, src, _ := start(t)
+	ctx := context.Background()
+	src.set("", subscription.ErrNotFound)
+	for range 3 {
+		if _, err := m.Get(ctx, "acme", "sub_1"); !errors.Is(err, subscription.ErrNotFound) {
+			t.Fatalf("Get = %v, want ErrNotFound", err)
+		}
+	}
+	src.set("https://back.example", nil)
+	sub, err := m.Get(ctx, "acme", "sub_1")
+	if err != nil || sub.GetUrl() != "https://back.example" {
+		t.Fatalf("Get after the error = %v, %v", sub, err)
+	}
+}
