@@ -18,7 +18,7 @@ run:
 	./.data/bin/devstack $(ARGS)
 
 ## test: install what Go cannot fetch, then run every test of every module
-test: test-deps vet build-standalone
+test: test-deps generate-check vet build-standalone
 	$(GO) test $(TEST_FLAGS) $(addprefix ./,$(addsuffix /...,$(MODULES)))
 
 ## test-deps: redis-server (and protoc for generate-check) through apt when missing
