@@ -69,7 +69,11 @@ func TestSIGTERMUnderLoad(t *testing.T) {
 	t.Parallel()
 	const events, subs = 2000, 2
 	const grace = 10 * time.Second // HOOKLINE_SHUTDOWN_TIMEOUT
-	s := harness.NewStack(t, harness.StackOptions{Deliverers: 2})
+	// AckWait is the production default (60s) here: a SIGTERM must not
+	// duplicate anything, and with 7s an overloaded nats-server (2 cores
+	// shared by the suite) can apply an ack later than AckWait and
+	// redeliver what was delivered — a different fault.
+	s := harness.NewStack(t, harness.StackOptions{Deliverers: 2, DefaultSync: true, Env: harness.Env{"HOOKLINE_ACK_WAIT": "60s"}})
 	var eps []*harness.Endpoint
 	for i := range subs {
 		// A little latency keeps attempts in flight at the signal.

@@ -21,7 +21,9 @@ const attempts = 3
 func TestSlowEndpointNoOverlappingAttempts(t *testing.T) {
 	t.Parallel()
 	const events = 12
-	s := harness.NewStack(t, harness.StackOptions{Deliverers: 2})
+	// The breaker would serialise the attempts (one probe at a time) and
+	// hide overlaps: off.
+	s := harness.NewStack(t, harness.StackOptions{Deliverers: 2, Env: harness.BreakerOff})
 	tooSlow, tooSlowSub := s.Subscribe("acme", "too-slow", []string{"order.created"}, harness.Slow(5*time.Second))
 	slow, _ := s.Subscribe("acme", "slow", []string{"order.created"}, harness.Slow(1500*time.Millisecond))
 	var ids []string
@@ -61,10 +63,12 @@ func TestSlowEndpointNoOverlappingAttempts(t *testing.T) {
 
 // Fault 8: an endpoint that always answers 500, with a short schedule:
 // exactly the configured number of attempts, the same webhook-id every
-// time, and one complete dead letter per event.
+// time, and one complete dead letter per event. The circuit breaker opens
+// after five failures and defers the rest to one probe at a time: deferrals
+// never spend an attempt.
 func TestAlwaysFailingEndpoint(t *testing.T) {
 	t.Parallel()
-	const events = 20
+	const events = 6 // more than the 5 failures that open the breaker
 	s := harness.NewStack(t, harness.StackOptions{Deliverers: 2})
 	ep, sub := s.Subscribe("acme", "always-500", []string{"order.*"}, harness.Fail)
 	ids := map[string]bool{}
@@ -115,6 +119,14 @@ func TestAlwaysFailingEndpoint(t *testing.T) {
 			t.Errorf("dead letter %d: subscription %q, %d bytes of data", dl.Sequence, dl.Header.Get(stream.HeaderSubscriptionID), len(dl.Data))
 		}
 	}
+	deferred := 0.0
+	for _, d := range s.Deliverers {
+		deferred += d.Metric(t, "hookline_tasks_deferred_total")
+	}
+	if deferred == 0 {
+		t.Errorf("the circuit breaker never deferred a task: this test no longer covers it")
+	}
 	result(t, "endpoint always 500, schedule 0s,1s,1s",
-		"events", events, "lost", r.Lost, "attempts_each", attempts, "dead_letters", len(dls), "duplicated", r.Duplicates)
+		"events", events, "lost", r.Lost, "attempts_each", attempts, "dead_letters", len(dls), "duplicated", r.Duplicates,
+		"deferred_by_breaker", deferred)
 }
