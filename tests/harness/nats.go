@@ -71,6 +71,8 @@ func newNATS(tb testing.TB, bins Binaries, name string, o NATSOptions, clusterPo
 	// /healthz is 200 once JetStream is up and, after a restart, once every
 	// stream and consumer has caught up.
 	s.Ready = HTTPReady(fmt.Sprintf("http://127.0.0.1:%d/healthz", s.MonitorPort))
+	// A node that rejoins a cluster under load may take a while to catch up.
+	s.ReadyWithin = 2 * time.Minute
 	return s
 }
 
@@ -110,7 +112,7 @@ func StartCluster(tb testing.TB, n int) *Cluster {
 		}
 	}
 	for _, s := range c.Nodes {
-		s.WaitReady(ReadyTimeout)
+		s.WaitReady(s.ReadyWithin)
 	}
 	return c
 }

@@ -35,6 +35,8 @@ type Process struct {
 	LogPath string
 	// Ready reports nil once the process serves; nil means "started".
 	Ready func(ctx context.Context) error
+	// ReadyWithin bounds the wait for Ready in Start (default ReadyTimeout).
+	ReadyWithin time.Duration
 
 	tb testing.TB
 
@@ -90,7 +92,11 @@ func (p *Process) Start() {
 	if err := p.StartNoWait(); err != nil {
 		p.tb.Fatal(err)
 	}
-	p.WaitReady(ReadyTimeout)
+	within := p.ReadyWithin
+	if within <= 0 {
+		within = ReadyTimeout
+	}
+	p.WaitReady(within)
 }
 
 // StartNoWait runs the process without waiting for readiness.
