@@ -13,8 +13,8 @@ type Config struct {
 	// max_in_flight is 0, across all replicas.
 	DefaultMaxInFlight int `env:"HOOKLINE_DEFAULT_MAX_IN_FLIGHT" envDefault:"10"`
 	// InFlightDefer is how long a task waits when its subscription is at
-	// its cap: between one and two times this (random), without spending an
-	// attempt.
+	// its cap, without spending an attempt: between one and two times this
+	// (random), up to 61 times when many tasks are turned away each second.
 	InFlightDefer time.Duration `env:"HOOKLINE_IN_FLIGHT_DEFER" envDefault:"1s"`
 	// BreakerFailures in a row open a subscription's circuit.
 	BreakerFailures int `env:"HOOKLINE_BREAKER_FAILURES" envDefault:"5"`

@@ -6,7 +6,8 @@
 //
 //  1. the circuit breaker (breaker): open → wait for the cool-down; half-open
 //     → only the probe goes;
-//  2. the in-flight cap (inflight): at the cap → wait 1–2 × InFlightDefer;
+//  2. the in-flight cap (inflight): at the cap → wait 1–2 × InFlightDefer,
+//     longer (spread at random) the more tasks are turned away each second;
 //  3. the rate limit (ratelimit), when the subscription has one → wait until
 //     a request is allowed.
 //
@@ -251,7 +252,7 @@ func (h *Health) Admit(ctx context.Context, sub *hooklinev1.Subscription) (func(
 	case !ok:
 		giveBack()
 		h.m.deferred.WithLabelValues(deferInFlightFull).Inc()
-		return nil, h.cfg.InFlightDefer + h.jitter(h.cfg.InFlightDefer), nil
+		return nil, h.fullWait(pendingLease.Denied(), h.inflight.Cap(sub.GetMaxInFlight())), nil
 	}
 
 	if perSecond := sub.GetRateLimitPerSecond(); perSecond > 0 {
@@ -379,6 +380,20 @@ func (h *Health) warnRedis(what string, err error) {
 	}
 	h.log.Warn("endpoint health without redis: circuit taken as closed, in-flight cap counted per process",
 		zap.String("op", what), zap.Error(err))
+}
+
+// maxFullSpread caps fullWait's random part, in InFlightDefer units.
+const maxFullSpread = 60
+
+// fullWait is how long a task waits when its subscription is at its cap:
+// InFlightDefer plus a random part of InFlightDefer × (refusals this second
+// ÷ cap), at least one InFlightDefer. A slow endpoint with a large backlog
+// is refused many times a second, and its tasks come back spread over the
+// time the backlog needs, instead of all asking again every second; a busy
+// but fast one waits one or two InFlightDefer.
+func (h *Health) fullWait(denied, limit int) time.Duration {
+	spread := h.cfg.InFlightDefer * time.Duration(min(max(1, denied/max(limit, 1)), maxFullSpread))
+	return h.cfg.InFlightDefer + h.jitter(spread)
 }
 
 func (h *Health) jitter(n time.Duration) time.Duration {

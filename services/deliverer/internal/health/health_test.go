@@ -561,3 +561,28 @@ func TestSlowRedisDegradesToLocalDecisions(t *testing.T) {
 		t.Fatalf("hookline_admission_degraded_total{component=in_flight} = %g; want 1", n)
 	}
 }
+
+// The more tasks a full subscription turns away each second, the wider
+// their waits are spread (up to 61 × InFlightDefer).
+func TestFullSubscriptionSpreadsItsBacklog(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, testConfig())
+	sub := e.subscription(t, nil)
+	for range 3 {
+		e.admit(t, sub) // the cap of 3
+	}
+	var longest time.Duration
+	for i := range 60 {
+		_, wait := e.admit(t, sub)
+		// Refusal i+1 of the second: spread max(1, (i+1)/3) × 1s.
+		if bound := time.Second + time.Second*time.Duration(max(1, (i+1)/3)); wait < time.Second || wait > bound {
+			t.Fatalf("refusal %d waits %s; want within [1s, %s]", i+1, wait, bound)
+		}
+		longest = max(longest, wait)
+	}
+	// 60 refusals in one second: the later ones spread over up to 20s; that
+	// every one of them drew under 3s has a probability below 1e-20.
+	if longest < 3*time.Second {
+		t.Fatalf("the longest of 60 waits is %s: the backlog is not spread", longest)
+	}
+}

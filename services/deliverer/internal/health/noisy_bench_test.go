@@ -114,14 +114,16 @@ func runNoisy(b *testing.B, hanging, withoutHealth bool, overrides map[string]st
 	start := time.Now()
 	events := 0
 	var futures []jetstream.PubAckFuture
-	for elapsed := time.Duration(0); elapsed < *noisyDuration; elapsed = time.Since(start) {
-		if due := int(elapsed.Seconds()*float64(*noisyRate)) + 1; due > events {
+	total := int(noisyDuration.Seconds() * float64(*noisyRate))
+	for events < total {
+		if due := min(total, int(time.Since(start).Seconds()*float64(*noisyRate))+1); due > events {
 			_, fs := w.publishAsync(b, "order.created", due-events)
 			futures = append(futures, fs...)
 			events = due
 		}
 		time.Sleep(time.Millisecond) // pacing the publisher
 	}
+	published := time.Since(start)
 	waitAcks(b, futures)
 	want := events
 	eventually(b, 2*time.Minute, "healthy endpoints receive every event", func() bool {
@@ -155,10 +157,12 @@ func runNoisy(b *testing.B, hanging, withoutHealth bool, overrides map[string]st
 	if noisy != nil {
 		r.hangingPeak = noisy.maxInFlight.Load()
 	}
-	r.offered = float64(events*9) / time.Since(start).Seconds()
+	r.offered = float64(events*9) / published.Seconds()
 	r.deferred = map[string]float64{}
 	for _, reason := range []string{"in_flight_full", "circuit_open", "probe_in_flight", "rate_limited"} {
 		r.deferred[reason] = d.counter(b, "hookline_admission_deferred_total", map[string]string{"reason": reason})
 	}
+	r.deferred["degraded"] = d.counter(b, "hookline_admission_degraded_total", nil)
+	r.deferred["health_errors"] = d.counter(b, "hookline_health_errors_total", nil)
 	return r
 }

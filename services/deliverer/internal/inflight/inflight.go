@@ -8,10 +8,16 @@
 // margin, so a replica that crashes mid-attempt leaks its slots for at most
 // that long.
 //
-// When Redis cannot be reached the limiter degrades to a per-process count
-// with the same cap: delivery goes on, but each replica then allows the cap on
-// its own (the endpoint may see up to replicas × cap). The fall-back is
-// counted in hookline_inflight_degraded_total.
+// Each process also counts the leases it holds, of either kind. When Redis
+// cannot be reached (or answers too late) the limiter degrades to that
+// per-process count with the same cap: delivery goes on, one replica never
+// exceeds the cap, but each replica allows it on its own (the endpoint may
+// see up to replicas × cap while Redis is down). The caller counts the
+// fall-back (OnDegraded).
+//
+// A task turned away is told how crowded the subscription is: the number of
+// acquisitions refused in the current second (Denied), from which the
+// caller spreads its retries.
 package inflight
 
 import (
@@ -39,22 +45,33 @@ const KeyPrefix = "hookline:inflight:"
 // Key is the lease set of a subscription.
 func Key(subscriptionID string) string { return KeyPrefix + "{" + subscriptionID + "}" }
 
+// DeniedKey counts the acquisitions refused in the current second: a hash
+// of the second (w, unix seconds) and the count (n).
+func DeniedKey(subscriptionID string) string { return Key(subscriptionID) + ":denied" }
+
 // acquire drops expired leases and adds ARGV[3] when fewer than ARGV[2]
-// remain. Returns {1, count} when acquired, {0, count} when full.
+// remain. Returns {1, count, 0} when acquired, {0, count, refused this
+// second} when full.
 //
-//	KEYS[1] lease set   ARGV[1] now (unix ms)   ARGV[2] cap
-//	ARGV[3] lease id    ARGV[4] lease ttl (ms)
+//	KEYS[1] lease set   KEYS[2] refusals
+//	ARGV[1] now (unix ms)   ARGV[2] cap   ARGV[3] lease id   ARGV[4] lease ttl (ms)
 var acquire = redis.NewScript(`
 local now = tonumber(ARGV[1])
 local ttl = tonumber(ARGV[4])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 local n = redis.call('ZCARD', KEYS[1])
 if n >= tonumber(ARGV[2]) then
-  return {0, n}
+  local w = math.floor(now / 1000)
+  local st = redis.call('HMGET', KEYS[2], 'w', 'n')
+  local d = 1
+  if tonumber(st[1]) == w then d = (tonumber(st[2]) or 0) + 1 end
+  redis.call('HSET', KEYS[2], 'w', w, 'n', d)
+  redis.call('PEXPIRE', KEYS[2], 2000)
+  return {0, n, d}
 end
 redis.call('ZADD', KEYS[1], now + ttl, ARGV[3])
 redis.call('PEXPIRE', KEYS[1], ttl * 2)
-return {1, n + 1}
+return {1, n + 1, 0}
 `)
 
 // Config sizes the limiter.
@@ -84,8 +101,8 @@ type Limiter struct {
 	// skipUntil (unix ns): while in the future, Redis is not tried.
 	skipUntil atomic.Int64
 
-	mu    sync.Mutex
-	local map[string]int
+	mu   sync.Mutex
+	held map[string]int // leases this process holds, by subscription
 }
 
 // Option changes a Limiter.
@@ -113,7 +130,7 @@ func New(rdb redis.UniversalClient, cfg Config, opts ...Option) *Limiter {
 		rdb:      rdb,
 		cfg:      cfg,
 		degraded: func() {},
-		local:    map[string]int{},
+		held:     map[string]int{},
 	}
 	for _, o := range opts {
 		o(l)
@@ -166,6 +183,7 @@ type PendingAcquire struct {
 	id             string
 	now            time.Time
 	cmd            *redis.Cmd // nil: Redis skipped
+	denied         int
 }
 
 // AcquireCmd queues Acquire on pipe (so that the caller can send it with
@@ -178,7 +196,7 @@ func (l *Limiter) AcquireCmd(ctx context.Context, pipe redis.Pipeliner, subscrip
 	p.id = rand.Text()
 	// Eval, not EvalSha: a pipeline cannot fall back on NOSCRIPT. Redis
 	// caches the compiled script by its hash either way.
-	p.cmd = acquire.Eval(ctx, pipe, []string{Key(subscriptionID)},
+	p.cmd = acquire.Eval(ctx, pipe, []string{Key(subscriptionID), DeniedKey(subscriptionID)},
 		p.now.UnixMilli(), p.limit, p.id, l.cfg.LeaseTTL.Milliseconds())
 	return p
 }
@@ -203,30 +221,43 @@ func (p *PendingAcquire) Result() (Lease, bool, error) {
 		lease, ok := l.acquireLocal(p.subscriptionID, p.limit)
 		return lease, ok, fmt.Errorf("acquire in-flight slot in redis (counted locally instead): %w", err)
 	}
-	if len(res) != 2 {
+	if len(res) != 3 {
 		return Lease{}, false, errors.New("acquire in-flight slot: unexpected script reply")
 	}
 	if res[0] == 0 {
+		p.denied = int(res[2])
 		return Lease{}, false, nil
 	}
+	l.mu.Lock()
+	l.held[p.subscriptionID]++
+	l.mu.Unlock()
 	return Lease{subscriptionID: p.subscriptionID, id: p.id}, true, nil
 }
 
+// Denied is, after a Result that found the subscription full, how many
+// acquisitions were refused in the current second across all replicas
+// (this one included); 0 otherwise.
+func (p *PendingAcquire) Denied() int { return p.denied }
+
+// acquireLocal decides against the leases this process holds.
 func (l *Limiter) acquireLocal(subscriptionID string, limit int) (Lease, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.local[subscriptionID] >= limit {
+	if l.held[subscriptionID] >= limit {
 		return Lease{}, false
 	}
-	l.local[subscriptionID]++
+	l.held[subscriptionID]++
 	return Lease{subscriptionID: subscriptionID, id: "local", local: true}, true
 }
 
 // Release frees the slot. Releasing the zero Lease does nothing. A lease
 // that cannot be released (Redis down) expires after LeaseTTL.
 func (l *Limiter) Release(ctx context.Context, lease Lease) error {
-	if !lease.Held() || lease.local {
-		l.releaseLocal(lease)
+	if !lease.Held() {
+		return nil
+	}
+	l.forget(lease)
+	if lease.local {
 		return nil
 	}
 	if err := l.rdb.ZRem(ctx, Key(lease.subscriptionID), lease.id).Err(); err != nil {
@@ -238,23 +269,24 @@ func (l *Limiter) Release(ctx context.Context, lease Lease) error {
 // ReleaseCmd queues Release on pipe; a local lease is released at once.
 // The returned command (nil for a local or zero lease) carries the error.
 func (l *Limiter) ReleaseCmd(ctx context.Context, pipe redis.Pipeliner, lease Lease) *redis.IntCmd {
-	if !lease.Held() || lease.local {
-		l.releaseLocal(lease)
+	if !lease.Held() {
+		return nil
+	}
+	l.forget(lease)
+	if lease.local {
 		return nil
 	}
 	return pipe.ZRem(ctx, Key(lease.subscriptionID), lease.id)
 }
 
-func (l *Limiter) releaseLocal(lease Lease) {
-	if !lease.local {
-		return
-	}
+// forget drops a lease from this process's count.
+func (l *Limiter) forget(lease Lease) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.local[lease.subscriptionID] <= 1 {
-		delete(l.local, lease.subscriptionID)
+	if l.held[lease.subscriptionID] <= 1 {
+		delete(l.held, lease.subscriptionID)
 	} else {
-		l.local[lease.subscriptionID]--
+		l.held[lease.subscriptionID]--
 	}
 }
 

@@ -205,3 +205,65 @@ func TestDeadlineIsARedisFailureCancelIsNot(t *testing.T) {
 		t.Fatalf("caller gone: ok %v err %v; want no slot and context.Canceled", ok, err)
 	}
 }
+
+// The local fall-back counts the leases this process took through Redis:
+// one replica never exceeds the cap, Redis or not.
+func TestLocalFallbackCountsRedisLeasesOfThisProcess(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	srv := redistest.Start(t)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, MaxRetries: -1, DialerRetries: 1, DialTimeout: 200 * time.Millisecond})
+	t.Cleanup(func() { _ = rdb.Close() })
+	lim := inflight.New(rdb, inflight.Config{DefaultMax: 2})
+	var leases []inflight.Lease
+	for range 2 {
+		l, ok, err := lim.Acquire(ctx, "sub_mixed", 0)
+		if !ok || err != nil {
+			t.Fatalf("acquire through redis: ok %v err %v", ok, err)
+		}
+		leases = append(leases, l)
+	}
+	srv.Stop()
+	if _, ok, _ := lim.Acquire(ctx, "sub_mixed", 0); ok {
+		t.Fatal("with redis down, a third slot was granted next to two redis leases of this process")
+	}
+	_ = lim.Release(ctx, leases[0]) // redis is down: the ZREM fails, the local count drops
+	if _, ok, _ := lim.Acquire(ctx, "sub_mixed", 0); !ok {
+		t.Fatal("no local slot after releasing one of this process's leases")
+	}
+}
+
+func TestFullReportsHowCrowdedItIs(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	srv := redistest.Start(t)
+	clk := newClock()
+	cfg := inflight.Config{DefaultMax: 1, LeaseTTL: time.Minute, Now: clk.Now}
+	a := inflight.New(srv.Client(t), cfg)
+	b := inflight.New(srv.Client(t), cfg)
+	if _, ok, err := a.Acquire(ctx, "sub_crowd", 0); !ok || err != nil {
+		t.Fatalf("first acquire: %v %v", ok, err)
+	}
+	refuse := func() int {
+		t.Helper()
+		pipe := srv.Client(t).Pipeline()
+		p := b.AcquireCmd(ctx, pipe, "sub_crowd", 0)
+		if _, err := pipe.Exec(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if _, ok, err := p.Result(); ok || err != nil {
+			t.Fatalf("refusal: ok %v err %v", ok, err)
+		}
+		return p.Denied()
+	}
+	for i := range 3 {
+		if d := refuse(); d != i+1 {
+			t.Fatalf("refusal %d reports %d refusals this second", i+1, d)
+		}
+	}
+	// A new second starts the count again.
+	clk.Advance(time.Second)
+	if d := refuse(); d != 1 {
+		t.Fatalf("first refusal of a new second reports %d", d)
+	}
+}
