@@ -11,6 +11,10 @@ import (
 	"go.uber.org/zap"
 )
 
+// PingInterval is how often a client pings the server; two unanswered pings
+// mark the connection dead and trigger a reconnect.
+const PingInterval = 10 * time.Second
+
 // Config is embedded in each binary's config.
 type Config struct {
 	URL      string `env:"HOOKLINE_NATS_URL" envDefault:"nats://127.0.0.1:4222"`
@@ -52,6 +56,12 @@ func Connect(c Config, name string, log *zap.Logger) (*nats.Conn, error) {
 		nats.Name(name),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250 * time.Millisecond),
+		// Detect a silent partition in about 20 s instead of the default
+		// 4 minutes: on a dead connection JetStream keeps redelivering the
+		// unacknowledged tasks each AckWait, and every stale copy a
+		// reconnecting client still holds would become a duplicate POST.
+		nats.PingInterval(PingInterval),
+		nats.MaxPingsOutstanding(2),
 		nats.RetryOnFailedConnect(true),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil {
