@@ -6,6 +6,7 @@ import (
 	"image/color"
 	"image/draw"
 	"image/png"
+	"math"
 	"os"
 	"path/filepath"
 )
@@ -23,6 +24,9 @@ type Bar struct {
 type Panel struct {
 	Title string
 	Bars  []Bar
+	// Log draws the bars on a logarithmic scale (log10(1+v)), for values
+	// that span orders of magnitude such as latencies.
+	Log bool
 }
 
 // Chart colours.
@@ -70,16 +74,20 @@ func DrawChart(title string, notes []string, panels []Panel) *image.RGBA {
 		y += rowH / 2
 		drawText(img, margin, y, p.Title, textScale, colText)
 		y += rowH
+		scale := func(v float64) float64 { return v }
+		if p.Log {
+			scale = func(v float64) float64 { return math.Log10(1 + max(v, 0)) }
+		}
 		top := 0.0
 		for _, b := range p.Bars {
-			top = max(top, b.Value)
+			top = max(top, scale(b.Value))
 		}
 		fill(img, barX-1, y, 1, rowH*len(p.Bars), colRule)
 		for _, b := range p.Bars {
 			drawText(img, margin+labelW-textWidth(b.Label, textScale), y+(rowH-glyphH*textScale)/2, b.Label, textScale, colText)
 			w := 0
 			if top > 0 && b.Value > 0 {
-				w = max(1, int(b.Value/top*float64(barMax)))
+				w = max(1, int(scale(b.Value)/top*float64(barMax)))
 			}
 			fill(img, barX, y+(rowH-barH)/2, w, barH, b.Color)
 			drawText(img, barX+w+8, y+(rowH-glyphH*textScale)/2, b.Text, textScale, colText)
@@ -122,7 +130,8 @@ func modeColor(sync string) color.RGBA {
 func (r *Report) Chart() *image.RGBA {
 	var tput, lat, cpu Panel
 	tput.Title = "DELIVERIES PER SECOND (PERCENT OF THE BARE-CLIENT LIMIT)"
-	lat.Title = "PUBLISH -> RECEIPT LATENCY AT A FIXED RATE, MS"
+	lat.Title = "PUBLISH -> RECEIPT LATENCY AT A FIXED RATE, MS (LOG SCALE)"
+	lat.Log = true
 	cpu.Title = "CPU SECONDS PER 1000 DELIVERIES, 1×1 NATS, BY PROCESS"
 	for _, m := range r.Modes {
 		col := modeColor(m.Sync)
