@@ -106,7 +106,6 @@ type Health struct {
 	breaker  *breaker.Breaker
 	disabler Disabler
 	log      *zap.Logger
-	now      func() time.Time
 	m        metrics
 
 	lastWarn atomic.Int64 // unix ns of the last Redis warning
@@ -186,7 +185,6 @@ func New(cfg Config, limits Limits, d Deps) *Health {
 		rate:     ratelimit.New(d.Redis, ratelimit.Config{Logger: log, Registerer: d.Registerer, Now: d.Now}),
 		disabler: d.Disabler,
 		log:      log,
-		now:      d.Now,
 		m:        m,
 	}
 	h.inflight = inflight.New(d.Redis, inflight.Config{DefaultMax: cfg.DefaultMaxInFlight, LeaseTTL: leaseTTL, Now: d.Now},
