@@ -9,10 +9,10 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/hookline/hookline/pkg/logging"
 	"github.com/hookline/hookline/pkg/natsconn"
 	"github.com/hookline/hookline/pkg/redisconn"
 	"github.com/hookline/hookline/services/deliverer/internal/config"
-	"github.com/hookline/hookline/services/deliverer/internal/logger"
 	"github.com/hookline/hookline/services/deliverer/internal/service"
 )
 
@@ -33,7 +33,7 @@ func run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	log, err := logger.New(cfg.LogLevel, cfg.LogFormat)
+	log, err := logging.New(cfg.Log, "deliverer")
 	if err != nil {
 		return err
 	}

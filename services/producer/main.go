@@ -11,10 +11,10 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/hookline/hookline/pkg/logging"
 	"github.com/hookline/hookline/pkg/natsconn"
 	"github.com/hookline/hookline/pkg/redisconn"
 	"github.com/hookline/hookline/services/producer/internal/config"
-	"github.com/hookline/hookline/services/producer/internal/logger"
 	"github.com/hookline/hookline/services/producer/internal/server"
 	"go.uber.org/zap"
 )
@@ -36,7 +36,7 @@ func run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	log, err := logger.New(cfg.LogLevel, cfg.LogFormat)
+	log, err := logging.New(cfg.Log, "producer")
 	if err != nil {
 		return err
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/hookline/hookline/pkg/envconfig"
+	"github.com/hookline/hookline/pkg/logging"
 	"github.com/hookline/hookline/pkg/natsconn"
 	"github.com/hookline/hookline/pkg/redisconn"
 	"github.com/hookline/hookline/pkg/secretbox"
@@ -31,8 +32,8 @@ type Config struct {
 	HTTPAddr string `env:"HOOKLINE_HTTP_ADDR" envDefault:":8081"`
 	Pprof    bool   `env:"HOOKLINE_PPROF" envDefault:"false"`
 
-	LogLevel  string `env:"HOOKLINE_LOG_LEVEL" envDefault:"info"`
-	LogFormat string `env:"HOOKLINE_LOG_FORMAT" envDefault:"json"`
+	// Log is HOOKLINE_LOG_LEVEL and HOOKLINE_LOG_FORMAT.
+	Log logging.Config
 
 	// Topology is read from the same variables as the producer's, so
 	// whichever service starts last ensures the same streams.
@@ -99,9 +100,9 @@ func (c Config) Validate() error {
 		errs = append(errs, err)
 	}
 	check(c.HTTPAddr != "", "HOOKLINE_HTTP_ADDR is empty")
-	check(c.LogLevel == "debug" || c.LogLevel == "info" || c.LogLevel == "warn" || c.LogLevel == "error",
-		"HOOKLINE_LOG_LEVEL must be debug, info, warn or error, not %q", c.LogLevel)
-	check(c.LogFormat == "json" || c.LogFormat == "console", "HOOKLINE_LOG_FORMAT must be json or console, not %q", c.LogFormat)
+	if err := c.Log.Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	if err := c.Topology.Validate(); err != nil {
 		errs = append(errs, err)
 	}

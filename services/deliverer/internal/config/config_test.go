@@ -42,7 +42,7 @@ func TestLoadDefaults(t *testing.T) {
 		{"max ack pending", c.MaxAckPending, 10000},
 		{"replicas", c.Topology.Replicas, 1},
 		{"shutdown", c.ShutdownTimeout, 30 * time.Second},
-		{"log", c.LogLevel + "/" + c.LogFormat, "info/json"},
+		{"log", c.Log.Level + "/" + c.Log.Format, "info/json"},
 		{"default max in flight", c.Health.DefaultMaxInFlight, 10},
 		{"in-flight defer", c.Health.InFlightDefer, time.Second},
 		{"breaker failures", c.Health.BreakerFailures, 5},
@@ -84,7 +84,7 @@ func TestLoadOverrides(t *testing.T) {
 	if err != nil || len(policy.Allow) != 2 || policy.Allow[1].String() != "10.1.2.3/32" {
 		t.Errorf("allowed %v, %v", policy.Allow, err)
 	}
-	if c.NATS.URL != "nats://nats:4222" || c.DeliverWorkers != 3 || !c.Pprof || c.LogFormat != "console" {
+	if c.NATS.URL != "nats://nats:4222" || c.DeliverWorkers != 3 || !c.Pprof || c.Log.Format != "console" {
 		t.Errorf("overrides not applied: %+v", c)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/hookline/hookline/pkg/envconfig"
+	"github.com/hookline/hookline/pkg/logging"
 	"github.com/hookline/hookline/pkg/natsconn"
 	"github.com/hookline/hookline/pkg/redisconn"
 	"github.com/hookline/hookline/pkg/stream"
@@ -23,8 +24,8 @@ type Config struct {
 	// HTTPAddr serves the API, /livez, /readyz and /metrics.
 	HTTPAddr string `env:"HOOKLINE_HTTP_ADDR" envDefault:":8080"`
 
-	LogLevel  string `env:"HOOKLINE_LOG_LEVEL" envDefault:"info"`
-	LogFormat string `env:"HOOKLINE_LOG_FORMAT" envDefault:"json"`
+	// Log is HOOKLINE_LOG_LEVEL and HOOKLINE_LOG_FORMAT.
+	Log logging.Config
 
 	// Topology (streams and KV bucket) ensured at start-up; the deliverer
 	// reads the same variables.
@@ -90,9 +91,9 @@ func (c Config) Validate() error {
 		}
 	}
 	check(c.HTTPAddr != "", "HOOKLINE_HTTP_ADDR is empty")
-	check(c.LogLevel == "debug" || c.LogLevel == "info" || c.LogLevel == "warn" || c.LogLevel == "error",
-		"HOOKLINE_LOG_LEVEL must be debug, info, warn or error, not %q", c.LogLevel)
-	check(c.LogFormat == "json" || c.LogFormat == "console", "HOOKLINE_LOG_FORMAT must be json or console, not %q", c.LogFormat)
+	if err := c.Log.Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	if err := c.Topology.Validate(); err != nil {
 		errs = append(errs, err)
 	}

@@ -14,7 +14,7 @@ func TestDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.HTTPAddr != ":8080" || c.LogLevel != "info" || c.LogFormat != "json" || c.Topology.Replicas != 1 ||
+	if c.HTTPAddr != ":8080" || c.Log.Level != "info" || c.Log.Format != "json" || c.Topology.Replicas != 1 ||
 		c.Topology.EventsMaxAge != 168*time.Hour || c.Topology.DeadLetterMaxAge != 2160*time.Hour || c.Topology.AttemptsMaxAge != 720*time.Hour ||
 		c.Topology.DuplicateWindow != 20*time.Minute || c.MaxEventBytes != 262144 || c.MaxBatch != 500 ||
 		c.MaxBatchBytes != 5<<20 || c.PublishTimeout != 5*time.Second || c.SecretOverlap != 24*time.Hour ||
@@ -49,7 +49,7 @@ func TestOverrides(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.HTTPAddr != "127.0.0.1:9000" || c.Topology.Replicas != 3 || c.MaxEventBytes != 1024 || c.SecretOverlap != 0 ||
-		c.LogFormat != "console" || c.Topology.DuplicateWindow != time.Hour {
+		c.Log.Format != "console" || c.Topology.DuplicateWindow != time.Hour {
 		t.Fatalf("overrides: %+v", c)
 	}
 }
