@@ -8,7 +8,7 @@ PROTOC_GEN_GO_VERSION := v1.36.12
 GOBIN := $(shell $(GO) env GOPATH)/bin
 TEST_FLAGS ?= -count=1 -timeout 15m
 
-.PHONY: run test test-deps unit vet build build-standalone generate generate-check bench soak lint tidy
+.PHONY: fuzz run test test-deps vet build build-standalone generate generate-check bench soak tidy
 
 ## run: the whole system locally (embedded NATS, a Redis, both services, a demo receiver)
 run:
@@ -20,6 +20,17 @@ run:
 ## test: install what Go cannot fetch, then run every test of every module
 test: test-deps generate-check vet build-standalone
 	$(GO) test $(TEST_FLAGS) $(addprefix ./,$(addsuffix /...,$(MODULES)))
+	$(MAKE) fuzz FUZZTIME=$(FUZZTIME)
+
+## fuzz: a short run of every fuzz target (seed corpora under testdata/fuzz run in every `go test` too)
+FUZZTIME ?= 5s
+FUZZ_TARGETS := ./pkg/signing:FuzzParseSignatureHeader ./pkg/ssrf:FuzzValidateURL \
+	./pkg/subscription:FuzzMatches ./services/producer/internal/api:FuzzEventDecoder
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		echo "fuzz $${t#*:} ($(FUZZTIME))"; \
+		$(GO) test -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME) $${t%%:*}; \
+	done
 
 ## test-deps: redis-server (and protoc for generate-check) through apt when missing
 test-deps:
