@@ -130,6 +130,19 @@ func (a *App) printSub(w io.Writer, data []byte) error {
 	return tw.Flush()
 }
 
+// callSub sends a request (nil for none) whose answer is one Subscription
+// and prints it: the API's JSON with asJSON, else the printSub table.
+func (a *App) callSub(c *cobra.Command, method, path string, in proto.Message, asJSON bool) error {
+	data, err := a.call(c, method, path, nil, in)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		return printRaw(a.io.Out, data)
+	}
+	return a.printSub(a.io.Out, data)
+}
+
 // redactURL hides a password in an endpoint URL.
 func redactURL(raw string) string {
 	u, err := url.Parse(raw)
@@ -198,14 +211,7 @@ func (a *App) subsGet() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			data, err := a.call(c, http.MethodGet, path, nil, nil)
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return printRaw(a.io.Out, data)
-			}
-			return a.printSub(a.io.Out, data)
+			return a.callSub(c, http.MethodGet, path, nil, asJSON)
 		},
 	}
 	c.Flags().BoolVar(&asJSON, "json", false, "print the API's JSON answer")
@@ -237,14 +243,7 @@ func (a *App) subsCreate() *cobra.Command {
 			if len(missing) > 0 {
 				return usageErr(fmt.Errorf("create needs %s", strings.Join(missing, ", ")))
 			}
-			data, err := a.call(c, http.MethodPost, "/v1/subscriptions", nil, &req)
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return printRaw(a.io.Out, data)
-			}
-			return a.printSub(a.io.Out, data)
+			return a.callSub(c, http.MethodPost, "/v1/subscriptions", &req, asJSON)
 		},
 	}
 	fl := c.Flags()
@@ -303,14 +302,7 @@ func (a *App) subsUpdate() *cobra.Command {
 			if proto.Size(req) == 0 && !fl.Changed("description") {
 				return usageErr(errors.New("nothing to update: give --url, --type, --description, --max-in-flight, --rate-limit or --rate-limit-burst"))
 			}
-			data, err := a.call(c, http.MethodPatch, path, nil, req)
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return printRaw(a.io.Out, data)
-			}
-			return a.printSub(a.io.Out, data)
+			return a.callSub(c, http.MethodPatch, path, req, asJSON)
 		},
 	}
 	fl := c.Flags()
@@ -336,14 +328,7 @@ func (a *App) subsSetDisabled(verb string, disabled bool) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			data, err := a.call(c, http.MethodPatch, path, nil, &hooklinev1.UpdateSubscriptionRequest{Disabled: proto.Bool(disabled)})
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return printRaw(a.io.Out, data)
-			}
-			return a.printSub(a.io.Out, data)
+			return a.callSub(c, http.MethodPatch, path, &hooklinev1.UpdateSubscriptionRequest{Disabled: proto.Bool(disabled)}, asJSON)
 		},
 	}
 	if disabled {
@@ -426,14 +411,7 @@ for an overlap, so receivers can switch without dropping deliveries.`,
 			if err != nil {
 				return err
 			}
-			data, err := a.call(c, http.MethodPost, path+"/rotate-secret", nil, nil)
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return printRaw(a.io.Out, data)
-			}
-			return a.printSub(a.io.Out, data)
+			return a.callSub(c, http.MethodPost, path+"/rotate-secret", nil, asJSON)
 		},
 	}
 	c.Flags().BoolVar(&asJSON, "json", false, "print the API's JSON answer")
