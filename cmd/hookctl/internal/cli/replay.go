@@ -54,26 +54,11 @@ A deleted or disabled subscription is refused unless --force.`,
 			if rate < 0 {
 				return usageErr(fmt.Errorf("--rate %g: want entries per second, or 0 for no pacing", rate))
 			}
-			js, st, err := a.store(c.Context())
-			if err != nil {
+			s, err := a.selectToChange(c.Context(), sel, dryRun, asJSON)
+			if s == nil {
 				return err
 			}
-			entries, missing, err := st.Select(c.Context(), sel)
-			if err != nil {
-				return natsErr(err)
-			}
-			missingErr := a.reportMissing(missing)
-			if len(entries) == 0 {
-				if missingErr == nil {
-					noneMatch(a.io.Err, sel)
-				}
-				if asJSON {
-					if err := writeJSON(a.io.Out, map[string]any{"dry_run": dryRun, "results": []any{}}); err != nil {
-						return err
-					}
-				}
-				return missingErr
-			}
+			js, st, entries, missingErr := s.js, s.st, s.entries, s.missingErr
 			if bad := deadletter.Unreplayable(entries); len(bad) > 0 {
 				var seqs []string
 				for _, e := range bad {
@@ -116,6 +101,44 @@ func needSelection(sel deadletter.Selection, all bool, verb string) error {
 		return usageErr(fmt.Errorf("%s what? give SEQ arguments, filters (--subscription, --since, …), or --all for every dead letter", verb))
 	}
 	return nil
+}
+
+// selected is what replay or purge acts on.
+type selected struct {
+	js      jetstream.JetStream
+	st      *deadletter.Store
+	entries []deadletter.Entry // never empty
+	// missingErr reports SEQ arguments not found: the command goes on with
+	// the rest and returns it at the end.
+	missingErr error
+}
+
+// selectToChange opens DEADLETTER and selects what replay or purge acts on.
+// A nil result means there is nothing to act on and the command returns
+// the error: it could not select, or the selection is empty and it has said
+// why (with asJSON, printed an empty result).
+func (a *App) selectToChange(ctx context.Context, sel deadletter.Selection, dryRun, asJSON bool) (*selected, error) {
+	js, st, err := a.store(ctx)
+	if err != nil {
+		return nil, err
+	}
+	entries, missing, err := st.Select(ctx, sel)
+	if err != nil {
+		return nil, natsErr(err)
+	}
+	missingErr := a.reportMissing(missing)
+	if len(entries) == 0 {
+		if missingErr == nil {
+			noneMatch(a.io.Err, sel)
+		}
+		if asJSON {
+			if err := writeJSON(a.io.Out, map[string]any{"dry_run": dryRun, "results": []any{}}); err != nil {
+				return nil, err
+			}
+		}
+		return nil, missingErr
+	}
+	return &selected{js: js, st: st, entries: entries, missingErr: missingErr}, nil
 }
 
 func (a *App) reportMissing(missing []uint64) error {
@@ -292,26 +315,11 @@ skips the question (required when stdin is not a terminal).`,
 			if err := needSelection(sel, all, "purge"); err != nil {
 				return err
 			}
-			_, st, err := a.store(c.Context())
-			if err != nil {
+			s, err := a.selectToChange(c.Context(), sel, dryRun, asJSON)
+			if s == nil {
 				return err
 			}
-			entries, missing, err := st.Select(c.Context(), sel)
-			if err != nil {
-				return natsErr(err)
-			}
-			missingErr := a.reportMissing(missing)
-			if len(entries) == 0 {
-				if missingErr == nil {
-					noneMatch(a.io.Err, sel)
-				}
-				if asJSON {
-					if err := writeJSON(a.io.Out, map[string]any{"dry_run": dryRun, "results": []any{}}); err != nil {
-						return err
-					}
-				}
-				return missingErr
-			}
+			st, entries, missingErr := s.st, s.entries, s.missingErr
 			msgOut := a.io.Out
 			if asJSON {
 				msgOut = a.io.Err
