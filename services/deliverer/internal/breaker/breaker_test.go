@@ -10,23 +10,13 @@ import (
 
 	"github.com/hookline/hookline/pkg/redistest"
 	"github.com/hookline/hookline/services/deliverer/internal/breaker"
-	"github.com/redis/go-redis/v9"
+	"github.com/hookline/hookline/services/deliverer/internal/healthtest"
 )
 
-type clock struct{ ns atomic.Int64 }
-
-func newClock() *clock {
-	c := &clock{}
-	c.ns.Store(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano())
-	return c
-}
-func (c *clock) Now() time.Time          { return time.Unix(0, c.ns.Load()) }
-func (c *clock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
-
 // pair is two replicas sharing one Redis and one clock.
-func pair(t *testing.T, srv *redistest.Server, cfg breaker.Config) (*clock, *breaker.Breaker, *breaker.Breaker) {
+func pair(t *testing.T, srv *redistest.Server, cfg breaker.Config) (*healthtest.Clock, *breaker.Breaker, *breaker.Breaker) {
 	t.Helper()
-	clk := newClock()
+	clk := healthtest.NewClock()
 	cfg.Now = clk.Now
 	return clk, breaker.New(srv.Client(t), cfg), breaker.New(srv.Client(t), cfg)
 }
@@ -277,9 +267,8 @@ func TestStreakRemembersItsStart(t *testing.T) {
 func TestRedisDownTakesTheCircuitAsClosed(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t)
-	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, MaxRetries: -1, DialerRetries: 1, DialTimeout: 200 * time.Millisecond})
-	t.Cleanup(func() { _ = rdb.Close() })
-	clk := newClock()
+	rdb := healthtest.FailFastClient(t, srv)
+	clk := healthtest.NewClock()
 	b := breaker.New(rdb, breaker.Config{Failures: 1, Now: clk.Now, RedisRetry: time.Second})
 	if _, err := b.Failure(context.Background(), "sub_down", 0); err != nil {
 		t.Fatal(err)

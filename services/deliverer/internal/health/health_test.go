@@ -17,6 +17,7 @@ import (
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
 	"github.com/hookline/hookline/services/deliverer/internal/breaker"
 	"github.com/hookline/hookline/services/deliverer/internal/health"
+	"github.com/hookline/hookline/services/deliverer/internal/healthtest"
 	"github.com/hookline/hookline/services/deliverer/internal/inflight"
 	"github.com/hookline/hookline/services/deliverer/internal/sender"
 	"github.com/nats-io/nats.go/jetstream"
@@ -479,8 +480,7 @@ func TestAutoDisableOff(t *testing.T) {
 func TestRedisDownStillAdmits(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t)
-	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, MaxRetries: -1, DialerRetries: 1, DialTimeout: 200 * time.Millisecond})
-	t.Cleanup(func() { _ = rdb.Close() })
+	rdb := healthtest.FailFastClient(t, srv)
 	reg := prometheus.NewRegistry()
 	h := health.New(testConfig(), health.Limits{AttemptTimeout: time.Second}, health.Deps{Redis: rdb, Registerer: reg})
 	srv.Stop()

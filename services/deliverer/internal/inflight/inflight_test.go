@@ -9,20 +9,9 @@ import (
 	"time"
 
 	"github.com/hookline/hookline/pkg/redistest"
+	"github.com/hookline/hookline/services/deliverer/internal/healthtest"
 	"github.com/hookline/hookline/services/deliverer/internal/inflight"
-	"github.com/redis/go-redis/v9"
 )
-
-// clock is a settable clock shared by the limiters of one test.
-type clock struct{ ns atomic.Int64 }
-
-func newClock() *clock {
-	c := &clock{}
-	c.ns.Store(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano())
-	return c
-}
-func (c *clock) Now() time.Time          { return time.Unix(0, c.ns.Load()) }
-func (c *clock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
 
 func TestAcquireCapsAcrossReplicas(t *testing.T) {
 	t.Parallel()
@@ -42,7 +31,7 @@ func TestAcquireCapsAcrossReplicas(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
-			clk := newClock()
+			clk := healthtest.NewClock()
 			cfg := inflight.Config{DefaultMax: tt.defaultMax, LeaseTTL: 20 * time.Second, Now: clk.Now}
 			// Two replicas share one Redis.
 			a := inflight.New(srv.Client(t), cfg)
@@ -86,7 +75,7 @@ func TestLeasesOfACrashedReplicaExpire(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	srv := redistest.Start(t)
-	clk := newClock()
+	clk := healthtest.NewClock()
 	cfg := inflight.Config{DefaultMax: 2, LeaseTTL: 20 * time.Second, Now: clk.Now}
 	crashed := inflight.New(srv.Client(t), cfg)
 	for range 2 {
@@ -138,10 +127,9 @@ func TestRedisDownCountsLocally(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	srv := redistest.Start(t)
-	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, MaxRetries: -1, DialerRetries: 1, DialTimeout: 200 * time.Millisecond})
-	t.Cleanup(func() { _ = rdb.Close() })
+	rdb := healthtest.FailFastClient(t, srv)
 	var degraded atomic.Int32
-	clk := newClock()
+	clk := healthtest.NewClock()
 	cfg := inflight.Config{DefaultMax: 2, RedisRetry: time.Second, Now: clk.Now}
 	lim := inflight.New(rdb, cfg, inflight.OnDegraded(func() { degraded.Add(1) }))
 	srv.Stop()
@@ -212,8 +200,7 @@ func TestLocalFallbackCountsRedisLeasesOfThisProcess(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	srv := redistest.Start(t)
-	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, MaxRetries: -1, DialerRetries: 1, DialTimeout: 200 * time.Millisecond})
-	t.Cleanup(func() { _ = rdb.Close() })
+	rdb := healthtest.FailFastClient(t, srv)
 	lim := inflight.New(rdb, inflight.Config{DefaultMax: 2})
 	var leases []inflight.Lease
 	for range 2 {
@@ -237,7 +224,7 @@ func TestFullReportsHowCrowdedItIs(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	srv := redistest.Start(t)
-	clk := newClock()
+	clk := healthtest.NewClock()
 	cfg := inflight.Config{DefaultMax: 1, LeaseTTL: time.Minute, Now: clk.Now}
 	a := inflight.New(srv.Client(t), cfg)
 	b := inflight.New(srv.Client(t), cfg)

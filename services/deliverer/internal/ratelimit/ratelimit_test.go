@@ -2,27 +2,16 @@ package ratelimit_test
 
 import (
 	"context"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/hookline/hookline/pkg/redistest"
+	"github.com/hookline/hookline/services/deliverer/internal/healthtest"
 	"github.com/hookline/hookline/services/deliverer/internal/ratelimit"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 )
-
-type clock struct{ ns atomic.Int64 }
-
-func newClock() *clock {
-	c := &clock{}
-	c.ns.Store(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano())
-	return c
-}
-func (c *clock) Now() time.Time          { return time.Unix(0, c.ns.Load()) }
-func (c *clock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
 
 // noJitter makes waits exact: the spread is tested on its own.
 func noJitter(time.Duration) time.Duration { return 0 }
@@ -47,7 +36,7 @@ func TestTakeAllowsBurstThenSpacesRequests(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
-			clk := newClock()
+			clk := healthtest.NewClock()
 			cfg := ratelimit.Config{Now: clk.Now, Jitter: noJitter}
 			replicas := []*ratelimit.Limiter{ratelimit.New(srv.Client(t), cfg), ratelimit.New(srv.Client(t), cfg)}
 			sub := "sub_" + t.Name()
@@ -79,7 +68,7 @@ func TestTwoReplicasShareTheRate(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	srv := redistest.Start(t)
-	clk := newClock()
+	clk := healthtest.NewClock()
 	cfg := ratelimit.Config{Now: clk.Now, Jitter: noJitter}
 	replicas := []*ratelimit.Limiter{ratelimit.New(srv.Client(t), cfg), ratelimit.New(srv.Client(t), cfg)}
 	const perSecond, burst, window = 5.0, 4, 20 * time.Second
@@ -119,7 +108,7 @@ func TestDenialsSpreadTheWait(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	srv := redistest.Start(t)
-	clk := newClock()
+	clk := healthtest.NewClock()
 	// The jitter takes its whole range, so the wait shows the spread.
 	lim := ratelimit.New(srv.Client(t), ratelimit.Config{
 		Now:       clk.Now,
@@ -156,9 +145,8 @@ func TestRedisDownFallsBackToLocalLimit(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	srv := redistest.Start(t)
-	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, MaxRetries: -1, DialerRetries: 1, DialTimeout: 200 * time.Millisecond})
-	t.Cleanup(func() { _ = rdb.Close() })
-	clk := newClock()
+	rdb := healthtest.FailFastClient(t, srv)
+	clk := healthtest.NewClock()
 	core, logs := observer.New(zap.WarnLevel)
 	reg := prometheus.NewRegistry()
 	cfg := ratelimit.Config{Now: clk.Now, Jitter: noJitter, RedisRetry: time.Second, WarnEvery: 30 * time.Second, Logger: zap.New(core), Registerer: reg}
