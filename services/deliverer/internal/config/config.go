@@ -52,9 +52,10 @@ type Config struct {
 
 	HTTPTimeout      time.Duration `env:"HOOKLINE_HTTP_TIMEOUT" envDefault:"15s"`
 	MaxResponseBytes int64         `env:"HOOKLINE_MAX_RESPONSE_BYTES" envDefault:"65536"`
-	// AllowPrivateCIDRs opens blocked ranges (loopback, private, …) to
-	// deliveries: comma-separated CIDRs or addresses. Tests and local runs.
-	AllowPrivateCIDRs string `env:"HOOKLINE_ALLOW_PRIVATE_CIDRS"`
+	// Destinations is the SSRF policy: HOOKLINE_ALLOW_PRIVATE_CIDRS opens
+	// blocked ranges (tests, local runs); HOOKLINE_HTTPS_ONLY refuses to
+	// deliver to http:// URLs, also those created before it was set.
+	Destinations ssrf.Config
 
 	RetrySchedule []time.Duration `env:"HOOKLINE_RETRY_SCHEDULE" envDefault:"0s,5s,5m,30m,2h,5h,10h,10h" envSeparator:","`
 	RetryJitter   float64         `env:"HOOKLINE_RETRY_JITTER" envDefault:"0.1"`
@@ -135,13 +136,7 @@ func (c Config) Validate() error {
 
 // SSRF is the destination policy: every special-purpose range refused
 // except HOOKLINE_ALLOW_PRIVATE_CIDRS.
-func (c Config) SSRF() (ssrf.Policy, error) {
-	allow, err := ssrf.ParseAllowList(c.AllowPrivateCIDRs)
-	if err != nil {
-		return ssrf.Policy{}, fmt.Errorf("HOOKLINE_ALLOW_PRIVATE_CIDRS: %w", err)
-	}
-	return ssrf.Policy{Allow: allow}, nil
-}
+func (c Config) SSRF() (ssrf.Policy, error) { return c.Destinations.Policy() }
 
 // Stream is the topology configuration derived from this one.
 func (c Config) Stream() stream.Config {

@@ -72,6 +72,9 @@ type Options struct {
 	DialControl DialControl
 	// RootCAs replaces the system roots (tests).
 	RootCAs *x509.CertPool
+	// HTTPSOnly refuses http:// URLs (a permanent failure), so switching
+	// HOOKLINE_HTTPS_ONLY on also covers subscriptions created before.
+	HTTPSOnly bool
 }
 
 // Request is one attempt's payload.
@@ -111,6 +114,7 @@ type Sender struct {
 	timeout   time.Duration
 	maxBody   int64
 	userAgent string
+	httpsOnly bool
 }
 
 // New builds a Sender and its transport.
@@ -152,6 +156,7 @@ func New(o Options) *Sender {
 		timeout:   o.Timeout,
 		maxBody:   o.MaxResponseBytes,
 		userAgent: o.UserAgent,
+		httpsOnly: o.HTTPSOnly,
 	}
 }
 
@@ -168,7 +173,7 @@ func (s *Sender) Send(ctx context.Context, r Request) Result {
 }
 
 func (s *Sender) send(ctx context.Context, r Request) Result {
-	if err := checkURL(r.URL); err != nil {
+	if err := checkURL(r.URL, s.httpsOnly); err != nil {
 		return Result{ErrorClass: ClassInvalidURL, Err: err}
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
@@ -248,9 +253,10 @@ func ParseRetryAfter(v string, now time.Time) time.Duration {
 	return 0
 }
 
-// checkURL accepts an absolute http(s) URL with a host. Its error names
-// what is wrong, never the URL (which may carry a token).
-func checkURL(raw string) error {
+// checkURL accepts an absolute http(s) URL (https only with httpsOnly) with
+// a host. Its error names what is wrong, never the URL (which may carry a
+// token).
+func checkURL(raw string, httpsOnly bool) error {
 	u, err := url.Parse(raw)
 	if err != nil {
 		var ue *url.Error
@@ -261,6 +267,9 @@ func checkURL(raw string) error {
 	}
 	if u.Scheme != "http" && u.Scheme != "https" {
 		return fmt.Errorf("invalid URL: scheme %q is not http or https", u.Scheme)
+	}
+	if httpsOnly && u.Scheme != "https" {
+		return errors.New("invalid URL: http is refused (HOOKLINE_HTTPS_ONLY)")
 	}
 	if u.Hostname() == "" {
 		return errors.New("invalid URL: no host")

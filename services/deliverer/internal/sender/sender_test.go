@@ -238,6 +238,7 @@ func TestSendErrorClasses(t *testing.T) {
 		{"bad scheme", "ftp://user:pw@example.com/?token=s3cret", sender.Options{}, sender.ClassInvalidURL},
 		{"no host", "http:///path", sender.Options{}, sender.ClassInvalidURL},
 		{"unparsable", "http://exa mple.com/?token=s3cret", sender.Options{}, sender.ClassInvalidURL},
+		{"http with https only", ok.URL + "/?token=s3cret", sender.Options{HTTPSOnly: true}, sender.ClassInvalidURL},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -123,6 +123,7 @@ func New(ctx context.Context, cfg config.Config, d Deps) (*Service, error) {
 		Timeout:          cfg.HTTPTimeout,
 		MaxResponseBytes: cfg.MaxResponseBytes,
 		UserAgent:        "Hookline/" + d.Version,
+		HTTPSOnly:        cfg.Destinations.HTTPSOnly,
 		DialControl:      guard,
 		RootCAs:          d.RootCAs,
 	})
