@@ -99,3 +99,34 @@ func Connect(c Config, name string, log *zap.Logger) (*nats.Conn, error) {
 	}
 	return nc, nil
 }
+
+// Drain flushes what is in flight on nc (publishes, acks, subscriptions
+// finishing) and closes it, waiting at most timeout. While NATS is
+// unreachable there is nothing to flush and it closes at once: the producer
+// answered 503 to every publish since the outage began, and the deliverer's
+// unacknowledged tasks are redelivered by JetStream.
+func Drain(nc *nats.Conn, timeout time.Duration) error {
+	if nc.IsClosed() {
+		return nil
+	}
+	if !nc.IsConnected() {
+		nc.Close()
+		return nil
+	}
+	closed := make(chan struct{})
+	nc.SetClosedHandler(func(*nats.Conn) { close(closed) })
+	if err := nc.Drain(); err != nil {
+		nc.Close()
+		if errors.Is(err, nats.ErrConnectionClosed) {
+			return nil
+		}
+		return fmt.Errorf("drain nats: %w", err)
+	}
+	select {
+	case <-closed:
+		return nil
+	case <-time.After(timeout):
+		nc.Close()
+		return fmt.Errorf("drain nats: not closed within %s", timeout)
+	}
+}

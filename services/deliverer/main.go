@@ -55,5 +55,5 @@ func run(ctx context.Context) error {
 		return err
 	}
 	runErr := svc.Run(ctx)
-	return errors.Join(runErr, service.Drain(nc, cfg.ShutdownTimeout))
+	return errors.Join(runErr, natsconn.Drain(nc, cfg.ShutdownTimeout))
 }

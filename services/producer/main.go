@@ -55,5 +55,5 @@ func run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return errors.Join(srv.Run(ctx), server.Drain(nc, cfg.ShutdownTimeout))
+	return errors.Join(srv.Run(ctx), natsconn.Drain(nc, cfg.ShutdownTimeout))
 }

@@ -3,6 +3,7 @@ package service_test
 import (
 	"context"
 	"fmt"
+	"github.com/hookline/hookline/pkg/natsconn"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -109,7 +110,7 @@ func start(t *testing.T, overrides map[string]string) *env {
 			cancel()
 			if err := <-done; err != nil {
 				stopErr = fmt.Errorf("service Run: %w", err)
-			} else if err := service.Drain(nc, 5*time.Second); err != nil {
+			} else if err := natsconn.Drain(nc, 5*time.Second); err != nil {
 				stopErr = err
 			}
 			_ = rdb.Close()

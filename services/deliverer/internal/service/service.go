@@ -270,23 +270,3 @@ func Ensure(ctx context.Context, nc *nats.Conn, c stream.Config, log *zap.Logger
 		backoff = min(backoff*2, 5*time.Second)
 	}
 }
-
-// Drain drains the NATS connection (flushing what was published, letting
-// subscriptions finish) and waits until it is closed, at most timeout.
-func Drain(nc *nats.Conn, timeout time.Duration) error {
-	closed := make(chan struct{})
-	nc.SetClosedHandler(func(*nats.Conn) { close(closed) })
-	if err := nc.Drain(); err != nil {
-		if errors.Is(err, nats.ErrConnectionClosed) {
-			return nil
-		}
-		return fmt.Errorf("drain nats: %w", err)
-	}
-	select {
-	case <-closed:
-		return nil
-	case <-time.After(timeout):
-		nc.Close()
-		return fmt.Errorf("drain nats: not closed within %s", timeout)
-	}
-}

@@ -93,7 +93,7 @@ func startOn(t *testing.T, natsURL, redisAddr string, extra map[string]string, o
 			stopped = true
 			cancel()
 			runErr = <-done
-			runErr = errors.Join(runErr, server.Drain(nc, 5*time.Second))
+			runErr = errors.Join(runErr, natsconn.Drain(nc, 5*time.Second))
 			_ = rdb.Close()
 		}
 		return runErr

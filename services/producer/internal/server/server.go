@@ -193,30 +193,3 @@ func (s *Server) ensure(ctx context.Context, js jetstream.JetStream) (*subscript
 	}
 	return subscription.NewStore(ctx, js)
 }
-
-// Drain flushes what is in flight on nc and closes it, within timeout.
-// While NATS is unreachable there is nothing to flush: every request that
-// published since the outage began was answered 503, so closing loses
-// nothing that was claimed accepted.
-func Drain(nc *nats.Conn, timeout time.Duration) error {
-	if nc.IsClosed() {
-		return nil
-	}
-	if !nc.IsConnected() {
-		nc.Close()
-		return nil
-	}
-	closed := make(chan struct{})
-	nc.SetClosedHandler(func(*nats.Conn) { close(closed) })
-	if err := nc.Drain(); err != nil {
-		nc.Close()
-		return fmt.Errorf("drain nats: %w", err)
-	}
-	select {
-	case <-closed:
-		return nil
-	case <-time.After(timeout):
-		nc.Close()
-		return errors.New("drain nats: timed out")
-	}
-}
