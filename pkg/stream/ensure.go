@@ -166,14 +166,24 @@ func KVConfig(c Config) jetstream.KeyValueConfig {
 // Ensure creates or updates every stream, consumer and the KV bucket. It is
 // idempotent and safe to run from every replica at start-up.
 func Ensure(ctx context.Context, js jetstream.JetStream, c Config) error {
-	for _, sc := range StreamConfigs(c) {
-		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
-			return fmt.Errorf("ensure stream %s: %w", sc.Name, err)
-		}
+	if err := EnsureStreams(ctx, js, c); err != nil {
+		return err
 	}
 	for name, cc := range ConsumerConfigs(c) {
 		if _, err := js.CreateOrUpdateConsumer(ctx, name, cc); err != nil {
 			return fmt.Errorf("ensure consumer %s on %s: %w", cc.Durable, name, err)
+		}
+	}
+	return nil
+}
+
+// EnsureStreams creates or updates the streams and the KV bucket but not
+// the consumers, whose AckWait and MaxAckPending belong to the deliverer's
+// configuration: the producer ensures only these.
+func EnsureStreams(ctx context.Context, js jetstream.JetStream, c Config) error {
+	for _, sc := range StreamConfigs(c) {
+		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
+			return fmt.Errorf("ensure stream %s: %w", sc.Name, err)
 		}
 	}
 	if _, err := js.CreateOrUpdateKeyValue(ctx, KVConfig(c)); err != nil {

@@ -176,20 +176,13 @@ func (s *Server) prepareAndSync(ctx context.Context) {
 	_ = subscription.NewSyncer(store, cache, s.log.Named("syncer")).Run(ctx)
 }
 
-// ensure creates or updates the streams and the KV bucket, and binds the
-// store. It does not touch the consumers: their AckWait and MaxAckPending
-// belong to the deliverer's configuration, which the producer cannot see.
+// ensure creates or updates the streams and the KV bucket (not the
+// consumers: see stream.EnsureStreams) and binds the store.
 func (s *Server) ensure(ctx context.Context, js jetstream.JetStream) (*subscription.Store, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	c := s.cfg.Stream()
-	for _, sc := range stream.StreamConfigs(c) {
-		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
-			return nil, fmt.Errorf("ensure stream %s: %w", sc.Name, err)
-		}
-	}
-	if _, err := js.CreateOrUpdateKeyValue(ctx, stream.KVConfig(c)); err != nil {
-		return nil, fmt.Errorf("ensure kv bucket %s: %w", stream.SubscriptionsBucket, err)
+	if err := stream.EnsureStreams(ctx, js, s.cfg.Stream()); err != nil {
+		return nil, err
 	}
 	return subscription.NewStore(ctx, js)
 }
