@@ -58,11 +58,19 @@ func NewRecorder(nc *nats.Conn, log *zap.Logger, failed prometheus.Counter) (*Re
 	return r, nil
 }
 
-// Message is the ATTEMPTS message of a.
+// Message is the ATTEMPTS message of a. The body is what protojson with
+// UseProtoNames writes (less its optional whitespace), encoded by hand
+// because protojson's reflection cost the deliverer ~6% of its CPU. What
+// the hand encoder refuses — a string that is not valid UTF-8, a started_at
+// outside google.protobuf.Timestamp's range — goes to protojson, which
+// refuses it too and says why.
 func Message(a *hooklinev1.Attempt) (*nats.Msg, error) {
-	body, err := marshal.Marshal(a)
-	if err != nil {
-		return nil, fmt.Errorf("marshal attempt: %w", err)
+	body, ok := appendJSON(make([]byte, 0, jsonLen(a)), a)
+	if !ok {
+		var err error
+		if body, err = marshal.Marshal(a); err != nil {
+			return nil, fmt.Errorf("marshal attempt: %w", err)
+		}
 	}
 	return &nats.Msg{
 		Subject: stream.AttemptSubject(a.GetTenant(), a.GetSubscriptionId()),
