@@ -47,6 +47,7 @@ import (
 	"github.com/hookline/hookline/services/deliverer/internal/deliver"
 	"github.com/hookline/hookline/services/deliverer/internal/inflight"
 	"github.com/hookline/hookline/services/deliverer/internal/ratelimit"
+	"github.com/hookline/hookline/services/deliverer/internal/redisbatch"
 	"github.com/hookline/hookline/services/deliverer/internal/sender"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
@@ -98,7 +99,6 @@ type Limits struct {
 
 // Health implements deliver.Admission.
 type Health struct {
-	rdb      redis.UniversalClient
 	cfg      Config
 	limits   Limits
 	inflight *inflight.Limiter
@@ -107,6 +107,9 @@ type Health struct {
 	disabler Disabler
 	log      *zap.Logger
 	m        metrics
+	// batch carries every Redis command of admission and observation, in
+	// shared pipelines.
+	batch *redisbatch.Batcher
 
 	lastWarn atomic.Int64 // unix ns of the last Redis warning
 }
@@ -170,7 +173,6 @@ func New(cfg Config, limits Limits, d Deps) *Health {
 	}
 	leaseTTL := limits.AttemptTimeout + leaseMargin
 	h := &Health{
-		rdb:    d.Redis,
 		cfg:    cfg,
 		limits: limits,
 		breaker: breaker.New(d.Redis, breaker.Config{
@@ -187,6 +189,7 @@ func New(cfg Config, limits Limits, d Deps) *Health {
 		log:      log,
 		m:        m,
 	}
+	h.batch = redisbatch.New(d.Redis, cfg.RedisTimeout, nil)
 	h.inflight = inflight.New(d.Redis, inflight.Config{DefaultMax: cfg.DefaultMaxInFlight, LeaseTTL: leaseTTL, Now: d.Now},
 		inflight.OnDegraded(func() { m.degraded.WithLabelValues("in_flight").Inc() }))
 	return h
@@ -200,12 +203,14 @@ func (h *Health) Admit(ctx context.Context, sub *hooklinev1.Subscription) (func(
 	rctx, cancel := context.WithTimeout(ctx, h.cfg.RedisTimeout)
 	defer cancel()
 
-	pipe := h.rdb.Pipeline()
-	pendingAllow := h.breaker.AllowCmd(rctx, pipe, id)
-	pendingLease := h.inflight.AcquireCmd(rctx, pipe, id, sub.GetMaxInFlight())
-	if pipe.Len() > 0 {
-		_, _ = pipe.Exec(rctx) // each command carries its own error
-	}
+	var (
+		pendingAllow *breaker.PendingAllow
+		pendingLease *inflight.PendingAcquire
+	)
+	h.batch.Do(func(pipe redis.Pipeliner) {
+		pendingAllow = h.breaker.AllowCmd(rctx, pipe, id)
+		pendingLease = h.inflight.AcquireCmd(rctx, pipe, id, sub.GetMaxInFlight())
+	})
 	d, err := pendingAllow.Result()
 	if err != nil && ctx.Err() == nil {
 		h.m.degraded.WithLabelValues("breaker").Inc()
@@ -217,22 +222,19 @@ func (h *Health) Admit(ctx context.Context, sub *hooklinev1.Subscription) (func(
 	if err != nil && ctx.Err() == nil && !errors.Is(err, inflight.ErrRedisSkipped) {
 		h.warnRedis("in-flight cap", err)
 	}
-	// giveBack returns what this admission took when no attempt follows.
+	// giveBack returns what this admission took when no attempt follows,
+	// without waiting for Redis.
 	giveBack := func() {
-		bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), h.cfg.RedisTimeout)
-		defer cancel()
-		pipe := h.rdb.Pipeline()
-		h.inflight.ReleaseCmd(bctx, pipe, lease)
-		if d.Probe != "" {
-			h.breaker.ReleaseProbeCmd(bctx, pipe, id, d.Probe)
-		}
-		if pipe.Len() == 0 {
-			return
-		}
-		if _, err := pipe.Exec(bctx); err != nil {
-			h.m.errors.WithLabelValues("give_back").Inc()
-			h.warnRedis("give back slot or probe", err)
-		}
+		bctx := context.WithoutCancel(ctx)
+		var cmds []redis.Cmder
+		h.batch.Go(func(pipe redis.Pipeliner) {
+			if c := h.inflight.ReleaseCmd(bctx, pipe, lease); c != nil {
+				cmds = append(cmds, c)
+			}
+			if d.Probe != "" {
+				cmds = append(cmds, h.breaker.ReleaseProbeCmd(bctx, pipe, id, d.Probe))
+			}
+		}, func() { h.checkRan("give_back", cmds...) })
 	}
 	if ctx.Err() != nil {
 		giveBack()
@@ -274,44 +276,65 @@ func (h *Health) Admit(ctx context.Context, sub *hooklinev1.Subscription) (func(
 // the in-flight slot is given back (same pipeline, in order): otherwise the
 // next attempt could slip in before the failure that opens the circuit.
 func (h *Health) observe(ctx context.Context, sub *hooklinev1.Subscription, lease inflight.Lease, d breaker.Decision, res sender.Result) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), h.cfg.RedisTimeout)
-	defer cancel()
+	ctx = context.WithoutCancel(ctx)
 	id := sub.GetId()
-	log := h.log.With(zap.String("subscription_id", id))
-	pipe := h.rdb.Pipeline()
 
 	switch {
 	case res.ErrorClass == sender.ClassCanceled:
 		// Cut short by the deliverer (shutdown): says nothing about the
 		// endpoint.
-		if d.Probe != "" {
-			h.breaker.ReleaseProbeCmd(ctx, pipe, id, d.Probe)
-		}
-		h.exec(ctx, pipe, lease, "release_slot")
+		var cmds []redis.Cmder
+		h.batch.Go(func(pipe redis.Pipeliner) {
+			if d.Probe != "" {
+				cmds = append(cmds, h.breaker.ReleaseProbeCmd(ctx, pipe, id, d.Probe))
+			}
+			cmds = h.release(ctx, pipe, lease, cmds)
+		}, func() { h.checkRan("release_slot", cmds...) })
 		return
 
 	case res.OK():
 		if d.Failures == 0 && d.Probe == "" {
-			// Closed with no failure streak when admitted: nothing to reset.
-			h.exec(ctx, pipe, lease, "release_slot")
+			// Closed with no failure streak when admitted: nothing to
+			// reset, and nothing to wait for.
+			var cmds []redis.Cmder
+			h.batch.Go(func(pipe redis.Pipeliner) { cmds = h.release(ctx, pipe, lease, cmds) },
+				func() { h.checkRan("release_slot", cmds...) })
 			return
 		}
-		cmd := h.breaker.SuccessCmd(ctx, pipe, id)
-		h.exec(ctx, pipe, lease, "record_success")
+		var cmd *redis.Cmd
+		var cmds []redis.Cmder
+		h.batch.Do(func(pipe redis.Pipeliner) {
+			cmd = h.breaker.SuccessCmd(ctx, pipe, id)
+			cmds = h.release(ctx, pipe, lease, append(cmds, cmd))
+		})
+		h.checkRan("record_success", cmds...)
 		if closed, err := breaker.SuccessResult(cmd); err == nil && closed {
 			h.m.closed.Inc()
-			log.Info("circuit closed", zap.Int("status", res.Status))
+			h.log.Info("circuit closed", zap.String("subscription_id", id), zap.Int("status", res.Status))
 		}
 		return
 	}
 
+	log := h.log.With(zap.String("subscription_id", id))
 	var pause time.Duration
 	if (res.Status == http.StatusTooManyRequests || res.Status == http.StatusServiceUnavailable) && res.RetryAfter > 0 {
 		pause = min(res.RetryAfter, h.limits.MaxPause)
 	}
-	pending := h.breaker.FailureCmd(ctx, pipe, id, pause)
-	h.exec(ctx, pipe, lease, "record_failure")
+	var (
+		pending *breaker.PendingFailure
+		cmds    []redis.Cmder
+	)
+	h.batch.Do(func(pipe redis.Pipeliner) {
+		pending = h.breaker.FailureCmd(ctx, pipe, id, pause)
+		cmds = h.release(ctx, pipe, lease, nil)
+	})
 	streak, err := pending.Result()
+	if err != nil {
+		h.m.errors.WithLabelValues("record_failure").Inc()
+		h.warnRedis("record_failure", err)
+	} else {
+		h.checkRan("record_failure", cmds...)
+	}
 	if streak.Opened {
 		h.m.opened.Inc()
 		log.Warn("circuit opened", zap.Int("failures", streak.Failures), zap.Int("status", res.Status),
@@ -326,17 +349,32 @@ func (h *Health) observe(ctx context.Context, sub *hooklinev1.Subscription, leas
 	}
 }
 
-// exec gives the lease back at the end of pipe and runs it.
-func (h *Health) exec(ctx context.Context, pipe redis.Pipeliner, lease inflight.Lease, op string) {
-	h.inflight.ReleaseCmd(ctx, pipe, lease)
-	if pipe.Len() == 0 {
-		return
+// release queues the lease's release on pipe, adding its command to cmds.
+func (h *Health) release(ctx context.Context, pipe redis.Pipeliner, lease inflight.Lease, cmds []redis.Cmder) []redis.Cmder {
+	if c := h.inflight.ReleaseCmd(ctx, pipe, lease); c != nil {
+		cmds = append(cmds, c)
 	}
-	if _, err := pipe.Exec(ctx); err != nil {
-		h.m.errors.WithLabelValues(op).Inc()
-		h.warnRedis(op, err)
+	return cmds
+}
+
+// checkRan counts and logs the first failed command of an operation.
+func (h *Health) checkRan(op string, cmds ...redis.Cmder) {
+	for _, c := range cmds {
+		if err := c.Err(); err != nil && !errors.Is(err, redis.Nil) {
+			h.m.errors.WithLabelValues(op).Inc()
+			h.warnRedis(op, err)
+			return
+		}
 	}
 }
+
+// Flush returns once every Redis command queued so far (slots and probes
+// given back) has run.
+func (h *Health) Flush() { h.batch.Flush() }
+
+// Close sends what is queued for Redis (slots and probes given back) and
+// waits for it. Health stays usable: later calls go to Redis one by one.
+func (h *Health) Close() { h.batch.Close() }
 
 // failingFor is how long the subscription has been failing since the later
 // of the streak's start and its last change.

@@ -109,6 +109,7 @@ func (e *testEnv) admit(t *testing.T, sub *hooklinev1.Subscription) (func(sender
 	if (done == nil) == (wait == 0) {
 		t.Fatalf("admit returned done %v and wait %s; want exactly one", done != nil, wait)
 	}
+	e.h.Flush() // a deferral gives its slot back without waiting for Redis
 	return done, wait
 }
 
@@ -120,6 +121,7 @@ func (e *testEnv) attempt(t *testing.T, sub *hooklinev1.Subscription, res sender
 		t.Fatalf("attempt not admitted (wait %s)", wait)
 	}
 	done(res)
+	e.h.Flush() // a success gives its slot back without waiting for Redis
 }
 
 func (e *testEnv) counter(t *testing.T, name string, labels map[string]string) float64 {

@@ -69,6 +69,7 @@ type Service struct {
 	dispatch *dispatch.Dispatcher
 	deliver  *deliver.Deliverer
 	recorder *attempt.Recorder
+	admit    deliver.Admission
 	sender   *sender.Sender
 	admin    *admin.Server
 	started  chan struct{}
@@ -161,6 +162,7 @@ func New(ctx context.Context, cfg config.Config, d Deps) (*Service, error) {
 			Secrets:   d.Secrets,
 		}),
 		recorder: rec,
+		admit:    d.Admission,
 		sender:   snd,
 		started:  make(chan struct{}),
 		Metrics:  m,
@@ -234,6 +236,9 @@ func (s *Service) Run(ctx context.Context) error {
 	case <-stagesDone:
 	case <-deadline.C:
 		s.log.Warn("shutdown timeout: abandoning work in flight (JetStream redelivers it)")
+	}
+	if c, ok := s.admit.(interface{ Close() }); ok {
+		c.Close() // slots and probes given back without waiting
 	}
 	fctx, fcancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	if err := s.recorder.Flush(fctx); err != nil {
