@@ -39,7 +39,7 @@ type Config struct {
 	// whichever service starts last ensures the same streams.
 	Topology stream.Settings
 
-	DispatchWorkers int `env:"HOOKLINE_DISPATCH_WORKERS" envDefault:"8"`
+	DispatchWorkers int `env:"HOOKLINE_DISPATCH_WORKERS" envDefault:"64"`
 	DeliverWorkers  int `env:"HOOKLINE_DELIVER_WORKERS" envDefault:"64"`
 	MaxAckPending   int `env:"HOOKLINE_MAX_ACK_PENDING" envDefault:"10000"`
 	// AckWait of both consumers. It must exceed HTTPTimeout by at least

@@ -31,7 +31,7 @@ func TestLoadDefaults(t *testing.T) {
 		{"pprof", c.Pprof, false},
 		{"nats url", c.NATS.URL, "nats://127.0.0.1:4222"},
 		{"redis url", c.Redis.URL, "redis://127.0.0.1:6379/0"},
-		{"dispatch workers", c.DispatchWorkers, 8},
+		{"dispatch workers", c.DispatchWorkers, 64},
 		{"deliver workers", c.DeliverWorkers, 64},
 		{"ack wait", c.AckWait, 60 * time.Second},
 		{"http timeout", c.HTTPTimeout, 15 * time.Second},
