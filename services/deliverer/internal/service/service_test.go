@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	webhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 	"go.uber.org/goleak"
+	"go.uber.org/zap/zapcore"
 	"google.golang.org/protobuf/encoding/protojson"
 )
 
@@ -69,6 +70,9 @@ func TestDeliveredSignedWithHeaders(t *testing.T) {
 	lines := e.logs.FilterMessage("attempt").All()
 	if len(lines) != 1 {
 		t.Fatalf("%d attempt log lines, want 1", len(lines))
+	}
+	if lines[0].Level != zapcore.DebugLevel {
+		t.Errorf("a successful attempt is logged at %s, want debug (failures at info)", lines[0].Level)
 	}
 	fields := lines[0].ContextMap()
 	for _, k := range []string{"event_id", "event_type", "subscription_id", "attempt", "status", "duration_s", "outcome"} {
