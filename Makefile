@@ -25,7 +25,8 @@ test: test-deps generate-check vet build-standalone
 ## fuzz: a short run of every fuzz target (seed corpora under testdata/fuzz run in every `go test` too)
 FUZZTIME ?= 5s
 FUZZ_TARGETS := ./pkg/signing:FuzzParseSignatureHeader ./pkg/ssrf:FuzzValidateURL \
-	./pkg/subscription:FuzzMatches ./services/producer/internal/api:FuzzEventDecoder
+	./pkg/subscription:FuzzMatches ./services/producer/internal/api:FuzzEventDecoder \
+	./services/deliverer/internal/attempt:FuzzAttemptJSON
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		echo "fuzz $${t#*:} ($(FUZZTIME))"; \

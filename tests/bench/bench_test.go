@@ -2,6 +2,7 @@ package bench_test
 
 import (
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -32,6 +33,7 @@ var (
 	flagOut         = flag.String("out", defaultOut(), "folder for the JSON, the chart and the profiles")
 	flagSoak        = flag.Duration("soak-duration", 10*time.Minute, "length of the soak")
 	flagSoakTasks   = flag.Int("soak-in-flight", 10000, "tasks kept in flight during the soak")
+	flagEnv         = flag.String("env", "", "extra settings of both services for A/B runs: KEY=VALUE;KEY=VALUE (values may hold commas)")
 )
 
 // defaultOut is results/ at the repository root.
@@ -57,7 +59,25 @@ func configFromFlags() bench.Config {
 		Only:            splitList(*flagOnly),
 		Profile:         *flagProfile,
 		ProfileSeconds:  *flagProfileSecs,
+		Env:             envFromFlag(*flagEnv),
 	}
+}
+
+// envFromFlag parses -env; a malformed pair stops the run with its name.
+func envFromFlag(s string) harness.Env {
+	env := harness.Env{}
+	for _, kv := range strings.Split(s, ";") {
+		if kv = strings.TrimSpace(kv); kv == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			fmt.Fprintf(os.Stderr, "bench: -env %q: want KEY=VALUE\n", kv)
+			os.Exit(2)
+		}
+		env[k] = v
+	}
+	return env
 }
 
 func splitList(s string) []string {
