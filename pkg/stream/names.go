@@ -5,6 +5,7 @@
 package stream
 
 import (
+	"bytes"
 	"fmt"
 	"strings"
 )
@@ -76,9 +77,30 @@ func RetrySubject(subscriptionID string, seq uint64) string {
 	return fmt.Sprintf("%s.%s.%d", RetryPrefix, subscriptionID, seq)
 }
 
-// AttemptSubject is where an attempt record of a subscription is published.
+// AttemptSubject is where the attempt records of a subscription are
+// published.
 func AttemptSubject(tenant, subscriptionID string) string {
 	return AttemptsPrefix + "." + tenant + "." + subscriptionID
+}
+
+// AttemptRecords splits the body of an ATTEMPTS message into its records.
+// A message holds one or more attempt records of one subscription, each
+// the proto3 JSON of hookline.v1.Attempt on its own line ("\n"-terminated;
+// the last newline may be missing). Blank lines are skipped.
+func AttemptRecords(body []byte) [][]byte {
+	var out [][]byte
+	for len(body) > 0 {
+		line := body
+		if i := bytes.IndexByte(body, '\n'); i >= 0 {
+			line, body = body[:i], body[i+1:]
+		} else {
+			body = nil
+		}
+		if len(bytes.TrimSpace(line)) > 0 {
+			out = append(out, line)
+		}
+	}
+	return out
 }
 
 // DeadLetterSubject is where a dead letter of a subscription is published.
