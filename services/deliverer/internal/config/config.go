@@ -62,6 +62,10 @@ type Config struct {
 	MaxRetryAfter time.Duration   `env:"HOOKLINE_MAX_RETRY_AFTER" envDefault:"24h"`
 
 	ShutdownTimeout time.Duration `env:"HOOKLINE_SHUTDOWN_TIMEOUT" envDefault:"30s"`
+
+	// AttemptLinger is how long a subscription's attempt records gather
+	// into one ATTEMPTS message (0: one message per attempt).
+	AttemptLinger time.Duration `env:"HOOKLINE_ATTEMPT_LINGER" envDefault:"50ms"`
 }
 
 // AckWaitMargin is how much longer than the HTTP timeout AckWait must be:
@@ -131,6 +135,8 @@ func (c Config) Validate() error {
 	check(c.RetryJitter >= 0 && c.RetryJitter < 1, "HOOKLINE_RETRY_JITTER must be in [0, 1), not %g", c.RetryJitter)
 	check(c.MaxRetryAfter > 0, "HOOKLINE_MAX_RETRY_AFTER must be positive, not %s", c.MaxRetryAfter)
 	check(c.ShutdownTimeout > 0, "HOOKLINE_SHUTDOWN_TIMEOUT must be positive, not %s", c.ShutdownTimeout)
+	check(c.AttemptLinger >= 0 && c.AttemptLinger <= 10*time.Second,
+		"HOOKLINE_ATTEMPT_LINGER must be between 0s and 10s, not %s", c.AttemptLinger)
 	return errors.Join(errs...)
 }
 

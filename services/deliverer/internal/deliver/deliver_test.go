@@ -66,7 +66,7 @@ func newRig(t *testing.T, sc stream.Config) *rig {
 	}
 	cache := subscription.NewCache(redistest.Start(t).Client(t), store)
 	m := metrics.New(prometheus.NewRegistry(), retry.Reasons, sender.Classes)
-	rec, err := attempt.NewRecorder(nc, zap.NewNop(), m.AttemptRecordsFailed)
+	rec, err := attempt.NewRecorder(nc, zap.NewNop(), m.AttemptRecordsFailed, attempt.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -189,8 +189,7 @@ func TestAdmitDefersWithoutHoldingAnything(t *testing.T) {
 			name: "rate limited",
 			sub:  func(s *hooklinev1.Subscription) { s.RateLimitPerSecond = 0.5; s.RateLimitBurst = 1 },
 			setup: func(t *testing.T, sub *hooklinev1.Subscription) {
-				done, _ := e.admit(t, sub)
-				done(ok200)
+				e.attempt(t, sub, ok200)
 			},
 			// 2s to the next request, plus up to 1 denial × 2s of spread.
 			wantReason: "rate_limited", minWait: 2 * time.Second, maxWait: 4 * time.Second,

@@ -278,11 +278,13 @@ func (w *world) attempts(tb testing.TB, sub *hooklinev1.Subscription) []*hooklin
 	tb.Helper()
 	var out []*hooklinev1.Attempt
 	for _, m := range w.records(tb, stream.Attempts, stream.AttemptSubject(tenant, sub.GetId())) {
-		a := &hooklinev1.Attempt{}
-		if err := protojson.Unmarshal(m.Data(), a); err != nil {
-			tb.Fatal(err)
+		for _, line := range stream.AttemptRecords(m.Data()) {
+			a := &hooklinev1.Attempt{}
+			if err := protojson.Unmarshal(line, a); err != nil {
+				tb.Fatal(err)
+			}
+			out = append(out, a)
 		}
-		out = append(out, a)
 	}
 	return out
 }

@@ -196,6 +196,39 @@ func (e *env) publishRaw(t *testing.T, subject string, h nats.Header, body strin
 	}
 }
 
+// attemptRecord is one record of an ATTEMPTS message.
+type attemptRecord struct {
+	msg  *jetstream.RawStreamMsg
+	data []byte
+	of   int // records in msg
+}
+
+// attemptRecords reads every record stored in ATTEMPTS, in order.
+func (e *env) attemptRecords(t *testing.T) []attemptRecord {
+	t.Helper()
+	ctx := context.Background()
+	s, err := e.js.Stream(ctx, stream.Attempts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []attemptRecord
+	for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; seq++ {
+		m, err := s.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines := stream.AttemptRecords(m.Data)
+		for _, l := range lines {
+			out = append(out, attemptRecord{msg: m, data: l, of: len(lines)})
+		}
+	}
+	return out
+}
+
 func (e *env) streamMsgs(t *testing.T, name, filter string) uint64 {
 	t.Helper()
 	s, err := e.js.Stream(context.Background(), name)

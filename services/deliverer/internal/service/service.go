@@ -102,7 +102,8 @@ func New(ctx context.Context, cfg config.Config, d Deps) (*Service, error) {
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
 	m := metrics.New(reg, retry.Reasons, sender.Classes)
-	rec, err := attempt.NewRecorder(d.NATS, d.Log.Named("attempts"), m.AttemptRecordsFailed)
+	rec, err := attempt.NewRecorder(d.NATS, d.Log.Named("attempts"), m.AttemptRecordsFailed,
+		attempt.Options{Linger: cfg.AttemptLinger})
 	if err != nil {
 		return nil, err
 	}
