@@ -71,8 +71,12 @@ func TestScripts(t *testing.T) {
 	}
 }
 
-// scriptCommands are the fixtures a script can call.
+// scriptCommands are the fixtures a script can call. Each script gets its
+// own (the batch command's state is per script).
 func scriptCommands(ctx context.Context, js jetstream.JetStream, api *fakeAPI) map[string]func(ts *testscript.TestScript, neg bool, args []string) {
+	// batch: the lines of the ATTEMPTS message being built (nil: attempt
+	// publishes at once), and the event id of each (empty for a bad line).
+	var batch *attemptBatch
 	return map[string]func(ts *testscript.TestScript, neg bool, args []string){
 		// dl TENANT SUB EVENT [type=… reason=… status=… ago=… attempts=… error=… data=…]
 		// publishes one dead letter and sets $SEQ_<EVENT>.
@@ -94,7 +98,40 @@ func scriptCommands(ctx context.Context, js jetstream.JetStream, api *fakeAPI) m
 				publishDeadLetter(ctx, ts, js, args[1], args[2], fmt.Sprintf("%s_evt_%d", args[2], i), args[3:])
 			}
 		},
+		// batch: the attempt and badline commands that follow, up to send,
+		// go into one ATTEMPTS message (one line each), as the deliverer
+		// batches a subscription's records.
+		"batch": func(ts *testscript.TestScript, neg bool, args []string) {
+			if batch != nil {
+				ts.Fatalf("batch: a batch is open already (send it first)")
+			}
+			batch = &attemptBatch{}
+		},
+		// badline TEXT: a line that is not an attempt record, in the batch.
+		"badline": func(ts *testscript.TestScript, neg bool, args []string) {
+			if batch == nil || len(args) != 1 {
+				ts.Fatalf("usage: batch, then badline TEXT")
+			}
+			batch.lines, batch.events = append(batch.lines, []byte(args[0])), append(batch.events, "")
+		},
+		// send: publish the batch as one message (the Hookline-Event-Id
+		// header only when it holds one record) and set $ATTEMPTS_SEQ.
+		"send": func(ts *testscript.TestScript, neg bool, args []string) {
+			if batch == nil || batch.tenant == "" {
+				ts.Fatalf("send: no batch, or no attempt in it")
+			}
+			eventID := ""
+			if len(batch.lines) == 1 {
+				eventID = batch.events[0]
+			}
+			seq, err := fixture.AttemptLines(ctx, js, batch.tenant, batch.sub, eventID, batch.lines...)
+			ts.Check(err)
+			ts.Setenv("ATTEMPTS_SEQ", strconv.FormatUint(seq, 10))
+			batch = nil
+		},
 		// attempt TENANT SUB EVENT N STATUS OUTCOME STARTED [class=… excerpt=…]
+		// publishes one record as a message of its own, or adds it to the
+		// open batch.
 		"attempt": func(ts *testscript.TestScript, neg bool, args []string) {
 			if len(args) < 7 {
 				ts.Fatalf("usage: attempt TENANT SUB EVENT N STATUS OUTCOME STARTED(RFC3339) [key=value…]")
@@ -106,12 +143,25 @@ func scriptCommands(ctx context.Context, js jetstream.JetStream, api *fakeAPI) m
 			started, err := time.Parse(time.RFC3339, args[6])
 			ts.Check(err)
 			kv := keyValues(ts, args[7:])
-			_, err = fixture.Attempt(ctx, js, &hooklinev1.Attempt{
+			a := &hooklinev1.Attempt{
 				EventId: args[2], Tenant: args[0], SubscriptionId: args[1], EventType: "order.created",
 				Attempt: uint32(n), Status: int32(status), Outcome: args[5], StartedAt: timestamppb.New(started),
 				DurationSeconds: 0.25, ErrorClass: kv["class"], ResponseExcerpt: kv["excerpt"],
-			})
+			}
+			if batch == nil {
+				_, err = fixture.Attempt(ctx, js, a)
+				ts.Check(err)
+				return
+			}
+			if batch.tenant == "" {
+				batch.tenant, batch.sub = a.GetTenant(), a.GetSubscriptionId()
+			}
+			if a.GetTenant() != batch.tenant || a.GetSubscriptionId() != batch.sub {
+				ts.Fatalf("attempt: a batch holds the records of one subscription (%s %s)", batch.tenant, batch.sub)
+			}
+			line, err := fixture.AttemptLine(a)
 			ts.Check(err)
+			batch.lines, batch.events = append(batch.lines, line), append(batch.events, a.GetEventId())
 		},
 		// sub TENANT ID [disabled]: put a subscription in the registry.
 		"sub": func(ts *testscript.TestScript, neg bool, args []string) {
@@ -224,6 +274,13 @@ func scriptCommands(ctx context.Context, js jetstream.JetStream, api *fakeAPI) m
 			}
 		},
 	}
+}
+
+// attemptBatch is an ATTEMPTS message a script is building.
+type attemptBatch struct {
+	tenant, sub string
+	lines       [][]byte
+	events      []string
 }
 
 func keyValues(ts *testscript.TestScript, args []string) map[string]string {

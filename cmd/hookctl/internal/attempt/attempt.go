@@ -1,6 +1,8 @@
 // Package attempt reads the attempt history the deliverer records in the
-// ATTEMPTS stream (subject attempts.<tenant>.<subscription>, body the
-// protojson of hooklinev1.Attempt).
+// ATTEMPTS stream (subject attempts.<tenant>.<subscription>). A message
+// holds one or more records of one subscription, one a line, each the
+// proto3 JSON of hooklinev1.Attempt (stream.AttemptRecords splits them);
+// the header Hookline-Event-Id is set only on a message of one record.
 package attempt
 
 import (
@@ -34,6 +36,8 @@ type Query struct {
 
 // Record is one attempt and where it is stored.
 type Record struct {
+	// Seq is the stream sequence of the message holding the record;
+	// records of one message share it.
 	Seq     uint64
 	Attempt *hooklinev1.Attempt
 	// Time is when the attempt started (the stream time when the record
@@ -41,14 +45,23 @@ type Record struct {
 	Time time.Time
 }
 
-// Skipped is a message in ATTEMPTS that is not an attempt record.
+// Skipped is a line of an ATTEMPTS message that is not an attempt record,
+// or a message that holds no record at all.
 type Skipped struct {
 	Seq uint64
+	// Record is the 1-based position of the bad line among the message's
+	// records (blank lines not counted); 0 when the message holds none.
+	Record int
+	// Err says which record ("record 3: …") and why.
 	Err error
 }
 
+// errNoRecords is the Err of a Skipped message whose body holds no record.
+var errNoRecords = errors.New("the body holds no record (empty or blank)")
+
 // List returns the attempts of q ordered by time (oldest first; ties by
-// attempt number, then by sequence), and the messages it could not decode.
+// attempt number, then by sequence, then by position in the message), and
+// the records it could not decode. Limit applies to records, not messages.
 // It returns ErrNoStream when ATTEMPTS is missing.
 func List(ctx context.Context, js jetstream.JetStream, q Query) ([]Record, []Skipped, error) {
 	s, err := js.Stream(ctx, stream.Attempts)
@@ -60,6 +73,8 @@ func List(ctx context.Context, js jetstream.JetStream, q Query) ([]Record, []Ski
 	}
 	opts := scan.Options{Subjects: []string{subject(q.Tenant, q.Subscription)}}
 	if !q.Since.IsZero() {
+		// A message is stored after every record it holds started (a
+		// batch too); the minute allows for the deliverer's clock.
 		opts.StartTime = q.Since.Add(-time.Minute)
 	}
 	var (
@@ -72,25 +87,36 @@ func List(ctx context.Context, js jetstream.JetStream, q Query) ([]Record, []Ski
 		if err != nil {
 			return err
 		}
-		if q.EventID != "" && m.Headers().Get(stream.HeaderEventID) != "" && m.Headers().Get(stream.HeaderEventID) != q.EventID {
+		seq := meta.Sequence.Stream
+		records := stream.AttemptRecords(m.Data())
+		if len(records) == 0 {
+			skipped = append(skipped, Skipped{Seq: seq, Err: errNoRecords})
 			return nil
 		}
-		a := &hooklinev1.Attempt{}
-		if err := decode.Unmarshal(m.Data(), a); err != nil {
-			skipped = append(skipped, Skipped{Seq: meta.Sequence.Stream, Err: err})
+		// The header names the event of a one-record message (and is absent
+		// otherwise): skip decoding a record that cannot match. A message of
+		// several records is always decoded, header or not.
+		if id := m.Headers().Get(stream.HeaderEventID); q.EventID != "" && len(records) == 1 && id != "" && id != q.EventID {
 			return nil
 		}
-		if q.EventID != "" && a.GetEventId() != q.EventID {
-			return nil
+		for i, line := range records {
+			a := &hooklinev1.Attempt{}
+			if err := decode.Unmarshal(line, a); err != nil {
+				skipped = append(skipped, Skipped{Seq: seq, Record: i + 1, Err: fmt.Errorf("record %d: %w", i+1, err)})
+				continue
+			}
+			if q.EventID != "" && a.GetEventId() != q.EventID {
+				continue
+			}
+			t := meta.Timestamp
+			if a.GetStartedAt() != nil {
+				t = a.GetStartedAt().AsTime()
+			}
+			if (!q.Since.IsZero() && t.Before(q.Since)) || (!q.Until.IsZero() && !t.Before(q.Until)) {
+				continue
+			}
+			out = append(out, Record{Seq: seq, Attempt: a, Time: t})
 		}
-		t := meta.Timestamp
-		if a.GetStartedAt() != nil {
-			t = a.GetStartedAt().AsTime()
-		}
-		if (!q.Since.IsZero() && t.Before(q.Since)) || (!q.Until.IsZero() && !t.Before(q.Until)) {
-			return nil
-		}
-		out = append(out, Record{Seq: meta.Sequence.Stream, Attempt: a, Time: t})
 		return nil
 	})
 	if err != nil {
@@ -104,6 +130,8 @@ func List(ctx context.Context, js jetstream.JetStream, q Query) ([]Record, []Ski
 		if a.GetAttempt() != b.GetAttempt() {
 			return a.GetAttempt() < b.GetAttempt()
 		}
+		// Records of one message share Seq: the stable sort keeps them
+		// in their order in the message.
 		return out[i].Seq < out[j].Seq
 	})
 	if q.Limit > 0 && len(out) > q.Limit {

@@ -24,7 +24,8 @@ func (a *App) attemptsCommand() *cobra.Command {
 		Long: `Every HTTP attempt the deliverer makes is recorded in the NATS stream ATTEMPTS
 (subject attempts.<tenant>.<subscription>): when it started, the attempt number,
 the status, how long it took, the error class and the first bytes of the
-response. This lists them oldest first.`,
+response. This lists them oldest first. A message may hold several records
+(one a line); a line that is not a record is reported on stderr and skipped.`,
 		Example: `  hookctl attempts --subscription sub_01J…
   hookctl attempts --subscription sub_01J… --event evt_01J… --json
   hookctl attempts --subscription sub_01J… --since 1h --limit 50`,
@@ -53,9 +54,7 @@ response. This lists them oldest first.`,
 			if err != nil {
 				return natsErr(err)
 			}
-			for _, s := range skipped {
-				fmt.Fprintf(a.io.Err, "%s seq %d is not an attempt record (%v); skipped\n", stream.Attempts, s.Seq, s.Err)
-			}
+			a.warnSkipped(skipped)
 			if asJSON {
 				list := make([]any, len(atts))
 				for i, r := range atts {
@@ -79,4 +78,11 @@ response. This lists them oldest first.`,
 	fl.IntVar(&q.Limit, "limit", 0, "show only the newest N, still oldest first (0: all)")
 	fl.BoolVar(&asJSON, "json", false, "print one JSON document {attempts: [Attempt…]}")
 	return c
+}
+
+// warnSkipped reports on stderr each ATTEMPTS record List could not decode.
+func (a *App) warnSkipped(skipped []attempt.Skipped) {
+	for _, s := range skipped {
+		fmt.Fprintf(a.io.Err, "%s seq %d: not an attempt record, skipped (%v)\n", stream.Attempts, s.Seq, s.Err)
+	}
 }

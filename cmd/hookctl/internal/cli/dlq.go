@@ -268,6 +268,7 @@ func (a *App) dlqShow() *cobra.Command {
 			if attErr != nil {
 				return natsErr(attErr)
 			}
+			a.warnSkipped(skipped)
 			if asJSON {
 				list := make([]any, len(atts))
 				for i, at := range atts {
@@ -310,9 +311,6 @@ func (a *App) dlqShow() *cobra.Command {
 			fmt.Fprintf(w, "\nAttempts (%d):\n", len(atts))
 			if err := a.attemptTable(w, atts); err != nil {
 				return err
-			}
-			for _, s := range skipped {
-				fmt.Fprintf(a.io.Err, "%s seq %d is not an attempt record (%v); skipped\n", stream.Attempts, s.Seq, s.Err)
 			}
 			fmt.Fprintf(w, "\nReplay it: hookctl dlq replay %d --dry-run, then without --dry-run\n", seq)
 			return nil
