@@ -200,16 +200,14 @@ func New(cfg Config, limits Limits, d Deps) *Health {
 // round trip. It returns an error only when ctx ends.
 func (h *Health) Admit(ctx context.Context, sub *hooklinev1.Subscription) (func(sender.Result), time.Duration, error) {
 	id := sub.GetId()
-	rctx, cancel := context.WithTimeout(ctx, h.cfg.RedisTimeout)
-	defer cancel()
-
+	// The batcher bounds the round trip by RedisTimeout.
 	var (
 		pendingAllow *breaker.PendingAllow
 		pendingLease *inflight.PendingAcquire
 	)
 	h.batch.Do(func(pipe redis.Pipeliner) {
-		pendingAllow = h.breaker.AllowCmd(rctx, pipe, id)
-		pendingLease = h.inflight.AcquireCmd(rctx, pipe, id, sub.GetMaxInFlight())
+		pendingAllow = h.breaker.AllowCmd(ctx, pipe, id)
+		pendingLease = h.inflight.AcquireCmd(ctx, pipe, id, sub.GetMaxInFlight())
 	})
 	d, err := pendingAllow.Result()
 	if err != nil && ctx.Err() == nil {
@@ -256,7 +254,9 @@ func (h *Health) Admit(ctx context.Context, sub *hooklinev1.Subscription) (func(
 	}
 
 	if perSecond := sub.GetRateLimitPerSecond(); perSecond > 0 {
+		rctx, cancel := context.WithTimeout(ctx, h.cfg.RedisTimeout)
 		wait, err := h.rate.Take(rctx, id, perSecond, sub.GetRateLimitBurst())
+		cancel()
 		if err != nil || wait > 0 {
 			giveBack()
 			if err != nil {
