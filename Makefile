@@ -26,7 +26,7 @@ test: test-deps generate-check vet build-standalone
 FUZZTIME ?= 5s
 FUZZ_TARGETS := ./pkg/signing:FuzzParseSignatureHeader ./pkg/ssrf:FuzzValidateURL \
 	./pkg/subscription:FuzzMatches ./services/producer/internal/api:FuzzEventDecoder \
-	./services/deliverer/internal/attempt:FuzzAttemptJSON
+	./services/deliverer/internal/attempt:FuzzAttemptJSON ./pkg/jsoncheck:FuzzValid
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		echo "fuzz $${t#*:} ($(FUZZTIME))"; \
