@@ -25,7 +25,7 @@ var (
 	flagLatPaths    = flag.String("latency-paths", strings.Join(bench.Defaults.LatencyPaths, ","), "latency scenario publish paths: nats, api (comma-separated)")
 	flagPayload     = flag.Int("payload", bench.Defaults.PayloadBytes, "event payload bytes")
 	flagConc        = flag.Int("concurrency", bench.Defaults.Concurrency, "deliverer workers = subscription max_in_flight = bare client concurrency")
-	flagLimit       = flag.Int("limit-requests", 0, "requests of the bare client (default: -events)")
+	flagLimit       = flag.Int("limit-requests", 0, "requests of the bare client (default: 5 × -events)")
 	flagOnly        = flag.String("only", "", "run only these scenarios: limit, nats, batch, single, fanout, latency (comma-separated; default all)")
 	flagSyncs       = flag.String("syncs", strings.Join(bench.Defaults.Syncs, ","), "nats-server sync settings to run: always, default")
 	flagProfile     = flag.Bool("profile", false, "capture CPU profiles of the deliverer and producer (pprof) under the throughput scenarios")
