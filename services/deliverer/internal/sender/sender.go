@@ -188,6 +188,12 @@ func (s *Sender) send(ctx context.Context, r Request) Result {
 	h["Webhook-Id"] = []string{r.ID}
 	h["Webhook-Timestamp"] = []string{strconv.FormatInt(r.Timestamp.Unix(), 10)}
 	h["Webhook-Signature"] = []string{r.Signature}
+	// A webhook is idempotent (receivers dedupe on webhook-id). Saying so —
+	// a nil value is not sent — lets the transport resend it on a fresh
+	// connection when a kept-alive one turns out closed by the endpoint
+	// (an idle timeout racing our reuse: Node's is 5s) instead of failing
+	// the attempt, spending the retry budget and feeding the breaker.
+	h["Idempotency-Key"] = nil
 
 	resp, err := s.client.Do(req)
 	if err != nil {

@@ -1,6 +1,7 @@
 package sender_test
 
 import (
+	"bufio"
 	"context"
 	"crypto/x509"
 	"errors"
@@ -10,6 +11,7 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -281,5 +283,65 @@ func TestSendCanceled(t *testing.T) {
 	res := newSender(t, sender.Options{}).Send(ctx, request(srv.URL))
 	if res.ErrorClass != sender.ClassCanceled || !errors.Is(res.Err, context.Canceled) {
 		t.Fatalf("result %+v", res)
+	}
+}
+
+// An endpoint that closes a kept-alive connection as the next request
+// arrives (its idle timeout racing our reuse) costs no attempt: the
+// request is resent on a new connection, and the endpoint answers it.
+func TestSendResendsWhenKeptAliveConnectionWasClosed(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	var (
+		mu       sync.Mutex
+		answered []int // connection number of each answered request
+		leaked   atomic.Bool
+	)
+	go func() {
+		for n := 1; ; n++ {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func(n int, c net.Conn) {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for i := 0; ; i++ {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					_, _ = io.Copy(io.Discard, req.Body)
+					if _, sent := req.Header["Idempotency-Key"]; sent {
+						leaked.Store(true)
+					}
+					if n == 1 && i == 1 {
+						return // the first connection's second request: closed unanswered
+					}
+					mu.Lock()
+					answered = append(answered, n)
+					mu.Unlock()
+					_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+				}
+			}(n, c)
+		}
+	}()
+	s := newSender(t, sender.Options{})
+	url := "http://" + ln.Addr().String() + "/hook"
+	for i := range 2 {
+		if res := s.Send(context.Background(), request(url)); !res.OK() {
+			t.Fatalf("send %d: %+v; want 200", i+1, res)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(answered) != 2 || answered[0] != 1 || answered[1] != 2 {
+		t.Fatalf("answered on connections %v; want [1 2] (the second resent on a new connection)", answered)
+	}
+	if leaked.Load() {
+		t.Fatal("an Idempotency-Key header went on the wire; it only marks the request resendable")
 	}
 }
