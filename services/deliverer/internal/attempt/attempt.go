@@ -107,19 +107,6 @@ func NewRecorder(nc *nats.Conn, log *zap.Logger, failed prometheus.Counter, o Op
 	return r, nil
 }
 
-// Message is the ATTEMPTS message of a alone.
-func Message(a *hooklinev1.Attempt) (*nats.Msg, error) {
-	body, err := encode(a)
-	if err != nil {
-		return nil, err
-	}
-	return &nats.Msg{
-		Subject: stream.AttemptSubject(a.GetTenant(), a.GetSubscriptionId()),
-		Header:  nats.Header{stream.HeaderEventID: {a.GetEventId()}},
-		Data:    body,
-	}, nil
-}
-
 // encode is the record of a. The body is what protojson with UseProtoNames
 // writes (less its optional whitespace), encoded by hand because
 // protojson's reflection cost the deliverer ~6% of its CPU. What the hand

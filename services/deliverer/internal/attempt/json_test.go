@@ -12,41 +12,38 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/hookline/hookline/pkg/stream"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
-	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
-// checkMessage compares Message(a) with protojson's output for a and
+// checkMessage compares encode(a) with protojson's output for a and
 // reports whether the hand encoder took a on (no fallback). When protojson
-// refuses a, Message must refuse it too. Otherwise the body must be
+// refuses a, encode must refuse it too. Otherwise the body must be
 // protojson's, byte for byte once protojson's random whitespace is
 // compacted away, and the same keys and values decoded with encoding/json;
 // and if the hand encoder wrote it, protojson must read it back as a.
 func checkMessage(t testing.TB, a *hooklinev1.Attempt) bool {
 	t.Helper()
 	want, wantErr := marshal.Marshal(a)
-	m, err := Message(a)
+	got, err := encode(a)
 	if wantErr != nil {
 		if err == nil {
-			t.Fatalf("Message(%v) = %q, want an error like protojson's %v", a, m.Data, wantErr)
+			t.Fatalf("encode(%v) = %q, want an error like protojson's %v", a, got, wantErr)
 		}
 		return false
 	}
 	if err != nil {
-		t.Fatalf("Message(%v): %v; protojson wrote %q", a, err, want)
+		t.Fatalf("encode(%v): %v; protojson wrote %q", a, err, want)
 	}
-	got := m.Data
 
 	var compact bytes.Buffer
 	if err := json.Compact(&compact, want); err != nil {
 		t.Fatalf("compact protojson output %q: %v", want, err)
 	}
 	if !bytes.Equal(got, compact.Bytes()) {
-		t.Fatalf("Message(%v) body\n got %s\nwant %s", a, got, compact.Bytes())
+		t.Fatalf("encode(%v)\n got %s\nwant %s", a, got, compact.Bytes())
 	}
 
 	var gotMap, wantMap map[string]any
@@ -128,34 +125,20 @@ func TestMessageBody(t *testing.T) {
 			if fast := checkMessage(t, tc.a); fast != tc.fast {
 				t.Errorf("hand encoder took it: %v, want %v", fast, tc.fast)
 			}
-			m, err := Message(tc.a)
+			body, err := encode(tc.a)
 			if tc.want == "" {
 				if err == nil {
-					t.Fatalf("Message = %q, want an error", m.Data)
+					t.Fatalf("encode = %q, want an error", body)
 				}
 				return
 			}
 			if err != nil {
 				t.Fatal(err)
 			}
-			if string(m.Data) != tc.want {
-				t.Errorf("body\n got %s\nwant %s", m.Data, tc.want)
+			if string(body) != tc.want {
+				t.Errorf("body\n got %s\nwant %s", body, tc.want)
 			}
 		})
-	}
-}
-
-func TestMessageSubjectAndHeader(t *testing.T) {
-	t.Parallel()
-	m, err := Message(&hooklinev1.Attempt{EventId: "ev1", Tenant: "acme", SubscriptionId: "sub_1"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if want := stream.AttemptSubject("acme", "sub_1"); m.Subject != want {
-		t.Errorf("subject %q, want %q", m.Subject, want)
-	}
-	if got := m.Header.Get(stream.HeaderEventID); got != "ev1" {
-		t.Errorf("%s = %q, want ev1", stream.HeaderEventID, got)
 	}
 }
 
@@ -369,36 +352,25 @@ func benchAttempt() *hooklinev1.Attempt {
 	}
 }
 
-// protojsonMessage is Message as it was before the hand encoder.
-func protojsonMessage(a *hooklinev1.Attempt) (*nats.Msg, error) {
-	body, err := marshal.Marshal(a)
-	if err != nil {
-		return nil, err
-	}
-	return &nats.Msg{
-		Subject: stream.AttemptSubject(a.GetTenant(), a.GetSubscriptionId()),
-		Header:  nats.Header{stream.HeaderEventID: {a.GetEventId()}},
-		Data:    body,
-	}, nil
-}
-
-// BenchmarkMessage compares Message with the protojson encoding it
-// replaced (hand_body_only: the body alone, without the nats.Msg):
+// BenchmarkMessage compares the record encoding with the protojson it
+// replaced (hand_body_only: the hand encoder alone, without the fallback
+// check):
 //
 //	go test -run '^$' -bench BenchmarkMessage -benchmem ./services/deliverer/internal/attempt/
 func BenchmarkMessage(b *testing.B) {
 	a := benchAttempt()
 	for _, bc := range []struct {
 		name string
-		msg  func(*hooklinev1.Attempt) (*nats.Msg, error)
+		msg  func(*hooklinev1.Attempt) ([]byte, error)
 	}{
-		{"protojson", protojsonMessage},
-		{"hand", Message},
-		{"hand_body_only", func(a *hooklinev1.Attempt) (*nats.Msg, error) {
-			if _, ok := appendJSON(make([]byte, 0, jsonLen(a)), a); !ok {
+		{"protojson", func(a *hooklinev1.Attempt) ([]byte, error) { return marshal.Marshal(a) }},
+		{"hand", encode},
+		{"hand_body_only", func(a *hooklinev1.Attempt) ([]byte, error) {
+			b, ok := appendJSON(make([]byte, 0, jsonLen(a)), a)
+			if !ok {
 				return nil, errors.New("refused")
 			}
-			return nil, nil
+			return b, nil
 		}},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
