@@ -2,6 +2,8 @@
 package natstest
 
 import (
+	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -67,4 +69,31 @@ func (s *Server) Connect(tb testing.TB) (*nats.Conn, jetstream.JetStream) {
 		tb.Fatalf("natstest: jetstream: %v", err)
 	}
 	return nc, js
+}
+
+// Messages reads every message stored in a stream, oldest first (deleted
+// sequences skipped).
+func Messages(tb testing.TB, js jetstream.JetStream, streamName string) []*jetstream.RawStreamMsg {
+	tb.Helper()
+	ctx := context.Background()
+	s, err := js.Stream(ctx, streamName)
+	if err != nil {
+		tb.Fatalf("natstest: stream %s: %v", streamName, err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		tb.Fatalf("natstest: stream %s info: %v", streamName, err)
+	}
+	var out []*jetstream.RawStreamMsg
+	for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; seq++ {
+		m, err := s.GetMsg(ctx, seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			tb.Fatalf("natstest: stream %s seq %d: %v", streamName, seq, err)
+		}
+		out = append(out, m)
+	}
+	return out
 }

@@ -43,26 +43,13 @@ func recorderRig(t *testing.T, o attempt.Options) (*attempt.Recorder, jetstream.
 
 func readAll(t *testing.T, js jetstream.JetStream) []stored {
 	t.Helper()
-	ctx := context.Background()
-	s, err := js.Stream(ctx, stream.Attempts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var out []stored
-	for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; seq++ {
-		m, err := s.GetMsg(ctx, seq)
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, m := range natstest.Messages(t, js, stream.Attempts) {
 		st := stored{subject: m.Subject, eventID: m.Header.Get(stream.HeaderEventID)}
 		for _, line := range stream.AttemptRecords(m.Data) {
 			a := &hooklinev1.Attempt{}
 			if err := protojson.Unmarshal(line, a); err != nil {
-				t.Fatalf("seq %d: %v", seq, err)
+				t.Fatalf("seq %d: %v", m.Sequence, err)
 			}
 			st.records = append(st.records, a)
 		}

@@ -206,21 +206,8 @@ type attemptRecord struct {
 // attemptRecords reads every record stored in ATTEMPTS, in order.
 func (e *env) attemptRecords(t *testing.T) []attemptRecord {
 	t.Helper()
-	ctx := context.Background()
-	s, err := e.js.Stream(ctx, stream.Attempts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var out []attemptRecord
-	for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; seq++ {
-		m, err := s.GetMsg(ctx, seq)
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, m := range natstest.Messages(t, e.js, stream.Attempts) {
 		lines := stream.AttemptRecords(m.Data)
 		for _, l := range lines {
 			out = append(out, attemptRecord{msg: m, data: l, of: len(lines)})
@@ -280,21 +267,8 @@ func (e *env) idle(t *testing.T) bool {
 // deadLetters reads every message of DEADLETTER.
 func (e *env) deadLetters(t *testing.T) []jetstream.RawStreamMsg {
 	t.Helper()
-	ctx := context.Background()
-	s, err := e.js.Stream(ctx, stream.DeadLetter)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var out []jetstream.RawStreamMsg
-	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
-		m, err := s.GetMsg(ctx, seq)
-		if err != nil {
-			continue
-		}
+	for _, m := range natstest.Messages(t, e.js, stream.DeadLetter) {
 		out = append(out, *m)
 	}
 	return out
