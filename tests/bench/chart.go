@@ -33,6 +33,7 @@ type Panel struct {
 var (
 	colAlways  = color.RGBA{0x2b, 0x6c, 0xb0, 0xff}
 	colDefault = color.RGBA{0xe0, 0x7a, 0x1f, 0xff}
+	colR3      = color.RGBA{0x2e, 0x8b, 0x57, 0xff}
 	colLimit   = color.RGBA{0x88, 0x88, 0x88, 0xff}
 	colText    = color.RGBA{0x20, 0x20, 0x20, 0xff}
 	colNote    = color.RGBA{0x60, 0x60, 0x60, 0xff}
@@ -118,11 +119,52 @@ func WritePNG(path string, img image.Image) error {
 	return f.Close()
 }
 
+// modeColors are the colour of each sync setting's bars and its name in
+// the legend.
+var modeColors = map[string]struct {
+	col  color.RGBA
+	name string
+}{
+	SyncAlways:  {colAlways, "blue"},
+	SyncDefault: {colDefault, "orange"},
+	SyncR3:      {colR3, "green"},
+}
+
 func modeColor(sync string) color.RGBA {
-	if sync == SyncAlways {
-		return colAlways
+	if c, ok := modeColors[sync]; ok {
+		return c.col
 	}
-	return colDefault
+	return colLimit
+}
+
+// legend names the colour of every mode of the report, in the report's
+// order, then the limit's; packed into lines that fit the chart.
+func (r *Report) legend() []string {
+	var items []string
+	seen := map[string]bool{}
+	for _, m := range r.Modes {
+		c, ok := modeColors[m.Sync]
+		if !ok || seen[m.Sync] {
+			continue
+		}
+		seen[m.Sync] = true
+		items = append(items, c.name+": "+m.Label())
+	}
+	items = append(items, "grey: bare go http client, same sink")
+	var lines []string
+	line := ""
+	for _, it := range items {
+		next := it
+		if line != "" {
+			next = line + " · " + it
+		}
+		if line != "" && textWidth(next, textScale) > chartW-2*margin {
+			lines = append(lines, line)
+			next = it
+		}
+		line = next
+	}
+	return append(lines, line)
 }
 
 // Chart draws a report: deliveries/s of every throughput scenario against
@@ -158,7 +200,7 @@ func (r *Report) Chart() *image.RGBA {
 			if s.Name == "1×1 nats" {
 				for _, p := range ProcOrder {
 					if u, ok := s.CPU[p]; ok {
-						cpu.Bars = append(cpu.Bars, Bar{Label: m.Sync + "  " + p, Value: u.Per1000,
+						cpu.Bars = append(cpu.Bars, Bar{Label: m.Sync + "  " + m.ProcLabel(p), Value: u.Per1000,
 							Text: fmt.Sprintf("%.3f s", u.Per1000), Color: col})
 					}
 				}
@@ -175,8 +217,8 @@ func (r *Report) Chart() *image.RGBA {
 		fmt.Sprintf("%s · %d cores · %s", r.Started.Format("2006-01-02 15:04"), r.Machine.Cores, r.Machine.CPUModel),
 		fmt.Sprintf("%s · nats-server %s · payload %d B · concurrency %d",
 			r.Versions.Go, r.Versions.Modules["github.com/nats-io/nats-server/v2"], r.Config.PayloadBytes, r.Config.Concurrency),
-		"blue: sync_interval always · orange: nats default sync · grey: bare go http client, same sink",
 	}
+	notes = append(notes, r.legend()...)
 	return DrawChart("HOOKLINE END-TO-END BENCHMARK", notes, panels)
 }
 

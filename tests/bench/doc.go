@@ -7,8 +7,14 @@
 // the HTTP batch endpoint and through the single-event endpoint; fan-out
 // 1×10; latency at a fixed rate; the limit (a bare Go HTTP client POSTing the
 // same body to the same sink with the same concurrency); CPU seconds per
-// 1,000 deliveries and peak RSS of every process. Each runs twice: with
-// sync_interval: always (production) and with the NATS default.
+// 1,000 deliveries and peak RSS of every process. Each runs under three
+// nats-server settings (-syncs): "always", one node with sync_interval:
+// always; "default", one node with the NATS default sync; and "r3",
+// production's shape — a three-node cluster with sync_interval: always and
+// every stream at three replicas (HOOKLINE_STREAM_REPLICAS=3), where
+// nats-server syncs on flush rather than per message. Under r3 the CPU and
+// peak RSS of nats-server are summed over the three nodes ("nats-server
+// ×3") and a perf profile covers node 1 only.
 //
 // `make bench` runs BenchmarkPipeline once; `make soak` runs BenchmarkSoak
 // (deliverer RSS over ten minutes with 10,000 tasks in flight). Neither has

@@ -63,24 +63,53 @@ type Scenario struct {
 
 // Mode is every scenario under one NATS sync setting.
 type Mode struct {
-	// Sync is "always" (sync_interval: always) or "default" (the server's
-	// default: every 2 minutes).
-	Sync      string     `json:"sync"`
-	Scenarios []Scenario `json:"scenarios"`
-	// PeakRSS is VmHWM per process at the end of the mode, bytes.
+	// Sync is "always" (one node, sync_interval: always), "default" (one
+	// node, the server's default: every 2 minutes) or "r3" (a three-node
+	// cluster, sync_interval: always, streams at three replicas).
+	Sync string `json:"sync"`
+	// Setting is Sync for people (SyncLabel).
+	Setting string `json:"setting"`
+	// NATSNodes is how many nats-server processes ran. CPU and peak RSS of
+	// nats-server are the sums over all of them.
+	NATSNodes int `json:"nats_nodes"`
+	// StreamReplicas of the EVENTS stream as the services created it.
+	StreamReplicas int        `json:"stream_replicas"`
+	Scenarios      []Scenario `json:"scenarios"`
+	// PeakRSS is VmHWM per process at the end of the mode, bytes (summed
+	// over the nodes of nats-server: each node's own high-water mark, so
+	// the sum may exceed what the three held at any one moment).
 	PeakRSS  map[string]int64  `json:"peak_rss_bytes"`
 	Profiles map[string]string `json:"profiles,omitempty"`
-	// Logs kept because a scenario failed, by process.
+	// Logs kept because a scenario failed, by process (nats-server-n1,
+	// -n2, -n3 under r3).
 	Logs  map[string]string `json:"logs,omitempty"`
 	Error string            `json:"error,omitempty"`
 }
 
-// Label names the sync setting for people.
-func (m Mode) Label() string {
-	if m.Sync == SyncAlways {
+// SyncLabel names a sync setting for people.
+func SyncLabel(sync string) string {
+	switch sync {
+	case SyncAlways:
 		return "sync_interval: always"
+	case SyncDefault:
+		return "sync_interval: default (2m)"
+	case SyncR3:
+		return fmt.Sprintf("%d-node cluster, R%d, sync_interval: always", clusterNodes, clusterNodes)
+	default:
+		return "unknown setting " + sync
 	}
-	return "sync_interval: default (2m)"
+}
+
+// Label names the mode's sync setting for people.
+func (m Mode) Label() string { return SyncLabel(m.Sync) }
+
+// ProcLabel names a process in the mode's tables: "nats-server ×3" when
+// its numbers are the sum over three nodes.
+func (m Mode) ProcLabel(proc string) string {
+	if proc == ProcNATS && m.NATSNodes > 1 {
+		return fmt.Sprintf("%s ×%d", proc, m.NATSNodes)
+	}
+	return proc
 }
 
 // Report is a whole run.
@@ -136,7 +165,7 @@ func (r *Report) WriteTable(w io.Writer) {
 		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 		fmt.Fprint(tw, "scenario\t")
 		for _, p := range ProcOrder {
-			fmt.Fprintf(tw, "%s\t", p)
+			fmt.Fprintf(tw, "%s\t", m.ProcLabel(p))
 		}
 		fmt.Fprintln(tw, "total\t")
 		for _, s := range m.Scenarios {
@@ -157,19 +186,26 @@ func (r *Report) WriteTable(w io.Writer) {
 		fmt.Fprint(w, "\npeak RSS (VmHWM):")
 		for _, p := range ProcOrder {
 			if v, ok := m.PeakRSS[p]; ok {
-				fmt.Fprintf(w, " %s %.1f MiB ·", p, float64(v)/(1<<20))
+				fmt.Fprintf(w, " %s %.1f MiB ·", m.ProcLabel(p), float64(v)/(1<<20))
 			}
 		}
 		fmt.Fprintln(w)
+		if m.NATSNodes > 1 {
+			fmt.Fprintf(w, "nats-server ×%d: CPU and peak RSS summed over the %d nodes; streams at %d replicas\n",
+				m.NATSNodes, m.NATSNodes, m.StreamReplicas)
+		}
 		for _, s := range m.Scenarios {
 			if s.Error != "" {
 				fmt.Fprintf(w, "error in %s: %s\n", s.Name, s.Error)
 			}
 		}
-		for _, p := range ProcOrder {
-			if l, ok := m.Logs[p]; ok {
-				fmt.Fprintf(w, "log of %s kept: %s\n", p, l)
-			}
+		logs := make([]string, 0, len(m.Logs))
+		for p := range m.Logs {
+			logs = append(logs, p)
+		}
+		sort.Strings(logs)
+		for _, p := range logs {
+			fmt.Fprintf(w, "log of %s kept: %s\n", p, m.Logs[p])
 		}
 		if len(m.Profiles) > 0 {
 			names := make([]string, 0, len(m.Profiles))

@@ -17,11 +17,37 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// Sync settings of nats-server.
+// Sync settings of nats-server: how the run's NATS is laid out and how it
+// fsyncs.
 const (
-	SyncAlways  = "always"
+	// SyncAlways is one nats-server with sync_interval: always.
+	SyncAlways = "always"
+	// SyncDefault is one nats-server with its default sync (every 2 minutes).
 	SyncDefault = "default"
+	// SyncR3 is production's shape: a three-node cluster with
+	// sync_interval: always and every stream at three replicas
+	// (HOOKLINE_STREAM_REPLICAS=3). With replicas > 1 nats-server syncs
+	// on flush rather than per message, so a single node's "always"
+	// numbers (fsync-bound) say little about production.
+	SyncR3 = "r3"
 )
+
+// AllSyncs are the settings a run accepts, in the order `make bench` runs
+// them.
+var AllSyncs = []string{SyncAlways, SyncDefault, SyncR3}
+
+// CheckSync names the accepted settings when sync is none of them.
+func CheckSync(sync string) error {
+	for _, s := range AllSyncs {
+		if sync == s {
+			return nil
+		}
+	}
+	return fmt.Errorf("unknown nats-server setting %q: want one of %s", sync, strings.Join(AllSyncs, ", "))
+}
+
+// clusterNodes is the size of the cluster of SyncR3 (and its replicas).
+const clusterNodes = 3
 
 // Config sizes a run. Zero values take the defaults of Defaults.
 type Config struct {
@@ -52,8 +78,10 @@ type Config struct {
 	// Profile captures CPU profiles for ProfileSeconds into ProfileDir: the
 	// deliverer (pprof) under 1×1 nats, 1×1 api batch and 1×10; nats-server
 	// (perf) under 1×1 nats; the producer (pprof when it serves it, else
-	// perf) under 1×1 api batch and api single. Profiling perturbs the
-	// numbers a little: compare tables of runs without it.
+	// perf) under 1×1 api batch and api single. Under r3 only node 1 of
+	// the cluster is profiled (the profile's name says node1), and it need
+	// not lead the streams. Profiling perturbs the numbers a little:
+	// compare tables of runs without it.
 	Profile        bool   `json:"profile"`
 	ProfileSeconds int    `json:"profile_seconds,omitempty"`
 	ProfileDir     string `json:"-"`
@@ -66,9 +94,9 @@ type Config struct {
 	Env harness.Env `json:"env,omitempty"`
 }
 
-// Defaults: about five minutes for both sync settings on two busy cores
-// (the latency scenario is 10 s rather than 30 s for that reason; raise it
-// with -latency-duration=30s).
+// Defaults: about eight minutes for the three sync settings on two busy
+// cores (the latency scenario is 10 s rather than 30 s for that reason;
+// raise it with -latency-duration=30s).
 var Defaults = Config{
 	Events:               10000,
 	FanoutEvents:         1000,
@@ -80,7 +108,7 @@ var Defaults = Config{
 	APIBatchSize:         100,
 	APIBatchConcurrency:  4,
 	APISingleConcurrency: 32,
-	Syncs:                []string{SyncAlways, SyncDefault},
+	Syncs:                []string{SyncAlways, SyncDefault, SyncR3},
 	ProfileSeconds:       10,
 	Idle:                 30 * time.Second,
 }
@@ -160,14 +188,19 @@ func (c Config) env() harness.Env {
 
 // rig is the running system of one mode.
 type rig struct {
-	tb       testing.TB
-	cfg      Config
-	nats     *harness.NATS
-	stack    *harness.Stack
-	js       jetstream.JetStream
-	sink     *Sink
-	api      *poster
-	pids     map[string]int
+	tb  testing.TB
+	cfg Config
+	// nats are the nats-server nodes: one, or three under r3.
+	nats  []*harness.NATS
+	stack *harness.Stack
+	js    jetstream.JetStream
+	sink  *Sink
+	api   *poster
+	// pids of every process by name; nats-server has one per node, and
+	// its CPU and peak RSS are the sums over them.
+	pids map[string][]int
+	// replicas of the EVENTS stream, as the services created it.
+	replicas int
 	mode     string
 	prefix   string
 	captured []Profile
@@ -180,8 +213,9 @@ type rig struct {
 func RunMode(tb testing.TB, cfg Config, sync string) Mode {
 	tb.Helper()
 	cfg = cfg.WithDefaults()
-	mode := Mode{Sync: sync, PeakRSS: map[string]int64{}}
+	mode := newMode(sync)
 	r := startRig(tb, cfg, sync)
+	mode.NATSNodes, mode.StreamReplicas = len(r.nats), r.replicas
 	ctx := context.Background()
 
 	if err := r.warmup(ctx); err != nil {
@@ -212,9 +246,9 @@ func RunMode(tb testing.TB, cfg Config, sync string) Mode {
 		}
 		mode.Scenarios = append(mode.Scenarios, r.latency(ctx, path))
 	}
-	for name, pid := range r.pids {
-		if m, err := ReadMemory(pid); err == nil {
-			mode.PeakRSS[name] = m.Peak
+	for name, pids := range r.pids {
+		if v, ok := sumOver(pids, peakRSS); ok {
+			mode.PeakRSS[name] = int64(v)
 		}
 	}
 	mode.Profiles = r.summariseProfiles(ctx)
@@ -224,12 +258,58 @@ func RunMode(tb testing.TB, cfg Config, sync string) Mode {
 	return mode
 }
 
+// newMode is the empty result of a sync setting.
+func newMode(sync string) Mode {
+	nodes := 1
+	if sync == SyncR3 {
+		nodes = clusterNodes
+	}
+	return Mode{Sync: sync, Setting: SyncLabel(sync), NATSNodes: nodes, PeakRSS: map[string]int64{}}
+}
+
+// peakRSS reads VmHWM of pid, in bytes.
+func peakRSS(pid int) (float64, error) {
+	m, err := ReadMemory(pid)
+	return float64(m.Peak), err
+}
+
+// sumOver adds read(pid) over pids; false when pids is empty or any read
+// fails (a sum missing a node would pass for a smaller number).
+func sumOver(pids []int, read func(pid int) (float64, error)) (float64, bool) {
+	var sum float64
+	for _, pid := range pids {
+		v, err := read(pid)
+		if err != nil {
+			return 0, false
+		}
+		sum += v
+	}
+	return sum, len(pids) > 0
+}
+
 func startRig(tb testing.TB, cfg Config, sync string) *rig {
 	tb.Helper()
+	if err := CheckSync(sync); err != nil {
+		tb.Fatal(err)
+	}
 	r := &rig{tb: tb, cfg: cfg, mode: sync, prefix: sync[:1] + harness.NewIDPrefix()}
-	r.nats = harness.StartNATSWith(tb, harness.NATSOptions{SyncAlways: sync == SyncAlways})
-	r.stack = harness.NewStack(tb, harness.StackOptions{NATSURL: r.nats.URL(), Env: cfg.env()})
-	nc, err := nats.Connect(r.nats.URL(), nats.Name("hookline-bench"))
+	env, wantReplicas := cfg.env(), 1
+	var url string
+	if sync == SyncR3 {
+		c := harness.StartCluster(tb, clusterNodes)
+		r.nats, url = c.Nodes, c.URL()
+		wantReplicas = clusterNodes
+		env = env.With(harness.Env{"HOOKLINE_STREAM_REPLICAS": strconv.Itoa(clusterNodes)})
+	} else {
+		n := harness.StartNATSWith(tb, harness.NATSOptions{SyncAlways: sync == SyncAlways})
+		r.nats, url = []*harness.NATS{n}, n.URL()
+	}
+	r.stack = harness.NewStack(tb, harness.StackOptions{NATSURL: url, Env: env})
+	r.replicas = r.streamReplicas(tb)
+	if sync == SyncR3 && r.replicas != wantReplicas {
+		tb.Fatalf("%s: the %s stream has %d replicas, want %d", sync, stream.Events, r.replicas, wantReplicas)
+	}
+	nc, err := nats.Connect(url, nats.Name("hookline-bench"))
 	if err != nil {
 		tb.Fatalf("connect nats: %v", err)
 	}
@@ -245,14 +325,16 @@ func startRig(tb testing.TB, cfg Config, sync string) *rig {
 	tb.Cleanup(r.sink.Close)
 	r.api = newPoster(r.stack.Producer.URL(), max(cfg.APIBatchConcurrency, cfg.APISingleConcurrency))
 	tb.Cleanup(r.api.close)
-	r.pids = map[string]int{
-		ProcNATS:      r.nats.Pid(),
-		ProcProducer:  r.stack.Producer.Pid(),
-		ProcDeliverer: r.stack.Deliverers[0].Pid(),
-		ProcBench:     os.Getpid(),
+	r.pids = map[string][]int{
+		ProcProducer:  {r.stack.Producer.Pid()},
+		ProcDeliverer: {r.stack.Deliverers[0].Pid()},
+		ProcBench:     {os.Getpid()},
+	}
+	for _, n := range r.nats {
+		r.pids[ProcNATS] = append(r.pids[ProcNATS], n.Pid())
 	}
 	if pid, err := redisPid(r.stack.Redis.Addr); err == nil {
-		r.pids[ProcRedis] = pid
+		r.pids[ProcRedis] = []int{pid}
 	} else {
 		tb.Logf("redis-server pid unknown (%v): its CPU is not reported", err)
 	}
@@ -266,6 +348,23 @@ func startRig(tb testing.TB, cfg Config, sync string) *rig {
 	r.subscribe(typeLatAPI, "lat-api")
 	r.sink.Endpoint("limit")
 	return r
+}
+
+// streamReplicas reads how many replicas the services gave the EVENTS
+// stream.
+func (r *rig) streamReplicas(tb testing.TB) int {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := r.stack.JS.Stream(ctx, stream.Events)
+	if err != nil {
+		tb.Fatalf("stream %s: %v", stream.Events, err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		tb.Fatalf("stream %s info: %v", stream.Events, err)
+	}
+	return info.Config.Replicas
 }
 
 // redisPid asks redis-server its process id (INFO server).
@@ -334,11 +433,12 @@ func (r *rig) warmup(ctx context.Context) error {
 	return nil
 }
 
-// cpuSnapshot reads the CPU time of every process.
+// cpuSnapshot reads the CPU time of every process (summed over the nodes
+// of nats-server).
 func (r *rig) cpuSnapshot() map[string]float64 {
 	out := make(map[string]float64, len(r.pids))
-	for name, pid := range r.pids {
-		if v, err := CPUSeconds(pid); err == nil {
+	for name, pids := range r.pids {
+		if v, ok := sumOver(pids, CPUSeconds); ok {
 			out[name] = v
 		}
 	}
@@ -562,8 +662,16 @@ func (r *rig) profiler(proc, base, scenario string) func(ctx context.Context) fu
 	if !r.cfg.Profile {
 		return nil
 	}
+	who, pid := proc, 0
+	if pids := r.pids[proc]; len(pids) > 0 {
+		pid = pids[0]
+		if len(pids) > 1 {
+			// A cluster: profile node 1 only, and say so.
+			who = proc + "-node1"
+		}
+	}
 	return func(ctx context.Context) func() {
-		p := Profile{Name: fmt.Sprintf("%s-%s-%s", proc, scenario, r.mode)}
+		p := Profile{Name: fmt.Sprintf("%s-%s-%s", who, scenario, r.mode)}
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
@@ -573,7 +681,11 @@ func (r *rig) profiler(proc, base, scenario string) func(ctx context.Context) fu
 				return
 			}
 			p.Kind, p.Path = "perf", filepath.Join(r.cfg.ProfileDir, p.Name+".perf.data")
-			p.Err = CapturePerf(ctx, r.pids[proc], r.cfg.ProfileSeconds, p.Path)
+			if pid == 0 {
+				p.Err = fmt.Errorf("no pid of %s", proc)
+				return
+			}
+			p.Err = CapturePerf(ctx, pid, r.cfg.ProfileSeconds, p.Path)
 		}()
 		return func() {
 			<-done
@@ -629,12 +741,20 @@ func failed(m Mode) bool {
 	return m.Error != ""
 }
 
-// keepLogs copies the logs of nats-server and the services next to the
-// results (they live in the test's temporary folder, which goes away).
+// keepLogs copies the logs of nats-server (every node of a cluster, as
+// nats-server-n1, -n2, …) and the services next to the results (they live
+// in the test's temporary folder, which goes away).
 func (r *rig) keepLogs() map[string]string {
 	out := map[string]string{}
-	procs := map[string]*harness.Process{ProcNATS: r.nats.Process, ProcProducer: r.stack.Producer.Process,
+	procs := map[string]*harness.Process{ProcProducer: r.stack.Producer.Process,
 		ProcDeliverer: r.stack.Deliverers[0].Process}
+	for _, n := range r.nats {
+		name := ProcNATS
+		if len(r.nats) > 1 {
+			name += "-" + n.Name
+		}
+		procs[name] = n.Process
+	}
 	for name, p := range procs {
 		b, err := os.ReadFile(p.LogPath)
 		if err != nil {
@@ -657,6 +777,13 @@ func (r *rig) keepLogs() map[string]string {
 func Run(tb testing.TB, cfg Config, out string, runMode func(name string, f func(tb testing.TB))) *Report {
 	tb.Helper()
 	cfg = cfg.WithDefaults()
+	// Check every setting before building, and before the first runs for
+	// minutes.
+	for _, sync := range cfg.Syncs {
+		if err := CheckSync(sync); err != nil {
+			tb.Fatalf("-syncs: %v", err)
+		}
+	}
 	rep := &Report{Started: time.Now(), Machine: ReadMachine(), Config: cfg}
 	cfg.ProfileDir = filepath.Join(out, "profiles-"+rep.Started.Format("20060102-150405"))
 	cfg.LogDir = filepath.Join(out, "logs-"+rep.Started.Format("20060102-150405"))
@@ -665,14 +792,12 @@ func Run(tb testing.TB, cfg Config, out string, runMode func(name string, f func
 		ProcNATS: bins.NATSServer, ProcProducer: bins.Producer, ProcDeliverer: bins.Deliverer,
 	})
 	for _, sync := range cfg.Syncs {
-		if sync != SyncAlways && sync != SyncDefault {
-			tb.Fatalf("sync setting %q: want %s or %s", sync, SyncAlways, SyncDefault)
-		}
 		var m Mode
 		ran := false
 		runMode(sync, func(tb testing.TB) { m = RunMode(tb, cfg, sync); ran = true })
 		if !ran {
-			m = Mode{Sync: sync, Error: "the run stopped before it finished (see the log above)"}
+			m = newMode(sync)
+			m.Error = "the run stopped before it finished (see the log above)"
 		}
 		rep.Modes = append(rep.Modes, m)
 	}

@@ -245,7 +245,7 @@ func growth(samples []SoakSample) float64 {
 func (r *SoakReport) WriteTable(w io.Writer) {
 	fmt.Fprintf(w, "\nHookline soak — %s\n", r.Started.Format(time.RFC3339))
 	fmt.Fprintf(w, "machine: %d cores, %s; load average at start %s\n", r.Machine.Cores, r.Machine.CPUModel, r.Machine.LoadStart)
-	fmt.Fprintf(w, "go: %s · nats-server %s · sync_interval: %s\n", r.Versions.Go, r.Versions.Modules["github.com/nats-io/nats-server/v2"], r.Config.Sync)
+	fmt.Fprintf(w, "go: %s · nats-server %s · %s\n", r.Versions.Go, r.Versions.Modules["github.com/nats-io/nats-server/v2"], SyncLabel(r.Config.Sync))
 	fmt.Fprintf(w, "%d tasks in flight over %d subscriptions, endpoint answers in %s, %d‰ of first attempts fail, %s\n\n",
 		r.Config.InFlight, r.Config.Subscriptions, r.Config.EndpointDelay, r.Config.FailPermille, r.Config.Duration)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)

@@ -3,7 +3,10 @@ package bench
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
+	"image/color"
 	"image/png"
+	"strings"
 	"testing"
 	"time"
 )
@@ -145,5 +148,155 @@ func TestGrowth(t *testing.T) {
 	}
 	if g := growth(rising); g < 1.99 || g > 2.01 {
 		t.Fatalf("rising growth = %v, want 2 MiB/min", g)
+	}
+}
+
+func TestCheckSync(t *testing.T) {
+	t.Parallel()
+	for _, sync := range []string{SyncAlways, SyncDefault, SyncR3} {
+		if err := CheckSync(sync); err != nil {
+			t.Errorf("CheckSync(%q) = %v", sync, err)
+		}
+	}
+	err := CheckSync("r5")
+	if err == nil || !strings.Contains(err.Error(), `"r5"`) || !strings.Contains(err.Error(), "always, default, r3") {
+		t.Fatalf("CheckSync(r5) = %v, want an error naming it and the accepted settings", err)
+	}
+	if got := Defaults.Syncs; strings.Join(got, ",") != "always,default,r3" {
+		t.Fatalf("default syncs %v, want always, default, r3", got)
+	}
+}
+
+func TestModeLabels(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		sync, label, nats string
+		nodes             int
+	}{
+		{sync: SyncAlways, label: "sync_interval: always", nats: "nats-server", nodes: 1},
+		{sync: SyncDefault, label: "sync_interval: default (2m)", nats: "nats-server", nodes: 1},
+		{sync: SyncR3, label: "3-node cluster, R3, sync_interval: always", nats: "nats-server ×3", nodes: 3},
+	}
+	for _, tt := range tests {
+		t.Run(tt.sync, func(t *testing.T) {
+			m := newMode(tt.sync)
+			if m.Label() != tt.label || m.Setting != tt.label {
+				t.Fatalf("label %q, setting %q; want %q", m.Label(), m.Setting, tt.label)
+			}
+			if m.NATSNodes != tt.nodes {
+				t.Fatalf("%d nats nodes, want %d", m.NATSNodes, tt.nodes)
+			}
+			if got := m.ProcLabel(ProcNATS); got != tt.nats {
+				t.Fatalf("ProcLabel(nats-server) = %q, want %q", got, tt.nats)
+			}
+			if got := m.ProcLabel(ProcDeliverer); got != ProcDeliverer {
+				t.Fatalf("ProcLabel(deliverer) = %q", got)
+			}
+		})
+	}
+}
+
+// An r3 mode says in the JSON that it is a cluster, and in the table that
+// nats-server's numbers are the sum over its nodes.
+func TestR3ModeReport(t *testing.T) {
+	t.Parallel()
+	m := newMode(SyncR3)
+	m.StreamReplicas = 3
+	m.PeakRSS[ProcNATS] = 3 << 20
+	m.Scenarios = []Scenario{{Name: "1×1 nats", Path: "nats", Received: 10, Deliveries: 10,
+		CPU: map[string]CPUUse{ProcNATS: {Seconds: 3, Per1000: 0.3}}}}
+	rep := &Report{Started: time.Now(), Modes: []Mode{m}}
+	b, err := json.Marshal(rep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		Modes []map[string]any `json:"modes"`
+	}
+	if err := json.Unmarshal(b, &got); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]any{"sync": "r3", "setting": "3-node cluster, R3, sync_interval: always",
+		"nats_nodes": 3.0, "stream_replicas": 3.0}
+	for k, v := range want {
+		if got.Modes[0][k] != v {
+			t.Errorf("JSON %s = %v, want %v", k, got.Modes[0][k], v)
+		}
+	}
+	var buf bytes.Buffer
+	rep.WriteTable(&buf)
+	for _, s := range []string{"== 3-node cluster, R3, sync_interval: always ==", "nats-server ×3", "nats-server ×3 3.0 MiB",
+		"summed over the 3 nodes"} {
+		if !strings.Contains(buf.String(), s) {
+			t.Errorf("table lacks %q:\n%s", s, buf.String())
+		}
+	}
+}
+
+func TestSumOver(t *testing.T) {
+	t.Parallel()
+	read := func(pid int) (float64, error) {
+		if pid < 0 {
+			return 0, errors.New("gone")
+		}
+		return float64(pid), nil
+	}
+	tests := []struct {
+		name string
+		pids []int
+		want float64
+		ok   bool
+	}{
+		{name: "one", pids: []int{5}, want: 5, ok: true},
+		{name: "three nodes", pids: []int{1, 2, 4}, want: 7, ok: true},
+		{name: "a node unreadable", pids: []int{1, -1, 4}, ok: false},
+		{name: "none", pids: nil, ok: false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, ok := sumOver(tt.pids, read)
+			if got != tt.want || ok != tt.ok {
+				t.Fatalf("sumOver(%v) = %v, %v; want %v, %v", tt.pids, got, ok, tt.want, tt.ok)
+			}
+		})
+	}
+}
+
+// The chart gives each mode its own colour and names all three in the
+// legend.
+func TestChartColoursEveryMode(t *testing.T) {
+	t.Parallel()
+	rep := &Report{Started: time.Now(), Machine: Machine{Cores: 2, CPUModel: "test cpu"}}
+	for _, sync := range []string{SyncAlways, SyncDefault, SyncR3} {
+		m := newMode(sync)
+		m.Scenarios = []Scenario{{Name: "1×1 nats", Path: "nats", DeliveriesPerSec: 500}}
+		rep.Modes = append(rep.Modes, m)
+	}
+	legend := strings.Join(rep.legend(), "\n")
+	for _, s := range []string{"blue: sync_interval: always", "orange: sync_interval: default (2m)",
+		"green: 3-node cluster, R3, sync_interval: always", "grey: bare go http client"} {
+		if !strings.Contains(legend, s) {
+			t.Errorf("legend lacks %q:\n%s", s, legend)
+		}
+	}
+	for _, l := range rep.legend() {
+		if w := textWidth(l, textScale); w > chartW-2*margin {
+			t.Errorf("legend line %q is %d px wide, the chart %d", l, w, chartW)
+		}
+	}
+	img := rep.Chart()
+	for _, col := range []color.RGBA{colAlways, colDefault, colR3} {
+		found := false
+		for y := img.Bounds().Min.Y; y < img.Bounds().Max.Y && !found; y++ {
+			for x := img.Bounds().Min.X; x < img.Bounds().Max.X; x++ {
+				if img.RGBAAt(x, y) == col {
+					found = true
+					break
+				}
+			}
+		}
+		if !found {
+			t.Errorf("no bar of colour %v", col)
+		}
 	}
 }
