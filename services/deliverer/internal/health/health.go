@@ -220,20 +220,8 @@ func (h *Health) Admit(ctx context.Context, sub *hooklinev1.Subscription) (func(
 	if err != nil && ctx.Err() == nil && !errors.Is(err, inflight.ErrRedisSkipped) {
 		h.warnRedis("in-flight cap", err)
 	}
-	// giveBack returns what this admission took when no attempt follows,
-	// without waiting for Redis.
-	giveBack := func() {
-		bctx := context.WithoutCancel(ctx)
-		var cmds []redis.Cmder
-		h.batch.Go(func(pipe redis.Pipeliner) {
-			if c := h.inflight.ReleaseCmd(bctx, pipe, lease); c != nil {
-				cmds = append(cmds, c)
-			}
-			if d.Probe != "" {
-				cmds = append(cmds, h.breaker.ReleaseProbeCmd(bctx, pipe, id, d.Probe))
-			}
-		}, func() { h.checkRan("give_back", cmds...) })
-	}
+	// giveBack returns what this admission took when no attempt follows.
+	giveBack := func() { h.giveBack(ctx, id, lease, d.Probe, "give_back") }
 	if ctx.Err() != nil {
 		giveBack()
 		return nil, 0, ctx.Err()
@@ -283,22 +271,14 @@ func (h *Health) observe(ctx context.Context, sub *hooklinev1.Subscription, leas
 	case res.ErrorClass == sender.ClassCanceled:
 		// Cut short by the deliverer (shutdown): says nothing about the
 		// endpoint.
-		var cmds []redis.Cmder
-		h.batch.Go(func(pipe redis.Pipeliner) {
-			if d.Probe != "" {
-				cmds = append(cmds, h.breaker.ReleaseProbeCmd(ctx, pipe, id, d.Probe))
-			}
-			cmds = h.release(ctx, pipe, lease, cmds)
-		}, func() { h.checkRan("release_slot", cmds...) })
+		h.giveBack(ctx, id, lease, d.Probe, "release_slot")
 		return
 
 	case res.OK():
 		if d.Failures == 0 && d.Probe == "" {
 			// Closed with no failure streak when admitted: nothing to
 			// reset, and nothing to wait for.
-			var cmds []redis.Cmder
-			h.batch.Go(func(pipe redis.Pipeliner) { cmds = h.release(ctx, pipe, lease, cmds) },
-				func() { h.checkRan("release_slot", cmds...) })
+			h.giveBack(ctx, id, lease, "", "release_slot")
 			return
 		}
 		var cmd *redis.Cmd
@@ -347,6 +327,19 @@ func (h *Health) observe(ctx context.Context, sub *hooklinev1.Subscription, leas
 		h.disable(sub, ReasonFailing, log, zap.Duration("failing_for", h.failingFor(sub, streak)),
 			zap.Int("failures", streak.Failures))
 	}
+}
+
+// giveBack releases the lease and the probe (if any) without waiting for
+// Redis; a failure is counted under op.
+func (h *Health) giveBack(ctx context.Context, id string, lease inflight.Lease, probe, op string) {
+	ctx = context.WithoutCancel(ctx)
+	var cmds []redis.Cmder
+	h.batch.Go(func(pipe redis.Pipeliner) {
+		if probe != "" {
+			cmds = append(cmds, h.breaker.ReleaseProbeCmd(ctx, pipe, id, probe))
+		}
+		cmds = h.release(ctx, pipe, lease, cmds)
+	}, func() { h.checkRan(op, cmds...) })
 }
 
 // release queues the lease's release on pipe, adding its command to cmds.
