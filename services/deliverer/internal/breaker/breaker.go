@@ -16,7 +16,7 @@
 // The same state records when the current failure streak began
 // (Streak.Since): the health package disables a subscription that has been
 // failing for too long. A Retry-After from the endpoint pauses the circuit
-// for that long (Failure's pause), so that no replica calls it earlier.
+// for that long (FailureCmd's pause), so that no replica calls it earlier.
 //
 // Timestamps come from the callers' clocks (Config.Now), which replicas must
 // keep in step (NTP); the probe lease uses Redis' own clock.
@@ -198,19 +198,7 @@ type Decision struct {
 // retried after a failure (see Config.RedisRetry).
 var ErrRedisSkipped = errors.New("circuit taken as closed: redis failed recently")
 
-// Allow asks whether an attempt on the subscription may be made now. When
-// Redis fails the circuit is taken as closed (delivery goes on) and err says
-// why, for the caller to log and count.
-func (b *Breaker) Allow(ctx context.Context, subscriptionID string) (Decision, error) {
-	pipe := b.rdb.Pipeline()
-	p := b.AllowCmd(ctx, pipe, subscriptionID)
-	if pipe.Len() > 0 {
-		_, _ = pipe.Exec(ctx) // each command carries its own error
-	}
-	return p.Result()
-}
-
-// PendingAllow is an Allow queued on a pipeline.
+// PendingAllow is an AllowCmd queued on a pipeline.
 type PendingAllow struct {
 	b     *Breaker
 	ctx   context.Context
@@ -219,8 +207,11 @@ type PendingAllow struct {
 	cmd   *redis.Cmd // nil: Redis skipped
 }
 
-// AllowCmd queues Allow on pipe (so that the caller can send it with other
-// commands in one round trip); Result answers once pipe ran.
+// AllowCmd queues the question whether an attempt on the subscription may
+// be made now on pipe (so that the caller can send it with other commands in
+// one round trip); Result answers once pipe ran. When Redis fails the
+// circuit is taken as closed (delivery goes on) and Result's error says why,
+// for the caller to log and count.
 func (b *Breaker) AllowCmd(ctx context.Context, pipe redis.Pipeliner, subscriptionID string) *PendingAllow {
 	p := &PendingAllow{b: b, ctx: ctx, now: b.cfg.Now()}
 	if p.now.UnixNano() < b.skipUntil.Load() {
@@ -233,7 +224,7 @@ func (b *Breaker) AllowCmd(ctx context.Context, pipe redis.Pipeliner, subscripti
 	return p
 }
 
-// Result is Allow's answer (see Allow).
+// Result is the answer of an AllowCmd whose pipe ran (see AllowCmd).
 func (p *PendingAllow) Result() (Decision, error) {
 	b := p.b
 	if p.cmd == nil {
@@ -265,38 +256,20 @@ func (p *PendingAllow) Result() (Decision, error) {
 	}
 }
 
-// ReleaseProbe gives back a probe lease whose attempt was not made.
-func (b *Breaker) ReleaseProbe(ctx context.Context, subscriptionID, token string) error {
-	if token == "" {
-		return nil
-	}
-	if err := releaseProbeScript.Run(ctx, b.rdb, []string{ProbeKey(subscriptionID)}, token).Err(); err != nil {
-		return fmt.Errorf("release probe: %w", err)
-	}
-	return nil
-}
-
-// ReleaseProbeCmd queues ReleaseProbe on pipe.
+// ReleaseProbeCmd queues giving back a probe lease whose attempt was not
+// made on pipe.
 func (b *Breaker) ReleaseProbeCmd(ctx context.Context, pipe redis.Pipeliner, subscriptionID, token string) *redis.Cmd {
 	return releaseProbeScript.Eval(ctx, pipe, []string{ProbeKey(subscriptionID)}, token)
 }
 
-// Success records a successful attempt: the circuit closes and the failure
-// streak is forgotten. closed reports whether the circuit was open or
-// half-open before.
-func (b *Breaker) Success(ctx context.Context, subscriptionID string) (closed bool, err error) {
-	pipe := b.rdb.Pipeline()
-	cmd := b.SuccessCmd(ctx, pipe, subscriptionID)
-	_, _ = pipe.Exec(ctx) // each command carries its own error
-	return SuccessResult(cmd)
-}
-
-// SuccessCmd queues Success on pipe; SuccessResult answers once pipe ran.
+// SuccessCmd queues recording a successful attempt on pipe: the circuit
+// closes and the failure streak is forgotten. SuccessResult answers once
+// pipe ran; closed reports whether the circuit was open or half-open before.
 func (b *Breaker) SuccessCmd(ctx context.Context, pipe redis.Pipeliner, subscriptionID string) *redis.Cmd {
 	return successScript.Eval(ctx, pipe, []string{Key(subscriptionID), ProbeKey(subscriptionID)})
 }
 
-// SuccessResult is Success's answer for a queued SuccessCmd.
+// SuccessResult is the answer of a SuccessCmd whose pipe ran.
 func SuccessResult(cmd *redis.Cmd) (closed bool, err error) {
 	n, err := cmd.Int64()
 	if err != nil {
@@ -322,23 +295,15 @@ type Streak struct {
 // Failing is how long the subscription has been failing.
 func (s Streak) Failing() time.Duration { return s.Now.Sub(s.Since) }
 
-// Failure records a failed attempt. pause > 0 (the endpoint's Retry-After)
-// keeps the circuit open at least that long, without counting as an
-// opening.
-func (b *Breaker) Failure(ctx context.Context, subscriptionID string, pause time.Duration) (Streak, error) {
-	pipe := b.rdb.Pipeline()
-	p := b.FailureCmd(ctx, pipe, subscriptionID, pause)
-	_, _ = pipe.Exec(ctx) // each command carries its own error
-	return p.Result()
-}
-
-// PendingFailure is a Failure queued on a pipeline.
+// PendingFailure is a FailureCmd queued on a pipeline.
 type PendingFailure struct {
 	now time.Time
 	cmd *redis.Cmd
 }
 
-// FailureCmd queues Failure on pipe; Result answers once pipe ran.
+// FailureCmd queues recording a failed attempt on pipe; Result answers once
+// pipe ran. pause > 0 (the endpoint's Retry-After) keeps the circuit open at
+// least that long, without counting as an opening.
 func (b *Breaker) FailureCmd(ctx context.Context, pipe redis.Pipeliner, subscriptionID string, pause time.Duration) *PendingFailure {
 	now := b.cfg.Now()
 	return &PendingFailure{now: now, cmd: failureScript.Eval(ctx, pipe, []string{Key(subscriptionID), ProbeKey(subscriptionID)},
@@ -346,7 +311,7 @@ func (b *Breaker) FailureCmd(ctx context.Context, pipe redis.Pipeliner, subscrip
 		b.cfg.StateTTL.Milliseconds(), max(pause, 0).Milliseconds())}
 }
 
-// Result is Failure's answer (see Failure).
+// Result is the answer of a FailureCmd whose pipe ran (see FailureCmd).
 func (p *PendingFailure) Result() (Streak, error) {
 	res, err := p.cmd.Int64Slice()
 	if err != nil {

@@ -160,21 +160,7 @@ func (l *Limiter) Cap(max uint32) int {
 // not retried after a failure (see Config.RedisRetry).
 var ErrRedisSkipped = errors.New("in-flight slot counted locally: redis failed recently")
 
-// Acquire takes a slot for an attempt on the subscription. ok is false when
-// the subscription already has its cap of attempts in flight (max 0 means
-// the default cap). When Redis fails, the decision is taken against a
-// per-process count and err is the Redis error or ErrRedisSkipped (for the
-// caller to log); the lease and ok are still valid.
-func (l *Limiter) Acquire(ctx context.Context, subscriptionID string, max uint32) (lease Lease, ok bool, err error) {
-	pipe := l.rdb.Pipeline()
-	p := l.AcquireCmd(ctx, pipe, subscriptionID, max)
-	if pipe.Len() > 0 {
-		_, _ = pipe.Exec(ctx) // each command carries its own error
-	}
-	return p.Result()
-}
-
-// PendingAcquire is an Acquire queued on a pipeline.
+// PendingAcquire is an AcquireCmd queued on a pipeline.
 type PendingAcquire struct {
 	l              *Limiter
 	ctx            context.Context
@@ -186,7 +172,12 @@ type PendingAcquire struct {
 	denied         int
 }
 
-// AcquireCmd queues Acquire on pipe (so that the caller can send it with
+// AcquireCmd queues taking a slot for an attempt on the subscription on
+// pipe. Result's ok is false when the subscription already has its cap of
+// attempts in flight (max 0 means the default cap). When Redis fails, the
+// decision is taken against a per-process count and Result's err is the
+// Redis error or ErrRedisSkipped (for the caller to log); the lease and ok
+// are still valid. It is queued (so that the caller can send it with
 // other commands in one round trip); Result answers once pipe ran.
 func (l *Limiter) AcquireCmd(ctx context.Context, pipe redis.Pipeliner, subscriptionID string, max uint32) *PendingAcquire {
 	p := &PendingAcquire{l: l, ctx: ctx, subscriptionID: subscriptionID, limit: l.Cap(max), now: l.cfg.Now()}
@@ -201,7 +192,7 @@ func (l *Limiter) AcquireCmd(ctx context.Context, pipe redis.Pipeliner, subscrip
 	return p
 }
 
-// Result is Acquire's answer (see Acquire).
+// Result is the answer of an AcquireCmd whose pipe ran (see AcquireCmd).
 func (p *PendingAcquire) Result() (Lease, bool, error) {
 	l := p.l
 	if p.cmd == nil {
@@ -250,23 +241,9 @@ func (l *Limiter) acquireLocal(subscriptionID string, limit int) (Lease, bool) {
 	return Lease{subscriptionID: subscriptionID, id: "local", local: true}, true
 }
 
-// Release frees the slot. Releasing the zero Lease does nothing. A lease
-// that cannot be released (Redis down) expires after LeaseTTL.
-func (l *Limiter) Release(ctx context.Context, lease Lease) error {
-	if !lease.Held() {
-		return nil
-	}
-	l.forget(lease)
-	if lease.local {
-		return nil
-	}
-	if err := l.rdb.ZRem(ctx, Key(lease.subscriptionID), lease.id).Err(); err != nil {
-		return fmt.Errorf("release in-flight slot: %w", err)
-	}
-	return nil
-}
-
-// ReleaseCmd queues Release on pipe; a local lease is released at once.
+// ReleaseCmd queues freeing the slot on pipe; a local lease is released at
+// once, and releasing the zero Lease does nothing. A lease that cannot be
+// released (Redis down) expires after LeaseTTL.
 // The returned command (nil for a local or zero lease) carries the error.
 func (l *Limiter) ReleaseCmd(ctx context.Context, pipe redis.Pipeliner, lease Lease) *redis.IntCmd {
 	if !lease.Held() {
