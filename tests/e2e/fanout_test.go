@@ -1,13 +1,13 @@
 package e2e
 
 import (
-	"context"
 	"strconv"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/hookline/hookline/pkg/natstest"
 	"github.com/hookline/hookline/pkg/stream"
 	"github.com/hookline/hookline/tests/harness"
 )
@@ -92,21 +92,7 @@ func TestFanOutOneFailingSubscription(t *testing.T) {
 // readDeadLetter returns the dead letter of a pair from DEADLETTER.
 func readDeadLetter(t *testing.T, js jetstream.JetStream, eventID, subID string) *jetstream.RawStreamMsg {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	st, err := js.Stream(ctx, stream.DeadLetter)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := st.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && seq > 0; seq++ {
-		m, err := st.GetMsg(ctx, seq)
-		if err != nil {
-			continue
-		}
+	for _, m := range natstest.Messages(t, js, stream.DeadLetter) {
 		if m.Header.Get(stream.HeaderEventID) == eventID && m.Header.Get(stream.HeaderSubscriptionID) == subID {
 			return m
 		}

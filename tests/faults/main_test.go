@@ -20,6 +20,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/hookline/hookline/pkg/natstest"
 	"github.com/hookline/hookline/pkg/stream"
 	"github.com/hookline/hookline/tests/harness"
 )
@@ -198,23 +199,5 @@ func settle(t *testing.T, js jetstream.JetStream, timeout time.Duration) {
 // readDeadLetters returns every message in DEADLETTER.
 func readDeadLetters(t *testing.T, s *harness.Stack) []*jetstream.RawStreamMsg {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	st, err := s.JS.Stream(ctx, stream.DeadLetter)
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := st.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []*jetstream.RawStreamMsg
-	for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; seq++ {
-		m, err := st.GetMsg(ctx, seq)
-		if err != nil {
-			continue // deleted
-		}
-		out = append(out, m)
-	}
-	return out
+	return natstest.Messages(t, s.JS, stream.DeadLetter)
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/hookline/hookline/pkg/auth"
+	"github.com/hookline/hookline/pkg/natstest"
 	"github.com/hookline/hookline/pkg/secretbox"
 	"github.com/hookline/hookline/pkg/signing"
 	"github.com/hookline/hookline/pkg/stream"
@@ -173,18 +174,8 @@ func TestEndToEndLeastPrivilegeLogsHoldNoSecrets(t *testing.T) {
 	// one at once; nothing ever reached 127.0.0.2.
 	dls := func() map[string]int {
 		out := map[string]int{}
-		s, err := admin.js.Stream(ctx, stream.DeadLetter)
-		if err != nil {
-			t.Fatal(err)
-		}
-		info, err := s.Info(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; seq++ {
-			if m, err := s.GetMsg(ctx, seq); err == nil {
-				out[m.Header.Get(stream.HeaderReason)]++
-			}
+		for _, m := range natstest.Messages(t, admin.js, stream.DeadLetter) {
+			out[m.Header.Get(stream.HeaderReason)]++
 		}
 		return out
 	}

@@ -337,25 +337,9 @@ func TestResultsTeachTheBreaker(t *testing.T) {
 // disabledEvents reads every hookline.subscription.disabled event of acme.
 func disabledEvents(t *testing.T, js jetstream.JetStream) []health.DisabledEvent {
 	t.Helper()
-	ctx := context.Background()
-	s, err := js.Stream(ctx, stream.Events)
-	if err != nil {
-		t.Fatal(err)
-	}
 	subject := stream.EventSubject("acme", health.DisabledEventType)
 	var out []health.DisabledEvent
-	for seq := uint64(1); ; seq++ {
-		m, err := s.GetMsg(ctx, seq)
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			info, _ := s.Info(ctx)
-			if seq > info.State.LastSeq {
-				return out
-			}
-			continue
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, m := range natstest.Messages(t, js, stream.Events) {
 		if m.Subject != subject {
 			continue
 		}
@@ -371,6 +355,7 @@ func disabledEvents(t *testing.T, js jetstream.JetStream) []health.DisabledEvent
 		}
 		out = append(out, ev)
 	}
+	return out
 }
 
 func TestGoneDisablesAtOnce(t *testing.T) {
