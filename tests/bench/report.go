@@ -4,9 +4,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -131,12 +132,7 @@ func (r *Report) WriteTable(w io.Writer) {
 		r.Machine.Cores, r.Machine.CPUModel, r.Machine.OS, r.Machine.Kernel, r.Machine.MemTotal)
 	fmt.Fprintf(w, "load average at start: %s, at end: %s%s\n", r.Machine.LoadStart, r.Machine.LoadEnd, busyNote(r.Machine))
 	fmt.Fprintf(w, "go: %s", r.Versions.Go)
-	mods := make([]string, 0, len(r.Versions.Modules))
-	for m := range r.Versions.Modules {
-		mods = append(mods, m)
-	}
-	sort.Strings(mods)
-	for _, m := range mods {
+	for _, m := range slices.Sorted(maps.Keys(r.Versions.Modules)) {
 		fmt.Fprintf(w, " · %s %s", shortModule(m), r.Versions.Modules[m])
 	}
 	c := r.Config
@@ -199,23 +195,11 @@ func (r *Report) WriteTable(w io.Writer) {
 				fmt.Fprintf(w, "error in %s: %s\n", s.Name, s.Error)
 			}
 		}
-		logs := make([]string, 0, len(m.Logs))
-		for p := range m.Logs {
-			logs = append(logs, p)
-		}
-		sort.Strings(logs)
-		for _, p := range logs {
+		for _, p := range slices.Sorted(maps.Keys(m.Logs)) {
 			fmt.Fprintf(w, "log of %s kept: %s\n", p, m.Logs[p])
 		}
-		if len(m.Profiles) > 0 {
-			names := make([]string, 0, len(m.Profiles))
-			for k := range m.Profiles {
-				names = append(names, k)
-			}
-			sort.Strings(names)
-			for _, k := range names {
-				fmt.Fprintf(w, "profile %s: %s\n", k, m.Profiles[k])
-			}
+		for _, k := range slices.Sorted(maps.Keys(m.Profiles)) {
+			fmt.Fprintf(w, "profile %s: %s\n", k, m.Profiles[k])
 		}
 	}
 	for _, f := range r.Files {
