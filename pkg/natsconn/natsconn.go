@@ -3,11 +3,13 @@
 package natsconn
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 )
 
@@ -128,5 +130,24 @@ func Drain(nc *nats.Conn, timeout time.Duration) error {
 	case <-time.After(timeout):
 		nc.Close()
 		return fmt.Errorf("drain nats: not closed within %s", timeout)
+	}
+}
+
+// PublishAsync is js.PublishMsgAsync that tries again while the async
+// publish window is full: each try already waits the stall wait (200 ms
+// unless opts set another) before jetstream.ErrTooManyStalledMsgs. It gives
+// up when ctx ends. onStall, when not nil, runs once per full-window try.
+func PublishAsync(ctx context.Context, js jetstream.JetStream, m *nats.Msg, onStall func(), opts ...jetstream.PublishOpt) (jetstream.PubAckFuture, error) {
+	for {
+		f, err := js.PublishMsgAsync(m, opts...)
+		if !errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
+			return f, err
+		}
+		if onStall != nil {
+			onStall()
+		}
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("async publish window full: %w", ctx.Err())
+		}
 	}
 }

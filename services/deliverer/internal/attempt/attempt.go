@@ -14,11 +14,11 @@ package attempt
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 	"time"
 
+	"github.com/hookline/hookline/pkg/natsconn"
 	"github.com/hookline/hookline/pkg/stream"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
 	"github.com/nats-io/nats.go"
@@ -70,9 +70,10 @@ type batch struct {
 
 var marshal = protojson.MarshalOptions{UseProtoNames: true}
 
-// maxStalls bounds how often Record retries a full async window (each try
-// waits the client's stall wait, 200 ms by default) before giving up.
-const maxStalls = 5
+// stallBudget bounds how long a batch waits for room in a full async
+// window (each try waits the client's stall wait, 200 ms by default) before
+// its records are counted as failed.
+const stallBudget = time.Second
 
 // NewRecorder builds a Recorder on its own JetStream context, whose async
 // error handler counts the failures, so that no goroutine waits on a
@@ -177,14 +178,9 @@ func (r *Recorder) publish(b *batch) {
 	if b.n == 1 {
 		m.Header = nats.Header{stream.HeaderEventID: {b.eventID}}
 	}
-	var err error
-	for range maxStalls {
-		_, err = r.js.PublishMsgAsync(m)
-		if !errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
-			break
-		}
-	}
-	if err != nil {
+	ctx, cancel := context.WithTimeout(context.Background(), stallBudget)
+	defer cancel()
+	if _, err := natsconn.PublishAsync(ctx, r.js, m, nil); err != nil {
 		r.fail(m, err)
 	}
 }

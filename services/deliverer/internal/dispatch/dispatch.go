@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/hookline/hookline/pkg/jsoncheck"
+	"github.com/hookline/hookline/pkg/natsconn"
 	"github.com/hookline/hookline/pkg/stream"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
 	"github.com/hookline/hookline/services/deliverer/internal/deadletter"
@@ -226,21 +227,13 @@ func (d *Dispatcher) fanOut(ctx context.Context, msg jetstream.Msg, ev event, su
 	return nil
 }
 
-// publishAsync retries while the async window is full (each try already
-// waits the client's stall wait).
+// publishAsync retries while the async window is full.
 func (d *Dispatcher) publishAsync(ctx context.Context, m *nats.Msg, msgID string) (jetstream.PubAckFuture, error) {
-	for {
-		f, err := d.js.PublishMsgAsync(m, jetstream.WithMsgID(msgID))
-		if err == nil {
-			return f, nil
-		}
-		if !errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
-			return nil, fmt.Errorf("publish task: %w", err)
-		}
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("publish task: %w", err)
-		}
+	f, err := natsconn.PublishAsync(ctx, d.js, m, nil, jetstream.WithMsgID(msgID))
+	if err != nil {
+		return nil, fmt.Errorf("publish task: %w", err)
 	}
+	return f, nil
 }
 
 // deadLetter files an event that cannot be delivered (not JSON, no type)

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hookline/hookline/pkg/natsconn"
 	"github.com/hookline/hookline/pkg/stream"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
 	"github.com/hookline/hookline/services/producer/internal/metrics"
@@ -166,19 +167,10 @@ func (p *Publisher) PublishBatch(ctx context.Context, evs []Event) ([]Result, er
 	return nil, fmt.Errorf("%w: %d of %d events not acknowledged: %w", ErrUnavailable, failed, len(evs), errors.Join(errs...))
 }
 
-// publishAsync sends one message, retrying while the async window is full
-// (PublishMsgAsync itself waits a little before ErrTooManyStalledMsgs).
+// publishAsync sends one message, retrying while the async window is full.
 func (p *Publisher) publishAsync(ctx context.Context, m *nats.Msg) (jetstream.PubAckFuture, error) {
-	for {
-		f, err := p.js.PublishMsgAsync(m, jetstream.WithExpectStream(stream.Events), jetstream.WithStallWait(p.stallWait))
-		if !errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
-			return f, err
-		}
-		p.stalls.Add(1)
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("async publish window full: %w", ctx.Err())
-		}
-	}
+	return natsconn.PublishAsync(ctx, p.js, m, func() { p.stalls.Add(1) },
+		jetstream.WithExpectStream(stream.Events), jetstream.WithStallWait(p.stallWait))
 }
 
 // testBody is the webhook body of a test delivery.
