@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -27,7 +28,16 @@ type Config struct {
 	TLSCA    string `env:"HOOKLINE_NATS_TLS_CA"`
 	TLSCert  string `env:"HOOKLINE_NATS_TLS_CERT"`
 	TLSKey   string `env:"HOOKLINE_NATS_TLS_KEY"`
+	// InboxPrefix is where replies to this client's requests (pull
+	// batches, acks, API calls) arrive; empty means InboxPrefix(component).
+	InboxPrefix string `env:"HOOKLINE_NATS_INBOX_PREFIX"`
 }
+
+// InboxPrefix is a component's default reply prefix, "_INBOX_<component>":
+// each user of deploy/security/nats-server.conf may subscribe to its own
+// prefix only, so no component can read another's replies (task bodies in
+// pull batches, subscription records in KV gets).
+func InboxPrefix(component string) string { return "_INBOX_" + component }
 
 // Validate names the variable at fault; it never prints a secret.
 func (c Config) Validate() error {
@@ -49,13 +59,38 @@ func (c Config) Validate() error {
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		return errors.New("HOOKLINE_NATS_TLS_CERT and HOOKLINE_NATS_TLS_KEY must be set together")
 	}
+	if c.InboxPrefix != "" && !validPrefix(c.InboxPrefix) {
+		return fmt.Errorf("HOOKLINE_NATS_INBOX_PREFIX %q is not a subject prefix (tokens of letters, digits, '_' or '-', separated by '.')", c.InboxPrefix)
+	}
 	return nil
 }
 
-// Connect dials NATS, reconnecting forever, and logs connection changes.
-func Connect(c Config, name string, log *zap.Logger) (*nats.Conn, error) {
+// validPrefix accepts dot-separated tokens of letters, digits, '_' and '-'.
+func validPrefix(p string) bool {
+	for tok := range strings.SplitSeq(p, ".") {
+		if tok == "" {
+			return false
+		}
+		for _, r := range tok {
+			if !(r == '_' || r == '-' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// Connect dials NATS as component ("producer", "deliverer", "hookctl"; the
+// connection is named "hookline-<component>"), reconnecting forever, and
+// logs connection changes.
+func Connect(c Config, component string, log *zap.Logger) (*nats.Conn, error) {
+	inbox := c.InboxPrefix
+	if inbox == "" {
+		inbox = InboxPrefix(component)
+	}
 	opts := []nats.Option{
-		nats.Name(name),
+		nats.Name("hookline-" + component),
+		nats.CustomInboxPrefix(inbox),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250 * time.Millisecond),
 		// Detect a silent partition in about 20 s instead of the default

@@ -3,6 +3,7 @@ package natsconn_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -10,6 +11,7 @@ import (
 	"github.com/hookline/hookline/pkg/natstest"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
 )
 
 // heldWindow returns a JetStream context whose async window (one message)
@@ -86,5 +88,42 @@ func TestPublishAsyncRetriesUntilTheWindowHasRoom(t *testing.T) {
 	}
 	if got := f.Msg().Header.Get(jetstream.MsgIDHeader); got != "id-1" {
 		t.Fatalf("Nats-Msg-Id = %q: options not passed on", got)
+	}
+}
+
+func TestConnectRepliesOnTheComponentsInbox(t *testing.T) {
+	s := natstest.Start(t)
+	for _, tc := range []struct {
+		cfg  natsconn.Config
+		want string
+	}{
+		{natsconn.Config{URL: s.ClientURL()}, "_INBOX_deliverer."},
+		{natsconn.Config{URL: s.ClientURL(), InboxPrefix: "replies.d-1"}, "replies.d-1."},
+	} {
+		nc, err := natsconn.Connect(tc.cfg, "deliverer", zap.NewNop())
+		if err != nil {
+			t.Fatalf("connect: %v", err)
+		}
+		if got := nc.NewRespInbox(); !strings.HasPrefix(got, tc.want) {
+			t.Errorf("prefix %q: reply inbox %q, want it under %q", tc.cfg.InboxPrefix, got, tc.want)
+		}
+		if got := nc.Opts.Name; got != "hookline-deliverer" {
+			t.Errorf("connection name %q, want hookline-deliverer", got)
+		}
+		nc.Close()
+	}
+}
+
+func TestValidateRejectsABadInboxPrefix(t *testing.T) {
+	for _, p := range []string{"_INBOX.>", "a.*", "a.", ".a", "a b", "a..b"} {
+		err := natsconn.Config{URL: "nats://127.0.0.1:4222", InboxPrefix: p}.Validate()
+		if err == nil || !strings.Contains(err.Error(), "HOOKLINE_NATS_INBOX_PREFIX") {
+			t.Errorf("prefix %q: err = %v, want one naming HOOKLINE_NATS_INBOX_PREFIX", p, err)
+		}
+	}
+	for _, p := range []string{"", "_INBOX_x", "replies.d-1"} {
+		if err := (natsconn.Config{URL: "nats://127.0.0.1:4222", InboxPrefix: p}).Validate(); err != nil {
+			t.Errorf("prefix %q: %v", p, err)
+		}
 	}
 }

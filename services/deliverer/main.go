@@ -38,7 +38,7 @@ func run(ctx context.Context) error {
 		return err
 	}
 	defer func() { _ = log.Sync() }()
-	nc, err := natsconn.Connect(cfg.NATS, "hookline-deliverer", log)
+	nc, err := natsconn.Connect(cfg.NATS, "deliverer", log)
 	if err != nil {
 		return err
 	}

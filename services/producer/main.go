@@ -42,7 +42,7 @@ func run(ctx context.Context) error {
 	}
 	defer func() { _ = log.Sync() }()
 	log.Info("producer starting", zap.String("version", version))
-	nc, err := natsconn.Connect(cfg.NATS, "hookline-producer", log)
+	nc, err := natsconn.Connect(cfg.NATS, "producer", log)
 	if err != nil {
 		return err
 	}

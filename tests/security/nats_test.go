@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hookline/hookline/pkg/natsconn"
 	"github.com/hookline/hookline/pkg/natstest"
 	"github.com/hookline/hookline/pkg/stream"
 	"github.com/hookline/hookline/pkg/subscription"
@@ -85,6 +86,8 @@ func connect(t *testing.T, url, user, password string) *component {
 	t.Helper()
 	c := &component{name: user}
 	nc, err := nats.Connect(url, nats.UserInfo(user, password), nats.Name("hookline-"+user),
+		// The services' own reply prefix (natsconn.Connect).
+		nats.CustomInboxPrefix(natsconn.InboxPrefix(user)),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			if errors.Is(err, nats.ErrPermissionViolation) || strings.Contains(strings.ToLower(err.Error()), "permissions violation") {
 				c.mu.Lock()
@@ -158,6 +161,20 @@ func denied(t *testing.T, c *component, what, subject string, op func(ctx contex
 func publish(c *component, subject string, opts ...jetstream.PublishOpt) func(ctx context.Context) error {
 	return func(ctx context.Context) error {
 		_, err := c.js.Publish(ctx, subject, []byte(`{"k":1}`), opts...)
+		return err
+	}
+}
+
+// listen subscribes to subject and waits for one message (a refused
+// subscription never gets one: the wait ends with the context).
+func listen(c *component, subject string) func(ctx context.Context) error {
+	return func(ctx context.Context) error {
+		sub, err := c.nc.SubscribeSync(subject)
+		if err != nil {
+			return err
+		}
+		defer func() { _ = sub.Unsubscribe() }()
+		_, err = sub.NextMsgWithContext(ctx)
 		return err
 	}
 }
@@ -284,7 +301,9 @@ func TestNATSLeastPrivilege(t *testing.T) {
 		denied(t, p, "read the dead letters", "$JS.API.STREAM.MSG.GET.DEADLETTER", func(ctx context.Context) error {
 			_, err := p.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET.DEADLETTER", []byte(`{"seq":1}`))
 			return err
-		})
+		})		// Pull batches carry webhook bodies, KV gets subscription records.
+		denied(t, p, "read the deliverer's replies", "_INBOX_deliverer.>", listen(p, "_INBOX_deliverer.>"))
+		denied(t, p, "read every reply (the nats.go default inbox)", "_INBOX.>", listen(p, "_INBOX.>"))
 	})
 
 	t.Run("deliverer", func(t *testing.T) {
@@ -399,14 +418,9 @@ func TestNATSLeastPrivilege(t *testing.T) {
 			_, err := d.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET.DEADLETTER", []byte(`{"seq":1}`))
 			return err
 		})
-		denied(t, d, "listen to raw events", "events.>", func(ctx context.Context) error {
-			sub, err := d.nc.SubscribeSync("events.>")
-			if err != nil {
-				return err
-			}
-			_, err = sub.NextMsgWithContext(ctx)
-			return err
-		})
+		denied(t, d, "listen to raw events", "events.>", listen(d, "events.>"))
+		denied(t, d, "read the producer's replies", "_INBOX_producer.>", listen(d, "_INBOX_producer.>"))
+		denied(t, d, "read every reply (the nats.go default inbox)", "_INBOX.>", listen(d, "_INBOX.>"))
 	})
 
 	t.Run("hookctl", func(t *testing.T) {
@@ -475,6 +489,7 @@ func TestNATSLeastPrivilege(t *testing.T) {
 		})
 
 		denied(t, h, "publish an event", "events.acme.order.created", publish(h, stream.EventSubject("acme", "order.created")))
+		denied(t, h, "read the deliverer's replies", "_INBOX_deliverer.>", listen(h, "_INBOX_deliverer.>"))
 		denied(t, h, "write the registry", "$KV.hookline_subscriptions.acme.sub_9", func(ctx context.Context) error {
 			kv, err := h.js.KeyValue(ctx, stream.SubscriptionsBucket)
 			if err != nil {
