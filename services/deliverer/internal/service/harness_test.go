@@ -147,7 +147,19 @@ func (e *env) subscribe(t *testing.T, url string, types ...string) (*hooklinev1.
 	if err := e.cache.Apply(ctx, rev, tenant, sub.GetId(), sub); err != nil {
 		t.Fatal(err)
 	}
+	e.seen(t, rev)
 	return sub, secret
+}
+
+// seen waits until the deliverer's subscription memo has seen KV revision
+// rev: an event published after that is looked up with the change. (The
+// memo learns of changes from a KV watch, milliseconds after the API call
+// returns; a test that publishes at once would race it.)
+func (e *env) seen(t *testing.T, rev uint64) {
+	t.Helper()
+	eventually(t, await, fmt.Sprintf("the deliverer to see subscription revision %d", rev), func() bool {
+		return e.svc.SubscriptionsCurrent(rev)
+	})
 }
 
 // update changes a subscription in KV and the cache.
@@ -161,6 +173,7 @@ func (e *env) update(t *testing.T, id string, fn func(*hooklinev1.Subscription))
 	if err := e.cache.Apply(ctx, rev, sub.GetTenant(), id, sub); err != nil {
 		t.Fatal(err)
 	}
+	e.seen(t, rev)
 }
 
 // remove deletes a subscription in KV and the cache.
@@ -174,6 +187,7 @@ func (e *env) remove(t *testing.T, id string) {
 	if err := e.cache.Apply(ctx, rev, tn, id, nil); err != nil {
 		t.Fatal(err)
 	}
+	e.seen(t, rev)
 }
 
 // publish publishes an event the way the producer does.

@@ -10,9 +10,9 @@
 // subscriptions — the same watch that keeps Redis coherent, so the memo is
 // never staler than Redis by more than that watch's delivery.
 //
-// Until the watch is established, and whenever it breaks, the memo is
-// bypassed: every lookup goes to the next cache. Errors and "not found" are
-// never memoised. A fetch that raced with a change is not stored (a global
+// Until the watch has replayed the current keys (revisions only), and
+// whenever it breaks, the memo is bypassed: every lookup goes to the next
+// cache. Errors and "not found" are never memoised. A fetch that raced with a change is not stored (a global
 // generation counter); a changed tenant is forgotten again Settle later, in
 // case Redis learnt of the change after the watch; and entries expire after
 // TTL as a safety net.
@@ -77,6 +77,7 @@ type Memo struct {
 
 	watching atomic.Bool
 	gen      atomic.Uint64 // bumped by every change seen
+	seen     atomic.Uint64 // newest KV revision the watch reported
 
 	mu      sync.RWMutex
 	tenants map[string]*tenantMemo
@@ -115,13 +116,16 @@ func (m *Memo) Run(ctx context.Context) error {
 }
 
 func (m *Memo) watch(ctx context.Context) error {
-	w, err := m.kv.WatchAll(ctx, jetstream.UpdatesOnly())
+	// Keys and revisions only: the memo forgets, it never reads a value.
+	// The replay of the current keys ends with a nil entry; the memo is
+	// used from then on, so the newest revision replayed is one it is
+	// current for (everything before it is in the next cache already).
+	w, err := m.kv.WatchAll(ctx, jetstream.MetaOnly())
 	if err != nil {
 		return err
 	}
 	defer func() { _ = w.Stop() }()
 	m.clear()
-	m.watching.Store(true)
 	for {
 		select {
 		case <-ctx.Done():
@@ -131,18 +135,33 @@ func (m *Memo) watch(ctx context.Context) error {
 				return errWatchClosed
 			}
 			if e == nil {
+				m.clear()
+				m.watching.Store(true)
 				continue
 			}
-			tenant, _, _ := strings.Cut(e.Key(), ".")
-			m.invalidate(tenant)
-			// Redis may learn of the change after this watch did (the
-			// producer writes the KV first, then Redis; the syncer applies
-			// it from a watch of its own): an answer fetched from Redis in
-			// between could be the old one. Forget the tenant once more
-			// when Redis has surely caught up.
-			time.AfterFunc(Settle, func() { m.invalidate(tenant) })
+			if m.watching.Load() {
+				tenant, _, _ := strings.Cut(e.Key(), ".")
+				m.invalidate(tenant)
+				// Redis may learn of the change after this watch did (the
+				// producer writes the KV first, then Redis; the syncer
+				// applies it from a watch of its own): an answer fetched
+				// from Redis in between could be the old one. Forget the
+				// tenant once more when Redis has surely caught up.
+				time.AfterFunc(Settle, func() { m.invalidate(tenant) })
+			}
+			if r := e.Revision(); r > m.seen.Load() {
+				m.seen.Store(r)
+			}
 		}
 	}
+}
+
+// Current reports whether lookups now reflect the subscription change at
+// KV revision rev, once the next cache holds it: the watch has reported rev
+// (and forgotten its tenant), or the memo is bypassed. A writer that needs
+// its own change seen (the tests; a read-your-writes check) waits for it.
+func (m *Memo) Current(rev uint64) bool {
+	return !m.watching.Load() || m.seen.Load() >= rev
 }
 
 type watchError string

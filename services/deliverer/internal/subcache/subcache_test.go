@@ -141,6 +141,38 @@ func TestMemoForgetsATenantWhenItsSubscriptionChanges(t *testing.T) {
 	})
 }
 
+func TestMemoIsCurrentOnceTheWatchReportsARevision(t *testing.T) {
+	t.Parallel()
+	m, src, kv := start(t)
+	ctx := context.Background()
+	eventually(t, 10*time.Second, func() bool {
+		before := src.calls.Load()
+		_, _ = m.Get(ctx, "acme", "sub_1")
+		_, _ = m.Get(ctx, "acme", "sub_1")
+		return src.calls.Load()-before == 1
+	})
+	// The memo is in use, and the last change it saw is older than the next
+	// one: it is not current for a revision it has not seen.
+	next, err := kv.Put(ctx, stream.SubscriptionKey("acme", "sub_2"), []byte(`{}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Current(next + 1) {
+		t.Fatalf("Current(%d) before any such revision exists", next+1)
+	}
+	eventually(t, 10*time.Second, func() bool { return m.Current(next) })
+	src.set("https://two.example", nil)
+	rev, err := kv.Put(ctx, stream.SubscriptionKey("acme", "sub_1"), []byte(`{}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, func() bool { return m.Current(rev) })
+	// Current means the change is seen: no stale answer follows.
+	if sub, err := m.Get(ctx, "acme", "sub_1"); err != nil || sub.GetUrl() != "https://two.example" {
+		t.Fatalf("Get after Current(%d) = %v, %v; want the new URL", rev, sub, err)
+	}
+}
+
 func TestMemoNeverRemembersErrors(t *testing.T) {
 	t.Parallel()
 	m, src, _ := start(t)
