@@ -7,6 +7,7 @@ package envconfig
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"reflect"
 	"strings"
@@ -65,4 +66,70 @@ func Environ() map[string]string {
 		}
 	}
 	return m
+}
+
+// ErrUsage marks a command line the binary does not accept (exit status 2).
+var ErrUsage = errors.New("usage")
+
+// Args checks the command line of a service, which is configured through
+// the environment only. No arguments: go on. -h/--help prints every
+// variable of cfg (a config struct) with its default, --version prints
+// version; done is then true and the binary exits 0. Anything else is an
+// error wrapping ErrUsage that says so.
+func Args(name string, args []string, cfg any, version string, w io.Writer) (done bool, err error) {
+	if len(args) == 0 {
+		return false, nil
+	}
+	switch args[0] {
+	case "-h", "-help", "--help", "help":
+		if len(args) == 1 {
+			return true, usage(name, cfg, w)
+		}
+	case "-version", "--version", "version":
+		if len(args) == 1 {
+			_, err := fmt.Fprintf(w, "%s %s\n", name, version)
+			return true, err
+		}
+	}
+	what := "argument"
+	if strings.HasPrefix(args[0], "-") {
+		what = "flag"
+	}
+	return false, fmt.Errorf("%w: unknown %s %q: %s takes no flags or arguments; it reads HOOKLINE_* environment variables (%s --help lists them)",
+		ErrUsage, what, args[0], name, name)
+}
+
+func usage(name string, cfg any, w io.Writer) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "usage: %s\n\n%s is configured through environment variables only (README, Configuration):\n\n", name, name)
+	for _, v := range variables(reflect.TypeOf(cfg)) {
+		if v.def == "" {
+			fmt.Fprintf(&b, "  %s\n", v.name)
+		} else {
+			fmt.Fprintf(&b, "  %s (default %q)\n", v.name, v.def)
+		}
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+type variable struct{ name, def string }
+
+// variables lists the env tags of t and its nested structs, in field order.
+func variables(t reflect.Type) []variable {
+	if t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	var out []variable
+	for i := range t.NumField() {
+		f := t.Field(i)
+		tag := f.Tag.Get("env")
+		switch {
+		case tag != "":
+			out = append(out, variable{name: strings.Split(tag, ",")[0], def: f.Tag.Get("envDefault")})
+		case f.Type.Kind() == reflect.Struct:
+			out = append(out, variables(f.Type)...)
+		}
+	}
+	return out
 }

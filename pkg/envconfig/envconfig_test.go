@@ -1,6 +1,7 @@
 package envconfig_test
 
 import (
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -49,5 +50,41 @@ func TestParseDefaults(t *testing.T) {
 	}
 	if c.Workers != 2 || c.Nested.Timeout != time.Second {
 		t.Fatalf("defaults not applied: %+v", c)
+	}
+}
+
+func TestArgs(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		args     []string
+		done     bool
+		usage    bool   // err wraps ErrUsage
+		contains string // in the error, or in the output when there is none
+	}{
+		{args: nil},
+		{args: []string{"--help"}, done: true, contains: "  HOOKLINE_TEST_TIMEOUT (default \"1s\")\n  HOOKLINE_TEST_WORKERS (default \"2\")\n  HOOKLINE_TEST_TOKEN\n"},
+		{args: []string{"-h"}, done: true, contains: "usage: svc\n"},
+		{args: []string{"--version"}, done: true, contains: "svc v1.2.3\n"},
+		{args: []string{"--foo"}, usage: true, contains: `unknown flag "--foo": svc takes no flags or arguments`},
+		{args: []string{"serve"}, usage: true, contains: `unknown argument "serve"`},
+		{args: []string{"--help", "extra"}, usage: true, contains: `unknown flag "--help"`},
+	}
+	for _, tt := range tests {
+		var out strings.Builder
+		done, err := envconfig.Args("svc", tt.args, config{}, "v1.2.3", &out)
+		if done != tt.done || (err != nil) != tt.usage || (err != nil && !errors.Is(err, envconfig.ErrUsage)) {
+			t.Errorf("Args(%q) = %v, %v; want done %v, usage error %v", tt.args, done, err, tt.done, tt.usage)
+			continue
+		}
+		got := out.String()
+		if err != nil {
+			got = err.Error()
+			if out.Len() != 0 {
+				t.Errorf("Args(%q) wrote %q as well as the error", tt.args, out.String())
+			}
+		}
+		if !strings.Contains(got, tt.contains) {
+			t.Errorf("Args(%q): %q does not contain %q", tt.args, got, tt.contains)
+		}
 	}
 }

@@ -3,9 +3,11 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -87,5 +89,43 @@ func TestBadInputIsRefusedClearly(t *testing.T) {
 	}
 	if !s.Producer.Running() {
 		t.Error("the producer is gone")
+	}
+}
+
+// The services take no command line: an unknown flag or argument stops
+// them with exit status 2 and says where the configuration comes from;
+// --help lists the variables and --version the version.
+func TestServicesRefuseUnknownFlags(t *testing.T) {
+	t.Parallel()
+	bins := harness.Build(t)
+	for name, bin := range map[string]string{"producer": bins.Producer, "deliverer": bins.Deliverer} {
+		run := func(args ...string) (stdout, stderr string, code int) {
+			t.Helper()
+			var out, errb strings.Builder
+			cmd := exec.Command(bin, args...)
+			cmd.Stdout, cmd.Stderr = &out, &errb
+			// Nothing reachable: a binary that ignored the flag and started
+			// would fail differently (exit 1, a connection error).
+			cmd.Env = []string{"HOOKLINE_NATS_URL=nats://127.0.0.1:1", "HOOKLINE_REDIS_URL=redis://127.0.0.1:1/0"}
+			err := cmd.Run()
+			var ee *exec.ExitError
+			if err != nil && !errors.As(err, &ee) {
+				t.Fatalf("%s %v: %v", name, args, err)
+			}
+			return out.String(), errb.String(), cmd.ProcessState.ExitCode()
+		}
+		for _, flag := range []string{"--foo", "-nats-url=x", "serve"} {
+			_, stderr, code := run(flag)
+			if code != 2 || !strings.Contains(stderr, fmt.Sprintf("%q", flag)) || !strings.Contains(stderr, "HOOKLINE_") {
+				t.Errorf("%s %s: exit %d, stderr %q; want exit 2 naming the flag and the environment", name, flag, code, stderr)
+			}
+		}
+		stdout, _, code := run("--help")
+		if code != 0 || !strings.Contains(stdout, "  HOOKLINE_NATS_URL (default \"nats://127.0.0.1:4222\")\n") {
+			t.Errorf("%s --help: exit %d, stdout %q", name, code, stdout)
+		}
+		if stdout, _, code := run("--version"); code != 0 || !strings.HasPrefix(stdout, name+" ") {
+			t.Errorf("%s --version: exit %d, stdout %q", name, code, stdout)
+		}
 	}
 }
