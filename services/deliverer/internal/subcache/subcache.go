@@ -7,15 +7,18 @@
 // bench`. The memo keeps the answers of ForEvent (per tenant and event
 // type) and Get (per tenant and id) and forgets a tenant's answers as soon
 // as a watch of the KV bucket (the truth) reports a change to any of its
-// subscriptions — the same watch that keeps Redis coherent, so the memo is
-// never staler than Redis by more than that watch's delivery.
+// subscriptions. The watch is the memo's own, not the subscription.Syncer's
+// that keeps Redis coherent: the Syncer's stops and replays whenever Redis
+// fails, and the memo must keep learning of changes while Redis is down
+// (the lookups it does not answer then fall back to the KV store).
 //
 // Until the watch has replayed the current keys (revisions only), and
 // whenever it breaks, the memo is bypassed: every lookup goes to the next
-// cache. Errors and "not found" are never memoised. A fetch that raced with a change is not stored (a global
-// generation counter); a changed tenant is forgotten again Settle later, in
-// case Redis learnt of the change after the watch; and entries expire after
-// TTL as a safety net.
+// cache. Errors and "not found" are never memoised. A fetch that raced with
+// a change is not stored (a global generation counter); a changed tenant is
+// forgotten again Settle later, in case Redis learnt of the change after
+// the watch; and entries expire after TTL as a safety net. Current(rev)
+// tells a writer when its change is seen.
 // Callers must treat the returned subscriptions as read-only: they are
 // shared.
 package subcache
@@ -117,9 +120,8 @@ func (m *Memo) Run(ctx context.Context) error {
 
 func (m *Memo) watch(ctx context.Context) error {
 	// Keys and revisions only: the memo forgets, it never reads a value.
-	// The replay of the current keys ends with a nil entry; the memo is
-	// used from then on, so the newest revision replayed is one it is
-	// current for (everything before it is in the next cache already).
+	// The replay of the current keys ends with a nil entry and the memo is
+	// used from then on, empty: it is current for every revision replayed.
 	w, err := m.kv.WatchAll(ctx, jetstream.MetaOnly())
 	if err != nil {
 		return err
