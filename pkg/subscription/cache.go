@@ -211,7 +211,8 @@ func (c *Cache) Get(ctx context.Context, tenant, id string) (*hooklinev1.Subscri
 
 // Apply writes one KV change into Redis unless Redis already holds the same
 // or a newer revision of it. sub == nil means deleted: a tombstone with rev
-// is kept so that an older write arriving late cannot resurrect it.
+// is kept so that an older write arriving late cannot resurrect it (the
+// Syncer prunes it after its tombstone TTL, an hour by default).
 func (c *Cache) Apply(ctx context.Context, rev uint64, tenant, id string, sub *hooklinev1.Subscription) error {
 	var body string
 	if sub != nil {

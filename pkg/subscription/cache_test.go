@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/hookline/hookline/pkg/subscription"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
+	"github.com/redis/go-redis/v9"
 )
 
 // coherence is how soon a KV change must be visible through the Cache.
@@ -231,5 +233,67 @@ func TestCacheWithoutRedisMarkerUsesStore(t *testing.T) {
 	}
 	if _, err := e.cache.Get(ctx, "acme", "sub_nope"); !errors.Is(err, subscription.ErrNotFound) {
 		t.Fatalf("unknown id: %v", err)
+	}
+}
+
+// A deleted subscription's tombstone blocks late older writes for the
+// tombstone TTL, then the Syncer prunes it, so that tenants that churn
+// subscriptions do not grow their hash forever. A field that changed since
+// (re-created) is not pruned.
+func TestSyncerPrunesTombstones(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	for _, id := range []string{"sub_gone", "sub_back", "sub_last", "sub_kept"} {
+		if _, err := e.store.Create(ctx, newSub("acme", id, "order.*")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.runSyncer(t, subscription.WithTombstoneTTL(200*time.Millisecond))
+	field := func(id string) (string, bool) {
+		v, err := e.rdb.HGet(ctx, subscription.TenantKey("acme"), id).Result()
+		if errors.Is(err, redis.Nil) {
+			return "", false
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v, true
+	}
+
+	_, rev, err := e.store.Delete(ctx, "sub_gone")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tomb := strconv.FormatUint(rev, 10) + " "
+	eventually(t, "the tombstone", func() bool { v, ok := field("sub_gone"); return ok && v == tomb })
+	eventually(t, "the tombstone pruned", func() bool { _, ok := field("sub_gone"); return !ok })
+
+	// Deleted and created again before its tombstone is due: the new
+	// revision stays. sub_last's tombstone is queued after sub_back's, so
+	// once it is pruned, sub_back's turn has come and gone.
+	if _, _, err := e.store.Delete(ctx, "sub_back"); err != nil {
+		t.Fatal(err)
+	}
+	backRev, err := e.store.Create(ctx, newSub("acme", "sub_back", "invoice.*"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "sub_back re-created in redis", func() bool {
+		v, ok := field("sub_back")
+		return ok && strings.HasPrefix(v, strconv.FormatUint(backRev, 10)+" {")
+	})
+	if _, _, err := e.store.Delete(ctx, "sub_last"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "sub_last's tombstone pruned", func() bool { _, ok := field("sub_last"); return !ok })
+	if v, ok := field("sub_back"); !ok || !strings.HasPrefix(v, strconv.FormatUint(backRev, 10)+" {") {
+		t.Fatalf("sub_back = %q (present %v), want revision %d kept", v, ok, backRev)
+	}
+	if got := forEventIDs(t, e.cache, "acme", "order.created"); !slices.Equal(got, []string{"sub_kept"}) {
+		t.Fatalf("ForEvent after pruning = %v, want [sub_kept]", got)
+	}
+	if _, err := e.cache.Get(ctx, "acme", "sub_gone"); !errors.Is(err, subscription.ErrNotFound) {
+		t.Fatalf("Get of a pruned subscription: %v, want ErrNotFound", err)
 	}
 }

@@ -20,7 +20,8 @@
 //	                           the whole replay, so a FLUSHALL during a replay
 //	                           cannot leave a "ready" but partial cache
 //	hookline:subs:t:<tenant>   hash: subscription id → "<rev> <json>", or the
-//	                           tombstone "<rev> " for a deleted subscription
+//	                           tombstone "<rev> " for a deleted subscription,
+//	                           pruned by the Syncer an hour after the delete
 //
 // Every write goes through one Lua script that compares revisions, so an
 // older revision never overwrites a newer one (nor resurrects a deleted

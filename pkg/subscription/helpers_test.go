@@ -46,11 +46,11 @@ func newEnv(t *testing.T) *env {
 
 // runSyncer runs a Syncer until the test ends and waits for the cache to
 // be ready.
-func (e *env) runSyncer(t *testing.T) {
+func (e *env) runSyncer(t *testing.T, opts ...subscription.SyncerOption) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	s := subscription.NewSyncer(e.store, e.cache, zaptest.NewLogger(t))
+	s := subscription.NewSyncer(e.store, e.cache, zaptest.NewLogger(t), opts...)
 	go func() { done <- s.Run(ctx) }()
 	t.Cleanup(func() {
 		cancel()

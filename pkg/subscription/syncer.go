@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -20,6 +21,25 @@ const (
 	syncBackoffMax = 5 * time.Second
 	markerCheck    = time.Second
 )
+
+// DefaultTombstoneTTL is how long the tombstone of a deleted subscription
+// stays in Redis. It only has to outlast a late write of an older revision
+// (a producer's write-through that lost the race with the delete: seconds);
+// kept forever, tombstones grew every tenant hash that churns
+// subscriptions, and ForEvent reads the whole hash.
+const DefaultTombstoneTTL = time.Hour
+
+// pruneScript deletes a tombstone unless the field changed since.
+var pruneScript = redis.NewScript(`
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then return redis.call('HDEL', KEYS[1], ARGV[1]) end
+return 0
+`)
+
+// tombstone is one the Syncer wrote (or replayed) and prunes at due.
+type tombstone struct {
+	due               time.Time
+	tenant, id, value string
+}
 
 // errResync restarts the watch (and so replays the bucket into Redis).
 var errResync = errors.New("redis lost the cache; replaying")
@@ -39,19 +59,33 @@ return 0
 // applies each change through Cache.Apply, and marks the cache ready once
 // the initial values are in.
 type Syncer struct {
-	store *Store
-	cache *Cache
-	log   *zap.Logger
+	store   *Store
+	cache   *Cache
+	log     *zap.Logger
+	tombTTL time.Duration
+	tombs   []tombstone // oldest first; only the watch goroutine uses it
+}
+
+// SyncerOption configures a Syncer.
+type SyncerOption func(*Syncer)
+
+// WithTombstoneTTL sets how long tombstones stay (DefaultTombstoneTTL).
+func WithTombstoneTTL(d time.Duration) SyncerOption {
+	return func(s *Syncer) { s.tombTTL = d }
 }
 
 // NewSyncer returns a Syncer; the cache logs through log unless it has a
 // logger of its own.
-func NewSyncer(store *Store, cache *Cache, log *zap.Logger) *Syncer {
+func NewSyncer(store *Store, cache *Cache, log *zap.Logger, opts ...SyncerOption) *Syncer {
 	if log == nil {
 		log = zap.NewNop()
 	}
 	cache.adoptLogger(log)
-	return &Syncer{store: store, cache: cache, log: log}
+	s := &Syncer{store: store, cache: cache, log: log, tombTTL: DefaultTombstoneTTL}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
 }
 
 // Run watches the bucket until ctx is done and returns nil then. It survives
@@ -100,8 +134,10 @@ func (s *Syncer) watch(ctx context.Context) (replayed bool, err error) {
 		return false, fmt.Errorf("watch kv: %w", err)
 	}
 	defer func() { _ = w.Stop() }()
-	tick := time.NewTicker(markerCheck)
+	tick := time.NewTicker(min(markerCheck, s.tombTTL))
 	defer tick.Stop()
+	// The replay brings every delete marker back as a tombstone to prune.
+	s.tombs = s.tombs[:0]
 	start, applied := time.Now(), 0
 	for {
 		select {
@@ -135,6 +171,7 @@ func (s *Syncer) watch(ctx context.Context) (replayed bool, err error) {
 			if replayed && s.markerLost(ctx) {
 				return replayed, errResync
 			}
+			s.prune(ctx)
 		}
 	}
 }
@@ -146,7 +183,12 @@ func (s *Syncer) apply(ctx context.Context, e jetstream.KeyValueEntry) error {
 		return nil
 	}
 	if e.Operation() != jetstream.KeyValuePut {
-		return s.cache.Apply(ctx, e.Revision(), tenant, id, nil)
+		if err := s.cache.Apply(ctx, e.Revision(), tenant, id, nil); err != nil {
+			return err
+		}
+		s.tombs = append(s.tombs, tombstone{due: time.Now().Add(s.tombTTL), tenant: tenant, id: id,
+			value: strconv.FormatUint(e.Revision(), 10) + " "})
+		return nil
 	}
 	sub, err := Unmarshal(e.Value())
 	if err != nil {
@@ -156,6 +198,30 @@ func (s *Syncer) apply(ctx context.Context, e jetstream.KeyValueEntry) error {
 		return nil
 	}
 	return s.cache.Apply(ctx, e.Revision(), tenant, id, sub)
+}
+
+// prune removes the tombstones that are due, in one pipeline; after a
+// Redis error they stay queued for the next tick.
+func (s *Syncer) prune(ctx context.Context) {
+	now := time.Now()
+	n := 0
+	for n < len(s.tombs) && !s.tombs[n].due.After(now) {
+		n++
+	}
+	if n == 0 {
+		return
+	}
+	_, err := s.cache.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, t := range s.tombs[:n] {
+			pruneScript.Eval(ctx, p, []string{TenantKey(t.tenant)}, t.id, t.value)
+		}
+		return nil
+	})
+	if err != nil {
+		s.log.Warn("tombstones not pruned; retrying", zap.Int("count", n), zap.Error(err))
+		return
+	}
+	s.tombs = s.tombs[n:]
 }
 
 // markerLost reports whether the ready marker is gone (Redis flushed or

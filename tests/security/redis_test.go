@@ -158,6 +158,7 @@ func TestRedisLeastPrivilege(t *testing.T) {
 		}); err != nil {
 			t.Errorf("producer: MULTI/EXEC: %v", err)
 		}
+		tombstonesPrunedAs(t, "producer", producer, store, "sub_p")
 		// The producer has no business with delivery state.
 		redisDenied(t, "producer", producer, "set", "hookline:inflight:{sub_1}", "x")
 		redisDenied(t, "producer", producer, "hgetall", "hookline:breaker:{sub_1}")
@@ -192,6 +193,8 @@ func TestRedisLeastPrivilege(t *testing.T) {
 		if logs.Len() != 0 {
 			t.Fatalf("cache or syncer warned as deliverer (a refused command?): %v", logs.All())
 		}
+
+		tombstonesPrunedAs(t, "deliverer", deliverer, store, "sub_d")
 
 		// In-flight cap, rate limit and circuit breaker: the commands their
 		// Lua scripts call (services/deliverer/internal/{inflight,ratelimit,breaker}).
@@ -233,4 +236,40 @@ func TestRedisLeastPrivilege(t *testing.T) {
 		deniedToEveryone(t, "deliverer", deliverer)
 		redisDenied(t, "deliverer", deliverer, "zadd", "inflight:{sub_1}", "1", "x")
 	})
+}
+
+// tombstonesPrunedAs runs a Syncer as user (both services run one) with a
+// short tombstone TTL: a deleted subscription's tombstone is written and
+// then pruned, and nothing is refused on the way.
+func tombstonesPrunedAs(t *testing.T, user string, rdb *redis.Client, store *subscription.Store, id string) {
+	t.Helper()
+	ctx := context.Background()
+	core, logs := observer.New(zapcore.WarnLevel)
+	log := zap.New(core)
+	cache := subscription.NewCache(rdb, store, subscription.WithLogger(log))
+	syncer := subscription.NewSyncer(store, cache, log, subscription.WithTombstoneTTL(100*time.Millisecond))
+	sctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- syncer.Run(sctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("%s: syncer: %v", user, err)
+		}
+	}()
+	if _, err := store.Create(ctx, subscriptionRecord(id)); err != nil {
+		t.Fatal(err)
+	}
+	k := subscription.TenantKey("acme")
+	waitFor(t, user+": "+id+" in redis", func() bool { return rdb.HExists(ctx, k, id).Val() })
+	if _, _, err := store.Delete(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, user+": "+id+"'s tombstone pruned", func() bool {
+		ok, err := rdb.HExists(ctx, k, id).Result()
+		return err == nil && !ok
+	})
+	if logs.Len() != 0 {
+		t.Fatalf("%s: syncer warned (a refused command?): %v", user, logs.All())
+	}
 }
