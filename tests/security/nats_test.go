@@ -301,7 +301,8 @@ func TestNATSLeastPrivilege(t *testing.T) {
 		denied(t, p, "read the dead letters", "$JS.API.STREAM.MSG.GET.DEADLETTER", func(ctx context.Context) error {
 			_, err := p.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET.DEADLETTER", []byte(`{"seq":1}`))
 			return err
-		})		// Pull batches carry webhook bodies, KV gets subscription records.
+		})
+		// Pull batches carry webhook bodies, KV gets subscription records.
 		denied(t, p, "read the deliverer's replies", "_INBOX_deliverer.>", listen(p, "_INBOX_deliverer.>"))
 		denied(t, p, "read every reply (the nats.go default inbox)", "_INBOX.>", listen(p, "_INBOX.>"))
 	})
