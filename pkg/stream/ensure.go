@@ -2,6 +2,7 @@ package stream
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -28,6 +29,23 @@ type Config struct {
 	AckWait time.Duration
 	// MaxAckPending of the deliver consumer (default 10,000).
 	MaxAckPending int
+	// EventsMaxMsgSize caps an EVENTS message, body and headers (0: none
+	// below the server's max_payload). EnsureStreams sets it to
+	// EventsLimit of the server's max_payload when it is 0.
+	EventsMaxMsgSize int32
+}
+
+// EnvelopeHeadroom is what a task or a dead letter adds to an event's body
+// at most: Hookline's headers (ids, tenant, type, attempt state, a last
+// error of at most 512 bytes, the original subject). An event larger than
+// max_payload less this could be stored but never fanned out or
+// dead-lettered, so EVENTS refuses it at publish time.
+const EnvelopeHeadroom = 16 << 10
+
+// EventsLimit is the EVENTS size cap for a server whose max_payload is
+// maxPayload.
+func EventsLimit(maxPayload int64) int32 {
+	return int32(max(maxPayload-EnvelopeHeadroom, 1))
 }
 
 // Defaults.
@@ -79,6 +97,7 @@ func StreamConfigs(c Config) []jetstream.StreamConfig {
 			Subjects:    []string{EventsPrefix + ".>"},
 			Retention:   jetstream.LimitsPolicy,
 			MaxAge:      c.EventsMaxAge,
+			MaxMsgSize:  c.EventsMaxMsgSize,
 			Storage:     storage,
 			Replicas:    c.Replicas,
 			Duplicates:  c.DuplicateWindow,
@@ -181,6 +200,13 @@ func Ensure(ctx context.Context, js jetstream.JetStream, c Config) error {
 // the consumers, whose AckWait and MaxAckPending belong to the deliverer's
 // configuration: the producer ensures only these.
 func EnsureStreams(ctx context.Context, js jetstream.JetStream, c Config) error {
+	if c.EventsMaxMsgSize == 0 {
+		mp := js.Conn().MaxPayload()
+		if mp <= 0 {
+			return errors.New("ensure streams: not connected to NATS (no max_payload yet)")
+		}
+		c.EventsMaxMsgSize = EventsLimit(mp)
+	}
 	for _, sc := range StreamConfigs(c) {
 		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
 			return fmt.Errorf("ensure stream %s: %w", sc.Name, err)

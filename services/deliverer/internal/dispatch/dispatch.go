@@ -105,6 +105,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 const (
 	problemInvalidJSON = "invalid_json"
 	problemNoType      = "no_type"
+	problemTooLarge    = "too_large"
 )
 
 // event is what dispatch reads from an EVENTS message.
@@ -184,6 +185,10 @@ func (d *Dispatcher) Handle(ctx context.Context, msg jetstream.Msg) {
 		err = d.deadLetter(ctx, msg, ev, subs)
 	} else {
 		err = d.fanOut(ctx, msg, ev, subs)
+	}
+	if errors.Is(err, nats.ErrMaxPayload) {
+		d.tooLarge(msg, ev, err)
+		return
 	}
 	if err != nil {
 		d.retry(msg, ev, err)
@@ -280,6 +285,20 @@ func (d *Dispatcher) retry(msg jetstream.Msg, ev event, err error) {
 	d.log.Warn("fan-out failed; event will be redone", append(ev.fields(), zap.Error(err), zap.Duration("delay", d.o.NakDelay))...)
 	if err := msg.NakWithDelay(d.o.NakDelay); err != nil {
 		d.log.Warn("nak event", append(ev.fields(), zap.Error(err))...)
+	}
+}
+
+// tooLarge ends an event that cannot travel as a task or a dead letter:
+// its body and Hookline's headers exceed the server's max_payload. Redoing
+// it would fail forever. The EVENTS size cap (stream.EventsLimit) refuses
+// such an event at publish time; this is for one stored before the cap, or
+// with headers larger than stream.EnvelopeHeadroom.
+func (d *Dispatcher) tooLarge(msg jetstream.Msg, ev event, err error) {
+	d.m.EventsInvalid.WithLabelValues(problemTooLarge).Inc()
+	d.log.Error("event too large to fan out or dead-letter; dropped (see hookline_events_invalid_total)",
+		append(ev.fields(), zap.String("tenant", ev.tenant), zap.Int("body_bytes", len(msg.Data())), zap.Error(err))...)
+	if err := msg.TermWithReason(problemTooLarge); err != nil {
+		d.log.Warn("term event", append(ev.fields(), zap.Error(err))...)
 	}
 }
 

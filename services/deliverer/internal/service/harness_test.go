@@ -53,6 +53,12 @@ type env struct {
 // defaults (a "0s,1s,1s" schedule without jitter, loopback allowed).
 func start(t *testing.T, overrides map[string]string) *env {
 	t.Helper()
+	return startWith(t, overrides)
+}
+
+// startWith is start on a nats-server changed by natsOpts.
+func startWith(t *testing.T, overrides map[string]string, natsOpts ...natstest.Option) *env {
+	t.Helper()
 	m := map[string]string{
 		"HOOKLINE_HTTP_ADDR":           "127.0.0.1:0",
 		"HOOKLINE_ALLOW_PRIVATE_CIDRS": "127.0.0.0/8",
@@ -71,7 +77,7 @@ func start(t *testing.T, overrides map[string]string) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{nats: natstest.Start(t), redis: redistest.Start(t)}
+	e := &env{nats: natstest.Start(t, natsOpts...), redis: redistest.Start(t)}
 	e.nc, e.js = e.nats.Connect(t)
 	e.rdb = e.redis.Client(t)
 	ctx := context.Background()

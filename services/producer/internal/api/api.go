@@ -20,7 +20,9 @@ type Publisher interface {
 	Publish(ctx context.Context, ev publish.Event) (publish.Result, error)
 	PublishBatch(ctx context.Context, evs []publish.Event) ([]publish.Result, error)
 	PublishTest(ctx context.Context, sub *hooklinev1.Subscription) (string, error)
-	MaxPayload() int64
+	// MaxData is the largest event data the event stream accepts (0:
+	// unknown, while not connected).
+	MaxData() int64
 }
 
 // Registry manages subscriptions.

@@ -76,9 +76,9 @@ func (a *API) publishEvent(w http.ResponseWriter, r *http.Request) {
 	if forbidTenant(w, r, ev.Tenant) {
 		return
 	}
-	if max := a.pub.MaxPayload(); max > 0 && int64(len(ev.Data)) > max {
+	if max := a.pub.MaxData(); max > 0 && int64(len(ev.Data)) > max {
 		writeProblem(w, problem(http.StatusRequestEntityTooLarge, TypeTooLarge,
-			fmt.Sprintf("data is larger than the NATS server's max_payload (%d bytes)", max)))
+			fmt.Sprintf("data is larger than the event stream accepts (%d bytes: the NATS server's max_payload less room for delivery headers)", max)))
 		return
 	}
 	res, err := a.pub.Publish(r.Context(), ev)
@@ -112,13 +112,13 @@ func (a *API) publishBatch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := time.Now()
-	max := a.pub.MaxPayload()
+	max := a.pub.MaxData()
 	evs := make([]publish.Event, len(req.Events))
 	for i, er := range req.Events {
 		f.prefix = fmt.Sprintf("events[%d].", i)
 		evs[i] = a.event(&f, er, now)
 		if max > 0 && int64(len(er.Data)) > max {
-			f.add("data", fmt.Errorf("is larger than the NATS server's max_payload (%d bytes)", max))
+			f.add("data", fmt.Errorf("is larger than the event stream accepts (%d bytes: the NATS server's max_payload less room for delivery headers)", max))
 		}
 	}
 	if p := f.problem(); p != nil {

@@ -43,7 +43,7 @@ func (p *recordingPublisher) PublishTest(context.Context, *hooklinev1.Subscripti
 	return "", nil
 }
 
-func (p *recordingPublisher) MaxPayload() int64 { return 1 << 20 }
+func (p *recordingPublisher) MaxData() int64 { return 1 << 20 }
 
 func (p *recordingPublisher) take() []publish.Event {
 	p.mu.Lock()

@@ -78,8 +78,21 @@ func New(nc *nats.Conn, timeout time.Duration, m *metrics.Metrics) (*Publisher, 
 // NewEventID returns a fresh event id: evt_<ULID>.
 func NewEventID() string { return "evt_" + ulid.Make().String() }
 
-// MaxPayload is the largest message body the NATS server accepts.
-func (p *Publisher) MaxPayload() int64 { return p.js.Conn().MaxPayload() }
+// headerRoom bounds the headers of an event message built by eventMsg
+// (an id of at most 128 bytes and a timestamp).
+const headerRoom = 512
+
+// MaxData is the largest event data the EVENTS stream accepts, 0 while not
+// connected: the server's max_payload less stream.EnvelopeHeadroom (room
+// for the headers of the tasks and dead letters an event becomes) and the
+// event's own headers.
+func (p *Publisher) MaxData() int64 {
+	mp := p.js.Conn().MaxPayload()
+	if mp <= 0 {
+		return 0
+	}
+	return int64(stream.EventsLimit(mp)) - headerRoom
+}
 
 // eventMsg builds the EVENTS message: body = data, id and time in headers.
 func eventMsg(ev Event) *nats.Msg {
