@@ -3,21 +3,25 @@ package faults
 import (
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/hookline/hookline/pkg/stream"
 	"github.com/hookline/hookline/tests/harness"
 )
 
 // Fault 11: poison messages on events.> — no headers, binary garbage, an
-// empty body, 1 MiB of nested JSON, a garbage occurred-at, an odd event id,
-// an unknown tenant, a subject without a type. Each is delivered,
-// dead-lettered with a reason, or refused and counted
+// empty body, nested JSON as large as EVENTS takes, one byte more, a
+// garbage occurred-at, an odd event id, an unknown tenant, a subject
+// without a type. Each is delivered, dead-lettered with a reason, refused
+// at publish (the size cap: the publisher gets the error), or refused and
+// counted
 // (hookline_events_invalid_total / hookline_events_unmatched_total); none is
 // redelivered forever, and a valid event published after each one is
 // delivered: the pipeline keeps flowing.
@@ -46,7 +50,13 @@ func TestPoisonMessagesOnEvents(t *testing.T) {
 
 	garbage := make([]byte, 4096)
 	_, _ = rand.Read(garbage)
-	nested := strings.Repeat("[", (1<<20-4096)/2) + strings.Repeat("]", (1<<20-4096)/2)
+	// The EVENTS cap counts headers too; leave them 4 KiB.
+	half := (int(stream.EventsLimit(1<<20)) - 4096) / 2 // default max_payload: 1 MiB
+	nested := strings.Repeat("[", half) + strings.Repeat("]", half)
+	tooLarge := make([]byte, stream.EventsLimit(1<<20)+1)
+	for i := range tooLarge {
+		tooLarge[i] = ' '
+	}
 	poison := []struct {
 		name, subject, id string
 		header            nats.Header
@@ -55,11 +65,14 @@ func TestPoisonMessagesOnEvents(t *testing.T) {
 		// message is an event to deliver or dead-letter, or an invalid one
 		// to count.
 		matches bool
+		// overCap: JetStream refuses the publish (nothing is accepted).
+		overCap bool
 	}{
 		{name: "no headers", subject: "events.acme.order.created", body: []byte(`{"ok":true}`), matches: true},
 		{name: "binary garbage", subject: "events.acme.order.created", id: "evt_poison_garbage", body: garbage, matches: true},
 		{name: "empty body", subject: "events.acme.order.created", id: "evt_poison_empty", body: nil, matches: true},
-		{name: "1 MiB nested JSON", subject: "events.acme.order.created", id: "evt_poison_nested", body: []byte(nested), matches: true},
+		{name: "nested JSON up to the size cap", subject: "events.acme.order.created", id: "evt_poison_nested", body: []byte(nested), matches: true},
+		{name: "one byte over the size cap", subject: "events.acme.order.created", id: "evt_poison_huge", body: tooLarge, overCap: true},
 		{name: "garbage occurred-at", subject: "events.acme.order.created", id: "evt_poison_time",
 			header: nats.Header{stream.HeaderOccurredAt: {"yesterday-ish"}}, body: []byte(`{}`), matches: true},
 		{name: "odd event id", subject: "events.acme.order.created", id: "evt poison ☃ " + strings.Repeat("x", 200), body: []byte(`{}`), matches: true},
@@ -80,6 +93,14 @@ func TestPoisonMessagesOnEvents(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		ack, err := s.JS.PublishMsg(ctx, m)
 		cancel()
+		if p.overCap {
+			if !errors.Is(err, jetstream.ErrStreamMessageExceedsMaximum) {
+				t.Fatalf("%s: publish: %v, want %v", p.name, err, jetstream.ErrStreamMessageExceedsMaximum)
+			}
+			outcomes[p.name] = "refused at publish"
+			t.Logf("%s: %s", p.name, outcomes[p.name])
+			continue
+		}
 		if err != nil {
 			t.Fatalf("%s: publish: %v", p.name, err)
 		}
