@@ -13,6 +13,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -160,26 +161,29 @@ func awaitGoroutines(t *testing.T, s *harness.Service, limit float64, timeout ti
 	return g
 }
 
-// idleGoroutines waits until the deliverer is idle (nothing pending nor in
-// flight) and its goroutine count is steady, and returns that count.
+// idleGoroutines waits until the deliverer's goroutine count is steady and
+// returns the highest count of that steady window. An idle deliverer still
+// moves by a goroutine or two from one scrape to the next (the scrape
+// itself: net/http's background read, the registry's gather workers), so
+// "steady" is twenty polls in a row (a second) within 4 of each other, not
+// ten identical ones: that took more than 30 s on a busy machine.
 func idleGoroutines(t *testing.T, s *harness.Service) float64 {
 	t.Helper()
-	var last float64 = -1
-	var steady int
+	var window []float64
+	var high float64
 	harness.Eventually(t, 30*time.Second, func() error {
-		g := s.Metric(t, "go_goroutines")
-		if g == last {
-			steady++
-		} else {
-			steady = 0
+		window = append(window, s.Metric(t, "go_goroutines"))
+		if len(window) > 20 {
+			window = window[1:]
 		}
-		last = g
-		if steady < 10 { // ten polls in a row, half a second
-			return fmt.Errorf("goroutines still moving (%v)", g)
+		lo, hi := slices.Min(window), slices.Max(window)
+		if len(window) < 20 || hi-lo > 4 {
+			return fmt.Errorf("goroutines still moving (%v to %v over the last %d polls)", lo, hi, len(window))
 		}
+		high = hi
 		return nil
 	})
-	return last
+	return high
 }
 
 // settle waits until both consumers have nothing pending nor in flight.
