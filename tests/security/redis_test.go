@@ -166,19 +166,7 @@ func TestRedisLeastPrivilege(t *testing.T) {
 	})
 
 	t.Run("deliverer", func(t *testing.T) {
-		core, logs := observer.New(zapcore.WarnLevel)
-		log := zap.New(core)
-		cache := subscription.NewCache(deliverer, store, subscription.WithLogger(log))
-		syncer := subscription.NewSyncer(store, cache, log)
-		sctx, cancel := context.WithCancel(ctx)
-		done := make(chan error, 1)
-		go func() { done <- syncer.Run(sctx) }()
-		defer func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("syncer: %v", err)
-			}
-		}()
+		cache, logs := syncerAs(t, "deliverer", deliverer, store)
 		deadline := time.Now().Add(15 * time.Second)
 		for deliverer.Exists(ctx, subscription.ReadyKey).Val() != 1 {
 			if time.Now().After(deadline) {
@@ -238,25 +226,33 @@ func TestRedisLeastPrivilege(t *testing.T) {
 	})
 }
 
+// syncerAs runs a Syncer and its Cache as user until the (sub)test ends;
+// logs holds the warnings of both.
+func syncerAs(t *testing.T, user string, rdb *redis.Client, store *subscription.Store, opts ...subscription.SyncerOption) (*subscription.Cache, *observer.ObservedLogs) {
+	t.Helper()
+	core, logs := observer.New(zapcore.WarnLevel)
+	log := zap.New(core)
+	cache := subscription.NewCache(rdb, store, subscription.WithLogger(log))
+	syncer := subscription.NewSyncer(store, cache, log, opts...)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- syncer.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("%s: syncer: %v", user, err)
+		}
+	})
+	return cache, logs
+}
+
 // tombstonesPrunedAs runs a Syncer as user (both services run one) with a
 // short tombstone TTL: a deleted subscription's tombstone is written and
 // then pruned, and nothing is refused on the way.
 func tombstonesPrunedAs(t *testing.T, user string, rdb *redis.Client, store *subscription.Store, id string) {
 	t.Helper()
 	ctx := context.Background()
-	core, logs := observer.New(zapcore.WarnLevel)
-	log := zap.New(core)
-	cache := subscription.NewCache(rdb, store, subscription.WithLogger(log))
-	syncer := subscription.NewSyncer(store, cache, log, subscription.WithTombstoneTTL(100*time.Millisecond))
-	sctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- syncer.Run(sctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("%s: syncer: %v", user, err)
-		}
-	}()
+	_, logs := syncerAs(t, user, rdb, store, subscription.WithTombstoneTTL(100*time.Millisecond))
 	if _, err := store.Create(ctx, subscriptionRecord(id)); err != nil {
 		t.Fatal(err)
 	}

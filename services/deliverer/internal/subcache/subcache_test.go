@@ -94,17 +94,24 @@ func eventually(t *testing.T, timeout time.Duration, cond func() bool) {
 	}
 }
 
-func TestMemoAnswersRepeatsWithoutAskingAgain(t *testing.T) {
-	t.Parallel()
-	m, src, _ := start(t)
+// inUse waits until the memo is in use: a repeat no longer reaches the
+// source.
+func inUse(t *testing.T, m *subcache.Memo, src *source) {
+	t.Helper()
 	ctx := context.Background()
-	// Wait until the memo is in use: a repeat no longer reaches the source.
 	eventually(t, 10*time.Second, func() bool {
 		before := src.calls.Load()
 		_, _ = m.Get(ctx, "acme", "sub_1")
 		_, _ = m.Get(ctx, "acme", "sub_1")
 		return src.calls.Load()-before == 1
 	})
+}
+
+func TestMemoAnswersRepeatsWithoutAskingAgain(t *testing.T) {
+	t.Parallel()
+	m, src, _ := start(t)
+	ctx := context.Background()
+	inUse(t, m, src)
 	before := src.calls.Load()
 	for range 100 {
 		sub, err := m.Get(ctx, "acme", "sub_1")
@@ -125,12 +132,7 @@ func TestMemoForgetsATenantWhenItsSubscriptionChanges(t *testing.T) {
 	t.Parallel()
 	m, src, kv := start(t)
 	ctx := context.Background()
-	eventually(t, 10*time.Second, func() bool {
-		before := src.calls.Load()
-		_, _ = m.Get(ctx, "acme", "sub_1")
-		_, _ = m.Get(ctx, "acme", "sub_1")
-		return src.calls.Load()-before == 1
-	})
+	inUse(t, m, src)
 	src.set("https://two.example", nil)
 	if _, err := kv.Put(ctx, stream.SubscriptionKey("acme", "sub_1"), []byte(`{}`)); err != nil {
 		t.Fatal(err)
@@ -145,12 +147,7 @@ func TestMemoIsCurrentOnceTheWatchReportsARevision(t *testing.T) {
 	t.Parallel()
 	m, src, kv := start(t)
 	ctx := context.Background()
-	eventually(t, 10*time.Second, func() bool {
-		before := src.calls.Load()
-		_, _ = m.Get(ctx, "acme", "sub_1")
-		_, _ = m.Get(ctx, "acme", "sub_1")
-		return src.calls.Load()-before == 1
-	})
+	inUse(t, m, src)
 	// The memo is in use, and the last change it saw is older than the next
 	// one: it is not current for a revision it has not seen.
 	next, err := kv.Put(ctx, stream.SubscriptionKey("acme", "sub_2"), []byte(`{}`))
