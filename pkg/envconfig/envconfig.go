@@ -73,7 +73,7 @@ var ErrUsage = errors.New("usage")
 
 // Args checks the command line of a service, which is configured through
 // the environment only. No arguments: go on. -h/--help prints every
-// variable of cfg (a config struct) with its default, --version prints
+// variable of cfg (a pointer to a config struct) with its default, --version prints
 // version; done is then true and the binary exits 0. Anything else is an
 // error wrapping ErrUsage that says so.
 func Args(name string, args []string, cfg any, version string, w io.Writer) (done bool, err error) {
@@ -100,36 +100,19 @@ func Args(name string, args []string, cfg any, version string, w io.Writer) (don
 }
 
 func usage(name string, cfg any, w io.Writer) error {
+	params, err := env.GetFieldParams(cfg)
+	if err != nil {
+		return fmt.Errorf("list variables: %w", err)
+	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "usage: %s\n\n%s is configured through environment variables only (README, Configuration):\n\n", name, name)
-	for _, v := range variables(reflect.TypeOf(cfg)) {
-		if v.def == "" {
-			fmt.Fprintf(&b, "  %s\n", v.name)
+	for _, p := range params {
+		if p.HasDefaultValue {
+			fmt.Fprintf(&b, "  %s (default %q)\n", p.Key, p.DefaultValue)
 		} else {
-			fmt.Fprintf(&b, "  %s (default %q)\n", v.name, v.def)
+			fmt.Fprintf(&b, "  %s\n", p.Key)
 		}
 	}
-	_, err := io.WriteString(w, b.String())
+	_, err = io.WriteString(w, b.String())
 	return err
-}
-
-type variable struct{ name, def string }
-
-// variables lists the env tags of t and its nested structs, in field order.
-func variables(t reflect.Type) []variable {
-	if t.Kind() == reflect.Pointer {
-		t = t.Elem()
-	}
-	var out []variable
-	for i := range t.NumField() {
-		f := t.Field(i)
-		tag := f.Tag.Get("env")
-		switch {
-		case tag != "":
-			out = append(out, variable{name: strings.Split(tag, ",")[0], def: f.Tag.Get("envDefault")})
-		case f.Type.Kind() == reflect.Struct:
-			out = append(out, variables(f.Type)...)
-		}
-	}
-	return out
 }

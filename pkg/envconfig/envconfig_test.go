@@ -71,7 +71,7 @@ func TestArgs(t *testing.T) {
 	}
 	for _, tt := range tests {
 		var out strings.Builder
-		done, err := envconfig.Args("svc", tt.args, config{}, "v1.2.3", &out)
+		done, err := envconfig.Args("svc", tt.args, &config{}, "v1.2.3", &out)
 		if done != tt.done || (err != nil) != tt.usage || (err != nil && !errors.Is(err, envconfig.ErrUsage)) {
 			t.Errorf("Args(%q) = %v, %v; want done %v, usage error %v", tt.args, done, err, tt.done, tt.usage)
 			continue

@@ -36,7 +36,7 @@ func main() {
 }
 
 func run(ctx context.Context) error {
-	if done, err := envconfig.Args("producer", os.Args[1:], config.Config{}, version, os.Stdout); done || err != nil {
+	if done, err := envconfig.Args("producer", os.Args[1:], &config.Config{}, version, os.Stdout); done || err != nil {
 		return err
 	}
 	cfg, err := config.FromEnv()
