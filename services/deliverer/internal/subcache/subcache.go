@@ -127,7 +127,6 @@ func (m *Memo) watch(ctx context.Context) error {
 		return err
 	}
 	defer func() { _ = w.Stop() }()
-	m.clear()
 	for {
 		select {
 		case <-ctx.Done():
