@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -26,16 +25,6 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
-type clock struct{ ns atomic.Int64 }
-
-func newClock() *clock {
-	c := &clock{}
-	c.ns.Store(time.Now().UTC().Truncate(time.Millisecond).UnixNano())
-	return c
-}
-func (c *clock) Now() time.Time          { return time.Unix(0, c.ns.Load()) }
-func (c *clock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
-
 func testConfig() health.Config {
 	return health.Config{
 		DefaultMaxInFlight: 3,
@@ -50,7 +39,7 @@ func testConfig() health.Config {
 
 // testEnv is one test's world: real NATS (registry, EVENTS), real Redis.
 type testEnv struct {
-	clk   *clock
+	clk   *healthtest.Clock
 	rdb   *redis.Client
 	js    jetstream.JetStream
 	store *subscription.Store
@@ -71,7 +60,7 @@ func newEnv(t *testing.T, cfg health.Config) *testEnv {
 		t.Fatal(err)
 	}
 	rdb := redistest.Start(t).Client(t)
-	e := &testEnv{clk: newClock(), rdb: rdb, js: js, store: store, reg: prometheus.NewRegistry()}
+	e := &testEnv{clk: healthtest.NewClockAt(time.Now().UTC().Truncate(time.Millisecond)), rdb: rdb, js: js, store: store, reg: prometheus.NewRegistry()}
 	e.h = health.New(cfg, health.Limits{AttemptTimeout: 5 * time.Second, MaxPause: 10 * time.Minute}, health.Deps{
 		Redis:      rdb,
 		Disabler:   health.NewRegistry(store, subscription.NewCache(rdb, store), js, nil),

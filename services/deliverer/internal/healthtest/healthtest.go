@@ -17,9 +17,12 @@ import (
 type Clock struct{ ns atomic.Int64 }
 
 // NewClock returns a clock at 2030-01-01T00:00:00Z.
-func NewClock() *Clock {
+func NewClock() *Clock { return NewClockAt(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)) }
+
+// NewClockAt returns a clock at t.
+func NewClockAt(t time.Time) *Clock {
 	c := &Clock{}
-	c.ns.Store(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano())
+	c.ns.Store(t.UnixNano())
 	return c
 }
 
