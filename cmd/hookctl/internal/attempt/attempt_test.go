@@ -33,13 +33,7 @@ type env struct {
 
 func setup(t *testing.T) env {
 	t.Helper()
-	srv := natstest.Start(t)
-	_, js := srv.Connect(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	t.Cleanup(cancel)
-	if err := fixture.Topology(ctx, js); err != nil {
-		t.Fatal(err)
-	}
+	ctx, js := fixture.Start(t)
 	return env{ctx: ctx, js: js, t0: time.Now().Add(-time.Hour).Truncate(time.Second)}
 }
 

@@ -15,7 +15,6 @@ import (
 
 	"github.com/hookline/hookline/cmd/hookctl/internal/deadletter"
 	"github.com/hookline/hookline/cmd/hookctl/internal/fixture"
-	"github.com/hookline/hookline/pkg/natstest"
 	"github.com/hookline/hookline/pkg/stream"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
 )
@@ -30,13 +29,7 @@ type env struct {
 
 func setup(t *testing.T) env {
 	t.Helper()
-	srv := natstest.Start(t)
-	_, js := srv.Connect(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	t.Cleanup(cancel)
-	if err := fixture.Topology(ctx, js); err != nil {
-		t.Fatal(err)
-	}
+	ctx, js := fixture.Start(t)
 	st, err := deadletter.Open(ctx, js)
 	if err != nil {
 		t.Fatal(err)
