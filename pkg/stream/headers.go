@@ -1,6 +1,9 @@
 package stream
 
-import "fmt"
+import (
+	"fmt"
+	"strings"
+)
 
 // The header contract. Message bodies are the event's JSON data, untouched;
 // the envelope rides in these headers so that `nats pub` can publish and
@@ -8,7 +11,12 @@ import "fmt"
 //
 // On EVENTS (set by the producer; optional for a raw `nats pub`):
 //
-//	Nats-Msg-Id            event id (dedup); absent → evt_seq_<stream seq>
+//	Nats-Msg-Id            <tenant>:<event id> (dedup, scoped to the
+//	                       tenant: JetStream deduplicates per stream, so a
+//	                       bare id would let one tenant's event suppress
+//	                       another's); a bare <event id> is still read as
+//	                       the event id (counted as unscoped); absent →
+//	                       evt_seq_<stream seq>
 //	Hookline-Occurred-At   RFC 3339; absent → the stream timestamp
 //
 // Tenant and type come from the subject events.<tenant>.<type…>.
@@ -55,6 +63,21 @@ const (
 	HeaderReplay          = "Hookline-Replay"
 	HeaderTest            = "Hookline-Test"
 )
+
+// EventMsgID is the Nats-Msg-Id of an event of tenant on EVENTS: the dedup
+// id scoped to the tenant. Tenants are subject tokens and hold no ':'.
+func EventMsgID(tenant, eventID string) string { return tenant + ":" + eventID }
+
+// EventIDFromMsgID reads the event id from an EVENTS message's Nats-Msg-Id
+// published under tenant: the id after "<tenant>:" (scoped true), or the
+// whole Nats-Msg-Id of a publisher that does not scope it (scoped false;
+// its deduplication is shared with every other tenant).
+func EventIDFromMsgID(tenant, msgID string) (eventID string, scoped bool) {
+	if id, ok := strings.CutPrefix(msgID, tenant+":"); ok && id != "" && tenant != "" {
+		return id, true
+	}
+	return msgID, false
+}
 
 // TaskMsgID is the dedup id of the delivery task of an event for a
 // subscription.

@@ -28,3 +28,25 @@ func TestAttemptRecords(t *testing.T) {
 		}
 	}
 }
+
+func TestEventIDFromMsgID(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		tenant, msgID, want string
+		scoped              bool
+	}{
+		{"acme", "acme:ord_1", "ord_1", true},
+		{"acme", stream.EventMsgID("acme", "a:b"), "a:b", true},
+		{"acme", "globex:ord_1", "globex:ord_1", false},
+		{"acme", "ord_1", "ord_1", false},
+		{"acme", "acme:", "acme:", false},
+		{"acme", "", "", false},
+		{"", ":x", ":x", false},
+	}
+	for _, tt := range tests {
+		id, scoped := stream.EventIDFromMsgID(tt.tenant, tt.msgID)
+		if id != tt.want || scoped != tt.scoped {
+			t.Errorf("EventIDFromMsgID(%q, %q) = %q, %v; want %q, %v", tt.tenant, tt.msgID, id, scoped, tt.want, tt.scoped)
+		}
+	}
+}

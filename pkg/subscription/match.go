@@ -64,6 +64,11 @@ const (
 	MaxTenantLen    = 64
 )
 
+// MinRateLimit is the smallest rate_limit_per_second a subscription may
+// have: one request an hour. The API refuses less, and the deliverer takes
+// a smaller stored value as this (a wait of 1e300 s overflowed a schedule).
+const MinRateLimit = 1.0 / 3600
+
 // ValidateTenant checks a tenant: ^[a-z0-9][a-z0-9_-]{0,63}$, one NATS token.
 func ValidateTenant(tenant string) error {
 	switch {

@@ -33,7 +33,7 @@ func publishNATS(ctx context.Context, js jetstream.JetStream, eventType, prefix 
 	futures := make([]jetstream.PubAckFuture, 0, n)
 	for i := range n {
 		m := nats.NewMsg(subject)
-		m.Header.Set(stream.HeaderMsgID, eventID(prefix, i))
+		m.Header.Set(stream.HeaderMsgID, stream.EventMsgID(Tenant, eventID(prefix, i)))
 		m.Data = Payload(make([]byte, 0, size+32), time.Now().UnixNano(), i, size)
 		for {
 			f, err := js.PublishMsgAsync(m)

@@ -69,7 +69,7 @@ type Config struct {
 	APIBatchSize         int `json:"api_batch_size"`
 	APIBatchConcurrency  int `json:"api_batch_concurrency"`
 	APISingleConcurrency int `json:"api_single_concurrency"`
-	// Only, when set, runs just these scenarios (limit, nats, batch, single,
+	// Only, when set, runs just these scenarios (limit, nats, default, batch, single,
 	// fanout, latency) — for quick A/B runs; the limit always runs when a
 	// ratio is wanted.
 	Only []string `json:"only,omitempty"`
@@ -165,12 +165,18 @@ func (c Config) runs(key string) bool {
 // Event types of the scenarios; each has its own subscriptions.
 const (
 	typeNATS    = "tput.nats"
-	typeBatch   = "tput.batch"
-	typeSingle  = "tput.single"
-	typeFanout  = "fan.ten"
-	typeLatNATS = "lat.nats"
-	typeLatAPI  = "lat.api"
-	fanout      = 10
+	typeDefault = "tput.default"
+	typeTuned   = "tput.tuned"
+	// endpointDelay is how long the endpoints of the default-subscription
+	// scenarios take to answer: a fast real endpoint, slow enough that
+	// the deliverer keeps more attempts in flight than the default cap.
+	endpointDelay = time.Millisecond
+	typeBatch     = "tput.batch"
+	typeSingle    = "tput.single"
+	typeFanout    = "fan.ten"
+	typeLatNATS   = "lat.nats"
+	typeLatAPI    = "lat.api"
+	fanout        = 10
 )
 
 // env is a run's setting of both services on top of harness.DefaultEnv.
@@ -230,7 +236,7 @@ func RunMode(tb testing.TB, cfg Config, sync string) Mode {
 	for _, sc := range []struct {
 		key string
 		run func(context.Context) Scenario
-	}{{"nats", r.oneNATS}, {"batch", r.oneBatch}, {"single", r.oneSingle}, {"fanout", r.fanOut}} {
+	}{{"nats", r.oneNATS}, {"default", r.oneDefault}, {"default", r.oneTuned}, {"batch", r.oneBatch}, {"single", r.oneSingle}, {"fanout", r.fanOut}} {
 		if !cfg.runs(sc.key) {
 			continue
 		}
@@ -339,6 +345,10 @@ func startRig(tb testing.TB, cfg Config, sync string) *rig {
 		tb.Logf("redis-server pid unknown (%v): its CPU is not reported", err)
 	}
 	r.subscribe(typeNATS, "one-nats")
+	r.subscribeDefault(typeDefault, "one-default")
+	r.subscribe(typeTuned, "one-tuned")
+	r.sink.Endpoint("one-default").SetBehavior(endpointDelay, 0)
+	r.sink.Endpoint("one-tuned").SetBehavior(endpointDelay, 0)
 	r.subscribe(typeBatch, "one-batch")
 	r.subscribe(typeSingle, "one-single")
 	for i := range fanout {
@@ -401,11 +411,27 @@ func (r *rig) subscribe(eventType, name string) {
 	}
 }
 
+// subscribeDefault creates a subscription of eventType to the sink endpoint
+// name with every setting at its default, as a new user creates it.
+func (r *rig) subscribeDefault(eventType, name string) {
+	r.tb.Helper()
+	ep := r.sink.Endpoint(name)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var sub harness.Subscription
+	err := r.stack.API.Do(ctx, "POST", "/v1/subscriptions", map[string]any{
+		"tenant": Tenant, "url": ep.URL, "event_types": []string{eventType},
+	}, &sub)
+	if err != nil {
+		r.tb.Fatalf("create subscription %s: %v", name, err)
+	}
+}
+
 // warmup sends one event of every type and waits until each endpoint got
 // it: the deliverer knows every subscription. The counts are then reset.
 func (r *rig) warmup(ctx context.Context) error {
 	types := map[string][]string{
-		typeNATS: {"one-nats"}, typeBatch: {"one-batch"}, typeSingle: {"one-single"},
+		typeNATS: {"one-nats"}, typeDefault: {"one-default"}, typeTuned: {"one-tuned"}, typeBatch: {"one-batch"}, typeSingle: {"one-single"},
 		typeLatNATS: {"lat-nats"}, typeLatAPI: {"lat-api"},
 	}
 	for i := range fanout {
@@ -544,6 +570,23 @@ func (r *rig) oneNATS(ctx context.Context) Scenario {
 		r.profiler(ProcNATS, "", "1x1-nats")))
 }
 
+// oneDefault is a burst of 1×1 nats to a subscription created with
+// defaults (its in-flight cap is the deliverer's default, not the worker
+// count), whose endpoint answers in endpointDelay.
+func (r *rig) oneDefault(ctx context.Context) Scenario {
+	return r.throughput(ctx, "1×1 nats default sub 1ms", "nats", r.cfg.Events, []string{"one-default"}, func(ctx context.Context) error {
+		return publishNATS(ctx, r.js, typeDefault, r.prefix+"_default", r.cfg.Events, r.cfg.PayloadBytes)
+	}, r.profiler(ProcDeliverer, r.stack.Deliverers[0].URL(), "1x1-default"))
+}
+
+// oneTuned is oneDefault's burst to a subscription whose max_in_flight is
+// the worker count: what the default subscription is measured against.
+func (r *rig) oneTuned(ctx context.Context) Scenario {
+	return r.throughput(ctx, "1×1 nats tuned sub 1ms", "nats", r.cfg.Events, []string{"one-tuned"}, func(ctx context.Context) error {
+		return publishNATS(ctx, r.js, typeTuned, r.prefix+"_tuned", r.cfg.Events, r.cfg.PayloadBytes)
+	}, nil)
+}
+
 func (r *rig) oneBatch(ctx context.Context) Scenario {
 	return r.throughput(ctx, "1×1 api batch", "api-batch", r.cfg.Events, []string{"one-batch"}, func(ctx context.Context) error {
 		return publishAPIBatch(ctx, r.api, typeBatch, r.prefix+"_batch", r.cfg.Events, r.cfg.PayloadBytes,
@@ -587,7 +630,7 @@ func (r *rig) latency(ctx context.Context, path string) Scenario {
 		subject := stream.EventSubject(Tenant, typeLatNATS)
 		send = func(i int) error {
 			m := nats.NewMsg(subject)
-			m.Header.Set(stream.HeaderMsgID, eventID(prefix, i))
+			m.Header.Set(stream.HeaderMsgID, stream.EventMsgID(Tenant, eventID(prefix, i)))
 			m.Data = Payload(make([]byte, 0, r.cfg.PayloadBytes+32), time.Now().UnixNano(), i, r.cfg.PayloadBytes)
 			for {
 				_, err := r.js.PublishMsgAsync(m)

@@ -156,7 +156,7 @@ func Soak(tb testing.TB, sc SoakConfig, out string) *SoakReport {
 		// Top up in events; the async window bounds one top-up.
 		for n := (sc.InFlight - outstanding) / sc.Subscriptions; n > 0; n-- {
 			m := nats.NewMsg(subject)
-			m.Header.Set(stream.HeaderMsgID, eventID(r.prefix+"_soak", published))
+			m.Header.Set(stream.HeaderMsgID, stream.EventMsgID(Tenant, eventID(r.prefix+"_soak", published)))
 			m.Data = Payload(make([]byte, 0, cfg.PayloadBytes+32), time.Now().UnixNano(), published, cfg.PayloadBytes)
 			if _, err := js.PublishMsgAsync(m); err != nil {
 				break // the window is full: next tick

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 
 	"github.com/hookline/hookline/pkg/stream"
@@ -132,5 +133,42 @@ func TestFailThenSucceedIsDeliveredOnceMore(t *testing.T) {
 	verify(t, sub.Secret, h)
 	if r.DeadLettered != 0 {
 		t.Fatalf("dead-lettered a delivered event: %s", r)
+	}
+}
+
+// Over NATS the dedup id is <tenant>:<event id>: two tenants publishing the
+// same event id both deliver it, each receiver sees the bare id as
+// webhook-id, and a bare Nats-Msg-Id (a publisher from before the scoped
+// contract) is still read as the event id. (The checker keys events by id
+// alone, so this test counts at the endpoints.)
+func TestSameEventIDFromTwoTenantsOverNATS(t *testing.T) {
+	t.Parallel()
+	s := harness.NewStack(t, harness.StackOptions{})
+	acme, _ := s.Subscribe("acme", "acme", []string{"order.created"}, harness.OK)
+	globex, _ := s.Subscribe("globex", "globex", []string{"order.created"}, harness.OK)
+	ctx := context.Background()
+	publish := func(tenant, msgID string) {
+		m := nats.NewMsg(stream.EventSubject(tenant, "order.created"))
+		m.Header.Set(stream.HeaderMsgID, msgID)
+		m.Data = []byte(`{}`)
+		ack, err := s.JS.PublishMsg(ctx, m)
+		if err != nil || ack.Duplicate {
+			t.Fatalf("publish %s for %s: %+v %v; want stored", msgID, tenant, ack, err)
+		}
+	}
+	id := "ord_" + harness.NewIDPrefix() + "_created"
+	publish("acme", stream.EventMsgID("acme", id))
+	publish("globex", stream.EventMsgID("globex", id))
+	legacy := "ord_" + harness.NewIDPrefix() + "_legacy"
+	publish("acme", legacy)
+
+	acme.AwaitDelivered(t, id, 30*time.Second)
+	globex.AwaitDelivered(t, id, 30*time.Second)
+	acme.AwaitDelivered(t, legacy, 30*time.Second)
+	if a, g := acme.Stats().Attempts, globex.Stats().Attempts; a != 2 || g != 1 {
+		t.Fatalf("acme got %d requests and globex %d; want 2 and 1", a, g)
+	}
+	if n := s.Deliverers[0].Metric(t, "hookline_events_unscoped_id_total"); n != 1 {
+		t.Fatalf("hookline_events_unscoped_id_total = %g; want 1 (the legacy publish)", n)
 	}
 }

@@ -189,13 +189,13 @@ func (l *Load) Wait() LoadResult {
 
 // PublishNATS publishes one event straight to events.<tenant>.<type> as a
 // platform service would, retrying until JetStream acknowledges it. With an
-// id it is sent as Nats-Msg-Id; without, the event's id is evt_seq_<stream
+// id it is sent as Nats-Msg-Id <tenant>:<id>; without, the event's id is evt_seq_<stream
 // sequence> (the NATS contract). It returns the event id.
 func PublishNATS(ctx context.Context, js jetstream.JetStream, c *Checker, tenant, eventType, id string, data []byte) (string, error) {
 	msg := nats.NewMsg(stream.EventSubject(tenant, eventType))
 	msg.Data = data
 	if id != "" {
-		msg.Header.Set(stream.HeaderMsgID, id)
+		msg.Header.Set(stream.HeaderMsgID, stream.EventMsgID(tenant, id))
 		c.Attempt(id, tenant, eventType)
 	}
 	backoff := 50 * time.Millisecond

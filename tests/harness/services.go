@@ -44,9 +44,8 @@ func (e Env) list() []string {
 // Test settings of both services: a short retry schedule, a short attempt
 // timeout and AckWait (so a killed deliverer's tasks come back within
 // seconds), loopback receivers allowed, JSON logs, and endpoint health
-// scaled down — a circuit breaker that cools down in 200ms instead of 30s,
-// and a per-subscription in-flight cap as large as the worker pool, so that
-// a test measures its fault rather than the cap's deferrals.
+// scaled down — a circuit breaker that cools down in 200ms instead of 30s.
+// The in-flight cap is the default one: tasks over it wait in line.
 //
 //	attempt:  1    2    3
 //	delay:    0s   1s   1s   → dead letter ~2s after the first attempt
@@ -54,17 +53,15 @@ func (e Env) list() []string {
 // AckWait (7s) is the HTTP timeout (2s) plus the deliverer's required margin
 // (5s): a task held by a killed deliverer is redelivered 7s later.
 var DefaultEnv = Env{
-	"HOOKLINE_LOG_FORMAT":            "json",
-	"HOOKLINE_ALLOW_PRIVATE_CIDRS":   "127.0.0.0/8",
-	"HOOKLINE_RETRY_SCHEDULE":        "0s,1s,1s",
-	"HOOKLINE_HTTP_TIMEOUT":          "2s",
-	"HOOKLINE_ACK_WAIT":              "7s",
-	"HOOKLINE_SHUTDOWN_TIMEOUT":      "10s",
-	"HOOKLINE_STREAM_REPLICAS":       "1",
-	"HOOKLINE_BREAKER_COOLDOWN":      "200ms",
-	"HOOKLINE_BREAKER_MAX_COOLDOWN":  "1s",
-	"HOOKLINE_IN_FLIGHT_DEFER":       "200ms",
-	"HOOKLINE_DEFAULT_MAX_IN_FLIGHT": "64",
+	"HOOKLINE_LOG_FORMAT":           "json",
+	"HOOKLINE_ALLOW_PRIVATE_CIDRS":  "127.0.0.0/8",
+	"HOOKLINE_RETRY_SCHEDULE":       "0s,1s,1s",
+	"HOOKLINE_HTTP_TIMEOUT":         "2s",
+	"HOOKLINE_ACK_WAIT":             "7s",
+	"HOOKLINE_SHUTDOWN_TIMEOUT":     "10s",
+	"HOOKLINE_STREAM_REPLICAS":      "1",
+	"HOOKLINE_BREAKER_COOLDOWN":     "200ms",
+	"HOOKLINE_BREAKER_MAX_COOLDOWN": "1s",
 }
 
 // BreakerOff disables the circuit breaker (a million failures in a row to

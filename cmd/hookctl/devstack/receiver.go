@@ -264,9 +264,10 @@ func newEventTypes(max int) *eventTypes {
 // watch subscribes (core NATS) to every event subject.
 func (t *eventTypes) watch(nc *nats.Conn) (*nats.Subscription, error) {
 	return nc.Subscribe(stream.EventsPrefix+".>", func(m *nats.Msg) {
-		id := m.Header.Get(stream.HeaderMsgID)
-		if _, typ, err := stream.ParseEventSubject(m.Subject); err == nil && id != "" {
-			t.add(id, typ)
+		if tenant, typ, err := stream.ParseEventSubject(m.Subject); err == nil {
+			if id, _ := stream.EventIDFromMsgID(tenant, m.Header.Get(stream.HeaderMsgID)); id != "" {
+				t.add(id, typ)
+			}
 		}
 	})
 }

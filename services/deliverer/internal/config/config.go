@@ -42,6 +42,11 @@ type Config struct {
 	DispatchWorkers int `env:"HOOKLINE_DISPATCH_WORKERS" envDefault:"64"`
 	DeliverWorkers  int `env:"HOOKLINE_DELIVER_WORKERS" envDefault:"64"`
 	MaxAckPending   int `env:"HOOKLINE_MAX_ACK_PENDING" envDefault:"10000"`
+	// AdmissionMaxWait: a task refused admission (its subscription at its
+	// in-flight cap or rate limit, a probe in flight) waits in its
+	// subscription's line when it is expected to be attempted within this
+	// long; otherwise it is deferred by its expected wait.
+	AdmissionMaxWait time.Duration `env:"HOOKLINE_ADMISSION_MAX_WAIT" envDefault:"10s"`
 	// AckWait of both consumers. It must exceed HTTPTimeout by at least
 	// AckWaitMargin: a message whose AckWait runs out while its attempt is
 	// still in flight is redelivered to another worker, which would POST
@@ -113,7 +118,9 @@ func (c Config) Validate() error {
 	}
 	check(c.DispatchWorkers >= 1, "HOOKLINE_DISPATCH_WORKERS must be at least 1, not %d", c.DispatchWorkers)
 	check(c.DeliverWorkers >= 1, "HOOKLINE_DELIVER_WORKERS must be at least 1, not %d", c.DeliverWorkers)
-	check(c.MaxAckPending >= 1, "HOOKLINE_MAX_ACK_PENDING must be at least 1, not %d", c.MaxAckPending)
+	check(c.MaxAckPending >= 4, "HOOKLINE_MAX_ACK_PENDING must be at least 4, not %d", c.MaxAckPending)
+	check(c.AdmissionMaxWait >= 0 && c.AdmissionMaxWait < c.AckWait*100,
+		"HOOKLINE_ADMISSION_MAX_WAIT must be between 0s and 100 × HOOKLINE_ACK_WAIT, not %s", c.AdmissionMaxWait)
 	check(c.MaxRedeliveries >= 1, "HOOKLINE_MAX_REDELIVERIES must be at least 1, not %d", c.MaxRedeliveries)
 	check(c.HTTPTimeout > 0, "HOOKLINE_HTTP_TIMEOUT must be positive, not %s", c.HTTPTimeout)
 	check(c.AckWait >= c.HTTPTimeout+AckWaitMargin,

@@ -9,22 +9,71 @@ import (
 )
 
 // Admission is endpoint health's say before each HTTP attempt (rate limit,
-// in-flight limit, circuit breaker).
+// in-flight cap, circuit breaker).
 type Admission interface {
-	// Admit decides whether an attempt for sub may start now. wait > 0:
-	// defer the task that long WITHOUT consuming an attempt (same
-	// scheduled-retry mechanism, Hookline-Attempt unchanged); done is then
-	// ignored. An error defers the task by the deliverer's retry delay.
-	// Otherwise done must be called with the attempt's result.
-	Admit(ctx context.Context, sub *hooklinev1.Subscription) (done func(sender.Result), wait time.Duration, err error)
+	// Admit decides whether an attempt for sub may start now, with at
+	// most limit attempts of sub in flight (0: sub's own max_in_flight or
+	// the default cap): a Slot when it may, a Refusal when it may not (the
+	// deliver stage then parks the task in its subscription's line, or
+	// defers it). An error is an admission that could not be decided (the
+	// task is deferred by the deliverer's retry delay).
+	Admit(ctx context.Context, sub *hooklinev1.Subscription, limit int) (Slot, Refusal, error)
 }
 
-// AdmitAll admits every attempt: the Admission until endpoint health lands.
+// Slot is the right to make one attempt for a subscription now.
+type Slot interface {
+	// Release learns from the attempt's result and gives the slot back.
+	Release(res sender.Result)
+	// Pass learns from the attempt's result like Release but keeps the
+	// slot for the next task of the same subscription, which then attempts
+	// without asking admission again. It returns false when it gave the
+	// slot back instead: after anything but a clean success, for a probe
+	// or a rate-limited subscription, or once the slot is older than its
+	// admission may be trusted.
+	Pass(res sender.Result) bool
+	// Return gives a slot kept by Pass back without an attempt.
+	Return()
+}
+
+// Refusal reasons: why a task may not be attempted now. They are the
+// values of hookline_admission_deferred_total's reason label too, beside
+// ReasonLineFull.
+const (
+	// RefusedFull: the subscription has its cap of attempts in flight; the
+	// task waits in line for a slot.
+	RefusedFull = "in_flight_full"
+	// RefusedRate: the subscription's rate limit allows the next request
+	// after Wait.
+	RefusedRate = "rate_limited"
+	// RefusedCircuitOpen: the endpoint failed too often; it is not called
+	// before Wait.
+	RefusedCircuitOpen = "circuit_open"
+	// RefusedProbe: the circuit is half-open and one probe is in flight.
+	RefusedProbe = "probe_in_flight"
+)
+
+// Refusal says why an attempt may not start now, and when to ask again.
+type Refusal struct {
+	Reason string
+	// Wait is how long until admission may say yes (0 for RefusedFull:
+	// a slot frees when another attempt ends).
+	Wait time.Duration
+}
+
+// AdmitAll admits every attempt (no caps, no circuit): for tests of the
+// deliver stage and benchmarks that measure it without endpoint health.
 type AdmitAll struct{}
 
 var _ Admission = AdmitAll{}
 
 // Admit always admits.
-func (AdmitAll) Admit(context.Context, *hooklinev1.Subscription) (func(sender.Result), time.Duration, error) {
-	return func(sender.Result) {}, 0, nil
+func (AdmitAll) Admit(context.Context, *hooklinev1.Subscription, int) (Slot, Refusal, error) {
+	return freeSlot{}, Refusal{}, nil
 }
+
+// freeSlot is AdmitAll's slot: nothing to give back.
+type freeSlot struct{}
+
+func (freeSlot) Release(sender.Result)   {}
+func (freeSlot) Pass(sender.Result) bool { return true }
+func (freeSlot) Return()                 {}

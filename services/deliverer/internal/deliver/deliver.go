@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hookline/hookline/pkg/signing"
@@ -76,6 +77,25 @@ type Options struct {
 	Policy          retry.Policy
 	// Admission is asked before each attempt (default AdmitAll).
 	Admission Admission
+	// DefaultMaxInFlight is where the cap of a subscription whose
+	// max_in_flight is 0 starts, and its floor (default 10);
+	// DefaultMaxInFlightCeiling is how far it may grow for a fast endpoint
+	// (default 64). Admission enforces the cap it is given.
+	DefaultMaxInFlight, DefaultMaxInFlightCeiling int
+	// MaxWait: a refused task waits in its subscription's line only when
+	// it is expected to be attempted within this long (default 10s);
+	// otherwise it is deferred by its expected wait.
+	MaxWait time.Duration
+	// LineMax bounds the tasks of one subscription's line (default 5,000);
+	// LinesMax those of every line together (default 7,500). Keep both
+	// below the deliver consumer's MaxAckPending.
+	LineMax, LinesMax int
+	// HTTPTimeout is the attempt duration assumed of an endpoint before
+	// one was measured (default 15s).
+	HTTPTimeout time.Duration
+	// PollEvery is how often the head of a line that no attempt of this
+	// process will hand a slot to asks admission (default 20ms).
+	PollEvery time.Duration
 	// Secrets turns a subscription's keys into signing secrets (default
 	// ActiveSecrets).
 	Secrets Secrets
@@ -97,6 +117,10 @@ type Deliverer struct {
 	log   *zap.Logger
 	m     *metrics.Metrics
 	o     Options
+	lines *lines
+	// chains are the goroutines that run tasks from a line.
+	chains   sync.WaitGroup
+	stopping atomic.Bool
 }
 
 // Deps are the stage's collaborators.
@@ -134,14 +158,41 @@ func New(d Deps, o Options) *Deliverer {
 	if o.Timeout <= 0 {
 		o.Timeout = 10 * time.Second
 	}
+	if o.DefaultMaxInFlight <= 0 {
+		o.DefaultMaxInFlight = 10
+	}
+	if o.DefaultMaxInFlightCeiling < o.DefaultMaxInFlight {
+		o.DefaultMaxInFlightCeiling = max(o.DefaultMaxInFlight, 64)
+	}
+	if o.MaxWait <= 0 {
+		o.MaxWait = 10 * time.Second
+	}
+	if o.LineMax <= 0 {
+		o.LineMax = stream.DefaultMaxAckPending / 2
+	}
+	if o.LinesMax <= 0 {
+		o.LinesMax = stream.DefaultMaxAckPending * 3 / 4
+	}
+	if o.HTTPTimeout <= 0 {
+		o.HTTPTimeout = 15 * time.Second
+	}
+	if o.PollEvery <= 0 {
+		o.PollEvery = 20 * time.Millisecond
+	}
 	return &Deliverer{
 		js: d.JS, subs: d.Lookup, send: d.Sender, sched: d.Scheduler, dead: d.DeadLetters, rec: d.Recorder,
 		log: d.Log.Named("deliver"), m: d.Metrics, o: o,
+		lines: newLines(lineConfig{
+			MaxWait: o.MaxWait, PerLineMax: o.LineMax, TotalMax: o.LinesMax,
+			MinPerCap: 4, Unmeasured: o.HTTPTimeout,
+			DefaultLimit: o.DefaultMaxInFlight, DefaultCeiling: o.DefaultMaxInFlightCeiling,
+		}),
 	}
 }
 
 // Run consumes DELIVERIES with the durable deliver consumer until ctx
-// ends, then finishes the attempts in hand.
+// ends, then finishes the attempts in hand and defers the tasks still
+// waiting in line (another replica, or this one restarted, takes them).
 func (d *Deliverer) Run(ctx context.Context) error {
 	cons, err := d.js.Consumer(ctx, stream.Deliveries, stream.DeliverConsumer)
 	if err != nil {
@@ -156,8 +207,19 @@ func (d *Deliverer) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("deliver messages: %w", err)
 	}
-	if err := pool.Run(ctx, it, d.o.Workers, d.Handle, d.log); err != nil {
-		return fmt.Errorf("deliver: %w", err)
+	hctx := context.WithoutCancel(ctx)
+	// From the stop on, no task leaves a line: the attempts in hand finish
+	// and the lines are deferred.
+	stopLines := context.AfterFunc(ctx, func() { d.stopping.Store(true) })
+	defer stopLines()
+	stopTicks := d.pollLines(ctx, hctx)
+	runErr := pool.Run(ctx, it, d.o.Workers, d.Handle, d.log)
+	d.stopping.Store(true)
+	stopTicks()
+	d.chains.Wait()
+	d.deferWaiting(hctx)
+	if runErr != nil {
+		return fmt.Errorf("deliver: %w", runErr)
 	}
 	return nil
 }
@@ -171,70 +233,314 @@ type verdict struct {
 	// detail explains a decision made without an attempt (a malformed
 	// header, a lookup error).
 	detail string
+	// refused is the admission refusal behind a Defer ("" otherwise).
+	refused string
 }
 
-// Handle processes one task and settles it.
+// job is a task in hand: its message, parsed, kept alive until settled.
+type job struct {
+	msg jetstream.Msg
+	seq uint64
+	t   task.Task
+	// stop ends the InProgress keep-alive.
+	stop func()
+	// parkedAt is when the task joined its subscription's line.
+	parkedAt time.Time
+}
+
+// Handle takes one task: it is attempted at once, waits in its
+// subscription's line (and is attempted later by whichever goroutine frees
+// a slot), or is settled without an attempt.
 func (d *Deliverer) Handle(ctx context.Context, msg jetstream.Msg) {
-	stop := keepAlive(msg, d.o.AckWait/3)
-	defer stop()
 	meta, err := msg.Metadata()
 	if err != nil {
 		// Not a JetStream message: there is nothing to ack or term.
 		d.log.Error("task without JetStream metadata ignored", zap.String("subject", msg.Subject()), zap.Error(err))
 		return
 	}
-	t, err := task.Parse(msg.Subject(), msg.Headers(), msg.Data())
-	var v verdict
+	j := &job{msg: msg, seq: meta.Sequence.Stream, stop: keepAlive(msg, d.o.AckWait/3)}
+	j.t, err = task.Parse(msg.Subject(), msg.Headers(), msg.Data())
 	switch {
 	case err != nil:
-		v = verdict{decision: retry.Dead(retry.ReasonMalformedTask), detail: err.Error()}
+		d.finish(ctx, j, verdict{decision: retry.Dead(retry.ReasonMalformedTask), detail: err.Error()})
 	case meta.NumDelivered > uint64(d.o.MaxRedeliveries):
-		v = verdict{decision: retry.Dead(retry.ReasonRedeliveryExhausted),
-			detail: fmt.Sprintf("delivered %d times by JetStream without being settled (crash, lost ack or nak)", meta.NumDelivered)}
+		d.finish(ctx, j, verdict{decision: retry.Dead(retry.ReasonRedeliveryExhausted),
+			detail: fmt.Sprintf("delivered %d times by JetStream without being settled (crash, lost ack or nak)", meta.NumDelivered)})
 	default:
-		v = d.attempt(ctx, &t)
+		d.start(ctx, j)
 	}
-	d.report(&t, v)
-	d.settle(ctx, msg, &t, meta.Sequence.Stream, v)
 }
 
-// attempt looks the subscription up, asks admission, signs and sends.
-func (d *Deliverer) attempt(ctx context.Context, t *task.Task) verdict {
+// finish reports and settles a task and ends its keep-alive.
+func (d *Deliverer) finish(ctx context.Context, j *job, v verdict) {
+	d.report(&j.t, v)
+	d.settle(ctx, j.msg, &j.t, j.seq, v)
+	j.stop()
+}
+
+// target is a task's subscription, ready to attempt.
+type target struct {
+	sub     *hooklinev1.Subscription
+	secrets []string
+}
+
+// prepare looks the task's subscription up and opens its secrets; ok is
+// false when the task is settled without an attempt (v says how).
+func (d *Deliverer) prepare(ctx context.Context, t *task.Task) (target, verdict, bool) {
 	lctx, cancel := context.WithTimeout(ctx, d.o.Timeout)
 	sub, err := d.subs.Get(lctx, t.Tenant, t.SubscriptionID)
 	cancel()
 	switch {
 	case errors.Is(err, subscription.ErrNotFound):
-		return verdict{decision: retry.Dead(retry.ReasonSubscriptionDeleted)}
+		return target{}, verdict{decision: retry.Dead(retry.ReasonSubscriptionDeleted)}, false
 	case err != nil:
-		return verdict{decision: retry.Later(d.o.RetryDelay), detail: "look up subscription: " + err.Error()}
+		return target{}, verdict{decision: retry.Later(d.o.RetryDelay), detail: "look up subscription: " + err.Error()}, false
 	case sub.GetDisabled():
-		return verdict{decision: retry.Dead(retry.ReasonSubscriptionDisabled)}
+		return target{}, verdict{decision: retry.Dead(retry.ReasonSubscriptionDisabled)}, false
 	}
-	// Sign before admission: a subscription that cannot be signed for is
-	// dead-lettered without taking an admitted slot.
+	// Open the secrets before admission: a subscription that cannot be
+	// signed for is dead-lettered without taking an admitted slot.
 	secrets, err := d.o.Secrets(sub)
 	if err != nil {
-		return verdict{decision: retry.Dead(retry.ReasonPermanentFailure), detail: "sign: " + err.Error()}
+		return target{}, verdict{decision: retry.Dead(retry.ReasonPermanentFailure), detail: "sign: " + err.Error()}, false
 	}
-	now := time.Now()
-	sig, err := signing.Sign(t.EventID, now, t.Body, secrets...)
-	if err != nil {
-		return verdict{decision: retry.Dead(retry.ReasonPermanentFailure), detail: "sign: " + err.Error()}
+	return target{sub: sub, secrets: secrets}, verdict{}, true
+}
+
+// start asks admission for a new task, unless its subscription already
+// has a line: then it joins the line's end (arrival order).
+func (d *Deliverer) start(ctx context.Context, j *job) {
+	tg, v, ok := d.prepare(ctx, &j.t)
+	if !ok {
+		d.finish(ctx, j, v)
+		return
 	}
-	done, wait, err := d.o.Admission.Admit(ctx, sub)
+	id := tg.sub.GetId()
+	if d.lines.Waiting(id) {
+		// Whoever started the line keeps it moving: no admission asked.
+		d.wait(ctx, j, tg, Refusal{Reason: RefusedFull})
+		return
+	}
+	slot, ref, err := d.o.Admission.Admit(ctx, tg.sub, d.limit(tg.sub))
 	switch {
 	case err != nil:
-		return verdict{decision: retry.Later(d.o.RetryDelay), detail: "admission: " + err.Error()}
-	case wait > 0:
-		return verdict{decision: retry.Later(wait)}
+		d.finish(ctx, j, verdict{decision: retry.Later(d.o.RetryDelay), detail: "admission: " + err.Error()})
+	case slot == nil:
+		d.m.AdmissionRefused.WithLabelValues(ref.Reason).Inc()
+		d.wait(ctx, j, tg, ref)
+	default:
+		d.attempt(ctx, j, tg, slot)
+	}
+}
+
+// wait parks a refused task in its subscription's line, when the refusal
+// is short and the line has room, and defers it otherwise.
+func (d *Deliverer) wait(ctx context.Context, j *job, tg target, ref Refusal) {
+	id := tg.sub.GetId()
+	if ref.Wait > d.o.MaxWait || d.stopping.Load() {
+		d.deferJob(ctx, j, ref.Reason, ref.Wait)
+		return
+	}
+	delay, first := d.lines.Join(id, j, d.limit(tg.sub), tg.sub.GetRateLimitPerSecond())
+	if delay > 0 {
+		d.deferJob(ctx, j, ReasonLineFull, delay)
+		return
+	}
+	d.m.AdmissionParked.Inc()
+	switch {
+	case !first:
+		// The line was there: the attempts ahead hand their slots on, and
+		// the poller asks for the head.
+	case ref.Wait > 0:
+		// A new line whose head's turn comes after the wait.
+		if d.lines.Claim(id) {
+			d.lines.Unclaim(id, time.Now().Add(ref.Wait))
+		}
+	default:
+		// A new line: the slot that was full may have been given back
+		// since admission said so, with nobody in line to pass it to.
+		d.kick(ctx, id)
+	}
+}
+
+// limit is a subscription's in-flight cap now: its max_in_flight, or the
+// adaptive limit of its line (see lines.Observe).
+func (d *Deliverer) limit(sub *hooklinev1.Subscription) int {
+	return d.lines.Limit(sub.GetId(), sub.GetMaxInFlight())
+}
+
+// ReasonLineFull is the deferral reason of a task whose subscription's line
+// had no room.
+const ReasonLineFull = "line_full"
+
+// deferJob settles a task with a deferral of delay (at least the
+// deliverer's retry delay when delay is 0).
+func (d *Deliverer) deferJob(ctx context.Context, j *job, reason string, delay time.Duration) {
+	if delay <= 0 {
+		delay = d.o.RetryDelay
+	}
+	d.finish(ctx, j, verdict{decision: retry.Later(delay), refused: reason})
+}
+
+// attempt signs and sends a task with an admitted slot, hands the slot on
+// to the next task in line as soon as the answer is in, then settles.
+func (d *Deliverer) attempt(ctx context.Context, j *job, tg target, slot Slot) {
+	t := &j.t
+	now := time.Now()
+	sig, err := signing.Sign(t.EventID, now, t.Body, tg.secrets...)
+	if err != nil {
+		slot.Return()
+		d.kick(ctx, tg.sub.GetId())
+		d.finish(ctx, j, verdict{decision: retry.Dead(retry.ReasonPermanentFailure), detail: "sign: " + err.Error()})
+		return
 	}
 	started := time.Now()
-	res := d.send.Send(ctx, sender.Request{URL: sub.GetUrl(), ID: t.EventID, Timestamp: now, Signature: sig, Body: t.Body})
-	if done != nil {
-		done(res)
+	res := d.send.Send(ctx, sender.Request{URL: tg.sub.GetUrl(), ID: t.EventID, Timestamp: now, Signature: sig, Body: t.Body})
+	d.lines.Observe(tg.sub.GetId(), tg.sub.GetMaxInFlight() == 0, res)
+	d.handOn(ctx, tg.sub.GetId(), slot, res)
+	d.finish(ctx, j, verdict{decision: d.o.Policy.Decide(res, t.Attempt+1), attempted: true, started: started, result: res})
+}
+
+// handOn passes a slot whose attempt just ended to the head of the
+// subscription's line, which runs on a goroutine of its own, or gives it
+// back.
+func (d *Deliverer) handOn(ctx context.Context, id string, slot Slot, res sender.Result) {
+	if d.stopping.Load() || !d.lines.Waiting(id) {
+		slot.Release(res)
+		return
 	}
-	return verdict{decision: d.o.Policy.Decide(res, t.Attempt+1), attempted: true, started: started, result: res}
+	if !slot.Pass(res) {
+		// Given back: the head asks admission again at once.
+		d.kick(ctx, id)
+		return
+	}
+	next := d.lines.Pop(id)
+	if next == nil {
+		slot.Return()
+		return
+	}
+	d.resume(ctx, next, slot)
+}
+
+// resume attempts a task that waited in line with the slot it was given,
+// on a goroutine of its own.
+func (d *Deliverer) resume(ctx context.Context, j *job, slot Slot) {
+	d.chains.Add(1)
+	go func() {
+		defer d.chains.Done()
+		d.m.AdmissionWait.Observe(time.Since(j.parkedAt).Seconds())
+		// Looked up again: the subscription may have changed while the
+		// task waited (a new URL, a disable).
+		tg, v, ok := d.prepare(ctx, &j.t)
+		if !ok {
+			slot.Return()
+			d.kick(ctx, j.t.SubscriptionID)
+			d.finish(ctx, j, v)
+			return
+		}
+		d.attempt(ctx, j, tg, slot)
+	}()
+}
+
+// kick asks admission for the head of id's line now, on a goroutine of
+// its own, unless one already does.
+func (d *Deliverer) kick(ctx context.Context, id string) {
+	if d.stopping.Load() || !d.lines.Claim(id) {
+		return
+	}
+	d.chains.Add(1)
+	go func() {
+		defer d.chains.Done()
+		d.poll(ctx, id)
+	}()
+}
+
+// poll asks admission for the heads of a claimed line until it is refused
+// or the line is empty, and starts each admitted head.
+func (d *Deliverer) poll(ctx context.Context, id string) {
+	for {
+		head := d.lines.Head(id)
+		if head == nil || d.stopping.Load() {
+			d.lines.Unclaim(id, time.Time{})
+			return
+		}
+		tg, v, ok := d.prepare(ctx, &head.t)
+		if !ok {
+			if d.lines.Remove(id, head) {
+				d.finish(ctx, head, v)
+				continue
+			}
+			d.lines.Unclaim(id, time.Time{})
+			return
+		}
+		slot, ref, err := d.o.Admission.Admit(ctx, tg.sub, d.limit(tg.sub))
+		if slot == nil && err == nil {
+			d.m.AdmissionRefused.WithLabelValues(ref.Reason).Inc()
+		}
+		switch {
+		case err != nil:
+			d.lines.Unclaim(id, time.Now().Add(d.o.PollEvery))
+			return
+		case slot == nil && ref.Wait > d.o.MaxWait:
+			// A long wait (an open circuit): the whole line is deferred
+			// rather than held for it.
+			jobs := d.lines.Empty(id)
+			d.lines.Unclaim(id, time.Time{})
+			for _, j := range jobs {
+				d.deferJob(ctx, j, ref.Reason, ref.Wait)
+			}
+			return
+		case slot == nil:
+			d.lines.Unclaim(id, time.Now().Add(ref.Wait))
+			return
+		}
+		next := d.lines.Pop(id)
+		if next == nil {
+			slot.Return()
+			d.lines.Unclaim(id, time.Time{})
+			return
+		}
+		d.resume(ctx, next, slot)
+	}
+}
+
+// pollLines asks admission, every PollEvery, for the heads of the lines
+// that no attempt of this process will hand a slot to (slots freed by
+// other replicas, rate limits, probes). It returns a stop that waits for
+// the ticker to end.
+func (d *Deliverer) pollLines(ctx, hctx context.Context) (stop func()) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(d.o.PollEvery)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				d.m.AdmissionParkedNow.Set(float64(d.lines.Len()))
+				for _, id := range d.lines.Due() {
+					d.kick(hctx, id)
+				}
+			}
+		}
+	}()
+	return func() { <-done }
+}
+
+// deferWaiting defers every task still in line (at shutdown): another
+// replica takes them after a second, and a deferral starts a new message,
+// so a restart never spends a task's redeliveries.
+func (d *Deliverer) deferWaiting(ctx context.Context) {
+	jobs := d.lines.EmptyAll()
+	for _, j := range jobs {
+		d.deferJob(ctx, j, "shutdown", time.Second)
+	}
+	if len(jobs) > 0 {
+		d.log.Info("tasks waiting in line deferred at shutdown", zap.Int("tasks", len(jobs)))
+	}
+	d.m.AdmissionParkedNow.Set(0)
 }
 
 // report records, logs and counts what happened.
@@ -244,6 +550,9 @@ func (d *Deliverer) report(t *task.Task, v verdict) {
 		// Dead letters are logged when published (settle).
 		if v.decision.Kind == retry.Defer {
 			d.m.TasksDeferred.Inc()
+			if v.refused != "" {
+				d.m.AdmissionDeferred.WithLabelValues(v.refused).Inc()
+			}
 			if v.detail != "" {
 				d.log.Warn("task deferred", zap.String("event_id", t.EventID), zap.String("subscription_id", t.SubscriptionID),
 					zap.Duration("delay", v.decision.Delay), zap.String("error", v.detail))

@@ -298,25 +298,35 @@ type deferOnce struct {
 	results []sender.Result
 }
 
-func (a *deferOnce) Admit(context.Context, *hooklinev1.Subscription) (func(sender.Result), time.Duration, error) {
+func (a *deferOnce) Admit(context.Context, *hooklinev1.Subscription, int) (deliver.Slot, deliver.Refusal, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.calls++
 	if a.calls == 1 {
-		return nil, time.Second, nil
+		return nil, deliver.Refusal{Reason: deliver.RefusedCircuitOpen, Wait: time.Second}, nil
 	}
-	return func(r sender.Result) {
-		a.mu.Lock()
-		a.results = append(a.results, r)
-		a.mu.Unlock()
-	}, 0, nil
+	return recordingSlot{a}, deliver.Refusal{}, nil
 }
+
+// recordingSlot records the results it is given.
+type recordingSlot struct{ a *deferOnce }
+
+func (s recordingSlot) Release(r sender.Result) {
+	s.a.mu.Lock()
+	s.a.results = append(s.a.results, r)
+	s.a.mu.Unlock()
+}
+
+func (s recordingSlot) Pass(r sender.Result) bool { s.Release(r); return false }
+func (s recordingSlot) Return()                   {}
 
 func TestAdmissionDeferDoesNotConsumeAnAttempt(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, stream.Config{AckWait: 10 * time.Second})
 	adm := &deferOnce{}
 	r.opts.Admission = adm
+	// A 1s wait longer than MaxWait: the task is deferred, not parked.
+	r.opts.MaxWait = 500 * time.Millisecond
 	r.opts.Policy.Schedule = []time.Duration{0} // a single attempt: a consumed one would dead-letter
 	r.run(t)
 	ep := endpoint(t, 200, 0)

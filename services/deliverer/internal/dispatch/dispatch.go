@@ -112,6 +112,9 @@ const (
 type event struct {
 	id, tenant, eventType, occurredAt string
 	problem, detail                   string
+	// scoped: the id came as <tenant>:<id> (or from the sequence), so its
+	// deduplication is the tenant's own.
+	scoped bool
 }
 
 // parse never fails: what cannot be read becomes a problem, and an event
@@ -120,11 +123,19 @@ func parse(msg jetstream.Msg) event {
 	var ev event
 	h := msg.Headers()
 	meta, metaErr := msg.Metadata()
-	ev.id = first(h, stream.HeaderMsgID)
+	tenant, typ, subjErr := stream.ParseEventSubject(msg.Subject())
+	if subjErr != nil {
+		parts := strings.SplitN(msg.Subject(), ".", 3)
+		if len(parts) >= 2 {
+			tenant = parts[1]
+		}
+	}
+	msgID := first(h, stream.HeaderMsgID)
+	ev.id, ev.scoped = stream.EventIDFromMsgID(tenant, msgID)
 	if ev.id == "" && metaErr == nil {
 		// Stable across redeliveries: the same event gets the same id, so
 		// its tasks deduplicate and receivers can dedupe on webhook-id.
-		ev.id = "evt_seq_" + strconv.FormatUint(meta.Sequence.Stream, 10)
+		ev.id, ev.scoped = "evt_seq_"+strconv.FormatUint(meta.Sequence.Stream, 10), true
 	}
 	if v := first(h, stream.HeaderOccurredAt); v != "" {
 		if _, err := time.Parse(time.RFC3339Nano, v); err == nil {
@@ -134,12 +145,7 @@ func parse(msg jetstream.Msg) event {
 	if ev.occurredAt == "" && metaErr == nil {
 		ev.occurredAt = task.FormatTime(meta.Timestamp)
 	}
-	tenant, typ, err := stream.ParseEventSubject(msg.Subject())
-	if err != nil {
-		parts := strings.SplitN(msg.Subject(), ".", 3)
-		if len(parts) >= 2 {
-			tenant = parts[1]
-		}
+	if subjErr != nil {
 		ev.tenant, ev.problem, ev.detail = tenant, problemNoType, "subject has no event type"
 		return ev
 	}
@@ -163,6 +169,9 @@ func (d *Dispatcher) Handle(ctx context.Context, msg jetstream.Msg) {
 		d.log.Error("event without id or tenant dropped", zap.String("subject", msg.Subject()))
 		_ = msg.Term()
 		return
+	}
+	if !ev.scoped {
+		d.m.EventsUnscoped.Inc()
 	}
 	subs, err := d.match.ForEvent(ctx, ev.tenant, ev.eventType)
 	if err != nil {

@@ -26,11 +26,11 @@ func BenchmarkAdmit(b *testing.B) {
 		i := 0
 		for pb.Next() {
 			i++
-			done, _, err := h.Admit(context.Background(), subs[i%len(subs)])
-			if err != nil || done == nil {
+			slot, _, err := h.Admit(context.Background(), subs[i%len(subs)], 0)
+			if err != nil || slot == nil {
 				b.Fatalf("not admitted: %v", err)
 			}
-			done(sender.Result{Status: 200})
+			slot.Release(sender.Result{Status: 200})
 		}
 	})
 }

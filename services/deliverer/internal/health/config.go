@@ -9,12 +9,16 @@ import (
 // Config is endpoint health's part of the deliverer configuration (embedded
 // in config.Config; the variables are documented in the README).
 type Config struct {
-	// DefaultMaxInFlight caps the attempts in flight of a subscription whose
-	// max_in_flight is 0, across all replicas.
-	DefaultMaxInFlight int `env:"HOOKLINE_DEFAULT_MAX_IN_FLIGHT" envDefault:"10"`
-	// InFlightDefer is how long a task waits when its subscription is at
-	// its cap, without spending an attempt: between one and two times this
-	// (random), up to 61 times when many tasks are turned away each second.
+	// DefaultMaxInFlight is the in-flight cap, across all replicas, that a
+	// subscription whose max_in_flight is 0 starts with and never goes
+	// below; DefaultMaxInFlightCeiling is the most it grows to while its
+	// endpoint answers 2xx fast and tasks wait.
+	DefaultMaxInFlight        int `env:"HOOKLINE_DEFAULT_MAX_IN_FLIGHT" envDefault:"10"`
+	DefaultMaxInFlightCeiling int `env:"HOOKLINE_DEFAULT_MAX_IN_FLIGHT_CEILING" envDefault:"64"`
+	// InFlightDefer is how long a task waits while its subscription's
+	// circuit is half-open with a probe in flight (between one and two
+	// times this, at random), and the spread added to an open circuit's
+	// wait.
 	InFlightDefer time.Duration `env:"HOOKLINE_IN_FLIGHT_DEFER" envDefault:"1s"`
 	// BreakerFailures in a row open a subscription's circuit.
 	BreakerFailures int `env:"HOOKLINE_BREAKER_FAILURES" envDefault:"5"`
@@ -40,6 +44,8 @@ func (c Config) Validate() error {
 		}
 	}
 	check(c.DefaultMaxInFlight >= 1, "HOOKLINE_DEFAULT_MAX_IN_FLIGHT must be at least 1, not %d", c.DefaultMaxInFlight)
+	check(c.DefaultMaxInFlightCeiling >= c.DefaultMaxInFlight,
+		"HOOKLINE_DEFAULT_MAX_IN_FLIGHT_CEILING (%d) must be at least HOOKLINE_DEFAULT_MAX_IN_FLIGHT (%d)", c.DefaultMaxInFlightCeiling, c.DefaultMaxInFlight)
 	check(c.InFlightDefer >= time.Millisecond, "HOOKLINE_IN_FLIGHT_DEFER must be at least 1ms, not %s", c.InFlightDefer)
 	check(c.BreakerFailures >= 1, "HOOKLINE_BREAKER_FAILURES must be at least 1, not %d", c.BreakerFailures)
 	check(c.BreakerCooldown >= time.Millisecond, "HOOKLINE_BREAKER_COOLDOWN must be at least 1ms, not %s", c.BreakerCooldown)

@@ -156,7 +156,7 @@ func (r *Registry) publish(ctx context.Context, sub *hooklinev1.Subscription) er
 	}
 	id := DisabledEventID(sub.GetId(), at)
 	m := nats.NewMsg(stream.EventSubject(sub.GetTenant(), DisabledEventType))
-	m.Header.Set(stream.HeaderMsgID, id)
+	m.Header.Set(stream.HeaderMsgID, stream.EventMsgID(sub.GetTenant(), id))
 	m.Header.Set(stream.HeaderOccurredAt, at.Format(time.RFC3339Nano))
 	m.Data = body
 	var lastErr error

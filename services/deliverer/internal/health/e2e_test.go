@@ -290,7 +290,7 @@ func TestBreakerOpensProbesAndCloses(t *testing.T) {
 	if log[4].start.Before(log[3].end) {
 		t.Fatal("a request arrived while the half-open probe was in flight")
 	}
-	if n := d.counter(t, "hookline_admission_deferred_total", map[string]string{"reason": "circuit_open"}); n == 0 {
+	if n := d.counter(t, "hookline_admission_refused_total", map[string]string{"reason": "circuit_open"}); n == 0 {
 		t.Fatal("no attempt was skipped by the open circuit; the test proves nothing")
 	}
 	if o, c := d.counter(t, "hookline_breaker_opened_total", nil), d.counter(t, "hookline_breaker_closed_total", nil); o != 1 || c != 1 {

@@ -6,15 +6,17 @@
 //
 //  1. the circuit breaker (breaker): open → wait for the cool-down; half-open
 //     → only the probe goes;
-//  2. the in-flight cap (inflight): at the cap → wait 1–2 × InFlightDefer,
-//     longer (spread at random) the more tasks are turned away each second;
+//  2. the in-flight cap (inflight): at the cap → the task waits in its
+//     subscription's line until a slot frees (the deliver stage parks it);
 //  3. the rate limit (ratelimit), when the subscription has one → wait until
 //     a request is allowed.
 //
 // The in-flight cap comes before the rate limit so that a task turned away
-// for want of a slot does not spend a request of the rate. A "wait" defers
-// the task without spending an attempt: skipped attempts never burn the
-// retry budget.
+// for want of a slot does not spend a request of the rate. A refusal never
+// spends an attempt: the deliver stage parks the task (short waits) or
+// defers it (long ones). An admitted slot may be passed from one attempt to
+// the next task of the same line after a clean success (Slot.Pass), for up
+// to a second, without asking Redis again.
 //
 // After an attempt:
 //
@@ -38,10 +40,10 @@ import (
 	"errors"
 	"math/rand/v2"
 	"net/http"
-	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/hookline/hookline/pkg/subscription"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
 	"github.com/hookline/hookline/services/deliverer/internal/breaker"
 	"github.com/hookline/hookline/services/deliverer/internal/deliver"
@@ -61,14 +63,6 @@ var _ deliver.Admission = (*Health)(nil)
 const (
 	ReasonGone    = "gone"
 	ReasonFailing = "failing"
-)
-
-// Deferral reasons (the hookline_admission_deferred_total label).
-const (
-	deferCircuitOpen   = "circuit_open"
-	deferProbeInFlight = "probe_in_flight"
-	deferInFlightFull  = "in_flight_full"
-	deferRateLimited   = "rate_limited"
 )
 
 // leaseMargin is added to the attempt timeout for in-flight and probe
@@ -107,6 +101,7 @@ type Health struct {
 	disabler Disabler
 	log      *zap.Logger
 	m        metrics
+	now      func() time.Time
 	// batch carries every Redis command of admission and observation, in
 	// shared pipelines.
 	batch *redisbatch.Batcher
@@ -115,7 +110,6 @@ type Health struct {
 }
 
 type metrics struct {
-	deferred *prometheus.CounterVec
 	degraded *prometheus.CounterVec
 	opened   prometheus.Counter
 	closed   prometheus.Counter
@@ -140,10 +134,6 @@ func New(cfg Config, limits Limits, d Deps) *Health {
 	log := d.Logger.Named("health")
 	f := promauto.With(d.Registerer)
 	m := metrics{
-		deferred: f.NewCounterVec(prometheus.CounterOpts{
-			Name: "hookline_admission_deferred_total",
-			Help: "Attempts deferred before being made, without spending an attempt, by reason (circuit_open, probe_in_flight, in_flight_full, rate_limited).",
-		}, []string{"reason"}),
 		degraded: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "hookline_admission_degraded_total",
 			Help: "Admission decisions taken without Redis (breaker taken as closed, in-flight cap counted per process), by component.",
@@ -165,9 +155,6 @@ func New(cfg Config, limits Limits, d Deps) *Health {
 			Help: "Endpoint-health bookkeeping that failed after an attempt (Redis, or disabling), by operation.",
 		}, []string{"op"}),
 	}
-	for _, r := range []string{deferCircuitOpen, deferProbeInFlight, deferInFlightFull, deferRateLimited} {
-		m.deferred.WithLabelValues(r)
-	}
 	for _, r := range []string{ReasonGone, ReasonFailing} {
 		m.disabled.WithLabelValues(r)
 	}
@@ -188,6 +175,7 @@ func New(cfg Config, limits Limits, d Deps) *Health {
 		disabler: d.Disabler,
 		log:      log,
 		m:        m,
+		now:      d.Now,
 	}
 	h.batch = redisbatch.New(d.Redis, cfg.RedisTimeout, nil)
 	h.inflight = inflight.New(d.Redis, inflight.Config{DefaultMax: cfg.DefaultMaxInFlight, LeaseTTL: leaseTTL, Now: d.Now},
@@ -195,11 +183,15 @@ func New(cfg Config, limits Limits, d Deps) *Health {
 	return h
 }
 
-// Admit decides whether an attempt for sub may start now (see the package
-// documentation). The breaker and the in-flight cap are asked in one Redis
+// Admit decides whether an attempt for sub may start now, with at most
+// limit attempts in flight (0: sub's max_in_flight, or the default cap; see
+// the package documentation). The breaker and the in-flight cap are asked in one Redis
 // round trip. It returns an error only when ctx ends.
-func (h *Health) Admit(ctx context.Context, sub *hooklinev1.Subscription) (func(sender.Result), time.Duration, error) {
+func (h *Health) Admit(ctx context.Context, sub *hooklinev1.Subscription, limit int) (deliver.Slot, deliver.Refusal, error) {
 	id := sub.GetId()
+	if limit <= 0 {
+		limit = int(sub.GetMaxInFlight()) // 0: the default cap
+	}
 	// The batcher bounds the round trip by RedisTimeout.
 	var (
 		pendingAllow *breaker.PendingAllow
@@ -207,7 +199,7 @@ func (h *Health) Admit(ctx context.Context, sub *hooklinev1.Subscription) (func(
 	)
 	h.batch.Do(func(pipe redis.Pipeliner) {
 		pendingAllow = h.breaker.AllowCmd(ctx, pipe, id)
-		pendingLease = h.inflight.AcquireCmd(ctx, pipe, id, sub.GetMaxInFlight())
+		pendingLease = h.inflight.AcquireCmd(ctx, pipe, id, uint32(limit))
 	})
 	d, err := pendingAllow.Result()
 	if err != nil && ctx.Err() == nil {
@@ -224,40 +216,80 @@ func (h *Health) Admit(ctx context.Context, sub *hooklinev1.Subscription) (func(
 	giveBack := func() { h.giveBack(ctx, id, lease, d.Probe, "give_back") }
 	if ctx.Err() != nil {
 		giveBack()
-		return nil, 0, ctx.Err()
+		return nil, deliver.Refusal{}, ctx.Err()
 	}
 	switch {
 	case !d.Allow:
 		giveBack()
-		reason := deferProbeInFlight
+		reason := deliver.RefusedProbe
 		if d.Open {
-			reason = deferCircuitOpen
+			reason = deliver.RefusedCircuitOpen
 		}
-		h.m.deferred.WithLabelValues(reason).Inc()
-		return nil, d.Wait + h.jitter(h.cfg.InFlightDefer), nil
+		return nil, deliver.Refusal{Reason: reason, Wait: d.Wait + h.jitter(h.cfg.InFlightDefer)}, nil
 	case !ok:
 		giveBack()
-		h.m.deferred.WithLabelValues(deferInFlightFull).Inc()
-		return nil, h.fullWait(pendingLease.Denied(), h.inflight.Cap(sub.GetMaxInFlight())), nil
+		return nil, deliver.Refusal{Reason: deliver.RefusedFull}, nil
 	}
 
 	if perSecond := sub.GetRateLimitPerSecond(); perSecond > 0 {
+		// A record stored before the API refused tiny rates.
+		perSecond = max(perSecond, subscription.MinRateLimit)
 		rctx, cancel := context.WithTimeout(ctx, h.cfg.RedisTimeout)
 		wait, err := h.rate.Take(rctx, id, perSecond, sub.GetRateLimitBurst())
 		cancel()
 		if err != nil || wait > 0 {
 			giveBack()
 			if err != nil {
-				return nil, 0, err
+				return nil, deliver.Refusal{}, err
 			}
-			h.m.deferred.WithLabelValues(deferRateLimited).Inc()
-			return nil, wait, nil
+			return nil, deliver.Refusal{Reason: deliver.RefusedRate, Wait: wait}, nil
 		}
 	}
-	var once sync.Once
-	return func(res sender.Result) {
-		once.Do(func() { h.observe(ctx, sub, lease, d, res) })
-	}, 0, nil
+	return &slot{h: h, ctx: ctx, sub: sub, lease: lease, d: d, admitted: h.now()}, deliver.Refusal{}, nil
+}
+
+// passFor is how long a slot may be passed from attempt to attempt
+// without asking Redis again: the longest an open circuit, a lowered cap
+// or another replica's failures go unseen by a busy line.
+const passFor = time.Second
+
+// slot is an admitted attempt's lease and probe.
+type slot struct {
+	h        *Health
+	ctx      context.Context
+	sub      *hooklinev1.Subscription
+	lease    inflight.Lease
+	d        breaker.Decision
+	admitted time.Time
+	done     atomic.Bool
+}
+
+// Release learns from the attempt's result and gives the slot back.
+func (s *slot) Release(res sender.Result) {
+	if s.done.CompareAndSwap(false, true) {
+		s.h.observe(s.ctx, s.sub, s.lease, s.d, res)
+	}
+}
+
+// Pass keeps the slot after a success when the circuit was closed without
+// a failure streak at admission, the subscription has no rate limit (each
+// request must be counted) and the admission is younger than passFor; the
+// lease then outlives its use (LeaseTTL is the attempt timeout plus a
+// margin). Otherwise it is Release.
+func (s *slot) Pass(res sender.Result) bool {
+	if res.OK() && s.d.Failures == 0 && s.d.Probe == "" && s.sub.GetRateLimitPerSecond() <= 0 &&
+		s.h.now().Sub(s.admitted) < passFor && !s.done.Load() {
+		return true
+	}
+	s.Release(res)
+	return false
+}
+
+// Return gives a kept slot back without an attempt.
+func (s *slot) Return() {
+	if s.done.CompareAndSwap(false, true) {
+		s.h.giveBack(s.ctx, s.sub.GetId(), s.lease, s.d.Probe, "give_back")
+	}
 }
 
 // observe learns from an attempt's result. The result is recorded before
@@ -409,20 +441,6 @@ func (h *Health) warnRedis(what string, err error) {
 	}
 	h.log.Warn("endpoint health without redis: circuit taken as closed, in-flight cap counted per process",
 		zap.String("op", what), zap.Error(err))
-}
-
-// maxFullSpread caps fullWait's random part, in InFlightDefer units.
-const maxFullSpread = 60
-
-// fullWait is how long a task waits when its subscription is at its cap:
-// InFlightDefer plus a random part of InFlightDefer × (refusals this second
-// ÷ cap), at least one InFlightDefer. A slow endpoint with a large backlog
-// is refused many times a second, and its tasks come back spread over the
-// time the backlog needs, instead of all asking again every second; a busy
-// but fast one waits one or two InFlightDefer.
-func (h *Health) fullWait(denied, limit int) time.Duration {
-	spread := h.cfg.InFlightDefer * time.Duration(min(max(1, denied/max(limit, 1)), maxFullSpread))
-	return h.cfg.InFlightDefer + h.jitter(spread)
 }
 
 func (h *Health) jitter(n time.Duration) time.Duration {

@@ -15,6 +15,7 @@ import (
 	"github.com/hookline/hookline/pkg/subscription"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
 	"github.com/hookline/hookline/services/deliverer/internal/breaker"
+	"github.com/hookline/hookline/services/deliverer/internal/deliver"
 	"github.com/hookline/hookline/services/deliverer/internal/health"
 	"github.com/hookline/hookline/services/deliverer/internal/healthtest"
 	"github.com/hookline/hookline/services/deliverer/internal/inflight"
@@ -27,13 +28,14 @@ import (
 
 func testConfig() health.Config {
 	return health.Config{
-		DefaultMaxInFlight: 3,
-		InFlightDefer:      time.Second,
-		BreakerFailures:    3,
-		BreakerCooldown:    30 * time.Second,
-		BreakerMaxCooldown: 5 * time.Minute,
-		AutoDisableAfter:   time.Hour,
-		RedisTimeout:       time.Second,
+		DefaultMaxInFlight:        3,
+		DefaultMaxInFlightCeiling: 3,
+		InFlightDefer:             time.Second,
+		BreakerFailures:           3,
+		BreakerCooldown:           30 * time.Second,
+		BreakerMaxCooldown:        5 * time.Minute,
+		AutoDisableAfter:          time.Hour,
+		RedisTimeout:              time.Second,
 	}
 }
 
@@ -89,25 +91,30 @@ func (e *testEnv) subscription(t *testing.T, mutate func(*hooklinev1.Subscriptio
 	return sub
 }
 
-func (e *testEnv) admit(t *testing.T, sub *hooklinev1.Subscription) (func(sender.Result), time.Duration) {
+// admit asks admission; done is the slot's Release when admitted, and
+// ref the refusal otherwise.
+func (e *testEnv) admit(t *testing.T, sub *hooklinev1.Subscription) (done func(sender.Result), ref deliver.Refusal) {
 	t.Helper()
-	done, wait, err := e.h.Admit(context.Background(), sub)
+	slot, ref, err := e.h.Admit(context.Background(), sub, 0)
 	if err != nil {
 		t.Fatalf("admit: %v", err)
 	}
-	if (done == nil) == (wait == 0) {
-		t.Fatalf("admit returned done %v and wait %s; want exactly one", done != nil, wait)
+	if (slot == nil) == (ref.Reason == "") {
+		t.Fatalf("admit returned a slot %v and refusal %+v; want exactly one", slot != nil, ref)
 	}
-	e.h.Flush() // a deferral gives its slot back without waiting for Redis
-	return done, wait
+	e.h.Flush() // a refusal gives its slot back without waiting for Redis
+	if slot == nil {
+		return nil, ref
+	}
+	return slot.Release, ref
 }
 
 // attempt admits (it must) and reports res.
 func (e *testEnv) attempt(t *testing.T, sub *hooklinev1.Subscription, res sender.Result) {
 	t.Helper()
-	done, wait := e.admit(t, sub)
+	done, ref := e.admit(t, sub)
 	if done == nil {
-		t.Fatalf("attempt not admitted (wait %s)", wait)
+		t.Fatalf("attempt not admitted (%+v)", ref)
 	}
 	done(res)
 	e.h.Flush() // a success gives its slot back without waiting for Redis
@@ -164,7 +171,7 @@ func TestAdmitDefersWithoutHoldingAnything(t *testing.T) {
 					e.admit(t, sub)
 				}
 			},
-			wantReason: "in_flight_full", minWait: time.Second, maxWait: 2 * time.Second,
+			wantReason: "in_flight_full",
 		},
 		{
 			name: "per-subscription cap reached",
@@ -172,7 +179,7 @@ func TestAdmitDefersWithoutHoldingAnything(t *testing.T) {
 			setup: func(t *testing.T, sub *hooklinev1.Subscription) {
 				e.admit(t, sub)
 			},
-			wantReason: "in_flight_full", minWait: time.Second, maxWait: 2 * time.Second,
+			wantReason: "in_flight_full",
 		},
 		{
 			name: "rate limited",
@@ -201,16 +208,12 @@ func TestAdmitDefersWithoutHoldingAnything(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			deferredBefore := e.counter(t, "hookline_admission_deferred_total", map[string]string{"reason": tt.wantReason})
-			_, wait := e.admit(t, sub)
-			if wait < tt.minWait || wait > tt.maxWait {
-				t.Fatalf("wait %s; want within [%s, %s]", wait, tt.minWait, tt.maxWait)
+			_, ref := e.admit(t, sub)
+			if ref.Reason != tt.wantReason || ref.Wait < tt.minWait || ref.Wait > tt.maxWait {
+				t.Fatalf("refused %+v; want %s with a wait within [%s, %s]", ref, tt.wantReason, tt.minWait, tt.maxWait)
 			}
 			if after, _ := slots.InFlight(ctx, sub.GetId()); after != before {
-				t.Fatalf("a deferred admission kept an in-flight slot: %d → %d", before, after)
-			}
-			if got := e.counter(t, "hookline_admission_deferred_total", map[string]string{"reason": tt.wantReason}); got != deferredBefore+1 {
-				t.Fatalf("deferred{reason=%s} %g → %g; want +1", tt.wantReason, deferredBefore, got)
+				t.Fatalf("a refused admission kept an in-flight slot: %d → %d", before, after)
 			}
 			if _, err := b.Snapshot(ctx, sub.GetId()); err != nil {
 				t.Fatal(err)
@@ -232,14 +235,14 @@ func TestProbeIsGivenBackWhenTheAttemptIsNotMade(t *testing.T) {
 		t.Fatal("no probe after the cool-down")
 	}
 	// The probe holds the only slot: the next caller waits for the probe.
-	if _, wait := e.admit(t, sub); wait == 0 || wait > 2*time.Second {
-		t.Fatalf("second caller in half-open: wait %s; want a short wait", wait)
+	if _, ref := e.admit(t, sub); ref.Reason != deliver.RefusedProbe || ref.Wait == 0 || ref.Wait > 2*time.Second {
+		t.Fatalf("second caller in half-open: %+v; want a short wait for the probe", ref)
 	}
 	probe(sender.Result{ErrorClass: sender.ClassCanceled, Err: context.Canceled})
 	// Cancelled: the probe lease and the slot are back; the next one probes.
-	done, wait := e.admit(t, sub)
+	done, ref := e.admit(t, sub)
 	if done == nil {
-		t.Fatalf("after a cancelled probe: wait %s; want the next probe", wait)
+		t.Fatalf("after a cancelled probe: %+v; want the next probe", ref)
 	}
 	done(ok200)
 	snap, err := breaker.New(e.rdb, breaker.Config{}).Snapshot(context.Background(), sub.GetId())
@@ -336,7 +339,7 @@ func disabledEvents(t *testing.T, js jetstream.JetStream) []health.DisabledEvent
 		if err := json.Unmarshal(m.Data, &ev); err != nil {
 			t.Fatalf("disabled event body %q: %v", m.Data, err)
 		}
-		if want := health.DisabledEventID(ev.SubscriptionID, ev.DisabledAt); m.Header.Get(stream.HeaderMsgID) != want {
+		if want := stream.EventMsgID("acme", health.DisabledEventID(ev.SubscriptionID, ev.DisabledAt)); m.Header.Get(stream.HeaderMsgID) != want {
 			t.Fatalf("event Nats-Msg-Id %q; want %q", m.Header.Get(stream.HeaderMsgID), want)
 		}
 		if strings.Contains(string(m.Data), "secret") || strings.Contains(string(m.Data), "pass") {
@@ -462,20 +465,20 @@ func TestRedisDownStillAdmits(t *testing.T) {
 	sub := &hooklinev1.Subscription{Id: "sub_down", Tenant: "acme", RateLimitPerSecond: 100}
 	var dones []func(sender.Result)
 	for i := range 3 {
-		done, wait, err := h.Admit(context.Background(), sub)
-		if err != nil || done == nil {
-			t.Fatalf("admission %d with redis down: wait %s err %v; want admitted", i+1, wait, err)
+		slot, ref, err := h.Admit(context.Background(), sub, 0)
+		if err != nil || slot == nil {
+			t.Fatalf("admission %d with redis down: %+v err %v; want admitted", i+1, ref, err)
 		}
-		dones = append(dones, done)
+		dones = append(dones, slot.Release)
 	}
 	// The cap still holds, per process.
-	if done, wait, _ := h.Admit(context.Background(), sub); done != nil || wait == 0 {
+	if slot, ref, _ := h.Admit(context.Background(), sub, 0); slot != nil || ref.Reason != deliver.RefusedFull {
 		t.Fatal("a fourth attempt passed a cap of 3 with redis down")
 	}
 	for _, d := range dones {
 		d(ok200)
 	}
-	if done, _, _ := h.Admit(context.Background(), sub); done == nil {
+	if slot, _, _ := h.Admit(context.Background(), sub, 0); slot == nil {
 		t.Fatal("slots not given back with redis down")
 	}
 }
@@ -489,6 +492,7 @@ func TestConfigValidateNamesTheVariable(t *testing.T) {
 	}{
 		{name: "valid", mutate: func(*health.Config) {}},
 		{name: "zero cap", mutate: func(c *health.Config) { c.DefaultMaxInFlight = 0 }, want: "HOOKLINE_DEFAULT_MAX_IN_FLIGHT"},
+		{name: "ceiling below cap", mutate: func(c *health.Config) { c.DefaultMaxInFlightCeiling = 2 }, want: "HOOKLINE_DEFAULT_MAX_IN_FLIGHT_CEILING"},
 		{name: "zero failures", mutate: func(c *health.Config) { c.BreakerFailures = 0 }, want: "HOOKLINE_BREAKER_FAILURES"},
 		{name: "max below cooldown", mutate: func(c *health.Config) { c.BreakerMaxCooldown = time.Second }, want: "HOOKLINE_BREAKER_MAX_COOLDOWN"},
 		{name: "negative window", mutate: func(c *health.Config) { c.AutoDisableAfter = -time.Hour }, want: "HOOKLINE_AUTO_DISABLE_AFTER"},
@@ -526,38 +530,27 @@ func TestSlowRedisDegradesToLocalDecisions(t *testing.T) {
 		t.Fatal(err)
 	}
 	sub := &hooklinev1.Subscription{Id: "sub_slow_redis", Tenant: "acme", RateLimitPerSecond: 100}
-	done, wait, err := h.Admit(context.Background(), sub)
-	if err != nil || done == nil {
-		t.Fatalf("redis paused: wait %s err %v; want admitted on local counts", wait, err)
+	slot, ref, err := h.Admit(context.Background(), sub, 0)
+	if err != nil || slot == nil {
+		t.Fatalf("redis paused: %+v err %v; want admitted on local counts", ref, err)
 	}
-	done(ok200)
+	slot.Release(ok200)
 	e := &testEnv{reg: reg}
 	if n := e.counter(t, "hookline_admission_degraded_total", map[string]string{"component": "in_flight"}); n != 1 {
 		t.Fatalf("hookline_admission_degraded_total{component=in_flight} = %g; want 1", n)
 	}
 }
 
-// The more tasks a full subscription turns away each second, the wider
-// their waits are spread (up to 61 × InFlightDefer).
-func TestFullSubscriptionSpreadsItsBacklog(t *testing.T) {
+// A rate stored before the API refused tiny ones (1e-300/s) waits at most
+// an hour between requests: its wait used to overflow into a retry
+// scheduled for the year 2319, which NATS fired at once, forever.
+func TestTinyStoredRateWaitsAnHourAtMost(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, testConfig())
-	sub := e.subscription(t, nil)
-	for range 3 {
-		e.admit(t, sub) // the cap of 3
-	}
-	var longest time.Duration
-	for i := range 60 {
-		_, wait := e.admit(t, sub)
-		// Refusal i+1 of the second: spread max(1, (i+1)/3) × 1s.
-		if bound := time.Second + time.Second*time.Duration(max(1, (i+1)/3)); wait < time.Second || wait > bound {
-			t.Fatalf("refusal %d waits %s; want within [1s, %s]", i+1, wait, bound)
-		}
-		longest = max(longest, wait)
-	}
-	// 60 refusals in one second: the later ones spread over up to 20s; that
-	// every one of them drew under 3s has a probability below 1e-20.
-	if longest < 3*time.Second {
-		t.Fatalf("the longest of 60 waits is %s: the backlog is not spread", longest)
+	sub := e.subscription(t, func(s *hooklinev1.Subscription) { s.RateLimitPerSecond = 1e-300; s.RateLimitBurst = 1 })
+	e.attempt(t, sub, ok200)
+	_, ref := e.admit(t, sub)
+	if ref.Reason != deliver.RefusedRate || ref.Wait <= 0 || ref.Wait > 2*time.Hour {
+		t.Fatalf("refusal %+v; want rate_limited with a wait of about an hour", ref)
 	}
 }

@@ -68,16 +68,16 @@ func BenchmarkNoisyNeighbour(b *testing.B) {
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintf(os.Stdout, "\nnoisy neighbour: 9 healthy endpoints, %d events/s for %s (%d deliveries/s offered); one deliverer, 64 workers, HTTP timeout 5s, in-flight cap 10\n",
 		*noisyRate, *noisyDuration, *noisyRate*9)
-	fmt.Fprintln(tw, "scenario\thealthy deliveries\tdeliveries/s\tp50\tp99\tmax\thanging peak in flight\tdeferred full/open\t")
+	fmt.Fprintln(tw, "scenario\thealthy deliveries\tdeliveries/s\tp50\tp99\tmax\thanging peak in flight\trefused full/open\tparked\tdeferred\t")
 	for _, sc := range scenarios {
 		r := results[sc.name]
 		peak := "-"
 		if sc.hanging {
 			peak = fmt.Sprint(r.hangingPeak)
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%s\t%s\t%s\t%s\t%.0f/%.0f\t\n", sc.name, r.deliveries, r.perSecond,
+		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%s\t%s\t%s\t%s\t%.0f/%.0f\t%.0f\t%.0f\t\n", sc.name, r.deliveries, r.perSecond,
 			r.p50.Round(10*time.Microsecond), r.p99.Round(10*time.Microsecond), r.max.Round(10*time.Microsecond), peak,
-			r.deferred["in_flight_full"], r.deferred["circuit_open"])
+			r.deferred["in_flight_full"], r.deferred["circuit_open"], r.deferred["parked"], r.deferred["deferred"])
 	}
 	_ = tw.Flush()
 }
@@ -160,8 +160,10 @@ func runNoisy(b *testing.B, hanging, withoutHealth bool, overrides map[string]st
 	r.offered = float64(events*9) / published.Seconds()
 	r.deferred = map[string]float64{}
 	for _, reason := range []string{"in_flight_full", "circuit_open", "probe_in_flight", "rate_limited"} {
-		r.deferred[reason] = d.counter(b, "hookline_admission_deferred_total", map[string]string{"reason": reason})
+		r.deferred[reason] = d.counter(b, "hookline_admission_refused_total", map[string]string{"reason": reason})
 	}
+	r.deferred["parked"] = d.counter(b, "hookline_admission_parked_total", nil)
+	r.deferred["deferred"] = d.counter(b, "hookline_tasks_deferred_total", nil)
 	r.deferred["degraded"] = d.counter(b, "hookline_admission_degraded_total", nil)
 	r.deferred["health_errors"] = d.counter(b, "hookline_health_errors_total", nil)
 	return r

@@ -15,11 +15,23 @@ type Metrics struct {
 	EventsDispatched     prometheus.Counter
 	EventsUnmatched      prometheus.Counter
 	EventsInvalid        *prometheus.CounterVec
+	EventsUnscoped       prometheus.Counter
 	TasksPublished       prometheus.Counter
 	TasksDeferred        prometheus.Counter
 	ScheduleFailures     prometheus.Counter
 	AttemptRecordsFailed prometheus.Counter
+	// Admission: tasks that waited in their subscription's line, how long,
+	// how many wait now, and tasks deferred instead, by reason.
+	AdmissionParked    prometheus.Counter
+	AdmissionParkedNow prometheus.Gauge
+	AdmissionWait      prometheus.Histogram
+	AdmissionDeferred  *prometheus.CounterVec
+	AdmissionRefused   *prometheus.CounterVec
 }
+
+// DeferReasons are the values of hookline_admission_deferred_total's
+// reason label.
+var DeferReasons = []string{"in_flight_full", "rate_limited", "circuit_open", "probe_in_flight", "line_full", "shutdown"}
 
 // Attempt outcomes (label values of hookline_attempts_total).
 var Outcomes = []string{"success", "retry", "dead_letter"}
@@ -57,6 +69,10 @@ func New(reg prometheus.Registerer, reasons, classes []string) *Metrics {
 			Name: "hookline_events_invalid_total",
 			Help: "Events with a body that is not JSON or a subject without a type.",
 		}, []string{"problem"}),
+		EventsUnscoped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "hookline_events_unscoped_id_total",
+			Help: "Events whose Nats-Msg-Id is a bare event id rather than <tenant>:<event id>: their deduplication is shared with every tenant (see the NATS contract).",
+		}),
 		TasksPublished: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "hookline_tasks_published_total",
 			Help: "Delivery tasks published by dispatch (acknowledged by JetStream, duplicates included).",
@@ -73,6 +89,33 @@ func New(reg prometheus.Registerer, reasons, classes []string) *Metrics {
 			Name: "hookline_attempt_records_failed_total",
 			Help: "Attempt records that could not be stored in ATTEMPTS.",
 		}),
+		AdmissionParked: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "hookline_admission_parked_total",
+			Help: "Tasks that waited in their subscription's line for an admission slot (no worker held, no retry spent).",
+		}),
+		AdmissionParkedNow: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "hookline_admission_parked",
+			Help: "Tasks waiting in line for an admission slot now, in this deliverer.",
+		}),
+		AdmissionWait: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "hookline_admission_wait_seconds",
+			Help:    "How long tasks waited in line before their attempt.",
+			Buckets: []float64{.001, .005, .01, .05, .1, .5, 1, 2.5, 5, 10, 30},
+		}),
+		AdmissionDeferred: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "hookline_admission_deferred_total",
+			Help: "Tasks deferred without an attempt (a scheduled copy), by reason: circuit_open, probe_in_flight, rate_limited, in_flight_full (a long wait), line_full (the line had no room), shutdown.",
+		}, []string{"reason"}),
+	}
+	m.AdmissionRefused = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "hookline_admission_refused_total",
+		Help: "Admissions refused (the task then waited in line or was deferred), by reason: in_flight_full, rate_limited, circuit_open, probe_in_flight.",
+	}, []string{"reason"})
+	for _, r := range DeferReasons {
+		m.AdmissionDeferred.WithLabelValues(r)
+	}
+	for _, r := range DeferReasons[:4] {
+		m.AdmissionRefused.WithLabelValues(r)
 	}
 	for _, o := range Outcomes {
 		m.Attempts.WithLabelValues(o)
@@ -88,7 +131,7 @@ func New(reg prometheus.Registerer, reasons, classes []string) *Metrics {
 		m.EventsInvalid.WithLabelValues(p)
 	}
 	reg.MustRegister(m.Attempts, m.AttemptDuration, m.AttemptErrors, m.DeadLetters, m.EventsDispatched,
-		m.EventsUnmatched, m.EventsInvalid, m.TasksPublished, m.TasksDeferred, m.ScheduleFailures,
-		m.AttemptRecordsFailed)
+		m.EventsUnmatched, m.EventsInvalid, m.EventsUnscoped, m.TasksPublished, m.TasksDeferred, m.ScheduleFailures,
+		m.AttemptRecordsFailed, m.AdmissionParked, m.AdmissionParkedNow, m.AdmissionWait, m.AdmissionDeferred, m.AdmissionRefused)
 	return m
 }

@@ -200,7 +200,7 @@ func (e *env) remove(t *testing.T, id string) {
 func (e *env) publish(t *testing.T, eventType, id, body string) {
 	t.Helper()
 	m := nats.NewMsg(stream.EventSubject(tenant, eventType))
-	m.Header.Set(stream.HeaderMsgID, id)
+	m.Header.Set(stream.HeaderMsgID, stream.EventMsgID(tenant, id))
 	m.Header.Set(stream.HeaderOccurredAt, time.Now().UTC().Format(time.RFC3339Nano))
 	m.Data = []byte(body)
 	if _, err := e.js.PublishMsg(context.Background(), m); err != nil {

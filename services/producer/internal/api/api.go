@@ -57,6 +57,10 @@ type Deps struct {
 	MaxEventBytes int64
 	MaxBatchBytes int64
 	MaxBatch      int
+	// MaxInFlight and MaxRate bound a subscription's max_in_flight and
+	// rate_limit_per_second (defaults 256 and 10,000).
+	MaxInFlight uint32
+	MaxRate     float64
 }
 
 // API serves the producer's HTTP endpoints.
@@ -70,6 +74,8 @@ type API struct {
 	maxEventBytes int64
 	maxBatchBytes int64
 	maxBatch      int
+	maxInFlight   uint32
+	maxRate       float64
 
 	handler   http.Handler
 	allow     map[string][]string // path → methods routed, for 405 answers
@@ -81,7 +87,14 @@ func New(d Deps) *API {
 	a := &API{
 		pub: d.Publisher, reg: d.Registry, metrics: d.Metrics, log: d.Log, ready: d.Ready,
 		maxEventBytes: d.MaxEventBytes, maxBatchBytes: d.MaxBatchBytes, maxBatch: d.MaxBatch,
+		maxInFlight: d.MaxInFlight, maxRate: d.MaxRate,
 		allow: map[string][]string{}, urlPolicy: d.URLPolicy,
+	}
+	if a.maxInFlight == 0 {
+		a.maxInFlight = 256
+	}
+	if a.maxRate <= 0 {
+		a.maxRate = 10000
 	}
 	v1 := http.NewServeMux()
 	a.route(v1, "POST /v1/events", a.publishEvent)

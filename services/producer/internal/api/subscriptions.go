@@ -54,7 +54,7 @@ func (a *API) createSubscription(w http.ResponseWriter, r *http.Request) {
 	f.add("url", a.checkURL(req.URL))
 	f.eventTypes("event_types", req.EventTypes)
 	f.description("description", req.Description)
-	f.rate("rate_limit_per_second", req.RateLimitPerSecond)
+	f.limits(a, &req.MaxInFlight, &req.RateLimitPerSecond, &req.RateLimitBurst)
 	if req.SignatureScheme != "" && req.SignatureScheme != registry.SchemeHMAC && req.SignatureScheme != registry.SchemeEd25519 {
 		f.add("signature_scheme", errors.New(`must be "v1" (HMAC-SHA256) or "v1a" (ed25519)`))
 	}
@@ -160,9 +160,7 @@ func (a *API) updateSubscription(w http.ResponseWriter, r *http.Request) {
 	if req.Description != nil {
 		f.description("description", *req.Description)
 	}
-	if req.RateLimitPerSecond != nil {
-		f.rate("rate_limit_per_second", *req.RateLimitPerSecond)
-	}
+	f.limits(a, req.MaxInFlight, req.RateLimitPerSecond, req.RateLimitBurst)
 	if p := f.problem(); p != nil {
 		writeProblem(w, p)
 		return

@@ -119,9 +119,23 @@ func (f *fields) description(field, d string) {
 	}
 }
 
-func (f *fields) rate(field string, r float64) {
-	if r < 0 || math.IsNaN(r) || math.IsInf(r, 0) {
-		f.add(field, errors.New("must be zero (unlimited) or a positive number"))
+// MaxRateBurst bounds rate_limit_burst.
+const MaxRateBurst = 10000
+
+// limits checks max_in_flight, rate_limit_per_second and rate_limit_burst
+// (nil: not given) against the operator's maxima.
+func (f *fields) limits(a *API, inFlight *uint32, rate *float64, burst *uint32) {
+	if inFlight != nil && *inFlight > a.maxInFlight {
+		f.add("max_in_flight", fmt.Errorf("must be 0 (the adaptive default) or at most %d (HOOKLINE_MAX_IN_FLIGHT_LIMIT)", a.maxInFlight))
+	}
+	if rate != nil {
+		r := *rate
+		if math.IsNaN(r) || math.IsInf(r, 0) || r < 0 || (r > 0 && r < subscription.MinRateLimit) || r > a.maxRate {
+			f.add("rate_limit_per_second", fmt.Errorf("must be 0 (unlimited) or between %g (one an hour) and %g (HOOKLINE_MAX_RATE_LIMIT)", subscription.MinRateLimit, a.maxRate))
+		}
+	}
+	if burst != nil && *burst > MaxRateBurst {
+		f.add("rate_limit_burst", fmt.Errorf("must be at most %d", MaxRateBurst))
 	}
 }
 

@@ -6,6 +6,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/hookline/hookline/pkg/envconfig"
@@ -36,6 +37,11 @@ type Config struct {
 	MaxEventBytes int64 `env:"HOOKLINE_MAX_EVENT_BYTES" envDefault:"262144"`
 	// MaxBatch is the most events in one POST /v1/events/batch.
 	MaxBatch int `env:"HOOKLINE_MAX_BATCH" envDefault:"500"`
+	// MaxInFlightLimit and MaxRateLimit are the operator's maxima of a
+	// subscription's max_in_flight and rate_limit_per_second: no tenant may
+	// ask for more.
+	MaxInFlightLimit uint32  `env:"HOOKLINE_MAX_IN_FLIGHT_LIMIT" envDefault:"256"`
+	MaxRateLimit     float64 `env:"HOOKLINE_MAX_RATE_LIMIT" envDefault:"10000"`
 	// MaxBatchBytes bounds the body of POST /v1/events/batch (413 above it).
 	MaxBatchBytes int64 `env:"HOOKLINE_MAX_BATCH_BYTES" envDefault:"5242880"`
 	// PublishTimeout bounds the wait for JetStream's acknowledgement of a
@@ -102,6 +108,8 @@ func (c Config) Validate() error {
 	check(c.MaxBatch >= 1 && c.MaxBatch <= MaxBatchLimit, "HOOKLINE_MAX_BATCH must be between 1 and %d, not %d", MaxBatchLimit, c.MaxBatch)
 	check(c.MaxBatchBytes >= c.MaxEventBytes,
 		"HOOKLINE_MAX_BATCH_BYTES (%d) must be at least HOOKLINE_MAX_EVENT_BYTES (%d)", c.MaxBatchBytes, c.MaxEventBytes)
+	check(c.MaxInFlightLimit >= 1, "HOOKLINE_MAX_IN_FLIGHT_LIMIT must be at least 1, not %d", c.MaxInFlightLimit)
+	check(c.MaxRateLimit >= 1 && !math.IsInf(c.MaxRateLimit, 0), "HOOKLINE_MAX_RATE_LIMIT must be at least 1, not %g", c.MaxRateLimit)
 	check(c.PublishTimeout > 0, "HOOKLINE_PUBLISH_TIMEOUT must be positive, not %s", c.PublishTimeout)
 	check(c.SecretOverlap >= 0, "HOOKLINE_SECRET_OVERLAP must not be negative, not %s", c.SecretOverlap)
 	check(c.ShutdownTimeout > 0, "HOOKLINE_SHUTDOWN_TIMEOUT must be positive, not %s", c.ShutdownTimeout)

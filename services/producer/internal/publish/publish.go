@@ -98,7 +98,7 @@ func (p *Publisher) MaxData() int64 {
 func eventMsg(ev Event) *nats.Msg {
 	m := nats.NewMsg(stream.EventSubject(ev.Tenant, ev.Type))
 	m.Data = ev.Data
-	m.Header.Set(stream.HeaderMsgID, ev.ID)
+	m.Header.Set(stream.HeaderMsgID, stream.EventMsgID(ev.Tenant, ev.ID))
 	m.Header.Set(stream.HeaderOccurredAt, ev.OccurredAt.UTC().Format(time.RFC3339Nano))
 	return m
 }

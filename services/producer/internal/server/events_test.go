@@ -30,8 +30,8 @@ func TestPublishEventKeepsBodyAndHeaders(t *testing.T) {
 	if string(m.Data) != data {
 		t.Fatalf("stored body %q, want %q", m.Data, data)
 	}
-	if m.Header.Get(stream.HeaderMsgID) != id {
-		t.Fatalf("Nats-Msg-Id %q, want %q", m.Header.Get(stream.HeaderMsgID), id)
+	if want := "acme:" + id; m.Header.Get(stream.HeaderMsgID) != want {
+		t.Fatalf("Nats-Msg-Id %q, want %q (scoped to the tenant)", m.Header.Get(stream.HeaderMsgID), want)
 	}
 	at, err := time.Parse(time.RFC3339Nano, m.Header.Get(stream.HeaderOccurredAt))
 	want := time.Date(2026, 1, 2, 1, 4, 5, 123456789, time.UTC)
@@ -74,13 +74,30 @@ func TestPublishEventSameIDStoredOnce(t *testing.T) {
 	}
 }
 
+// One tenant's event id neither suppresses nor reveals another's: the same
+// id from a second tenant is a new event, stored and not "duplicate".
+func TestSameIDFromAnotherTenantIsNotADuplicate(t *testing.T) {
+	t.Parallel()
+	e := start(t, nil)
+	for _, tenant := range []string{"acme", "globex"} {
+		r := e.do("POST", "/v1/events", `{"tenant":"`+tenant+`","type":"order.created","id":"ord_42_created","data":{}}`)
+		expect(t, r, http.StatusAccepted)
+		if got := r.json(t); got["duplicate"] != false {
+			t.Fatalf("%s: %s; want duplicate false", tenant, r.Body)
+		}
+	}
+	if n := e.msgs(stream.Events); n != 2 {
+		t.Fatalf("EVENTS holds %d messages, want one per tenant", n)
+	}
+}
+
 func TestPublishBatch(t *testing.T) {
 	t.Parallel()
 	e := start(t, map[string]string{"HOOKLINE_MAX_BATCH": "4"})
 	r := e.do("POST", "/v1/events/batch", `{"events":[
 		{"tenant":"acme","type":"order.created","data":{"i":0},"id":"b-0"},
 		{"tenant":"acme","type":"order.paid","data":[1]},
-		{"tenant":"beta","type":"invoice.sent","data":true,"id":"b-0"}]}`)
+		{"tenant":"acme","type":"invoice.sent","data":true,"id":"b-0"}]}`)
 	expect(t, r, http.StatusAccepted)
 	var got struct {
 		Events []struct {
@@ -101,7 +118,7 @@ func TestPublishBatch(t *testing.T) {
 	if n := e.msgs(stream.Events); n != 2 {
 		t.Fatalf("EVENTS holds %d messages, want 2", n)
 	}
-	if m := e.lastMsg(stream.Events, "events.acme.order.paid"); string(m.Data) != "[1]" || m.Header.Get(stream.HeaderMsgID) != got.Events[1].ID {
+	if m := e.lastMsg(stream.Events, "events.acme.order.paid"); string(m.Data) != "[1]" || m.Header.Get(stream.HeaderMsgID) != "acme:"+got.Events[1].ID {
 		t.Fatalf("second event stored as %q id %q", m.Data, m.Header.Get(stream.HeaderMsgID))
 	}
 

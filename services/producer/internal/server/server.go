@@ -74,6 +74,7 @@ func New(cfg config.Config, nc *nats.Conn, rdb redis.UniversalClient, log *zap.L
 	d := api.Deps{
 		Publisher: pub, Registry: s.registry, Metrics: m, Log: log, Ready: s.Ready,
 		MaxEventBytes: cfg.MaxEventBytes, MaxBatchBytes: cfg.MaxBatchBytes, MaxBatch: cfg.MaxBatch,
+		MaxInFlight: cfg.MaxInFlightLimit, MaxRate: cfg.MaxRateLimit,
 	}
 	if err := secure(cfg.Security, log, &d, s.registry); err != nil {
 		return nil, err

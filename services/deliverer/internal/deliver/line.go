@@ -1,0 +1,313 @@
+package deliver
+
+import (
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/hookline/hookline/services/deliverer/internal/sender"
+)
+
+// Lines are the tasks that wait for an admission slot, one line per
+// subscription, in arrival order. A task in line holds no worker: it is an
+// unacknowledged JetStream message kept alive with InProgress, so a crash
+// loses nothing (JetStream redelivers it after AckWait).
+//
+// A line is bounded so that one subscription cannot hold the consumer's
+// MaxAckPending from the others: it takes at most what its endpoint is
+// expected to serve within MaxWait — its measured attempt duration divided
+// by its cap, or its rate limit — and never more than PerLineMax, nor more
+// than TotalMax over all lines. A task that finds its line full is
+// deferred instead, by the time the tasks ahead of it (in line and
+// deferred before it) are expected to take, so that it is deferred about
+// once rather than bounced until a slot happens to be free.
+type lines struct {
+	cfg lineConfig
+
+	mu    sync.Mutex
+	byID  map[string]*line
+	total int
+}
+
+type lineConfig struct {
+	// MaxWait bounds the expected wait of a task that joins a line.
+	MaxWait time.Duration
+	// PerLineMax and TotalMax bound the tasks in one line and in all.
+	PerLineMax, TotalMax int
+	// MinPerLine is what a line may always hold, in multiples of its cap
+	// (before any attempt was measured, and for slow endpoints).
+	MinPerCap int
+	// Unmeasured is the attempt duration assumed before one was measured
+	// (the HTTP timeout: the worst case).
+	Unmeasured time.Duration
+	// DefaultLimit and DefaultCeiling bound the in-flight cap of a
+	// subscription without max_in_flight (see Limit).
+	DefaultLimit, DefaultCeiling int
+	Now                          func() time.Time
+}
+
+// FastAttempt is the attempt duration under which an endpoint's answer
+// lets a subscription without max_in_flight take one more slot.
+const FastAttempt = 250 * time.Millisecond
+
+// line is one subscription's.
+type line struct {
+	q []*job
+	// avg is the moving average of this subscription's attempt durations
+	// (0 until one was measured).
+	avg time.Duration
+	// deferredUntil is when the tasks this process deferred for want of
+	// room in the line are expected to have been served.
+	deferredUntil time.Time
+	// notBefore: the head is not asked for before this (a rate limit or a
+	// probe in flight said when).
+	notBefore time.Time
+	// polling: a goroutine is asking admission for the head.
+	polling bool
+	// limit is the cap of a subscription without max_in_flight (0 until
+	// its first attempt: DefaultLimit).
+	limit int
+}
+
+func newLines(cfg lineConfig) *lines {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &lines{cfg: cfg, byID: map[string]*line{}}
+}
+
+func (ls *lines) get(id string) *line {
+	l := ls.byID[id]
+	if l == nil {
+		l = &line{}
+		ls.byID[id] = l
+	}
+	return l
+}
+
+// unmeasuredPace is the attempt duration assumed when spreading the
+// deferrals of a line none of whose attempts was measured yet (a replica
+// that just started, taking over a crashed one's backlog): a fast
+// endpoint's. Assuming the HTTP timeout there deferred a burst by many
+// minutes; an endpoint that turns out slow only defers its tasks once more,
+// at its measured pace.
+const unmeasuredPace = 10 * time.Millisecond
+
+// maxDeferral bounds a deferral for want of room in a line, so that a
+// wrong estimate costs a task one more deferral, not hours.
+const maxDeferral = 15 * time.Minute
+
+// interval is the expected time between two tasks of a line served with
+// limit slots and, when set, a rate limit of perSecond; an unmeasured line
+// is taken at unmeasured.
+func (ls *lines) interval(l *line, limit int, perSecond float64, unmeasured time.Duration) time.Duration {
+	d := l.avg
+	if d <= 0 {
+		d = unmeasured
+	}
+	iv := d / time.Duration(max(limit, 1))
+	if perSecond > 0 {
+		iv = max(iv, time.Duration(float64(time.Second)/perSecond))
+	}
+	return max(iv, time.Microsecond)
+}
+
+// Join puts j at the end of its subscription's line when there is room,
+// and returns 0 and whether j is the line's first task; otherwise it
+// returns how long to defer j for (at least one second: the resolution of
+// a scheduled retry).
+func (ls *lines) Join(id string, j *job, limit int, perSecond float64) (time.Duration, bool) {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	l := ls.get(id)
+	room := min(max(int(ls.cfg.MaxWait/ls.interval(l, limit, perSecond, ls.cfg.Unmeasured)), ls.cfg.MinPerCap*limit), ls.cfg.PerLineMax)
+	if len(l.q) < room && ls.total < ls.cfg.TotalMax {
+		j.parkedAt = ls.cfg.Now()
+		l.q = append(l.q, j)
+		ls.total++
+		return 0, len(l.q) == 1
+	}
+	now := ls.cfg.Now()
+	iv := ls.interval(l, limit, perSecond, unmeasuredPace)
+	start := now.Add(time.Duration(len(l.q)) * iv)
+	if l.deferredUntil.After(start) {
+		start = l.deferredUntil
+	}
+	l.deferredUntil = start.Add(iv)
+	return min(max(l.deferredUntil.Sub(now), time.Second), maxDeferral), false
+}
+
+// Waiting reports whether id's line has tasks.
+func (ls *lines) Waiting(id string) bool {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	l := ls.byID[id]
+	return l != nil && len(l.q) > 0
+}
+
+// Pop takes the head of id's line (nil when empty).
+func (ls *lines) Pop(id string) *job {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	l := ls.byID[id]
+	if l == nil || len(l.q) == 0 {
+		return nil
+	}
+	j := l.q[0]
+	l.q[0] = nil
+	l.q = l.q[1:]
+	ls.total--
+	return j
+}
+
+// Remove takes j out of id's line; false when it is not there.
+func (ls *lines) Remove(id string, j *job) bool {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	l := ls.byID[id]
+	if l == nil {
+		return false
+	}
+	for i, q := range l.q {
+		if q == j {
+			l.q = append(l.q[:i], l.q[i+1:]...)
+			ls.total--
+			return true
+		}
+	}
+	return false
+}
+
+// Head is the head of id's line without taking it (nil when empty).
+func (ls *lines) Head(id string) *job {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	if l := ls.byID[id]; l != nil && len(l.q) > 0 {
+		return l.q[0]
+	}
+	return nil
+}
+
+// Empty takes every task of id's line.
+func (ls *lines) Empty(id string) []*job {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	l := ls.byID[id]
+	if l == nil {
+		return nil
+	}
+	out := l.q
+	l.q = nil
+	ls.total -= len(out)
+	return out
+}
+
+// EmptyAll takes every task of every line.
+func (ls *lines) EmptyAll() []*job {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	var out []*job
+	for _, l := range ls.byID {
+		out = append(out, l.q...)
+		l.q = nil
+	}
+	ls.total = 0
+	return out
+}
+
+// Limit is the in-flight cap of subscription id: max when it has one,
+// else its line's adaptive limit.
+func (ls *lines) Limit(id string, max uint32) int {
+	if max > 0 {
+		return int(max)
+	}
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	if l := ls.byID[id]; l != nil && l.limit > 0 {
+		return l.limit
+	}
+	return ls.cfg.DefaultLimit
+}
+
+// Observe learns from an attempt of subscription id: its duration joins
+// the line's average (a moving average over about the last eight), and
+// when the subscription has no max_in_flight (adaptive) its limit moves:
+//
+//   - a 2xx faster than FastAttempt while tasks wait in line: one more
+//     slot (up to DefaultCeiling) — a fast endpoint that keeps up with a
+//     burst is given the concurrency to drain it;
+//   - a timeout, a network error, a 429, a 5xx or a slow answer: half the
+//     slots (down to DefaultLimit) — an endpoint that slows down or sheds
+//     load is given less, at once.
+//
+// Other answers (a 404, say) say nothing about load.
+func (ls *lines) Observe(id string, adaptive bool, res sender.Result) {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	l := ls.get(id)
+	if l.avg <= 0 {
+		l.avg = res.Duration
+	} else {
+		l.avg += (res.Duration - l.avg) / 8
+	}
+	if !adaptive {
+		return
+	}
+	if l.limit <= 0 {
+		l.limit = ls.cfg.DefaultLimit
+	}
+	switch {
+	case res.ErrorClass == sender.ClassCanceled:
+	case res.OK() && res.Duration < FastAttempt:
+		if len(l.q) > 0 {
+			l.limit = min(l.limit+1, ls.cfg.DefaultCeiling)
+		}
+	case res.Duration >= FastAttempt || res.Status == 0 || res.Status == http.StatusTooManyRequests || res.Status >= 500:
+		l.limit = max(l.limit/2, ls.cfg.DefaultLimit)
+	}
+}
+
+// Claim marks id's line as polled by the caller; false when another
+// goroutine polls it, or its head is not due before notBefore.
+func (ls *lines) Claim(id string) bool {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	l := ls.byID[id]
+	if l == nil || l.polling || len(l.q) == 0 || ls.cfg.Now().Before(l.notBefore) {
+		return false
+	}
+	l.polling = true
+	return true
+}
+
+// Unclaim ends a Claim; the head is not asked for before notBefore.
+func (ls *lines) Unclaim(id string, notBefore time.Time) {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	if l := ls.byID[id]; l != nil {
+		l.polling = false
+		l.notBefore = notBefore
+	}
+}
+
+// Due lists the lines with tasks whose head may be asked for now and that
+// nobody polls.
+func (ls *lines) Due() []string {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	now := ls.cfg.Now()
+	var out []string
+	for id, l := range ls.byID {
+		if len(l.q) > 0 && !l.polling && !now.Before(l.notBefore) {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// Len is the number of tasks in every line.
+func (ls *lines) Len() int {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	return ls.total
+}

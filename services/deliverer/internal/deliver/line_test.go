@@ -1,0 +1,189 @@
+package deliver
+
+import (
+	"errors"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/hookline/hookline/services/deliverer/internal/sender"
+)
+
+func testLines(now *time.Time) *lines {
+	return newLines(lineConfig{
+		MaxWait: 10 * time.Second, PerLineMax: 100, TotalMax: 150, MinPerCap: 4,
+		Unmeasured: 15 * time.Second, DefaultLimit: 10, DefaultCeiling: 64,
+		Now: func() time.Time { return *now },
+	})
+}
+
+func ok(d time.Duration) sender.Result { return sender.Result{Status: http.StatusOK, Duration: d} }
+
+// Before any attempt was measured a line holds MinPerCap × its cap; a fast
+// endpoint's line holds up to PerLineMax; a slow one's what it serves in
+// MaxWait; and every line together at most TotalMax.
+func TestLineRoom(t *testing.T) {
+	t.Parallel()
+	now := time.Unix(1_700_000_000, 0)
+	tests := []struct {
+		name    string
+		observe []sender.Result
+		limit   int
+		want    int
+	}{
+		{name: "unmeasured", limit: 10, want: 40},
+		{name: "fast endpoint", observe: []sender.Result{ok(time.Millisecond)}, limit: 10, want: 100},
+		{name: "1s endpoint, cap 5", observe: []sender.Result{ok(time.Second)}, limit: 5, want: 50},
+		{name: "slow endpoint keeps the minimum", observe: []sender.Result{ok(10 * time.Second)}, limit: 2, want: 8},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			ls := testLines(&now)
+			for _, r := range tt.observe {
+				ls.Observe("sub", false, r)
+			}
+			got := 0
+			for {
+				if d, _ := ls.Join("sub", &job{}, tt.limit, 0); d > 0 {
+					break
+				}
+				got++
+			}
+			if got != tt.want {
+				t.Fatalf("the line took %d tasks; want %d", got, tt.want)
+			}
+		})
+	}
+	t.Run("total", func(t *testing.T) {
+		ls := testLines(&now)
+		for _, id := range []string{"a", "b"} {
+			ls.Observe(id, false, ok(time.Millisecond))
+			for range 100 {
+				ls.Join(id, &job{}, 10, 0)
+			}
+		}
+		if n := ls.Len(); n != 150 {
+			t.Fatalf("%d tasks in line; want the total bound 150", n)
+		}
+	})
+}
+
+// Tasks that find their line full are deferred one after the other at the
+// line's expected pace, behind what is in line, at least a second each.
+func TestLineFullDefersByExpectedWait(t *testing.T) {
+	t.Parallel()
+	now := time.Unix(1_700_000_000, 0)
+	ls := testLines(&now)
+	ls.Observe("sub", false, ok(time.Second)) // cap 10 → 10 tasks/s
+	for range 100 {
+		if d, _ := ls.Join("sub", &job{}, 10, 0); d > 0 {
+			t.Fatal("deferred before the line was full")
+		}
+	}
+	// 100 in line at 10/s: the first deferred task is due after 10.1s,
+	// each next one 0.1s later.
+	for i := range 5 {
+		d, _ := ls.Join("sub", &job{}, 10, 0)
+		want := 10*time.Second + time.Duration(i+1)*100*time.Millisecond
+		if d != want {
+			t.Fatalf("deferral %d: %s; want %s", i+1, d, want)
+		}
+	}
+	// Unmeasured, the pace is a fast endpoint's (10ms / cap), not the
+	// timeout's: 40 in line, then 1s at least.
+	ls3 := testLines(&now)
+	var d3 time.Duration
+	for range 40 + 500 {
+		d3, _ = ls3.Join("u", &job{}, 10, 0)
+	}
+	if d3 < time.Second || d3 > 2*time.Second {
+		t.Fatalf("the 500th overflow of an unmeasured line is deferred %s; want 1–2s", d3)
+	}
+	// However crowded, at most maxDeferral.
+	for range 100000 {
+		d3, _ = ls3.Join("u", &job{}, 1, 0.001)
+	}
+	if d3 != 15*time.Minute {
+		t.Fatalf("deferred %s; want the 15m bound", d3)
+	}
+	// A rate limit slows the pace: 1/s.
+	ls2 := testLines(&now)
+	ls2.Observe("r", false, ok(time.Millisecond))
+	var last time.Duration
+	for range 200 {
+		d, _ := ls2.Join("r", &job{}, 10, 1)
+		last = d
+	}
+	if last < 100*time.Second {
+		t.Fatalf("the last of 200 tasks at 1/s (10 in line) is deferred %s; want over 100s", last)
+	}
+}
+
+// Arrival order: Pop returns tasks as they joined; Remove takes one out.
+func TestLineOrder(t *testing.T) {
+	t.Parallel()
+	now := time.Unix(1_700_000_000, 0)
+	ls := testLines(&now)
+	jobs := []*job{{seq: 1}, {seq: 2}, {seq: 3}}
+	for i, j := range jobs {
+		if _, first := ls.Join("sub", j, 10, 0); first != (i == 0) {
+			t.Fatalf("join %d: first %v", i+1, first)
+		}
+	}
+	if !ls.Remove("sub", jobs[1]) || ls.Remove("sub", jobs[1]) {
+		t.Fatal("Remove: want true once, then false")
+	}
+	if a, b, c := ls.Pop("sub"), ls.Pop("sub"), ls.Pop("sub"); a != jobs[0] || b != jobs[2] || c != nil {
+		t.Fatal("Pop out of arrival order")
+	}
+}
+
+// A subscription without max_in_flight grows by one slot per fast 2xx
+// while tasks wait, up to the ceiling; a 5xx, a 429, a timeout or a slow
+// answer halves it, never below the default; a 404 or a cancelled attempt
+// leaves it; an explicit max_in_flight is what it says.
+func TestAdaptiveLimit(t *testing.T) {
+	t.Parallel()
+	now := time.Unix(1_700_000_000, 0)
+	ls := testLines(&now)
+	ls.Join("sub", &job{}, 10, 0) // something waits
+	for range 20 {
+		ls.Observe("sub", true, ok(time.Millisecond))
+	}
+	if n := ls.Limit("sub", 0); n != 30 {
+		t.Fatalf("after 20 fast successes: limit %d; want 30", n)
+	}
+	for range 100 {
+		ls.Observe("sub", true, ok(time.Millisecond))
+	}
+	if n := ls.Limit("sub", 0); n != 64 {
+		t.Fatalf("limit %d; want the ceiling 64", n)
+	}
+	steps := []struct {
+		res  sender.Result
+		want int
+	}{
+		{sender.Result{Status: 404, Duration: time.Millisecond, ErrorClass: sender.ClassHTTPStatus, Err: errors.New("404")}, 64},
+		{sender.Result{ErrorClass: sender.ClassCanceled, Err: errors.New("canceled")}, 64},
+		{sender.Result{Status: 500, Duration: time.Millisecond, ErrorClass: sender.ClassHTTPStatus, Err: errors.New("500")}, 32},
+		{sender.Result{Status: 429, Duration: time.Millisecond, ErrorClass: sender.ClassHTTPStatus, Err: errors.New("429")}, 16},
+		{ok(time.Second), 10},
+		{sender.Result{ErrorClass: sender.ClassTimeout, Duration: 15 * time.Second, Err: errors.New("timeout")}, 10},
+	}
+	for i, s := range steps {
+		ls.Observe("sub", true, s.res)
+		if n := ls.Limit("sub", 0); n != s.want {
+			t.Fatalf("step %d (%+v): limit %d; want %d", i+1, s.res, n, s.want)
+		}
+	}
+	// Nothing waiting: no growth.
+	ls.Empty("sub")
+	ls.Observe("sub", true, ok(time.Millisecond))
+	if n := ls.Limit("sub", 0); n != 10 {
+		t.Fatalf("grew to %d with nothing waiting", n)
+	}
+	if n := ls.Limit("sub", 3); n != 3 {
+		t.Fatalf("explicit max_in_flight 3: limit %d", n)
+	}
+}
