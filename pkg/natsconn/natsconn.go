@@ -186,3 +186,32 @@ func PublishAsync(ctx context.Context, js jetstream.JetStream, m *nats.Msg, onSt
 		}
 	}
 }
+
+// Interruptions reports on the returned channel each time nc is
+// disconnected or reconnected, until ctx ends. A KV watch (an ordered
+// consumer) learns that it lost its server only when heartbeats go
+// missing, about 20 s later; a holder of state built from a watch stops
+// trusting it at once and watches again (replaying) instead. The channel
+// holds one pending interruption; more coalesce.
+func Interruptions(ctx context.Context, nc *nats.Conn) <-chan struct{} {
+	out := make(chan struct{}, 1)
+	if nc == nil {
+		return out
+	}
+	status := nc.StatusChanged(nats.DISCONNECTED, nats.RECONNECTING, nats.CONNECTED)
+	go func() {
+		defer nc.RemoveStatusListener(status)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-status:
+				select {
+				case out <- struct{}{}:
+				default:
+				}
+			}
+		}
+	}()
+	return out
+}

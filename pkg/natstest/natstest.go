@@ -4,6 +4,7 @@ package natstest
 import (
 	"context"
 	"errors"
+	"net"
 	"testing"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 type Server struct {
 	*server.Server
 	StoreDir string
+	opts     *server.Options
 }
 
 // Options changes the server options before it starts.
@@ -46,11 +48,33 @@ func Start(tb testing.TB, opts ...Option) *Server {
 	if !s.ReadyForConnections(10 * time.Second) {
 		tb.Fatal("natstest: server not ready within 10s")
 	}
+	srv := &Server{Server: s, StoreDir: dir, opts: o}
 	tb.Cleanup(func() {
-		s.Shutdown()
-		s.WaitForShutdown()
+		srv.Shutdown()
+		srv.WaitForShutdown()
 	})
-	return &Server{Server: s, StoreDir: dir}
+	return srv
+}
+
+// Restart stops the server and starts it again on the same port with the
+// same storage, as a nats-server restart does: streams and durable
+// consumers survive, ephemeral consumers (KV watches) do not.
+func (s *Server) Restart(tb testing.TB) {
+	tb.Helper()
+	port := s.Addr().(*net.TCPAddr).Port
+	s.Shutdown()
+	s.WaitForShutdown()
+	o := s.opts.Clone()
+	o.Port = port
+	ns, err := server.NewServer(o)
+	if err != nil {
+		tb.Fatalf("natstest: restart: %v", err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		tb.Fatal("natstest: server not ready within 10s of a restart")
+	}
+	s.Server = ns
 }
 
 // URL is the client URL of the server.

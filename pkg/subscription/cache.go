@@ -25,11 +25,23 @@ const (
 // TenantKey is the Redis hash of a tenant's subscriptions.
 func TenantKey(tenant string) string { return TenantPrefix + tenant }
 
+// ReadyAll is the field of the ReadyKey hash whose presence says the cache
+// is complete (its value is the replay token that made it so); every other
+// field of that hash is a tenant that has a hash.
+const ReadyAll = "*"
+
 // applyScript writes "<rev> <json>" (or the tombstone "<rev> ") into the
-// tenant hash unless the field already holds the same or a newer revision.
+// tenant hash unless the field already holds the same or a newer revision,
+// and, when the cache is ready, records the tenant in the ready hash.
 // Revisions are compared as decimal strings (length, then bytes) so that
 // they stay exact beyond 2^53. Returns 1 when written, 0 when older.
+//
+//	KEYS[1] tenant hash   KEYS[2] ready hash
+//	ARGV[1] id   ARGV[2] revision   ARGV[3] json ("" for a tombstone)   ARGV[4] tenant
 var applyScript = redis.NewScript(`
+if redis.call('HEXISTS', KEYS[2], '*') == 1 then
+  redis.call('HSET', KEYS[2], ARGV[4], '1')
+end
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
 if cur then
   local sp = string.find(cur, ' ', 1, true)
@@ -134,15 +146,17 @@ func (c *Cache) ForEvent(ctx context.Context, tenant, eventType string) ([]*hook
 }
 
 // tenantFromRedis reads every live subscription of tenant; ok is false when
-// Redis cannot give a complete answer (marker missing or Redis failing).
+// Redis cannot give a complete answer: the cache is not ready, Redis fails,
+// or the tenant's hash is missing although the ready hash lists the tenant
+// (evicted or deleted: "unknown", never "no subscriptions").
 func (c *Cache) tenantFromRedis(ctx context.Context, tenant string) ([]*hooklinev1.Subscription, bool) {
 	if !c.useRedis() {
 		return nil, false
 	}
-	var ready *redis.IntCmd
+	var ready *redis.SliceCmd
 	var hash *redis.MapStringStringCmd
 	_, err := c.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		ready = p.Exists(ctx, ReadyKey)
+		ready = p.HMGet(ctx, ReadyKey, ReadyAll, tenant)
 		hash = p.HGetAll(ctx, TenantKey(tenant))
 		return nil
 	})
@@ -151,7 +165,19 @@ func (c *Cache) tenantFromRedis(ctx context.Context, tenant string) ([]*hookline
 		return nil, false
 	}
 	c.redisUp()
-	if ready.Val() == 0 {
+	flags := ready.Val()
+	if len(flags) != 2 || flags[0] == nil {
+		c.requestResync()
+		return nil, false
+	}
+	if len(hash.Val()) == 0 && flags[1] != nil {
+		// The cache is no longer complete: say so for every reader, and
+		// have a Syncer replay the bucket.
+		c.warn("subscription cache lost a tenant's entries (evicted or deleted); answering from kv and replaying",
+			zap.String("tenant", tenant))
+		if err := c.rdb.HDel(ctx, ReadyKey, ReadyAll).Err(); err != nil {
+			c.redisFailed(err)
+		}
 		c.requestResync()
 		return nil, false
 	}
@@ -177,10 +203,10 @@ func (c *Cache) Get(ctx context.Context, tenant, id string) (*hooklinev1.Subscri
 		return nil, ErrNotFound
 	}
 	if c.useRedis() {
-		var ready *redis.IntCmd
+		var ready *redis.BoolCmd
 		var field *redis.StringCmd
 		_, err := c.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-			ready = p.Exists(ctx, ReadyKey)
+			ready = p.HExists(ctx, ReadyKey, ReadyAll)
 			field = p.HGet(ctx, TenantKey(tenant), id)
 			return nil
 		})
@@ -190,7 +216,7 @@ func (c *Cache) Get(ctx context.Context, tenant, id string) (*hooklinev1.Subscri
 		switch {
 		case err != nil && !errors.Is(err, redis.Nil):
 			c.redisFailed(err)
-		case ready.Val() == 0:
+		case !ready.Val():
 			c.requestResync()
 		case field.Err() == nil:
 			_, sub, perr := parseEntry(field.Val())
@@ -222,7 +248,7 @@ func (c *Cache) Apply(ctx context.Context, rev uint64, tenant, id string, sub *h
 		}
 		body = string(b)
 	}
-	err := applyScript.Run(ctx, c.rdb, []string{TenantKey(tenant)}, id, strconv.FormatUint(rev, 10), body).Err()
+	err := applyScript.Run(ctx, c.rdb, []string{TenantKey(tenant), ReadyKey}, id, strconv.FormatUint(rev, 10), body, tenant).Err()
 	if err != nil {
 		return fmt.Errorf("apply subscription %s to redis: %w", id, err)
 	}

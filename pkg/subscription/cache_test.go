@@ -128,7 +128,7 @@ func TestCacheRevisionGuard(t *testing.T) {
 	if err := e.cache.Apply(ctx, 9, "acme", "sub_g", older); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.rdb.Set(ctx, subscription.ReadyKey, "x", 0).Err(); err != nil {
+	if err := e.rdb.HSet(ctx, subscription.ReadyKey, subscription.ReadyAll, "x").Err(); err != nil {
 		t.Fatal(err)
 	}
 	if got := forEventIDs(t, e.cache, "acme", "new.type"); !slices.Equal(got, []string{"sub_g"}) {

@@ -64,8 +64,8 @@ func (e *env) runSyncer(t *testing.T, opts ...subscription.SyncerOption) {
 func (e *env) awaitReady(t *testing.T) {
 	t.Helper()
 	eventually(t, "cache ready marker", func() bool {
-		n, err := e.rdb.Exists(context.Background(), subscription.ReadyKey).Result()
-		return err == nil && n == 1
+		ok, err := e.rdb.HExists(context.Background(), subscription.ReadyKey, subscription.ReadyAll).Result()
+		return err == nil && ok
 	})
 }
 

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/hookline/hookline/pkg/natsconn"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
@@ -29,10 +30,16 @@ const (
 // subscriptions, and ForEvent reads the whole hash.
 const DefaultTombstoneTTL = time.Hour
 
-// pruneScript deletes a tombstone unless the field changed since.
+// pruneScript deletes a tombstone unless the field changed since; a
+// tenant hash left empty is also taken out of the ready hash, so that its
+// absence reads as "no subscriptions" rather than "evicted".
+//
+//	KEYS[1] tenant hash   KEYS[2] ready hash   ARGV[1] id   ARGV[2] tombstone   ARGV[3] tenant
 var pruneScript = redis.NewScript(`
-if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then return redis.call('HDEL', KEYS[1], ARGV[1]) end
-return 0
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('HDEL', KEYS[1], ARGV[1])
+if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('HDEL', KEYS[2], ARGV[3]) end
+return 1
 `)
 
 // tombstone is one the Syncer wrote (or replayed) and prunes at due.
@@ -44,14 +51,42 @@ type tombstone struct {
 // errResync restarts the watch (and so replays the bucket into Redis).
 var errResync = errors.New("redis lost the cache; replaying")
 
-// markReady sets the ready marker only if the replay token set before the
-// replay is still there: a FLUSHALL or restart during the replay removes
-// the token, and the replay must then start over.
+// replayLease is how long a syncer's claim to make the cache ready lasts
+// without being renewed (it is renewed every markerCheck while it replays):
+// a syncer that dies mid-replay blocks the others for at most this long.
+const replayLease = 15 * time.Second
+
+// markReady ends a replay. The syncer that claimed the replay token (SET NX
+// before its replay) marks the cache ready — only if the token is still
+// there: a FLUSHALL or restart during the replay removes it, and the replay
+// must start over. It writes the ready field and every tenant it replayed,
+// drops tenants whose hash no longer exists, and gives the token up.
+// Returns 1 when it marked the cache ready; 2 when the cache is ready
+// already (another syncer made it so); 3 when another syncer holds the
+// token (its replay will); 0 when nobody does (start over).
+//
+//	KEYS[1] token   KEYS[2] ready hash   ARGV[1] token   ARGV[2…] tenants
 var markReady = redis.NewScript(`
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('SET', KEYS[2], ARGV[1])
+local cur = redis.call('GET', KEYS[1])
+if cur == ARGV[1] then
+  for _, f in ipairs(redis.call('HKEYS', KEYS[2])) do
+    if f ~= '*' and redis.call('EXISTS', 'hookline:subs:t:' .. f) == 0 then redis.call('HDEL', KEYS[2], f) end
+  end
+  for i = 2, #ARGV do
+    if redis.call('EXISTS', 'hookline:subs:t:' .. ARGV[i]) == 1 then redis.call('HSET', KEYS[2], ARGV[i], '1') end
+  end
+  redis.call('HSET', KEYS[2], '*', ARGV[1])
+  redis.call('DEL', KEYS[1])
   return 1
 end
+if redis.call('HEXISTS', KEYS[2], '*') == 1 then return 2 end
+if cur then return 3 end
+return 0
+`)
+
+// renewClaim extends the replay token while it is the caller's.
+var renewClaim = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
 `)
 
@@ -124,8 +159,12 @@ func (s *Syncer) watch(ctx context.Context) (replayed bool, err error) {
 	if err != nil {
 		return false, err
 	}
-	if err := s.cache.rdb.Set(ctx, SyncKey, token, 0).Err(); err != nil {
-		return false, fmt.Errorf("redis: set replay token: %w", err)
+	// One syncer at a time claims the right to mark the cache ready: when
+	// every syncer overwrote one token, several replaying at once (after a
+	// FLUSHALL) cancelled each other over and over. The others replay too
+	// (their writes are revision-guarded) and wait for the marker.
+	if err := s.cache.rdb.SetNX(ctx, SyncKey, token, replayLease).Err(); err != nil {
+		return false, fmt.Errorf("redis: claim replay token: %w", err)
 	}
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -134,30 +173,48 @@ func (s *Syncer) watch(ctx context.Context) (replayed bool, err error) {
 		return false, fmt.Errorf("watch kv: %w", err)
 	}
 	defer func() { _ = w.Stop() }()
+	// A watch notices a restarted server only when heartbeats go missing
+	// (about 20 s); a dropped or re-established connection starts over at
+	// once instead, replaying what was missed.
+	interrupted := natsconn.Interruptions(wctx, s.store.js.Conn())
 	tick := time.NewTicker(min(markerCheck, s.tombTTL))
 	defer tick.Stop()
 	// The replay brings every delete marker back as a tombstone to prune.
 	s.tombs = s.tombs[:0]
 	start, applied := time.Now(), 0
+	tenants := map[string]struct{}{}
 	for {
 		select {
 		case <-ctx.Done():
 			return replayed, nil
+		case <-interrupted:
+			return replayed, errors.New("nats connection dropped or reconnected: watching again")
 		case e, ok := <-w.Updates():
 			if !ok {
 				return replayed, errors.New("kv watcher closed")
 			}
 			if e == nil {
-				ok, err := markReady.Run(ctx, s.cache.rdb, []string{SyncKey, ReadyKey}, token).Int()
+				args := []any{token}
+				for t := range tenants {
+					args = append(args, t)
+				}
+				res, err := markReady.Run(ctx, s.cache.rdb, []string{SyncKey, ReadyKey}, args...).Int()
 				if err != nil {
 					return false, fmt.Errorf("redis: set ready marker: %w", err)
 				}
-				if ok == 0 {
+				if res == 0 {
 					return false, errResync
 				}
-				replayed = true
-				s.log.Info("subscription cache ready", zap.Int("keys", applied), zap.Float64("duration_s", time.Since(start).Seconds()))
+				replayed, tenants = true, nil
+				if res == 1 {
+					s.log.Info("subscription cache ready", zap.Int("keys", applied), zap.Float64("duration_s", time.Since(start).Seconds()))
+				}
 				continue
+			}
+			if !replayed {
+				if t, _, ok := splitKey(e.Key()); ok {
+					tenants[t] = struct{}{}
+				}
 			}
 			if err := s.apply(ctx, e); err != nil {
 				return replayed, err
@@ -168,6 +225,9 @@ func (s *Syncer) watch(ctx context.Context) (replayed bool, err error) {
 				return replayed, errResync
 			}
 		case <-tick.C:
+			if !replayed {
+				_ = renewClaim.Run(ctx, s.cache.rdb, []string{SyncKey}, token, replayLease.Milliseconds()).Err()
+			}
 			if replayed && s.markerLost(ctx) {
 				return replayed, errResync
 			}
@@ -213,7 +273,7 @@ func (s *Syncer) prune(ctx context.Context) {
 	}
 	_, err := s.cache.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for _, t := range s.tombs[:n] {
-			pruneScript.Eval(ctx, p, []string{TenantKey(t.tenant)}, t.id, t.value)
+			pruneScript.Eval(ctx, p, []string{TenantKey(t.tenant), ReadyKey}, t.id, t.value, t.tenant)
 		}
 		return nil
 	})
@@ -225,10 +285,17 @@ func (s *Syncer) prune(ctx context.Context) {
 }
 
 // markerLost reports whether the ready marker is gone (Redis flushed or
-// restarted). A Redis error counts as lost: the replay retries with backoff.
+// restarted) with nobody replaying to set it again. A Redis error counts as
+// lost: the replay retries with backoff.
 func (s *Syncer) markerLost(ctx context.Context) bool {
-	n, err := s.cache.rdb.Exists(ctx, ReadyKey).Result()
-	return err != nil || n == 0
+	var ready *redis.BoolCmd
+	var claimed *redis.IntCmd
+	_, err := s.cache.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		ready = p.HExists(ctx, ReadyKey, ReadyAll)
+		claimed = p.Exists(ctx, SyncKey)
+		return nil
+	})
+	return err != nil || (!ready.Val() && claimed.Val() == 0)
 }
 
 func newToken() (string, error) {

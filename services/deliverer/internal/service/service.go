@@ -95,7 +95,7 @@ func New(ctx context.Context, cfg config.Config, d Deps) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bind kv bucket %s: %w", stream.SubscriptionsBucket, err)
 	}
-	memo := subcache.New(cache, kv, d.Log.Named("subscriptions"))
+	memo := subcache.New(cache, kv, d.Log.Named("subscriptions"), subcache.WithConn(d.NATS))
 	reg := d.Registry
 	if reg == nil {
 		reg = prometheus.NewRegistry()

@@ -14,7 +14,10 @@
 //
 // Until the watch has replayed the current keys (revisions only), and
 // whenever it breaks, the memo is bypassed: every lookup goes to the next
-// cache. Errors and "not found" are never memoised. A fetch that raced with
+// cache. A watch learns that its server went away only when heartbeats go
+// missing (about 20 s after a nats-server restart, during which it saw no
+// change): so the memo also stops trusting itself the moment the NATS
+// connection drops or reconnects (WithConn), and watches again. Errors and "not found" are never memoised. A fetch that raced with
 // a change is not stored (a global generation counter); a changed tenant is
 // forgotten again Settle later, in case Redis learnt of the change after
 // the watch; and entries expire after TTL as a safety net. Current(rev)
@@ -25,12 +28,15 @@ package subcache
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/hookline/hookline/pkg/natsconn"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 )
@@ -78,6 +84,10 @@ type Memo struct {
 	max  int
 	now  func() time.Time
 
+	// interrupted says the connection dropped or came back (WithConn).
+	interrupted <-chan struct{}
+	conn        *nats.Conn
+
 	watching atomic.Bool
 	gen      atomic.Uint64 // bumped by every change seen
 	seen     atomic.Uint64 // newest KV revision the watch reported
@@ -87,19 +97,31 @@ type Memo struct {
 	entries int
 }
 
+// Option changes a Memo.
+type Option func(*Memo)
+
+// WithConn is the NATS connection of the watch: the memo is bypassed from
+// the moment it drops or reconnects until a new watch has replayed.
+func WithConn(nc *nats.Conn) Option { return func(m *Memo) { m.conn = nc } }
+
 // New returns a memo in front of next, invalidated by watching kv (the
 // subscriptions bucket). Run must run for the memo to be used.
-func New(next Source, kv jetstream.KeyValue, log *zap.Logger) *Memo {
+func New(next Source, kv jetstream.KeyValue, log *zap.Logger, opts ...Option) *Memo {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	return &Memo{next: next, kv: kv, log: log, ttl: DefaultTTL, max: DefaultMaxEntries, now: time.Now,
+	m := &Memo{next: next, kv: kv, log: log, ttl: DefaultTTL, max: DefaultMaxEntries, now: time.Now,
 		tenants: map[string]*tenantMemo{}}
+	for _, o := range opts {
+		o(m)
+	}
+	return m
 }
 
 // Run watches the bucket until ctx ends (then nil), restarting the watch
 // with backoff when it breaks; the memo is bypassed while it is down.
 func (m *Memo) Run(ctx context.Context) error {
+	m.interrupted = natsconn.Interruptions(ctx, m.conn)
 	backoff := watchBackoffMin
 	for {
 		err := m.watch(ctx)
@@ -107,6 +129,9 @@ func (m *Memo) Run(ctx context.Context) error {
 		m.clear()
 		if ctx.Err() != nil {
 			return nil
+		}
+		if errors.Is(err, errInterrupted) {
+			backoff = watchBackoffMin
 		}
 		m.log.Warn("subscription memo watch interrupted; lookups go to redis meanwhile", zap.Error(err), zap.Duration("backoff", backoff))
 		select {
@@ -131,6 +156,8 @@ func (m *Memo) watch(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-m.interrupted:
+			return errInterrupted
 		case e, ok := <-w.Updates():
 			if !ok {
 				return errWatchClosed
@@ -169,7 +196,10 @@ type watchError string
 
 func (e watchError) Error() string { return string(e) }
 
-const errWatchClosed = watchError("kv watcher closed")
+const (
+	errWatchClosed = watchError("kv watcher closed")
+	errInterrupted = watchError("nats connection dropped or reconnected: watching again")
+)
 
 func (m *Memo) invalidate(tenant string) {
 	m.gen.Add(1)

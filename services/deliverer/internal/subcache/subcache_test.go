@@ -13,6 +13,7 @@ import (
 	"github.com/hookline/hookline/pkg/subscription"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
 	"github.com/hookline/hookline/services/deliverer/internal/subcache"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
 )
@@ -58,8 +59,15 @@ func (s *source) Get(_ context.Context, _, id string) (*hooklinev1.Subscription,
 
 func start(t *testing.T) (*subcache.Memo, *source, jetstream.KeyValue) {
 	t.Helper()
+	m, src, kv, _, _ := startConn(t)
+	return m, src, kv
+}
+
+// startConn is start, also returning the server and the memo's connection.
+func startConn(t *testing.T) (*subcache.Memo, *source, jetstream.KeyValue, *natstest.Server, *nats.Conn) {
+	t.Helper()
 	srv := natstest.Start(t)
-	_, js := srv.Connect(t)
+	nc, js := srv.Connect(t)
 	ctx := context.Background()
 	if err := stream.Ensure(ctx, js, stream.Config{}); err != nil {
 		t.Fatal(err)
@@ -69,7 +77,7 @@ func start(t *testing.T) (*subcache.Memo, *source, jetstream.KeyValue) {
 		t.Fatal(err)
 	}
 	src := &source{url: "https://one.example"}
-	m := subcache.New(src, kv, nil)
+	m := subcache.New(src, kv, nil, subcache.WithConn(nc))
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- m.Run(rctx) }()
@@ -79,7 +87,42 @@ func start(t *testing.T) (*subcache.Memo, *source, jetstream.KeyValue) {
 			t.Errorf("Run: %v", err)
 		}
 	})
-	return m, src, kv
+	return m, src, kv, srv, nc
+}
+
+// After a nats-server restart the memo's KV watch is dead until missing
+// heartbeats tell nats.go (about 20 s), and it misses every change in
+// between: the memo must not answer from before the restart meanwhile. A
+// URL changed right after the restart is seen at once, not 20 s later.
+func TestMemoIsNotStaleAfterANATSRestart(t *testing.T) {
+	t.Parallel()
+	m, src, kv, srv, nc := startConn(t)
+	ctx := context.Background()
+	inUse(t, m, src)
+	reconnects := nc.Stats().Reconnects
+	srv.Restart(t)
+	// Reconnected: the client saw the disconnect (ReconnectWait, 2 s here,
+	// before it reconnected) and connected again.
+	eventually(t, 10*time.Second, func() bool {
+		return nc.Stats().Reconnects > reconnects && nc.Status() == nats.CONNECTED
+	})
+	// Nothing learnt from before the disconnect is answered any more.
+	src.set("https://two.example", nil)
+	if sub, err := m.Get(ctx, "acme", "sub_1"); err != nil || sub.GetUrl() != "https://two.example" {
+		t.Fatalf("right after the reconnect: %v, %v; want the current URL, not the one memoised before the restart", sub, err)
+	}
+	var rev uint64
+	eventually(t, 10*time.Second, func() bool {
+		r, err := kv.Put(ctx, stream.SubscriptionKey("acme", "sub_1"), []byte(`{}`))
+		rev = r
+		return err == nil
+	})
+	eventually(t, 10*time.Second, func() bool {
+		sub, err := m.Get(ctx, "acme", "sub_1")
+		return err == nil && sub.GetUrl() == "https://two.example"
+	})
+	eventually(t, 10*time.Second, func() bool { return m.Current(rev) })
+	inUse(t, m, src) // and in use again, with a live watch
 }
 
 // eventually polls cond until it holds, failing after timeout.
