@@ -17,6 +17,14 @@ const (
 
 // banner is what devstack prints once the services are ready: where things
 // are, and commands to paste into another terminal.
+// syncNote says in the banner how NATS fsyncs.
+func syncNote(s natsSync) string {
+	if s == syncAlways {
+		return "fsync on every write: production's durability"
+	}
+	return "fsync every 2 min, the NATS default: faster, loses acked writes on a power cut; --nats-sync always for production's"
+}
+
 func banner(cfg config, r *localRedis, tokens bool) string {
 	api := "http://" + cfg.ProducerAddr
 	natsURL := "nats://127.0.0.1:" + strconv.Itoa(cfg.NATSPort)
@@ -40,7 +48,7 @@ func banner(cfg config, r *localRedis, tokens bool) string {
 	p("")
 	p("    API (producer)  %s", api)
 	p("    deliverer       http://%s  (/readyz, /metrics)", cfg.DelivererAddr)
-	p("    NATS            %s  (JetStream, files in %s/nats)", natsURL, dataDir)
+	p("    NATS            %s  (JetStream, files in %s/nats, %s)", natsURL, dataDir, syncNote(cfg.NATSSync))
 	p("    Redis           %s  (%s)", redactURL(r.URL), r.Kind)
 	p("    demo receiver   %s  (verifies signatures, prints each webhook)", receiverURL)
 	p("")

@@ -34,6 +34,30 @@ type config struct {
 	RedisPort int
 	// StopTimeout is how long a child gets between SIGTERM and SIGKILL.
 	StopTimeout time.Duration
+	// NATSSync is how the embedded nats-server fsyncs JetStream writes.
+	NATSSync natsSync
+}
+
+// natsSync is the --nats-sync flag.
+type natsSync string
+
+const (
+	// syncDefault is nats-server's default: fsync every 2 minutes.
+	syncDefault natsSync = "default"
+	// syncAlways fsyncs every write (sync_interval: always), as production
+	// runs.
+	syncAlways natsSync = "always"
+)
+
+func (s *natsSync) String() string { return string(*s) }
+
+func (s *natsSync) Set(v string) error {
+	switch natsSync(v) {
+	case syncDefault, syncAlways:
+		*s = natsSync(v)
+		return nil
+	}
+	return fmt.Errorf("want default or always")
 }
 
 const usageText = `Usage: go run ./cmd/hookctl/devstack [flags]
@@ -58,7 +82,7 @@ var errUsage = errors.New("usage")
 // parseConfig reads flags and the environment. It returns flag.ErrHelp for
 // -h/--help, and an error wrapping errUsage for a command line it cannot use.
 func parseConfig(args []string, getenv func(string) string) (config, error) {
-	cfg := config{Redis: redisAuto}
+	cfg := config{Redis: redisAuto, NATSSync: syncDefault}
 	fs, err := flagSet(&cfg, getenv)
 	if err != nil {
 		return config{}, fmt.Errorf("%w: %w", errUsage, err)
@@ -101,6 +125,7 @@ func flagSet(cfg *config, getenv func(string) string) (*flag.FlagSet, error) {
 	fs.StringVar(&cfg.RedisURL, "redis-url", getenv("REDIS_URL"), "use this Redis instead of starting one (env REDIS_URL)")
 	fs.IntVar(&cfg.RedisPort, "redis-port", 6379, "preferred port of a started Redis (a free one when taken; 0: any free port)")
 	fs.Var(&cfg.Redis, "redis", "what to start when no Redis URL is given: auto (redis-server when on PATH, else miniredis), redis-server or miniredis")
+	fs.Var(&cfg.NATSSync, "nats-sync", "how NATS fsyncs JetStream writes: default (every 2 minutes, NATS's default) or always (every write, production's durability)")
 	fs.DurationVar(&cfg.StopTimeout, "stop-timeout", 45*time.Second, "time a child gets to stop after SIGTERM before it is killed")
 	return fs, nil
 }
@@ -108,7 +133,7 @@ func flagSet(cfg *config, getenv func(string) string) (*flag.FlagSet, error) {
 // printUsage writes the usage text and the flags.
 func printUsage(w io.Writer) {
 	_, _ = io.WriteString(w, usageText)
-	fs, _ := flagSet(&config{Redis: redisAuto}, func(string) string { return "" })
+	fs, _ := flagSet(&config{Redis: redisAuto, NATSSync: syncDefault}, func(string) string { return "" })
 	fs.SetOutput(w)
 	fs.PrintDefaults()
 }

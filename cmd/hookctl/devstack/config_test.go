@@ -5,8 +5,11 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
+
+	"go.uber.org/zap"
 )
 
 func TestParseConfig(t *testing.T) {
@@ -33,6 +36,9 @@ func TestParseConfig(t *testing.T) {
 				}
 				if c.DataDir != filepath.Join(root, ".data") {
 					t.Errorf("data dir %q, want under the root", c.DataDir)
+				}
+				if c.NATSSync != syncDefault {
+					t.Errorf("nats sync %q, want the NATS default", c.NATSSync)
 				}
 			},
 		},
@@ -75,6 +81,16 @@ func TestParseConfig(t *testing.T) {
 				}
 			},
 		},
+		{
+			name: "production durability",
+			args: append([]string{"--nats-sync", "always"}, base...),
+			check: func(t *testing.T, c config) {
+				if c.NATSSync != syncAlways {
+					t.Errorf("nats sync %q, want always", c.NATSSync)
+				}
+			},
+		},
+		{name: "bad nats sync", args: append([]string{"--nats-sync", "sometimes"}, base...), wantErr: errUsage},
 		{name: "help", args: []string{"--help"}, wantErr: flag.ErrHelp},
 		{name: "unknown flag", args: []string{"--frobnicate"}, wantErr: errUsage},
 		{name: "stray argument", args: append(base, "extra"), wantErr: errUsage},
@@ -162,4 +178,27 @@ func envMap(env []string) map[string]string {
 		}
 	}
 	return m
+}
+
+// --nats-sync always starts the embedded server with sync_interval: always.
+func TestNATSSyncAlways(t *testing.T) {
+	t.Parallel()
+	for _, sync := range []natsSync{syncDefault, syncAlways} {
+		cfg := config{DataDir: t.TempDir(), NATSPort: -1, NATSSync: sync}
+		s, err := startNATS(cfg, zap.NewNop())
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := s.JetStreamConfig().SyncAlways
+		stopNATS(s)
+		if got != (sync == syncAlways) {
+			t.Errorf("--nats-sync %s: the server's SyncAlways is %v", sync, got)
+		}
+	}
+	if b := banner(config{NATSSync: syncAlways}, &localRedis{}, false); !strings.Contains(b, "fsync on every write") {
+		t.Errorf("the banner does not say NATS fsyncs every write:\n%s", b)
+	}
+	if b := banner(config{NATSSync: syncDefault}, &localRedis{}, false); !strings.Contains(b, "--nats-sync always") {
+		t.Errorf("the banner does not say how to run production's durability:\n%s", b)
+	}
 }

@@ -20,6 +20,7 @@ func startNATS(cfg config, log *zap.Logger) (*server.Server, error) {
 		JetStream:  true,
 		StoreDir:   filepath.Join(cfg.DataDir, "nats"),
 		NoSigs:     true, // devstack owns the signals
+		SyncAlways: cfg.NATSSync == syncAlways,
 	}
 	s, err := server.NewServer(opts)
 	if err != nil {
@@ -31,7 +32,8 @@ func startNATS(cfg config, log *zap.Logger) (*server.Server, error) {
 		s.Shutdown()
 		return nil, fmt.Errorf("nats-server did not accept connections on 127.0.0.1:%d within 15s", cfg.NATSPort)
 	}
-	log.Info("nats started", zap.String("url", s.ClientURL()), zap.String("store_dir", opts.StoreDir))
+	log.Info("nats started", zap.String("url", s.ClientURL()), zap.String("store_dir", opts.StoreDir),
+		zap.String("sync", string(cfg.NATSSync)))
 	return s, nil
 }
 
