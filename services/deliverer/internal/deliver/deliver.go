@@ -118,9 +118,11 @@ type Deliverer struct {
 	m     *metrics.Metrics
 	o     Options
 	lines *lines
-	// chains are the goroutines that run tasks from a line.
-	chains   sync.WaitGroup
-	stopping atomic.Bool
+	// chains are the goroutines that run tasks from a line or poll one;
+	// lineSlots bounds those that attempt (Workers).
+	chains    sync.WaitGroup
+	lineSlots chan struct{}
+	stopping  atomic.Bool
 }
 
 // Deps are the stage's collaborators.
@@ -182,6 +184,7 @@ func New(d Deps, o Options) *Deliverer {
 	return &Deliverer{
 		js: d.JS, subs: d.Lookup, send: d.Sender, sched: d.Scheduler, dead: d.DeadLetters, rec: d.Recorder,
 		log: d.Log.Named("deliver"), m: d.Metrics, o: o,
+		lineSlots: make(chan struct{}, o.Workers),
 		lines: newLines(lineConfig{
 			MaxWait: o.MaxWait, PerLineMax: o.LineMax, TotalMax: o.LinesMax,
 			MinPerCap: 4, Unmeasured: o.HTTPTimeout,
@@ -209,14 +212,26 @@ func (d *Deliverer) Run(ctx context.Context) error {
 	}
 	hctx := context.WithoutCancel(ctx)
 	// From the stop on, no task leaves a line: the attempts in hand finish
-	// and the lines are deferred.
-	stopLines := context.AfterFunc(ctx, func() { d.stopping.Store(true) })
-	defer stopLines()
-	stopTicks := d.pollLines(ctx, hctx)
+	// while the lines are deferred, at once and in parallel with them.
+	deferred := make(chan struct{})
+	stopLines := context.AfterFunc(ctx, func() {
+		d.stopping.Store(true)
+		d.deferWaiting(hctx)
+		close(deferred)
+	})
+	stopTicks := d.pollLines(hctx)
 	runErr := pool.Run(ctx, it, d.o.Workers, d.Handle, d.log)
 	d.stopping.Store(true)
 	stopTicks()
 	d.chains.Wait()
+	if stopLines() {
+		// The iterator closed by itself (ctx still live): nobody deferred
+		// the lines yet.
+		close(deferred)
+	} else {
+		<-deferred
+	}
+	// A task that joined a line while the stop was being decided.
 	d.deferWaiting(hctx)
 	if runErr != nil {
 		return fmt.Errorf("deliver: %w", runErr)
@@ -414,32 +429,68 @@ func (d *Deliverer) handOn(ctx context.Context, id string, slot Slot, res sender
 		d.kick(ctx, id)
 		return
 	}
-	next := d.lines.Pop(id)
-	if next == nil {
+	if !d.resumeHead(ctx, id, slot) {
 		slot.Return()
-		return
 	}
-	d.resume(ctx, next, slot)
 }
 
-// resume attempts a task that waited in line with the slot it was given,
-// on a goroutine of its own.
-func (d *Deliverer) resume(ctx context.Context, j *job, slot Slot) {
+// resumeHead attempts the head of id's line with slot, on a goroutine of
+// its own, when a line goroutine is free (at most Workers run at once:
+// with many lines, HTTP attempts stay bounded); false when the head was
+// not taken (none free, or the line is empty) and the slot is still the
+// caller's.
+func (d *Deliverer) resumeHead(ctx context.Context, id string, slot Slot) bool {
+	select {
+	case d.lineSlots <- struct{}{}:
+	default:
+		return false
+	}
+	j := d.lines.Pop(id)
+	if j == nil {
+		<-d.lineSlots
+		return false
+	}
 	d.chains.Add(1)
 	go func() {
 		defer d.chains.Done()
+		defer func() { <-d.lineSlots }()
+		defer d.recoverLine(j, slot)
 		d.m.AdmissionWait.Observe(time.Since(j.parkedAt).Seconds())
 		// Looked up again: the subscription may have changed while the
 		// task waited (a new URL, a disable).
+		start := time.Now()
 		tg, v, ok := d.prepare(ctx, &j.t)
 		if !ok {
 			slot.Return()
-			d.kick(ctx, j.t.SubscriptionID)
+			d.kick(ctx, id)
 			d.finish(ctx, j, v)
+			return
+		}
+		if time.Since(start) > time.Second {
+			// A slow lookup aged the slot past what its lease covers:
+			// admission is asked again (the task rejoins the line).
+			slot.Return()
+			d.start(ctx, j)
 			return
 		}
 		d.attempt(ctx, j, tg, slot)
 	}()
+	return true
+}
+
+// recoverLine keeps a panic on a line goroutine from taking the process
+// (and every task in hand) down: it is logged with its stack, the slot is
+// given back and the task nak'ed for a later redelivery, as the worker
+// pool does.
+func (d *Deliverer) recoverLine(j *job, slot Slot) {
+	r := recover()
+	if r == nil {
+		return
+	}
+	d.log.Error("line task panicked; task nak'ed", zap.String("subject", j.msg.Subject()), zap.Any("panic", r), zap.Stack("stack"))
+	slot.Return()
+	j.stop()
+	_ = j.msg.NakWithDelay(pool.PanicNakDelay)
 }
 
 // kick asks admission for the head of id's line now, on a goroutine of
@@ -451,6 +502,12 @@ func (d *Deliverer) kick(ctx context.Context, id string) {
 	d.chains.Add(1)
 	go func() {
 		defer d.chains.Done()
+		defer func() {
+			if r := recover(); r != nil {
+				d.lines.Unclaim(id, time.Now().Add(d.o.RetryDelay))
+				d.log.Error("line poll panicked", zap.Any("panic", r), zap.Stack("stack"))
+			}
+		}()
 		d.poll(ctx, id)
 	}()
 }
@@ -491,24 +548,30 @@ func (d *Deliverer) poll(ctx context.Context, id string) {
 			}
 			return
 		case slot == nil:
+			if time.Since(head.parkedAt) > d.o.MaxWait {
+				// The endpoint slowed down since these tasks joined:
+				// keep what it serves within MaxWait, defer the rest.
+				for _, o := range d.lines.Trim(id, d.limit(tg.sub), tg.sub.GetRateLimitPerSecond()) {
+					d.deferJob(ctx, o.j, ReasonLineFull, o.delay)
+				}
+			}
 			d.lines.Unclaim(id, time.Now().Add(ref.Wait))
 			return
 		}
-		next := d.lines.Pop(id)
-		if next == nil {
+		if !d.resumeHead(ctx, id, slot) {
 			slot.Return()
-			d.lines.Unclaim(id, time.Time{})
+			d.lines.Unclaim(id, time.Now().Add(d.o.PollEvery))
 			return
 		}
-		d.resume(ctx, next, slot)
 	}
 }
 
 // pollLines asks admission, every PollEvery, for the heads of the lines
 // that no attempt of this process will hand a slot to (slots freed by
-// other replicas, rate limits, probes). It returns a stop that waits for
-// the ticker to end.
-func (d *Deliverer) pollLines(ctx, hctx context.Context) (stop func()) {
+// other replicas, rate limits, probes). It returns a stop that ends the
+// ticker and waits for it.
+func (d *Deliverer) pollLines(hctx context.Context) (stop func()) {
+	tctx, cancel := context.WithCancel(hctx)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -516,7 +579,7 @@ func (d *Deliverer) pollLines(ctx, hctx context.Context) (stop func()) {
 		defer tick.Stop()
 		for {
 			select {
-			case <-ctx.Done():
+			case <-tctx.Done():
 				return
 			case <-tick.C:
 				d.m.AdmissionParkedNow.Set(float64(d.lines.Len()))
@@ -526,20 +589,32 @@ func (d *Deliverer) pollLines(ctx, hctx context.Context) (stop func()) {
 			}
 		}
 	}()
-	return func() { <-done }
+	return func() { cancel(); <-done }
 }
 
-// deferWaiting defers every task still in line (at shutdown): another
-// replica takes them after a second, and a deferral starts a new message,
-// so a restart never spends a task's redeliveries.
+// deferWaiting defers every task still in line (at shutdown), 16 at a
+// time: another replica takes them after a second, and a deferral starts a
+// new message, so a restart never spends a task's redeliveries.
 func (d *Deliverer) deferWaiting(ctx context.Context) {
 	jobs := d.lines.EmptyAll()
+	if len(jobs) == 0 {
+		return
+	}
+	var wg sync.WaitGroup
+	next := make(chan *job)
+	for range min(16, len(jobs)) {
+		wg.Go(func() {
+			for j := range next {
+				d.deferJob(ctx, j, "shutdown", time.Second)
+			}
+		})
+	}
 	for _, j := range jobs {
-		d.deferJob(ctx, j, "shutdown", time.Second)
+		next <- j
 	}
-	if len(jobs) > 0 {
-		d.log.Info("tasks waiting in line deferred at shutdown", zap.Int("tasks", len(jobs)))
-	}
+	close(next)
+	wg.Wait()
+	d.log.Info("tasks waiting in line deferred at shutdown", zap.Int("tasks", len(jobs)))
 	d.m.AdmissionParkedNow.Set(0)
 }
 

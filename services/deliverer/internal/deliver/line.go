@@ -5,6 +5,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hookline/hookline/pkg/subscription"
 	"github.com/hookline/hookline/services/deliverer/internal/sender"
 )
 
@@ -24,8 +25,10 @@ import (
 type lines struct {
 	cfg lineConfig
 
-	mu    sync.Mutex
-	byID  map[string]*line
+	mu   sync.Mutex
+	byID map[string]*line
+	// busy are the lines with tasks (Due scans only these).
+	busy  map[string]*line
 	total int
 }
 
@@ -73,7 +76,7 @@ func newLines(cfg lineConfig) *lines {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &lines{cfg: cfg, byID: map[string]*line{}}
+	return &lines{cfg: cfg, byID: map[string]*line{}, busy: map[string]*line{}}
 }
 
 func (ls *lines) get(id string) *line {
@@ -107,7 +110,9 @@ func (ls *lines) interval(l *line, limit int, perSecond float64, unmeasured time
 	}
 	iv := d / time.Duration(max(limit, 1))
 	if perSecond > 0 {
-		iv = max(iv, time.Duration(float64(time.Second)/perSecond))
+		// A stored rate below the least the API accepts is taken as that
+		// (1e-300/s would overflow a Duration).
+		iv = max(iv, time.Duration(float64(time.Second)/max(perSecond, subscription.MinRateLimit)))
 	}
 	return max(iv, time.Microsecond)
 }
@@ -120,13 +125,26 @@ func (ls *lines) Join(id string, j *job, limit int, perSecond float64) (time.Dur
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
 	l := ls.get(id)
-	room := min(max(int(ls.cfg.MaxWait/ls.interval(l, limit, perSecond, ls.cfg.Unmeasured)), ls.cfg.MinPerCap*limit), ls.cfg.PerLineMax)
-	if len(l.q) < room && ls.total < ls.cfg.TotalMax {
+	if len(l.q) < ls.room(l, limit, perSecond) && ls.total < ls.cfg.TotalMax {
 		j.parkedAt = ls.cfg.Now()
 		l.q = append(l.q, j)
 		ls.total++
+		ls.busy[id] = l
 		return 0, len(l.q) == 1
 	}
+	return ls.deferral(l, limit, perSecond), false
+}
+
+// room is how many tasks l may hold: what its endpoint is expected to
+// serve within MaxWait, at least MinPerCap × limit, at most PerLineMax.
+func (ls *lines) room(l *line, limit int, perSecond float64) int {
+	return min(max(int(ls.cfg.MaxWait/ls.interval(l, limit, perSecond, ls.cfg.Unmeasured)), ls.cfg.MinPerCap*limit), ls.cfg.PerLineMax)
+}
+
+// deferral is how long to defer a task that finds l full: until the tasks
+// in line and those deferred before it are expected to have been served
+// (at least a second, at most maxDeferral).
+func (ls *lines) deferral(l *line, limit int, perSecond float64) time.Duration {
 	now := ls.cfg.Now()
 	iv := ls.interval(l, limit, perSecond, unmeasuredPace)
 	start := now.Add(time.Duration(len(l.q)) * iv)
@@ -134,7 +152,7 @@ func (ls *lines) Join(id string, j *job, limit int, perSecond float64) (time.Dur
 		start = l.deferredUntil
 	}
 	l.deferredUntil = start.Add(iv)
-	return min(max(l.deferredUntil.Sub(now), time.Second), maxDeferral), false
+	return min(max(l.deferredUntil.Sub(now), time.Second), maxDeferral)
 }
 
 // Waiting reports whether id's line has tasks.
@@ -157,7 +175,46 @@ func (ls *lines) Pop(id string) *job {
 	l.q[0] = nil
 	l.q = l.q[1:]
 	ls.total--
+	ls.idle(id, l)
 	return j
+}
+
+// idle forgets a line that has become empty from the busy set.
+func (ls *lines) idle(id string, l *line) {
+	if len(l.q) == 0 {
+		delete(ls.busy, id)
+	}
+}
+
+// overflow is a task taken out of a line by Trim, and its deferral.
+type overflow struct {
+	j     *job
+	delay time.Duration
+}
+
+// Trim takes out of id's line the tasks beyond what the line may hold now
+// (its endpoint may have slowed down since they joined), each with its
+// deferral, as Join computes them.
+func (ls *lines) Trim(id string, limit int, perSecond float64) []overflow {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	l := ls.byID[id]
+	if l == nil {
+		return nil
+	}
+	room := ls.room(l, limit, perSecond)
+	if len(l.q) <= room {
+		return nil
+	}
+	cut := l.q[room:]
+	l.q = l.q[:room:room]
+	ls.total -= len(cut)
+	ls.idle(id, l)
+	out := make([]overflow, len(cut))
+	for i, j := range cut {
+		out[i] = overflow{j: j, delay: ls.deferral(l, limit, perSecond)}
+	}
+	return out
 }
 
 // Remove takes j out of id's line; false when it is not there.
@@ -172,6 +229,7 @@ func (ls *lines) Remove(id string, j *job) bool {
 		if q == j {
 			l.q = append(l.q[:i], l.q[i+1:]...)
 			ls.total--
+			ls.idle(id, l)
 			return true
 		}
 	}
@@ -199,6 +257,7 @@ func (ls *lines) Empty(id string) []*job {
 	out := l.q
 	l.q = nil
 	ls.total -= len(out)
+	delete(ls.busy, id)
 	return out
 }
 
@@ -207,10 +266,11 @@ func (ls *lines) EmptyAll() []*job {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
 	var out []*job
-	for _, l := range ls.byID {
+	for _, l := range ls.busy {
 		out = append(out, l.q...)
 		l.q = nil
 	}
+	ls.busy = map[string]*line{}
 	ls.total = 0
 	return out
 }
@@ -297,7 +357,7 @@ func (ls *lines) Due() []string {
 	defer ls.mu.Unlock()
 	now := ls.cfg.Now()
 	var out []string
-	for id, l := range ls.byID {
+	for id, l := range ls.busy {
 		if len(l.q) > 0 && !l.polling && !now.Before(l.notBefore) {
 			out = append(out, id)
 		}

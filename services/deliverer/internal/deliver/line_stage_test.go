@@ -217,3 +217,33 @@ func TestShutdownDefersTheLine(t *testing.T) {
 		t.Fatalf("received %v; want each of %d tasks once", ep.received(), tasks)
 	}
 }
+
+// When the consumer goes away by itself (deleted), Run returns its error
+// instead of waiting forever for the line poller (which used to stop only
+// with Run's context).
+func TestRunReturnsWhenTheConsumerIsDeleted(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, stream.Config{AckWait: 10 * time.Second})
+	d := deliver.New(r.deps, r.opts)
+	done := make(chan error, 1)
+	go func() { done <- d.Run(context.Background()) }()
+	eventually(t, "the consumer in use", func() bool {
+		c, err := r.js.Consumer(context.Background(), stream.Deliveries, stream.DeliverConsumer)
+		if err != nil {
+			return false
+		}
+		info, err := c.Info(context.Background())
+		return err == nil && info.NumWaiting > 0
+	})
+	if err := r.js.DeleteConsumer(context.Background(), stream.Deliveries, stream.DeliverConsumer); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("Run returned nil after its consumer was deleted")
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run did not return after its consumer was deleted")
+	}
+}

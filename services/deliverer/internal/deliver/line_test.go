@@ -187,3 +187,38 @@ func TestAdaptiveLimit(t *testing.T) {
 		t.Fatalf("explicit max_in_flight 3: limit %d", n)
 	}
 }
+
+// Trim keeps what a line may hold at its current pace and hands back the
+// rest with their deferrals: an endpoint that slowed down after its tasks
+// joined does not keep half of MaxAckPending waiting.
+func TestLineTrim(t *testing.T) {
+	t.Parallel()
+	now := time.Unix(1_700_000_000, 0)
+	ls := testLines(&now)
+	ls.Observe("sub", false, ok(time.Millisecond))
+	for range 100 {
+		ls.Join("sub", &job{}, 10, 0)
+	}
+	if out := ls.Trim("sub", 10, 0); len(out) != 0 {
+		t.Fatalf("trimmed %d of a line within its room", len(out))
+	}
+	for range 30 { // the endpoint now takes 5 s
+		ls.Observe("sub", false, ok(5*time.Second))
+	}
+	out := ls.Trim("sub", 10, 0)
+	if len(out) != 60 || ls.Len() != 40 {
+		t.Fatalf("trimmed %d, %d left; want 60 deferred and 40 (4 × cap) kept", len(out), ls.Len())
+	}
+	for i, o := range out {
+		if o.delay < time.Second || o.j == nil || (i > 0 && o.delay < out[i-1].delay) {
+			t.Fatalf("overflow %d: %+v; want growing deferrals of at least 1s", i, o)
+		}
+	}
+	// A tiny stored rate neither overflows nor defers past the bound.
+	ls2 := testLines(&now)
+	for range 200 {
+		if d, _ := ls2.Join("r", &job{}, 10, 1e-300); d > maxDeferral {
+			t.Fatalf("deferred %s", d)
+		}
+	}
+}
