@@ -1,4 +1,4 @@
-// Command deliverer fans events out to subscriptions and delivers them (DESIGN.md).
+// Command deliverer fans events out to subscriptions and delivers them (README, "Architecture").
 package main
 
 import (

@@ -1,6 +1,6 @@
 // Command producer is Hookline's front door and control plane: it accepts
 // events over HTTP, publishes them to JetStream, and manages subscriptions
-// (DESIGN.md).
+// (README, "Architecture").
 package main
 
 import (

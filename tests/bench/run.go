@@ -395,34 +395,26 @@ func redisPid(addr string) (int, error) {
 	return 0, fmt.Errorf("no process_id in INFO server")
 }
 
-// subscribe creates a subscription of eventType to the sink endpoint name.
+// subscribe creates a subscription of eventType to the sink endpoint name
+// with max_in_flight = the run's concurrency; subscribeDefault with every
+// setting at its default, as a new user creates it.
 func (r *rig) subscribe(eventType, name string) {
-	r.tb.Helper()
-	ep := r.sink.Endpoint(name)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	var sub harness.Subscription
-	err := r.stack.API.Do(ctx, "POST", "/v1/subscriptions", map[string]any{
-		"tenant": Tenant, "url": ep.URL, "event_types": []string{eventType},
-		"max_in_flight": r.cfg.Concurrency,
-	}, &sub)
-	if err != nil {
-		r.tb.Fatalf("create subscription %s: %v", name, err)
-	}
+	r.createSubscription(eventType, name, map[string]any{"max_in_flight": r.cfg.Concurrency})
 }
 
-// subscribeDefault creates a subscription of eventType to the sink endpoint
-// name with every setting at its default, as a new user creates it.
-func (r *rig) subscribeDefault(eventType, name string) {
+func (r *rig) subscribeDefault(eventType, name string) { r.createSubscription(eventType, name, nil) }
+
+func (r *rig) createSubscription(eventType, name string, settings map[string]any) {
 	r.tb.Helper()
 	ep := r.sink.Endpoint(name)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	body := map[string]any{"tenant": Tenant, "url": ep.URL, "event_types": []string{eventType}}
+	for k, v := range settings {
+		body[k] = v
+	}
 	var sub harness.Subscription
-	err := r.stack.API.Do(ctx, "POST", "/v1/subscriptions", map[string]any{
-		"tenant": Tenant, "url": ep.URL, "event_types": []string{eventType},
-	}, &sub)
-	if err != nil {
+	if err := r.stack.API.Do(ctx, "POST", "/v1/subscriptions", body, &sub); err != nil {
 		r.tb.Fatalf("create subscription %s: %v", name, err)
 	}
 }

@@ -3,6 +3,7 @@ package deploy_test
 import (
 	"bufio"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -162,5 +163,60 @@ func TestKnownEnvFollowsImports(t *testing.T) {
 	}
 	if known["HOOKLINE_DEV_NATS_PORT"] {
 		t.Error("devstack's variable leaked into the deliverer's")
+	}
+}
+
+// trackedFiles lists the files git tracks in the repository.
+func trackedFiles(t *testing.T, root string) []string {
+	t.Helper()
+	cmd := exec.Command("git", "ls-files", "-z")
+	cmd.Dir = root
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("git ls-files: %v", err)
+	}
+	return strings.Split(strings.TrimRight(string(out), "\x00"), "\x00")
+}
+
+// No compiled program is committed (a 1.8 MB deliverer binary once was):
+// binaries are built, never tracked.
+func TestNoTrackedExecutables(t *testing.T) {
+	t.Parallel()
+	root := repoRoot(t)
+	magics := [][]byte{{0x7f, 'E', 'L', 'F'}, {0xcf, 0xfa, 0xed, 0xfe}, {0xfe, 0xed, 0xfa, 0xcf}}
+	for _, name := range trackedFiles(t, root) {
+		f, err := os.Open(filepath.Join(root, name))
+		if err != nil {
+			continue // deleted in the work tree
+		}
+		head := make([]byte, 4)
+		n, _ := f.Read(head)
+		f.Close()
+		for _, m := range magics {
+			if n == 4 && string(head) == string(m) {
+				t.Errorf("%s is a compiled executable: remove it and let .gitignore keep it out", name)
+			}
+		}
+	}
+}
+
+// The project stands on its own files: nothing but Markdown names a design
+// page that is not in the repository.
+func TestNoCitationsOfFilesOutsideTheRepository(t *testing.T) {
+	t.Parallel()
+	root := repoRoot(t)
+	cite := regexp.MustCompile(`DESIGN\.md|\.\./shared/`)
+	for _, name := range trackedFiles(t, root) {
+		if strings.HasSuffix(name, ".md") {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(root, name))
+		if err != nil {
+			continue
+		}
+		if loc := cite.FindIndex(b); loc != nil {
+			line := 1 + strings.Count(string(b[:loc[0]]), "\n")
+			t.Errorf("%s:%d cites a file outside the repository; point at the README or docs/", name, line)
+		}
 	}
 }
