@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"strings"
 	"time"
 
@@ -43,6 +44,18 @@ func InboxPrefix(component string) string { return "_INBOX_" + component }
 func (c Config) Validate() error {
 	if c.URL == "" {
 		return errors.New("HOOKLINE_NATS_URL is empty")
+	}
+	for i, raw := range strings.Split(c.URL, ",") {
+		// url.Parse's errors quote the URL, password included: say which
+		// entry is wrong without echoing it.
+		raw = strings.TrimSpace(raw)
+		if !strings.Contains(raw, "://") {
+			raw = "nats://" + raw // as nats.go reads host:port
+		}
+		u, err := url.Parse(raw)
+		if err != nil || u.Host == "" {
+			return fmt.Errorf("HOOKLINE_NATS_URL entry %d is not a URL like nats://host:4222 (not shown: it may hold a password)", i+1)
+		}
 	}
 	n := 0
 	for _, set := range []bool{c.Creds != "", c.NKeySeed != "", c.User != ""} {

@@ -127,3 +127,19 @@ func TestValidateRejectsABadInboxPrefix(t *testing.T) {
 		}
 	}
 }
+
+// A malformed HOOKLINE_NATS_URL is refused without echoing it: it may hold
+// a password (url.Parse's own error quotes the whole URL).
+func TestValidateNeverEchoesTheURL(t *testing.T) {
+	for _, u := range []string{"nats://alice:s3cret@[::1", "nats://alice:s3cret@%zz:4222", "nats://a:4222, nats://bob:s3cret@[x"} {
+		err := natsconn.Config{URL: u}.Validate()
+		if err == nil || !strings.Contains(err.Error(), "HOOKLINE_NATS_URL") || strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("URL %q: err = %v; want one naming HOOKLINE_NATS_URL without the password", u, err)
+		}
+	}
+	for _, u := range []string{"nats://127.0.0.1:4222", "nats://a:4222,nats://b:4222", "tls://user:pw@nats.example:4222"} {
+		if err := (natsconn.Config{URL: u}).Validate(); err != nil {
+			t.Errorf("URL %q: %v", u, err)
+		}
+	}
+}

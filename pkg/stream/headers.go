@@ -1,6 +1,7 @@
 package stream
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 )
@@ -63,6 +64,32 @@ const (
 	HeaderReplay          = "Hookline-Replay"
 	HeaderTest            = "Hookline-Test"
 )
+
+// MaxEventIDLen bounds an event id.
+const MaxEventIDLen = 128
+
+// ReservedTypePrefix starts the event types Hookline publishes itself
+// (hookline.subscription.disabled); tenants may not publish them.
+const ReservedTypePrefix = "hookline."
+
+// ValidateEventID checks an event id, whether a client chose it (API) or a
+// platform service published it (Nats-Msg-Id): ^[A-Za-z0-9_.-]{1,128}$. It
+// becomes the receiver's webhook-id, a header value and part of dedup ids.
+func ValidateEventID(id string) error {
+	if id == "" {
+		return errors.New("must not be empty")
+	}
+	if len(id) > MaxEventIDLen {
+		return fmt.Errorf("must be at most %d characters", MaxEventIDLen)
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '.' || c == '-') {
+			return errors.New("may only contain A-Z a-z 0-9 _ . -")
+		}
+	}
+	return nil
+}
 
 // EventMsgID is the Nats-Msg-Id of an event of tenant on EVENTS: the dedup
 // id scoped to the tenant. Tenants are subject tokens and hold no ':'.

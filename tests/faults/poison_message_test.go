@@ -67,6 +67,9 @@ func TestPoisonMessagesOnEvents(t *testing.T) {
 		matches bool
 		// overCap: JetStream refuses the publish (nothing is accepted).
 		overCap bool
+		// invalidID: the id is no event id; the event goes by its
+		// sequence id and is dead-lettered.
+		invalidID bool
 	}{
 		{name: "no headers", subject: "events.acme.order.created", body: []byte(`{"ok":true}`), matches: true},
 		{name: "binary garbage", subject: "events.acme.order.created", id: "evt_poison_garbage", body: garbage, matches: true},
@@ -75,7 +78,7 @@ func TestPoisonMessagesOnEvents(t *testing.T) {
 		{name: "one byte over the size cap", subject: "events.acme.order.created", id: "evt_poison_huge", body: tooLarge, overCap: true},
 		{name: "garbage occurred-at", subject: "events.acme.order.created", id: "evt_poison_time",
 			header: nats.Header{stream.HeaderOccurredAt: {"yesterday-ish"}}, body: []byte(`{}`), matches: true},
-		{name: "odd event id", subject: "events.acme.order.created", id: "evt poison ☃ " + strings.Repeat("x", 200), body: []byte(`{}`), matches: true},
+		{name: "odd event id", subject: "events.acme.order.created", id: "evt poison ☃ " + strings.Repeat("x", 200), body: []byte(`{}`), matches: true, invalidID: true},
 		{name: "unknown tenant", subject: "events.nobody.order.created", id: "evt_poison_tenant", body: []byte(`{}`)},
 		{name: "no type", subject: "events.acme", id: "evt_poison_notype", body: []byte(`{}`)},
 	}
@@ -105,7 +108,7 @@ func TestPoisonMessagesOnEvents(t *testing.T) {
 			t.Fatalf("%s: publish: %v", p.name, err)
 		}
 		id := p.id
-		if id == "" {
+		if id == "" || p.invalidID {
 			id = fmt.Sprintf("evt_seq_%d", ack.Sequence)
 		}
 		if p.matches {
@@ -131,6 +134,9 @@ func TestPoisonMessagesOnEvents(t *testing.T) {
 			refused++
 		}
 		t.Logf("%s: %s", p.name, outcomes[p.name])
+		if p.invalidID && outcomes[p.name] != "dead-lettered (invalid_payload)" {
+			t.Errorf("%s: %s; want dead-lettered (invalid_payload) under its sequence id", p.name, outcomes[p.name])
+		}
 	}
 	if got := counted() - countedBefore; got < float64(refused) {
 		t.Errorf("%d poison messages were neither delivered nor dead-lettered, but only %v were counted as invalid or unmatched", refused, got)

@@ -3,6 +3,7 @@ package dispatch_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -184,19 +185,22 @@ func TestInvalidEvents(t *testing.T) {
 	tests := []struct {
 		name        string
 		subject     string
+		id          string
 		data        string
 		deadLetters int
 		problem     string
 	}{
-		{"not json", "events.acme.order.created", `{"a":`, 2, "invalid_json"},
-		{"empty body", "events.acme.order.created", ``, 2, "invalid_json"},
-		{"no type", "events.acme", `{}`, 0, "no_type"},
+		{"not json", "events.acme.order.created", "evt_bad", `{"a":`, 2, "invalid_json"},
+		{"empty body", "events.acme.order.created", "evt_bad", ``, 2, "invalid_json"},
+		{"no type", "events.acme", "evt_bad", `{}`, 0, "no_type"},
+		{"control characters in the id", "events.acme.order.created", "acme:evt\x1b[2J", `{}`, 2, "invalid_id"},
+		{"a 9,000-byte id", "events.acme.order.created", strings.Repeat("a", 9000), `{}`, 2, "invalid_id"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			d, js, m := setup(t, &matcher{subs: two})
-			ev := &event{subject: tt.subject, header: nats.Header{stream.HeaderMsgID: {"evt_bad"}}, data: []byte(tt.data), seq: 3}
+			ev := &event{subject: tt.subject, header: nats.Header{stream.HeaderMsgID: {tt.id}}, data: []byte(tt.data), seq: 3}
 			d.Handle(context.Background(), ev)
 			d.Handle(context.Background(), ev) // redone: the dead letters dedup
 			if o := ev.outcome(); len(o) != 2 || o[0] != "ack" {

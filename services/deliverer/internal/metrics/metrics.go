@@ -67,7 +67,7 @@ func New(reg prometheus.Registerer, reasons, classes []string) *Metrics {
 		}),
 		EventsInvalid: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "hookline_events_invalid_total",
-			Help: "Events with a body that is not JSON or a subject without a type.",
+			Help: "Events with a body that is not JSON, a subject without a type, or an invalid event id (Nats-Msg-Id), by problem.",
 		}, []string{"problem"}),
 		EventsUnscoped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "hookline_events_unscoped_id_total",
@@ -127,7 +127,7 @@ func New(reg prometheus.Registerer, reasons, classes []string) *Metrics {
 	for _, c := range classes {
 		m.AttemptErrors.WithLabelValues(c)
 	}
-	for _, p := range []string{"invalid_json", "no_type"} {
+	for _, p := range []string{"invalid_json", "no_type", "invalid_id"} {
 		m.EventsInvalid.WithLabelValues(p)
 	}
 	reg.MustRegister(m.Attempts, m.AttemptDuration, m.AttemptErrors, m.DeadLetters, m.EventsDispatched,

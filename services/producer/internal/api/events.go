@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
+	"github.com/hookline/hookline/pkg/stream"
 	"github.com/hookline/hookline/pkg/subscription"
 	"github.com/hookline/hookline/services/producer/internal/publish"
 	"go.uber.org/zap"
@@ -37,6 +39,8 @@ func (a *API) event(f *fields, req eventRequest, now time.Time) publish.Event {
 	f.tenant("tenant", req.Tenant)
 	if req.Type == "" {
 		f.add("type", required(req.Type))
+	} else if strings.HasPrefix(req.Type, stream.ReservedTypePrefix) {
+		f.add("type", fmt.Errorf("%s* types are Hookline's own (e.g. hookline.subscription.disabled); a tenant may not publish them", stream.ReservedTypePrefix))
 	} else {
 		f.add("type", subscription.ValidateEventType(req.Type))
 	}

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/hookline/hookline/pkg/stream"
 	"github.com/hookline/hookline/pkg/subscription"
 )
 
@@ -16,7 +17,7 @@ const (
 	MaxURLLen         = 2048
 	MaxDescriptionLen = 1024
 	MaxEventTypes     = 64
-	MaxIDLen          = 128
+	MaxIDLen          = stream.MaxEventIDLen
 )
 
 // validateURL decides whether a subscription may deliver to raw. It is the
@@ -52,19 +53,8 @@ func validateURL(raw string) error {
 	return nil
 }
 
-// validateEventID checks a client-chosen event id: ^[A-Za-z0-9_.-]{1,128}$.
-func validateEventID(id string) error {
-	if len(id) > MaxIDLen {
-		return fmt.Errorf("must be at most %d characters", MaxIDLen)
-	}
-	for i := 0; i < len(id); i++ {
-		c := id[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '.' || c == '-') {
-			return errors.New("may only contain A-Z a-z 0-9 _ . -")
-		}
-	}
-	return nil
-}
+// validateEventID checks a client-chosen event id (stream.ValidateEventID).
+func validateEventID(id string) error { return stream.ValidateEventID(id) }
 
 // fields collects the invalid fields of a request.
 type fields struct {

@@ -57,6 +57,7 @@ func TestBadInput(t *testing.T) {
 		{name: "tenant with dot", method: "POST", path: "/v1/events", body: `{"tenant":"a.b","type":"a","data":1}`, status: 422, field: "tenant"},
 		{name: "wildcard type", method: "POST", path: "/v1/events", body: `{"tenant":"acme","type":"order.*","data":1}`, status: 422, field: "type"},
 		{name: "empty token type", method: "POST", path: "/v1/events", body: `{"tenant":"acme","type":"order.","data":1}`, status: 422, field: "type"},
+		{name: "reserved type", method: "POST", path: "/v1/events", body: `{"tenant":"acme","type":"hookline.subscription.disabled","data":{}}`, status: 422, field: "type", detail: "Hookline's own"},
 		{name: "bad id", method: "POST", path: "/v1/events", body: `{"tenant":"acme","type":"a","data":1,"id":"a b"}`, status: 422, field: "id"},
 		{name: "long id", method: "POST", path: "/v1/events", body: `{"tenant":"acme","type":"a","data":1,"id":"` + strings.Repeat("x", 129) + `"}`, status: 422, field: "id"},
 		{name: "bad occurred_at", method: "POST", path: "/v1/events", body: `{"tenant":"acme","type":"a","data":1,"occurred_at":"yesterday"}`, status: 422, field: "occurred_at"},
