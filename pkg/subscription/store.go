@@ -144,8 +144,20 @@ func (s *Store) Get(ctx context.Context, id string) (*hooklinev1.Subscription, u
 
 // scan returns the current (not deleted) entries whose keys match filter,
 // read through one watcher: keys and values in a single pass.
-func (s *Store) scan(ctx context.Context, filter string) ([]jetstream.KeyValueEntry, error) {
-	w, err := s.kv.Watch(ctx, filter, jetstream.IgnoreDeletes())
+// Count is how many subscriptions tenant has (keys only, no values read).
+func (s *Store) Count(ctx context.Context, tenant string) (int, error) {
+	if err := ValidateTenant(tenant); err != nil {
+		return 0, err
+	}
+	entries, err := s.scan(ctx, tenant+".*", jetstream.MetaOnly())
+	if err != nil {
+		return 0, fmt.Errorf("count subscriptions: %w", err)
+	}
+	return len(entries), nil
+}
+
+func (s *Store) scan(ctx context.Context, filter string, opts ...jetstream.WatchOpt) ([]jetstream.KeyValueEntry, error) {
+	w, err := s.kv.Watch(ctx, filter, append([]jetstream.WatchOpt{jetstream.IgnoreDeletes()}, opts...)...)
 	if err != nil {
 		return nil, err
 	}

@@ -238,6 +238,10 @@ func (a *API) registryError(w http.ResponseWriter, id string, err error) {
 		writeProblem(w, problem(http.StatusNotFound, TypeNotFound, fmt.Sprintf("subscription %q not found", id)))
 		return
 	}
+	if errors.Is(err, registry.ErrTenantFull) {
+		writeProblem(w, problem(http.StatusConflict, TypeConflict, err.Error()+" (HOOKLINE_MAX_SUBSCRIPTIONS_PER_TENANT); delete one first"))
+		return
+	}
 	a.log.Error("subscription registry call failed", zap.String("subscription_id", id), zap.Error(err))
 	writeProblem(w, unavailable("the subscription registry is unavailable; retry"))
 }

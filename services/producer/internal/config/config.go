@@ -40,8 +40,10 @@ type Config struct {
 	// MaxInFlightLimit and MaxRateLimit are the operator's maxima of a
 	// subscription's max_in_flight and rate_limit_per_second: no tenant may
 	// ask for more.
-	MaxInFlightLimit uint32  `env:"HOOKLINE_MAX_IN_FLIGHT_LIMIT" envDefault:"256"`
-	MaxRateLimit     float64 `env:"HOOKLINE_MAX_RATE_LIMIT" envDefault:"10000"`
+	MaxInFlightLimit uint32 `env:"HOOKLINE_MAX_IN_FLIGHT_LIMIT" envDefault:"256"`
+	// MaxSubscriptionsPerTenant bounds a tenant's subscriptions.
+	MaxSubscriptionsPerTenant int     `env:"HOOKLINE_MAX_SUBSCRIPTIONS_PER_TENANT" envDefault:"1000"`
+	MaxRateLimit              float64 `env:"HOOKLINE_MAX_RATE_LIMIT" envDefault:"10000"`
 	// MaxBatchBytes bounds the body of POST /v1/events/batch (413 above it).
 	MaxBatchBytes int64 `env:"HOOKLINE_MAX_BATCH_BYTES" envDefault:"5242880"`
 	// PublishTimeout bounds the wait for JetStream's acknowledgement of a
@@ -108,6 +110,7 @@ func (c Config) Validate() error {
 	check(c.MaxBatch >= 1 && c.MaxBatch <= MaxBatchLimit, "HOOKLINE_MAX_BATCH must be between 1 and %d, not %d", MaxBatchLimit, c.MaxBatch)
 	check(c.MaxBatchBytes >= c.MaxEventBytes,
 		"HOOKLINE_MAX_BATCH_BYTES (%d) must be at least HOOKLINE_MAX_EVENT_BYTES (%d)", c.MaxBatchBytes, c.MaxEventBytes)
+	check(c.MaxSubscriptionsPerTenant >= 1, "HOOKLINE_MAX_SUBSCRIPTIONS_PER_TENANT must be at least 1, not %d", c.MaxSubscriptionsPerTenant)
 	check(c.MaxInFlightLimit >= 1, "HOOKLINE_MAX_IN_FLIGHT_LIMIT must be at least 1, not %d", c.MaxInFlightLimit)
 	check(c.MaxRateLimit >= 1 && !math.IsInf(c.MaxRateLimit, 0), "HOOKLINE_MAX_RATE_LIMIT must be at least 1, not %g", c.MaxRateLimit)
 	check(c.PublishTimeout > 0, "HOOKLINE_PUBLISH_TIMEOUT must be positive, not %s", c.PublishTimeout)

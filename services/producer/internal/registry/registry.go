@@ -7,6 +7,7 @@ package registry
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync/atomic"
 	"time"
 
@@ -25,6 +26,10 @@ var ErrNotReady = errors.New("subscription registry not ready")
 
 // ErrNotFound is subscription.ErrNotFound, returned for an unknown id.
 var ErrNotFound = subscription.ErrNotFound
+
+// ErrTenantFull is returned by Create when the tenant already has the most
+// subscriptions LimitPerTenant allows.
+var ErrTenantFull = errors.New("the tenant has the most subscriptions allowed")
 
 // ReasonManual is the disabled_reason of a subscription disabled by PATCH.
 const ReasonManual = "manual"
@@ -48,7 +53,15 @@ type Registry struct {
 	log     *zap.Logger
 	now     func() time.Time
 	box     *secretbox.Box // seals signing secrets at rest (keys.go); nil: clear
+	// perTenant bounds a tenant's subscriptions (0: unbounded).
+	perTenant int
 }
+
+// LimitPerTenant bounds how many subscriptions one tenant may have: each is
+// a delivery per matching event, so an unbounded count let one tenant turn
+// a 500-event batch into a million deliveries. Concurrent creates may pass
+// it by a few (the count and the create are two KV operations).
+func (r *Registry) LimitPerTenant(n int) { r.perTenant = n }
 
 // New returns a Registry; overlap is how long a rotated-out secret keeps
 // signing next to its successor.
@@ -78,6 +91,15 @@ func (r *Registry) Create(ctx context.Context, req *hooklinev1.CreateSubscriptio
 	b, err := r.backend()
 	if err != nil {
 		return nil, err
+	}
+	if r.perTenant > 0 {
+		n, err := b.store.Count(ctx, req.GetTenant())
+		if err != nil {
+			return nil, err
+		}
+		if n >= r.perTenant {
+			return nil, fmt.Errorf("%w: tenant %s has %d of %d", ErrTenantFull, req.GetTenant(), n, r.perTenant)
+		}
 	}
 	key, err := r.newKey(req.GetSignatureScheme())
 	if err != nil {

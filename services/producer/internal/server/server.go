@@ -71,6 +71,7 @@ func New(cfg config.Config, nc *nats.Conn, rdb redis.UniversalClient, log *zap.L
 	}
 	s := &Server{cfg: cfg, nc: nc, rdb: rdb, log: log, metrics: m,
 		registry: registry.New(cfg.SecretOverlap, log)}
+	s.registry.LimitPerTenant(cfg.MaxSubscriptionsPerTenant)
 	d := api.Deps{
 		Publisher: pub, Registry: s.registry, Metrics: m, Log: log, Ready: s.Ready,
 		MaxEventBytes: cfg.MaxEventBytes, MaxBatchBytes: cfg.MaxBatchBytes, MaxBatch: cfg.MaxBatch,

@@ -271,3 +271,25 @@ func TestSyncerRefillsAfterFlush(t *testing.T) {
 		return n == 1 && strings.Contains(v, id)
 	})
 }
+
+// A tenant may have at most HOOKLINE_MAX_SUBSCRIPTIONS_PER_TENANT
+// subscriptions: the next create is a 409 that says why; another tenant is
+// not affected, and deleting one makes room.
+func TestSubscriptionsPerTenantAreBounded(t *testing.T) {
+	t.Parallel()
+	e := start(t, map[string]string{"HOOKLINE_MAX_SUBSCRIPTIONS_PER_TENANT": "2"})
+	create := func(tenant string) response {
+		return e.do("POST", "/v1/subscriptions", `{"tenant":"`+tenant+`","url":"https://example.com/h","event_types":["a.>"]}`)
+	}
+	first := create("acme")
+	expect(t, first, http.StatusCreated)
+	expect(t, create("acme"), http.StatusCreated)
+	full := create("acme")
+	expect(t, full, http.StatusConflict)
+	if !strings.Contains(string(full.Body), "HOOKLINE_MAX_SUBSCRIPTIONS_PER_TENANT") {
+		t.Fatalf("409 without saying why: %s", full.Body)
+	}
+	expect(t, create("globex"), http.StatusCreated)
+	expect(t, e.do("DELETE", "/v1/subscriptions/"+first.json(t)["id"].(string), ""), http.StatusNoContent)
+	expect(t, create("acme"), http.StatusCreated)
+}
