@@ -797,13 +797,30 @@ func letter(t *task.Task, seq uint64, v verdict) deadletter.Letter {
 	if l.EventID == "" {
 		l.EventID = "unknown_seq_" + strconv.FormatUint(seq, 10)
 	}
-	if l.Tenant == "" {
+	// Header values may hold anything: only a plain token goes into the
+	// dead letter's subject (no '.', '*' or '>' to file it elsewhere).
+	if subscription.ValidateTenant(l.Tenant) != nil {
 		l.Tenant = "unknown"
 	}
-	if l.SubscriptionID == "" {
+	if !plainToken(l.SubscriptionID) {
 		l.SubscriptionID = "unknown"
 	}
 	return l
+}
+
+// plainToken reports a non-empty subject token of letters, digits, '_' and
+// '-' (subscription ids are sub_<ULID>).
+func plainToken(s string) bool {
+	if s == "" || len(s) > 128 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 // keepAlive sends InProgress every interval until stop is called, so that

@@ -77,6 +77,10 @@ func Parse(subject string, h nats.Header, body []byte) (Task, error) {
 	}
 	if subTenant != "" && t.Tenant != "" && (t.Tenant != subTenant || t.SubscriptionID != subSub) {
 		bad("headers %s/%s do not match the subject %q", stream.HeaderTenant, stream.HeaderSubscriptionID, subject)
+		// The subject is what the publisher was allowed to write to; the
+		// headers are data. The dead letter is filed (and a replay sent)
+		// under the subject's tenant and subscription, never another's.
+		t.Tenant, t.SubscriptionID = subTenant, subSub
 	}
 	// Fill what the subject knows, so that the dead letter of a task with
 	// missing headers is still filed under its subscription.

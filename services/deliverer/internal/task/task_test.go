@@ -93,3 +93,19 @@ func TestCopyHeaderKeepsOnlyTheContract(t *testing.T) {
 		t.Fatalf("copy %v", got)
 	}
 }
+
+// Headers that name another tenant's subscription than the subject are a
+// malformed task, filed under the subject's tenant and subscription: a
+// replay of its dead letter must never deliver one tenant's payload to
+// another's endpoint.
+func TestHeadersNamingAnotherTenantLoseToTheSubject(t *testing.T) {
+	t.Parallel()
+	h := task.New("evt_1", "globex", "order.created", "2026-01-02T03:04:05Z", "sub_theirs")
+	got, err := task.Parse(stream.DeliverySubject("acme", "sub_ours"), h, []byte(`{}`))
+	if !errors.Is(err, task.ErrMalformed) {
+		t.Fatalf("err = %v; want ErrMalformed", err)
+	}
+	if got.Tenant != "acme" || got.SubscriptionID != "sub_ours" {
+		t.Fatalf("filed under %s/%s; want the subject's acme/sub_ours", got.Tenant, got.SubscriptionID)
+	}
+}
