@@ -95,7 +95,10 @@ func (p Policy) ValidateURL(raw string) error {
 	} else if strings.HasSuffix(u.Host, ":") {
 		return invalid("url has an empty port")
 	}
-	addr, isAddr, reason := literalAddr(host)
+	// Judge the host as a resolver and a WHATWG URL parser read it:
+	// full-width digits and ideographic full stops are their ASCII
+	// forms (http://１２７.０.０.１/ is 127.0.0.1).
+	addr, isAddr, reason := literalAddr(foldWidth(host))
 	if reason != "" {
 		return invalid(reason)
 	}
@@ -108,6 +111,21 @@ func (p Policy) ValidateURL(raw string) error {
 		return &URLError{Reason: "url host is a " + be.Class + " address, which webhooks may not reach", blocked: be}
 	}
 	return nil
+}
+
+// foldWidth maps the full-width forms of ASCII (U+FF01–U+FF5E) and the
+// ideographic and half-width full stops to ASCII, as UTS #46 mapping does
+// for host names.
+func foldWidth(host string) string {
+	return strings.Map(func(r rune) rune {
+		switch {
+		case r >= 0xFF01 && r <= 0xFF5E:
+			return r - 0xFEE0
+		case r == 0x3002 || r == 0xFF61:
+			return '.'
+		}
+		return r
+	}, host)
 }
 
 // literalAddr returns the address a URL host denotes when it is one

@@ -114,11 +114,33 @@ func (s *Store) GetTenant(ctx context.Context, tenant, id string) (*hooklinev1.S
 	if err != nil {
 		return nil, 0, fmt.Errorf("get subscription %s: %w", id, err)
 	}
-	sub, err := Unmarshal(e.Value())
+	sub, err := decodeEntry(e)
+	if errors.Is(err, ErrForeignRecord) {
+		return nil, 0, ErrNotFound
+	}
 	if err != nil {
 		return nil, 0, fmt.Errorf("subscription %s: %w", id, err)
 	}
 	return sub, e.Revision(), nil
+}
+
+// ErrForeignRecord is returned for a KV record whose body names another
+// tenant or id than its key: written by hand or by a compromised writer,
+// it is trusted for neither (lookups treat it as absent).
+var ErrForeignRecord = errors.New("subscription record does not match its key")
+
+// decodeEntry reads a KV entry's subscription and checks that it is the
+// one its key names.
+func decodeEntry(e jetstream.KeyValueEntry) (*hooklinev1.Subscription, error) {
+	sub, err := Unmarshal(e.Value())
+	if err != nil {
+		return nil, err
+	}
+	tenant, id, _ := splitKey(e.Key())
+	if sub.GetTenant() != tenant || sub.GetId() != id {
+		return nil, fmt.Errorf("%w: key %s holds %s.%s", ErrForeignRecord, e.Key(), sub.GetTenant(), sub.GetId())
+	}
+	return sub, nil
 }
 
 // Get finds a subscription by id alone (any tenant). It returns ErrNotFound
@@ -135,15 +157,16 @@ func (s *Store) Get(ctx context.Context, id string) (*hooklinev1.Subscription, u
 		return nil, 0, ErrNotFound
 	}
 	e := entries[0]
-	sub, err := Unmarshal(e.Value())
+	sub, err := decodeEntry(e)
+	if errors.Is(err, ErrForeignRecord) {
+		return nil, 0, ErrNotFound
+	}
 	if err != nil {
 		return nil, 0, fmt.Errorf("subscription %s: %w", id, err)
 	}
 	return sub, e.Revision(), nil
 }
 
-// scan returns the current (not deleted) entries whose keys match filter,
-// read through one watcher: keys and values in a single pass.
 // Count is how many subscriptions tenant has (keys only, no values read).
 func (s *Store) Count(ctx context.Context, tenant string) (int, error) {
 	if err := ValidateTenant(tenant); err != nil {
@@ -156,6 +179,8 @@ func (s *Store) Count(ctx context.Context, tenant string) (int, error) {
 	return len(entries), nil
 }
 
+// scan returns the current (not deleted) entries whose keys match filter,
+// read through one watcher: keys and values in a single pass.
 func (s *Store) scan(ctx context.Context, filter string, opts ...jetstream.WatchOpt) ([]jetstream.KeyValueEntry, error) {
 	w, err := s.kv.Watch(ctx, filter, append([]jetstream.WatchOpt{jetstream.IgnoreDeletes()}, opts...)...)
 	if err != nil {
@@ -268,7 +293,10 @@ func (s *Store) List(ctx context.Context, tenant string) ([]*hooklinev1.Subscrip
 	}
 	subs := make([]*hooklinev1.Subscription, 0, len(entries))
 	for _, e := range entries {
-		sub, err := Unmarshal(e.Value())
+		sub, err := decodeEntry(e)
+		if errors.Is(err, ErrForeignRecord) {
+			continue // trusted for nothing, delivered to nobody
+		}
 		if err != nil {
 			return nil, fmt.Errorf("key %s: %w", e.Key(), err)
 		}

@@ -250,12 +250,13 @@ func (s *Syncer) apply(ctx context.Context, e jetstream.KeyValueEntry) error {
 			value: strconv.FormatUint(e.Revision(), 10) + " "})
 		return nil
 	}
-	sub, err := Unmarshal(e.Value())
+	sub, err := decodeEntry(e)
 	if err != nil {
-		// A record nobody can read cannot be delivered to either; keep
-		// following the rest.
-		s.log.Error("undecodable subscription in kv", zap.String("subscription_id", id), zap.Uint64("revision", e.Revision()), zap.Error(err))
-		return nil
+		// A record nobody can read, or one that names another tenant or
+		// id than its key, is delivered to nobody: the cache holds a
+		// tombstone for it. Keep following the rest.
+		s.log.Error("unusable subscription record in kv", zap.String("subscription_id", id), zap.Uint64("revision", e.Revision()), zap.Error(err))
+		return s.cache.Apply(ctx, e.Revision(), tenant, id, nil)
 	}
 	return s.cache.Apply(ctx, e.Revision(), tenant, id, sub)
 }

@@ -2,12 +2,14 @@ package subscription_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/hookline/hookline/pkg/stream"
 	"github.com/hookline/hookline/pkg/subscription"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -123,5 +125,39 @@ func TestSeveralSyncersReplayOnceAfterFlush(t *testing.T) {
 	}
 	if n, _ := e.rdb.HLen(ctx, subscription.ReadyKey).Result(); n != 51 {
 		t.Fatalf("ready hash has %d fields; want the ready field and 50 tenants", n)
+	}
+}
+
+// A KV record whose body names another tenant or id than its key (written
+// by hand, or by a compromised writer) is trusted for nothing: the store,
+// the cache and a replay all treat it as absent, so it can neither receive
+// a tenant's events nor be looked up as another's subscription.
+func TestRecordThatDisagreesWithItsKeyIsIgnored(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	kv, err := e.js.KeyValue(ctx, stream.SubscriptionsBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged, err := subscription.Marshal(newSub("globex", "sub_victim", "order.*"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(ctx, stream.SubscriptionKey("acme", "sub_forged"), forged); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := e.store.GetTenant(ctx, "acme", "sub_forged"); !errors.Is(err, subscription.ErrNotFound) {
+		t.Fatalf("store GetTenant: %v; want ErrNotFound", err)
+	}
+	if subs, err := e.store.List(ctx, "acme"); err != nil || len(subs) != 0 {
+		t.Fatalf("store List: %v, %v; want none", ids(subs), err)
+	}
+	e.runSyncer(t)
+	if got := forEventIDs(t, e.cache, "acme", "order.created"); len(got) != 0 {
+		t.Fatalf("ForEvent: %v; want none", got)
+	}
+	if _, err := e.cache.Get(ctx, "acme", "sub_forged"); !errors.Is(err, subscription.ErrNotFound) {
+		t.Fatalf("cache Get: %v; want ErrNotFound", err)
 	}
 }
