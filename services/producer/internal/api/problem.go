@@ -71,6 +71,12 @@ func unavailable(detail string) *Problem {
 	return problem(http.StatusServiceUnavailable, TypeUnavailable, detail)
 }
 
+// WriteProblem answers an RFC 9457 problem from outside the API's handlers
+// (the server's middleware).
+func WriteProblem(w http.ResponseWriter, status int, typ, detail string) {
+	writeProblem(w, problem(status, typ, detail))
+}
+
 func writeProblem(w http.ResponseWriter, p *Problem) {
 	w.Header().Set("Content-Type", "application/problem+json")
 	w.Header().Set("Cache-Control", "no-store")

@@ -48,6 +48,7 @@ func TestAccessLog(t *testing.T) {
 	req, _ := http.NewRequest("POST", e.base+"/v1/events?token=querysecret",
 		strings.NewReader(`{"tenant":"acme","type":"a","data":{"card":"bodysecret"}}`))
 	req.Header.Set("Authorization", "Bearer tokensecret")
+	req.Header.Set("Content-Type", "application/json")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -140,5 +141,48 @@ func TestReadyOnlyWithNATS(t *testing.T) {
 	expect(t, r, http.StatusServiceUnavailable)
 	if r.Header.Get("Retry-After") == "" {
 		t.Fatal("503 without Retry-After")
+	}
+}
+
+// With authentication off (a developer's machine) a web page must not be
+// able to drive the API: a DNS-rebinding page arrives under its own Host,
+// a cross-site fetch carries its Origin, and a form post cannot send JSON.
+func TestLocalModeAnswersOnlyLocalJSONRequests(t *testing.T) {
+	t.Parallel()
+	e := start(t, nil)
+	body := `{"tenant":"acme","type":"a","data":{}}`
+	send := func(host, origin, contentType string) int {
+		req, _ := http.NewRequest("POST", e.base+"/v1/events", strings.NewReader(body))
+		if host != "" {
+			req.Host = host
+		}
+		if origin != "" {
+			req.Header.Set("Origin", origin)
+		}
+		if contentType != "" {
+			req.Header.Set("Content-Type", contentType)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	tests := []struct {
+		name, host, origin, contentType string
+		want                            int
+	}{
+		{"loopback address", "", "", "application/json", http.StatusAccepted},
+		{"localhost", "localhost:8080", "http://localhost:3000", "application/json", http.StatusAccepted},
+		{"ipv6 loopback", "[::1]:8080", "", "application/json", http.StatusAccepted},
+		{"rebinding host", "evil.example:8080", "", "application/json", http.StatusForbidden},
+		{"cross-site origin", "", "https://evil.example", "application/json", http.StatusForbidden},
+		{"form post without a JSON type", "", "", "", http.StatusUnsupportedMediaType},
+	}
+	for _, tt := range tests {
+		if got := send(tt.host, tt.origin, tt.contentType); got != tt.want {
+			t.Errorf("%s: status %d, want %d", tt.name, got, tt.want)
+		}
 	}
 }

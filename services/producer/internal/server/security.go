@@ -1,7 +1,10 @@
 package server
 
 import (
+	"net"
 	"net/http"
+	"net/netip"
+	"net/url"
 	"strings"
 
 	"github.com/hookline/hookline/pkg/auth"
@@ -29,10 +32,12 @@ func secure(c config.Security, log *zap.Logger, d *api.Deps, reg *registry.Regis
 	if err != nil {
 		return err
 	}
-	if !authn.Enabled() {
-		log.Warn("API AUTHENTICATION IS OFF: no HOOKLINE_API_TOKENS configured; anyone who reaches this port can publish events and manage subscriptions (local mode only)")
-	}
 	d.V1 = scoped(authn)
+	if !authn.Enabled() {
+		log.Warn("API AUTHENTICATION IS OFF: no HOOKLINE_API_TOKENS configured; anyone who reaches this port can publish events and manage subscriptions (local mode only: loopback Host names and JSON bodies only)")
+		inner := d.V1
+		d.V1 = func(h http.Handler) http.Handler { return localOnly(inner(h)) }
+	}
 
 	box, err := c.Secrets.Box()
 	if err != nil {
@@ -43,6 +48,50 @@ func secure(c config.Security, log *zap.Logger, d *api.Deps, reg *registry.Regis
 	}
 	reg.SealWith(box)
 	return nil
+}
+
+// localOnly guards the API while authentication is off (a developer's
+// machine): a web page the developer visits must not be able to drive it.
+// A cross-site form or a no-CORS fetch cannot send application/json, so a
+// request with a body must declare it (415 otherwise); and a DNS-rebinding
+// page reaches the port under its own host name, so the Host must be a
+// loopback name or address (403 otherwise), as must an Origin when sent.
+func localOnly(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !loopbackHost(r.Host) {
+			api.WriteProblem(w, http.StatusForbidden, api.TypeForbidden,
+				"with authentication off (no HOOKLINE_API_TOKENS) the API answers only to localhost, 127.0.0.1 or [::1]")
+			return
+		}
+		if o := r.Header.Get("Origin"); o != "" {
+			u, err := url.Parse(o)
+			if err != nil || !loopbackHost(u.Host) {
+				api.WriteProblem(w, http.StatusForbidden, api.TypeForbidden,
+					"with authentication off (no HOOKLINE_API_TOKENS) the API refuses requests from other origins")
+				return
+			}
+		}
+		if r.ContentLength != 0 && r.Method != http.MethodGet && r.Header.Get("Content-Type") == "" {
+			api.WriteProblem(w, http.StatusUnsupportedMediaType, api.TypeUnsupportedMedia, "Content-Type must be application/json")
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// loopbackHost reports a Host (with or without a port) that names this
+// machine: localhost, *.localhost, or a loopback address.
+func loopbackHost(hostport string) bool {
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.ToLower(host), ".")
+	if host == "localhost" || strings.HasSuffix(host, ".localhost") {
+		return true
+	}
+	a, err := netip.ParseAddr(strings.Trim(host, "[]"))
+	return err == nil && a.Unmap().IsLoopback()
 }
 
 // scoped requires the publish scope on /v1/events and /v1/events/batch and
