@@ -15,9 +15,8 @@ import (
 // A burst to one subscription created with defaults (in-flight cap 10),
 // whose endpoint answers in a millisecond: tasks over the cap wait in the
 // subscription's line instead of bouncing through scheduled retries. Every
-// event arrives exactly once, few tasks are deferred, and DELIVERIES
-// stores close to one message per delivery (each deferral stores two: the
-// schedule and the task it fires).
+// event arrives exactly once, a task is deferred at most about once, and
+// DELIVERIES stores one message per delivery plus two per deferral.
 func TestBurstToADefaultSubscriptionQueues(t *testing.T) {
 	t.Parallel()
 	const events = 20000
@@ -68,13 +67,17 @@ func TestBurstToADefaultSubscriptionQueues(t *testing.T) {
 		t.Fatal("no task waited in line: the burst never reached the cap, so the test proves nothing")
 	}
 	// Bouncing deferred each task many times (stored messages per delivery
-	// grew with the burst); waiting in line defers at most the part of the
-	// burst that found its line full, about once each.
-	if deferred > events/2 {
-		t.Errorf("%.0f deferrals for %d events; want at most one for every second event", deferred, events)
+	// grew with the burst). Waiting in line defers only what found its line
+	// full (the line holds what the endpoint serves within 10 s at its
+	// measured pace: on a quiet machine almost nothing, on one loaded by
+	// the rest of the suite about half), each task about once: one stored
+	// task per delivery plus two messages (schedule, fired copy) per
+	// deferral.
+	if deferred > events {
+		t.Errorf("%.0f deferrals for %d events; want at most one per event", deferred, events)
 	}
-	if stored > 2 {
-		t.Errorf("DELIVERIES stored %.2f messages per delivery; want at most 2", stored)
+	if want := 1 + 2*deferred/events + 0.1; stored > want {
+		t.Errorf("DELIVERIES stored %.2f messages per delivery; want at most %.2f (one per task and two per deferral)", stored, want)
 	}
 }
 
