@@ -23,7 +23,7 @@ func main() {
 	err := run(ctx)
 	stop()
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "hookctl:", err)
+		fmt.Fprintln(os.Stderr, "hookctl:", cli.Printable(err.Error()))
 		os.Exit(cli.ExitCode(err))
 	}
 }

@@ -127,3 +127,56 @@ func shellQuote(s string) string {
 	}
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
+
+// printable writes what it is given with control characters shown as
+// escapes (\x1b, \x07, …): descriptions, event types, ids and error texts
+// come from tenants and publishers, and an escape sequence printed raw
+// would drive the operator's terminal (retitle it, rewrite lines, hide
+// text). Tab and newline pass; so does valid UTF-8 text.
+// A rune split across two writes is held back until its end arrives.
+type printable struct {
+	w    io.Writer
+	tail []byte
+}
+
+func (p *printable) Write(b []byte) (int, error) {
+	buf := append(p.tail, b...)
+	cut := len(buf)
+	// Hold back an incomplete UTF-8 sequence at the end (at most 3 bytes).
+	for i := len(buf) - 1; i >= 0 && i >= len(buf)-3; i-- {
+		if utf8.RuneStart(buf[i]) {
+			if !utf8.FullRune(buf[i:]) {
+				cut = i
+			}
+			break
+		}
+	}
+	p.tail = append([]byte(nil), buf[cut:]...)
+	if _, err := io.WriteString(p.w, Printable(string(buf[:cut]))); err != nil {
+		return 0, err
+	}
+	return len(b), nil
+}
+
+// Printable returns s with every control character but tab and newline
+// (C0, DEL, C1) written as a \xNN escape, and invalid UTF-8 as \xNN too.
+func Printable(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case r == '\t' || r == '\n':
+			b.WriteRune(r)
+		case r < 0x20 || r == 0x7f:
+			fmt.Fprintf(&b, `\x%02x`, r)
+		case r >= 0x80 && r <= 0x9f:
+			fmt.Fprintf(&b, `\u%04x`, r)
+		default:
+			b.WriteString(s[i : i+size])
+		}
+		i += size
+	}
+	return b.String()
+}

@@ -46,6 +46,9 @@ type App struct {
 
 // New builds the command tree.
 func New(cfg Config, stdio IO) *App {
+	if stdio.Out != nil {
+		stdio.Out = &printable{w: stdio.Out}
+	}
 	a := &App{cfg: cfg, io: stdio}
 	a.root = a.rootCommand()
 	return a
