@@ -14,10 +14,6 @@
 // exceeds the cap, but each replica allows it on its own (the endpoint may
 // see up to replicas × cap while Redis is down). The caller counts the
 // fall-back (OnDegraded).
-//
-// A task turned away is told how crowded the subscription is: the number of
-// acquisitions refused in the current second (Denied), from which the
-// caller spreads its retries.
 package inflight
 
 import (
@@ -45,15 +41,11 @@ const KeyPrefix = "hookline:inflight:"
 // Key is the lease set of a subscription.
 func Key(subscriptionID string) string { return KeyPrefix + "{" + subscriptionID + "}" }
 
-// DeniedKey counts the acquisitions refused in the current second: a hash
-// of the second (w, unix seconds) and the count (n).
-func DeniedKey(subscriptionID string) string { return Key(subscriptionID) + ":denied" }
-
 // acquire drops expired leases and adds ARGV[3] when fewer than ARGV[2]
-// remain. Returns {1, count, 0} when acquired, {0, count, refused this
-// second} when full.
+// remain. Returns {1, count} when acquired, {0, count} when full (the task
+// then waits in its subscription's line: nothing to spread).
 //
-//	KEYS[1] lease set   KEYS[2] refusals
+//	KEYS[1] lease set
 //	ARGV[1] now (unix ms)   ARGV[2] cap   ARGV[3] lease id   ARGV[4] lease ttl (ms)
 var acquire = redis.NewScript(`
 local now = tonumber(ARGV[1])
@@ -61,17 +53,11 @@ local ttl = tonumber(ARGV[4])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 local n = redis.call('ZCARD', KEYS[1])
 if n >= tonumber(ARGV[2]) then
-  local w = math.floor(now / 1000)
-  local st = redis.call('HMGET', KEYS[2], 'w', 'n')
-  local d = 1
-  if tonumber(st[1]) == w then d = (tonumber(st[2]) or 0) + 1 end
-  redis.call('HSET', KEYS[2], 'w', w, 'n', d)
-  redis.call('PEXPIRE', KEYS[2], 2000)
-  return {0, n, d}
+  return {0, n}
 end
 redis.call('ZADD', KEYS[1], now + ttl, ARGV[3])
 redis.call('PEXPIRE', KEYS[1], ttl * 2)
-return {1, n + 1, 0}
+return {1, n + 1}
 `)
 
 // Config sizes the limiter.
@@ -169,7 +155,6 @@ type PendingAcquire struct {
 	id             string
 	now            time.Time
 	cmd            *redis.Cmd // nil: Redis skipped
-	denied         int
 }
 
 // AcquireCmd queues taking a slot for an attempt on the subscription on
@@ -187,7 +172,7 @@ func (l *Limiter) AcquireCmd(ctx context.Context, pipe redis.Pipeliner, subscrip
 	p.id = rand.Text()
 	// Eval, not EvalSha: a pipeline cannot fall back on NOSCRIPT. Redis
 	// caches the compiled script by its hash either way.
-	p.cmd = acquire.Eval(ctx, pipe, []string{Key(subscriptionID), DeniedKey(subscriptionID)},
+	p.cmd = acquire.Eval(ctx, pipe, []string{Key(subscriptionID)},
 		p.now.UnixMilli(), p.limit, p.id, l.cfg.LeaseTTL.Milliseconds())
 	return p
 }
@@ -212,11 +197,10 @@ func (p *PendingAcquire) Result() (Lease, bool, error) {
 		lease, ok := l.acquireLocal(p.subscriptionID, p.limit)
 		return lease, ok, fmt.Errorf("acquire in-flight slot in redis (counted locally instead): %w", err)
 	}
-	if len(res) != 3 {
+	if len(res) != 2 {
 		return Lease{}, false, errors.New("acquire in-flight slot: unexpected script reply")
 	}
 	if res[0] == 0 {
-		p.denied = int(res[2])
 		return Lease{}, false, nil
 	}
 	l.mu.Lock()
@@ -224,11 +208,6 @@ func (p *PendingAcquire) Result() (Lease, bool, error) {
 	l.mu.Unlock()
 	return Lease{subscriptionID: p.subscriptionID, id: p.id}, true, nil
 }
-
-// Denied is, after a Result that found the subscription full, how many
-// acquisitions were refused in the current second across all replicas
-// (this one included); 0 otherwise.
-func (p *PendingAcquire) Denied() int { return p.denied }
 
 // acquireLocal decides against the leases this process holds.
 func (l *Limiter) acquireLocal(subscriptionID string, limit int) (Lease, bool) {

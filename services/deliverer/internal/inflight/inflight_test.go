@@ -219,38 +219,3 @@ func TestLocalFallbackCountsRedisLeasesOfThisProcess(t *testing.T) {
 		t.Fatal("no local slot after releasing one of this process's leases")
 	}
 }
-
-func TestFullReportsHowCrowdedItIs(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	srv := redistest.Start(t)
-	clk := healthtest.NewClock()
-	cfg := inflight.Config{DefaultMax: 1, LeaseTTL: time.Minute, Now: clk.Now}
-	a := inflight.New(srv.Client(t), cfg)
-	b := inflight.New(srv.Client(t), cfg)
-	if _, ok, err := a.Acquire(ctx, "sub_crowd", 0); !ok || err != nil {
-		t.Fatalf("first acquire: %v %v", ok, err)
-	}
-	refuse := func() int {
-		t.Helper()
-		pipe := srv.Client(t).Pipeline()
-		p := b.AcquireCmd(ctx, pipe, "sub_crowd", 0)
-		if _, err := pipe.Exec(ctx); err != nil {
-			t.Fatal(err)
-		}
-		if _, ok, err := p.Result(); ok || err != nil {
-			t.Fatalf("refusal: ok %v err %v", ok, err)
-		}
-		return p.Denied()
-	}
-	for i := range 3 {
-		if d := refuse(); d != i+1 {
-			t.Fatalf("refusal %d reports %d refusals this second", i+1, d)
-		}
-	}
-	// A new second starts the count again.
-	clk.Advance(time.Second)
-	if d := refuse(); d != 1 {
-		t.Fatalf("first refusal of a new second reports %d", d)
-	}
-}
