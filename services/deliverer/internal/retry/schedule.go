@@ -27,11 +27,14 @@ import (
 // fired), after it the second schedule replaces the first if it has not
 // fired yet.
 type Scheduler struct {
-	js jetstream.JetStream
+	js      jetstream.JetStream
+	publish func(ctx context.Context, m *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error)
 }
 
 // NewScheduler publishes schedules with js.
-func NewScheduler(js jetstream.JetStream) *Scheduler { return &Scheduler{js: js} }
+func NewScheduler(js jetstream.JetStream) *Scheduler {
+	return &Scheduler{js: js, publish: js.PublishMsg}
+}
 
 // Copy is a task copy to schedule.
 type Copy struct {
@@ -47,19 +50,42 @@ type Copy struct {
 }
 
 // Schedule publishes the copy and waits for JetStream's ack.
+//
+// A publish whose ack was lost (a timeout, a dropped connection) may still
+// have been stored. Naking the task then would start a second retry chain
+// beside the stored schedule — for a long delay, after the duplicate
+// window, a duplicate delivery. So an error is checked against the stream:
+// a schedule on the subject (one per retried task) means it is stored, and
+// Schedule succeeds.
 func (s *Scheduler) Schedule(ctx context.Context, c Copy) error {
 	subject := stream.RetrySubject(c.SubscriptionID, c.Seq)
 	m := &nats.Msg{Subject: subject, Header: c.Header, Data: c.Body}
-	_, err := s.js.PublishMsg(ctx, m,
+	_, err := s.publish(ctx, m,
 		jetstream.WithScheduleAt(FireAt(time.Now(), c.Delay)),
 		jetstream.WithScheduleTarget(stream.DeliverySubject(c.Tenant, c.SubscriptionID)),
 		jetstream.WithMsgID(subject),
 		jetstream.WithExpectStream(stream.Deliveries),
 	)
 	if err != nil {
+		if s.stored(ctx, subject) {
+			return nil
+		}
 		return fmt.Errorf("schedule retry: %w", err)
 	}
 	return nil
+}
+
+// stored reports whether a schedule is on subject (given a few seconds of
+// its own: the publish's context may be what ran out).
+func (s *Scheduler) stored(ctx context.Context, subject string) bool {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Second)
+	defer cancel()
+	st, err := s.js.Stream(ctx, stream.Deliveries)
+	if err != nil {
+		return false
+	}
+	_, err = st.GetLastMsgForSubject(ctx, subject)
+	return err == nil
 }
 
 // FireAt is when a schedule for now+delay fires. Schedules have one-second

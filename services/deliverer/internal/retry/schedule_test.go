@@ -1,0 +1,50 @@
+package retry_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/hookline/hookline/pkg/natstest"
+	"github.com/hookline/hookline/pkg/stream"
+	"github.com/hookline/hookline/services/deliverer/internal/retry"
+	"github.com/nats-io/nats.go"
+)
+
+// A schedule publish whose ack was lost but that the server stored is a
+// schedule made: Schedule succeeds (the deliverer acks the task) instead of
+// failing (the deliverer would nak it, and the nak's redelivery would start
+// a second retry chain beside the stored schedule). A publish that stored
+// nothing still fails.
+func TestScheduleWithALostAckIsCheckedNotDoubled(t *testing.T) {
+	t.Parallel()
+	ns := natstest.Start(t)
+	_, js := ns.Connect(t)
+	ctx := context.Background()
+	if err := stream.Ensure(ctx, js, stream.Config{MemoryStorage: true}); err != nil {
+		t.Fatal(err)
+	}
+	c := retry.Copy{Header: nats.Header{"Hookline-Attempt": {"1"}}, Body: []byte(`{}`), Tenant: "acme",
+		SubscriptionID: "sub_1", Seq: 7, Delay: time.Hour}
+
+	lost := retry.NewScheduler(js)
+	retry.LoseAcks(lost, context.DeadlineExceeded)
+	if err := lost.Schedule(ctx, c); err != nil {
+		t.Fatalf("stored schedule with a lost ack: %v; want success", err)
+	}
+	st, err := js.Stream(ctx, stream.Deliveries)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.GetLastMsgForSubject(ctx, stream.RetrySubject("sub_1", 7)); err != nil {
+		t.Fatalf("the schedule is not stored: %v", err)
+	}
+
+	failed := retry.NewScheduler(js)
+	retry.FailPublishes(failed, errors.New("nats unavailable"))
+	c.Seq = 8
+	if err := failed.Schedule(ctx, c); err == nil {
+		t.Fatal("a publish that stored nothing reported success")
+	}
+}
