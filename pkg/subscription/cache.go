@@ -199,7 +199,7 @@ func (c *Cache) tenantFromRedis(ctx context.Context, tenant string) ([]*hookline
 // Get returns one subscription (disabled ones too). It returns ErrNotFound
 // when the subscription was deleted or never existed.
 func (c *Cache) Get(ctx context.Context, tenant, id string) (*hooklinev1.Subscription, error) {
-	if ValidateTenant(tenant) != nil || validateID(id) != nil {
+	if ValidateTenant(tenant) != nil || ValidateID(id) != nil {
 		return nil, ErrNotFound
 	}
 	if c.useRedis() {

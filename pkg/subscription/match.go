@@ -135,8 +135,9 @@ func validateTokens(what, s string, wildcards bool) error {
 	}
 }
 
-// validateID checks a subscription id: one KV key token of [A-Za-z0-9_-].
-func validateID(id string) error {
+// ValidateID checks a subscription id: one KV key token of [A-Za-z0-9_-],
+// at most 128 bytes (also what may stand in a dead letter's subject).
+func ValidateID(id string) error {
 	if id == "" || len(id) > 128 {
 		return errors.New("subscription id must be 1..128 characters")
 	}

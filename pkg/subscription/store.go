@@ -70,7 +70,7 @@ func validateRecord(sub *hooklinev1.Subscription) error {
 	if err := ValidateTenant(sub.GetTenant()); err != nil {
 		return err
 	}
-	if err := validateID(sub.GetId()); err != nil {
+	if err := ValidateID(sub.GetId()); err != nil {
 		return err
 	}
 	if len(sub.GetEventTypes()) == 0 {
@@ -104,7 +104,7 @@ func (s *Store) Create(ctx context.Context, sub *hooklinev1.Subscription) (uint6
 // GetTenant reads one subscription by its key. It returns ErrNotFound when
 // it does not exist or was deleted.
 func (s *Store) GetTenant(ctx context.Context, tenant, id string) (*hooklinev1.Subscription, uint64, error) {
-	if ValidateTenant(tenant) != nil || validateID(id) != nil {
+	if ValidateTenant(tenant) != nil || ValidateID(id) != nil {
 		return nil, 0, ErrNotFound
 	}
 	e, err := s.kv.Get(ctx, stream.SubscriptionKey(tenant, id))
@@ -146,7 +146,7 @@ func decodeEntry(e jetstream.KeyValueEntry) (*hooklinev1.Subscription, error) {
 // Get finds a subscription by id alone (any tenant). It returns ErrNotFound
 // when it does not exist or was deleted.
 func (s *Store) Get(ctx context.Context, id string) (*hooklinev1.Subscription, uint64, error) {
-	if validateID(id) != nil {
+	if ValidateID(id) != nil {
 		return nil, 0, ErrNotFound
 	}
 	entries, err := s.scan(ctx, "*."+id)

@@ -368,9 +368,7 @@ func (d *Deliverer) wait(ctx context.Context, j *job, tg target, ref Refusal) {
 		// the poller asks for the head.
 	case ref.Wait > 0:
 		// A new line whose head's turn comes after the wait.
-		if d.lines.Claim(id) {
-			d.lines.Unclaim(id, time.Now().Add(ref.Wait))
-		}
+		d.lines.Hold(id, time.Now().Add(ref.Wait))
 	default:
 		// A new line: the slot that was full may have been given back
 		// since admission said so, with nobody in line to pass it to.
@@ -802,25 +800,10 @@ func letter(t *task.Task, seq uint64, v verdict) deadletter.Letter {
 	if subscription.ValidateTenant(l.Tenant) != nil {
 		l.Tenant = "unknown"
 	}
-	if !plainToken(l.SubscriptionID) {
+	if subscription.ValidateID(l.SubscriptionID) != nil {
 		l.SubscriptionID = "unknown"
 	}
 	return l
-}
-
-// plainToken reports a non-empty subject token of letters, digits, '_' and
-// '-' (subscription ids are sub_<ULID>).
-func plainToken(s string) bool {
-	if s == "" || len(s) > 128 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
-			return false
-		}
-	}
-	return true
 }
 
 // keepAlive sends InProgress every interval until stop is called, so that

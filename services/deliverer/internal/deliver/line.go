@@ -340,6 +340,16 @@ func (ls *lines) Claim(id string) bool {
 	return true
 }
 
+// Hold keeps id's head from being asked for before until, unless a
+// goroutine polls the line (its own Unclaim decides then).
+func (ls *lines) Hold(id string, until time.Time) {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	if l := ls.byID[id]; l != nil && !l.polling && until.After(l.notBefore) {
+		l.notBefore = until
+	}
+}
+
 // Unclaim ends a Claim; the head is not asked for before notBefore.
 func (ls *lines) Unclaim(id string, notBefore time.Time) {
 	ls.mu.Lock()
