@@ -65,15 +65,15 @@ const replayLease = 15 * time.Second
 // already (another syncer made it so); 3 when another syncer holds the
 // token (its replay will); 0 when nobody does (start over).
 //
-//	KEYS[1] token   KEYS[2] ready hash   ARGV[1] token   ARGV[2…] tenants
+//	KEYS[1] token   KEYS[2] ready hash   ARGV[1] token   ARGV[2] TenantPrefix   ARGV[3…] tenants
 var markReady = redis.NewScript(`
 local cur = redis.call('GET', KEYS[1])
 if cur == ARGV[1] then
   for _, f in ipairs(redis.call('HKEYS', KEYS[2])) do
-    if f ~= '*' and redis.call('EXISTS', 'hookline:subs:t:' .. f) == 0 then redis.call('HDEL', KEYS[2], f) end
+    if f ~= '*' and redis.call('EXISTS', ARGV[2] .. f) == 0 then redis.call('HDEL', KEYS[2], f) end
   end
-  for i = 2, #ARGV do
-    if redis.call('EXISTS', 'hookline:subs:t:' .. ARGV[i]) == 1 then redis.call('HSET', KEYS[2], ARGV[i], '1') end
+  for i = 3, #ARGV do
+    if redis.call('EXISTS', ARGV[2] .. ARGV[i]) == 1 then redis.call('HSET', KEYS[2], ARGV[i], '1') end
   end
   redis.call('HSET', KEYS[2], '*', ARGV[1])
   redis.call('DEL', KEYS[1])
@@ -194,7 +194,7 @@ func (s *Syncer) watch(ctx context.Context) (replayed bool, err error) {
 				return replayed, errors.New("kv watcher closed")
 			}
 			if e == nil {
-				args := []any{token}
+				args := []any{token, TenantPrefix}
 				for t := range tenants {
 					args = append(args, t)
 				}
