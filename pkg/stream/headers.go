@@ -19,6 +19,10 @@ import (
 //	                       the event id (counted as unscoped); absent →
 //	                       evt_seq_<stream seq>
 //	Hookline-Occurred-At   RFC 3339; absent → the stream timestamp
+//	Hookline-Ordering-Key  optional (ValidateOrderingKey): for a
+//	                       subscription with ordered on, events of one key
+//	                       are attempted one at a time in EVENTS sequence
+//	                       order; absent → no ordering for the event
 //
 // Tenant and type come from the subject events.<tenant>.<type…>.
 //
@@ -33,6 +37,14 @@ import (
 //	Hookline-Replay            on a task replayed from DEADLETTER: the
 //	                           DEADLETTER sequence it was replayed from
 //	                           (task Nats-Msg-Id <event>:<sub>:replay:<seq>)
+//	Hookline-Ordering-Key      the event's ordering key, set only on tasks
+//	                           of a subscription with ordered on
+//	Hookline-Event-Seq         with it: the event's EVENTS sequence (its
+//	                           place in publish order)
+//	Hookline-Ordering-Sequence once attempted: the task's number in its
+//	                           key's line (1, 2, 3, …), sent to the
+//	                           receiver and kept by a dead letter so that
+//	                           its replay carries the same number
 //	Hookline-Test              "true" on a test delivery (POST …/test),
 //	                           published by the producer straight to
 //	                           deliveries.<tenant>.<subscription>
@@ -63,7 +75,34 @@ const (
 	HeaderOriginalSubject = "Hookline-Original-Subject"
 	HeaderReplay          = "Hookline-Replay"
 	HeaderTest            = "Hookline-Test"
+	HeaderOrderingKey     = "Hookline-Ordering-Key"
+	HeaderEventSeq        = "Hookline-Event-Seq"
+	HeaderOrderingSeq     = "Hookline-Ordering-Sequence"
 )
+
+// MaxOrderingKeyLen bounds an ordering key.
+const MaxOrderingKeyLen = 128
+
+// ValidateOrderingKey checks an event's ordering key: 1 to 128 printable
+// ASCII characters (space included, not at either end). It is sent to the
+// receiver as a header value, so nothing else may pass.
+func ValidateOrderingKey(k string) error {
+	if k == "" {
+		return errors.New("must not be empty")
+	}
+	if len(k) > MaxOrderingKeyLen {
+		return fmt.Errorf("must be at most %d characters", MaxOrderingKeyLen)
+	}
+	if k[0] == ' ' || k[len(k)-1] == ' ' {
+		return errors.New("must not start or end with a space")
+	}
+	for i := 0; i < len(k); i++ {
+		if c := k[i]; c < 0x20 || c > 0x7e {
+			return errors.New("may only contain printable ASCII characters")
+		}
+	}
+	return nil
+}
 
 // MaxEventIDLen bounds an event id.
 const MaxEventIDLen = 128

@@ -1,6 +1,7 @@
 package stream_test
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/hookline/hookline/pkg/stream"
@@ -47,6 +48,19 @@ func TestEventIDFromMsgID(t *testing.T) {
 		id, scoped := stream.EventIDFromMsgID(tt.tenant, tt.msgID)
 		if id != tt.want || scoped != tt.scoped {
 			t.Errorf("EventIDFromMsgID(%q, %q) = %q, %v; want %q, %v", tt.tenant, tt.msgID, id, scoped, tt.want, tt.scoped)
+		}
+	}
+}
+
+func TestValidateOrderingKey(t *testing.T) {
+	for _, ok := range []string{"a", "order 42", "cus_123/acct:9", strings.Repeat("k", stream.MaxOrderingKeyLen)} {
+		if err := stream.ValidateOrderingKey(ok); err != nil {
+			t.Errorf("%q refused: %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"", " lead", "trail ", "tab\there", "new\nline", "é", strings.Repeat("k", stream.MaxOrderingKeyLen+1)} {
+		if err := stream.ValidateOrderingKey(bad); err == nil {
+			t.Errorf("%q accepted", bad)
 		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"time"
 )
@@ -27,6 +28,8 @@ type Event struct {
 	Tenant string          `json:"tenant"`
 	Type   string          `json:"type"`
 	Data   json.RawMessage `json:"data"`
+	// OrderingKey is sent as ordering_key when set.
+	OrderingKey string `json:"ordering_key,omitempty"`
 }
 
 // Published is one entry of a publish answer.
@@ -116,12 +119,15 @@ func (a *API) PublishBatch(ctx context.Context, events []Event) ([]Published, er
 	return out.Events, nil
 }
 
-// CreateSubscription posts a subscription and returns it with its secret.
-func (a *API) CreateSubscription(ctx context.Context, tenant, url string, eventTypes []string) (Subscription, error) {
+// CreateSubscription posts a subscription and returns it with its secret;
+// extra fields (ordered, max_in_flight, …) are added to the body.
+func (a *API) CreateSubscription(ctx context.Context, tenant, url string, eventTypes []string, extra ...map[string]any) (Subscription, error) {
 	var s Subscription
-	err := a.Do(ctx, http.MethodPost, "/v1/subscriptions", map[string]any{
-		"tenant": tenant, "url": url, "event_types": eventTypes,
-	}, &s)
+	body := map[string]any{"tenant": tenant, "url": url, "event_types": eventTypes}
+	for _, e := range extra {
+		maps.Copy(body, e)
+	}
+	err := a.Do(ctx, http.MethodPost, "/v1/subscriptions", body, &s)
 	return s, err
 }
 

@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -34,6 +36,7 @@ const (
 	kindReset
 	kindHugeBody
 	kindFailFirst
+	kindFlaky
 )
 
 // Endpoint behaviours.
@@ -64,6 +67,10 @@ func HugeBody(n int64) Behavior { return Behavior{kind: kindHugeBody, size: n, s
 // FailFirst answers 500 to the first n attempts of each event, then 200.
 func FailFirst(n int) Behavior { return Behavior{kind: kindFailFirst, failFor: n} }
 
+// Flaky answers 500 to one request in every n, at random, and 200 to the
+// others.
+func Flaky(n int) Behavior { return Behavior{kind: kindFlaky, failFor: n} }
+
 // String names the behaviour in reports.
 func (b Behavior) String() string {
 	switch b.kind {
@@ -81,6 +88,8 @@ func (b Behavior) String() string {
 		return fmt.Sprintf("huge body %d bytes", b.size)
 	case kindFailFirst:
 		return fmt.Sprintf("fail first %d", b.failFor)
+	case kindFlaky:
+		return fmt.Sprintf("flaky (1 in %d fails)", b.failFor)
 	}
 	return "?"
 }
@@ -215,6 +224,24 @@ type Endpoint struct {
 	overlapEvents  []string
 	current        int
 	maxConcurrent  int
+	receipts       []Receipt
+}
+
+// Receipt is one request of an ordering key, in arrival order.
+type Receipt struct {
+	ID, Key string
+	// Number is the Hookline-Ordering-Sequence header.
+	Number uint64
+	// Status is what the endpoint answered (0: nothing).
+	Status int
+}
+
+// Receipts returns the requests that carried an ordering key, in the order
+// they arrived.
+func (e *Endpoint) Receipts() []Receipt {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]Receipt(nil), e.receipts...)
 }
 
 // SetBehavior changes how the endpoint answers from now on.
@@ -283,6 +310,12 @@ func (e *Endpoint) serve(w http.ResponseWriter, req *http.Request) {
 			e.badSignatures = append(e.badSignatures, fmt.Sprintf("%s: %v", id, err))
 		}
 	}
+	ri := -1
+	if key := req.Header.Get("Hookline-Ordering-Key"); key != "" {
+		n, _ := strconv.ParseUint(req.Header.Get("Hookline-Ordering-Sequence"), 10, 64)
+		e.receipts = append(e.receipts, Receipt{ID: id, Key: key, Number: n})
+		ri = len(e.receipts) - 1
+	}
 	e.inflight[id]++
 	if n := e.inflight[id]; n > 1 {
 		e.overlapEvents = append(e.overlapEvents, id)
@@ -302,6 +335,9 @@ func (e *Endpoint) serve(w http.ResponseWriter, req *http.Request) {
 	e.inflight[id]--
 	e.current--
 	h.Statuses = append(h.Statuses, status)
+	if ri >= 0 {
+		e.receipts[ri].Status = status
+	}
 	if status >= 200 && status < 300 {
 		h.Delivered++
 		e.delivered++
@@ -321,6 +357,13 @@ func (e *Endpoint) answer(w http.ResponseWriter, req *http.Request, b Behavior, 
 	case kindStatus:
 		w.WriteHeader(b.status)
 		return b.status
+	case kindFlaky:
+		if rand.IntN(b.failFor) == 0 {
+			w.WriteHeader(http.StatusInternalServerError)
+			return http.StatusInternalServerError
+		}
+		w.WriteHeader(http.StatusOK)
+		return http.StatusOK
 	case kindFailFirst:
 		if attempt <= b.failFor {
 			w.WriteHeader(http.StatusInternalServerError)

@@ -100,13 +100,13 @@ func (s *Stack) AddDeliverer(name string) *Service {
 // Subscribe creates a subscription of tenant to eventTypes pointing at a new
 // endpoint called name, binds the endpoint (its secret verifies every
 // signature) and declares it to the checker.
-func (s *Stack) Subscribe(tenant, name string, eventTypes []string, b Behavior) (*Endpoint, Subscription) {
+func (s *Stack) Subscribe(tenant, name string, eventTypes []string, b Behavior, extra ...map[string]any) (*Endpoint, Subscription) {
 	s.tb.Helper()
 	ep := s.Receiver.Endpoint(name)
 	ep.SetBehavior(b)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	sub, err := s.API.CreateSubscription(ctx, tenant, ep.URL, eventTypes)
+	sub, err := s.API.CreateSubscription(ctx, tenant, ep.URL, eventTypes, extra...)
 	if err != nil {
 		s.tb.Fatalf("create subscription %s: %v", name, err)
 	}

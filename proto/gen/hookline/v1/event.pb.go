@@ -122,7 +122,11 @@ type PublishEventRequest struct {
 	// twice within the duplicate window stores the event once.
 	Id string `protobuf:"bytes,4,opt,name=id,proto3" json:"id,omitempty"`
 	// Optional; defaults to the time the producer accepted the event.
-	OccurredAt    *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=occurred_at,json=occurredAt,proto3" json:"occurred_at,omitempty"`
+	OccurredAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=occurred_at,json=occurredAt,proto3" json:"occurred_at,omitempty"`
+	// Optional: events of one key are delivered one at a time, in publish
+	// order, to each subscription with ordered on (1–128 printable ASCII
+	// characters). Absent: no ordering for this event.
+	OrderingKey   string `protobuf:"bytes,6,opt,name=ordering_key,json=orderingKey,proto3" json:"ordering_key,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -190,6 +194,13 @@ func (x *PublishEventRequest) GetOccurredAt() *timestamppb.Timestamp {
 		return x.OccurredAt
 	}
 	return nil
+}
+
+func (x *PublishEventRequest) GetOrderingKey() string {
+	if x != nil {
+		return x.OrderingKey
+	}
+	return ""
 }
 
 // PublishEventResponse is the 202 answer of POST /v1/events.
@@ -347,14 +358,15 @@ const file_hookline_v1_event_proto_rawDesc = "" +
 	"\x04type\x18\x03 \x01(\tR\x04type\x12;\n" +
 	"\voccurred_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"occurredAt\x12*\n" +
-	"\x04data\x18\x05 \x01(\v2\x16.google.protobuf.ValueR\x04data\"\xba\x01\n" +
+	"\x04data\x18\x05 \x01(\v2\x16.google.protobuf.ValueR\x04data\"\xdd\x01\n" +
 	"\x13PublishEventRequest\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x12\n" +
 	"\x04type\x18\x02 \x01(\tR\x04type\x12*\n" +
 	"\x04data\x18\x03 \x01(\v2\x16.google.protobuf.ValueR\x04data\x12\x0e\n" +
 	"\x02id\x18\x04 \x01(\tR\x02id\x12;\n" +
 	"\voccurred_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"occurredAt\"D\n" +
+	"occurredAt\x12!\n" +
+	"\fordering_key\x18\x06 \x01(\tR\vorderingKey\"D\n" +
 	"\x14PublishEventResponse\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1c\n" +
 	"\tduplicate\x18\x02 \x01(\bR\tduplicate\"T\n" +

@@ -58,7 +58,8 @@ type Subscription struct {
 	SignatureScheme string `protobuf:"bytes,16,opt,name=signature_scheme,json=signatureScheme,proto3" json:"signature_scheme,omitempty"`
 	// The public key for v1a (whpk_…), readable through the API.
 	PublicKey string `protobuf:"bytes,17,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
-	// Deliver one event at a time, in publish order.
+	// Deliver the events of one ordering key one at a time, in publish
+	// order (events without a key are not ordered).
 	Ordered       bool `protobuf:"varint,18,opt,name=ordered,proto3" json:"ordered,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -47,6 +47,9 @@ type Config struct {
 	// subscription's line when it is expected to be attempted within this
 	// long; otherwise it is deferred by its expected wait.
 	AdmissionMaxWait time.Duration `env:"HOOKLINE_ADMISSION_MAX_WAIT" envDefault:"10s"`
+	// OrderingKeyTTL: the line of an ordering key (in Redis) is forgotten
+	// after this long unused; the key's numbers then start at 1 again.
+	OrderingKeyTTL time.Duration `env:"HOOKLINE_ORDERING_KEY_TTL" envDefault:"168h"`
 	// AckWait of both consumers. It must exceed HTTPTimeout by at least
 	// AckWaitMargin: a message whose AckWait runs out while its attempt is
 	// still in flight is redelivered to another worker, which would POST
@@ -121,6 +124,7 @@ func (c Config) Validate() error {
 	check(c.MaxAckPending >= 4, "HOOKLINE_MAX_ACK_PENDING must be at least 4, not %d", c.MaxAckPending)
 	check(c.AdmissionMaxWait >= 0 && c.AdmissionMaxWait < c.AckWait*100,
 		"HOOKLINE_ADMISSION_MAX_WAIT must be between 0s and 100 × HOOKLINE_ACK_WAIT, not %s", c.AdmissionMaxWait)
+	check(c.OrderingKeyTTL >= time.Hour, "HOOKLINE_ORDERING_KEY_TTL must be at least 1h (it must outlast a head's retries), not %s", c.OrderingKeyTTL)
 	check(c.MaxRedeliveries >= 1, "HOOKLINE_MAX_REDELIVERIES must be at least 1, not %d", c.MaxRedeliveries)
 	check(c.HTTPTimeout > 0, "HOOKLINE_HTTP_TIMEOUT must be positive, not %s", c.HTTPTimeout)
 	check(c.AckWait >= c.HTTPTimeout+AckWaitMargin,

@@ -118,6 +118,11 @@ type Deliverer struct {
 	m     *metrics.Metrics
 	o     Options
 	lines *lines
+	// ord and floor order the tasks of ordered subscriptions by key; keys
+	// are those that wait here for an earlier event of their key.
+	ord   Orderer
+	floor Floor
+	keys  *keyLines
 	// chains are the goroutines that run tasks from a line or poll one;
 	// lineSlots bounds those that attempt (Workers).
 	chains    sync.WaitGroup
@@ -135,6 +140,10 @@ type Deps struct {
 	Recorder    Recorder
 	Log         *zap.Logger
 	Metrics     *metrics.Metrics
+	// Ordering and Floor order the tasks of ordered subscriptions (nil:
+	// an ordering key is sent to the receiver but not waited on).
+	Ordering Orderer
+	Floor    Floor
 }
 
 // New builds the stage.
@@ -181,9 +190,13 @@ func New(d Deps, o Options) *Deliverer {
 	if o.PollEvery <= 0 {
 		o.PollEvery = 20 * time.Millisecond
 	}
+	if d.Ordering != nil && d.Floor == nil {
+		d.Floor = fannedOut{}
+	}
 	return &Deliverer{
 		js: d.JS, subs: d.Lookup, send: d.Sender, sched: d.Scheduler, dead: d.DeadLetters, rec: d.Recorder,
 		log: d.Log.Named("deliver"), m: d.Metrics, o: o,
+		ord: d.Ordering, floor: d.Floor, keys: newKeyLines(),
 		lineSlots: make(chan struct{}, o.Workers),
 		lines: newLines(lineConfig{
 			MaxWait: o.MaxWait, PerLineMax: o.LineMax, TotalMax: o.LinesMax,
@@ -259,8 +272,12 @@ type job struct {
 	t   task.Task
 	// stop ends the InProgress keep-alive.
 	stop func()
-	// parkedAt is when the task joined its subscription's line.
+	// parkedAt is when the task joined its subscription's line (or its
+	// key's).
 	parkedAt time.Time
+	// head: the task is its ordering key's head (ordering.Head), so it
+	// skips the key's line from now on.
+	head bool
 }
 
 // Handle takes one task: it is attempted at once, waits in its
@@ -289,8 +306,11 @@ func (d *Deliverer) Handle(ctx context.Context, msg jetstream.Msg) {
 // finish reports and settles a task and ends its keep-alive.
 func (d *Deliverer) finish(ctx context.Context, j *job, v verdict) {
 	d.report(&j.t, v)
-	d.settle(ctx, j.msg, &j.t, j.seq, v)
+	d.settle(ctx, j, v)
 	j.stop()
+	if j.head {
+		d.headEnded(ctx, j, v.decision.Kind == retry.Ack || v.decision.Kind == retry.DeadLetter)
+	}
 }
 
 // target is a task's subscription, ready to attempt.
@@ -323,13 +343,23 @@ func (d *Deliverer) prepare(ctx context.Context, t *task.Task) (target, verdict,
 }
 
 // start asks admission for a new task, unless its subscription already
-// has a line: then it joins the line's end (arrival order).
+// has a line: then it joins the line's end (arrival order). A task of an
+// ordered subscription first waits until it is its key's head.
 func (d *Deliverer) start(ctx context.Context, j *job) {
 	tg, v, ok := d.prepare(ctx, &j.t)
 	if !ok {
 		d.finish(ctx, j, v)
 		return
 	}
+	if d.ordered(j) {
+		d.order(ctx, j, tg)
+		return
+	}
+	d.admit(ctx, j, tg)
+}
+
+// admit asks admission for a task ready to attempt.
+func (d *Deliverer) admit(ctx context.Context, j *job, tg target) {
 	id := tg.sub.GetId()
 	if d.lines.Waiting(id) {
 		// Whoever started the line keeps it moving: no admission asked.
@@ -408,7 +438,8 @@ func (d *Deliverer) attempt(ctx context.Context, j *job, tg target, slot Slot) {
 		return
 	}
 	started := time.Now()
-	res := d.send.Send(ctx, sender.Request{URL: tg.sub.GetUrl(), ID: t.EventID, Timestamp: now, Signature: sig, Body: t.Body})
+	res := d.send.Send(ctx, sender.Request{URL: tg.sub.GetUrl(), ID: t.EventID, Timestamp: now, Signature: sig, Body: t.Body,
+		OrderingKey: t.OrderingKey, OrderingSeq: t.OrderingSeq})
 	d.lines.Observe(tg.sub.GetId(), tg.sub.GetMaxInFlight() == 0, res)
 	d.handOn(ctx, tg.sub.GetId(), slot, res)
 	d.finish(ctx, j, verdict{decision: d.o.Policy.Decide(res, t.Attempt+1), attempted: true, started: started, result: res})
@@ -584,6 +615,7 @@ func (d *Deliverer) pollLines(hctx context.Context) (stop func()) {
 				for _, id := range d.lines.Due() {
 					d.kick(hctx, id)
 				}
+				d.pollKeys(hctx)
 			}
 		}
 	}()
@@ -594,7 +626,7 @@ func (d *Deliverer) pollLines(hctx context.Context) (stop func()) {
 // time: another replica takes them after a second, and a deferral starts a
 // new message, so a restart never spends a task's redeliveries.
 func (d *Deliverer) deferWaiting(ctx context.Context) {
-	jobs := d.lines.EmptyAll()
+	jobs := append(d.lines.EmptyAll(), d.keys.EmptyAll()...)
 	if len(jobs) == 0 {
 		return
 	}
@@ -614,6 +646,7 @@ func (d *Deliverer) deferWaiting(ctx context.Context) {
 	wg.Wait()
 	d.log.Info("tasks waiting in line deferred at shutdown", zap.Int("tasks", len(jobs)))
 	d.m.AdmissionParkedNow.Set(0)
+	d.m.OrderingWaiting.Set(0)
 }
 
 // report records, logs and counts what happened.
@@ -693,14 +726,24 @@ func (d *Deliverer) report(t *task.Task, v verdict) {
 // server had received but not yet applied when it crashed is lost, and the
 // task is delivered again. Measured on a kill -9 of nats-server with 20k
 // tasks: 2,344 redelivered with Ack, 33 with DoubleAck.
-func (d *Deliverer) settle(ctx context.Context, msg jetstream.Msg, t *task.Task, seq uint64, v verdict) {
+//
+// A task of an ordering key leaves its key's line (finishOrdered) before
+// its Ack or Term, never after: acked but still in line, it would hold its
+// key forever.
+func (d *Deliverer) settle(ctx context.Context, j *job, v verdict) {
 	ctx, cancel := context.WithTimeout(ctx, d.o.Timeout)
 	defer cancel()
+	msg, t, seq := j.msg, &j.t, j.seq
 	ids := func(more ...zap.Field) []zap.Field {
 		return append([]zap.Field{zap.String("event_id", t.EventID), zap.String("subscription_id", t.SubscriptionID)}, more...)
 	}
 	switch v.decision.Kind {
 	case retry.Ack:
+		if err := d.finishOrdered(ctx, j); err != nil {
+			d.log.Warn("ordered task delivered but its key's line not moved on; task nak'ed (its head is sent again)", ids(zap.Error(err))...)
+			d.nak(msg, d.o.RetryDelay)
+			return
+		}
 		if err := msg.DoubleAck(ctx); err != nil {
 			d.log.Warn("ack task", ids(zap.Error(err))...)
 		}
@@ -718,6 +761,7 @@ func (d *Deliverer) settle(ctx context.Context, msg jetstream.Msg, t *task.Task,
 		if err := msg.DoubleAck(ctx); err != nil {
 			d.log.Warn("ack task", ids(zap.Error(err))...)
 		}
+		d.holdOrdered(ctx, j, v.decision.Delay)
 	case retry.DeadLetter:
 		l := letter(t, seq, v)
 		dup, err := d.dead.Publish(ctx, l)
@@ -730,6 +774,11 @@ func (d *Deliverer) settle(ctx context.Context, msg jetstream.Msg, t *task.Task,
 			d.m.DeadLetters.WithLabelValues(l.Reason).Inc()
 			d.log.Warn("dead-lettered", ids(zap.String("event_type", t.EventType), zap.String("reason", l.Reason),
 				zap.Int("attempts", l.Attempts), zap.Int("status", l.LastStatus), zap.String("error", l.LastError))...)
+		}
+		if err := d.finishOrdered(ctx, j); err != nil {
+			d.log.Warn("ordered task dead-lettered but its key's line not moved on; task nak'ed", ids(zap.Error(err))...)
+			d.nak(msg, d.o.RetryDelay)
+			return
 		}
 		if err := msg.TermWithReason(l.Reason); err != nil {
 			d.log.Warn("term task", ids(zap.Error(err))...)
@@ -747,6 +796,9 @@ func (d *Deliverer) nak(msg jetstream.Msg, delay time.Duration) {
 // defers (unchanged) the task.
 func nextHeader(t *task.Task, v verdict) nats.Header {
 	h := task.CopyHeader(t.Header)
+	if t.OrderingSeq > 0 {
+		task.Set(h, stream.HeaderOrderingSeq, strconv.FormatUint(t.OrderingSeq, 10))
+	}
 	if !v.attempted {
 		return h
 	}
@@ -766,8 +818,15 @@ func nextHeader(t *task.Task, v verdict) nats.Header {
 
 // letter is the dead letter of a task.
 func letter(t *task.Task, seq uint64, v verdict) deadletter.Letter {
+	h := t.Header
+	if t.OrderingSeq > 0 {
+		// Its replay is sent under the number it had (Build copies every
+		// Hookline-* header).
+		h = task.CopyHeader(t.Header)
+		task.Set(h, stream.HeaderOrderingSeq, strconv.FormatUint(t.OrderingSeq, 10))
+	}
 	l := deadletter.Letter{
-		Header: t.Header, Body: t.Body,
+		Header: h, Body: t.Body,
 		EventID: t.EventID, Tenant: t.Tenant, EventType: t.EventType, OccurredAt: t.OccurredAt,
 		SubscriptionID: t.SubscriptionID, Replay: t.Replay,
 		Reason:          v.decision.Reason,

@@ -30,6 +30,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
 	"go.uber.org/zap"
 )
@@ -44,6 +45,7 @@ type rig struct {
 	js      jetstream.JetStream
 	store   *subscription.Store
 	cache   *subscription.Cache
+	rdb     *redis.Client
 	m       *metrics.Metrics
 	deps    deliver.Deps
 	opts    deliver.Options
@@ -64,7 +66,8 @@ func newRig(t *testing.T, sc stream.Config) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cache := subscription.NewCache(redistest.Start(t).Client(t), store)
+	rdb := redistest.Start(t).Client(t)
+	cache := subscription.NewCache(rdb, store)
 	m := metrics.New(prometheus.NewRegistry(), retry.Reasons, sender.Classes)
 	rec, err := attempt.NewRecorder(nc, zap.NewNop(), m.AttemptRecordsFailed, attempt.Options{})
 	if err != nil {
@@ -76,7 +79,7 @@ func newRig(t *testing.T, sc stream.Config) *rig {
 	})
 	t.Cleanup(snd.Close)
 	return &rig{
-		js: js, store: store, cache: cache, m: m, sc: sc,
+		js: js, store: store, cache: cache, rdb: rdb, m: m, sc: sc,
 		deps: deliver.Deps{
 			JS: js, Lookup: cache, Sender: snd, Scheduler: retry.NewScheduler(js),
 			DeadLetters: deadletter.NewPublisher(js), Recorder: rec, Log: zap.NewNop(), Metrics: m,

@@ -20,6 +20,7 @@ import (
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
 	"github.com/hookline/hookline/services/deliverer/internal/deadletter"
 	"github.com/hookline/hookline/services/deliverer/internal/metrics"
+	"github.com/hookline/hookline/services/deliverer/internal/ordering"
 	"github.com/hookline/hookline/services/deliverer/internal/pool"
 	"github.com/hookline/hookline/services/deliverer/internal/retry"
 	"github.com/hookline/hookline/services/deliverer/internal/task"
@@ -39,7 +40,16 @@ type DeadLetters interface {
 	Publish(ctx context.Context, l deadletter.Letter) (duplicate bool, err error)
 }
 
-var _ DeadLetters = (*deadletter.Publisher)(nil)
+// Orderer registers the tasks of ordered subscriptions in their key's
+// line before they are published (ordering.Store).
+type Orderer interface {
+	Register(ctx context.Context, entries []ordering.Entry) error
+}
+
+var (
+	_ DeadLetters = (*deadletter.Publisher)(nil)
+	_ Orderer     = (*ordering.Store)(nil)
+)
 
 // Options tune the stage.
 type Options struct {
@@ -52,6 +62,9 @@ type Options struct {
 	Timeout time.Duration
 	// NakDelay is how soon a failed fan-out is redone (default 1s).
 	NakDelay time.Duration
+	// Orderer keeps the key lines of ordered subscriptions (nil: the
+	// ordering key is ignored and every task is delivered unordered).
+	Orderer Orderer
 }
 
 // Dispatcher is the fan-out stage.
@@ -107,12 +120,17 @@ const (
 	problemNoType      = "no_type"
 	problemTooLarge    = "too_large"
 	problemInvalidID   = "invalid_id"
+	problemInvalidKey  = "invalid_ordering_key"
 )
 
 // event is what dispatch reads from an EVENTS message.
 type event struct {
 	id, tenant, eventType, occurredAt string
 	problem, detail                   string
+	// orderingKey is the Hookline-Ordering-Key ("" for none); seq the
+	// EVENTS sequence, the event's place in publish order.
+	orderingKey string
+	seq         uint64
 	// scoped: the id came as <tenant>:<id> (or from the sequence), so its
 	// deduplication is the tenant's own.
 	scoped bool
@@ -145,6 +163,20 @@ func parse(msg jetstream.Msg) event {
 	}
 	if ev.occurredAt == "" && metaErr == nil {
 		ev.occurredAt = task.FormatTime(meta.Timestamp)
+	}
+	if metaErr == nil {
+		ev.seq = meta.Sequence.Stream
+	}
+	if k, ok := h[stream.HeaderOrderingKey]; ok {
+		ev.orderingKey = first(h, stream.HeaderOrderingKey)
+		if err := stream.ValidateOrderingKey(ev.orderingKey); err != nil || len(k) > 1 {
+			if err == nil {
+				err = errors.New("given more than once")
+			}
+			// Sent as a header to the receiver: it is never guessed at.
+			ev.problem, ev.detail = problemInvalidKey, stream.HeaderOrderingKey+" "+err.Error()
+			ev.orderingKey = ""
+		}
 	}
 	if err := stream.ValidateEventID(ev.id); err != nil && metaErr == nil {
 		// A webhook-id with control characters, or 9,000 bytes of one, is
@@ -217,12 +249,20 @@ func (d *Dispatcher) Handle(ctx context.Context, msg jetstream.Msg) {
 // fanOut publishes one task per subscription asynchronously and waits for
 // every ack; it fails when any publish fails.
 func (d *Dispatcher) fanOut(ctx context.Context, msg jetstream.Msg, ev event, subs []*hooklinev1.Subscription) error {
+	ordered, err := d.register(ctx, ev, subs)
+	if err != nil {
+		return err
+	}
 	futures := make([]jetstream.PubAckFuture, 0, len(subs))
-	for _, s := range subs {
+	for i, s := range subs {
 		m := &nats.Msg{
 			Subject: stream.DeliverySubject(ev.tenant, s.GetId()),
 			Header:  task.New(ev.id, ev.tenant, ev.eventType, ev.occurredAt, s.GetId()),
 			Data:    msg.Data(),
+		}
+		if ordered[i] {
+			task.Set(m.Header, stream.HeaderOrderingKey, ev.orderingKey)
+			task.Set(m.Header, stream.HeaderEventSeq, strconv.FormatUint(ev.seq, 10))
 		}
 		f, err := d.publishAsync(ctx, m, stream.TaskMsgID(ev.id, s.GetId()))
 		if err != nil {
@@ -246,6 +286,30 @@ func (d *Dispatcher) fanOut(ctx context.Context, msg jetstream.Msg, ev event, su
 	}
 	d.m.TasksPublished.Add(float64(len(futures)))
 	return nil
+}
+
+// register puts the event's tasks for ordered subscriptions in their key's
+// line before any is published (a task must never be attempted before its
+// line knows it); ordered[i] says whether subs[i]'s task is ordered.
+func (d *Dispatcher) register(ctx context.Context, ev event, subs []*hooklinev1.Subscription) ([]bool, error) {
+	ordered := make([]bool, len(subs))
+	if ev.orderingKey == "" || ev.seq == 0 || d.o.Orderer == nil {
+		return ordered, nil
+	}
+	var entries []ordering.Entry
+	for i, s := range subs {
+		if s.GetOrdered() {
+			ordered[i] = true
+			entries = append(entries, ordering.Entry{
+				Key:     ordering.Key{Subscription: s.GetId(), Value: ev.orderingKey},
+				EventID: ev.id, Seq: ev.seq,
+			})
+		}
+	}
+	if err := d.o.Orderer.Register(ctx, entries); err != nil {
+		return nil, err
+	}
+	return ordered, nil
 }
 
 // publishAsync retries while the async window is full.

@@ -3,17 +3,20 @@ package dispatch_test
 import (
 	"context"
 	"errors"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/hookline/hookline/pkg/natstest"
+	"github.com/hookline/hookline/pkg/redistest"
 	"github.com/hookline/hookline/pkg/stream"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
 	"github.com/hookline/hookline/services/deliverer/internal/deadletter"
 	"github.com/hookline/hookline/services/deliverer/internal/dispatch"
 	"github.com/hookline/hookline/services/deliverer/internal/metrics"
+	"github.com/hookline/hookline/services/deliverer/internal/ordering"
 	"github.com/hookline/hookline/services/deliverer/internal/retry"
 	"github.com/hookline/hookline/services/deliverer/internal/sender"
 	"github.com/nats-io/nats.go"
@@ -189,18 +192,25 @@ func TestInvalidEvents(t *testing.T) {
 		data        string
 		deadLetters int
 		problem     string
+		key         []string
 	}{
-		{"not json", "events.acme.order.created", "evt_bad", `{"a":`, 2, "invalid_json"},
-		{"empty body", "events.acme.order.created", "evt_bad", ``, 2, "invalid_json"},
-		{"no type", "events.acme", "evt_bad", `{}`, 0, "no_type"},
-		{"control characters in the id", "events.acme.order.created", "acme:evt\x1b[2J", `{}`, 2, "invalid_id"},
-		{"a 9,000-byte id", "events.acme.order.created", strings.Repeat("a", 9000), `{}`, 2, "invalid_id"},
+		{"not json", "events.acme.order.created", "evt_bad", `{"a":`, 2, "invalid_json", nil},
+		{"empty body", "events.acme.order.created", "evt_bad", ``, 2, "invalid_json", nil},
+		{"no type", "events.acme", "evt_bad", `{}`, 0, "no_type", nil},
+		{"control characters in the id", "events.acme.order.created", "acme:evt\x1b[2J", `{}`, 2, "invalid_id", nil},
+		{"a 9,000-byte id", "events.acme.order.created", strings.Repeat("a", 9000), `{}`, 2, "invalid_id", nil},
+		{"control characters in the ordering key", "events.acme.order.created", "acme:evt_k", `{}`, 2, "invalid_ordering_key", []string{"a\x1b[2J"}},
+		{"two ordering keys", "events.acme.order.created", "acme:evt_k", `{}`, 2, "invalid_ordering_key", []string{"a", "b"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			d, js, m := setup(t, &matcher{subs: two})
-			ev := &event{subject: tt.subject, header: nats.Header{stream.HeaderMsgID: {tt.id}}, data: []byte(tt.data), seq: 3}
+			h := nats.Header{stream.HeaderMsgID: {tt.id}}
+			if tt.key != nil {
+				h[stream.HeaderOrderingKey] = tt.key
+			}
+			ev := &event{subject: tt.subject, header: h, data: []byte(tt.data), seq: 3}
 			d.Handle(context.Background(), ev)
 			d.Handle(context.Background(), ev) // redone: the dead letters dedup
 			if o := ev.outcome(); len(o) != 2 || o[0] != "ack" {
@@ -217,5 +227,51 @@ func TestInvalidEvents(t *testing.T) {
 				t.Fatalf("invalid events counted %v", got)
 			}
 		})
+	}
+}
+
+// The tasks of ordered subscriptions carry the key and the event's
+// sequence and are in their key's line before they are published; the
+// others carry neither.
+func TestOrderedTasksAreRegisteredAndMarked(t *testing.T) {
+	t.Parallel()
+	ns := natstest.Start(t)
+	_, js := ns.Connect(t)
+	if err := stream.Ensure(context.Background(), js, stream.Config{MemoryStorage: true}); err != nil {
+		t.Fatal(err)
+	}
+	m := metrics.New(prometheus.NewRegistry(), retry.Reasons, sender.Classes)
+	ord := ordering.New(redistest.Start(t).Client(t), 0)
+	subs := []*hooklinev1.Subscription{{Id: "sub_a", Tenant: "acme", Ordered: true}, {Id: "sub_b", Tenant: "acme"}}
+	d := dispatch.New(js, &matcher{subs: subs}, deadletter.NewPublisher(js), zap.NewNop(), m, dispatch.Options{Orderer: ord})
+	for seq, key := range map[uint64]string{9: "order 42", 10: ""} {
+		h := nats.Header{stream.HeaderMsgID: {"acme:evt_" + strconv.FormatUint(seq, 10)}}
+		if key != "" {
+			h.Set(stream.HeaderOrderingKey, key)
+		}
+		d.Handle(context.Background(), &event{subject: "events.acme.order.created", header: h, data: []byte(`{}`), seq: seq})
+	}
+	s, err := js.Stream(context.Background(), stream.Deliveries)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for seq := uint64(1); seq <= 4; seq++ {
+		msg, err := s.GetMsg(context.Background(), seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		id, sub := msg.Header.Get(stream.HeaderEventID), msg.Header.Get(stream.HeaderSubscriptionID)
+		key, evSeq := msg.Header.Get(stream.HeaderOrderingKey), msg.Header.Get(stream.HeaderEventSeq)
+		ordered := id == "evt_9" && sub == "sub_a"
+		if ordered != (key == "order 42" && evSeq == "9") || (!ordered && (key != "" || evSeq != "")) {
+			t.Errorf("task of %s for %s: key %q seq %q", id, sub, key, evSeq)
+		}
+	}
+	st, err := ord.Check(context.Background(), ordering.Entry{Key: ordering.Key{Subscription: "sub_a", Value: "order 42"}, EventID: "evt_9", Seq: 9})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Verdict != ordering.Head || st.Lost {
+		t.Fatalf("registered task: %+v, want head, not lost", st)
 	}
 }

@@ -27,11 +27,17 @@ type Metrics struct {
 	AdmissionWait      prometheus.Histogram
 	AdmissionDeferred  *prometheus.CounterVec
 	AdmissionRefused   *prometheus.CounterVec
+	// Ordered delivery: tasks waiting for an earlier event of their key,
+	// redelivered tasks of a finished key line skipped, and tasks whose
+	// key line Redis no longer held.
+	OrderingWaiting   prometheus.Gauge
+	OrderingSkipped   prometheus.Counter
+	OrderingStateLost prometheus.Counter
 }
 
 // DeferReasons are the values of hookline_admission_deferred_total's
 // reason label.
-var DeferReasons = []string{"in_flight_full", "rate_limited", "circuit_open", "probe_in_flight", "line_full", "shutdown"}
+var DeferReasons = []string{"in_flight_full", "rate_limited", "circuit_open", "probe_in_flight", "line_full", "ordered", "shutdown"}
 
 // Attempt outcomes (label values of hookline_attempts_total).
 var Outcomes = []string{"success", "retry", "dead_letter"}
@@ -67,7 +73,7 @@ func New(reg prometheus.Registerer, reasons, classes []string) *Metrics {
 		}),
 		EventsInvalid: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "hookline_events_invalid_total",
-			Help: "Events with a body that is not JSON, a subject without a type, or an invalid event id (Nats-Msg-Id), by problem.",
+			Help: "Events with a body that is not JSON, a subject without a type, an invalid event id (Nats-Msg-Id) or ordering key (Hookline-Ordering-Key), by problem.",
 		}, []string{"problem"}),
 		EventsUnscoped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "hookline_events_unscoped_id_total",
@@ -104,13 +110,25 @@ func New(reg prometheus.Registerer, reasons, classes []string) *Metrics {
 		}),
 		AdmissionDeferred: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "hookline_admission_deferred_total",
-			Help: "Tasks deferred without an attempt (a scheduled copy), by reason: circuit_open, probe_in_flight, rate_limited, in_flight_full (a long wait), line_full (the line had no room), shutdown.",
+			Help: "Tasks deferred without an attempt (a scheduled copy), by reason: circuit_open, probe_in_flight, rate_limited, in_flight_full (a long wait), line_full (the line had no room), ordered (waiting for an earlier event of its ordering key), shutdown.",
 		}, []string{"reason"}),
 	}
 	m.AdmissionRefused = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "hookline_admission_refused_total",
 		Help: "Admissions refused (the task then waited in line or was deferred), by reason: in_flight_full, rate_limited, circuit_open, probe_in_flight.",
 	}, []string{"reason"})
+	m.OrderingWaiting = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "hookline_ordering_waiting",
+		Help: "Tasks of ordered subscriptions waiting in this deliverer for an earlier event of their ordering key.",
+	})
+	m.OrderingSkipped = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "hookline_ordering_skipped_total",
+		Help: "Redelivered tasks of an ordering key whose line had already moved past them (delivered or dead-lettered before): acked without a new attempt.",
+	})
+	m.OrderingStateLost = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "hookline_ordering_state_lost_total",
+		Help: "Ordered tasks whose place in their key's line Redis did not hold (Redis lost its data, or the task predates ordering): order is not guaranteed for them.",
+	})
 	for _, r := range DeferReasons {
 		m.AdmissionDeferred.WithLabelValues(r)
 	}
@@ -127,11 +145,12 @@ func New(reg prometheus.Registerer, reasons, classes []string) *Metrics {
 	for _, c := range classes {
 		m.AttemptErrors.WithLabelValues(c)
 	}
-	for _, p := range []string{"invalid_json", "no_type", "invalid_id"} {
+	for _, p := range []string{"invalid_json", "no_type", "invalid_id", "invalid_ordering_key"} {
 		m.EventsInvalid.WithLabelValues(p)
 	}
 	reg.MustRegister(m.Attempts, m.AttemptDuration, m.AttemptErrors, m.DeadLetters, m.EventsDispatched,
 		m.EventsUnmatched, m.EventsInvalid, m.EventsUnscoped, m.TasksPublished, m.TasksDeferred, m.ScheduleFailures,
-		m.AttemptRecordsFailed, m.AdmissionParked, m.AdmissionParkedNow, m.AdmissionWait, m.AdmissionDeferred, m.AdmissionRefused)
+		m.AttemptRecordsFailed, m.AdmissionParked, m.AdmissionParkedNow, m.AdmissionWait, m.AdmissionDeferred, m.AdmissionRefused,
+		m.OrderingWaiting, m.OrderingSkipped, m.OrderingStateLost)
 	return m
 }

@@ -87,6 +87,11 @@ type Request struct {
 	// Signature is the webhook-signature header value.
 	Signature string
 	Body      []byte
+	// OrderingKey and OrderingSeq, for an ordered task, are sent as
+	// Hookline-Ordering-Key and Hookline-Ordering-Sequence: the receiver
+	// sees a gap in the numbers of a key when an event was dead-lettered.
+	OrderingKey string
+	OrderingSeq uint64
 }
 
 // Result is what an attempt came to.
@@ -194,6 +199,10 @@ func (s *Sender) send(ctx context.Context, r Request) Result {
 	// (an idle timeout racing our reuse: Node's is 5s) instead of failing
 	// the attempt, spending the retry budget and feeding the breaker.
 	h["Idempotency-Key"] = nil
+	if r.OrderingKey != "" {
+		h["Hookline-Ordering-Key"] = []string{r.OrderingKey}
+		h["Hookline-Ordering-Sequence"] = []string{strconv.FormatUint(r.OrderingSeq, 10)}
+	}
 
 	resp, err := s.client.Do(req)
 	if err != nil {

@@ -100,6 +100,26 @@ func TestSendHeadersAndBody(t *testing.T) {
 	if s.method != http.MethodPost || s.body != `{"order":1}` {
 		t.Errorf("got %s %q", s.method, s.body)
 	}
+	if _, ok := s.h["Hookline-Ordering-Key"]; ok {
+		t.Error("an unordered attempt carries Hookline-Ordering-Key")
+	}
+}
+
+func TestSendOrderingHeaders(t *testing.T) {
+	t.Parallel()
+	got := make(chan http.Header, 1)
+	srv := server(t, func(w http.ResponseWriter, r *http.Request) {
+		got <- r.Header.Clone()
+	})
+	req := request(srv.URL + "/hook")
+	req.OrderingKey, req.OrderingSeq = "order 42", 7
+	if res := newSender(t, sender.Options{}).Send(context.Background(), req); !res.OK() {
+		t.Fatalf("result %+v", res)
+	}
+	h := <-got
+	if h.Get("Hookline-Ordering-Key") != "order 42" || h.Get("Hookline-Ordering-Sequence") != "7" {
+		t.Fatalf("ordering headers %q %q", h.Get("Hookline-Ordering-Key"), h.Get("Hookline-Ordering-Sequence"))
+	}
 }
 
 func TestSendDoesNotFollowRedirects(t *testing.T) {

@@ -21,6 +21,7 @@ import (
 	"github.com/hookline/hookline/services/deliverer/internal/dispatch"
 	"github.com/hookline/hookline/services/deliverer/internal/health"
 	"github.com/hookline/hookline/services/deliverer/internal/metrics"
+	"github.com/hookline/hookline/services/deliverer/internal/ordering"
 	"github.com/hookline/hookline/services/deliverer/internal/retry"
 	"github.com/hookline/hookline/services/deliverer/internal/sender"
 	"github.com/hookline/hookline/services/deliverer/internal/subcache"
@@ -138,6 +139,7 @@ func New(ctx context.Context, cfg config.Config, d Deps) (*Service, error) {
 			Registerer: reg,
 		})
 	}
+	order := ordering.New(d.Redis, cfg.OrderingKeyTTL)
 	s := &Service{
 		cfg:    cfg,
 		log:    d.Log,
@@ -146,10 +148,13 @@ func New(ctx context.Context, cfg config.Config, d Deps) (*Service, error) {
 		memo:   memo,
 		dispatch: dispatch.New(js, memo, dead, d.Log, m, dispatch.Options{
 			Workers: cfg.DispatchWorkers,
+			Orderer: order,
 		}),
 		deliver: deliver.New(deliver.Deps{
 			JS: js, Lookup: memo, Sender: snd, Scheduler: retry.NewScheduler(js), DeadLetters: dead,
 			Recorder: rec, Log: d.Log, Metrics: m,
+			Ordering: order,
+			Floor:    ordering.NewFloor(ordering.ConsumerAckFloor(js, stream.Events, stream.DispatchConsumer), 0),
 		}, deliver.Options{
 			Workers:         cfg.DeliverWorkers,
 			AckWait:         cfg.AckWait,

@@ -36,6 +36,13 @@ type Task struct {
 	LastError      string
 	// Replay is the DEADLETTER sequence a replayed task came from.
 	Replay string
+	// OrderingKey is set on a task of an ordered subscription whose event
+	// has a key; EventSeq is then the event's EVENTS sequence.
+	OrderingKey string
+	EventSeq    uint64
+	// OrderingSeq is the task's number in its key's line, once attempted
+	// (0 before).
+	OrderingSeq uint64
 	// Subject is the deliveries subject the task was consumed from.
 	Subject string
 	// Header is the message's header as received (read only).
@@ -104,6 +111,24 @@ func Parse(subject string, h nats.Header, body []byte) (Task, error) {
 		}
 		t.LastStatus = max(n, 0)
 	}
+	t.OrderingKey = get(h, stream.HeaderOrderingKey)
+	if t.OrderingKey != "" {
+		if err := stream.ValidateOrderingKey(t.OrderingKey); err != nil {
+			bad("header %s %v", stream.HeaderOrderingKey, err)
+		}
+		n, err := strconv.ParseUint(get(h, stream.HeaderEventSeq), 10, 64)
+		if err != nil || n == 0 {
+			bad("header %s is not a positive integer (it must come with %s)", stream.HeaderEventSeq, stream.HeaderOrderingKey)
+		}
+		t.EventSeq = n
+	}
+	if v := get(h, stream.HeaderOrderingSeq); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			bad("header %s is not a non-negative integer", stream.HeaderOrderingSeq)
+		}
+		t.OrderingSeq = n
+	}
 	t.FirstAttemptAt = parseTime(h, stream.HeaderFirstAttemptAt, bad)
 	t.LastAttemptAt = parseTime(h, stream.HeaderLastAttemptAt, bad)
 	if len(errs) > 0 {
@@ -146,6 +171,11 @@ func fromSubject(subject string) (tenant, subscriptionID string) {
 	}
 	return tenant, sub
 }
+
+// Ordered reports whether the task waits its turn in its key's line: it
+// has an ordering key and is not a replay (a replay is re-sent at once,
+// with the number it had).
+func (t *Task) Ordered() bool { return t.OrderingKey != "" && t.Replay == "" }
 
 // CopyHeader returns the Hookline-* headers of h in a new header.
 func CopyHeader(h nats.Header) nats.Header {

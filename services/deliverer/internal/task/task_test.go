@@ -46,6 +46,26 @@ func TestParse(t *testing.T) {
 		got.Replay != "42" || got.Subject != subject {
 		t.Fatalf("parsed %+v", got)
 	}
+	if got.Ordered() {
+		t.Fatal("a task without an ordering key is ordered")
+	}
+}
+
+func TestParseOrdered(t *testing.T) {
+	t.Parallel()
+	got, err := task.Parse("deliveries.acme.sub_1", valid(
+		stream.HeaderOrderingKey, "order 42", stream.HeaderEventSeq, "1234", stream.HeaderOrderingSeq, "7",
+	), []byte(`{}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.OrderingKey != "order 42" || got.EventSeq != 1234 || got.OrderingSeq != 7 || !got.Ordered() {
+		t.Fatalf("parsed %+v", got)
+	}
+	got.Replay = "9"
+	if got.Ordered() {
+		t.Fatal("a replay waits in its key's line")
+	}
 }
 
 func TestParseMalformed(t *testing.T) {
@@ -65,6 +85,10 @@ func TestParseMalformed(t *testing.T) {
 		{"bad time", "deliveries.acme.sub_1", valid(stream.HeaderFirstAttemptAt, "yesterday"), stream.HeaderFirstAttemptAt},
 		{"subject mismatch", "deliveries.acme.sub_2", valid(), "do not match"},
 		{"bad subject", "deliveries.acme", valid(), "is not deliveries"},
+		{"ordering key without seq", "deliveries.acme.sub_1", valid(stream.HeaderOrderingKey, "k"), stream.HeaderEventSeq},
+		{"ordering key with zero seq", "deliveries.acme.sub_1", valid(stream.HeaderOrderingKey, "k", stream.HeaderEventSeq, "0"), stream.HeaderEventSeq},
+		{"bad ordering key", "deliveries.acme.sub_1", valid(stream.HeaderOrderingKey, "a\x01b", stream.HeaderEventSeq, "4"), stream.HeaderOrderingKey},
+		{"bad ordering sequence", "deliveries.acme.sub_1", valid(stream.HeaderOrderingSeq, "-2"), stream.HeaderOrderingSeq},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -23,6 +23,8 @@ type eventRequest struct {
 	Data       json.RawMessage `json:"data"`
 	ID         string          `json:"id"`
 	OccurredAt string          `json:"occurred_at"`
+	// OrderingKey: see stream.HeaderOrderingKey.
+	OrderingKey string `json:"ordering_key"`
 }
 
 type batchRequest struct {
@@ -55,6 +57,10 @@ func (a *API) event(f *fields, req eventRequest, now time.Time) publish.Event {
 		ev.ID = publish.NewEventID()
 	} else {
 		f.add("id", validateEventID(req.ID))
+	}
+	if req.OrderingKey != "" {
+		f.add("ordering_key", stream.ValidateOrderingKey(req.OrderingKey))
+		ev.OrderingKey = req.OrderingKey
 	}
 	if req.OccurredAt != "" {
 		t, err := parseTime(req.OccurredAt)

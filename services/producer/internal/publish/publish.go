@@ -45,6 +45,8 @@ type Event struct {
 	Type       string
 	OccurredAt time.Time
 	Data       []byte
+	// OrderingKey is sent as Hookline-Ordering-Key ("" for none).
+	OrderingKey string
 }
 
 // Result is the outcome of an acknowledged publish.
@@ -79,7 +81,8 @@ func New(nc *nats.Conn, timeout time.Duration, m *metrics.Metrics) (*Publisher, 
 func NewEventID() string { return "evt_" + ulid.Make().String() }
 
 // headerRoom bounds the headers of an event message built by eventMsg
-// (an id of at most 128 bytes and a timestamp).
+// (an id of at most 128 bytes, a timestamp and an ordering key of at most
+// 128).
 const headerRoom = 512
 
 // MaxData is the largest event data the EVENTS stream accepts, 0 while not
@@ -100,6 +103,9 @@ func eventMsg(ev Event) *nats.Msg {
 	m.Data = ev.Data
 	m.Header.Set(stream.HeaderMsgID, stream.EventMsgID(ev.Tenant, ev.ID))
 	m.Header.Set(stream.HeaderOccurredAt, ev.OccurredAt.UTC().Format(time.RFC3339Nano))
+	if ev.OrderingKey != "" {
+		m.Header.Set(stream.HeaderOrderingKey, ev.OrderingKey)
+	}
 	return m
 }
 
