@@ -29,11 +29,20 @@ func eventID(prefix string, n int) string { return fmt.Sprintf("evt_%s_%07d", pr
 // synchronously with the same id (deduplicated). It returns when every
 // event is acknowledged.
 func publishNATS(ctx context.Context, js jetstream.JetStream, eventType, prefix string, n, size int) error {
+	return publishNATSKeyed(ctx, js, eventType, prefix, n, size, nil)
+}
+
+// publishNATSKeyed is publishNATS with the ordering key keyOf(i) on event
+// i (none when keyOf is nil).
+func publishNATSKeyed(ctx context.Context, js jetstream.JetStream, eventType, prefix string, n, size int, keyOf func(int) string) error {
 	subject := stream.EventSubject(Tenant, eventType)
 	futures := make([]jetstream.PubAckFuture, 0, n)
 	for i := range n {
 		m := nats.NewMsg(subject)
 		m.Header.Set(stream.HeaderMsgID, stream.EventMsgID(Tenant, eventID(prefix, i)))
+		if keyOf != nil {
+			m.Header.Set(stream.HeaderOrderingKey, keyOf(i))
+		}
 		m.Data = Payload(make([]byte, 0, size+32), time.Now().UnixNano(), i, size)
 		for {
 			f, err := js.PublishMsgAsync(m)

@@ -167,6 +167,8 @@ const (
 	typeNATS    = "tput.nats"
 	typeDefault = "tput.default"
 	typeTuned   = "tput.tuned"
+	typeKeys    = "tput.ordered.keys"
+	typeOneKey  = "tput.ordered.onekey"
 	// endpointDelay is how long the endpoints of the default-subscription
 	// scenarios take to answer: a fast real endpoint, slow enough that
 	// the deliverer keeps more attempts in flight than the default cap.
@@ -236,7 +238,7 @@ func RunMode(tb testing.TB, cfg Config, sync string) Mode {
 	for _, sc := range []struct {
 		key string
 		run func(context.Context) Scenario
-	}{{"nats", r.oneNATS}, {"default", r.oneDefault}, {"default", r.oneTuned}, {"batch", r.oneBatch}, {"single", r.oneSingle}, {"fanout", r.fanOut}} {
+	}{{"nats", r.oneNATS}, {"default", r.oneDefault}, {"default", r.oneTuned}, {"ordered", r.orderedKeys}, {"ordered", r.orderedOneKey}, {"batch", r.oneBatch}, {"single", r.oneSingle}, {"fanout", r.fanOut}} {
 		if !cfg.runs(sc.key) {
 			continue
 		}
@@ -349,6 +351,11 @@ func startRig(tb testing.TB, cfg Config, sync string) *rig {
 	r.subscribe(typeTuned, "one-tuned")
 	r.sink.Endpoint("one-default").SetBehavior(endpointDelay, 0)
 	r.sink.Endpoint("one-tuned").SetBehavior(endpointDelay, 0)
+	// Ordered, otherwise default: what a user who turns ordering on gets.
+	r.createSubscription(typeKeys, "ordered-keys", map[string]any{"ordered": true})
+	r.createSubscription(typeOneKey, "ordered-onekey", map[string]any{"ordered": true})
+	r.sink.Endpoint("ordered-keys").SetBehavior(endpointDelay, 0)
+	r.sink.Endpoint("ordered-onekey").SetBehavior(endpointDelay, 0)
 	r.subscribe(typeBatch, "one-batch")
 	r.subscribe(typeSingle, "one-single")
 	for i := range fanout {
@@ -424,6 +431,7 @@ func (r *rig) createSubscription(eventType, name string, settings map[string]any
 func (r *rig) warmup(ctx context.Context) error {
 	types := map[string][]string{
 		typeNATS: {"one-nats"}, typeDefault: {"one-default"}, typeTuned: {"one-tuned"}, typeBatch: {"one-batch"}, typeSingle: {"one-single"},
+		typeKeys: {"ordered-keys"}, typeOneKey: {"ordered-onekey"},
 		typeLatNATS: {"lat-nats"}, typeLatAPI: {"lat-api"},
 	}
 	for i := range fanout {
@@ -578,6 +586,30 @@ func (r *rig) oneTuned(ctx context.Context) Scenario {
 		return publishNATS(ctx, r.js, typeTuned, r.prefix+"_tuned", r.cfg.Events, r.cfg.PayloadBytes)
 	}, nil)
 }
+
+// orderedKeys is oneDefault's burst to an ordered subscription (otherwise
+// default), its events spread over orderedKeyCount ordering keys: one
+// attempt in flight per key, keys in parallel up to the cap.
+func (r *rig) orderedKeys(ctx context.Context) Scenario {
+	return r.throughput(ctx, fmt.Sprintf("1×1 nats ordered %d keys 1ms", orderedKeyCount), "nats", r.cfg.Events, []string{"ordered-keys"}, func(ctx context.Context) error {
+		return publishNATSKeyed(ctx, r.js, typeKeys, r.prefix+"_keys", r.cfg.Events, r.cfg.PayloadBytes,
+			func(i int) string { return "key-" + strconv.Itoa(i%orderedKeyCount) })
+	}, r.profiler(ProcDeliverer, r.stack.Deliverers[0].URL(), "1x1-ordered-keys"))
+}
+
+// orderedOneKey is the same burst with one ordering key: strictly one
+// attempt at a time, so its rate is 1 / (the endpoint's latency plus what
+// Hookline spends between two events of a key).
+func (r *rig) orderedOneKey(ctx context.Context) Scenario {
+	n := max(r.cfg.Events/5, 1)
+	return r.throughput(ctx, "1×1 nats ordered one key 1ms", "nats", n, []string{"ordered-onekey"}, func(ctx context.Context) error {
+		return publishNATSKeyed(ctx, r.js, typeOneKey, r.prefix+"_onekey", n, r.cfg.PayloadBytes,
+			func(int) string { return "the-key" })
+	}, nil)
+}
+
+// orderedKeyCount is the number of keys of the many-keys ordered scenario.
+const orderedKeyCount = 1000
 
 func (r *rig) oneBatch(ctx context.Context) Scenario {
 	return r.throughput(ctx, "1×1 api batch", "api-batch", r.cfg.Events, []string{"one-batch"}, func(ctx context.Context) error {
