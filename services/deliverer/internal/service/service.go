@@ -21,6 +21,7 @@ import (
 	"github.com/hookline/hookline/services/deliverer/internal/dispatch"
 	"github.com/hookline/hookline/services/deliverer/internal/health"
 	"github.com/hookline/hookline/services/deliverer/internal/metrics"
+	"github.com/hookline/hookline/services/deliverer/internal/replay"
 	"github.com/hookline/hookline/services/deliverer/internal/retry"
 	"github.com/hookline/hookline/services/deliverer/internal/sender"
 	"github.com/hookline/hookline/services/deliverer/internal/subcache"
@@ -72,6 +73,7 @@ type Service struct {
 	admit    deliver.Admission
 	sender   *sender.Sender
 	admin    *admin.Server
+	replay   *replay.Server
 	started  chan struct{}
 	Metrics  *metrics.Metrics
 	Registry *prometheus.Registry
@@ -169,6 +171,7 @@ func New(ctx context.Context, cfg config.Config, d Deps) (*Service, error) {
 			HTTPTimeout:               cfg.HTTPTimeout,
 		}),
 		recorder: rec,
+		replay:   replay.New(d.NATS, js, d.Log, 10*time.Second),
 		admit:    d.Admission,
 		sender:   snd,
 		started:  make(chan struct{}),
@@ -219,6 +222,7 @@ func (s *Service) Run(ctx context.Context) error {
 		"subscription memo":   s.memo.Run,
 		"dispatch":            s.dispatch.Run,
 		"deliver":             s.deliver.Run,
+		"dead-letter replay":  s.replay.Run,
 	} {
 		wg.Go(func() {
 			if err := run(ctx); err != nil {
