@@ -267,20 +267,32 @@ func (s *Service) Run(ctx context.Context) error {
 // Ensure creates or updates the topology, retrying while NATS is not
 // reachable yet (the deliverer may start before NATS does).
 func Ensure(ctx context.Context, nc *nats.Conn, c stream.Config, log *zap.Logger) error {
+	return prepare(ctx, nc, c, stream.Ensure, "ensure", log)
+}
+
+// Check waits until the topology exists as c says (stream.Check),
+// retrying while it is missing or differs (an admin job may be creating it
+// meanwhile) or NATS is not reachable; each retry logs what is missing and
+// how to create it.
+func Check(ctx context.Context, nc *nats.Conn, c stream.Config, log *zap.Logger) error {
+	return prepare(ctx, nc, c, stream.Check, "check", log)
+}
+
+func prepare(ctx context.Context, nc *nats.Conn, c stream.Config, do func(context.Context, jetstream.JetStream, stream.Config) error, verb string, log *zap.Logger) error {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
 	backoff := 250 * time.Millisecond
 	for {
-		err := stream.Ensure(ctx, js, c)
+		err := do(ctx, js, c)
 		if err == nil {
 			return nil
 		}
-		log.Warn("ensure streams failed; retrying", zap.Error(err), zap.Duration("backoff", backoff))
+		log.Warn("topology "+verb+" failed; retrying", zap.Error(err), zap.Duration("backoff", backoff))
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("ensure streams: %w", errors.Join(err, ctx.Err()))
+			return fmt.Errorf("%s topology: %w", verb, errors.Join(err, ctx.Err()))
 		case <-time.After(backoff):
 		}
 		backoff = min(backoff*2, 5*time.Second)
