@@ -55,6 +55,8 @@ func TestScripts(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
+			// A deliverer's replay server: hookctl asks it to replay.
+			fixture.Replayer(t, srv)
 			api := newFakeAPI(t)
 			testscript.Run(t, testscript.Params{
 				Files:               []string{file},

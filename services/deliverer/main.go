@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/hookline/hookline/pkg/envconfig"
 	"github.com/hookline/hookline/pkg/logging"
@@ -33,6 +34,9 @@ func main() {
 }
 
 func run(ctx context.Context) error {
+	if len(os.Args) == 2 && os.Args[1] == "topology" {
+		return topology(ctx)
+	}
 	if done, err := envconfig.Args("deliverer", os.Args[1:], &config.Config{}, version, os.Stdout); done || err != nil {
 		return err
 	}
@@ -54,7 +58,11 @@ func run(ctx context.Context) error {
 		return err
 	}
 	defer rdb.Close()
-	if err := service.Ensure(ctx, nc, cfg.Stream(), log); err != nil {
+	prepare := service.Check
+	if cfg.Topology.Ensures() {
+		prepare = service.Ensure
+	}
+	if err := prepare(ctx, nc, cfg.Stream(), log); err != nil {
 		return err
 	}
 	svc, err := service.New(ctx, cfg, service.Deps{NATS: nc, Redis: rdb, Log: log, Version: version})
@@ -63,4 +71,33 @@ func run(ctx context.Context) error {
 	}
 	runErr := svc.Run(ctx)
 	return errors.Join(runErr, natsconn.Drain(nc, cfg.ShutdownTimeout))
+}
+
+// topology is `deliverer topology`: create or update every stream, the KV
+// bucket and both consumers as this environment's settings say, then exit.
+// It is the admin step (run with the NATS admin user: k8s runs it as the
+// deliverer's init container) that lets the services run with
+// HOOKLINE_TOPOLOGY=check and no right to change a stream.
+func topology(ctx context.Context) error {
+	cfg, err := config.LoadTopology(envconfig.Environ())
+	if err != nil {
+		return err
+	}
+	log, err := logging.New(cfg.Log, "deliverer-topology")
+	if err != nil {
+		return err
+	}
+	defer func() { _ = log.Sync() }()
+	nc, err := natsconn.Connect(cfg.NATS, "admin", log)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	if err := service.Ensure(ctx, nc, cfg.Stream(), log); err != nil {
+		return err
+	}
+	log.Info("topology ensured: streams, kv bucket and consumers exist as configured")
+	return nil
 }

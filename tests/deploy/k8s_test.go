@@ -218,6 +218,11 @@ func TestKustomizeProdVariants(t *testing.T) {
 		{
 			name: "nats users instead of creds", from: "../../components/nats-creds", to: "../../components/nats-users",
 			check: func(t *testing.T, r *rendered) {
+				init := topologyInit(t, r)
+				ienv := containerEnv(t, r, init)
+				if ienv["HOOKLINE_NATS_USER"].value != "admin" || ienv["HOOKLINE_NATS_PASSWORD"].source != "secret" {
+					t.Errorf("topology step: NATS user %+v password %+v, want admin from a Secret", ienv["HOOKLINE_NATS_USER"], ienv["HOOKLINE_NATS_PASSWORD"])
+				}
 				for _, svc := range []string{"producer", "deliverer"} {
 					d := r.deployments["hookline-"+svc]
 					env := containerEnv(t, r, d.Spec.Template.Spec.Containers[0])
@@ -271,6 +276,8 @@ func checkCommon(t *testing.T, root string, r *rendered) {
 		}
 		checkDeployment(t, root, r, svc, d)
 	}
+
+	checkTopologyStep(t, r)
 
 	// The producer's Service reaches the producer's pods on their http port.
 	s := r.services["hookline-producer"]
@@ -614,5 +621,70 @@ func checkKEDA(t *testing.T, r *rendered) {
 	}
 	if !deliver {
 		t.Errorf("no trigger reads consumer %q on stream %s", stream.DeliverConsumer, stream.Deliveries)
+	}
+}
+
+// topologyInit is the deliverer's init container that ensures the topology.
+func topologyInit(t *testing.T, r *rendered) corev1.Container {
+	t.Helper()
+	pod := r.deployments["hookline-deliverer"].Spec.Template.Spec
+	if len(pod.InitContainers) != 1 || pod.InitContainers[0].Name != "topology" {
+		t.Fatalf("deliverer init containers %d, want one named topology (the admin step)", len(pod.InitContainers))
+	}
+	return pod.InitContainers[0]
+}
+
+// checkTopologyStep: the services only check the topology (their NATS
+// users cannot change a stream); the deliverer's init container creates it
+// with `deliverer topology`, from the same settings as the deliverer, and
+// is the only container holding the admin credentials.
+func checkTopologyStep(t *testing.T, r *rendered) {
+	t.Helper()
+	init := topologyInit(t, r)
+	d := r.deployments["hookline-deliverer"].Spec.Template.Spec
+	main := d.Containers[0]
+	if init.Image != main.Image || !slices.Equal(init.Args, []string{"topology"}) {
+		t.Errorf("topology step: image %q args %v, want the deliverer's image %q with args [topology]", init.Image, init.Args, main.Image)
+	}
+	ienv, menv := containerEnv(t, r, init), containerEnv(t, r, main)
+	for _, k := range []string{"HOOKLINE_NATS_URL", "HOOKLINE_STREAM_REPLICAS", "HOOKLINE_ACK_WAIT", "HOOKLINE_MAX_ACK_PENDING", "HOOKLINE_EVENTS_MAX_AGE", "HOOKLINE_DUPLICATE_WINDOW"} {
+		if ienv[k].value != menv[k].value {
+			t.Errorf("topology step %s=%q, deliverer %q: the deliverer's check would fail", k, ienv[k].value, menv[k].value)
+		}
+	}
+	if init.SecurityContext == nil || init.SecurityContext.ReadOnlyRootFilesystem == nil || !*init.SecurityContext.ReadOnlyRootFilesystem ||
+		init.SecurityContext.Capabilities == nil || !slices.Contains(init.SecurityContext.Capabilities.Drop, "ALL") {
+		t.Errorf("topology step: securityContext %+v", init.SecurityContext)
+	}
+	for _, svc := range []string{"producer", "deliverer"} {
+		dep := r.deployments["hookline-"+svc]
+		env := containerEnv(t, r, dep.Spec.Template.Spec.Containers[0])
+		if v, ok := env["HOOKLINE_TOPOLOGY"]; ok && v.value != "check" {
+			t.Errorf("%s: HOOKLINE_TOPOLOGY=%q; the shipped NATS users need check", dep.Name, v.value)
+		}
+		for _, c := range dep.Spec.Template.Spec.Containers {
+			for _, m := range c.VolumeMounts {
+				for _, v := range dep.Spec.Template.Spec.Volumes {
+					if v.Name == m.Name && v.Secret != nil && strings.Contains(v.Secret.SecretName, "admin") {
+						t.Errorf("%s: container %s mounts the admin Secret %s", dep.Name, c.Name, v.Secret.SecretName)
+					}
+				}
+			}
+		}
+	}
+	if _, ok := ienv["HOOKLINE_NATS_CREDS"]; ok {
+		pod := corev1.PodSpec{Volumes: d.Volumes}
+		var admin bool
+		for _, m := range init.VolumeMounts {
+			for _, v := range pod.Volumes {
+				if v.Name == m.Name && v.Secret != nil && strings.HasPrefix(ienv["HOOKLINE_NATS_CREDS"].value, m.MountPath) &&
+					len(v.Secret.Items) == 1 && v.Secret.Items[0].Key == "admin.creds" {
+					admin = true
+				}
+			}
+		}
+		if !admin {
+			t.Errorf("topology step: HOOKLINE_NATS_CREDS=%s is not the admin's creds file", ienv["HOOKLINE_NATS_CREDS"].value)
+		}
 	}
 }

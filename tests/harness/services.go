@@ -62,6 +62,10 @@ var DefaultEnv = Env{
 	"HOOKLINE_STREAM_REPLICAS":      "1",
 	"HOOKLINE_BREAKER_COOLDOWN":     "200ms",
 	"HOOKLINE_BREAKER_MAX_COOLDOWN": "1s",
+	// Each test's NATS is fresh and open: the services create the topology
+	// themselves. tests/security starts them with "check" after an admin
+	// step, as the shipped least-privilege users require.
+	"HOOKLINE_TOPOLOGY": "ensure",
 }
 
 // BreakerOff disables the circuit breaker (a million failures in a row to

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
+	"os/exec"
 	"regexp"
 	"strings"
 	"testing"
@@ -68,7 +70,19 @@ func TestEndToEndLeastPrivilegeLogsHoldNoSecrets(t *testing.T) {
 		"HOOKLINE_LOG_LEVEL":    "debug",
 		"HOOKLINE_LOG_FORMAT":   "json",
 		"HOOKLINE_HTTP_TIMEOUT": "2s",
+		// The shipped users cannot change a stream: the services only
+		// check the topology, which the admin step below creates.
+		"HOOKLINE_TOPOLOGY": "check",
 	})
+	// The admin step, as k8s runs it: `deliverer topology` as admin.
+	topo := exec.Command(bins.Deliverer, "topology")
+	topo.Env = os.Environ()
+	for k, v := range common.With(harness.Env{"HOOKLINE_NATS_USER": "admin", "HOOKLINE_NATS_PASSWORD": natsPW["admin"]}) {
+		topo.Env = append(topo.Env, k+"="+v)
+	}
+	if out, err := topo.CombinedOutput(); err != nil {
+		t.Fatalf("deliverer topology as admin: %v\n%s", err, out)
+	}
 	producer := harness.StartProducer(t, bins, "producer", common.With(harness.Env{
 		"HOOKLINE_NATS_USER":           "producer",
 		"HOOKLINE_NATS_PASSWORD":       natsPW["producer"],
@@ -116,7 +130,7 @@ func TestEndToEndLeastPrivilegeLogsHoldNoSecrets(t *testing.T) {
 		return sub
 	}
 	okSub := create(ok, ok.URL+"?token="+querySecret, true)
-	create(failing, failing.URL, true)
+	failingSub := create(failing, failing.URL, true)
 	blockedURL := strings.Replace(ok.URL, "127.0.0.1", "127.0.0.2", 1) + "?token=" + querySecret
 	create(nil, blockedURL, false)
 	type keyed struct {
@@ -196,6 +210,36 @@ func TestEndToEndLeastPrivilegeLogsHoldNoSecrets(t *testing.T) {
 	if err != nil || !strings.Contains(out, "blocked_destination") {
 		t.Fatalf("hookctl dlq ls as hookctl: %v\n%s\n%s", err, out, errOut)
 	}
+
+	// Replay as hookctl: the deliverer re-sends exactly what DEADLETTER
+	// held (hookctl may not publish a task itself).
+	var held []*jetstream.RawStreamMsg
+	for _, m := range natstest.Messages(t, admin.js, stream.DeadLetter) {
+		if m.Header.Get(stream.HeaderSubscriptionID) == failingSub.ID && m.Header.Get(stream.HeaderReason) == "attempts_exhausted" {
+			held = append(held, m)
+		}
+	}
+	if len(held) != 2 {
+		t.Fatalf("%d dead letters of the failing subscription, want 2", len(held))
+	}
+	failing.SetBehavior(harness.Status(http.StatusOK))
+	replayOut, replayErr, err := harness.RunHookctl(ctx, bins, harness.Env{
+		"HOOKLINE_NATS_URL":      natsURL,
+		"HOOKLINE_NATS_USER":     "hookctl",
+		"HOOKLINE_NATS_PASSWORD": natsPW["hookctl"],
+		"HOOKLINE_API_URL":       producer.URL(),
+	}, "dlq", "replay", "--subscription", failingSub.ID, "--rate", "0")
+	if err != nil || !strings.Contains(replayOut, "replayed 2 of 2") {
+		t.Fatalf("hookctl dlq replay as hookctl: %v\n%s\n%s", err, replayOut, replayErr)
+	}
+	for _, m := range held {
+		h := failing.AwaitDelivered(t, m.Header.Get(stream.HeaderEventID), 30*time.Second)
+		if string(h.Body) != string(m.Data) {
+			t.Fatalf("replayed %s: delivered %q, DEADLETTER held %q", m.Header.Get(stream.HeaderEventID), h.Body, m.Data)
+		}
+	}
+	out += replayOut
+	errOut += replayErr
 
 	// The sealed values in the registry, to look for in the logs too.
 	kv, err := admin.js.KeyValue(ctx, stream.SubscriptionsBucket)

@@ -5,6 +5,8 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -12,6 +14,7 @@ import (
 
 	"github.com/hookline/hookline/pkg/natsconn"
 	"github.com/hookline/hookline/pkg/natstest"
+	"github.com/hookline/hookline/pkg/replay"
 	"github.com/hookline/hookline/pkg/stream"
 	"github.com/hookline/hookline/pkg/subscription"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
@@ -54,7 +57,7 @@ func (c *component) violationList() []string {
 // configuration, as shipped, with random passwords in its environment.
 func startSecureNATS(t *testing.T) (url string, passwords map[string]string) {
 	passwords = map[string]string{}
-	for _, user := range []string{"admin", "producer", "deliverer", "hookctl"} {
+	for _, user := range []string{"admin", "producer", "deliverer", "hookctl", "publisher"} {
 		passwords[user] = randomPassword(t)
 		t.Setenv("HOOKLINE_NATS_"+strings.ToUpper(user)+"_PASSWORD", passwords[user])
 	}
@@ -62,8 +65,8 @@ func startSecureNATS(t *testing.T) (url string, passwords map[string]string) {
 	if err != nil {
 		t.Fatalf("example nats-server config: %v", err)
 	}
-	if len(file.Users) != 4 || !file.JetStream {
-		t.Fatalf("example config: %d users, jetstream %v; want 4 users with JetStream", len(file.Users), file.JetStream)
+	if len(file.Users) != 5 || !file.JetStream {
+		t.Fatalf("example config: %d users, jetstream %v; want 5 users with JetStream", len(file.Users), file.JetStream)
 	}
 	s := natstest.Start(t, func(o *server.Options) {
 		store := o.StoreDir
@@ -226,17 +229,12 @@ func TestNATSLeastPrivilege(t *testing.T) {
 
 	t.Run("producer", func(t *testing.T) {
 		p := producer
-		// What the producer ensures at start-up: the streams and the bucket
-		// (the consumers belong to the deliverer's configuration).
-		allowed(t, p, "ensure streams and bucket at start-up", func(ctx context.Context) error {
-			for _, sc := range stream.StreamConfigs(stream.Config{}) {
-				if _, err := p.js.CreateOrUpdateStream(ctx, sc); err != nil {
-					return err
-				}
-			}
-			_, err := p.js.CreateOrUpdateKeyValue(ctx, stream.KVConfig(stream.Config{}))
-			return err
+		// What the producer checks at start-up (HOOKLINE_TOPOLOGY=check):
+		// the streams and the bucket.
+		allowed(t, p, "check streams and bucket at start-up", func(ctx context.Context) error {
+			return stream.CheckStreams(ctx, p.js, stream.Config{})
 		})
+		refusesStreamUpdates(t, admin, p)
 		allowed(t, p, "publish an event", publish(p, stream.EventSubject("acme", "order.created"), jetstream.WithMsgID("evt_1")))
 		allowed(t, p, "publish a test delivery", publish(p, stream.DeliverySubject("acme", "sub_test"), jetstream.WithMsgID("evt_test:sub_test")))
 		allowed(t, p, "stream info", func(ctx context.Context) error {
@@ -309,8 +307,15 @@ func TestNATSLeastPrivilege(t *testing.T) {
 
 	t.Run("deliverer", func(t *testing.T) {
 		d := deliverer
-		allowed(t, d, "stream.Ensure at start-up", func(ctx context.Context) error {
-			return stream.Ensure(ctx, d.js, stream.Config{})
+		allowed(t, d, "stream.Check at start-up", func(ctx context.Context) error {
+			return stream.Check(ctx, d.js, stream.Config{})
+		})
+		refusesStreamUpdates(t, admin, d)
+		denied(t, d, "change a durable consumer", "$JS.API.CONSUMER.CREATE.DELIVERIES.deliver.deliveries.>", func(ctx context.Context) error {
+			cc := stream.ConsumerConfigs(stream.Config{})[stream.Deliveries]
+			cc.AckWait = time.Hour
+			_, err := d.js.CreateOrUpdateConsumer(ctx, stream.Deliveries, cc)
+			return err
 		})
 		// dispatch: take the event, fan out one task, double-ack.
 		allowed(t, d, "dispatch", func(ctx context.Context) error {
@@ -363,7 +368,13 @@ func TestNATSLeastPrivilege(t *testing.T) {
 			if err != nil {
 				return err
 			}
-			if _, err := d.js.Publish(ctx, stream.DeadLetterSubject("acme", "sub_1"), second.Data(),
+			dl := &nats.Msg{Subject: stream.DeadLetterSubject("acme", "sub_1"), Data: second.Data(), Header: nats.Header{}}
+			dl.Header.Set(stream.HeaderEventID, "evt_1")
+			dl.Header.Set(stream.HeaderTenant, "acme")
+			dl.Header.Set(stream.HeaderSubscriptionID, "sub_1")
+			dl.Header.Set(stream.HeaderEventType, "order.created")
+			dl.Header.Set(stream.HeaderReason, "attempts_exhausted")
+			if _, err := d.js.PublishMsg(ctx, dl,
 				jetstream.WithMsgID(stream.DeadLetterMsgID("evt_1", "sub_1", ""))); err != nil {
 				return err
 			}
@@ -415,9 +426,12 @@ func TestNATSLeastPrivilege(t *testing.T) {
 		denied(t, d, "delete a durable consumer", "$JS.API.CONSUMER.DELETE.DELIVERIES.deliver", func(ctx context.Context) error {
 			return d.js.DeleteConsumer(ctx, stream.Deliveries, stream.DeliverConsumer)
 		})
-		denied(t, d, "read the dead letters", "$JS.API.STREAM.MSG.GET.DEADLETTER", func(ctx context.Context) error {
-			_, err := d.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET.DEADLETTER", []byte(`{"seq":1}`))
-			return err
+		denied(t, d, "delete a dead letter", "$JS.API.STREAM.MSG.DELETE.DEADLETTER", func(ctx context.Context) error {
+			s, err := d.js.Stream(ctx, stream.DeadLetter)
+			if err != nil {
+				return err
+			}
+			return s.DeleteMsg(ctx, 1)
 		})
 		denied(t, d, "listen to raw events", "events.>", listen(d, "events.>"))
 		denied(t, d, "read the producer's replies", "_INBOX_producer.>", listen(d, "_INBOX_producer.>"))
@@ -450,9 +464,31 @@ func TestNATSLeastPrivilege(t *testing.T) {
 			_, err = s.GetMsg(ctx, dlSeq)
 			return err
 		})
-		allowed(t, h, "replay a dead letter, then delete and purge it", func(ctx context.Context) error {
-			if _, err := h.js.Publish(ctx, stream.DeliverySubject("acme", "sub_1"), []byte(`{}`),
-				jetstream.WithMsgID(stream.ReplayMsgID("evt_1", "sub_1", dlSeq))); err != nil {
+		// The deliverer serves replay requests with its own user.
+		if _, err := replay.Serve(deliverer.nc, &replay.Replayer{JS: deliverer.js}, 0, nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := deliverer.nc.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		allowed(t, h, "replay a dead letter through a deliverer, then delete and purge it", func(ctx context.Context) error {
+			held, err := admin.js.Stream(ctx, stream.DeadLetter)
+			if err != nil {
+				return err
+			}
+			dl, err := held.GetMsg(ctx, dlSeq)
+			if err != nil {
+				return err
+			}
+			res, err := replay.Ask(ctx, h.nc, dlSeq)
+			if err != nil {
+				return err
+			}
+			if res.Outcome != replay.Replayed {
+				return fmt.Errorf("replay of seq %d: %+v", dlSeq, res)
+			}
+			// The task is exactly what DEADLETTER held, for its subscription.
+			if err := sameAsDeadLetter(ctx, admin, dl, res.TaskSeq); err != nil {
 				return err
 			}
 			s, err := h.js.Stream(ctx, stream.DeadLetter)
@@ -490,6 +526,15 @@ func TestNATSLeastPrivilege(t *testing.T) {
 		})
 
 		denied(t, h, "publish an event", "events.acme.order.created", publish(h, stream.EventSubject("acme", "order.created")))
+		// A task of its own making: any body, signed with the
+		// subscription's secret, with no trace in EVENTS.
+		denied(t, h, "publish a task", "deliveries.acme.sub_1", func(ctx context.Context) error {
+			_, err := h.js.Publish(ctx, stream.DeliverySubject("acme", "sub_1"), []byte(`{"forged":true}`),
+				jetstream.WithMsgID(stream.ReplayMsgID("evt_forged", "sub_1", 1)))
+			return err
+		})
+		denied(t, h, "publish a retry schedule", "retry.sub_1.1", publish(h, stream.RetrySubject("sub_1", 1)))
+		refusesStreamUpdates(t, admin, h)
 		denied(t, h, "read the deliverer's replies", "_INBOX_deliverer.>", listen(h, "_INBOX_deliverer.>"))
 		denied(t, h, "write the registry", "$KV.hookline_subscriptions.acme.sub_9", func(ctx context.Context) error {
 			kv, err := h.js.KeyValue(ctx, stream.SubscriptionsBucket)
@@ -517,4 +562,110 @@ func TestNATSLeastPrivilege(t *testing.T) {
 			return stream.Ensure(ctx, h.js, stream.Config{})
 		})
 	})
+
+	t.Run("publisher", func(t *testing.T) {
+		pub := connect(t, url, "publisher", pw["publisher"])
+		allowed(t, pub, "publish an event", publish(pub, stream.EventSubject("globex", "invoice.paid"), jetstream.WithMsgID("evt_pub_1")))
+		allowed(t, pub, "publish a one-token event type", publish(pub, stream.EventSubject("acme", "ping"), jetstream.WithMsgID("evt_pub_2")))
+
+		denied(t, pub, "publish Hookline's own notice", "events.acme.hookline.subscription.disabled",
+			publish(pub, stream.EventSubject("acme", "hookline.subscription.disabled")))
+		denied(t, pub, "write the registry", "$KV.hookline_subscriptions.acme.sub_1", func(ctx context.Context) error {
+			_, err := pub.js.Publish(ctx, "$KV.hookline_subscriptions.acme.sub_1", []byte(`{"url":"https://attacker.example/"}`))
+			return err
+		})
+		denied(t, pub, "read the registry", "$JS.API.DIRECT.GET.KV_hookline_subscriptions.$KV.hookline_subscriptions.acme.sub_1", func(ctx context.Context) error {
+			_, err := pub.nc.RequestWithContext(ctx, "$JS.API.DIRECT.GET.KV_hookline_subscriptions.$KV.hookline_subscriptions.acme.sub_1", nil)
+			return err
+		})
+		denied(t, pub, "publish a task", "deliveries.acme.sub_1", publish(pub, stream.DeliverySubject("acme", "sub_1")))
+		denied(t, pub, "publish a dead letter", "deadletter.acme.sub_1", publish(pub, stream.DeadLetterSubject("acme", "sub_1")))
+		denied(t, pub, "ask for a replay", replay.Subject, func(ctx context.Context) error {
+			_, err := replay.Ask(ctx, pub.nc, 1)
+			return err
+		})
+		denied(t, pub, "stream info", "$JS.API.STREAM.INFO.EVENTS", func(ctx context.Context) error {
+			_, err := pub.js.Stream(ctx, stream.Events)
+			return err
+		})
+		refusesStreamUpdates(t, admin, pub)
+		denied(t, pub, "listen to raw events", "events.>", listen(pub, "events.>"))
+		denied(t, pub, "read every reply (the nats.go default inbox)", "_INBOX.>", listen(pub, "_INBOX.>"))
+	})
+
+	t.Run("replay requests", func(t *testing.T) {
+		denied(t, producer, "ask for a replay", replay.Subject, func(ctx context.Context) error {
+			_, err := replay.Ask(ctx, producer.nc, 1)
+			return err
+		})
+		denied(t, hookctl, "serve replay requests (a deliverer's)", replay.Subject, listen(hookctl, replay.Subject))
+		denied(t, producer, "serve replay requests (a deliverer's)", replay.Subject, listen(producer, replay.Subject))
+	})
+
+	// Nothing above changed a stream: none has a RePublish.
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	for _, name := range hooklineStreams {
+		s, err := admin.js.Stream(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rp := s.CachedInfo().Config.RePublish; rp != nil {
+			t.Errorf("stream %s has a RePublish %+v", name, rp)
+		}
+	}
+}
+
+// hooklineStreams are every stream of the topology, the KV bucket's too.
+var hooklineStreams = []string{stream.Events, stream.Deliveries, stream.Attempts, stream.DeadLetter, "KV_" + stream.SubscriptionsBucket}
+
+// refusesStreamUpdates: c cannot update any Hookline stream, here by adding
+// a RePublish that would copy every message to a subject c reads (the
+// attack of issue 18, item 3), nor create a stream.
+func refusesStreamUpdates(t *testing.T, admin, c *component) {
+	t.Helper()
+	for _, name := range hooklineStreams {
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		s, err := admin.js.Stream(ctx, name)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := s.CachedInfo().Config
+		cfg.RePublish = &jetstream.RePublish{Source: ">", Destination: "_INBOX_" + c.name + ".stolen.>"}
+		denied(t, c, "add a RePublish to "+name, "$JS.API.STREAM.UPDATE."+name, func(ctx context.Context) error {
+			_, err := c.js.UpdateStream(ctx, cfg)
+			return err
+		})
+	}
+	denied(t, c, "create a stream", "$JS.API.STREAM.CREATE.STOLEN", func(ctx context.Context) error {
+		_, err := c.js.CreateStream(ctx, jetstream.StreamConfig{Name: "STOLEN", Subjects: []string{"stolen.>"}})
+		return err
+	})
+}
+
+// sameAsDeadLetter: the task at taskSeq in DELIVERIES is the dead letter
+// dl, body and event headers, to dl's subscription, marked as its replay.
+func sameAsDeadLetter(ctx context.Context, admin *component, dl *jetstream.RawStreamMsg, taskSeq uint64) error {
+	d, err := admin.js.Stream(ctx, stream.Deliveries)
+	if err != nil {
+		return err
+	}
+	task, err := d.GetMsg(ctx, taskSeq)
+	if err != nil {
+		return err
+	}
+	tenant, sub := dl.Header.Get(stream.HeaderTenant), dl.Header.Get(stream.HeaderSubscriptionID)
+	if task.Subject != stream.DeliverySubject(tenant, sub) || string(task.Data) != string(dl.Data) {
+		return fmt.Errorf("task %s %q, dead letter %s %q", task.Subject, task.Data, dl.Subject, dl.Data)
+	}
+	for _, k := range []string{stream.HeaderEventID, stream.HeaderTenant, stream.HeaderSubscriptionID, stream.HeaderEventType} {
+		if task.Header.Get(k) != dl.Header.Get(k) {
+			return fmt.Errorf("task header %s %q, dead letter %q", k, task.Header.Get(k), dl.Header.Get(k))
+		}
+	}
+	if task.Header.Get(stream.HeaderReplay) != strconv.FormatUint(dl.Sequence, 10) {
+		return fmt.Errorf("task %s %q, want the dead letter's seq %d", stream.HeaderReplay, task.Header.Get(stream.HeaderReplay), dl.Sequence)
+	}
+	return nil
 }

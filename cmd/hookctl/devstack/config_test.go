@@ -153,6 +153,7 @@ func TestServiceEnvKeepsTheStackAddresses(t *testing.T) {
 		"HOOKLINE_RETRY_SCHEDULE":      "0s,1s", // the developer's own setting passes
 		"HOOKLINE_LOG_FORMAT":          "json",  // and beats the local default
 		"HOOKLINE_ALLOW_PRIVATE_CIDRS": privateCIDRs,
+		"HOOKLINE_TOPOLOGY":            "ensure", // no admin step locally
 	}
 	for k, v := range want {
 		if env[k] != v {

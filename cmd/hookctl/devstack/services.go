@@ -61,6 +61,9 @@ func serviceEnv(base []string, natsURL, redisURL, httpAddr string) []string {
 	env := []string{
 		"HOOKLINE_LOG_FORMAT=console",
 		"HOOKLINE_ALLOW_PRIVATE_CIDRS=" + privateCIDRs,
+		// The embedded NATS has no users: the services create the topology
+		// themselves (production runs them with "check" after an admin step).
+		"HOOKLINE_TOPOLOGY=ensure",
 	}
 	for _, kv := range base {
 		if strings.HasPrefix(kv, "HOOKLINE_NATS_") || strings.HasPrefix(kv, "HOOKLINE_REDIS_") || strings.HasPrefix(kv, "HOOKLINE_HTTP_ADDR=") {

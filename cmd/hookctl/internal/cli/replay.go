@@ -25,9 +25,11 @@ func (a *App) dlqReplay() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "replay [SEQ...]",
 		Short: "Replay dead letters as new delivery tasks, at a bounded rate",
-		Long: `Replay publishes each selected dead letter as a new delivery task for its
-subscription and, once that publish is acknowledged, deletes it from DEADLETTER.
-Entries go oldest first (--limit N takes the N oldest).
+		Long: `Replay asks a deliverer to republish each selected dead letter as a new
+delivery task for its subscription and, once that publish is acknowledged,
+deletes it from DEADLETTER. The deliverer reads the entry from DEADLETTER
+itself: a replay re-sends exactly what DEADLETTER holds (hookctl cannot
+publish tasks). Entries go oldest first (--limit N takes the N oldest).
 
 The task keeps the event id (the receiver's webhook-id, so receivers dedupe),
 starts again at attempt 0, carries Hookline-Replay: <seq>, and is delivered to

@@ -103,51 +103,6 @@ func (e Entry) IsReplay() (string, bool) {
 	return v, v != ""
 }
 
-// taskHeaders are copied from a dead letter onto its replayed task. The
-// attempt count, first-attempt time and last status/error are not: a replay
-// starts a fresh delivery (attempt 0) that keeps the event id (the receiver's
-// webhook-id).
-var taskHeaders = []string{
-	stream.HeaderEventID,
-	stream.HeaderTenant,
-	stream.HeaderEventType,
-	stream.HeaderOccurredAt,
-	stream.HeaderSubscriptionID,
-	stream.HeaderTest,
-}
-
-// Task is the delivery task that replays the dead letter stored at seq with
-// the given headers and body.
-func Task(rec *hooklinev1.DeadLetter, h nats.Header, body []byte) *nats.Msg {
-	th := nats.Header{}
-	for _, k := range taskHeaders {
-		if v := h.Get(k); v != "" {
-			th.Set(k, v)
-		}
-	}
-	// Headers a hand-made dead letter may lack, from the decoded record.
-	if th.Get(stream.HeaderTenant) == "" {
-		th.Set(stream.HeaderTenant, rec.GetTenant())
-	}
-	if th.Get(stream.HeaderSubscriptionID) == "" {
-		th.Set(stream.HeaderSubscriptionID, rec.GetSubscriptionId())
-	}
-	th.Set(stream.HeaderReplay, strconv.FormatUint(rec.GetSeq(), 10))
-	th.Set(stream.HeaderMsgID, ReplayMsgID(rec))
-	return &nats.Msg{
-		Subject: stream.DeliverySubject(rec.GetTenant(), rec.GetSubscriptionId()),
-		Header:  th,
-		Data:    body,
-	}
-}
-
-// ReplayMsgID is the dedup id of the task replaying rec: the same for every
-// run, so an interrupted replay that published but did not delete stores
-// one task when run again.
-func ReplayMsgID(rec *hooklinev1.DeadLetter) string {
-	return stream.ReplayMsgID(rec.GetEventId(), rec.GetSubscriptionId(), rec.GetSeq())
-}
-
 // Encode is the DEADLETTER message of rec in the header contract (the
 // inverse of Decode): the deliverer's format, used here by tests and
 // documented in the README's dead-letter format.

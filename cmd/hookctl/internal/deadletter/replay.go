@@ -8,6 +8,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/hookline/hookline/pkg/replay"
 	"github.com/hookline/hookline/pkg/stream"
 )
 
@@ -45,10 +46,11 @@ type Result struct {
 
 // Replayer turns dead letters back into delivery tasks.
 //
-// For each entry, in order: read it again (body included), publish its task
-// to deliveries.<tenant>.<subscription> with the dedup id
-// <event>:<subscription>:replay:<seq>, wait for the publish
-// acknowledgement, and only then delete the entry from DEADLETTER. The
+// For each entry, in order: ask a deliverer to replay it (pkg/replay: the
+// deliverer reads the entry from DEADLETTER and publishes its task to
+// deliveries.<tenant>.<subscription> with the dedup id
+// <event>:<subscription>:replay:<seq>; hookctl cannot publish tasks), wait
+// for the acknowledgement, and only then delete the entry from DEADLETTER. The
 // deletion is the checkpoint: a run stopped at any point and started again
 // with the same selection finds exactly the entries not yet replayed, and a
 // stop between the acknowledgement and the deletion is harmless because the
@@ -124,22 +126,17 @@ func wait(ctx context.Context, until time.Time) error {
 func (r *Replayer) one(ctx context.Context, e Entry) (Result, error) {
 	rec := e.Record
 	res := Result{Seq: rec.GetSeq(), EventID: rec.GetEventId(), Tenant: rec.GetTenant(), SubscriptionID: rec.GetSubscriptionId()}
-	full, err := r.Store.Get(ctx, rec.GetSeq())
-	if errors.Is(err, ErrNotFound) {
+	ans, err := replay.Ask(ctx, r.JS.Conn(), rec.GetSeq())
+	if err != nil {
+		return res, fmt.Errorf("%w (the entry stays in %s)", err, stream.DeadLetter)
+	}
+	if ans.Outcome == replay.Gone {
 		res.Outcome = Gone
 		return res, nil
 	}
-	if err != nil {
-		return res, err
-	}
-	task := Task(full.Record, full.Header, full.Record.GetData())
-	ack, err := r.JS.PublishMsg(ctx, task, jetstream.WithExpectStream(stream.Deliveries))
-	if err != nil {
-		return res, fmt.Errorf("seq %d: publish task to %s: %w (the entry stays in %s)", rec.GetSeq(), task.Subject, err, stream.DeadLetter)
-	}
-	res.TaskSeq, res.Duplicate = ack.Sequence, ack.Duplicate
+	res.TaskSeq, res.Duplicate = ans.TaskSeq, ans.Duplicate
 	if err := r.Store.Delete(ctx, rec.GetSeq()); err != nil && !errors.Is(err, ErrNotFound) {
-		return res, fmt.Errorf("seq %d: task published (%s seq %d) but the entry could not be deleted: %w; running the same replay again is safe (the task is deduplicated)", rec.GetSeq(), stream.Deliveries, ack.Sequence, err)
+		return res, fmt.Errorf("seq %d: task published (%s seq %d) but the entry could not be deleted: %w; running the same replay again is safe (the task is deduplicated)", rec.GetSeq(), stream.Deliveries, ans.TaskSeq, err)
 	}
 	res.Outcome = Replayed
 	return res, nil

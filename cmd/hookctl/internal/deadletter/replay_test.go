@@ -15,6 +15,7 @@ import (
 
 	"github.com/hookline/hookline/cmd/hookctl/internal/deadletter"
 	"github.com/hookline/hookline/cmd/hookctl/internal/fixture"
+	"github.com/hookline/hookline/pkg/replay"
 	"github.com/hookline/hookline/pkg/stream"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
 )
@@ -185,7 +186,7 @@ func TestReplayAfterCrashBetweenPublishAndDeleteDoesNotDouble(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.js.PublishMsg(e.ctx, deadletter.Task(first.Record, first.Header, first.Record.GetData())); err != nil {
+	if _, err := replay.Ask(e.ctx, e.js.Conn(), first.Record.GetSeq()); err != nil {
 		t.Fatal(err)
 	}
 	results, err := (&deadletter.Replayer{JS: e.js, Store: e.store}).Run(e.ctx, e.selectAll(t))

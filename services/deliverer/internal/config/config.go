@@ -95,6 +95,28 @@ func Load(m map[string]string) (Config, error) {
 	return c, nil
 }
 
+// LoadTopology reads m for `deliverer topology`: only what the topology
+// step uses (NATS, logging, the topology settings, AckWait and
+// MaxAckPending) must be valid; the rest (secrets, SSRF policy, …) is not
+// looked at, so the admin step needs none of them.
+func LoadTopology(m map[string]string) (Config, error) {
+	var c Config
+	if err := envconfig.Parse(&c, m); err != nil {
+		return Config{}, fmt.Errorf("config: %w", err)
+	}
+	errs := []error{c.NATS.Validate(), c.Log.Validate(), c.Topology.Validate()}
+	if c.MaxAckPending < 4 {
+		errs = append(errs, fmt.Errorf("HOOKLINE_MAX_ACK_PENDING must be at least 4, not %d", c.MaxAckPending))
+	}
+	if c.AckWait <= 0 {
+		errs = append(errs, fmt.Errorf("HOOKLINE_ACK_WAIT must be positive, not %s", c.AckWait))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return Config{}, fmt.Errorf("config: %w", err)
+	}
+	return c, nil
+}
+
 // Validate names the variable at fault; it never prints a secret's value.
 func (c Config) Validate() error {
 	if err := c.NATS.Validate(); err != nil {

@@ -22,6 +22,7 @@ import (
 	"github.com/hookline/hookline/services/deliverer/internal/health"
 	"github.com/hookline/hookline/services/deliverer/internal/metrics"
 	"github.com/hookline/hookline/services/deliverer/internal/ordering"
+	"github.com/hookline/hookline/services/deliverer/internal/replay"
 	"github.com/hookline/hookline/services/deliverer/internal/retry"
 	"github.com/hookline/hookline/services/deliverer/internal/sender"
 	"github.com/hookline/hookline/services/deliverer/internal/subcache"
@@ -73,6 +74,7 @@ type Service struct {
 	admit    deliver.Admission
 	sender   *sender.Sender
 	admin    *admin.Server
+	replay   *replay.Server
 	started  chan struct{}
 	Metrics  *metrics.Metrics
 	Registry *prometheus.Registry
@@ -174,6 +176,7 @@ func New(ctx context.Context, cfg config.Config, d Deps) (*Service, error) {
 			HTTPTimeout:               cfg.HTTPTimeout,
 		}),
 		recorder: rec,
+		replay:   replay.New(d.NATS, js, d.Log, 10*time.Second),
 		admit:    d.Admission,
 		sender:   snd,
 		started:  make(chan struct{}),
@@ -224,6 +227,7 @@ func (s *Service) Run(ctx context.Context) error {
 		"subscription memo":   s.memo.Run,
 		"dispatch":            s.dispatch.Run,
 		"deliver":             s.deliver.Run,
+		"dead-letter replay":  s.replay.Run,
 	} {
 		wg.Go(func() {
 			if err := run(ctx); err != nil {
@@ -268,20 +272,32 @@ func (s *Service) Run(ctx context.Context) error {
 // Ensure creates or updates the topology, retrying while NATS is not
 // reachable yet (the deliverer may start before NATS does).
 func Ensure(ctx context.Context, nc *nats.Conn, c stream.Config, log *zap.Logger) error {
+	return prepare(ctx, nc, c, stream.Ensure, "ensure", log)
+}
+
+// Check waits until the topology exists as c says (stream.Check),
+// retrying while it is missing or differs (an admin job may be creating it
+// meanwhile) or NATS is not reachable; each retry logs what is missing and
+// how to create it.
+func Check(ctx context.Context, nc *nats.Conn, c stream.Config, log *zap.Logger) error {
+	return prepare(ctx, nc, c, stream.Check, "check", log)
+}
+
+func prepare(ctx context.Context, nc *nats.Conn, c stream.Config, do func(context.Context, jetstream.JetStream, stream.Config) error, verb string, log *zap.Logger) error {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
 	backoff := 250 * time.Millisecond
 	for {
-		err := stream.Ensure(ctx, js, c)
+		err := do(ctx, js, c)
 		if err == nil {
 			return nil
 		}
-		log.Warn("ensure streams failed; retrying", zap.Error(err), zap.Duration("backoff", backoff))
+		log.Warn("topology "+verb+" failed; retrying", zap.Error(err), zap.Duration("backoff", backoff))
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("ensure streams: %w", errors.Join(err, ctx.Err()))
+			return fmt.Errorf("%s topology: %w", verb, errors.Join(err, ctx.Err()))
 		case <-time.After(backoff):
 		}
 		backoff = min(backoff*2, 5*time.Second)

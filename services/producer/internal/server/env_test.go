@@ -60,6 +60,9 @@ func startOn(t *testing.T, natsURL, redisAddr string, extra map[string]string, o
 		"HOOKLINE_HTTP_ADDR":        "127.0.0.1:0",
 		"HOOKLINE_PUBLISH_TIMEOUT":  "2s",
 		"HOOKLINE_SHUTDOWN_TIMEOUT": "5s",
+		// A fresh, open NATS: the producer creates its streams
+		// (TestCheckOnlyWaitsForTheTopology covers "check").
+		"HOOKLINE_TOPOLOGY": "ensure",
 	}
 	for k, v := range extra {
 		m[k] = v

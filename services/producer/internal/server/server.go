@@ -149,8 +149,8 @@ func (s *Server) Run(ctx context.Context) error {
 	return runErr
 }
 
-// prepareAndSync ensures the topology (retrying until it works or ctx is
-// done), binds the registry, marks the producer ready and runs the Syncer.
+// prepareAndSync checks or ensures the topology (retrying until it works or
+// ctx is done), binds the registry, marks the producer ready and runs the Syncer.
 func (s *Server) prepareAndSync(ctx context.Context) {
 	js, err := jetstream.New(s.nc)
 	if err != nil {
@@ -163,7 +163,7 @@ func (s *Server) prepareAndSync(ctx context.Context) {
 		if err == nil {
 			break
 		}
-		s.log.Warn("topology not ensured yet; retrying", zap.Error(err), zap.Duration("backoff", backoff))
+		s.log.Warn("topology not ready yet; the producer stays unready and retries", zap.String("topology", s.cfg.Topology.Topology), zap.Error(err), zap.Duration("backoff", backoff))
 		select {
 		case <-ctx.Done():
 			return
@@ -178,12 +178,17 @@ func (s *Server) prepareAndSync(ctx context.Context) {
 	_ = subscription.NewSyncer(store, cache, s.log.Named("syncer")).Run(ctx)
 }
 
-// ensure creates or updates the streams and the KV bucket (not the
-// consumers: see stream.EnsureStreams) and binds the store.
+// ensure checks the streams and the KV bucket (not the consumers: see
+// stream.EnsureStreams), or creates or updates them with
+// HOOKLINE_TOPOLOGY=ensure, and binds the store.
 func (s *Server) ensure(ctx context.Context, js jetstream.JetStream) (*subscription.Store, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if err := stream.EnsureStreams(ctx, js, s.cfg.Stream()); err != nil {
+	prepare := stream.CheckStreams
+	if s.cfg.Topology.Ensures() {
+		prepare = stream.EnsureStreams
+	}
+	if err := prepare(ctx, js, s.cfg.Stream()); err != nil {
 		return nil, err
 	}
 	return subscription.NewStore(ctx, js)

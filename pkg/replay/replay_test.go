@@ -1,0 +1,151 @@
+package replay_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/hookline/hookline/pkg/natstest"
+	"github.com/hookline/hookline/pkg/replay"
+	"github.com/hookline/hookline/pkg/stream"
+)
+
+func deadLetterHeader() nats.Header {
+	h := nats.Header{}
+	h.Set(stream.HeaderEventID, "evt_1")
+	h.Set(stream.HeaderTenant, "acme")
+	h.Set(stream.HeaderSubscriptionID, "sub_1")
+	h.Set(stream.HeaderEventType, "order.created")
+	h.Set(stream.HeaderOccurredAt, "2026-11-28T09:00:00Z")
+	h.Set(stream.HeaderAttempt, "8")
+	h.Set(stream.HeaderLastStatus, "503")
+	h.Set(stream.HeaderLastError, "HTTP 503")
+	h.Set(stream.HeaderReason, "attempts_exhausted")
+	h.Set(stream.HeaderFirstAttemptAt, "2026-11-28T08:00:00Z")
+	h.Set(stream.HeaderDeadLetteredAt, "2026-11-28T09:00:00Z")
+	h.Set(stream.HeaderReplay, "7") // a replay that failed again
+	return h
+}
+
+func TestTaskContract(t *testing.T) {
+	t.Parallel()
+	task, err := replay.Task("deadletter.acme.sub_1", 42, deadLetterHeader(), []byte(`{"a":1}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if task.Subject != "deliveries.acme.sub_1" {
+		t.Fatalf("subject %q", task.Subject)
+	}
+	want := map[string]string{
+		stream.HeaderEventID:        "evt_1",
+		stream.HeaderTenant:         "acme",
+		stream.HeaderEventType:      "order.created",
+		stream.HeaderSubscriptionID: "sub_1",
+		stream.HeaderOccurredAt:     "2026-11-28T09:00:00Z",
+		stream.HeaderReplay:         "42",
+		stream.HeaderMsgID:          "evt_1:sub_1:replay:42",
+	}
+	for k, v := range want {
+		if got := task.Header.Get(k); got != v {
+			t.Errorf("header %s = %q, want %q", k, got, v)
+		}
+	}
+	for _, k := range []string{stream.HeaderAttempt, stream.HeaderLastStatus, stream.HeaderLastError, stream.HeaderReason, stream.HeaderFirstAttemptAt, stream.HeaderDeadLetteredAt} {
+		if v := task.Header.Get(k); v != "" {
+			t.Errorf("header %s = %q on a replayed task, want none (a fresh delivery)", k, v)
+		}
+	}
+	if string(task.Data) != `{"a":1}` {
+		t.Fatalf("body %q", task.Data)
+	}
+}
+
+// The subject, which only the deliverer publishes to, names the tenant and
+// subscription; headers that disagree refuse the replay.
+func TestTaskRefusesWhatTheSubjectDoesNotVouchFor(t *testing.T) {
+	t.Parallel()
+	for name, tc := range map[string]struct {
+		subject string
+		header  func(nats.Header)
+		want    string
+	}{
+		"another tenant in the header":       {"deadletter.acme.sub_1", func(h nats.Header) { h.Set(stream.HeaderTenant, "globex") }, "another tenant"},
+		"another subscription in the header": {"deadletter.acme.sub_1", func(h nats.Header) { h.Set(stream.HeaderSubscriptionID, "sub_9") }, "another subscription"},
+		"no event id":                        {"deadletter.acme.sub_1", func(h nats.Header) { h.Del(stream.HeaderEventID) }, stream.HeaderEventID},
+		"a subject of another shape":         {"deadletter.acme.sub_1.x", func(nats.Header) {}, "is not deadletter.<tenant>.<subscription>"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			h := deadLetterHeader()
+			tc.header(h)
+			if _, err := replay.Task(tc.subject, 3, h, nil); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err %v, want one saying %q", err, tc.want)
+			}
+		})
+	}
+	// Headers missing: the subject alone is enough.
+	h := nats.Header{}
+	h.Set(stream.HeaderEventID, "evt_1")
+	task, err := replay.Task("deadletter.acme.sub_1", 3, h, nil)
+	if err != nil || task.Header.Get(stream.HeaderTenant) != "acme" || task.Header.Get(stream.HeaderSubscriptionID) != "sub_1" {
+		t.Fatalf("task %+v, %v", task, err)
+	}
+}
+
+// Ask and Serve over a real server: the task is the dead letter's body,
+// a second request is deduplicated, a seq not stored is gone, and without
+// a server the error says what to start.
+func TestAskServe(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	nc, js := srv.Connect(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := stream.Ensure(ctx, js, stream.Config{MemoryStorage: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := replay.Ask(ctx, nc, 1); !errors.Is(err, replay.ErrNoReplayer) {
+		t.Fatalf("without a replay server: %v, want ErrNoReplayer", err)
+	}
+
+	snc, sjs := srv.Connect(t)
+	answers := make(chan replay.Response, 10)
+	if _, err := replay.Serve(snc, &replay.Replayer{JS: sjs}, 0, func(r replay.Response, _ error) { answers <- r }); err != nil {
+		t.Fatal(err)
+	}
+	if err := snc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+
+	h := deadLetterHeader()
+	h.Del(stream.HeaderReplay)
+	ack, err := js.PublishMsg(ctx, &nats.Msg{Subject: "deadletter.acme.sub_1", Header: h, Data: []byte(`{"n":1}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := replay.Ask(ctx, nc, ack.Sequence)
+	if err != nil || res.Outcome != replay.Replayed || res.Duplicate || res.Subject != "deliveries.acme.sub_1" {
+		t.Fatalf("replay: %+v, %v", res, err)
+	}
+	if a := <-answers; a.TaskSeq != res.TaskSeq {
+		t.Fatalf("served %+v, answered %+v", a, res)
+	}
+	again, err := replay.Ask(ctx, nc, ack.Sequence)
+	if err != nil || !again.Duplicate || again.TaskSeq != res.TaskSeq {
+		t.Fatalf("second replay: %+v, %v: want the same task, deduplicated", again, err)
+	}
+	tasks := natstest.Messages(t, js, stream.Deliveries)
+	if len(tasks) != 1 || string(tasks[0].Data) != `{"n":1}` || tasks[0].Header.Get(stream.HeaderReplay) != "1" {
+		t.Fatalf("DELIVERIES holds %d tasks: %+v", len(tasks), tasks)
+	}
+
+	if res, err := replay.Ask(ctx, nc, 999); err != nil || res.Outcome != replay.Gone {
+		t.Fatalf("a seq not stored: %+v, %v; want gone", res, err)
+	}
+	if _, err := replay.Ask(ctx, nc, 0); err == nil || !strings.Contains(err.Error(), "refused") {
+		t.Fatalf("seq 0: %v", err)
+	}
+}

@@ -1,0 +1,57 @@
+// Package replay is the deliverer's side of `hookctl dlq replay`: it serves
+// replay requests (pkg/replay) on hookline.dlq.replay, in a queue group
+// shared by every deliverer, reading each requested dead letter from
+// DEADLETTER and publishing its task. hookctl's NATS user may ask for a
+// replay but not publish tasks, so it can re-send only what DEADLETTER
+// holds.
+package replay
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/hookline/hookline/pkg/replay"
+)
+
+// Server answers replay requests until its context ends.
+type Server struct {
+	nc      *nats.Conn
+	r       *replay.Replayer
+	log     *zap.Logger
+	timeout time.Duration
+}
+
+// New builds a server publishing through js; timeout bounds one request's
+// NATS calls.
+func New(nc *nats.Conn, js jetstream.JetStream, log *zap.Logger, timeout time.Duration) *Server {
+	return &Server{nc: nc, r: &replay.Replayer{JS: js}, log: log.Named("replay"), timeout: timeout}
+}
+
+// Run subscribes and serves until ctx ends, then unsubscribes (a request
+// being served is finished first).
+func (s *Server) Run(ctx context.Context) error {
+	sub, err := replay.Serve(s.nc, s.r, s.timeout, s.logged)
+	if err != nil {
+		return fmt.Errorf("subscribe to %s: %w", replay.Subject, err)
+	}
+	<-ctx.Done()
+	if err := sub.Drain(); err != nil && s.nc.IsConnected() {
+		s.log.Warn("stop serving replay requests", zap.Error(err))
+	}
+	return nil
+}
+
+// logged records every answer: who was replayed where, never a body.
+func (s *Server) logged(res replay.Response, err error) {
+	if err != nil {
+		s.log.Warn("dead letter not replayed", zap.Uint64("dead_letter_seq", res.Seq), zap.Error(err))
+		return
+	}
+	s.log.Info("dead letter replayed", zap.Uint64("dead_letter_seq", res.Seq), zap.String("outcome", res.Outcome),
+		zap.String("subject", res.Subject), zap.Uint64("task_seq", res.TaskSeq), zap.Bool("duplicate", res.Duplicate))
+}
