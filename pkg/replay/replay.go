@@ -127,7 +127,8 @@ func (r *Replayer) Replay(ctx context.Context, seq uint64) (Response, error) {
 // taskHeaders are copied from a dead letter onto its replayed task. The
 // attempt count, first-attempt time and last status/error are not: a replay
 // starts a fresh delivery (attempt 0) that keeps the event id (the receiver's
-// webhook-id).
+// webhook-id). An ordered event keeps its key and number: the replay is
+// sent at once (not held in its key's line) under the number it had.
 var taskHeaders = []string{
 	stream.HeaderEventID,
 	stream.HeaderTenant,
@@ -135,6 +136,9 @@ var taskHeaders = []string{
 	stream.HeaderOccurredAt,
 	stream.HeaderSubscriptionID,
 	stream.HeaderTest,
+	stream.HeaderOrderingKey,
+	stream.HeaderEventSeq,
+	stream.HeaderOrderingSeq,
 }
 
 // Task is the delivery task that replays the dead letter stored at seq

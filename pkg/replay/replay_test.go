@@ -64,6 +64,24 @@ func TestTaskContract(t *testing.T) {
 	}
 }
 
+// A dead-lettered ordered event is replayed under its key and number.
+func TestTaskKeepsOrdering(t *testing.T) {
+	t.Parallel()
+	h := deadLetterHeader()
+	h.Set(stream.HeaderOrderingKey, "order 42")
+	h.Set(stream.HeaderEventSeq, "77")
+	h.Set(stream.HeaderOrderingSeq, "3")
+	task, err := replay.Task("deadletter.acme.sub_1", 42, h, []byte(`{}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range map[string]string{stream.HeaderOrderingKey: "order 42", stream.HeaderEventSeq: "77", stream.HeaderOrderingSeq: "3"} {
+		if got := task.Header.Get(k); got != v {
+			t.Errorf("header %s = %q, want %q", k, got, v)
+		}
+	}
+}
+
 // The subject, which only the deliverer publishes to, names the tenant and
 // subscription; headers that disagree refuse the replay.
 func TestTaskRefusesWhatTheSubjectDoesNotVouchFor(t *testing.T) {
