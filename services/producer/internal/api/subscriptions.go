@@ -94,7 +94,12 @@ func (a *API) listSubscriptions(w http.ResponseWriter, r *http.Request) {
 	if forbidTenant(w, r, tenant) {
 		return
 	}
-	subs, err := a.reg.List(r.Context(), tenant)
+	limit, after, p := pageParams(r, tenant)
+	if p != nil {
+		writeProblem(w, p)
+		return
+	}
+	subs, more, err := a.reg.ListPage(r.Context(), tenant, after, limit)
 	if err != nil {
 		a.registryError(w, "", err)
 		return
@@ -112,7 +117,12 @@ func (a *API) listSubscriptions(w http.ResponseWriter, r *http.Request) {
 		}
 		out = append(out, b...)
 	}
-	out = append(out, "]}"...)
+	out = append(out, ']')
+	if more && len(subs) > 0 {
+		out = append(out, `,"next_cursor":`...)
+		out = strconv.AppendQuote(out, encodeCursor(tenant, subs[len(subs)-1].GetId()))
+	}
+	out = append(out, '}')
 	writeRawJSON(w, http.StatusOK, out)
 }
 

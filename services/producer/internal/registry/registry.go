@@ -151,6 +151,16 @@ func (r *Registry) List(ctx context.Context, tenant string) ([]*hooklinev1.Subsc
 	return b.store.List(ctx, tenant)
 }
 
+// ListPage returns up to limit subscriptions of tenant whose ids sort
+// after after ("" = from the first), sorted by id, and whether more follow.
+func (r *Registry) ListPage(ctx context.Context, tenant, after string, limit int) ([]*hooklinev1.Subscription, bool, error) {
+	b, err := r.backend()
+	if err != nil {
+		return nil, false, err
+	}
+	return b.store.ListPage(ctx, tenant, after, limit)
+}
+
 // Update applies the fields present in a validated request. disabled=true
 // disables with reason "manual" (a subscription already disabled keeps its
 // reason and time); disabled=false re-enables and clears both.
