@@ -263,6 +263,10 @@ var renderOpts = protojson.MarshalOptions{UseProtoNames: true, EmitDefaultValues
 func renderSubscription(sub *hooklinev1.Subscription) ([]byte, error) {
 	out := proto.CloneOf(sub)
 	out.Keys = nil
+	// Credentials in the URL are sealed in sealed_url and never shown; the
+	// mask also covers records stored before they were sealed.
+	out.Url, _ = subscription.MaskURL(out.GetUrl())
+	out.SealedUrl = ""
 	b, err := renderOpts.Marshal(out)
 	if err != nil {
 		return nil, err
@@ -279,7 +283,7 @@ func (a *API) writeSubscription(w http.ResponseWriter, status int, sub *hookline
 	writeRawJSON(w, status, b)
 }
 
-// dropFields removes "keys" (always) and "secret" (when unset) from the
+// dropFields removes "keys" and "sealed_url" (always) and "secret" (when unset) from the
 // rendered object and writes the rest in the order of the proto fields.
 func dropFields(b []byte, dropSecret bool) ([]byte, error) {
 	var m map[string]json.RawMessage
@@ -287,6 +291,7 @@ func dropFields(b []byte, dropSecret bool) ([]byte, error) {
 		return nil, err
 	}
 	delete(m, "keys")
+	delete(m, "sealed_url")
 	if dropSecret {
 		delete(m, "secret")
 	}
