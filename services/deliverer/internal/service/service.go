@@ -121,6 +121,10 @@ func New(ctx context.Context, cfg config.Config, d Deps) (*Service, error) {
 			return nil, err
 		}
 	}
+	urls, err := openedURLs(cfg)
+	if err != nil {
+		return nil, err
+	}
 	snd := sender.New(sender.Options{
 		Timeout:          cfg.HTTPTimeout,
 		MaxResponseBytes: cfg.MaxResponseBytes,
@@ -161,6 +165,7 @@ func New(ctx context.Context, cfg config.Config, d Deps) (*Service, error) {
 			},
 			Admission:                 d.Admission,
 			Secrets:                   d.Secrets,
+			URLs:                      urls,
 			DefaultMaxInFlight:        cfg.Health.DefaultMaxInFlight,
 			DefaultMaxInFlightCeiling: cfg.Health.DefaultMaxInFlightCeiling,
 			MaxWait:                   cfg.AdmissionMaxWait,
