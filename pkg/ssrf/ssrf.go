@@ -193,7 +193,7 @@ func ParseScoped(s string) (every []netip.Prefix, scoped []Scoped, err error) {
 
 func parseEntry(f string) (Scoped, error) {
 	bad := func(what string) (Scoped, error) {
-		return Scoped{}, fmt.Errorf("allow-list entry %q is not %s", f, what)
+		return Scoped{}, fmt.Errorf("entry %q is not %s", f, what)
 	}
 	host, port := f, ""
 	switch {
