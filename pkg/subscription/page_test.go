@@ -27,7 +27,7 @@ func TestListPage(t *testing.T) {
 	var got []string
 	after, pages := "", 0
 	for {
-		page, more, err := e.store.ListPage(ctx, "acme", after, 5)
+		page, next, err := e.store.ListPage(ctx, "acme", after, 5)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -36,10 +36,13 @@ func TestListPage(t *testing.T) {
 			t.Fatalf("page of %d", len(page))
 		}
 		got = append(got, ids(page)...)
-		if !more {
+		if next == "" {
 			break
 		}
-		after = page[len(page)-1].GetId()
+		if next != page[len(page)-1].GetId() {
+			t.Fatalf("next %q after a page ending at %s", next, page[len(page)-1].GetId())
+		}
+		after = next
 	}
 	if !slices.Equal(got, want) || pages != 5 {
 		t.Fatalf("pages %d listed %v, want %v", pages, got, want)
@@ -47,7 +50,17 @@ func TestListPage(t *testing.T) {
 	if _, _, err := e.store.ListPage(ctx, "acme", "", 0); err == nil {
 		t.Fatal("limit 0 accepted")
 	}
-	if page, more, err := e.store.ListPage(ctx, "nobody", "", 5); err != nil || len(page) != 0 || more {
-		t.Fatalf("empty tenant: %v %v %v", page, more, err)
+	if page, next, err := e.store.ListPage(ctx, "nobody", "", 5); err != nil || len(page) != 0 || next != "" {
+		t.Fatalf("empty tenant: %v %q %v", page, next, err)
+	}
+	// Deleted subscriptions leave no hole: the page after them is full.
+	for _, id := range want[5:10] {
+		if _, _, err := e.store.Delete(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	page, next, err := e.store.ListPage(ctx, "acme", want[4], 5)
+	if err != nil || len(page) != 5 || page[0].GetId() != want[10] || next != want[14] {
+		t.Fatalf("after deletes: %v %q %v", ids(page), next, err)
 	}
 }

@@ -315,21 +315,22 @@ func splitKey(key string) (tenant, id string, ok bool) {
 }
 
 // ListPage returns up to limit subscriptions of tenant whose ids sort after
-// after ("" = from the first), in id order, and whether more follow. Only
-// the keys of the tenant are scanned; values are read for the page alone,
-// so a page costs limit reads however many subscriptions the tenant has. A
+// after ("" = from the first), in id order, and next: the id to resume
+// after for the following page ("" when this page is the last). Only the
+// keys of the tenant are scanned; values are read for the page alone, so a
+// page costs limit reads however many subscriptions the tenant has. A
 // subscription deleted between the scan and its read is skipped: a page
-// may then be shorter than limit while more still follow.
-func (s *Store) ListPage(ctx context.Context, tenant, after string, limit int) ([]*hooklinev1.Subscription, bool, error) {
+// may then be shorter than limit (even empty) while more still follow.
+func (s *Store) ListPage(ctx context.Context, tenant, after string, limit int) ([]*hooklinev1.Subscription, string, error) {
 	if err := ValidateTenant(tenant); err != nil {
-		return nil, false, err
+		return nil, "", err
 	}
 	if limit < 1 {
-		return nil, false, errors.New("list subscriptions: limit must be at least 1")
+		return nil, "", errors.New("list subscriptions: limit must be at least 1")
 	}
 	entries, err := s.scan(ctx, tenant+".*", jetstream.MetaOnly())
 	if err != nil {
-		return nil, false, fmt.Errorf("list subscriptions: %w", err)
+		return nil, "", fmt.Errorf("list subscriptions: %w", err)
 	}
 	ids := make([]string, 0, len(entries))
 	for _, e := range entries {
@@ -338,9 +339,10 @@ func (s *Store) ListPage(ctx context.Context, tenant, after string, limit int) (
 		}
 	}
 	slices.Sort(ids)
-	more := len(ids) > limit
-	if more {
+	next := ""
+	if len(ids) > limit {
 		ids = ids[:limit]
+		next = ids[limit-1]
 	}
 	subs := make([]*hooklinev1.Subscription, 0, len(ids))
 	for _, id := range ids {
@@ -349,9 +351,9 @@ func (s *Store) ListPage(ctx context.Context, tenant, after string, limit int) (
 			continue // deleted since the scan, or a foreign record
 		}
 		if err != nil {
-			return nil, false, fmt.Errorf("list subscriptions: %w", err)
+			return nil, "", fmt.Errorf("list subscriptions: %w", err)
 		}
 		subs = append(subs, sub)
 	}
-	return subs, more, nil
+	return subs, next, nil
 }

@@ -99,7 +99,7 @@ func (a *API) listSubscriptions(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, p)
 		return
 	}
-	subs, more, err := a.reg.ListPage(r.Context(), tenant, after, limit)
+	subs, next, err := a.reg.ListPage(r.Context(), tenant, after, limit)
 	if err != nil {
 		a.registryError(w, "", err)
 		return
@@ -118,9 +118,9 @@ func (a *API) listSubscriptions(w http.ResponseWriter, r *http.Request) {
 		out = append(out, b...)
 	}
 	out = append(out, ']')
-	if more && len(subs) > 0 {
+	if next != "" {
 		out = append(out, `,"next_cursor":`...)
-		out = strconv.AppendQuote(out, encodeCursor(tenant, subs[len(subs)-1].GetId()))
+		out = strconv.AppendQuote(out, encodeCursor(tenant, next))
 	}
 	out = append(out, '}')
 	writeRawJSON(w, http.StatusOK, out)

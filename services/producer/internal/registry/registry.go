@@ -157,11 +157,12 @@ func (r *Registry) List(ctx context.Context, tenant string) ([]*hooklinev1.Subsc
 }
 
 // ListPage returns up to limit subscriptions of tenant whose ids sort
-// after after ("" = from the first), sorted by id, and whether more follow.
-func (r *Registry) ListPage(ctx context.Context, tenant, after string, limit int) ([]*hooklinev1.Subscription, bool, error) {
+// after after ("" = from the first), sorted by id, and the id the next
+// page resumes after ("" on the last page).
+func (r *Registry) ListPage(ctx context.Context, tenant, after string, limit int) ([]*hooklinev1.Subscription, string, error) {
 	b, err := r.backend()
 	if err != nil {
-		return nil, false, err
+		return nil, "", err
 	}
 	return b.store.ListPage(ctx, tenant, after, limit)
 }
