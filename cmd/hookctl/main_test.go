@@ -464,19 +464,34 @@ func (f *fakeAPI) create(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, 201, out)
 }
 
+// fakeListPage is the most the fake API puts in a page, whatever the
+// limit asked: hookctl must follow next_cursor.
+const fakeListPage = 2
+
 func (f *fakeAPI) list(w http.ResponseWriter, r *http.Request) {
-	var out []any
+	q := r.URL.Query()
+	limit, err := strconv.Atoi(q.Get("limit"))
+	if err != nil || limit < 1 {
+		problem(w, 400, "Bad Request", "query parameter limit must be a whole number from 1 to 500", nil)
+		return
+	}
+	limit = min(limit, fakeListPage)
 	ids := make([]string, 0, len(f.subs))
 	for id := range f.subs {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
-	for _, id := range ids {
-		if t := r.URL.Query().Get("tenant"); t == "" || f.subs[id]["tenant"] == t {
-			out = append(out, f.subs[id])
+		if t := q.Get("tenant"); (t == "" || f.subs[id]["tenant"] == t) && id > q.Get("cursor") {
+			ids = append(ids, id)
 		}
 	}
-	writeJSON(w, 200, map[string]any{"subscriptions": out})
+	slices.Sort(ids)
+	out := []any{}
+	for _, id := range ids[:min(limit, len(ids))] {
+		out = append(out, f.subs[id])
+	}
+	page := map[string]any{"subscriptions": out}
+	if len(ids) > limit {
+		page["next_cursor"] = ids[limit-1]
+	}
+	writeJSON(w, 200, page)
 }
 
 func (f *fakeAPI) withSub(h func(w http.ResponseWriter, s map[string]any, body map[string]any)) http.HandlerFunc {

@@ -30,7 +30,7 @@ func (p Policy) Control(network, address string, _ syscall.RawConn) error {
 		// refused rather than guessed at.
 		return &BlockedError{Class: "unparseable"}
 	}
-	return p.Check(ap.Addr())
+	return p.CheckAddrPort(ap)
 }
 
 // Dialer returns a copy of base (nil: a dialer with a 10 s connect timeout

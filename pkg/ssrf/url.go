@@ -105,12 +105,23 @@ func (p Policy) ValidateURL(raw string) error {
 	if !isAddr {
 		return nil
 	}
-	if err := p.Check(addr); err != nil {
+	if err := p.CheckAddrPort(netip.AddrPortFrom(addr, urlPort(u))); err != nil {
 		var be *BlockedError
 		errors.As(err, &be)
 		return &URLError{Reason: "url host is a " + be.Class + " address, which webhooks may not reach", blocked: be}
 	}
 	return nil
+}
+
+// urlPort is the port a URL connects to: its own, or its scheme's.
+func urlPort(u *url.URL) uint16 {
+	if n, err := strconv.Atoi(u.Port()); err == nil {
+		return uint16(n)
+	}
+	if u.Scheme == "http" {
+		return 80
+	}
+	return 443
 }
 
 // foldWidth maps the full-width forms of ASCII (U+FF01–U+FF5E) and the

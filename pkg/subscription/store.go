@@ -313,3 +313,47 @@ func splitKey(key string) (tenant, id string, ok bool) {
 	tenant, id, ok = strings.Cut(key, ".")
 	return tenant, id, ok && tenant != "" && id != "" && !strings.Contains(id, ".")
 }
+
+// ListPage returns up to limit subscriptions of tenant whose ids sort after
+// after ("" = from the first), in id order, and next: the id to resume
+// after for the following page ("" when this page is the last). Only the
+// keys of the tenant are scanned; values are read for the page alone, so a
+// page costs limit reads however many subscriptions the tenant has. A
+// subscription deleted between the scan and its read is skipped: a page
+// may then be shorter than limit (even empty) while more still follow.
+func (s *Store) ListPage(ctx context.Context, tenant, after string, limit int) ([]*hooklinev1.Subscription, string, error) {
+	if err := ValidateTenant(tenant); err != nil {
+		return nil, "", err
+	}
+	if limit < 1 {
+		return nil, "", errors.New("list subscriptions: limit must be at least 1")
+	}
+	entries, err := s.scan(ctx, tenant+".*", jetstream.MetaOnly())
+	if err != nil {
+		return nil, "", fmt.Errorf("list subscriptions: %w", err)
+	}
+	ids := make([]string, 0, len(entries))
+	for _, e := range entries {
+		if _, id, ok := splitKey(e.Key()); ok && id > after {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
+	next := ""
+	if len(ids) > limit {
+		ids = ids[:limit]
+		next = ids[limit-1]
+	}
+	subs := make([]*hooklinev1.Subscription, 0, len(ids))
+	for _, id := range ids {
+		sub, _, err := s.GetTenant(ctx, tenant, id)
+		if errors.Is(err, ErrNotFound) {
+			continue // deleted since the scan, or a foreign record
+		}
+		if err != nil {
+			return nil, "", fmt.Errorf("list subscriptions: %w", err)
+		}
+		subs = append(subs, sub)
+	}
+	return subs, next, nil
+}

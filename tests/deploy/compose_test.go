@@ -2,7 +2,9 @@ package deploy_test
 
 import (
 	"context"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -12,6 +14,7 @@ import (
 	"github.com/compose-spec/compose-go/v2/cli"
 	"github.com/compose-spec/compose-go/v2/types"
 	"github.com/nats-io/nats-server/v2/server"
+	goredis "github.com/redis/go-redis/v9"
 )
 
 // loadCompose loads docker-compose.yml as `docker compose` does, with env as
@@ -54,7 +57,7 @@ func composeShutdownTimeout(t *testing.T, s types.ServiceConfig) time.Duration {
 func TestComposeServices(t *testing.T) {
 	t.Parallel()
 	root := repoRoot(t)
-	p := loadCompose(t, root, nil)
+	p := loadCompose(t, root, []string{"HOOKLINE_REDIS_PASSWORD=" + testRedisPassword})
 
 	if got := sorted(setOf(p.ServiceNames())); !slices.Equal(got, []string{"deliverer", "nats", "producer", "redis"}) {
 		t.Fatalf("services %v, want nats, redis, producer, deliverer", got)
@@ -142,9 +145,10 @@ func TestComposeServices(t *testing.T) {
 					t.Errorf("%s = %v, want %q", k, v, want)
 				}
 			}
-			// Secrets come from the caller's environment, never from this file.
+			// Secrets come from the caller's environment, never from this
+			// file (the only one exported here is the Redis password).
 			for k := range secretVars {
-				if v := s.Environment[k]; v != nil && *v != "" {
+				if v := s.Environment[k]; v != nil && *v != "" && *v != testRedisPassword {
 					t.Errorf("%s has a value in docker-compose.yml", k)
 				}
 			}
@@ -182,6 +186,99 @@ func TestComposeServices(t *testing.T) {
 	if pr := p.Services["producer"]; len(pr.Ports) != 1 || pr.Ports[0].Published != "8080" || pr.Ports[0].Target != 8080 {
 		t.Errorf("producer ports %+v, want 8080:8080", pr.Ports)
 	}
+
+	// NATS has no users here, the API none without tokens, and Redis is a
+	// cache anyone could rewrite: nothing is published beyond loopback.
+	for _, name := range []string{"nats", "redis", "producer"} {
+		for _, port := range p.Services[name].Ports {
+			if port.Published != "" && port.HostIP != "127.0.0.1" {
+				t.Errorf("%s publishes %s on %q: want 127.0.0.1 only", name, port.Published, port.HostIP)
+			}
+		}
+	}
+	if n := len(p.Services["nats"].Ports); n != 2 {
+		t.Errorf("nats publishes %d ports, want client and monitoring on loopback", n)
+	}
+	// Redis takes its password from the environment, not its command line.
+	redis := p.Services["redis"]
+	if cmd := strings.Join(redis.Command, " "); strings.Contains(cmd, testRedisPassword) || !strings.Contains(cmd, "requirepass") {
+		t.Errorf("redis command %q: want requirepass from the environment, never the password itself", cmd)
+	}
+	if hc := strings.Join(redis.HealthCheck.Test, " "); !strings.Contains(hc, "PONG") {
+		t.Errorf("redis healthcheck %q: redis-cli exits 0 on NOAUTH, the answer must be checked", hc)
+	}
+}
+
+// testRedisPassword is what the compose tests export as HOOKLINE_REDIS_PASSWORD.
+const testRedisPassword = "c0mpose7e5tpa55w0rd"
+
+// TestComposeNeedsARedisPassword: without HOOKLINE_REDIS_PASSWORD, compose
+// refuses to start and says what to set.
+func TestComposeNeedsARedisPassword(t *testing.T) {
+	t.Parallel()
+	root := repoRoot(t)
+	opts, err := cli.NewProjectOptions(
+		[]string{filepath.Join(root, "docker-compose.yml")},
+		cli.WithWorkingDirectory(root), cli.WithEnv(nil), cli.WithName("hookline"), cli.WithInterpolation(true),
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = cli.ProjectFromOptions(context.Background(), opts)
+	if err == nil || !strings.Contains(err.Error(), "set HOOKLINE_REDIS_PASSWORD") {
+		t.Fatalf("compose without a Redis password: %v, want an error naming HOOKLINE_REDIS_PASSWORD", err)
+	}
+}
+
+// TestComposeRedisRequiresThePassword runs the compose file's Redis command
+// (as compose interpolates it) with a real redis-server, on a Unix socket:
+// a client without the password is refused, one with it is served, and
+// the password is not on redis-server's command line.
+func TestComposeRedisRequiresThePassword(t *testing.T) {
+	t.Parallel()
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		t.Fatal("redis-server is not installed (make test-deps installs it)")
+	}
+	root := repoRoot(t)
+	redisSvc := loadCompose(t, root, []string{"HOOKLINE_REDIS_PASSWORD=" + testRedisPassword}).Services["redis"]
+	if len(redisSvc.Command) != 3 || redisSvc.Command[0] != "sh" || redisSvc.Command[1] != "-c" {
+		t.Fatalf("redis command %q: want sh -c SCRIPT", redisSvc.Command)
+	}
+	sock := filepath.Join(t.TempDir(), "redis.sock")
+	script := strings.Replace(redisSvc.Command[2], "exec redis-server ", "exec redis-server --port 0 --unixsocket "+sock+" ", 1)
+	cmd := exec.Command("sh", "-c", script)
+	cmd.Env = append(os.Environ(), "REDISCLI_AUTH="+*redisSvc.Environment["REDISCLI_AUTH"])
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+
+	anon := goredis.NewClient(&goredis.Options{Network: "unix", Addr: sock})
+	defer anon.Close()
+	ctx := context.Background()
+	deadline := time.Now().Add(10 * time.Second)
+	var err error
+	for err = anon.Ping(ctx).Err(); err != nil && !strings.Contains(err.Error(), "NOAUTH"); err = anon.Ping(ctx).Err() {
+		if time.Now().After(deadline) {
+			t.Fatalf("redis from the compose command did not start: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond) // polling for the socket to appear
+	}
+	if err == nil {
+		t.Fatal("redis answered a client without the password")
+	}
+	authed := goredis.NewClient(&goredis.Options{Network: "unix", Addr: sock, Password: testRedisPassword})
+	defer authed.Close()
+	if err := authed.Ping(ctx).Err(); err != nil {
+		t.Fatalf("with the password: %v", err)
+	}
+	args, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", cmd.Process.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(args), testRedisPassword) {
+		t.Fatalf("the password is on redis-server's command line: %q", args)
+	}
 }
 
 // TestComposeTakesSecretsFromTheEnvironment: what the operator exports
@@ -190,13 +287,15 @@ func TestComposeTakesSecretsFromTheEnvironment(t *testing.T) {
 	t.Parallel()
 	root := repoRoot(t)
 	p := loadCompose(t, root, []string{
+		"HOOKLINE_REDIS_PASSWORD=" + testRedisPassword,
 		"HOOKLINE_SECRET_KEY=k3y",
 		"HOOKLINE_API_TOKENS=ops:abc:admin",
 		"HOOKLINE_ALLOW_PRIVATE_CIDRS=172.16.0.0/12",
 	})
 	want := map[string]map[string]string{
-		"producer":  {"HOOKLINE_SECRET_KEY": "k3y", "HOOKLINE_API_TOKENS": "ops:abc:admin", "HOOKLINE_ALLOW_PRIVATE_CIDRS": "172.16.0.0/12"},
-		"deliverer": {"HOOKLINE_SECRET_KEY": "k3y", "HOOKLINE_ALLOW_PRIVATE_CIDRS": "172.16.0.0/12"},
+		"producer":  {"HOOKLINE_SECRET_KEY": "k3y", "HOOKLINE_API_TOKENS": "ops:abc:admin", "HOOKLINE_ALLOW_PRIVATE_CIDRS": "172.16.0.0/12", "HOOKLINE_REDIS_PASSWORD": testRedisPassword},
+		"deliverer": {"HOOKLINE_SECRET_KEY": "k3y", "HOOKLINE_ALLOW_PRIVATE_CIDRS": "172.16.0.0/12", "HOOKLINE_REDIS_PASSWORD": testRedisPassword},
+		"redis":     {"REDISCLI_AUTH": testRedisPassword},
 	}
 	for svc, vars := range want {
 		for k, v := range vars {

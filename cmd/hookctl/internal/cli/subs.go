@@ -8,12 +8,14 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/hookline/hookline/pkg/subscription"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
 )
 
@@ -143,48 +145,97 @@ func (a *App) callSub(c *cobra.Command, method, path string, in proto.Message, a
 	return a.printSub(a.io.Out, data)
 }
 
-// redactURL hides a password in an endpoint URL.
+// redactURL hides the credentials of an endpoint URL (userinfo, api_key,
+// token, … query values), whatever the API answered: the API masks them
+// already, and an older producer may not.
 func redactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return raw
+	masked, _ := subscription.MaskURL(raw)
+	return masked
+}
+
+// listPageSize is the page asked of GET /v1/subscriptions (the API's
+// maximum): hookctl follows next_cursor until the list ends.
+const listPageSize = 500
+
+// listSubs reads every page of the subscription list (at most limit
+// subscriptions; 0: all) and returns their raw JSON objects.
+func (a *App) listSubs(c *cobra.Command, tenant string, limit int) ([]json.RawMessage, error) {
+	var out []json.RawMessage
+	cursor := ""
+	for {
+		q := url.Values{}
+		if tenant != "" {
+			q.Set("tenant", tenant)
+		}
+		size := listPageSize
+		if limit > 0 && limit-len(out) < size {
+			size = limit - len(out)
+		}
+		q.Set("limit", strconv.Itoa(size))
+		if cursor != "" {
+			q.Set("cursor", cursor)
+		}
+		data, err := a.call(c, http.MethodGet, "/v1/subscriptions", q, nil)
+		if err != nil {
+			return nil, err
+		}
+		var page struct {
+			Subscriptions []json.RawMessage `json:"subscriptions"`
+			NextCursor    string            `json:"next_cursor"`
+		}
+		if err := json.Unmarshal(data, &page); err != nil {
+			return nil, fmt.Errorf("the producer API answered something that is not a subscription list: %w", err)
+		}
+		out = append(out, page.Subscriptions...)
+		if page.NextCursor == "" || page.NextCursor == cursor || (limit > 0 && len(out) >= limit) {
+			if limit > 0 && len(out) > limit {
+				out = out[:limit]
+			}
+			return out, nil
+		}
+		cursor = page.NextCursor
 	}
-	return u.Redacted()
 }
 
 func (a *App) subsLs() *cobra.Command {
 	var (
 		tenant string
+		limit  int
 		asJSON bool
 	)
 	c := &cobra.Command{
-		Use:     "ls",
-		Short:   "List subscriptions",
-		Example: "  hookctl subs ls --tenant acme",
+		Use:   "ls",
+		Short: "List subscriptions",
+		Long: `List subscriptions, in id order. Every page of the API's list is read
+(--limit N stops after N).`,
+		Example: "  hookctl subs ls --tenant acme\n  hookctl subs ls --tenant acme --limit 20 --json",
 		Args:    cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			q := url.Values{}
-			if tenant != "" {
-				q.Set("tenant", tenant)
+			if limit < 0 {
+				return usageErr(fmt.Errorf("--limit %d: want 0 (all) or more", limit))
 			}
-			data, err := a.call(c, http.MethodGet, "/v1/subscriptions", q, nil)
+			subs, err := a.listSubs(c, tenant, limit)
 			if err != nil {
 				return err
 			}
 			if asJSON {
-				return printRaw(a.io.Out, data)
+				doc, err := json.Marshal(map[string][]json.RawMessage{"subscriptions": append([]json.RawMessage{}, subs...)})
+				if err != nil {
+					return err
+				}
+				return printRaw(a.io.Out, doc)
 			}
-			var list hooklinev1.ListSubscriptionsResponse
-			if err := decodeJSON.Unmarshal(data, &list); err != nil {
-				return fmt.Errorf("the producer API answered something that is not a subscription list: %w", err)
-			}
-			if len(list.GetSubscriptions()) == 0 {
+			if len(subs) == 0 {
 				fmt.Fprintln(a.io.Err, "no subscriptions")
 				return nil
 			}
 			tw := table(a.io.Out)
 			row(tw, "ID", "TENANT", "STATE", "EVENT-TYPES", "URL", "DESCRIPTION")
-			for _, s := range list.GetSubscriptions() {
+			for _, raw := range subs {
+				var s hooklinev1.Subscription
+				if err := decodeJSON.Unmarshal(raw, &s); err != nil {
+					return fmt.Errorf("the producer API answered something that is not a subscription list: %w", err)
+				}
 				state := "enabled"
 				if s.GetDisabled() {
 					state = "disabled"
@@ -195,7 +246,8 @@ func (a *App) subsLs() *cobra.Command {
 		},
 	}
 	c.Flags().StringVar(&tenant, "tenant", "", "only this tenant")
-	c.Flags().BoolVar(&asJSON, "json", false, "print the API's JSON answer")
+	c.Flags().IntVar(&limit, "limit", 0, "list at most this many (0: all)")
+	c.Flags().BoolVar(&asJSON, "json", false, "print the subscriptions as one JSON document {\"subscriptions\": […]}")
 	return c
 }
 

@@ -60,7 +60,12 @@ type Subscription struct {
 	PublicKey string `protobuf:"bytes,17,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"`
 	// Deliver the events of one ordering key one at a time, in publish
 	// order (events without a key are not ordered).
-	Ordered       bool `protobuf:"varint,18,opt,name=ordered,proto3" json:"ordered,omitempty"`
+	Ordered bool `protobuf:"varint,18,opt,name=ordered,proto3" json:"ordered,omitempty"`
+	// The full endpoint URL when url holds credentials (userinfo, or query
+	// parameters such as api_key, token, password) masked as REDACTED:
+	// sealed with HOOKLINE_SECRET_KEY ("enc:v1:…"), in clear when no key is
+	// configured. Only the deliverer opens it; the API never shows it.
+	SealedUrl     string `protobuf:"bytes,19,opt,name=sealed_url,json=sealedUrl,proto3" json:"sealed_url,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -219,6 +224,13 @@ func (x *Subscription) GetOrdered() bool {
 		return x.Ordered
 	}
 	return false
+}
+
+func (x *Subscription) GetSealedUrl() string {
+	if x != nil {
+		return x.SealedUrl
+	}
+	return ""
 }
 
 // SigningKey is one secret of a subscription. Several are active while a
@@ -494,6 +506,8 @@ func (x *UpdateSubscriptionRequest) GetRateLimitBurst() uint32 {
 type ListSubscriptionsResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Subscriptions []*Subscription        `protobuf:"bytes,1,rep,name=subscriptions,proto3" json:"subscriptions,omitempty"`
+	// Pass as ?cursor= for the next page; absent on the last page.
+	NextCursor    string `protobuf:"bytes,2,opt,name=next_cursor,json=nextCursor,proto3" json:"next_cursor,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -533,6 +547,13 @@ func (x *ListSubscriptionsResponse) GetSubscriptions() []*Subscription {
 		return x.Subscriptions
 	}
 	return nil
+}
+
+func (x *ListSubscriptionsResponse) GetNextCursor() string {
+	if x != nil {
+		return x.NextCursor
+	}
+	return ""
 }
 
 // TestSubscriptionResponse answers POST /v1/subscriptions/{id}/test.
@@ -584,7 +605,7 @@ var File_hookline_v1_subscription_proto protoreflect.FileDescriptor
 
 const file_hookline_v1_subscription_proto_rawDesc = "" +
 	"\n" +
-	"\x1ehookline/v1/subscription.proto\x12\vhookline.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xad\x05\n" +
+	"\x1ehookline/v1/subscription.proto\x12\vhookline.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcc\x05\n" +
 	"\fSubscription\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06tenant\x18\x02 \x01(\tR\x06tenant\x12\x10\n" +
@@ -609,7 +630,9 @@ const file_hookline_v1_subscription_proto_rawDesc = "" +
 	"\x10signature_scheme\x18\x10 \x01(\tR\x0fsignatureScheme\x12\x1d\n" +
 	"\n" +
 	"public_key\x18\x11 \x01(\tR\tpublicKey\x12\x18\n" +
-	"\aordered\x18\x12 \x01(\bR\aordered\"\x9a\x01\n" +
+	"\aordered\x18\x12 \x01(\bR\aordered\x12\x1d\n" +
+	"\n" +
+	"sealed_url\x18\x13 \x01(\tR\tsealedUrl\"\x9a\x01\n" +
 	"\n" +
 	"SigningKey\x12\x16\n" +
 	"\x06secret\x18\x01 \x01(\tR\x06secret\x129\n" +
@@ -642,9 +665,11 @@ const file_hookline_v1_subscription_proto_rawDesc = "" +
 	"\t_disabledB\x10\n" +
 	"\x0e_max_in_flightB\x18\n" +
 	"\x16_rate_limit_per_secondB\x13\n" +
-	"\x11_rate_limit_burst\"\\\n" +
+	"\x11_rate_limit_burst\"}\n" +
 	"\x19ListSubscriptionsResponse\x12?\n" +
-	"\rsubscriptions\x18\x01 \x03(\v2\x19.hookline.v1.SubscriptionR\rsubscriptions\"5\n" +
+	"\rsubscriptions\x18\x01 \x03(\v2\x19.hookline.v1.SubscriptionR\rsubscriptions\x12\x1f\n" +
+	"\vnext_cursor\x18\x02 \x01(\tR\n" +
+	"nextCursor\"5\n" +
 	"\x18TestSubscriptionResponse\x12\x19\n" +
 	"\bevent_id\x18\x01 \x01(\tR\aeventIdB?Z=github.com/hookline/hookline/proto/gen/hookline/v1;hooklinev1b\x06proto3"
 

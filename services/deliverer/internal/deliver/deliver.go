@@ -99,6 +99,8 @@ type Options struct {
 	// Secrets turns a subscription's keys into signing secrets (default
 	// ActiveSecrets).
 	Secrets Secrets
+	// URLs opens a subscription's sealed URL (default OpenedURLs(nil)).
+	URLs URLs
 	// RetryDelay defers a task after a lookup or admission error, and naks
 	// it when a dead letter cannot be published (default 5s).
 	RetryDelay time.Duration
@@ -335,7 +337,7 @@ func (d *Deliverer) prepare(ctx context.Context, t *task.Task) (target, verdict,
 	}
 	// Open the secrets before admission: a subscription that cannot be
 	// signed for is dead-lettered without taking an admitted slot.
-	secrets, err := d.o.Secrets(sub)
+	secrets, sub, err := d.o.open(sub) // secrets, and the URL's sealed credentials (urlcreds.go)
 	if err != nil {
 		return target{}, verdict{decision: retry.Dead(retry.ReasonPermanentFailure), detail: "sign: " + err.Error()}, false
 	}

@@ -40,3 +40,13 @@ func openedSecrets(cfg config.Config) (deliver.Secrets, error) {
 	}
 	return deliver.OpenedSecrets(box), nil
 }
+
+// openedURLs opens the sealed URLs of subscriptions whose URL has
+// credentials, with the same keys as the signing secrets.
+func openedURLs(cfg config.Config) (deliver.URLs, error) {
+	box, err := cfg.Secrets.Box()
+	if err != nil {
+		return nil, err
+	}
+	return deliver.OpenedURLs(box), nil
+}

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hookline/hookline/pkg/ssrf"
 	"github.com/hookline/hookline/pkg/stream"
 	"github.com/hookline/hookline/pkg/subscription"
 	"github.com/hookline/hookline/services/deliverer/internal/admin"
@@ -71,6 +72,7 @@ type Service struct {
 	dispatch *dispatch.Dispatcher
 	deliver  *deliver.Deliverer
 	recorder *attempt.Recorder
+	self     *ssrf.Self
 	admit    deliver.Admission
 	sender   *sender.Sender
 	admin    *admin.Server
@@ -118,11 +120,18 @@ func New(ctx context.Context, cfg config.Config, d Deps) (*Service, error) {
 		}
 		guard = policy.Control
 	}
-	guard = countBlocked(reg, guard)
+	// The deliverer's own listener is never a destination, whatever
+	// HOOKLINE_ALLOW_PRIVATE_CIDRS opens (Run adds it once it listens).
+	self := &ssrf.Self{}
+	guard = countBlocked(reg, self.Guard(guard))
 	if d.Secrets == nil {
 		if d.Secrets, err = openedSecrets(cfg); err != nil {
 			return nil, err
 		}
+	}
+	urls, err := openedURLs(cfg)
+	if err != nil {
+		return nil, err
 	}
 	snd := sender.New(sender.Options{
 		Timeout:          cfg.HTTPTimeout,
@@ -168,6 +177,7 @@ func New(ctx context.Context, cfg config.Config, d Deps) (*Service, error) {
 			},
 			Admission:                 d.Admission,
 			Secrets:                   d.Secrets,
+			URLs:                      urls,
 			DefaultMaxInFlight:        cfg.Health.DefaultMaxInFlight,
 			DefaultMaxInFlightCeiling: cfg.Health.DefaultMaxInFlightCeiling,
 			MaxWait:                   cfg.AdmissionMaxWait,
@@ -177,6 +187,7 @@ func New(ctx context.Context, cfg config.Config, d Deps) (*Service, error) {
 		}),
 		recorder: rec,
 		replay:   replay.New(d.NATS, js, d.Log, 10*time.Second),
+		self:     self,
 		admit:    d.Admission,
 		sender:   snd,
 		started:  make(chan struct{}),
@@ -214,6 +225,11 @@ func (s *Service) Run(ctx context.Context) error {
 	adminCtx, stopAdmin := context.WithCancel(context.WithoutCancel(ctx))
 	adminDone := make(chan error, 1)
 	go func() { adminDone <- s.admin.Run(adminCtx) }()
+	if err := s.self.Add(s.admin.Addr()); err != nil {
+		stopAdmin()
+		<-adminDone
+		return fmt.Errorf("refuse the deliverer's own address as a destination: %w", err)
+	}
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

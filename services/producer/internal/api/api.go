@@ -29,7 +29,10 @@ type Publisher interface {
 type Registry interface {
 	Create(ctx context.Context, req *hooklinev1.CreateSubscriptionRequest) (*hooklinev1.Subscription, error)
 	Get(ctx context.Context, id string) (*hooklinev1.Subscription, error)
-	List(ctx context.Context, tenant string) ([]*hooklinev1.Subscription, error)
+	// ListPage returns up to limit subscriptions of tenant with ids after
+	// after, in id order, and the id the next page resumes after ("" on
+	// the last page).
+	ListPage(ctx context.Context, tenant, after string, limit int) ([]*hooklinev1.Subscription, string, error)
 	Update(ctx context.Context, id string, req *hooklinev1.UpdateSubscriptionRequest) (*hooklinev1.Subscription, error)
 	Delete(ctx context.Context, id string) error
 	RotateSecret(ctx context.Context, id string) (*hooklinev1.Subscription, error)

@@ -94,7 +94,12 @@ func (a *API) listSubscriptions(w http.ResponseWriter, r *http.Request) {
 	if forbidTenant(w, r, tenant) {
 		return
 	}
-	subs, err := a.reg.List(r.Context(), tenant)
+	limit, after, p := pageParams(r, tenant)
+	if p != nil {
+		writeProblem(w, p)
+		return
+	}
+	subs, next, err := a.reg.ListPage(r.Context(), tenant, after, limit)
 	if err != nil {
 		a.registryError(w, "", err)
 		return
@@ -112,7 +117,12 @@ func (a *API) listSubscriptions(w http.ResponseWriter, r *http.Request) {
 		}
 		out = append(out, b...)
 	}
-	out = append(out, "]}"...)
+	out = append(out, ']')
+	if next != "" {
+		out = append(out, `,"next_cursor":`...)
+		out = strconv.AppendQuote(out, encodeCursor(tenant, next))
+	}
+	out = append(out, '}')
 	writeRawJSON(w, http.StatusOK, out)
 }
 
@@ -253,6 +263,10 @@ var renderOpts = protojson.MarshalOptions{UseProtoNames: true, EmitDefaultValues
 func renderSubscription(sub *hooklinev1.Subscription) ([]byte, error) {
 	out := proto.CloneOf(sub)
 	out.Keys = nil
+	// Credentials in the URL are sealed in sealed_url and never shown; the
+	// mask also covers records stored before they were sealed.
+	out.Url, _ = subscription.MaskURL(out.GetUrl())
+	out.SealedUrl = ""
 	b, err := renderOpts.Marshal(out)
 	if err != nil {
 		return nil, err
@@ -269,7 +283,7 @@ func (a *API) writeSubscription(w http.ResponseWriter, status int, sub *hookline
 	writeRawJSON(w, status, b)
 }
 
-// dropFields removes "keys" (always) and "secret" (when unset) from the
+// dropFields removes "keys" and "sealed_url" (always) and "secret" (when unset) from the
 // rendered object and writes the rest in the order of the proto fields.
 func dropFields(b []byte, dropSecret bool) ([]byte, error) {
 	var m map[string]json.RawMessage
@@ -277,6 +291,7 @@ func dropFields(b []byte, dropSecret bool) ([]byte, error) {
 		return nil, err
 	}
 	delete(m, "keys")
+	delete(m, "sealed_url")
 	if dropSecret {
 		delete(m, "secret")
 	}

@@ -5,6 +5,7 @@ import (
 
 	"github.com/hookline/hookline/pkg/secretbox"
 	"github.com/hookline/hookline/pkg/signing"
+	"github.com/hookline/hookline/pkg/subscription"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
 )
 
@@ -12,8 +13,9 @@ import (
 // public keys readable through the API.
 const SchemeEd25519 = signing.SchemeEd25519
 
-// SealWith makes the registry seal signing secrets with box before they are
-// stored (nil: stored in clear). Call it before serving.
+// SealWith makes the registry seal signing secrets, and the credentials of
+// subscription URLs, with box before they are stored (nil: stored in
+// clear). Call it before serving.
 func (r *Registry) SealWith(box *secretbox.Box) { r.box = box }
 
 // newKey is a fresh signing key of a scheme ("" means v1).
@@ -76,4 +78,25 @@ func (r *Registry) sealKeys(sub *hooklinev1.Subscription) {
 			k.Secret = s
 		}
 	}
+}
+
+// sealURL keeps a subscription's URL credentials out of its clear fields:
+// a URL with credentials is stored masked, the full URL sealed in
+// sealed_url. Records written before (credentials in url, or sealed_url in
+// clear before a key was configured) are sealed on their next write.
+func (r *Registry) sealURL(sub *hooklinev1.Subscription) error {
+	if sub.GetSealedUrl() != "" {
+		sealed, err := r.box.Seal(sub.GetSealedUrl())
+		if err != nil {
+			return err
+		}
+		sub.SealedUrl = sealed
+		return nil
+	}
+	masked, sealed, err := subscription.SealURL(r.box, sub.GetUrl())
+	if err != nil {
+		return err
+	}
+	sub.Url, sub.SealedUrl = masked, sealed
+	return nil
 }

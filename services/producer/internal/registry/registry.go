@@ -105,11 +105,16 @@ func (r *Registry) Create(ctx context.Context, req *hooklinev1.CreateSubscriptio
 	if err != nil {
 		return nil, err
 	}
+	url, sealedURL, err := subscription.SealURL(r.box, req.GetUrl())
+	if err != nil {
+		return nil, err
+	}
 	now := timestamppb.New(r.now())
 	sub := &hooklinev1.Subscription{
 		Id:                 NewSubscriptionID(),
 		Tenant:             req.GetTenant(),
-		Url:                req.GetUrl(),
+		Url:                url,
+		SealedUrl:          sealedURL,
 		EventTypes:         req.GetEventTypes(),
 		Description:        req.GetDescription(),
 		CreatedAt:          now,
@@ -151,13 +156,26 @@ func (r *Registry) List(ctx context.Context, tenant string) ([]*hooklinev1.Subsc
 	return b.store.List(ctx, tenant)
 }
 
+// ListPage returns up to limit subscriptions of tenant whose ids sort
+// after after ("" = from the first), sorted by id, and the id the next
+// page resumes after ("" on the last page).
+func (r *Registry) ListPage(ctx context.Context, tenant, after string, limit int) ([]*hooklinev1.Subscription, string, error) {
+	b, err := r.backend()
+	if err != nil {
+		return nil, "", err
+	}
+	return b.store.ListPage(ctx, tenant, after, limit)
+}
+
 // Update applies the fields present in a validated request. disabled=true
 // disables with reason "manual" (a subscription already disabled keeps its
 // reason and time); disabled=false re-enables and clears both.
 func (r *Registry) Update(ctx context.Context, id string, req *hooklinev1.UpdateSubscriptionRequest) (*hooklinev1.Subscription, error) {
 	return r.update(ctx, id, func(sub *hooklinev1.Subscription, now *timestamppb.Timestamp) {
-		if req.Url != nil {
-			sub.Url = req.GetUrl()
+		// The URL as the API shows it (credentials masked) is the current
+		// URL: sending it back changes nothing.
+		if req.Url != nil && req.GetUrl() != sub.GetUrl() {
+			sub.Url, sub.SealedUrl = req.GetUrl(), ""
 		}
 		if len(req.GetEventTypes()) > 0 {
 			sub.EventTypes = req.GetEventTypes()
@@ -223,6 +241,9 @@ func (r *Registry) update(ctx context.Context, id string, change func(*hooklinev
 		now := timestamppb.New(r.now())
 		change(sub, now)
 		r.sealKeys(sub)
+		if err := r.sealURL(sub); err != nil {
+			return err
+		}
 		sub.UpdatedAt = now
 		return nil
 	})

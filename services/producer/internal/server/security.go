@@ -24,8 +24,8 @@ func secure(c config.Security, log *zap.Logger, d *api.Deps, reg *registry.Regis
 		return err
 	}
 	d.URLPolicy = policy
-	if len(policy.Allow) > 0 {
-		log.Warn("subscription URLs may point at private ranges (HOOKLINE_ALLOW_PRIVATE_CIDRS)", zap.Int("ranges", len(policy.Allow)))
+	if n := len(policy.Allow) + len(policy.AllowPorts); n > 0 {
+		log.Warn("subscription URLs may point at private ranges (HOOKLINE_ALLOW_PRIVATE_CIDRS)", zap.Int("ranges", n))
 	}
 
 	authn, err := c.Auth.Authenticator()
