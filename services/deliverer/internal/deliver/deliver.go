@@ -130,6 +130,17 @@ type Deliverer struct {
 	chains    sync.WaitGroup
 	lineSlots chan struct{}
 	stopping  atomic.Bool
+	// halted is closed when stopping turns true (halt).
+	halted   chan struct{}
+	haltOnce sync.Once
+	// floorWarned is when a failed ack-floor read was last logged.
+	floorWarned atomic.Int64
+}
+
+// halt stops every line: nothing leaves one from now on.
+func (d *Deliverer) halt() {
+	d.stopping.Store(true)
+	d.haltOnce.Do(func() { close(d.halted) })
 }
 
 // Deps are the stage's collaborators.
@@ -200,6 +211,7 @@ func New(d Deps, o Options) *Deliverer {
 		log: d.Log.Named("deliver"), m: d.Metrics, o: o,
 		ord: d.Ordering, floor: d.Floor, keys: newKeyLines(),
 		lineSlots: make(chan struct{}, o.Workers),
+		halted:    make(chan struct{}),
 		lines: newLines(lineConfig{
 			MaxWait: o.MaxWait, PerLineMax: o.LineMax, TotalMax: o.LinesMax,
 			MinPerCap: 4, Unmeasured: o.HTTPTimeout,
@@ -230,13 +242,13 @@ func (d *Deliverer) Run(ctx context.Context) error {
 	// while the lines are deferred, at once and in parallel with them.
 	deferred := make(chan struct{})
 	stopLines := context.AfterFunc(ctx, func() {
-		d.stopping.Store(true)
+		d.halt()
 		d.deferWaiting(hctx)
 		close(deferred)
 	})
 	stopTicks := d.pollLines(hctx)
 	runErr := pool.Run(ctx, it, d.o.Workers, d.Handle, d.log)
-	d.stopping.Store(true)
+	d.halt()
 	stopTicks()
 	d.chains.Wait()
 	if stopLines() {
@@ -431,6 +443,9 @@ func (d *Deliverer) deferJob(ctx context.Context, j *job, reason string, delay t
 // to the next task in line as soon as the answer is in, then settles.
 func (d *Deliverer) attempt(ctx context.Context, j *job, tg target, slot Slot) {
 	t := &j.t
+	if j.head && !d.stillHead(ctx, j, tg, slot) {
+		return
+	}
 	now := time.Now()
 	sig, err := signing.Sign(t.EventID, now, t.Body, tg.secrets...)
 	if err != nil {
@@ -520,6 +535,9 @@ func (d *Deliverer) recoverLine(j *job, slot Slot) {
 	}
 	d.log.Error("line task panicked; task nak'ed", zap.String("subject", j.msg.Subject()), zap.Any("panic", r), zap.Stack("stack"))
 	slot.Return()
+	if j.head {
+		d.keys.HeadEnded(j.orderingKey(), false, time.Now())
+	}
 	j.stop()
 	_ = j.msg.NakWithDelay(pool.PanicNakDelay)
 }
@@ -750,6 +768,9 @@ func (d *Deliverer) settle(ctx context.Context, j *job, v verdict) {
 			d.log.Warn("ack task", ids(zap.Error(err))...)
 		}
 	case retry.Retry, retry.Defer:
+		// Before the schedule: a crash after the ack must not leave the
+		// followers believing the head is about to go.
+		d.holdOrdered(ctx, j, v.decision.Delay)
 		c := retry.Copy{
 			Header: nextHeader(t, v), Body: t.Body, Tenant: t.Tenant, SubscriptionID: t.SubscriptionID,
 			Seq: seq, Delay: v.decision.Delay,
@@ -763,7 +784,6 @@ func (d *Deliverer) settle(ctx context.Context, j *job, v verdict) {
 		if err := msg.DoubleAck(ctx); err != nil {
 			d.log.Warn("ack task", ids(zap.Error(err))...)
 		}
-		d.holdOrdered(ctx, j, v.decision.Delay)
 	case retry.DeadLetter:
 		l := letter(t, seq, v)
 		dup, err := d.dead.Publish(ctx, l)

@@ -60,11 +60,11 @@ func (j *job) entry() ordering.Entry {
 	return ordering.Entry{Key: j.orderingKey(), EventID: j.t.EventID, Seq: j.t.EventSeq}
 }
 
-// Join puts j in its key's line unless its subscription already has
-// perSub tasks waiting here or the process has room for no more (total is
+// Join puts j in its key's line unless the line holds perKey tasks, its
+// subscription already has perSub tasks waiting here or the process has room for no more (total is
 // what may wait in key and admission lines together, others the tasks in
 // admission lines now).
-func (k *keyLines) Join(j *job, perSub, total, others int, now time.Time) bool {
+func (k *keyLines) Join(j *job, perKey, perSub, total, others int, now time.Time) bool {
 	key := j.orderingKey()
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -72,6 +72,9 @@ func (k *keyLines) Join(j *job, perSub, total, others int, now time.Time) bool {
 		return false
 	}
 	l := k.byKey[key]
+	if l != nil && len(l.q) >= perKey {
+		return false
+	}
 	if l == nil {
 		l = &keyLine{moved: now, ahead: -1}
 		k.byKey[key] = l
@@ -212,6 +215,20 @@ func (k *keyLines) HeadEnded(key ordering.Key, finished bool, now time.Time) boo
 	return true
 }
 
+// interval is how often a line whose head is elsewhere is checked: every
+// when its first task is next, less often the further back it is (half
+// the time the tasks ahead are expected to take, at most a second).
+func (l *keyLine) interval(every time.Duration) time.Duration {
+	if l.ahead <= 1 {
+		return every
+	}
+	pace := l.pace
+	if pace == 0 {
+		pace = defaultKeyPace
+	}
+	return min(max(time.Duration(l.ahead)*pace/2, every), time.Second)
+}
+
 // Checked records a check of key's line that found ahead tasks before its
 // first: fewer than the last time is progress (a head finished elsewhere).
 func (k *keyLines) Checked(key ordering.Key, ahead int64, now time.Time) {
@@ -255,7 +272,7 @@ func (k *keyLines) Due(now time.Time, every, stuck time.Duration) (due []orderin
 			k.dropIfEmpty(key, l)
 			continue
 		}
-		if k.heads[key] > 0 || now.Sub(l.polled) < every {
+		if k.heads[key] > 0 || now.Sub(l.polled) < l.interval(every) {
 			continue
 		}
 		due = append(due, key)

@@ -46,7 +46,7 @@ func (d *Deliverer) order(ctx context.Context, j *job, tg target) {
 	if !d.floor.Known(j.t.EventSeq) {
 		ok, err := d.floor.Covers(ctx, j.t.EventSeq)
 		if err != nil {
-			d.log.Warn("read the dispatch ack floor", zap.Error(err))
+			d.warnFloor(err)
 		}
 		if !ok {
 			// An earlier event may still be on its way to the key's line.
@@ -88,14 +88,22 @@ func (d *Deliverer) orderState(ctx context.Context, j *job, st ordering.State, a
 // orderWait keeps a task that is not its key's head in its key line, or
 // defers it: when its head comes back only after a scheduled retry, or the
 // process has no room.
+//
+// What one key holds here is what it is expected to serve within MaxWait
+// at its measured pace (at least 8 tasks, at most LineMax): a key with
+// thousands of events waiting must not hold the consumer's MaxAckPending
+// from every other subscription.
 func (d *Deliverer) orderWait(ctx context.Context, j *job, st ordering.State) {
 	key := j.orderingKey()
-	spread := time.Duration(st.Ahead) * d.keys.Pace(key)
+	pace := d.keys.Pace(key)
+	spread := time.Duration(st.Ahead) * pace
 	if until := time.Until(st.Next); until > d.o.MaxWait {
 		d.deferJob(ctx, j, ReasonOrdered, until+spread)
 		return
 	}
-	if d.stopping.Load() || !d.keys.Join(j, d.o.LineMax, d.o.LinesMax, d.lines.Len(), time.Now()) {
+	room := min(max(int(d.o.MaxWait/pace), 8), d.o.LineMax)
+	if d.stopping.Load() || st.Ahead >= int64(room) ||
+		!d.keys.Join(j, room, d.o.LineMax, d.o.LinesMax, d.lines.Len(), time.Now()) {
 		d.deferJob(ctx, j, ReasonOrdered, max(spread, time.Second))
 		return
 	}
@@ -196,11 +204,49 @@ func (d *Deliverer) runHead(ctx context.Context, j *job, st ordering.State) {
 	d.chains.Add(1)
 	go func() {
 		defer d.chains.Done()
-		d.lineSlots <- struct{}{}
+		select {
+		case d.lineSlots <- struct{}{}:
+		case <-d.halted:
+			// Stopping: the task goes back to JetStream, not to an attempt.
+			d.deferJob(ctx, j, "shutdown", time.Second)
+			return
+		}
 		defer func() { <-d.lineSlots }()
 		defer d.recoverLine(j, noSlot{})
 		d.orderState(ctx, j, st, func() { d.start(ctx, j) })
 	}()
+}
+
+// stillHead asks, just before a head's request goes out, whether it still
+// is its key's head: another copy of it (a redelivery, a retry whose ack
+// was lost) may have finished it while it waited for a slot, and the key
+// moved on. It reports false when the task was settled or sent back to
+// wait (the slot given back).
+func (d *Deliverer) stillHead(ctx context.Context, j *job, tg target, slot Slot) bool {
+	st, err := d.ord.Check(ctx, j.entry())
+	if err != nil || st.Verdict == ordering.Head {
+		// A Redis error: the head was head a moment ago; it goes.
+		return true
+	}
+	slot.Return()
+	d.kick(ctx, tg.sub.GetId())
+	if st.Verdict == ordering.Done {
+		d.m.OrderingSkipped.Inc()
+		d.finish(ctx, j, verdict{decision: retry.Decision{Kind: retry.Ack}})
+		return false
+	}
+	d.keys.HeadEnded(j.orderingKey(), false, time.Now())
+	j.head = false
+	d.orderWait(ctx, j, st)
+	return false
+}
+
+// warnFloor logs a failed ack-floor read at most every 10s.
+func (d *Deliverer) warnFloor(err error) {
+	now := time.Now().UnixNano()
+	if last := d.floorWarned.Load(); now-last > int64(10*time.Second) && d.floorWarned.CompareAndSwap(last, now) {
+		d.log.Warn("read the dispatch ack floor (ordered tasks wait for it)", zap.Error(err))
+	}
 }
 
 // pollKeys checks the key lines whose head is not in hand here, and defers

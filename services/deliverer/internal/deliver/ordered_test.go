@@ -13,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/hookline/hookline/pkg/stream"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
@@ -211,5 +212,47 @@ func TestOrderedTaskOfAFinishedLineIsNotResent(t *testing.T) {
 	got := ep.receipts()
 	if len(got) != 1 || got[0].id != "evt_2" || got[0].number != 2 {
 		t.Fatalf("receipts %+v, want evt_2 alone, numbered 2", got)
+	}
+}
+
+// A head that waits for a slot while another copy of it finishes (a
+// redelivery, a retry whose ack was lost) is not sent once its key moved
+// on: it asks once more just before its request goes out.
+func TestStaleHeadCopyIsNotSentAfterItsKeyMovedOn(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, stream.Config{AckWait: 10 * time.Second})
+	ord := ordering.New(r.rdb, 0)
+	r.deps.Ordering = ord
+	r.opts.Admission = &capped{} // one attempt in flight in all
+	release, arrived := make(chan struct{}), make(chan struct{}, 1)
+	blocker := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {
+		arrived <- struct{}{}
+		<-release
+	}))
+	t.Cleanup(blocker.Close)
+	ep := newKeyedEndpoint(t, func(string, int) bool { return false })
+	sub := r.subscribe(t, ep.srv.URL)
+	slow := r.subscribe(t, blocker.URL)
+	r.run(t)
+	// A hanging attempt holds the only slot.
+	r.task(t, slow, "evt_hang")
+	<-arrived
+	// evt_a becomes its key's head and waits for the slot.
+	r.orderedTask(t, sub, "k", "evt_a", 1)
+	eventually(t, "evt_a waiting for a slot", func() bool { return testutil.ToFloat64(r.m.AdmissionParked) == 1 })
+	// Another copy of evt_a delivered it meanwhile.
+	a := ordering.Entry{Key: ordering.Key{Subscription: sub.GetId(), Value: "k"}, EventID: "evt_a", Seq: 1}
+	if err := ord.Finish(context.Background(), a); err != nil {
+		t.Fatal(err)
+	}
+	r.orderedTask(t, sub, "k", "evt_b", 2)
+	close(release)
+	eventually(t, "evt_b delivered, all settled", func() bool { return ep.delivered() == 1 && r.settled(t) })
+	got := ep.receipts()
+	if len(got) != 1 || got[0].id != "evt_b" {
+		t.Fatalf("receipts %+v, want evt_b alone (evt_a was delivered by its other copy)", got)
+	}
+	if n := testutil.ToFloat64(r.m.OrderingSkipped); n != 1 {
+		t.Fatalf("ordering skipped %v, want 1", n)
 	}
 }

@@ -44,6 +44,7 @@ type DeadLetters interface {
 // line before they are published (ordering.Store).
 type Orderer interface {
 	Register(ctx context.Context, entries []ordering.Entry) error
+	Unregister(ctx context.Context, entries []ordering.Entry) error
 }
 
 var (
@@ -235,6 +236,12 @@ func (d *Dispatcher) Handle(ctx context.Context, msg jetstream.Msg) {
 		err = d.fanOut(ctx, msg, ev, subs)
 	}
 	if errors.Is(err, nats.ErrMaxPayload) {
+		// Its tasks will never be published: their places in their keys'
+		// lines would hold those keys forever.
+		if uerr := d.unregister(ctx, ev, subs); uerr != nil {
+			d.retry(msg, ev, uerr)
+			return
+		}
 		d.tooLarge(msg, ev, err)
 		return
 	}
@@ -292,6 +299,27 @@ func (d *Dispatcher) fanOut(ctx context.Context, msg jetstream.Msg, ev event, su
 // line before any is published (a task must never be attempted before its
 // line knows it); ordered[i] says whether subs[i]'s task is ordered.
 func (d *Dispatcher) register(ctx context.Context, ev event, subs []*hooklinev1.Subscription) ([]bool, error) {
+	ordered, entries := d.entries(ev, subs)
+	if len(entries) == 0 {
+		return ordered, nil
+	}
+	if err := d.o.Orderer.Register(ctx, entries); err != nil {
+		return nil, err
+	}
+	return ordered, nil
+}
+
+// unregister undoes register for an event given up.
+func (d *Dispatcher) unregister(ctx context.Context, ev event, subs []*hooklinev1.Subscription) error {
+	_, entries := d.entries(ev, subs)
+	if len(entries) == 0 {
+		return nil
+	}
+	return d.o.Orderer.Unregister(ctx, entries)
+}
+
+// entries are the places of the event's ordered tasks in their keys' lines.
+func (d *Dispatcher) entries(ev event, subs []*hooklinev1.Subscription) ([]bool, []ordering.Entry) {
 	ordered := make([]bool, len(subs))
 	if ev.orderingKey == "" || ev.seq == 0 || d.o.Orderer == nil {
 		return ordered, nil
@@ -306,10 +334,7 @@ func (d *Dispatcher) register(ctx context.Context, ev event, subs []*hooklinev1.
 			})
 		}
 	}
-	if err := d.o.Orderer.Register(ctx, entries); err != nil {
-		return nil, err
-	}
-	return ordered, nil
+	return ordered, entries
 }
 
 // publishAsync retries while the async window is full.

@@ -53,10 +53,10 @@ type Floor struct {
 	reading chan struct{} // closed when the read in progress ends
 }
 
-// NewFloor returns a Floor over read; minGap 0 means 2ms.
+// NewFloor returns a Floor over read; minGap 0 means 10ms.
 func NewFloor(read AckFloor, minGap time.Duration) *Floor {
 	if minGap <= 0 {
-		minGap = 2 * time.Millisecond
+		minGap = 10 * time.Millisecond
 	}
 	return &Floor{read: read, minGap: minGap}
 }

@@ -6,13 +6,21 @@
 // The line of a key is shared by every deliverer replica, in Redis:
 //
 //	hookline:ord:{<sub>}:<digest>    sorted set of the key's pending tasks:
-//	                                 member the event id, score its EVENTS
-//	                                 sequence
-//	hookline:ord:{<sub>}:<digest>:h  hash: done (the highest sequence
-//	                                 finished in order), last (the numbers
-//	                                 handed out), head and hseq (the task
-//	                                 being attempted and its number), next
-//	                                 (unix ms of the head's next attempt)
+//	                                 member <event id>@<sequence>, score
+//	                                 its EVENTS sequence
+//	hookline:ord:{<sub>}:<digest>:h  hash: last (the numbers handed out),
+//	                                 head and hseq (the task being
+//	                                 attempted and its number), next (unix
+//	                                 ms of the head's next attempt)
+//	hookline:ord:{<sub>}:<digest>:f  sorted set of the tasks finished in
+//	                                 the last FinishedHorizon (member as
+//	                                 above, score the time): what a
+//	                                 redelivered copy is recognised by
+//
+// Only membership of the finished set makes a task Done. A task that is in
+// neither set (Redis lost its data, a line expired while its head waited
+// for a retry) is put back in line and reported Lost: it is delivered out
+// of order rather than acked unsent.
 //
 // Dispatch registers a task before it publishes it (Register). Before
 // admission the deliverer asks Check: Head (attempt it, under its number),
@@ -46,6 +54,14 @@ const KeyPrefix = "hookline:ord:"
 // unused for longer starts its numbers at 1 again.
 const DefaultTTL = 7 * 24 * time.Hour
 
+// FinishedHorizon is how long a finished task is remembered (a copy
+// redelivered later is sent again, out of order, and reported Lost), and
+// FinishedMax how many per key at most.
+const (
+	FinishedHorizon = 48 * time.Hour
+	FinishedMax     = 10000
+)
+
 // Key names one line: a subscription and an ordering key.
 type Key struct {
 	Subscription string
@@ -57,7 +73,7 @@ type Key struct {
 func (k Key) redisKeys() []string {
 	sum := sha256.Sum256([]byte(k.Value))
 	base := KeyPrefix + "{" + k.Subscription + "}:" + hex.EncodeToString(sum[:16])
-	return []string{base, base + ":h"}
+	return []string{base, base + ":h", base + ":f"}
 }
 
 // Entry is one task in a line.
@@ -67,6 +83,10 @@ type Entry struct {
 	// Seq is the event's EVENTS sequence.
 	Seq uint64
 }
+
+// member names a task in its line: the sequence tells apart two events
+// that reused an id after the dedup window.
+func (e Entry) member() string { return e.EventID + "@" + strconv.FormatUint(e.Seq, 10) }
 
 // Verdict is what Check says of a task.
 type Verdict int
@@ -98,29 +118,36 @@ type State struct {
 	Lost bool
 }
 
-// register adds a task to its line unless the line already moved past it
-// (a fan-out redone after its task was finished).
+// The scripts' keys and arguments:
 //
-//	KEYS[1] line  KEYS[2] hash  ARGV[1] event id  ARGV[2] seq  ARGV[3] ttl ms
+//	KEYS[1] line  KEYS[2] hash  KEYS[3] finished
+//	ARGV[1] member  ARGV[2] seq  ARGV[3] ttl ms  ARGV[4] now (unix ms)
+//
+// Every script that writes refreshes the expiry of all three keys after
+// writing (a key created by the write would otherwise never expire).
+
+// register adds a task to its line unless it finished already (a fan-out
+// redone after its task was delivered).
 var register = redis.NewScript(`
-local done = tonumber(redis.call('HGET', KEYS[2], 'done') or '0')
-if tonumber(ARGV[2]) <= done then
+if redis.call('ZSCORE', KEYS[3], ARGV[1]) then
   return 0
 end
 redis.call('ZADD', KEYS[1], 'NX', ARGV[2], ARGV[1])
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-redis.call('PEXPIRE', KEYS[2], ARGV[3])
+for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[3]) end
+return 1
+`)
+
+// unregister takes a task out of its line without finishing it (its event
+// will never become a task).
+var unregister = redis.NewScript(`
+redis.call('ZREM', KEYS[1], ARGV[1])
 return 1
 `)
 
 // check answers {0} done, {1, number, lost} head, {2, ahead, next, lost}
 // wait. A head keeps its number across retries and redeliveries.
-//
-//	KEYS[1] line  KEYS[2] hash  ARGV[1] event id  ARGV[2] seq  ARGV[3] ttl ms
 var check = redis.NewScript(`
-local seq = tonumber(ARGV[2])
-local done = tonumber(redis.call('HGET', KEYS[2], 'done') or '0')
-if seq <= done then
+if redis.call('ZSCORE', KEYS[3], ARGV[1]) then
   return {0}
 end
 local lost = 0
@@ -128,55 +155,51 @@ if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
   redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
   lost = 1
 end
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-redis.call('PEXPIRE', KEYS[2], ARGV[3])
 local first = redis.call('ZRANGE', KEYS[1], 0, 0)
+local out
 if first[1] ~= ARGV[1] then
   local ahead = redis.call('ZRANK', KEYS[1], ARGV[1])
-  return {2, ahead, tonumber(redis.call('HGET', KEYS[2], 'next') or '0'), lost}
-end
-local n
-if redis.call('HGET', KEYS[2], 'head') == ARGV[1] then
-  n = tonumber(redis.call('HGET', KEYS[2], 'hseq'))
+  out = {2, ahead, tonumber(redis.call('HGET', KEYS[2], 'next') or '0'), lost}
 else
-  n = redis.call('HINCRBY', KEYS[2], 'last', 1)
-  redis.call('HSET', KEYS[2], 'head', ARGV[1], 'hseq', n)
+  local n
+  if redis.call('HGET', KEYS[2], 'head') == ARGV[1] then
+    n = tonumber(redis.call('HGET', KEYS[2], 'hseq'))
+  else
+    n = redis.call('HINCRBY', KEYS[2], 'last', 1)
+    redis.call('HSET', KEYS[2], 'head', ARGV[1], 'hseq', n)
+  end
+  redis.call('HDEL', KEYS[2], 'next')
+  out = {1, n, lost}
 end
-redis.call('HDEL', KEYS[2], 'next')
-return {1, n, lost}
+for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[3]) end
+return out
 `)
 
-// finish takes a task out of its line. done moves to its sequence only
-// when no earlier task is pending: a follower taken out (its subscription
-// deleted) must not make the head look finished.
+// finish takes a task out of its line and remembers it finished (for
+// FinishedHorizon, at most FinishedMax per key).
 //
-//	KEYS[1] line  KEYS[2] hash  ARGV[1] event id  ARGV[2] seq  ARGV[3] ttl ms
+//	ARGV[5] horizon ms  ARGV[6] most remembered
 var finish = redis.NewScript(`
-local seq = tonumber(ARGV[2])
 redis.call('ZREM', KEYS[1], ARGV[1])
-local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-if first[1] == nil or tonumber(first[2]) > seq then
-  if seq > tonumber(redis.call('HGET', KEYS[2], 'done') or '0') then
-    redis.call('HSET', KEYS[2], 'done', ARGV[2])
-  end
-end
+redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', tonumber(ARGV[4]) - tonumber(ARGV[5]))
+redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -tonumber(ARGV[6]) - 1)
 if redis.call('HGET', KEYS[2], 'head') == ARGV[1] then
   redis.call('HDEL', KEYS[2], 'head', 'hseq', 'next')
 end
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-redis.call('PEXPIRE', KEYS[2], ARGV[3])
+for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[3]) end
 return 1
 `)
 
 // hold records when the head comes back (a scheduled retry).
 //
-//	KEYS[2] hash  ARGV[1] event id  ARGV[2] unix ms
+//	ARGV[5] unix ms of the head's next attempt
 var hold = redis.NewScript(`
 if redis.call('HGET', KEYS[2], 'head') == ARGV[1] then
-  redis.call('HSET', KEYS[2], 'next', ARGV[2])
-  return 1
+  redis.call('HSET', KEYS[2], 'next', ARGV[5])
 end
-return 0
+for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[3]) end
+return 1
 `)
 
 // Store keeps the lines in Redis.
@@ -194,7 +217,7 @@ func New(rdb redis.UniversalClient, ttl time.Duration) *Store {
 }
 
 func (s *Store) args(e Entry, more ...any) []any {
-	return append([]any{e.EventID, strconv.FormatUint(e.Seq, 10), s.ttl.Milliseconds()}, more...)
+	return append([]any{e.member(), strconv.FormatUint(e.Seq, 10), s.ttl.Milliseconds(), time.Now().UnixMilli()}, more...)
 }
 
 // Register adds the tasks of one event to their lines, in one round trip.
@@ -267,13 +290,31 @@ func (s *Store) CheckAll(ctx context.Context, entries []Entry) ([]State, error) 
 	return out, nil
 }
 
+// Unregister takes the tasks of an event that will never be published out
+// of their lines (dispatch gave the event up), without finishing them.
+func (s *Store) Unregister(ctx context.Context, entries []Entry) error {
+	if len(entries) == 0 {
+		return nil
+	}
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, e := range entries {
+			unregister.Eval(ctx, p, e.Key.redisKeys(), s.args(e)...)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("unregister ordered tasks: %w", err)
+	}
+	return nil
+}
+
 // Finish takes a task out of its line (delivered, dead-lettered, or
 // dropped): the next task of its key may go. Call it before the task's
 // message is acked: a task acked but still in line would hold its key
 // forever, while one finished but not acked is redelivered and Check says
 // Done.
 func (s *Store) Finish(ctx context.Context, e Entry) error {
-	if err := finish.Run(ctx, s.rdb, e.Key.redisKeys(), s.args(e)...).Err(); err != nil {
+	if err := finish.Run(ctx, s.rdb, e.Key.redisKeys(), s.args(e, FinishedHorizon.Milliseconds(), FinishedMax)...).Err(); err != nil {
 		return fmt.Errorf("finish ordered task: %w", err)
 	}
 	return nil
@@ -282,7 +323,7 @@ func (s *Store) Finish(ctx context.Context, e Entry) error {
 // Hold tells the key's followers that its head, e, comes back at at (a
 // scheduled retry): they are deferred until then rather than kept waiting.
 func (s *Store) Hold(ctx context.Context, e Entry, at time.Time) error {
-	if err := hold.Run(ctx, s.rdb, e.Key.redisKeys(), e.EventID, at.UnixMilli()).Err(); err != nil {
+	if err := hold.Run(ctx, s.rdb, e.Key.redisKeys(), s.args(e, at.UnixMilli())...).Err(); err != nil {
 		return fmt.Errorf("hold ordered key: %w", err)
 	}
 	return nil

@@ -184,3 +184,98 @@ func TestFloorReadErrorIsReturned(t *testing.T) {
 		t.Fatalf("Covers = %v, %v; want false, boom", ok, err)
 	}
 }
+
+// Redis lost the line while its head waited for a retry, and a later event
+// of the key went through since: the waiting head and its follower are
+// delivered (Lost), never taken for finished and acked unsent.
+func TestLostLineNeverMakesAPendingTaskDone(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	rdb := redistest.Start(t).Client(t)
+	s := ordering.New(rdb, 0)
+	a, b, c := entry("k", "evt_a", 10), entry("k", "evt_b", 11), entry("k", "evt_c", 12)
+	if err := s.Register(ctx, []ordering.Entry{a, b}); err != nil {
+		t.Fatal(err)
+	}
+	mustCheck(t, s, a)
+	if err := s.Hold(ctx, a, time.Now().Add(5*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.FlushAll(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Register(ctx, []ordering.Entry{c}); err != nil {
+		t.Fatal(err)
+	}
+	if st := mustCheck(t, s, c); st.Verdict != ordering.Head {
+		t.Fatalf("evt_c alone in the rebuilt line: %+v", st)
+	}
+	if err := s.Finish(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range []ordering.Entry{a, b} {
+		if st := mustCheck(t, s, e); st.Verdict == ordering.Done || !st.Lost {
+			t.Fatalf("%s after the flush: %+v, want delivered and reported lost", e.EventID, st)
+		}
+	}
+}
+
+// Every key of a line expires, including the hash a check creates.
+func TestLineKeysExpire(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	rdb := redistest.Start(t).Client(t)
+	s := ordering.New(rdb, time.Hour)
+	e := entry("k", "evt_1", 1)
+	mustCheck(t, s, e) // not registered: creates the line and the hash
+	if err := s.Finish(ctx, e); err != nil {
+		t.Fatal(err)
+	}
+	keys, err := rdb.Keys(ctx, ordering.KeyPrefix+"*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(keys) < 2 {
+		t.Fatalf("keys %v, want at least the hash and the finished set", keys)
+	}
+	for _, k := range keys {
+		if ttl := rdb.PTTL(ctx, k).Val(); ttl <= 0 {
+			t.Errorf("%s has no expiry (%s)", k, ttl)
+		}
+	}
+}
+
+// An event id reused after the dedup window is another event: it does not
+// merge with the pending one.
+func TestReusedEventIDIsAnotherEvent(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := ordering.New(redistest.Start(t).Client(t), 0)
+	first, again := entry("k", "evt_1", 1), entry("k", "evt_1", 900)
+	if err := s.Register(ctx, []ordering.Entry{first, again}); err != nil {
+		t.Fatal(err)
+	}
+	mustCheck(t, s, first)
+	if err := s.Finish(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	if st := mustCheck(t, s, again); st.Verdict != ordering.Head || st.Lost || st.Number != 2 {
+		t.Fatalf("the reused id: %+v, want head number 2", st)
+	}
+}
+
+func TestUnregisterLetsTheKeyGoOn(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := ordering.New(redistest.Start(t).Client(t), 0)
+	a, b := entry("k", "evt_a", 1), entry("k", "evt_b", 2)
+	if err := s.Register(ctx, []ordering.Entry{a, b}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Unregister(ctx, []ordering.Entry{a}); err != nil {
+		t.Fatal(err)
+	}
+	if st := mustCheck(t, s, b); st.Verdict != ordering.Head {
+		t.Fatalf("evt_b after evt_a was given up: %+v", st)
+	}
+}

@@ -201,7 +201,11 @@ func (s *Sender) send(ctx context.Context, r Request) Result {
 	h["Idempotency-Key"] = nil
 	if r.OrderingKey != "" {
 		h["Hookline-Ordering-Key"] = []string{r.OrderingKey}
-		h["Hookline-Ordering-Sequence"] = []string{strconv.FormatUint(r.OrderingSeq, 10)}
+		// 0: a task that never was its key's head (a replay of a follower
+		// dead-lettered while it waited) has no number to send.
+		if r.OrderingSeq > 0 {
+			h["Hookline-Ordering-Sequence"] = []string{strconv.FormatUint(r.OrderingSeq, 10)}
+		}
 	}
 
 	resp, err := s.client.Do(req)
