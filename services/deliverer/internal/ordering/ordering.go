@@ -224,18 +224,23 @@ func (s *Store) args(e Entry, more ...any) []any {
 // Dispatch calls it before publishing the tasks; a redone fan-out
 // registers again harmlessly.
 func (s *Store) Register(ctx context.Context, entries []Entry) error {
+	return s.runAll(ctx, register, entries, "register ordered tasks")
+}
+
+// runAll runs script for every entry in one round trip.
+func (s *Store) runAll(ctx context.Context, script *redis.Script, entries []Entry, what string) error {
 	if len(entries) == 0 {
 		return nil
 	}
 	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for _, e := range entries {
 			// Eval, not EvalSha: a pipeline cannot fall back on NOSCRIPT.
-			register.Eval(ctx, p, e.Key.redisKeys(), s.args(e)...)
+			script.Eval(ctx, p, e.Key.redisKeys(), s.args(e)...)
 		}
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("register ordered tasks: %w", err)
+		return fmt.Errorf("%s: %w", what, err)
 	}
 	return nil
 }
@@ -293,19 +298,7 @@ func (s *Store) CheckAll(ctx context.Context, entries []Entry) ([]State, error) 
 // Unregister takes the tasks of an event that will never be published out
 // of their lines (dispatch gave the event up), without finishing them.
 func (s *Store) Unregister(ctx context.Context, entries []Entry) error {
-	if len(entries) == 0 {
-		return nil
-	}
-	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for _, e := range entries {
-			unregister.Eval(ctx, p, e.Key.redisKeys(), s.args(e)...)
-		}
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("unregister ordered tasks: %w", err)
-	}
-	return nil
+	return s.runAll(ctx, unregister, entries, "unregister ordered tasks")
 }
 
 // Finish takes a task out of its line (delivered, dead-lettered, or
