@@ -18,14 +18,7 @@ import (
 // key both verify at the receiver, each key on its own.
 func TestSealedSecretsSign(t *testing.T) {
 	t.Parallel()
-	key, err := secretbox.NewKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	box, err := secretbox.Config{Key: key}.Box()
-	if err != nil {
-		t.Fatal(err)
-	}
+	key, box := sealingKey(t)
 	e := start(t, map[string]string{"HOOKLINE_SECRET_KEY": key})
 	seal := func(s string) string {
 		sealed, err := box.Seal(s)
@@ -170,4 +163,18 @@ func stringifyFields(m map[string]any) string {
 		}
 	}
 	return b.String()
+}
+
+// sealingKey is a fresh HOOKLINE_SECRET_KEY and the box it opens.
+func sealingKey(t *testing.T) (string, *secretbox.Box) {
+	t.Helper()
+	key, err := secretbox.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	box, err := secretbox.Config{Key: key}.Box()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return key, box
 }

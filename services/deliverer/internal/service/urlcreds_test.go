@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hookline/hookline/pkg/secretbox"
 	"github.com/hookline/hookline/pkg/subscription"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
 )
@@ -18,14 +17,7 @@ import (
 // holds only sealed; no log line holds it.
 func TestSealedURLIsOpenedWithTheSecretKey(t *testing.T) {
 	t.Parallel()
-	key, err := secretbox.NewKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	box, err := secretbox.Config{Key: key}.Box()
-	if err != nil {
-		t.Fatal(err)
-	}
+	key, box := sealingKey(t)
 	e := start(t, map[string]string{"HOOKLINE_SECRET_KEY": key})
 	got := make(chan string, 4)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -223,15 +223,8 @@ func TestEd25519Subscription(t *testing.T) {
 // records written in clear are sealed on their next write.
 func TestSecretsSealedAtRest(t *testing.T) {
 	t.Parallel()
-	keyB64, err := secretbox.NewKey()
-	if err != nil {
-		t.Fatal(err)
-	}
+	keyB64, box := sealingKey(t)
 	e := start(t, map[string]string{"HOOKLINE_SECRET_KEY": keyB64})
-	box, err := secretbox.Config{Key: keyB64}.Box()
-	if err != nil {
-		t.Fatal(err)
-	}
 	r := e.do("POST", "/v1/subscriptions", `{"tenant":"acme","url":"https://hooks.example.com/in","event_types":["a"]}`)
 	expect(t, r, http.StatusCreated)
 	id, secret := r.json(t)["id"].(string), r.json(t)["secret"].(string)
@@ -297,4 +290,18 @@ func TestSecurityConfig(t *testing.T) {
 			t.Errorf("config error shows a value: %v", err)
 		}
 	}
+}
+
+// sealingKey is a fresh HOOKLINE_SECRET_KEY and the box it opens.
+func sealingKey(t *testing.T) (string, *secretbox.Box) {
+	t.Helper()
+	key, err := secretbox.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	box, err := secretbox.Config{Key: key}.Box()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return key, box
 }

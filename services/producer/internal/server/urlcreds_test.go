@@ -7,7 +7,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/hookline/hookline/pkg/secretbox"
 	"github.com/hookline/hookline/pkg/signing"
 	"github.com/hookline/hookline/pkg/stream"
 	"github.com/hookline/hookline/pkg/subscription"
@@ -20,15 +19,8 @@ import (
 // in sealed_url and opens to what was sent.
 func TestURLCredentialsSealedAtRest(t *testing.T) {
 	t.Parallel()
-	keyB64, err := secretbox.NewKey()
-	if err != nil {
-		t.Fatal(err)
-	}
+	keyB64, box := sealingKey(t)
 	e := start(t, map[string]string{"HOOKLINE_SECRET_KEY": keyB64})
-	box, err := secretbox.Config{Key: keyB64}.Box()
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx := context.Background()
 	kv, err := e.js.KeyValue(ctx, stream.SubscriptionsBucket)
 	if err != nil {
