@@ -35,11 +35,16 @@ func publishNATS(ctx context.Context, js jetstream.JetStream, eventType, prefix 
 // publishNATSKeyed is publishNATS with the ordering key keyOf(i) on event
 // i (none when keyOf is nil).
 func publishNATSKeyed(ctx context.Context, js jetstream.JetStream, eventType, prefix string, n, size int, keyOf func(int) string) error {
-	subject := stream.EventSubject(Tenant, eventType)
+	return publishNATSOf(ctx, js, Tenant, eventType, prefix, n, size, keyOf)
+}
+
+// publishNATSOf is publishNATSKeyed for another tenant.
+func publishNATSOf(ctx context.Context, js jetstream.JetStream, tenant, eventType, prefix string, n, size int, keyOf func(int) string) error {
+	subject := stream.EventSubject(tenant, eventType)
 	futures := make([]jetstream.PubAckFuture, 0, n)
 	for i := range n {
 		m := nats.NewMsg(subject)
-		m.Header.Set(stream.HeaderMsgID, stream.EventMsgID(Tenant, eventID(prefix, i)))
+		m.Header.Set(stream.HeaderMsgID, stream.EventMsgID(tenant, eventID(prefix, i)))
 		if keyOf != nil {
 			m.Header.Set(stream.HeaderOrderingKey, keyOf(i))
 		}

@@ -254,6 +254,10 @@ func RunMode(tb testing.TB, cfg Config, sync string) Mode {
 		}
 		mode.Scenarios = append(mode.Scenarios, r.latency(ctx, path))
 	}
+	if cfg.runs("fair") {
+		// Last: the flood it starts is still being served when it ends.
+		mode.Scenarios = append(mode.Scenarios, r.fairness(ctx)...)
+	}
 	for name, pids := range r.pids {
 		if v, ok := sumOver(pids, peakRSS); ok {
 			mode.PeakRSS[name] = int64(v)
@@ -363,6 +367,12 @@ func startRig(tb testing.TB, cfg Config, sync string) *rig {
 	}
 	r.subscribe(typeLatNATS, "lat-nats")
 	r.subscribe(typeLatAPI, "lat-api")
+	// Fairness: two tenants, every subscription with defaults.
+	r.createSubscriptionOf(fairVictim, typeFairQuiet, "fair-quiet", nil)
+	r.createSubscriptionOf(fairVictim, typeFairLoaded, "fair-loaded", nil)
+	for i := range fairFloodSubs {
+		r.createSubscriptionOf(fairFlood, typeFairFlood, fmt.Sprintf("fair-flood-%d", i), nil)
+	}
 	r.sink.Endpoint("limit")
 	return r
 }
@@ -412,11 +422,15 @@ func (r *rig) subscribe(eventType, name string) {
 func (r *rig) subscribeDefault(eventType, name string) { r.createSubscription(eventType, name, nil) }
 
 func (r *rig) createSubscription(eventType, name string, settings map[string]any) {
+	r.createSubscriptionOf(Tenant, eventType, name, settings)
+}
+
+func (r *rig) createSubscriptionOf(tenant, eventType, name string, settings map[string]any) {
 	r.tb.Helper()
 	ep := r.sink.Endpoint(name)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	body := map[string]any{"tenant": Tenant, "url": ep.URL, "event_types": []string{eventType}}
+	body := map[string]any{"tenant": tenant, "url": ep.URL, "event_types": []string{eventType}}
 	for k, v := range settings {
 		body[k] = v
 	}
@@ -441,6 +455,20 @@ func (r *rig) warmup(ctx context.Context) error {
 		if err := publishNATS(ctx, r.js, typ, r.prefix+"_warm_"+strings.ReplaceAll(typ, ".", "_"), 1, r.cfg.PayloadBytes); err != nil {
 			return err
 		}
+	}
+	fair := map[string][]string{typeFairQuiet: {"fair-quiet"}, typeFairLoaded: {"fair-loaded"}}
+	for i := range fairFloodSubs {
+		fair[typeFairFlood] = append(fair[typeFairFlood], fmt.Sprintf("fair-flood-%d", i))
+	}
+	for typ, eps := range fair {
+		tenant := fairVictim
+		if typ == typeFairFlood {
+			tenant = fairFlood
+		}
+		if err := publishNATSOf(ctx, r.js, tenant, typ, r.prefix+"_warm_"+strings.ReplaceAll(typ, ".", "_"), 1, r.cfg.PayloadBytes, nil); err != nil {
+			return err
+		}
+		types[typ] = eps
 	}
 	wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()

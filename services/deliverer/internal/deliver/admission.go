@@ -50,6 +50,13 @@ const (
 	RefusedCircuitOpen = "circuit_open"
 	// RefusedProbe: the circuit is half-open and one probe is in flight.
 	RefusedProbe = "probe_in_flight"
+	// RefusedTenant: the subscription's tenant has its share of this
+	// deliverer's workers, or its cap across replicas, in flight; the task
+	// waits in line.
+	RefusedTenant = "tenant_full"
+	// RefusedDestination: the endpoint's host has its cap of attempts in
+	// flight across every subscription; the task waits in line.
+	RefusedDestination = "destination_full"
 )
 
 // Refusal says why an attempt may not start now, and when to ask again.

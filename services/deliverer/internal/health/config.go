@@ -33,6 +33,17 @@ type Config struct {
 	// RedisTimeout bounds the Redis work of one admission decision; past
 	// it, the decision is taken locally.
 	RedisTimeout time.Duration `env:"HOOKLINE_HEALTH_REDIS_TIMEOUT" envDefault:"500ms"`
+	// TenantWorkerShare is the share of one deliverer's workers (its
+	// attempts in flight) that one tenant's attempts may take: the rest
+	// stays free for the other tenants however slow or busy its
+	// endpoints are. 1 turns the share off.
+	TenantWorkerShare float64 `env:"HOOKLINE_TENANT_WORKER_SHARE" envDefault:"0.5"`
+	// TenantMaxInFlight caps one tenant's attempts in flight across every
+	// replica (0: no cap but the worker share).
+	TenantMaxInFlight int `env:"HOOKLINE_TENANT_MAX_IN_FLIGHT" envDefault:"0"`
+	// DestinationMaxInFlight caps the attempts in flight to one host (and
+	// port) across every subscription, tenant and replica (0: no cap).
+	DestinationMaxInFlight int `env:"HOOKLINE_DESTINATION_MAX_IN_FLIGHT" envDefault:"128"`
 }
 
 // Validate names the variable at fault.
@@ -52,6 +63,9 @@ func (c Config) Validate() error {
 	check(c.BreakerMaxCooldown >= c.BreakerCooldown,
 		"HOOKLINE_BREAKER_MAX_COOLDOWN (%s) must be at least HOOKLINE_BREAKER_COOLDOWN (%s)", c.BreakerMaxCooldown, c.BreakerCooldown)
 	check(c.AutoDisableAfter >= 0, "HOOKLINE_AUTO_DISABLE_AFTER must not be negative, not %s", c.AutoDisableAfter)
+	check(c.TenantWorkerShare > 0 && c.TenantWorkerShare <= 1, "HOOKLINE_TENANT_WORKER_SHARE must be in (0, 1], not %g", c.TenantWorkerShare)
+	check(c.TenantMaxInFlight >= 0, "HOOKLINE_TENANT_MAX_IN_FLIGHT must not be negative, not %d", c.TenantMaxInFlight)
+	check(c.DestinationMaxInFlight >= 0, "HOOKLINE_DESTINATION_MAX_IN_FLIGHT must not be negative, not %d", c.DestinationMaxInFlight)
 	check(c.RedisTimeout >= time.Millisecond, "HOOKLINE_HEALTH_REDIS_TIMEOUT must be at least 1ms, not %s", c.RedisTimeout)
 	return errors.Join(errs...)
 }

@@ -11,6 +11,14 @@
 //  3. the rate limit (ratelimit), when the subscription has one → wait until
 //     a request is allowed.
 //
+// Fair sharing rides on the same steps: before them, the tenant's share of
+// this deliverer's workers (TenantWorkerShare: one tenant's slow flood
+// cannot take every worker); beside the in-flight cap, in the same round
+// trip, the tenant's cap across replicas (TenantMaxInFlight) and the
+// destination host's (DestinationMaxInFlight: three hundred subscriptions
+// to one URL are still one host's worth of requests). Each refusal parks
+// the task in its subscription's line like a full cap.
+//
 // The in-flight cap comes before the rate limit so that a task turned away
 // for want of a slot does not spend a request of the rate. A refusal never
 // spends an attempt: the deliver stage parks the task (short waits) or
@@ -89,6 +97,9 @@ type Limits struct {
 	// MaxPause caps how long a Retry-After pauses a circuit (the
 	// deliverer's HOOKLINE_MAX_RETRY_AFTER).
 	MaxPause time.Duration
+	// Workers is the deliverer's attempt workers: the tenant worker share
+	// is a share of them (0: no share).
+	Workers int
 }
 
 // Health implements deliver.Admission.
@@ -96,6 +107,7 @@ type Health struct {
 	cfg      Config
 	limits   Limits
 	inflight *inflight.Limiter
+	share    *workerShare
 	rate     *ratelimit.Limiter
 	breaker  *breaker.Breaker
 	disabler Disabler
@@ -173,6 +185,7 @@ func New(cfg Config, limits Limits, d Deps) *Health {
 		}),
 		rate:     ratelimit.New(d.Redis, ratelimit.Config{Logger: log, Registerer: d.Registerer, Now: d.Now}),
 		disabler: d.Disabler,
+		share:    newWorkerShare(limits.Workers, cfg.TenantWorkerShare),
 		log:      log,
 		m:        m,
 		now:      d.Now,
@@ -188,18 +201,28 @@ func New(cfg Config, limits Limits, d Deps) *Health {
 // the package documentation). The breaker and the in-flight cap are asked in one Redis
 // round trip. It returns an error only when ctx ends.
 func (h *Health) Admit(ctx context.Context, sub *hooklinev1.Subscription, limit int) (deliver.Slot, deliver.Refusal, error) {
-	id := sub.GetId()
+	id, tenant := sub.GetId(), sub.GetTenant()
 	if limit <= 0 {
 		limit = int(sub.GetMaxInFlight()) // 0: the default cap
 	}
+	if !h.share.take(tenant) {
+		return nil, deliver.Refusal{Reason: deliver.RefusedTenant}, nil
+	}
+	dest := destination(sub.GetUrl())
 	// The batcher bounds the round trip by RedisTimeout.
 	var (
-		pendingAllow *breaker.PendingAllow
-		pendingLease *inflight.PendingAcquire
+		pendingAllow                     *breaker.PendingAllow
+		pendingLease, pendingT, pendingD *inflight.PendingAcquire
 	)
 	h.batch.Do(func(pipe redis.Pipeliner) {
 		pendingAllow = h.breaker.AllowCmd(ctx, pipe, id)
 		pendingLease = h.inflight.AcquireCmd(ctx, pipe, id, uint32(limit))
+		if h.cfg.TenantMaxInFlight > 0 {
+			pendingT = h.inflight.AcquireCmd(ctx, pipe, tenantKey(tenant), uint32(h.cfg.TenantMaxInFlight))
+		}
+		if h.cfg.DestinationMaxInFlight > 0 && dest != "" {
+			pendingD = h.inflight.AcquireCmd(ctx, pipe, destinationKey(dest), uint32(h.cfg.DestinationMaxInFlight))
+		}
 	})
 	d, err := pendingAllow.Result()
 	if err != nil && ctx.Err() == nil {
@@ -208,12 +231,30 @@ func (h *Health) Admit(ctx context.Context, sub *hooklinev1.Subscription, limit 
 			h.warnRedis("circuit breaker", err)
 		}
 	}
-	lease, ok, err := pendingLease.Result()
+	var held leases
+	var ok bool
+	held.sub, ok, err = pendingLease.Result()
 	if err != nil && ctx.Err() == nil && !errors.Is(err, inflight.ErrRedisSkipped) {
 		h.warnRedis("in-flight cap", err)
 	}
+	tenantOK, destOK := true, true
+	if pendingT != nil {
+		held.tenant, tenantOK, err = pendingT.Result()
+		if err != nil && ctx.Err() == nil && !errors.Is(err, inflight.ErrRedisSkipped) {
+			h.warnRedis("tenant in-flight cap", err)
+		}
+	}
+	if pendingD != nil {
+		held.dest, destOK, err = pendingD.Result()
+		if err != nil && ctx.Err() == nil && !errors.Is(err, inflight.ErrRedisSkipped) {
+			h.warnRedis("destination in-flight cap", err)
+		}
+	}
 	// giveBack returns what this admission took when no attempt follows.
-	giveBack := func() { h.giveBack(ctx, id, lease, d.Probe, "give_back") }
+	giveBack := func() {
+		h.giveBack(ctx, id, held, d.Probe, "give_back")
+		h.share.give(tenant)
+	}
 	if ctx.Err() != nil {
 		giveBack()
 		return nil, deliver.Refusal{}, ctx.Err()
@@ -229,6 +270,12 @@ func (h *Health) Admit(ctx context.Context, sub *hooklinev1.Subscription, limit 
 	case !ok:
 		giveBack()
 		return nil, deliver.Refusal{Reason: deliver.RefusedFull}, nil
+	case !tenantOK:
+		giveBack()
+		return nil, deliver.Refusal{Reason: deliver.RefusedTenant}, nil
+	case !destOK:
+		giveBack()
+		return nil, deliver.Refusal{Reason: deliver.RefusedDestination}, nil
 	}
 
 	if perSecond := sub.GetRateLimitPerSecond(); perSecond > 0 {
@@ -245,7 +292,7 @@ func (h *Health) Admit(ctx context.Context, sub *hooklinev1.Subscription, limit 
 			return nil, deliver.Refusal{Reason: deliver.RefusedRate, Wait: wait}, nil
 		}
 	}
-	return &slot{h: h, ctx: ctx, sub: sub, lease: lease, d: d, admitted: h.now()}, deliver.Refusal{}, nil
+	return &slot{h: h, ctx: ctx, sub: sub, held: held, d: d, admitted: h.now()}, deliver.Refusal{}, nil
 }
 
 // passFor is how long a slot may be passed from attempt to attempt
@@ -258,7 +305,7 @@ type slot struct {
 	h        *Health
 	ctx      context.Context
 	sub      *hooklinev1.Subscription
-	lease    inflight.Lease
+	held     leases
 	d        breaker.Decision
 	admitted time.Time
 	done     atomic.Bool
@@ -267,7 +314,8 @@ type slot struct {
 // Release learns from the attempt's result and gives the slot back.
 func (s *slot) Release(res sender.Result) {
 	if s.done.CompareAndSwap(false, true) {
-		s.h.observe(s.ctx, s.sub, s.lease, s.d, res)
+		s.h.share.give(s.sub.GetTenant())
+		s.h.observe(s.ctx, s.sub, s.held, s.d, res)
 	}
 }
 
@@ -288,14 +336,15 @@ func (s *slot) Pass(res sender.Result) bool {
 // Return gives a kept slot back without an attempt.
 func (s *slot) Return() {
 	if s.done.CompareAndSwap(false, true) {
-		s.h.giveBack(s.ctx, s.sub.GetId(), s.lease, s.d.Probe, "give_back")
+		s.h.share.give(s.sub.GetTenant())
+		s.h.giveBack(s.ctx, s.sub.GetId(), s.held, s.d.Probe, "give_back")
 	}
 }
 
 // observe learns from an attempt's result. The result is recorded before
 // the in-flight slot is given back (same pipeline, in order): otherwise the
 // next attempt could slip in before the failure that opens the circuit.
-func (h *Health) observe(ctx context.Context, sub *hooklinev1.Subscription, lease inflight.Lease, d breaker.Decision, res sender.Result) {
+func (h *Health) observe(ctx context.Context, sub *hooklinev1.Subscription, lease leases, d breaker.Decision, res sender.Result) {
 	ctx = context.WithoutCancel(ctx)
 	id := sub.GetId()
 
@@ -363,7 +412,7 @@ func (h *Health) observe(ctx context.Context, sub *hooklinev1.Subscription, leas
 
 // giveBack releases the lease and the probe (if any) without waiting for
 // Redis; a failure is counted under op.
-func (h *Health) giveBack(ctx context.Context, id string, lease inflight.Lease, probe, op string) {
+func (h *Health) giveBack(ctx context.Context, id string, lease leases, probe, op string) {
 	ctx = context.WithoutCancel(ctx)
 	var cmds []redis.Cmder
 	h.batch.Go(func(pipe redis.Pipeliner) {
@@ -374,10 +423,13 @@ func (h *Health) giveBack(ctx context.Context, id string, lease inflight.Lease, 
 	}, func() { h.checkRan(op, cmds...) })
 }
 
-// release queues the lease's release on pipe, adding its command to cmds.
-func (h *Health) release(ctx context.Context, pipe redis.Pipeliner, lease inflight.Lease, cmds []redis.Cmder) []redis.Cmder {
-	if c := h.inflight.ReleaseCmd(ctx, pipe, lease); c != nil {
-		cmds = append(cmds, c)
+// release queues the leases' release on pipe, adding their commands to
+// cmds.
+func (h *Health) release(ctx context.Context, pipe redis.Pipeliner, held leases, cmds []redis.Cmder) []redis.Cmder {
+	for _, lease := range held.all() {
+		if c := h.inflight.ReleaseCmd(ctx, pipe, lease); c != nil {
+			cmds = append(cmds, c)
+		}
 	}
 	return cmds
 }

@@ -36,6 +36,7 @@ func testConfig() health.Config {
 		BreakerMaxCooldown:        5 * time.Minute,
 		AutoDisableAfter:          time.Hour,
 		RedisTimeout:              time.Second,
+		TenantWorkerShare:         1, // fair sharing has its own tests (fair_test.go)
 	}
 }
 
@@ -498,6 +499,10 @@ func TestConfigValidateNamesTheVariable(t *testing.T) {
 		{name: "negative window", mutate: func(c *health.Config) { c.AutoDisableAfter = -time.Hour }, want: "HOOKLINE_AUTO_DISABLE_AFTER"},
 		{name: "zero defer", mutate: func(c *health.Config) { c.InFlightDefer = 0 }, want: "HOOKLINE_IN_FLIGHT_DEFER"},
 		{name: "zero redis timeout", mutate: func(c *health.Config) { c.RedisTimeout = 0 }, want: "HOOKLINE_HEALTH_REDIS_TIMEOUT"},
+		{name: "zero worker share", mutate: func(c *health.Config) { c.TenantWorkerShare = 0 }, want: "HOOKLINE_TENANT_WORKER_SHARE"},
+		{name: "share above one", mutate: func(c *health.Config) { c.TenantWorkerShare = 1.5 }, want: "HOOKLINE_TENANT_WORKER_SHARE"},
+		{name: "negative tenant cap", mutate: func(c *health.Config) { c.TenantMaxInFlight = -1 }, want: "HOOKLINE_TENANT_MAX_IN_FLIGHT"},
+		{name: "negative destination cap", mutate: func(c *health.Config) { c.DestinationMaxInFlight = -1 }, want: "HOOKLINE_DESTINATION_MAX_IN_FLIGHT"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -37,7 +37,7 @@ type Metrics struct {
 
 // DeferReasons are the values of hookline_admission_deferred_total's
 // reason label.
-var DeferReasons = []string{"in_flight_full", "rate_limited", "circuit_open", "probe_in_flight", "line_full", "ordered", "shutdown"}
+var DeferReasons = []string{"in_flight_full", "rate_limited", "circuit_open", "probe_in_flight", "tenant_full", "destination_full", "line_full", "ordered", "shutdown"}
 
 // Attempt outcomes (label values of hookline_attempts_total).
 var Outcomes = []string{"success", "retry", "dead_letter"}
@@ -110,12 +110,12 @@ func New(reg prometheus.Registerer, reasons, classes []string) *Metrics {
 		}),
 		AdmissionDeferred: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "hookline_admission_deferred_total",
-			Help: "Tasks deferred without an attempt (a scheduled copy), by reason: circuit_open, probe_in_flight, rate_limited, in_flight_full (a long wait), line_full (the line had no room), ordered (waiting for an earlier event of its ordering key), shutdown.",
+			Help: "Tasks deferred without an attempt (a scheduled copy), by reason: circuit_open, probe_in_flight, rate_limited, in_flight_full, tenant_full, destination_full (a long wait), line_full (the line had no room), ordered (waiting for an earlier event of its ordering key), shutdown.",
 		}, []string{"reason"}),
 	}
 	m.AdmissionRefused = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "hookline_admission_refused_total",
-		Help: "Admissions refused (the task then waited in line or was deferred), by reason: in_flight_full, rate_limited, circuit_open, probe_in_flight.",
+		Help: "Admissions refused (the task then waited in line or was deferred), by reason: in_flight_full, rate_limited, circuit_open, probe_in_flight, tenant_full (the tenant's share of workers or cap), destination_full (the host's cap).",
 	}, []string{"reason"})
 	m.OrderingWaiting = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "hookline_ordering_waiting",
@@ -132,7 +132,7 @@ func New(reg prometheus.Registerer, reasons, classes []string) *Metrics {
 	for _, r := range DeferReasons {
 		m.AdmissionDeferred.WithLabelValues(r)
 	}
-	for _, r := range DeferReasons[:4] {
+	for _, r := range DeferReasons[:6] {
 		m.AdmissionRefused.WithLabelValues(r)
 	}
 	for _, o := range Outcomes {

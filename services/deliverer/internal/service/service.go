@@ -143,7 +143,7 @@ func New(ctx context.Context, cfg config.Config, d Deps) (*Service, error) {
 	})
 	dead := deadletter.NewPublisher(js)
 	if d.Admission == nil {
-		d.Admission = health.New(cfg.Health, health.Limits{AttemptTimeout: cfg.HTTPTimeout, MaxPause: cfg.MaxRetryAfter}, health.Deps{
+		d.Admission = health.New(cfg.Health, health.Limits{AttemptTimeout: cfg.HTTPTimeout, MaxPause: cfg.MaxRetryAfter, Workers: cfg.DeliverWorkers}, health.Deps{
 			Redis:      d.Redis,
 			Disabler:   health.NewRegistry(store, cache, js, d.Log),
 			Logger:     d.Log,
