@@ -130,18 +130,12 @@ type Deliverer struct {
 	chains    sync.WaitGroup
 	lineSlots chan struct{}
 	stopping  atomic.Bool
-	// halted is closed when stopping turns true (halt).
-	halted   chan struct{}
-	haltOnce sync.Once
 	// floorWarned is when a failed ack-floor read was last logged.
 	floorWarned atomic.Int64
 }
 
 // halt stops every line: nothing leaves one from now on.
-func (d *Deliverer) halt() {
-	d.stopping.Store(true)
-	d.haltOnce.Do(func() { close(d.halted) })
-}
+func (d *Deliverer) halt() { d.stopping.Store(true) }
 
 // Deps are the stage's collaborators.
 type Deps struct {
@@ -211,7 +205,6 @@ func New(d Deps, o Options) *Deliverer {
 		log: d.Log.Named("deliver"), m: d.Metrics, o: o,
 		ord: d.Ordering, floor: d.Floor, keys: newKeyLines(),
 		lineSlots: make(chan struct{}, o.Workers),
-		halted:    make(chan struct{}),
 		lines: newLines(lineConfig{
 			MaxWait: o.MaxWait, PerLineMax: o.LineMax, TotalMax: o.LinesMax,
 			MinPerCap: 4, Unmeasured: o.HTTPTimeout,

@@ -199,22 +199,40 @@ func (d *Deliverer) checkKeys(ctx context.Context, keys []ordering.Key) {
 }
 
 // runHead settles or starts a task that left its key line, on a goroutine
-// that holds a line slot (at most Workers attempt at once).
+// of its own. With a line slot free it asks admission and may attempt at
+// once (at most Workers attempt on line goroutines); without one it joins
+// its subscription's admission line, whose attempts hand their slots on —
+// never blocking on a slot, which would starve those hand-offs.
 func (d *Deliverer) runHead(ctx context.Context, j *job, st ordering.State) {
 	d.chains.Add(1)
 	go func() {
 		defer d.chains.Done()
-		select {
-		case d.lineSlots <- struct{}{}:
-		case <-d.halted:
+		if d.stopping.Load() {
 			// Stopping: the task goes back to JetStream, not to an attempt.
 			d.deferJob(ctx, j, "shutdown", time.Second)
 			return
 		}
-		defer func() { <-d.lineSlots }()
-		defer d.recoverLine(j, noSlot{})
-		d.orderState(ctx, j, st, func() { d.start(ctx, j) })
+		select {
+		case d.lineSlots <- struct{}{}:
+			defer func() { <-d.lineSlots }()
+			defer d.recoverLine(j, noSlot{})
+			d.orderState(ctx, j, st, func() { d.start(ctx, j) })
+		default:
+			defer d.recoverLine(j, noSlot{})
+			d.orderState(ctx, j, st, func() { d.queue(ctx, j) })
+		}
 	}()
+}
+
+// queue puts a task ready to attempt in its subscription's admission line
+// without asking admission.
+func (d *Deliverer) queue(ctx context.Context, j *job) {
+	tg, v, ok := d.prepare(ctx, &j.t)
+	if !ok {
+		d.finish(ctx, j, v)
+		return
+	}
+	d.wait(ctx, j, tg, Refusal{Reason: RefusedFull})
 }
 
 // stillHead asks, just before a head's request goes out, whether it still
