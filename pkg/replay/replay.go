@@ -10,6 +10,8 @@ package replay
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -57,6 +59,10 @@ type Response struct {
 	// Subject is where the task was published.
 	Subject string `json:"subject,omitempty"`
 	Error   string `json:"error,omitempty"`
+	// Warning: the task was published, but the mark that makes a later
+	// replay of the entry a no-op was not stored (a replay after the
+	// duplicate window would deliver it again).
+	Warning string `json:"warning,omitempty"`
 }
 
 // ErrNoReplayer is returned by Ask when no deliverer serves Subject.
@@ -93,8 +99,33 @@ type Replayer struct {
 	JS jetstream.JetStream
 }
 
+// mark is a ReplaysBucket entry: Pending from just before the task is
+// published until its acknowledgement is recorded with it.
+type mark struct {
+	Pending bool   `json:"pending,omitempty"`
+	TaskSeq uint64 `json:"task_seq,omitempty"`
+	Subject string `json:"subject,omitempty"`
+}
+
+// MarkKey is the ReplaysBucket key of the dead letter at seq whose task has
+// Nats-Msg-Id msgID: the hash keeps an entry of a recreated DEADLETTER
+// (the same seq, another letter) from reading as replayed.
+func MarkKey(seq uint64, msgID string) string {
+	sum := sha256.Sum256([]byte(msgID))
+	return strconv.FormatUint(seq, 10) + "." + hex.EncodeToString(sum[:8])
+}
+
 // Replay publishes the task of the dead letter stored at seq and waits for
 // its acknowledgement. A seq with nothing stored is Gone.
+//
+// Exactly once, however late: within the duplicate window DELIVERIES
+// deduplicates the task by its Nats-Msg-Id; beyond it, the entry's mark in
+// ReplaysBucket says it was replayed, and nothing is published again. The
+// mark is created (pending) before the publish and completed after its
+// ack, so a request that finds a pending mark — a concurrent one, or one
+// after a replayer died between the two — publishes again: deduplicated
+// within the window; after it, a second task only when the replayer died
+// after the publish and before completing the mark.
 func (r *Replayer) Replay(ctx context.Context, seq uint64) (Response, error) {
 	res := Response{Seq: seq}
 	if seq == 0 {
@@ -116,11 +147,40 @@ func (r *Replayer) Replay(ctx context.Context, seq uint64) (Response, error) {
 	if err != nil {
 		return res, err
 	}
+	kv, err := r.JS.KeyValue(ctx, stream.ReplaysBucket)
+	if err != nil {
+		return res, fmt.Errorf("seq %d: open the replay marks (kv bucket %s): %w; nothing published", seq, stream.ReplaysBucket, err)
+	}
+	key := MarkKey(seq, task.Header.Get(stream.HeaderMsgID))
+	e, err := kv.Get(ctx, key)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		b, _ := json.Marshal(mark{Pending: true})
+		if _, err := kv.Create(ctx, key, b); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
+			return res, fmt.Errorf("seq %d: mark the replay: %w; nothing published", seq, err)
+		}
+	case err != nil:
+		return res, fmt.Errorf("seq %d: read the replay mark: %w; nothing published", seq, err)
+	default:
+		var m mark
+		if err := json.Unmarshal(e.Value(), &m); err != nil {
+			return res, fmt.Errorf("seq %d: unreadable replay mark %s: %w; nothing published", seq, key, err)
+		}
+		if !m.Pending {
+			res.Outcome, res.TaskSeq, res.Duplicate, res.Subject = Replayed, m.TaskSeq, true, m.Subject
+			return res, nil
+		}
+	}
 	ack, err := r.JS.PublishMsg(ctx, task, jetstream.WithExpectStream(stream.Deliveries))
 	if err != nil {
 		return res, fmt.Errorf("seq %d: publish task to %s: %w (the entry stays in %s)", seq, task.Subject, err, stream.DeadLetter)
 	}
 	res.Outcome, res.TaskSeq, res.Duplicate, res.Subject = Replayed, ack.Sequence, ack.Duplicate, task.Subject
+	b, _ := json.Marshal(mark{TaskSeq: ack.Sequence, Subject: task.Subject})
+	if _, err := kv.Put(ctx, key, b); err != nil {
+		res.Warning = fmt.Sprintf("task published, but its replay mark %s not completed (%v): replaying seq %d again after the %s duplicate window would deliver it again",
+			key, err, seq, stream.Deliveries)
+	}
 	return res, nil
 }
 

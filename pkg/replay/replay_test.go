@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/hookline/hookline/pkg/natstest"
 	"github.com/hookline/hookline/pkg/replay"
@@ -166,4 +167,97 @@ func TestAskServe(t *testing.T) {
 	if _, err := replay.Ask(ctx, nc, 0); err == nil || !strings.Contains(err.Error(), "refused") {
 		t.Fatalf("seq 0: %v", err)
 	}
+}
+
+// A replay of the same entry after DELIVERIES' duplicate window has passed
+// publishes nothing: the replay mark, not the window, makes it
+// exactly-once (issue 12: the README promised "however many times", the
+// window kept it for 20 minutes). A DEADLETTER recreated from seq 1 does
+// not inherit the marks.
+func TestReplayIsExactlyOnceBeyondTheDuplicateWindow(t *testing.T) {
+	t.Parallel()
+	const window = time.Second
+	srv := natstest.Start(t)
+	_, js := srv.Connect(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cfg := stream.Config{MemoryStorage: true, DuplicateWindow: window}
+	if err := stream.Ensure(ctx, js, cfg); err != nil {
+		t.Fatal(err)
+	}
+	r := &replay.Replayer{JS: js}
+	ack, err := js.PublishMsg(ctx, &nats.Msg{Subject: "deadletter.acme.sub_1", Header: deadLetterHeader(), Data: []byte(`{"n":1}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := r.Replay(ctx, ack.Sequence)
+	if err != nil || first.Outcome != replay.Replayed || first.Duplicate || first.Warning != "" {
+		t.Fatalf("first replay: %+v, %v", first, err)
+	}
+	waitDuplicateWindow(ctx, t, js)
+
+	again, err := r.Replay(ctx, ack.Sequence)
+	if err != nil || again.Outcome != replay.Replayed || !again.Duplicate || again.TaskSeq != first.TaskSeq || again.Subject != first.Subject {
+		t.Fatalf("replay after the duplicate window: %+v, %v; want the first task (seq %d), nothing published", again, err, first.TaskSeq)
+	}
+	if n := tasksFor(t, js, "deliveries.acme.sub_1"); n != 1 {
+		t.Fatalf("DELIVERIES holds %d tasks of the entry after two replays, want 1", n)
+	}
+
+	// DEADLETTER recreated: seq 1 is another letter, replayed.
+	if err := js.DeleteStream(ctx, stream.DeadLetter); err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Ensure(ctx, js, cfg); err != nil {
+		t.Fatal(err)
+	}
+	h := deadLetterHeader()
+	h.Set(stream.HeaderEventID, "evt_2")
+	ack2, err := js.PublishMsg(ctx, &nats.Msg{Subject: "deadletter.acme.sub_1", Header: h, Data: []byte(`{"n":2}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ack2.Sequence != ack.Sequence {
+		t.Fatalf("recreated DEADLETTER starts at %d, want %d", ack2.Sequence, ack.Sequence)
+	}
+	other, err := r.Replay(ctx, ack2.Sequence)
+	if err != nil || other.Duplicate || other.TaskSeq == first.TaskSeq {
+		t.Fatalf("another letter at the same seq: %+v, %v; want it replayed", other, err)
+	}
+}
+
+// waitDuplicateWindow returns once DELIVERIES has forgotten the message ids
+// stored so far: a probe id published now is accepted again.
+func waitDuplicateWindow(ctx context.Context, t *testing.T, js jetstream.JetStream) {
+	t.Helper()
+	probe := &nats.Msg{Subject: "deliveries.probe.window", Header: nats.Header{}}
+	probe.Header.Set(nats.MsgIdHdr, "window-probe")
+	if _, err := js.PublishMsg(ctx, probe); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		ack, err := js.PublishMsg(ctx, probe)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ack.Duplicate {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatal("the duplicate window never passed")
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func tasksFor(t *testing.T, js jetstream.JetStream, subject string) int {
+	t.Helper()
+	n := 0
+	for _, m := range natstest.Messages(t, js, stream.Deliveries) {
+		if m.Subject == subject {
+			n++
+		}
+	}
+	return n
 }

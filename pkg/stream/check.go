@@ -56,11 +56,13 @@ func check(ctx context.Context, js jetstream.JetStream, c Config, consumers bool
 		}
 		problems = append(problems, p...)
 	}
-	p, err := checkKV(ctx, js, KVConfig(c))
-	if err != nil {
-		return err
+	for _, kv := range []jetstream.KeyValueConfig{KVConfig(c), ReplaysKVConfig(c)} {
+		p, err := checkKV(ctx, js, kv)
+		if err != nil {
+			return err
+		}
+		problems = append(problems, p...)
 	}
-	problems = append(problems, p...)
 	if consumers {
 		ccs := ConsumerConfigs(c)
 		for _, name := range []string{Events, Deliveries} {

@@ -182,6 +182,24 @@ func KVConfig(c Config) jetstream.KeyValueConfig {
 	}
 }
 
+// ReplaysKVConfig is the bucket of replay marks (ReplaysBucket): one entry
+// per replayed dead letter, kept as long as DEADLETTER keeps the letter.
+func ReplaysKVConfig(c Config) jetstream.KeyValueConfig {
+	c = c.withDefaults()
+	storage := jetstream.FileStorage
+	if c.MemoryStorage {
+		storage = jetstream.MemoryStorage
+	}
+	return jetstream.KeyValueConfig{
+		Bucket:      ReplaysBucket,
+		Description: "Hookline dead letters already replayed (exactly-once replay beyond the duplicate window)",
+		History:     1,
+		TTL:         c.DeadLetterMaxAge,
+		Storage:     storage,
+		Replicas:    c.Replicas,
+	}
+}
+
 // Ensure creates or updates every stream, consumer and the KV bucket. It is
 // idempotent and safe to run from every replica at start-up.
 func Ensure(ctx context.Context, js jetstream.JetStream, c Config) error {
@@ -214,6 +232,9 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, c Config) error 
 	}
 	if _, err := js.CreateOrUpdateKeyValue(ctx, KVConfig(c)); err != nil {
 		return fmt.Errorf("ensure kv bucket %s: %w", SubscriptionsBucket, err)
+	}
+	if _, err := js.CreateOrUpdateKeyValue(ctx, ReplaysKVConfig(c)); err != nil {
+		return fmt.Errorf("ensure kv bucket %s: %w", ReplaysBucket, err)
 	}
 	return nil
 }

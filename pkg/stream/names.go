@@ -51,6 +51,13 @@ const (
 // (the truth). Keys are <tenant>.<subscription id>.
 const SubscriptionsBucket = "hookline_subscriptions"
 
+// ReplaysBucket marks the dead letters already replayed, so that a replay
+// of the same DEADLETTER entry is exactly-once beyond the duplicate window
+// too. Keys are <DEADLETTER seq>.<hash of the task's Nats-Msg-Id> (a
+// DEADLETTER recreated from seq 1 does not inherit the marks); entries
+// live as long as a dead letter does.
+const ReplaysBucket = "hookline_replays"
+
 // EventSubject is the subject an event of tenant and type is published to.
 func EventSubject(tenant, eventType string) string {
 	return EventsPrefix + "." + tenant + "." + eventType

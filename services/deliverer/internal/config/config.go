@@ -51,10 +51,13 @@ type Config struct {
 	// after this long unused; the key's numbers then start at 1 again.
 	OrderingKeyTTL time.Duration `env:"HOOKLINE_ORDERING_KEY_TTL" envDefault:"168h"`
 	// AckWait of both consumers. It must exceed HTTPTimeout by at least
-	// AckWaitMargin: a message whose AckWait runs out while its attempt is
-	// still in flight is redelivered to another worker, which would POST
-	// the same event a second time. (Workers also send InProgress while an
-	// attempt runs long, but that is the belt, this is the braces.)
+	// AckWaitMargin. What it covers is the wait of a task buffered by the
+	// pull consumer (PullMaxMessages = workers) for a free worker: at most
+	// the time the worker ahead holds its own task — an attempt (HTTPTimeout)
+	// plus its lookup and settling (the margin). A worker sends InProgress
+	// when it takes a task and every AckWait/3 while it holds it, so the
+	// attempt itself never outlives AckWait; a buffered task whose wait did
+	// is redelivered, and POSTed twice.
 	AckWait         time.Duration `env:"HOOKLINE_ACK_WAIT" envDefault:"60s"`
 	MaxRedeliveries int           `env:"HOOKLINE_MAX_REDELIVERIES" envDefault:"5"`
 
@@ -69,6 +72,11 @@ type Config struct {
 	RetryJitter   float64         `env:"HOOKLINE_RETRY_JITTER" envDefault:"0.1"`
 	MaxRetryAfter time.Duration   `env:"HOOKLINE_MAX_RETRY_AFTER" envDefault:"24h"`
 
+	// ShutdownTimeout bounds a stop (SIGTERM): the attempts in hand finish
+	// and settle (tasks still buffered or waiting in a line are handed back
+	// unattempted), so it must cover one attempt, HTTPTimeout plus
+	// AckWaitMargin. Past it the process exits and logs every message it
+	// leaves unsettled (pool.Held).
 	ShutdownTimeout time.Duration `env:"HOOKLINE_SHUTDOWN_TIMEOUT" envDefault:"30s"`
 
 	// AttemptLinger is how long a subscription's attempt records gather
@@ -167,7 +175,9 @@ func (c Config) Validate() error {
 	}
 	check(c.RetryJitter >= 0 && c.RetryJitter < 1, "HOOKLINE_RETRY_JITTER must be in [0, 1), not %g", c.RetryJitter)
 	check(c.MaxRetryAfter > 0, "HOOKLINE_MAX_RETRY_AFTER must be positive, not %s", c.MaxRetryAfter)
-	check(c.ShutdownTimeout > 0, "HOOKLINE_SHUTDOWN_TIMEOUT must be positive, not %s", c.ShutdownTimeout)
+	check(c.ShutdownTimeout >= c.HTTPTimeout+AckWaitMargin,
+		"HOOKLINE_SHUTDOWN_TIMEOUT (%s) must be at least HOOKLINE_HTTP_TIMEOUT (%s) + %s: an attempt in hand at SIGTERM must be able to finish and settle",
+		c.ShutdownTimeout, c.HTTPTimeout, AckWaitMargin)
 	check(c.AttemptLinger >= 0 && c.AttemptLinger <= 10*time.Second,
 		"HOOKLINE_ATTEMPT_LINGER must be between 0s and 10s, not %s", c.AttemptLinger)
 	return errors.Join(errs...)

@@ -117,6 +117,9 @@ func TestValidateNamesTheVariable(t *testing.T) {
 		{"negative body cap", map[string]string{"HOOKLINE_MAX_RESPONSE_BYTES": "-1"}, "HOOKLINE_MAX_RESPONSE_BYTES"},
 		{"max retry after", map[string]string{"HOOKLINE_MAX_RETRY_AFTER": "0s"}, "HOOKLINE_MAX_RETRY_AFTER"},
 		{"shutdown timeout", map[string]string{"HOOKLINE_SHUTDOWN_TIMEOUT": "0s"}, "HOOKLINE_SHUTDOWN_TIMEOUT"},
+		// A SIGTERM'd deliverer finishes the attempt in hand: its budget
+		// covers one (15s) and its settling (5s).
+		{"shutdown shorter than an attempt", map[string]string{"HOOKLINE_SHUTDOWN_TIMEOUT": "19s"}, "HOOKLINE_SHUTDOWN_TIMEOUT"},
 		{"negative attempt linger", map[string]string{"HOOKLINE_ATTEMPT_LINGER": "-1ms"}, "HOOKLINE_ATTEMPT_LINGER"},
 		{"long attempt linger", map[string]string{"HOOKLINE_ATTEMPT_LINGER": "1m"}, "HOOKLINE_ATTEMPT_LINGER"},
 		{"bad redis url", map[string]string{"HOOKLINE_REDIS_URL": "http://x"}, "HOOKLINE_REDIS_URL"},

@@ -76,7 +76,7 @@ func (w *world) baseEnv() map[string]string {
 		"HOOKLINE_RETRY_SCHEDULE":      "0s,1s",
 		"HOOKLINE_RETRY_JITTER":        "0",
 		"HOOKLINE_DELIVER_WORKERS":     "16",
-		"HOOKLINE_SHUTDOWN_TIMEOUT":    "5s",
+		"HOOKLINE_SHUTDOWN_TIMEOUT":    "10s", // at least the HTTP timeout (up to 5s here) + 5s
 		"HOOKLINE_LOG_LEVEL":           "error",
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sort"
 	"sync"
 	"time"
 
@@ -19,15 +20,33 @@ import (
 // deliver stage dead-letters a task past HOOKLINE_MAX_REDELIVERIES).
 const PanicNakDelay = 5 * time.Second
 
+// ReleaseDelay is how long a message that was still buffered when the pool
+// stopped (never handed to its handler) waits before it is redelivered, to
+// another replica or to this one restarted.
+const ReleaseDelay = time.Second
+
 // Handler handles one message and settles it (ack, nak, term). Its context
 // is not cancelled at shutdown: an attempt in flight finishes, bounded by
 // the handler's own timeouts.
 type Handler func(ctx context.Context, msg jetstream.Msg)
 
 // Run calls handle with workers goroutines until ctx ends, then drains the
-// iterator (no more pulls; messages already buffered are still handled)
-// and returns when every worker is done. It returns an error when the
-// iterator closes by itself (consumer deleted, connection closed).
+// iterator (no more pulls) and returns when every worker is done. It
+// returns an error when the iterator closes by itself (consumer deleted,
+// connection closed).
+//
+// Buffered messages. The iterator pulls up to its PullMaxMessages ahead of
+// the workers, and a buffered message's AckWait runs while it waits for a
+// worker — up to the time the worker ahead of it holds its own message (an
+// HTTP attempt). So each message gets an InProgress the moment a worker
+// takes it: its handler starts with a whole AckWait, whatever it waited.
+// AckWait must still exceed that wait (deliverer: HOOKLINE_ACK_WAIT ≥
+// HOOKLINE_HTTP_TIMEOUT + 5s).
+//
+// Stopping. Once ctx ends no new message is handled: those still buffered
+// are nak'ed (ReleaseDelay) without being handed to the handler, so a stop
+// waits only for the messages already in hand, never for a second round
+// of attempts.
 //
 // A handler that panics does not take the process down with the work of
 // every other worker: the panic is logged with its stack and the message
@@ -57,7 +76,18 @@ func Run(ctx context.Context, it jetstream.MessagesContext, workers int, handle 
 					// the next Next says so.
 					continue
 				}
-				safely(hctx, msg, handle, log)
+				if ctx.Err() != nil {
+					// Buffered, never started: handed back, not attempted
+					// after the stop.
+					if err := msg.NakWithDelay(ReleaseDelay); err != nil {
+						log.Warn("release buffered message at stop", zap.String("subject", msg.Subject()), zap.Error(err))
+					}
+					continue
+				}
+				// The AckWait of a message that waited in the buffer is
+				// restarted before its handler runs (see above).
+				_ = msg.InProgress()
+				safely(hctx, held.track(msg), handle, log)
 			}
 		})
 	}
@@ -66,7 +96,7 @@ func Run(ctx context.Context, it jetstream.MessagesContext, workers int, handle 
 	return runErr
 }
 
-func safely(ctx context.Context, msg jetstream.Msg, handle Handler, log *zap.Logger) {
+func safely(ctx context.Context, msg *heldMsg, handle Handler, log *zap.Logger) {
 	defer func() {
 		if r := recover(); r != nil {
 			log.Error("message handler panicked; message nak'ed", zap.String("subject", msg.Subject()),
@@ -75,4 +105,81 @@ func safely(ctx context.Context, msg jetstream.Msg, handle Handler, log *zap.Log
 		}
 	}()
 	handle(ctx, msg)
+}
+
+// Unsettled describes a message a handler took and has not settled yet
+// (acked, nak'ed or terminated): an attempt in hand, or a task waiting in
+// a line.
+type Unsettled struct {
+	Subject string
+	// Seq is its stream sequence; Since when a worker took it.
+	Seq   uint64
+	Since time.Time
+}
+
+// Held lists every message of this process's pools taken and not yet
+// settled, oldest first. A process that exits now abandons exactly these:
+// JetStream redelivers each after AckWait, and one whose attempt had
+// already been POSTed is delivered twice.
+func Held() []Unsettled { return held.list() }
+
+var held = &registry{msgs: map[*heldMsg]struct{}{}}
+
+type registry struct {
+	mu   sync.Mutex
+	msgs map[*heldMsg]struct{}
+}
+
+func (r *registry) track(msg jetstream.Msg) *heldMsg {
+	h := &heldMsg{Msg: msg, r: r, since: time.Now()}
+	if md, err := msg.Metadata(); err == nil {
+		h.seq = md.Sequence.Stream
+	}
+	r.mu.Lock()
+	r.msgs[h] = struct{}{}
+	r.mu.Unlock()
+	return h
+}
+
+func (r *registry) list() []Unsettled {
+	r.mu.Lock()
+	out := make([]Unsettled, 0, len(r.msgs))
+	for h := range r.msgs {
+		out = append(out, Unsettled{Subject: h.Subject(), Seq: h.seq, Since: h.since})
+	}
+	r.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].Since.Before(out[j].Since) })
+	return out
+}
+
+// heldMsg is a message in a handler's hands: it leaves the registry when
+// it is settled (whether the settling call succeeded or not: either way
+// the handler is done with it).
+type heldMsg struct {
+	jetstream.Msg
+	r     *registry
+	seq   uint64
+	since time.Time
+}
+
+func (h *heldMsg) settled() {
+	h.r.mu.Lock()
+	delete(h.r.msgs, h)
+	h.r.mu.Unlock()
+}
+
+func (h *heldMsg) Ack() error { defer h.settled(); return h.Msg.Ack() }
+func (h *heldMsg) DoubleAck(ctx context.Context) error {
+	defer h.settled()
+	return h.Msg.DoubleAck(ctx)
+}
+func (h *heldMsg) Nak() error { defer h.settled(); return h.Msg.Nak() }
+func (h *heldMsg) NakWithDelay(d time.Duration) error {
+	defer h.settled()
+	return h.Msg.NakWithDelay(d)
+}
+func (h *heldMsg) Term() error { defer h.settled(); return h.Msg.Term() }
+func (h *heldMsg) TermWithReason(reason string) error {
+	defer h.settled()
+	return h.Msg.TermWithReason(reason)
 }

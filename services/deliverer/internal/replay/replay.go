@@ -52,6 +52,9 @@ func (s *Server) logged(res replay.Response, err error) {
 		s.log.Warn("dead letter not replayed", zap.Uint64("dead_letter_seq", res.Seq), zap.Error(err))
 		return
 	}
+	if res.Warning != "" {
+		s.log.Warn("dead letter replayed, not marked", zap.Uint64("dead_letter_seq", res.Seq), zap.String("warning", res.Warning))
+	}
 	s.log.Info("dead letter replayed", zap.Uint64("dead_letter_seq", res.Seq), zap.String("outcome", res.Outcome),
 		zap.String("subject", res.Subject), zap.Uint64("task_seq", res.TaskSeq), zap.Bool("duplicate", res.Duplicate))
 }

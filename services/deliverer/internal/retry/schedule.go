@@ -26,14 +26,23 @@ import (
 // window the publish is deduplicated (even when the first schedule already
 // fired), after it the second schedule replaces the first if it has not
 // fired yet.
+//
+// Time: a schedule fires at an absolute time the server's clock is compared
+// with, so it is computed from the server's time (Clock), not this
+// deliverer's: a skewed deliverer clock would compress or stretch every
+// retry it schedules.
 type Scheduler struct {
 	js      jetstream.JetStream
 	publish func(ctx context.Context, m *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error)
+	// Clock is the server's time (NewScheduler: a ServerClock on js).
+	Clock interface {
+		Now(ctx context.Context) time.Time
+	}
 }
 
-// NewScheduler publishes schedules with js.
+// NewScheduler publishes schedules with js, timed by the server's clock.
 func NewScheduler(js jetstream.JetStream) *Scheduler {
-	return &Scheduler{js: js, publish: js.PublishMsg}
+	return &Scheduler{js: js, publish: js.PublishMsg, Clock: NewServerClock(js)}
 }
 
 // Copy is a task copy to schedule.
@@ -61,7 +70,7 @@ func (s *Scheduler) Schedule(ctx context.Context, c Copy) error {
 	subject := stream.RetrySubject(c.SubscriptionID, c.Seq)
 	m := &nats.Msg{Subject: subject, Header: c.Header, Data: c.Body}
 	_, err := s.publish(ctx, m,
-		jetstream.WithScheduleAt(FireAt(time.Now(), c.Delay)),
+		jetstream.WithScheduleAt(FireAt(s.Clock.Now(ctx), c.Delay)),
 		jetstream.WithScheduleTarget(stream.DeliverySubject(c.Tenant, c.SubscriptionID)),
 		jetstream.WithMsgID(subject),
 		jetstream.WithExpectStream(stream.Deliveries),

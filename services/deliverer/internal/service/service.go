@@ -23,6 +23,7 @@ import (
 	"github.com/hookline/hookline/services/deliverer/internal/health"
 	"github.com/hookline/hookline/services/deliverer/internal/metrics"
 	"github.com/hookline/hookline/services/deliverer/internal/ordering"
+	"github.com/hookline/hookline/services/deliverer/internal/pool"
 	"github.com/hookline/hookline/services/deliverer/internal/replay"
 	"github.com/hookline/hookline/services/deliverer/internal/retry"
 	"github.com/hookline/hookline/services/deliverer/internal/sender"
@@ -267,7 +268,19 @@ func (s *Service) Run(ctx context.Context) error {
 	select {
 	case <-stagesDone:
 	case <-deadline.C:
-		s.log.Warn("shutdown timeout: abandoning work in flight (JetStream redelivers it)")
+		// Exactly what is abandoned: the tasks and events taken and not
+		// settled. JetStream redelivers each after AckWait; a task whose
+		// attempt had already been POSTed is then delivered twice.
+		abandoned := pool.Held()
+		fields := []zap.Field{zap.Int("unsettled", len(abandoned))}
+		for i, h := range abandoned {
+			if i == 20 {
+				break
+			}
+			fields = append(fields, zap.String(fmt.Sprintf("unsettled_%d", i), fmt.Sprintf("%s seq %d held %s", h.Subject, h.Seq, time.Since(h.Since).Round(time.Millisecond))))
+		}
+		s.log.Warn("shutdown timeout: abandoning the messages in hand unsettled; JetStream redelivers them after AckWait, "+
+			"and a task whose attempt was already POSTed is delivered again", fields...)
 	}
 	if c, ok := s.admit.(interface{ Close() }); ok {
 		c.Close() // slots and probes given back without waiting
