@@ -35,18 +35,21 @@ type keyLine struct {
 	moved time.Time
 	// polled is when the line was last checked.
 	polled time.Time
-	// pace is the moving average of the time between two heads of the
-	// key finishing here (0 until measured).
-	pace     time.Duration
-	finished time.Time
+	// pace is the moving average of the time a head of the key takes here,
+	// from its check to its settling (0 until measured): idle time between
+	// heads (a deferred task not back yet) is not in it.
+	pace    time.Duration
+	started time.Time
 	// ahead is how many tasks the last check found before the first one
 	// (-1 before a check).
 	ahead int64
 }
 
 // defaultKeyPace is the time a key's head is assumed to take before one
-// was measured, to spread the deferrals of tasks far back in a line.
-const defaultKeyPace = 20 * time.Millisecond
+// was measured: optimistic (a fast endpoint), so that a burst to one key
+// waits here rather than being deferred by a guess; the measured pace
+// (after two heads) shrinks what the key may hold if its endpoint is slow.
+const defaultKeyPace = 2 * time.Millisecond
 
 func newKeyLines() *keyLines {
 	return &keyLines{byKey: map[ordering.Key]*keyLine{}, bySub: map[string]int{}, heads: map[ordering.Key]int{}}
@@ -179,9 +182,12 @@ func (k *keyLines) HeadStarted(key ordering.Key, now time.Time) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	k.heads[key]++
-	if l := k.byKey[key]; l != nil {
-		l.moved = now
+	l := k.byKey[key]
+	if l == nil {
+		l = &keyLine{ahead: -1}
+		k.byKey[key] = l
 	}
+	l.moved, l.started = now, now
 }
 
 // HeadEnded notes that key's head in hand here was settled (finished, or
@@ -197,16 +203,13 @@ func (k *keyLines) HeadEnded(key ordering.Key, finished bool, now time.Time) boo
 		return false
 	}
 	l.moved = now
-	if finished {
-		if !l.finished.IsZero() {
-			gap := now.Sub(l.finished)
-			if l.pace == 0 {
-				l.pace = gap
-			} else {
-				l.pace = (l.pace*7 + gap) / 8
-			}
+	if finished && !l.started.IsZero() {
+		// The assumed pace is the average's starting point: one slow first
+		// head (a new connection) does not make a burst look slow.
+		if l.pace == 0 {
+			l.pace = defaultKeyPace
 		}
-		l.finished = now
+		l.pace = (l.pace*7 + now.Sub(l.started)) / 8
 	}
 	if len(l.q) == 0 {
 		k.dropIfEmpty(key, l)

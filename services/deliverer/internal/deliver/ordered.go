@@ -89,10 +89,12 @@ func (d *Deliverer) orderState(ctx context.Context, j *job, st ordering.State, a
 // defers it: when its head comes back only after a scheduled retry, or the
 // process has no room.
 //
-// What one key holds here is what it is expected to serve within MaxWait
-// at its measured pace (at least 8 tasks, at most LineMax): a key with
-// thousands of events waiting must not hold the consumer's MaxAckPending
-// from every other subscription.
+// One key holds at most half of LineMax here (the rest of a long key is
+// deferred by its place in line at the key's pace): a key with many
+// thousands of events waiting must not take the consumer's MaxAckPending
+// from every other subscription. Not less: a key's pace is only known
+// once it ran, and a tail deferred on a guess leaves the key idle until
+// it comes back.
 func (d *Deliverer) orderWait(ctx context.Context, j *job, st ordering.State) {
 	key := j.orderingKey()
 	pace := d.keys.Pace(key)
@@ -101,7 +103,7 @@ func (d *Deliverer) orderWait(ctx context.Context, j *job, st ordering.State) {
 		d.deferJob(ctx, j, ReasonOrdered, until+spread)
 		return
 	}
-	room := min(max(int(d.o.MaxWait/pace), 8), d.o.LineMax)
+	room := max(d.o.LineMax/2, 1)
 	if d.stopping.Load() || st.Ahead >= int64(room) ||
 		!d.keys.Join(j, room, d.o.LineMax, d.o.LinesMax, d.lines.Len(), time.Now()) {
 		d.deferJob(ctx, j, ReasonOrdered, max(spread, time.Second))

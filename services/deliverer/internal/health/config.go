@@ -37,7 +37,7 @@ type Config struct {
 	// attempts in flight) that one tenant's attempts may take: the rest
 	// stays free for the other tenants however slow or busy its
 	// endpoints are. 1 turns the share off.
-	TenantWorkerShare float64 `env:"HOOKLINE_TENANT_WORKER_SHARE" envDefault:"0.5"`
+	TenantWorkerShare float64 `env:"HOOKLINE_TENANT_WORKER_SHARE" envDefault:"0.75"`
 	// TenantMaxInFlight caps one tenant's attempts in flight across every
 	// replica (0: no cap but the worker share).
 	TenantMaxInFlight int `env:"HOOKLINE_TENANT_MAX_IN_FLIGHT" envDefault:"0"`
