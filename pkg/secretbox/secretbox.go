@@ -15,7 +15,9 @@ package secretbox
 import (
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -49,6 +51,9 @@ var (
 type Box struct {
 	current  cipher.AEAD
 	previous []cipher.AEAD
+	// macKeys authenticate records stored where the key never goes
+	// (Redis): derived from each key, the current one first.
+	macKeys [][]byte
 }
 
 // New returns a Box sealing with key and also opening with previous keys.
@@ -58,15 +63,45 @@ func New(key []byte, previous ...[]byte) (*Box, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &Box{current: cur}
+	b := &Box{current: cur, macKeys: [][]byte{macKey(key)}}
 	for i, k := range previous {
 		a, err := newAEAD(k)
 		if err != nil {
 			return nil, fmt.Errorf("previous key #%d: %w", i+1, err)
 		}
 		b.previous = append(b.previous, a)
+		b.macKeys = append(b.macKeys, macKey(k))
 	}
 	return b, nil
+}
+
+// macKey derives the record-authentication key of a sealing key: never
+// the sealing key itself.
+func macKey(key []byte) []byte {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte("hookline record authentication v1"))
+	return m.Sum(nil)
+}
+
+// Sign returns the tag that authenticates data (base64url, 22 characters)
+// under the current key.
+func (b *Box) Sign(data []byte) string { return tag(b.macKeys[0], data) }
+
+// Verify reports whether tag authenticates data under the current key or
+// a previous one.
+func (b *Box) Verify(data []byte, t string) bool {
+	for _, k := range b.macKeys {
+		if hmac.Equal([]byte(tag(k, data)), []byte(t)) {
+			return true
+		}
+	}
+	return false
+}
+
+func tag(key, data []byte) string {
+	m := hmac.New(sha256.New, key)
+	m.Write(data)
+	return base64.RawURLEncoding.EncodeToString(m.Sum(nil)[:16])
 }
 
 func newAEAD(key []byte) (cipher.AEAD, error) {

@@ -218,3 +218,31 @@ func TestNewKey(t *testing.T) {
 		t.Fatalf("NewKey's output is not a valid HOOKLINE_SECRET_KEY: %v", err)
 	}
 }
+
+func TestSignVerifyAcrossRotation(t *testing.T) {
+	t.Parallel()
+	oldKey, newKey := bytes.Repeat([]byte{1}, secretbox.KeySize), bytes.Repeat([]byte{2}, secretbox.KeySize)
+	old, err := secretbox.New(oldKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rotated, err := secretbox.New(newKey, oldKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stranger, err := secretbox.New(bytes.Repeat([]byte{3}, secretbox.KeySize))
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := []byte("acme\x00sub_1\x0042\x00{}")
+	tg := old.Sign(data)
+	if !old.Verify(data, tg) || !rotated.Verify(data, tg) {
+		t.Fatal("a tag of the old key is refused during the rotation")
+	}
+	if stranger.Verify(data, tg) || old.Verify([]byte("acme\x00sub_1\x0043\x00{}"), tg) || old.Verify(data, tg[:21]+"A") {
+		t.Fatal("a tag verified for the wrong key or data")
+	}
+	if rotated.Sign(data) == tg {
+		t.Fatal("the rotated box signs with the old key")
+	}
+}

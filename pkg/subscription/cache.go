@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hookline/hookline/pkg/secretbox"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
@@ -57,6 +58,26 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ' ' .. ARGV[3])
 return 1
 `)
 
+// replaceScript overwrites a field only if it still holds what was read:
+// the repair of a record that cannot be true.
+//
+//	KEYS[1] tenant hash  ARGV[1] id  ARGV[2] value read  ARGV[3] new value
+var replaceScript = redis.NewScript(`
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+  return 1
+end
+return 0
+`)
+
+// authPrefix starts the tag of an authenticated record:
+// "<rev> h1:<tag> <json>" (a tombstone: "<rev> h1:<tag> ").
+const authPrefix = "h1:"
+
+// errUnauthenticated: a record without a valid tag while records are
+// authenticated (written by someone without the key: not Hookline).
+var errUnauthenticated = errors.New("record not authenticated by HOOKLINE_SECRET_KEY")
+
 // Fallback tuning: after a Redis error the Cache answers from the Store for
 // redisBackoff; then one lookup (and only one) probes Redis while the others
 // keep using the Store, so a down Redis never adds its dial and retry time
@@ -74,6 +95,8 @@ type Cache struct {
 	rdb    redis.UniversalClient
 	store  *Store
 	resync chan struct{}
+	// auth authenticates records (nil: records are trusted as read).
+	auth *secretbox.Box
 
 	mu  sync.Mutex
 	log *zap.Logger
@@ -88,6 +111,14 @@ type CacheOption func(*Cache)
 // WithLogger sets the Cache's logger (default: the Syncer's, else none).
 func WithLogger(log *zap.Logger) CacheOption {
 	return func(c *Cache) { c.log = log }
+}
+
+// WithRecordAuth authenticates every record written to Redis with a tag
+// derived from box's key, which Redis never sees: a record forged in Redis
+// (another URL, a huge revision) is read as unknown (the registry answers)
+// and repaired. nil: records are trusted as read.
+func WithRecordAuth(box *secretbox.Box) CacheOption {
+	return func(c *Cache) { c.auth = box }
 }
 
 // NewCache returns a Cache over rdb that falls back to store.
@@ -183,7 +214,7 @@ func (c *Cache) tenantFromRedis(ctx context.Context, tenant string) ([]*hookline
 	}
 	subs := make([]*hooklinev1.Subscription, 0, len(hash.Val()))
 	for id, v := range hash.Val() {
-		_, sub, err := parseEntry(v)
+		_, sub, err := c.parseEntry(tenant, id, v)
 		if err != nil {
 			c.warn("subscription cache entry unreadable; answering from kv", zap.String("subscription_id", id), zap.Error(err))
 			c.requestResync()
@@ -219,7 +250,7 @@ func (c *Cache) Get(ctx context.Context, tenant, id string) (*hooklinev1.Subscri
 		case !ready.Val():
 			c.requestResync()
 		case field.Err() == nil:
-			_, sub, perr := parseEntry(field.Val())
+			_, sub, perr := c.parseEntry(tenant, id, field.Val())
 			if perr == nil {
 				if sub == nil {
 					return nil, ErrNotFound
@@ -248,15 +279,67 @@ func (c *Cache) Apply(ctx context.Context, rev uint64, tenant, id string, sub *h
 		}
 		body = string(b)
 	}
-	err := applyScript.Run(ctx, c.rdb, []string{TenantKey(tenant), ReadyKey}, id, strconv.FormatUint(rev, 10), body, tenant).Err()
+	revStr := strconv.FormatUint(rev, 10)
+	body = c.tagged(tenant, id, revStr, body)
+	written, err := applyScript.Run(ctx, c.rdb, []string{TenantKey(tenant), ReadyKey}, id, revStr, body, tenant).Int()
 	if err != nil {
 		return fmt.Errorf("apply subscription %s to redis: %w", id, err)
+	}
+	if written == 0 {
+		c.repair(ctx, tenant, id, rev, revStr+" "+body)
 	}
 	return nil
 }
 
-// parseEntry splits "<rev> <json>"; sub is nil for a tombstone.
-func parseEntry(v string) (uint64, *hooklinev1.Subscription, error) {
+// repair overwrites a record that kept a write out although it cannot be
+// true: unauthenticated (when records are), unreadable, or of a revision
+// the registry never reached. A record newer than the write and real is
+// left alone (the write came late).
+func (c *Cache) repair(ctx context.Context, tenant, id string, rev uint64, value string) {
+	cur, err := c.rdb.HGet(ctx, TenantKey(tenant), id).Result()
+	if err != nil {
+		return
+	}
+	curRev, _, perr := c.parseEntry(tenant, id, cur)
+	why := ""
+	switch {
+	case perr != nil:
+		why = perr.Error()
+	case curRev > rev:
+		last, err := c.store.LastRevision(ctx)
+		if err != nil || curRev <= last {
+			return
+		}
+		why = fmt.Sprintf("revision %d is beyond the registry's last revision %d", curRev, last)
+	default:
+		return
+	}
+	if err := replaceScript.Run(ctx, c.rdb, []string{TenantKey(tenant)}, id, cur, value).Err(); err != nil {
+		c.redisFailed(err)
+		return
+	}
+	c.warn("subscription cache record could not be true; replaced with the registry's",
+		zap.String("subscription_id", id), zap.String("why", why))
+}
+
+// tagged prefixes a record's body ("" for a tombstone) with its tag when
+// records are authenticated.
+func (c *Cache) tagged(tenant, id, rev, body string) string {
+	if c.auth == nil {
+		return body
+	}
+	return authPrefix + c.auth.Sign(recordData(tenant, id, rev, body)) + " " + body
+}
+
+// recordData is what a record's tag authenticates: the record and where
+// it is filed (a record copied under another id or tenant fails).
+func recordData(tenant, id, rev, body string) []byte {
+	return []byte(tenant + "\x00" + id + "\x00" + rev + "\x00" + body)
+}
+
+// parseEntry reads "<rev> [h1:<tag> ]<json>" filed under tenant and id;
+// sub is nil for a tombstone.
+func (c *Cache) parseEntry(tenant, id, v string) (uint64, *hooklinev1.Subscription, error) {
 	revStr, body, ok := strings.Cut(v, " ")
 	if !ok {
 		return 0, nil, errors.New("no revision")
@@ -264,6 +347,14 @@ func parseEntry(v string) (uint64, *hooklinev1.Subscription, error) {
 	rev, err := strconv.ParseUint(revStr, 10, 64)
 	if err != nil {
 		return 0, nil, errors.New("bad revision")
+	}
+	if t, rest, ok := strings.Cut(body, " "); ok && strings.HasPrefix(t, authPrefix) {
+		if c.auth != nil && !c.auth.Verify(recordData(tenant, id, revStr, rest), t[len(authPrefix):]) {
+			return 0, nil, errUnauthenticated
+		}
+		body = rest
+	} else if c.auth != nil {
+		return 0, nil, errUnauthenticated
 	}
 	if body == "" {
 		return rev, nil, nil

@@ -3,12 +3,14 @@ package subscription_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/hookline/hookline/pkg/secretbox"
 	"github.com/hookline/hookline/pkg/subscription"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
 	"github.com/redis/go-redis/v9"
@@ -116,10 +118,31 @@ func TestCacheWriteThroughIsImmediate(t *testing.T) {
 	}
 }
 
+// advanceRegistry writes records until the registry's last revision is
+// at least rev: the revisions a test applies must be ones the registry
+// could have (the cache repairs a record beyond it).
+func (e *env) advanceRegistry(t *testing.T, rev uint64) {
+	t.Helper()
+	ctx := context.Background()
+	for i := 0; ; i++ {
+		last, err := e.store.LastRevision(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if last >= rev {
+			return
+		}
+		if _, err := e.store.Create(ctx, newSub("filler", fmt.Sprintf("sub_fill_%d", i), "x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 func TestCacheRevisionGuard(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	ctx := context.Background()
+	e.advanceRegistry(t, 100)
 	newer := newSub("acme", "sub_g", "new.type")
 	older := newSub("acme", "sub_g", "old.type")
 	if err := e.cache.Apply(ctx, 10, "acme", "sub_g", newer); err != nil {
@@ -295,5 +318,102 @@ func TestSyncerPrunesTombstones(t *testing.T) {
 	}
 	if _, err := e.cache.Get(ctx, "acme", "sub_gone"); !errors.Is(err, subscription.ErrNotFound) {
 		t.Fatalf("Get of a pruned subscription: %v, want ErrNotFound", err)
+	}
+}
+
+// A record planted in Redis with a revision the registry never reached (a
+// hijack that a later write could not repair: the revision guard kept it)
+// is replaced by the next real write.
+func TestCacheRepairsAnImpossibleRevision(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	real := newSub("acme", "sub_h", "order.*")
+	rev, err := e.store.Create(ctx, real)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := newSub("acme", "sub_h", "order.*")
+	forged.Url = "https://attacker.example/"
+	b, err := subscription.Marshal(forged)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.rdb.HSet(ctx, subscription.TenantKey("acme"), "sub_h", "999999999 "+string(b)).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.cache.Apply(ctx, rev, "acme", "sub_h", real); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.rdb.HSet(ctx, subscription.ReadyKey, subscription.ReadyAll, "x").Err(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := e.cache.Get(ctx, "acme", "sub_h")
+	if err != nil || got.GetUrl() != real.GetUrl() {
+		t.Fatalf("after the real write: %v (url %q), want the registry's url", err, got.GetUrl())
+	}
+}
+
+// With record authentication, a record written by anyone without the key
+// is never believed: the registry answers, and the next write repairs it.
+func TestCacheRecordAuthentication(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	key, err := secretbox.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	box, err := secretbox.Config{Key: key}.Box()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cache := subscription.NewCache(e.rdb, e.store, subscription.WithRecordAuth(box))
+	real := newSub("acme", "sub_a", "order.*")
+	rev, err := e.store.Create(ctx, real)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cache.Apply(ctx, rev, "acme", "sub_a", real); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.rdb.HSet(ctx, subscription.ReadyKey, subscription.ReadyAll, "x").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := cache.Get(ctx, "acme", "sub_a"); err != nil || got.GetUrl() != real.GetUrl() {
+		t.Fatalf("authenticated record: %v %v", got, err)
+	}
+	// Forged in Redis: another URL, the same revision, no or a copied tag.
+	forged := newSub("acme", "sub_a", "order.*")
+	forged.Url = "https://attacker.example/"
+	b, err := subscription.Marshal(forged)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur := e.rdb.HGet(ctx, subscription.TenantKey("acme"), "sub_a").Val()
+	tag := strings.Fields(cur)[1]
+	for _, v := range []string{fmt.Sprintf("%d %s", rev, b), fmt.Sprintf("%d %s %s", rev, tag, b)} {
+		if err := e.rdb.HSet(ctx, subscription.TenantKey("acme"), "sub_a", v).Err(); err != nil {
+			t.Fatal(err)
+		}
+		got, err := cache.Get(ctx, "acme", "sub_a")
+		if err != nil || got.GetUrl() != real.GetUrl() {
+			t.Fatalf("forged record %.40q believed: url %q err %v", v, got.GetUrl(), err)
+		}
+		subs, err := cache.ForEvent(ctx, "acme", "order.created")
+		if err != nil || len(subs) != 1 || subs[0].GetUrl() != real.GetUrl() {
+			t.Fatalf("forged record %.40q matched: %v %v", v, subs, err)
+		}
+	}
+	// The next real write replaces it, whatever revision it claimed.
+	if err := e.rdb.HSet(ctx, subscription.TenantKey("acme"), "sub_a", fmt.Sprintf("999999999 %s", b)).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := cache.Apply(ctx, rev, "acme", "sub_a", real); err != nil {
+		t.Fatal(err)
+	}
+	v := e.rdb.HGet(ctx, subscription.TenantKey("acme"), "sub_a").Val()
+	if !strings.HasPrefix(v, fmt.Sprintf("%d h1:", rev)) {
+		t.Fatalf("record after the real write: %.60q", v)
 	}
 }

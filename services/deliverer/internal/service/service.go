@@ -96,7 +96,11 @@ func New(ctx context.Context, cfg config.Config, d Deps) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	cache := subscription.NewCache(d.Redis, store, subscription.WithLogger(d.Log.Named("subscriptions")))
+	box, err := cfg.Secrets.Box()
+	if err != nil {
+		return nil, err
+	}
+	cache := subscription.NewCache(d.Redis, store, subscription.WithLogger(d.Log.Named("subscriptions")), subscription.WithRecordAuth(box))
 	kv, err := js.KeyValue(ctx, stream.SubscriptionsBucket)
 	if err != nil {
 		return nil, fmt.Errorf("bind kv bucket %s: %w", stream.SubscriptionsBucket, err)

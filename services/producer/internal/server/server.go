@@ -170,7 +170,9 @@ func (s *Server) prepareAndSync(ctx context.Context) {
 		case <-time.After(backoff):
 		}
 	}
-	cache := subscription.NewCache(s.rdb, store, subscription.WithLogger(s.log))
+	// Validated at start-up: an error here cannot happen.
+	box, _ := s.cfg.Security.Secrets.Box()
+	cache := subscription.NewCache(s.rdb, store, subscription.WithLogger(s.log), subscription.WithRecordAuth(box))
 	s.registry.Attach(store, cache)
 	s.ready.Store(true)
 	s.log.Info("producer ready")
