@@ -8,7 +8,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/hookline/hookline/cmd/hookctl/internal/scan"
+	"github.com/hookline/hookline/pkg/scan"
 	"github.com/hookline/hookline/pkg/stream"
 )
 

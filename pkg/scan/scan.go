@@ -1,6 +1,6 @@
 // Package scan reads a range of a JetStream stream once, in sequence order,
-// through a short-lived ephemeral consumer: the read-only access hookctl
-// needs for listing dead letters and attempts.
+// through a short-lived ephemeral consumer: the read-only access hookctl and
+// the producer's API need for listing dead letters, attempts and events.
 package scan
 
 import (
