@@ -56,9 +56,6 @@ func Page(ctx context.Context, js jetstream.JetStream, f Filter, desc bool, curs
 	}
 	subjects := []string{subject(f.Tenant, f.Subscription)}
 	lo, hi, err := deadletter.Bounds(ctx, s, subjects, f.Since, f.Until)
-	if errors.Is(err, deadletter.ErrEmptyRange) {
-		return scan.PageResult[Record]{}, nil
-	}
 	if err != nil {
 		return scan.PageResult[Record]{}, err
 	}

@@ -161,37 +161,21 @@ func reverse(es []Entry) {
 
 // Slack between a record's own time and when its stream stored it: a
 // dead letter or an attempt batch is stored a little after the time its
-// headers or records carry.
+// headers or records carry, never before (clock skew aside).
 const storeSlack = time.Minute
 
-// Bounds returns the sequences of s worth reading for records timed in
-// [since, until) (zero: unbounded): lo and hi inclusive, 0 for the
-// stream's first and last.
+// Bounds returns the sequences of s worth reading for records timed at or
+// after since (zero: unbounded): lo, inclusive, 0 for the stream's first.
+// until does not bound the read (a record stored late, after a NATS
+// outage, still counts at its own time): records are filtered on it.
 func Bounds(ctx context.Context, s jetstream.Stream, subjects []string, since, until time.Time) (lo, hi uint64, err error) {
 	if !since.IsZero() {
 		if lo, err = scan.SeqAtTime(ctx, s, subjects, since.Add(-storeSlack)); err != nil {
 			return 0, 0, err
 		}
 	}
-	if !until.IsZero() {
-		next, err := scan.SeqAtTime(ctx, s, subjects, until.Add(storeSlack))
-		if err != nil {
-			return 0, 0, err
-		}
-		if next <= 1 {
-			return 0, 0, ErrEmptyRange
-		}
-		hi = next - 1
-	}
-	if hi > 0 && lo > hi {
-		return 0, 0, ErrEmptyRange
-	}
-	return lo, hi, nil
+	return lo, 0, nil
 }
-
-// ErrEmptyRange is returned by Bounds when no record can be in the range:
-// a page of it is empty.
-var ErrEmptyRange = errors.New("empty range")
 
 // Page returns one page of the entries matching sel's filters (not Seqs,
 // not Limit: limit is the page size), without bodies, newest first when
@@ -200,9 +184,6 @@ var ErrEmptyRange = errors.New("empty range")
 func (st *Store) Page(ctx context.Context, sel Selection, desc bool, cursor *scan.Pos, limit int) (scan.PageResult[Entry], error) {
 	subjects := []string{sel.Subject()}
 	lo, hi, err := Bounds(ctx, st.s, subjects, sel.Since, sel.Until)
-	if errors.Is(err, ErrEmptyRange) {
-		return scan.PageResult[Entry]{}, nil
-	}
 	if err != nil {
 		return scan.PageResult[Entry]{}, err
 	}

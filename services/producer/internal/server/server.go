@@ -15,6 +15,7 @@ import (
 
 	"github.com/hookline/hookline/pkg/stream"
 	"github.com/hookline/hookline/pkg/subscription"
+	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
 	"github.com/hookline/hookline/services/producer/internal/api"
 	"github.com/hookline/hookline/services/producer/internal/config"
 	"github.com/hookline/hookline/services/producer/internal/metrics"
@@ -51,6 +52,7 @@ type Server struct {
 	metrics  *metrics.Metrics
 
 	ready atomic.Bool // topology ensured and registry bound
+	cache atomic.Pointer[subscription.Cache]
 	ln    net.Listener
 }
 
@@ -72,7 +74,12 @@ func New(cfg config.Config, nc *nats.Conn, rdb redis.UniversalClient, log *zap.L
 	s := &Server{cfg: cfg, nc: nc, rdb: rdb, log: log, metrics: m,
 		registry: registry.New(cfg.SecretOverlap, log)}
 	s.registry.LimitPerTenant(cfg.MaxSubscriptionsPerTenant)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, err
+	}
 	d := api.Deps{
+		JS: js, Matching: s.matching,
 		Publisher: pub, Registry: s.registry, Metrics: m, Log: log, Ready: s.Ready,
 		MaxEventBytes: cfg.MaxEventBytes, MaxBatchBytes: cfg.MaxBatchBytes, MaxBatch: cfg.MaxBatch,
 		MaxInFlight: cfg.MaxInFlightLimit, MaxRate: cfg.MaxRateLimit,
@@ -172,6 +179,7 @@ func (s *Server) prepareAndSync(ctx context.Context) {
 	}
 	cache := subscription.NewCache(s.rdb, store, subscription.WithLogger(s.log))
 	s.registry.Attach(store, cache)
+	s.cache.Store(cache)
 	s.ready.Store(true)
 	s.log.Info("producer ready")
 	// Run returns nil on ctx cancel and never on a transient failure.
@@ -192,4 +200,14 @@ func (s *Server) ensure(ctx context.Context, js jetstream.JetStream) (*subscript
 		return nil, err
 	}
 	return subscription.NewStore(ctx, js)
+}
+
+// matching lists the subscriptions an event of tenant and type matches now
+// (GET /v1/events/{id}).
+func (s *Server) matching(ctx context.Context, tenant, eventType string) ([]*hooklinev1.Subscription, error) {
+	c := s.cache.Load()
+	if c == nil {
+		return nil, errors.New("the subscription registry is not bound yet")
+	}
+	return c.ForEvent(ctx, tenant, eventType)
 }
