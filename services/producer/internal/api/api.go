@@ -140,7 +140,9 @@ func New(d Deps) *API {
 	root.Handle("/v1/", v1h)
 	a.route(root, "GET /livez", livez)
 	a.route(root, "GET /readyz", a.readyz)
+	a.route(root, "GET /openapi.json", serveOpenAPI)
 	root.Handle("GET /metrics", a.routed("GET /metrics", d.Metrics.Handler()))
+	a.allow["/metrics"] = append(a.allow["/metrics"], http.MethodGet)
 	a.route(root, "/", notFound)
 	a.handler = a.recoverPanics(a.observe(root))
 	return a
@@ -177,4 +179,16 @@ func (a *API) onlyGET(path string, h http.HandlerFunc) http.HandlerFunc {
 		}
 		h(w, r)
 	}
+}
+
+// Routes lists every "METHOD /path" the API serves (the OpenAPI document
+// must cover exactly these).
+func (a *API) Routes() []string {
+	var out []string
+	for path, methods := range a.allow {
+		for _, m := range methods {
+			out = append(out, m+" "+path)
+		}
+	}
+	return out
 }
