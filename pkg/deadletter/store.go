@@ -224,3 +224,12 @@ func (st *Store) Count(ctx context.Context, sel Selection, n int) (count int, sa
 func (st *Store) Each(ctx context.Context, sel Selection, from uint64, visit func(Entry) error) error {
 	return st.eachFrom(ctx, sel, from, visit)
 }
+
+// LastSeq is the stream's last sequence (0 when it never held anything).
+func (st *Store) LastSeq(ctx context.Context) (uint64, error) {
+	info, err := st.s.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("read stream %s: %w", stream.DeadLetter, err)
+	}
+	return info.State.LastSeq, nil
+}

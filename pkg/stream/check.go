@@ -56,11 +56,13 @@ func check(ctx context.Context, js jetstream.JetStream, c Config, consumers bool
 		}
 		problems = append(problems, p...)
 	}
-	p, err := checkKV(ctx, js, KVConfig(c))
-	if err != nil {
-		return err
+	for _, kc := range []jetstream.KeyValueConfig{KVConfig(c), ReplayJobsKVConfig(c)} {
+		p, err := checkKV(ctx, js, kc)
+		if err != nil {
+			return err
+		}
+		problems = append(problems, p...)
 	}
-	problems = append(problems, p...)
 	if consumers {
 		ccs := ConsumerConfigs(c)
 		for _, name := range []string{Events, Deliveries} {
@@ -117,6 +119,9 @@ func checkKV(ctx context.Context, js jetstream.JetStream, want jetstream.KeyValu
 	d.check("history", got.MaxMsgsPerSubject, int64(want.History))
 	d.check("storage", got.Storage, want.Storage)
 	d.check("replicas", got.Replicas, want.Replicas)
+	if want.TTL > 0 {
+		d.check("ttl", got.MaxAge, want.TTL)
+	}
 	return d.problems, nil
 }
 

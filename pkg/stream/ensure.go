@@ -182,6 +182,24 @@ func KVConfig(c Config) jetstream.KeyValueConfig {
 	}
 }
 
+// ReplayJobsKVConfig is the replay jobs bucket: the latest state of each
+// job, kept ReplayJobsTTL after its last change.
+func ReplayJobsKVConfig(c Config) jetstream.KeyValueConfig {
+	c = c.withDefaults()
+	storage := jetstream.FileStorage
+	if c.MemoryStorage {
+		storage = jetstream.MemoryStorage
+	}
+	return jetstream.KeyValueConfig{
+		Bucket:      ReplayJobsBucket,
+		Description: "Hookline replay jobs (delivery API)",
+		History:     1,
+		TTL:         ReplayJobsTTL,
+		Storage:     storage,
+		Replicas:    c.Replicas,
+	}
+}
+
 // Ensure creates or updates every stream, consumer and the KV bucket. It is
 // idempotent and safe to run from every replica at start-up.
 func Ensure(ctx context.Context, js jetstream.JetStream, c Config) error {
@@ -212,8 +230,10 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, c Config) error 
 			return fmt.Errorf("ensure stream %s: %w", sc.Name, err)
 		}
 	}
-	if _, err := js.CreateOrUpdateKeyValue(ctx, KVConfig(c)); err != nil {
-		return fmt.Errorf("ensure kv bucket %s: %w", SubscriptionsBucket, err)
+	for _, kc := range []jetstream.KeyValueConfig{KVConfig(c), ReplayJobsKVConfig(c)} {
+		if _, err := js.CreateOrUpdateKeyValue(ctx, kc); err != nil {
+			return fmt.Errorf("ensure kv bucket %s: %w", kc.Bucket, err)
+		}
 	}
 	return nil
 }

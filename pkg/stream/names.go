@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"fmt"
 	"strings"
+	"time"
 )
 
 // Streams.
@@ -50,6 +51,14 @@ const (
 // SubscriptionsBucket is the KV bucket holding the subscription registry
 // (the truth). Keys are <tenant>.<subscription id>.
 const SubscriptionsBucket = "hookline_subscriptions"
+
+// ReplayJobsBucket is the KV bucket holding the delivery API's replay jobs
+// (POST /v1/replays): any producer replica serves a job's state and
+// resumes a job whose runner stopped. Keys are job ids.
+const ReplayJobsBucket = "hookline_replay_jobs"
+
+// ReplayJobsTTL is how long a job's record outlives its last change.
+const ReplayJobsTTL = 7 * 24 * time.Hour
 
 // EventSubject is the subject an event of tenant and type is published to.
 func EventSubject(tenant, eventType string) string {

@@ -72,6 +72,8 @@ type Deps struct {
 	// events); Matching lists the subscriptions an event matches.
 	JS       jetstream.JetStream
 	Matching Matching
+	// Replays runs replay jobs (nil: the routes answer 503).
+	Replays Replays
 }
 
 // API serves the producer's HTTP endpoints.
@@ -90,6 +92,7 @@ type API struct {
 
 	jetstream jetstream.JetStream
 	matching  Matching
+	replays   Replays
 
 	handler   http.Handler
 	allow     map[string][]string // path → methods routed, for 405 answers
@@ -103,7 +106,7 @@ func New(d Deps) *API {
 		maxEventBytes: d.MaxEventBytes, maxBatchBytes: d.MaxBatchBytes, maxBatch: d.MaxBatch,
 		maxInFlight: d.MaxInFlight, maxRate: d.MaxRate,
 		allow: map[string][]string{}, urlPolicy: d.URLPolicy,
-		jetstream: d.JS, matching: d.Matching,
+		jetstream: d.JS, matching: d.Matching, replays: d.Replays,
 	}
 	if a.maxInFlight == 0 {
 		a.maxInFlight = 256
@@ -130,6 +133,9 @@ func New(d Deps) *API {
 	a.route(v1, "GET /v1/dead-letters", a.listDeadLetters)
 	a.route(v1, "GET /v1/dead-letters/{seq}", a.getDeadLetter)
 	a.route(v1, "DELETE /v1/dead-letters/{seq}", a.deleteDeadLetter)
+	a.route(v1, "POST /v1/replays", a.createReplay)
+	a.route(v1, "GET /v1/replays/{id}", a.getReplay)
+	a.route(v1, "DELETE /v1/replays/{id}", a.cancelReplay)
 	a.route(v1, "/", notFound)
 
 	root := http.NewServeMux()

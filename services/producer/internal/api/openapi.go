@@ -9,6 +9,7 @@ import (
 
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
 	"github.com/hookline/hookline/services/producer/internal/publish"
+	"github.com/hookline/hookline/services/producer/internal/replayjob"
 )
 
 // The OpenAPI 3.1 document of the API, served at GET /openapi.json. Its
@@ -36,6 +37,8 @@ type endpoint struct {
 	response any
 	// text: the success answer is text/plain.
 	text bool
+	// alt are other success answers (status → type).
+	alt map[int]any
 }
 
 func str(doc string) map[string]any { return map[string]any{"type": "string", "description": doc} }
@@ -92,6 +95,10 @@ var endpoints = []endpoint{
 			q("reason", "dead-letter reasons, comma-separated"), statusParam}, timeParams, listParams), status: 200, response: DeadLetterPage{}},
 	{method: "GET", path: "/v1/dead-letters/{seq}", summary: "A dead letter with its data", scope: "admin", params: []param{path("seq", "DEADLETTER sequence")}, status: 200, response: DeadLetter{}},
 	{method: "DELETE", path: "/v1/dead-letters/{seq}", summary: "Purge a dead letter", scope: "admin", params: []param{path("seq", "DEADLETTER sequence")}, status: 204},
+	{method: "POST", path: "/v1/replays", summary: "Start a replay job over dead letters (dry_run: count and sample only; answers 200 then)", scope: "admin",
+		body: createReplay{}, status: 202, response: ReplayJob{}, alt: map[int]any{200: ReplayDryRun{}}},
+	{method: "GET", path: "/v1/replays/{id}", summary: "A replay job's state and progress", scope: "admin", params: []param{path("id", "job id")}, status: 200, response: ReplayJob{}},
+	{method: "DELETE", path: "/v1/replays/{id}", summary: "Cancel a running replay job (it stops before its next entry)", scope: "admin", params: []param{path("id", "job id")}, status: 200, response: ReplayJob{}},
 	{method: "GET", path: "/livez", summary: "Liveness", status: 200, text: true},
 	{method: "GET", path: "/readyz", summary: "Readiness: NATS connected, topology checked, registry bound (503 otherwise)", status: 200, text: true},
 	{method: "GET", path: "/metrics", summary: "Prometheus metrics", status: 200, text: true},
@@ -133,6 +140,8 @@ func buildOpenAPI(eps []endpoint) map[string]any {
 			reflect.TypeFor[updateRequest]():    "UpdateSubscriptionRequest",
 			reflect.TypeFor[testResponse]():     "TestSubscriptionResponse",
 			reflect.TypeFor[subscriptionPage](): "SubscriptionPage",
+			reflect.TypeFor[createReplay]():     "CreateReplayRequest",
+			reflect.TypeFor[replayjob.Filter](): "ReplayFilter",
 		},
 		omit: map[string]map[string]bool{"Subscription": {"keys": true, "sealed_url": true}},
 		optional: map[string]map[string]bool{
@@ -174,6 +183,10 @@ func buildOpenAPI(eps []endpoint) map[string]any {
 			ok["content"] = map[string]any{"application/json": map[string]any{"schema": s.of(reflect.TypeOf(ep.response))}}
 		}
 		responses := map[string]any{itoa(ep.status): ok}
+		for st, typ := range ep.alt {
+			responses[itoa(st)] = map[string]any{"description": http.StatusText(st),
+				"content": map[string]any{"application/json": map[string]any{"schema": s.of(reflect.TypeOf(typ))}}}
+		}
 		if !ep.text {
 			responses["default"] = map[string]any{"description": "an RFC 9457 problem: 400 bad query or body, 401 no or unknown token, 403 wrong scope or tenant, 404 unknown id, 405 wrong method, 409 conflict, 413 too large, 415 not JSON, 422 invalid fields, 503 NATS unavailable (Retry-After)",
 				"content": map[string]any{"application/problem+json": map[string]any{"schema": problemRef}}}

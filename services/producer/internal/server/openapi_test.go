@@ -3,6 +3,7 @@ package server_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -104,45 +105,65 @@ func TestOpenAPI(t *testing.T) {
 		{"", "GET", "/openapi.json", "", 200},
 	}
 	called := map[string]bool{}
-	for _, c := range calls {
-		req, err := http.NewRequest(c.method, e.base+c.path, strings.NewReader(c.body))
+	call := func(token, method, path, body string, status int) []byte {
+		t.Helper()
+		req, err := http.NewRequest(method, e.base+path, strings.NewReader(body))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if c.body != "" {
+		if body != "" {
 			req.Header.Set("Content-Type", "application/json")
 		}
-		if c.token != "" {
-			req.Header.Set("Authorization", "Bearer "+c.token)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
 		}
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
-		body, _ := io.ReadAll(resp.Body)
+		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		if resp.StatusCode != c.status {
-			t.Errorf("%s %s: status %d, want %d: %s", c.method, c.path, resp.StatusCode, c.status, body)
-			continue
+		if resp.StatusCode != status {
+			t.Errorf("%s %s: status %d, want %d: %s", method, path, resp.StatusCode, status, b)
+			return b
 		}
 		// Fresh readers for the validator.
-		vreq, _ := http.NewRequest(c.method, e.base+c.path, strings.NewReader(c.body))
+		vreq, _ := http.NewRequest(method, e.base+path, strings.NewReader(body))
 		vreq.Header = req.Header.Clone()
-		resp.Body = io.NopCloser(bytes.NewReader(body))
+		resp.Body = io.NopCloser(bytes.NewReader(b))
 		resp.Request = vreq
 		// A refused request is meant to break the document's rules: only
 		// its answer is checked then.
 		check := v.ValidateHttpRequestResponse
-		if c.status >= 400 {
+		if status >= 400 {
 			check = v.ValidateHttpResponse
 		}
 		if ok, verrs := check(vreq, resp); !ok {
 			for _, ve := range verrs {
-				t.Errorf("%s %s → %d: %s: %s %v", c.method, c.path, c.status, ve.Message, ve.Reason, ve.SchemaValidationErrors)
+				t.Errorf("%s %s → %d: %s: %s %v", method, path, status, ve.Message, ve.Reason, ve.SchemaValidationErrors)
 			}
 		}
-		called[c.method+" "+templated(c.path)] = true
+		called[method+" "+templated(path)] = true
+		return b
 	}
+	for _, c := range calls {
+		call(c.token, c.method, c.path, c.body, c.status)
+	}
+	// Replay jobs: a dry run, a slow job (cancelled while it runs), and
+	// one that finished (cancel refused).
+	fixture.Replayer(t, e.nats)
+	for i := range 3 {
+		if _, err := fixture.DeadLetter(ctx, e.js, &hooklinev1.DeadLetter{EventId: fmt.Sprintf("evt_r%d", i), Tenant: "acme", SubscriptionId: "sub_R", EventType: "order.created"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	call(tokAdminAcme, "POST", "/v1/replays", `{"source":"dead_letters","subscription_id":"sub_R","dry_run":true}`, 200)
+	call(tokAdminAcme, "POST", "/v1/replays", `{"source":"nope"}`, 422)
+	slow := jsonField(t, call(tokAdminAcme, "POST", "/v1/replays", `{"source":"dead_letters","subscription_id":"sub_R","rate":0.2}`, 202), "id")
+	call(tokAdminAcme, "GET", "/v1/replays/"+slow, "", 200)
+	call(tokAdminAcme, "DELETE", "/v1/replays/"+slow, "", 200)
+	call(tokAdminAcme, "DELETE", "/v1/replays/"+slow, "", 409)
+	call(tokAdminAcme, "GET", "/v1/replays/rpl_nope", "", 404)
 	// Every documented operation was called.
 	for path, item := range (*doc.GetSpecInfo().SpecJSON)["paths"].(map[string]any) {
 		for method := range item.(map[string]any) {
@@ -155,6 +176,16 @@ func TestOpenAPI(t *testing.T) {
 
 var idSegment = regexp.MustCompile(`/(sub_[0-9A-Z]+|evt_[0-9A-Z]+|nope|[0-9]+)(/|$)`)
 
+func jsonField(t *testing.T, body []byte, key string) string {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal(body, &m); err != nil {
+		t.Fatalf("%v: %s", err, body)
+	}
+	v, _ := m[key].(string)
+	return v
+}
+
 // templated turns a called path back into its documented template.
 func templated(p string) string {
 	p, _, _ = strings.Cut(p, "?")
@@ -165,6 +196,8 @@ func templated(p string) string {
 		return "/v1/events/{id}"
 	case strings.HasPrefix(p, "/v1/dead-letters/"):
 		return "/v1/dead-letters/{seq}"
+	case strings.HasPrefix(p, "/v1/replays/"):
+		return "/v1/replays/{id}"
 	}
 	return p
 }

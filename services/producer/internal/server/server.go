@@ -21,6 +21,7 @@ import (
 	"github.com/hookline/hookline/services/producer/internal/metrics"
 	"github.com/hookline/hookline/services/producer/internal/publish"
 	"github.com/hookline/hookline/services/producer/internal/registry"
+	"github.com/hookline/hookline/services/producer/internal/replayjob"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
@@ -53,7 +54,9 @@ type Server struct {
 
 	ready atomic.Bool // topology ensured and registry bound
 	cache atomic.Pointer[subscription.Cache]
-	ln    net.Listener
+	// replays runs replay jobs once the topology is there.
+	replays *replayjob.Manager
+	ln      net.Listener
 }
 
 // Option changes how the Server is built.
@@ -78,8 +81,10 @@ func New(cfg config.Config, nc *nats.Conn, rdb redis.UniversalClient, log *zap.L
 	if err != nil {
 		return nil, err
 	}
+	s.replays = replayjob.New(js, log.Named("replay"))
+	s.replays.Select = api.ReplaySelection
 	d := api.Deps{
-		JS: js, Matching: s.matching,
+		JS: js, Matching: s.matching, Replays: s.replays,
 		Publisher: pub, Registry: s.registry, Metrics: m, Log: log, Ready: s.Ready,
 		MaxEventBytes: cfg.MaxEventBytes, MaxBatchBytes: cfg.MaxBatchBytes, MaxBatch: cfg.MaxBatch,
 		MaxInFlight: cfg.MaxInFlightLimit, MaxRate: cfg.MaxRateLimit,
@@ -180,10 +185,18 @@ func (s *Server) prepareAndSync(ctx context.Context) {
 	cache := subscription.NewCache(s.rdb, store, subscription.WithLogger(s.log))
 	s.registry.Attach(store, cache)
 	s.cache.Store(cache)
+	var jobs sync.WaitGroup
+	if err := s.replays.Bind(ctx); err != nil {
+		// Checked with the topology: only a NATS failure gets here.
+		s.log.Error("replay jobs unavailable", zap.Error(err))
+	} else {
+		jobs.Go(func() { s.replays.Run(ctx) })
+	}
 	s.ready.Store(true)
 	s.log.Info("producer ready")
 	// Run returns nil on ctx cancel and never on a transient failure.
 	_ = subscription.NewSyncer(store, cache, s.log.Named("syncer")).Run(ctx)
+	jobs.Wait()
 }
 
 // ensure checks the streams and the KV bucket (not the consumers: see
