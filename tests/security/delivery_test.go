@@ -1,0 +1,115 @@
+package security_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/hookline/hookline/pkg/attempt"
+	"github.com/hookline/hookline/pkg/deadletter"
+	"github.com/hookline/hookline/pkg/eventlog"
+	"github.com/hookline/hookline/pkg/replay"
+	"github.com/hookline/hookline/pkg/scan"
+	"github.com/hookline/hookline/pkg/stream"
+	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
+)
+
+// deliveryAPI: what the producer's delivery API does with the shipped
+// producer user — read EVENTS, ATTEMPTS and DEADLETTER a page at a time,
+// find an event by id, replay a dead letter through a deliverer and delete
+// it, keep replay jobs in their bucket — passes; taking from the dispatch
+// consumer still does not.
+func deliveryAPI(t *testing.T, p, d *component) {
+	var dlSeq uint64
+	allowed(t, d, "dead-letter a delivery (setup)", func(ctx context.Context) error {
+		msg := deadletter.Encode(&hooklinev1.DeadLetter{EventId: "evt_api", Tenant: "acme", SubscriptionId: "sub_api",
+			EventType: "order.created", Reason: "attempts_exhausted", DeadLetteredAt: timestamppb.Now(), Data: []byte(`{}`)})
+		ack, err := d.js.PublishMsg(ctx, msg)
+		if err != nil {
+			return err
+		}
+		dlSeq = ack.Sequence
+		return nil
+	})
+	allowed(t, p, "list and read dead letters", func(ctx context.Context) error {
+		st, err := deadletter.Open(ctx, p.js)
+		if err != nil {
+			return err
+		}
+		for _, desc := range []bool{true, false} {
+			res, err := st.Page(ctx, deadletter.Selection{Tenant: "acme", Since: time.Now().Add(-time.Hour)}, desc, nil, 10)
+			if err != nil {
+				return err
+			}
+			if len(res.Items) == 0 {
+				return errors.New("no dead letter listed")
+			}
+		}
+		_, err = st.Get(ctx, dlSeq)
+		return err
+	})
+	allowed(t, p, "list attempts", func(ctx context.Context) error {
+		_, err := attempt.Page(ctx, p.js, attempt.Filter{Query: attempt.Query{Subscription: "sub_1", Since: time.Now().Add(-time.Hour)}}, true, nil, 10)
+		return err
+	})
+	allowed(t, p, "list events and find one by id", func(ctx context.Context) error {
+		if _, err := eventlog.Page(ctx, p.js, eventlog.Filter{Tenant: "acme", Since: time.Now().Add(-time.Hour)}, true, &scan.Pos{Seq: 1 << 40}, 10); err != nil {
+			return err
+		}
+		_, err := eventlog.Find(ctx, p.js, "acme", "evt_1")
+		return err
+	})
+	allowed(t, p, "replay a dead letter through a deliverer, then delete it", func(ctx context.Context) error {
+		res, err := replay.Ask(ctx, p.nc, dlSeq)
+		if err != nil {
+			return err
+		}
+		if res.Outcome != replay.Replayed {
+			return fmt.Errorf("replay: %+v", res)
+		}
+		st, err := deadletter.Open(ctx, p.js)
+		if err != nil {
+			return err
+		}
+		return st.Delete(ctx, dlSeq)
+	})
+	allowed(t, p, "replay jobs: create, update, get, list", func(ctx context.Context) error {
+		kv, err := p.js.KeyValue(ctx, stream.ReplayJobsBucket)
+		if err != nil {
+			return err
+		}
+		rev, err := kv.Create(ctx, "rpl_1", []byte(`{"state":"running"}`))
+		if err != nil {
+			return err
+		}
+		if _, err := kv.Update(ctx, "rpl_1", []byte(`{"state":"done"}`), rev); err != nil {
+			return err
+		}
+		if _, err := kv.Get(ctx, "rpl_1"); err != nil {
+			return err
+		}
+		keys, err := kv.ListKeys(ctx)
+		if err != nil {
+			return err
+		}
+		n := 0
+		for range keys.Keys() {
+			n++
+		}
+		if n != 1 {
+			return fmt.Errorf("%d keys listed", n)
+		}
+		return nil
+	})
+	denied(t, p, "pull from the dispatch consumer", "$JS.API.CONSUMER.MSG.NEXT.EVENTS.dispatch", func(ctx context.Context) error {
+		_, err := p.nc.RequestWithContext(ctx, "$JS.API.CONSUMER.MSG.NEXT.EVENTS.dispatch", []byte(`{"batch":1}`))
+		return err
+	})
+	denied(t, p, "delete the dispatch consumer", "$JS.API.CONSUMER.DELETE.EVENTS.dispatch", func(ctx context.Context) error {
+		return p.js.DeleteConsumer(ctx, stream.Events, stream.DispatchConsumer)
+	})
+}
