@@ -2,7 +2,9 @@ package api
 
 import (
 	"encoding/json"
+	"os"
 	"slices"
+	"strings"
 	"testing"
 
 	"go.uber.org/zap"
@@ -43,4 +45,26 @@ func upper(s string) string {
 		}
 	}
 	return string(b)
+}
+
+// TestREADMEListsEveryOperation: the README's operations table names every
+// operation of the document, as `METHOD /path`.
+func TestREADMEListsEveryOperation(t *testing.T) {
+	readme, err := os.ReadFile("../../../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Paths map[string]map[string]json.RawMessage `json:"paths"`
+	}
+	if err := json.Unmarshal(OpenAPI(), &doc); err != nil {
+		t.Fatal(err)
+	}
+	for path, ops := range doc.Paths {
+		for method := range ops {
+			if op := "`" + upper(method) + " " + path + "`"; !strings.Contains(string(readme), op) {
+				t.Errorf("README does not list %s (the API section's operations table)", op)
+			}
+		}
+	}
 }
