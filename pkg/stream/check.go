@@ -56,7 +56,7 @@ func check(ctx context.Context, js jetstream.JetStream, c Config, consumers bool
 		}
 		problems = append(problems, p...)
 	}
-	for _, kc := range []jetstream.KeyValueConfig{KVConfig(c), ReplayJobsKVConfig(c)} {
+	for _, kc := range []jetstream.KeyValueConfig{KVConfig(c), ReplayJobsKVConfig(c), DeliveriesKVConfig(c)} {
 		p, err := checkKV(ctx, js, kc)
 		if err != nil {
 			return err

@@ -200,6 +200,25 @@ func ReplayJobsKVConfig(c Config) jetstream.KeyValueConfig {
 	}
 }
 
+// DeliveriesKVConfig is the delivery state bucket: one key per event ×
+// subscription, the latest state only, kept as long as EVENTS keeps the
+// event.
+func DeliveriesKVConfig(c Config) jetstream.KeyValueConfig {
+	c = c.withDefaults()
+	storage := jetstream.FileStorage
+	if c.MemoryStorage {
+		storage = jetstream.MemoryStorage
+	}
+	return jetstream.KeyValueConfig{
+		Bucket:      DeliveriesBucket,
+		Description: "Hookline delivery state per event and subscription (delivery API)",
+		History:     1,
+		TTL:         c.EventsMaxAge,
+		Storage:     storage,
+		Replicas:    c.Replicas,
+	}
+}
+
 // Ensure creates or updates every stream, consumer and the KV bucket. It is
 // idempotent and safe to run from every replica at start-up.
 func Ensure(ctx context.Context, js jetstream.JetStream, c Config) error {
@@ -230,7 +249,7 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, c Config) error 
 			return fmt.Errorf("ensure stream %s: %w", sc.Name, err)
 		}
 	}
-	for _, kc := range []jetstream.KeyValueConfig{KVConfig(c), ReplayJobsKVConfig(c)} {
+	for _, kc := range []jetstream.KeyValueConfig{KVConfig(c), ReplayJobsKVConfig(c), DeliveriesKVConfig(c)} {
 		if _, err := js.CreateOrUpdateKeyValue(ctx, kc); err != nil {
 			return fmt.Errorf("ensure kv bucket %s: %w", kc.Bucket, err)
 		}

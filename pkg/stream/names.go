@@ -60,6 +60,25 @@ const ReplayJobsBucket = "hookline_replay_jobs"
 // ReplayJobsTTL is how long a job's record outlives its last change.
 const ReplayJobsTTL = 7 * 24 * time.Hour
 
+// DeliveriesBucket holds the delivery state of each event × subscription
+// (GET /v1/events/{id}/deliveries), written by the deliverers at each
+// attempt's outcome and at dead-lettering, kept as long as EVENTS keeps
+// events. Keys: DeliveryStateKey.
+const DeliveriesBucket = "hookline_deliveries"
+
+// DeliveryStateKey is the key of the delivery state of an event of tenant
+// for a subscription: <tenant>.<event id>.<subscription>, the event id's
+// dots written as '=' (which no event id holds) so that the keys of one
+// event are exactly DeliveryStateFilter's.
+func DeliveryStateKey(tenant, eventID, subscriptionID string) string {
+	return tenant + "." + strings.ReplaceAll(eventID, ".", "=") + "." + subscriptionID
+}
+
+// DeliveryStateFilter matches the delivery state keys of one event.
+func DeliveryStateFilter(tenant, eventID string) string {
+	return tenant + "." + strings.ReplaceAll(eventID, ".", "=") + ".*"
+}
+
 // EventSubject is the subject an event of tenant and type is published to.
 func EventSubject(tenant, eventType string) string {
 	return EventsPrefix + "." + tenant + "." + eventType

@@ -47,13 +47,14 @@ func TestReplayJobSurvivesAKilledProducer(t *testing.T) {
 	defer cancel()
 
 	// Listed by the API, with hookctl's filters, page by page.
-	listed := 0
+	listed, eventID := 0, ""
 	q := url.Values{"subscription_id": {sub.ID}, "reason": {"attempts_exhausted"}, "status": {"5xx"}, "type": {"order.*"}, "limit": {"25"}}
 	for pages := 0; ; pages++ {
 		var page struct {
 			DeadLetters []struct {
 				Seq            uint64 `json:"seq"`
 				SubscriptionID string `json:"subscription_id"`
+				EventID        string `json:"event_id"`
 				Attempts       int    `json:"attempts"`
 			} `json:"dead_letters"`
 			NextCursor string `json:"next_cursor"`
@@ -65,6 +66,9 @@ func TestReplayJobSurvivesAKilledProducer(t *testing.T) {
 			if d.SubscriptionID != sub.ID || d.Attempts != 3 {
 				t.Fatalf("listed %+v", d)
 			}
+			if eventID == "" {
+				eventID = d.EventID
+			}
 		}
 		listed += len(page.DeadLetters)
 		if page.NextCursor == "" || pages > 10 {
@@ -75,6 +79,9 @@ func TestReplayJobSurvivesAKilledProducer(t *testing.T) {
 	if listed != events {
 		t.Fatalf("the API listed %d dead letters, want %d", listed, events)
 	}
+
+	// The deliverer stored the event's delivery state.
+	awaitState(t, ctx, api2, eventID, sub.ID, "dead_lettered/3")
 
 	// The endpoint recovers; a job starts on the first producer, paced so
 	// that it is midway when that producer is killed.
@@ -124,6 +131,7 @@ func TestReplayJobSurvivesAKilledProducer(t *testing.T) {
 			t.Errorf("%s delivered %d times; want exactly once", id, n)
 		}
 	}
+	awaitState(t, ctx, api2, eventID, sub.ID, "delivered/1")
 	var left struct {
 		DeadLetters []any `json:"dead_letters"`
 	}
@@ -133,4 +141,28 @@ func TestReplayJobSurvivesAKilledProducer(t *testing.T) {
 	result(t, "kill -9 the producer running a replay job of 60 dead letters",
 		"events", events, "redelivered", len(got), "duplicated", r.Duplicates, "lost", r.Lost,
 		"takeover_s", fmt.Sprintf("%.1f", time.Since(killedAt).Seconds()))
+}
+
+// awaitState waits until GET /v1/events/{id}/deliveries shows want
+// ("state/attempts") for the subscription.
+func awaitState(t *testing.T, ctx context.Context, api *harness.API, eventID, subID, want string) {
+	t.Helper()
+	harness.Eventually(t, 30*time.Second, func() error {
+		var out struct {
+			Deliveries []struct {
+				SubscriptionID string `json:"subscription_id"`
+				State          string `json:"state"`
+				Attempts       int    `json:"attempts"`
+			} `json:"deliveries"`
+		}
+		if err := api.Do(ctx, "GET", "/v1/events/"+eventID+"/deliveries?tenant=acme", nil, &out); err != nil {
+			return err
+		}
+		for _, d := range out.Deliveries {
+			if got := fmt.Sprintf("%s/%d", d.State, d.Attempts); d.SubscriptionID == subID && got == want {
+				return nil
+			}
+		}
+		return fmt.Errorf("deliveries of %s: %+v, want %s", eventID, out.Deliveries, want)
+	})
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/hookline/hookline/pkg/attempt"
 	"github.com/hookline/hookline/pkg/deadletter"
+	"github.com/hookline/hookline/pkg/deliverystate"
 	"github.com/hookline/hookline/pkg/eventlog"
 	"github.com/hookline/hookline/pkg/replay"
 	"github.com/hookline/hookline/pkg/scan"
@@ -111,5 +112,30 @@ func deliveryAPI(t *testing.T, p, d *component) {
 	})
 	denied(t, p, "delete the dispatch consumer", "$JS.API.CONSUMER.DELETE.EVENTS.dispatch", func(ctx context.Context) error {
 		return p.js.DeleteConsumer(ctx, stream.Events, stream.DispatchConsumer)
+	})
+	allowed(t, d, "store a delivery state", func(ctx context.Context) error {
+		if err := deliverystate.NewWriter(d.js).Put("acme", "evt.api", deliverystate.State{SubscriptionID: "sub_api", State: deliverystate.Delivered, Attempts: 1, LastStatus: 200}); err != nil {
+			return err
+		}
+		select {
+		case <-d.js.PublishAsyncComplete():
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	})
+	allowed(t, p, "read an event's delivery states", func(ctx context.Context) error {
+		states, err := deliverystate.Read(ctx, p.js, "acme", "evt.api")
+		if err != nil {
+			return err
+		}
+		if states["sub_api"].State != deliverystate.Delivered {
+			return fmt.Errorf("states %+v", states)
+		}
+		return nil
+	})
+	denied(t, p, "write a delivery state (the deliverers')", "$KV.hookline_deliveries.acme.evt=api.sub_api", func(ctx context.Context) error {
+		_, err := p.js.Publish(ctx, "$KV.hookline_deliveries.acme.evt=api.sub_api", []byte(`{}`))
+		return err
 	})
 }

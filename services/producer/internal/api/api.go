@@ -130,6 +130,7 @@ func New(d Deps) *API {
 	// 405 fallback of /v1/events/batch (which is more specific than this).
 	a.allow["/v1/events/{id}"] = []string{http.MethodGet}
 	v1.Handle("/v1/events/{id}", a.routed("GET /v1/events/{id}", a.onlyGET("/v1/events/{id}", a.getEvent)))
+	a.route(v1, "GET /v1/events/{id}/deliveries", a.eventDeliveries)
 	a.route(v1, "GET /v1/dead-letters", a.listDeadLetters)
 	a.route(v1, "GET /v1/dead-letters/{seq}", a.getDeadLetter)
 	a.route(v1, "DELETE /v1/dead-letters/{seq}", a.deleteDeadLetter)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/hookline/hookline/pkg/attempt"
 	"github.com/hookline/hookline/pkg/deadletter"
+	"github.com/hookline/hookline/pkg/deliverystate"
 	"github.com/hookline/hookline/pkg/eventlog"
 	"github.com/hookline/hookline/pkg/jsoncheck"
 	"github.com/hookline/hookline/pkg/stream"
@@ -385,7 +386,9 @@ func (a *API) listEvents(w http.ResponseWriter, r *http.Request) {
 	pageJSON(w, "events", res.Items, listEvents, desc, res, func(e eventlog.Event) any { return renderEvent(e) })
 }
 
-func (a *API) getEvent(w http.ResponseWriter, r *http.Request) {
+// findEvent reads the event of the {id} path value (and ?tenant=),
+// answering 400, 404 or 503 itself when it cannot.
+func (a *API) findEvent(w http.ResponseWriter, r *http.Request) (eventlog.Event, bool) {
 	id := r.PathValue("id")
 	q := newQuery(r, "tenant")
 	tenant := q.str("tenant")
@@ -400,32 +403,42 @@ func (a *API) getEvent(w http.ResponseWriter, r *http.Request) {
 	}
 	if p := q.problem(); p != nil {
 		writeProblem(w, p)
-		return
+		return eventlog.Event{}, false
 	}
 	notFound := problem(http.StatusNotFound, TypeNotFound, fmt.Sprintf("event %q of tenant %q not found (never published, or older than EVENTS keeps)", id, tenant))
 	if stream.ValidateEventID(id) != nil {
 		writeProblem(w, notFound)
-		return
+		return eventlog.Event{}, false
 	}
 	if hiddenTenant(r, tenant) {
 		writeProblem(w, notFound)
-		return
+		return eventlog.Event{}, false
 	}
 	js, ok := a.js(w)
 	if !ok {
-		return
+		return eventlog.Event{}, false
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), readTimeout)
 	defer cancel()
 	ev, err := eventlog.Find(ctx, js, tenant, id)
 	if errors.Is(err, eventlog.ErrNotFound) {
 		writeProblem(w, notFound)
-		return
+		return eventlog.Event{}, false
 	}
 	if err != nil {
 		a.streamError(w, "the event", err)
+		return eventlog.Event{}, false
+	}
+	return ev, true
+}
+
+func (a *API) getEvent(w http.ResponseWriter, r *http.Request) {
+	ev, ok := a.findEvent(w, r)
+	if !ok {
 		return
 	}
+	ctx, cancel := context.WithTimeout(r.Context(), readTimeout)
+	defer cancel()
 	out := renderEvent(ev)
 	if a.matching != nil {
 		subs, err := a.matching(ctx, ev.Tenant, ev.Type)
@@ -439,6 +452,46 @@ func (a *API) getEvent(w http.ResponseWriter, r *http.Request) {
 			out.Subscriptions = append(out.Subscriptions, MatchingSubscription{ID: s.GetId(), URL: u, Disabled: s.GetDisabled()})
 		}
 	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// EventDeliveries is GET /v1/events/{id}/deliveries.
+type EventDeliveries struct {
+	EventID    string                `json:"event_id"`
+	Tenant     string                `json:"tenant"`
+	Deliveries []deliverystate.State `json:"deliveries" doc:"one per subscription the event went to, and pending for each subscription it matches now that existed when it was stored and has no outcome yet"`
+}
+
+func (a *API) eventDeliveries(w http.ResponseWriter, r *http.Request) {
+	ev, ok := a.findEvent(w, r)
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), readTimeout)
+	defer cancel()
+	states, err := deliverystate.Read(ctx, a.jetstream, ev.Tenant, ev.ID)
+	if err != nil {
+		a.streamError(w, "delivery states", err)
+		return
+	}
+	if a.matching != nil {
+		subs, err := a.matching(ctx, ev.Tenant, ev.Type)
+		if err != nil {
+			a.registryError(w, "", err)
+			return
+		}
+		for _, s := range subs {
+			if _, seen := states[s.GetId()]; seen || (s.GetCreatedAt() != nil && s.GetCreatedAt().AsTime().After(ev.ReceivedAt)) {
+				continue
+			}
+			states[s.GetId()] = deliverystate.State{SubscriptionID: s.GetId(), State: deliverystate.Pending}
+		}
+	}
+	out := EventDeliveries{EventID: ev.ID, Tenant: ev.Tenant, Deliveries: make([]deliverystate.State, 0, len(states))}
+	for _, s := range states {
+		out.Deliveries = append(out.Deliveries, s)
+	}
+	slices.SortFunc(out.Deliveries, func(x, y deliverystate.State) int { return strings.Compare(x.SubscriptionID, y.SubscriptionID) })
 	writeJSON(w, http.StatusOK, out)
 }
 

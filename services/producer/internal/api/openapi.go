@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/hookline/hookline/pkg/deliverystate"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
 	"github.com/hookline/hookline/services/producer/internal/publish"
 	"github.com/hookline/hookline/services/producer/internal/replayjob"
@@ -79,6 +80,8 @@ var endpoints = []endpoint{
 		params: with([]param{q("tenant", "tenant (a tenant-bound token: its own)"), typeParam}, timeParams, listParams), status: 200, response: EventPage{}},
 	{method: "GET", path: "/v1/events/{id}", summary: "An event with its data and the subscriptions it matches", scope: "admin",
 		params: []param{path("id", "event id"), q("tenant", "tenant of the event (required for a token not bound to one)")}, status: 200, response: Event{}},
+	{method: "GET", path: "/v1/events/{id}/deliveries", summary: "Per subscription: pending, delivered, retrying or dead_lettered, attempts, last status and time", scope: "admin",
+		params: []param{path("id", "event id"), q("tenant", "tenant of the event (required for a token not bound to one)")}, status: 200, response: EventDeliveries{}},
 	{method: "POST", path: "/v1/subscriptions", summary: "Create a subscription (the secret is shown only here)", scope: "admin", body: createRequest{}, status: 201, response: hooklinev1.Subscription{}},
 	{method: "GET", path: "/v1/subscriptions", summary: "List a tenant's subscriptions", scope: "admin",
 		params: []param{{name: "tenant", in: "query", required: true, doc: "tenant", schema: str("tenant")}, listParams[0], listParams[1]}, status: 200, response: subscriptionPage{}},
@@ -132,16 +135,17 @@ func buildOpenAPI(eps []endpoint) map[string]any {
 	s := &schemas{
 		components: map[string]any{},
 		names: map[reflect.Type]string{
-			reflect.TypeFor[eventRequest]():     "PublishEventRequest",
-			reflect.TypeFor[batchRequest]():     "PublishBatchRequest",
-			reflect.TypeFor[batchResponse]():    "PublishBatchResponse",
-			reflect.TypeFor[publish.Result]():   "PublishResult",
-			reflect.TypeFor[createRequest]():    "CreateSubscriptionRequest",
-			reflect.TypeFor[updateRequest]():    "UpdateSubscriptionRequest",
-			reflect.TypeFor[testResponse]():     "TestSubscriptionResponse",
-			reflect.TypeFor[subscriptionPage](): "SubscriptionPage",
-			reflect.TypeFor[createReplay]():     "CreateReplayRequest",
-			reflect.TypeFor[replayjob.Filter](): "ReplayFilter",
+			reflect.TypeFor[eventRequest]():        "PublishEventRequest",
+			reflect.TypeFor[batchRequest]():        "PublishBatchRequest",
+			reflect.TypeFor[batchResponse]():       "PublishBatchResponse",
+			reflect.TypeFor[publish.Result]():      "PublishResult",
+			reflect.TypeFor[createRequest]():       "CreateSubscriptionRequest",
+			reflect.TypeFor[updateRequest]():       "UpdateSubscriptionRequest",
+			reflect.TypeFor[testResponse]():        "TestSubscriptionResponse",
+			reflect.TypeFor[subscriptionPage]():    "SubscriptionPage",
+			reflect.TypeFor[createReplay]():        "CreateReplayRequest",
+			reflect.TypeFor[replayjob.Filter]():    "ReplayFilter",
+			reflect.TypeFor[deliverystate.State](): "DeliveryState",
 		},
 		omit: map[string]map[string]bool{"Subscription": {"keys": true, "sealed_url": true}},
 		optional: map[string]map[string]bool{

@@ -14,6 +14,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/hookline/hookline/pkg/deliverystate"
 	"github.com/hookline/hookline/pkg/fixture"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
 )
@@ -389,3 +390,70 @@ func TestEventsAPI(t *testing.T) {
 }
 
 func b64(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
+
+// TestEventDeliveriesAPI: per subscription, the state the deliverers
+// stored (delivered, retrying, dead_lettered with its reason), pending for
+// a matching subscription without one, nothing for a subscription created
+// after the event; 404 for another tenant's token.
+func TestEventDeliveriesAPI(t *testing.T) {
+	t.Parallel()
+	e := start(t, map[string]string{"HOOKLINE_API_TOKENS": tokens()})
+	var subs []string
+	for i := range 4 {
+		r := e.doAs(tokAdmin, "POST", "/v1/subscriptions", fmt.Sprintf(`{"tenant":"acme","url":"https://acme.example/%d","event_types":["order.*"]}`, i))
+		expect(t, r, http.StatusCreated)
+		subs = append(subs, r.json(t)["id"].(string))
+	}
+	ev := e.doAs(tokAdmin, "POST", "/v1/events", `{"tenant":"acme","type":"order.created","id":"ord.7","data":{}}`)
+	expect(t, ev, http.StatusAccepted)
+	late := e.doAs(tokAdmin, "POST", "/v1/subscriptions", `{"tenant":"acme","url":"https://acme.example/late","event_types":["order.*"]}`)
+	expect(t, late, http.StatusCreated)
+	// What the deliverers store (pkg/deliverystate, as staterec writes it).
+	w := deliverystate.NewWriter(e.js)
+	now := time.Now().UTC()
+	for i, s := range []deliverystate.State{
+		{SubscriptionID: subs[0], State: deliverystate.Delivered, Attempts: 1, LastStatus: 200, LastAttemptAt: &now},
+		{SubscriptionID: subs[1], State: deliverystate.Retrying, Attempts: 2, LastStatus: 503, LastAttemptAt: &now},
+		{SubscriptionID: subs[2], State: deliverystate.DeadLettered, Attempts: 3, LastStatus: 500, Reason: "attempts_exhausted", LastAttemptAt: &now},
+	} {
+		if err := w.Put("acme", "ord.7", s); err != nil {
+			t.Fatal(i, err)
+		}
+	}
+	// Another event whose id extends this one's is not mixed in.
+	if err := w.Put("acme", "ord.7.x", deliverystate.State{SubscriptionID: subs[3], State: deliverystate.Delivered}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-e.js.PublishAsyncComplete():
+	case <-time.After(10 * time.Second):
+		t.Fatal("states not stored")
+	}
+	r := e.doAs(tokAdminAcme, "GET", "/v1/events/ord.7/deliveries", "")
+	expect(t, r, http.StatusOK)
+	var out struct {
+		EventID    string `json:"event_id"`
+		Deliveries []struct {
+			SubscriptionID string `json:"subscription_id"`
+			State          string `json:"state"`
+			Attempts       int    `json:"attempts"`
+			LastStatus     int    `json:"last_status"`
+			Reason         string `json:"reason"`
+		} `json:"deliveries"`
+	}
+	if err := json.Unmarshal(r.Body, &out); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, d := range out.Deliveries {
+		got[d.SubscriptionID] = fmt.Sprintf("%s/%d/%d/%s", d.State, d.Attempts, d.LastStatus, d.Reason)
+	}
+	want := map[string]string{subs[0]: "delivered/1/200/", subs[1]: "retrying/2/503/", subs[2]: "dead_lettered/3/500/attempts_exhausted", subs[3]: "pending/0/0/"}
+	if out.EventID != "ord.7" || fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("deliveries %s\nwant %v", r.Body, want)
+	}
+	expect(t, e.doAs(tokAdmin, "GET", "/v1/events/ord.7/deliveries?tenant=globex", ""), http.StatusNotFound)
+	expect(t, e.doAs(tokAdminAcme, "GET", "/v1/events/ord.7/deliveries?tenant=globex", ""), http.StatusNotFound)
+	expect(t, e.doAs(tokAdmin, "GET", "/v1/events/ord.7/deliveries", ""), http.StatusBadRequest)
+	expect(t, e.doAs(tokPublishAcme, "GET", "/v1/events/ord.7/deliveries", ""), http.StatusForbidden)
+}

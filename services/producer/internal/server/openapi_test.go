@@ -82,6 +82,7 @@ func TestOpenAPI(t *testing.T) {
 		{tokAdmin, "GET", "/v1/events?limit=nope", "", 400},
 		{tokAdminAcme, "GET", "/v1/events/" + evID, "", 200},
 		{tokAdminAcme, "GET", "/v1/events/nope", "", 404},
+		{tokAdminAcme, "GET", "/v1/events/" + evID + "/deliveries", "", 200},
 		{tokAdmin, "POST", "/v1/subscriptions", `{"tenant":"acme","url":"https://acme.example/x","event_types":["b"],"signature_scheme":"v1a"}`, 201},
 		{tokAdmin, "GET", "/v1/subscriptions?tenant=acme&limit=1", "", 200},
 		{tokAdmin, "GET", "/v1/subscriptions/" + subID, "", 200},
@@ -192,6 +193,8 @@ func templated(p string) string {
 	switch {
 	case strings.HasPrefix(p, "/v1/subscriptions/"):
 		return idSegment.ReplaceAllString(p, "/{id}$2")
+	case strings.HasSuffix(p, "/deliveries"):
+		return "/v1/events/{id}/deliveries"
 	case strings.HasPrefix(p, "/v1/events/") && p != "/v1/events/batch":
 		return "/v1/events/{id}"
 	case strings.HasPrefix(p, "/v1/dead-letters/"):
