@@ -98,3 +98,20 @@ func Read(ctx context.Context, js jetstream.JetStream, tenant, eventID string) (
 	}
 	return out, nil
 }
+
+// Get returns the stored state of one event of tenant for one
+// subscription (ok false when there is none).
+func Get(ctx context.Context, kv jetstream.KeyValue, tenant, eventID, subscriptionID string) (State, bool, error) {
+	e, err := kv.Get(ctx, stream.DeliveryStateKey(tenant, eventID, subscriptionID))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return State{}, false, nil
+	}
+	if err != nil {
+		return State{}, false, fmt.Errorf("read delivery state: %w", err)
+	}
+	var s State
+	if err := json.Unmarshal(e.Value(), &s); err != nil {
+		return State{}, false, nil
+	}
+	return s, true, nil
+}

@@ -265,3 +265,44 @@ func ULIDTime(id string) (time.Time, bool) {
 	}
 	return time.UnixMilli(int64(ms)), true
 }
+
+// Each visits the events of f stored from sequence from (0: the start) to
+// maxSeq (0: the end), oldest first, without their data. visit may return
+// scan.ErrStop.
+func Each(ctx context.Context, js jetstream.JetStream, f Filter, from, maxSeq uint64, visit func(Event) error) error {
+	s, err := open(ctx, js)
+	if err != nil {
+		return err
+	}
+	opts := scan.Options{Subjects: f.Subjects(), HeadersOnly: true, StartSeq: from, EndSeq: maxSeq}
+	if from == 0 && !f.Since.IsZero() {
+		opts.StartTime = f.Since
+	}
+	return scan.Scan(ctx, s, opts, func(m jetstream.Msg) error {
+		meta, err := m.Metadata()
+		if err != nil {
+			return err
+		}
+		ev, ok := Decode(m.Subject(), meta.Sequence.Stream, meta.Timestamp, m.Headers(), nil)
+		if !ok || (!f.Since.IsZero() && ev.ReceivedAt.Before(f.Since)) {
+			return nil
+		}
+		if !f.Until.IsZero() && !ev.ReceivedAt.Before(f.Until) {
+			return scan.ErrStop // stored in order: nothing later is earlier
+		}
+		return visit(ev)
+	})
+}
+
+// LastSeq is EVENTS' last sequence.
+func LastSeq(ctx context.Context, js jetstream.JetStream) (uint64, error) {
+	s, err := open(ctx, js)
+	if err != nil {
+		return 0, err
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("read stream %s: %w", stream.Events, err)
+	}
+	return info.State.LastSeq, nil
+}

@@ -16,6 +16,7 @@ import (
 	"github.com/hookline/hookline/pkg/replay"
 	"github.com/hookline/hookline/pkg/scan"
 	"github.com/hookline/hookline/pkg/stream"
+	"github.com/hookline/hookline/pkg/subscription"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
 )
 
@@ -137,5 +138,32 @@ func deliveryAPI(t *testing.T, p, d *component) {
 	denied(t, p, "write a delivery state (the deliverers')", "$KV.hookline_deliveries.acme.evt=api.sub_api", func(ctx context.Context) error {
 		_, err := p.js.Publish(ctx, "$KV.hookline_deliveries.acme.evt=api.sub_api", []byte(`{}`))
 		return err
+	})
+	if _, err := replay.ServeEvents(d.nc, &replay.Replayer{JS: d.js}, 0, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	allowed(t, p, "back-fill an event to a subscription through a deliverer", func(ctx context.Context) error {
+		store, err := subscription.NewStore(ctx, p.js)
+		if err != nil {
+			return err
+		}
+		if _, err := store.Create(ctx, subscriptionRecord("sub_bf")); err != nil {
+			return err
+		}
+		ev, err := eventlog.Find(ctx, p.js, "acme", "evt_1")
+		if err != nil {
+			return err
+		}
+		res, err := replay.AskEvent(ctx, p.nc, replay.EventRequest{Seq: ev.Seq, SubscriptionID: "sub_bf", Job: "rpl_sec"})
+		if err != nil {
+			return err
+		}
+		if res.Outcome != replay.Replayed || res.Subject != stream.DeliverySubject("acme", "sub_bf") {
+			return fmt.Errorf("back-fill: %+v", res)
+		}
+		return nil
 	})
 }

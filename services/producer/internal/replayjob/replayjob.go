@@ -29,6 +29,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"strings"
 	"sync"
 	"time"
 
@@ -37,6 +38,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/hookline/hookline/pkg/deadletter"
+	"github.com/hookline/hookline/pkg/deliverystate"
+	"github.com/hookline/hookline/pkg/eventlog"
 	"github.com/hookline/hookline/pkg/replay"
 	"github.com/hookline/hookline/pkg/stream"
 )
@@ -49,8 +52,21 @@ const (
 	Failed    = "failed"
 )
 
-// SourceDeadLetters is the only source so far.
-const SourceDeadLetters = "dead_letters"
+// Sources.
+const (
+	SourceDeadLetters = "dead_letters"
+	// SourceEvents back-fills one subscription from EVENTS.
+	SourceEvents = "events"
+)
+
+// Modes of an events job.
+const (
+	// ModeMissing skips events the subscription already got (delivery
+	// state delivered).
+	ModeMissing = "missing"
+	// ModeAll sends every selected event.
+	ModeAll = "all"
+)
 
 // Filter is the selection of a dead-letter job, as the listing's query
 // parameters (the API parses it with the same code).
@@ -80,22 +96,26 @@ func (f Filter) Values() url.Values {
 type Job struct {
 	ID     string `json:"id"`
 	Source string `json:"source"`
-	// Owner is the tenant of the token that created it ("" unbound):
-	// only tokens of that tenant (or unbound ones) see it.
+	// Owner is the tenant the job touches ("" for a dead-letter job over
+	// every tenant): only tokens of that tenant (or unbound ones) see it.
 	Owner  string  `json:"owner,omitempty"`
 	Filter Filter  `json:"filter"`
 	Rate   float64 `json:"rate,omitempty"`
-	State  string  `json:"state"`
+	// Mode of an events job.
+	Mode  string `json:"mode,omitempty"`
+	State string `json:"state"`
 	// MaxSeq pins the selection to what DEADLETTER held at creation.
 	MaxSeq uint64 `json:"max_seq"`
 	// NextSeq: every entry below it was handled.
 	NextSeq uint64 `json:"next_seq"`
 	// InFlight is the entry being replayed (0: none).
-	InFlight  uint64    `json:"in_flight,omitempty"`
-	Total     int       `json:"total"`
-	Done      int       `json:"done"`
-	Failed    int       `json:"failed"`
-	Gone      int       `json:"gone"`
+	InFlight uint64 `json:"in_flight,omitempty"`
+	Total    int    `json:"total"`
+	Done     int    `json:"done"`
+	Failed   int    `json:"failed"`
+	Gone     int    `json:"gone"`
+	// Skipped: events the subscription already got (mode missing).
+	Skipped   int       `json:"skipped,omitempty"`
 	LastError string    `json:"last_error,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`
@@ -112,7 +132,7 @@ func (j Job) Remaining() int {
 	if j.State != Running {
 		return 0
 	}
-	return max(j.Total-j.Done-j.Failed-j.Gone, 0)
+	return max(j.Total-j.Done-j.Failed-j.Gone-j.Skipped, 0)
 }
 
 // ErrNotFound: no such job (or expired).
@@ -203,6 +223,100 @@ func (m *Manager) Create(ctx context.Context, owner string, f Filter, rate float
 	m.log.Info("replay job created", zap.String("job_id", j.ID), zap.Int("total", j.Total))
 	m.kick()
 	return j, nil
+}
+
+// EventsFilter is the selection of an events job: the subscription's
+// tenant and event type filters (Filter.Tenant, Filter.Type, resolved by
+// the caller from the registry) and the time EVENTS stored them.
+func EventsFilter(f Filter) (eventlog.Filter, error) {
+	ef := eventlog.Filter{Tenant: f.Tenant}
+	for _, t := range strings.Split(f.Type, ",") {
+		if t = strings.TrimSpace(t); t != "" {
+			ef.Types = append(ef.Types, t)
+		}
+	}
+	var err error
+	if f.Since != "" {
+		if ef.Since, err = time.Parse(time.RFC3339Nano, f.Since); err != nil {
+			return ef, fmt.Errorf("since: %w", err)
+		}
+	}
+	if f.Until != "" {
+		if ef.Until, err = time.Parse(time.RFC3339Nano, f.Until); err != nil {
+			return ef, fmt.Errorf("until: %w", err)
+		}
+	}
+	if ef.Tenant == "" || len(ef.Types) == 0 || f.SubscriptionID == "" {
+		return ef, errors.New("an events job needs the subscription, its tenant and its event types")
+	}
+	return ef, nil
+}
+
+// CreateEvents stores a new running back-fill job of f's subscription in
+// mode, pinned to the events stored now, and wakes the runner.
+func (m *Manager) CreateEvents(ctx context.Context, owner string, f Filter, mode string, rate float64) (Job, error) {
+	kv, err := m.bucket()
+	if err != nil {
+		return Job{}, err
+	}
+	ef, err := EventsFilter(f)
+	if err != nil {
+		return Job{}, err
+	}
+	last, err := eventlog.LastSeq(ctx, m.js)
+	if err != nil {
+		return Job{}, err
+	}
+	now := time.Now().UTC()
+	j := Job{ID: "rpl_" + ulid.Make().String(), Source: SourceEvents, Mode: mode, Owner: owner, Filter: f, Rate: rate,
+		State: Running, MaxSeq: last, CreatedAt: now, UpdatedAt: now}
+	if last > 0 {
+		if err := eventlog.Each(ctx, m.js, ef, 0, last, func(eventlog.Event) error { j.Total++; return nil }); err != nil {
+			return Job{}, err
+		}
+	}
+	if j.Total == 0 {
+		j.State, j.FinishedAt = Done, &now
+	}
+	b, _ := json.Marshal(j)
+	if _, err := kv.Create(ctx, j.ID, b); err != nil {
+		return Job{}, fmt.Errorf("store replay job: %w", err)
+	}
+	m.log.Info("back-fill job created", zap.String("job_id", j.ID), zap.String("subscription_id", f.SubscriptionID), zap.Int("total", j.Total))
+	m.kick()
+	return j, nil
+}
+
+// DryRunEvents counts what a back-fill job would send now (mode missing:
+// without the events already delivered) and returns the first n.
+func (m *Manager) DryRunEvents(ctx context.Context, f Filter, mode string, n int) (int, []eventlog.Event, error) {
+	ef, err := EventsFilter(f)
+	if err != nil {
+		return 0, nil, err
+	}
+	states, err := m.js.KeyValue(ctx, stream.DeliveriesBucket)
+	if err != nil {
+		return 0, nil, err
+	}
+	count := 0
+	var sample []eventlog.Event
+	err = eventlog.Each(ctx, m.js, ef, 0, 0, func(ev eventlog.Event) error {
+		if mode == ModeMissing {
+			st, ok, err := deliverystate.Get(ctx, states, ev.Tenant, ev.ID, f.SubscriptionID)
+			if err != nil {
+				return err
+			}
+			if ok && st.State == deliverystate.Delivered {
+				return nil
+			}
+		}
+		count++
+		if len(sample) < n {
+			sample = append(sample, ev)
+		}
+		return nil
+	})
+	return count, sample, err
 }
 
 // DryRun counts the selection and returns the first n entries.
@@ -330,7 +444,7 @@ func (m *Manager) claimAll(ctx context.Context) {
 		}
 		resumed := j.Runner != ""
 		j.Runner, j.LeaseUntil = m.self, time.Now().Add(m.lease)
-		j.StartedAt, j.DoneAtRun = time.Now().UTC(), j.Done+j.Failed+j.Gone
+		j.StartedAt, j.DoneAtRun = time.Now().UTC(), j.Done+j.Failed+j.Gone+j.Skipped
 		rev, err = m.update(ctx, j, rev)
 		if err != nil {
 			continue // another replica claimed it first
@@ -375,6 +489,10 @@ func (m *Manager) run(ctx context.Context, j Job, rev uint64) {
 		}
 		rev = r
 		return nil
+	}
+	if j.Source == SourceEvents {
+		m.runEvents(ctx, log, &j, save)
+		return
 	}
 	sel, err := m.Select(j.Filter)
 	if err != nil {
@@ -491,10 +609,90 @@ func (j Job) Progress() (rate float64, eta time.Duration) {
 		return 0, 0
 	}
 	el := j.UpdatedAt.Sub(j.StartedAt).Seconds()
-	n := j.Done + j.Failed + j.Gone - j.DoneAtRun
+	n := j.Done + j.Failed + j.Gone + j.Skipped - j.DoneAtRun
 	if el <= 0 || n <= 0 {
 		return 0, 0
 	}
 	rate = float64(n) / el
 	return rate, time.Duration(float64(j.Remaining()) / rate * float64(time.Second))
+}
+
+// runEvents back-fills the job's subscription: each selected event, oldest
+// first, is asked of a deliverer (replay.AskEvent; the task's dedup id
+// names the job, so a resumed job asking again stores one task), skipping
+// in mode missing those the subscription already got.
+func (m *Manager) runEvents(ctx context.Context, log *zap.Logger, j *Job, save func() error) {
+	ef, err := EventsFilter(j.Filter)
+	if err != nil {
+		m.finish(ctx, j, save, Failed, err.Error())
+		return
+	}
+	states, err := m.js.KeyValue(ctx, stream.DeliveriesBucket)
+	if err != nil {
+		log.Warn("back-fill job waits: delivery states unreadable", zap.Error(err))
+		return
+	}
+	var interval time.Duration
+	if j.Rate > 0 {
+		interval = time.Duration(float64(time.Second) / j.Rate)
+	}
+	var next time.Time
+	for {
+		err = eventlog.Each(ctx, m.js, ef, max(j.NextSeq, 1), j.MaxSeq, func(ev eventlog.Event) error {
+			if j.Mode == ModeMissing {
+				st, ok, err := deliverystate.Get(ctx, states, ev.Tenant, ev.ID, j.Filter.SubscriptionID)
+				if err != nil {
+					return err
+				}
+				if ok && st.State == deliverystate.Delivered {
+					j.Skipped++
+					j.NextSeq = ev.Seq + 1
+					return save()
+				}
+			}
+			if d := time.Until(next); d > 0 {
+				select {
+				case <-ctx.Done():
+					return ctx.Err()
+				case <-time.After(d):
+				}
+			}
+			next = time.Now().Add(interval)
+			actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			res, err := replay.AskEvent(actx, m.js.Conn(), replay.EventRequest{Seq: ev.Seq, SubscriptionID: j.Filter.SubscriptionID, Job: j.ID})
+			cancel()
+			var refused *replay.RefusedError
+			switch {
+			case errors.As(err, &refused):
+				j.Failed++
+				j.LastError = err.Error()
+			case err != nil:
+				j.LastError = err.Error()
+				_ = save()
+				return err
+			case res.Outcome == replay.Gone:
+				j.Gone++
+			default:
+				j.Done++
+			}
+			j.NextSeq = ev.Seq + 1
+			return save()
+		})
+		switch {
+		case err == nil:
+			m.finish(ctx, j, save, Done, "")
+			return
+		case errors.Is(err, errStop), ctx.Err() != nil:
+			return
+		}
+		log.Warn("back-fill job waits and retries", zap.Error(err))
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(m.lease / 3):
+		}
+		if save() != nil {
+			return
+		}
+	}
 }
