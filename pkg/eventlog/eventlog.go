@@ -253,12 +253,14 @@ func ULIDTime(id string) (time.Time, bool) {
 	}
 	const alphabet = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 	var ms uint64
-	for i := range 10 {
+	for i := range 26 {
 		k := strings.IndexByte(alphabet, u[i])
 		if k < 0 {
 			return time.Time{}, false
 		}
-		ms = ms<<5 | uint64(k)
+		if i < 10 {
+			ms = ms<<5 | uint64(k)
+		}
 	}
 	if ms >= 1<<48 {
 		return time.Time{}, false
