@@ -69,6 +69,17 @@ type Response struct {
 var ErrNoReplayer = errors.New("no deliverer answers replay requests on " + Subject +
 	" (a deliverer serves them: start one, then replay again)")
 
+// RefusedError is a deliverer's refusal to replay an entry: nothing was
+// published, and asking again gets the same answer.
+type RefusedError struct {
+	Seq    uint64
+	Reason string
+}
+
+func (e *RefusedError) Error() string {
+	return fmt.Sprintf("replay of seq %d refused by the deliverer: %s", e.Seq, e.Reason)
+}
+
 // Ask sends the request for seq and waits for the answer. A Response with
 // Error set comes back as an error, the entry untouched.
 func Ask(ctx context.Context, nc *nats.Conn, seq uint64) (Response, error) {
@@ -85,7 +96,7 @@ func Ask(ctx context.Context, nc *nats.Conn, seq uint64) (Response, error) {
 		return Response{}, fmt.Errorf("replay request for seq %d: unreadable answer: %w", seq, err)
 	}
 	if res.Error != "" {
-		return res, fmt.Errorf("replay of seq %d refused by the deliverer: %s", seq, res.Error)
+		return res, &RefusedError{Seq: seq, Reason: res.Error}
 	}
 	if res.Seq != seq || (res.Outcome != Replayed && res.Outcome != Gone) {
 		return res, fmt.Errorf("replay request for seq %d: unexpected answer (seq %d, outcome %q)", seq, res.Seq, res.Outcome)

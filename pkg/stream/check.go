@@ -56,8 +56,8 @@ func check(ctx context.Context, js jetstream.JetStream, c Config, consumers bool
 		}
 		problems = append(problems, p...)
 	}
-	for _, kv := range []jetstream.KeyValueConfig{KVConfig(c), ReplaysKVConfig(c)} {
-		p, err := checkKV(ctx, js, kv)
+	for _, kc := range KVConfigs(c) {
+		p, err := checkKV(ctx, js, kc)
 		if err != nil {
 			return err
 		}
@@ -119,6 +119,9 @@ func checkKV(ctx context.Context, js jetstream.JetStream, want jetstream.KeyValu
 	d.check("history", got.MaxMsgsPerSubject, int64(want.History))
 	d.check("storage", got.Storage, want.Storage)
 	d.check("replicas", got.Replicas, want.Replicas)
+	if want.TTL > 0 {
+		d.check("ttl", got.MaxAge, want.TTL)
+	}
 	return d.problems, nil
 }
 

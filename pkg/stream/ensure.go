@@ -182,6 +182,11 @@ func KVConfig(c Config) jetstream.KeyValueConfig {
 	}
 }
 
+// KVConfigs are every KV bucket of the topology.
+func KVConfigs(c Config) []jetstream.KeyValueConfig {
+	return []jetstream.KeyValueConfig{KVConfig(c), ReplaysKVConfig(c), ReplayJobsKVConfig(c), DeliveriesKVConfig(c)}
+}
+
 // ReplaysKVConfig is the bucket of replay marks (ReplaysBucket): one entry
 // per replayed dead letter, kept as long as DEADLETTER keeps the letter.
 func ReplaysKVConfig(c Config) jetstream.KeyValueConfig {
@@ -195,6 +200,43 @@ func ReplaysKVConfig(c Config) jetstream.KeyValueConfig {
 		Description: "Hookline dead letters already replayed (exactly-once replay beyond the duplicate window)",
 		History:     1,
 		TTL:         c.DeadLetterMaxAge,
+		Storage:     storage,
+		Replicas:    c.Replicas,
+	}
+}
+
+// ReplayJobsKVConfig is the replay jobs bucket: the latest state of each
+// job, kept ReplayJobsTTL after its last change.
+func ReplayJobsKVConfig(c Config) jetstream.KeyValueConfig {
+	c = c.withDefaults()
+	storage := jetstream.FileStorage
+	if c.MemoryStorage {
+		storage = jetstream.MemoryStorage
+	}
+	return jetstream.KeyValueConfig{
+		Bucket:      ReplayJobsBucket,
+		Description: "Hookline replay jobs (delivery API)",
+		History:     1,
+		TTL:         ReplayJobsTTL,
+		Storage:     storage,
+		Replicas:    c.Replicas,
+	}
+}
+
+// DeliveriesKVConfig is the delivery state bucket: one key per event ×
+// subscription, the latest state only, kept as long as EVENTS keeps the
+// event.
+func DeliveriesKVConfig(c Config) jetstream.KeyValueConfig {
+	c = c.withDefaults()
+	storage := jetstream.FileStorage
+	if c.MemoryStorage {
+		storage = jetstream.MemoryStorage
+	}
+	return jetstream.KeyValueConfig{
+		Bucket:      DeliveriesBucket,
+		Description: "Hookline delivery state per event and subscription (delivery API)",
+		History:     1,
+		TTL:         c.EventsMaxAge,
 		Storage:     storage,
 		Replicas:    c.Replicas,
 	}
@@ -230,11 +272,10 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, c Config) error 
 			return fmt.Errorf("ensure stream %s: %w", sc.Name, err)
 		}
 	}
-	if _, err := js.CreateOrUpdateKeyValue(ctx, KVConfig(c)); err != nil {
-		return fmt.Errorf("ensure kv bucket %s: %w", SubscriptionsBucket, err)
-	}
-	if _, err := js.CreateOrUpdateKeyValue(ctx, ReplaysKVConfig(c)); err != nil {
-		return fmt.Errorf("ensure kv bucket %s: %w", ReplaysBucket, err)
+	for _, kc := range KVConfigs(c) {
+		if _, err := js.CreateOrUpdateKeyValue(ctx, kc); err != nil {
+			return fmt.Errorf("ensure kv bucket %s: %w", kc.Bucket, err)
+		}
 	}
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"fmt"
 	"strings"
+	"time"
 )
 
 // Streams.
@@ -57,6 +58,33 @@ const SubscriptionsBucket = "hookline_subscriptions"
 // DEADLETTER recreated from seq 1 does not inherit the marks); entries
 // live as long as a dead letter does.
 const ReplaysBucket = "hookline_replays"
+
+// ReplayJobsBucket is the KV bucket holding the delivery API's replay jobs
+// (POST /v1/replays): any producer replica serves a job's state and
+// resumes a job whose runner stopped. Keys are job ids.
+const ReplayJobsBucket = "hookline_replay_jobs"
+
+// ReplayJobsTTL is how long a job's record outlives its last change.
+const ReplayJobsTTL = 7 * 24 * time.Hour
+
+// DeliveriesBucket holds the delivery state of each event × subscription
+// (GET /v1/events/{id}/deliveries), written by the deliverers at each
+// attempt's outcome and at dead-lettering, kept as long as EVENTS keeps
+// events. Keys: DeliveryStateKey.
+const DeliveriesBucket = "hookline_deliveries"
+
+// DeliveryStateKey is the key of the delivery state of an event of tenant
+// for a subscription: <tenant>.<event id>.<subscription>, the event id's
+// dots written as '=' (which no event id holds) so that the keys of one
+// event are exactly DeliveryStateFilter's.
+func DeliveryStateKey(tenant, eventID, subscriptionID string) string {
+	return tenant + "." + strings.ReplaceAll(eventID, ".", "=") + "." + subscriptionID
+}
+
+// DeliveryStateFilter matches the delivery state keys of one event.
+func DeliveryStateFilter(tenant, eventID string) string {
+	return tenant + "." + strings.ReplaceAll(eventID, ".", "=") + ".*"
+}
 
 // EventSubject is the subject an event of tenant and type is published to.
 func EventSubject(tenant, eventType string) string {

@@ -296,8 +296,23 @@ func TestNATSLeastPrivilege(t *testing.T) {
 			_, err := p.js.CreateOrUpdateConsumer(ctx, stream.Events, stream.ConsumerConfigs(stream.Config{})[stream.Events])
 			return err
 		})
-		denied(t, p, "read the dead letters", "$JS.API.STREAM.MSG.GET.DEADLETTER", func(ctx context.Context) error {
-			_, err := p.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET.DEADLETTER", []byte(`{"seq":1}`))
+		denied(t, p, "purge the dead letters", "$JS.API.STREAM.PURGE.DEADLETTER", func(ctx context.Context) error {
+			s, err := p.js.Stream(ctx, stream.DeadLetter)
+			if err != nil {
+				return err
+			}
+			return s.Purge(ctx)
+		})
+		denied(t, p, "read a task", "$JS.API.STREAM.MSG.GET.DELIVERIES", func(ctx context.Context) error {
+			_, err := p.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET.DELIVERIES", []byte(`{"seq":1}`))
+			return err
+		})
+		denied(t, p, "take work from the deliver consumer", "$JS.API.CONSUMER.MSG.NEXT.DELIVERIES.deliver", func(ctx context.Context) error {
+			_, err := p.nc.RequestWithContext(ctx, "$JS.API.CONSUMER.MSG.NEXT.DELIVERIES.deliver", []byte(`{"batch":1}`))
+			return err
+		})
+		denied(t, p, "change the dispatch consumer by its filterless subject", "$JS.API.CONSUMER.CREATE.EVENTS.dispatch", func(ctx context.Context) error {
+			_, err := p.nc.RequestWithContext(ctx, "$JS.API.CONSUMER.CREATE.EVENTS.dispatch", []byte(`{"stream_name":"EVENTS","config":{"durable_name":"dispatch","ack_policy":"none"}}`))
 			return err
 		})
 		// Pull batches carry webhook bodies, KV gets subscription records.
@@ -593,11 +608,9 @@ func TestNATSLeastPrivilege(t *testing.T) {
 		denied(t, pub, "read every reply (the nats.go default inbox)", "_INBOX.>", listen(pub, "_INBOX.>"))
 	})
 
+	t.Run("producer: delivery API and replay jobs", func(t *testing.T) { deliveryAPI(t, producer, deliverer) })
+
 	t.Run("replay requests", func(t *testing.T) {
-		denied(t, producer, "ask for a replay", replay.Subject, func(ctx context.Context) error {
-			_, err := replay.Ask(ctx, producer.nc, 1)
-			return err
-		})
 		denied(t, hookctl, "serve replay requests (a deliverer's)", replay.Subject, listen(hookctl, replay.Subject))
 		denied(t, producer, "serve replay requests (a deliverer's)", replay.Subject, listen(producer, replay.Subject))
 	})
@@ -617,7 +630,8 @@ func TestNATSLeastPrivilege(t *testing.T) {
 }
 
 // hooklineStreams are every stream of the topology, the KV bucket's too.
-var hooklineStreams = []string{stream.Events, stream.Deliveries, stream.Attempts, stream.DeadLetter, "KV_" + stream.SubscriptionsBucket}
+var hooklineStreams = []string{stream.Events, stream.Deliveries, stream.Attempts, stream.DeadLetter,
+	"KV_" + stream.SubscriptionsBucket, "KV_" + stream.ReplayJobsBucket, "KV_" + stream.DeliveriesBucket}
 
 // refusesStreamUpdates: c cannot update any Hookline stream, here by adding
 // a RePublish that would copy every message to a subject c reads (the

@@ -7,8 +7,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/hookline/hookline/cmd/hookctl/internal/attempt"
 	"github.com/hookline/hookline/cmd/hookctl/internal/timeflag"
+	"github.com/hookline/hookline/pkg/attempt"
 	"github.com/hookline/hookline/pkg/stream"
 )
 

@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hookline/hookline/cmd/hookctl/internal/deadletter"
 	"github.com/hookline/hookline/cmd/hookctl/internal/producer"
 	"github.com/hookline/hookline/cmd/hookctl/internal/timeflag"
+	"github.com/hookline/hookline/pkg/deadletter"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
 )
 

@@ -11,8 +11,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
-	"github.com/hookline/hookline/cmd/hookctl/internal/attempt"
-	"github.com/hookline/hookline/cmd/hookctl/internal/deadletter"
+	"github.com/hookline/hookline/pkg/attempt"
+	"github.com/hookline/hookline/pkg/deadletter"
 	"github.com/hookline/hookline/pkg/stream"
 )
 

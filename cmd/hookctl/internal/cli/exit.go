@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 
-	"github.com/hookline/hookline/cmd/hookctl/internal/deadletter"
 	"github.com/hookline/hookline/cmd/hookctl/internal/producer"
+	"github.com/hookline/hookline/pkg/deadletter"
 )
 
 // Exit codes. main is the only place that exits; it asks ExitCode.

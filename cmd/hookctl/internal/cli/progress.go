@@ -8,7 +8,7 @@ import (
 
 	"github.com/schollz/progressbar/v3"
 
-	"github.com/hookline/hookline/cmd/hookctl/internal/deadletter"
+	"github.com/hookline/hookline/pkg/deadletter"
 	"github.com/hookline/hookline/pkg/stream"
 )
 

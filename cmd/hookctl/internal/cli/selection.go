@@ -7,8 +7,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/hookline/hookline/cmd/hookctl/internal/deadletter"
 	"github.com/hookline/hookline/cmd/hookctl/internal/timeflag"
+	"github.com/hookline/hookline/pkg/deadletter"
 )
 
 // selectionFlags are the filters shared by dlq ls, stats, replay and purge.

@@ -1,4 +1,6 @@
-// Package replay is the deliverer's side of `hookctl dlq replay`: it serves
+// Package replay is the deliverer's side of `hookctl dlq replay` (and of
+// the API's replay jobs, whose back-fills it serves on
+// hookline.events.replay the same way): it serves
 // replay requests (pkg/replay) on hookline.dlq.replay, in a queue group
 // shared by every deliverer, reading each requested dead letter from
 // DEADLETTER and publishing its task. hookctl's NATS user may ask for a
@@ -39,11 +41,29 @@ func (s *Server) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("subscribe to %s: %w", replay.Subject, err)
 	}
+	// Back-fill requests of the API's replay jobs (source "events").
+	events, err := replay.ServeEvents(s.nc, s.r, s.timeout, s.loggedEvent)
+	if err != nil {
+		_ = sub.Drain()
+		return fmt.Errorf("subscribe to %s: %w", replay.EventSubject, err)
+	}
 	<-ctx.Done()
-	if err := sub.Drain(); err != nil && s.nc.IsConnected() {
-		s.log.Warn("stop serving replay requests", zap.Error(err))
+	for _, sb := range []*nats.Subscription{sub, events} {
+		if err := sb.Drain(); err != nil && s.nc.IsConnected() {
+			s.log.Warn("stop serving replay requests", zap.Error(err))
+		}
 	}
 	return nil
+}
+
+// loggedEvent records every back-fill answer, never a body.
+func (s *Server) loggedEvent(req replay.EventRequest, res replay.Response, err error) {
+	if err != nil {
+		s.log.Warn("event not back-filled", zap.Uint64("event_seq", req.Seq), zap.String("subscription_id", req.SubscriptionID), zap.Error(err))
+		return
+	}
+	s.log.Info("event back-filled", zap.Uint64("event_seq", req.Seq), zap.String("subscription_id", req.SubscriptionID),
+		zap.String("outcome", res.Outcome), zap.Uint64("task_seq", res.TaskSeq), zap.Bool("duplicate", res.Duplicate))
 }
 
 // logged records every answer: who was replayed where, never a body.

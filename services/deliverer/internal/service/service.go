@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hookline/hookline/pkg/deliverystate"
 	"github.com/hookline/hookline/pkg/ssrf"
 	"github.com/hookline/hookline/pkg/stream"
 	"github.com/hookline/hookline/pkg/subscription"
@@ -27,6 +28,7 @@ import (
 	"github.com/hookline/hookline/services/deliverer/internal/replay"
 	"github.com/hookline/hookline/services/deliverer/internal/retry"
 	"github.com/hookline/hookline/services/deliverer/internal/sender"
+	"github.com/hookline/hookline/services/deliverer/internal/staterec"
 	"github.com/hookline/hookline/services/deliverer/internal/subcache"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -147,6 +149,7 @@ func New(ctx context.Context, cfg config.Config, d Deps) (*Service, error) {
 		RootCAs:          d.RootCAs,
 	})
 	dead := deadletter.NewPublisher(js)
+	states := deliverystate.NewWriter(js) // GET /v1/events/{id}/deliveries
 	if d.Admission == nil {
 		d.Admission = health.New(cfg.Health, health.Limits{AttemptTimeout: cfg.HTTPTimeout, MaxPause: cfg.MaxRetryAfter, Workers: cfg.DeliverWorkers}, health.Deps{
 			Redis:      d.Redis,
@@ -162,13 +165,13 @@ func New(ctx context.Context, cfg config.Config, d Deps) (*Service, error) {
 		syncer: subscription.NewSyncer(store, cache, d.Log.Named("subscriptions")),
 		cache:  cache,
 		memo:   memo,
-		dispatch: dispatch.New(js, memo, dead, d.Log, m, dispatch.Options{
+		dispatch: dispatch.New(js, memo, staterec.DeadLettersTo(dead, states, d.Log), d.Log, m, dispatch.Options{
 			Workers: cfg.DispatchWorkers,
 			Orderer: order,
 		}),
 		deliver: deliver.New(deliver.Deps{
-			JS: js, Lookup: memo, Sender: snd, Scheduler: retry.NewScheduler(js), DeadLetters: dead,
-			Recorder: rec, Log: d.Log, Metrics: m,
+			JS: js, Lookup: memo, Sender: snd, Scheduler: retry.NewScheduler(js), DeadLetters: staterec.DeadLettersTo(dead, states, d.Log),
+			Recorder: staterec.Attempts(rec, states, d.Log), Log: d.Log, Metrics: m,
 			Ordering: order,
 			Floor:    ordering.NewFloor(ordering.ConsumerAckFloor(js, stream.Events, stream.DispatchConsumer), 0),
 		}, deliver.Options{

@@ -7,6 +7,9 @@ import (
 	"context"
 	"net/http"
 
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/hookline/hookline/pkg/auth"
 	"github.com/hookline/hookline/pkg/ssrf"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
 	"github.com/hookline/hookline/services/producer/internal/metrics"
@@ -64,6 +67,13 @@ type Deps struct {
 	// rate_limit_per_second (defaults 256 and 10,000).
 	MaxInFlight uint32
 	MaxRate     float64
+
+	// JS reads the streams for the delivery API (dead letters, attempts,
+	// events); Matching lists the subscriptions an event matches.
+	JS       jetstream.JetStream
+	Matching Matching
+	// Replays runs replay jobs (nil: the routes answer 503).
+	Replays Replays
 }
 
 // API serves the producer's HTTP endpoints.
@@ -80,6 +90,10 @@ type API struct {
 	maxInFlight   uint32
 	maxRate       float64
 
+	jetstream jetstream.JetStream
+	matching  Matching
+	replays   Replays
+
 	handler   http.Handler
 	allow     map[string][]string // path → methods routed, for 405 answers
 	urlPolicy ssrf.Policy
@@ -92,6 +106,7 @@ func New(d Deps) *API {
 		maxEventBytes: d.MaxEventBytes, maxBatchBytes: d.MaxBatchBytes, maxBatch: d.MaxBatch,
 		maxInFlight: d.MaxInFlight, maxRate: d.MaxRate,
 		allow: map[string][]string{}, urlPolicy: d.URLPolicy,
+		jetstream: d.JS, matching: d.Matching, replays: d.Replays,
 	}
 	if a.maxInFlight == 0 {
 		a.maxInFlight = 256
@@ -109,6 +124,19 @@ func New(d Deps) *API {
 	a.route(v1, "DELETE /v1/subscriptions/{id}", a.deleteSubscription)
 	a.route(v1, "POST /v1/subscriptions/{id}/rotate-secret", a.rotateSecret)
 	a.route(v1, "POST /v1/subscriptions/{id}/test", a.testSubscription)
+	a.route(v1, "GET /v1/subscriptions/{id}/attempts", a.listAttempts)
+	a.route(v1, "GET /v1/events", a.listEvents)
+	// Not a method pattern: "GET /v1/events/{id}" would conflict with the
+	// 405 fallback of /v1/events/batch (which is more specific than this).
+	a.allow["/v1/events/{id}"] = []string{http.MethodGet}
+	v1.Handle("/v1/events/{id}", a.routed("GET /v1/events/{id}", a.onlyGET("/v1/events/{id}", a.getEvent)))
+	a.route(v1, "GET /v1/events/{id}/deliveries", a.eventDeliveries)
+	a.route(v1, "GET /v1/dead-letters", a.listDeadLetters)
+	a.route(v1, "GET /v1/dead-letters/{seq}", a.getDeadLetter)
+	a.route(v1, "DELETE /v1/dead-letters/{seq}", a.deleteDeadLetter)
+	a.route(v1, "POST /v1/replays", a.createReplay)
+	a.route(v1, "GET /v1/replays/{id}", a.getReplay)
+	a.route(v1, "DELETE /v1/replays/{id}", a.cancelReplay)
 	a.route(v1, "/", notFound)
 
 	root := http.NewServeMux()
@@ -119,7 +147,9 @@ func New(d Deps) *API {
 	root.Handle("/v1/", v1h)
 	a.route(root, "GET /livez", livez)
 	a.route(root, "GET /readyz", a.readyz)
+	a.route(root, "GET /openapi.json", serveOpenAPI)
 	root.Handle("GET /metrics", a.routed("GET /metrics", d.Metrics.Handler()))
+	a.allow["/metrics"] = append(a.allow["/metrics"], http.MethodGet)
 	a.route(root, "/", notFound)
 	a.handler = a.recoverPanics(a.observe(root))
 	return a
@@ -140,4 +170,32 @@ func (a *API) route(mux *http.ServeMux, pattern string, h http.HandlerFunc) {
 	if len(a.allow[path]) == 1 {
 		mux.Handle(path, a.routed(path, a.methodNotAllowed(path)))
 	}
+}
+
+// authTenant is the tenant the caller's token is bound to ("" for every
+// tenant).
+func authTenant(r *http.Request) string { return auth.TenantOf(r.Context()) }
+
+// onlyGET serves GET and HEAD with h and answers 405 otherwise.
+func (a *API) onlyGET(path string, h http.HandlerFunc) http.HandlerFunc {
+	notAllowed := a.methodNotAllowed(path)
+	return func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			notAllowed(w, r)
+			return
+		}
+		h(w, r)
+	}
+}
+
+// Routes lists every "METHOD /path" the API serves (the OpenAPI document
+// must cover exactly these).
+func (a *API) Routes() []string {
+	var out []string
+	for path, methods := range a.allow {
+		for _, m := range methods {
+			out = append(out, m+" "+path)
+		}
+	}
+	return out
 }

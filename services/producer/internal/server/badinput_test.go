@@ -63,7 +63,7 @@ func TestBadInput(t *testing.T) {
 		{name: "bad occurred_at", method: "POST", path: "/v1/events", body: `{"tenant":"acme","type":"a","data":1,"occurred_at":"yesterday"}`, status: 422, field: "occurred_at"},
 		{name: "oversize", method: "POST", path: "/v1/events", body: `{"tenant":"acme","type":"a","data":"` + strings.Repeat("x", 1100) + `"}`, status: 413},
 		{name: "wrong content type", method: "POST", path: "/v1/events", body: `{}`, contentType: "text/plain", status: 415},
-		{name: "wrong method on events", method: "GET", path: "/v1/events", status: 405},
+		{name: "wrong method on events", method: "PUT", path: "/v1/events", status: 405},
 		{name: "wrong method on sub", method: "PUT", path: "/v1/subscriptions/" + subID, body: `{}`, status: 405},
 		{name: "unknown route", method: "GET", path: "/v1/nothing", status: 404},
 		{name: "unknown root route", method: "GET", path: "/nothing", status: 404},
@@ -123,9 +123,13 @@ func TestBadInput(t *testing.T) {
 	if n := e.msgs("EVENTS"); n != 0 {
 		t.Fatalf("bad requests published %d events", n)
 	}
-	r := e.do("GET", "/v1/events", nil)
-	if allow := r.Header.Get("Allow"); allow != "POST" {
-		t.Fatalf("Allow %q, want POST", allow)
+	r := e.do("DELETE", "/v1/events", nil)
+	if allow := r.Header.Get("Allow"); allow != "GET, HEAD, POST" {
+		t.Fatalf("Allow %q, want GET, HEAD, POST", allow)
+	}
+	r = e.do("POST", "/v1/events/evt_1", "{}")
+	if allow := r.Header.Get("Allow"); r.Status != 405 || allow != "GET, HEAD" {
+		t.Fatalf("POST /v1/events/{id}: %d, Allow %q", r.Status, allow)
 	}
 	r = e.do("PUT", "/v1/subscriptions/"+subID, "{}")
 	if allow := r.Header.Get("Allow"); allow != "DELETE, GET, HEAD, PATCH" {

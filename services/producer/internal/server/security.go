@@ -94,14 +94,16 @@ func loopbackHost(hostport string) bool {
 	return err == nil && a.Unmap().IsLoopback()
 }
 
-// scoped requires the publish scope on /v1/events and /v1/events/batch and
-// the admin scope (which implies publish) everywhere else under /v1/.
+// scoped requires the publish scope to publish (POST /v1/events and
+// /v1/events/batch) and the admin scope (which implies publish) everywhere
+// else under /v1/, reading the event log included: a publish token is a
+// write-only credential.
 func scoped(a *auth.Authenticator) func(http.Handler) http.Handler {
 	publish, admin := a.Require(auth.ScopePublish), a.Require(auth.ScopeAdmin)
 	return func(next http.Handler) http.Handler {
 		p, ad := publish(next), admin(next)
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if r.URL.Path == "/v1/events" || strings.HasPrefix(r.URL.Path, "/v1/events/") {
+			if r.Method == http.MethodPost && (r.URL.Path == "/v1/events" || r.URL.Path == "/v1/events/batch") {
 				p.ServeHTTP(w, r)
 				return
 			}

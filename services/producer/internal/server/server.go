@@ -15,11 +15,13 @@ import (
 
 	"github.com/hookline/hookline/pkg/stream"
 	"github.com/hookline/hookline/pkg/subscription"
+	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
 	"github.com/hookline/hookline/services/producer/internal/api"
 	"github.com/hookline/hookline/services/producer/internal/config"
 	"github.com/hookline/hookline/services/producer/internal/metrics"
 	"github.com/hookline/hookline/services/producer/internal/publish"
 	"github.com/hookline/hookline/services/producer/internal/registry"
+	"github.com/hookline/hookline/services/producer/internal/replayjob"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
@@ -51,7 +53,10 @@ type Server struct {
 	metrics  *metrics.Metrics
 
 	ready atomic.Bool // topology ensured and registry bound
-	ln    net.Listener
+	cache atomic.Pointer[subscription.Cache]
+	// replays runs replay jobs once the topology is there.
+	replays *replayjob.Manager
+	ln      net.Listener
 }
 
 // Option changes how the Server is built.
@@ -72,7 +77,14 @@ func New(cfg config.Config, nc *nats.Conn, rdb redis.UniversalClient, log *zap.L
 	s := &Server{cfg: cfg, nc: nc, rdb: rdb, log: log, metrics: m,
 		registry: registry.New(cfg.SecretOverlap, log)}
 	s.registry.LimitPerTenant(cfg.MaxSubscriptionsPerTenant)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, err
+	}
+	s.replays = replayjob.New(js, log.Named("replay"))
+	s.replays.Select = api.ReplaySelection
 	d := api.Deps{
+		JS: js, Matching: s.matching, Replays: s.replays,
 		Publisher: pub, Registry: s.registry, Metrics: m, Log: log, Ready: s.Ready,
 		MaxEventBytes: cfg.MaxEventBytes, MaxBatchBytes: cfg.MaxBatchBytes, MaxBatch: cfg.MaxBatch,
 		MaxInFlight: cfg.MaxInFlightLimit, MaxRate: cfg.MaxRateLimit,
@@ -174,10 +186,19 @@ func (s *Server) prepareAndSync(ctx context.Context) {
 	box, _ := s.cfg.Security.Secrets.Box()
 	cache := subscription.NewCache(s.rdb, store, subscription.WithLogger(s.log), subscription.WithRecordAuth(box))
 	s.registry.Attach(store, cache)
+	s.cache.Store(cache)
+	var jobs sync.WaitGroup
+	if err := s.replays.Bind(ctx); err != nil {
+		// Checked with the topology: only a NATS failure gets here.
+		s.log.Error("replay jobs unavailable", zap.Error(err))
+	} else {
+		jobs.Go(func() { s.replays.Run(ctx) })
+	}
 	s.ready.Store(true)
 	s.log.Info("producer ready")
 	// Run returns nil on ctx cancel and never on a transient failure.
 	_ = subscription.NewSyncer(store, cache, s.log.Named("syncer")).Run(ctx)
+	jobs.Wait()
 }
 
 // ensure checks the streams and the KV bucket (not the consumers: see
@@ -194,4 +215,14 @@ func (s *Server) ensure(ctx context.Context, js jetstream.JetStream) (*subscript
 		return nil, err
 	}
 	return subscription.NewStore(ctx, js)
+}
+
+// matching lists the subscriptions an event of tenant and type matches now
+// (GET /v1/events/{id}).
+func (s *Server) matching(ctx context.Context, tenant, eventType string) ([]*hooklinev1.Subscription, error) {
+	c := s.cache.Load()
+	if c == nil {
+		return nil, errors.New("the subscription registry is not bound yet")
+	}
+	return c.ForEvent(ctx, tenant, eventType)
 }

@@ -1,6 +1,6 @@
 // Package scan reads a range of a JetStream stream once, in sequence order,
-// through a short-lived ephemeral consumer: the read-only access hookctl
-// needs for listing dead letters and attempts.
+// through a short-lived ephemeral consumer: the read-only access hookctl and
+// the producer's API need for listing dead letters, attempts and events.
 package scan
 
 import (
@@ -20,6 +20,10 @@ type Options struct {
 	StartTime time.Time
 	// StartSeq, when set, skips messages with a lower sequence.
 	StartSeq uint64
+	// EndSeq, when set, ends the scan before the first message with a
+	// higher sequence (which is not visited), and keeps fetches from
+	// reading far past it.
+	EndSeq uint64
 	// HeadersOnly leaves message bodies on the server.
 	HeadersOnly bool
 	// BatchSize of each fetch (default 256).
@@ -73,6 +77,10 @@ func Scan(ctx context.Context, s jetstream.Stream, opts Options, visit func(jets
 	if batch <= 0 {
 		batch = 256
 	}
+	var last uint64
+	if opts.StartSeq > 0 {
+		last = opts.StartSeq - 1
+	}
 	for pending > 0 {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -80,6 +88,13 @@ func Scan(ctx context.Context, s jetstream.Stream, opts Options, visit func(jets
 		n := batch
 		if pending < uint64(n) {
 			n = int(pending)
+		}
+		if opts.EndSeq > 0 {
+			// At most EndSeq-last messages are left before EndSeq.
+			if opts.EndSeq <= last {
+				return nil
+			}
+			n = int(min(uint64(n), opts.EndSeq-last))
 		}
 		msgs, err := cons.Fetch(n, jetstream.FetchMaxWait(2*time.Second))
 		if err != nil {
@@ -93,6 +108,10 @@ func Scan(ctx context.Context, s jetstream.Stream, opts Options, visit func(jets
 				return fmt.Errorf("read stream %s: %w", s.CachedInfo().Config.Name, err)
 			}
 			pending = meta.NumPending
+			last = meta.Sequence.Stream
+			if opts.EndSeq > 0 && last > opts.EndSeq {
+				return nil
+			}
 			if err := visit(msg); err != nil {
 				if errors.Is(err, ErrStop) {
 					return nil

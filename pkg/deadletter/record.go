@@ -1,7 +1,7 @@
-// Package deadletter holds hookctl's view of the DEADLETTER stream: reading
-// entries into hooklinev1.DeadLetter records, selecting them by filters,
-// checking their subscriptions, replaying them as new delivery tasks, and
-// purging them.
+// Package deadletter is the reader's side of the DEADLETTER stream, shared by
+// hookctl and the producer's API: reading entries into hooklinev1.DeadLetter
+// records, selecting them by filters (one page at a time, too), checking
+// their subscriptions, replaying them as new delivery tasks, and purging them.
 package deadletter
 
 import (

@@ -15,7 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/encoding/protojson"
 
-	"github.com/hookline/hookline/cmd/hookctl/internal/scan"
+	"github.com/hookline/hookline/pkg/scan"
 	"github.com/hookline/hookline/pkg/stream"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
 )
@@ -38,7 +38,10 @@ type Query struct {
 type Record struct {
 	// Seq is the stream sequence of the message holding the record;
 	// records of one message share it.
-	Seq     uint64
+	Seq uint64
+	// Index is the record's position among the message's records (0 for
+	// the first; set by Page).
+	Index   int
 	Attempt *hooklinev1.Attempt
 	// Time is when the attempt started (the stream time when the record
 	// lacks started_at).

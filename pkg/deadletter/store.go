@@ -8,7 +8,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/hookline/hookline/cmd/hookctl/internal/scan"
+	"github.com/hookline/hookline/pkg/scan"
 	"github.com/hookline/hookline/pkg/stream"
 )
 
@@ -126,8 +126,12 @@ func (st *Store) selectSeqs(ctx context.Context, sel Selection) (entries []Entry
 
 // each visits every entry matching the filters of sel, oldest first.
 func (st *Store) each(ctx context.Context, sel Selection, visit func(Entry) error) error {
-	opts := scan.Options{Subjects: []string{sel.Subject()}, HeadersOnly: true}
-	if !sel.Since.IsZero() {
+	return st.eachFrom(ctx, sel, 0, visit)
+}
+
+func (st *Store) eachFrom(ctx context.Context, sel Selection, from uint64, visit func(Entry) error) error {
+	opts := scan.Options{Subjects: []string{sel.Subject()}, HeadersOnly: true, StartSeq: from}
+	if from == 0 && !sel.Since.IsZero() {
 		// The stream time is when the dead letter was stored; the header
 		// time can only be a little earlier. A minute of slack, then the
 		// exact filter below.
@@ -153,4 +157,79 @@ func reverse(es []Entry) {
 	for i, j := 0, len(es)-1; i < j; i, j = i+1, j-1 {
 		es[i], es[j] = es[j], es[i]
 	}
+}
+
+// Slack between a record's own time and when its stream stored it: a
+// dead letter or an attempt batch is stored a little after the time its
+// headers or records carry, never before (clock skew aside).
+const storeSlack = time.Minute
+
+// Bounds returns the sequences of s worth reading for records timed at or
+// after since (zero: unbounded): lo, inclusive, 0 for the stream's first.
+// until does not bound the read (a record stored late, after a NATS
+// outage, still counts at its own time): records are filtered on it.
+func Bounds(ctx context.Context, s jetstream.Stream, subjects []string, since, until time.Time) (lo, hi uint64, err error) {
+	if !since.IsZero() {
+		if lo, err = scan.SeqAtTime(ctx, s, subjects, since.Add(-storeSlack)); err != nil {
+			return 0, 0, err
+		}
+	}
+	return lo, 0, nil
+}
+
+// Page returns one page of the entries matching sel's filters (not Seqs,
+// not Limit: limit is the page size), without bodies, newest first when
+// desc, after (ascending) or before (descending) cursor when set. It holds
+// at most limit entries in memory, however many are stored.
+func (st *Store) Page(ctx context.Context, sel Selection, desc bool, cursor *scan.Pos, limit int) (scan.PageResult[Entry], error) {
+	subjects := []string{sel.Subject()}
+	lo, hi, err := Bounds(ctx, st.s, subjects, sel.Since, sel.Until)
+	if err != nil {
+		return scan.PageResult[Entry]{}, err
+	}
+	if sel.MaxSeq > 0 && (hi == 0 || sel.MaxSeq < hi) {
+		hi = sel.MaxSeq
+	}
+	return scan.Page(ctx, st.s, scan.PageOptions{Subjects: subjects, HeadersOnly: true, Desc: desc, Cursor: cursor,
+		Lo: lo, Hi: hi, Limit: limit}, func(m jetstream.Msg, seq uint64) ([]Entry, error) {
+		meta, err := m.Metadata()
+		if err != nil {
+			return nil, err
+		}
+		e := Decode(m.Subject(), seq, meta.Timestamp, m.Headers(), nil)
+		if !sel.Match(e) {
+			return nil, nil
+		}
+		return []Entry{e}, nil
+	}, func(e Entry) scan.Pos { return scan.Pos{Seq: e.Record.GetSeq()} })
+}
+
+// Count returns how many entries match sel's filters and the first n of
+// them, oldest first (a dry run), holding no more than n in memory.
+func (st *Store) Count(ctx context.Context, sel Selection, n int) (count int, sample []Entry, err error) {
+	sel.Limit = 0
+	err = st.each(ctx, sel, func(e Entry) error {
+		count++
+		if len(sample) < n {
+			sample = append(sample, e)
+		}
+		return nil
+	})
+	return count, sample, err
+}
+
+// Each visits the entries matching sel's filters, oldest first, from
+// sequence from on (0: the start), without bodies. visit may return
+// scan.ErrStop.
+func (st *Store) Each(ctx context.Context, sel Selection, from uint64, visit func(Entry) error) error {
+	return st.eachFrom(ctx, sel, from, visit)
+}
+
+// LastSeq is the stream's last sequence (0 when it never held anything).
+func (st *Store) LastSeq(ctx context.Context) (uint64, error) {
+	info, err := st.s.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("read stream %s: %w", stream.DeadLetter, err)
+	}
+	return info.State.LastSeq, nil
 }

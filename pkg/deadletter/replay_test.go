@@ -13,8 +13,8 @@ import (
 	"go.uber.org/goleak"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/hookline/hookline/cmd/hookctl/internal/deadletter"
-	"github.com/hookline/hookline/cmd/hookctl/internal/fixture"
+	"github.com/hookline/hookline/pkg/deadletter"
+	"github.com/hookline/hookline/pkg/fixture"
 	"github.com/hookline/hookline/pkg/replay"
 	"github.com/hookline/hookline/pkg/stream"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
