@@ -89,8 +89,10 @@ type Memo struct {
 	conn        *nats.Conn
 
 	watching atomic.Bool
-	gen      atomic.Uint64 // bumped by every change seen
-	seen     atomic.Uint64 // newest KV revision the watch reported
+	// epoch is the connection's reconnect count when the watch replayed.
+	epoch atomic.Uint64
+	gen   atomic.Uint64 // bumped by every change seen
+	seen  atomic.Uint64 // newest KV revision the watch reported
 
 	mu      sync.RWMutex
 	tenants map[string]*tenantMemo
@@ -164,6 +166,7 @@ func (m *Memo) watch(ctx context.Context) error {
 			}
 			if e == nil {
 				m.clear()
+				m.epoch.Store(m.reconnects())
 				m.watching.Store(true)
 				continue
 			}
@@ -182,6 +185,29 @@ func (m *Memo) watch(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// reconnects is how often the watch's connection reconnected so far.
+func (m *Memo) reconnects() uint64 {
+	if m.conn == nil {
+		return 0
+	}
+	return m.conn.Stats().Reconnects
+}
+
+// trusted reports whether the memo may answer: its watch replayed, and
+// the connection it watches on is the same one, still up. The check is
+// synchronous: the status events that stop the watch arrive
+// asynchronously, and a lookup right after a reconnect must not be
+// answered from before it while they are on their way.
+func (m *Memo) trusted() bool {
+	if !m.watching.Load() {
+		return false
+	}
+	if m.conn == nil {
+		return true
+	}
+	return m.conn.Status() == nats.CONNECTED && m.conn.Stats().Reconnects == m.epoch.Load()
 }
 
 // Current reports whether lookups now reflect the subscription change at
@@ -221,7 +247,7 @@ func (m *Memo) clear() {
 
 // ForEvent answers from the memo, else from the next cache (and remembers).
 func (m *Memo) ForEvent(ctx context.Context, tenant, eventType string) ([]*hooklinev1.Subscription, error) {
-	if !m.watching.Load() {
+	if !m.trusted() {
 		return m.next.ForEvent(ctx, tenant, eventType)
 	}
 	now := m.now()
@@ -249,7 +275,7 @@ func (m *Memo) ForEvent(ctx context.Context, tenant, eventType string) ([]*hookl
 // Get answers from the memo, else from the next cache (and remembers a
 // subscription found; "not found" and errors are not remembered).
 func (m *Memo) Get(ctx context.Context, tenant, id string) (*hooklinev1.Subscription, error) {
-	if !m.watching.Load() {
+	if !m.trusted() {
 		return m.next.Get(ctx, tenant, id)
 	}
 	now := m.now()
@@ -286,7 +312,7 @@ func added(had bool) int {
 func (m *Memo) store(gen uint64, tenant string, put func(*tenantMemo) int) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.gen.Load() != gen || !m.watching.Load() {
+	if m.gen.Load() != gen || !m.trusted() {
 		return
 	}
 	if m.entries >= m.max {
