@@ -226,7 +226,7 @@ func (d *Deliverer) Run(ctx context.Context) error {
 	}
 	// One buffered message per worker: a buffered message's AckWait is
 	// already running while it waits for a free worker.
-	it, err := cons.Messages(jetstream.PullMaxMessages(d.o.Workers))
+	it, err := cons.Messages(pool.Pull(d.o.Workers)...)
 	if err != nil {
 		return fmt.Errorf("deliver messages: %w", err)
 	}

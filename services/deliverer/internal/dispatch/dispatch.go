@@ -105,7 +105,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	}
 	// Buffered messages' AckWait is already running: buffer about two per
 	// worker, enough to keep them busy.
-	it, err := cons.Messages(jetstream.PullMaxMessages(2 * d.o.Workers))
+	it, err := cons.Messages(pool.Pull(2 * d.o.Workers)...)
 	if err != nil {
 		return fmt.Errorf("dispatch messages: %w", err)
 	}
