@@ -39,8 +39,13 @@ func TestPublishOverHTTPDeliversSignedWebhook(t *testing.T) {
 	if got := h.Header.Get("webhook-id"); got != id {
 		t.Errorf("webhook-id = %q; want the event id %q", got, id)
 	}
-	if string(h.Body) != data {
-		t.Errorf("body = %s; want the event data byte for byte: %s", h.Body, data)
+	// A new subscription gets the envelope, data byte for byte inside.
+	env, err := harness.ParseEnvelope(h.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(env.Data) != data || env.ID != id || env.Type != "order.created" || env.Timestamp == "" {
+		t.Errorf("envelope %s; want id %s, type order.created and the event data byte for byte: %s", h.Body, id, data)
 	}
 	if ct := h.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
 		t.Errorf("Content-Type = %q", ct)
@@ -63,7 +68,7 @@ func TestPublishOverHTTPDeliversSignedWebhook(t *testing.T) {
 func TestPublishOverNATSIsDelivered(t *testing.T) {
 	t.Parallel()
 	s := harness.NewStack(t, harness.StackOptions{})
-	ep, sub := s.Subscribe("acme", "orders", []string{"order.*"}, harness.OK)
+	ep, sub := s.Subscribe("acme", "orders", []string{"order.*"}, harness.OK, map[string]any{"payload_format": "raw"})
 	ctx := context.Background()
 
 	// With Nats-Msg-Id: the id is the event id, and a second publish of the
@@ -171,4 +176,69 @@ func TestSameEventIDFromTwoTenantsOverNATS(t *testing.T) {
 	if n := s.Deliverers[0].Metric(t, "hookline_events_unscoped_id_total"); n != 1 {
 		t.Fatalf("hookline_events_unscoped_id_total = %g; want 1 (the legacy publish)", n)
 	}
+}
+
+// oddData is event data with odd whitespace, a number beyond float64 and
+// an escape: decoding and re-encoding it would change its bytes.
+const oddData = "{ \"b\" :1,\n\t\"big\":  123456789012345678901234567890.100000000000000000001 , \"s\":\"\\u00e9\\n\" ,\"a\":[ ] }"
+
+// Both payload formats verify with the Standard Webhooks reference
+// library; the raw body is the published data and the envelope's data is
+// the same bytes; every request carries the informative headers, and a
+// subscription's custom headers.
+func TestPayloadFormatsVerifyWithTheReferenceLibrary(t *testing.T) {
+	t.Parallel()
+	s := harness.NewStack(t, harness.StackOptions{})
+	envEp, envSub := s.Subscribe("acme", "envelope", []string{"order.*"}, harness.OK,
+		map[string]any{"headers": map[string]string{"Authorization": "Bearer r3ceiver_t0ken", "X-Region": "eu"}})
+	rawEp, rawSub := s.Subscribe("acme", "raw", []string{"order.*"}, harness.OK, map[string]any{"payload_format": "raw"})
+
+	// Over NATS: the bytes published are the bytes stored (an HTTP client
+	// built on encoding/json would compact them before they left).
+	id, err := harness.PublishNATS(context.Background(), s.JS, s.Checker, "acme", "order.paid", "evt_"+harness.NewIDPrefix()+"_odd", []byte(oddData))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		ep     *harness.Endpoint
+		sub    harness.Subscription
+		format string
+	}{{envEp, envSub, "envelope"}, {rawEp, rawSub, "raw"}} {
+		h := c.ep.AwaitDelivered(t, id, 30*time.Second)
+		verify(t, c.sub.Secret, h)
+		data := h.Body
+		if c.format == "envelope" {
+			env, err := harness.ParseEnvelope(h.Body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if env.ID != id || env.Type != "order.paid" {
+				t.Errorf("envelope id %q type %q", env.ID, env.Type)
+			}
+			if _, err := time.Parse(time.RFC3339Nano, env.Timestamp); err != nil {
+				t.Errorf("envelope timestamp %q: %v", env.Timestamp, err)
+			}
+			if env.Timestamp != h.Header.Get("Hookline-Occurred-At") {
+				t.Errorf("timestamp %q, Hookline-Occurred-At %q", env.Timestamp, h.Header.Get("Hookline-Occurred-At"))
+			}
+			data = env.Data
+			if h.Header.Get("Authorization") != "Bearer r3ceiver_t0ken" || h.Header.Get("X-Region") != "eu" {
+				t.Errorf("custom headers: %v", h.Header)
+			}
+		} else if h.Header.Get("Authorization") != "" {
+			t.Errorf("raw subscription got another's custom header")
+		}
+		if string(data) != oddData {
+			t.Errorf("%s: data %q; want the published bytes %q", c.format, data, oddData)
+		}
+		for k, v := range map[string]string{
+			"Hookline-Event-Type": "order.paid", "Hookline-Attempt": "1", "Hookline-Subscription-Id": c.sub.ID,
+		} {
+			if h.Header.Get(k) != v {
+				t.Errorf("%s: %s = %q; want %q", c.format, k, h.Header.Get(k), v)
+			}
+		}
+	}
+	r := s.Checker.Await(t, 30*time.Second, time.Second)
+	r.Verify(t, 0)
 }

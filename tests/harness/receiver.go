@@ -1,7 +1,9 @@
 package harness
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -557,4 +559,25 @@ func (e *Endpoint) AwaitAttempts(tb testing.TB, eventID string, n int, timeout t
 		return nil
 	})
 	return got
+}
+
+// Envelope is the body of a subscription whose payload_format is
+// "envelope", with data kept as the bytes sent.
+type Envelope struct {
+	ID        string          `json:"id"`
+	Type      string          `json:"type"`
+	Timestamp string          `json:"timestamp"`
+	Data      json.RawMessage `json:"data"`
+}
+
+// ParseEnvelope reads an envelope body; fields other than the four are an
+// error.
+func ParseEnvelope(body []byte) (Envelope, error) {
+	var e Envelope
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&e); err != nil {
+		return Envelope{}, fmt.Errorf("envelope %s: %w", body, err)
+	}
+	return e, nil
 }

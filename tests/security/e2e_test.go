@@ -131,6 +131,20 @@ func TestEndToEndLeastPrivilegeLogsHoldNoSecrets(t *testing.T) {
 	}
 	okSub := create(ok, ok.URL+"?token="+querySecret, true)
 	failingSub := create(failing, failing.URL, true)
+	// A receiver's own credential as a custom header, on a subscription
+	// that delivers and on one whose attempts fail and are dead-lettered.
+	const headerSecret = "header-secret-3c8a1f"
+	for _, id := range []string{okSub.ID, failingSub.ID} {
+		var patched map[string]any
+		if err := ops.Do(ctx, "PATCH", "/v1/subscriptions/"+id, map[string]any{
+			"headers": map[string]string{"X-Api-Key": headerSecret},
+		}, &patched); err != nil {
+			t.Fatal(err)
+		}
+		if fmt.Sprint(patched["headers"]) != "map[X-Api-Key:REDACTED]" {
+			t.Fatalf("PATCH answered headers %v", patched["headers"])
+		}
+	}
 	blockedURL := strings.Replace(ok.URL, "127.0.0.1", "127.0.0.2", 1) + "?token=" + querySecret
 	create(nil, blockedURL, false)
 	type keyed struct {
@@ -153,7 +167,9 @@ func TestEndToEndLeastPrivilegeLogsHoldNoSecrets(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ok.AwaitDelivered(t, first.ID, 30*time.Second)
+	if got := ok.AwaitDelivered(t, first.ID, 30*time.Second).Header.Get("X-Api-Key"); got != headerSecret {
+		t.Fatalf("the custom header arrived as %q", got)
+	}
 	// Rotate: the next event is signed with both secrets.
 	var rotated harness.Subscription
 	if err := ops.Do(ctx, "POST", "/v1/subscriptions/"+okSub.ID+"/rotate-secret", nil, &rotated); err != nil {
@@ -234,7 +250,11 @@ func TestEndToEndLeastPrivilegeLogsHoldNoSecrets(t *testing.T) {
 	}
 	for _, m := range held {
 		h := failing.AwaitDelivered(t, m.Header.Get(stream.HeaderEventID), 30*time.Second)
-		if string(h.Body) != string(m.Data) {
+		env, err := harness.ParseEnvelope(h.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(env.Data) != string(m.Data) {
 			t.Fatalf("replayed %s: delivered %q, DEADLETTER held %q", m.Header.Get(stream.HeaderEventID), h.Body, m.Data)
 		}
 	}
@@ -279,7 +299,15 @@ func TestEndToEndLeastPrivilegeLogsHoldNoSecrets(t *testing.T) {
 
 	forbidden := map[string]string{
 		"HOOKLINE_SECRET_KEY": secretKey, "admin token": adminToken, "publish token": publishToken,
-		"wrong token": wrongToken, "URL query": querySecret,
+		"wrong token": wrongToken, "URL query": querySecret, "custom header": headerSecret,
+	}
+	// Nor does any attempt record or dead letter hold the custom header.
+	for _, name := range []string{stream.Attempts, stream.DeadLetter} {
+		for _, m := range natstest.Messages(t, admin.js, name) {
+			if strings.Contains(string(m.Data), headerSecret) || strings.Contains(fmt.Sprint(m.Header), headerSecret) {
+				t.Errorf("a message of %s holds the custom header", name)
+			}
+		}
 	}
 	for user, pw := range natsPW {
 		forbidden["NATS password of "+user] = pw

@@ -64,7 +64,10 @@ func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	v := rc.verify(r.Context(), body, r.Header)
 	id := r.Header.Get(signing.HeaderID)
-	typ := rc.types.lookup(r.Context(), rc.js, id)
+	typ := sentType(r.Header, body)
+	if typ == "" { // a deliverer from before the type was sent
+		typ = rc.types.lookup(r.Context(), rc.js, id)
+	}
 	if v.OK {
 		rc.con.Line("receiver", "webhook-id=%s type=%s verified=yes subscription=%s", orDash(id), orDash(typ), v.SubscriptionID)
 	} else {
@@ -72,6 +75,22 @@ func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	rc.con.Line("receiver", "  %s", printable(body))
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// sentType is the event type the webhook carries: the Hookline-Event-Type
+// header, else the envelope's "type" ("" when neither says).
+func sentType(h http.Header, body []byte) string {
+	if t := h.Get("Hookline-Event-Type"); t != "" {
+		return t
+	}
+	var env struct {
+		Type string          `json:"type"`
+		Data json.RawMessage `json:"data"`
+	}
+	if json.Unmarshal(body, &env) == nil && env.Data != nil {
+		return env.Type
+	}
+	return ""
 }
 
 func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {

@@ -360,3 +360,20 @@ func TestSecretBox(t *testing.T) {
 		t.Fatal("a malformed key was accepted")
 	}
 }
+
+// The type comes from the webhook itself when it says: the header, else
+// the envelope; a raw body of a field named type is not mistaken for one.
+func TestSentType(t *testing.T) {
+	t.Parallel()
+	h := http.Header{}
+	if got := sentType(h, []byte(`{"id":"e","type":"order.paid","timestamp":"t","data":{}}`)); got != "order.paid" {
+		t.Errorf("envelope: %q", got)
+	}
+	if got := sentType(h, []byte(`{"type":"not-an-envelope"}`)); got != "" {
+		t.Errorf("raw body: %q", got)
+	}
+	h.Set("Hookline-Event-Type", "invoice.paid")
+	if got := sentType(h, []byte(`{}`)); got != "invoice.paid" {
+		t.Errorf("header: %q", got)
+	}
+}

@@ -53,6 +53,11 @@ func (a *App) call(c *cobra.Command, method, path string, query url.Values, in p
 			return nil, fmt.Errorf("encode request: %w", err)
 		}
 		body = buf.Bytes()
+		if u, ok := in.(*hooklinev1.UpdateSubscriptionRequest); ok {
+			if body, err = updateBody(body, u); err != nil {
+				return nil, fmt.Errorf("encode request: %w", err)
+			}
+		}
 	}
 	return api.Do(c.Context(), method, path, query, body)
 }
@@ -112,6 +117,14 @@ func (a *App) printSub(w io.Writer, data []byte) error {
 	if s.GetOrdered() {
 		row(tw, "ordered:", "yes")
 	}
+	if f := s.GetPayloadFormat(); f != "" {
+		row(tw, "payload format:", f)
+	} else {
+		row(tw, "payload format:", "raw (not set: created before payload formats)")
+	}
+	if len(s.GetHeaders()) > 0 {
+		row(tw, "headers:", headerNames(s.GetHeaders()))
+	}
 	if s.GetSignatureScheme() != "" {
 		row(tw, "signature scheme:", s.GetSignatureScheme())
 	}
@@ -139,6 +152,7 @@ func (a *App) callSub(c *cobra.Command, method, path string, in proto.Message, a
 	if err != nil {
 		return err
 	}
+	data = maskSubJSON(data)
 	if asJSON {
 		return printRaw(a.io.Out, data)
 	}
@@ -186,7 +200,9 @@ func (a *App) listSubs(c *cobra.Command, tenant string, limit int) ([]json.RawMe
 		if err := json.Unmarshal(data, &page); err != nil {
 			return nil, fmt.Errorf("the producer API answered something that is not a subscription list: %w", err)
 		}
-		out = append(out, page.Subscriptions...)
+		for _, sub := range page.Subscriptions {
+			out = append(out, maskSubJSON(sub))
+		}
 		if page.NextCursor == "" || page.NextCursor == cursor || (limit > 0 && len(out) >= limit) {
 			if limit > 0 && len(out) > limit {
 				out = out[:limit]
@@ -272,8 +288,9 @@ func (a *App) subsGet() *cobra.Command {
 
 func (a *App) subsCreate() *cobra.Command {
 	var (
-		req    hooklinev1.CreateSubscriptionRequest
-		asJSON bool
+		req     hooklinev1.CreateSubscriptionRequest
+		asJSON  bool
+		headers []string
 	)
 	c := &cobra.Command{
 		Use:   "create",
@@ -295,6 +312,11 @@ func (a *App) subsCreate() *cobra.Command {
 			if len(missing) > 0 {
 				return usageErr(fmt.Errorf("create needs %s", strings.Join(missing, ", ")))
 			}
+			h, err := parseHeaders(headers)
+			if err != nil {
+				return err
+			}
+			req.Headers = h
 			return a.callSub(c, http.MethodPost, "/v1/subscriptions", &req, asJSON)
 		},
 	}
@@ -308,6 +330,8 @@ func (a *App) subsCreate() *cobra.Command {
 	fl.Uint32Var(&req.RateLimitBurst, "rate-limit-burst", 0, "burst of the rate limit")
 	fl.StringVar(&req.SignatureScheme, "signature-scheme", "", "v1 (HMAC-SHA256, default) or v1a (ed25519)")
 	fl.BoolVar(&req.Ordered, "ordered", false, "deliver one event at a time, in publish order")
+	fl.StringVar(&req.PayloadFormat, "payload-format", "", "envelope (default: {id,type,timestamp,data}) or raw (the event's data alone)")
+	fl.StringArrayVar(&headers, "header", nil, "a custom header \"Name: value\" sent on every attempt (repeat; write-only)")
 	fl.BoolVar(&asJSON, "json", false, "print the API's JSON answer")
 	return c
 }
@@ -319,6 +343,9 @@ func (a *App) subsUpdate() *cobra.Command {
 		maxInFlight, burst uint32
 		rateLimit          float64
 		asJSON             bool
+		payloadFormat      string
+		headers            []string
+		clearHeaders       bool
 	)
 	c := &cobra.Command{
 		Use:   "update ID",
@@ -351,8 +378,18 @@ func (a *App) subsUpdate() *cobra.Command {
 			if fl.Changed("rate-limit-burst") {
 				req.RateLimitBurst = &burst
 			}
-			if proto.Size(req) == 0 && !fl.Changed("description") {
-				return usageErr(errors.New("nothing to update: give --url, --type, --description, --max-in-flight, --rate-limit or --rate-limit-burst"))
+			if fl.Changed("payload-format") {
+				req.PayloadFormat = &payloadFormat
+			}
+			if fl.Changed("header") || clearHeaders {
+				h, err := parseHeaders(headers)
+				if err != nil {
+					return err
+				}
+				req.Headers = &hooklinev1.Headers{Values: h}
+			}
+			if proto.Size(req) == 0 && !fl.Changed("description") && req.Headers == nil {
+				return usageErr(errors.New("nothing to update: give --url, --type, --description, --max-in-flight, --rate-limit, --rate-limit-burst, --payload-format, --header or --clear-headers"))
 			}
 			return a.callSub(c, http.MethodPatch, path, req, asJSON)
 		},
@@ -364,6 +401,9 @@ func (a *App) subsUpdate() *cobra.Command {
 	fl.Uint32Var(&maxInFlight, "max-in-flight", 0, "most attempts in flight at once")
 	fl.Float64Var(&rateLimit, "rate-limit", 0, "most requests per second (0: unlimited)")
 	fl.Uint32Var(&burst, "rate-limit-burst", 0, "burst of the rate limit")
+	fl.StringVar(&payloadFormat, "payload-format", "", "envelope or raw")
+	fl.StringArrayVar(&headers, "header", nil, "custom headers \"Name: value\" replacing every stored one (repeat; \"Name: REDACTED\" keeps a stored value)")
+	fl.BoolVar(&clearHeaders, "clear-headers", false, "remove every custom header")
 	fl.BoolVar(&asJSON, "json", false, "print the API's JSON answer")
 	return c
 }

@@ -65,7 +65,17 @@ type Subscription struct {
 	// parameters such as api_key, token, password) masked as REDACTED:
 	// sealed with HOOKLINE_SECRET_KEY ("enc:v1:…"), in clear when no key is
 	// configured. Only the deliverer opens it; the API never shows it.
-	SealedUrl     string `protobuf:"bytes,19,opt,name=sealed_url,json=sealedUrl,proto3" json:"sealed_url,omitempty"`
+	SealedUrl string `protobuf:"bytes,19,opt,name=sealed_url,json=sealedUrl,proto3" json:"sealed_url,omitempty"`
+	// The body sent to the endpoint: "envelope" ({"id","type","timestamp",
+	// "data"} around the event's data bytes) or "raw" (the data alone).
+	// Absent ("") means raw: records written before the field existed keep
+	// their body; the API creates new subscriptions with "envelope".
+	PayloadFormat string `protobuf:"bytes,20,opt,name=payload_format,json=payloadFormat,proto3" json:"payload_format,omitempty"`
+	// Custom request headers, canonical name -> value sealed with
+	// HOOKLINE_SECRET_KEY ("enc:v1:…", in clear when no key is configured).
+	// Write-only: the API shows each value as REDACTED; only the deliverer
+	// opens them.
+	Headers       map[string]string `protobuf:"bytes,21,rep,name=headers,proto3" json:"headers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -233,6 +243,20 @@ func (x *Subscription) GetSealedUrl() string {
 	return ""
 }
 
+func (x *Subscription) GetPayloadFormat() string {
+	if x != nil {
+		return x.PayloadFormat
+	}
+	return ""
+}
+
+func (x *Subscription) GetHeaders() map[string]string {
+	if x != nil {
+		return x.Headers
+	}
+	return nil
+}
+
 // SigningKey is one secret of a subscription. Several are active while a
 // rotation overlaps.
 type SigningKey struct {
@@ -311,8 +335,11 @@ type CreateSubscriptionRequest struct {
 	RateLimitBurst     uint32                 `protobuf:"varint,7,opt,name=rate_limit_burst,json=rateLimitBurst,proto3" json:"rate_limit_burst,omitempty"`
 	SignatureScheme    string                 `protobuf:"bytes,8,opt,name=signature_scheme,json=signatureScheme,proto3" json:"signature_scheme,omitempty"`
 	Ordered            bool                   `protobuf:"varint,9,opt,name=ordered,proto3" json:"ordered,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// "envelope" (default when empty) or "raw".
+	PayloadFormat string            `protobuf:"bytes,10,opt,name=payload_format,json=payloadFormat,proto3" json:"payload_format,omitempty"`
+	Headers       map[string]string `protobuf:"bytes,11,rep,name=headers,proto3" json:"headers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CreateSubscriptionRequest) Reset() {
@@ -408,6 +435,20 @@ func (x *CreateSubscriptionRequest) GetOrdered() bool {
 	return false
 }
 
+func (x *CreateSubscriptionRequest) GetPayloadFormat() string {
+	if x != nil {
+		return x.PayloadFormat
+	}
+	return ""
+}
+
+func (x *CreateSubscriptionRequest) GetHeaders() map[string]string {
+	if x != nil {
+		return x.Headers
+	}
+	return nil
+}
+
 // UpdateSubscriptionRequest is the body of PATCH /v1/subscriptions/{id}; only
 // the fields present change.
 type UpdateSubscriptionRequest struct {
@@ -419,8 +460,12 @@ type UpdateSubscriptionRequest struct {
 	MaxInFlight        *uint32                `protobuf:"varint,5,opt,name=max_in_flight,json=maxInFlight,proto3,oneof" json:"max_in_flight,omitempty"`
 	RateLimitPerSecond *float64               `protobuf:"fixed64,6,opt,name=rate_limit_per_second,json=rateLimitPerSecond,proto3,oneof" json:"rate_limit_per_second,omitempty"`
 	RateLimitBurst     *uint32                `protobuf:"varint,7,opt,name=rate_limit_burst,json=rateLimitBurst,proto3,oneof" json:"rate_limit_burst,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	PayloadFormat      *string                `protobuf:"bytes,8,opt,name=payload_format,json=payloadFormat,proto3,oneof" json:"payload_format,omitempty"`
+	// When set, replaces every custom header; a value of REDACTED keeps the
+	// stored value of that header.
+	Headers       *Headers `protobuf:"bytes,9,opt,name=headers,proto3" json:"headers,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *UpdateSubscriptionRequest) Reset() {
@@ -502,6 +547,66 @@ func (x *UpdateSubscriptionRequest) GetRateLimitBurst() uint32 {
 	return 0
 }
 
+func (x *UpdateSubscriptionRequest) GetPayloadFormat() string {
+	if x != nil && x.PayloadFormat != nil {
+		return *x.PayloadFormat
+	}
+	return ""
+}
+
+func (x *UpdateSubscriptionRequest) GetHeaders() *Headers {
+	if x != nil {
+		return x.Headers
+	}
+	return nil
+}
+
+// Headers is a set of custom request headers (a message, so that an update
+// can tell "absent" from "clear them all").
+type Headers struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Values        map[string]string      `protobuf:"bytes,1,rep,name=values,proto3" json:"values,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Headers) Reset() {
+	*x = Headers{}
+	mi := &file_hookline_v1_subscription_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Headers) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Headers) ProtoMessage() {}
+
+func (x *Headers) ProtoReflect() protoreflect.Message {
+	mi := &file_hookline_v1_subscription_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Headers.ProtoReflect.Descriptor instead.
+func (*Headers) Descriptor() ([]byte, []int) {
+	return file_hookline_v1_subscription_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *Headers) GetValues() map[string]string {
+	if x != nil {
+		return x.Values
+	}
+	return nil
+}
+
 // ListSubscriptionsResponse answers GET /v1/subscriptions.
 type ListSubscriptionsResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -514,7 +619,7 @@ type ListSubscriptionsResponse struct {
 
 func (x *ListSubscriptionsResponse) Reset() {
 	*x = ListSubscriptionsResponse{}
-	mi := &file_hookline_v1_subscription_proto_msgTypes[4]
+	mi := &file_hookline_v1_subscription_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -526,7 +631,7 @@ func (x *ListSubscriptionsResponse) String() string {
 func (*ListSubscriptionsResponse) ProtoMessage() {}
 
 func (x *ListSubscriptionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hookline_v1_subscription_proto_msgTypes[4]
+	mi := &file_hookline_v1_subscription_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -539,7 +644,7 @@ func (x *ListSubscriptionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSubscriptionsResponse.ProtoReflect.Descriptor instead.
 func (*ListSubscriptionsResponse) Descriptor() ([]byte, []int) {
-	return file_hookline_v1_subscription_proto_rawDescGZIP(), []int{4}
+	return file_hookline_v1_subscription_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ListSubscriptionsResponse) GetSubscriptions() []*Subscription {
@@ -566,7 +671,7 @@ type TestSubscriptionResponse struct {
 
 func (x *TestSubscriptionResponse) Reset() {
 	*x = TestSubscriptionResponse{}
-	mi := &file_hookline_v1_subscription_proto_msgTypes[5]
+	mi := &file_hookline_v1_subscription_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -578,7 +683,7 @@ func (x *TestSubscriptionResponse) String() string {
 func (*TestSubscriptionResponse) ProtoMessage() {}
 
 func (x *TestSubscriptionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hookline_v1_subscription_proto_msgTypes[5]
+	mi := &file_hookline_v1_subscription_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -591,7 +696,7 @@ func (x *TestSubscriptionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TestSubscriptionResponse.ProtoReflect.Descriptor instead.
 func (*TestSubscriptionResponse) Descriptor() ([]byte, []int) {
-	return file_hookline_v1_subscription_proto_rawDescGZIP(), []int{5}
+	return file_hookline_v1_subscription_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *TestSubscriptionResponse) GetEventId() string {
@@ -605,7 +710,7 @@ var File_hookline_v1_subscription_proto protoreflect.FileDescriptor
 
 const file_hookline_v1_subscription_proto_rawDesc = "" +
 	"\n" +
-	"\x1ehookline/v1/subscription.proto\x12\vhookline.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcc\x05\n" +
+	"\x1ehookline/v1/subscription.proto\x12\vhookline.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf1\x06\n" +
 	"\fSubscription\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06tenant\x18\x02 \x01(\tR\x06tenant\x12\x10\n" +
@@ -632,14 +737,19 @@ const file_hookline_v1_subscription_proto_rawDesc = "" +
 	"public_key\x18\x11 \x01(\tR\tpublicKey\x12\x18\n" +
 	"\aordered\x18\x12 \x01(\bR\aordered\x12\x1d\n" +
 	"\n" +
-	"sealed_url\x18\x13 \x01(\tR\tsealedUrl\"\x9a\x01\n" +
+	"sealed_url\x18\x13 \x01(\tR\tsealedUrl\x12%\n" +
+	"\x0epayload_format\x18\x14 \x01(\tR\rpayloadFormat\x12@\n" +
+	"\aheaders\x18\x15 \x03(\v2&.hookline.v1.Subscription.HeadersEntryR\aheaders\x1a:\n" +
+	"\fHeadersEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x9a\x01\n" +
 	"\n" +
 	"SigningKey\x12\x16\n" +
 	"\x06secret\x18\x01 \x01(\tR\x06secret\x129\n" +
 	"\n" +
 	"created_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
 	"\n" +
-	"expires_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"\xce\x02\n" +
+	"expires_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"\x80\x04\n" +
 	"\x19CreateSubscriptionRequest\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x10\n" +
 	"\x03url\x18\x02 \x01(\tR\x03url\x12\x1f\n" +
@@ -650,7 +760,13 @@ const file_hookline_v1_subscription_proto_rawDesc = "" +
 	"\x15rate_limit_per_second\x18\x06 \x01(\x01R\x12rateLimitPerSecond\x12(\n" +
 	"\x10rate_limit_burst\x18\a \x01(\rR\x0erateLimitBurst\x12)\n" +
 	"\x10signature_scheme\x18\b \x01(\tR\x0fsignatureScheme\x12\x18\n" +
-	"\aordered\x18\t \x01(\bR\aordered\"\x91\x03\n" +
+	"\aordered\x18\t \x01(\bR\aordered\x12%\n" +
+	"\x0epayload_format\x18\n" +
+	" \x01(\tR\rpayloadFormat\x12M\n" +
+	"\aheaders\x18\v \x03(\v23.hookline.v1.CreateSubscriptionRequest.HeadersEntryR\aheaders\x1a:\n" +
+	"\fHeadersEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x80\x04\n" +
 	"\x19UpdateSubscriptionRequest\x12\x15\n" +
 	"\x03url\x18\x01 \x01(\tH\x00R\x03url\x88\x01\x01\x12\x1f\n" +
 	"\vevent_types\x18\x02 \x03(\tR\n" +
@@ -659,13 +775,21 @@ const file_hookline_v1_subscription_proto_rawDesc = "" +
 	"\bdisabled\x18\x04 \x01(\bH\x02R\bdisabled\x88\x01\x01\x12'\n" +
 	"\rmax_in_flight\x18\x05 \x01(\rH\x03R\vmaxInFlight\x88\x01\x01\x126\n" +
 	"\x15rate_limit_per_second\x18\x06 \x01(\x01H\x04R\x12rateLimitPerSecond\x88\x01\x01\x12-\n" +
-	"\x10rate_limit_burst\x18\a \x01(\rH\x05R\x0erateLimitBurst\x88\x01\x01B\x06\n" +
+	"\x10rate_limit_burst\x18\a \x01(\rH\x05R\x0erateLimitBurst\x88\x01\x01\x12*\n" +
+	"\x0epayload_format\x18\b \x01(\tH\x06R\rpayloadFormat\x88\x01\x01\x12.\n" +
+	"\aheaders\x18\t \x01(\v2\x14.hookline.v1.HeadersR\aheadersB\x06\n" +
 	"\x04_urlB\x0e\n" +
 	"\f_descriptionB\v\n" +
 	"\t_disabledB\x10\n" +
 	"\x0e_max_in_flightB\x18\n" +
 	"\x16_rate_limit_per_secondB\x13\n" +
-	"\x11_rate_limit_burst\"}\n" +
+	"\x11_rate_limit_burstB\x11\n" +
+	"\x0f_payload_format\"~\n" +
+	"\aHeaders\x128\n" +
+	"\x06values\x18\x01 \x03(\v2 .hookline.v1.Headers.ValuesEntryR\x06values\x1a9\n" +
+	"\vValuesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"}\n" +
 	"\x19ListSubscriptionsResponse\x12?\n" +
 	"\rsubscriptions\x18\x01 \x03(\v2\x19.hookline.v1.SubscriptionR\rsubscriptions\x12\x1f\n" +
 	"\vnext_cursor\x18\x02 \x01(\tR\n" +
@@ -685,29 +809,37 @@ func file_hookline_v1_subscription_proto_rawDescGZIP() []byte {
 	return file_hookline_v1_subscription_proto_rawDescData
 }
 
-var file_hookline_v1_subscription_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_hookline_v1_subscription_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_hookline_v1_subscription_proto_goTypes = []any{
 	(*Subscription)(nil),              // 0: hookline.v1.Subscription
 	(*SigningKey)(nil),                // 1: hookline.v1.SigningKey
 	(*CreateSubscriptionRequest)(nil), // 2: hookline.v1.CreateSubscriptionRequest
 	(*UpdateSubscriptionRequest)(nil), // 3: hookline.v1.UpdateSubscriptionRequest
-	(*ListSubscriptionsResponse)(nil), // 4: hookline.v1.ListSubscriptionsResponse
-	(*TestSubscriptionResponse)(nil),  // 5: hookline.v1.TestSubscriptionResponse
-	(*timestamppb.Timestamp)(nil),     // 6: google.protobuf.Timestamp
+	(*Headers)(nil),                   // 4: hookline.v1.Headers
+	(*ListSubscriptionsResponse)(nil), // 5: hookline.v1.ListSubscriptionsResponse
+	(*TestSubscriptionResponse)(nil),  // 6: hookline.v1.TestSubscriptionResponse
+	nil,                               // 7: hookline.v1.Subscription.HeadersEntry
+	nil,                               // 8: hookline.v1.CreateSubscriptionRequest.HeadersEntry
+	nil,                               // 9: hookline.v1.Headers.ValuesEntry
+	(*timestamppb.Timestamp)(nil),     // 10: google.protobuf.Timestamp
 }
 var file_hookline_v1_subscription_proto_depIdxs = []int32{
-	6, // 0: hookline.v1.Subscription.disabled_at:type_name -> google.protobuf.Timestamp
-	6, // 1: hookline.v1.Subscription.created_at:type_name -> google.protobuf.Timestamp
-	6, // 2: hookline.v1.Subscription.updated_at:type_name -> google.protobuf.Timestamp
-	1, // 3: hookline.v1.Subscription.keys:type_name -> hookline.v1.SigningKey
-	6, // 4: hookline.v1.SigningKey.created_at:type_name -> google.protobuf.Timestamp
-	6, // 5: hookline.v1.SigningKey.expires_at:type_name -> google.protobuf.Timestamp
-	0, // 6: hookline.v1.ListSubscriptionsResponse.subscriptions:type_name -> hookline.v1.Subscription
-	7, // [7:7] is the sub-list for method output_type
-	7, // [7:7] is the sub-list for method input_type
-	7, // [7:7] is the sub-list for extension type_name
-	7, // [7:7] is the sub-list for extension extendee
-	0, // [0:7] is the sub-list for field type_name
+	10, // 0: hookline.v1.Subscription.disabled_at:type_name -> google.protobuf.Timestamp
+	10, // 1: hookline.v1.Subscription.created_at:type_name -> google.protobuf.Timestamp
+	10, // 2: hookline.v1.Subscription.updated_at:type_name -> google.protobuf.Timestamp
+	1,  // 3: hookline.v1.Subscription.keys:type_name -> hookline.v1.SigningKey
+	7,  // 4: hookline.v1.Subscription.headers:type_name -> hookline.v1.Subscription.HeadersEntry
+	10, // 5: hookline.v1.SigningKey.created_at:type_name -> google.protobuf.Timestamp
+	10, // 6: hookline.v1.SigningKey.expires_at:type_name -> google.protobuf.Timestamp
+	8,  // 7: hookline.v1.CreateSubscriptionRequest.headers:type_name -> hookline.v1.CreateSubscriptionRequest.HeadersEntry
+	4,  // 8: hookline.v1.UpdateSubscriptionRequest.headers:type_name -> hookline.v1.Headers
+	9,  // 9: hookline.v1.Headers.values:type_name -> hookline.v1.Headers.ValuesEntry
+	0,  // 10: hookline.v1.ListSubscriptionsResponse.subscriptions:type_name -> hookline.v1.Subscription
+	11, // [11:11] is the sub-list for method output_type
+	11, // [11:11] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_hookline_v1_subscription_proto_init() }
@@ -722,7 +854,7 @@ func file_hookline_v1_subscription_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hookline_v1_subscription_proto_rawDesc), len(file_hookline_v1_subscription_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   6,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

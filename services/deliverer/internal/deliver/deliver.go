@@ -101,6 +101,8 @@ type Options struct {
 	Secrets Secrets
 	// URLs opens a subscription's sealed URL (default OpenedURLs(nil)).
 	URLs URLs
+	// Headers opens a subscription's sealed custom headers (default OpenedHeaders(nil)).
+	Headers Headers
 	// RetryDelay defers a task after a lookup or admission error, and naks
 	// it when a dead letter cannot be published (default 5s).
 	RetryDelay time.Duration
@@ -440,7 +442,8 @@ func (d *Deliverer) attempt(ctx context.Context, j *job, tg target, slot Slot) {
 		return
 	}
 	now := time.Now()
-	sig, err := signing.Sign(t.EventID, now, t.Body, tg.secrets...)
+	body := payload(tg.sub, t, now) // raw data or the envelope (payload.go)
+	sig, err := signing.Sign(t.EventID, now, body, tg.secrets...)
 	if err != nil {
 		slot.Return()
 		d.kick(ctx, tg.sub.GetId())
@@ -448,8 +451,7 @@ func (d *Deliverer) attempt(ctx context.Context, j *job, tg target, slot Slot) {
 		return
 	}
 	started := time.Now()
-	res := d.send.Send(ctx, sender.Request{URL: tg.sub.GetUrl(), ID: t.EventID, Timestamp: now, Signature: sig, Body: t.Body,
-		OrderingKey: t.OrderingKey, OrderingSeq: t.OrderingSeq})
+	res := d.send.Send(ctx, request(tg.sub, t, now, sig, body))
 	d.lines.Observe(tg.sub.GetId(), tg.sub.GetMaxInFlight() == 0, res)
 	d.handOn(ctx, tg.sub.GetId(), slot, res)
 	d.finish(ctx, j, verdict{decision: d.o.Policy.Decide(res, t.Attempt+1), attempted: true, started: started, result: res})

@@ -26,8 +26,9 @@ func OpenedURLs(box *secretbox.Box) URLs {
 
 // open turns a looked-up subscription into what an attempt needs: its
 // signing secrets (Options.Secrets) and the subscription with the URL to
-// POST to (Options.URLs) — a copy when that URL differs from the stored
-// one, so the cached record is never changed. A failure is permanent for
+// POST to (Options.URLs) and its custom headers opened (Options.Headers) —
+// a copy when either differs from the stored record, so the cached record
+// is never changed. A failure is permanent for
 // the task: no attempt can succeed until the record or the key changes.
 func (o *Options) open(sub *hooklinev1.Subscription) ([]string, *hooklinev1.Subscription, error) {
 	secrets, err := o.Secrets(sub)
@@ -42,9 +43,17 @@ func (o *Options) open(sub *hooklinev1.Subscription) ([]string, *hooklinev1.Subs
 	if err != nil {
 		return nil, sub, fmt.Errorf("endpoint URL credentials: %w", err)
 	}
-	if u != sub.GetUrl() {
+	opener := o.Headers
+	if opener == nil {
+		opener = OpenedHeaders(nil)
+	}
+	h, err := opener(sub)
+	if err != nil {
+		return nil, sub, fmt.Errorf("custom headers: %w", err)
+	}
+	if u != sub.GetUrl() || len(h) > 0 {
 		sub = proto.CloneOf(sub)
-		sub.Url, sub.SealedUrl = u, ""
+		sub.Url, sub.SealedUrl, sub.Headers = u, "", h
 	}
 	return secrets, sub, nil
 }

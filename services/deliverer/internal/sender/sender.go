@@ -92,6 +92,17 @@ type Request struct {
 	// sees a gap in the numbers of a key when an event was dead-lettered.
 	OrderingKey string
 	OrderingSeq uint64
+	// Informative headers, sent when set: Hookline-Event-Type,
+	// Hookline-Occurred-At, Hookline-Attempt (this attempt's number, from
+	// 1) and Hookline-Subscription-Id.
+	EventType      string
+	OccurredAt     string
+	Attempt        int
+	SubscriptionID string
+	// Headers are the subscription's custom headers, opened (never
+	// logged). They are set first: no custom header can replace one that
+	// Hookline sends.
+	Headers map[string]string
 }
 
 // Result is what an attempt came to.
@@ -188,6 +199,9 @@ func (s *Sender) send(ctx context.Context, r Request) Result {
 		return Result{ErrorClass: ClassInvalidURL, Err: errors.New("invalid URL")}
 	}
 	h := req.Header
+	for name, value := range r.Headers {
+		h[http.CanonicalHeaderKey(name)] = []string{value}
+	}
 	h["Content-Type"] = []string{"application/json"}
 	h["User-Agent"] = []string{s.userAgent}
 	h["Webhook-Id"] = []string{r.ID}
@@ -199,6 +213,12 @@ func (s *Sender) send(ctx context.Context, r Request) Result {
 	// (an idle timeout racing our reuse: Node's is 5s) instead of failing
 	// the attempt, spending the retry budget and feeding the breaker.
 	h["Idempotency-Key"] = nil
+	setIf(h, "Hookline-Event-Type", r.EventType)
+	setIf(h, "Hookline-Occurred-At", r.OccurredAt)
+	if r.Attempt > 0 {
+		h["Hookline-Attempt"] = []string{strconv.Itoa(r.Attempt)}
+	}
+	setIf(h, "Hookline-Subscription-Id", r.SubscriptionID)
 	if r.OrderingKey != "" {
 		h["Hookline-Ordering-Key"] = []string{r.OrderingKey}
 		// 0: a task that never was its key's head (a replay of a follower
@@ -228,6 +248,13 @@ func (s *Sender) send(ctx context.Context, r Request) Result {
 		res.RetryAfter = ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
 	}
 	return res
+}
+
+// setIf sets a header to a non-empty value.
+func setIf(h http.Header, name, value string) {
+	if value != "" {
+		h[name] = []string{value}
+	}
 }
 
 // drain reads at most maxBody bytes of the body and returns the first

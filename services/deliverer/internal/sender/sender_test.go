@@ -365,3 +365,35 @@ func TestSendResendsWhenKeptAliveConnectionWasClosed(t *testing.T) {
 		t.Fatal("an Idempotency-Key header went on the wire; it only marks the request resendable")
 	}
 }
+
+func TestSendInformativeAndCustomHeaders(t *testing.T) {
+	t.Parallel()
+	got := make(chan http.Header, 1)
+	srv := server(t, func(w http.ResponseWriter, r *http.Request) {
+		got <- r.Header.Clone()
+	})
+	req := request(srv.URL + "/hook")
+	req.EventType, req.OccurredAt, req.Attempt, req.SubscriptionID = "order.paid", "2026-01-02T15:04:05Z", 3, "sub_1"
+	// A custom header may not replace one Hookline sends, even if a record
+	// holding one slipped past validation.
+	req.Headers = map[string]string{"x-api-key": "k3y", "Authorization": "Bearer t0k", "webhook-id": "forged", "Content-Type": "text/plain"}
+	if res := newSender(t, sender.Options{}).Send(context.Background(), req); !res.OK() {
+		t.Fatalf("result %+v", res)
+	}
+	h := <-got
+	want := map[string]string{
+		"Hookline-Event-Type":      "order.paid",
+		"Hookline-Occurred-At":     "2026-01-02T15:04:05Z",
+		"Hookline-Attempt":         "3",
+		"Hookline-Subscription-Id": "sub_1",
+		"X-Api-Key":                "k3y",
+		"Authorization":            "Bearer t0k",
+		"Webhook-Id":               "evt_1",
+		"Content-Type":             "application/json",
+	}
+	for k, v := range want {
+		if vs := h.Values(k); len(vs) != 1 || vs[0] != v {
+			t.Errorf("header %s = %q, want [%q]", k, vs, v)
+		}
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"syscall"
 
 	"github.com/hookline/hookline/pkg/ssrf"
+	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
 	"github.com/hookline/hookline/services/deliverer/internal/config"
 	"github.com/hookline/hookline/services/deliverer/internal/deliver"
 	"github.com/hookline/hookline/services/deliverer/internal/sender"
@@ -49,4 +50,14 @@ func openedURLs(cfg config.Config) (deliver.URLs, error) {
 		return nil, err
 	}
 	return deliver.OpenedURLs(box), nil
+}
+
+// openedHeaders opens the sealed custom headers of subscriptions with the
+// same keys (a key that does not load was already refused by openedURLs).
+func openedHeaders(cfg config.Config) deliver.Headers {
+	box, err := cfg.Secrets.Box()
+	if err != nil {
+		return func(*hooklinev1.Subscription) (map[string]string, error) { return nil, err }
+	}
+	return deliver.OpenedHeaders(box)
 }

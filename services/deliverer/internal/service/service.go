@@ -186,6 +186,7 @@ func New(ctx context.Context, cfg config.Config, d Deps) (*Service, error) {
 			Admission:                 d.Admission,
 			Secrets:                   d.Secrets,
 			URLs:                      urls,
+			Headers:                   openedHeaders(cfg),
 			DefaultMaxInFlight:        cfg.Health.DefaultMaxInFlight,
 			DefaultMaxInFlightCeiling: cfg.Health.DefaultMaxInFlightCeiling,
 			MaxWait:                   cfg.AdmissionMaxWait,

@@ -29,6 +29,9 @@ type createRequest struct {
 	RateLimitBurst     uint32   `json:"rate_limit_burst"`
 	SignatureScheme    string   `json:"signature_scheme"`
 	Ordered            bool     `json:"ordered"`
+	// "" means envelope.
+	PayloadFormat string            `json:"payload_format" enum:"envelope,raw" doc:"the body sent: envelope (default; {id,type,timestamp,data}) or raw (the event's data alone)"`
+	Headers       map[string]string `json:"headers" doc:"custom request headers sent on every attempt (write-only: answers show each value as REDACTED)"`
 }
 
 // updateRequest is hooklinev1.UpdateSubscriptionRequest in JSON; a nil
@@ -41,6 +44,10 @@ type updateRequest struct {
 	MaxInFlight        *uint32   `json:"max_in_flight"`
 	RateLimitPerSecond *float64  `json:"rate_limit_per_second"`
 	RateLimitBurst     *uint32   `json:"rate_limit_burst"`
+	PayloadFormat      *string   `json:"payload_format" enum:"envelope,raw"`
+	// Replaces every custom header ({} removes them all); a value of
+	// REDACTED keeps the stored value of that header.
+	Headers *map[string]string `json:"headers" doc:"replaces every custom header ({} removes them all); a value of REDACTED keeps the stored one"`
 }
 
 func (a *API) createSubscription(w http.ResponseWriter, r *http.Request) {
@@ -58,6 +65,10 @@ func (a *API) createSubscription(w http.ResponseWriter, r *http.Request) {
 	if req.SignatureScheme != "" && req.SignatureScheme != registry.SchemeHMAC && req.SignatureScheme != registry.SchemeEd25519 {
 		f.add("signature_scheme", errors.New(`must be "v1" (HMAC-SHA256) or "v1a" (ed25519)`))
 	}
+	if req.PayloadFormat != "" {
+		f.add("payload_format", subscription.ValidatePayloadFormat(req.PayloadFormat))
+	}
+	f.headers(req.Headers, nil)
 	if p := f.problem(); p != nil {
 		writeProblem(w, p)
 		return
@@ -69,6 +80,7 @@ func (a *API) createSubscription(w http.ResponseWriter, r *http.Request) {
 		Tenant: req.Tenant, Url: req.URL, EventTypes: req.EventTypes, Description: req.Description,
 		MaxInFlight: req.MaxInFlight, RateLimitPerSecond: req.RateLimitPerSecond,
 		RateLimitBurst: req.RateLimitBurst, Ordered: req.Ordered, SignatureScheme: req.SignatureScheme,
+		PayloadFormat: req.PayloadFormat, Headers: req.Headers,
 	})
 	if err != nil {
 		a.registryError(w, "", err)
@@ -171,12 +183,26 @@ func (a *API) updateSubscription(w http.ResponseWriter, r *http.Request) {
 		f.description("description", *req.Description)
 	}
 	f.limits(a, req.MaxInFlight, req.RateLimitPerSecond, req.RateLimitBurst)
+	if req.PayloadFormat != nil {
+		f.add("payload_format", subscription.ValidatePayloadFormat(*req.PayloadFormat))
+		upd.PayloadFormat = req.PayloadFormat
+	}
 	if p := f.problem(); p != nil {
 		writeProblem(w, p)
 		return
 	}
-	if _, ok := a.lookup(w, r); !ok {
+	cur, ok := a.lookup(w, r)
+	if !ok {
 		return
+	}
+	if req.Headers != nil {
+		// Judged against the stored headers: REDACTED keeps one of them.
+		f.headers(*req.Headers, cur.GetHeaders())
+		if p := f.problem(); p != nil {
+			writeProblem(w, p)
+			return
+		}
+		upd.Headers = &hooklinev1.Headers{Values: *req.Headers}
 	}
 	if proto.Equal(upd, &hooklinev1.UpdateSubscriptionRequest{}) {
 		a.getSubscription(w, r) // nothing to change
@@ -248,6 +274,11 @@ func (a *API) registryError(w http.ResponseWriter, id string, err error) {
 		writeProblem(w, problem(http.StatusNotFound, TypeNotFound, fmt.Sprintf("subscription %q not found", id)))
 		return
 	}
+	if errors.Is(err, subscription.ErrRedactedHeader) {
+		// The header was removed between the check and the write.
+		writeProblem(w, validation([]FieldError{{Field: "headers", Message: subscription.ErrRedactedHeader.Error()}}))
+		return
+	}
 	if errors.Is(err, registry.ErrTenantFull) {
 		writeProblem(w, problem(http.StatusConflict, TypeConflict, err.Error()+" (HOOKLINE_MAX_SUBSCRIPTIONS_PER_TENANT); delete one first"))
 		return
@@ -267,6 +298,8 @@ func renderSubscription(sub *hooklinev1.Subscription) ([]byte, error) {
 	// mask also covers records stored before they were sealed.
 	out.Url, _ = subscription.MaskURL(out.GetUrl())
 	out.SealedUrl = ""
+	// Custom headers are write-only.
+	out.Headers = subscription.MaskHeaders(out.GetHeaders())
 	b, err := renderOpts.Marshal(out)
 	if err != nil {
 		return nil, err

@@ -3,8 +3,11 @@ package api
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"math"
+	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"time"
 
@@ -135,4 +138,37 @@ func parseTime(s string) (time.Time, error) {
 		return time.Time{}, errors.New("must be an RFC 3339 timestamp, e.g. 2026-01-02T15:04:05Z")
 	}
 	return t, nil
+}
+
+// headers checks custom headers (subscription.ValidateHeaders); each error
+// is filed under headers.<name> and never quotes a value. A value of
+// REDACTED (what answers show) must name a header stored in old.
+func (f *fields) headers(h, old map[string]string) {
+	errs := subscription.ValidateHeaders(h)
+	for _, name := range slices.Sorted(maps.Keys(h)) {
+		if errs[name] != nil {
+			continue
+		}
+		if h[name] == subscription.Redacted {
+			if _, ok := old[http.CanonicalHeaderKey(name)]; !ok {
+				errs = setErr(errs, name, subscription.ErrRedactedHeader)
+			}
+		}
+	}
+	if err := errs[""]; err != nil {
+		f.add("headers", err)
+	}
+	for _, name := range slices.Sorted(maps.Keys(errs)) {
+		if name != "" {
+			f.add("headers."+name, errs[name])
+		}
+	}
+}
+
+func setErr(m map[string]error, k string, err error) map[string]error {
+	if m == nil {
+		m = map[string]error{}
+	}
+	m[k] = err
+	return m
 }

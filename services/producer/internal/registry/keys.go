@@ -100,3 +100,13 @@ func (r *Registry) sealURL(sub *hooklinev1.Subscription) error {
 	sub.Url, sub.SealedUrl = masked, sealed
 	return nil
 }
+
+// sealHeaders seals custom header values still stored in clear (written
+// before a key was configured), as sealKeys does for signing secrets.
+func (r *Registry) sealHeaders(sub *hooklinev1.Subscription) {
+	for name, v := range sub.GetHeaders() {
+		if s, err := r.box.Seal(v); err == nil {
+			sub.Headers[name] = s
+		}
+	}
+}

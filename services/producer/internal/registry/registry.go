@@ -109,6 +109,14 @@ func (r *Registry) Create(ctx context.Context, req *hooklinev1.CreateSubscriptio
 	if err != nil {
 		return nil, err
 	}
+	headers, err := subscription.SealHeaders(r.box, req.GetHeaders(), nil)
+	if err != nil {
+		return nil, err
+	}
+	format := req.GetPayloadFormat()
+	if format == "" {
+		format = subscription.PayloadEnvelope // new subscriptions get the envelope
+	}
 	now := timestamppb.New(r.now())
 	sub := &hooklinev1.Subscription{
 		Id:                 NewSubscriptionID(),
@@ -126,6 +134,8 @@ func (r *Registry) Create(ctx context.Context, req *hooklinev1.CreateSubscriptio
 		SignatureScheme:    key.scheme,
 		PublicKey:          key.public,
 		Ordered:            req.GetOrdered(),
+		PayloadFormat:      format,
+		Headers:            headers,
 	}
 	rev, err := b.store.Create(ctx, sub)
 	if err != nil {
@@ -171,7 +181,7 @@ func (r *Registry) ListPage(ctx context.Context, tenant, after string, limit int
 // disables with reason "manual" (a subscription already disabled keeps its
 // reason and time); disabled=false re-enables and clears both.
 func (r *Registry) Update(ctx context.Context, id string, req *hooklinev1.UpdateSubscriptionRequest) (*hooklinev1.Subscription, error) {
-	return r.update(ctx, id, func(sub *hooklinev1.Subscription, now *timestamppb.Timestamp) {
+	return r.update(ctx, id, func(sub *hooklinev1.Subscription, now *timestamppb.Timestamp) error {
 		// The URL as the API shows it (credentials masked) is the current
 		// URL: sending it back changes nothing.
 		if req.Url != nil && req.GetUrl() != sub.GetUrl() {
@@ -192,6 +202,18 @@ func (r *Registry) Update(ctx context.Context, id string, req *hooklinev1.Update
 		if req.RateLimitBurst != nil {
 			sub.RateLimitBurst = req.GetRateLimitBurst()
 		}
+		if req.PayloadFormat != nil {
+			sub.PayloadFormat = req.GetPayloadFormat()
+		}
+		if req.Headers != nil {
+			// The whole set is replaced; REDACTED (as the API shows a
+			// value) keeps the stored one.
+			h, err := subscription.SealHeaders(r.box, req.GetHeaders().GetValues(), sub.GetHeaders())
+			if err != nil {
+				return err
+			}
+			sub.Headers = h
+		}
 		switch {
 		case req.Disabled == nil:
 		case req.GetDisabled() && !sub.GetDisabled():
@@ -199,6 +221,7 @@ func (r *Registry) Update(ctx context.Context, id string, req *hooklinev1.Update
 		case !req.GetDisabled():
 			sub.Disabled, sub.DisabledReason, sub.DisabledAt = false, "", nil
 		}
+		return nil
 	})
 }
 
@@ -210,7 +233,7 @@ func (r *Registry) RotateSecret(ctx context.Context, id string) (*hooklinev1.Sub
 	if err != nil {
 		return nil, err
 	}
-	sub, err := r.update(ctx, id, func(sub *hooklinev1.Subscription, now *timestamppb.Timestamp) {
+	sub, err := r.update(ctx, id, func(sub *hooklinev1.Subscription, now *timestamppb.Timestamp) error {
 		sub.PublicKey = fresh.of(sub).public
 		keys := []*hooklinev1.SigningKey{{Secret: fresh.of(sub).stored, CreatedAt: now}}
 		expires := timestamppb.New(now.AsTime().Add(r.overlap))
@@ -224,6 +247,7 @@ func (r *Registry) RotateSecret(ctx context.Context, id string) (*hooklinev1.Sub
 			keys = append(keys, k)
 		}
 		sub.Keys = keys
+		return nil
 	})
 	if err != nil {
 		return nil, err
@@ -232,18 +256,21 @@ func (r *Registry) RotateSecret(ctx context.Context, id string) (*hooklinev1.Sub
 	return sub, nil
 }
 
-func (r *Registry) update(ctx context.Context, id string, change func(*hooklinev1.Subscription, *timestamppb.Timestamp)) (*hooklinev1.Subscription, error) {
+func (r *Registry) update(ctx context.Context, id string, change func(*hooklinev1.Subscription, *timestamppb.Timestamp) error) (*hooklinev1.Subscription, error) {
 	b, err := r.backend()
 	if err != nil {
 		return nil, err
 	}
 	sub, rev, err := b.store.Update(ctx, id, func(sub *hooklinev1.Subscription) error {
 		now := timestamppb.New(r.now())
-		change(sub, now)
+		if err := change(sub, now); err != nil {
+			return err
+		}
 		r.sealKeys(sub)
 		if err := r.sealURL(sub); err != nil {
 			return err
 		}
+		r.sealHeaders(sub)
 		sub.UpdatedAt = now
 		return nil
 	})

@@ -1,0 +1,87 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/hookline/hookline/pkg/subscription"
+	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
+)
+
+// parseHeaders reads --header values, "Name: value" each. The API judges
+// names and values; this only splits them.
+func parseHeaders(flags []string) (map[string]string, error) {
+	out := make(map[string]string, len(flags))
+	for _, f := range flags {
+		name, value, ok := strings.Cut(f, ":")
+		name, value = strings.TrimSpace(name), strings.TrimSpace(value)
+		if !ok || name == "" {
+			// The value may be a credential: never echo it.
+			return nil, usageErr(fmt.Errorf("--header: want \"Name: value\" (got %d characters without a name and a colon)", len(f)))
+		}
+		out[name] = value
+	}
+	return out, nil
+}
+
+// updateBody is the JSON of a PATCH: the API takes headers as a plain
+// object, where the proto request wraps them (to tell absent from empty).
+func updateBody(raw []byte, req *hooklinev1.UpdateSubscriptionRequest) ([]byte, error) {
+	if req.GetHeaders() == nil {
+		return raw, nil
+	}
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return nil, err
+	}
+	h := req.GetHeaders().GetValues()
+	if h == nil {
+		h = map[string]string{}
+	}
+	b, err := json.Marshal(h)
+	if err != nil {
+		return nil, err
+	}
+	m["headers"] = b
+	return json.Marshal(m)
+}
+
+// maskSubJSON hides custom header values in a subscription object,
+// whatever the API answered (it masks them; an older producer may not).
+// An object whose headers are all REDACTED already is returned as it was.
+func maskSubJSON(raw []byte) []byte {
+	var m map[string]json.RawMessage
+	if json.Unmarshal(raw, &m) != nil {
+		return raw
+	}
+	var h map[string]string
+	if json.Unmarshal(m["headers"], &h) != nil || len(h) == 0 {
+		return raw
+	}
+	clear := false
+	for _, v := range h {
+		clear = clear || v != subscription.Redacted
+	}
+	if !clear {
+		return raw
+	}
+	b, _ := json.Marshal(subscription.MaskHeaders(h))
+	m["headers"] = b
+	out, err := json.Marshal(m)
+	if err != nil {
+		return raw
+	}
+	return out
+}
+
+// headerNames lists the custom header names, sorted, values hidden.
+func headerNames(h map[string]string) string {
+	names := make([]string, 0, len(h))
+	for n := range h {
+		names = append(names, n+": "+subscription.Redacted)
+	}
+	sort.Strings(names)
+	return strings.Join(names, ", ")
+}
