@@ -36,11 +36,15 @@ fuzz:
 		$(GO) test -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME) $${t%%:*}; \
 	done
 
-## test-deps: redis-server (and protoc for generate-check) through apt when missing
+## test-deps: redis-server and promtool (Debian's prometheus; and protoc for generate-check) through apt when missing
 test-deps:
 	@command -v redis-server >/dev/null || { echo "installing redis-server"; \
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq redis-server >/dev/null; }
 	@command -v redis-server >/dev/null
+	@# promtool: tests/deploy checks and unit-tests deploy/monitoring/alerts.yaml with it.
+	@command -v promtool >/dev/null || { echo "installing prometheus (promtool)"; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+	@command -v promtool >/dev/null
 
 vet:
 	$(GO) vet $(addprefix ./,$(addsuffix /...,$(MODULES)))
