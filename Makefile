@@ -8,7 +8,7 @@ PROTOC_GEN_GO_VERSION := v1.36.12
 GOBIN := $(shell $(GO) env GOPATH)/bin
 TEST_FLAGS ?= -count=1 -timeout 15m
 
-.PHONY: fuzz run test test-deps vet build build-standalone generate generate-check bench soak tidy
+.PHONY: fuzz run test test-deps vet build build-standalone generate generate-check bench soak tidy monitoring
 
 ## run: the whole system locally (embedded NATS, a Redis, both services, a demo receiver)
 run:
@@ -67,6 +67,14 @@ generate:
 generate-check: generate
 	@git diff --exit-code -- proto/gen || { echo "proto/gen is stale: run make generate and commit"; exit 1; }
 	@test -z "$$(git status --porcelain -- proto/gen)" || { echo "proto/gen has untracked files: run make generate and commit"; exit 1; }
+
+## monitoring: regenerate what deploy/monitoring and k8s/components/monitoring derive (metric
+## inventories, dashboard.json, the PrometheusRule); `make test` fails while any is stale
+monitoring:
+	cd services/deliverer && $(GO) test -count=1 ./internal/service -run '^TestMetricsInventory$$' -update-metrics
+	cd services/producer && $(GO) test -count=1 ./internal/metrics -run '^TestMetricsInventory$$' -update-metrics
+	cd tests && $(GO) test -count=1 ./deploy -run '^(TestDashboardIsCurrent|TestPrometheusRuleIsCurrent)$$' \
+		-update-dashboard -update-prometheusrule
 
 tidy:
 	@for m in $(MODULES); do (cd $$m && GOWORK=off $(GO) mod tidy); done
