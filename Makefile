@@ -8,7 +8,7 @@ PROTOC_GEN_GO_VERSION := v1.36.12
 GOBIN := $(shell $(GO) env GOPATH)/bin
 TEST_FLAGS ?= -count=1 -timeout 15m
 
-.PHONY: fuzz run test test-deps vet build build-standalone generate generate-check bench soak tidy
+.PHONY: fuzz run test test-deps vet build build-standalone generate generate-check bench soak tidy monitoring
 
 ## run: the whole system locally (embedded NATS, a Redis, both services, a demo receiver)
 run:
@@ -36,11 +36,15 @@ fuzz:
 		$(GO) test -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME) $${t%%:*}; \
 	done
 
-## test-deps: redis-server (and protoc for generate-check) through apt when missing
+## test-deps: redis-server and promtool (Debian's prometheus; and protoc for generate-check) through apt when missing
 test-deps:
 	@command -v redis-server >/dev/null || { echo "installing redis-server"; \
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq redis-server >/dev/null; }
 	@command -v redis-server >/dev/null
+	@# promtool: tests/deploy checks and unit-tests deploy/monitoring/alerts.yaml with it.
+	@command -v promtool >/dev/null || { echo "installing prometheus (promtool)"; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+	@command -v promtool >/dev/null
 
 vet:
 	$(GO) vet $(addprefix ./,$(addsuffix /...,$(MODULES)))
@@ -63,6 +67,14 @@ generate:
 generate-check: generate
 	@git diff --exit-code -- proto/gen || { echo "proto/gen is stale: run make generate and commit"; exit 1; }
 	@test -z "$$(git status --porcelain -- proto/gen)" || { echo "proto/gen has untracked files: run make generate and commit"; exit 1; }
+
+## monitoring: regenerate what deploy/monitoring and k8s/components/monitoring derive (metric
+## inventories, dashboard.json, the PrometheusRule); `make test` fails while any is stale
+monitoring:
+	cd services/deliverer && $(GO) test -count=1 ./internal/service -run '^TestMetricsInventory$$' -update-metrics
+	cd services/producer && $(GO) test -count=1 ./internal/metrics -run '^TestMetricsInventory$$' -update-metrics
+	cd tests && $(GO) test -count=1 ./deploy -run '^(TestDashboardIsCurrent|TestPrometheusRuleIsCurrent)$$' \
+		-update-dashboard -update-prometheusrule
 
 tidy:
 	@for m in $(MODULES); do (cd $$m && GOWORK=off $(GO) mod tidy); done

@@ -13,9 +13,11 @@ import (
 	"time"
 
 	"github.com/hookline/hookline/pkg/stream"
+	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
@@ -25,14 +27,19 @@ import (
 // rendered is the output of `kustomize build`, decoded strictly: a field
 // the Kubernetes API does not know (a typo like readinesProbe) fails.
 type rendered struct {
-	deployments  map[string]*appsv1.Deployment
-	services     map[string]*corev1.Service
-	configMaps   map[string]*corev1.ConfigMap
-	pdbs         map[string]*policyv1.PodDisruptionBudget
-	hpas         map[string]*autoscalingv2.HorizontalPodAutoscaler
-	scaledObjs   map[string]*scaledObject
-	namespaces   map[string]bool // metadata.namespace of every resource
-	kindsAndName []string
+	deployments map[string]*appsv1.Deployment
+	services    map[string]*corev1.Service
+	configMaps  map[string]*corev1.ConfigMap
+	pdbs        map[string]*policyv1.PodDisruptionBudget
+	hpas        map[string]*autoscalingv2.HorizontalPodAutoscaler
+	scaledObjs  map[string]*scaledObject
+	// components/monitoring
+	podMonitors     map[string]*monitoringv1.PodMonitor
+	promRules       map[string]*monitoringv1.PrometheusRule
+	netPols         map[string]*networkingv1.NetworkPolicy
+	serviceAccounts map[string]*corev1.ServiceAccount
+	namespaces      map[string]bool // metadata.namespace of every resource
+	kindsAndName    []string
 }
 
 // scaledObject is the part of KEDA's keda.sh/v1alpha1 ScaledObject these
@@ -82,6 +89,11 @@ func build(t *testing.T, dir string) *rendered {
 		hpas:        map[string]*autoscalingv2.HorizontalPodAutoscaler{},
 		scaledObjs:  map[string]*scaledObject{},
 		namespaces:  map[string]bool{},
+
+		podMonitors:     map[string]*monitoringv1.PodMonitor{},
+		promRules:       map[string]*monitoringv1.PrometheusRule{},
+		netPols:         map[string]*networkingv1.NetworkPolicy{},
+		serviceAccounts: map[string]*corev1.ServiceAccount{},
 	}
 	for _, res := range resources.Resources() {
 		b, err := res.AsYAML()
@@ -111,6 +123,18 @@ func build(t *testing.T, dir string) *rendered {
 		case "ScaledObject":
 			s := &scaledObject{}
 			r.scaledObjs[name], target = s, s
+		case "PodMonitor":
+			p := &monitoringv1.PodMonitor{}
+			r.podMonitors[name], target = p, p
+		case "PrometheusRule":
+			p := &monitoringv1.PrometheusRule{}
+			r.promRules[name], target = p, p
+		case "NetworkPolicy":
+			n := &networkingv1.NetworkPolicy{}
+			r.netPols[name], target = n, n
+		case "ServiceAccount":
+			s := &corev1.ServiceAccount{}
+			r.serviceAccounts[name], target = s, s
 		default:
 			t.Fatalf("%s: unexpected kind %s/%s (a Secret? secrets never live in this tree)", dir, kind, name)
 		}

@@ -170,6 +170,11 @@ func New(cfg Config, limits Limits, d Deps) *Health {
 	for _, r := range []string{ReasonGone, ReasonFailing} {
 		m.disabled.WithLabelValues(r)
 	}
+	// From 0, so that increase() sees the first degraded decision (an
+	// alert rule pages on it).
+	for _, c := range []string{"in_flight", "breaker"} {
+		m.degraded.WithLabelValues(c)
+	}
 	leaseTTL := limits.AttemptTimeout + leaseMargin
 	h := &Health{
 		cfg:    cfg,
