@@ -64,7 +64,8 @@ func TestMakeRun(t *testing.T) {
 			evt := s.post(t, "/v1/events", `{"tenant":"acme","type":"order.created","data":{"order_id":1}}`, http.StatusAccepted)
 			evtID, _ := evt["id"].(string)
 			s.await(t, time.Minute, regexp.MustCompile(`receiver +\| webhook-id=`+regexp.QuoteMeta(evtID)+` type=order\.created verified=yes subscription=`+regexp.QuoteMeta(subID)))
-			s.await(t, time.Second, regexp.MustCompile(`receiver +\|   \{"order_id":1\}`))
+			// A new subscription gets the envelope, with the data byte for byte.
+			s.await(t, time.Second, regexp.MustCompile(`receiver +\|   \{"id":"`+regexp.QuoteMeta(evtID)+`","type":"order\.created","timestamp":"[^"]+","data":\{"order_id":1\}\}`))
 
 			// A platform service publishing straight to NATS, as `nats pub` does.
 			nc, err := nats.Connect("nats://127.0.0.1:" + strconv.Itoa(s.natsPort))
@@ -79,7 +80,7 @@ func TestMakeRun(t *testing.T) {
 				t.Fatal(err)
 			}
 			s.await(t, time.Minute, regexp.MustCompile(`receiver +\| webhook-id=\S+ type=order\.shipped verified=yes subscription=`+regexp.QuoteMeta(subID)))
-			s.await(t, time.Second, regexp.MustCompile(`receiver +\|   \{"order_id":2\}`))
+			s.await(t, time.Second, regexp.MustCompile(`receiver +\|   \{"id":"[^"]+","type":"order\.shipped","timestamp":"[^"]+","data":\{"order_id":2\}\}`))
 
 			if mode == redisServer {
 				s.signal(t, syscall.SIGINT)
