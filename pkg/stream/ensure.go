@@ -168,18 +168,7 @@ func ConsumerConfigs(c Config) map[string]jetstream.ConsumerConfig {
 
 // KVConfig is the subscription registry bucket.
 func KVConfig(c Config) jetstream.KeyValueConfig {
-	c = c.withDefaults()
-	storage := jetstream.FileStorage
-	if c.MemoryStorage {
-		storage = jetstream.MemoryStorage
-	}
-	return jetstream.KeyValueConfig{
-		Bucket:      SubscriptionsBucket,
-		Description: "Hookline subscription registry (truth)",
-		History:     5,
-		Storage:     storage,
-		Replicas:    c.Replicas,
-	}
+	return kvConfig(c, SubscriptionsBucket, "Hookline subscription registry (truth)", 5, 0)
 }
 
 // KVConfigs are every KV bucket of the topology.
@@ -191,36 +180,13 @@ func KVConfigs(c Config) []jetstream.KeyValueConfig {
 // per replayed dead letter, kept as long as DEADLETTER keeps the letter.
 func ReplaysKVConfig(c Config) jetstream.KeyValueConfig {
 	c = c.withDefaults()
-	storage := jetstream.FileStorage
-	if c.MemoryStorage {
-		storage = jetstream.MemoryStorage
-	}
-	return jetstream.KeyValueConfig{
-		Bucket:      ReplaysBucket,
-		Description: "Hookline dead letters already replayed (exactly-once replay beyond the duplicate window)",
-		History:     1,
-		TTL:         c.DeadLetterMaxAge,
-		Storage:     storage,
-		Replicas:    c.Replicas,
-	}
+	return kvConfig(c, ReplaysBucket, "Hookline dead letters already replayed (exactly-once replay beyond the duplicate window)", 1, c.DeadLetterMaxAge)
 }
 
 // ReplayJobsKVConfig is the replay jobs bucket: the latest state of each
 // job, kept ReplayJobsTTL after its last change.
 func ReplayJobsKVConfig(c Config) jetstream.KeyValueConfig {
-	c = c.withDefaults()
-	storage := jetstream.FileStorage
-	if c.MemoryStorage {
-		storage = jetstream.MemoryStorage
-	}
-	return jetstream.KeyValueConfig{
-		Bucket:      ReplayJobsBucket,
-		Description: "Hookline replay jobs (delivery API)",
-		History:     1,
-		TTL:         ReplayJobsTTL,
-		Storage:     storage,
-		Replicas:    c.Replicas,
-	}
+	return kvConfig(c, ReplayJobsBucket, "Hookline replay jobs (delivery API)", 1, ReplayJobsTTL)
 }
 
 // DeliveriesKVConfig is the delivery state bucket: one key per event ×
@@ -228,15 +194,21 @@ func ReplayJobsKVConfig(c Config) jetstream.KeyValueConfig {
 // event.
 func DeliveriesKVConfig(c Config) jetstream.KeyValueConfig {
 	c = c.withDefaults()
+	return kvConfig(c, DeliveriesBucket, "Hookline delivery state per event and subscription (delivery API)", 1, c.EventsMaxAge)
+}
+
+// kvConfig is a bucket of the topology on c's storage and replicas.
+func kvConfig(c Config, bucket, description string, history uint8, ttl time.Duration) jetstream.KeyValueConfig {
+	c = c.withDefaults()
 	storage := jetstream.FileStorage
 	if c.MemoryStorage {
 		storage = jetstream.MemoryStorage
 	}
 	return jetstream.KeyValueConfig{
-		Bucket:      DeliveriesBucket,
-		Description: "Hookline delivery state per event and subscription (delivery API)",
-		History:     1,
-		TTL:         c.EventsMaxAge,
+		Bucket:      bucket,
+		Description: description,
+		History:     history,
+		TTL:         ttl,
 		Storage:     storage,
 		Replicas:    c.Replicas,
 	}

@@ -60,9 +60,7 @@ func (r *rig) victim(ctx context.Context, name, eventType, endpoint string) Scen
 	ep := r.sink.Endpoint(endpoint)
 	subject := stream.EventSubject(fairVictim, eventType)
 	prefix := r.prefix + "_" + endpoint
-	before := r.cpuSnapshot()
-	start := time.Now()
-	sent, err := paced(ctx, fairRate, fairDuration, func(i int) error {
+	send := func(i int) error {
 		m := nats.NewMsg(subject)
 		m.Header.Set(stream.HeaderMsgID, stream.EventMsgID(fairVictim, eventID(prefix, i)))
 		m.Data = Payload(make([]byte, 0, r.cfg.PayloadBytes+32), time.Now().UnixNano(), i, r.cfg.PayloadBytes)
@@ -71,24 +69,16 @@ func (r *rig) victim(ctx context.Context, name, eventType, endpoint string) Scen
 			_, err = r.js.PublishMsg(ctx, m)
 		}
 		return err
-	})
-	s.PublishSeconds = time.Since(start).Seconds()
-	s.PublishedPerSec = float64(sent) / s.PublishSeconds
-	if err == nil {
-		_, err = ep.AwaitDistinct(ctx, sent, r.cfg.Idle)
 	}
-	s.CPU = cpuUse(before, r.cpuSnapshot(), sent)
-	if err != nil {
-		s.Error = err.Error()
+	finish := func() error {
+		select {
+		case <-r.js.PublishAsyncComplete():
+			return nil
+		case <-time.After(time.Minute):
+			return fmt.Errorf("publish acks outstanding after a minute")
+		}
 	}
-	st := ep.Stats()
-	s.Received, s.Duplicates, s.MaxConcurrent = st.Distinct, st.Duplicates, st.MaxConcurrent
-	s.Latency = Summarise(st.Latencies)
-	if !st.Last.IsZero() {
-		s.Seconds = st.Last.Sub(start).Seconds()
-		s.DeliveriesPerSec = float64(st.Distinct) / s.Seconds
-	}
-	return s
+	return r.pacedScenario(ctx, s, ep, fairRate, fairDuration, send, finish)
 }
 
 // floodArrivals counts the requests the flood's endpoints received.

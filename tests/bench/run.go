@@ -725,6 +725,14 @@ func (r *rig) latency(ctx context.Context, path string) Scenario {
 		s.Error = "unknown latency path " + path
 		return s
 	}
+	return r.pacedScenario(ctx, s, ep, rate, d, send, finish)
+}
+
+// pacedScenario publishes rate events/s for d with send (finish waits for
+// the publishes), then waits for them at ep and fills s: publish rate,
+// CPU, receipts, latency.
+func (r *rig) pacedScenario(ctx context.Context, s Scenario, ep *SinkEndpoint, rate int, d time.Duration,
+	send func(i int) error, finish func() error) Scenario {
 	before := r.cpuSnapshot()
 	start := time.Now()
 	sent, err := paced(ctx, rate, d, send)
