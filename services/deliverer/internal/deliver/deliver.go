@@ -136,9 +136,6 @@ type Deliverer struct {
 	floorWarned atomic.Int64
 }
 
-// halt stops every line: nothing leaves one from now on.
-func (d *Deliverer) halt() { d.stopping.Store(true) }
-
 // Deps are the stage's collaborators.
 type Deps struct {
 	JS          jetstream.JetStream
@@ -237,13 +234,13 @@ func (d *Deliverer) Run(ctx context.Context) error {
 	// while the lines are deferred, at once and in parallel with them.
 	deferred := make(chan struct{})
 	stopLines := context.AfterFunc(ctx, func() {
-		d.halt()
+		d.stopping.Store(true)
 		d.deferWaiting(hctx)
 		close(deferred)
 	})
 	stopTicks := d.pollLines(hctx)
 	runErr := pool.Run(ctx, it, d.o.Workers, d.Handle, d.log)
-	d.halt()
+	d.stopping.Store(true)
 	stopTicks()
 	d.chains.Wait()
 	if stopLines() {

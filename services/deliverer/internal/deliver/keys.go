@@ -36,8 +36,9 @@ type keyLine struct {
 	// polled is when the line was last checked.
 	polled time.Time
 	// pace is the moving average of the time a head of the key takes here,
-	// from its check to its settling (0 until measured): idle time between
-	// heads (a deferred task not back yet) is not in it.
+	// from its check to its settling, starting from defaultKeyPace (one
+	// slow first head, a new connection, does not make a burst look slow):
+	// idle time between heads (a deferred task not back yet) is not in it.
 	pace    time.Duration
 	started time.Time
 	// ahead is how many tasks the last check found before the first one
@@ -50,6 +51,10 @@ type keyLine struct {
 // waits here rather than being deferred by a guess; the measured pace
 // (after two heads) shrinks what the key may hold if its endpoint is slow.
 const defaultKeyPace = 2 * time.Millisecond
+
+func newKeyLine(now time.Time) *keyLine {
+	return &keyLine{moved: now, ahead: -1, pace: defaultKeyPace}
+}
 
 func newKeyLines() *keyLines {
 	return &keyLines{byKey: map[ordering.Key]*keyLine{}, bySub: map[string]int{}, heads: map[ordering.Key]int{}}
@@ -79,7 +84,7 @@ func (k *keyLines) Join(j *job, perKey, perSub, total, others int, now time.Time
 		return false
 	}
 	if l == nil {
-		l = &keyLine{moved: now, ahead: -1}
+		l = newKeyLine(now)
 		k.byKey[key] = l
 	}
 	i := sort.Search(len(l.q), func(i int) bool { return l.q[i].t.EventSeq > j.t.EventSeq })
@@ -184,7 +189,7 @@ func (k *keyLines) HeadStarted(key ordering.Key, now time.Time) {
 	k.heads[key]++
 	l := k.byKey[key]
 	if l == nil {
-		l = &keyLine{ahead: -1}
+		l = newKeyLine(now)
 		k.byKey[key] = l
 	}
 	l.moved, l.started = now, now
@@ -204,11 +209,6 @@ func (k *keyLines) HeadEnded(key ordering.Key, finished bool, now time.Time) boo
 	}
 	l.moved = now
 	if finished && !l.started.IsZero() {
-		// The assumed pace is the average's starting point: one slow first
-		// head (a new connection) does not make a burst look slow.
-		if l.pace == 0 {
-			l.pace = defaultKeyPace
-		}
 		l.pace = (l.pace*7 + now.Sub(l.started)) / 8
 	}
 	if len(l.q) == 0 {
@@ -225,11 +225,7 @@ func (l *keyLine) interval(every time.Duration) time.Duration {
 	if l.ahead <= 1 {
 		return every
 	}
-	pace := l.pace
-	if pace == 0 {
-		pace = defaultKeyPace
-	}
-	return min(max(time.Duration(l.ahead)*pace/2, every), time.Second)
+	return min(max(time.Duration(l.ahead)*l.pace/2, every), time.Second)
 }
 
 // Checked records a check of key's line that found ahead tasks before its
@@ -249,7 +245,7 @@ func (k *keyLines) Checked(key ordering.Key, ahead int64, now time.Time) {
 func (k *keyLines) Pace(key ordering.Key) time.Duration {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if l := k.byKey[key]; l != nil && l.pace > 0 {
+	if l := k.byKey[key]; l != nil {
 		return l.pace
 	}
 	return defaultKeyPace
