@@ -13,8 +13,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/hookline/hookline/pkg/groupcommit"
 	"github.com/hookline/hookline/pkg/stream"
 )
 
@@ -43,11 +45,18 @@ type State struct {
 // is informational: a lost write leaves an older state, never a lost
 // delivery).
 type Writer struct {
-	js jetstream.JetStream
+	js    jetstream.JetStream
+	group *groupcommit.Publisher
 }
 
 // NewWriter writes through js.
 func NewWriter(js jetstream.JetStream) *Writer { return &Writer{js: js} }
+
+// NewGroupWriter writes through p (the caller runs it), which stores the
+// states written together in one atomic batch. p must commit one batch at
+// a time (Concurrency 1), so that a key's states are stored in the order
+// they were written.
+func NewGroupWriter(p *groupcommit.Publisher) *Writer { return &Writer{group: p} }
 
 // Put stores s for the event of tenant. It returns at once; the error is
 // a refused publish (too many unacknowledged writes, not connected).
@@ -58,7 +67,17 @@ func (w *Writer) Put(tenant, eventID string, s State) error {
 	now := time.Now().UTC()
 	s.UpdatedAt = &now
 	b, _ := json.Marshal(s)
-	_, err := w.js.PublishAsync("$KV."+stream.DeliveriesBucket+"."+stream.DeliveryStateKey(tenant, eventID, s.SubscriptionID), b)
+	subject := "$KV." + stream.DeliveriesBucket + "." + stream.DeliveryStateKey(tenant, eventID, s.SubscriptionID)
+	if w.group != nil {
+		f := w.group.Publish(context.Background(), &nats.Msg{Subject: subject, Header: nats.Header{}, Data: b}, "")
+		select {
+		case <-f.Done():
+			return f.Err() // refused at once (stopped)
+		default:
+			return nil
+		}
+	}
+	_, err := w.js.PublishAsync(subject, b)
 	return err
 }
 

@@ -96,6 +96,7 @@ func checkStream(ctx context.Context, js jetstream.JetStream, want jetstream.Str
 	d.check("max_age", got.MaxAge, want.MaxAge)
 	d.check("discard", got.Discard, want.Discard)
 	d.check("allow_msg_schedules", got.AllowMsgSchedules, want.AllowMsgSchedules)
+	d.check("allow_atomic", got.AllowAtomicPublish, want.AllowAtomicPublish)
 	if want.Duplicates > 0 {
 		d.check("duplicate_window", got.Duplicates, want.Duplicates)
 	}
@@ -119,6 +120,7 @@ func checkKV(ctx context.Context, js jetstream.JetStream, want jetstream.KeyValu
 	d.check("history", got.MaxMsgsPerSubject, int64(want.History))
 	d.check("storage", got.Storage, want.Storage)
 	d.check("replicas", got.Replicas, want.Replicas)
+	d.check("allow_atomic", got.AllowAtomicPublish, AtomicBuckets[want.Bucket])
 	if want.TTL > 0 {
 		d.check("ttl", got.MaxAge, want.TTL)
 	}

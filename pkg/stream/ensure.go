@@ -102,6 +102,9 @@ func StreamConfigs(c Config) []jetstream.StreamConfig {
 			Replicas:    c.Replicas,
 			Duplicates:  c.DuplicateWindow,
 			Discard:     jetstream.DiscardOld,
+			// Group commit (pkg/groupcommit): one fsync per batch under
+			// sync_interval: always.
+			AllowAtomicPublish: true,
 		},
 		{
 			Name:              Deliveries,
@@ -112,6 +115,8 @@ func StreamConfigs(c Config) []jetstream.StreamConfig {
 			Replicas:          c.Replicas,
 			Duplicates:        c.DuplicateWindow,
 			AllowMsgSchedules: true,
+			// Dispatch stores tasks by group commit (pkg/groupcommit).
+			AllowAtomicPublish: true,
 		},
 		{
 			Name:        Attempts,
@@ -248,6 +253,31 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, c Config) error 
 		if _, err := js.CreateOrUpdateKeyValue(ctx, kc); err != nil {
 			return fmt.Errorf("ensure kv bucket %s: %w", kc.Bucket, err)
 		}
+		if AtomicBuckets[kc.Bucket] {
+			if err := allowAtomic(ctx, js, "KV_"+kc.Bucket); err != nil {
+				return fmt.Errorf("ensure kv bucket %s: %w", kc.Bucket, err)
+			}
+		}
 	}
 	return nil
+}
+
+// AtomicBuckets are the KV buckets written by group commit
+// (pkg/groupcommit), whose streams allow atomic publish; KeyValueConfig
+// cannot say so.
+var AtomicBuckets = map[string]bool{DeliveriesBucket: true}
+
+// allowAtomic turns atomic publish on for the stream name.
+func allowAtomic(ctx context.Context, js jetstream.JetStream, name string) error {
+	s, err := js.Stream(ctx, name)
+	if err != nil {
+		return err
+	}
+	cfg := s.CachedInfo().Config
+	if cfg.AllowAtomicPublish {
+		return nil
+	}
+	cfg.AllowAtomicPublish = true
+	_, err = js.UpdateStream(ctx, cfg)
+	return err
 }

@@ -40,8 +40,13 @@ type Config struct {
 	Topology stream.Settings
 
 	DispatchWorkers int `env:"HOOKLINE_DISPATCH_WORKERS" envDefault:"64"`
-	DeliverWorkers  int `env:"HOOKLINE_DELIVER_WORKERS" envDefault:"64"`
-	MaxAckPending   int `env:"HOOKLINE_MAX_ACK_PENDING" envDefault:"10000"`
+	// GroupCommit stores the tasks of events dispatched together, and the
+	// delivery states written together, as JetStream atomic batches: a
+	// nats-server with sync_interval: always then fsyncs once per batch,
+	// not once per message.
+	GroupCommit    bool `env:"HOOKLINE_GROUP_COMMIT" envDefault:"true"`
+	DeliverWorkers int  `env:"HOOKLINE_DELIVER_WORKERS" envDefault:"64"`
+	MaxAckPending  int  `env:"HOOKLINE_MAX_ACK_PENDING" envDefault:"10000"`
 	// AdmissionMaxWait: a task refused admission (its subscription at its
 	// in-flight cap or rate limit, a probe in flight) waits in its
 	// subscription's line when it is expected to be attempted within this

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hookline/hookline/pkg/groupcommit"
 	"github.com/hookline/hookline/pkg/jsoncheck"
 	"github.com/hookline/hookline/pkg/natsconn"
 	"github.com/hookline/hookline/pkg/stream"
@@ -66,6 +67,10 @@ type Options struct {
 	// Orderer keeps the key lines of ordered subscriptions (nil: the
 	// ordering key is ignored and every task is delivered unordered).
 	Orderer Orderer
+	// GroupCommit stores the tasks of events handled together in atomic
+	// batches (pkg/groupcommit), run by Run: one fsync per batch under
+	// sync_interval: always. nil: each task is published on its own.
+	GroupCommit *groupcommit.Config
 }
 
 // Dispatcher is the fan-out stage.
@@ -76,6 +81,7 @@ type Dispatcher struct {
 	log   *zap.Logger
 	m     *metrics.Metrics
 	o     Options
+	tasks *groupcommit.Publisher // nil: publish one by one
 }
 
 // New builds the stage. js should have an async publish timeout so that
@@ -90,7 +96,11 @@ func New(js jetstream.JetStream, match Matcher, dead DeadLetters, log *zap.Logge
 	if o.NakDelay <= 0 {
 		o.NakDelay = time.Second
 	}
-	return &Dispatcher{js: js, match: match, dead: dead, log: log.Named("dispatch"), m: m, o: o}
+	d := &Dispatcher{js: js, match: match, dead: dead, log: log.Named("dispatch"), m: m, o: o}
+	if o.GroupCommit != nil {
+		d.tasks = groupcommit.New(js, *o.GroupCommit)
+	}
+	return d
 }
 
 // Run consumes EVENTS with the durable dispatch consumer until ctx ends,
@@ -108,6 +118,14 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	it, err := cons.Messages(pool.Pull(2 * d.o.Workers)...)
 	if err != nil {
 		return fmt.Errorf("dispatch messages: %w", err)
+	}
+	if d.tasks != nil {
+		// The publisher outlives the workers: it stops after the events
+		// in hand are handled, committing what they queued.
+		pubCtx, stopPub := context.WithCancel(context.WithoutCancel(ctx))
+		pubDone := make(chan struct{})
+		go func() { d.tasks.Run(pubCtx); close(pubDone) }()
+		defer func() { stopPub(); <-pubDone }()
 	}
 	if err := pool.Run(ctx, it, d.o.Workers, d.Handle, d.log); err != nil {
 		return fmt.Errorf("dispatch: %w", err)
@@ -260,7 +278,7 @@ func (d *Dispatcher) fanOut(ctx context.Context, msg jetstream.Msg, ev event, su
 	if err != nil {
 		return err
 	}
-	futures := make([]jetstream.PubAckFuture, 0, len(subs))
+	futures := make([]func(context.Context) error, 0, len(subs))
 	for i, s := range subs {
 		m := &nats.Msg{
 			Subject: stream.DeliverySubject(ev.tenant, s.GetId()),
@@ -279,13 +297,12 @@ func (d *Dispatcher) fanOut(ctx context.Context, msg jetstream.Msg, ev event, su
 	}
 	// Check every future: PublishAsyncComplete only says that all resolved.
 	var errs []error
-	for _, f := range futures {
-		select {
-		case <-f.Ok():
-		case err := <-f.Err():
+	for _, wait := range futures {
+		if err := wait(ctx); err != nil {
+			if ctx.Err() != nil {
+				return fmt.Errorf("publish tasks: %w", ctx.Err())
+			}
 			errs = append(errs, err)
-		case <-ctx.Done():
-			return fmt.Errorf("publish tasks: %w", ctx.Err())
 		}
 	}
 	if len(errs) > 0 {
@@ -337,13 +354,30 @@ func (d *Dispatcher) entries(ev event, subs []*hooklinev1.Subscription) ([]bool,
 	return ordered, entries
 }
 
-// publishAsync retries while the async window is full.
-func (d *Dispatcher) publishAsync(ctx context.Context, m *nats.Msg, msgID string) (jetstream.PubAckFuture, error) {
+// publishAsync queues m for the next group commit, or publishes it
+// asynchronously (retrying while the async window is full); the returned
+// wait gives its outcome.
+func (d *Dispatcher) publishAsync(ctx context.Context, m *nats.Msg, msgID string) (func(context.Context) error, error) {
+	if d.tasks != nil {
+		if m.Header == nil {
+			m.Header = nats.Header{}
+		}
+		return d.tasks.Publish(ctx, m, msgID).Wait, nil
+	}
 	f, err := natsconn.PublishAsync(ctx, d.js, m, nil, jetstream.WithMsgID(msgID))
 	if err != nil {
 		return nil, fmt.Errorf("publish task: %w", err)
 	}
-	return f, nil
+	return func(ctx context.Context) error {
+		select {
+		case <-f.Ok():
+			return nil
+		case err := <-f.Err():
+			return err
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}, nil
 }
 
 // deadLetter files an event that cannot be delivered (not JSON, no type)

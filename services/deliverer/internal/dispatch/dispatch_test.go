@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hookline/hookline/pkg/groupcommit"
 	"github.com/hookline/hookline/pkg/natstest"
 	"github.com/hookline/hookline/pkg/redistest"
 	"github.com/hookline/hookline/pkg/stream"
@@ -273,5 +274,63 @@ func TestOrderedTasksAreRegisteredAndMarked(t *testing.T) {
 	}
 	if st.Verdict != ordering.Head || st.Lost {
 		t.Fatalf("registered task: %+v, want head, not lost", st)
+	}
+}
+
+// TestGroupCommitStoresEveryTaskOnce: with group commit, events consumed
+// together have their tasks stored in atomic batches; every event is
+// acknowledged only once its tasks are stored, each task exactly once, and
+// Run returns after committing what the events in hand queued.
+func TestGroupCommitStoresEveryTaskOnce(t *testing.T) {
+	t.Parallel()
+	ns := natstest.Start(t)
+	_, js := ns.Connect(t)
+	ctx := context.Background()
+	if err := stream.Ensure(ctx, js, stream.Config{}); err != nil {
+		t.Fatal(err)
+	}
+	m := metrics.New(prometheus.NewRegistry(), retry.Reasons, sender.Classes)
+	d := dispatch.New(js, &matcher{subs: two}, deadletter.NewPublisher(js), zap.NewNop(), m,
+		dispatch.Options{GroupCommit: &groupcommit.Config{}})
+	const events = 200
+	for i := range events {
+		msg := nats.NewMsg("events.acme.order.created")
+		msg.Data = []byte(`{}`)
+		msg.Header.Set(stream.HeaderMsgID, "evt_"+strconv.Itoa(i))
+		if _, err := js.PublishMsg(ctx, msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- d.Run(runCtx) }()
+	cons, err := js.Consumer(ctx, stream.Events, stream.DispatchConsumer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		info, err := cons.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.AckFloor.Stream == events {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ack floor %d of %d events after 30s", info.AckFloor.Stream, events)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	stop()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	got := subjects(t, js, stream.Deliveries)
+	if got["deliveries.acme.sub_a"] != events || got["deliveries.acme.sub_b"] != events {
+		t.Fatalf("DELIVERIES subjects %v, want %d tasks per subscription", got, events)
+	}
+	if n := testutil.ToFloat64(m.TasksPublished); n != 2*events {
+		t.Fatalf("tasks published counter %v, want %d", n, 2*events)
 	}
 }

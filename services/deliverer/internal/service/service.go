@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/hookline/hookline/pkg/deliverystate"
+	"github.com/hookline/hookline/pkg/groupcommit"
 	"github.com/hookline/hookline/pkg/ssrf"
 	"github.com/hookline/hookline/pkg/stream"
 	"github.com/hookline/hookline/pkg/subscription"
@@ -75,6 +76,7 @@ type Service struct {
 	dispatch *dispatch.Dispatcher
 	deliver  *deliver.Deliverer
 	recorder *attempt.Recorder
+	states   *groupcommit.Publisher // nil: states published one by one
 	self     *ssrf.Self
 	admit    deliver.Admission
 	sender   *sender.Sender
@@ -149,7 +151,14 @@ func New(ctx context.Context, cfg config.Config, d Deps) (*Service, error) {
 		RootCAs:          d.RootCAs,
 	})
 	dead := deadletter.NewPublisher(js)
-	states := deliverystate.NewWriter(js) // GET /v1/events/{id}/deliveries
+	// GET /v1/events/{id}/deliveries. One batch at a time keeps a key's
+	// states in the order they were written.
+	states := deliverystate.NewWriter(js)
+	var statesGroup *groupcommit.Publisher
+	if cfg.GroupCommit {
+		statesGroup = groupcommit.New(js, groupcommit.Config{Concurrency: 1})
+		states = deliverystate.NewGroupWriter(statesGroup)
+	}
 	if d.Admission == nil {
 		d.Admission = health.New(cfg.Health, health.Limits{AttemptTimeout: cfg.HTTPTimeout, MaxPause: cfg.MaxRetryAfter, Workers: cfg.DeliverWorkers}, health.Deps{
 			Redis:      d.Redis,
@@ -166,8 +175,9 @@ func New(ctx context.Context, cfg config.Config, d Deps) (*Service, error) {
 		cache:  cache,
 		memo:   memo,
 		dispatch: dispatch.New(js, memo, staterec.DeadLettersTo(dead, states, d.Log), d.Log, m, dispatch.Options{
-			Workers: cfg.DispatchWorkers,
-			Orderer: order,
+			Workers:     cfg.DispatchWorkers,
+			Orderer:     order,
+			GroupCommit: groupCommit(cfg),
 		}),
 		deliver: deliver.New(deliver.Deps{
 			JS: js, Lookup: memo, Sender: snd, Scheduler: retry.NewScheduler(js), DeadLetters: staterec.DeadLettersTo(dead, states, d.Log),
@@ -195,6 +205,7 @@ func New(ctx context.Context, cfg config.Config, d Deps) (*Service, error) {
 			HTTPTimeout:               cfg.HTTPTimeout,
 		}),
 		recorder: rec,
+		states:   statesGroup,
 		replay:   replay.New(d.NATS, js, d.Log, 10*time.Second),
 		self:     self,
 		admit:    d.Admission,
@@ -238,6 +249,14 @@ func (s *Service) Run(ctx context.Context) error {
 		stopAdmin()
 		<-adminDone
 		return fmt.Errorf("refuse the deliverer's own address as a destination: %w", err)
+	}
+
+	if s.states != nil {
+		// The states' publisher outlives the stages that write states.
+		statesCtx, stopStates := context.WithCancel(context.WithoutCancel(ctx))
+		statesDone := make(chan struct{})
+		go func() { s.states.Run(statesCtx); close(statesDone) }()
+		defer func() { stopStates(); <-statesDone }()
 	}
 
 	ctx, cancel := context.WithCancel(ctx)
@@ -339,4 +358,12 @@ func prepare(ctx context.Context, nc *nats.Conn, c stream.Config, do func(contex
 		}
 		backoff = min(backoff*2, 5*time.Second)
 	}
+}
+
+// groupCommit is the dispatch stage's task publisher settings (nil: off).
+func groupCommit(cfg config.Config) *groupcommit.Config {
+	if !cfg.GroupCommit {
+		return nil
+	}
+	return &groupcommit.Config{}
 }

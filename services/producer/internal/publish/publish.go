@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hookline/hookline/pkg/groupcommit"
 	"github.com/hookline/hookline/pkg/natsconn"
 	"github.com/hookline/hookline/pkg/stream"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
@@ -63,6 +64,31 @@ type Publisher struct {
 	published *prometheus.CounterVec
 	stallWait time.Duration // how long an async publish waits for room
 	stalls    atomic.Int64  // async publishes retried for want of room
+	// group stores events published together as one atomic batch while
+	// Run runs (groupRunning); nil: group commit off.
+	group        *groupcommit.Publisher
+	groupRunning atomic.Bool
+}
+
+// WithGroupCommit stores the events of concurrent publishes (and of one
+// batch) in JetStream atomic batches while Run runs: a nats-server with
+// sync_interval: always then fsyncs once per batch instead of once per
+// event.
+func (p *Publisher) WithGroupCommit() *Publisher {
+	p.group = groupcommit.New(p.js, groupcommit.Config{Timeout: p.timeout})
+	return p
+}
+
+// Run runs the group commit (if on) until ctx ends, then commits what is
+// queued. Without Run every event is published on its own.
+func (p *Publisher) Run(ctx context.Context) {
+	if p.group == nil {
+		<-ctx.Done()
+		return
+	}
+	p.groupRunning.Store(true)
+	defer p.groupRunning.Store(false)
+	p.group.Run(ctx)
 }
 
 // New returns a Publisher on nc. timeout bounds the wait for an ack (of one
@@ -125,6 +151,14 @@ func (p *Publisher) Publish(ctx context.Context, ev Event) (Result, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, p.timeout)
 	defer cancel()
+	if p.groupRunning.Load() {
+		f := p.group.Publish(ctx, groupMsg(ev), "")
+		if err := f.Wait(ctx); err != nil {
+			p.published.WithLabelValues(metrics.ResultFailed).Inc()
+			return Result{}, fmt.Errorf("%w: publish event: %w", ErrUnavailable, err)
+		}
+		return p.result(ev.ID, &jetstream.PubAck{Stream: stream.Events, Sequence: f.Sequence(), Duplicate: f.Duplicate()}), nil
+	}
 	ack, err := p.js.PublishMsg(ctx, eventMsg(ev), jetstream.WithExpectStream(stream.Events))
 	if err != nil {
 		p.published.WithLabelValues(metrics.ResultFailed).Inc()
@@ -153,6 +187,9 @@ func (p *Publisher) PublishBatch(ctx context.Context, evs []Event) ([]Result, er
 	}
 	ctx, cancel := context.WithTimeout(ctx, p.timeout)
 	defer cancel()
+	if p.groupRunning.Load() {
+		return p.publishGroup(ctx, evs)
+	}
 	futures := make([]jetstream.PubAckFuture, 0, len(evs))
 	var sendErr error
 	for _, ev := range evs {
@@ -184,6 +221,37 @@ func (p *Publisher) PublishBatch(ctx context.Context, evs []Event) ([]Result, er
 		errs = append(errs, sendErr)
 	}
 	return nil, fmt.Errorf("%w: %d of %d events not acknowledged: %w", ErrUnavailable, failed, len(evs), errors.Join(errs...))
+}
+
+// publishGroup is PublishBatch through the group commit.
+func (p *Publisher) publishGroup(ctx context.Context, evs []Event) ([]Result, error) {
+	futures := make([]*groupcommit.Future, len(evs))
+	for i, ev := range evs {
+		futures[i] = p.group.Publish(ctx, groupMsg(ev), "")
+	}
+	results := make([]Result, 0, len(evs))
+	var errs []error
+	for i, f := range futures {
+		if err := f.Wait(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("event %d: %w", i, err))
+			continue
+		}
+		results = append(results, p.result(evs[i].ID, &jetstream.PubAck{Stream: stream.Events, Sequence: f.Sequence(), Duplicate: f.Duplicate()}))
+	}
+	if len(errs) == 0 {
+		return results, nil
+	}
+	failed := len(evs) - len(results)
+	p.published.WithLabelValues(metrics.ResultFailed).Add(float64(failed))
+	return nil, fmt.Errorf("%w: %d of %d events not acknowledged: %w", ErrUnavailable, failed, len(evs), errors.Join(errs...))
+}
+
+// groupMsg is eventMsg expecting the EVENTS stream, as the plain
+// publishes' WithExpectStream does.
+func groupMsg(ev Event) *nats.Msg {
+	m := eventMsg(ev)
+	m.Header.Set(jetstream.ExpectedStreamHeader, stream.Events)
+	return m
 }
 
 // publishAsync sends one message, retrying while the async window is full.

@@ -82,3 +82,70 @@ func TestBatchWithoutStreamFails(t *testing.T) {
 		t.Fatalf("failed counter %v, want 2", got)
 	}
 }
+
+// TestGroupCommitKeepsEachEventsOutcome: with group commit running, a
+// batch request's events are stored as one atomic batch; a batch holding a
+// retried event (its id already stored) still stores the new ones once and
+// reports the old one as a duplicate; single publishes report their own
+// outcome; and nothing is published through the group after Run ends.
+func TestGroupCommitKeepsEachEventsOutcome(t *testing.T) {
+	t.Parallel()
+	ns := natstest.Start(t)
+	nc, js := ns.Connect(t)
+	ctx := context.Background()
+	if err := stream.Ensure(ctx, js, stream.Config{}); err != nil {
+		t.Fatal(err)
+	}
+	m := metrics.New()
+	p, err := New(nc, 5*time.Second, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.WithGroupCommit()
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { p.Run(runCtx); close(done) }()
+	for !p.groupRunning.Load() {
+		time.Sleep(time.Millisecond) // Run sets it first thing
+	}
+	evs := make([]Event, 100)
+	for i := range evs {
+		evs[i] = Event{ID: fmt.Sprintf("e%d", i), Tenant: "acme", Type: "t", OccurredAt: time.Now(), Data: []byte(fmt.Sprint(i))}
+	}
+	if _, err := p.PublishBatch(ctx, evs[:10]); err != nil {
+		t.Fatal(err)
+	}
+	res, err := p.PublishBatch(ctx, evs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range res {
+		if r.ID != evs[i].ID || r.Duplicate != (i < 10) {
+			t.Fatalf("result %d: %+v", i, r)
+		}
+	}
+	one, err := p.Publish(ctx, evs[50])
+	if err != nil || !one.Duplicate {
+		t.Fatalf("republished event: %+v, %v", one, err)
+	}
+	if st := p.group.Stats(); st.Batches == 0 {
+		t.Fatalf("no atomic batch stored: %+v", st)
+	}
+	s, _ := js.Stream(ctx, stream.Events)
+	info, _ := s.Info(ctx)
+	if info.State.Msgs != 100 {
+		t.Fatalf("EVENTS holds %d, want 100", info.State.Msgs)
+	}
+	if got := testutil.ToFloat64(m.EventsPublished.WithLabelValues(metrics.ResultAccepted)); got != 100 {
+		t.Fatalf("accepted counter %v", got)
+	}
+	stop()
+	<-done
+	before := p.group.Stats()
+	if _, err := p.Publish(ctx, Event{ID: "after", Tenant: "acme", Type: "t", OccurredAt: time.Now(), Data: []byte("1")}); err != nil {
+		t.Fatal(err)
+	}
+	if p.group.Stats() != before {
+		t.Fatal("a publish after Run went through the stopped group")
+	}
+}

@@ -57,6 +57,7 @@ type Server struct {
 	// replays runs replay jobs once the topology is there.
 	replays *replayjob.Manager
 	ln      net.Listener
+	pub     *publish.Publisher
 }
 
 // Option changes how the Server is built.
@@ -74,7 +75,10 @@ func New(cfg config.Config, nc *nats.Conn, rdb redis.UniversalClient, log *zap.L
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, nc: nc, rdb: rdb, log: log, metrics: m,
+	if cfg.GroupCommit {
+		pub.WithGroupCommit()
+	}
+	s := &Server{cfg: cfg, nc: nc, rdb: rdb, log: log, metrics: m, pub: pub,
 		registry: registry.New(cfg.SecretOverlap, log)}
 	s.registry.LimitPerTenant(cfg.MaxSubscriptionsPerTenant)
 	js, err := jetstream.New(nc)
@@ -135,6 +139,12 @@ func (s *Server) Run(ctx context.Context) error {
 		IdleTimeout:       idleTimeout,
 		ErrorLog:          zap.NewStdLog(s.log.Named("http")),
 	}
+	// The publisher outlives the HTTP server: requests in flight at the
+	// shutdown still get their events committed.
+	pubCtx, stopPub := context.WithCancel(context.WithoutCancel(ctx))
+	pubDone := make(chan struct{})
+	go func() { s.pub.Run(pubCtx); close(pubDone) }()
+	defer func() { stopPub(); <-pubDone }()
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(s.ln) }()
 	s.log.Info("producer listening", zap.String("addr", addr.String()))
