@@ -2,6 +2,7 @@ package subscription
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -109,7 +110,10 @@ func (s *Store) GetTenant(ctx context.Context, tenant, id string) (*hooklinev1.S
 	}
 	e, err := s.kv.Get(ctx, stream.SubscriptionKey(tenant, id))
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return nil, 0, ErrNotFound
+		// A direct get may be answered by a replica that has not applied
+		// a just-acknowledged create (R3): "not found" is only believed
+		// from the stream's leader.
+		return s.leaderGet(ctx, tenant, id)
 	}
 	if err != nil {
 		return nil, 0, fmt.Errorf("get subscription %s: %w", id, err)
@@ -370,4 +374,61 @@ func (s *Store) ListPage(ctx context.Context, tenant, after string, limit int) (
 		subs = append(subs, sub)
 	}
 	return subs, next, nil
+}
+
+// leaderGet reads a subscription's latest record through the JetStream API
+// rather than a direct get, so that the stream's leader answers: it has
+// applied every acknowledged write, which a follower serving direct gets
+// may not have yet.
+func (s *Store) leaderGet(ctx context.Context, tenant, id string) (*hooklinev1.Subscription, uint64, error) {
+	key := stream.SubscriptionKey(tenant, id)
+	req, _ := json.Marshal(map[string]string{"last_by_subj": "$KV." + stream.SubscriptionsBucket + "." + key})
+	prefix := s.js.Options().APIPrefix
+	if prefix == "" {
+		prefix = jetstream.DefaultAPIPrefix
+	}
+	msg, err := s.js.Conn().RequestWithContext(ctx, prefix+"STREAM.MSG.GET.KV_"+stream.SubscriptionsBucket, req)
+	if err != nil {
+		return nil, 0, fmt.Errorf("get subscription %s from the leader: %w", id, err)
+	}
+	var resp struct {
+		Message *struct {
+			Sequence uint64 `json:"seq"`
+			Header   []byte `json:"hdrs"`
+			Data     []byte `json:"data"`
+		} `json:"message"`
+		Error *struct {
+			Code    int    `json:"code"`
+			ErrCode int    `json:"err_code"`
+			Desc    string `json:"description"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(msg.Data, &resp); err != nil {
+		return nil, 0, fmt.Errorf("get subscription %s from the leader: %w", id, err)
+	}
+	if resp.Error != nil {
+		if resp.Error.Code == 404 {
+			return nil, 0, ErrNotFound
+		}
+		return nil, 0, fmt.Errorf("get subscription %s from the leader: %s (%d)", id, resp.Error.Desc, resp.Error.ErrCode)
+	}
+	if resp.Message == nil {
+		return nil, 0, fmt.Errorf("get subscription %s from the leader: empty answer", id)
+	}
+	if len(resp.Message.Header) > 0 {
+		h, err := nats.DecodeHeadersMsg(resp.Message.Header)
+		if err == nil {
+			if op := h.Get("KV-Operation"); op == "DEL" || op == "PURGE" {
+				return nil, 0, ErrNotFound
+			}
+		}
+	}
+	sub, err := Unmarshal(resp.Message.Data)
+	if err != nil {
+		return nil, 0, fmt.Errorf("subscription %s: %w", id, err)
+	}
+	if sub.GetTenant() != tenant || sub.GetId() != id {
+		return nil, 0, ErrNotFound // a foreign record, as decodeEntry
+	}
+	return sub, resp.Message.Sequence, nil
 }
