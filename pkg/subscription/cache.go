@@ -159,6 +159,12 @@ func (c *Cache) requestResync() {
 // eventType. It answers from Redis when the cache is complete, else from the
 // Store; it fails only when the Store fails too.
 func (c *Cache) ForEvent(ctx context.Context, tenant, eventType string) ([]*hooklinev1.Subscription, error) {
+	if ValidateTenant(tenant) != nil {
+		// No subscription can belong to it (tenants are validated when a
+		// subscription is created): matching nothing is the answer, not an
+		// error that would redo the event forever while Redis is not ready.
+		return nil, nil
+	}
 	all, ok := c.tenantFromRedis(ctx, tenant)
 	if !ok {
 		subs, err := c.store.List(ctx, tenant)
