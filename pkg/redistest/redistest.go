@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -18,10 +19,11 @@ import (
 
 // Server is a running redis-server.
 type Server struct {
-	Addr string
-	cmd  *exec.Cmd
-	dir  string
-	args []string
+	Addr   string
+	cmd    *exec.Cmd
+	exited chan error // cmd's Wait result
+	dir    string
+	args   []string
 }
 
 // Start starts redis-server with no persistence and stops it when the test
@@ -33,16 +35,23 @@ func Start(tb testing.TB, args ...string) *Server {
 		tb.Fatalf("redistest: redis-server not on PATH (run `make test`, which installs it): %v", err)
 	}
 	s := &Server{dir: tb.TempDir(), args: args}
-	port, err := freePort()
-	if err != nil {
-		tb.Fatalf("redistest: free port: %v", err)
+	// A free port may be taken by another process (tests of other
+	// packages run at the same time) before redis-server binds it: then
+	// redis-server exits, and another port is tried.
+	for range 5 {
+		var port int
+		port, err = freePort()
+		if err != nil {
+			tb.Fatalf("redistest: free port: %v", err)
+		}
+		s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		if err = s.start(bin); err == nil {
+			tb.Cleanup(s.Stop)
+			return s
+		}
 	}
-	s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-	if err := s.start(bin); err != nil {
-		tb.Fatalf("redistest: %v", err)
-	}
-	tb.Cleanup(s.Stop)
-	return s
+	tb.Fatalf("redistest: %v", err)
+	return nil
 }
 
 func (s *Server) start(bin string) error {
@@ -51,29 +60,57 @@ func (s *Server) start(bin string) error {
 		"--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
 		"--dir", s.dir, "--logfile", filepath.Join(s.dir, "redis.log"),
 	}, s.args...)
-	s.cmd = exec.Command(bin, args...)
-	if err := s.cmd.Start(); err != nil {
+	cmd := exec.Command(bin, args...)
+	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start redis-server: %w", err)
 	}
-	// Wait until it answers PING (an event, not a sleep: poll the socket).
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	s.cmd, s.exited = cmd, exited
+	// Wait until this redis-server answers PING on the address (an event,
+	// not a sleep: poll the socket), or exits (the port was taken).
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
-		c, err := net.DialTimeout("tcp", s.Addr, 100*time.Millisecond)
-		if err == nil {
-			_ = c.Close()
+		select {
+		case err := <-exited:
+			s.cmd, s.exited = nil, nil
+			return fmt.Errorf("redis-server on %s exited before answering (%v); port taken?", s.Addr, err)
+		default:
+		}
+		if isRedis(s.Addr) {
 			return nil
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	return fmt.Errorf("redis-server on %s did not accept connections within 10s", s.Addr)
+	s.Stop()
+	return fmt.Errorf("redis-server on %s did not answer PING within 10s", s.Addr)
+}
+
+// isRedis says whether a Redis server answers PING on addr: "+PONG", or
+// an error naming authentication when an ACL file requires it. Another
+// server on the port (a nats-server says "INFO …") is not Redis.
+func isRedis(addr string) bool {
+	c, err := net.DialTimeout("tcp", addr, 100*time.Millisecond)
+	if err != nil {
+		return false
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(time.Second))
+	if _, err := c.Write([]byte("PING\r\n")); err != nil {
+		return false
+	}
+	buf := make([]byte, 64)
+	n, _ := c.Read(buf)
+	reply := string(buf[:n])
+	return strings.HasPrefix(reply, "+PONG") || strings.HasPrefix(reply, "-NOAUTH") || strings.HasPrefix(reply, "-NOPERM")
 }
 
 // Stop kills the server (like a crash) and waits for it to exit.
 func (s *Server) Stop() {
 	if s.cmd != nil && s.cmd.Process != nil {
 		_ = s.cmd.Process.Kill()
-		_ = s.cmd.Wait()
-		s.cmd = nil
+		<-s.exited
+		s.cmd, s.exited = nil, nil
 	}
 }
 
