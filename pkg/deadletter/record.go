@@ -105,7 +105,7 @@ func (e Entry) IsReplay() (string, bool) {
 
 // Encode is the DEADLETTER message of rec in the header contract (the
 // inverse of Decode): the deliverer's format, used here by tests and
-// documented in the README's dead-letter format.
+// documented in docs/wire-format.md ("Dead-letter format").
 func Encode(rec *hooklinev1.DeadLetter) *nats.Msg {
 	h := nats.Header{}
 	set := func(k, v string) {

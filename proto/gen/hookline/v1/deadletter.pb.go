@@ -24,7 +24,7 @@ const (
 
 // DeadLetter is a delivery that never succeeded. In the DEADLETTER stream the
 // message body is the event's original data and these fields ride in
-// Hookline-* headers (see the README's "Dead-letter format").
+// Hookline-* headers (see docs/wire-format.md, "Dead-letter format").
 type DeadLetter struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Stream sequence in DEADLETTER.

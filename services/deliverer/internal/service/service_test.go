@@ -229,7 +229,7 @@ func TestOneFailingSubscriptionDoesNotDuplicateTheOthers(t *testing.T) {
 	}
 }
 
-// The scenario of the README (Architecture): with a small MaxAckPending, deliveries waiting
+// The scenario of docs/architecture.md: with a small MaxAckPending, deliveries waiting
 // on a dead endpoint's (long) retries must not delay a healthy endpoint.
 // With NakWithDelay the waiting tasks would hold every ack-pending slot and
 // the healthy task would wait for an hour.

@@ -47,10 +47,10 @@ func upper(s string) string {
 	return string(b)
 }
 
-// TestREADMEListsEveryOperation: the README's operations table names every
-// operation of the document, as `METHOD /path`.
-func TestREADMEListsEveryOperation(t *testing.T) {
-	readme, err := os.ReadFile("../../../../README.md")
+// TestDocsListEveryOperation: the operations table of docs/api.md names
+// every operation of the document, as `METHOD /path`.
+func TestDocsListEveryOperation(t *testing.T) {
+	readme, err := os.ReadFile("../../../../docs/api.md")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +63,7 @@ func TestREADMEListsEveryOperation(t *testing.T) {
 	for path, ops := range doc.Paths {
 		for method := range ops {
 			if op := "`" + upper(method) + " " + path + "`"; !strings.Contains(string(readme), op) {
-				t.Errorf("README does not list %s (the API section's operations table)", op)
+				t.Errorf("docs/api.md does not list %s (the delivery API's operations table)", op)
 			}
 		}
 	}
