@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hookline/hookline/pkg/stream"
+	"github.com/hookline/hookline/pkg/wire"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
 	"github.com/hookline/hookline/services/deliverer/internal/health"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -350,7 +351,7 @@ func TestAutoDisableTellsThePlatformAndIsReversible(t *testing.T) {
 		got, _, _ = w.store.Get(context.Background(), sub.GetId())
 		return got.GetDisabled()
 	})
-	if got.GetDisabledReason() != health.ReasonFailing || got.GetDisabledAt() == nil {
+	if got.GetDisabledReason() != wire.DisabledFailing || got.GetDisabledAt() == nil {
 		t.Fatalf("disabled with reason %q at %v; want failing and a time", got.GetDisabledReason(), got.GetDisabledAt())
 	}
 	// The platform receives the event through its own subscription.

@@ -11,10 +11,10 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/hookline/hookline/pkg/wire"
 	"github.com/hookline/hookline/services/deliverer/internal/config"
 	"github.com/hookline/hookline/services/deliverer/internal/health"
 	"github.com/hookline/hookline/services/deliverer/internal/metrics"
-	"github.com/hookline/hookline/services/deliverer/internal/retry"
 	"github.com/hookline/hookline/services/deliverer/internal/sender"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -36,7 +36,7 @@ func instrumentedRegistry(t *testing.T) (*prometheus.Registry, map[string]string
 	reg := prometheus.NewRegistry()
 	rec := recordingRegisterer{Registerer: reg, types: map[string]string{}}
 	rec.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	metrics.New(rec, retry.Reasons, sender.Classes)
+	metrics.New(rec, wire.DeadLetterReasons(), sender.Classes)
 	countBlocked(rec, func(string, string, syscall.RawConn) error { return nil })
 	cfg, err := config.Load(map[string]string{})
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/hookline/hookline/pkg/ssrf"
 	"github.com/hookline/hookline/pkg/stream"
 	"github.com/hookline/hookline/pkg/subscription"
+	"github.com/hookline/hookline/pkg/wire"
 	"github.com/hookline/hookline/services/deliverer/internal/admin"
 	"github.com/hookline/hookline/services/deliverer/internal/attempt"
 	"github.com/hookline/hookline/services/deliverer/internal/config"
@@ -113,7 +114,7 @@ func New(ctx context.Context, cfg config.Config, d Deps) (*Service, error) {
 		reg = prometheus.NewRegistry()
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
-	m := metrics.New(reg, retry.Reasons, sender.Classes)
+	m := metrics.New(reg, wire.DeadLetterReasons(), sender.Classes)
 	rec, err := attempt.NewRecorder(d.NATS, d.Log.Named("attempts"), m.AttemptRecordsFailed,
 		attempt.Options{Linger: cfg.AttemptLinger})
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/hookline/hookline/pkg/secretbox"
 	"github.com/hookline/hookline/pkg/subscription"
+	"github.com/hookline/hookline/pkg/wire"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
 	"github.com/oklog/ulid/v2"
 	"go.uber.org/zap"
@@ -30,9 +31,6 @@ var ErrNotFound = subscription.ErrNotFound
 // ErrTenantFull is returned by Create when the tenant already has the most
 // subscriptions LimitPerTenant allows.
 var ErrTenantFull = errors.New("the tenant has the most subscriptions allowed")
-
-// ReasonManual is the disabled_reason of a subscription disabled by PATCH.
-const ReasonManual = "manual"
 
 // writeThroughTimeout bounds the Redis write after a KV write: a slow Redis
 // must not hold the API answer for long.
@@ -217,7 +215,7 @@ func (r *Registry) Update(ctx context.Context, id string, req *hooklinev1.Update
 		switch {
 		case req.Disabled == nil:
 		case req.GetDisabled() && !sub.GetDisabled():
-			sub.Disabled, sub.DisabledReason, sub.DisabledAt = true, ReasonManual, now
+			sub.Disabled, sub.DisabledReason, sub.DisabledAt = true, wire.DisabledManual, now
 		case !req.GetDisabled():
 			sub.Disabled, sub.DisabledReason, sub.DisabledAt = false, "", nil
 		}
