@@ -113,13 +113,12 @@ func TestEndpointAnswersDecideTheNextStep(t *testing.T) {
 	d := w.startDeliverer(t, map[string]string{"HOOKLINE_BREAKER_FAILURES": "1000"})
 
 	type want struct {
-		requests     int64
-		outcomes     []string // attempt records, in order
-		errorClass   string   // of the first attempt
-		deadReason   string   // "" when delivered
-		disabled     string   // the subscription's disabled_reason after
-		minGap       time.Duration
-		redirectHits int64
+		requests   int64
+		outcomes   []string // attempt records, in order
+		errorClass string   // of the first attempt
+		deadReason string   // "" when delivered
+		disabled   string   // the subscription's disabled_reason after
+		minGap     time.Duration
 	}
 	redirectTarget := newReceiver(t, nil)
 	tests := []struct {

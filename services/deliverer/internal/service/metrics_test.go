@@ -62,15 +62,18 @@ type recordingRegisterer struct {
 var fqName = regexp.MustCompile(`fqName: "([^"]+)"`)
 
 func (r recordingRegisterer) Register(c prometheus.Collector) error {
+	// Only vectors need this: a plain metric always has a sample, and
+	// Gather tells its type (a type switch cannot: a Gauge is also a
+	// Counter, and Histogram and Summary have the same methods).
 	kind := ""
 	switch c.(type) {
-	case *prometheus.CounterVec, prometheus.Counter:
+	case *prometheus.CounterVec:
 		kind = "counter"
-	case *prometheus.GaugeVec, prometheus.Gauge:
+	case *prometheus.GaugeVec:
 		kind = "gauge"
-	case *prometheus.HistogramVec, prometheus.Histogram:
+	case *prometheus.HistogramVec:
 		kind = "histogram"
-	case *prometheus.SummaryVec, prometheus.Summary:
+	case *prometheus.SummaryVec:
 		kind = "summary"
 	}
 	ch := make(chan *prometheus.Desc)
