@@ -16,7 +16,7 @@ TEST_FLAGS ?= -count=1 -timeout 15m
 ## run: the whole system locally (embedded NATS, a Redis, both services, a demo receiver)
 run:
 	@mkdir -p .data/bin
-	$(GO) build -o .data/bin/devstack ./cmd/hookctl/devstack
+	$(GO) build -o .data/bin/devstack ./cmd/devstack
 	@# Run the binary, not `go run`: go run reports an interrupted child as a failure.
 	./.data/bin/devstack $(ARGS)
 
