@@ -54,7 +54,8 @@ type Deps struct {
 	// DialControl vets every address dialled (nil: the pkg/ssrf policy with
 	// HOOKLINE_ALLOW_PRIVATE_CIDRS).
 	DialControl sender.DialControl
-	// Secrets (nil: deliver.ActiveSecrets).
+	// Secrets (nil: deliver.OpenedSecrets with the HOOKLINE_SECRET_KEY keys,
+	// which opens keys sealed at rest).
 	Secrets deliver.Secrets
 	// RootCAs for endpoints (nil: the system roots).
 	RootCAs *x509.CertPool

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/hookline/hookline/pkg/secretbox"
+	"github.com/hookline/hookline/pkg/signing"
 	"github.com/hookline/hookline/pkg/subscription"
 	"github.com/hookline/hookline/pkg/wire"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
@@ -36,8 +37,9 @@ var ErrTenantFull = errors.New("the tenant has the most subscriptions allowed")
 // must not hold the API answer for long.
 const writeThroughTimeout = 2 * time.Second
 
-// SchemeHMAC is the default (and, for now, only) signature scheme.
-const SchemeHMAC = "v1"
+// SchemeHMAC is the default signature scheme: HMAC-SHA256 with whsec_
+// secrets (SchemeEd25519 is the other).
+const SchemeHMAC = signing.SchemeHMAC
 
 type backend struct {
 	store *subscription.Store
