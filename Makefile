@@ -5,20 +5,23 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Every module of the workspace; ./... at the root does not work with go.work.
 MODULES := $(shell sed -n 's/^\t\.\/\(.*\)$$/\1/p' go.work)
 PROTOC_GEN_GO_VERSION := v1.36.12
+# staticcheck 2026.2.2, the newest release, which supports Go 1.26.
+STATICCHECK_VERSION := v0.8.2
+STATICCHECK := $(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 GOBIN := $(shell $(GO) env GOPATH)/bin
 TEST_FLAGS ?= -count=1 -timeout 15m
 
-.PHONY: fuzz run test test-deps vet build build-standalone generate generate-check bench soak tidy monitoring
+.PHONY: fuzz run test test-deps vet lint fmt build build-standalone generate generate-check bench soak tidy monitoring
 
 ## run: the whole system locally (embedded NATS, a Redis, both services, a demo receiver)
 run:
 	@mkdir -p .data/bin
-	$(GO) build -o .data/bin/devstack ./cmd/hookctl/devstack
+	$(GO) build -o .data/bin/devstack ./cmd/devstack
 	@# Run the binary, not `go run`: go run reports an interrupted child as a failure.
 	./.data/bin/devstack $(ARGS)
 
 ## test: install what Go cannot fetch, then run every test of every module
-test: test-deps generate-check vet build-standalone
+test: test-deps generate-check vet lint build-standalone
 	$(GO) test $(TEST_FLAGS) $(addprefix ./,$(addsuffix /...,$(MODULES)))
 	$(MAKE) fuzz FUZZTIME=$(FUZZTIME)
 
@@ -48,6 +51,16 @@ test-deps:
 
 vet:
 	$(GO) vet $(addprefix ./,$(addsuffix /...,$(MODULES)))
+
+## lint: gofmt (nothing to reformat) and staticcheck (pinned) over every module
+lint:
+	@out="$$(gofmt -l $(MODULES))"; if [ -n "$$out" ]; then \
+		echo "gofmt would reformat these files (run make fmt):"; echo "$$out"; exit 1; fi
+	$(STATICCHECK) $(addprefix ./,$(addsuffix /...,$(MODULES)))
+
+## fmt: gofmt every module in place
+fmt:
+	gofmt -w $(MODULES)
 
 build:
 	$(GO) build $(addprefix ./,$(addsuffix /...,$(MODULES)))

@@ -13,21 +13,9 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/hookline/hookline/pkg/stream"
+	"github.com/hookline/hookline/pkg/wire"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
 )
-
-// Reasons a delivery is dead-lettered (Hookline-Reason).
-var Reasons = []string{
-	"attempts_exhausted",
-	"permanent_failure",
-	"gone",
-	"subscription_disabled",
-	"subscription_deleted",
-	"redelivery_exhausted",
-	"malformed_task",
-	"invalid_payload",
-	"blocked_destination",
-}
 
 // Entry is one dead letter: the record decoded from its headers, and the
 // headers themselves (every one, for `dlq show`).
@@ -104,38 +92,32 @@ func (e Entry) IsReplay() (string, bool) {
 }
 
 // Encode is the DEADLETTER message of rec in the header contract (the
-// inverse of Decode): the deliverer's format, used here by tests and
-// documented in the README's dead-letter format.
+// inverse of Decode), written by pkg/wire as the deliverer writes it; used
+// by fixtures and tests.
 func Encode(rec *hooklinev1.DeadLetter) *nats.Msg {
-	h := nats.Header{}
-	set := func(k, v string) {
-		if v != "" {
-			h.Set(k, v)
+	t := func(ts *timestamppb.Timestamp) time.Time {
+		if ts == nil {
+			return time.Time{}
 		}
+		return ts.AsTime()
 	}
-	ts := func(t *timestamppb.Timestamp) string {
-		if t == nil {
-			return ""
-		}
-		return t.AsTime().UTC().Format(time.RFC3339Nano)
+	occurred := ""
+	if rec.GetOccurredAt() != nil {
+		occurred = wire.FormatTime(rec.GetOccurredAt().AsTime())
 	}
-	set(stream.HeaderEventID, rec.GetEventId())
-	set(stream.HeaderTenant, rec.GetTenant())
-	set(stream.HeaderEventType, rec.GetEventType())
-	set(stream.HeaderOccurredAt, ts(rec.GetOccurredAt()))
-	set(stream.HeaderSubscriptionID, rec.GetSubscriptionId())
-	set(stream.HeaderAttempt, strconv.FormatUint(uint64(rec.GetAttempts()), 10))
-	set(stream.HeaderFirstAttemptAt, ts(rec.GetFirstAttemptAt()))
-	set(stream.HeaderLastAttemptAt, ts(rec.GetLastAttemptAt()))
-	set(stream.HeaderDeadLetteredAt, ts(rec.GetDeadLetteredAt()))
-	set(stream.HeaderLastStatus, strconv.Itoa(int(rec.GetLastStatus())))
-	set(stream.HeaderLastError, rec.GetLastError())
-	set(stream.HeaderReason, rec.GetReason())
-	set(stream.HeaderOriginalSubject, rec.GetOriginalSubject())
-	set(stream.HeaderMsgID, stream.DeadLetterMsgID(rec.GetEventId(), rec.GetSubscriptionId(), ""))
-	return &nats.Msg{
-		Subject: stream.DeadLetterSubject(rec.GetTenant(), rec.GetSubscriptionId()),
-		Header:  h,
-		Data:    rec.GetData(),
-	}
+	return wire.DeadLetter{
+		EventID:         rec.GetEventId(),
+		Tenant:          rec.GetTenant(),
+		EventType:       rec.GetEventType(),
+		OccurredAt:      occurred,
+		SubscriptionID:  rec.GetSubscriptionId(),
+		Reason:          rec.GetReason(),
+		Attempts:        int(rec.GetAttempts()),
+		LastStatus:      int(rec.GetLastStatus()),
+		LastError:       rec.GetLastError(),
+		FirstAttemptAt:  t(rec.GetFirstAttemptAt()),
+		LastAttemptAt:   t(rec.GetLastAttemptAt()),
+		DeadLetteredAt:  t(rec.GetDeadLetteredAt()),
+		OriginalSubject: rec.GetOriginalSubject(),
+	}.Msg(nil, rec.GetData())
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/hookline/hookline/pkg/stream"
+	"github.com/hookline/hookline/pkg/wire"
 )
 
 // Selection is which dead letters a command acts on: explicit sequences, or
@@ -21,7 +22,7 @@ type Selection struct {
 	Subscription string
 	// Types are NATS-token filters over the event type ("order.*").
 	Types []string
-	// Reasons are Hookline-Reason values (one of Reasons).
+	// Reasons are Hookline-Reason values (pkg/wire's dead-letter reasons).
 	Reasons []string
 	// Statuses match the last HTTP status.
 	Statuses []StatusMatch
@@ -50,8 +51,8 @@ func (s Selection) Validate() error {
 		}
 	}
 	for _, r := range s.Reasons {
-		if !slices.Contains(Reasons, r) {
-			return fmt.Errorf("--reason %q is not a dead-letter reason; known reasons: %s", r, strings.Join(Reasons, ", "))
+		if !wire.IsDeadLetterReason(r) {
+			return fmt.Errorf("--reason %q is not a dead-letter reason; known reasons: %s", r, strings.Join(wire.DeadLetterReasons(), ", "))
 		}
 	}
 	if !s.Since.IsZero() && !s.Until.IsZero() && !s.Since.Before(s.Until) {

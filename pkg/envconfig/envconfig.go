@@ -105,7 +105,7 @@ func usage(name string, cfg any, w io.Writer) error {
 		return fmt.Errorf("list variables: %w", err)
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "usage: %s\n\n%s is configured through environment variables only (README, Configuration):\n\n", name, name)
+	fmt.Fprintf(&b, "usage: %s\n\n%s is configured through environment variables only (docs/configuration.md):\n\n", name, name)
 	for _, p := range params {
 		if p.HasDefaultValue {
 			fmt.Fprintf(&b, "  %s (default %q)\n", p.Key, p.DefaultValue)

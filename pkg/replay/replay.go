@@ -5,7 +5,7 @@
 // that entry from DEADLETTER, builds its task and publishes it to
 // deliveries.<tenant>.<subscription>. So whoever may ask for a replay can
 // only re-send what DEADLETTER holds, to the subscription it was
-// dead-lettered for: never an arbitrary body (README, "Least privilege").
+// dead-lettered for: never an arbitrary body (docs/security.md, "Least privilege").
 package replay
 
 import (

@@ -134,10 +134,10 @@ func (d *fakeDNS) answer(q []byte) ([]byte, error) {
 
 	d.mu.Lock()
 	d.queries[key]++
-	sets, known := d.answers[dnsKey{key.name, typeA}]
+	_, known := d.answers[dnsKey{key.name, typeA}]
 	var addrs []netip.Addr
 	if known {
-		sets = d.answers[key]
+		sets := d.answers[key]
 		n := d.queries[key] - 1
 		if n >= len(sets) {
 			n = len(sets) - 1

@@ -14,7 +14,7 @@ import (
 // with it.
 const TopologyHint = "create or update it as the NATS admin: `deliverer topology` " +
 	"with HOOKLINE_NATS_USER=admin (k8s: the deliverer's init container), or set " +
-	"HOOKLINE_TOPOLOGY=ensure where the service's NATS user may change streams (README, \"Topology\")"
+	"HOOKLINE_TOPOLOGY=ensure where the service's NATS user may change streams (docs/operations.md, \"Topology\")"
 
 // TopologyError lists what is missing from the topology or differs from
 // what Ensure would make.

@@ -76,7 +76,7 @@ func ValidateHeader(name, value string) error {
 	case strings.HasPrefix(lower, "webhook-"):
 		return errors.New("webhook-* headers are the signature's (Standard Webhooks) and cannot be set")
 	case strings.HasPrefix(lower, "hookline-"):
-		return errors.New("Hookline-* headers are Hookline's and cannot be set")
+		return errors.New("headers named Hookline-* are Hookline's and cannot be set")
 	}
 	switch {
 	case value == "":

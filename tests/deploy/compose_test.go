@@ -33,7 +33,7 @@ func loadCompose(t *testing.T, root string, env []string) *types.Project {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := cli.ProjectFromOptions(context.Background(), opts)
+	p, err := opts.LoadProject(context.Background())
 	if err != nil {
 		t.Fatalf("docker-compose.yml does not load: %v", err)
 	}
@@ -224,7 +224,7 @@ func TestComposeNeedsARedisPassword(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = cli.ProjectFromOptions(context.Background(), opts)
+	_, err = opts.LoadProject(context.Background())
 	if err == nil || !strings.Contains(err.Error(), "set HOOKLINE_REDIS_PASSWORD") {
 		t.Fatalf("compose without a Redis password: %v, want an error naming HOOKLINE_REDIS_PASSWORD", err)
 	}

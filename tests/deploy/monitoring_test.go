@@ -18,9 +18,9 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
-// readmeURL is where the alerts' runbook_url annotations point: sections
-// of README.md.
-const readmeURL = "https://github.com/hookline/hookline/blob/main/README.md#"
+// runbookURL is where the alerts' runbook_url annotations point: sections
+// of docs/monitoring.md.
+const runbookURL = "https://github.com/hookline/hookline/blob/main/docs/monitoring.md#"
 
 // promtool is Debian's (package prometheus), installed by `make test-deps`.
 func promtool(t *testing.T) string {
@@ -117,7 +117,7 @@ func metricNames(expr string) ([]string, error) {
 		}
 		name := vs.Name
 		for _, m := range vs.LabelMatchers {
-			if m.Name == labels.MetricName {
+			if m.Name == model.MetricNameLabel {
 				if m.Type != labels.MatchEqual {
 					bad = &nameError{m.String()}
 				}
@@ -174,10 +174,11 @@ func TestAlertRulesUseRegisteredMetrics(t *testing.T) {
 	}
 }
 
-// githubAnchors are the anchors GitHub gives README's headings.
-func githubAnchors(t *testing.T, root string) map[string]bool {
+// githubAnchors are the anchors GitHub gives the headings of the Markdown
+// file at rel (a path from the repository root).
+func githubAnchors(t *testing.T, root, rel string) map[string]bool {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(root, "README.md"))
+	b, err := os.ReadFile(filepath.Join(root, rel))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,14 +214,14 @@ type ruleTests struct {
 }
 
 // TestAlertRulesAreDocumentedAndTested: every alert has a severity, a
-// summary, a runbook_url into a README section that exists, and a
+// summary, a runbook_url into a section of docs/monitoring.md that exists, and a
 // promtool case in which it fires.
 func TestAlertRulesAreDocumentedAndTested(t *testing.T) {
 	t.Parallel()
 	root := repoRoot(t)
-	anchors := githubAnchors(t, root)
-	if !anchors["monitoring"] {
-		t.Error(`README has no "Monitoring" section`)
+	anchors := githubAnchors(t, root, "docs/monitoring.md")
+	if !anchors["alerts"] {
+		t.Error(`docs/monitoring.md has no "Alerts" section`)
 	}
 	b, err := os.ReadFile(filepath.Join(root, "deploy", "monitoring", "alerts_test.yaml"))
 	if err != nil {
@@ -252,9 +253,9 @@ func TestAlertRulesAreDocumentedAndTested(t *testing.T) {
 				t.Errorf("%s: no summary or description", r.Alert)
 			}
 			u := r.Annotations["runbook_url"]
-			anchor, ok := strings.CutPrefix(u, readmeURL)
+			anchor, ok := strings.CutPrefix(u, runbookURL)
 			if !ok || !anchors[anchor] {
-				t.Errorf("%s: runbook_url %q is not a section of README.md (%s<anchor>)", r.Alert, u, readmeURL)
+				t.Errorf("%s: runbook_url %q is not a section of docs/monitoring.md (%s<anchor>)", r.Alert, u, runbookURL)
 			}
 			if !fires[r.Alert] {
 				t.Errorf("%s: no case of alerts_test.yaml expects it to fire", r.Alert)

@@ -5,8 +5,8 @@
 // and duplicates stay within what the fault can explain.
 //
 // Each test logs one line starting with "RESULT" (events, lost, duplicated,
-// recovery time): `go test -v ./faults/ | grep RESULT` is the table of the
-// README's "Guarantees" section.
+// recovery time): `go test -v ./faults/ | grep RESULT` is the table of
+// docs/guarantees.md.
 package faults
 
 import (
@@ -28,7 +28,7 @@ import (
 
 func TestMain(m *testing.M) { os.Exit(harness.Main(m)) }
 
-// result logs the line the README's table is made of.
+// result logs the line docs/guarantees.md's table is made of.
 func result(t *testing.T, fault string, kv ...any) {
 	t.Helper()
 	var b strings.Builder

@@ -33,10 +33,8 @@ func TestPoisonEndpointsStayBounded(t *testing.T) {
 		"reset":              harness.Reset,
 		"hang":               harness.Hang,
 	}
-	var poisonEps []*harness.Endpoint
 	for name, b := range poison {
-		ep, _ := s.Subscribe("acme", name, []string{"order.created"}, b)
-		poisonEps = append(poisonEps, ep)
+		s.Subscribe("acme", name, []string{"order.created"}, b)
 	}
 	// Refused: nothing listens at the URL.
 	refused := s.Receiver.Endpoint("refused")

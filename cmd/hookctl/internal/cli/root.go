@@ -70,7 +70,7 @@ func (a *App) Execute(ctx context.Context, args []string) error {
 		return re.err
 	}
 	// cobra's own errors: unknown flags or commands, bad flag values.
-	return usageErr(fmt.Errorf("%w\nRun '%s --help' for usage.", err, cmd.CommandPath()))
+	return usageErr(fmt.Errorf("%w\nRun '%s --help' for usage", err, cmd.CommandPath()))
 }
 
 func (a *App) rootCommand() *cobra.Command {

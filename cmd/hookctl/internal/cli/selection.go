@@ -9,6 +9,7 @@ import (
 
 	"github.com/hookline/hookline/cmd/hookctl/internal/timeflag"
 	"github.com/hookline/hookline/pkg/deadletter"
+	"github.com/hookline/hookline/pkg/wire"
 )
 
 // selectionFlags are the filters shared by dlq ls, stats, replay and purge.
@@ -26,7 +27,7 @@ func (f *selectionFlags) register(c *cobra.Command, limitDefault int, limitHelp 
 	fl.StringVar(&f.tenant, "tenant", "", "only this tenant")
 	fl.StringVar(&f.subscription, "subscription", "", "only this subscription id")
 	fl.StringSliceVar(&f.types, "type", nil, "only these event types; NATS-token filters like order.created, order.*, invoice.> (repeat or comma-separate)")
-	fl.StringSliceVar(&f.reasons, "reason", nil, "only these reasons: "+strings.Join(deadletter.Reasons, ", "))
+	fl.StringSliceVar(&f.reasons, "reason", nil, "only these reasons: "+strings.Join(wire.DeadLetterReasons(), ", "))
 	fl.StringVar(&f.status, "status", "", "only this last HTTP status: 503, a class like 5xx, a list like 429,503, or 0 for no answer")
 	fl.Var(&f.since, "since", "only dead-lettered at or after this: a duration ago (6h, 7d) or RFC 3339")
 	fl.Var(&f.until, "until", "only dead-lettered before this: a duration ago (1h) or RFC 3339")

@@ -24,7 +24,7 @@ const (
 
 // DeadLetter is a delivery that never succeeded. In the DEADLETTER stream the
 // message body is the event's original data and these fields ride in
-// Hookline-* headers (see the README's "Dead-letter format").
+// Hookline-* headers (see docs/wire-format.md, "Dead-letter format").
 type DeadLetter struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Stream sequence in DEADLETTER.
@@ -33,8 +33,10 @@ type DeadLetter struct {
 	Tenant         string `protobuf:"bytes,3,opt,name=tenant,proto3" json:"tenant,omitempty"`
 	EventType      string `protobuf:"bytes,4,opt,name=event_type,json=eventType,proto3" json:"event_type,omitempty"`
 	SubscriptionId string `protobuf:"bytes,5,opt,name=subscription_id,json=subscriptionId,proto3" json:"subscription_id,omitempty"`
-	// attempts_exhausted, permanent_failure, gone, subscription_disabled,
-	// subscription_deleted, redelivery_exhausted, blocked_destination.
+	// Why (pkg/wire's dead-letter reasons): attempts_exhausted,
+	// permanent_failure, gone, blocked_destination, subscription_disabled,
+	// subscription_deleted, redelivery_exhausted, malformed_task,
+	// invalid_payload.
 	Reason string `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
 	// Last HTTP status (0 when there was no answer).
 	LastStatus     int32                  `protobuf:"varint,7,opt,name=last_status,json=lastStatus,proto3" json:"last_status,omitempty"`

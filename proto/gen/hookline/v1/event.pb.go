@@ -30,7 +30,7 @@ const (
 
 // Event is one thing that happened on the platform. On the wire (NATS) the
 // message body is `data`, byte for byte, and the rest rides in headers; see
-// the README's "NATS contract".
+// docs/wire-format.md.
 type Event struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Unique per event; becomes the webhook-id receivers dedupe on.

@@ -39,7 +39,8 @@ type Subscription struct {
 	// A disabled subscription matches no new events; its pending retries are
 	// dead-lettered with reason "subscription_disabled".
 	Disabled bool `protobuf:"varint,6,opt,name=disabled,proto3" json:"disabled,omitempty"`
-	// Why it was disabled: "manual", "gone" (410), "failing" (auto-disable)…
+	// Why it was disabled (pkg/wire's disabled reasons): manual (the API),
+	// gone (the endpoint answered 410), failing (auto-disable).
 	DisabledReason string                 `protobuf:"bytes,7,opt,name=disabled_reason,json=disabledReason,proto3" json:"disabled_reason,omitempty"`
 	DisabledAt     *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=disabled_at,json=disabledAt,proto3" json:"disabled_at,omitempty"`
 	CreatedAt      *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`

@@ -73,6 +73,24 @@ type Config struct {
 	// deliver to http:// URLs, also those created before it was set.
 	Destinations ssrf.Config
 
+	// RetrySchedule is the delay before each attempt (the one place its
+	// default is written). Attempt 1 is immediate; a failed attempt n is
+	// retried after RetrySchedule[n] (± jitter, or longer when the
+	// endpoint's Retry-After asks for it):
+	//
+	//	attempt  delay before  cumulative
+	//	   1        0s            0s
+	//	   2        5s            5s
+	//	   3        5m            5m05s
+	//	   4       30m           35m05s
+	//	   5        2h          2h35m05s
+	//	   6        5h          7h35m05s
+	//	   7       10h         17h35m05s
+	//	   8       10h         27h35m05s  → then dead letter (attempts_exhausted)
+	//
+	// so an endpoint has a little over a day to recover, and a receiver
+	// that is down for a deploy (seconds) or an incident (hours) loses
+	// nothing.
 	RetrySchedule []time.Duration `env:"HOOKLINE_RETRY_SCHEDULE" envDefault:"0s,5s,5m,30m,2h,5h,10h,10h" envSeparator:","`
 	RetryJitter   float64         `env:"HOOKLINE_RETRY_JITTER" envDefault:"0.1"`
 	MaxRetryAfter time.Duration   `env:"HOOKLINE_MAX_RETRY_AFTER" envDefault:"24h"`

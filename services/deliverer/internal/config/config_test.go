@@ -23,6 +23,13 @@ func TestLoadDefaults(t *testing.T) {
 			t.Fatalf("schedule %v, want %v", c.RetrySchedule, want)
 		}
 	}
+	var total time.Duration
+	for _, d := range c.RetrySchedule {
+		total += d
+	}
+	if want := 27*time.Hour + 35*time.Minute + 5*time.Second; total != want {
+		t.Fatalf("schedule sums to %s; the comment table says %s", total, want)
+	}
 	checks := []struct {
 		name      string
 		got, want any

@@ -8,10 +8,10 @@ package deadletter
 import (
 	"context"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/hookline/hookline/pkg/stream"
+	"github.com/hookline/hookline/pkg/wire"
 	"github.com/hookline/hookline/services/deliverer/internal/task"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -29,7 +29,7 @@ type Letter struct {
 	SubscriptionID string
 	// Replay is the task's Hookline-Replay ("" for a first delivery).
 	Replay string
-	// Reason is one of retry's Reason constants.
+	// Reason is one of pkg/wire's DeadLetter* reasons.
 	Reason string
 	// Attempts is the total number of HTTP attempts made.
 	Attempts   int
@@ -43,41 +43,25 @@ type Letter struct {
 	OriginalSubject string
 }
 
-// Build is the DEADLETTER message of l, dead-lettered at now.
+// Build is the DEADLETTER message of l, dead-lettered at now: the task's
+// Hookline-* headers with the record's (pkg/wire) on top.
 func Build(l Letter, now time.Time) *nats.Msg {
-	h := task.CopyHeader(l.Header)
-	set := func(k, v string) {
-		if v != "" {
-			task.Set(h, k, v)
-		}
-	}
-	set(stream.HeaderEventID, l.EventID)
-	set(stream.HeaderTenant, l.Tenant)
-	set(stream.HeaderEventType, l.EventType)
-	set(stream.HeaderOccurredAt, l.OccurredAt)
-	set(stream.HeaderSubscriptionID, l.SubscriptionID)
-	set(stream.HeaderReplay, l.Replay)
-	task.Set(h, stream.HeaderReason, l.Reason)
-	task.Set(h, stream.HeaderAttempt, strconv.Itoa(l.Attempts))
-	task.Set(h, stream.HeaderLastStatus, strconv.Itoa(l.LastStatus))
-	delete(h, stream.HeaderLastError)
-	set(stream.HeaderLastError, l.LastError)
-	delete(h, stream.HeaderFirstAttemptAt)
-	delete(h, stream.HeaderLastAttemptAt)
-	if !l.FirstAttemptAt.IsZero() {
-		task.Set(h, stream.HeaderFirstAttemptAt, task.FormatTime(l.FirstAttemptAt))
-	}
-	if !l.LastAttemptAt.IsZero() {
-		task.Set(h, stream.HeaderLastAttemptAt, task.FormatTime(l.LastAttemptAt))
-	}
-	task.Set(h, stream.HeaderDeadLetteredAt, task.FormatTime(now))
-	task.Set(h, stream.HeaderOriginalSubject, l.OriginalSubject)
-	h[stream.HeaderMsgID] = []string{stream.DeadLetterMsgID(l.EventID, l.SubscriptionID, l.Replay)}
-	return &nats.Msg{
-		Subject: stream.DeadLetterSubject(l.Tenant, l.SubscriptionID),
-		Header:  h,
-		Data:    l.Body,
-	}
+	return wire.DeadLetter{
+		EventID:         l.EventID,
+		Tenant:          l.Tenant,
+		EventType:       l.EventType,
+		OccurredAt:      l.OccurredAt,
+		SubscriptionID:  l.SubscriptionID,
+		Replay:          l.Replay,
+		Reason:          l.Reason,
+		Attempts:        l.Attempts,
+		LastStatus:      l.LastStatus,
+		LastError:       l.LastError,
+		FirstAttemptAt:  l.FirstAttemptAt,
+		LastAttemptAt:   l.LastAttemptAt,
+		DeadLetteredAt:  now,
+		OriginalSubject: l.OriginalSubject,
+	}.Msg(task.CopyHeader(l.Header), l.Body)
 }
 
 // Publisher publishes dead letters and waits for their ack.

@@ -16,6 +16,7 @@ import (
 	"github.com/hookline/hookline/pkg/signing"
 	"github.com/hookline/hookline/pkg/stream"
 	"github.com/hookline/hookline/pkg/subscription"
+	"github.com/hookline/hookline/pkg/wire"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
 	"github.com/hookline/hookline/services/deliverer/internal/attempt"
 	"github.com/hookline/hookline/services/deliverer/internal/deadletter"
@@ -300,9 +301,9 @@ func (d *Deliverer) Handle(ctx context.Context, msg jetstream.Msg) {
 	j.t, err = task.Parse(msg.Subject(), msg.Headers(), msg.Data())
 	switch {
 	case err != nil:
-		d.finish(ctx, j, verdict{decision: retry.Dead(retry.ReasonMalformedTask), detail: err.Error()})
+		d.finish(ctx, j, verdict{decision: retry.Dead(wire.DeadLetterMalformedTask), detail: err.Error()})
 	case meta.NumDelivered > uint64(d.o.MaxRedeliveries):
-		d.finish(ctx, j, verdict{decision: retry.Dead(retry.ReasonRedeliveryExhausted),
+		d.finish(ctx, j, verdict{decision: retry.Dead(wire.DeadLetterRedeliveryExhausted),
 			detail: fmt.Sprintf("delivered %d times by JetStream without being settled (crash, lost ack or nak)", meta.NumDelivered)})
 	default:
 		d.start(ctx, j)
@@ -333,17 +334,17 @@ func (d *Deliverer) prepare(ctx context.Context, t *task.Task) (target, verdict,
 	cancel()
 	switch {
 	case errors.Is(err, subscription.ErrNotFound):
-		return target{}, verdict{decision: retry.Dead(retry.ReasonSubscriptionDeleted)}, false
+		return target{}, verdict{decision: retry.Dead(wire.DeadLetterSubscriptionDeleted)}, false
 	case err != nil:
 		return target{}, verdict{decision: retry.Later(d.o.RetryDelay), detail: "look up subscription: " + err.Error()}, false
 	case sub.GetDisabled():
-		return target{}, verdict{decision: retry.Dead(retry.ReasonSubscriptionDisabled)}, false
+		return target{}, verdict{decision: retry.Dead(wire.DeadLetterSubscriptionDisabled)}, false
 	}
 	// Open the secrets before admission: a subscription that cannot be
 	// signed for is dead-lettered without taking an admitted slot.
 	secrets, sub, err := d.o.open(sub) // secrets, and the URL's sealed credentials (urlcreds.go)
 	if err != nil {
-		return target{}, verdict{decision: retry.Dead(retry.ReasonPermanentFailure), detail: "sign: " + err.Error()}, false
+		return target{}, verdict{decision: retry.Dead(wire.DeadLetterPermanentFailure), detail: "sign: " + err.Error()}, false
 	}
 	return target{sub: sub, secrets: secrets}, verdict{}, true
 }
@@ -444,7 +445,7 @@ func (d *Deliverer) attempt(ctx context.Context, j *job, tg target, slot Slot) {
 	if err != nil {
 		slot.Return()
 		d.kick(ctx, tg.sub.GetId())
-		d.finish(ctx, j, verdict{decision: retry.Dead(retry.ReasonPermanentFailure), detail: "sign: " + err.Error()})
+		d.finish(ctx, j, verdict{decision: retry.Dead(wire.DeadLetterPermanentFailure), detail: "sign: " + err.Error()})
 		return
 	}
 	started := time.Now()

@@ -18,6 +18,7 @@ import (
 	"github.com/hookline/hookline/pkg/ssrf"
 	"github.com/hookline/hookline/pkg/stream"
 	"github.com/hookline/hookline/pkg/subscription"
+	"github.com/hookline/hookline/pkg/wire"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
 	"github.com/hookline/hookline/services/deliverer/internal/attempt"
 	"github.com/hookline/hookline/services/deliverer/internal/deadletter"
@@ -68,7 +69,7 @@ func newRig(t *testing.T, sc stream.Config) *rig {
 	}
 	rdb := redistest.Start(t).Client(t)
 	cache := subscription.NewCache(rdb, store)
-	m := metrics.New(prometheus.NewRegistry(), retry.Reasons, sender.Classes)
+	m := metrics.New(prometheus.NewRegistry(), wire.DeadLetterReasons(), sender.Classes)
 	rec, err := attempt.NewRecorder(nc, zap.NewNop(), m.AttemptRecordsFailed, attempt.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -245,12 +246,12 @@ func TestCrashBetweenDeadLetterAndTermLeavesOneDeadLetter(t *testing.T) {
 	if n := r.streamMsgs(t, stream.DeadLetter); n != 1 {
 		t.Fatalf("%d dead letters, want exactly 1", n)
 	}
-	if got := r.deadLetter(t, 1).Header.Get(stream.HeaderReason); got != retry.ReasonAttemptsExhausted {
+	if got := r.deadLetter(t, 1).Header.Get(stream.HeaderReason); got != wire.DeadLetterAttemptsExhausted {
 		t.Fatalf("reason %q", got)
 	}
 	// The "crashed" pass did not count it (nor would a dead process); the
 	// deduplicated second pass must not count it either.
-	if n := testutil.ToFloat64(r.m.DeadLetters.WithLabelValues(retry.ReasonAttemptsExhausted)); n != 0 {
+	if n := testutil.ToFloat64(r.m.DeadLetters.WithLabelValues(wire.DeadLetterAttemptsExhausted)); n != 0 {
 		t.Fatalf("duplicate dead letter counted (%v)", n)
 	}
 	if n := ep.n.Load(); n != 2 {
@@ -281,8 +282,8 @@ func TestRedeliveriesAreBounded(t *testing.T) {
 	eventually(t, "a dead letter", func() bool { return r.streamMsgs(t, stream.DeadLetter) == 1 })
 	eventually(t, "settled", func() bool { return r.settled(t) })
 	h := r.deadLetter(t, 1).Header
-	if got := h.Get(stream.HeaderReason); got != retry.ReasonRedeliveryExhausted {
-		t.Fatalf("reason %q, want %s", got, retry.ReasonRedeliveryExhausted)
+	if got := h.Get(stream.HeaderReason); got != wire.DeadLetterRedeliveryExhausted {
+		t.Fatalf("reason %q, want %s", got, wire.DeadLetterRedeliveryExhausted)
 	}
 	// Delivered three times: two attempts, then the third delivery exceeds
 	// the bound and is dead-lettered without an attempt.
@@ -386,7 +387,7 @@ func TestSigningFailureIsPermanent(t *testing.T) {
 	r.task(t, sub, "evt_unsignable")
 	eventually(t, "a dead letter", func() bool { return r.streamMsgs(t, stream.DeadLetter) == 1 && r.settled(t) })
 	h := r.deadLetter(t, 1).Header
-	if h.Get(stream.HeaderReason) != retry.ReasonPermanentFailure || h.Get(stream.HeaderAttempt) != "0" {
+	if h.Get(stream.HeaderReason) != wire.DeadLetterPermanentFailure || h.Get(stream.HeaderAttempt) != "0" {
 		t.Fatalf("dead letter %v", h)
 	}
 	if ep.n.Load() != 0 {

@@ -15,9 +15,9 @@ import (
 	"github.com/hookline/hookline/pkg/signing"
 	"github.com/hookline/hookline/pkg/stream"
 	"github.com/hookline/hookline/pkg/subscription"
+	"github.com/hookline/hookline/pkg/wire"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
 	"github.com/hookline/hookline/services/deliverer/internal/deliver"
-	"github.com/hookline/hookline/services/deliverer/internal/retry"
 	"github.com/hookline/hookline/services/deliverer/internal/task"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -232,7 +232,7 @@ func TestSealedHeadersWithoutKeyArePermanent(t *testing.T) {
 	r.taskWith(t, sub, "evt_hnokey", "order.created", "2026-01-02T15:04:05Z", []byte(`{}`))
 	eventually(t, "a dead letter", func() bool { return r.streamMsgs(t, stream.DeadLetter) == 1 })
 	dl := r.deadLetter(t, 1)
-	if reason := dl.Header.Get(stream.HeaderReason); reason != retry.ReasonPermanentFailure {
+	if reason := dl.Header.Get(stream.HeaderReason); reason != wire.DeadLetterPermanentFailure {
 		t.Fatalf("reason %q", reason)
 	}
 	last := dl.Header.Get(stream.HeaderLastError)

@@ -12,9 +12,9 @@ import (
 	"github.com/hookline/hookline/pkg/signing"
 	"github.com/hookline/hookline/pkg/stream"
 	"github.com/hookline/hookline/pkg/subscription"
+	"github.com/hookline/hookline/pkg/wire"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
 	"github.com/hookline/hookline/services/deliverer/internal/deliver"
-	"github.com/hookline/hookline/services/deliverer/internal/retry"
 )
 
 // sealedSub stores a subscription whose URL carries credentials the way
@@ -111,7 +111,7 @@ func TestSealedURLWithoutKeyIsPermanent(t *testing.T) {
 	r.task(t, sub, "evt_nokey")
 	eventually(t, "a dead letter", func() bool { return r.streamMsgs(t, stream.DeadLetter) == 1 })
 	dl := r.deadLetter(t, 1)
-	if reason := dl.Header.Get(stream.HeaderReason); reason != retry.ReasonPermanentFailure {
+	if reason := dl.Header.Get(stream.HeaderReason); reason != wire.DeadLetterPermanentFailure {
 		t.Fatalf("reason %q", reason)
 	}
 	last := dl.Header.Get(stream.HeaderLastError)

@@ -18,12 +18,12 @@ import (
 	"github.com/hookline/hookline/pkg/jsoncheck"
 	"github.com/hookline/hookline/pkg/natsconn"
 	"github.com/hookline/hookline/pkg/stream"
+	"github.com/hookline/hookline/pkg/wire"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
 	"github.com/hookline/hookline/services/deliverer/internal/deadletter"
 	"github.com/hookline/hookline/services/deliverer/internal/metrics"
 	"github.com/hookline/hookline/services/deliverer/internal/ordering"
 	"github.com/hookline/hookline/services/deliverer/internal/pool"
-	"github.com/hookline/hookline/services/deliverer/internal/retry"
 	"github.com/hookline/hookline/services/deliverer/internal/task"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -392,7 +392,7 @@ func (d *Dispatcher) deadLetter(ctx context.Context, msg jetstream.Msg, ev event
 			EventType:       ev.eventType,
 			OccurredAt:      ev.occurredAt,
 			SubscriptionID:  s.GetId(),
-			Reason:          retry.ReasonInvalidPayload,
+			Reason:          wire.DeadLetterInvalidPayload,
 			LastError:       ev.detail,
 			OriginalSubject: msg.Subject(),
 		})
@@ -400,9 +400,9 @@ func (d *Dispatcher) deadLetter(ctx context.Context, msg jetstream.Msg, ev event
 			return err
 		}
 		if !dup {
-			d.m.DeadLetters.WithLabelValues(retry.ReasonInvalidPayload).Inc()
+			d.m.DeadLetters.WithLabelValues(wire.DeadLetterInvalidPayload).Inc()
 			d.log.Warn("invalid event dead-lettered", zap.String("event_id", ev.id),
-				zap.String("subscription_id", s.GetId()), zap.String("reason", retry.ReasonInvalidPayload),
+				zap.String("subscription_id", s.GetId()), zap.String("reason", wire.DeadLetterInvalidPayload),
 				zap.String("error", ev.detail))
 		}
 	}

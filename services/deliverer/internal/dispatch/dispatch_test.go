@@ -13,12 +13,12 @@ import (
 	"github.com/hookline/hookline/pkg/natstest"
 	"github.com/hookline/hookline/pkg/redistest"
 	"github.com/hookline/hookline/pkg/stream"
+	"github.com/hookline/hookline/pkg/wire"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
 	"github.com/hookline/hookline/services/deliverer/internal/deadletter"
 	"github.com/hookline/hookline/services/deliverer/internal/dispatch"
 	"github.com/hookline/hookline/services/deliverer/internal/metrics"
 	"github.com/hookline/hookline/services/deliverer/internal/ordering"
-	"github.com/hookline/hookline/services/deliverer/internal/retry"
 	"github.com/hookline/hookline/services/deliverer/internal/sender"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -98,7 +98,7 @@ func setup(t *testing.T, match dispatch.Matcher) (*dispatch.Dispatcher, jetstrea
 	if err := stream.Ensure(context.Background(), js, stream.Config{MemoryStorage: true}); err != nil {
 		t.Fatal(err)
 	}
-	m := metrics.New(prometheus.NewRegistry(), retry.Reasons, sender.Classes)
+	m := metrics.New(prometheus.NewRegistry(), wire.DeadLetterReasons(), sender.Classes)
 	return dispatch.New(js, match, deadletter.NewPublisher(js), zap.NewNop(), m, dispatch.Options{}), js, m
 }
 
@@ -241,7 +241,7 @@ func TestOrderedTasksAreRegisteredAndMarked(t *testing.T) {
 	if err := stream.Ensure(context.Background(), js, stream.Config{MemoryStorage: true}); err != nil {
 		t.Fatal(err)
 	}
-	m := metrics.New(prometheus.NewRegistry(), retry.Reasons, sender.Classes)
+	m := metrics.New(prometheus.NewRegistry(), wire.DeadLetterReasons(), sender.Classes)
 	ord := ordering.New(redistest.Start(t).Client(t), 0)
 	subs := []*hooklinev1.Subscription{{Id: "sub_a", Tenant: "acme", Ordered: true}, {Id: "sub_b", Tenant: "acme"}}
 	d := dispatch.New(js, &matcher{subs: subs}, deadletter.NewPublisher(js), zap.NewNop(), m, dispatch.Options{Orderer: ord})
@@ -289,7 +289,7 @@ func TestGroupCommitStoresEveryTaskOnce(t *testing.T) {
 	if err := stream.Ensure(ctx, js, stream.Config{}); err != nil {
 		t.Fatal(err)
 	}
-	m := metrics.New(prometheus.NewRegistry(), retry.Reasons, sender.Classes)
+	m := metrics.New(prometheus.NewRegistry(), wire.DeadLetterReasons(), sender.Classes)
 	d := dispatch.New(js, &matcher{subs: two}, deadletter.NewPublisher(js), zap.NewNop(), m,
 		dispatch.Options{GroupCommit: &groupcommit.Config{}})
 	const events = 200

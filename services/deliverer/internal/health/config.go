@@ -7,7 +7,7 @@ import (
 )
 
 // Config is endpoint health's part of the deliverer configuration (embedded
-// in config.Config; the variables are documented in the README).
+// in config.Config; the variables are documented in docs/configuration.md).
 type Config struct {
 	// DefaultMaxInFlight is the in-flight cap, across all replicas, that a
 	// subscription whose max_in_flight is 0 starts with and never goes

@@ -11,6 +11,7 @@ import (
 
 	"github.com/hookline/hookline/pkg/stream"
 	"github.com/hookline/hookline/pkg/subscription"
+	"github.com/hookline/hookline/pkg/wire"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -109,7 +110,7 @@ func (r *Registry) Disable(ctx context.Context, sub *hooklinev1.Subscription, re
 	switch {
 	case errors.Is(err, errAlreadyDisabled):
 		// Re-publish only an endpoint-health disable of a moment ago.
-		if (current.GetDisabledReason() == ReasonGone || current.GetDisabledReason() == ReasonFailing) &&
+		if (current.GetDisabledReason() == wire.DisabledGone || current.GetDisabledReason() == wire.DisabledFailing) &&
 			now.Sub(current.GetDisabledAt().AsTime()) < republishWithin {
 			if err := r.publish(ctx, current); err != nil {
 				return false, err

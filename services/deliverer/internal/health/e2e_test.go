@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hookline/hookline/pkg/stream"
+	"github.com/hookline/hookline/pkg/wire"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
 	"github.com/hookline/hookline/services/deliverer/internal/health"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -112,13 +113,12 @@ func TestEndpointAnswersDecideTheNextStep(t *testing.T) {
 	d := w.startDeliverer(t, map[string]string{"HOOKLINE_BREAKER_FAILURES": "1000"})
 
 	type want struct {
-		requests     int64
-		outcomes     []string // attempt records, in order
-		errorClass   string   // of the first attempt
-		deadReason   string   // "" when delivered
-		disabled     string   // the subscription's disabled_reason after
-		minGap       time.Duration
-		redirectHits int64
+		requests   int64
+		outcomes   []string // attempt records, in order
+		errorClass string   // of the first attempt
+		deadReason string   // "" when delivered
+		disabled   string   // the subscription's disabled_reason after
+		minGap     time.Duration
 	}
 	redirectTarget := newReceiver(t, nil)
 	tests := []struct {
@@ -350,7 +350,7 @@ func TestAutoDisableTellsThePlatformAndIsReversible(t *testing.T) {
 		got, _, _ = w.store.Get(context.Background(), sub.GetId())
 		return got.GetDisabled()
 	})
-	if got.GetDisabledReason() != health.ReasonFailing || got.GetDisabledAt() == nil {
+	if got.GetDisabledReason() != wire.DisabledFailing || got.GetDisabledAt() == nil {
 		t.Fatalf("disabled with reason %q at %v; want failing and a time", got.GetDisabledReason(), got.GetDisabledAt())
 	}
 	// The platform receives the event through its own subscription.

@@ -52,6 +52,7 @@ import (
 	"time"
 
 	"github.com/hookline/hookline/pkg/subscription"
+	"github.com/hookline/hookline/pkg/wire"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
 	"github.com/hookline/hookline/services/deliverer/internal/breaker"
 	"github.com/hookline/hookline/services/deliverer/internal/deliver"
@@ -66,12 +67,6 @@ import (
 )
 
 var _ deliver.Admission = (*Health)(nil)
-
-// Disable reasons (Subscription.disabled_reason).
-const (
-	ReasonGone    = "gone"
-	ReasonFailing = "failing"
-)
 
 // leaseMargin is added to the attempt timeout for in-flight and probe
 // leases: the time to sign, send and settle around the HTTP call.
@@ -167,7 +162,7 @@ func New(cfg Config, limits Limits, d Deps) *Health {
 			Help: "Endpoint-health bookkeeping that failed after an attempt (Redis, or disabling), by operation.",
 		}, []string{"op"}),
 	}
-	for _, r := range []string{ReasonGone, ReasonFailing} {
+	for _, r := range wire.AutomaticDisabledReasons() {
 		m.disabled.WithLabelValues(r)
 	}
 	// From 0, so that increase() sees the first degraded decision (an
@@ -408,9 +403,9 @@ func (h *Health) observe(ctx context.Context, sub *hooklinev1.Subscription, leas
 	}
 	switch {
 	case res.Status == http.StatusGone:
-		h.disable(sub, ReasonGone, log)
+		h.disable(sub, wire.DisabledGone, log)
 	case err == nil && h.cfg.AutoDisableAfter > 0 && h.failingFor(sub, streak) >= h.cfg.AutoDisableAfter:
-		h.disable(sub, ReasonFailing, log, zap.Duration("failing_for", h.failingFor(sub, streak)),
+		h.disable(sub, wire.DisabledFailing, log, zap.Duration("failing_for", h.failingFor(sub, streak)),
 			zap.Int("failures", streak.Failures))
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/hookline/hookline/pkg/redistest"
 	"github.com/hookline/hookline/pkg/stream"
 	"github.com/hookline/hookline/pkg/subscription"
+	"github.com/hookline/hookline/pkg/wire"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
 	"github.com/hookline/hookline/services/deliverer/internal/breaker"
 	"github.com/hookline/hookline/services/deliverer/internal/deliver"
@@ -366,7 +367,7 @@ func TestGoneDisablesAtOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !got.GetDisabled() || got.GetDisabledReason() != health.ReasonGone || got.GetDisabledAt() == nil {
+	if !got.GetDisabled() || got.GetDisabledReason() != wire.DisabledGone || got.GetDisabledAt() == nil {
 		t.Fatalf("after 410: disabled %v reason %q at %v; want disabled, gone, a time", got.GetDisabled(), got.GetDisabledReason(), got.GetDisabledAt())
 	}
 	cached, err := e.rdb.HGet(ctx, subscription.TenantKey("acme"), sub.GetId()).Result()
@@ -406,7 +407,7 @@ func TestAutoDisableAfterTheWindowAndReenable(t *testing.T) {
 	e.clk.Advance(time.Minute)
 	e.attempt(t, sub, sender.Result{ErrorClass: sender.ClassTimeout, Err: errors.New("timeout")})
 	got, _, err := e.store.Get(ctx, sub.GetId())
-	if err != nil || !got.GetDisabled() || got.GetDisabledReason() != health.ReasonFailing {
+	if err != nil || !got.GetDisabled() || got.GetDisabledReason() != wire.DisabledFailing {
 		t.Fatalf("after failing for the whole window: %+v %v; want disabled, failing", got, err)
 	}
 	evs := disabledEvents(t, e.js)

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hookline/hookline/pkg/wire"
 	"github.com/hookline/hookline/services/deliverer/internal/sender"
 )
 
@@ -59,61 +60,21 @@ func (k Kind) Outcome() string {
 type Decision struct {
 	Kind  Kind
 	Delay time.Duration
-	// Reason of a DeadLetter (see the Reason constants).
+	// Reason of a DeadLetter: one of pkg/wire's DeadLetter* reasons.
 	Reason string
 }
 
-// Dead-letter reasons (Hookline-Reason).
-const (
-	ReasonAttemptsExhausted    = "attempts_exhausted"
-	ReasonPermanentFailure     = "permanent_failure"
-	ReasonGone                 = "gone"
-	ReasonBlockedDestination   = "blocked_destination"
-	ReasonSubscriptionDisabled = "subscription_disabled"
-	ReasonSubscriptionDeleted  = "subscription_deleted"
-	ReasonRedeliveryExhausted  = "redelivery_exhausted"
-	ReasonMalformedTask        = "malformed_task"
-	ReasonInvalidPayload       = "invalid_payload"
-)
-
-// Reasons lists every dead-letter reason (metric label values).
-var Reasons = []string{
-	ReasonAttemptsExhausted, ReasonPermanentFailure, ReasonGone, ReasonBlockedDestination,
-	ReasonSubscriptionDisabled, ReasonSubscriptionDeleted, ReasonRedeliveryExhausted,
-	ReasonMalformedTask, ReasonInvalidPayload,
-}
-
-// Dead is a DeadLetter decision for reason.
+// Dead is a DeadLetter decision for reason (a wire.DeadLetter* reason).
 func Dead(reason string) Decision { return Decision{Kind: DeadLetter, Reason: reason} }
 
 // Later is a Defer decision: try again after d without counting an attempt.
 func Later(d time.Duration) Decision { return Decision{Kind: Defer, Delay: d} }
 
-// DefaultSchedule is the delay before each attempt. Attempt 1 is immediate;
-// a failed attempt n is retried after Schedule[n] (± jitter, or longer when
-// the endpoint's Retry-After asks for it):
-//
-//	attempt  delay before  cumulative
-//	   1        0s            0s
-//	   2        5s            5s
-//	   3        5m            5m05s
-//	   4       30m           35m05s
-//	   5        2h          2h35m05s
-//	   6        5h          7h35m05s
-//	   7       10h         17h35m05s
-//	   8       10h         27h35m05s  → then dead letter (attempts_exhausted)
-//
-// so an endpoint has a little over a day to recover, and a receiver that is
-// down for a deploy (seconds) or an incident (hours) loses nothing.
-var DefaultSchedule = []time.Duration{
-	0, 5 * time.Second, 5 * time.Minute, 30 * time.Minute,
-	2 * time.Hour, 5 * time.Hour, 10 * time.Hour, 10 * time.Hour,
-}
-
 // Policy decides retries.
 type Policy struct {
 	// Schedule[i] is the delay before attempt i+1; len(Schedule) is the
-	// number of attempts. Schedule[0] is 0.
+	// number of attempts. Schedule[0] is 0. The default is config's
+	// HOOKLINE_RETRY_SCHEDULE.
 	Schedule []time.Duration
 	// Jitter spreads each delay by ±Jitter (0.1 = ±10%) so that the
 	// retries of an outage do not return in one wave.
@@ -148,14 +109,14 @@ func (p Policy) Decide(r sender.Result, attempts int) Decision {
 	}
 	switch {
 	case r.ErrorClass == sender.ClassBlocked:
-		return Dead(ReasonBlockedDestination)
+		return Dead(wire.DeadLetterBlockedDestination)
 	case r.Status == http.StatusGone:
-		return Dead(ReasonGone)
+		return Dead(wire.DeadLetterGone)
 	case r.ErrorClass == sender.ClassInvalidURL:
-		return Dead(ReasonPermanentFailure)
+		return Dead(wire.DeadLetterPermanentFailure)
 	}
 	if attempts >= len(p.Schedule) {
-		return Dead(ReasonAttemptsExhausted)
+		return Dead(wire.DeadLetterAttemptsExhausted)
 	}
 	delay := p.jitter(p.Schedule[max(attempts, 0)])
 	if r.RetryAfter > 0 {

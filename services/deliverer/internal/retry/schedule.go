@@ -16,7 +16,7 @@ import (
 // Why a schedule and not NakWithDelay: a nak'ed message stays counted
 // against the consumer's MaxAckPending until it is redelivered, so the
 // waiting retries of one dead endpoint would fill the window and starve
-// every healthy endpoint (measured; README, "Architecture"). A schedule sits outside the
+// every healthy endpoint (measured; docs/architecture.md). A schedule sits outside the
 // deliver consumer's filter (retry.>), so waiting costs the consumer nothing.
 //
 // Crash safety: the schedule subject is retry.<subscription>.<sequence of

@@ -11,10 +11,10 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/hookline/hookline/pkg/wire"
 	"github.com/hookline/hookline/services/deliverer/internal/config"
 	"github.com/hookline/hookline/services/deliverer/internal/health"
 	"github.com/hookline/hookline/services/deliverer/internal/metrics"
-	"github.com/hookline/hookline/services/deliverer/internal/retry"
 	"github.com/hookline/hookline/services/deliverer/internal/sender"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -36,7 +36,7 @@ func instrumentedRegistry(t *testing.T) (*prometheus.Registry, map[string]string
 	reg := prometheus.NewRegistry()
 	rec := recordingRegisterer{Registerer: reg, types: map[string]string{}}
 	rec.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	metrics.New(rec, retry.Reasons, sender.Classes)
+	metrics.New(rec, wire.DeadLetterReasons(), sender.Classes)
 	countBlocked(rec, func(string, string, syscall.RawConn) error { return nil })
 	cfg, err := config.Load(map[string]string{})
 	if err != nil {
@@ -62,15 +62,18 @@ type recordingRegisterer struct {
 var fqName = regexp.MustCompile(`fqName: "([^"]+)"`)
 
 func (r recordingRegisterer) Register(c prometheus.Collector) error {
+	// Only vectors need this: a plain metric always has a sample, and
+	// Gather tells its type (a type switch cannot: a Gauge is also a
+	// Counter, and Histogram and Summary have the same methods).
 	kind := ""
 	switch c.(type) {
-	case *prometheus.CounterVec, prometheus.Counter:
+	case *prometheus.CounterVec:
 		kind = "counter"
-	case *prometheus.GaugeVec, prometheus.Gauge:
+	case *prometheus.GaugeVec:
 		kind = "gauge"
-	case *prometheus.HistogramVec, prometheus.Histogram:
+	case *prometheus.HistogramVec:
 		kind = "histogram"
-	case *prometheus.SummaryVec, prometheus.Summary:
+	case *prometheus.SummaryVec:
 		kind = "summary"
 	}
 	ch := make(chan *prometheus.Desc)

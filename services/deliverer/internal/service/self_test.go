@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/hookline/hookline/pkg/stream"
-	"github.com/hookline/hookline/services/deliverer/internal/retry"
+	"github.com/hookline/hookline/pkg/wire"
 )
 
 // TestOwnAdminPortIsRefused: with the deliverer's own address allowed
@@ -32,8 +32,8 @@ func TestOwnAdminPortIsRefused(t *testing.T) {
 		if sub != own.GetId() && sub != ownByName.GetId() {
 			t.Fatalf("dead letter for %s", sub)
 		}
-		if r := m.Header.Get(stream.HeaderReason); r != retry.ReasonBlockedDestination {
-			t.Errorf("%s: reason %q, want %s", sub, r, retry.ReasonBlockedDestination)
+		if r := m.Header.Get(stream.HeaderReason); r != wire.DeadLetterBlockedDestination {
+			t.Errorf("%s: reason %q, want %s", sub, r, wire.DeadLetterBlockedDestination)
 		}
 		if last := m.Header.Get(stream.HeaderLastError); !strings.Contains(last, "deliverer's own") || strings.Contains(last, admin) {
 			t.Errorf("%s: last error %q", sub, last)

@@ -16,6 +16,7 @@ import (
 	"github.com/hookline/hookline/pkg/ssrf"
 	"github.com/hookline/hookline/pkg/stream"
 	"github.com/hookline/hookline/pkg/subscription"
+	"github.com/hookline/hookline/pkg/wire"
 	"github.com/hookline/hookline/services/deliverer/internal/admin"
 	"github.com/hookline/hookline/services/deliverer/internal/attempt"
 	"github.com/hookline/hookline/services/deliverer/internal/config"
@@ -54,7 +55,8 @@ type Deps struct {
 	// DialControl vets every address dialled (nil: the pkg/ssrf policy with
 	// HOOKLINE_ALLOW_PRIVATE_CIDRS).
 	DialControl sender.DialControl
-	// Secrets (nil: deliver.ActiveSecrets).
+	// Secrets (nil: deliver.OpenedSecrets with the HOOKLINE_SECRET_KEY keys,
+	// which opens keys sealed at rest).
 	Secrets deliver.Secrets
 	// RootCAs for endpoints (nil: the system roots).
 	RootCAs *x509.CertPool
@@ -115,7 +117,7 @@ func New(ctx context.Context, cfg config.Config, d Deps) (*Service, error) {
 		reg = prometheus.NewRegistry()
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
-	m := metrics.New(reg, retry.Reasons, sender.Classes)
+	m := metrics.New(reg, wire.DeadLetterReasons(), sender.Classes)
 	rec, err := attempt.NewRecorder(d.NATS, d.Log.Named("attempts"), m.AttemptRecordsFailed,
 		attempt.Options{Linger: cfg.AttemptLinger})
 	if err != nil {

@@ -14,8 +14,8 @@ import (
 	"time"
 
 	"github.com/hookline/hookline/pkg/stream"
+	"github.com/hookline/hookline/pkg/wire"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
-	"github.com/hookline/hookline/services/deliverer/internal/retry"
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	webhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
@@ -169,7 +169,7 @@ func TestAlwaysFailingEndsInOneCompleteDeadLetter(t *testing.T) {
 	}
 	h := dl.Header
 	want := map[string]string{
-		stream.HeaderReason:          retry.ReasonAttemptsExhausted,
+		stream.HeaderReason:          wire.DeadLetterAttemptsExhausted,
 		stream.HeaderLastStatus:      "500",
 		stream.HeaderAttempt:         "3",
 		stream.HeaderOriginalSubject: stream.DeliverySubject(tenant, sub.GetId()),
@@ -207,7 +207,7 @@ func TestAlwaysFailingEndsInOneCompleteDeadLetter(t *testing.T) {
 	if n := e.streamMsgs(t, stream.Deliveries, ""); n != 0 {
 		t.Errorf("DELIVERIES holds %d messages, want 0", n)
 	}
-	if n := testutil.ToFloat64(e.svc.Metrics.DeadLetters.WithLabelValues(retry.ReasonAttemptsExhausted)); n != 1 {
+	if n := testutil.ToFloat64(e.svc.Metrics.DeadLetters.WithLabelValues(wire.DeadLetterAttemptsExhausted)); n != 1 {
 		t.Errorf("hookline_dead_letters_total{reason=attempts_exhausted} = %v", n)
 	}
 }
@@ -229,7 +229,7 @@ func TestOneFailingSubscriptionDoesNotDuplicateTheOthers(t *testing.T) {
 	}
 }
 
-// The scenario of the README (Architecture): with a small MaxAckPending, deliveries waiting
+// The scenario of docs/architecture.md: with a small MaxAckPending, deliveries waiting
 // on a dead endpoint's (long) retries must not delay a healthy endpoint.
 // With NakWithDelay the waiting tasks would hold every ack-pending slot and
 // the healthy task would wait for an hour.
@@ -296,8 +296,8 @@ func TestPendingRetryOfDisabledOrDeletedSubscriptionIsDeadLettered(t *testing.T)
 		change func(id string)
 		reason string
 	}{
-		{"disabled", func(id string) { e.update(t, id, func(s *hooklinev1.Subscription) { s.Disabled = true }) }, retry.ReasonSubscriptionDisabled},
-		{"deleted", func(id string) { e.remove(t, id) }, retry.ReasonSubscriptionDeleted},
+		{"disabled", func(id string) { e.update(t, id, func(s *hooklinev1.Subscription) { s.Disabled = true }) }, wire.DeadLetterSubscriptionDisabled},
+		{"deleted", func(id string) { e.remove(t, id) }, wire.DeadLetterSubscriptionDeleted},
 	}
 	for _, tt := range tests {
 		rcv := newReceiver(t, always(500))
@@ -389,10 +389,10 @@ func TestBadInputNeverPanicsAndNothingIsDropped(t *testing.T) {
 		r := dl.Header.Get(stream.HeaderReason)
 		reasons[r] = append(reasons[r], dl.Header.Get(stream.HeaderEventID))
 	}
-	if got := reasons[retry.ReasonInvalidPayload]; len(got) != 2 {
+	if got := reasons[wire.DeadLetterInvalidPayload]; len(got) != 2 {
 		t.Errorf("invalid_payload dead letters for %v, want evt_garbage and evt_empty", got)
 	}
-	if got := reasons[retry.ReasonMalformedTask]; len(got) != 3 {
+	if got := reasons[wire.DeadLetterMalformedTask]; len(got) != 3 {
 		t.Errorf("malformed_task dead letters for %v, want 3", got)
 	}
 	if n := rcv.count(); n != 2 {

@@ -21,6 +21,7 @@ import (
 	"github.com/hookline/hookline/pkg/jsoncheck"
 	"github.com/hookline/hookline/pkg/stream"
 	"github.com/hookline/hookline/pkg/subscription"
+	"github.com/hookline/hookline/pkg/wire"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
 )
 
@@ -34,7 +35,7 @@ type DeadLetter struct {
 	Tenant          string     `json:"tenant"`
 	EventType       string     `json:"event_type"`
 	SubscriptionID  string     `json:"subscription_id"`
-	Reason          string     `json:"reason" enum:"attempts_exhausted,permanent_failure,gone,subscription_disabled,subscription_deleted,redelivery_exhausted,malformed_task,invalid_payload,blocked_destination"`
+	Reason          string     `json:"reason" enum:"@dead_letter_reasons"`
 	LastStatus      int32      `json:"last_status" doc:"last HTTP status; 0: no answer"`
 	LastError       string     `json:"last_error,omitempty"`
 	Attempts        uint32     `json:"attempts"`
@@ -204,8 +205,8 @@ func deadLetterSelection(q *query) deadletter.Selection {
 		}
 	}
 	for _, r := range sel.Reasons {
-		if !slices.Contains(deadletter.Reasons, r) {
-			q.fail(fmt.Sprintf("query parameter reason %q is not a dead-letter reason; known: %s", r, strings.Join(deadletter.Reasons, ", ")))
+		if !wire.IsDeadLetterReason(r) {
+			q.fail(fmt.Sprintf("query parameter reason %q is not a dead-letter reason; known: %s", r, strings.Join(wire.DeadLetterReasons(), ", ")))
 		}
 	}
 	if s := q.str("status"); s != "" {

@@ -2,6 +2,7 @@ package api
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"slices"
 	"strings"
@@ -9,6 +10,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/hookline/hookline/pkg/wire"
 	"github.com/hookline/hookline/services/producer/internal/metrics"
 )
 
@@ -47,10 +49,10 @@ func upper(s string) string {
 	return string(b)
 }
 
-// TestREADMEListsEveryOperation: the README's operations table names every
-// operation of the document, as `METHOD /path`.
-func TestREADMEListsEveryOperation(t *testing.T) {
-	readme, err := os.ReadFile("../../../../README.md")
+// TestDocsListEveryOperation: the operations table of docs/api.md names
+// every operation of the document, as `METHOD /path`.
+func TestDocsListEveryOperation(t *testing.T) {
+	readme, err := os.ReadFile("../../../../docs/api.md")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,8 +65,46 @@ func TestREADMEListsEveryOperation(t *testing.T) {
 	for path, ops := range doc.Paths {
 		for method := range ops {
 			if op := "`" + upper(method) + " " + path + "`"; !strings.Contains(string(readme), op) {
-				t.Errorf("README does not list %s (the API section's operations table)", op)
+				t.Errorf("docs/api.md does not list %s (the delivery API's operations table)", op)
 			}
 		}
+	}
+}
+
+// TestNamedEnums: every enum of the document has values (an enum:"@name"
+// tag naming no list would leave it null), and the dead-letter reasons are
+// pkg/wire's, not a copy.
+func TestNamedEnums(t *testing.T) {
+	var doc any
+	if err := json.Unmarshal(OpenAPI(), &doc); err != nil {
+		t.Fatal(err)
+	}
+	want, _ := json.Marshal(wire.DeadLetterReasons())
+	found := false
+	var walk func(path string, v any)
+	walk = func(path string, v any) {
+		switch v := v.(type) {
+		case map[string]any:
+			for k, c := range v {
+				if k == "enum" {
+					list, ok := c.([]any)
+					if !ok || len(list) == 0 {
+						t.Errorf("%s: enum %v has no values", path, c)
+					}
+					if got, _ := json.Marshal(c); string(got) == string(want) {
+						found = true
+					}
+				}
+				walk(path+"/"+k, c)
+			}
+		case []any:
+			for i, c := range v {
+				walk(fmt.Sprintf("%s/%d", path, i), c)
+			}
+		}
+	}
+	walk("", doc)
+	if !found {
+		t.Errorf("no enum of the document is the dead-letter reasons %s", want)
 	}
 }

@@ -8,6 +8,8 @@ import (
 
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/hookline/hookline/pkg/wire"
 )
 
 // schemas turns Go types into JSON Schemas (the dialect of OpenAPI 3.1):
@@ -18,7 +20,8 @@ import (
 // from the proto name (protojson with UseProtoNames, as the API renders
 // them). A field is required unless it is omitempty (proto messages: every
 // field is written, EmitDefaultValues). Tags: doc:"…" is the description,
-// enum:"a,b" the allowed values.
+// enum:"a,b" the allowed values, or enum:"@name" a list of namedEnums (the
+// vocabulary defined elsewhere, never copied into a tag).
 type schemas struct {
 	components map[string]any
 	// omit lists fields of a component left out of what the API shows
@@ -122,10 +125,17 @@ func withMeta(ps map[string]any, doc, enum string) map[string]any {
 	if doc != "" {
 		out["description"] = doc
 	}
-	if enum != "" {
+	if name, ok := strings.CutPrefix(enum, "@"); ok {
+		out["enum"] = namedEnums[name] // TestNamedEnums: every name is known
+	} else if enum != "" {
 		out["enum"] = strings.Split(enum, ",")
 	}
 	return out
+}
+
+// namedEnums are the enums whose values pkg/wire defines.
+var namedEnums = map[string][]string{
+	"dead_letter_reasons": wire.DeadLetterReasons(),
 }
 
 // jsonName is the field's name in JSON and whether it may be absent.

@@ -12,7 +12,9 @@ import (
 	"time"
 
 	"github.com/hookline/hookline/pkg/secretbox"
+	"github.com/hookline/hookline/pkg/signing"
 	"github.com/hookline/hookline/pkg/subscription"
+	"github.com/hookline/hookline/pkg/wire"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
 	"github.com/oklog/ulid/v2"
 	"go.uber.org/zap"
@@ -31,15 +33,13 @@ var ErrNotFound = subscription.ErrNotFound
 // subscriptions LimitPerTenant allows.
 var ErrTenantFull = errors.New("the tenant has the most subscriptions allowed")
 
-// ReasonManual is the disabled_reason of a subscription disabled by PATCH.
-const ReasonManual = "manual"
-
 // writeThroughTimeout bounds the Redis write after a KV write: a slow Redis
 // must not hold the API answer for long.
 const writeThroughTimeout = 2 * time.Second
 
-// SchemeHMAC is the default (and, for now, only) signature scheme.
-const SchemeHMAC = "v1"
+// SchemeHMAC is the default signature scheme: HMAC-SHA256 with whsec_
+// secrets (SchemeEd25519 is the other).
+const SchemeHMAC = signing.SchemeHMAC
 
 type backend struct {
 	store *subscription.Store
@@ -217,7 +217,7 @@ func (r *Registry) Update(ctx context.Context, id string, req *hooklinev1.Update
 		switch {
 		case req.Disabled == nil:
 		case req.GetDisabled() && !sub.GetDisabled():
-			sub.Disabled, sub.DisabledReason, sub.DisabledAt = true, ReasonManual, now
+			sub.Disabled, sub.DisabledReason, sub.DisabledAt = true, wire.DisabledManual, now
 		case !req.GetDisabled():
 			sub.Disabled, sub.DisabledReason, sub.DisabledAt = false, "", nil
 		}

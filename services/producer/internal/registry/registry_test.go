@@ -10,6 +10,7 @@ import (
 	"github.com/hookline/hookline/pkg/redistest"
 	"github.com/hookline/hookline/pkg/stream"
 	"github.com/hookline/hookline/pkg/subscription"
+	"github.com/hookline/hookline/pkg/wire"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
 	"go.uber.org/goleak"
 	"go.uber.org/zap/zaptest"
@@ -143,7 +144,7 @@ func TestDisableKeepsAutomaticReason(t *testing.T) {
 		t.Fatalf("enable: %v %v", got, err)
 	}
 	got, err = f.reg.Update(ctx, sub.GetId(), &hooklinev1.UpdateSubscriptionRequest{Disabled: &yes})
-	if err != nil || got.GetDisabledReason() != ReasonManual || !got.GetDisabledAt().AsTime().Equal(f.clock) {
+	if err != nil || got.GetDisabledReason() != wire.DisabledManual || !got.GetDisabledAt().AsTime().Equal(f.clock) {
 		t.Fatalf("manual disable: %v %v", got, err)
 	}
 }

@@ -60,7 +60,7 @@ func (s *natsSync) Set(v string) error {
 	return fmt.Errorf("want default or always")
 }
 
-const usageText = `Usage: go run ./cmd/hookctl/devstack [flags]
+const usageText = `Usage: go run ./cmd/devstack [flags]
 
 Runs Hookline locally: an embedded NATS server with JetStream, a Redis, the
 producer and the deliverer, and a demo receiver that verifies and prints every

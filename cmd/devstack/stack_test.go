@@ -121,7 +121,7 @@ func TestCommandLine(t *testing.T) {
 		stderr   string
 		noOutput bool
 	}{
-		{name: "help", args: []string{"--help"}, code: 0, stdout: "Usage: go run ./cmd/hookctl/devstack"},
+		{name: "help", args: []string{"--help"}, code: 0, stdout: "Usage: go run ./cmd/devstack"},
 		{name: "unknown flag", args: []string{"--frobnicate"}, code: 2, stderr: "flag provided but not defined: -frobnicate"},
 		{name: "stray argument", args: []string{"up"}, code: 2, stderr: `unexpected argument "up"`},
 		{name: "bad redis mode", args: []string{"--redis", "memcached"}, code: 2, stderr: "want auto, redis-server or miniredis"},
