@@ -1,8 +1,8 @@
 package auth_test
 
 import (
-	"encoding/json"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
