@@ -33,7 +33,7 @@ const main = () => document.getElementById('main');
 
 function show(...nodes) {
   const m = main();
-  m.replaceChildren(...nodes);
+  m.replaceChildren(...nodes.filter((n) => n !== null && n !== undefined && n !== false));
   const h1 = m.querySelector('h1');
   if (h1) { h1.setAttribute('tabindex', '-1'); h1.focus(); } else m.focus();
 }
@@ -120,8 +120,12 @@ function ended(detail) {
     h('p', { class: 'muted' }, 'Open the portal again from your platform.'));
 }
 
+let booted = false;
+
 async function boot() {
   const m = /^#session=([A-Za-z0-9_.-]+)$/.exec(location.hash);
+  S.session = null;
+  S.token = null;
   try {
     if (m) {
       // The token leaves the address bar (and history) at once; the
@@ -137,12 +141,18 @@ async function boot() {
     return;
   }
   document.getElementById('who').textContent = S.session.tenant + (S.session.read_only ? ' · read-only' : '');
-  const so = document.getElementById('signout');
-  so.hidden = false;
-  so.addEventListener('click', () => run(so, async () => { await call('DELETE', '/portal/api/session'); ended('You signed out.'); }));
-  window.addEventListener('hashchange', route);
+  document.getElementById('signout').hidden = false;
+  if (!booted) {
+    booted = true;
+    const so = document.getElementById('signout');
+    so.addEventListener('click', () => run(so, async () => { await call('DELETE', '/portal/api/session'); ended('You signed out.'); }));
+  }
   route();
 }
+
+// A new session link opened in this tab changes only the fragment: take
+// its session.
+window.addEventListener('hashchange', () => { if (location.hash.startsWith('#session=')) boot(); else route(); });
 
 // ---- routing ------------------------------------------------------------
 
@@ -371,23 +381,30 @@ async function deliveries(id) {
 }
 
 async function story(id, eventId) {
-  const ev = await api('GET', '/events/' + encodeURIComponent(eventId) + qs({ tenant: S.session.tenant }));
-  const [states, atts] = await Promise.all([
-    api('GET', '/events/' + encodeURIComponent(eventId) + '/deliveries' + qs({ tenant: S.session.tenant })).catch(() => ({ deliveries: [] })),
+  // A test event is not in the event log (nor one older than it keeps):
+  // its attempts still tell its story.
+  const missing = (e) => { if (e.status === 404) return null; throw e; };
+  const [ev, states, atts] = await Promise.all([
+    api('GET', '/events/' + encodeURIComponent(eventId) + qs({ tenant: S.session.tenant })).catch(missing),
+    api('GET', '/events/' + encodeURIComponent(eventId) + '/deliveries' + qs({ tenant: S.session.tenant })).catch(missing),
     api('GET', '/subscriptions/' + encodeURIComponent(id) + '/attempts' + qs({ event_id: eventId, order: 'asc', limit: 100 })),
   ]);
-  const st = states.deliveries.find((d) => d.subscription_id === id);
+  const last = atts.attempts[atts.attempts.length - 1];
+  const st = (states && states.deliveries.find((d) => d.subscription_id === id)) ||
+    (last && { state: last.outcome === 'success' ? 'delivered' : last.outcome === 'retry' ? 'retrying' : 'dead_lettered' });
   const job = h('div', {});
-  const resend = readOnly() ? null : h('button', { type: 'button', id: 'resend', onclick: (e) => run(e.target, async () => {
+  const resend = readOnly() || !ev ? null : h('button', { type: 'button', id: 'resend', onclick: (e) => run(e.target, async () => {
     const j = await api('POST', '/replays', { source: 'events', subscription_id: id, event_id: eventId });
     watch(j, job);
   }) }, 'Resend this event');
-  show(h('h1', {}, 'Event ' + ev.id), tabs(id, 'deliveries'),
-    h('dl', { class: 'kv' }, h('dt', {}, 'Type'), h('dd', {}, ev.type), h('dt', {}, 'Occurred'), h('dd', {}, fmtTime(ev.occurred_at)),
-      h('dt', {}, 'Received'), h('dd', {}, fmtTime(ev.received_at)),
+  show(h('h1', {}, 'Event ' + eventId), tabs(id, 'deliveries'),
+    h('dl', { class: 'kv' }, h('dt', {}, 'Type'), h('dd', {}, ev ? ev.type : last ? last.event_type : '–'),
+      h('dt', {}, 'Occurred'), h('dd', {}, ev ? fmtTime(ev.occurred_at) : '–'),
+      h('dt', {}, 'Received'), h('dd', {}, ev ? fmtTime(ev.received_at) : '–'),
       h('dt', {}, 'State'), h('dd', { id: 'delivery-state' }, st ? outcomePill(st.state) : '–', st && st.reason ? ' ' + st.reason : '')),
     h('div', { class: 'actions' }, resend), job,
-    h('h2', {}, 'Request body (data)'), h('pre', {}, JSON.stringify(ev.data, null, 2)),
+    h('h2', {}, 'Request body (data)'),
+    ev ? h('pre', {}, JSON.stringify(ev.data, null, 2)) : h('p', { class: 'muted' }, 'Not in the event log: a test event, or older than the log keeps.'),
     h('h2', {}, 'Attempts'),
     table('Each attempt and what the endpoint answered', ['#', 'Time', 'Status', 'Outcome', 'Latency', 'Response or error'],
       atts.attempts.map((a) => h('tr', {}, h('td', { class: 'num' }, a.attempt), h('td', {}, fmtTime(a.started_at)), h('td', { class: 'num' }, a.status || '–'),
