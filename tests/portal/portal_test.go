@@ -154,7 +154,7 @@ var eventIDRe = regexp.MustCompile(`Test event (\S+) sent`)
 // session is refused.
 func TestPortal(t *testing.T) {
 	s := harness.NewStack(t, harness.StackOptions{DefaultSync: true, Env: harness.Env{
-		"HOOKLINE_PORTAL_KEY": base64.StdEncoding.EncodeToString(portalKey),
+		"HOOKLINE_PORTAL_KEY":  base64.StdEncoding.EncodeToString(portalKey),
 		"HOOKLINE_PORTAL_NAME": "Acme webhooks",
 	}})
 	b := newBrowser(t)

@@ -35,7 +35,7 @@ type PortalSessionSpec struct {
 
 // createPortalSession is the body of POST /v1/tenants/{tenant}/portal-sessions.
 type createPortalSession struct {
-	SubscriptionIDs []string `json:"subscription_ids" doc:"limit the session to these subscriptions of the tenant (it can then neither create subscriptions nor read the tenant's event log); absent: every subscription"`
+	SubscriptionIDs []string `json:"subscription_ids" doc:"limit the session to these subscriptions of the tenant, at most 50 (it can then neither create subscriptions nor read the tenant's event log); absent: every subscription"`
 	ReadOnly        bool     `json:"read_only" doc:"the session may look but change nothing"`
 	TTLSeconds      int      `json:"ttl_seconds" doc:"lifetime, 60 to 86400 seconds (default HOOKLINE_PORTAL_SESSION_TTL, 1 hour)"`
 }
@@ -51,8 +51,9 @@ type PortalSession struct {
 	ReadOnly        bool      `json:"read_only"`
 }
 
-// maxSessionSubscriptions bounds subscription_ids.
-const maxSessionSubscriptions = 100
+// maxSessionSubscriptions bounds subscription_ids: the token, which names
+// them, must fit a cookie (browsers keep 4 KiB; 50 ids make about 2.3).
+const maxSessionSubscriptions = 50
 
 func (a *API) portalTenant(w http.ResponseWriter, r *http.Request) (string, bool) {
 	tenant := r.PathValue("tenant")

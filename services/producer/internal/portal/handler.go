@@ -119,12 +119,18 @@ func (p *Portal) Handler(v1 http.Handler) http.Handler {
 // session authenticates the request: a bearer token (the page's memory)
 // or the cookie. It answers 401 or 503 itself and returns false then.
 func (p *Portal) session(w http.ResponseWriter, r *http.Request) (Claims, bool, bool) {
+	c, _, viaCookie, ok := p.authenticate(w, r)
+	return c, viaCookie, ok
+}
+
+// authenticate is session that also returns the token.
+func (p *Portal) authenticate(w http.ResponseWriter, r *http.Request) (Claims, string, bool, bool) {
 	tok, viaCookie := "", false
 	if h := r.Header.Get("Authorization"); h != "" {
 		scheme, t, ok := strings.Cut(strings.TrimSpace(h), " ")
 		if !ok || !strings.EqualFold(scheme, "Bearer") {
 			p.unauthorized(w, r, "send the portal session token as `Authorization: Bearer <token>`")
-			return Claims{}, false, false
+			return Claims{}, "", false, false
 		}
 		tok = strings.TrimSpace(t)
 	} else if c, err := r.Cookie(CookieName); err == nil {
@@ -132,7 +138,7 @@ func (p *Portal) session(w http.ResponseWriter, r *http.Request) (Claims, bool, 
 	}
 	if tok == "" {
 		p.unauthorized(w, r, "no portal session: open the portal with the link your platform gave you")
-		return Claims{}, false, false
+		return Claims{}, "", false, false
 	}
 	c, err := Verify(p.key, tok, p.now())
 	if err != nil {
@@ -141,7 +147,7 @@ func (p *Portal) session(w http.ResponseWriter, r *http.Request) (Claims, bool, 
 			detail = "the portal session has expired: open the portal again from your platform"
 		}
 		p.unauthorized(w, r, detail)
-		return Claims{}, false, false
+		return Claims{}, "", false, false
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
 	defer cancel()
@@ -150,13 +156,13 @@ func (p *Portal) session(w http.ResponseWriter, r *http.Request) (Claims, bool, 
 		p.log.Warn("portal session not checked: revocations unreadable", zap.String("session_id", c.ID), zap.Error(err))
 		w.Header().Set("Retry-After", "1")
 		api.WriteProblem(w, http.StatusServiceUnavailable, api.TypeUnavailable, "the portal session could not be checked (NATS); retry")
-		return Claims{}, false, false
+		return Claims{}, "", false, false
 	}
 	if revoked {
 		p.unauthorized(w, r, "the portal session was revoked: open the portal again from your platform")
-		return Claims{}, false, false
+		return Claims{}, "", false, false
 	}
-	return c, viaCookie, true
+	return c, tok, viaCookie, true
 }
 
 func (p *Portal) unauthorized(w http.ResponseWriter, r *http.Request, detail string) {
@@ -197,11 +203,11 @@ func (p *Portal) exchange(w http.ResponseWriter, r *http.Request) {
 		p.unauthorized(w, r, "send the portal session token as `Authorization: Bearer <token>`")
 		return
 	}
-	c, _, ok := p.session(w, r)
+	c, tok, _, ok := p.authenticate(w, r)
 	if !ok {
 		return
 	}
-	http.SetCookie(w, &http.Cookie{Name: CookieName, Value: strings.TrimSpace(strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")),
+	http.SetCookie(w, &http.Cookie{Name: CookieName, Value: tok,
 		Path: "/portal/", Expires: c.ExpiresAt(), HttpOnly: true, Secure: p.secure(r), SameSite: http.SameSiteStrictMode})
 	p.log.Info("portal session opened", zap.String("session_id", c.ID), zap.String("tenant", c.Tenant))
 	writeJSON(w, p.info(c))

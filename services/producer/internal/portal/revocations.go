@@ -14,7 +14,9 @@ import (
 
 // revocations is the KV bucket stream.PortalRevocationsBucket:
 //
-//	s.<session id>  a revoked session (value: its tenant)
+//	s.<tenant>.<session id>  a revoked session (keyed by tenant too, so that
+//	                         one tenant's admin cannot revoke another's session
+//	                         by its id)
 //	t.<tenant>      every session of the tenant issued up to this time (unix ms)
 //
 // Entries expire a little after the longest session they can revoke. The
@@ -40,8 +42,8 @@ func (r *revocations) bucket(ctx context.Context) (jetstream.KeyValue, error) {
 	return kv, nil
 }
 
-func sessionKey(id string) string    { return "s." + id }
-func tenantKey(tenant string) string { return "t." + tenant }
+func sessionKey(tenant, id string) string { return "s." + tenant + "." + id }
+func tenantKey(tenant string) string      { return "t." + tenant }
 
 // revoke records one session as revoked.
 func (r *revocations) revoke(ctx context.Context, tenant, id string) error {
@@ -49,7 +51,7 @@ func (r *revocations) revoke(ctx context.Context, tenant, id string) error {
 	if err != nil {
 		return err
 	}
-	_, err = kv.Put(ctx, sessionKey(id), []byte(tenant))
+	_, err = kv.Put(ctx, sessionKey(tenant, id), nil)
 	return err
 }
 
@@ -70,7 +72,7 @@ func (r *revocations) revoked(ctx context.Context, c Claims) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	if _, err := kv.Get(ctx, sessionKey(c.ID)); err == nil {
+	if _, err := kv.Get(ctx, sessionKey(c.Tenant, c.ID)); err == nil {
 		return true, nil
 	} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
 		return false, err

@@ -478,3 +478,54 @@ func TestResendOneEvent(t *testing.T) {
 		t.Fatalf("tasks published: %v, want ord_1 only", resent)
 	}
 }
+
+// TestPortalSessionsOutliveTheProducer: a session is a signed token and its
+// revocation a NATS KV entry, so a restarted producer (another replica,
+// same key) honours both; flushing Redis brings no revoked session back;
+// and one tenant's admin cannot revoke another tenant's session by its id.
+func TestPortalSessionsOutliveTheProducer(t *testing.T) {
+	t.Parallel()
+	e := start(t, portalEnv())
+	keep, keepID := e.session("acme", `{}`)
+	gone, goneID := e.session("acme", `{}`)
+	globex, globexID := e.session("globex", `{}`)
+	expect(t, e.doAs(tokAdmin, "DELETE", "/v1/tenants/acme/portal-sessions/"+goneID, ""), http.StatusNoContent)
+	// acme's admin names globex's session under its own tenant: nothing
+	// of globex's is revoked.
+	expect(t, e.doAs(tokAdminAcme, "DELETE", "/v1/tenants/acme/portal-sessions/"+globexID, ""), http.StatusNoContent)
+	expect(t, e.portal(portalCall{bearer: globex}, "GET", "/portal/api/session", ""), http.StatusOK)
+
+	if err := e.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.rdb.FlushAll(context.Background()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	e2 := startOn(t, e.nats.URL(), e.redis.Addr, portalEnv())
+	e2.awaitReady()
+	// The scheme is case-insensitive, and the exchange sets the token
+	// itself as the cookie.
+	ex := e2.portal(portalCall{header: map[string]string{"Authorization": "bearer " + keep}}, "POST", "/portal/api/session", "")
+	expect(t, ex, http.StatusOK)
+	if c := ex.Header.Get("Set-Cookie"); !strings.HasPrefix(c, portal.CookieName+"="+keep+";") {
+		t.Fatalf("cookie %q", c)
+	}
+	if id := ex.json(t)["id"]; id != keepID {
+		t.Fatalf("session %v, want %s", id, keepID)
+	}
+	expect(t, e2.portal(portalCall{bearer: gone}, "GET", "/portal/api/session", ""), http.StatusUnauthorized)
+	expect(t, e2.portal(portalCall{bearer: globex}, "GET", "/portal/api/session", ""), http.StatusOK)
+
+	// Without NATS no revocation can be read: refused, never let through.
+	e.nats.Shutdown()
+	e.nats.WaitForShutdown()
+	down := e2.portal(portalCall{bearer: keep}, "GET", "/portal/api/session", "")
+	expect(t, down, http.StatusServiceUnavailable)
+	if down.Header.Get("Retry-After") == "" {
+		t.Fatalf("503 without Retry-After: %v", down.Header)
+	}
+	e.nats.Restart(t)
+	eventually(t, "the session again once NATS is back", func() bool {
+		return e2.portal(portalCall{bearer: keep}, "GET", "/portal/api/session", "").Status == http.StatusOK
+	})
+}
