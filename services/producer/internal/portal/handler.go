@@ -98,6 +98,13 @@ func (p *Portal) Handler(v1 http.Handler) http.Handler {
 		api.WriteProblem(w, http.StatusNotFound, api.TypeNotFound, "no such page or operation in the portal")
 	})
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// The pattern that serves it, or "portal" (an unknown path); a
+		// /v1/ operation passed on becomes "portal <its pattern>".
+		route := api.PortalRoute
+		if _, pattern := mux.Handler(r); pattern != "" && pattern != "/portal/" {
+			route += " " + pattern
+		}
+		api.SetRoute(r, route)
 		h := w.Header()
 		h.Set("Content-Security-Policy", p.csp)
 		h.Set("X-Content-Type-Options", "nosniff")

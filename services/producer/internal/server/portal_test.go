@@ -529,3 +529,29 @@ func TestPortalSessionsOutliveTheProducer(t *testing.T) {
 		return e2.portal(portalCall{bearer: keep}, "GET", "/portal/api/session", "").Status == http.StatusOK
 	})
 }
+
+// TestPortalAccessLog: the portal's requests are named in the access log
+// (and the request metrics) by route, never by path or token.
+func TestPortalAccessLog(t *testing.T) {
+	t.Parallel()
+	e := start(t, portalEnv())
+	tok, _ := e.session("acme", `{}`)
+	expect(t, e.do("GET", "/portal/", nil), http.StatusOK)
+	expect(t, e.portal(portalCall{bearer: tok}, "GET", "/portal/api/v1/subscriptions?tenant=acme", ""), http.StatusOK)
+	expect(t, e.portal(portalCall{bearer: tok}, "POST", "/portal/api/session", ""), http.StatusOK)
+	expect(t, e.do("GET", "/portal/nope/"+tok, nil), http.StatusNotFound)
+	routes := map[string]bool{}
+	for _, entry := range e.logs.FilterMessage("http request").All() {
+		routes[fmt.Sprint(entry.ContextMap()["route"])] = true
+	}
+	for _, want := range []string{"portal GET /portal/{$}", "portal GET /v1/subscriptions", "portal POST /portal/api/session", "portal"} {
+		if !routes[want] {
+			t.Errorf("no access log line with route %q: %v", want, routes)
+		}
+	}
+	for r := range routes {
+		if strings.Contains(r, "hlps_") {
+			t.Errorf("a token in a route: %q", r)
+		}
+	}
+}
