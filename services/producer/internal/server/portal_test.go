@@ -268,7 +268,7 @@ func TestPortalTenantIsolation(t *testing.T) {
 
 	acme, _ := e.session("acme", `{}`)
 	only, _ := e.session("acme", `{"subscription_ids":["`+a1+`"]}`)
-	for _, tt := range []struct {
+	isolation := []struct {
 		name, token, method, path, body string
 		status                          int
 	}{
@@ -306,13 +306,35 @@ func TestPortalTenantIsolation(t *testing.T) {
 		{"limited: its own", only, "GET", "/portal/api/v1/subscriptions/" + a1, "", 200},
 		{"limited: its own dead letters", only, "GET", "/portal/api/v1/dead-letters?subscription_id=" + a1, "", 200},
 		{"limited: its own replay", only, "POST", "/portal/api/v1/replays", `{"source":"dead_letters","subscription_id":"` + a1 + `","dry_run":true}`, 200},
-	} {
+	}
+	for _, tt := range isolation {
 		t.Run(tt.name, func(t *testing.T) {
 			r := e.portal(portalCall{bearer: tt.token}, tt.method, tt.path, tt.body)
 			if r.Status != tt.status {
 				t.Fatalf("status %d, want %d: %s", r.Status, tt.status, r.Body)
 			}
 		})
+	}
+	// Every operation a session may call was tried against globex.
+	mux := http.NewServeMux()
+	for _, route := range portal.APIRoutes() {
+		method, path, _ := strings.Cut(route, " ")
+		mux.Handle(method+" /portal/api"+path, http.NotFoundHandler())
+	}
+	tried := map[string]bool{}
+	for _, tt := range isolation {
+		if tt.token != acme || tt.status < 400 {
+			continue
+		}
+		req, _ := http.NewRequest(tt.method, "http://x"+tt.path, nil)
+		_, pattern := mux.Handler(req)
+		tried[pattern] = true
+	}
+	for _, route := range portal.APIRoutes() {
+		method, path, _ := strings.Cut(route, " ")
+		if !tried[method+" /portal/api"+path] {
+			t.Errorf("%s is not tried against another tenant", route)
+		}
 	}
 	// Listings hold only what the session may see.
 	if l := string(e.portal(portalCall{bearer: only}, "GET", "/portal/api/v1/subscriptions?tenant=acme", "").Body); !strings.Contains(l, a1) || strings.Contains(l, a2) {
