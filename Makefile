@@ -39,7 +39,7 @@ fuzz:
 		$(GO) test -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME) $${t%%:*}; \
 	done
 
-## test-deps: redis-server and promtool (Debian's prometheus; and protoc for generate-check) through apt when missing
+## test-deps: redis-server, promtool (Debian's prometheus) and chromium (the portal's browser tests; and protoc for generate-check) through apt when missing
 test-deps:
 	@command -v redis-server >/dev/null || { echo "installing redis-server"; \
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq redis-server >/dev/null; }
@@ -48,6 +48,10 @@ test-deps:
 	@command -v promtool >/dev/null || { echo "installing prometheus (promtool)"; \
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
 	@command -v promtool >/dev/null
+	@# chromium: tests/portal drives the portal in Debian's headless Chromium (chromedp).
+	@command -v chromium >/dev/null || { echo "installing chromium"; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+	@command -v chromium >/dev/null
 
 vet:
 	$(GO) vet $(addprefix ./,$(addsuffix /...,$(MODULES)))

@@ -25,7 +25,7 @@ func syncNote(s natsSync) string {
 	return "fsync every 2 min, the NATS default: faster, loses acked writes on a power cut; --nats-sync always for production's"
 }
 
-func banner(cfg config, r *localRedis, tokens bool) string {
+func banner(cfg config, r *localRedis, tokens bool, portalURL string) string {
 	api := "http://" + cfg.ProducerAddr
 	natsURL := "nats://127.0.0.1:" + strconv.Itoa(cfg.NATSPort)
 	receiverURL := "http://" + cfg.ReceiverAddr + receiverPath
@@ -76,6 +76,15 @@ func banner(cfg config, r *localRedis, tokens bool) string {
 	p("     nats pub -s %s events.%s.%s '%s'", natsURL, demoTenant, demoEventType, demoData)
 	p("")
 	p("  3. The receiver prints webhook-id, type, verified=yes and the body here.")
+	p("")
+	p("  4. See it as %s's developers do, in the portal (a %s session; open the link in a browser):", demoTenant, "24-hour")
+	p("")
+	if portalURL != "" {
+		p("     %s", portalURL)
+	} else {
+		p("     curl -sS -X POST %s/v1/tenants/%s/portal-sessions -H 'Content-Type: application/json'%s -d '{}'", api, demoTenant, auth)
+		p("     (then open the \"url\" of the answer)")
+	}
 	p("")
 	p("  Dead letters and the rest with hookctl:")
 	p("")

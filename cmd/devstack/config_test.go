@@ -196,10 +196,10 @@ func TestNATSSyncAlways(t *testing.T) {
 			t.Errorf("--nats-sync %s: the server's SyncAlways is %v", sync, got)
 		}
 	}
-	if b := banner(config{NATSSync: syncAlways}, &localRedis{}, false); !strings.Contains(b, "fsync on every write") {
+	if b := banner(config{NATSSync: syncAlways}, &localRedis{}, false, ""); !strings.Contains(b, "fsync on every write") {
 		t.Errorf("the banner does not say NATS fsyncs every write:\n%s", b)
 	}
-	if b := banner(config{NATSSync: syncDefault}, &localRedis{}, false); !strings.Contains(b, "--nats-sync always") {
+	if b := banner(config{NATSSync: syncDefault}, &localRedis{}, false, ""); !strings.Contains(b, "--nats-sync always") {
 		t.Errorf("the banner does not say how to run production's durability:\n%s", b)
 	}
 }

@@ -64,7 +64,7 @@ func TestBannerNamesTheChosenAddresses(t *testing.T) {
 		ProducerAddr: "127.0.0.1:18080", DelivererAddr: "127.0.0.1:18081", ReceiverAddr: "127.0.0.1:19000",
 	}
 	r := &localRedis{Kind: kindMiniredis, URL: "redis://127.0.0.1:6379/0"}
-	b := banner(cfg, r, false)
+	b := banner(cfg, r, false, "http://127.0.0.1:18080/portal/#session=hlps_x.y")
 	for _, want := range []string{
 		"curl -sS -X POST http://127.0.0.1:18080/v1/subscriptions -H 'Content-Type: application/json' \\",
 		`-d '{"tenant":"acme","url":"http://127.0.0.1:19000/webhook","event_types":["order.*"]}'`,
@@ -73,6 +73,7 @@ func TestBannerNamesTheChosenAddresses(t *testing.T) {
 		"HOOKLINE_NATS_URL=nats://127.0.0.1:14222 HOOKLINE_API_URL=http://127.0.0.1:18080 go run ./cmd/hookctl dlq ls",
 		"files in ./.data/nats",
 		"(embedded miniredis)",
+		"     http://127.0.0.1:18080/portal/#session=hlps_x.y",
 	} {
 		if !strings.Contains(b, want) {
 			t.Errorf("banner lacks %q:\n%s", want, b)
@@ -81,7 +82,11 @@ func TestBannerNamesTheChosenAddresses(t *testing.T) {
 	if strings.Contains(b, "Authorization") {
 		t.Error("asks for a token although none is configured")
 	}
-	if withTokens := banner(cfg, r, true); !strings.Contains(withTokens, `-H "Authorization: Bearer $HOOKLINE_API_TOKEN"`) {
+	withTokens := banner(cfg, r, true, "")
+	if !strings.Contains(withTokens, "curl -sS -X POST http://127.0.0.1:18080/v1/tenants/acme/portal-sessions") {
+		t.Errorf("without a portal link the banner does not say how to make one:\n%s", withTokens)
+	}
+	if !strings.Contains(withTokens, `-H "Authorization: Bearer $HOOKLINE_API_TOKEN"`) {
 		t.Errorf("API tokens configured, but the commands send none:\n%s", withTokens)
 	}
 }

@@ -64,7 +64,16 @@ func run(ctx context.Context, cfg config, stdout io.Writer) (err error) {
 		}
 		return err
 	}
-	s.con.Block(banner(s.cfg, s.redis, os.Getenv("HOOKLINE_API_TOKENS") != "" || os.Getenv("HOOKLINE_API_TOKENS_FILE") != ""))
+	tokens := os.Getenv("HOOKLINE_API_TOKENS") != "" || os.Getenv("HOOKLINE_API_TOKENS_FILE") != ""
+	portalURL := ""
+	if !tokens || os.Getenv("HOOKLINE_API_TOKEN") != "" {
+		u, err := openPortal(ctx, "http://"+s.cfg.ProducerAddr, os.Getenv("HOOKLINE_API_TOKEN"))
+		if err != nil {
+			s.log.Warn("no portal link for the banner", zap.Error(err))
+		}
+		portalURL = u
+	}
+	s.con.Block(banner(s.cfg, s.redis, tokens, portalURL))
 	select {
 	case <-ctx.Done():
 		s.log.Info("stopping: signal received")

@@ -51,6 +51,9 @@ func TestMakeRun(t *testing.T) {
 				s.await(t, time.Second, regexp.MustCompile(regexp.QuoteMeta(want)))
 			}
 			s.await(t, time.Second, regexp.MustCompile(`loopback and private addresses`))
+			// The portal link opens a session of the demo tenant.
+			portalLine := s.await(t, time.Second, regexp.MustCompile(`http://`+regexp.QuoteMeta(s.producer)+`/portal/#session=(hlps_[A-Za-z0-9_.-]+)`))
+			openPortalSession(t, s.producer, portalLine[1])
 			s.await(t, time.Second, regexp.MustCompile(`redis: started (redis-server|an embedded miniredis)`))
 			if _, err := os.Stat(filepath.Join(s.dataDir, "nats", "jetstream")); err != nil {
 				t.Errorf("NATS stores nothing in the data dir: %v", err)
@@ -394,4 +397,30 @@ func freeHostPort(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return addr
+}
+
+// openPortalSession trades the banner's portal token for a session as the
+// portal page does, and reads the demo tenant's endpoints with it.
+func openPortalSession(t *testing.T, producer, token string) {
+	t.Helper()
+	for _, path := range []string{"/portal/api/session", "/portal/api/v1/subscriptions?tenant=acme"} {
+		method := http.MethodGet
+		if path == "/portal/api/session" {
+			method = http.MethodPost
+		}
+		req, err := http.NewRequest(method, "http://"+producer+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || !strings.Contains(string(b), "acme") && path == "/portal/api/session" {
+			t.Fatalf("%s %s with the banner's portal token: %d %s", method, path, resp.StatusCode, b)
+		}
+	}
 }

@@ -12,11 +12,15 @@ import (
 	"github.com/hookline/hookline/pkg/deadletter"
 	"github.com/hookline/hookline/pkg/scan"
 	"github.com/hookline/hookline/pkg/stream"
+	"github.com/hookline/hookline/pkg/subscription"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
 )
 
 // Outcomes an attempt record carries.
-var Outcomes = []string{"success", "retry", "dead_letter"}
+var Outcomes = []string{OutcomeSuccess, "retry", "dead_letter"}
+
+// OutcomeSuccess is the outcome of a 2xx attempt.
+const OutcomeSuccess = "success"
 
 // Filter is a Query (Limit aside: the page size is given to Page) with the
 // API's filters on the outcome and the HTTP status.
@@ -24,6 +28,8 @@ type Filter struct {
 	Query
 	Outcomes []string
 	Statuses []deadletter.StatusMatch
+	// Types are event type filters (order.*, invoice.>): any may match.
+	Types []string
 }
 
 func (f Filter) match(a *hooklinev1.Attempt) bool {
@@ -34,6 +40,9 @@ func (f Filter) match(a *hooklinev1.Attempt) bool {
 		return false
 	}
 	if len(f.Statuses) > 0 && !slices.ContainsFunc(f.Statuses, func(m deadletter.StatusMatch) bool { return m.Match(a.GetStatus()) }) {
+		return false
+	}
+	if len(f.Types) > 0 && !subscription.MatchesAny(f.Types, a.GetEventType()) {
 		return false
 	}
 	return true

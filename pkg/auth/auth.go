@@ -59,6 +59,10 @@ type Principal struct {
 	Scopes []string
 	// Tenant the token is bound to; "" for every tenant.
 	Tenant string
+	// Subscriptions, when not nil, are the only subscriptions of Tenant the
+	// caller may see or act on (a portal session limited to some
+	// endpoints): handlers call CheckSubscription. nil: every one.
+	Subscriptions []string
 }
 
 // Has reports whether the principal holds scope (admin holds every scope).
@@ -242,6 +246,33 @@ func CheckTenant(ctx context.Context, tenant string) error {
 		return ErrTenantForbidden
 	}
 	return nil
+}
+
+// ErrSubscriptionForbidden is returned by CheckSubscription when the
+// caller is limited to other subscriptions. Answer 404 for a record (it
+// must not be shown to exist), 403 for a listing or a creation.
+var ErrSubscriptionForbidden = errors.New("this session may not act on that subscription")
+
+// CheckSubscription is what a handler calls once it knows the subscription
+// a request touches: nil when the caller may act on it (a caller not
+// limited to some subscriptions may act on every one of its tenant).
+func CheckSubscription(ctx context.Context, id string) error {
+	p, ok := PrincipalFrom(ctx)
+	if !ok {
+		return ErrUnauthenticated
+	}
+	if p.Subscriptions != nil && !slices.Contains(p.Subscriptions, id) {
+		return ErrSubscriptionForbidden
+	}
+	return nil
+}
+
+// SubscriptionLimited reports whether the caller may act on some
+// subscriptions only (and so not on tenant-wide data such as the event log,
+// nor create subscriptions).
+func SubscriptionLimited(ctx context.Context) bool {
+	p, _ := PrincipalFrom(ctx)
+	return p.Subscriptions != nil
 }
 
 // TenantOf returns the tenant the caller is bound to ("" for every tenant):

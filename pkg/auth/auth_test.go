@@ -1,6 +1,7 @@
 package auth_test
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -226,5 +227,34 @@ func TestHashTokenMatchesSha256sum(t *testing.T) {
 	// printf %s test | sha256sum
 	if got := auth.HashToken("test"); got != "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08" {
 		t.Fatalf("HashToken(test) = %s", got)
+	}
+}
+
+func TestCheckSubscription(t *testing.T) {
+	t.Parallel()
+	unlimited := auth.WithPrincipal(context.Background(), auth.Principal{Name: "acme", Tenant: "acme", Scopes: []string{auth.ScopeAdmin}})
+	limited := auth.WithPrincipal(context.Background(), auth.Principal{Name: "portal", Tenant: "acme", Subscriptions: []string{"sub_A"}})
+	tests := []struct {
+		name    string
+		ctx     context.Context
+		id      string
+		want    error
+		limited bool
+	}{
+		{"unlimited: any", unlimited, "sub_B", nil, false},
+		{"limited: its own", limited, "sub_A", nil, true},
+		{"limited: another", limited, "sub_B", auth.ErrSubscriptionForbidden, true},
+		{"limited: none named", limited, "", auth.ErrSubscriptionForbidden, true},
+		{"unauthenticated", context.Background(), "sub_A", auth.ErrUnauthenticated, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := auth.CheckSubscription(tt.ctx, tt.id); !errors.Is(err, tt.want) {
+				t.Fatalf("CheckSubscription = %v, want %v", err, tt.want)
+			}
+			if got := auth.SubscriptionLimited(tt.ctx); got != tt.limited {
+				t.Fatalf("SubscriptionLimited = %v, want %v", got, tt.limited)
+			}
+		})
 	}
 }

@@ -19,6 +19,7 @@ type Server struct {
 	*server.Server
 	StoreDir string
 	opts     *server.Options
+	port     int // the port it listens on, kept for Restart
 }
 
 // Options changes the server options before it starts.
@@ -48,7 +49,7 @@ func Start(tb testing.TB, opts ...Option) *Server {
 	if !s.ReadyForConnections(10 * time.Second) {
 		tb.Fatal("natstest: server not ready within 10s")
 	}
-	srv := &Server{Server: s, StoreDir: dir, opts: o}
+	srv := &Server{Server: s, StoreDir: dir, opts: o, port: s.Addr().(*net.TCPAddr).Port}
 	tb.Cleanup(func() {
 		srv.Shutdown()
 		srv.WaitForShutdown()
@@ -56,12 +57,16 @@ func Start(tb testing.TB, opts ...Option) *Server {
 	return srv
 }
 
-// Restart stops the server and starts it again on the same port with the
-// same storage, as a nats-server restart does: streams and durable
-// consumers survive, ephemeral consumers (KV watches) do not.
+// Restart stops the server (unless Shutdown did already) and starts it
+// again on the same port with the same storage, as a nats-server restart
+// does: streams and durable consumers survive, ephemeral consumers (KV
+// watches) do not.
 func (s *Server) Restart(tb testing.TB) {
 	tb.Helper()
-	port := s.Addr().(*net.TCPAddr).Port
+	if a, ok := s.Addr().(*net.TCPAddr); ok {
+		s.port = a.Port
+	}
+	port := s.port
 	s.Shutdown()
 	s.WaitForShutdown()
 	o := s.opts.Clone()

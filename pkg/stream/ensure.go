@@ -178,7 +178,7 @@ func KVConfig(c Config) jetstream.KeyValueConfig {
 
 // KVConfigs are every KV bucket of the topology.
 func KVConfigs(c Config) []jetstream.KeyValueConfig {
-	return []jetstream.KeyValueConfig{KVConfig(c), ReplaysKVConfig(c), ReplayJobsKVConfig(c), DeliveriesKVConfig(c)}
+	return []jetstream.KeyValueConfig{KVConfig(c), ReplaysKVConfig(c), ReplayJobsKVConfig(c), DeliveriesKVConfig(c), PortalRevocationsKVConfig(c)}
 }
 
 // ReplaysKVConfig is the bucket of replay marks (ReplaysBucket): one entry
@@ -200,6 +200,13 @@ func ReplayJobsKVConfig(c Config) jetstream.KeyValueConfig {
 func DeliveriesKVConfig(c Config) jetstream.KeyValueConfig {
 	c = c.withDefaults()
 	return kvConfig(c, DeliveriesBucket, "Hookline delivery state per event and subscription (delivery API)", 1, c.EventsMaxAge)
+}
+
+// PortalRevocationsKVConfig is the bucket of revoked portal sessions
+// (PortalRevocationsBucket): an entry lives a little longer than the
+// longest session it can revoke.
+func PortalRevocationsKVConfig(c Config) jetstream.KeyValueConfig {
+	return kvConfig(c, PortalRevocationsBucket, "Hookline revoked portal sessions", 1, PortalSessionMaxTTL+time.Hour)
 }
 
 // kvConfig is a bucket of the topology on c's storage and replicas.

@@ -73,6 +73,15 @@ const ReplayJobsTTL = 7 * 24 * time.Hour
 // events. Keys: DeliveryStateKey.
 const DeliveriesBucket = "hookline_deliveries"
 
+// PortalRevocationsBucket holds revoked portal sessions: key s.<session
+// id> for one session, t.<tenant> (value: unix ms) for every session of the
+// tenant issued before that time. The producer checks both on every portal
+// request. Entries outlive the longest session (PortalSessionMaxTTL).
+const PortalRevocationsBucket = "hookline_portal_revocations"
+
+// PortalSessionMaxTTL is the longest a portal session may live.
+const PortalSessionMaxTTL = 24 * time.Hour
+
 // DeliveryStateKey is the key of the delivery state of an event of tenant
 // for a subscription: <tenant>.<event id>.<subscription>, the event id's
 // dots written as '=' (which no event id holds) so that the keys of one

@@ -74,6 +74,13 @@ type Deps struct {
 	Matching Matching
 	// Replays runs replay jobs (nil: the routes answer 503).
 	Replays Replays
+	// Health reads an endpoint's live health (nil: answered without it).
+	Health HealthReader
+	// PortalSessions issues portal sessions (nil: those routes answer 503);
+	// Portal serves /portal/ given the /v1/ routes without their bearer
+	// authentication (nil: no portal).
+	PortalSessions PortalSessions
+	Portal         func(v1 http.Handler) http.Handler
 }
 
 // API serves the producer's HTTP endpoints.
@@ -93,6 +100,8 @@ type API struct {
 	jetstream jetstream.JetStream
 	matching  Matching
 	replays   Replays
+	health    HealthReader
+	portal    PortalSessions
 
 	handler   http.Handler
 	allow     map[string][]string // path → methods routed, for 405 answers
@@ -107,6 +116,7 @@ func New(d Deps) *API {
 		maxInFlight: d.MaxInFlight, maxRate: d.MaxRate,
 		allow: map[string][]string{}, urlPolicy: d.URLPolicy,
 		jetstream: d.JS, matching: d.Matching, replays: d.Replays,
+		health: d.Health, portal: d.PortalSessions,
 	}
 	if a.maxInFlight == 0 {
 		a.maxInFlight = 256
@@ -125,6 +135,7 @@ func New(d Deps) *API {
 	a.route(v1, "POST /v1/subscriptions/{id}/rotate-secret", a.rotateSecret)
 	a.route(v1, "POST /v1/subscriptions/{id}/test", a.testSubscription)
 	a.route(v1, "GET /v1/subscriptions/{id}/attempts", a.listAttempts)
+	a.route(v1, "GET /v1/subscriptions/{id}/health", a.subscriptionHealth)
 	a.route(v1, "GET /v1/events", a.listEvents)
 	// Not a method pattern: "GET /v1/events/{id}" would conflict with the
 	// 405 fallback of /v1/events/batch (which is more specific than this).
@@ -137,6 +148,9 @@ func New(d Deps) *API {
 	a.route(v1, "POST /v1/replays", a.createReplay)
 	a.route(v1, "GET /v1/replays/{id}", a.getReplay)
 	a.route(v1, "DELETE /v1/replays/{id}", a.cancelReplay)
+	a.route(v1, "POST /v1/tenants/{tenant}/portal-sessions", a.createPortalSession)
+	a.route(v1, "DELETE /v1/tenants/{tenant}/portal-sessions", a.revokePortalSessions)
+	a.route(v1, "DELETE /v1/tenants/{tenant}/portal-sessions/{id}", a.revokePortalSession)
 	a.route(v1, "/", notFound)
 
 	root := http.NewServeMux()
@@ -145,6 +159,13 @@ func New(d Deps) *API {
 		v1h = d.V1(v1h)
 	}
 	root.Handle("/v1/", v1h)
+	if d.Portal != nil {
+		// The portal authenticates its own sessions and passes the /v1/
+		// calls it allows to the same handlers (its routes are not in the
+		// OpenAPI document: they are these, under /portal/api).
+		root.Handle("/portal", d.Portal(v1))
+		root.Handle("/portal/", d.Portal(v1))
+	}
 	a.route(root, "GET /livez", livez)
 	a.route(root, "GET /readyz", a.readyz)
 	a.route(root, "GET /openapi.json", serveOpenAPI)

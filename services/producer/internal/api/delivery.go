@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"slices"
 	"strconv"
@@ -15,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/hookline/hookline/pkg/attempt"
+	"github.com/hookline/hookline/pkg/auth"
 	"github.com/hookline/hookline/pkg/deadletter"
 	"github.com/hookline/hookline/pkg/deliverystate"
 	"github.com/hookline/hookline/pkg/eventlog"
@@ -233,6 +235,9 @@ func (a *API) listDeadLetters(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, p)
 		return
 	}
+	if forbidSubscription(w, r, sel.Subscription) {
+		return
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), readTimeout)
 	defer cancel()
 	st, ok := a.deadLetterStore(ctx, w)
@@ -261,7 +266,7 @@ func (a *API) deadLetter(ctx context.Context, w http.ResponseWriter, r *http.Req
 		return nil, deadletter.Entry{}, false
 	}
 	e, err := st.Get(ctx, seq)
-	if errors.Is(err, deadletter.ErrNotFound) || (err == nil && hiddenTenant(r, e.Record.GetTenant())) {
+	if errors.Is(err, deadletter.ErrNotFound) || (err == nil && hiddenSubscription(r, e.Record.GetTenant(), e.Record.GetSubscriptionId())) {
 		writeProblem(w, problem(http.StatusNotFound, TypeNotFound, fmt.Sprintf("dead letter %d not found (replayed, purged, expired, or never stored)", seq)))
 		return nil, deadletter.Entry{}, false
 	}
@@ -306,8 +311,12 @@ func (a *API) listAttempts(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, problem(http.StatusNotFound, TypeNotFound, fmt.Sprintf("subscription %q not found", id)))
 		return
 	}
-	q := newQuery(r, "since", "until", "outcome", "status", "event_id")
-	f := attempt.Filter{Query: attempt.Query{Subscription: id, EventID: q.str("event_id"), Since: q.time("since"), Until: q.time("until")}}
+	if auth.CheckSubscription(r.Context(), id) != nil {
+		writeProblem(w, problem(http.StatusNotFound, TypeNotFound, fmt.Sprintf("subscription %q not found", id)))
+		return
+	}
+	q := newQuery(r, "since", "until", "outcome", "status", "event_id", "type")
+	f := attempt.Filter{Query: attempt.Query{Subscription: id, EventID: q.str("event_id"), Since: q.time("since"), Until: q.time("until")}, Types: q.typeFilters("type")}
 	q.window(f.Since, f.Until)
 	f.Outcomes = q.list("outcome")
 	for _, o := range f.Outcomes {
@@ -361,6 +370,9 @@ func (a *API) listAttempts(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) listEvents(w http.ResponseWriter, r *http.Request) {
+	if forbidLimited(w, r, "read the tenant's event log") {
+		return
+	}
 	q := newQuery(r, "tenant", "type", "since", "until")
 	tenant, ok := listTenant(w, r, q)
 	if !ok {
@@ -447,6 +459,20 @@ func (a *API) getEvent(w http.ResponseWriter, r *http.Request) {
 			a.registryError(w, "", err)
 			return
 		}
+		subs = slices.DeleteFunc(subs, func(s *hooklinev1.Subscription) bool { return hiddenSubscription(r, s.GetTenant(), s.GetId()) })
+		if len(subs) == 0 && auth.SubscriptionLimited(r.Context()) {
+			// Not matched by the session's subscriptions now: shown only
+			// when one of them had it delivered.
+			states, err := deliverystate.Read(ctx, a.jetstream, ev.Tenant, ev.ID)
+			if err != nil {
+				a.streamError(w, "delivery states", err)
+				return
+			}
+			if !slices.ContainsFunc(slices.Collect(maps.Keys(states)), func(id string) bool { return auth.CheckSubscription(r.Context(), id) == nil }) {
+				writeProblem(w, problem(http.StatusNotFound, TypeNotFound, fmt.Sprintf("event %q of tenant %q not found (never published, or older than EVENTS keeps)", ev.ID, ev.Tenant)))
+				return
+			}
+		}
 		out.Subscriptions = make([]MatchingSubscription, 0, len(subs))
 		for _, s := range subs {
 			u, _ := subscription.MaskURL(s.GetUrl())
@@ -487,6 +513,11 @@ func (a *API) eventDeliveries(w http.ResponseWriter, r *http.Request) {
 			}
 			states[s.GetId()] = deliverystate.State{SubscriptionID: s.GetId(), State: deliverystate.Pending}
 		}
+	}
+	maps.DeleteFunc(states, func(id string, _ deliverystate.State) bool { return hiddenSubscription(r, ev.Tenant, id) })
+	if len(states) == 0 && auth.SubscriptionLimited(r.Context()) {
+		writeProblem(w, problem(http.StatusNotFound, TypeNotFound, fmt.Sprintf("event %q of tenant %q not found (never published, or older than EVENTS keeps)", ev.ID, ev.Tenant)))
+		return
 	}
 	out := EventDeliveries{EventID: ev.ID, Tenant: ev.Tenant, Deliveries: make([]deliverystate.State, 0, len(states))}
 	for _, s := range states {

@@ -20,14 +20,31 @@ type routeKey struct{}
 
 type routeInfo struct{ pattern string }
 
-// routed records pattern as the request's route, then runs h.
+// routed records pattern as the request's route, then runs h. A /v1/
+// operation the portal passed on is recorded as "portal <pattern>".
 func (a *API) routed(pattern string, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if ri, ok := r.Context().Value(routeKey{}).(*routeInfo); ok {
-			ri.pattern = pattern
+			if strings.HasPrefix(ri.pattern, PortalRoute) {
+				ri.pattern = PortalRoute + " " + pattern
+			} else {
+				ri.pattern = pattern
+			}
 		}
 		h.ServeHTTP(w, r)
 	})
+}
+
+// PortalRoute labels the portal's requests in the access log and metrics.
+const PortalRoute = "portal"
+
+// SetRoute records the route of a request served outside the API's muxes
+// (the portal's pages: "portal GET /portal/"), for the access log and the
+// metrics; it must be a bounded set of names.
+func SetRoute(r *http.Request, pattern string) {
+	if ri, ok := r.Context().Value(routeKey{}).(*routeInfo); ok {
+		ri.pattern = pattern
+	}
 }
 
 // quietRoutes are logged at debug level: probes and scrapes every few

@@ -89,6 +89,9 @@ func writeProblem(w http.ResponseWriter, p *Problem) {
 	_ = enc.Encode(p)
 }
 
+// WriteJSON answers v as JSON (for handlers outside this package: the portal).
+func WriteJSON(w http.ResponseWriter, status int, v any) { writeJSON(w, status, v) }
+
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)

@@ -11,8 +11,10 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/hookline/hookline/pkg/auth"
 	"github.com/hookline/hookline/pkg/deadletter"
 	"github.com/hookline/hookline/pkg/eventlog"
+	"github.com/hookline/hookline/pkg/stream"
 	"github.com/hookline/hookline/pkg/subscription"
 	"github.com/hookline/hookline/services/producer/internal/replayjob"
 )
@@ -35,7 +37,8 @@ var _ Replays = (*replayjob.Manager)(nil)
 type createReplay struct {
 	Source         string  `json:"source" enum:"dead_letters,events" doc:"dead_letters: replay dead letters; events: back-fill one subscription from the event log"`
 	SubscriptionID string  `json:"subscription_id" doc:"as the dead-letter listing's filters; required for events"`
-	Mode           string  `json:"mode" enum:"missing,all" doc:"events only: missing (default) skips events the subscription already got, all sends every one"`
+	Mode           string  `json:"mode" enum:"missing,all" doc:"events only: missing (default; all with event_id) skips events the subscription already got, all sends every one"`
+	EventID        string  `json:"event_id" doc:"events only: resend this one event (since and until are then its storage time)"`
 	Tenant         string  `json:"tenant" doc:"dead_letters only"`
 	Type           string  `json:"type" doc:"dead_letters only: event type filters, comma-separated (order.*, invoice.>)"`
 	Reason         string  `json:"reason" doc:"dead_letters only: dead-letter reasons, comma-separated"`
@@ -122,6 +125,9 @@ func (a *API) createReplay(w http.ResponseWriter, r *http.Request) {
 	if req.Mode != "" {
 		f.add("mode", errors.New(`applies to source "events" only`))
 	}
+	if req.EventID != "" {
+		f.add("event_id", errors.New(`applies to source "events" only`))
+	}
 	filter := replayjob.Filter{SubscriptionID: req.SubscriptionID, Tenant: req.Tenant, Type: req.Type, Reason: req.Reason,
 		Status: req.Status, Since: req.Since, Until: req.Until}
 	if req.Tenant != "" {
@@ -132,6 +138,9 @@ func (a *API) createReplay(w http.ResponseWriter, r *http.Request) {
 	}
 	if p := f.problem(); p != nil {
 		writeProblem(w, p)
+		return
+	}
+	if forbidSubscription(w, r, filter.SubscriptionID) {
 		return
 	}
 	owner := authTenant(r)
@@ -176,7 +185,7 @@ func (a *API) job(w http.ResponseWriter, r *http.Request) (replayjob.Job, bool) 
 		return replayjob.Job{}, false
 	}
 	j, _, err := a.replays.Get(r.Context(), id)
-	if err == nil && bound(r) && j.Owner != authTenant(r) {
+	if err == nil && (bound(r) && j.Owner != authTenant(r) || auth.CheckSubscription(r.Context(), j.Filter.SubscriptionID) != nil) {
 		err = replayjob.ErrNotFound
 	}
 	if err != nil {
@@ -228,6 +237,9 @@ func (a *API) createBackfill(w http.ResponseWriter, r *http.Request, req createR
 	switch mode {
 	case "":
 		mode = replayjob.ModeMissing
+		if req.EventID != "" {
+			mode = replayjob.ModeAll
+		}
 	case replayjob.ModeMissing, replayjob.ModeAll:
 	default:
 		f.add("mode", fmt.Errorf(`must be "missing" (default) or "all", not %q`, req.Mode))
@@ -238,6 +250,14 @@ func (a *API) createBackfill(w http.ResponseWriter, r *http.Request, req createR
 	for name, v := range map[string]string{"tenant": req.Tenant, "type": req.Type, "reason": req.Reason, "status": req.Status} {
 		if v != "" {
 			f.add(name, errors.New(`applies to source "dead_letters" only (an events job takes the subscription's tenant and types)`))
+		}
+	}
+	if req.EventID != "" {
+		if stream.ValidateEventID(req.EventID) != nil {
+			f.add("event_id", errors.New("is not an event id ([A-Za-z0-9_.-]{1,128})"))
+		}
+		if req.Since != "" || req.Until != "" {
+			f.add("event_id", errors.New("comes without since and until (the event's own time is the window)"))
 		}
 	}
 	q := &query{v: url.Values{}}
@@ -253,7 +273,7 @@ func (a *API) createBackfill(w http.ResponseWriter, r *http.Request, req createR
 		return
 	}
 	sub, err := a.reg.Get(r.Context(), req.SubscriptionID)
-	if err == nil && hiddenTenant(r, sub.GetTenant()) {
+	if err == nil && hiddenSubscription(r, sub.GetTenant(), sub.GetId()) {
 		err = subscription.ErrNotFound
 	}
 	if err != nil {
@@ -265,6 +285,27 @@ func (a *API) createBackfill(w http.ResponseWriter, r *http.Request, req createR
 		return
 	}
 	filter := replayjob.Filter{SubscriptionID: sub.GetId(), Tenant: sub.GetTenant(), Type: strings.Join(sub.GetEventTypes(), ","), Since: since, Until: until}
+	if req.EventID != "" {
+		// One event: the job's window is the instant EVENTS stored it.
+		js, ok := a.js(w)
+		if !ok {
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), readTimeout)
+		ev, err := eventlog.Find(ctx, js, sub.GetTenant(), req.EventID)
+		cancel()
+		if errors.Is(err, eventlog.ErrNotFound) {
+			writeProblem(w, problem(http.StatusNotFound, TypeNotFound, fmt.Sprintf("event %q of tenant %q not found (never published, or older than EVENTS keeps)", req.EventID, sub.GetTenant())))
+			return
+		}
+		if err != nil {
+			a.streamError(w, "the event", err)
+			return
+		}
+		filter.EventID = ev.ID
+		filter.Since = ev.ReceivedAt.UTC().Format(time.RFC3339Nano)
+		filter.Until = ev.ReceivedAt.Add(time.Nanosecond).UTC().Format(time.RFC3339Nano)
+	}
 	if a.replays == nil {
 		writeProblem(w, unavailable("replay jobs are not available on this producer"))
 		return

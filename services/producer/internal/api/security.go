@@ -49,3 +49,39 @@ func forbidTenant(w http.ResponseWriter, r *http.Request, tenant string) bool {
 func hiddenTenant(r *http.Request, tenant string) bool {
 	return errors.Is(auth.CheckTenant(r.Context(), tenant), auth.ErrTenantForbidden)
 }
+
+// hiddenSubscription reports whether a subscription must look absent to
+// the caller: another tenant's, or one outside a portal session's
+// subscriptions (404, so that ids cannot be probed).
+func hiddenSubscription(r *http.Request, tenant, id string) bool {
+	return hiddenTenant(r, tenant) || auth.CheckSubscription(r.Context(), id) != nil
+}
+
+// forbidLimited answers 403 and returns true when the caller is limited to
+// some subscriptions (a portal session) and so may not do what: reach
+// tenant-wide data or create a subscription.
+func forbidLimited(w http.ResponseWriter, r *http.Request, what string) bool {
+	if !auth.SubscriptionLimited(r.Context()) {
+		return false
+	}
+	writeProblem(w, problem(http.StatusForbidden, TypeForbidden, "this session is limited to some subscriptions: it may not "+what))
+	return true
+}
+
+// forbidSubscription answers 403 and returns true when a listing or a job
+// names a subscription outside the caller's, or none while the caller is
+// limited to some.
+func forbidSubscription(w http.ResponseWriter, r *http.Request, id string) bool {
+	if !auth.SubscriptionLimited(r.Context()) {
+		return false
+	}
+	if id == "" {
+		writeProblem(w, problem(http.StatusForbidden, TypeForbidden, "this session is limited to some subscriptions: name one (subscription_id)"))
+		return true
+	}
+	if auth.CheckSubscription(r.Context(), id) != nil {
+		writeProblem(w, problem(http.StatusForbidden, TypeForbidden, fmt.Sprintf("this session may not act on subscription %q", id)))
+		return true
+	}
+	return false
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 
 	"github.com/hookline/hookline/pkg/subscription"
@@ -73,7 +74,7 @@ func (a *API) createSubscription(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, p)
 		return
 	}
-	if forbidTenant(w, r, req.Tenant) {
+	if forbidTenant(w, r, req.Tenant) || forbidLimited(w, r, "create subscriptions") {
 		return
 	}
 	sub, err := a.reg.Create(r.Context(), &hooklinev1.CreateSubscriptionRequest{
@@ -118,6 +119,7 @@ func (a *API) listSubscriptions(w http.ResponseWriter, r *http.Request) {
 	}
 	out := make([]byte, 0, 256*len(subs)+32)
 	out = append(out, `{"subscriptions":[`...)
+	subs = slices.DeleteFunc(subs, func(s *hooklinev1.Subscription) bool { return hiddenSubscription(r, s.GetTenant(), s.GetId()) })
 	for i, sub := range subs {
 		b, err := renderSubscription(sub)
 		if err != nil {
@@ -144,7 +146,7 @@ func (a *API) lookup(w http.ResponseWriter, r *http.Request) (*hooklinev1.Subscr
 	id := r.PathValue("id")
 	sub, err := a.reg.Get(r.Context(), id)
 	if err == nil {
-		if t := r.URL.Query().Get("tenant"); t != "" && t != sub.GetTenant() || hiddenTenant(r, sub.GetTenant()) {
+		if t := r.URL.Query().Get("tenant"); t != "" && t != sub.GetTenant() || hiddenSubscription(r, sub.GetTenant(), sub.GetId()) {
 			err = subscription.ErrNotFound
 		}
 	}

@@ -21,6 +21,7 @@ type Config struct {
 	NATS     natsconn.Config
 	Redis    redisconn.Config
 	Security Security // API tokens, secrets at rest, SSRF policy (security.go)
+	Portal   Portal   // the embeddable portal and its sessions (portal.go)
 
 	// HTTPAddr serves the API, /livez, /readyz and /metrics.
 	HTTPAddr string `env:"HOOKLINE_HTTP_ADDR" envDefault:":8080"`
@@ -95,6 +96,9 @@ func (c Config) Validate() error {
 		errs = append(errs, err)
 	}
 	if err := c.Security.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Portal.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	check := func(ok bool, format string, args ...any) {

@@ -91,3 +91,41 @@ func TestValidateNamesTheVariable(t *testing.T) {
 		})
 	}
 }
+
+func TestPortalSettings(t *testing.T) {
+	t.Parallel()
+	base := map[string]string{}
+	tests := []struct {
+		name, key, value, want string
+	}{
+		{"short key", "HOOKLINE_PORTAL_KEY", "c2hvcnQ=", "HOOKLINE_PORTAL_KEY must be base64 of 32 bytes"},
+		{"ttl too long", "HOOKLINE_PORTAL_SESSION_TTL", "25h", "HOOKLINE_PORTAL_SESSION_TTL"},
+		{"frame-ancestors injection", "HOOKLINE_PORTAL_FRAME_ANCESTORS", "https://a.example; script-src *", "HOOKLINE_PORTAL_FRAME_ANCESTORS"},
+		{"none with others", "HOOKLINE_PORTAL_FRAME_ANCESTORS", "'none' https://a.example", "HOOKLINE_PORTAL_FRAME_ANCESTORS"},
+		{"colour", "HOOKLINE_PORTAL_ACCENT_COLOR", "red;}body{", "HOOKLINE_PORTAL_ACCENT_COLOR"},
+		{"url with query", "HOOKLINE_PORTAL_URL", "https://h.example/?a=1", "HOOKLINE_PORTAL_URL"},
+		{"logo not http", "HOOKLINE_PORTAL_LOGO_URL", "javascript:alert(1)", "HOOKLINE_PORTAL_LOGO_URL"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := map[string]string{tt.key: tt.value}
+			for k, v := range base {
+				m[k] = v
+			}
+			_, err := config.Load(m)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Load = %v, want an error naming %s", err, tt.want)
+			}
+			if tt.key == "HOOKLINE_PORTAL_KEY" && strings.Contains(err.Error(), tt.value) {
+				t.Fatalf("the key was printed: %v", err)
+			}
+		})
+	}
+	c, err := config.Load(map[string]string{"HOOKLINE_PORTAL_FRAME_ANCESTORS": "'self' https://app.example.com https://*.example.org:8443"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Portal.SessionTTL != time.Hour || c.Portal.Name != "Webhooks" {
+		t.Fatalf("defaults %+v", c.Portal)
+	}
+}

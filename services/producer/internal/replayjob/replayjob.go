@@ -78,6 +78,8 @@ type Filter struct {
 	Status         string `json:"status,omitempty"`
 	Since          string `json:"since,omitempty"`
 	Until          string `json:"until,omitempty"`
+	// EventID limits an events job to one event (resend it).
+	EventID string `json:"event_id,omitempty"`
 }
 
 // Values is f as query parameters.
@@ -252,6 +254,10 @@ func EventsFilter(f Filter) (eventlog.Filter, error) {
 	return ef, nil
 }
 
+// selects reports whether an events job of f sends ev (f.EventID: that
+// event only; the window of EventsFilter selects the rest).
+func (f Filter) selects(ev eventlog.Event) bool { return f.EventID == "" || ev.ID == f.EventID }
+
 // CreateEvents stores a new running back-fill job of f's subscription in
 // mode, pinned to the events stored now, and wakes the runner.
 func (m *Manager) CreateEvents(ctx context.Context, owner string, f Filter, mode string, rate float64) (Job, error) {
@@ -271,7 +277,12 @@ func (m *Manager) CreateEvents(ctx context.Context, owner string, f Filter, mode
 	j := Job{ID: "rpl_" + ulid.Make().String(), Source: SourceEvents, Mode: mode, Owner: owner, Filter: f, Rate: rate,
 		State: Running, MaxSeq: last, CreatedAt: now, UpdatedAt: now}
 	if last > 0 {
-		if err := eventlog.Each(ctx, m.js, ef, 0, last, func(eventlog.Event) error { j.Total++; return nil }); err != nil {
+		if err := eventlog.Each(ctx, m.js, ef, 0, last, func(ev eventlog.Event) error {
+			if f.selects(ev) {
+				j.Total++
+			}
+			return nil
+		}); err != nil {
 			return Job{}, err
 		}
 	}
@@ -301,6 +312,9 @@ func (m *Manager) DryRunEvents(ctx context.Context, f Filter, mode string, n int
 	count := 0
 	var sample []eventlog.Event
 	err = eventlog.Each(ctx, m.js, ef, 0, 0, func(ev eventlog.Event) error {
+		if !f.selects(ev) {
+			return nil
+		}
 		if mode == ModeMissing {
 			st, ok, err := deliverystate.Get(ctx, states, ev.Tenant, ev.ID, f.SubscriptionID)
 			if err != nil {
@@ -639,6 +653,10 @@ func (m *Manager) runEvents(ctx context.Context, log *zap.Logger, j *Job, save f
 	var next time.Time
 	for {
 		err = eventlog.Each(ctx, m.js, ef, max(j.NextSeq, 1), j.MaxSeq, func(ev eventlog.Event) error {
+			if !j.Filter.selects(ev) {
+				j.NextSeq = ev.Seq + 1
+				return nil
+			}
 			if j.Mode == ModeMissing {
 				st, ok, err := deliverystate.Get(ctx, states, ev.Tenant, ev.ID, j.Filter.SubscriptionID)
 				if err != nil {

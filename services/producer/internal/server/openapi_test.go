@@ -165,6 +165,13 @@ func TestOpenAPI(t *testing.T) {
 	call(tokAdminAcme, "DELETE", "/v1/replays/"+slow, "", 200)
 	call(tokAdminAcme, "DELETE", "/v1/replays/"+slow, "", 409)
 	call(tokAdminAcme, "GET", "/v1/replays/rpl_nope", "", 404)
+	// Health and portal sessions.
+	call(tokAdminAcme, "GET", "/v1/subscriptions/"+subID+"/health", "", 200)
+	session := call(tokAdminAcme, "POST", "/v1/tenants/acme/portal-sessions", `{"subscription_ids":["`+subID+`"],"read_only":true,"ttl_seconds":300}`, 201)
+	call(tokAdminAcme, "POST", "/v1/tenants/acme/portal-sessions", `{"ttl_seconds":1}`, 422)
+	call(tokAdminAcme, "DELETE", "/v1/tenants/acme/portal-sessions/"+jsonField(t, session, "id"), "", 204)
+	call(tokAdminAcme, "DELETE", "/v1/tenants/acme/portal-sessions", "", 204)
+	call(tokAdminAcme, "DELETE", "/v1/tenants/globex/portal-sessions", "", 403)
 	// Every documented operation was called.
 	for path, item := range (*doc.GetSpecInfo().GetSpecJSON())["paths"].(map[string]any) {
 		for method := range item.(map[string]any) {
@@ -201,6 +208,13 @@ func templated(p string) string {
 		return "/v1/dead-letters/{seq}"
 	case strings.HasPrefix(p, "/v1/replays/"):
 		return "/v1/replays/{id}"
+	case strings.HasPrefix(p, "/v1/tenants/"):
+		parts := strings.Split(p, "/")
+		parts[3] = "{tenant}"
+		if len(parts) > 5 {
+			parts[5] = "{id}"
+		}
+		return strings.Join(parts, "/")
 	}
 	return p
 }

@@ -13,12 +13,14 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hookline/hookline/pkg/endpointhealth"
 	"github.com/hookline/hookline/pkg/stream"
 	"github.com/hookline/hookline/pkg/subscription"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
 	"github.com/hookline/hookline/services/producer/internal/api"
 	"github.com/hookline/hookline/services/producer/internal/config"
 	"github.com/hookline/hookline/services/producer/internal/metrics"
+	"github.com/hookline/hookline/services/producer/internal/portal"
 	"github.com/hookline/hookline/services/producer/internal/publish"
 	"github.com/hookline/hookline/services/producer/internal/registry"
 	"github.com/hookline/hookline/services/producer/internal/replayjob"
@@ -96,6 +98,18 @@ func New(cfg config.Config, nc *nats.Conn, rdb redis.UniversalClient, log *zap.L
 	if err := secure(cfg.Security, log, &d, s.registry); err != nil {
 		return nil, err
 	}
+	d.Health = func(ctx context.Context, id string, now time.Time) (endpointhealth.Snapshot, error) {
+		return endpointhealth.Read(ctx, rdb, id, now)
+	}
+	key, source, err := cfg.Portal.SigningKey(cfg.Security.Secrets)
+	if err != nil {
+		return nil, err
+	}
+	if source == config.PortalKeyRandom {
+		log.Warn("portal sessions are signed with a random key of this process: they work on this producer only and end when it stops; set HOOKLINE_PORTAL_KEY (or HOOKLINE_SECRET_KEY) on every replica")
+	}
+	p := portal.New(cfg.Portal, key, js, log.Named("portal"))
+	d.PortalSessions, d.Portal = p, p.Handler
 	for _, o := range opts {
 		o(&d)
 	}
