@@ -66,21 +66,3 @@ type Refusal struct {
 	// a slot frees when another attempt ends).
 	Wait time.Duration
 }
-
-// AdmitAll admits every attempt (no caps, no circuit): for tests of the
-// deliver stage and benchmarks that measure it without endpoint health.
-type AdmitAll struct{}
-
-var _ Admission = AdmitAll{}
-
-// Admit always admits.
-func (AdmitAll) Admit(context.Context, *hooklinev1.Subscription, int) (Slot, Refusal, error) {
-	return freeSlot{}, Refusal{}, nil
-}
-
-// freeSlot is AdmitAll's slot: nothing to give back.
-type freeSlot struct{}
-
-func (freeSlot) Release(sender.Result)   {}
-func (freeSlot) Pass(sender.Result) bool { return true }
-func (freeSlot) Return()                 {}

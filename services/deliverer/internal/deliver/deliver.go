@@ -76,7 +76,7 @@ type Options struct {
 	// (crashes, lost acks, naks) is dead-lettered "redelivery_exhausted".
 	MaxRedeliveries int
 	Policy          retry.Policy
-	// Admission is asked before each attempt (default AdmitAll).
+	// Admission is asked before each attempt (required).
 	Admission Admission
 	// DefaultMaxInFlight is where the cap of a subscription whose
 	// max_in_flight is 0 starts, and its floor (default 10);
@@ -98,7 +98,7 @@ type Options struct {
 	// process will hand a slot to asks admission (default 20ms).
 	PollEvery time.Duration
 	// Secrets turns a subscription's keys into signing secrets (default
-	// ActiveSecrets).
+	// OpenedSecrets(nil): keys in clear, sealed ones refused).
 	Secrets Secrets
 	// URLs opens a subscription's sealed URL (default OpenedURLs(nil)).
 	URLs URLs
@@ -165,10 +165,12 @@ func New(d Deps, o Options) *Deliverer {
 		o.MaxRedeliveries = 5
 	}
 	if o.Admission == nil {
-		o.Admission = AdmitAll{}
+		// A wiring mistake, never input: the service always gives one
+		// (endpoint health); tests give delivertest.AdmitAll.
+		panic("deliver: Options.Admission is required")
 	}
 	if o.Secrets == nil {
-		o.Secrets = ActiveSecrets
+		o.Secrets = OpenedSecrets(nil) // keys in clear; sealed ones refused
 	}
 	if o.RetryDelay <= 0 {
 		o.RetryDelay = 5 * time.Second

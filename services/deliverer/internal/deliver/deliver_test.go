@@ -23,6 +23,7 @@ import (
 	"github.com/hookline/hookline/services/deliverer/internal/attempt"
 	"github.com/hookline/hookline/services/deliverer/internal/deadletter"
 	"github.com/hookline/hookline/services/deliverer/internal/deliver"
+	"github.com/hookline/hookline/services/deliverer/internal/deliver/delivertest"
 	"github.com/hookline/hookline/services/deliverer/internal/metrics"
 	"github.com/hookline/hookline/services/deliverer/internal/retry"
 	"github.com/hookline/hookline/services/deliverer/internal/sender"
@@ -87,7 +88,8 @@ func newRig(t *testing.T, sc stream.Config) *rig {
 		},
 		opts: deliver.Options{
 			Workers: 4, AckWait: sc.AckWait, MaxRedeliveries: 5, RetryDelay: time.Second,
-			Policy: retry.Policy{Schedule: []time.Duration{0, time.Second, time.Second}, MaxRetryAfter: time.Hour},
+			Admission: delivertest.AdmitAll{},
+			Policy:    retry.Policy{Schedule: []time.Duration{0, time.Second, time.Second}, MaxRetryAfter: time.Hour},
 		},
 	}
 }

@@ -10,7 +10,9 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
-func TestActiveSecrets(t *testing.T) {
+// OpenedSecrets without a key: the keys in clear, newest first, expired
+// ones dropped, sealed ones refused.
+func TestOpenedSecretsWithoutAKey(t *testing.T) {
 	t.Parallel()
 	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
 	key := func(secret string, expires time.Duration) *hooklinev1.SigningKey {
@@ -36,7 +38,7 @@ func TestActiveSecrets(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			got, err := activeSecrets(&hooklinev1.Subscription{Keys: tt.keys}, now)
+			got, err := openedSecrets(nil, &hooklinev1.Subscription{Keys: tt.keys}, now)
 			if !errors.Is(err, tt.wantErr) || !slices.Equal(got, tt.want) {
 				t.Fatalf("activeSecrets = %v, %v; want %v, %v", got, err, tt.want, tt.wantErr)
 			}

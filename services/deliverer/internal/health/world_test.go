@@ -27,6 +27,7 @@ import (
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
 	"github.com/hookline/hookline/services/deliverer/internal/config"
 	"github.com/hookline/hookline/services/deliverer/internal/deliver"
+	"github.com/hookline/hookline/services/deliverer/internal/deliver/delivertest"
 	"github.com/hookline/hookline/services/deliverer/internal/service"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -122,7 +123,7 @@ func (w *world) startDelivererWith(tb testing.TB, overrides map[string]string, w
 	}
 	var adm deliver.Admission // nil: the service builds endpoint health from cfg.Health
 	if withoutHealth {
-		adm = deliver.AdmitAll{}
+		adm = delivertest.AdmitAll{}
 	}
 	svc, err := service.New(ctx, cfg, service.Deps{NATS: nc, Redis: rdb, Log: log, Version: "test", Registry: reg, Admission: adm})
 	if err != nil {
