@@ -30,7 +30,9 @@ type Publisher interface {
 
 // Registry manages subscriptions.
 type Registry interface {
-	Create(ctx context.Context, req *hooklinev1.CreateSubscriptionRequest) (*hooklinev1.Subscription, error)
+	// CreateAs creates a subscription with the id given (an existing one
+	// of that id is returned, its secret revealed).
+	CreateAs(ctx context.Context, id string, req *hooklinev1.CreateSubscriptionRequest) (*hooklinev1.Subscription, error)
 	Get(ctx context.Context, id string) (*hooklinev1.Subscription, error)
 	// ListPage returns up to limit subscriptions of tenant with ids after
 	// after, in id order, and the id the next page resumes after ("" on
@@ -74,6 +76,9 @@ type Deps struct {
 	Matching Matching
 	// Replays runs replay jobs (nil: the routes answer 503).
 	Replays Replays
+	// Idempotency remembers Idempotency-Key requests (nil: a request
+	// with the header answers 503).
+	Idempotency Idempotency
 }
 
 // API serves the producer's HTTP endpoints.
@@ -93,6 +98,7 @@ type API struct {
 	jetstream jetstream.JetStream
 	matching  Matching
 	replays   Replays
+	idem      Idempotency
 
 	handler   http.Handler
 	allow     map[string][]string // path → methods routed, for 405 answers
@@ -106,7 +112,7 @@ func New(d Deps) *API {
 		maxEventBytes: d.MaxEventBytes, maxBatchBytes: d.MaxBatchBytes, maxBatch: d.MaxBatch,
 		maxInFlight: d.MaxInFlight, maxRate: d.MaxRate,
 		allow: map[string][]string{}, urlPolicy: d.URLPolicy,
-		jetstream: d.JS, matching: d.Matching, replays: d.Replays,
+		jetstream: d.JS, matching: d.Matching, replays: d.Replays, idem: d.Idempotency,
 	}
 	if a.maxInFlight == 0 {
 		a.maxInFlight = 256

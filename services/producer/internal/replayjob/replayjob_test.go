@@ -89,7 +89,7 @@ func TestJobSurvivesItsRunnersDeath(t *testing.T) {
 	})
 	doneA := make(chan struct{})
 	go func() { a.Run(ctxA); close(doneA) }()
-	job, err := a.Create(ctx, "acme", replayjob.Filter{Tenant: "acme", SubscriptionID: "sub_A"}, 200)
+	job, err := a.Create(ctx, "", "acme", replayjob.Filter{Tenant: "acme", SubscriptionID: "sub_A"}, 200)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,7 +156,7 @@ func TestCancel(t *testing.T) {
 	m := manager(t, js, runCtx)
 	done := make(chan struct{})
 	go func() { m.Run(runCtx); close(done) }()
-	job, err := m.Create(ctx, "", replayjob.Filter{}, 20) // 20/s: 1.5 s for all
+	job, err := m.Create(ctx, "", "", replayjob.Filter{}, 20) // 20/s: 1.5 s for all
 	if err != nil {
 		t.Fatal(err)
 	}
