@@ -131,6 +131,7 @@ func New(d Deps) *API {
 	a.route(v1, "POST /v1/subscriptions/{id}/rotate-secret", a.rotateSecret)
 	a.route(v1, "POST /v1/subscriptions/{id}/test", a.testSubscription)
 	a.route(v1, "GET /v1/subscriptions/{id}/attempts", a.listAttempts)
+	a.route(v1, "GET /v1/subscriptions/{id}/stats", a.subscriptionStats)
 	a.route(v1, "GET /v1/events", a.listEvents)
 	// Not a method pattern: "GET /v1/events/{id}" would conflict with the
 	// 405 fallback of /v1/events/batch (which is more specific than this).

@@ -94,6 +94,8 @@ func TestOpenAPI(t *testing.T) {
 		{tokAdmin, "GET", "/v1/subscriptions/" + doomedID, "", 404},
 		{tokAdminAcme, "GET", "/v1/subscriptions/" + subID + "/attempts?limit=1", "", 200},
 		{tokAdminAcme, "GET", "/v1/subscriptions/" + subID + "/attempts?outcome=x", "", 400},
+		{tokAdminAcme, "GET", "/v1/subscriptions/" + subID + "/stats?window=24h", "", 200},
+		{tokAdminAcme, "GET", "/v1/subscriptions/" + subID + "/stats?window=2d", "", 400},
 		{tokAdminAcme, "GET", "/v1/dead-letters?limit=1", "", 200},
 		{tokAdminAcme, "GET", "/v1/dead-letters?tenant=globex", "", 403},
 		{"", "GET", "/v1/dead-letters", "", 401},
