@@ -181,7 +181,7 @@ func KVConfig(c Config) jetstream.KeyValueConfig {
 
 // KVConfigs are every KV bucket of the topology.
 func KVConfigs(c Config) []jetstream.KeyValueConfig {
-	return []jetstream.KeyValueConfig{KVConfig(c), ReplaysKVConfig(c), ReplayJobsKVConfig(c), DeliveriesKVConfig(c), IdempotencyKVConfig(c)}
+	return []jetstream.KeyValueConfig{KVConfig(c), ReplaysKVConfig(c), ReplayJobsKVConfig(c), DeliveriesKVConfig(c), IdempotencyKVConfig(c), EventIDsKVConfig(c)}
 }
 
 // ReplaysKVConfig is the bucket of replay marks (ReplaysBucket): one entry
@@ -210,6 +210,13 @@ func DeliveriesKVConfig(c Config) jetstream.KeyValueConfig {
 func IdempotencyKVConfig(c Config) jetstream.KeyValueConfig {
 	c = c.withDefaults()
 	return kvConfig(c, IdempotencyBucket, "Hookline API Idempotency-Key requests and their answers", 1, c.IdempotencyWindow)
+}
+
+// EventIDsKVConfig is the bucket of stored event ids, kept as long as
+// EVENTS keeps the events.
+func EventIDsKVConfig(c Config) jetstream.KeyValueConfig {
+	c = c.withDefaults()
+	return kvConfig(c, EventIDsBucket, "Hookline event ids stored by the producer (duplicates beyond the duplicate window)", 1, c.EventsMaxAge)
 }
 
 // kvConfig is a bucket of the topology on c's storage and replicas.

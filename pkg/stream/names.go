@@ -85,6 +85,18 @@ func IdempotencyKey(tenant, keyHash string) string { return tenant + "." + keyHa
 // more than one tenant (tenants start with a letter or a digit).
 const MultiTenantScope = "-multi"
 
+// EventIDsBucket marks the event ids the producer stored, so that an id
+// stays a duplicate for as long as EVENTS keeps its event, not only for
+// the duplicate window: one key per tenant and event id (EventIDKey),
+// the event's EVENTS sequence as value, TTL = EVENTS' max age.
+const EventIDsBucket = "hookline_event_ids"
+
+// EventIDKey is the mark of an event id of tenant: <tenant>.<event id>,
+// its dots written as '=' (which no event id holds).
+func EventIDKey(tenant, eventID string) string {
+	return tenant + "." + strings.ReplaceAll(eventID, ".", "=")
+}
+
 // DeliveriesBucket holds the delivery state of each event × subscription
 // (GET /v1/events/{id}/deliveries), written by the deliverers at each
 // attempt's outcome and at dead-lettering, kept as long as EVENTS keeps

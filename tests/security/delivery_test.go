@@ -108,6 +108,26 @@ func deliveryAPI(t *testing.T, p, d *component) {
 		}
 		return nil
 	})
+	allowed(t, p, "event id marks: look one up, write one", func(ctx context.Context) error {
+		kv, err := p.js.KeyValue(ctx, stream.EventIDsBucket)
+		if err != nil {
+			return err
+		}
+		key := stream.EventIDKey("acme", "ord.1")
+		if _, err := kv.Get(ctx, key); !errors.Is(err, jetstream.ErrKeyNotFound) {
+			return fmt.Errorf("lookup: %v", err)
+		}
+		// As the producer writes it: an async publish to the key's subject.
+		ack, err := p.js.Publish(ctx, "$KV."+stream.EventIDsBucket+"."+key, []byte("1"))
+		if err != nil {
+			return err
+		}
+		if ack.Stream != "KV_"+stream.EventIDsBucket {
+			return fmt.Errorf("stored in %s", ack.Stream)
+		}
+		_, err = kv.Get(ctx, key)
+		return err
+	})
 	allowed(t, p, "Idempotency-Key: claim, answer, watch, release", func(ctx context.Context) error {
 		// What services/producer/internal/idempotency does with the bucket.
 		kv, err := p.js.KeyValue(ctx, stream.IdempotencyBucket)

@@ -54,7 +54,7 @@ func (a *API) event(f *fields, req eventRequest, now time.Time) publish.Event {
 	}
 	ev := publish.Event{ID: req.ID, Tenant: req.Tenant, Type: req.Type, Data: req.Data, OccurredAt: now}
 	if req.ID == "" {
-		ev.ID = publish.NewEventID()
+		ev.ID, ev.Generated = publish.NewEventID(), true
 	} else {
 		f.add("id", validateEventID(req.ID))
 	}

@@ -69,7 +69,9 @@ type Server struct {
 	replays *replayjob.Manager
 	// idem remembers Idempotency-Key requests.
 	idem *idempotency.Store
-	ln   net.Listener
+	// pub publishes events (and marks their ids).
+	pub *publish.Publisher
+	ln  net.Listener
 }
 
 // Option changes how the Server is built.
@@ -87,7 +89,7 @@ func New(cfg config.Config, nc *nats.Conn, rdb redis.UniversalClient, log *zap.L
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, nc: nc, rdb: rdb, log: log, metrics: m,
+	s := &Server{cfg: cfg, nc: nc, rdb: rdb, log: log, metrics: m, pub: pub,
 		registry: registry.New(cfg.SecretOverlap, log)}
 	s.registry.LimitPerTenant(cfg.MaxSubscriptionsPerTenant)
 	js, err := jetstream.New(nc)
@@ -211,6 +213,11 @@ func (s *Server) prepareAndSync(ctx context.Context) {
 		s.log.Error("replay jobs unavailable", zap.Error(err))
 	} else {
 		jobs.Go(func() { s.replays.Run(ctx) })
+	}
+	if err := s.pub.BindIDs(ctx); err != nil {
+		// Checked with the topology: only a NATS failure gets here; ids
+		// then deduplicate for the duplicate window only.
+		s.log.Error("event id marks unavailable", zap.Error(err))
 	}
 	if err := s.idem.Bind(ctx); err != nil {
 		// Checked with the topology: only a NATS failure gets here.
