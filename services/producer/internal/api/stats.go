@@ -25,8 +25,14 @@ const defaultStatsWindow = "1h"
 // complete false and covered_since saying from when.
 const StatsMaxRecords = 20000
 
-// statsPage is how many records one read of the stats takes.
-const statsPage = 5000
+// statsPage is how many records one read of the stats takes, and
+// statsMaxPages how many reads one answer makes at most (each reads at
+// most scan.DefaultMaxScan messages: a window of messages that hold no
+// record cannot make it read on and on).
+const (
+	statsPage     = 5000
+	statsMaxPages = StatsMaxRecords/statsPage + 4
+)
 
 // SubscriptionStats is GET /v1/subscriptions/{id}/stats.
 type SubscriptionStats struct {
@@ -119,7 +125,8 @@ func (a *API) subscriptionStats(w http.ResponseWriter, r *http.Request) {
 	f := attempt.Filter{Query: attempt.Query{Tenant: out.Tenant, Subscription: id, Since: out.Since}}
 	var durations []float64
 	var cursor *scan.Pos
-	for {
+	oldest := now // the oldest record read (records come newest first)
+	for page := 1; ; page++ {
 		res, err := attempt.Page(ctx, js, f, true, cursor, min(statsPage, StatsMaxRecords-out.Attempts))
 		if err != nil {
 			a.streamError(w, "attempts", err)
@@ -127,16 +134,17 @@ func (a *API) subscriptionStats(w http.ResponseWriter, r *http.Request) {
 		}
 		for _, rec := range res.Items {
 			out.add(rec, &durations)
+			if t := rec.Attempt.GetStartedAt(); t != nil {
+				oldest = t.AsTime().UTC()
+			}
 		}
 		if !res.More {
 			break
 		}
-		if out.Attempts >= StatsMaxRecords {
+		if out.Attempts >= StatsMaxRecords || page == statsMaxPages {
 			// Records before these are left unread.
 			out.Complete = false
-			if n := len(res.Items); n > 0 {
-				out.CoveredSince = res.Items[n-1].Attempt.GetStartedAt().AsTime().UTC()
-			}
+			out.CoveredSince = oldest
 			break
 		}
 		next := res.Next
