@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hookline/hookline/pkg/endpointhealth"
 	"github.com/hookline/hookline/pkg/natstest"
 	"github.com/hookline/hookline/pkg/redistest"
 	"github.com/hookline/hookline/pkg/stream"
@@ -159,9 +160,16 @@ func TestRedisLeastPrivilege(t *testing.T) {
 			t.Errorf("producer: MULTI/EXEC: %v", err)
 		}
 		tombstonesPrunedAs(t, "producer", producer, store, "sub_p")
-		// The producer has no business with delivery state.
+		// The producer reads endpoint health for its stats, and never
+		// changes it.
+		if _, err := endpointhealth.Read(ctx, producer, "sub_1", time.Now()); err != nil {
+			t.Errorf("producer: read endpoint health: %v", err)
+		}
 		redisDenied(t, "producer", producer, "set", "hookline:inflight:{sub_1}", "x")
-		redisDenied(t, "producer", producer, "hgetall", "hookline:breaker:{sub_1}")
+		redisDenied(t, "producer", producer, "zadd", "hookline:inflight:{sub_1}", "1", "x")
+		redisDenied(t, "producer", producer, "hset", "hookline:breaker:{sub_1}", "open_until", "1")
+		redisDenied(t, "producer", producer, "del", "hookline:breaker:{sub_1}")
+		redisDenied(t, "producer", producer, "hgetall", "hookline:ratelimit:{sub_1}")
 		deniedToEveryone(t, "producer", producer)
 	})
 

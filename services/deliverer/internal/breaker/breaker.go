@@ -31,6 +31,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/hookline/hookline/pkg/endpointhealth"
 )
 
 // KeyPrefix starts every key of this package:
@@ -40,13 +42,14 @@ import (
 //	hookline:breaker:{<subscription id>}:probe  string: the probe's lease token
 //
 // The braces are a Redis Cluster hash tag: both keys share a slot.
-const KeyPrefix = "hookline:breaker:"
+// The layout lives in pkg/endpointhealth, where the producer reads it.
+const KeyPrefix = endpointhealth.BreakerKeyPrefix
 
 // Key is the state hash of a subscription's circuit.
-func Key(subscriptionID string) string { return KeyPrefix + "{" + subscriptionID + "}" }
+func Key(subscriptionID string) string { return endpointhealth.BreakerKey(subscriptionID) }
 
 // ProbeKey is the half-open probe lease of a subscription's circuit.
-func ProbeKey(subscriptionID string) string { return Key(subscriptionID) + ":probe" }
+func ProbeKey(subscriptionID string) string { return endpointhealth.ProbeKey(subscriptionID) }
 
 // allow: {1, failures} closed (failures in a row so far); {0, ms} open for
 // ms more; {2, 0} half-open and this caller holds the probe; {3, pttl}

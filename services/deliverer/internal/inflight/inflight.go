@@ -27,6 +27,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/hookline/hookline/pkg/endpointhealth"
 )
 
 // DefaultMax is the cap of a subscription whose max_in_flight is 0, unless
@@ -36,10 +38,11 @@ const DefaultMax = 10
 // KeyPrefix starts every key of this package:
 // hookline:inflight:{<subscription id>} (a sorted set). The braces are a
 // Redis Cluster hash tag: every key of one subscription lands in one slot.
-const KeyPrefix = "hookline:inflight:"
+// The layout lives in pkg/endpointhealth, where the producer reads it.
+const KeyPrefix = endpointhealth.InFlightKeyPrefix
 
 // Key is the lease set of a subscription.
-func Key(subscriptionID string) string { return KeyPrefix + "{" + subscriptionID + "}" }
+func Key(subscriptionID string) string { return endpointhealth.InFlightKey(subscriptionID) }
 
 // acquire drops expired leases and adds ARGV[3] when fewer than ARGV[2]
 // remain. Returns {1, count} when acquired, {0, count} when full (the task

@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/hookline/hookline/pkg/auth"
+	"github.com/hookline/hookline/pkg/endpointhealth"
 	"github.com/hookline/hookline/pkg/ssrf"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
 	"github.com/hookline/hookline/services/producer/internal/metrics"
@@ -79,6 +80,8 @@ type Deps struct {
 	// Idempotency remembers Idempotency-Key requests (nil: a request
 	// with the header answers 503).
 	Idempotency Idempotency
+	// Health reads a subscription's endpoint health (nil: stats without it).
+	Health func(ctx context.Context, subscriptionID string) (endpointhealth.State, error)
 }
 
 // API serves the producer's HTTP endpoints.
@@ -99,6 +102,7 @@ type API struct {
 	matching  Matching
 	replays   Replays
 	idem      Idempotency
+	health    func(ctx context.Context, subscriptionID string) (endpointhealth.State, error)
 
 	handler   http.Handler
 	allow     map[string][]string // path → methods routed, for 405 answers
@@ -112,7 +116,7 @@ func New(d Deps) *API {
 		maxEventBytes: d.MaxEventBytes, maxBatchBytes: d.MaxBatchBytes, maxBatch: d.MaxBatch,
 		maxInFlight: d.MaxInFlight, maxRate: d.MaxRate,
 		allow: map[string][]string{}, urlPolicy: d.URLPolicy,
-		jetstream: d.JS, matching: d.Matching, replays: d.Replays, idem: d.Idempotency,
+		jetstream: d.JS, matching: d.Matching, replays: d.Replays, idem: d.Idempotency, health: d.Health,
 	}
 	if a.maxInFlight == 0 {
 		a.maxInFlight = 256

@@ -8,6 +8,7 @@ import (
 	"sync"
 
 	"github.com/hookline/hookline/pkg/deliverystate"
+	"github.com/hookline/hookline/pkg/endpointhealth"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
 	"github.com/hookline/hookline/services/producer/internal/publish"
 	"github.com/hookline/hookline/services/producer/internal/replayjob"
@@ -143,17 +144,18 @@ func buildOpenAPI(eps []endpoint) map[string]any {
 	s := &schemas{
 		components: map[string]any{},
 		names: map[reflect.Type]string{
-			reflect.TypeFor[eventRequest]():        "PublishEventRequest",
-			reflect.TypeFor[batchRequest]():        "PublishBatchRequest",
-			reflect.TypeFor[batchResponse]():       "PublishBatchResponse",
-			reflect.TypeFor[publish.Result]():      "PublishResult",
-			reflect.TypeFor[createRequest]():       "CreateSubscriptionRequest",
-			reflect.TypeFor[updateRequest]():       "UpdateSubscriptionRequest",
-			reflect.TypeFor[testResponse]():        "TestSubscriptionResponse",
-			reflect.TypeFor[subscriptionPage]():    "SubscriptionPage",
-			reflect.TypeFor[createReplay]():        "CreateReplayRequest",
-			reflect.TypeFor[replayjob.Filter]():    "ReplayFilter",
-			reflect.TypeFor[deliverystate.State](): "DeliveryState",
+			reflect.TypeFor[eventRequest]():         "PublishEventRequest",
+			reflect.TypeFor[batchRequest]():         "PublishBatchRequest",
+			reflect.TypeFor[batchResponse]():        "PublishBatchResponse",
+			reflect.TypeFor[publish.Result]():       "PublishResult",
+			reflect.TypeFor[createRequest]():        "CreateSubscriptionRequest",
+			reflect.TypeFor[updateRequest]():        "UpdateSubscriptionRequest",
+			reflect.TypeFor[testResponse]():         "TestSubscriptionResponse",
+			reflect.TypeFor[subscriptionPage]():     "SubscriptionPage",
+			reflect.TypeFor[createReplay]():         "CreateReplayRequest",
+			reflect.TypeFor[replayjob.Filter]():     "ReplayFilter",
+			reflect.TypeFor[deliverystate.State]():  "DeliveryState",
+			reflect.TypeFor[endpointhealth.State](): "EndpointHealth",
 		},
 		omit: map[string]map[string]bool{"Subscription": {"keys": true, "sealed_url": true}},
 		optional: map[string]map[string]bool{

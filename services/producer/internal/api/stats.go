@@ -9,7 +9,10 @@ import (
 	"slices"
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/hookline/hookline/pkg/attempt"
+	"github.com/hookline/hookline/pkg/endpointhealth"
 	"github.com/hookline/hookline/pkg/scan"
 	"github.com/hookline/hookline/pkg/subscription"
 )
@@ -60,6 +63,10 @@ type SubscriptionStats struct {
 	// The subscription as the registry has it now (absent once deleted).
 	Disabled       bool   `json:"disabled"`
 	DisabledReason string `json:"disabled_reason,omitempty" doc:"manual, failing, gone"`
+	MaxInFlight    uint32 `json:"max_in_flight" doc:"the subscription's in-flight cap (0: the deliverers' adaptive default)"`
+	// Health is the endpoint's health now, as the deliverers keep it in
+	// Redis (absent when Redis could not be read).
+	Health *endpointhealth.State `json:"health,omitempty" doc:"the endpoint's health now (Redis, every deliverer replica): circuit, cool-down or Retry-After pause, failures in a row, attempts in flight"`
 }
 
 // StatsOutcomes counts attempt records by outcome.
@@ -105,7 +112,7 @@ func (a *API) subscriptionStats(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, problem(http.StatusNotFound, TypeNotFound, fmt.Sprintf("subscription %q not found", id)))
 		return
 	case err == nil:
-		out.Tenant, out.Disabled, out.DisabledReason = sub.GetTenant(), sub.GetDisabled(), sub.GetDisabledReason()
+		out.Tenant, out.Disabled, out.DisabledReason, out.MaxInFlight = sub.GetTenant(), sub.GetDisabled(), sub.GetDisabledReason(), sub.GetMaxInFlight()
 	case errors.Is(err, subscription.ErrNotFound):
 		// A deleted subscription keeps its history, read under the
 		// caller's tenant (every tenant for an unbound token).
@@ -155,6 +162,14 @@ func (a *API) subscriptionStats(w http.ResponseWriter, r *http.Request) {
 		out.SuccessRatio = &ratio
 	}
 	out.LatencyP50Seconds, out.LatencyP99Seconds = percentile(durations, 0.50), percentile(durations, 0.99)
+	if a.health != nil {
+		st, err := a.health(ctx, id)
+		if err != nil {
+			a.log.Warn("endpoint health unavailable", zap.String("subscription_id", id), zap.Error(err))
+		} else {
+			out.Health = &st
+		}
+	}
 	writeJSON(w, http.StatusOK, out)
 }
 

@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hookline/hookline/pkg/endpointhealth"
 	"github.com/hookline/hookline/pkg/stream"
 	"github.com/hookline/hookline/pkg/subscription"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
@@ -105,6 +106,9 @@ func New(cfg config.Config, nc *nats.Conn, rdb redis.UniversalClient, log *zap.L
 	s.idem = idempotency.New(js, box, idempotencyLease(cfg), idempotencyWait)
 	d := api.Deps{
 		JS: js, Matching: s.matching, Replays: s.replays, Idempotency: s.idem,
+		Health: func(ctx context.Context, sub string) (endpointhealth.State, error) {
+			return endpointhealth.Read(ctx, rdb, sub, time.Now())
+		},
 		Publisher: pub, Registry: s.registry, Metrics: m, Log: log, Ready: s.Ready,
 		MaxEventBytes: cfg.MaxEventBytes, MaxBatchBytes: cfg.MaxBatchBytes, MaxBatch: cfg.MaxBatch,
 		MaxInFlight: cfg.MaxInFlightLimit, MaxRate: cfg.MaxRateLimit,

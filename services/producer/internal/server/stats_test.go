@@ -8,8 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/hookline/hookline/pkg/endpointhealth"
 	"github.com/hookline/hookline/pkg/fixture"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
 	"github.com/hookline/hookline/services/producer/internal/api"
@@ -79,6 +81,21 @@ func TestSubscriptionStats(t *testing.T) {
 	}
 	if got.LastFailureAt == nil || got.LastFailureStatus == nil || *got.LastFailureStatus != 410 || got.LastFailureError != "HTTP 410" {
 		t.Fatalf("last failure %v %v %q, want the dead letter's 410", got.LastFailureAt, got.LastFailureStatus, got.LastFailureError)
+	}
+
+	if got.Health == nil || got.Health.Circuit != endpointhealth.Closed || got.Health.InFlight != 0 {
+		t.Fatalf("health %+v, want closed with nothing in flight", got.Health)
+	}
+	// The deliverers' Redis state (what internal/breaker and inflight
+	// write): an open circuit with 5 failures, two attempts in flight.
+	until := time.Now().Add(30 * time.Second).UnixMilli()
+	e.rdb.HSet(ctx, endpointhealth.BreakerKey(id), endpointhealth.FieldFailures, 5, endpointhealth.FieldOpenUntil, until,
+		endpointhealth.FieldSince, time.Now().Add(-time.Minute).UnixMilli())
+	e.rdb.ZAdd(ctx, endpointhealth.InFlightKey(id), redis.Z{Score: float64(until), Member: "a"}, redis.Z{Score: float64(until), Member: "b"},
+		redis.Z{Score: 1, Member: "expired"})
+	decodeJSON(t, e.doAs(tokAdminAcme, "GET", "/v1/subscriptions/"+id+"/stats", "").Body, &got)
+	if h := got.Health; h == nil || h.Circuit != endpointhealth.Open || h.Failures != 5 || h.InFlight != 2 || h.OpenUntil == nil || h.OpenUntil.UnixMilli() != until {
+		t.Fatalf("health %+v, want open until %d, 5 failures, 2 in flight", got.Health, until)
 	}
 
 	expect(t, e.doAs(tokAdmin, "PATCH", "/v1/subscriptions/"+id, `{"disabled":true}`), http.StatusOK)
