@@ -31,6 +31,7 @@ type Publisher interface {
 
 // Registry manages subscriptions.
 type Registry interface {
+	Create(ctx context.Context, req *hooklinev1.CreateSubscriptionRequest) (*hooklinev1.Subscription, error)
 	// CreateAs creates a subscription with the id given (an existing one
 	// of that id is returned, its secret revealed).
 	CreateAs(ctx context.Context, id string, req *hooklinev1.CreateSubscriptionRequest) (*hooklinev1.Subscription, error)
