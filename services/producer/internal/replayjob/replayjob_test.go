@@ -182,3 +182,37 @@ func TestCancel(t *testing.T) {
 		t.Fatalf("after cancel: %+v, %d dead letters left", j, left)
 	}
 }
+
+// Create of an id that exists (an Idempotency-Key request run again)
+// returns that job and stores no second one.
+func TestCreateAnExistingID(t *testing.T) {
+	ctx, js := fixture.Start(t)
+	if _, err := fixture.DeadLetter(ctx, js, &hooklinev1.DeadLetter{EventId: "evt_1", Tenant: "acme", SubscriptionId: "sub_A", EventType: "t"}); err != nil {
+		t.Fatal(err)
+	}
+	m := manager(t, js, ctx) // not running: the job stays as created
+	id := replayjob.NewJobID()
+	first, err := m.Create(ctx, id, "acme", replayjob.Filter{Tenant: "acme"}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := m.Create(ctx, id, "acme", replayjob.Filter{Tenant: "acme"}, 1)
+	if err != nil || again.ID != id || !again.CreatedAt.Equal(first.CreatedAt) || again.Total != 1 {
+		t.Fatalf("again: %+v %v, want job %s as first created", again, err, id)
+	}
+	kv, err := js.KeyValue(ctx, stream.ReplayJobsBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := kv.ListKeys(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for range keys.Keys() {
+		n++
+	}
+	if n != 1 {
+		t.Fatalf("%d jobs stored, want 1", n)
+	}
+}
