@@ -180,3 +180,29 @@ func TestNotBound(t *testing.T) {
 		t.Fatalf("%v, want ErrNotReady", err)
 	}
 }
+
+// A request waiting on a claim whose request then failed (released) runs
+// the request itself.
+func TestWaiterRunsWhenTheFirstFails(t *testing.T) {
+	t.Parallel()
+	s, _ := store(t, time.Minute, 10*time.Second)
+	ctx := context.Background()
+	first, _, err := s.Begin(ctx, req("acme", "k", "{}", "evt_1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan *idempotency.Claim, 1)
+	go func() {
+		c, stored, err := s.Begin(ctx, req("acme", "k", "{}", "evt_2"))
+		if err != nil || stored != nil {
+			t.Errorf("waiter: %v %v", stored, err)
+		}
+		got <- c
+	}()
+	if err := s.Release(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	if c := <-got; c == nil || c.TakenOver || c.IDs()[0] != "evt_2" {
+		t.Fatalf("waiter got %+v, want its own claim", c)
+	}
+}
