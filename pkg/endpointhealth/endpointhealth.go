@@ -29,6 +29,19 @@ const (
 	InFlightPrefix = "hookline:inflight:"
 )
 
+// Fields of the breaker hash.
+const (
+	// FieldFailures: failed attempts in a row.
+	FieldFailures = "failures"
+	// FieldSince: the first failure of the streak (unix ms).
+	FieldSince = "since"
+	// FieldOpenUntil: the end of the cool-down or Retry-After pause (unix
+	// ms); absent while the circuit is closed.
+	FieldOpenUntil = "open_until"
+	// FieldOpens: times opened in a row (the cool-down doubles with each).
+	FieldOpens = "opens"
+)
+
 // BreakerKey is the state hash of a subscription's circuit.
 func BreakerKey(subscriptionID string) string { return BreakerPrefix + "{" + subscriptionID + "}" }
 
@@ -101,4 +114,40 @@ func Read(ctx context.Context, rdb redis.UniversalClient, subscriptionID string,
 		}
 	}
 	return Snapshot{Circuit: c, InFlight: n.Val()}, nil
+}
+
+// State is the flat view of a Snapshot that the stats answer carries
+// (GET /v1/subscriptions/{id}/stats).
+type State struct {
+	// Circuit: closed, open (no attempts until OpenUntil: a cool-down or
+	// the endpoint's Retry-After) or half_open (one probe allowed).
+	Circuit   string     `json:"circuit" enum:"closed,open,half_open"`
+	OpenUntil *time.Time `json:"open_until,omitempty" doc:"end of the cool-down or Retry-After pause (open)"`
+	// Failures in a row, since FailingSince.
+	Failures     int        `json:"consecutive_failures"`
+	FailingSince *time.Time `json:"failing_since,omitempty"`
+	// ProbeInFlight: half-open with its probe attempt under way.
+	ProbeInFlight bool `json:"probe_in_flight"`
+	// InFlight: attempts in flight now, across every replica.
+	InFlight int `json:"in_flight" doc:"attempts in flight now, across every deliverer replica"`
+}
+
+// ReadState is Read, flattened.
+func ReadState(ctx context.Context, rdb redis.UniversalClient, subscriptionID string, now time.Time) (State, error) {
+	s, err := Read(ctx, rdb, subscriptionID, now)
+	if err != nil {
+		return State{}, err
+	}
+	return s.State(), nil
+}
+
+// State flattens s.
+func (s Snapshot) State() State {
+	c := s.Circuit
+	st := State{Circuit: c.State, OpenUntil: c.OpenUntil, Failures: c.ConsecutiveFailures,
+		ProbeInFlight: c.ProbeInFlight && c.State == HalfOpen, InFlight: int(s.InFlight)}
+	if c.ConsecutiveFailures > 0 {
+		st.FailingSince = c.FailingSince
+	}
+	return st
 }

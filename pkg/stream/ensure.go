@@ -22,6 +22,10 @@ type Config struct {
 	// DuplicateWindow is how long a Nats-Msg-Id is remembered (default 20
 	// minutes): longer than any publisher's retry loop.
 	DuplicateWindow time.Duration
+	// IdempotencyWindow is how long the API remembers an Idempotency-Key
+	// after its request's last change (default 24 hours): the TTL of
+	// IdempotencyBucket.
+	IdempotencyWindow time.Duration
 	// MemoryStorage is for benchmarks only; production uses file storage.
 	MemoryStorage bool
 	// AckWait of the consumers (default 60s): must exceed the HTTP attempt
@@ -50,12 +54,13 @@ func EventsLimit(maxPayload int64) int32 {
 
 // Defaults.
 const (
-	DefaultEventsMaxAge     = 7 * 24 * time.Hour
-	DefaultAttemptsMaxAge   = 30 * 24 * time.Hour
-	DefaultDeadLetterMaxAge = 90 * 24 * time.Hour
-	DefaultDuplicateWindow  = 20 * time.Minute
-	DefaultAckWait          = 60 * time.Second
-	DefaultMaxAckPending    = 10000
+	DefaultEventsMaxAge      = 7 * 24 * time.Hour
+	DefaultAttemptsMaxAge    = 30 * 24 * time.Hour
+	DefaultDeadLetterMaxAge  = 90 * 24 * time.Hour
+	DefaultDuplicateWindow   = 20 * time.Minute
+	DefaultIdempotencyWindow = 24 * time.Hour
+	DefaultAckWait           = 60 * time.Second
+	DefaultMaxAckPending     = 10000
 )
 
 func (c Config) withDefaults() Config {
@@ -73,6 +78,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.DuplicateWindow <= 0 {
 		c.DuplicateWindow = DefaultDuplicateWindow
+	}
+	if c.IdempotencyWindow <= 0 {
+		c.IdempotencyWindow = DefaultIdempotencyWindow
 	}
 	if c.AckWait <= 0 {
 		c.AckWait = DefaultAckWait
@@ -178,7 +186,7 @@ func KVConfig(c Config) jetstream.KeyValueConfig {
 
 // KVConfigs are every KV bucket of the topology.
 func KVConfigs(c Config) []jetstream.KeyValueConfig {
-	return []jetstream.KeyValueConfig{KVConfig(c), ReplaysKVConfig(c), ReplayJobsKVConfig(c), DeliveriesKVConfig(c), PortalRevocationsKVConfig(c)}
+	return []jetstream.KeyValueConfig{KVConfig(c), ReplaysKVConfig(c), ReplayJobsKVConfig(c), DeliveriesKVConfig(c), PortalRevocationsKVConfig(c), IdempotencyKVConfig(c), EventIDsKVConfig(c)}
 }
 
 // ReplaysKVConfig is the bucket of replay marks (ReplaysBucket): one entry
@@ -207,6 +215,20 @@ func DeliveriesKVConfig(c Config) jetstream.KeyValueConfig {
 // longest session it can revoke.
 func PortalRevocationsKVConfig(c Config) jetstream.KeyValueConfig {
 	return kvConfig(c, PortalRevocationsBucket, "Hookline revoked portal sessions", 1, PortalSessionMaxTTL+time.Hour)
+}
+
+// IdempotencyKVConfig is the bucket of the API's Idempotency-Key
+// requests, kept the idempotency window after their last change.
+func IdempotencyKVConfig(c Config) jetstream.KeyValueConfig {
+	c = c.withDefaults()
+	return kvConfig(c, IdempotencyBucket, "Hookline API Idempotency-Key requests and their answers", 1, c.IdempotencyWindow)
+}
+
+// EventIDsKVConfig is the bucket of stored event ids, kept as long as
+// EVENTS keeps the events.
+func EventIDsKVConfig(c Config) jetstream.KeyValueConfig {
+	c = c.withDefaults()
+	return kvConfig(c, EventIDsBucket, "Hookline event ids stored by the producer (duplicates beyond the duplicate window)", 1, c.EventsMaxAge)
 }
 
 // kvConfig is a bucket of the topology on c's storage and replicas.
@@ -272,7 +294,7 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, c Config) error 
 // AtomicBuckets are the KV buckets written by group commit
 // (pkg/groupcommit), whose streams allow atomic publish; KeyValueConfig
 // cannot say so.
-var AtomicBuckets = map[string]bool{DeliveriesBucket: true}
+var AtomicBuckets = map[string]bool{DeliveriesBucket: true, EventIDsBucket: true}
 
 // allowAtomic turns atomic publish on for the stream name.
 func allowAtomic(ctx context.Context, js jetstream.JetStream, name string) error {

@@ -67,6 +67,36 @@ const ReplayJobsBucket = "hookline_replay_jobs"
 // ReplayJobsTTL is how long a job's record outlives its last change.
 const ReplayJobsTTL = 7 * 24 * time.Hour
 
+// IdempotencyBucket remembers the API's Idempotency-Key requests (POST
+// /v1/events, /v1/events/batch, /v1/subscriptions, /v1/replays): the
+// request's fingerprint and, once it succeeded, its answer, so that a
+// retry with the same key gets that answer again from any producer
+// replica. Keys: IdempotencyKey; entries live for the idempotency window
+// (HOOKLINE_IDEMPOTENCY_WINDOW) after their last change.
+const IdempotencyBucket = "hookline_idempotency"
+
+// IdempotencyKey is the key of a tenant's Idempotency-Key whose SHA-256
+// is keyHash (hex): <tenant>.<hash>. A request acting on several tenants
+// (a batch an unbound token sends for more than one) is scoped
+// MultiTenantScope, which no tenant name can be.
+func IdempotencyKey(tenant, keyHash string) string { return tenant + "." + keyHash }
+
+// MultiTenantScope is the IdempotencyKey scope of a request acting on
+// more than one tenant (tenants start with a letter or a digit).
+const MultiTenantScope = "-multi"
+
+// EventIDsBucket marks the event ids the producer stored, so that an id
+// stays a duplicate for as long as EVENTS keeps its event, not only for
+// the duplicate window: one key per tenant and event id (EventIDKey),
+// the event's EVENTS sequence as value, TTL = EVENTS' max age.
+const EventIDsBucket = "hookline_event_ids"
+
+// EventIDKey is the mark of an event id of tenant: <tenant>.<event id>,
+// its dots written as '=' (which no event id holds).
+func EventIDKey(tenant, eventID string) string {
+	return tenant + "." + strings.ReplaceAll(eventID, ".", "=")
+}
+
 // DeliveriesBucket holds the delivery state of each event × subscription
 // (GET /v1/events/{id}/deliveries), written by the deliverers at each
 // attempt's outcome and at dead-lettering, kept as long as EVENTS keeps

@@ -24,6 +24,9 @@ type Settings struct {
 	DeadLetterMaxAge time.Duration `env:"HOOKLINE_DEAD_LETTER_MAX_AGE" envDefault:"2160h"`
 	AttemptsMaxAge   time.Duration `env:"HOOKLINE_ATTEMPTS_MAX_AGE" envDefault:"720h"`
 	DuplicateWindow  time.Duration `env:"HOOKLINE_DUPLICATE_WINDOW" envDefault:"20m"`
+	// IdempotencyWindow is how long the API remembers an Idempotency-Key
+	// (the TTL of the bucket hookline_idempotency).
+	IdempotencyWindow time.Duration `env:"HOOKLINE_IDEMPOTENCY_WINDOW" envDefault:"24h"`
 }
 
 // Validate names the variable at fault.
@@ -41,6 +44,7 @@ func (s Settings) Validate() error {
 	check(s.DeadLetterMaxAge > 0, "HOOKLINE_DEAD_LETTER_MAX_AGE must be positive, not %s", s.DeadLetterMaxAge)
 	check(s.AttemptsMaxAge > 0, "HOOKLINE_ATTEMPTS_MAX_AGE must be positive, not %s", s.AttemptsMaxAge)
 	check(s.DuplicateWindow > 0, "HOOKLINE_DUPLICATE_WINDOW must be positive, not %s", s.DuplicateWindow)
+	check(s.IdempotencyWindow >= time.Minute, "HOOKLINE_IDEMPOTENCY_WINDOW must be at least 1m, not %s", s.IdempotencyWindow)
 	// JetStream refuses a duplicate window longer than a stream's max age.
 	check(s.DuplicateWindow <= min(s.EventsMaxAge, s.DeadLetterMaxAge),
 		"HOOKLINE_DUPLICATE_WINDOW (%s) must not exceed HOOKLINE_EVENTS_MAX_AGE or HOOKLINE_DEAD_LETTER_MAX_AGE", s.DuplicateWindow)
@@ -61,10 +65,11 @@ func (s Settings) Ensures() bool { return s.Topology == TopologyEnsure }
 // settings (AckWait, MaxAckPending) are the deliverer's to add.
 func (s Settings) Config() Config {
 	return Config{
-		Replicas:         s.Replicas,
-		EventsMaxAge:     s.EventsMaxAge,
-		AttemptsMaxAge:   s.AttemptsMaxAge,
-		DeadLetterMaxAge: s.DeadLetterMaxAge,
-		DuplicateWindow:  s.DuplicateWindow,
+		Replicas:          s.Replicas,
+		EventsMaxAge:      s.EventsMaxAge,
+		AttemptsMaxAge:    s.AttemptsMaxAge,
+		DeadLetterMaxAge:  s.DeadLetterMaxAge,
+		DuplicateWindow:   s.DuplicateWindow,
+		IdempotencyWindow: s.IdempotencyWindow,
 	}
 }

@@ -671,7 +671,7 @@ func checkTopologyStep(t *testing.T, r *rendered) {
 		t.Errorf("topology step: image %q args %v, want the deliverer's image %q with args [topology]", init.Image, init.Args, main.Image)
 	}
 	ienv, menv := containerEnv(t, r, init), containerEnv(t, r, main)
-	for _, k := range []string{"HOOKLINE_NATS_URL", "HOOKLINE_STREAM_REPLICAS", "HOOKLINE_ACK_WAIT", "HOOKLINE_MAX_ACK_PENDING", "HOOKLINE_EVENTS_MAX_AGE", "HOOKLINE_DUPLICATE_WINDOW"} {
+	for _, k := range []string{"HOOKLINE_NATS_URL", "HOOKLINE_STREAM_REPLICAS", "HOOKLINE_ACK_WAIT", "HOOKLINE_MAX_ACK_PENDING", "HOOKLINE_EVENTS_MAX_AGE", "HOOKLINE_DUPLICATE_WINDOW", "HOOKLINE_IDEMPOTENCY_WINDOW"} {
 		if ienv[k].value != menv[k].value {
 			t.Errorf("topology step %s=%q, deliverer %q: the deliverer's check would fail", k, ienv[k].value, menv[k].value)
 		}

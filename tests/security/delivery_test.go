@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/hookline/hookline/pkg/attempt"
@@ -106,6 +107,50 @@ func deliveryAPI(t *testing.T, p, d *component) {
 			return fmt.Errorf("%d keys listed", n)
 		}
 		return nil
+	})
+	allowed(t, p, "event id marks: look one up, write one", func(ctx context.Context) error {
+		kv, err := p.js.KeyValue(ctx, stream.EventIDsBucket)
+		if err != nil {
+			return err
+		}
+		key := stream.EventIDKey("acme", "ord.1")
+		if _, err := kv.Get(ctx, key); !errors.Is(err, jetstream.ErrKeyNotFound) {
+			return fmt.Errorf("lookup: %v", err)
+		}
+		// As the producer writes it: an async publish to the key's subject.
+		ack, err := p.js.Publish(ctx, "$KV."+stream.EventIDsBucket+"."+key, []byte("1"))
+		if err != nil {
+			return err
+		}
+		if ack.Stream != "KV_"+stream.EventIDsBucket {
+			return fmt.Errorf("stored in %s", ack.Stream)
+		}
+		_, err = kv.Get(ctx, key)
+		return err
+	})
+	allowed(t, p, "Idempotency-Key: claim, answer, watch, release", func(ctx context.Context) error {
+		// What services/producer/internal/idempotency does with the bucket.
+		kv, err := p.js.KeyValue(ctx, stream.IdempotencyBucket)
+		if err != nil {
+			return err
+		}
+		key := stream.IdempotencyKey("acme", "0123abcd")
+		rev, err := kv.Create(ctx, key, []byte(`{"state":"pending"}`))
+		if err != nil {
+			return err
+		}
+		w, err := kv.Watch(ctx, key, jetstream.UpdatesOnly())
+		if err != nil {
+			return err
+		}
+		defer func() { _ = w.Stop() }()
+		if rev, err = kv.Update(ctx, key, []byte(`{"state":"done"}`), rev); err != nil {
+			return err
+		}
+		if _, err := kv.Get(ctx, key); err != nil {
+			return err
+		}
+		return kv.Delete(ctx, key, jetstream.LastRevision(rev))
 	})
 	denied(t, p, "pull from the dispatch consumer", "$JS.API.CONSUMER.MSG.NEXT.EVENTS.dispatch", func(ctx context.Context) error {
 		_, err := p.nc.RequestWithContext(ctx, "$JS.API.CONSUMER.MSG.NEXT.EVENTS.dispatch", []byte(`{"batch":1}`))

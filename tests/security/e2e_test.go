@@ -180,6 +180,29 @@ func TestEndToEndLeastPrivilegeLogsHoldNoSecrets(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The producer's least-privilege NATS and Redis users cover its event
+	// id marks and the stats' endpoint health: each stored id is marked
+	// (asynchronously), an explicit id is looked up, the stats read Redis.
+	again, err := ci.Publish(ctx, harness.Event{ID: first.ID, Tenant: "acme", Type: "order.created", Data: []byte(`{"n":1}`)})
+	if err != nil || !again.Duplicate {
+		t.Fatalf("the same id again: %+v %v, want a duplicate", again, err)
+	}
+	marks, err := admin.js.KeyValue(ctx, stream.EventIDsBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	harness.Eventually(t, 10*time.Second, func() error {
+		_, err := marks.Get(ctx, stream.EventIDKey("acme", second.ID))
+		return err
+	})
+	var stats struct {
+		Health *struct {
+			Circuit string `json:"circuit"`
+		} `json:"health"`
+	}
+	if err := ops.Do(ctx, "GET", "/v1/subscriptions/"+okSub.ID+"/stats", nil, &stats); err != nil || stats.Health == nil || stats.Health.Circuit != "closed" {
+		t.Fatalf("stats as the producer's Redis user: %+v %v, want health with a closed circuit", stats.Health, err)
+	}
 	var signatures []string
 	for _, id := range []string{first.ID, second.ID} {
 		h := ok.AwaitDelivered(t, id, 30*time.Second)

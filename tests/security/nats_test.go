@@ -631,7 +631,8 @@ func TestNATSLeastPrivilege(t *testing.T) {
 
 // hooklineStreams are every stream of the topology, the KV bucket's too.
 var hooklineStreams = []string{stream.Events, stream.Deliveries, stream.Attempts, stream.DeadLetter,
-	"KV_" + stream.SubscriptionsBucket, "KV_" + stream.ReplayJobsBucket, "KV_" + stream.DeliveriesBucket}
+	"KV_" + stream.SubscriptionsBucket, "KV_" + stream.ReplayJobsBucket, "KV_" + stream.DeliveriesBucket,
+	"KV_" + stream.IdempotencyBucket, "KV_" + stream.EventIDsBucket}
 
 // refusesStreamUpdates: c cannot update any Hookline stream, here by adding
 // a RePublish that would copy every message to a subject c reads (the

@@ -171,6 +171,7 @@ func TestRedisLeastPrivilege(t *testing.T) {
 		redisDenied(t, "producer", producer, "hset", "hookline:breaker:{sub_1}", "open_until", "1")
 		redisDenied(t, "producer", producer, "del", "hookline:breaker:{sub_1}")
 		redisDenied(t, "producer", producer, "get", "hookline:ratelimit:{sub_1}")
+		redisDenied(t, "producer", producer, "hgetall", "hookline:ratelimit:{sub_1}")
 		deniedToEveryone(t, "producer", producer)
 	})
 

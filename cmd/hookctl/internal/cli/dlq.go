@@ -2,11 +2,16 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
+	"net/url"
 	"sort"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
@@ -59,8 +64,8 @@ func noneMatch(w io.Writer, sel deadletter.Selection) {
 
 func (a *App) dlqLs() *cobra.Command {
 	var (
-		f      selectionFlags
-		asJSON bool
+		f              selectionFlags
+		asJSON, viaAPI bool
 	)
 	c := &cobra.Command{
 		Use:   "ls",
@@ -68,12 +73,16 @@ func (a *App) dlqLs() *cobra.Command {
 		Example: `  hookctl dlq ls
   hookctl dlq ls --subscription sub_01J… --since 6h
   hookctl dlq ls --type 'order.*' --reason attempts_exhausted --status 5xx --limit 20
-  hookctl dlq ls --since 2026-11-28T06:00:00Z --until 2026-11-28T12:00:00Z --json`,
+  hookctl dlq ls --since 2026-11-28T06:00:00Z --until 2026-11-28T12:00:00Z --json
+  HOOKLINE_API_TOKEN=… hookctl dlq ls --api --subscription sub_01J… --since 6h`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, args []string) error {
 			sel, err := f.selection(nil)
 			if err != nil {
 				return err
+			}
+			if viaAPI {
+				return a.dlqLsAPI(c.Context(), &f, asJSON)
 			}
 			_, st, err := a.store(c.Context())
 			if err != nil {
@@ -111,7 +120,90 @@ func (a *App) dlqLs() *cobra.Command {
 	}
 	f.register(c, 100, "show at most this many, the newest (0: all)")
 	c.Flags().BoolVar(&asJSON, "json", false, "print one JSON document {dead_letters: [DeadLetter…], matched: N}")
+	c.Flags().BoolVar(&viaAPI, "api", false, "read through the producer API (--api-url, HOOKLINE_API_TOKEN) instead of NATS: "+
+		"no NATS credentials needed, a tenant-bound token sees its tenant only; --json prints {dead_letters: [the API's items]}")
 	return c
+}
+
+// dlqLsAPI lists through GET /v1/dead-letters, newest first, following
+// next_cursor until --limit entries (0: all).
+func (a *App) dlqLsAPI(ctx context.Context, f *selectionFlags, asJSON bool) error {
+	if f.maxSeq > 0 {
+		return usageErr(errors.New("--max-seq is not a filter of the API: leave it out with --api"))
+	}
+	api, err := a.api()
+	if err != nil {
+		return err
+	}
+	q := url.Values{}
+	for k, v := range map[string]string{"tenant": f.tenant, "subscription_id": f.subscription, "type": strings.Join(f.types, ","),
+		"reason": strings.Join(f.reasons, ","), "status": f.status, "since": f.since.Absolute(), "until": f.until.Absolute()} {
+		if v != "" {
+			q.Set(k, v)
+		}
+	}
+	type item struct {
+		Seq            uint64     `json:"seq"`
+		DeadLetteredAt *time.Time `json:"dead_lettered_at"`
+		Tenant         string     `json:"tenant"`
+		SubscriptionID string     `json:"subscription_id"`
+		EventType      string     `json:"event_type"`
+		Reason         string     `json:"reason"`
+		LastStatus     int32      `json:"last_status"`
+		Attempts       uint32     `json:"attempts"`
+		EventID        string     `json:"event_id"`
+	}
+	var raws []json.RawMessage
+	var items []item
+	for {
+		page := 500
+		if f.limit > 0 {
+			page = min(page, f.limit-len(items))
+		}
+		q.Set("limit", strconv.Itoa(page))
+		data, err := api.Do(ctx, http.MethodGet, "/v1/dead-letters", q, nil)
+		if err != nil {
+			return err
+		}
+		var p struct {
+			DeadLetters []json.RawMessage `json:"dead_letters"`
+			NextCursor  string            `json:"next_cursor"`
+		}
+		if err := json.Unmarshal(data, &p); err != nil {
+			return fmt.Errorf("producer API: unexpected answer: %w", err)
+		}
+		for _, raw := range p.DeadLetters {
+			var it item
+			if err := json.Unmarshal(raw, &it); err != nil {
+				return fmt.Errorf("producer API: unexpected dead letter: %w", err)
+			}
+			raws, items = append(raws, raw), append(items, it)
+		}
+		if p.NextCursor == "" || (f.limit > 0 && len(items) >= f.limit) {
+			break
+		}
+		q.Set("cursor", p.NextCursor)
+	}
+	if asJSON {
+		if raws == nil {
+			raws = []json.RawMessage{}
+		}
+		return writeJSON(a.io.Out, map[string]any{"dead_letters": raws})
+	}
+	if len(items) == 0 {
+		fmt.Fprintln(a.io.Err, "no dead letters match")
+		return nil
+	}
+	tw := table(a.io.Out)
+	row(tw, "SEQ", "DEAD-LETTERED", "TENANT", "SUBSCRIPTION", "EVENT-TYPE", "REASON", "STATUS", "ATTEMPTS", "EVENT-ID")
+	for _, it := range items {
+		var at time.Time
+		if it.DeadLetteredAt != nil {
+			at = *it.DeadLetteredAt
+		}
+		row(tw, it.Seq, when(at), it.Tenant, it.SubscriptionID, it.EventType, it.Reason, status(it.LastStatus), it.Attempts, it.EventID)
+	}
+	return tw.Flush()
 }
 
 type countRow struct {

@@ -1,6 +1,6 @@
 // Package cli holds hookctl's command tree: the dead-letter commands (dlq
 // ls, stats, show, replay, purge), the attempt history, and the producer API
-// commands (subs, events).
+// commands (subs, events, replay jobs).
 package cli
 
 import (
@@ -80,8 +80,10 @@ func (a *App) rootCommand() *cobra.Command {
 		Long: `hookctl is the command line for people operating Hookline.
 
 Dead letters (NATS stream DEADLETTER): list, count, show, replay at a bounded
-rate, purge. Attempt history (stream ATTEMPTS). Subscriptions and event
-publishing through the producer API.
+rate, purge. Attempt history (stream ATTEMPTS). Subscriptions, their stats and
+event publishing through the producer API; server-side replay jobs (hookctl
+replay) and dead-letter listing (dlq ls --api) through it too, with an API
+token instead of NATS credentials.
 
 NATS connection: --nats-url or HOOKLINE_NATS_URL (default nats://127.0.0.1:4222),
 credentials with --creds / HOOKLINE_NATS_CREDS (or HOOKLINE_NATS_NKEY_SEED_FILE,
@@ -104,7 +106,7 @@ Exit codes: 0 ok (an empty selection included), 1 failure, 2 usage,
 	pf.DurationVar(&a.connectTimeout, "connect-timeout", 5*time.Second, "give up reaching NATS after this long")
 	pf.StringVar(&a.apiURL, "api-url", "", "producer API base URL (env HOOKLINE_API_URL, default http://localhost:8080)")
 
-	root.AddCommand(a.dlqCommand(), a.attemptsCommand(), a.subsCommand(), a.eventsCommand())
+	root.AddCommand(a.dlqCommand(), a.attemptsCommand(), a.subsCommand(), a.eventsCommand(), a.replayCommand())
 	group(root)
 	for _, c := range allCommands(root) {
 		c.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return err })

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -29,7 +30,7 @@ bearer token from HOOKLINE_API_TOKEN).`,
 	})
 	c.AddCommand(a.subsLs(), a.subsGet(), a.subsCreate(), a.subsUpdate(),
 		a.subsSetDisabled("enable", false), a.subsSetDisabled("disable", true),
-		a.subsDelete(), a.subsTest(), a.subsRotate())
+		a.subsDelete(), a.subsTest(), a.subsRotate(), a.subsStats())
 	return c
 }
 
@@ -75,6 +76,78 @@ func printRaw(w io.Writer, data []byte) error {
 	buf.WriteByte('\n')
 	_, err := w.Write(buf.Bytes())
 	return err
+}
+
+// subsStats prints GET /v1/subscriptions/{id}/stats.
+func (a *App) subsStats() *cobra.Command {
+	var (
+		window string
+		asJSON bool
+	)
+	c := &cobra.Command{
+		Use:     "stats ID",
+		Short:   "A subscription's attempts over a window: by outcome, success ratio, latency, last success and failure",
+		Example: "  hookctl subs stats sub_01J…\n  hookctl subs stats sub_01J… --window 24h --json",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			path, err := subPath(args[0])
+			if err != nil {
+				return err
+			}
+			switch window {
+			case "15m", "1h", "6h", "24h":
+			default:
+				return usageErr(fmt.Errorf("--window %q: want 15m, 1h, 6h or 24h", window))
+			}
+			data, err := a.call(c, http.MethodGet, path+"/stats", url.Values{"window": {window}}, nil)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printRaw(a.io.Out, data)
+			}
+			var st struct {
+				Attempts          int            `json:"attempts"`
+				Raw               map[string]int `json:"outcomes"`
+				SuccessRatio      *float64       `json:"success_ratio"`
+				P50               float64        `json:"latency_p50_seconds"`
+				P99               float64        `json:"latency_p99_seconds"`
+				LastSuccessAt     *time.Time     `json:"last_success_at"`
+				LastFailureAt     *time.Time     `json:"last_failure_at"`
+				LastFailureStatus *int32         `json:"last_failure_status"`
+				LastFailureError  string         `json:"last_failure_error"`
+				Complete          bool           `json:"complete"`
+				CoveredSince      time.Time      `json:"covered_since"`
+				Disabled          bool           `json:"disabled"`
+				DisabledReason    string         `json:"disabled_reason"`
+			}
+			if err := json.Unmarshal(data, &st); err != nil {
+				return fmt.Errorf("producer API: unexpected answer: %w", err)
+			}
+			w := a.io.Out
+			fmt.Fprintf(w, "last %s: %d attempts (%d success, %d retry, %d dead_letter, %d deferred)\n", window, st.Attempts,
+				st.Raw["success"], st.Raw["retry"], st.Raw["dead_letter"], st.Raw["deferred"])
+			if st.SuccessRatio != nil {
+				fmt.Fprintf(w, "success ratio %.1f%%, latency p50 %.3fs p99 %.3fs\n", *st.SuccessRatio*100, st.P50, st.P99)
+			}
+			if st.LastSuccessAt != nil {
+				fmt.Fprintf(w, "last success %s\n", when(*st.LastSuccessAt))
+			}
+			if st.LastFailureAt != nil && st.LastFailureStatus != nil {
+				fmt.Fprintf(w, "last failure %s: %s %s\n", when(*st.LastFailureAt), status(*st.LastFailureStatus), oneLine(st.LastFailureError, 120))
+			}
+			if st.Disabled {
+				fmt.Fprintf(w, "disabled (%s)\n", st.DisabledReason)
+			}
+			if !st.Complete {
+				fmt.Fprintf(a.io.Err, "the window holds more records than one answer reads: these figures cover %s onwards\n", when(st.CoveredSince))
+			}
+			return nil
+		},
+	}
+	c.Flags().StringVar(&window, "window", "1h", "15m, 1h, 6h or 24h")
+	c.Flags().BoolVar(&asJSON, "json", false, "print the API's JSON answer")
+	return c
 }
 
 func subPath(id string) (string, error) {

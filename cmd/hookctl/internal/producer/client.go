@@ -131,6 +131,13 @@ var ErrUnreachable = errors.New("producer API unreachable")
 // body of a 2xx. A non-2xx answer is returned as *Problem (synthesised when
 // the body is not problem+json); a transport error wraps ErrUnreachable.
 func (c *Client) Do(ctx context.Context, method, path string, query url.Values, body []byte) ([]byte, error) {
+	data, _, err := c.DoHeader(ctx, method, path, query, body, nil)
+	return data, err
+}
+
+// DoHeader is Do with request headers added (e.g. Idempotency-Key), and
+// the answer's headers returned with a 2xx body.
+func (c *Client) DoHeader(ctx context.Context, method, path string, query url.Values, body []byte, hdr http.Header) ([]byte, http.Header, error) {
 	u := c.BaseURL.JoinPath(path)
 	u.RawQuery = query.Encode()
 	var rd io.Reader
@@ -139,12 +146,17 @@ func (c *Client) Do(ctx context.Context, method, path string, query url.Values, 
 	}
 	req, err := http.NewRequestWithContext(ctx, method, u.String(), rd)
 	if err != nil {
-		return nil, fmt.Errorf("build request %s %s: %w", method, path, err)
+		return nil, nil, fmt.Errorf("build request %s %s: %w", method, path, err)
 	}
 	req.Header.Set("Accept", "application/json, application/problem+json")
 	req.Header.Set("User-Agent", "hookctl")
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
+	}
+	for k, vs := range hdr {
+		for _, v := range vs {
+			req.Header.Add(k, v)
+		}
 	}
 	if c.Token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.Token)
@@ -155,15 +167,15 @@ func (c *Client) Do(ctx context.Context, method, path string, query url.Values, 
 		if errors.As(err, &ue) {
 			err = ue.Err // the URL is printed once, redacted, below
 		}
-		return nil, fmt.Errorf("%w at %s (check --api-url / HOOKLINE_API_URL and that the producer is running): %v", ErrUnreachable, Redact(c.BaseURL.String()), err)
+		return nil, nil, fmt.Errorf("%w at %s (check --api-url / HOOKLINE_API_URL and that the producer is running): %v", ErrUnreachable, Redact(c.BaseURL.String()), err)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
 	if err != nil {
-		return nil, fmt.Errorf("read answer of %s %s: %w", method, path, err)
+		return nil, nil, fmt.Errorf("read answer of %s %s: %w", method, path, err)
 	}
 	if resp.StatusCode/100 == 2 {
-		return data, nil
+		return data, resp.Header, nil
 	}
 	p := &Problem{}
 	if json.Unmarshal(data, p) != nil || (p.Detail == "" && p.Title == "") {
@@ -175,7 +187,7 @@ func (c *Client) Do(ctx context.Context, method, path string, query url.Values, 
 	if p.Status == 0 {
 		p.Status = resp.StatusCode
 	}
-	return nil, p
+	return nil, nil, p
 }
 
 // Redact hides the password of a URL's userinfo (and tolerates a string

@@ -31,6 +31,9 @@ type Publisher interface {
 // Registry manages subscriptions.
 type Registry interface {
 	Create(ctx context.Context, req *hooklinev1.CreateSubscriptionRequest) (*hooklinev1.Subscription, error)
+	// CreateAs creates a subscription with the id given (an existing one
+	// of that id is returned, its secret revealed).
+	CreateAs(ctx context.Context, id string, req *hooklinev1.CreateSubscriptionRequest) (*hooklinev1.Subscription, error)
 	Get(ctx context.Context, id string) (*hooklinev1.Subscription, error)
 	// ListPage returns up to limit subscriptions of tenant with ids after
 	// after, in id order, and the id the next page resumes after ("" on
@@ -81,6 +84,9 @@ type Deps struct {
 	// authentication (nil: no portal).
 	PortalSessions PortalSessions
 	Portal         func(v1 http.Handler) http.Handler
+	// Idempotency remembers Idempotency-Key requests (nil: a request
+	// with the header answers 503).
+	Idempotency Idempotency
 }
 
 // API serves the producer's HTTP endpoints.
@@ -102,6 +108,7 @@ type API struct {
 	replays   Replays
 	health    HealthReader
 	portal    PortalSessions
+	idem      Idempotency
 
 	handler   http.Handler
 	allow     map[string][]string // path → methods routed, for 405 answers
@@ -117,6 +124,7 @@ func New(d Deps) *API {
 		allow: map[string][]string{}, urlPolicy: d.URLPolicy,
 		jetstream: d.JS, matching: d.Matching, replays: d.Replays,
 		health: d.Health, portal: d.PortalSessions,
+		idem: d.Idempotency,
 	}
 	if a.maxInFlight == 0 {
 		a.maxInFlight = 256
@@ -136,6 +144,7 @@ func New(d Deps) *API {
 	a.route(v1, "POST /v1/subscriptions/{id}/test", a.testSubscription)
 	a.route(v1, "GET /v1/subscriptions/{id}/attempts", a.listAttempts)
 	a.route(v1, "GET /v1/subscriptions/{id}/health", a.subscriptionHealth)
+	a.route(v1, "GET /v1/subscriptions/{id}/stats", a.subscriptionStats)
 	a.route(v1, "GET /v1/events", a.listEvents)
 	// Not a method pattern: "GET /v1/events/{id}" would conflict with the
 	// 405 fallback of /v1/events/batch (which is more specific than this).

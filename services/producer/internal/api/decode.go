@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -32,6 +33,23 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, limit int64, v any) *Pro
 		return invalid("the body must hold a single JSON object")
 	}
 	return nil
+}
+
+// decodeJSONKeeping is decodeJSON that also returns the bytes read when
+// keep is set (an Idempotency-Key request fingerprints its body).
+func decodeJSONKeeping(w http.ResponseWriter, r *http.Request, limit int64, v any, keep bool) ([]byte, *Problem) {
+	if !keep {
+		return nil, decodeJSON(w, r, limit, v)
+	}
+	var buf bytes.Buffer
+	r.Body = teeBody{Reader: io.TeeReader(r.Body, &buf), Closer: r.Body}
+	p := decodeJSON(w, r, limit, v)
+	return buf.Bytes(), p
+}
+
+type teeBody struct {
+	io.Reader
+	io.Closer
 }
 
 func tooLarge(err error, limit int64) *Problem {

@@ -54,7 +54,7 @@ func (a *API) event(f *fields, req eventRequest, now time.Time) publish.Event {
 	}
 	ev := publish.Event{ID: req.ID, Tenant: req.Tenant, Type: req.Type, Data: req.Data, OccurredAt: now}
 	if req.ID == "" {
-		ev.ID = publish.NewEventID()
+		ev.ID, ev.Generated = publish.NewEventID(), true
 	} else {
 		f.add("id", validateEventID(req.ID))
 	}
@@ -72,8 +72,14 @@ func (a *API) event(f *fields, req eventRequest, now time.Time) publish.Event {
 
 // publishEvent handles POST /v1/events.
 func (a *API) publishEvent(w http.ResponseWriter, r *http.Request) {
+	key, p := idempotencyKey(r)
+	if p != nil {
+		writeProblem(w, p)
+		return
+	}
 	var req eventRequest
-	if p := decodeJSON(w, r, a.maxEventBytes, &req); p != nil {
+	raw, p := decodeJSONKeeping(w, r, a.maxEventBytes, &req, key != "")
+	if p != nil {
 		writeProblem(w, p)
 		return
 	}
@@ -91,22 +97,31 @@ func (a *API) publishEvent(w http.ResponseWriter, r *http.Request) {
 			fmt.Sprintf("data is larger than the event stream accepts (%d bytes: the NATS server's max_payload less room for delivery headers)", max)))
 		return
 	}
-	res, err := a.pub.Publish(r.Context(), ev)
-	if err != nil {
-		a.log.Warn("event not accepted", zap.String("event_id", ev.ID), zap.String("event_type", ev.Type), zap.Error(err))
-		p := unavailable("the event was not accepted: the event stream is unavailable; retry with the same id")
-		p.IDs = []string{ev.ID}
-		writeProblem(w, p)
-		return
-	}
-	writeJSON(w, http.StatusAccepted, res)
+	a.idempotent(w, r, idempotentRequest{key: key, scope: ev.Tenant, body: raw, ids: []string{ev.ID}}, func(w http.ResponseWriter, ids []string) {
+		ev.ID = ids[0]
+		res, err := a.pub.Publish(r.Context(), ev)
+		if err != nil {
+			a.log.Warn("event not accepted", zap.String("event_id", ev.ID), zap.String("event_type", ev.Type), zap.Error(err))
+			p := unavailable("the event was not accepted: the event stream is unavailable; retry with the same id")
+			p.IDs = []string{ev.ID}
+			writeProblem(w, p)
+			return
+		}
+		writeJSON(w, http.StatusAccepted, res)
+	})
 }
 
 // publishBatch handles POST /v1/events/batch: all valid or nothing is
 // published; all acknowledged or 503 (a retry is safe: ids deduplicate).
 func (a *API) publishBatch(w http.ResponseWriter, r *http.Request) {
+	key, p := idempotencyKey(r)
+	if p != nil {
+		writeProblem(w, p)
+		return
+	}
 	var req batchRequest
-	if p := decodeJSON(w, r, a.maxBatchBytes, &req); p != nil {
+	raw, p := decodeJSONKeeping(w, r, a.maxBatchBytes, &req, key != "")
+	if p != nil {
 		writeProblem(w, p)
 		return
 	}
@@ -141,16 +156,29 @@ func (a *API) publishBatch(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	results, err := a.pub.PublishBatch(r.Context(), evs)
-	if err != nil {
-		a.log.Warn("event batch not fully accepted", zap.Int("events", len(evs)), zap.Error(err))
-		p := unavailable("not every event of the batch was acknowledged; " +
-			"retry the same batch with the ids listed: events already stored are deduplicated")
-		for _, ev := range evs {
-			p.IDs = append(p.IDs, ev.ID)
+	ids := make([]string, len(evs))
+	scope := evs[0].Tenant
+	for i, ev := range evs {
+		ids[i] = ev.ID
+		if ev.Tenant != scope {
+			scope = stream.MultiTenantScope
 		}
-		writeProblem(w, p)
-		return
 	}
-	writeJSON(w, http.StatusAccepted, batchResponse{Events: results})
+	a.idempotent(w, r, idempotentRequest{key: key, scope: scope, body: raw, ids: ids}, func(w http.ResponseWriter, ids []string) {
+		for i := range evs {
+			evs[i].ID = ids[i]
+		}
+		results, err := a.pub.PublishBatch(r.Context(), evs)
+		if err != nil {
+			a.log.Warn("event batch not fully accepted", zap.Int("events", len(evs)), zap.Error(err))
+			p := unavailable("not every event of the batch was acknowledged; " +
+				"retry the same batch with the ids listed: events already stored are deduplicated")
+			for _, ev := range evs {
+				p.IDs = append(p.IDs, ev.ID)
+			}
+			writeProblem(w, p)
+			return
+		}
+		writeJSON(w, http.StatusAccepted, batchResponse{Events: results})
+	})
 }

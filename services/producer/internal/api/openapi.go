@@ -8,6 +8,7 @@ import (
 	"sync"
 
 	"github.com/hookline/hookline/pkg/deliverystate"
+	"github.com/hookline/hookline/pkg/endpointhealth"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
 	"github.com/hookline/hookline/services/producer/internal/publish"
 	"github.com/hookline/hookline/services/producer/internal/replayjob"
@@ -60,6 +61,11 @@ var (
 		{name: "since", in: "query", doc: "RFC 3339; inclusive", schema: map[string]any{"type": "string", "format": "date-time"}},
 		{name: "until", in: "query", doc: "RFC 3339; exclusive", schema: map[string]any{"type": "string", "format": "date-time"}},
 	}
+	// idemParam: see idempotent.
+	idemParam = param{name: HeaderIdempotencyKey, in: "header", doc: "1–255 printable ASCII characters: a retry with the same key and body " +
+		"within HOOKLINE_IDEMPOTENCY_WINDOW (24h) gets the first success again (Idempotent-Replayed: true); the key is scoped to the tenant acted on; " +
+		"another body is a 422, a first request still running a 409",
+		schema: map[string]any{"type": "string", "minLength": 1, "maxLength": 255}}
 	statusParam = q("status", "last HTTP status: 503, 429,503, a class 5xx, or 0 (no answer)")
 	typeParam   = q("type", "event type filters, comma-separated, NATS tokens: order.created, order.*, invoice.>")
 )
@@ -74,15 +80,15 @@ func with(ps ...[]param) []param {
 
 // endpoints is every route of the API.
 var endpoints = []endpoint{
-	{method: "POST", path: "/v1/events", summary: "Publish an event", scope: "publish", body: eventRequest{}, status: 202, response: publish.Result{}},
-	{method: "POST", path: "/v1/events/batch", summary: "Publish up to 500 events, all or nothing", scope: "publish", body: batchRequest{}, status: 202, response: batchResponse{}},
+	{method: "POST", path: "/v1/events", summary: "Publish an event", scope: "publish", params: []param{idemParam}, body: eventRequest{}, status: 202, response: publish.Result{}},
+	{method: "POST", path: "/v1/events/batch", summary: "Publish up to 500 events, all or nothing", scope: "publish", params: []param{idemParam}, body: batchRequest{}, status: 202, response: batchResponse{}},
 	{method: "GET", path: "/v1/events", summary: "List events (EVENTS), newest first", scope: "admin",
 		params: with([]param{q("tenant", "tenant (a tenant-bound token: its own)"), typeParam}, timeParams, listParams), status: 200, response: EventPage{}},
 	{method: "GET", path: "/v1/events/{id}", summary: "An event with its data and the subscriptions it matches", scope: "admin",
 		params: []param{path("id", "event id"), q("tenant", "tenant of the event (required for a token not bound to one)")}, status: 200, response: Event{}},
 	{method: "GET", path: "/v1/events/{id}/deliveries", summary: "Per subscription: pending, delivered, retrying or dead_lettered, attempts, last status and time", scope: "admin",
 		params: []param{path("id", "event id"), q("tenant", "tenant of the event (required for a token not bound to one)")}, status: 200, response: EventDeliveries{}},
-	{method: "POST", path: "/v1/subscriptions", summary: "Create a subscription (the secret is shown only here)", scope: "admin", body: createRequest{}, status: 201, response: hooklinev1.Subscription{}},
+	{method: "POST", path: "/v1/subscriptions", summary: "Create a subscription (the secret is shown only here)", scope: "admin", params: []param{idemParam}, body: createRequest{}, status: 201, response: hooklinev1.Subscription{}},
 	{method: "GET", path: "/v1/subscriptions", summary: "List a tenant's subscriptions", scope: "admin",
 		params: []param{{name: "tenant", in: "query", required: true, doc: "tenant", schema: str("tenant")}, listParams[0], listParams[1]}, status: 200, response: subscriptionPage{}},
 	{method: "GET", path: "/v1/subscriptions/{id}", summary: "A subscription", scope: "admin", params: []param{path("id", "subscription id")}, status: 200, response: hooklinev1.Subscription{}},
@@ -101,13 +107,16 @@ var endpoints = []endpoint{
 		params: []param{path("tenant", "tenant")}, status: 204},
 	{method: "DELETE", path: "/v1/tenants/{tenant}/portal-sessions/{id}", summary: "Revoke one portal session", scope: "admin",
 		params: []param{path("tenant", "tenant"), path("id", "session id (ps_…)")}, status: 204},
+	{method: "GET", path: "/v1/subscriptions/{id}/stats", summary: "A subscription's attempts over a window: counts by outcome, success ratio, p50/p99 latency, last success and failure", scope: "admin",
+		params: []param{path("id", "subscription id"), {name: "window", in: "query", doc: "15m, 1h (default), 6h or 24h", schema: map[string]any{"type": "string", "enum": []string{"15m", "1h", "6h", "24h"}}}},
+		status: 200, response: SubscriptionStats{}},
 	{method: "GET", path: "/v1/dead-letters", summary: "List dead letters (DEADLETTER), newest first", scope: "admin",
 		params: with([]param{q("subscription_id", "subscription id"), q("tenant", "tenant (a tenant-bound token: its own)"), typeParam,
 			q("reason", "dead-letter reasons, comma-separated"), statusParam}, timeParams, listParams), status: 200, response: DeadLetterPage{}},
 	{method: "GET", path: "/v1/dead-letters/{seq}", summary: "A dead letter with its data", scope: "admin", params: []param{path("seq", "DEADLETTER sequence")}, status: 200, response: DeadLetter{}},
 	{method: "DELETE", path: "/v1/dead-letters/{seq}", summary: "Purge a dead letter", scope: "admin", params: []param{path("seq", "DEADLETTER sequence")}, status: 204},
 	{method: "POST", path: "/v1/replays", summary: "Start a replay job over dead letters (dry_run: count and sample only; answers 200 then)", scope: "admin",
-		body: createReplay{}, status: 202, response: ReplayJob{}, alt: map[int]any{200: ReplayDryRun{}}},
+		params: []param{idemParam}, body: createReplay{}, status: 202, response: ReplayJob{}, alt: map[int]any{200: ReplayDryRun{}}},
 	{method: "GET", path: "/v1/replays/{id}", summary: "A replay job's state and progress", scope: "admin", params: []param{path("id", "job id")}, status: 200, response: ReplayJob{}},
 	{method: "DELETE", path: "/v1/replays/{id}", summary: "Cancel a running replay job (it stops before its next entry)", scope: "admin", params: []param{path("id", "job id")}, status: 200, response: ReplayJob{}},
 	{method: "GET", path: "/livez", summary: "Liveness", status: 200, text: true},
@@ -143,18 +152,19 @@ func buildOpenAPI(eps []endpoint) map[string]any {
 	s := &schemas{
 		components: map[string]any{},
 		names: map[reflect.Type]string{
-			reflect.TypeFor[eventRequest]():        "PublishEventRequest",
-			reflect.TypeFor[batchRequest]():        "PublishBatchRequest",
-			reflect.TypeFor[batchResponse]():       "PublishBatchResponse",
-			reflect.TypeFor[publish.Result]():      "PublishResult",
-			reflect.TypeFor[createRequest]():       "CreateSubscriptionRequest",
-			reflect.TypeFor[updateRequest]():       "UpdateSubscriptionRequest",
-			reflect.TypeFor[testResponse]():        "TestSubscriptionResponse",
-			reflect.TypeFor[subscriptionPage]():    "SubscriptionPage",
-			reflect.TypeFor[createReplay]():        "CreateReplayRequest",
-			reflect.TypeFor[replayjob.Filter]():    "ReplayFilter",
-			reflect.TypeFor[deliverystate.State](): "DeliveryState",
-			reflect.TypeFor[createPortalSession](): "CreatePortalSessionRequest",
+			reflect.TypeFor[eventRequest]():         "PublishEventRequest",
+			reflect.TypeFor[batchRequest]():         "PublishBatchRequest",
+			reflect.TypeFor[batchResponse]():        "PublishBatchResponse",
+			reflect.TypeFor[publish.Result]():       "PublishResult",
+			reflect.TypeFor[createRequest]():        "CreateSubscriptionRequest",
+			reflect.TypeFor[updateRequest]():        "UpdateSubscriptionRequest",
+			reflect.TypeFor[testResponse]():         "TestSubscriptionResponse",
+			reflect.TypeFor[subscriptionPage]():     "SubscriptionPage",
+			reflect.TypeFor[createReplay]():         "CreateReplayRequest",
+			reflect.TypeFor[replayjob.Filter]():     "ReplayFilter",
+			reflect.TypeFor[deliverystate.State]():  "DeliveryState",
+			reflect.TypeFor[endpointhealth.State](): "EndpointHealth",
+			reflect.TypeFor[createPortalSession]():  "CreatePortalSessionRequest",
 		},
 		omit: map[string]map[string]bool{"Subscription": {"keys": true, "sealed_url": true}},
 		optional: map[string]map[string]bool{
@@ -196,10 +206,24 @@ func buildOpenAPI(eps []endpoint) map[string]any {
 		case ep.response != nil:
 			ok["content"] = map[string]any{"application/json": map[string]any{"schema": s.of(reflect.TypeOf(ep.response))}}
 		}
+		var headers map[string]any
+		for _, p := range ep.params {
+			if p.name == HeaderIdempotencyKey {
+				headers = map[string]any{HeaderReplayed: map[string]any{"description": "true: the stored answer of an earlier request with the same Idempotency-Key",
+					"schema": map[string]any{"type": "string", "enum": []string{"true"}}}}
+			}
+		}
+		if headers != nil {
+			ok["headers"] = headers
+		}
 		responses := map[string]any{itoa(ep.status): ok}
 		for st, typ := range ep.alt {
-			responses[itoa(st)] = map[string]any{"description": http.StatusText(st),
+			alt := map[string]any{"description": http.StatusText(st),
 				"content": map[string]any{"application/json": map[string]any{"schema": s.of(reflect.TypeOf(typ))}}}
+			if headers != nil {
+				alt["headers"] = headers
+			}
+			responses[itoa(st)] = alt
 		}
 		if !ep.text {
 			responses["default"] = map[string]any{"description": "an RFC 9457 problem: 400 bad query or body, 401 no or unknown token, 403 wrong scope or tenant, 404 unknown id, 405 wrong method, 409 conflict, 413 too large, 415 not JSON, 422 invalid fields, 503 NATS unavailable (Retry-After)",

@@ -15,11 +15,17 @@ const (
 	TypeNotFound         = "urn:hookline:problem:not-found"          // 404
 	TypeMethodNotAllowed = "urn:hookline:problem:method-not-allowed" // 405
 	TypeConflict         = "urn:hookline:problem:conflict"           // 409
-	TypeTooLarge         = "urn:hookline:problem:content-too-large"  // 413
-	TypeUnsupportedMedia = "urn:hookline:problem:unsupported-media"  // 415
-	TypeValidation       = "urn:hookline:problem:validation"         // 422
-	TypeInternal         = "urn:hookline:problem:internal"           // 500
-	TypeUnavailable      = "urn:hookline:problem:unavailable"        // 503
+	// TypeIdempotencyInProgress: the first request with the same
+	// Idempotency-Key is still running (409, Retry-After).
+	TypeIdempotencyInProgress = "urn:hookline:problem:idempotency-in-progress"
+	// TypeIdempotencyMismatch: the Idempotency-Key was used for another
+	// request (422).
+	TypeIdempotencyMismatch = "urn:hookline:problem:idempotency-key-reused"
+	TypeTooLarge            = "urn:hookline:problem:content-too-large" // 413
+	TypeUnsupportedMedia    = "urn:hookline:problem:unsupported-media" // 415
+	TypeValidation          = "urn:hookline:problem:validation"        // 422
+	TypeInternal            = "urn:hookline:problem:internal"          // 500
+	TypeUnavailable         = "urn:hookline:problem:unavailable"       // 503
 )
 
 // Problem is an RFC 9457 problem details object.

@@ -21,9 +21,10 @@ import (
 
 // Replays runs replay jobs (replayjob.Manager).
 type Replays interface {
-	Create(ctx context.Context, owner string, f replayjob.Filter, rate float64) (replayjob.Job, error)
+	// Create and CreateEvents store job id (an existing id is returned).
+	Create(ctx context.Context, id, owner string, f replayjob.Filter, rate float64) (replayjob.Job, error)
 	DryRun(ctx context.Context, f replayjob.Filter, n int) (int, []deadletter.Entry, error)
-	CreateEvents(ctx context.Context, owner string, f replayjob.Filter, mode string, rate float64) (replayjob.Job, error)
+	CreateEvents(ctx context.Context, id, owner string, f replayjob.Filter, mode string, rate float64) (replayjob.Job, error)
 	DryRunEvents(ctx context.Context, f replayjob.Filter, mode string, n int) (int, []eventlog.Event, error)
 	Get(ctx context.Context, id string) (replayjob.Job, uint64, error)
 	Cancel(ctx context.Context, id string) (replayjob.Job, error)
@@ -102,11 +103,18 @@ func ReplaySelection(f replayjob.Filter) (deadletter.Selection, error) {
 const replaySample = 10
 
 func (a *API) createReplay(w http.ResponseWriter, r *http.Request) {
-	var req createReplay
-	if p := decodeJSON(w, r, maxControlBody, &req); p != nil {
+	key, p := idempotencyKey(r)
+	if p != nil {
 		writeProblem(w, p)
 		return
 	}
+	var req createReplay
+	raw, p := decodeJSONKeeping(w, r, maxControlBody, &req, key != "")
+	if p != nil {
+		writeProblem(w, p)
+		return
+	}
+	ir := idempotentRequest{key: key, body: raw, ids: []string{replayjob.NewJobID()}}
 	var f fields
 	switch req.Source {
 	case replayjob.SourceDeadLetters, replayjob.SourceEvents:
@@ -119,7 +127,7 @@ func (a *API) createReplay(w http.ResponseWriter, r *http.Request) {
 		f.add("rate", errors.New("must be from 0 (no pacing) to 10000 entries per second"))
 	}
 	if req.Source == replayjob.SourceEvents {
-		a.createBackfill(w, r, req, &f)
+		a.createBackfill(w, r, req, &f, ir)
 		return
 	}
 	if req.Mode != "" {
@@ -153,28 +161,34 @@ func (a *API) createReplay(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, unavailable("replay jobs are not available on this producer"))
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), readTimeout)
-	defer cancel()
-	if req.DryRun {
-		n, sample, err := a.replays.DryRun(ctx, filter, replaySample)
+	ir.scope = filter.Tenant
+	if ir.scope == "" {
+		ir.scope = stream.MultiTenantScope // an unbound token's job over every tenant
+	}
+	a.idempotent(w, r, ir, func(w http.ResponseWriter, ids []string) {
+		ctx, cancel := context.WithTimeout(r.Context(), readTimeout)
+		defer cancel()
+		if req.DryRun {
+			n, sample, err := a.replays.DryRun(ctx, filter, replaySample)
+			if err != nil {
+				a.replayError(w, "", err)
+				return
+			}
+			out := ReplayDryRun{DryRun: true, Count: n, Sample: make([]DeadLetter, 0, len(sample))}
+			for _, e := range sample {
+				out.Sample = append(out.Sample, renderDeadLetter(e))
+			}
+			writeJSON(w, http.StatusOK, out)
+			return
+		}
+		j, err := a.replays.Create(ctx, ids[0], filter.Tenant, filter, req.Rate)
 		if err != nil {
 			a.replayError(w, "", err)
 			return
 		}
-		out := ReplayDryRun{DryRun: true, Count: n, Sample: make([]DeadLetter, 0, len(sample))}
-		for _, e := range sample {
-			out.Sample = append(out.Sample, renderDeadLetter(e))
-		}
-		writeJSON(w, http.StatusOK, out)
-		return
-	}
-	j, err := a.replays.Create(ctx, filter.Tenant, filter, req.Rate)
-	if err != nil {
-		a.replayError(w, "", err)
-		return
-	}
-	w.Header().Set("Location", "/v1/replays/"+url.PathEscape(j.ID))
-	writeJSON(w, http.StatusAccepted, renderJob(j))
+		w.Header().Set("Location", "/v1/replays/"+url.PathEscape(j.ID))
+		writeJSON(w, http.StatusAccepted, renderJob(j))
+	})
 }
 
 // job reads the {id} job; another tenant's is not found.
@@ -232,7 +246,7 @@ func (a *API) replayError(w http.ResponseWriter, id string, err error) {
 
 // createBackfill starts (or dry-runs) a job of source events: the
 // subscription's own tenant and event types select the events.
-func (a *API) createBackfill(w http.ResponseWriter, r *http.Request, req createReplay, f *fields) {
+func (a *API) createBackfill(w http.ResponseWriter, r *http.Request, req createReplay, f *fields, ir idempotentRequest) {
 	mode := req.Mode
 	switch mode {
 	case "":
@@ -310,26 +324,29 @@ func (a *API) createBackfill(w http.ResponseWriter, r *http.Request, req createR
 		writeProblem(w, unavailable("replay jobs are not available on this producer"))
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), readTimeout)
-	defer cancel()
-	if req.DryRun {
-		n, sample, err := a.replays.DryRunEvents(ctx, filter, mode, replaySample)
+	ir.scope = sub.GetTenant()
+	a.idempotent(w, r, ir, func(w http.ResponseWriter, ids []string) {
+		ctx, cancel := context.WithTimeout(r.Context(), readTimeout)
+		defer cancel()
+		if req.DryRun {
+			n, sample, err := a.replays.DryRunEvents(ctx, filter, mode, replaySample)
+			if err != nil {
+				a.replayError(w, "", err)
+				return
+			}
+			out := ReplayDryRun{DryRun: true, Count: n, Events: make([]Event, 0, len(sample))}
+			for _, e := range sample {
+				out.Events = append(out.Events, renderEvent(e))
+			}
+			writeJSON(w, http.StatusOK, out)
+			return
+		}
+		j, err := a.replays.CreateEvents(ctx, ids[0], sub.GetTenant(), filter, mode, req.Rate)
 		if err != nil {
 			a.replayError(w, "", err)
 			return
 		}
-		out := ReplayDryRun{DryRun: true, Count: n, Events: make([]Event, 0, len(sample))}
-		for _, e := range sample {
-			out.Events = append(out.Events, renderEvent(e))
-		}
-		writeJSON(w, http.StatusOK, out)
-		return
-	}
-	j, err := a.replays.CreateEvents(ctx, sub.GetTenant(), filter, mode, req.Rate)
-	if err != nil {
-		a.replayError(w, "", err)
-		return
-	}
-	w.Header().Set("Location", "/v1/replays/"+url.PathEscape(j.ID))
-	writeJSON(w, http.StatusAccepted, renderJob(j))
+		w.Header().Set("Location", "/v1/replays/"+url.PathEscape(j.ID))
+		writeJSON(w, http.StatusAccepted, renderJob(j))
+	})
 }

@@ -52,8 +52,14 @@ type updateRequest struct {
 }
 
 func (a *API) createSubscription(w http.ResponseWriter, r *http.Request) {
+	key, p := idempotencyKey(r)
+	if p != nil {
+		writeProblem(w, p)
+		return
+	}
 	var req createRequest
-	if p := decodeJSON(w, r, maxControlBody, &req); p != nil {
+	raw, p := decodeJSONKeeping(w, r, maxControlBody, &req, key != "")
+	if p != nil {
 		writeProblem(w, p)
 		return
 	}
@@ -77,19 +83,22 @@ func (a *API) createSubscription(w http.ResponseWriter, r *http.Request) {
 	if forbidTenant(w, r, req.Tenant) || forbidLimited(w, r, "create subscriptions") {
 		return
 	}
-	sub, err := a.reg.Create(r.Context(), &hooklinev1.CreateSubscriptionRequest{
-		Tenant: req.Tenant, Url: req.URL, EventTypes: req.EventTypes, Description: req.Description,
-		MaxInFlight: req.MaxInFlight, RateLimitPerSecond: req.RateLimitPerSecond,
-		RateLimitBurst: req.RateLimitBurst, Ordered: req.Ordered, SignatureScheme: req.SignatureScheme,
-		PayloadFormat: req.PayloadFormat, Headers: req.Headers,
+	ir := idempotentRequest{key: key, scope: req.Tenant, body: raw, ids: []string{registry.NewSubscriptionID()}}
+	a.idempotent(w, r, ir, func(w http.ResponseWriter, ids []string) {
+		sub, err := a.reg.CreateAs(r.Context(), ids[0], &hooklinev1.CreateSubscriptionRequest{
+			Tenant: req.Tenant, Url: req.URL, EventTypes: req.EventTypes, Description: req.Description,
+			MaxInFlight: req.MaxInFlight, RateLimitPerSecond: req.RateLimitPerSecond,
+			RateLimitBurst: req.RateLimitBurst, Ordered: req.Ordered, SignatureScheme: req.SignatureScheme,
+			PayloadFormat: req.PayloadFormat, Headers: req.Headers,
+		})
+		if err != nil {
+			a.registryError(w, "", err)
+			return
+		}
+		a.log.Info("subscription created", zap.String("subscription_id", sub.GetId()), zap.String("tenant", sub.GetTenant()))
+		w.Header().Set("Location", "/v1/subscriptions/"+sub.GetId())
+		a.writeSubscription(w, http.StatusCreated, sub)
 	})
-	if err != nil {
-		a.registryError(w, "", err)
-		return
-	}
-	a.log.Info("subscription created", zap.String("subscription_id", sub.GetId()), zap.String("tenant", sub.GetTenant()))
-	w.Header().Set("Location", "/v1/subscriptions/"+sub.GetId())
-	a.writeSubscription(w, http.StatusCreated, sub)
 }
 
 func (a *API) listSubscriptions(w http.ResponseWriter, r *http.Request) {

@@ -69,6 +69,7 @@ func TestValidateNamesTheVariable(t *testing.T) {
 		{name: "negative max age", env: map[string]string{"HOOKLINE_DEAD_LETTER_MAX_AGE": "-1h"}, want: "HOOKLINE_DEAD_LETTER_MAX_AGE"},
 		{name: "attempts max age", env: map[string]string{"HOOKLINE_ATTEMPTS_MAX_AGE": "0s"}, want: "HOOKLINE_ATTEMPTS_MAX_AGE"},
 		{name: "duplicate window longer than events", env: map[string]string{"HOOKLINE_DUPLICATE_WINDOW": "200h"}, want: "HOOKLINE_DUPLICATE_WINDOW"},
+		{name: "idempotency window too short", env: map[string]string{"HOOKLINE_IDEMPOTENCY_WINDOW": "30s"}, want: "HOOKLINE_IDEMPOTENCY_WINDOW"},
 		{name: "event bytes zero", env: map[string]string{"HOOKLINE_MAX_EVENT_BYTES": "0"}, want: "HOOKLINE_MAX_EVENT_BYTES"},
 		{name: "batch zero", env: map[string]string{"HOOKLINE_MAX_BATCH": "0"}, want: "HOOKLINE_MAX_BATCH"},
 		{name: "batch bytes below event bytes", env: map[string]string{"HOOKLINE_MAX_BATCH_BYTES": "100"}, want: "HOOKLINE_MAX_BATCH_BYTES"},

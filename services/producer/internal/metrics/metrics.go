@@ -17,6 +17,12 @@ const (
 	ResultFailed    = "failed"    // not acknowledged: the client was told 503
 )
 
+// Ops of hookline_event_id_mark_errors_total.
+const (
+	MarkLookup = "lookup"
+	MarkWrite  = "write"
+)
+
 // Metrics is every collector of the producer, on its own registry.
 type Metrics struct {
 	Registry *prometheus.Registry
@@ -24,6 +30,9 @@ type Metrics struct {
 	HTTPRequests    *prometheus.CounterVec
 	HTTPDuration    *prometheus.HistogramVec
 	EventsPublished *prometheus.CounterVec
+	// EventIDMarkErrors counts failed lookups and writes of the marks
+	// that keep an event id a duplicate beyond the duplicate window.
+	EventIDMarkErrors *prometheus.CounterVec
 }
 
 // New registers the collectors (and the Go and process collectors).
@@ -44,10 +53,17 @@ func New() *Metrics {
 			Help: "Events published to the EVENTS stream, by result (accepted, duplicate, failed).",
 		}, []string{"result"}),
 	}
-	m.Registry.MustRegister(m.HTTPRequests, m.HTTPDuration, m.EventsPublished,
+	m.EventIDMarkErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "hookline_event_id_mark_errors_total",
+		Help: "Failed lookups and writes of the marks that keep an event id a duplicate beyond the duplicate window, by op (lookup, write); the duplicate window still deduplicates those ids.",
+	}, []string{"op"})
+	m.Registry.MustRegister(m.HTTPRequests, m.HTTPDuration, m.EventsPublished, m.EventIDMarkErrors,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, r := range []string{ResultAccepted, ResultDuplicate, ResultFailed} {
 		m.EventsPublished.WithLabelValues(r)
+	}
+	for _, op := range []string{MarkLookup, MarkWrite} {
+		m.EventIDMarkErrors.WithLabelValues(op)
 	}
 	return m
 }

@@ -8,6 +8,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -48,6 +51,9 @@ type Event struct {
 	Data       []byte
 	// OrderingKey is sent as Hookline-Ordering-Key ("" for none).
 	OrderingKey string
+	// Generated: the producer made the id up for this request, so it
+	// cannot have been stored before (no lookup of its mark).
+	Generated bool
 }
 
 // Result is the outcome of an acknowledged publish.
@@ -62,20 +68,25 @@ type Publisher struct {
 	js        jetstream.JetStream
 	timeout   time.Duration
 	published *prometheus.CounterVec
+	markErrs  *prometheus.CounterVec
 	stallWait time.Duration // how long an async publish waits for room
 	stalls    atomic.Int64  // async publishes retried for want of room
-	// group stores events published together as one atomic batch while
-	// Run runs (groupRunning); nil: group commit off.
-	group        *groupcommit.Publisher
+	// ids is the bucket of stored event ids (nil until BindIDs).
+	ids atomic.Pointer[jetstream.KeyValue]
+	// group stores events published together as one atomic batch, and
+	// marks the marks of their ids, while Run runs (groupRunning); nil:
+	// group commit off.
+	group, marks *groupcommit.Publisher
 	groupRunning atomic.Bool
 }
 
 // WithGroupCommit stores the events of concurrent publishes (and of one
-// batch) in JetStream atomic batches while Run runs: a nats-server with
-// sync_interval: always then fsyncs once per batch instead of once per
-// event.
+// batch), and the marks of their ids, in JetStream atomic batches while
+// Run runs: a nats-server with sync_interval: always then fsyncs once per
+// batch instead of once per event.
 func (p *Publisher) WithGroupCommit() *Publisher {
 	p.group = groupcommit.New(p.js, groupcommit.Config{Timeout: p.timeout})
+	p.marks = groupcommit.New(p.js, groupcommit.Config{Timeout: p.timeout})
 	return p
 }
 
@@ -88,19 +99,85 @@ func (p *Publisher) Run(ctx context.Context) {
 	}
 	p.groupRunning.Store(true)
 	defer p.groupRunning.Store(false)
+	// Marks outlive the events' batches: a mark is written after its
+	// event is stored.
+	mctx, stopMarks := context.WithCancel(context.WithoutCancel(ctx))
+	marksDone := make(chan struct{})
+	go func() { p.marks.Run(mctx); close(marksDone) }()
 	p.group.Run(ctx)
+	stopMarks()
+	<-marksDone
 }
 
 // New returns a Publisher on nc. timeout bounds the wait for an ack (of one
 // event, or of a whole batch).
 func New(nc *nats.Conn, timeout time.Duration, m *metrics.Metrics) (*Publisher, error) {
+	p := &Publisher{timeout: timeout, published: m.EventsPublished, markErrs: m.EventIDMarkErrors, stallWait: defaultStallWait}
 	js, err := jetstream.New(nc,
 		jetstream.WithPublishAsyncMaxPending(maxPendingAsync),
-		jetstream.WithPublishAsyncTimeout(timeout))
+		jetstream.WithPublishAsyncTimeout(timeout),
+		jetstream.WithPublishAsyncErrHandler(func(_ jetstream.JetStream, m *nats.Msg, _ error) {
+			if strings.HasPrefix(m.Subject, markPrefix) {
+				p.markErrs.WithLabelValues(metrics.MarkWrite).Inc()
+			}
+		}))
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	return &Publisher{js: js, timeout: timeout, published: m.EventsPublished, stallWait: defaultStallWait}, nil
+	p.js = js
+	return p, nil
+}
+
+// markPrefix is the subject prefix of the event id marks (a KV put is a
+// publish to $KV.<bucket>.<key>).
+const markPrefix = "$KV." + stream.EventIDsBucket + "."
+
+// BindIDs binds the bucket of stored event ids (once the topology is
+// checked): from then on an id the publisher chose is looked up before it
+// is published, and every stored event is marked.
+func (p *Publisher) BindIDs(ctx context.Context) error {
+	kv, err := p.js.KeyValue(ctx, stream.EventIDsBucket)
+	if err != nil {
+		return fmt.Errorf("bind kv bucket %s: %w", stream.EventIDsBucket, err)
+	}
+	p.ids.Store(&kv)
+	return nil
+}
+
+// stored reports whether ev's id was marked stored: an id the publisher
+// chose, seen before the duplicate window. A lookup that fails says
+// false (the duplicate window still holds) and is counted.
+func (p *Publisher) stored(ctx context.Context, ev Event) bool {
+	kv := p.ids.Load()
+	if kv == nil || ev.Generated {
+		return false
+	}
+	_, err := (*kv).Get(ctx, stream.EventIDKey(ev.Tenant, ev.ID))
+	if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		p.markErrs.WithLabelValues(metrics.MarkLookup).Inc()
+	}
+	return err == nil
+}
+
+// mark records ev's id as stored at seq, without waiting: the answer does
+// not wait for it, and a mark lost (counted) leaves that id to the
+// duplicate window alone.
+func (p *Publisher) mark(ev Event, seq uint64) {
+	if p.ids.Load() == nil {
+		return
+	}
+	m := nats.NewMsg(markPrefix + stream.EventIDKey(ev.Tenant, ev.ID))
+	m.Data = strconv.AppendUint(nil, seq, 10)
+	if p.groupRunning.Load() {
+		m.Header.Set(jetstream.ExpectedStreamHeader, "KV_"+stream.EventIDsBucket)
+		if f := p.marks.Publish(context.Background(), m, ""); isDone(f) && f.Err() != nil {
+			p.markErrs.WithLabelValues(metrics.MarkWrite).Inc()
+		}
+		return
+	}
+	if _, err := p.js.PublishMsgAsync(m, jetstream.WithExpectStream("KV_"+stream.EventIDsBucket), jetstream.WithStallWait(p.stallWait)); err != nil {
+		p.markErrs.WithLabelValues(metrics.MarkWrite).Inc()
+	}
 }
 
 // NewEventID returns a fresh event id: evt_<ULID>.
@@ -151,11 +228,18 @@ func (p *Publisher) Publish(ctx context.Context, ev Event) (Result, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, p.timeout)
 	defer cancel()
+	if p.stored(ctx, ev) {
+		p.published.WithLabelValues(metrics.ResultDuplicate).Inc()
+		return Result{ID: ev.ID, Duplicate: true}, nil
+	}
 	if p.groupRunning.Load() {
 		f := p.group.Publish(ctx, groupMsg(ev), "")
 		if err := f.Wait(ctx); err != nil {
 			p.published.WithLabelValues(metrics.ResultFailed).Inc()
 			return Result{}, fmt.Errorf("%w: publish event: %w", ErrUnavailable, err)
+		}
+		if !f.Duplicate() {
+			p.mark(ev, f.Sequence())
 		}
 		return p.result(ev.ID, &jetstream.PubAck{Stream: stream.Events, Sequence: f.Sequence(), Duplicate: f.Duplicate()}), nil
 	}
@@ -163,6 +247,9 @@ func (p *Publisher) Publish(ctx context.Context, ev Event) (Result, error) {
 	if err != nil {
 		p.published.WithLabelValues(metrics.ResultFailed).Inc()
 		return Result{}, fmt.Errorf("%w: publish event: %w", ErrUnavailable, err)
+	}
+	if !ack.Duplicate {
+		p.mark(ev, ack.Sequence)
 	}
 	return p.result(ev.ID, ack), nil
 }
@@ -187,25 +274,40 @@ func (p *Publisher) PublishBatch(ctx context.Context, evs []Event) ([]Result, er
 	}
 	ctx, cancel := context.WithTimeout(ctx, p.timeout)
 	defer cancel()
+	seen := p.storedAll(ctx, evs)
 	if p.groupRunning.Load() {
-		return p.publishGroup(ctx, evs)
+		return p.publishGroup(ctx, evs, seen)
 	}
-	futures := make([]jetstream.PubAckFuture, 0, len(evs))
+	futures := make([]jetstream.PubAckFuture, len(evs))
 	var sendErr error
-	for _, ev := range evs {
+	for i, ev := range evs {
+		if seen[i] {
+			continue
+		}
 		f, err := p.publishAsync(ctx, eventMsg(ev))
 		if err != nil {
 			sendErr = err
 			break
 		}
-		futures = append(futures, f)
+		futures[i] = f
 	}
 	results := make([]Result, 0, len(evs))
 	var errs []error
 	for i, f := range futures {
+		switch {
+		case seen[i]:
+			p.published.WithLabelValues(metrics.ResultDuplicate).Inc()
+			results = append(results, Result{ID: evs[i].ID, Duplicate: true})
+			continue
+		case f == nil:
+			continue // not sent: sendErr
+		}
 		select {
 		case ack := <-f.Ok():
 			results = append(results, p.result(evs[i].ID, ack))
+			if !ack.Duplicate {
+				p.mark(evs[i], ack.Sequence)
+			}
 		case err := <-f.Err():
 			errs = append(errs, fmt.Errorf("event %d: %w", i, err))
 		case <-ctx.Done():
@@ -223,18 +325,29 @@ func (p *Publisher) PublishBatch(ctx context.Context, evs []Event) ([]Result, er
 	return nil, fmt.Errorf("%w: %d of %d events not acknowledged: %w", ErrUnavailable, failed, len(evs), errors.Join(errs...))
 }
 
-// publishGroup is PublishBatch through the group commit.
-func (p *Publisher) publishGroup(ctx context.Context, evs []Event) ([]Result, error) {
+// publishGroup is PublishBatch through the group commit; seen are the
+// events already marked stored.
+func (p *Publisher) publishGroup(ctx context.Context, evs []Event, seen []bool) ([]Result, error) {
 	futures := make([]*groupcommit.Future, len(evs))
 	for i, ev := range evs {
-		futures[i] = p.group.Publish(ctx, groupMsg(ev), "")
+		if !seen[i] {
+			futures[i] = p.group.Publish(ctx, groupMsg(ev), "")
+		}
 	}
 	results := make([]Result, 0, len(evs))
 	var errs []error
 	for i, f := range futures {
+		if seen[i] {
+			p.published.WithLabelValues(metrics.ResultDuplicate).Inc()
+			results = append(results, Result{ID: evs[i].ID, Duplicate: true})
+			continue
+		}
 		if err := f.Wait(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("event %d: %w", i, err))
 			continue
+		}
+		if !f.Duplicate() {
+			p.mark(evs[i], f.Sequence())
 		}
 		results = append(results, p.result(evs[i].ID, &jetstream.PubAck{Stream: stream.Events, Sequence: f.Sequence(), Duplicate: f.Duplicate()}))
 	}
@@ -252,6 +365,42 @@ func groupMsg(ev Event) *nats.Msg {
 	m := eventMsg(ev)
 	m.Header.Set(jetstream.ExpectedStreamHeader, stream.Events)
 	return m
+}
+
+// isDone says whether f already has its outcome (a refusal at once).
+func isDone(f *groupcommit.Future) bool {
+	select {
+	case <-f.Done():
+		return true
+	default:
+		return false
+	}
+}
+
+// lookups bounds the concurrent mark lookups of one batch.
+const lookups = 16
+
+// storedAll is stored for each event, the lookups (of ids the publisher
+// chose) made concurrently.
+func (p *Publisher) storedAll(ctx context.Context, evs []Event) []bool {
+	seen := make([]bool, len(evs))
+	if p.ids.Load() == nil {
+		return seen
+	}
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, lookups)
+	for i, ev := range evs {
+		if ev.Generated {
+			continue
+		}
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			seen[i] = p.stored(ctx, ev)
+		})
+	}
+	wg.Wait()
+	return seen
 }
 
 // publishAsync sends one message, retrying while the async window is full.

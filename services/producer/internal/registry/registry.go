@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/hookline/hookline/pkg/secretbox"
 	"github.com/hookline/hookline/pkg/signing"
 	"github.com/hookline/hookline/pkg/subscription"
@@ -88,6 +90,15 @@ func NewSubscriptionID() string { return "sub_" + ulid.Make().String() }
 // Create stores a new subscription from a validated request and returns it
 // with its first secret revealed in the Secret field (the only time it is).
 func (r *Registry) Create(ctx context.Context, req *hooklinev1.CreateSubscriptionRequest) (*hooklinev1.Subscription, error) {
+	return r.CreateAs(ctx, NewSubscriptionID(), req)
+}
+
+// CreateAs is Create with the id chosen by the caller (an Idempotency-Key
+// request reserves it before it runs). When a subscription of the
+// request's tenant already has the id — the same request, run again after
+// its first run was cut short — it is returned as it is, its current
+// secret revealed, and nothing is created.
+func (r *Registry) CreateAs(ctx context.Context, id string, req *hooklinev1.CreateSubscriptionRequest) (*hooklinev1.Subscription, error) {
 	b, err := r.backend()
 	if err != nil {
 		return nil, err
@@ -119,7 +130,7 @@ func (r *Registry) Create(ctx context.Context, req *hooklinev1.CreateSubscriptio
 	}
 	now := timestamppb.New(r.now())
 	sub := &hooklinev1.Subscription{
-		Id:                 NewSubscriptionID(),
+		Id:                 id,
 		Tenant:             req.GetTenant(),
 		Url:                url,
 		SealedUrl:          sealedURL,
@@ -138,6 +149,9 @@ func (r *Registry) Create(ctx context.Context, req *hooklinev1.CreateSubscriptio
 		Headers:            headers,
 	}
 	rev, err := b.store.Create(ctx, sub)
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		return r.created(ctx, b, req.GetTenant(), id)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -145,6 +159,23 @@ func (r *Registry) Create(ctx context.Context, req *hooklinev1.CreateSubscriptio
 	out := proto.CloneOf(sub)
 	out.Secret = key.secret
 	return out, nil
+}
+
+// created answers a create whose subscription exists already: as Create
+// would have, its current secret revealed.
+func (r *Registry) created(ctx context.Context, b *backend, tenant, id string) (*hooklinev1.Subscription, error) {
+	sub, _, err := b.store.GetTenant(ctx, tenant, id)
+	if err != nil {
+		return nil, fmt.Errorf("create subscription %s: it exists, but: %w", id, err)
+	}
+	if len(sub.GetKeys()) > 0 {
+		secret, err := r.box.Open(sub.GetKeys()[0].GetSecret())
+		if err != nil {
+			return nil, fmt.Errorf("create subscription %s: open its secret: %w", id, err)
+		}
+		sub.Secret = secret
+	}
+	return sub, nil
 }
 
 // Get returns a subscription or ErrNotFound.

@@ -165,3 +165,28 @@ func TestWritesSurviveRedisOutage(t *testing.T) {
 }
 
 func timestamp(t time.Time) *timestamppb.Timestamp { return timestamppb.New(t) }
+
+// CreateAs of an id that exists (the same Idempotency-Key request run
+// again after its replica died) creates nothing and returns the
+// subscription with its current secret, sealed at rest or not.
+func TestCreateAsAnExistingID(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, time.Hour)
+	ctx := context.Background()
+	req := &hooklinev1.CreateSubscriptionRequest{Tenant: "acme", Url: "https://example.com", EventTypes: []string{"a"}}
+	id := NewSubscriptionID()
+	first, err := f.reg.CreateAs(ctx, id, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := f.reg.CreateAs(ctx, id, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.GetId() != id || again.GetSecret() == "" || again.GetSecret() != first.GetSecret() {
+		t.Fatalf("again: id %s secret revealed %v, want %s with the first secret", again.GetId(), again.GetSecret() != "", id)
+	}
+	if n, err := f.store.Count(ctx, "acme"); err != nil || n != 1 {
+		t.Fatalf("%d subscriptions (%v), want 1", n, err)
+	}
+}

@@ -185,9 +185,14 @@ func (m *Manager) bucket() (jetstream.KeyValue, error) {
 	return m.kv, nil
 }
 
-// Create stores a new running job for f and wakes the runner. It counts
-// the selection first (Total).
-func (m *Manager) Create(ctx context.Context, owner string, f Filter, rate float64) (Job, error) {
+// NewJobID returns a fresh job id: rpl_<ULID>.
+func NewJobID() string { return "rpl_" + ulid.Make().String() }
+
+// Create stores a new running job id ("" for a fresh one) for f and wakes
+// the runner. It counts the selection first (Total). When a job id exists
+// already — the same request run again (an Idempotency-Key request
+// reserves the id before it runs) — it returns that job.
+func (m *Manager) Create(ctx context.Context, id, owner string, f Filter, rate float64) (Job, error) {
 	kv, err := m.bucket()
 	if err != nil {
 		return Job{}, err
@@ -206,7 +211,10 @@ func (m *Manager) Create(ctx context.Context, owner string, f Filter, rate float
 	}
 	sel.MaxSeq = last
 	now := time.Now().UTC()
-	j := Job{ID: "rpl_" + ulid.Make().String(), Source: SourceDeadLetters, Owner: owner, Filter: f, Rate: rate,
+	if id == "" {
+		id = NewJobID()
+	}
+	j := Job{ID: id, Source: SourceDeadLetters, Owner: owner, Filter: f, Rate: rate,
 		State: Running, MaxSeq: last, CreatedAt: now, UpdatedAt: now}
 	if sel.MaxSeq > 0 {
 		n, _, err := st.Count(ctx, sel, 0)
@@ -218,13 +226,27 @@ func (m *Manager) Create(ctx context.Context, owner string, f Filter, rate float
 	if j.Total == 0 {
 		j.State, j.FinishedAt = Done, &now
 	}
-	b, _ := json.Marshal(j)
-	if _, err := kv.Create(ctx, j.ID, b); err != nil {
-		return Job{}, fmt.Errorf("store replay job: %w", err)
+	if existing, ok, err := m.store(ctx, kv, j); ok || err != nil {
+		return existing, err
 	}
 	m.log.Info("replay job created", zap.String("job_id", j.ID), zap.Int("total", j.Total))
 	m.kick()
 	return j, nil
+}
+
+// store creates j's record; when its id exists it returns that job and
+// true.
+func (m *Manager) store(ctx context.Context, kv jetstream.KeyValue, j Job) (Job, bool, error) {
+	b, _ := json.Marshal(j)
+	_, err := kv.Create(ctx, j.ID, b)
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		existing, _, err := m.Get(ctx, j.ID)
+		return existing, true, err
+	}
+	if err != nil {
+		return Job{}, false, fmt.Errorf("store replay job: %w", err)
+	}
+	return j, false, nil
 }
 
 // EventsFilter is the selection of an events job: the subscription's
@@ -258,9 +280,10 @@ func EventsFilter(f Filter) (eventlog.Filter, error) {
 // event only; the window of EventsFilter selects the rest).
 func (f Filter) selects(ev eventlog.Event) bool { return f.EventID == "" || ev.ID == f.EventID }
 
-// CreateEvents stores a new running back-fill job of f's subscription in
-// mode, pinned to the events stored now, and wakes the runner.
-func (m *Manager) CreateEvents(ctx context.Context, owner string, f Filter, mode string, rate float64) (Job, error) {
+// CreateEvents stores a new running back-fill job id ("" for a fresh one)
+// of f's subscription in mode, pinned to the events stored now, and wakes
+// the runner; an existing id is returned as Create does.
+func (m *Manager) CreateEvents(ctx context.Context, id, owner string, f Filter, mode string, rate float64) (Job, error) {
 	kv, err := m.bucket()
 	if err != nil {
 		return Job{}, err
@@ -274,7 +297,10 @@ func (m *Manager) CreateEvents(ctx context.Context, owner string, f Filter, mode
 		return Job{}, err
 	}
 	now := time.Now().UTC()
-	j := Job{ID: "rpl_" + ulid.Make().String(), Source: SourceEvents, Mode: mode, Owner: owner, Filter: f, Rate: rate,
+	if id == "" {
+		id = NewJobID()
+	}
+	j := Job{ID: id, Source: SourceEvents, Mode: mode, Owner: owner, Filter: f, Rate: rate,
 		State: Running, MaxSeq: last, CreatedAt: now, UpdatedAt: now}
 	if last > 0 {
 		if err := eventlog.Each(ctx, m.js, ef, 0, last, func(ev eventlog.Event) error {
@@ -289,9 +315,8 @@ func (m *Manager) CreateEvents(ctx context.Context, owner string, f Filter, mode
 	if j.Total == 0 {
 		j.State, j.FinishedAt = Done, &now
 	}
-	b, _ := json.Marshal(j)
-	if _, err := kv.Create(ctx, j.ID, b); err != nil {
-		return Job{}, fmt.Errorf("store replay job: %w", err)
+	if existing, ok, err := m.store(ctx, kv, j); ok || err != nil {
+		return existing, err
 	}
 	m.log.Info("back-fill job created", zap.String("job_id", j.ID), zap.String("subscription_id", f.SubscriptionID), zap.Int("total", j.Total))
 	m.kick()

@@ -89,7 +89,7 @@ func TestJobSurvivesItsRunnersDeath(t *testing.T) {
 	})
 	doneA := make(chan struct{})
 	go func() { a.Run(ctxA); close(doneA) }()
-	job, err := a.Create(ctx, "acme", replayjob.Filter{Tenant: "acme", SubscriptionID: "sub_A"}, 200)
+	job, err := a.Create(ctx, "", "acme", replayjob.Filter{Tenant: "acme", SubscriptionID: "sub_A"}, 200)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,7 +156,7 @@ func TestCancel(t *testing.T) {
 	m := manager(t, js, runCtx)
 	done := make(chan struct{})
 	go func() { m.Run(runCtx); close(done) }()
-	job, err := m.Create(ctx, "", replayjob.Filter{}, 20) // 20/s: 1.5 s for all
+	job, err := m.Create(ctx, "", "", replayjob.Filter{}, 20) // 20/s: 1.5 s for all
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,5 +180,39 @@ func TestCancel(t *testing.T) {
 	}
 	if j.State != replayjob.Cancelled || int(left) != 30-j.Done || j.Done >= 30 {
 		t.Fatalf("after cancel: %+v, %d dead letters left", j, left)
+	}
+}
+
+// Create of an id that exists (an Idempotency-Key request run again)
+// returns that job and stores no second one.
+func TestCreateAnExistingID(t *testing.T) {
+	ctx, js := fixture.Start(t)
+	if _, err := fixture.DeadLetter(ctx, js, &hooklinev1.DeadLetter{EventId: "evt_1", Tenant: "acme", SubscriptionId: "sub_A", EventType: "t"}); err != nil {
+		t.Fatal(err)
+	}
+	m := manager(t, js, ctx) // not running: the job stays as created
+	id := replayjob.NewJobID()
+	first, err := m.Create(ctx, id, "acme", replayjob.Filter{Tenant: "acme"}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := m.Create(ctx, id, "acme", replayjob.Filter{Tenant: "acme"}, 1)
+	if err != nil || again.ID != id || !again.CreatedAt.Equal(first.CreatedAt) || again.Total != 1 {
+		t.Fatalf("again: %+v %v, want job %s as first created", again, err, id)
+	}
+	kv, err := js.KeyValue(ctx, stream.ReplayJobsBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := kv.ListKeys(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for range keys.Keys() {
+		n++
+	}
+	if n != 1 {
+		t.Fatalf("%d jobs stored, want 1", n)
 	}
 }

@@ -94,6 +94,8 @@ func TestOpenAPI(t *testing.T) {
 		{tokAdmin, "GET", "/v1/subscriptions/" + doomedID, "", 404},
 		{tokAdminAcme, "GET", "/v1/subscriptions/" + subID + "/attempts?limit=1", "", 200},
 		{tokAdminAcme, "GET", "/v1/subscriptions/" + subID + "/attempts?outcome=x", "", 400},
+		{tokAdminAcme, "GET", "/v1/subscriptions/" + subID + "/stats?window=24h", "", 200},
+		{tokAdminAcme, "GET", "/v1/subscriptions/" + subID + "/stats?window=2d", "", 400},
 		{tokAdminAcme, "GET", "/v1/dead-letters?limit=1", "", 200},
 		{tokAdminAcme, "GET", "/v1/dead-letters?tenant=globex", "", 403},
 		{"", "GET", "/v1/dead-letters", "", 401},
@@ -106,11 +108,15 @@ func TestOpenAPI(t *testing.T) {
 		{"", "GET", "/openapi.json", "", 200},
 	}
 	called := map[string]bool{}
-	call := func(token, method, path, body string, status int) []byte {
+	// hdr: header name, value pairs.
+	call := func(token, method, path, body string, status int, hdr ...string) []byte {
 		t.Helper()
 		req, err := http.NewRequest(method, e.base+path, strings.NewReader(body))
 		if err != nil {
 			t.Fatal(err)
+		}
+		for i := 0; i+1 < len(hdr); i += 2 {
+			req.Header.Set(hdr[i], hdr[i+1])
 		}
 		if body != "" {
 			req.Header.Set("Content-Type", "application/json")
@@ -150,6 +156,14 @@ func TestOpenAPI(t *testing.T) {
 	for _, c := range calls {
 		call(c.token, c.method, c.path, c.body, c.status)
 	}
+	// Idempotency-Key: the first answer, its replay, another body.
+	for _, body := range []string{`{"tenant":"acme","type":"order.paid","data":7}`, `{"tenant":"acme","type":"order.paid","data":7}`} {
+		call(tokPublishAcme, "POST", "/v1/events", body, 202, "Idempotency-Key", "openapi-1")
+	}
+	call(tokPublishAcme, "POST", "/v1/events", `{"tenant":"acme","type":"order.paid","data":8}`, 422, "Idempotency-Key", "openapi-1")
+	call(tokPublishAcme, "POST", "/v1/events", `{"tenant":"acme","type":"order.paid","data":8}`, 400, "Idempotency-Key", strings.Repeat("k", 256))
+	call(tokAdmin, "POST", "/v1/subscriptions", `{"tenant":"acme","url":"https://acme.example/i","event_types":["i"]}`, 201, "Idempotency-Key", "openapi-2")
+	call(tokAdmin, "POST", "/v1/subscriptions", `{"tenant":"acme","url":"https://acme.example/i","event_types":["i"]}`, 201, "Idempotency-Key", "openapi-2")
 	// Replay jobs: a dry run, a slow job (cancelled while it runs), and
 	// one that finished (cancel refused).
 	fixture.Replayer(t, e.nats)

@@ -19,6 +19,7 @@ import (
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
 	"github.com/hookline/hookline/services/producer/internal/api"
 	"github.com/hookline/hookline/services/producer/internal/config"
+	"github.com/hookline/hookline/services/producer/internal/idempotency"
 	"github.com/hookline/hookline/services/producer/internal/metrics"
 	"github.com/hookline/hookline/services/producer/internal/portal"
 	"github.com/hookline/hookline/services/producer/internal/publish"
@@ -37,6 +38,16 @@ const (
 	readTimeout       = 30 * time.Second
 	idleTimeout       = 120 * time.Second
 )
+
+// Idempotency-Key: a request holds its key for idempotencyLease without
+// an answer — longer than the server lets any request run (its write
+// timeout), so only a dead replica's claim runs out — and a concurrent
+// request with the same key waits up to idempotencyWait for the answer.
+const idempotencyWait = 10 * time.Second
+
+func idempotencyLease(cfg config.Config) time.Duration {
+	return readTimeout + cfg.PublishTimeout + 25*time.Second
+}
 
 // Topology retry while NATS is unreachable at start-up.
 const (
@@ -58,8 +69,11 @@ type Server struct {
 	cache atomic.Pointer[subscription.Cache]
 	// replays runs replay jobs once the topology is there.
 	replays *replayjob.Manager
-	ln      net.Listener
-	pub     *publish.Publisher
+	// idem remembers Idempotency-Key requests.
+	idem *idempotency.Store
+	// pub publishes events (and marks their ids).
+	pub *publish.Publisher
+	ln  net.Listener
 }
 
 // Option changes how the Server is built.
@@ -89,8 +103,13 @@ func New(cfg config.Config, nc *nats.Conn, rdb redis.UniversalClient, log *zap.L
 	}
 	s.replays = replayjob.New(js, log.Named("replay"))
 	s.replays.Select = api.ReplaySelection
+	box, err := cfg.Security.Secrets.Box()
+	if err != nil {
+		return nil, err
+	}
+	s.idem = idempotency.New(js, box, idempotencyLease(cfg), idempotencyWait)
 	d := api.Deps{
-		JS: js, Matching: s.matching, Replays: s.replays,
+		JS: js, Matching: s.matching, Replays: s.replays, Idempotency: s.idem,
 		Publisher: pub, Registry: s.registry, Metrics: m, Log: log, Ready: s.Ready,
 		MaxEventBytes: cfg.MaxEventBytes, MaxBatchBytes: cfg.MaxBatchBytes, MaxBatch: cfg.MaxBatch,
 		MaxInFlight: cfg.MaxInFlightLimit, MaxRate: cfg.MaxRateLimit,
@@ -217,6 +236,15 @@ func (s *Server) prepareAndSync(ctx context.Context) {
 		s.log.Error("replay jobs unavailable", zap.Error(err))
 	} else {
 		jobs.Go(func() { s.replays.Run(ctx) })
+	}
+	if err := s.pub.BindIDs(ctx); err != nil {
+		// Checked with the topology: only a NATS failure gets here; ids
+		// then deduplicate for the duplicate window only.
+		s.log.Error("event id marks unavailable", zap.Error(err))
+	}
+	if err := s.idem.Bind(ctx); err != nil {
+		// Checked with the topology: only a NATS failure gets here.
+		s.log.Error("idempotency keys unavailable", zap.Error(err))
 	}
 	s.ready.Store(true)
 	s.log.Info("producer ready")
