@@ -40,6 +40,13 @@ type Config struct {
 	Concurrency int
 	// Timeout bounds one batch's commit (default 5 s).
 	Timeout time.Duration
+	// MinBatch is the fewest messages stored as one atomic batch (default
+	// 8); fewer are published one by one, pipelined. A single nats-server
+	// stages each atomic batch of a file-storage stream in a file store of
+	// its own, which costs more than it saves unless the batch is big:
+	// batches grow past it only when the server is slow to store (an fsync
+	// per message), which is when one sync per batch pays.
+	MinBatch int
 }
 
 func (c Config) withDefaults() Config {
@@ -54,6 +61,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Timeout <= 0 {
 		c.Timeout = 5 * time.Second
+	}
+	if c.MinBatch <= 0 {
+		c.MinBatch = 8
 	}
 	return c
 }
@@ -228,12 +238,12 @@ func (p *Publisher) take() []*Future {
 }
 
 // commit stores batch as one atomic batch, or message by message when it
-// holds one message or the batch fails.
+// holds fewer than MinBatch messages or the batch fails.
 func (p *Publisher) commit(batch []*Future) {
 	defer func() { <-p.sem }()
 	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.Timeout)
 	defer cancel()
-	if len(batch) > 1 {
+	if len(batch) >= max(p.cfg.MinBatch, 2) {
 		msgs := make([]*nats.Msg, len(batch))
 		for i, f := range batch {
 			msgs[i] = copyMsg(f.m, f.msgID)

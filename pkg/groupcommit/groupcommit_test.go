@@ -216,3 +216,34 @@ func TestAMessageTheStreamRefusesFailsAlone(t *testing.T) {
 		t.Fatalf("stream holds %d messages, want 2", info.State.Msgs)
 	}
 }
+
+// A batch smaller than MinBatch is published message by message: an atomic
+// batch costs the server a staging store, which a handful of messages do
+// not repay.
+func TestSmallBatchesArePublishedOneByOne(t *testing.T) {
+	js, s := setup(t, true)
+	p := groupcommit.New(js, groupcommit.Config{MinBatch: 8})
+	ctx := context.Background()
+	var futures []*groupcommit.Future
+	for i := range 7 {
+		futures = append(futures, p.Publish(ctx, &nats.Msg{Subject: fmt.Sprintf("t.%d", i), Data: []byte("x")}, fmt.Sprint("id-", i)))
+	}
+	stopped, stop := context.WithCancel(ctx)
+	stop()
+	p.Run(stopped)
+	for i, f := range futures {
+		if f.Err() != nil || f.Sequence() == 0 {
+			t.Fatalf("message %d: seq %d, err %v", i, f.Sequence(), f.Err())
+		}
+	}
+	if st := p.Stats(); st.Batches != 0 || st.Fallbacks != 0 {
+		t.Fatalf("stats %+v, want seven plain publishes", st)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != 7 {
+		t.Fatalf("stream holds %d messages, want 7", info.State.Msgs)
+	}
+}

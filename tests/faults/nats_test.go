@@ -21,7 +21,9 @@ func TestNATSRestartUnderLoad(t *testing.T) {
 	t.Parallel()
 	const events, subs = 3000, 2
 	const resumeWithin = 10 * time.Second
-	s := harness.NewStack(t, harness.StackOptions{Deliverers: 2})
+	// Group commit on: it is the setting meant for sync_interval: always,
+	// and the crash must not lose what its atomic batches acknowledged.
+	s := harness.NewStack(t, harness.StackOptions{Deliverers: 2, Env: harness.Env{"HOOKLINE_GROUP_COMMIT": "true"}})
 	var eps []*harness.Endpoint
 	for i := range subs {
 		ep, _ := s.Subscribe("acme", fmt.Sprintf("ep%d", i+1), []string{"order.*"}, harness.OK)
@@ -101,7 +103,9 @@ func TestClusterNodeKillR3(t *testing.T) {
 	s := harness.NewStack(t, harness.StackOptions{
 		Deliverers: 2,
 		NATSURL:    c.URL(),
-		Env:        harness.Env{"HOOKLINE_STREAM_REPLICAS": "3"},
+		// Group commit on, as for sync_interval: always: the coordinated
+		// crash must not lose what its atomic batches acknowledged.
+		Env: harness.Env{"HOOKLINE_STREAM_REPLICAS": "3", "HOOKLINE_GROUP_COMMIT": "true"},
 	})
 	var eps []*harness.Endpoint
 	for i := range subs {

@@ -42,9 +42,11 @@ type Config struct {
 	DispatchWorkers int `env:"HOOKLINE_DISPATCH_WORKERS" envDefault:"64"`
 	// GroupCommit stores the tasks of events dispatched together, and the
 	// delivery states written together, as JetStream atomic batches: a
-	// nats-server with sync_interval: always then fsyncs once per batch,
-	// not once per message.
-	GroupCommit    bool `env:"HOOKLINE_GROUP_COMMIT" envDefault:"true"`
+	// single nats-server with sync_interval: always then fsyncs once per
+	// batch, not once per message. Off by default: with the default fsync
+	// it costs latency (nats-server stages each atomic batch of a
+	// one-replica file stream in a file store of its own).
+	GroupCommit    bool `env:"HOOKLINE_GROUP_COMMIT" envDefault:"false"`
 	DeliverWorkers int  `env:"HOOKLINE_DELIVER_WORKERS" envDefault:"64"`
 	MaxAckPending  int  `env:"HOOKLINE_MAX_ACK_PENDING" envDefault:"10000"`
 	// AdmissionMaxWait: a task refused admission (its subscription at its

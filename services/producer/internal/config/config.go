@@ -51,9 +51,10 @@ type Config struct {
 	// publish (or of a whole batch); past it the request answers 503.
 	PublishTimeout time.Duration `env:"HOOKLINE_PUBLISH_TIMEOUT" envDefault:"5s"`
 	// GroupCommit stores the events of concurrent publishes (and of one
-	// batch request) as JetStream atomic batches: a nats-server with
-	// sync_interval: always then fsyncs once per batch, not once per event.
-	GroupCommit bool `env:"HOOKLINE_GROUP_COMMIT" envDefault:"true"`
+	// batch request) as JetStream atomic batches: a single nats-server
+	// with sync_interval: always then fsyncs once per batch, not once per
+	// event. Off by default (see the deliverer's).
+	GroupCommit bool `env:"HOOKLINE_GROUP_COMMIT" envDefault:"false"`
 
 	// SecretOverlap is how long a rotated-out signing secret keeps signing
 	// next to its successor.
