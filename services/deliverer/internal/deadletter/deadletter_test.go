@@ -13,7 +13,7 @@ import (
 
 func TestBuild(t *testing.T) {
 	t.Parallel()
-	h := task.New("evt_1", "acme", "order.created", "2026-01-01T00:00:00Z", "sub_1")
+	h := task.NewHeader("evt_1", "acme", "order.created", "2026-01-01T00:00:00Z", "sub_1")
 	h["Nats-Msg-Id"] = []string{"evt_1:sub_1"}
 	h["Nats-Scheduler"] = []string{"retry.sub_1.9"}
 	h["Nats-Schedule-Next"] = []string{"purge"}

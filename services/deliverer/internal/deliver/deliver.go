@@ -1,7 +1,7 @@
 // Package deliver is the attempt stage: it consumes DELIVERIES, looks the
 // subscription up, signs and POSTs the event, records the attempt, and
 // settles the task in exactly one way — Ack, a scheduled retry (or defer)
-// then Ack, or a dead letter then Term — as retry.Decide says.
+// then Ack, or a dead letter then Term — as settle.Decide says.
 package deliver
 
 import (
@@ -22,8 +22,8 @@ import (
 	"github.com/hookline/hookline/services/deliverer/internal/deadletter"
 	"github.com/hookline/hookline/services/deliverer/internal/metrics"
 	"github.com/hookline/hookline/services/deliverer/internal/pool"
-	"github.com/hookline/hookline/services/deliverer/internal/retry"
 	"github.com/hookline/hookline/services/deliverer/internal/sender"
+	"github.com/hookline/hookline/services/deliverer/internal/settle"
 	"github.com/hookline/hookline/services/deliverer/internal/task"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -42,9 +42,9 @@ type Sender interface {
 	Send(ctx context.Context, r sender.Request) sender.Result
 }
 
-// Scheduler parks a task copy until a retry is due (retry.Scheduler).
+// Scheduler parks a task copy until a retry is due (settle.Scheduler).
 type Scheduler interface {
-	Schedule(ctx context.Context, c retry.Copy) error
+	Schedule(ctx context.Context, c settle.Copy) error
 }
 
 // DeadLetters publishes dead letters (deadletter.Publisher).
@@ -60,7 +60,7 @@ type Recorder interface {
 var (
 	_ Lookup      = (*subscription.Cache)(nil)
 	_ Sender      = (*sender.Sender)(nil)
-	_ Scheduler   = (*retry.Scheduler)(nil)
+	_ Scheduler   = (*settle.Scheduler)(nil)
 	_ DeadLetters = (*deadletter.Publisher)(nil)
 	_ Recorder    = (*attempt.Recorder)(nil)
 )
@@ -75,7 +75,7 @@ type Options struct {
 	// MaxRedeliveries: a task delivered more often than this by JetStream
 	// (crashes, lost acks, naks) is dead-lettered "redelivery_exhausted".
 	MaxRedeliveries int
-	Policy          retry.Policy
+	Policy          settle.Policy
 	// Admission is asked before each attempt (required).
 	Admission Admission
 	// DefaultMaxInFlight is where the cap of a subscription whose
@@ -263,7 +263,7 @@ func (d *Deliverer) Run(ctx context.Context) error {
 
 // verdict is what became of a task before settling it.
 type verdict struct {
-	decision  retry.Decision
+	decision  settle.Decision
 	attempted bool
 	started   time.Time
 	result    sender.Result
@@ -303,9 +303,9 @@ func (d *Deliverer) Handle(ctx context.Context, msg jetstream.Msg) {
 	j.t, err = task.Parse(msg.Subject(), msg.Headers(), msg.Data())
 	switch {
 	case err != nil:
-		d.finish(ctx, j, verdict{decision: retry.Dead(wire.DeadLetterMalformedTask), detail: err.Error()})
+		d.finish(ctx, j, verdict{decision: settle.Dead(wire.DeadLetterMalformedTask), detail: err.Error()})
 	case meta.NumDelivered > uint64(d.o.MaxRedeliveries):
-		d.finish(ctx, j, verdict{decision: retry.Dead(wire.DeadLetterRedeliveryExhausted),
+		d.finish(ctx, j, verdict{decision: settle.Dead(wire.DeadLetterRedeliveryExhausted),
 			detail: fmt.Sprintf("delivered %d times by JetStream without being settled (crash, lost ack or nak)", meta.NumDelivered)})
 	default:
 		d.start(ctx, j)
@@ -318,7 +318,7 @@ func (d *Deliverer) finish(ctx context.Context, j *job, v verdict) {
 	d.settle(ctx, j, v)
 	j.stop()
 	if j.head {
-		d.headEnded(ctx, j, v.decision.Kind == retry.Ack || v.decision.Kind == retry.DeadLetter)
+		d.headEnded(ctx, j, v.decision.Kind == settle.Ack || v.decision.Kind == settle.DeadLetter)
 	}
 }
 
@@ -336,17 +336,17 @@ func (d *Deliverer) prepare(ctx context.Context, t *task.Task) (target, verdict,
 	cancel()
 	switch {
 	case errors.Is(err, subscription.ErrNotFound):
-		return target{}, verdict{decision: retry.Dead(wire.DeadLetterSubscriptionDeleted)}, false
+		return target{}, verdict{decision: settle.Dead(wire.DeadLetterSubscriptionDeleted)}, false
 	case err != nil:
-		return target{}, verdict{decision: retry.Later(d.o.RetryDelay), detail: "look up subscription: " + err.Error()}, false
+		return target{}, verdict{decision: settle.Later(d.o.RetryDelay), detail: "look up subscription: " + err.Error()}, false
 	case sub.GetDisabled():
-		return target{}, verdict{decision: retry.Dead(wire.DeadLetterSubscriptionDisabled)}, false
+		return target{}, verdict{decision: settle.Dead(wire.DeadLetterSubscriptionDisabled)}, false
 	}
 	// Open the secrets before admission: a subscription that cannot be
 	// signed for is dead-lettered without taking an admitted slot.
 	secrets, sub, err := d.o.open(sub) // secrets, and the URL's sealed credentials (urlcreds.go)
 	if err != nil {
-		return target{}, verdict{decision: retry.Dead(wire.DeadLetterPermanentFailure), detail: "sign: " + err.Error()}, false
+		return target{}, verdict{decision: settle.Dead(wire.DeadLetterPermanentFailure), detail: "sign: " + err.Error()}, false
 	}
 	return target{sub: sub, secrets: secrets}, verdict{}, true
 }
@@ -378,7 +378,7 @@ func (d *Deliverer) admit(ctx context.Context, j *job, tg target) {
 	slot, ref, err := d.o.Admission.Admit(ctx, tg.sub, d.limit(tg.sub))
 	switch {
 	case err != nil:
-		d.finish(ctx, j, verdict{decision: retry.Later(d.o.RetryDelay), detail: "admission: " + err.Error()})
+		d.finish(ctx, j, verdict{decision: settle.Later(d.o.RetryDelay), detail: "admission: " + err.Error()})
 	case slot == nil:
 		d.m.AdmissionRefused.WithLabelValues(ref.Reason).Inc()
 		d.wait(ctx, j, tg, ref)
@@ -431,7 +431,7 @@ func (d *Deliverer) deferJob(ctx context.Context, j *job, reason string, delay t
 	if delay <= 0 {
 		delay = d.o.RetryDelay
 	}
-	d.finish(ctx, j, verdict{decision: retry.Later(delay), refused: reason})
+	d.finish(ctx, j, verdict{decision: settle.Later(delay), refused: reason})
 }
 
 // attempt signs and sends a task with an admitted slot, hands the slot on
@@ -447,7 +447,7 @@ func (d *Deliverer) attempt(ctx context.Context, j *job, tg target, slot Slot) {
 	if err != nil {
 		slot.Return()
 		d.kick(ctx, tg.sub.GetId())
-		d.finish(ctx, j, verdict{decision: retry.Dead(wire.DeadLetterPermanentFailure), detail: "sign: " + err.Error()})
+		d.finish(ctx, j, verdict{decision: settle.Dead(wire.DeadLetterPermanentFailure), detail: "sign: " + err.Error()})
 		return
 	}
 	started := time.Now()
@@ -669,7 +669,7 @@ func (d *Deliverer) report(t *task.Task, v verdict) {
 	outcome := v.decision.Kind.Outcome()
 	if !v.attempted {
 		// Dead letters are logged when published (settle).
-		if v.decision.Kind == retry.Defer {
+		if v.decision.Kind == settle.Defer {
 			d.m.TasksDeferred.Inc()
 			if v.refused != "" {
 				d.m.AdmissionDeferred.WithLabelValues(v.refused).Inc()
@@ -687,7 +687,7 @@ func (d *Deliverer) report(t *task.Task, v verdict) {
 	if r.ErrorClass != "" {
 		d.m.AttemptErrors.WithLabelValues(r.ErrorClass).Inc()
 	}
-	errText := retry.ErrorText(r)
+	errText := settle.ErrorText(r)
 	d.rec.Record(&hooklinev1.Attempt{
 		EventId:         t.EventID,
 		Tenant:          t.Tenant,
@@ -707,7 +707,7 @@ func (d *Deliverer) report(t *task.Task, v verdict) {
 	// and at thousands a second the line cost 6% of the deliverer's CPU.
 	// Every other outcome is logged at info.
 	lvl := zap.InfoLevel
-	if v.decision.Kind == retry.Ack {
+	if v.decision.Kind == settle.Ack {
 		lvl = zap.DebugLevel
 	}
 	ce := d.log.Check(lvl, "attempt")
@@ -726,7 +726,7 @@ func (d *Deliverer) report(t *task.Task, v verdict) {
 	if r.ErrorClass != "" {
 		fields = append(fields, zap.String("error_class", r.ErrorClass), zap.String("error", errText))
 	}
-	if v.decision.Kind == retry.Retry {
+	if v.decision.Kind == settle.Retry {
 		fields = append(fields, zap.Duration("retry_in", v.decision.Delay))
 	}
 	ce.Write(fields...)
@@ -753,7 +753,7 @@ func (d *Deliverer) settle(ctx context.Context, j *job, v verdict) {
 		return append([]zap.Field{zap.String("event_id", t.EventID), zap.String("subscription_id", t.SubscriptionID)}, more...)
 	}
 	switch v.decision.Kind {
-	case retry.Ack:
+	case settle.Ack:
 		if err := d.finishOrdered(ctx, j); err != nil {
 			d.log.Warn("ordered task delivered but its key's line not moved on; task nak'ed (its head is sent again)", ids(zap.Error(err))...)
 			d.nak(msg, d.o.RetryDelay)
@@ -762,11 +762,11 @@ func (d *Deliverer) settle(ctx context.Context, j *job, v verdict) {
 		if err := msg.DoubleAck(ctx); err != nil {
 			d.log.Warn("ack task", ids(zap.Error(err))...)
 		}
-	case retry.Retry, retry.Defer:
+	case settle.Retry, settle.Defer:
 		// Before the schedule: a crash after the ack must not leave the
 		// followers believing the head is about to go.
 		d.holdOrdered(ctx, j, v.decision.Delay)
-		c := retry.Copy{
+		c := settle.Copy{
 			Header: nextHeader(t, v), Body: t.Body, Tenant: t.Tenant, SubscriptionID: t.SubscriptionID,
 			Seq: seq, Delay: v.decision.Delay,
 		}
@@ -779,7 +779,7 @@ func (d *Deliverer) settle(ctx context.Context, j *job, v verdict) {
 		if err := msg.DoubleAck(ctx); err != nil {
 			d.log.Warn("ack task", ids(zap.Error(err))...)
 		}
-	case retry.DeadLetter:
+	case settle.DeadLetter:
 		l := letter(t, seq, v)
 		dup, err := d.dead.Publish(ctx, l)
 		if err != nil {
@@ -825,7 +825,7 @@ func nextHeader(t *task.Task, v verdict) nats.Header {
 	}
 	task.Set(h, stream.HeaderLastAttemptAt, task.FormatTime(v.started))
 	task.Set(h, stream.HeaderLastStatus, strconv.Itoa(v.result.Status))
-	if e := retry.ErrorText(v.result); e != "" {
+	if e := settle.ErrorText(v.result); e != "" {
 		task.Set(h, stream.HeaderLastError, e)
 	} else {
 		delete(h, stream.HeaderLastError)
@@ -857,14 +857,14 @@ func letter(t *task.Task, seq uint64, v verdict) deadletter.Letter {
 	if v.attempted {
 		l.Attempts = t.Attempt + 1
 		l.LastStatus = v.result.Status
-		l.LastError = retry.ErrorText(v.result)
+		l.LastError = settle.ErrorText(v.result)
 		if l.FirstAttemptAt.IsZero() {
 			l.FirstAttemptAt = v.started
 		}
 		l.LastAttemptAt = v.started
 	}
 	if v.detail != "" {
-		l.LastError = retry.OneLine(v.detail)
+		l.LastError = settle.OneLine(v.detail)
 	}
 	// A malformed task still gets a dead letter with a unique dedup id and
 	// a valid subject.

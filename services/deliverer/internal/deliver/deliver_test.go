@@ -25,8 +25,8 @@ import (
 	"github.com/hookline/hookline/services/deliverer/internal/deliver"
 	"github.com/hookline/hookline/services/deliverer/internal/deliver/delivertest"
 	"github.com/hookline/hookline/services/deliverer/internal/metrics"
-	"github.com/hookline/hookline/services/deliverer/internal/retry"
 	"github.com/hookline/hookline/services/deliverer/internal/sender"
+	"github.com/hookline/hookline/services/deliverer/internal/settle"
 	"github.com/hookline/hookline/services/deliverer/internal/task"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -83,13 +83,13 @@ func newRig(t *testing.T, sc stream.Config) *rig {
 	return &rig{
 		js: js, store: store, cache: cache, rdb: rdb, m: m, sc: sc,
 		deps: deliver.Deps{
-			JS: js, Lookup: cache, Sender: snd, Scheduler: retry.NewScheduler(js),
+			JS: js, Lookup: cache, Sender: snd, Scheduler: settle.NewScheduler(js),
 			DeadLetters: deadletter.NewPublisher(js), Recorder: rec, Log: zap.NewNop(), Metrics: m,
 		},
 		opts: deliver.Options{
 			Workers: 4, AckWait: sc.AckWait, MaxRedeliveries: 5, RetryDelay: time.Second,
 			Admission: delivertest.AdmitAll{},
-			Policy:    retry.Policy{Schedule: []time.Duration{0, time.Second, time.Second}, MaxRetryAfter: time.Hour},
+			Policy:    settle.Policy{Schedule: []time.Duration{0, time.Second, time.Second}, MaxRetryAfter: time.Hour},
 		},
 	}
 }
@@ -135,7 +135,7 @@ func (r *rig) task(t *testing.T, sub *hooklinev1.Subscription, eventID string) {
 	t.Helper()
 	m := &nats.Msg{
 		Subject: stream.DeliverySubject(tenant, sub.GetId()),
-		Header:  task.New(eventID, tenant, "order.created", time.Now().UTC().Format(time.RFC3339Nano), sub.GetId()),
+		Header:  task.NewHeader(eventID, tenant, "order.created", time.Now().UTC().Format(time.RFC3339Nano), sub.GetId()),
 		Data:    []byte(`{}`),
 	}
 	if _, err := r.js.PublishMsg(context.Background(), m, jetstream.WithMsgID(stream.TaskMsgID(eventID, sub.GetId()))); err != nil {
@@ -265,7 +265,7 @@ func TestCrashBetweenDeadLetterAndTermLeavesOneDeadLetter(t *testing.T) {
 // NakWithDelay and JetStream redelivers the same message.
 type failingScheduler struct{ calls atomic.Int32 }
 
-func (f *failingScheduler) Schedule(context.Context, retry.Copy) error {
+func (f *failingScheduler) Schedule(context.Context, settle.Copy) error {
 	f.calls.Add(1)
 	return errors.New("nats unavailable")
 }

@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/hookline/hookline/services/deliverer/internal/ordering"
-	"github.com/hookline/hookline/services/deliverer/internal/retry"
+	"github.com/hookline/hookline/services/deliverer/internal/settle"
 	"go.uber.org/zap"
 )
 
@@ -56,7 +56,7 @@ func (d *Deliverer) order(ctx context.Context, j *job, tg target) {
 	}
 	st, err := d.ord.Check(ctx, j.entry())
 	if err != nil {
-		d.finish(ctx, j, verdict{decision: retry.Later(d.o.RetryDelay), detail: "ordering: " + err.Error()})
+		d.finish(ctx, j, verdict{decision: settle.Later(d.o.RetryDelay), detail: "ordering: " + err.Error()})
 		return
 	}
 	d.orderState(ctx, j, st, func() { d.admit(ctx, j, tg) })
@@ -74,7 +74,7 @@ func (d *Deliverer) orderState(ctx context.Context, j *job, st ordering.State, a
 		// Delivered or dead-lettered before (a lost ack): sending it again
 		// now would put it after later events of its key.
 		d.m.OrderingSkipped.Inc()
-		d.finish(ctx, j, verdict{decision: retry.Decision{Kind: retry.Ack}})
+		d.finish(ctx, j, verdict{decision: settle.Decision{Kind: settle.Ack}})
 	case ordering.Head:
 		j.head = true
 		j.t.OrderingSeq = st.Number
@@ -252,7 +252,7 @@ func (d *Deliverer) stillHead(ctx context.Context, j *job, tg target, slot Slot)
 	d.kick(ctx, tg.sub.GetId())
 	if st.Verdict == ordering.Done {
 		d.m.OrderingSkipped.Inc()
-		d.finish(ctx, j, verdict{decision: retry.Decision{Kind: retry.Ack}})
+		d.finish(ctx, j, verdict{decision: settle.Decision{Kind: settle.Ack}})
 		return false
 	}
 	d.keys.HeadEnded(j.orderingKey(), false, time.Now())
@@ -295,7 +295,7 @@ func (d *Deliverer) holdOrdered(ctx context.Context, j *job, delay time.Duration
 	if d.ord == nil || !j.head {
 		return
 	}
-	if err := d.ord.Hold(ctx, j.entry(), retry.FireAt(time.Now(), delay)); err != nil {
+	if err := d.ord.Hold(ctx, j.entry(), settle.FireAt(time.Now(), delay)); err != nil {
 		d.log.Warn("tell an ordering key's followers when its head retries", zap.String("event_id", j.t.EventID), zap.Error(err))
 	}
 }

@@ -83,7 +83,7 @@ func (r *rig) orderedTask(t *testing.T, sub *hooklinev1.Subscription, key, id st
 	if err := ord.Register(context.Background(), []ordering.Entry{e}); err != nil {
 		t.Fatal(err)
 	}
-	h := task.New(id, tenant, "order.created", time.Now().UTC().Format(time.RFC3339Nano), sub.GetId())
+	h := task.NewHeader(id, tenant, "order.created", time.Now().UTC().Format(time.RFC3339Nano), sub.GetId())
 	task.Set(h, stream.HeaderOrderingKey, key)
 	task.Set(h, stream.HeaderEventSeq, strconv.FormatUint(seq, 10))
 	m := &nats.Msg{Subject: stream.DeliverySubject(tenant, sub.GetId()), Header: h, Data: []byte(`{}`)}

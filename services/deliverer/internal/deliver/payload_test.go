@@ -67,7 +67,7 @@ func (r *rig) taskWith(t *testing.T, sub *hooklinev1.Subscription, eventID, typ,
 	t.Helper()
 	m := &nats.Msg{
 		Subject: stream.DeliverySubject(tenant, sub.GetId()),
-		Header:  task.New(eventID, tenant, typ, occurred, sub.GetId()),
+		Header:  task.NewHeader(eventID, tenant, typ, occurred, sub.GetId()),
 		Data:    data,
 	}
 	if _, err := r.js.PublishMsg(context.Background(), m, jetstream.WithMsgID(stream.TaskMsgID(eventID, sub.GetId()))); err != nil {

@@ -282,7 +282,7 @@ func (d *Dispatcher) fanOut(ctx context.Context, msg jetstream.Msg, ev event, su
 	for i, s := range subs {
 		m := &nats.Msg{
 			Subject: stream.DeliverySubject(ev.tenant, s.GetId()),
-			Header:  task.New(ev.id, ev.tenant, ev.eventType, ev.occurredAt, s.GetId()),
+			Header:  task.NewHeader(ev.id, ev.tenant, ev.eventType, ev.occurredAt, s.GetId()),
 			Data:    msg.Data(),
 		}
 		if ordered[i] {
@@ -385,7 +385,7 @@ func (d *Dispatcher) publishAsync(ctx context.Context, m *nats.Msg, msgID string
 func (d *Dispatcher) deadLetter(ctx context.Context, msg jetstream.Msg, ev event, subs []*hooklinev1.Subscription) error {
 	for _, s := range subs {
 		dup, err := d.dead.Publish(ctx, deadletter.Letter{
-			Header:          task.New(ev.id, ev.tenant, ev.eventType, ev.occurredAt, s.GetId()),
+			Header:          task.NewHeader(ev.id, ev.tenant, ev.eventType, ev.occurredAt, s.GetId()),
 			Body:            msg.Data(),
 			EventID:         ev.id,
 			Tenant:          ev.tenant,

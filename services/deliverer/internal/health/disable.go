@@ -42,7 +42,7 @@ type Publisher interface {
 }
 
 var (
-	_ Disabler = (*Registry)(nil)
+	_ Disabler = (*SubscriptionDisabler)(nil)
 	_ Store    = (*subscription.Store)(nil)
 	_ Cache    = (*subscription.Cache)(nil)
 )
@@ -67,10 +67,10 @@ type DisabledEvent struct {
 // It stays well inside the EVENTS duplicate window.
 const republishWithin = 5 * time.Minute
 
-// Registry disables subscriptions in the KV registry (the truth), makes
+// SubscriptionDisabler disables subscriptions in the KV registry (the truth), makes
 // the change visible in the Redis cache at once, and publishes the
 // hookline.subscription.disabled event.
-type Registry struct {
+type SubscriptionDisabler struct {
 	store Store
 	cache Cache
 	js    Publisher
@@ -78,13 +78,13 @@ type Registry struct {
 	now   func() time.Time
 }
 
-// NewRegistry returns a Registry. cache may be nil (the Syncer's watch
+// NewDisabler returns a SubscriptionDisabler. cache may be nil (the Syncer's watch
 // then brings the change to Redis within a second).
-func NewRegistry(store Store, cache Cache, js Publisher, log *zap.Logger) *Registry {
+func NewDisabler(store Store, cache Cache, js Publisher, log *zap.Logger) *SubscriptionDisabler {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	return &Registry{store: store, cache: cache, js: js, log: log.Named("health"), now: time.Now}
+	return &SubscriptionDisabler{store: store, cache: cache, js: js, log: log.Named("health"), now: time.Now}
 }
 
 var errAlreadyDisabled = errors.New("already disabled")
@@ -93,7 +93,7 @@ var errAlreadyDisabled = errors.New("already disabled")
 // subscription is already disabled, and publishes the event once per
 // disable: its Nats-Msg-Id (and event id) is derived from the subscription
 // and disabled_at.
-func (r *Registry) Disable(ctx context.Context, sub *hooklinev1.Subscription, reason string) (bool, error) {
+func (r *SubscriptionDisabler) Disable(ctx context.Context, sub *hooklinev1.Subscription, reason string) (bool, error) {
 	now := r.now().UTC().Truncate(time.Millisecond)
 	var current *hooklinev1.Subscription
 	updated, rev, err := r.store.Update(ctx, sub.GetId(), func(s *hooklinev1.Subscription) error {
@@ -143,7 +143,7 @@ func DisabledEventID(subscriptionID string, t time.Time) string {
 	return "evt_" + id.String()
 }
 
-func (r *Registry) publish(ctx context.Context, sub *hooklinev1.Subscription) error {
+func (r *SubscriptionDisabler) publish(ctx context.Context, sub *hooklinev1.Subscription) error {
 	at := sub.GetDisabledAt().AsTime().UTC()
 	ev := DisabledEvent{
 		SubscriptionID: sub.GetId(),

@@ -67,7 +67,7 @@ func newEnv(t *testing.T, cfg health.Config) *testEnv {
 	e := &testEnv{clk: healthtest.NewClockAt(time.Now().UTC().Truncate(time.Millisecond)), rdb: rdb, js: js, store: store, reg: prometheus.NewRegistry()}
 	e.h = health.New(cfg, health.Limits{AttemptTimeout: 5 * time.Second, MaxPause: 10 * time.Minute}, health.Deps{
 		Redis:      rdb,
-		Disabler:   health.NewRegistry(store, subscription.NewCache(rdb, store), js, nil),
+		Disabler:   health.NewDisabler(store, subscription.NewCache(rdb, store), js, nil),
 		Registerer: e.reg,
 		Now:        e.clk.Now,
 	})

@@ -28,8 +28,8 @@ import (
 	"github.com/hookline/hookline/services/deliverer/internal/ordering"
 	"github.com/hookline/hookline/services/deliverer/internal/pool"
 	"github.com/hookline/hookline/services/deliverer/internal/replay"
-	"github.com/hookline/hookline/services/deliverer/internal/retry"
 	"github.com/hookline/hookline/services/deliverer/internal/sender"
+	"github.com/hookline/hookline/services/deliverer/internal/settle"
 	"github.com/hookline/hookline/services/deliverer/internal/staterec"
 	"github.com/hookline/hookline/services/deliverer/internal/subcache"
 	"github.com/nats-io/nats.go"
@@ -164,7 +164,7 @@ func New(ctx context.Context, cfg config.Config, d Deps) (*Service, error) {
 	if d.Admission == nil {
 		d.Admission = health.New(cfg.Health, health.Limits{AttemptTimeout: cfg.HTTPTimeout, MaxPause: cfg.MaxRetryAfter, Workers: cfg.DeliverWorkers}, health.Deps{
 			Redis:      d.Redis,
-			Disabler:   health.NewRegistry(store, cache, js, d.Log),
+			Disabler:   health.NewDisabler(store, cache, js, d.Log),
 			Logger:     d.Log,
 			Registerer: reg,
 		})
@@ -182,7 +182,7 @@ func New(ctx context.Context, cfg config.Config, d Deps) (*Service, error) {
 			GroupCommit: groupCommit(cfg),
 		}),
 		deliver: deliver.New(deliver.Deps{
-			JS: js, Lookup: memo, Sender: snd, Scheduler: retry.NewScheduler(js), DeadLetters: staterec.DeadLettersTo(dead, states, d.Log),
+			JS: js, Lookup: memo, Sender: snd, Scheduler: settle.NewScheduler(js), DeadLetters: staterec.DeadLettersTo(dead, states, d.Log),
 			Recorder: staterec.Attempts(rec, states, d.Log), Log: d.Log, Metrics: m,
 			Ordering: order,
 			Floor:    ordering.NewFloor(ordering.ConsumerAckFloor(js, stream.Events, stream.DispatchConsumer), 0),
@@ -190,7 +190,7 @@ func New(ctx context.Context, cfg config.Config, d Deps) (*Service, error) {
 			Workers:         cfg.DeliverWorkers,
 			AckWait:         cfg.AckWait,
 			MaxRedeliveries: cfg.MaxRedeliveries,
-			Policy: retry.Policy{
+			Policy: settle.Policy{
 				Schedule:      cfg.RetrySchedule,
 				Jitter:        cfg.RetryJitter,
 				MaxRetryAfter: cfg.MaxRetryAfter,

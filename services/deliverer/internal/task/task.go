@@ -194,9 +194,9 @@ func FormatTime(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
 // Set writes one header value (replacing any other).
 func Set(h nats.Header, key, value string) { h[key] = []string{value} }
 
-// New is the header of a new task of an event for a subscription, as
+// NewHeader is the header of a new task of an event for a subscription, as
 // dispatch publishes it (Nats-Msg-Id is set by the publisher).
-func New(eventID, tenant, eventType, occurredAt, subscriptionID string) nats.Header {
+func NewHeader(eventID, tenant, eventType, occurredAt, subscriptionID string) nats.Header {
 	return nats.Header{
 		stream.HeaderEventID:        {eventID},
 		stream.HeaderTenant:         {tenant},

@@ -20,7 +20,7 @@ func header(kv ...string) nats.Header {
 }
 
 func valid(extra ...string) nats.Header {
-	h := task.New("evt_1", "acme", "order.created", "2026-01-01T00:00:00Z", "sub_1")
+	h := task.NewHeader("evt_1", "acme", "order.created", "2026-01-01T00:00:00Z", "sub_1")
 	for i := 0; i+1 < len(extra); i += 2 {
 		h[extra[i]] = []string{extra[i+1]}
 	}
@@ -124,7 +124,7 @@ func TestCopyHeaderKeepsOnlyTheContract(t *testing.T) {
 // another's endpoint.
 func TestHeadersNamingAnotherTenantLoseToTheSubject(t *testing.T) {
 	t.Parallel()
-	h := task.New("evt_1", "globex", "order.created", "2026-01-02T03:04:05Z", "sub_theirs")
+	h := task.NewHeader("evt_1", "globex", "order.created", "2026-01-02T03:04:05Z", "sub_theirs")
 	got, err := task.Parse(stream.DeliverySubject("acme", "sub_ours"), h, []byte(`{}`))
 	if !errors.Is(err, task.ErrMalformed) {
 		t.Fatalf("err = %v; want ErrMalformed", err)

@@ -1,4 +1,4 @@
-package retry_test
+package settle_test
 
 import (
 	"context"
@@ -9,7 +9,7 @@ import (
 
 	"github.com/hookline/hookline/pkg/natstest"
 	"github.com/hookline/hookline/pkg/stream"
-	"github.com/hookline/hookline/services/deliverer/internal/retry"
+	"github.com/hookline/hookline/services/deliverer/internal/settle"
 	"github.com/nats-io/nats.go"
 )
 
@@ -26,11 +26,11 @@ func TestScheduleWithALostAckIsCheckedNotDoubled(t *testing.T) {
 	if err := stream.Ensure(ctx, js, stream.Config{MemoryStorage: true}); err != nil {
 		t.Fatal(err)
 	}
-	c := retry.Copy{Header: nats.Header{"Hookline-Attempt": {"1"}}, Body: []byte(`{}`), Tenant: "acme",
+	c := settle.Copy{Header: nats.Header{"Hookline-Attempt": {"1"}}, Body: []byte(`{}`), Tenant: "acme",
 		SubscriptionID: "sub_1", Seq: 7, Delay: time.Hour}
 
-	lost := retry.NewScheduler(js)
-	retry.LoseAcks(lost, context.DeadlineExceeded)
+	lost := settle.NewScheduler(js)
+	settle.LoseAcks(lost, context.DeadlineExceeded)
 	if err := lost.Schedule(ctx, c); err != nil {
 		t.Fatalf("stored schedule with a lost ack: %v; want success", err)
 	}
@@ -42,8 +42,8 @@ func TestScheduleWithALostAckIsCheckedNotDoubled(t *testing.T) {
 		t.Fatalf("the schedule is not stored: %v", err)
 	}
 
-	failed := retry.NewScheduler(js)
-	retry.FailPublishes(failed, errors.New("nats unavailable"))
+	failed := settle.NewScheduler(js)
+	settle.FailPublishes(failed, errors.New("nats unavailable"))
 	c.Seq = 8
 	if err := failed.Schedule(ctx, c); err == nil {
 		t.Fatal("a publish that stored nothing reported success")
@@ -67,12 +67,12 @@ func TestScheduleUsesTheServersClock(t *testing.T) {
 	}
 	const delay = 30 * time.Second
 	for i, skew := range []time.Duration{time.Hour, -time.Hour, 72 * time.Hour} {
-		clock := retry.NewServerClock(js)
+		clock := settle.NewServerClock(js)
 		clock.Local = func() time.Time { return time.Now().Add(skew) }
-		s := retry.NewScheduler(js)
+		s := settle.NewScheduler(js)
 		s.Clock = clock
 		seq := uint64(100 + i)
-		c := retry.Copy{Header: nats.Header{"Hookline-Attempt": {"1"}}, Body: []byte(`{}`), Tenant: "acme",
+		c := settle.Copy{Header: nats.Header{"Hookline-Attempt": {"1"}}, Body: []byte(`{}`), Tenant: "acme",
 			SubscriptionID: "sub_1", Seq: seq, Delay: delay}
 		if err := s.Schedule(ctx, c); err != nil {
 			t.Fatal(err)

@@ -1,7 +1,7 @@
-// Package retry holds the retry schedule and the one function that decides
-// what becomes of a delivery task after an attempt: Ack, a scheduled Retry,
-// a Defer that consumes no attempt, or a DeadLetter.
-package retry
+// Package settle decides what becomes of a delivery task after an attempt
+// (Ack, a scheduled Retry, a Defer that consumes no attempt, or a
+// DeadLetter) and holds the retry schedule and the scheduler of retries.
+package settle
 
 import (
 	"fmt"

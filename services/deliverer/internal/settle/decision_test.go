@@ -1,4 +1,4 @@
-package retry_test
+package settle_test
 
 import (
 	"errors"
@@ -6,15 +6,15 @@ import (
 	"time"
 
 	"github.com/hookline/hookline/pkg/wire"
-	"github.com/hookline/hookline/services/deliverer/internal/retry"
 	"github.com/hookline/hookline/services/deliverer/internal/sender"
+	"github.com/hookline/hookline/services/deliverer/internal/settle"
 )
 
 // schedule is a retry schedule of eight attempts, like the default.
 var schedule = []time.Duration{0, 5 * time.Second, 5 * time.Minute, 30 * time.Minute, 2 * time.Hour, 5 * time.Hour, 10 * time.Hour, 10 * time.Hour}
 
-func policy() retry.Policy {
-	return retry.Policy{
+func policy() settle.Policy {
+	return settle.Policy{
 		Schedule:      schedule,
 		MaxRetryAfter: 24 * time.Hour,
 	}
@@ -31,24 +31,24 @@ func TestDecide(t *testing.T) {
 		name     string
 		result   sender.Result
 		attempts int
-		want     retry.Decision
+		want     settle.Decision
 	}{
-		{"200", sender.Result{Status: 200}, 1, retry.Decision{Kind: retry.Ack}},
-		{"204 on the last attempt", sender.Result{Status: 204}, 8, retry.Decision{Kind: retry.Ack}},
-		{"500 after the first", failed(500, sender.ClassHTTPStatus), 1, retry.Decision{Kind: retry.Retry, Delay: 5 * time.Second}},
-		{"timeout after the third", failed(0, sender.ClassTimeout), 3, retry.Decision{Kind: retry.Retry, Delay: 30 * time.Minute}},
-		{"after the seventh", failed(502, sender.ClassHTTPStatus), 7, retry.Decision{Kind: retry.Retry, Delay: 10 * time.Hour}},
-		{"exhausted", failed(500, sender.ClassHTTPStatus), 8, retry.Dead(wire.DeadLetterAttemptsExhausted)},
-		{"404 is retried", failed(404, sender.ClassHTTPStatus), 1, retry.Decision{Kind: retry.Retry, Delay: 5 * time.Second}},
-		{"401 is retried", failed(401, sender.ClassHTTPStatus), 2, retry.Decision{Kind: retry.Retry, Delay: 5 * time.Minute}},
-		{"redirect is retried", failed(302, sender.ClassRedirect), 1, retry.Decision{Kind: retry.Retry, Delay: 5 * time.Second}},
-		{"410 is gone", failed(410, sender.ClassHTTPStatus), 1, retry.Dead(wire.DeadLetterGone)},
-		{"blocked", failed(0, sender.ClassBlocked), 1, retry.Dead(wire.DeadLetterBlockedDestination)},
-		{"invalid url", failed(0, sender.ClassInvalidURL), 1, retry.Dead(wire.DeadLetterPermanentFailure)},
-		{"retry-after longer", withRetryAfter(failed(429, sender.ClassHTTPStatus), time.Hour), 1, retry.Decision{Kind: retry.Retry, Delay: time.Hour}},
-		{"retry-after shorter keeps the schedule", withRetryAfter(failed(503, sender.ClassHTTPStatus), time.Second), 2, retry.Decision{Kind: retry.Retry, Delay: 5 * time.Minute}},
-		{"retry-after capped", withRetryAfter(failed(429, sender.ClassHTTPStatus), 72*time.Hour), 1, retry.Decision{Kind: retry.Retry, Delay: 24 * time.Hour}},
-		{"retry-after on the last attempt", withRetryAfter(failed(429, sender.ClassHTTPStatus), time.Minute), 8, retry.Dead(wire.DeadLetterAttemptsExhausted)},
+		{"200", sender.Result{Status: 200}, 1, settle.Decision{Kind: settle.Ack}},
+		{"204 on the last attempt", sender.Result{Status: 204}, 8, settle.Decision{Kind: settle.Ack}},
+		{"500 after the first", failed(500, sender.ClassHTTPStatus), 1, settle.Decision{Kind: settle.Retry, Delay: 5 * time.Second}},
+		{"timeout after the third", failed(0, sender.ClassTimeout), 3, settle.Decision{Kind: settle.Retry, Delay: 30 * time.Minute}},
+		{"after the seventh", failed(502, sender.ClassHTTPStatus), 7, settle.Decision{Kind: settle.Retry, Delay: 10 * time.Hour}},
+		{"exhausted", failed(500, sender.ClassHTTPStatus), 8, settle.Dead(wire.DeadLetterAttemptsExhausted)},
+		{"404 is retried", failed(404, sender.ClassHTTPStatus), 1, settle.Decision{Kind: settle.Retry, Delay: 5 * time.Second}},
+		{"401 is retried", failed(401, sender.ClassHTTPStatus), 2, settle.Decision{Kind: settle.Retry, Delay: 5 * time.Minute}},
+		{"redirect is retried", failed(302, sender.ClassRedirect), 1, settle.Decision{Kind: settle.Retry, Delay: 5 * time.Second}},
+		{"410 is gone", failed(410, sender.ClassHTTPStatus), 1, settle.Dead(wire.DeadLetterGone)},
+		{"blocked", failed(0, sender.ClassBlocked), 1, settle.Dead(wire.DeadLetterBlockedDestination)},
+		{"invalid url", failed(0, sender.ClassInvalidURL), 1, settle.Dead(wire.DeadLetterPermanentFailure)},
+		{"retry-after longer", withRetryAfter(failed(429, sender.ClassHTTPStatus), time.Hour), 1, settle.Decision{Kind: settle.Retry, Delay: time.Hour}},
+		{"retry-after shorter keeps the schedule", withRetryAfter(failed(503, sender.ClassHTTPStatus), time.Second), 2, settle.Decision{Kind: settle.Retry, Delay: 5 * time.Minute}},
+		{"retry-after capped", withRetryAfter(failed(429, sender.ClassHTTPStatus), 72*time.Hour), 1, settle.Decision{Kind: settle.Retry, Delay: 24 * time.Hour}},
+		{"retry-after on the last attempt", withRetryAfter(failed(429, sender.ClassHTTPStatus), time.Minute), 8, settle.Dead(wire.DeadLetterAttemptsExhausted)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -100,7 +100,7 @@ func TestFireAt(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			got := retry.FireAt(now, tt.delay)
+			got := settle.FireAt(now, tt.delay)
 			if !got.Equal(tt.want) || got.Before(now.Add(tt.delay)) {
 				t.Fatalf("FireAt = %s, want %s", got, tt.want)
 			}
@@ -110,14 +110,14 @@ func TestFireAt(t *testing.T) {
 
 func TestOneLine(t *testing.T) {
 	t.Parallel()
-	if got := retry.OneLine("a\r\nb\tc"); got != "a  b c" {
+	if got := settle.OneLine("a\r\nb\tc"); got != "a  b c" {
 		t.Fatalf("OneLine = %q", got)
 	}
 	long := make([]byte, 2000)
 	for i := range long {
 		long[i] = 'x'
 	}
-	if got := retry.OneLine(string(long)); len(got) != 512 {
+	if got := settle.OneLine(string(long)); len(got) != 512 {
 		t.Fatalf("OneLine kept %d bytes", len(got))
 	}
 }
