@@ -15,6 +15,7 @@ import (
 	"github.com/hookline/hookline/pkg/ssrf"
 	"github.com/hookline/hookline/pkg/stream"
 	"github.com/hookline/hookline/pkg/subscription"
+	"github.com/hookline/hookline/pkg/tracing"
 	"github.com/hookline/hookline/services/deliverer/internal/admin"
 	"github.com/hookline/hookline/services/deliverer/internal/attempt"
 	"github.com/hookline/hookline/services/deliverer/internal/config"
@@ -22,6 +23,7 @@ import (
 	"github.com/hookline/hookline/services/deliverer/internal/deliver"
 	"github.com/hookline/hookline/services/deliverer/internal/dispatch"
 	"github.com/hookline/hookline/services/deliverer/internal/health"
+	"github.com/hookline/hookline/services/deliverer/internal/lag"
 	"github.com/hookline/hookline/services/deliverer/internal/metrics"
 	"github.com/hookline/hookline/services/deliverer/internal/ordering"
 	"github.com/hookline/hookline/services/deliverer/internal/pool"
@@ -57,6 +59,8 @@ type Deps struct {
 	Secrets deliver.Secrets
 	// RootCAs for endpoints (nil: the system roots).
 	RootCAs *x509.CertPool
+	// Tracing (nil: off) makes each fan-out and attempt a span.
+	Tracing *tracing.Tracing
 }
 
 // The in-process memo answers both stages' lookups.
@@ -80,6 +84,7 @@ type Service struct {
 	sender   *sender.Sender
 	admin    *admin.Server
 	replay   *replay.Server
+	lag      *lag.Sampler
 	started  chan struct{}
 	Metrics  *metrics.Metrics
 	Registry *prometheus.Registry
@@ -114,6 +119,7 @@ func New(ctx context.Context, cfg config.Config, d Deps) (*Service, error) {
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
 	m := metrics.New(reg, retry.Reasons, sender.Classes)
+	lagMetrics := metrics.NewLag(reg)
 	rec, err := attempt.NewRecorder(d.NATS, d.Log.Named("attempts"), m.AttemptRecordsFailed,
 		attempt.Options{Linger: cfg.AttemptLinger})
 	if err != nil {
@@ -147,6 +153,7 @@ func New(ctx context.Context, cfg config.Config, d Deps) (*Service, error) {
 		HTTPSOnly:        cfg.Destinations.HTTPSOnly,
 		DialControl:      guard,
 		RootCAs:          d.RootCAs,
+		Tracing:          d.Tracing,
 	})
 	dead := deadletter.NewPublisher(js)
 	states := deliverystate.NewWriter(js) // GET /v1/events/{id}/deliveries
@@ -168,9 +175,10 @@ func New(ctx context.Context, cfg config.Config, d Deps) (*Service, error) {
 		dispatch: dispatch.New(js, memo, staterec.DeadLettersTo(dead, states, d.Log), d.Log, m, dispatch.Options{
 			Workers: cfg.DispatchWorkers,
 			Orderer: order,
+			Tracing: d.Tracing,
 		}),
 		deliver: deliver.New(deliver.Deps{
-			JS: js, Lookup: memo, Sender: snd, Scheduler: retry.NewScheduler(js), DeadLetters: staterec.DeadLettersTo(dead, states, d.Log),
+			JS: js, Lookup: memo, Sender: lag.Timed(snd, lagMetrics.DeliveryLatency), Scheduler: retry.NewScheduler(js), DeadLetters: staterec.DeadLettersTo(dead, states, d.Log),
 			Recorder: staterec.Attempts(rec, states, d.Log), Log: d.Log, Metrics: m,
 			Ordering: order,
 			Floor:    ordering.NewFloor(ordering.ConsumerAckFloor(js, stream.Events, stream.DispatchConsumer), 0),
@@ -196,6 +204,7 @@ func New(ctx context.Context, cfg config.Config, d Deps) (*Service, error) {
 		}),
 		recorder: rec,
 		replay:   replay.New(d.NATS, js, d.Log, 10*time.Second),
+		lag:      lag.NewSampler(js, lagMetrics, d.Log, cfg.ConsumerLagInterval),
 		self:     self,
 		admit:    d.Admission,
 		sender:   snd,
@@ -253,6 +262,7 @@ func (s *Service) Run(ctx context.Context) error {
 		"dispatch":            s.dispatch.Run,
 		"deliver":             s.deliver.Run,
 		"dead-letter replay":  s.replay.Run,
+		"consumer lag":        s.lag.Run,
 	} {
 		wg.Go(func() {
 			if err := run(ctx); err != nil {

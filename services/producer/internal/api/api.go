@@ -11,6 +11,7 @@ import (
 
 	"github.com/hookline/hookline/pkg/auth"
 	"github.com/hookline/hookline/pkg/ssrf"
+	"github.com/hookline/hookline/pkg/tracing"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
 	"github.com/hookline/hookline/services/producer/internal/metrics"
 	"github.com/hookline/hookline/services/producer/internal/publish"
@@ -74,6 +75,8 @@ type Deps struct {
 	Matching Matching
 	// Replays runs replay jobs (nil: the routes answer 503).
 	Replays Replays
+	// Tracing starts a server span per request (nil: off).
+	Tracing *tracing.Tracing
 }
 
 // API serves the producer's HTTP endpoints.
@@ -94,6 +97,7 @@ type API struct {
 	matching  Matching
 	replays   Replays
 
+	tracing   *tracing.Tracing
 	handler   http.Handler
 	allow     map[string][]string // path → methods routed, for 405 answers
 	urlPolicy ssrf.Policy
@@ -106,7 +110,7 @@ func New(d Deps) *API {
 		maxEventBytes: d.MaxEventBytes, maxBatchBytes: d.MaxBatchBytes, maxBatch: d.MaxBatch,
 		maxInFlight: d.MaxInFlight, maxRate: d.MaxRate,
 		allow: map[string][]string{}, urlPolicy: d.URLPolicy,
-		jetstream: d.JS, matching: d.Matching, replays: d.Replays,
+		jetstream: d.JS, matching: d.Matching, replays: d.Replays, tracing: d.Tracing,
 	}
 	if a.maxInFlight == 0 {
 		a.maxInFlight = 256

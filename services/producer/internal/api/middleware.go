@@ -42,7 +42,8 @@ func (a *API) observe(next http.Handler) http.Handler {
 		start := time.Now()
 		ri := &routeInfo{}
 		sw := &statusWriter{ResponseWriter: w}
-		next.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), routeKey{}, ri)))
+		ctx, span := a.serverSpan(r)
+		next.ServeHTTP(sw, r.WithContext(context.WithValue(ctx, routeKey{}, ri)))
 		d := time.Since(start)
 		status := sw.status
 		if status == 0 {
@@ -52,6 +53,7 @@ func (a *API) observe(next http.Handler) http.Handler {
 		if route == "" {
 			route = "unmatched"
 		}
+		endServerSpan(span, r.Method, route, status)
 		a.metrics.HTTPRequests.WithLabelValues(route, strconv.Itoa(status)).Inc()
 		a.metrics.HTTPDuration.WithLabelValues(route).Observe(d.Seconds())
 		lvl := zapcore.InfoLevel

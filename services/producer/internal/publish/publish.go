@@ -13,12 +13,16 @@ import (
 
 	"github.com/hookline/hookline/pkg/natsconn"
 	"github.com/hookline/hookline/pkg/stream"
+	"github.com/hookline/hookline/pkg/tracing"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
 	"github.com/hookline/hookline/services/producer/internal/metrics"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/oklog/ulid/v2"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/codes"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // ErrUnavailable is returned (wrapped) when JetStream did not acknowledge a
@@ -63,6 +67,9 @@ type Publisher struct {
 	published *prometheus.CounterVec
 	stallWait time.Duration // how long an async publish waits for room
 	stalls    atomic.Int64  // async publishes retried for want of room
+	// Tracing (nil: off) starts a producer span per publish and writes
+	// its traceparent into the messages.
+	Tracing *tracing.Tracing
 }
 
 // New returns a Publisher on nc. timeout bounds the wait for an ack (of one
@@ -125,9 +132,17 @@ func (p *Publisher) Publish(ctx context.Context, ev Event) (Result, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, p.timeout)
 	defer cancel()
-	ack, err := p.js.PublishMsg(ctx, eventMsg(ev), jetstream.WithExpectStream(stream.Events))
+	m := eventMsg(ev)
+	ctx, span := p.sendSpan(ctx, stream.Events, m.Subject, 1)
+	defer span.End()
+	if span.IsRecording() {
+		span.SetAttributes(semconv.MessagingMessageID(ev.ID), tracing.AttrTenant.String(ev.Tenant), tracing.AttrEventType.String(ev.Type))
+	}
+	p.Tracing.Inject(ctx, m.Header)
+	ack, err := p.js.PublishMsg(ctx, m, jetstream.WithExpectStream(stream.Events))
 	if err != nil {
 		p.published.WithLabelValues(metrics.ResultFailed).Inc()
+		span.SetStatus(codes.Error, "not acknowledged")
 		return Result{}, fmt.Errorf("%w: publish event: %w", ErrUnavailable, err)
 	}
 	return p.result(ev.ID, ack), nil
@@ -153,10 +168,14 @@ func (p *Publisher) PublishBatch(ctx context.Context, evs []Event) ([]Result, er
 	}
 	ctx, cancel := context.WithTimeout(ctx, p.timeout)
 	defer cancel()
+	ctx, span := p.sendSpan(ctx, stream.Events, stream.Events, len(evs))
+	defer span.End()
 	futures := make([]jetstream.PubAckFuture, 0, len(evs))
 	var sendErr error
 	for _, ev := range evs {
-		f, err := p.publishAsync(ctx, eventMsg(ev))
+		m := eventMsg(ev)
+		p.Tracing.Inject(ctx, m.Header)
+		f, err := p.publishAsync(ctx, m)
 		if err != nil {
 			sendErr = err
 			break
@@ -180,6 +199,7 @@ func (p *Publisher) PublishBatch(ctx context.Context, evs []Event) ([]Result, er
 		return results, nil
 	}
 	p.published.WithLabelValues(metrics.ResultFailed).Add(float64(failed))
+	span.SetStatus(codes.Error, "not acknowledged")
 	if sendErr != nil {
 		errs = append(errs, sendErr)
 	}
@@ -190,6 +210,21 @@ func (p *Publisher) PublishBatch(ctx context.Context, evs []Event) ([]Result, er
 func (p *Publisher) publishAsync(ctx context.Context, m *nats.Msg) (jetstream.PubAckFuture, error) {
 	return natsconn.PublishAsync(ctx, p.js, m, func() { p.stalls.Add(1) },
 		jetstream.WithExpectStream(stream.Events), jetstream.WithStallWait(p.stallWait))
+}
+
+// sendSpan starts the producer span of a publish of n messages to subject
+// of streamName (a no-op span when tracing is off). Its context is what
+// the messages carry: dispatch and the attempts continue the trace from it.
+func (p *Publisher) sendSpan(ctx context.Context, streamName, subject string, n int) (context.Context, trace.Span) {
+	ctx, span := p.Tracing.Start(ctx, "send "+streamName, trace.WithSpanKind(trace.SpanKindProducer))
+	if span.IsRecording() {
+		span.SetAttributes(tracing.MessagingSystem, semconv.MessagingOperationTypeSend,
+			semconv.MessagingOperationName("send"), semconv.MessagingDestinationName(subject))
+		if n > 1 {
+			span.SetAttributes(semconv.MessagingBatchMessageCount(n))
+		}
+	}
+	return ctx, span
 }
 
 // testBody is the webhook body of a test delivery.
@@ -220,6 +255,9 @@ func (p *Publisher) PublishTest(ctx context.Context, sub *hooklinev1.Subscriptio
 	m.Header.Set(stream.HeaderTest, "true")
 	ctx, cancel := context.WithTimeout(ctx, p.timeout)
 	defer cancel()
+	ctx, span := p.sendSpan(ctx, stream.Deliveries, m.Subject, 1)
+	defer span.End()
+	p.Tracing.Inject(ctx, m.Header)
 	if _, err := p.js.PublishMsg(ctx, m, jetstream.WithExpectStream(stream.Deliveries)); err != nil {
 		return "", fmt.Errorf("%w: publish test delivery: %w", ErrUnavailable, err)
 	}
