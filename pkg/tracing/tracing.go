@@ -128,9 +128,13 @@ func Start(ctx context.Context, c Config, service, version string, onError func(
 	if err != nil {
 		return nil, fmt.Errorf("otlp trace exporter: %w", err)
 	}
-	res, err := resource.Merge(
-		resource.NewSchemaless(semconv.ServiceName(service), semconv.ServiceVersion(version)),
-		resource.Default(), // the SDK's, then OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES win
+	// Later detectors win: Hookline's service name and version, then
+	// OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME. (resource.Default()
+	// would name the service unknown_service:<binary>.)
+	res, err := resource.New(ctx,
+		resource.WithTelemetrySDK(),
+		resource.WithAttributes(semconv.ServiceName(service), semconv.ServiceVersion(version)),
+		resource.WithFromEnv(),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("trace resource: %w", err)
