@@ -201,12 +201,22 @@ func (t *Tracing) Start(ctx context.Context, name string, opts ...trace.SpanStar
 	return t.tracer.Start(ctx, name, opts...)
 }
 
-// Inject writes the span context of ctx into a NATS header.
+// MaxTraceState is the longest tracestate carried in NATS headers: the
+// W3C recommends that vendors keep it under 512 characters, and a caller's
+// 16 KB one (32 entries of 512) would be copied into every task of the
+// event and take the room its data needs.
+const MaxTraceState = 512
+
+// Inject writes the span context of ctx into a NATS header; a tracestate
+// longer than MaxTraceState is left out (the traceparent still goes).
 func (t *Tracing) Inject(ctx context.Context, h nats.Header) {
 	if t == nil || h == nil {
 		return
 	}
 	t.prop.Inject(ctx, Carrier(h))
+	if v := h[HeaderTraceState]; len(v) > 0 && len(v[0]) > MaxTraceState {
+		delete(h, HeaderTraceState)
+	}
 }
 
 // Extract returns ctx with the span context a NATS header carries (ctx

@@ -2,6 +2,7 @@ package tracing
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -139,5 +140,28 @@ func TestExtractIgnoresGarbage(t *testing.T) {
 		if trace.SpanContextFromContext(ctx).IsValid() {
 			t.Fatalf("traceparent %.40q accepted", v)
 		}
+	}
+}
+
+// A caller's oversized tracestate is not carried into NATS (it would be
+// copied into every task of the event); the traceparent is.
+func TestLongTraceStateIsDropped(t *testing.T) {
+	t.Parallel()
+	tr := New(sdktrace.NewTracerProvider())
+	var members []string
+	for i := range 30 {
+		members = append(members, fmt.Sprintf("vendor%02d=%s", i, strings.Repeat("x", 40)))
+	}
+	in := http.Header{}
+	in.Set("Traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+	in.Set("Tracestate", strings.Join(members, ","))
+	ctx := tr.ExtractHTTP(context.Background(), in)
+	if ts := trace.SpanContextFromContext(ctx).TraceState().String(); len(ts) <= MaxTraceState {
+		t.Fatalf("the propagator kept only %d bytes of tracestate: the test needs a longer one", len(ts))
+	}
+	out := nats.Header{}
+	tr.Inject(ctx, out)
+	if _, ok := out[HeaderTraceState]; ok || len(out[HeaderTraceParent]) != 1 {
+		t.Fatalf("header %v: want a traceparent and no tracestate", out)
 	}
 }

@@ -89,8 +89,12 @@ func NewEventID() string { return "evt_" + ulid.Make().String() }
 
 // headerRoom bounds the headers of an event message built by eventMsg
 // (an id of at most 128 bytes, a timestamp and an ordering key of at most
-// 128).
-const headerRoom = 512
+// 128); traceRoom is added with tracing on (a traceparent of 55 bytes and a
+// tracestate of at most tracing.MaxTraceState).
+const (
+	headerRoom = 512
+	traceRoom  = 64 + tracing.MaxTraceState
+)
 
 // MaxData is the largest event data the EVENTS stream accepts, 0 while not
 // connected: the server's max_payload less stream.EnvelopeHeadroom (room
@@ -101,7 +105,11 @@ func (p *Publisher) MaxData() int64 {
 	if mp <= 0 {
 		return 0
 	}
-	return int64(stream.EventsLimit(mp)) - headerRoom
+	room := int64(headerRoom)
+	if p.Tracing.Enabled() {
+		room += traceRoom
+	}
+	return int64(stream.EventsLimit(mp)) - room
 }
 
 // eventMsg builds the EVENTS message: body = data, id and time in headers.
