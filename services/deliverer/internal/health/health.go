@@ -56,6 +56,7 @@ import (
 	"github.com/hookline/hookline/services/deliverer/internal/breaker"
 	"github.com/hookline/hookline/services/deliverer/internal/deliver"
 	"github.com/hookline/hookline/services/deliverer/internal/inflight"
+	"github.com/hookline/hookline/services/deliverer/internal/opevents"
 	"github.com/hookline/hookline/services/deliverer/internal/ratelimit"
 	"github.com/hookline/hookline/services/deliverer/internal/redisbatch"
 	"github.com/hookline/hookline/services/deliverer/internal/sender"
@@ -82,6 +83,9 @@ type Deps struct {
 	Redis redis.UniversalClient
 	// Disabler turns subscriptions off (nil: auto-disable and 410 only log).
 	Disabler Disabler
+	// Notifier tells tenants when a circuit opens and when it closes again
+	// (nil: nobody is told).
+	Notifier Notifier
 	Logger   *zap.Logger
 	// Registerer gets the metrics (none when nil).
 	Registerer prometheus.Registerer
@@ -111,6 +115,7 @@ type Health struct {
 	rate     *ratelimit.Limiter
 	breaker  *breaker.Breaker
 	disabler Disabler
+	notifier Notifier
 	log      *zap.Logger
 	m        metrics
 	now      func() time.Time
@@ -164,7 +169,7 @@ func New(cfg Config, limits Limits, d Deps) *Health {
 		}, []string{"reason"}),
 		errors: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "hookline_health_errors_total",
-			Help: "Endpoint-health bookkeeping that failed after an attempt (Redis, or disabling), by operation.",
+			Help: "Endpoint-health bookkeeping that failed after an attempt (Redis, disabling, or publishing an operational event: op notify), by operation.",
 		}, []string{"op"}),
 	}
 	for _, r := range []string{ReasonGone, ReasonFailing} {
@@ -190,6 +195,7 @@ func New(cfg Config, limits Limits, d Deps) *Health {
 		}),
 		rate:     ratelimit.New(d.Redis, ratelimit.Config{Logger: log, Registerer: d.Registerer, Now: d.Now}),
 		disabler: d.Disabler,
+		notifier: d.Notifier,
 		share:    newWorkerShare(limits.Workers, cfg.TenantWorkerShare),
 		log:      log,
 		m:        m,
@@ -377,6 +383,7 @@ func (h *Health) observe(ctx context.Context, sub *hooklinev1.Subscription, leas
 		if closed, err := breaker.SuccessResult(cmd); err == nil && closed {
 			h.m.closed.Inc()
 			h.log.Info("circuit closed", zap.String("subscription_id", id), zap.Int("status", res.Status))
+			h.notify(sub, func(ctx context.Context, n Notifier) error { return n.Recovered(ctx, sub, h.now()) })
 		}
 		return
 	}
@@ -405,6 +412,15 @@ func (h *Health) observe(ctx context.Context, sub *hooklinev1.Subscription, leas
 		h.m.opened.Inc()
 		log.Warn("circuit opened", zap.Int("failures", streak.Failures), zap.Int("status", res.Status),
 			zap.String("error_class", res.ErrorClass), zap.Duration("open_for", streak.OpenUntil.Sub(streak.Now)))
+	}
+	if streak.Opened && streak.Opens == 1 {
+		// The first opening of the streak: not again after a failed probe.
+		h.notify(sub, func(ctx context.Context, n Notifier) error {
+			return n.Failing(ctx, sub, opevents.Failing{
+				FailingSince: streak.Since.UTC(), Failures: streak.Failures, LastStatus: res.Status,
+				LastErrorClass: res.ErrorClass, RetryAt: streak.OpenUntil.UTC(),
+			})
+		})
 	}
 	switch {
 	case res.Status == http.StatusGone:
@@ -486,6 +502,30 @@ func (h *Health) disable(sub *hooklinev1.Subscription, reason string, log *zap.L
 	if changed {
 		h.m.disabled.WithLabelValues(reason).Inc()
 		log.Warn("subscription disabled", append(fields, zap.String("reason", reason))...)
+	}
+}
+
+// Notifier tells a tenant about its subscription's circuit
+// (opevents.Publisher).
+type Notifier interface {
+	Failing(ctx context.Context, sub *hooklinev1.Subscription, f opevents.Failing) error
+	Recovered(ctx context.Context, sub *hooklinev1.Subscription, at time.Time) error
+}
+
+var _ Notifier = (*opevents.Publisher)(nil)
+
+// notify runs one notification, detached from the attempt, and logs its
+// failure (the circuit's own state is already recorded: a lost
+// notification is not retried).
+func (h *Health) notify(sub *hooklinev1.Subscription, do func(context.Context, Notifier) error) {
+	if h.notifier == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := do(ctx, h.notifier); err != nil {
+		h.m.errors.WithLabelValues("notify").Inc()
+		h.log.Warn("operational event not published", zap.String("subscription_id", sub.GetId()), zap.Error(err))
 	}
 }
 

@@ -25,6 +25,7 @@ import (
 	"github.com/hookline/hookline/services/deliverer/internal/health"
 	"github.com/hookline/hookline/services/deliverer/internal/lag"
 	"github.com/hookline/hookline/services/deliverer/internal/metrics"
+	"github.com/hookline/hookline/services/deliverer/internal/opevents"
 	"github.com/hookline/hookline/services/deliverer/internal/ordering"
 	"github.com/hookline/hookline/services/deliverer/internal/pool"
 	"github.com/hookline/hookline/services/deliverer/internal/replay"
@@ -155,12 +156,16 @@ func New(ctx context.Context, cfg config.Config, d Deps) (*Service, error) {
 		RootCAs:          d.RootCAs,
 		Tracing:          d.Tracing,
 	})
-	dead := deadletter.NewPublisher(js)
+	ops := opevents.New(js) // operational events for tenants
+	var dead dispatch.DeadLetters = opevents.DeadLetters{Next: deadletter.NewPublisher(js), Events: ops, OnError: func(err error) {
+		d.Log.Warn("operational event not published", zap.Error(err))
+	}}
 	states := deliverystate.NewWriter(js) // GET /v1/events/{id}/deliveries
 	if d.Admission == nil {
 		d.Admission = health.New(cfg.Health, health.Limits{AttemptTimeout: cfg.HTTPTimeout, MaxPause: cfg.MaxRetryAfter, Workers: cfg.DeliverWorkers}, health.Deps{
 			Redis:      d.Redis,
 			Disabler:   health.NewRegistry(store, cache, js, d.Log),
+			Notifier:   ops,
 			Logger:     d.Log,
 			Registerer: reg,
 		})
