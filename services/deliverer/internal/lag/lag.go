@@ -12,6 +12,7 @@ import (
 	"github.com/hookline/hookline/services/deliverer/internal/metrics"
 	"github.com/hookline/hookline/services/deliverer/internal/sender"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 )
 
@@ -105,7 +106,8 @@ type Sender interface {
 }
 
 // Timed wraps a Sender: each successful attempt of a task that carries
-// Hookline-Accepted-At observes now minus that time. Replays and test
+// Hookline-Accepted-At observes now minus that time, with the task's trace
+// id as the sample's exemplar when it carries a traceparent. Replays and test
 // deliveries are left out (their latency is a person's, not the
 // pipeline's), and so are tasks dispatched before the header existed.
 func Timed(next Sender, latency Observer) Sender {
@@ -131,8 +133,34 @@ func (t timed) Send(ctx context.Context, r sender.Request) sender.Result {
 	if err != nil {
 		return res
 	}
-	t.latency.Observe(max(t.now().Sub(at), 0).Seconds())
+	v := max(t.now().Sub(at), 0).Seconds()
+	if eo, ok := t.latency.(prometheus.ExemplarObserver); ok {
+		if id := traceID(first(h, stream.HeaderTraceParent)); id != "" {
+			// The sample links to its trace (OpenMetrics exemplars).
+			eo.ObserveWithExemplar(v, prometheus.Labels{"trace_id": id})
+			return res
+		}
+	}
+	t.latency.Observe(v)
 	return res
+}
+
+// traceID is the trace id of a W3C traceparent (00-<32 hex>-<16 hex>-<2
+// hex>), "" when it is not one.
+func traceID(traceparent string) string {
+	if len(traceparent) != 55 || traceparent[2] != '-' || traceparent[35] != '-' {
+		return ""
+	}
+	id := traceparent[3:35]
+	for i := 0; i < len(id); i++ {
+		if c := id[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return ""
+		}
+	}
+	if id == "00000000000000000000000000000000" {
+		return ""
+	}
+	return id
 }
 
 func first(h map[string][]string, key string) string {

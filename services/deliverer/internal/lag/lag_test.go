@@ -157,3 +157,27 @@ func TestTimed(t *testing.T) {
 		})
 	}
 }
+
+// TestTimedExemplar: a task that carries a traceparent links its latency
+// sample to the trace.
+func TestTimedExemplar(t *testing.T) {
+	t.Parallel()
+	h := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "x_seconds", Buckets: []float64{60, 120}})
+	lag.Timed(fixed{http.StatusOK}, h).Send(context.Background(), sender.Request{TaskHeader: map[string][]string{
+		stream.HeaderAcceptedAt:  {time.Now().UTC().Format(time.RFC3339Nano)},
+		stream.HeaderTraceParent: {"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"},
+	}})
+	var m dto.Metric
+	if err := h.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	var ex *dto.Exemplar
+	for _, b := range m.GetHistogram().GetBucket() {
+		if b.GetExemplar() != nil {
+			ex = b.GetExemplar()
+		}
+	}
+	if ex == nil || len(ex.GetLabel()) != 1 || ex.GetLabel()[0].GetValue() != "4bf92f3577b34da6a3ce929d0e0e4736" {
+		t.Fatalf("exemplar %v, want the task's trace id", ex)
+	}
+}
