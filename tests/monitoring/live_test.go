@@ -170,6 +170,18 @@ func TestAlertsOnALivePrometheus(t *testing.T) {
 		return nil
 	})
 
+	// Before its first scrape (Prometheus applies discovered targets every
+	// few seconds) `absent(up{…})` holds and the down alerts go pending,
+	// even firing with this test's short `for`: wait until a healthy stack
+	// has no active alert at all.
+	harness.Eventually(t, 30*time.Second, func() error {
+		as, err := alerts(ctx, prom)
+		if err != nil || len(as) != 0 {
+			return fmt.Errorf("active alerts on a healthy stack: %v (%v)", as, err)
+		}
+		return nil
+	})
+
 	healthy, _ := s.Subscribe("acme", "healthy", []string{"order.created"}, harness.Status(http.StatusOK))
 	if _, err := s.API.CreateSubscription(ctx, "acme", harness.RefusedURL(t), []string{"order.created"}); err != nil {
 		t.Fatal(err)
