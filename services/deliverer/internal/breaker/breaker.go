@@ -269,6 +269,14 @@ func (b *Breaker) SuccessCmd(ctx context.Context, pipe redis.Pipeliner, subscrip
 	return successScript.Eval(ctx, pipe, []string{Key(subscriptionID), ProbeKey(subscriptionID)})
 }
 
+// MarkCmd queues setting a flag on the subscription's failure streak: the
+// answer is true for the first caller only, of every replica, and the flag
+// goes with the streak (a success forgets it). For things to do once per
+// streak, like telling the tenant.
+func (b *Breaker) MarkCmd(ctx context.Context, pipe redis.Pipeliner, subscriptionID, flag string) *redis.BoolCmd {
+	return pipe.HSetNX(ctx, Key(subscriptionID), "mark:"+flag, 1)
+}
+
 // SuccessResult is the answer of a SuccessCmd whose pipe ran.
 func SuccessResult(cmd *redis.Cmd) (closed bool, err error) {
 	n, err := cmd.Int64()

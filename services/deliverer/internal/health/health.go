@@ -46,6 +46,7 @@ package health
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"net/http"
 	"sync/atomic"
@@ -416,11 +417,11 @@ func (h *Health) observe(ctx context.Context, sub *hooklinev1.Subscription, leas
 	if streak.Opened && streak.Opens == 1 {
 		// The first opening of the streak: not again after a failed probe.
 		h.notify(sub, func(ctx context.Context, n Notifier) error {
-			return n.Failing(ctx, sub, opevents.Failing{
-				FailingSince: streak.Since.UTC(), Failures: streak.Failures, LastStatus: res.Status,
-				LastErrorClass: res.ErrorClass, RetryAt: streak.OpenUntil.UTC(),
-			})
+			return n.Failing(ctx, sub, h.failing(sub, streak, res, opevents.StageCircuitOpen, 0))
 		})
+	}
+	if err == nil {
+		h.warnBeforeDisable(ctx, sub, streak, res)
 	}
 	switch {
 	case res.Status == http.StatusGone:
@@ -503,6 +504,66 @@ func (h *Health) disable(sub *hooklinev1.Subscription, reason string, log *zap.L
 		h.m.disabled.WithLabelValues(reason).Inc()
 		log.Warn("subscription disabled", append(fields, zap.String("reason", reason))...)
 	}
+}
+
+// AutoDisableWarnings are the shares of HOOKLINE_AUTO_DISABLE_AFTER at
+// which a failing subscription's tenant is warned (a
+// hookline.subscription.failing event of stage auto_disable_warning).
+var AutoDisableWarnings = []float64{0.5, 0.9}
+
+// failing is the body of a failing event about streak.
+func (h *Health) failing(sub *hooklinev1.Subscription, streak breaker.Streak, res sender.Result, stage string, share float64) opevents.Failing {
+	f := opevents.Failing{
+		Stage: stage, AutoDisableShare: share,
+		FailingSince: streak.Since.UTC(), Failures: streak.Failures, LastStatus: res.Status,
+		LastErrorClass: res.ErrorClass, RetryAt: streak.OpenUntil.UTC(),
+	}
+	if h.cfg.AutoDisableAfter > 0 {
+		at := streak.Now.Add(h.cfg.AutoDisableAfter - h.failingFor(sub, streak)).UTC()
+		f.AutoDisableAt = &at
+	}
+	return f
+}
+
+// warnBeforeDisable tells the tenant, once per streak (across replicas: a
+// mark on the streak in Redis) and share, that the subscription has failed
+// for that share of the auto-disable window. Only a failed attempt past a
+// share costs a Redis command.
+func (h *Health) warnBeforeDisable(ctx context.Context, sub *hooklinev1.Subscription, streak breaker.Streak, res sender.Result) {
+	if h.notifier == nil || h.cfg.AutoDisableAfter <= 0 {
+		return
+	}
+	failing := h.failingFor(sub, streak)
+	if failing >= h.cfg.AutoDisableAfter {
+		return // disabled now: hookline.subscription.disabled says it
+	}
+	share := 0.0
+	for _, s := range AutoDisableWarnings {
+		if failing >= time.Duration(float64(h.cfg.AutoDisableAfter)*s) {
+			share = s
+		}
+	}
+	if share == 0 {
+		return
+	}
+	// The window starts at the later of the streak and the subscription's
+	// last change: a re-enabled subscription is warned again.
+	start := streak.Now.Add(-failing)
+	var cmd *redis.BoolCmd
+	h.batch.Do(func(pipe redis.Pipeliner) {
+		cmd = h.breaker.MarkCmd(ctx, pipe, sub.GetId(), fmt.Sprintf("warned:%g:%d", share, start.UnixMilli()))
+	})
+	if first, err := cmd.Result(); err != nil || !first {
+		if err != nil {
+			h.m.errors.WithLabelValues("notify").Inc()
+		}
+		return
+	}
+	h.notify(sub, func(ctx context.Context, n Notifier) error {
+		f := h.failing(sub, streak, res, opevents.StageAutoDisableWarning, share)
+		f.FailingSince = start.UTC()
+		return n.Failing(ctx, sub, f)
+	})
 }
 
 // Notifier tells a tenant about its subscription's circuit

@@ -50,13 +50,31 @@ const (
 // every replica's report of a window one event.
 const DeadLetterWindow = 15 * time.Minute
 
+// Stages of a failing event.
+const (
+	// StageCircuitOpen: the circuit opened (the streak's first opening).
+	StageCircuitOpen = "circuit_open"
+	// StageAutoDisableWarning: the subscription has failed for a share
+	// (AutoDisableShare) of HOOKLINE_AUTO_DISABLE_AFTER and will be
+	// disabled at AutoDisableAt unless an attempt succeeds.
+	StageAutoDisableWarning = "auto_disable_warning"
+)
+
 // Failing is the body of a hookline.subscription.failing event.
 type Failing struct {
-	SubscriptionID string    `json:"subscription_id"`
-	FailingSince   time.Time `json:"failing_since"`
-	Failures       int       `json:"failures"`
-	LastStatus     int       `json:"last_status,omitempty"`
-	LastErrorClass string    `json:"last_error_class,omitempty"`
+	SubscriptionID string `json:"subscription_id"`
+	// Stage is StageCircuitOpen or StageAutoDisableWarning.
+	Stage string `json:"stage"`
+	// AutoDisableShare is the share of the auto-disable window spent
+	// failing (0.5, 0.9) for a warning.
+	AutoDisableShare float64 `json:"auto_disable_share,omitempty"`
+	// AutoDisableAt is when auto-disable turns the subscription off if
+	// every attempt keeps failing (absent when auto-disable is off).
+	AutoDisableAt  *time.Time `json:"auto_disable_at,omitempty"`
+	FailingSince   time.Time  `json:"failing_since"`
+	Failures       int        `json:"failures"`
+	LastStatus     int        `json:"last_status,omitempty"`
+	LastErrorClass string     `json:"last_error_class,omitempty"`
 	// RetryAt is when the circuit lets a probe through.
 	RetryAt time.Time `json:"retry_at"`
 	URLHost string    `json:"url_host,omitempty"`
@@ -106,10 +124,16 @@ func New(js JetStream) *Publisher {
 }
 
 // Failing reports that sub's circuit opened for the first time in the
-// failure streak that started at since.
+// failure streak that started at f.FailingSince, or (f.Stage) that the
+// streak has lasted a share of the auto-disable window.
 func (p *Publisher) Failing(ctx context.Context, sub *hooklinev1.Subscription, f Failing) error {
 	f.SubscriptionID, f.URLHost = sub.GetId(), URLHost(sub.GetUrl())
-	return p.publish(ctx, sub.GetTenant(), FailingType, EventID(FailingType, sub.GetId(), f.FailingSince), f.FailingSince, f)
+	if f.Stage == "" {
+		f.Stage = StageCircuitOpen
+	}
+	// One event per streak and stage (and share).
+	id := EventID(fmt.Sprintf("%s:%s:%g", FailingType, f.Stage, f.AutoDisableShare), sub.GetId(), f.FailingSince)
+	return p.publish(ctx, sub.GetTenant(), FailingType, id, p.now(), f)
 }
 
 // Recovered reports the first success of sub after its circuit opened.

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
+	"sort"
 	"sync/atomic"
 	"testing"
 
@@ -126,5 +128,49 @@ func TestFailingThenRecoveredOncePerTransition(t *testing.T) {
 	}
 	if n := others.count(); n != 0 {
 		t.Fatalf("another tenant's subscription received %d operational events about acme", n)
+	}
+}
+
+// TestWarnedBeforeAutoDisable: a subscription that fails every attempt is
+// warned at half and at nine tenths of the auto-disable window, each once,
+// then disabled.
+func TestWarnedBeforeAutoDisable(t *testing.T) {
+	t.Parallel()
+	e := start(t, map[string]string{
+		// A window of seconds instead of five days: the stages are what
+		// is tested.
+		"HOOKLINE_AUTO_DISABLE_AFTER": "3s",
+		// The circuit stays closed, so that attempts fail all along the
+		// window (an open circuit lets a probe through now and then and
+		// could step over a share; circuit_open has its own test).
+		"HOOKLINE_BREAKER_FAILURES": "1000000",
+	})
+	endpoint := newReceiver(t, always(http.StatusInternalServerError))
+	ops := newReceiver(t, always(http.StatusOK))
+	sub, _ := e.subscribe(t, endpoint.URL(), "order.*")
+	e.subscribe(t, ops.URL(), "hookline.>")
+	n := 0
+	eventually(t, await, "hookline.subscription.disabled", func() bool {
+		// An event per poll keeps attempts failing through the window.
+		n++
+		e.publish(t, "order.created", fmt.Sprintf("evt_warn_%d", n), `{"n":1}`)
+		return len(opEvents(t, ops)["hookline.subscription.disabled"]) > 0
+	})
+	eventually(t, await, "every task settled", func() bool { return e.idle(t) })
+
+	var stages []string
+	for _, f := range opEvents(t, ops)["hookline.subscription.failing"] {
+		if f["subscription_id"] != sub.GetId() || f["auto_disable_at"] == nil {
+			t.Fatalf("failing event %v", f)
+		}
+		stages = append(stages, fmt.Sprint(f["stage"], " ", f["auto_disable_share"]))
+	}
+	sort.Strings(stages)
+	want := []string{"auto_disable_warning 0.5", "auto_disable_warning 0.9"}
+	if !slices.Equal(stages, want) {
+		t.Fatalf("failing events %v, want %v (each once)", stages, want)
+	}
+	if n := len(opEvents(t, ops)["hookline.subscription.disabled"]); n != 1 {
+		t.Fatalf("%d disabled events, want 1", n)
 	}
 }
