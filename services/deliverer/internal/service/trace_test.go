@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 
+	"github.com/hookline/hookline/pkg/replay"
 	"github.com/hookline/hookline/pkg/stream"
 	"github.com/hookline/hookline/pkg/subscription"
 	"github.com/hookline/hookline/pkg/tracing"
@@ -195,4 +197,49 @@ func histogramCount(t *testing.T, e *env, name string) uint64 {
 	}
 	t.Fatalf("no %s", name)
 	return 0
+}
+
+// TestReplayJoinsTheTrace: a delivery dead-lettered after its retries and
+// replayed days later (here: at once) is attempted in the event's trace,
+// under the same fan-out, and the endpoint receives that trace id.
+func TestReplayJoinsTheTrace(t *testing.T) {
+	t.Parallel()
+	e, rec := traced(t, nil)
+	var up atomic.Bool
+	r := newReceiver(t, func(int) int {
+		if up.Load() {
+			return http.StatusOK
+		}
+		return http.StatusInternalServerError
+	})
+	e.subscribe(t, r.URL(), "order.*")
+	e.publishTraced(t, "order.created", "evt_replayed")
+	eventually(t, await, "the dead letter", func() bool { return len(e.deadLetters(t)) == 1 })
+	dl := e.deadLetters(t)[0]
+	if got := dl.Header[stream.HeaderTraceParent]; len(got) != 1 || !strings.Contains(got[0], producerTrace) {
+		t.Fatalf("dead letter traceparent %v, want the event's trace", got)
+	}
+	up.Store(true)
+	if _, err := replay.Ask(t.Context(), e.nc, dl.Sequence); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, await, "the replayed delivery", func() bool { return r.count() == 4 })
+	last := r.requests()[3]
+	if got := last.header.Get("Traceparent"); !strings.HasPrefix(got, "00-"+producerTrace+"-") {
+		t.Fatalf("replayed delivery's traceparent %q, want the event's trace %s", got, producerTrace)
+	}
+	eventually(t, await, "the replay attempt's span", func() bool {
+		for _, s := range spansNamed(rec.Ended(), "POST") {
+			if attr(s, "hookline.replay") != "" && attr(s, "http.response.status_code") == "200" {
+				return s.SpanContext().TraceID().String() == producerTrace
+			}
+		}
+		return false
+	})
+	dispatch := spansNamed(rec.Ended(), "process "+stream.Events)
+	for _, s := range spansNamed(rec.Ended(), "POST") {
+		if s.Parent().SpanID() != dispatch[0].SpanContext().SpanID() {
+			t.Fatalf("attempt %s (replay %q) is not under the fan-out", attr(s, "hookline.attempt"), attr(s, "hookline.replay"))
+		}
+	}
 }
