@@ -157,7 +157,9 @@ func New(ctx context.Context, cfg config.Config, d Deps) (*Service, error) {
 		Tracing:          d.Tracing,
 	})
 	ops := opevents.New(js) // operational events for tenants
-	var dead dispatch.DeadLetters = opevents.DeadLetters{Next: deadletter.NewPublisher(js), Events: ops, OnError: func(err error) {
+	deadPub := deadletter.NewPublisher(js)
+	deadPub.Tracing = d.Tracing
+	var dead dispatch.DeadLetters = opevents.DeadLetters{Next: deadPub, Events: ops, OnError: func(err error) {
 		d.Log.Warn("operational event not published", zap.Error(err))
 	}}
 	states := deliverystate.NewWriter(js) // GET /v1/events/{id}/deliveries

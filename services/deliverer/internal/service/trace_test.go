@@ -237,6 +237,11 @@ func TestReplayJoinsTheTrace(t *testing.T) {
 		return false
 	})
 	dispatch := spansNamed(rec.Ended(), "process "+stream.Events)
+	dead := spansNamed(rec.Ended(), "send "+stream.DeadLetter)
+	if len(dead) != 1 || dead[0].Parent().SpanID() != dispatch[0].SpanContext().SpanID() ||
+		attr(dead[0], "hookline.dead_letter.reason") != "attempts_exhausted" {
+		t.Fatalf("dead-letter spans %v: want one under the fan-out, reason attempts_exhausted", dead)
+	}
 	for _, s := range spansNamed(rec.Ended(), "POST") {
 		if s.Parent().SpanID() != dispatch[0].SpanContext().SpanID() {
 			t.Fatalf("attempt %s (replay %q) is not under the fan-out", attr(s, "hookline.attempt"), attr(s, "hookline.replay"))
