@@ -279,6 +279,31 @@ func (c Carrier) Keys() []string {
 	return out
 }
 
+// TraceIDOf is the trace id of the W3C traceparent a NATS header carries
+// (00-<32 hex>-<16 hex>-<2 hex>), "" when it carries none or a malformed
+// one. It reads the header whether tracing is on or off: for log lines and
+// exemplars.
+func TraceIDOf(h map[string][]string) string {
+	v := h[HeaderTraceParent]
+	if len(v) == 0 {
+		return ""
+	}
+	tp := v[0]
+	if len(tp) != 55 || tp[2] != '-' || tp[35] != '-' || tp[52] != '-' {
+		return ""
+	}
+	id := tp[3:35]
+	for i := 0; i < len(id); i++ {
+		if c := id[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return ""
+		}
+	}
+	if id == "00000000000000000000000000000000" {
+		return ""
+	}
+	return id
+}
+
 // TraceID is the trace id of ctx's span, "" when there is none (for log
 // lines).
 func TraceID(ctx context.Context) string {

@@ -165,3 +165,24 @@ func TestLongTraceStateIsDropped(t *testing.T) {
 		t.Fatalf("header %v: want a traceparent and no tracestate", out)
 	}
 }
+
+func TestTraceIDOf(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ name, v, want string }{
+		{"valid", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "0af7651916cd43dd8448eb211c80319c"},
+		{"upper case", "00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01", ""},
+		{"zero trace", "00-00000000000000000000000000000000-b7ad6b7169203331-01", ""},
+		{"short", "00-0af7651916cd43dd-b7ad6b7169203331-01", ""},
+		{"garbage of the right length", strings.Repeat("x", 55), ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			if got := TraceIDOf(map[string][]string{HeaderTraceParent: {tc.v}}); got != tc.want {
+				t.Fatalf("TraceIDOf(%q) = %q, want %q", tc.v, got, tc.want)
+			}
+		})
+	}
+	if TraceIDOf(nil) != "" {
+		t.Fatal("a nil header has a trace id")
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/hookline/hookline/pkg/stream"
+	"github.com/hookline/hookline/pkg/tracing"
 	"github.com/hookline/hookline/services/deliverer/internal/metrics"
 	"github.com/hookline/hookline/services/deliverer/internal/sender"
 	"github.com/nats-io/nats.go/jetstream"
@@ -135,7 +136,7 @@ func (t timed) Send(ctx context.Context, r sender.Request) sender.Result {
 	}
 	v := max(t.now().Sub(at), 0).Seconds()
 	if eo, ok := t.latency.(prometheus.ExemplarObserver); ok {
-		if id := traceID(first(h, stream.HeaderTraceParent)); id != "" {
+		if id := tracing.TraceIDOf(h); id != "" {
 			// The sample links to its trace (OpenMetrics exemplars).
 			eo.ObserveWithExemplar(v, prometheus.Labels{"trace_id": id})
 			return res
@@ -143,24 +144,6 @@ func (t timed) Send(ctx context.Context, r sender.Request) sender.Result {
 	}
 	t.latency.Observe(v)
 	return res
-}
-
-// traceID is the trace id of a W3C traceparent (00-<32 hex>-<16 hex>-<2
-// hex>), "" when it is not one.
-func traceID(traceparent string) string {
-	if len(traceparent) != 55 || traceparent[2] != '-' || traceparent[35] != '-' {
-		return ""
-	}
-	id := traceparent[3:35]
-	for i := 0; i < len(id); i++ {
-		if c := id[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
-			return ""
-		}
-	}
-	if id == "00000000000000000000000000000000" {
-		return ""
-	}
-	return id
 }
 
 func first(h map[string][]string, key string) string {

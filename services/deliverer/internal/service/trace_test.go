@@ -160,6 +160,17 @@ func TestTraceAcrossDispatchAndAttempts(t *testing.T) {
 		}
 	}
 
+	// The failed attempt's log line names the trace.
+	logged := false
+	for _, en := range e.logs.FilterMessage("attempt").All() {
+		if en.ContextMap()["status"] == int64(500) {
+			logged = en.ContextMap()["trace_id"] == producerTrace
+		}
+	}
+	if !logged {
+		t.Fatalf("the failed attempt's log line has no trace_id %s: %v", producerTrace, e.logs.FilterMessage("attempt").All())
+	}
+
 	// One end-to-end latency: the success, not the failed attempt.
 	if n := testutil.CollectAndCount(e.svc.Registry, "hookline_delivery_latency_seconds"); n != 1 {
 		t.Fatalf("latency families %d", n)

@@ -61,8 +61,12 @@ func (a *API) observe(next http.Handler) http.Handler {
 			lvl = zapcore.DebugLevel
 		}
 		if ce := a.log.Check(lvl, "http request"); ce != nil {
-			ce.Write(zap.String("method", r.Method), zap.String("route", route),
-				zap.Int("status", status), zap.Float64("duration_s", d.Seconds()))
+			fields := []zap.Field{zap.String("method", r.Method), zap.String("route", route),
+				zap.Int("status", status), zap.Float64("duration_s", d.Seconds())}
+			if span != nil {
+				fields = append(fields, zap.String("trace_id", span.SpanContext().TraceID().String()))
+			}
+			ce.Write(fields...)
 		}
 	})
 }

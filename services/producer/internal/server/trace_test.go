@@ -70,6 +70,14 @@ func TestPublishContinuesTheCallersTrace(t *testing.T) {
 	if send.SpanKind() != trace.SpanKindProducer || send.Parent().SpanID() != srv.SpanContext().SpanID() {
 		t.Fatalf("send span %s under %s, want a producer span under the server span", send.SpanKind(), send.Parent().SpanID())
 	}
+	eventually(t, "the access log line of POST /v1/events with trace_id "+callerTrace, func() bool {
+		for _, en := range e.logs.FilterMessage("http request").All() {
+			if en.ContextMap()["route"] == "POST /v1/events" && en.ContextMap()["trace_id"] == callerTrace {
+				return true
+			}
+		}
+		return false
+	})
 	m := e.lastMsg(stream.Events, stream.EventSubject("acme", "order.created"))
 	want := "00-" + callerTrace + "-" + send.SpanContext().SpanID().String() + "-01"
 	if got := m.Header[stream.HeaderTraceParent]; len(got) != 1 || got[0] != want {
