@@ -199,7 +199,8 @@ func (r *Replayer) Replay(ctx context.Context, seq uint64) (Response, error) {
 // attempt count, first-attempt time and last status/error are not: a replay
 // starts a fresh delivery (attempt 0) that keeps the event id (the receiver's
 // webhook-id). An ordered event keeps its key and number: the replay is
-// sent at once (not held in its key's line) under the number it had.
+// sent at once (not held in its key's line) under the number it had. The
+// trace context is kept: the replay's attempt joins the event's trace.
 var taskHeaders = []string{
 	stream.HeaderEventID,
 	stream.HeaderTenant,
@@ -210,6 +211,8 @@ var taskHeaders = []string{
 	stream.HeaderOrderingKey,
 	stream.HeaderEventSeq,
 	stream.HeaderOrderingSeq,
+	stream.HeaderTraceParent,
+	stream.HeaderTraceState,
 }
 
 // Task is the delivery task that replays the dead letter stored at seq

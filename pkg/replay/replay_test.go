@@ -83,6 +83,25 @@ func TestTaskKeepsOrdering(t *testing.T) {
 	}
 }
 
+// A replay joins the event's trace: the dead letter's traceparent and
+// tracestate (lower-case keys, exactly) are kept on the task.
+func TestTaskKeepsTraceContext(t *testing.T) {
+	t.Parallel()
+	h := deadLetterHeader()
+	h[stream.HeaderTraceParent] = []string{"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
+	h[stream.HeaderTraceState] = []string{"platform=1"}
+	task, err := replay.Task("deadletter.acme.sub_1", 42, h, []byte(`{}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := task.Header[stream.HeaderTraceParent]; len(got) != 1 || got[0] != h[stream.HeaderTraceParent][0] {
+		t.Fatalf("traceparent %v", got)
+	}
+	if got := task.Header[stream.HeaderTraceState]; len(got) != 1 || got[0] != "platform=1" {
+		t.Fatalf("tracestate %v", got)
+	}
+}
+
 // The subject, which only the deliverer publishes to, names the tenant and
 // subscription; headers that disagree refuse the replay.
 func TestTaskRefusesWhatTheSubjectDoesNotVouchFor(t *testing.T) {

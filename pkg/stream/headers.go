@@ -23,6 +23,9 @@ import (
 //	                       subscription with ordered on, events of one key
 //	                       are attempted one at a time in EVENTS sequence
 //	                       order; absent → no ordering for the event
+//	traceparent, tracestate  optional W3C trace context (lower case,
+//	                       exactly: NATS header keys are case-sensitive);
+//	                       with tracing on, dispatch continues the trace
 //
 // Tenant and type come from the subject events.<tenant>.<type…>.
 //
@@ -48,6 +51,12 @@ import (
 //	Hookline-Test              "true" on a test delivery (POST …/test),
 //	                           published by the producer straight to
 //	                           deliveries.<tenant>.<subscription>
+//	Hookline-Accepted-At       RFC 3339: when EVENTS stored the event (its
+//	                           stream timestamp), the start of
+//	                           hookline_delivery_latency_seconds
+//	traceparent, tracestate    with tracing on: the fan-out's span, so that
+//	                           every attempt, retry and replay of the task
+//	                           joins the event's trace
 //
 // On DEADLETTER, all of the above plus:
 //
@@ -78,6 +87,10 @@ const (
 	HeaderOrderingKey     = "Hookline-Ordering-Key"
 	HeaderEventSeq        = "Hookline-Event-Seq"
 	HeaderOrderingSeq     = "Hookline-Ordering-Sequence"
+	HeaderAcceptedAt      = "Hookline-Accepted-At"
+	// W3C trace context, lower case as the W3C propagators write it.
+	HeaderTraceParent = "traceparent"
+	HeaderTraceState  = "tracestate"
 )
 
 // MaxOrderingKeyLen bounds an ordering key.

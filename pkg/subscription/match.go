@@ -4,15 +4,24 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/hookline/hookline/pkg/stream"
 )
 
 // Matches reports whether eventType matches filter with NATS token
 // semantics: tokens are separated by '.', a filter token equals the event
 // type's token, or is "*" (exactly one token), or is a final ">" (one or
 // more tokens). Malformed input (an empty token, a ">" that is not last)
-// matches nothing. Matches does not allocate.
+// matches nothing. Hookline's own types (hookline.…: operational events
+// such as hookline.subscription.failing) match only a filter that names
+// them in its first token (hookline.>, hookline.subscription.*): a
+// catch-all such as ">" or "*.failing" never receives them. Matches does
+// not allocate.
 func Matches(filter, eventType string) bool {
 	if filter == "" || eventType == "" {
+		return false
+	}
+	if strings.HasPrefix(eventType, stream.ReservedTypePrefix) && !strings.HasPrefix(filter, stream.ReservedTypePrefix) {
 		return false
 	}
 	for {

@@ -38,6 +38,10 @@ func TestMatches(t *testing.T) {
 		{name: "trailing dot in type", filter: "a.>", eventType: "a.b."},
 		{name: "empty token in filter", filter: "a..c", eventType: "a..c"},
 		{name: "case sensitive", filter: "Order.created", eventType: "order.created"},
+		{name: "catch-all skips operational events", filter: ">", eventType: "hookline.subscription.failing"},
+		{name: "star skips operational events", filter: "*.subscription.failing", eventType: "hookline.subscription.failing"},
+		{name: "named operational events", filter: "hookline.>", eventType: "hookline.delivery.dead_lettered", want: true},
+		{name: "one operational type", filter: "hookline.subscription.disabled", eventType: "hookline.subscription.disabled", want: true},
 		{name: "partial wildcard is literal", filter: "order*", eventType: "orders"},
 	}
 	for _, tt := range tests {

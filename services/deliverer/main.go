@@ -14,6 +14,7 @@ import (
 	"github.com/hookline/hookline/pkg/logging"
 	"github.com/hookline/hookline/pkg/natsconn"
 	"github.com/hookline/hookline/pkg/redisconn"
+	"github.com/hookline/hookline/pkg/tracing"
 	"github.com/hookline/hookline/services/deliverer/internal/config"
 	"github.com/hookline/hookline/services/deliverer/internal/service"
 )
@@ -65,12 +66,16 @@ func run(ctx context.Context) error {
 	if err := prepare(ctx, nc, cfg.Stream(), log); err != nil {
 		return err
 	}
-	svc, err := service.New(ctx, cfg, service.Deps{NATS: nc, Redis: rdb, Log: log, Version: version})
+	tr, err := tracing.Start(ctx, cfg.Tracing, "hookline-deliverer", version, tracing.LogErrors(log))
+	if err != nil {
+		return err
+	}
+	svc, err := service.New(ctx, cfg, service.Deps{NATS: nc, Redis: rdb, Log: log, Version: version, Tracing: tr})
 	if err != nil {
 		return err
 	}
 	runErr := svc.Run(ctx)
-	return errors.Join(runErr, natsconn.Drain(nc, cfg.ShutdownTimeout))
+	return errors.Join(runErr, natsconn.Drain(nc, cfg.ShutdownTimeout), tr.Flush())
 }
 
 // topology is `deliverer topology`: create or update every stream, the KV

@@ -15,6 +15,7 @@ import (
 	"github.com/hookline/hookline/pkg/logging"
 	"github.com/hookline/hookline/pkg/natsconn"
 	"github.com/hookline/hookline/pkg/redisconn"
+	"github.com/hookline/hookline/pkg/tracing"
 	"github.com/hookline/hookline/services/producer/internal/config"
 	"github.com/hookline/hookline/services/producer/internal/server"
 	"go.uber.org/zap"
@@ -58,9 +59,14 @@ func run(ctx context.Context) error {
 		return err
 	}
 	defer rdb.Close()
-	srv, err := server.New(cfg, nc, rdb, log)
+	tr, err := tracing.Start(ctx, cfg.Tracing, "hookline-producer", version, tracing.LogErrors(log))
 	if err != nil {
 		return err
 	}
-	return errors.Join(srv.Run(ctx), natsconn.Drain(nc, cfg.ShutdownTimeout))
+	srv, err := server.New(cfg, nc, rdb, log, server.WithTracing(tr))
+	if err != nil {
+		return err
+	}
+	runErr := srv.Run(ctx)
+	return errors.Join(runErr, natsconn.Drain(nc, cfg.ShutdownTimeout), tr.Flush())
 }

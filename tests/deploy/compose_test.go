@@ -19,16 +19,18 @@ import (
 
 // loadCompose loads docker-compose.yml as `docker compose` does, with env as
 // the environment of the command.
-func loadCompose(t *testing.T, root string, env []string) *types.Project {
+func loadCompose(t *testing.T, root string, env []string, more ...cli.ProjectOptionsFn) *types.Project {
 	t.Helper()
 	opts, err := cli.NewProjectOptions(
 		[]string{filepath.Join(root, "docker-compose.yml")},
-		cli.WithWorkingDirectory(root),
-		cli.WithEnv(env),
-		cli.WithName("hookline"),
-		cli.WithInterpolation(true),
-		cli.WithNormalization(true),
-		cli.WithConsistency(true),
+		append([]cli.ProjectOptionsFn{
+			cli.WithWorkingDirectory(root),
+			cli.WithEnv(env),
+			cli.WithName("hookline"),
+			cli.WithInterpolation(true),
+			cli.WithNormalization(true),
+			cli.WithConsistency(true),
+		}, more...)...,
 	)
 	if err != nil {
 		t.Fatal(err)

@@ -425,6 +425,10 @@ func TestNATSLeastPrivilege(t *testing.T) {
 			return err
 		})
 		allowed(t, d, "publish the subscription-disabled event", publish(d, stream.EventSubject("acme", "hookline.subscription.disabled")))
+		for _, typ := range []string{"hookline.subscription.failing", "hookline.subscription.recovered", "hookline.delivery.dead_lettered"} {
+			allowed(t, d, "publish the operational event "+typ, publish(d, stream.EventSubject("acme", typ)))
+		}
+		denied(t, d, "publish another hookline.* type", "events.acme.hookline.order.created", publish(d, stream.EventSubject("acme", "hookline.order.created")))
 
 		denied(t, d, "publish an event", "events.x", publish(d, "events.x"))
 		denied(t, d, "publish another tenant's event", "events.acme.order.created", publish(d, stream.EventSubject("acme", "order.created")))

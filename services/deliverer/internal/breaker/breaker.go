@@ -66,7 +66,7 @@ return {3, redis.call('PTTL', KEYS[2])}
 `)
 
 // failure records a failed attempt and opens the circuit when due.
-// Returns {failures, since ms, opened (0/1), open_until ms or 0}.
+// Returns {failures, since ms, opened (0/1), open_until ms or 0, opens}.
 //
 //	KEYS[1] state  KEYS[2] probe
 //	ARGV[1] now ms  ARGV[2] threshold  ARGV[3] cool-down ms  ARGV[4] max cool-down ms
@@ -90,7 +90,7 @@ if pause > 0 and (not ou or ou < now + pause) then
 end
 if ou then redis.call('HSET', KEYS[1], 'open_until', ou) end
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
-return {n, since, opened, ou or 0}
+return {n, since, opened, ou or 0, tonumber(redis.call('HGET', KEYS[1], 'opens')) or 0}
 `)
 
 // success closes the circuit and forgets the streak. Returns 1 when the
@@ -271,6 +271,14 @@ func (b *Breaker) SuccessCmd(ctx context.Context, pipe redis.Pipeliner, subscrip
 	return successScript.Eval(ctx, pipe, []string{Key(subscriptionID), ProbeKey(subscriptionID)})
 }
 
+// MarkCmd queues setting a flag on the subscription's failure streak: the
+// answer is true for the first caller only, of every replica, and the flag
+// goes with the streak (a success forgets it). For things to do once per
+// streak, like telling the tenant.
+func (b *Breaker) MarkCmd(ctx context.Context, pipe redis.Pipeliner, subscriptionID, flag string) *redis.BoolCmd {
+	return pipe.HSetNX(ctx, Key(subscriptionID), "mark:"+flag, 1)
+}
+
 // SuccessResult is the answer of a SuccessCmd whose pipe ran.
 func SuccessResult(cmd *redis.Cmd) (closed bool, err error) {
 	n, err := cmd.Int64()
@@ -290,6 +298,9 @@ type Streak struct {
 	Now time.Time
 	// Opened: this failure opened (or reopened) the circuit.
 	Opened bool
+	// Opens counts the openings of this streak (1: the first, when
+	// Opened; more after failed probes).
+	Opens int
 	// OpenUntil is when the cool-down or pause ends (zero when closed).
 	OpenUntil time.Time
 }
@@ -319,10 +330,10 @@ func (p *PendingFailure) Result() (Streak, error) {
 	if err != nil {
 		return Streak{}, fmt.Errorf("circuit breaker failure: %w", err)
 	}
-	if len(res) != 4 {
+	if len(res) != 5 {
 		return Streak{}, errors.New("circuit breaker failure: unexpected script reply")
 	}
-	s := Streak{Failures: int(res[0]), Since: time.UnixMilli(res[1]), Now: time.UnixMilli(p.now.UnixMilli()), Opened: res[2] == 1}
+	s := Streak{Failures: int(res[0]), Since: time.UnixMilli(res[1]), Now: time.UnixMilli(p.now.UnixMilli()), Opened: res[2] == 1, Opens: int(res[4])}
 	if res[3] > 0 {
 		s.OpenUntil = time.UnixMilli(res[3])
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/hookline/hookline/pkg/secretbox"
 	"github.com/hookline/hookline/pkg/ssrf"
 	"github.com/hookline/hookline/pkg/stream"
+	"github.com/hookline/hookline/pkg/tracing"
 	"github.com/hookline/hookline/services/deliverer/internal/health"
 )
 
@@ -34,6 +35,9 @@ type Config struct {
 
 	// Log is HOOKLINE_LOG_LEVEL and HOOKLINE_LOG_FORMAT.
 	Log logging.Config
+	// Tracing is OpenTelemetry, off unless an OTLP endpoint is set
+	// (OTEL_EXPORTER_OTLP_ENDPOINT and the other standard OTEL_* variables).
+	Tracing tracing.Config
 
 	// Topology is read from the same variables as the producer's, so
 	// whichever service starts last ensures the same streams.
@@ -107,6 +111,11 @@ type Config struct {
 	// AttemptLinger is how long a subscription's attempt records gather
 	// into one ATTEMPTS message (0: one message per attempt).
 	AttemptLinger time.Duration `env:"HOOKLINE_ATTEMPT_LINGER" envDefault:"50ms"`
+
+	// ConsumerLagInterval is how often the dispatch and deliver consumers'
+	// pending counts are read into hookline_consumer_*_messages (one
+	// JetStream API request per consumer; 0: never).
+	ConsumerLagInterval time.Duration `env:"HOOKLINE_CONSUMER_LAG_INTERVAL" envDefault:"15s"`
 }
 
 // AckWaitMargin is how much longer than the HTTP timeout AckWait must be:
@@ -168,6 +177,9 @@ func (c Config) Validate() error {
 		errs = append(errs, err)
 	}
 	check(c.HTTPAddr != "", "HOOKLINE_HTTP_ADDR is empty")
+	if err := c.Tracing.Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	if err := c.Log.Validate(); err != nil {
 		errs = append(errs, err)
 	}
@@ -180,6 +192,8 @@ func (c Config) Validate() error {
 	check(c.AdmissionMaxWait >= 0 && c.AdmissionMaxWait < c.AckWait*100,
 		"HOOKLINE_ADMISSION_MAX_WAIT must be between 0s and 100 × HOOKLINE_ACK_WAIT, not %s", c.AdmissionMaxWait)
 	check(c.OrderingKeyTTL >= time.Hour, "HOOKLINE_ORDERING_KEY_TTL must be at least 1h (it must outlast a head's retries), not %s", c.OrderingKeyTTL)
+	check(c.ConsumerLagInterval == 0 || c.ConsumerLagInterval >= time.Second,
+		"HOOKLINE_CONSUMER_LAG_INTERVAL must be 0 (off) or at least 1s, not %s", c.ConsumerLagInterval)
 	check(c.MaxRedeliveries >= 1, "HOOKLINE_MAX_REDELIVERIES must be at least 1, not %d", c.MaxRedeliveries)
 	check(c.HTTPTimeout > 0, "HOOKLINE_HTTP_TIMEOUT must be positive, not %s", c.HTTPTimeout)
 	check(c.AckWait >= c.HTTPTimeout+AckWaitMargin,

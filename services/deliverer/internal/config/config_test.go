@@ -35,6 +35,8 @@ func TestLoadDefaults(t *testing.T) {
 		got, want any
 	}{
 		{"http addr", c.HTTPAddr, ":8081"},
+		{"lag interval", c.ConsumerLagInterval, 15 * time.Second},
+		{"tracing off", c.Tracing.Enabled(), false},
 		{"pprof", c.Pprof, false},
 		{"nats url", c.NATS.URL, "nats://127.0.0.1:4222"},
 		{"redis url", c.Redis.URL, "redis://127.0.0.1:6379/0"},
@@ -115,6 +117,8 @@ func TestValidateNamesTheVariable(t *testing.T) {
 		{"zero deliver workers", map[string]string{"HOOKLINE_DELIVER_WORKERS": "0"}, "HOOKLINE_DELIVER_WORKERS"},
 		{"zero dispatch workers", map[string]string{"HOOKLINE_DISPATCH_WORKERS": "0"}, "HOOKLINE_DISPATCH_WORKERS"},
 		{"bad cidr", map[string]string{"HOOKLINE_ALLOW_PRIVATE_CIDRS": "127.0.0.1/33"}, "HOOKLINE_ALLOW_PRIVATE_CIDRS"},
+		{"grpc exporter", map[string]string{"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4317"}, "OTEL_EXPORTER_OTLP_PROTOCOL"},
+		{"lag interval too short", map[string]string{"HOOKLINE_CONSUMER_LAG_INTERVAL": "10ms"}, "HOOKLINE_CONSUMER_LAG_INTERVAL"},
 		{"not an address", map[string]string{"HOOKLINE_ALLOW_PRIVATE_CIDRS": "localhost"}, "HOOKLINE_ALLOW_PRIVATE_CIDRS"},
 		{"bad log level", map[string]string{"HOOKLINE_LOG_LEVEL": "loud"}, "HOOKLINE_LOG_LEVEL"},
 		{"bad log format", map[string]string{"HOOKLINE_LOG_FORMAT": "xml"}, "HOOKLINE_LOG_FORMAT"},

@@ -16,6 +16,7 @@ import (
 	"github.com/hookline/hookline/pkg/signing"
 	"github.com/hookline/hookline/pkg/stream"
 	"github.com/hookline/hookline/pkg/subscription"
+	"github.com/hookline/hookline/pkg/tracing"
 	"github.com/hookline/hookline/pkg/wire"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
 	"github.com/hookline/hookline/services/deliverer/internal/attempt"
@@ -728,6 +729,9 @@ func (d *Deliverer) report(t *task.Task, v verdict) {
 	}
 	if v.decision.Kind == settle.Retry {
 		fields = append(fields, zap.Duration("retry_in", v.decision.Delay))
+	}
+	if id := tracing.TraceIDOf(t.Header); id != "" {
+		fields = append(fields, zap.String("trace_id", id))
 	}
 	ce.Write(fields...)
 }

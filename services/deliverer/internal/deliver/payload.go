@@ -63,5 +63,6 @@ func request(sub *hooklinev1.Subscription, t *task.Task, now time.Time, sig stri
 		OrderingKey: t.OrderingKey, OrderingSeq: t.OrderingSeq,
 		EventType: t.EventType, OccurredAt: occurredAt(t, now), Attempt: t.Attempt + 1,
 		SubscriptionID: sub.GetId(), Headers: sub.GetHeaders(),
+		TaskHeader: t.Header, // trace context (sender/trace.go), acceptance time
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/hookline/hookline/pkg/jsoncheck"
 	"github.com/hookline/hookline/pkg/natsconn"
 	"github.com/hookline/hookline/pkg/stream"
+	"github.com/hookline/hookline/pkg/tracing"
 	"github.com/hookline/hookline/pkg/wire"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
 	"github.com/hookline/hookline/services/deliverer/internal/deadletter"
@@ -71,6 +72,9 @@ type Options struct {
 	// batches (pkg/groupcommit), run by Run: one fsync per batch under
 	// sync_interval: always. nil: each task is published on its own.
 	GroupCommit *groupcommit.Config
+	// Tracing makes each fan-out a span that continues the event's trace
+	// and is carried by its tasks (nil: off).
+	Tracing *tracing.Tracing
 }
 
 // Dispatcher is the fan-out stage.
@@ -150,6 +154,9 @@ type event struct {
 	// EVENTS sequence, the event's place in publish order.
 	orderingKey string
 	seq         uint64
+	// acceptedAt is when EVENTS stored the event (its stream timestamp,
+	// "" when unknown): the start of the end-to-end latency.
+	acceptedAt string
 	// scoped: the id came as <tenant>:<id> (or from the sequence), so its
 	// deduplication is the tenant's own.
 	scoped bool
@@ -185,6 +192,7 @@ func parse(msg jetstream.Msg) event {
 	}
 	if metaErr == nil {
 		ev.seq = meta.Sequence.Stream
+		ev.acceptedAt = task.FormatTime(meta.Timestamp)
 	}
 	if k, ok := h[stream.HeaderOrderingKey]; ok {
 		ev.orderingKey = first(h, stream.HeaderOrderingKey)
@@ -221,6 +229,8 @@ func (d *Dispatcher) Handle(ctx context.Context, msg jetstream.Msg) {
 	ctx, cancel := context.WithTimeout(ctx, d.o.Timeout)
 	defer cancel()
 	ev := parse(msg)
+	ctx, span := d.span(ctx, msg, ev) // trace.go
+	defer span.End()
 	if ev.id == "" || ev.tenant == "" {
 		// Not a message of the dispatch consumer's stream at all.
 		d.m.EventsInvalid.WithLabelValues(problemNoType).Inc()
@@ -233,9 +243,10 @@ func (d *Dispatcher) Handle(ctx context.Context, msg jetstream.Msg) {
 	}
 	subs, err := d.match.ForEvent(ctx, ev.tenant, ev.eventType)
 	if err != nil {
-		d.retry(msg, ev, fmt.Errorf("match subscriptions: %w", err))
+		d.retry(ctx, msg, ev, fmt.Errorf("match subscriptions: %w", err))
 		return
 	}
+	matched(span, len(subs))
 	if len(subs) == 0 {
 		if ev.problem != "" {
 			d.m.EventsInvalid.WithLabelValues(ev.problem).Inc()
@@ -257,14 +268,14 @@ func (d *Dispatcher) Handle(ctx context.Context, msg jetstream.Msg) {
 		// Its tasks will never be published: their places in their keys'
 		// lines would hold those keys forever.
 		if uerr := d.unregister(ctx, ev, subs); uerr != nil {
-			d.retry(msg, ev, uerr)
+			d.retry(ctx, msg, ev, uerr)
 			return
 		}
-		d.tooLarge(msg, ev, err)
+		d.tooLarge(ctx, msg, ev, err)
 		return
 	}
 	if err != nil {
-		d.retry(msg, ev, err)
+		d.retry(ctx, msg, ev, err)
 		return
 	}
 	d.m.EventsDispatched.Inc()
@@ -285,6 +296,10 @@ func (d *Dispatcher) fanOut(ctx context.Context, msg jetstream.Msg, ev event, su
 			Header:  task.NewHeader(ev.id, ev.tenant, ev.eventType, ev.occurredAt, s.GetId()),
 			Data:    msg.Data(),
 		}
+		if ev.acceptedAt != "" {
+			task.Set(m.Header, stream.HeaderAcceptedAt, ev.acceptedAt)
+		}
+		d.o.Tracing.Inject(ctx, m.Header)
 		if ordered[i] {
 			task.Set(m.Header, stream.HeaderOrderingKey, ev.orderingKey)
 			task.Set(m.Header, stream.HeaderEventSeq, strconv.FormatUint(ev.seq, 10))
@@ -420,7 +435,8 @@ func (d *Dispatcher) ack(_ context.Context, msg jetstream.Msg, ev event) {
 	}
 }
 
-func (d *Dispatcher) retry(msg jetstream.Msg, ev event, err error) {
+func (d *Dispatcher) retry(ctx context.Context, msg jetstream.Msg, ev event, err error) {
+	failed(ctx, "fan-out redone")
 	d.log.Warn("fan-out failed; event will be redone", append(ev.fields(), zap.Error(err), zap.Duration("delay", d.o.NakDelay))...)
 	if err := msg.NakWithDelay(d.o.NakDelay); err != nil {
 		d.log.Warn("nak event", append(ev.fields(), zap.Error(err))...)
@@ -432,8 +448,9 @@ func (d *Dispatcher) retry(msg jetstream.Msg, ev event, err error) {
 // it would fail forever. The EVENTS size cap (stream.EventsLimit) refuses
 // such an event at publish time; this is for one stored before the cap, or
 // with headers larger than stream.EnvelopeHeadroom.
-func (d *Dispatcher) tooLarge(msg jetstream.Msg, ev event, err error) {
+func (d *Dispatcher) tooLarge(ctx context.Context, msg jetstream.Msg, ev event, err error) {
 	d.m.EventsInvalid.WithLabelValues(problemTooLarge).Inc()
+	failed(ctx, problemTooLarge)
 	d.log.Error("event too large to fan out or dead-letter; dropped (see hookline_events_invalid_total)",
 		append(ev.fields(), zap.String("tenant", ev.tenant), zap.Int("body_bytes", len(msg.Data())), zap.Error(err))...)
 	if err := msg.TermWithReason(problemTooLarge); err != nil {

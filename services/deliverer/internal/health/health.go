@@ -46,6 +46,7 @@ package health
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"net/http"
 	"sync/atomic"
@@ -57,6 +58,7 @@ import (
 	"github.com/hookline/hookline/services/deliverer/internal/breaker"
 	"github.com/hookline/hookline/services/deliverer/internal/deliver"
 	"github.com/hookline/hookline/services/deliverer/internal/inflight"
+	"github.com/hookline/hookline/services/deliverer/internal/opevents"
 	"github.com/hookline/hookline/services/deliverer/internal/ratelimit"
 	"github.com/hookline/hookline/services/deliverer/internal/redisbatch"
 	"github.com/hookline/hookline/services/deliverer/internal/sender"
@@ -77,6 +79,9 @@ type Deps struct {
 	Redis redis.UniversalClient
 	// Disabler turns subscriptions off (nil: auto-disable and 410 only log).
 	Disabler Disabler
+	// Notifier tells tenants when a circuit opens and when it closes again
+	// (nil: nobody is told).
+	Notifier Notifier
 	Logger   *zap.Logger
 	// Registerer gets the metrics (none when nil).
 	Registerer prometheus.Registerer
@@ -106,6 +111,7 @@ type Health struct {
 	rate     *ratelimit.Limiter
 	breaker  *breaker.Breaker
 	disabler Disabler
+	notifier Notifier
 	log      *zap.Logger
 	m        metrics
 	now      func() time.Time
@@ -159,7 +165,7 @@ func New(cfg Config, limits Limits, d Deps) *Health {
 		}, []string{"reason"}),
 		errors: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "hookline_health_errors_total",
-			Help: "Endpoint-health bookkeeping that failed after an attempt (Redis, or disabling), by operation.",
+			Help: "Endpoint-health bookkeeping that failed after an attempt (Redis, disabling, or publishing an operational event: op notify), by operation.",
 		}, []string{"op"}),
 	}
 	for _, r := range wire.AutomaticDisabledReasons() {
@@ -185,6 +191,7 @@ func New(cfg Config, limits Limits, d Deps) *Health {
 		}),
 		rate:     ratelimit.New(d.Redis, ratelimit.Config{Logger: log, Registerer: d.Registerer, Now: d.Now}),
 		disabler: d.Disabler,
+		notifier: d.Notifier,
 		share:    newWorkerShare(limits.Workers, cfg.TenantWorkerShare),
 		log:      log,
 		m:        m,
@@ -372,6 +379,7 @@ func (h *Health) observe(ctx context.Context, sub *hooklinev1.Subscription, leas
 		if closed, err := breaker.SuccessResult(cmd); err == nil && closed {
 			h.m.closed.Inc()
 			h.log.Info("circuit closed", zap.String("subscription_id", id), zap.Int("status", res.Status))
+			h.notify(sub, func(ctx context.Context, n Notifier) error { return n.Recovered(ctx, sub, h.now()) })
 		}
 		return
 	}
@@ -400,6 +408,15 @@ func (h *Health) observe(ctx context.Context, sub *hooklinev1.Subscription, leas
 		h.m.opened.Inc()
 		log.Warn("circuit opened", zap.Int("failures", streak.Failures), zap.Int("status", res.Status),
 			zap.String("error_class", res.ErrorClass), zap.Duration("open_for", streak.OpenUntil.Sub(streak.Now)))
+	}
+	if streak.Opened && streak.Opens == 1 {
+		// The first opening of the streak: not again after a failed probe.
+		h.notify(sub, func(ctx context.Context, n Notifier) error {
+			return n.Failing(ctx, sub, h.failing(sub, streak, res, opevents.StageCircuitOpen, 0))
+		})
+	}
+	if err == nil {
+		h.warnBeforeDisable(ctx, sub, streak, res)
 	}
 	switch {
 	case res.Status == http.StatusGone:
@@ -481,6 +498,90 @@ func (h *Health) disable(sub *hooklinev1.Subscription, reason string, log *zap.L
 	if changed {
 		h.m.disabled.WithLabelValues(reason).Inc()
 		log.Warn("subscription disabled", append(fields, zap.String("reason", reason))...)
+	}
+}
+
+// AutoDisableWarnings are the shares of HOOKLINE_AUTO_DISABLE_AFTER at
+// which a failing subscription's tenant is warned (a
+// hookline.subscription.failing event of stage auto_disable_warning).
+var AutoDisableWarnings = []float64{0.5, 0.9}
+
+// failing is the body of a failing event about streak.
+func (h *Health) failing(sub *hooklinev1.Subscription, streak breaker.Streak, res sender.Result, stage string, share float64) opevents.Failing {
+	f := opevents.Failing{
+		Stage: stage, AutoDisableShare: share,
+		FailingSince: streak.Since.UTC(), Failures: streak.Failures, LastStatus: res.Status,
+		LastErrorClass: res.ErrorClass, RetryAt: streak.OpenUntil.UTC(),
+	}
+	if h.cfg.AutoDisableAfter > 0 {
+		at := streak.Now.Add(h.cfg.AutoDisableAfter - h.failingFor(sub, streak)).UTC()
+		f.AutoDisableAt = &at
+	}
+	return f
+}
+
+// warnBeforeDisable tells the tenant, once per streak (across replicas: a
+// mark on the streak in Redis) and share, that the subscription has failed
+// for that share of the auto-disable window. Only a failed attempt past a
+// share costs a Redis command.
+func (h *Health) warnBeforeDisable(ctx context.Context, sub *hooklinev1.Subscription, streak breaker.Streak, res sender.Result) {
+	if h.notifier == nil || h.cfg.AutoDisableAfter <= 0 {
+		return
+	}
+	failing := h.failingFor(sub, streak)
+	if failing >= h.cfg.AutoDisableAfter {
+		return // disabled now: hookline.subscription.disabled says it
+	}
+	share := 0.0
+	for _, s := range AutoDisableWarnings {
+		if failing >= time.Duration(float64(h.cfg.AutoDisableAfter)*s) {
+			share = s
+		}
+	}
+	if share == 0 {
+		return
+	}
+	// The window starts at the later of the streak and the subscription's
+	// last change: a re-enabled subscription is warned again.
+	start := streak.Now.Add(-failing)
+	var cmd *redis.BoolCmd
+	h.batch.Do(func(pipe redis.Pipeliner) {
+		cmd = h.breaker.MarkCmd(ctx, pipe, sub.GetId(), fmt.Sprintf("warned:%g:%d", share, start.UnixMilli()))
+	})
+	if first, err := cmd.Result(); err != nil || !first {
+		if err != nil {
+			h.m.errors.WithLabelValues("notify").Inc()
+		}
+		return
+	}
+	h.notify(sub, func(ctx context.Context, n Notifier) error {
+		f := h.failing(sub, streak, res, opevents.StageAutoDisableWarning, share)
+		f.FailingSince = start.UTC()
+		return n.Failing(ctx, sub, f)
+	})
+}
+
+// Notifier tells a tenant about its subscription's circuit
+// (opevents.Publisher).
+type Notifier interface {
+	Failing(ctx context.Context, sub *hooklinev1.Subscription, f opevents.Failing) error
+	Recovered(ctx context.Context, sub *hooklinev1.Subscription, at time.Time) error
+}
+
+var _ Notifier = (*opevents.Publisher)(nil)
+
+// notify runs one notification, detached from the attempt, and logs its
+// failure (the circuit's own state is already recorded: a lost
+// notification is not retried).
+func (h *Health) notify(sub *hooklinev1.Subscription, do func(context.Context, Notifier) error) {
+	if h.notifier == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := do(ctx, h.notifier); err != nil {
+		h.m.errors.WithLabelValues("notify").Inc()
+		h.log.Warn("operational event not published", zap.String("subscription_id", sub.GetId()), zap.Error(err))
 	}
 }
 

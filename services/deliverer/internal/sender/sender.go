@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/hookline/hookline/pkg/ssrf"
+	"github.com/hookline/hookline/pkg/tracing"
 )
 
 // Error classes of a failed attempt (Result.ErrorClass). They are metric
@@ -75,6 +76,9 @@ type Options struct {
 	// HTTPSOnly refuses http:// URLs (a permanent failure), so switching
 	// HOOKLINE_HTTPS_ONLY on also covers subscriptions created before.
 	HTTPSOnly bool
+	// Tracing makes each attempt an HTTP client span and sends its
+	// traceparent to the endpoint (nil: off, no header sent).
+	Tracing *tracing.Tracing
 }
 
 // Request is one attempt's payload.
@@ -103,6 +107,9 @@ type Request struct {
 	// logged). They are set first: no custom header can replace one that
 	// Hookline sends.
 	Headers map[string]string
+	// TaskHeader is the task's NATS header (read only): its traceparent
+	// is the attempt span's parent.
+	TaskHeader map[string][]string
 }
 
 // Result is what an attempt came to.
@@ -131,6 +138,7 @@ type Sender struct {
 	maxBody   int64
 	userAgent string
 	httpsOnly bool
+	tracing   *tracing.Tracing
 }
 
 // New builds a Sender and its transport.
@@ -173,6 +181,7 @@ func New(o Options) *Sender {
 		maxBody:   o.MaxResponseBytes,
 		userAgent: o.UserAgent,
 		httpsOnly: o.HTTPSOnly,
+		tracing:   o.Tracing,
 	}
 }
 
@@ -182,9 +191,11 @@ func (s *Sender) Close() { s.client.CloseIdleConnections() }
 // Send performs one attempt. It never returns an error: the failure is in
 // the Result. ctx cancellation ends the attempt with ClassCanceled.
 func (s *Sender) Send(ctx context.Context, r Request) Result {
+	ctx, span := s.attemptSpan(ctx, r) // trace.go
 	start := time.Now()
 	res := s.send(ctx, r)
 	res.Duration = time.Since(start)
+	endAttemptSpan(span, res)
 	return res
 }
 
@@ -219,6 +230,9 @@ func (s *Sender) send(ctx context.Context, r Request) Result {
 		h["Hookline-Attempt"] = []string{strconv.Itoa(r.Attempt)}
 	}
 	setIf(h, "Hookline-Subscription-Id", r.SubscriptionID)
+	// The attempt span's traceparent (tracing on), so that the receiver
+	// can join the trace; never a tracestate or baggage.
+	s.tracing.InjectTraceParent(ctx, h)
 	if r.OrderingKey != "" {
 		h["Hookline-Ordering-Key"] = []string{r.OrderingKey}
 		// 0: a task that never was its key's head (a replay of a follower

@@ -17,6 +17,7 @@ import (
 	"github.com/hookline/hookline/pkg/signing"
 	"github.com/hookline/hookline/pkg/stream"
 	"github.com/hookline/hookline/pkg/subscription"
+	"github.com/hookline/hookline/pkg/tracing"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
 	"github.com/hookline/hookline/services/deliverer/internal/config"
 	"github.com/hookline/hookline/services/deliverer/internal/service"
@@ -59,6 +60,12 @@ func start(t *testing.T, overrides map[string]string) *env {
 // startWith is start on a nats-server changed by natsOpts.
 func startWith(t *testing.T, overrides map[string]string, natsOpts ...natstest.Option) *env {
 	t.Helper()
+	return startTraced(t, overrides, nil, natsOpts...)
+}
+
+// startTraced is startWith with tracing tr (nil: off, the default).
+func startTraced(t *testing.T, overrides map[string]string, tr *tracing.Tracing, natsOpts ...natstest.Option) *env {
+	t.Helper()
 	m := map[string]string{
 		"HOOKLINE_HTTP_ADDR":           "127.0.0.1:0",
 		"HOOKLINE_ALLOW_PRIVATE_CIDRS": "127.0.0.0/8",
@@ -100,7 +107,7 @@ func startWith(t *testing.T, overrides map[string]string, natsOpts ...natstest.O
 		t.Fatal(err)
 	}
 	rdb := redis.NewClient(&redis.Options{Addr: e.redis.Addr})
-	e.svc, err = service.New(ctx, cfg, service.Deps{NATS: nc, Redis: rdb, Log: zap.New(core), Version: "test"})
+	e.svc, err = service.New(ctx, cfg, service.Deps{NATS: nc, Redis: rdb, Log: zap.New(core), Version: "test", Tracing: tr})
 	if err != nil {
 		t.Fatal(err)
 	}

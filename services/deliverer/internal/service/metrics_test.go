@@ -37,6 +37,7 @@ func instrumentedRegistry(t *testing.T) (*prometheus.Registry, map[string]string
 	rec := recordingRegisterer{Registerer: reg, types: map[string]string{}}
 	rec.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics.New(rec, wire.DeadLetterReasons(), sender.Classes)
+	metrics.NewLag(rec)
 	countBlocked(rec, func(string, string, syscall.RawConn) error { return nil })
 	cfg, err := config.Load(map[string]string{})
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 	"github.com/hookline/hookline/pkg/ssrf"
 	"github.com/hookline/hookline/pkg/stream"
 	"github.com/hookline/hookline/pkg/subscription"
+	"github.com/hookline/hookline/pkg/tracing"
 	"github.com/hookline/hookline/pkg/wire"
 	"github.com/hookline/hookline/services/deliverer/internal/admin"
 	"github.com/hookline/hookline/services/deliverer/internal/attempt"
@@ -24,7 +25,9 @@ import (
 	"github.com/hookline/hookline/services/deliverer/internal/deliver"
 	"github.com/hookline/hookline/services/deliverer/internal/dispatch"
 	"github.com/hookline/hookline/services/deliverer/internal/health"
+	"github.com/hookline/hookline/services/deliverer/internal/lag"
 	"github.com/hookline/hookline/services/deliverer/internal/metrics"
+	"github.com/hookline/hookline/services/deliverer/internal/opevents"
 	"github.com/hookline/hookline/services/deliverer/internal/ordering"
 	"github.com/hookline/hookline/services/deliverer/internal/pool"
 	"github.com/hookline/hookline/services/deliverer/internal/replay"
@@ -60,6 +63,8 @@ type Deps struct {
 	Secrets deliver.Secrets
 	// RootCAs for endpoints (nil: the system roots).
 	RootCAs *x509.CertPool
+	// Tracing (nil: off) makes each fan-out and attempt a span.
+	Tracing *tracing.Tracing
 }
 
 // The in-process memo answers both stages' lookups.
@@ -84,6 +89,7 @@ type Service struct {
 	sender   *sender.Sender
 	admin    *admin.Server
 	replay   *replay.Server
+	lag      *lag.Sampler
 	started  chan struct{}
 	Metrics  *metrics.Metrics
 	Registry *prometheus.Registry
@@ -118,6 +124,7 @@ func New(ctx context.Context, cfg config.Config, d Deps) (*Service, error) {
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
 	m := metrics.New(reg, wire.DeadLetterReasons(), sender.Classes)
+	lagMetrics := metrics.NewLag(reg)
 	rec, err := attempt.NewRecorder(d.NATS, d.Log.Named("attempts"), m.AttemptRecordsFailed,
 		attempt.Options{Linger: cfg.AttemptLinger})
 	if err != nil {
@@ -151,8 +158,14 @@ func New(ctx context.Context, cfg config.Config, d Deps) (*Service, error) {
 		HTTPSOnly:        cfg.Destinations.HTTPSOnly,
 		DialControl:      guard,
 		RootCAs:          d.RootCAs,
+		Tracing:          d.Tracing,
 	})
-	dead := deadletter.NewPublisher(js)
+	ops := opevents.New(js) // operational events for tenants
+	deadPub := deadletter.NewPublisher(js)
+	deadPub.Tracing = d.Tracing
+	var dead dispatch.DeadLetters = opevents.DeadLetters{Next: deadPub, Events: ops, OnError: func(err error) {
+		d.Log.Warn("operational event not published", zap.Error(err))
+	}}
 	// GET /v1/events/{id}/deliveries. One batch at a time keeps a key's
 	// states in the order they were written.
 	states := deliverystate.NewWriter(js)
@@ -165,6 +178,7 @@ func New(ctx context.Context, cfg config.Config, d Deps) (*Service, error) {
 		d.Admission = health.New(cfg.Health, health.Limits{AttemptTimeout: cfg.HTTPTimeout, MaxPause: cfg.MaxRetryAfter, Workers: cfg.DeliverWorkers}, health.Deps{
 			Redis:      d.Redis,
 			Disabler:   health.NewDisabler(store, cache, js, d.Log),
+			Notifier:   ops,
 			Logger:     d.Log,
 			Registerer: reg,
 		})
@@ -179,10 +193,11 @@ func New(ctx context.Context, cfg config.Config, d Deps) (*Service, error) {
 		dispatch: dispatch.New(js, memo, staterec.DeadLettersTo(dead, states, d.Log), d.Log, m, dispatch.Options{
 			Workers:     cfg.DispatchWorkers,
 			Orderer:     order,
+			Tracing:     d.Tracing,
 			GroupCommit: groupCommit(cfg),
 		}),
 		deliver: deliver.New(deliver.Deps{
-			JS: js, Lookup: memo, Sender: snd, Scheduler: settle.NewScheduler(js), DeadLetters: staterec.DeadLettersTo(dead, states, d.Log),
+			JS: js, Lookup: memo, Sender: lag.Timed(snd, lagMetrics.DeliveryLatency), Scheduler: settle.NewScheduler(js), DeadLetters: staterec.DeadLettersTo(dead, states, d.Log),
 			Recorder: staterec.Attempts(rec, states, d.Log), Log: d.Log, Metrics: m,
 			Ordering: order,
 			Floor:    ordering.NewFloor(ordering.ConsumerAckFloor(js, stream.Events, stream.DispatchConsumer), 0),
@@ -209,6 +224,7 @@ func New(ctx context.Context, cfg config.Config, d Deps) (*Service, error) {
 		recorder: rec,
 		states:   statesGroup,
 		replay:   replay.New(d.NATS, js, d.Log, 10*time.Second),
+		lag:      lag.NewSampler(js, lagMetrics, d.Log, cfg.ConsumerLagInterval),
 		self:     self,
 		admit:    d.Admission,
 		sender:   snd,
@@ -274,6 +290,7 @@ func (s *Service) Run(ctx context.Context) error {
 		"dispatch":            s.dispatch.Run,
 		"deliver":             s.deliver.Run,
 		"dead-letter replay":  s.replay.Run,
+		"consumer lag":        s.lag.Run,
 	} {
 		wg.Go(func() {
 			if err := run(ctx); err != nil {

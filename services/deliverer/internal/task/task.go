@@ -15,9 +15,10 @@ import (
 	"github.com/nats-io/nats.go"
 )
 
-// HeaderPrefix starts every header of the contract. Only these are copied
-// from a task to its retry or dead letter: Nats-* headers (the scheduler's
-// Nats-Scheduler, Nats-Schedule-Next, a Nats-Msg-Id) must never be.
+// HeaderPrefix starts every header of the contract. Only these (and the
+// W3C trace context) are copied from a task to its retry or dead letter:
+// Nats-* headers (the scheduler's Nats-Scheduler, Nats-Schedule-Next, a
+// Nats-Msg-Id) must never be.
 const HeaderPrefix = "Hookline-"
 
 // Task is a parsed delivery task.
@@ -177,11 +178,12 @@ func fromSubject(subject string) (tenant, subscriptionID string) {
 // with the number it had).
 func (t *Task) Ordered() bool { return t.OrderingKey != "" && t.Replay == "" }
 
-// CopyHeader returns the Hookline-* headers of h in a new header.
+// CopyHeader returns the Hookline-* headers of h, and its traceparent and
+// tracestate (a retry or a replay joins the task's trace), in a new header.
 func CopyHeader(h nats.Header) nats.Header {
 	out := make(nats.Header, len(h)+4)
 	for k, v := range h {
-		if strings.HasPrefix(k, HeaderPrefix) && len(v) > 0 {
+		if len(v) > 0 && (strings.HasPrefix(k, HeaderPrefix) || k == stream.HeaderTraceParent || k == stream.HeaderTraceState) {
 			out[k] = []string{v[0]}
 		}
 	}

@@ -107,14 +107,21 @@ func TestParseMalformed(t *testing.T) {
 func TestCopyHeaderKeepsOnlyTheContract(t *testing.T) {
 	t.Parallel()
 	h := valid("Nats-Msg-Id", "evt_1:sub_1", "Nats-Scheduler", "retry.sub_1.7", "Nats-Schedule-Next", "purge", "Other", "x")
+	h[stream.HeaderTraceParent] = []string{"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
+	h["Traceparent"] = []string{"not the W3C key"}
 	got := task.CopyHeader(h)
 	for k := range got {
-		if !strings.HasPrefix(k, task.HeaderPrefix) {
+		if !strings.HasPrefix(k, task.HeaderPrefix) && k != stream.HeaderTraceParent {
 			t.Errorf("copied %s", k)
 		}
 	}
-	if got.Get(stream.HeaderEventID) != "evt_1" || len(got) != 5 {
+	if got.Get(stream.HeaderEventID) != "evt_1" || len(got) != 6 {
 		t.Fatalf("copy %v", got)
+	}
+	// A retry carries the task's trace context, so its attempt joins the
+	// event's trace.
+	if got.Get(stream.HeaderTraceParent) != h.Get(stream.HeaderTraceParent) {
+		t.Fatalf("traceparent not copied: %v", got)
 	}
 }
 

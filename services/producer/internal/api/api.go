@@ -11,6 +11,7 @@ import (
 
 	"github.com/hookline/hookline/pkg/auth"
 	"github.com/hookline/hookline/pkg/ssrf"
+	"github.com/hookline/hookline/pkg/tracing"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
 	"github.com/hookline/hookline/services/producer/internal/metrics"
 	"github.com/hookline/hookline/services/producer/internal/publish"
@@ -87,6 +88,8 @@ type Deps struct {
 	// Idempotency remembers Idempotency-Key requests (nil: a request
 	// with the header answers 503).
 	Idempotency Idempotency
+	// Tracing starts a server span per request (nil: off).
+	Tracing *tracing.Tracing
 }
 
 // API serves the producer's HTTP endpoints.
@@ -110,6 +113,7 @@ type API struct {
 	portal    PortalSessions
 	idem      Idempotency
 
+	tracing   *tracing.Tracing
 	handler   http.Handler
 	allow     map[string][]string // path → methods routed, for 405 answers
 	urlPolicy ssrf.Policy
@@ -124,7 +128,7 @@ func New(d Deps) *API {
 		allow: map[string][]string{}, urlPolicy: d.URLPolicy,
 		jetstream: d.JS, matching: d.Matching, replays: d.Replays,
 		health: d.Health, portal: d.PortalSessions,
-		idem: d.Idempotency,
+		idem: d.Idempotency, tracing: d.Tracing,
 	}
 	if a.maxInFlight == 0 {
 		a.maxInFlight = 256

@@ -59,7 +59,8 @@ func (a *API) observe(next http.Handler) http.Handler {
 		start := time.Now()
 		ri := &routeInfo{}
 		sw := &statusWriter{ResponseWriter: w}
-		next.ServeHTTP(sw, r.WithContext(context.WithValue(r.Context(), routeKey{}, ri)))
+		ctx, span := a.serverSpan(r)
+		next.ServeHTTP(sw, r.WithContext(context.WithValue(ctx, routeKey{}, ri)))
 		d := time.Since(start)
 		status := sw.status
 		if status == 0 {
@@ -69,6 +70,7 @@ func (a *API) observe(next http.Handler) http.Handler {
 		if route == "" {
 			route = "unmatched"
 		}
+		endServerSpan(span, r.Method, route, status)
 		a.metrics.HTTPRequests.WithLabelValues(route, strconv.Itoa(status)).Inc()
 		a.metrics.HTTPDuration.WithLabelValues(route).Observe(d.Seconds())
 		lvl := zapcore.InfoLevel
@@ -76,8 +78,12 @@ func (a *API) observe(next http.Handler) http.Handler {
 			lvl = zapcore.DebugLevel
 		}
 		if ce := a.log.Check(lvl, "http request"); ce != nil {
-			ce.Write(zap.String("method", r.Method), zap.String("route", route),
-				zap.Int("status", status), zap.Float64("duration_s", d.Seconds()))
+			fields := []zap.Field{zap.String("method", r.Method), zap.String("route", route),
+				zap.Int("status", status), zap.Float64("duration_s", d.Seconds())}
+			if span != nil {
+				fields = append(fields, zap.String("trace_id", span.SpanContext().TraceID().String()))
+			}
+			ce.Write(fields...)
 		}
 	})
 }

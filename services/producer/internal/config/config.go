@@ -14,6 +14,7 @@ import (
 	"github.com/hookline/hookline/pkg/natsconn"
 	"github.com/hookline/hookline/pkg/redisconn"
 	"github.com/hookline/hookline/pkg/stream"
+	"github.com/hookline/hookline/pkg/tracing"
 )
 
 // Config is every setting of the producer.
@@ -28,6 +29,9 @@ type Config struct {
 
 	// Log is HOOKLINE_LOG_LEVEL and HOOKLINE_LOG_FORMAT.
 	Log logging.Config
+	// Tracing is OpenTelemetry, off unless an OTLP endpoint is set
+	// (OTEL_EXPORTER_OTLP_ENDPOINT and the other standard OTEL_* variables).
+	Tracing tracing.Config
 
 	// Topology (streams and KV bucket) ensured at start-up; the deliverer
 	// reads the same variables.
@@ -108,6 +112,9 @@ func (c Config) Validate() error {
 		}
 	}
 	check(c.HTTPAddr != "", "HOOKLINE_HTTP_ADDR is empty")
+	if err := c.Tracing.Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	if err := c.Log.Validate(); err != nil {
 		errs = append(errs, err)
 	}

@@ -64,6 +64,7 @@ func TestValidateNamesTheVariable(t *testing.T) {
 		{name: "unparsable duration", env: map[string]string{"HOOKLINE_EVENTS_MAX_AGE": "a week"}, want: "HOOKLINE_EVENTS_MAX_AGE"},
 		{name: "unparsable int", env: map[string]string{"HOOKLINE_MAX_BATCH": "many"}, want: "HOOKLINE_MAX_BATCH"},
 		{name: "log level", env: map[string]string{"HOOKLINE_LOG_LEVEL": "loud"}, want: "HOOKLINE_LOG_LEVEL"},
+		{name: "trace exporter", env: map[string]string{"OTEL_TRACES_EXPORTER": "zipkin"}, want: "OTEL_TRACES_EXPORTER"},
 		{name: "log format", env: map[string]string{"HOOKLINE_LOG_FORMAT": "xml"}, want: "HOOKLINE_LOG_FORMAT"},
 		{name: "replicas", env: map[string]string{"HOOKLINE_STREAM_REPLICAS": "7"}, want: "HOOKLINE_STREAM_REPLICAS"},
 		{name: "negative max age", env: map[string]string{"HOOKLINE_DEAD_LETTER_MAX_AGE": "-1h"}, want: "HOOKLINE_DEAD_LETTER_MAX_AGE"},

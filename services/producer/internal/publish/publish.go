@@ -17,12 +17,16 @@ import (
 	"github.com/hookline/hookline/pkg/groupcommit"
 	"github.com/hookline/hookline/pkg/natsconn"
 	"github.com/hookline/hookline/pkg/stream"
+	"github.com/hookline/hookline/pkg/tracing"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
 	"github.com/hookline/hookline/services/producer/internal/metrics"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/oklog/ulid/v2"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/codes"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // ErrUnavailable is returned (wrapped) when JetStream did not acknowledge a
@@ -78,6 +82,9 @@ type Publisher struct {
 	// group commit off.
 	group, marks *groupcommit.Publisher
 	groupRunning atomic.Bool
+	// Tracing (nil: off) starts a producer span per publish and writes
+	// its traceparent into the messages.
+	Tracing *tracing.Tracing
 }
 
 // WithGroupCommit stores the events of concurrent publishes (and of one
@@ -185,8 +192,12 @@ func NewEventID() string { return "evt_" + ulid.Make().String() }
 
 // headerRoom bounds the headers of an event message built by eventMsg
 // (an id of at most 128 bytes, a timestamp and an ordering key of at most
-// 128).
-const headerRoom = 512
+// 128); traceRoom is added with tracing on (a traceparent of 55 bytes and a
+// tracestate of at most tracing.MaxTraceState).
+const (
+	headerRoom = 512
+	traceRoom  = 64 + tracing.MaxTraceState
+)
 
 // MaxData is the largest event data the EVENTS stream accepts, 0 while not
 // connected: the server's max_payload less stream.EnvelopeHeadroom (room
@@ -197,7 +208,11 @@ func (p *Publisher) MaxData() int64 {
 	if mp <= 0 {
 		return 0
 	}
-	return int64(stream.EventsLimit(mp)) - headerRoom
+	room := int64(headerRoom)
+	if p.Tracing.Enabled() {
+		room += traceRoom
+	}
+	return int64(stream.EventsLimit(mp)) - room
 }
 
 // eventMsg builds the EVENTS message: body = data, id and time in headers.
@@ -232,8 +247,16 @@ func (p *Publisher) Publish(ctx context.Context, ev Event) (Result, error) {
 		p.published.WithLabelValues(metrics.ResultDuplicate).Inc()
 		return Result{ID: ev.ID, Duplicate: true}, nil
 	}
+	m := eventMsg(ev)
+	ctx, span := p.sendSpan(ctx, stream.Events, m.Subject, 1)
+	defer span.End()
+	if span.IsRecording() {
+		span.SetAttributes(semconv.MessagingMessageID(ev.ID), tracing.AttrTenant.String(ev.Tenant), tracing.AttrEventType.String(ev.Type))
+	}
+	p.Tracing.Inject(ctx, m.Header)
 	if p.groupRunning.Load() {
-		f := p.group.Publish(ctx, groupMsg(ev), "")
+		m.Header.Set(jetstream.ExpectedStreamHeader, stream.Events)
+		f := p.group.Publish(ctx, m, "")
 		if err := f.Wait(ctx); err != nil {
 			p.published.WithLabelValues(metrics.ResultFailed).Inc()
 			return Result{}, fmt.Errorf("%w: publish event: %w", ErrUnavailable, err)
@@ -243,9 +266,10 @@ func (p *Publisher) Publish(ctx context.Context, ev Event) (Result, error) {
 		}
 		return p.result(ev.ID, &jetstream.PubAck{Stream: stream.Events, Sequence: f.Sequence(), Duplicate: f.Duplicate()}), nil
 	}
-	ack, err := p.js.PublishMsg(ctx, eventMsg(ev), jetstream.WithExpectStream(stream.Events))
+	ack, err := p.js.PublishMsg(ctx, m, jetstream.WithExpectStream(stream.Events))
 	if err != nil {
 		p.published.WithLabelValues(metrics.ResultFailed).Inc()
+		span.SetStatus(codes.Error, "not acknowledged")
 		return Result{}, fmt.Errorf("%w: publish event: %w", ErrUnavailable, err)
 	}
 	if !ack.Duplicate {
@@ -275,6 +299,8 @@ func (p *Publisher) PublishBatch(ctx context.Context, evs []Event) ([]Result, er
 	ctx, cancel := context.WithTimeout(ctx, p.timeout)
 	defer cancel()
 	seen := p.storedAll(ctx, evs)
+	ctx, span := p.sendSpan(ctx, stream.Events, stream.Events, len(evs))
+	defer span.End()
 	if p.groupRunning.Load() {
 		return p.publishGroup(ctx, evs, seen)
 	}
@@ -284,7 +310,9 @@ func (p *Publisher) PublishBatch(ctx context.Context, evs []Event) ([]Result, er
 		if seen[i] {
 			continue
 		}
-		f, err := p.publishAsync(ctx, eventMsg(ev))
+		m := eventMsg(ev)
+		p.Tracing.Inject(ctx, m.Header)
+		f, err := p.publishAsync(ctx, m)
 		if err != nil {
 			sendErr = err
 			break
@@ -319,6 +347,7 @@ func (p *Publisher) PublishBatch(ctx context.Context, evs []Event) ([]Result, er
 		return results, nil
 	}
 	p.published.WithLabelValues(metrics.ResultFailed).Add(float64(failed))
+	span.SetStatus(codes.Error, "not acknowledged")
 	if sendErr != nil {
 		errs = append(errs, sendErr)
 	}
@@ -331,7 +360,9 @@ func (p *Publisher) publishGroup(ctx context.Context, evs []Event, seen []bool) 
 	futures := make([]*groupcommit.Future, len(evs))
 	for i, ev := range evs {
 		if !seen[i] {
-			futures[i] = p.group.Publish(ctx, groupMsg(ev), "")
+			m := groupMsg(ev)
+			p.Tracing.Inject(ctx, m.Header)
+			futures[i] = p.group.Publish(ctx, m, "")
 		}
 	}
 	results := make([]Result, 0, len(evs))
@@ -409,6 +440,21 @@ func (p *Publisher) publishAsync(ctx context.Context, m *nats.Msg) (jetstream.Pu
 		jetstream.WithExpectStream(stream.Events), jetstream.WithStallWait(p.stallWait))
 }
 
+// sendSpan starts the producer span of a publish of n messages to subject
+// of streamName (a no-op span when tracing is off). Its context is what
+// the messages carry: dispatch and the attempts continue the trace from it.
+func (p *Publisher) sendSpan(ctx context.Context, streamName, subject string, n int) (context.Context, trace.Span) {
+	ctx, span := p.Tracing.Start(ctx, "send "+streamName, trace.WithSpanKind(trace.SpanKindProducer))
+	if span.IsRecording() {
+		span.SetAttributes(tracing.MessagingSystem, semconv.MessagingOperationTypeSend,
+			semconv.MessagingOperationName("send"), semconv.MessagingDestinationName(subject))
+		if n > 1 {
+			span.SetAttributes(semconv.MessagingBatchMessageCount(n))
+		}
+	}
+	return ctx, span
+}
+
 // testBody is the webhook body of a test delivery.
 type testBody struct {
 	Type           string `json:"type"`
@@ -437,6 +483,9 @@ func (p *Publisher) PublishTest(ctx context.Context, sub *hooklinev1.Subscriptio
 	m.Header.Set(stream.HeaderTest, "true")
 	ctx, cancel := context.WithTimeout(ctx, p.timeout)
 	defer cancel()
+	ctx, span := p.sendSpan(ctx, stream.Deliveries, m.Subject, 1)
+	defer span.End()
+	p.Tracing.Inject(ctx, m.Header)
 	if _, err := p.js.PublishMsg(ctx, m, jetstream.WithExpectStream(stream.Deliveries)); err != nil {
 		return "", fmt.Errorf("%w: publish test delivery: %w", ErrUnavailable, err)
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/hookline/hookline/pkg/endpointhealth"
 	"github.com/hookline/hookline/pkg/stream"
 	"github.com/hookline/hookline/pkg/subscription"
+	"github.com/hookline/hookline/pkg/tracing"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
 	"github.com/hookline/hookline/services/producer/internal/api"
 	"github.com/hookline/hookline/services/producer/internal/config"
@@ -84,6 +85,12 @@ func WithV1Middleware(mw func(http.Handler) http.Handler) Option {
 	return func(d *api.Deps) { d.V1 = mw }
 }
 
+// WithTracing starts a server span per API request and a producer span
+// per publish, carried into the messages (nil: off).
+func WithTracing(t *tracing.Tracing) Option {
+	return func(d *api.Deps) { d.Tracing = t }
+}
+
 // New builds the producer on an existing NATS connection and Redis client.
 func New(cfg config.Config, nc *nats.Conn, rdb redis.UniversalClient, log *zap.Logger, opts ...Option) (*Server, error) {
 	m := metrics.New()
@@ -132,6 +139,7 @@ func New(cfg config.Config, nc *nats.Conn, rdb redis.UniversalClient, log *zap.L
 	for _, o := range opts {
 		o(&d)
 	}
+	pub.Tracing = d.Tracing
 	s.api = api.New(d)
 	return s, nil
 }

@@ -1,0 +1,176 @@
+package service_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"slices"
+	"sort"
+	"sync/atomic"
+	"testing"
+
+	"github.com/hookline/hookline/pkg/signing"
+	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// subscribeAs is subscribe for another tenant than acme.
+func (e *env) subscribeAs(t *testing.T, tn, url string, types ...string) *hooklinev1.Subscription {
+	t.Helper()
+	secret, err := signing.NewHMACSecret()
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := timestamppb.Now()
+	sub := &hooklinev1.Subscription{
+		Id: fmt.Sprintf("sub_%s_%d", tn, e.seq.Add(1)), Tenant: tn, Url: url, EventTypes: types,
+		Keys: []*hooklinev1.SigningKey{{Secret: secret, CreatedAt: now}}, CreatedAt: now, UpdatedAt: now,
+	}
+	ctx := context.Background()
+	rev, err := e.store.Create(ctx, sub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.cache.Apply(ctx, rev, tn, sub.GetId(), sub); err != nil {
+		t.Fatal(err)
+	}
+	e.seen(t, rev)
+	return sub
+}
+
+// opEvents are the envelopes a receiver got, by type, with their data.
+func opEvents(t *testing.T, r *receiver) map[string][]map[string]any {
+	t.Helper()
+	out := map[string][]map[string]any{}
+	for _, q := range r.requests() {
+		// These subscriptions are created without a payload_format: the
+		// body is the event's data, the type a header.
+		var data map[string]any
+		if err := json.Unmarshal(q.body, &data); err != nil {
+			t.Fatalf("operational event body %s: %v", q.body, err)
+		}
+		typ := q.header.Get("Hookline-Event-Type")
+		out[typ] = append(out[typ], data)
+	}
+	return out
+}
+
+// TestFailingThenRecoveredOncePerTransition: a subscription whose endpoint
+// fails until its circuit opens makes its tenant's hookline.> subscription
+// receive hookline.subscription.failing once (not again when probes fail),
+// then hookline.subscription.recovered once when the endpoint answers
+// again; dead letters of the streak are reported as one
+// hookline.delivery.dead_lettered. Another tenant's hookline.>
+// subscription receives nothing.
+func TestFailingThenRecoveredOncePerTransition(t *testing.T) {
+	t.Parallel()
+	e := start(t, map[string]string{
+		// The default cool-down (30s) would hold the test half a minute
+		// per probe: the transitions are what is tested, not their pace.
+		"HOOKLINE_BREAKER_COOLDOWN":     "200ms",
+		"HOOKLINE_BREAKER_MAX_COOLDOWN": "400ms",
+	})
+	var failing atomic.Bool
+	failing.Store(true)
+	endpoint := newReceiver(t, func(int) int {
+		if failing.Load() {
+			return http.StatusInternalServerError
+		}
+		return http.StatusOK
+	})
+	ops := newReceiver(t, always(http.StatusOK))
+	others := newReceiver(t, always(http.StatusOK))
+	sub, _ := e.subscribe(t, endpoint.URL(), "order.*")
+	e.subscribe(t, ops.URL(), "hookline.>")
+	e.subscribeAs(t, "globex", others.URL(), "hookline.>")
+
+	for i := range 8 {
+		e.publish(t, "order.created", fmt.Sprintf("evt_op_%d", i), `{"n":1}`)
+	}
+	eventually(t, await, "hookline.subscription.failing", func() bool {
+		return len(opEvents(t, ops)["hookline.subscription.failing"]) > 0
+	})
+	// Probes keep failing for a while: the circuit reopens, no new event.
+	probes := endpoint.count()
+	eventually(t, await, "two more failed probes", func() bool { return endpoint.count() >= probes+2 })
+	failing.Store(false)
+	eventually(t, await, "hookline.subscription.recovered", func() bool {
+		return len(opEvents(t, ops)["hookline.subscription.recovered"]) > 0
+	})
+	eventually(t, await, "every task settled", func() bool { return e.idle(t) })
+
+	got := opEvents(t, ops)
+	if n := len(got["hookline.subscription.failing"]); n != 1 {
+		t.Fatalf("%d failing events, want 1 per failure streak", n)
+	}
+	if n := len(got["hookline.subscription.recovered"]); n != 1 {
+		t.Fatalf("%d recovered events, want 1", n)
+	}
+	f := got["hookline.subscription.failing"][0]
+	if f["subscription_id"] != sub.GetId() || f["last_status"] != float64(500) || f["url_host"] != endpoint.srv.Listener.Addr().String() {
+		t.Fatalf("failing event data %v", f)
+	}
+	if n := len(got["hookline.delivery.dead_lettered"]); n > 1 {
+		t.Fatalf("%d dead_lettered events in one window, want at most 1", n)
+	}
+	if len(e.deadLetters(t)) > 0 && len(got["hookline.delivery.dead_lettered"]) != 1 {
+		t.Fatalf("%d dead letters, %d dead_lettered events: want one report", len(e.deadLetters(t)), len(got["hookline.delivery.dead_lettered"]))
+	}
+	for _, evs := range got {
+		for _, d := range evs {
+			for k, v := range d {
+				if s, ok := v.(string); ok && (s == "s3cret-query" || k == "url") {
+					t.Fatalf("operational event holds %s=%v", k, v)
+				}
+			}
+		}
+	}
+	if n := others.count(); n != 0 {
+		t.Fatalf("another tenant's subscription received %d operational events about acme", n)
+	}
+}
+
+// TestWarnedBeforeAutoDisable: a subscription that fails every attempt is
+// warned at half and at nine tenths of the auto-disable window, each once,
+// then disabled.
+func TestWarnedBeforeAutoDisable(t *testing.T) {
+	t.Parallel()
+	e := start(t, map[string]string{
+		// A window of seconds instead of five days: the stages are what
+		// is tested.
+		"HOOKLINE_AUTO_DISABLE_AFTER": "3s",
+		// The circuit stays closed, so that attempts fail all along the
+		// window (an open circuit lets a probe through now and then and
+		// could step over a share; circuit_open has its own test).
+		"HOOKLINE_BREAKER_FAILURES": "1000000",
+	})
+	endpoint := newReceiver(t, always(http.StatusInternalServerError))
+	ops := newReceiver(t, always(http.StatusOK))
+	sub, _ := e.subscribe(t, endpoint.URL(), "order.*")
+	e.subscribe(t, ops.URL(), "hookline.>")
+	n := 0
+	eventually(t, await, "hookline.subscription.disabled", func() bool {
+		// An event per poll keeps attempts failing through the window.
+		n++
+		e.publish(t, "order.created", fmt.Sprintf("evt_warn_%d", n), `{"n":1}`)
+		return len(opEvents(t, ops)["hookline.subscription.disabled"]) > 0
+	})
+	eventually(t, await, "every task settled", func() bool { return e.idle(t) })
+
+	var stages []string
+	for _, f := range opEvents(t, ops)["hookline.subscription.failing"] {
+		if f["subscription_id"] != sub.GetId() || f["auto_disable_at"] == nil {
+			t.Fatalf("failing event %v", f)
+		}
+		stages = append(stages, fmt.Sprint(f["stage"], " ", f["auto_disable_share"]))
+	}
+	sort.Strings(stages)
+	want := []string{"auto_disable_warning 0.5", "auto_disable_warning 0.9"}
+	if !slices.Equal(stages, want) {
+		t.Fatalf("failing events %v, want %v (each once)", stages, want)
+	}
+	if n := len(opEvents(t, ops)["hookline.subscription.disabled"]); n != 1 {
+		t.Fatalf("%d disabled events, want 1", n)
+	}
+}
