@@ -22,51 +22,21 @@ import (
 	"go.opentelemetry.io/otel/trace"
 )
 
-// Letter is one dead letter to publish.
+// Letter is one dead letter to publish: the record (pkg/wire) with the
+// task's header and the event's data.
 type Letter struct {
+	wire.DeadLetter
 	// Header is the task's header; only its Hookline-* entries are kept.
-	Header         nats.Header
-	Body           []byte
-	EventID        string
-	Tenant         string
-	EventType      string
-	OccurredAt     string
-	SubscriptionID string
-	// Replay is the task's Hookline-Replay ("" for a first delivery).
-	Replay string
-	// Reason is one of pkg/wire's DeadLetter* reasons.
-	Reason string
-	// Attempts is the total number of HTTP attempts made.
-	Attempts   int
-	LastStatus int
-	LastError  string
-	// FirstAttemptAt and LastAttemptAt are omitted when zero (no attempt).
-	FirstAttemptAt time.Time
-	LastAttemptAt  time.Time
-	// OriginalSubject is where the task was consumed from (deliveries.… or,
-	// for an event that could not become a task, events.…).
-	OriginalSubject string
+	Header nats.Header
+	Body   []byte
 }
 
 // Build is the DEADLETTER message of l, dead-lettered at now: the task's
 // Hookline-* headers with the record's (pkg/wire) on top.
 func Build(l Letter, now time.Time) *nats.Msg {
-	return wire.DeadLetter{
-		EventID:         l.EventID,
-		Tenant:          l.Tenant,
-		EventType:       l.EventType,
-		OccurredAt:      l.OccurredAt,
-		SubscriptionID:  l.SubscriptionID,
-		Replay:          l.Replay,
-		Reason:          l.Reason,
-		Attempts:        l.Attempts,
-		LastStatus:      l.LastStatus,
-		LastError:       l.LastError,
-		FirstAttemptAt:  l.FirstAttemptAt,
-		LastAttemptAt:   l.LastAttemptAt,
-		DeadLetteredAt:  now,
-		OriginalSubject: l.OriginalSubject,
-	}.Msg(task.CopyHeader(l.Header), l.Body)
+	d := l.DeadLetter
+	d.DeadLetteredAt = now
+	return d.Msg(task.CopyHeader(l.Header), l.Body)
 }
 
 // Publisher publishes dead letters and waits for their ack.

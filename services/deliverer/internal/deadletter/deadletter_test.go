@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/hookline/hookline/pkg/stream"
+	"github.com/hookline/hookline/pkg/wire"
 	"github.com/hookline/hookline/services/deliverer/internal/deadletter"
 	"github.com/hookline/hookline/services/deliverer/internal/task"
 	"github.com/nats-io/nats.go"
@@ -33,10 +34,11 @@ func TestBuild(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			m := deadletter.Build(deadletter.Letter{
-				Header: h, Body: []byte(`{"x":1}`),
-				EventID: "evt_1", Tenant: "acme", EventType: "order.created", SubscriptionID: "sub_1",
-				Replay: tt.replay, Reason: "attempts_exhausted", Attempts: 8, LastStatus: 503, LastError: "HTTP 503",
-				FirstAttemptAt: first, LastAttemptAt: last, OriginalSubject: "deliveries.acme.sub_1",
+				Header: h, Body: []byte(`{"x":1}`), DeadLetter: wire.DeadLetter{
+					EventID: "evt_1", Tenant: "acme", EventType: "order.created", SubscriptionID: "sub_1",
+					Replay: tt.replay, Reason: "attempts_exhausted", Attempts: 8, LastStatus: 503, LastError: "HTTP 503",
+					FirstAttemptAt: first, LastAttemptAt: last, OriginalSubject: "deliveries.acme.sub_1",
+				},
 			}, now)
 			want := map[string]string{
 				stream.HeaderMsgID:           tt.wantMsgID,
@@ -76,8 +78,8 @@ func TestBuild(t *testing.T) {
 func TestBuildWithoutAttempts(t *testing.T) {
 	t.Parallel()
 	m := deadletter.Build(deadletter.Letter{
-		Header: nats.Header{}, EventID: "evt_1", Tenant: "acme", SubscriptionID: "sub_1",
-		Reason: "subscription_deleted", OriginalSubject: "deliveries.acme.sub_1",
+		Header: nats.Header{}, DeadLetter: wire.DeadLetter{EventID: "evt_1", Tenant: "acme", SubscriptionID: "sub_1",
+			Reason: "subscription_deleted", OriginalSubject: "deliveries.acme.sub_1"},
 	}, time.Now())
 	if m.Header.Get(stream.HeaderAttempt) != "0" || m.Header.Get(stream.HeaderLastStatus) != "0" ||
 		m.Header.Get(stream.HeaderFirstAttemptAt) != "" || m.Header.Get(stream.HeaderLastError) != "" {

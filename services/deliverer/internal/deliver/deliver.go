@@ -846,8 +846,7 @@ func letter(t *task.Task, seq uint64, v verdict) deadletter.Letter {
 		h = task.CopyHeader(t.Header)
 		task.Set(h, stream.HeaderOrderingSeq, strconv.FormatUint(t.OrderingSeq, 10))
 	}
-	l := deadletter.Letter{
-		Header: h, Body: t.Body,
+	l := deadletter.Letter{Header: h, Body: t.Body, DeadLetter: wire.DeadLetter{
 		EventID: t.EventID, Tenant: t.Tenant, EventType: t.EventType, OccurredAt: t.OccurredAt,
 		SubscriptionID: t.SubscriptionID, Replay: t.Replay,
 		Reason:          v.decision.Reason,
@@ -857,7 +856,7 @@ func letter(t *task.Task, seq uint64, v verdict) deadletter.Letter {
 		FirstAttemptAt:  t.FirstAttemptAt,
 		LastAttemptAt:   t.LastAttemptAt,
 		OriginalSubject: t.Subject,
-	}
+	}}
 	if v.attempted {
 		l.Attempts = t.Attempt + 1
 		l.LastStatus = v.result.Status

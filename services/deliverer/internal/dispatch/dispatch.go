@@ -400,16 +400,18 @@ func (d *Dispatcher) publishAsync(ctx context.Context, m *nats.Msg, msgID string
 func (d *Dispatcher) deadLetter(ctx context.Context, msg jetstream.Msg, ev event, subs []*hooklinev1.Subscription) error {
 	for _, s := range subs {
 		dup, err := d.dead.Publish(ctx, deadletter.Letter{
-			Header:          task.NewHeader(ev.id, ev.tenant, ev.eventType, ev.occurredAt, s.GetId()),
-			Body:            msg.Data(),
-			EventID:         ev.id,
-			Tenant:          ev.tenant,
-			EventType:       ev.eventType,
-			OccurredAt:      ev.occurredAt,
-			SubscriptionID:  s.GetId(),
-			Reason:          wire.DeadLetterInvalidPayload,
-			LastError:       ev.detail,
-			OriginalSubject: msg.Subject(),
+			Header: task.NewHeader(ev.id, ev.tenant, ev.eventType, ev.occurredAt, s.GetId()),
+			Body:   msg.Data(),
+			DeadLetter: wire.DeadLetter{
+				EventID:         ev.id,
+				Tenant:          ev.tenant,
+				EventType:       ev.eventType,
+				OccurredAt:      ev.occurredAt,
+				SubscriptionID:  s.GetId(),
+				Reason:          wire.DeadLetterInvalidPayload,
+				LastError:       ev.detail,
+				OriginalSubject: msg.Subject(),
+			},
 		})
 		if err != nil {
 			return err

@@ -8,6 +8,7 @@ import (
 
 	"github.com/hookline/hookline/pkg/natstest"
 	"github.com/hookline/hookline/pkg/stream"
+	"github.com/hookline/hookline/pkg/wire"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
 	"github.com/hookline/hookline/services/deliverer/internal/deadletter"
 	"github.com/hookline/hookline/services/deliverer/internal/opevents"
@@ -73,7 +74,7 @@ func TestDeadLetteredIsDebounced(t *testing.T) {
 	opevents.SetClock(p, clock)
 	ctx := context.Background()
 	letter := func(tenant, sub, typ string) deadletter.Letter {
-		return deadletter.Letter{Tenant: tenant, SubscriptionID: sub, EventID: "evt_1", EventType: typ, Reason: "attempts_exhausted", Attempts: 3}
+		return deadletter.Letter{DeadLetter: wire.DeadLetter{Tenant: tenant, SubscriptionID: sub, EventID: "evt_1", EventType: typ, Reason: "attempts_exhausted", Attempts: 3}}
 	}
 	for _, l := range []deadletter.Letter{
 		letter("acme", "sub_1", "order.created"),
