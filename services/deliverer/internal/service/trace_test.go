@@ -58,7 +58,7 @@ func spansNamed(spans []sdktrace.ReadOnlySpan, name string) []sdktrace.ReadOnlyS
 func attr(s sdktrace.ReadOnlySpan, key string) string {
 	for _, a := range s.Attributes() {
 		if string(a.Key) == key {
-			return a.Value.Emit()
+			return a.Value.String()
 		}
 	}
 	return ""
@@ -141,7 +141,7 @@ func TestTraceAcrossDispatchAndAttempts(t *testing.T) {
 
 	for _, s := range spans {
 		for _, a := range s.Attributes() {
-			v := a.Value.Emit()
+			v := a.Value.String()
 			for _, secretText := range []string{secret, "pa55word-url", "hook-user", "s3cret-query", "p4th-s3cret", "h3ader-s3cret", "Bearer"} {
 				if strings.Contains(v, secretText) {
 					t.Fatalf("span %q attribute %s holds a secret: %q", s.Name(), a.Key, v)
@@ -153,7 +153,7 @@ func TestTraceAcrossDispatchAndAttempts(t *testing.T) {
 		}
 		for _, ev := range s.Events() {
 			for _, a := range ev.Attributes {
-				if strings.Contains(a.Value.Emit(), "s3cret") {
+				if strings.Contains(a.Value.String(), "s3cret") {
 					t.Fatalf("span %q event %q holds a secret", s.Name(), ev.Name)
 				}
 			}
