@@ -121,7 +121,7 @@ type Publisher struct {
 	queue   []*Future
 	stopped bool
 
-	batches, batched, fallbacks atomic.Int64
+	batches, batched, fallbacks, messages atomic.Int64
 }
 
 // Stats counts what a Publisher did.
@@ -131,11 +131,13 @@ type Stats struct {
 	// Fallbacks is the batches published message by message instead
 	// (refused or timed out).
 	Fallbacks int64
+	// Messages is every message given an outcome, however stored.
+	Messages int64
 }
 
 // Stats returns the counts so far.
 func (p *Publisher) Stats() Stats {
-	return Stats{Batches: p.batches.Load(), Batched: p.batched.Load(), Fallbacks: p.fallbacks.Load()}
+	return Stats{Batches: p.batches.Load(), Batched: p.batched.Load(), Fallbacks: p.fallbacks.Load(), Messages: p.messages.Load()}
 }
 
 // New returns a Publisher over js.
@@ -241,6 +243,7 @@ func (p *Publisher) take() []*Future {
 // holds fewer than MinBatch messages or the batch fails.
 func (p *Publisher) commit(batch []*Future) {
 	defer func() { <-p.sem }()
+	defer p.messages.Add(int64(len(batch)))
 	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.Timeout)
 	defer cancel()
 	if len(batch) >= max(p.cfg.MinBatch, 2) {
