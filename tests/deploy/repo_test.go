@@ -1,7 +1,6 @@
 package deploy_test
 
 import (
-	"bufio"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -9,53 +8,17 @@ import (
 	"sort"
 	"strings"
 	"testing"
+
+	"github.com/hookline/hookline/tests/harness"
 )
 
 // repoRoot is the folder holding go.work.
-func repoRoot(t *testing.T) string {
-	t.Helper()
-	wd, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for d := wd; ; d = filepath.Dir(d) {
-		if _, err := os.Stat(filepath.Join(d, "go.work")); err == nil {
-			return d
-		}
-		if filepath.Dir(d) == d {
-			t.Fatalf("no go.work above %s", wd)
-		}
-	}
-}
+func repoRoot(t *testing.T) string { t.Helper(); return harness.RepoRoot(t) }
 
 // workspaceModules are the folders go.work uses, e.g. "services/producer".
 func workspaceModules(t *testing.T, root string) []string {
 	t.Helper()
-	f, err := os.Open(filepath.Join(root, "go.work"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var mods []string
-	inUse := false
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		switch {
-		case strings.HasPrefix(line, "use ("):
-			inUse = true
-		case inUse && line == ")":
-			inUse = false
-		case inUse && line != "":
-			mods = append(mods, strings.TrimPrefix(line, "./"))
-		case strings.HasPrefix(line, "use "):
-			mods = append(mods, strings.TrimPrefix(strings.TrimSpace(strings.TrimPrefix(line, "use")), "./"))
-		}
-	}
-	if len(mods) == 0 {
-		t.Fatal("go.work uses no module")
-	}
-	return mods
+	return harness.WorkspaceModules(t, root)
 }
 
 var (

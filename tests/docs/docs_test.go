@@ -10,51 +10,17 @@ import (
 	"sort"
 	"strings"
 	"testing"
+
+	"github.com/hookline/hookline/tests/harness"
 )
 
 // repoRoot is the folder holding go.work.
-func repoRoot(t *testing.T) string {
-	t.Helper()
-	wd, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for d := wd; ; d = filepath.Dir(d) {
-		if _, err := os.Stat(filepath.Join(d, "go.work")); err == nil {
-			return d
-		}
-		if filepath.Dir(d) == d {
-			t.Fatalf("no go.work above %s", wd)
-		}
-	}
-}
+func repoRoot(t *testing.T) string { t.Helper(); return harness.RepoRoot(t) }
 
 // workspaceModules are the folders go.work uses, e.g. "services/producer".
 func workspaceModules(t *testing.T, root string) []string {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(root, "go.work"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mods []string
-	inUse := false
-	for line := range strings.SplitSeq(string(b), "\n") {
-		line = strings.TrimSpace(line)
-		switch {
-		case strings.HasPrefix(line, "use ("):
-			inUse = true
-		case inUse && line == ")":
-			inUse = false
-		case inUse && line != "":
-			mods = append(mods, strings.TrimPrefix(line, "./"))
-		case strings.HasPrefix(line, "use "):
-			mods = append(mods, strings.TrimPrefix(strings.TrimSpace(strings.TrimPrefix(line, "use")), "./"))
-		}
-	}
-	if len(mods) == 0 {
-		t.Fatal("go.work uses no module")
-	}
-	return mods
+	return harness.WorkspaceModules(t, root)
 }
 
 var (
