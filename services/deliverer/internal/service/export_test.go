@@ -1,5 +1,16 @@
 package service
 
+import (
+	"context"
+
+	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
+)
+
 // SubscriptionsCurrent reports whether the deliverer's subscription lookups
 // reflect KV revision rev (subcache.Memo.Current).
 func (s *Service) SubscriptionsCurrent(rev uint64) bool { return s.memo.Current(rev) }
+
+// LookupSubscription is the deliver stage's lookup of a subscription.
+func (s *Service) LookupSubscription(ctx context.Context, tenant, id string) (*hooklinev1.Subscription, error) {
+	return s.memo.Get(ctx, tenant, id)
+}
