@@ -205,7 +205,10 @@ func TestAlertsOnALivePrometheus(t *testing.T) {
 			return err
 		}
 		for _, a := range as {
-			if slices.Contains(silent, a.Labels["alertname"]) {
+			// Pending is what `for:` is there for: a scrape of the producer
+			// can see an event accepted a second before the deliverer's
+			// scrape shows it dispatched. Firing is the failure.
+			if slices.Contains(silent, a.Labels["alertname"]) && a.State == "firing" {
 				t.Fatalf("%s is %s on a dead endpoint (labels %v)", a.Labels["alertname"], a.State, a.Labels)
 			}
 			if a.Labels["alertname"] != "HooklineDeadLettersRising" {
