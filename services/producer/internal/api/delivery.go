@@ -339,22 +339,11 @@ func (a *API) listAttempts(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, p)
 		return
 	}
-	// A subscription of another tenant is not found; a deleted one keeps
-	// its history, read under the caller's tenant (every tenant for an
-	// unbound token).
-	sub, err := a.reg.Get(r.Context(), id)
-	switch {
-	case err == nil && hiddenTenant(r, sub.GetTenant()):
-		writeProblem(w, problem(http.StatusNotFound, TypeNotFound, fmt.Sprintf("subscription %q not found", id)))
-		return
-	case err == nil:
-		f.Tenant = sub.GetTenant()
-	case errors.Is(err, subscription.ErrNotFound):
-		f.Tenant = authTenant(r)
-	default:
-		a.registryError(w, id, err)
+	_, tenant, ok := a.historyOf(w, r, id)
+	if !ok {
 		return
 	}
+	f.Tenant = tenant
 	js, ok := a.js(w)
 	if !ok {
 		return
@@ -530,3 +519,24 @@ func (a *API) eventDeliveries(w http.ResponseWriter, r *http.Request) {
 // Matching returns the subscriptions of tenant whose filters match
 // eventType now.
 type Matching func(ctx context.Context, tenant, eventType string) ([]*hooklinev1.Subscription, error)
+
+// historyOf finds the subscription whose history (attempt records) a
+// request reads, and the tenant to read it under. A subscription of another
+// tenant is not found; a deleted one (sub nil) keeps its history, read under
+// the caller's tenant (every tenant for an unbound token). ok is false when
+// an answer was written.
+func (a *API) historyOf(w http.ResponseWriter, r *http.Request, id string) (sub *hooklinev1.Subscription, tenant string, ok bool) {
+	sub, err := a.reg.Get(r.Context(), id)
+	switch {
+	case err == nil && hiddenTenant(r, sub.GetTenant()):
+		writeProblem(w, problem(http.StatusNotFound, TypeNotFound, fmt.Sprintf("subscription %q not found", id)))
+		return nil, "", false
+	case err == nil:
+		return sub, sub.GetTenant(), true
+	case errors.Is(err, subscription.ErrNotFound):
+		return nil, authTenant(r), true
+	default:
+		a.registryError(w, id, err)
+		return nil, "", false
+	}
+}

@@ -2,7 +2,6 @@ package api
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math"
 	"net/http"
@@ -106,20 +105,13 @@ func (a *API) subscriptionStats(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	out := SubscriptionStats{SubscriptionID: id, Window: window, Complete: true}
-	sub, err := a.reg.Get(r.Context(), id)
-	switch {
-	case err == nil && hiddenTenant(r, sub.GetTenant()):
-		writeProblem(w, problem(http.StatusNotFound, TypeNotFound, fmt.Sprintf("subscription %q not found", id)))
+	sub, tenant, ok := a.historyOf(w, r, id)
+	if !ok {
 		return
-	case err == nil:
-		out.Tenant, out.Disabled, out.DisabledReason, out.MaxInFlight = sub.GetTenant(), sub.GetDisabled(), sub.GetDisabledReason(), sub.GetMaxInFlight()
-	case errors.Is(err, subscription.ErrNotFound):
-		// A deleted subscription keeps its history, read under the
-		// caller's tenant (every tenant for an unbound token).
-		out.Tenant = authTenant(r)
-	default:
-		a.registryError(w, id, err)
-		return
+	}
+	out.Tenant = tenant
+	if sub != nil {
+		out.Disabled, out.DisabledReason, out.MaxInFlight = sub.GetDisabled(), sub.GetDisabledReason(), sub.GetMaxInFlight()
 	}
 	js, ok := a.js(w)
 	if !ok {
