@@ -54,6 +54,9 @@ import (
 //	Hookline-Accepted-At       RFC 3339: when EVENTS stored the event (its
 //	                           stream timestamp), the start of
 //	                           hookline_delivery_latency_seconds
+//	Hookline-Registry-Revision the subscriptions bucket's revision the event
+//	                           was matched at: the task's own lookup uses a
+//	                           view at least that current
 //	traceparent, tracestate    with tracing on: the fan-out's span, so that
 //	                           every attempt, retry and replay of the task
 //	                           joins the event's trace
@@ -88,6 +91,7 @@ const (
 	HeaderEventSeq        = "Hookline-Event-Seq"
 	HeaderOrderingSeq     = "Hookline-Ordering-Sequence"
 	HeaderAcceptedAt      = "Hookline-Accepted-At"
+	HeaderRegistryRev     = "Hookline-Registry-Revision"
 	// W3C trace context, lower case as the W3C propagators write it.
 	HeaderTraceParent = "traceparent"
 	HeaderTraceState  = "tracestate"

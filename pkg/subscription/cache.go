@@ -101,8 +101,9 @@ type Cache struct {
 	mu  sync.Mutex
 	log *zap.Logger
 
-	downUntil atomic.Int64 // unix nanos; Redis skipped until then (0: up)
-	lastLog   atomic.Int64 // unix nanos of the last fallback log line
+	behind    atomic.Uint64 // lookups the watermark sent to the registry
+	downUntil atomic.Int64  // unix nanos; Redis skipped until then (0: up)
+	lastLog   atomic.Int64  // unix nanos of the last fallback log line
 }
 
 // CacheOption configures a Cache.
@@ -159,13 +160,20 @@ func (c *Cache) requestResync() {
 // eventType. It answers from Redis when the cache is complete, else from the
 // Store; it fails only when the Store fails too.
 func (c *Cache) ForEvent(ctx context.Context, tenant, eventType string) ([]*hooklinev1.Subscription, error) {
+	return c.ForEventAt(ctx, tenant, eventType, 0)
+}
+
+// ForEventAt is ForEvent from a view that holds every registry change up to
+// revision need: Redis answers only when its watermark reaches need, else
+// the Store does.
+func (c *Cache) ForEventAt(ctx context.Context, tenant, eventType string, need uint64) ([]*hooklinev1.Subscription, error) {
 	if ValidateTenant(tenant) != nil {
 		// No subscription can belong to it (tenants are validated when a
 		// subscription is created): matching nothing is the answer, not an
 		// error that would redo the event forever while Redis is not ready.
 		return nil, nil
 	}
-	all, ok := c.tenantFromRedis(ctx, tenant)
+	all, ok := c.tenantFromRedis(ctx, tenant, need)
 	if !ok {
 		subs, err := c.store.List(ctx, tenant)
 		if err != nil {
@@ -183,21 +191,24 @@ func (c *Cache) ForEvent(ctx context.Context, tenant, eventType string) ([]*hook
 }
 
 // tenantFromRedis reads every live subscription of tenant; ok is false when
-// Redis cannot give a complete answer: the cache is not ready, Redis fails,
-// or the tenant's hash is missing although the ready hash lists the tenant
-// (evicted or deleted: "unknown", never "no subscriptions").
-func (c *Cache) tenantFromRedis(ctx context.Context, tenant string) ([]*hooklinev1.Subscription, bool) {
+// Redis cannot give a complete answer: the cache is not ready, it is not
+// current up to revision need, Redis fails, or the tenant's hash is missing
+// although the ready hash lists the tenant (evicted or deleted: "unknown",
+// never "no subscriptions").
+func (c *Cache) tenantFromRedis(ctx context.Context, tenant string, need uint64) ([]*hooklinev1.Subscription, bool) {
 	if !c.useRedis() {
 		return nil, false
 	}
 	var ready *redis.SliceCmd
 	var hash *redis.MapStringStringCmd
+	var wm *redis.StringCmd
 	_, err := c.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		ready = p.HMGet(ctx, ReadyKey, ReadyAll, tenant)
 		hash = p.HGetAll(ctx, TenantKey(tenant))
+		wm = p.Get(ctx, WatermarkKey)
 		return nil
 	})
-	if err != nil {
+	if err != nil && !errors.Is(err, redis.Nil) {
 		c.redisFailed(err)
 		return nil, false
 	}
@@ -205,6 +216,9 @@ func (c *Cache) tenantFromRedis(ctx context.Context, tenant string) ([]*hookline
 	flags := ready.Val()
 	if len(flags) != 2 || flags[0] == nil {
 		c.requestResync()
+		return nil, false
+	}
+	if !c.current(wm.Val(), need) {
 		return nil, false
 	}
 	if len(hash.Val()) == 0 && flags[1] != nil {
@@ -236,15 +250,23 @@ func (c *Cache) tenantFromRedis(ctx context.Context, tenant string) ([]*hookline
 // Get returns one subscription (disabled ones too). It returns ErrNotFound
 // when the subscription was deleted or never existed.
 func (c *Cache) Get(ctx context.Context, tenant, id string) (*hooklinev1.Subscription, error) {
+	return c.GetAt(ctx, tenant, id, 0)
+}
+
+// GetAt is Get from a view that holds every registry change up to revision
+// need: Redis answers only when its watermark reaches need, else the
+// registry's leader does.
+func (c *Cache) GetAt(ctx context.Context, tenant, id string, need uint64) (*hooklinev1.Subscription, error) {
 	if ValidateTenant(tenant) != nil || ValidateID(id) != nil {
 		return nil, ErrNotFound
 	}
 	if c.useRedis() {
 		var ready *redis.BoolCmd
-		var field *redis.StringCmd
+		var field, wm *redis.StringCmd
 		_, err := c.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 			ready = p.HExists(ctx, ReadyKey, ReadyAll)
 			field = p.HGet(ctx, TenantKey(tenant), id)
+			wm = p.Get(ctx, WatermarkKey)
 			return nil
 		})
 		if err == nil || errors.Is(err, redis.Nil) {
@@ -255,6 +277,7 @@ func (c *Cache) Get(ctx context.Context, tenant, id string) (*hooklinev1.Subscri
 			c.redisFailed(err)
 		case !ready.Val():
 			c.requestResync()
+		case !c.current(wm.Val(), need):
 		case field.Err() == nil:
 			_, sub, perr := c.parseEntry(tenant, id, field.Val())
 			if perr == nil {
@@ -268,9 +291,29 @@ func (c *Cache) Get(ctx context.Context, tenant, id string) (*hooklinev1.Subscri
 			// change not seen yet (or a stranger's id): ask the truth.
 		}
 	}
+	if need > 0 {
+		// A direct get may be answered by a follower that has not applied
+		// the changes the caller needs; the leader has.
+		sub, _, err := c.store.leaderGet(ctx, tenant, id)
+		return sub, err
+	}
 	sub, _, err := c.store.GetTenant(ctx, tenant, id)
 	return sub, err
 }
+
+// current reports whether a Redis watermark (WatermarkKey's value) reaches
+// need; one that does not is counted, and the answer comes from the registry.
+func (c *Cache) current(wm string, need uint64) bool {
+	if need == 0 || parseWatermark(wm) >= need {
+		return true
+	}
+	c.behind.Add(1)
+	return false
+}
+
+// Behind is how many lookups found the Redis cache behind the revision
+// they needed and read the registry instead.
+func (c *Cache) Behind() uint64 { return c.behind.Load() }
 
 // Apply writes one KV change into Redis unless Redis already holds the same
 // or a newer revision of it. sub == nil means deleted: a tombstone with rev

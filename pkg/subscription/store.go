@@ -175,15 +175,7 @@ func (s *Store) Get(ctx context.Context, id string) (*hooklinev1.Subscription, u
 // LastRevision is the newest revision of any subscription: no record can
 // have a higher one.
 func (s *Store) LastRevision(ctx context.Context) (uint64, error) {
-	st, err := s.kv.Status(ctx)
-	if err != nil {
-		return 0, fmt.Errorf("subscription registry status: %w", err)
-	}
-	b, ok := st.(*jetstream.KeyValueBucketStatus)
-	if !ok || b.StreamInfo() == nil {
-		return 0, errors.New("subscription registry status: no stream state")
-	}
-	return b.StreamInfo().State.LastSeq, nil
+	return BucketLastRevision(ctx, s.kv)
 }
 
 func (s *Store) Count(ctx context.Context, tenant string) (int, error) {

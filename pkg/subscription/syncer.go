@@ -133,7 +133,7 @@ func (s *Syncer) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		if errors.Is(err, errResync) {
+		if errors.Is(err, errResync) || errors.Is(err, errRedisLostWrites) {
 			s.log.Info("subscription cache incomplete; replaying kv into redis")
 			backoff = syncBackoffMin
 			continue
@@ -166,6 +166,14 @@ func (s *Syncer) watch(ctx context.Context) (replayed bool, err error) {
 	if err := s.cache.rdb.SetNX(ctx, SyncKey, token, replayLease).Err(); err != nil {
 		return false, fmt.Errorf("redis: claim replay token: %w", err)
 	}
+	// Every change up to the registry's last revision now is in the
+	// replay that follows: once it is applied the cache is current up to
+	// there at least (the replay's own revisions may be lower, when the
+	// newest records were purged).
+	floor, err := s.store.LastRevision(ctx)
+	if err != nil {
+		return false, err
+	}
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	w, err := s.store.kv.WatchAll(wctx)
@@ -183,6 +191,9 @@ func (s *Syncer) watch(ctx context.Context) (replayed bool, err error) {
 	s.tombs = s.tombs[:0]
 	start, applied := time.Now(), 0
 	tenants := map[string]struct{}{}
+	// wm is the watermark this watch last set; seen the newest revision it
+	// applied.
+	var wm, seen uint64
 	for {
 		select {
 		case <-ctx.Done():
@@ -209,6 +220,9 @@ func (s *Syncer) watch(ctx context.Context) (replayed bool, err error) {
 				if res == 1 {
 					s.log.Info("subscription cache ready", zap.Int("keys", applied), zap.Float64("duration_s", time.Since(start).Seconds()))
 				}
+				if wm, err = s.advanceWatermark(ctx, max(seen, floor), wm); err != nil {
+					return replayed, err
+				}
 				continue
 			}
 			if !replayed {
@@ -220,6 +234,12 @@ func (s *Syncer) watch(ctx context.Context) (replayed bool, err error) {
 				return replayed, err
 			}
 			applied++
+			seen = max(seen, e.Revision())
+			if replayed {
+				if wm, err = s.advanceWatermark(ctx, seen, wm); err != nil {
+					return replayed, err
+				}
+			}
 		case <-s.cache.resync:
 			if replayed && s.markerLost(ctx) {
 				return replayed, errResync

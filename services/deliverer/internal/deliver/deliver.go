@@ -34,8 +34,10 @@ import (
 
 // Lookup finds a subscription (subscription.Cache). It returns
 // subscription.ErrNotFound for a deleted one.
+// need is the subscriptions bucket's revision the view must reach (the
+// task's RegistryRev).
 type Lookup interface {
-	Get(ctx context.Context, tenant, id string) (*hooklinev1.Subscription, error)
+	Get(ctx context.Context, tenant, id string, need uint64) (*hooklinev1.Subscription, error)
 }
 
 // Sender performs an HTTP attempt (sender.Sender).
@@ -59,7 +61,6 @@ type Recorder interface {
 }
 
 var (
-	_ Lookup      = (*subscription.Cache)(nil)
 	_ Sender      = (*sender.Sender)(nil)
 	_ Scheduler   = (*settle.Scheduler)(nil)
 	_ DeadLetters = (*deadletter.Publisher)(nil)
@@ -333,7 +334,7 @@ type target struct {
 // false when the task is settled without an attempt (v says how).
 func (d *Deliverer) prepare(ctx context.Context, t *task.Task) (target, verdict, bool) {
 	lctx, cancel := context.WithTimeout(ctx, d.o.Timeout)
-	sub, err := d.subs.Get(lctx, t.Tenant, t.SubscriptionID)
+	sub, err := d.subs.Get(lctx, t.Tenant, t.SubscriptionID, t.RegistryRev)
 	cancel()
 	switch {
 	case errors.Is(err, subscription.ErrNotFound):

@@ -37,6 +37,14 @@ import (
 	"go.uber.org/zap"
 )
 
+// cacheLookup is the Redis cache as the stage's lookup (the service puts
+// the memo in front of it).
+type cacheLookup struct{ c *subscription.Cache }
+
+func (l cacheLookup) Get(ctx context.Context, tenant, id string, need uint64) (*hooklinev1.Subscription, error) {
+	return l.c.GetAt(ctx, tenant, id, need)
+}
+
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 const tenant = "acme"
@@ -83,7 +91,7 @@ func newRig(t *testing.T, sc stream.Config) *rig {
 	return &rig{
 		js: js, store: store, cache: cache, rdb: rdb, m: m, sc: sc,
 		deps: deliver.Deps{
-			JS: js, Lookup: cache, Sender: snd, Scheduler: settle.NewScheduler(js),
+			JS: js, Lookup: cacheLookup{cache}, Sender: snd, Scheduler: settle.NewScheduler(js),
 			DeadLetters: deadletter.NewPublisher(js), Recorder: rec, Log: zap.NewNop(), Metrics: m,
 		},
 		opts: deliver.Options{

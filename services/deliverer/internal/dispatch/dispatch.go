@@ -32,9 +32,11 @@ import (
 )
 
 // Matcher finds the enabled subscriptions of a tenant whose filters match
-// an event type (subscription.Cache).
+// an event type (subcache.Memo), from a view that holds every registry
+// change acknowledged before the call; rev is the registry revision that
+// view is current at.
 type Matcher interface {
-	ForEvent(ctx context.Context, tenant, eventType string) ([]*hooklinev1.Subscription, error)
+	ForEvent(ctx context.Context, tenant, eventType string) (subs []*hooklinev1.Subscription, rev uint64, err error)
 }
 
 // DeadLetters publishes dead letters (deadletter.Publisher).
@@ -241,7 +243,7 @@ func (d *Dispatcher) Handle(ctx context.Context, msg jetstream.Msg) {
 	if !ev.scoped {
 		d.m.EventsUnscoped.Inc()
 	}
-	subs, err := d.match.ForEvent(ctx, ev.tenant, ev.eventType)
+	subs, rev, err := d.match.ForEvent(ctx, ev.tenant, ev.eventType)
 	if err != nil {
 		d.retry(ctx, msg, ev, fmt.Errorf("match subscriptions: %w", err))
 		return
@@ -262,7 +264,7 @@ func (d *Dispatcher) Handle(ctx context.Context, msg jetstream.Msg) {
 		d.m.EventsInvalid.WithLabelValues(ev.problem).Inc()
 		err = d.deadLetter(ctx, msg, ev, subs)
 	} else {
-		err = d.fanOut(ctx, msg, ev, subs)
+		err = d.fanOut(ctx, msg, ev, subs, rev)
 	}
 	if errors.Is(err, nats.ErrMaxPayload) {
 		// Its tasks will never be published: their places in their keys'
@@ -284,7 +286,7 @@ func (d *Dispatcher) Handle(ctx context.Context, msg jetstream.Msg) {
 
 // fanOut publishes one task per subscription asynchronously and waits for
 // every ack; it fails when any publish fails.
-func (d *Dispatcher) fanOut(ctx context.Context, msg jetstream.Msg, ev event, subs []*hooklinev1.Subscription) error {
+func (d *Dispatcher) fanOut(ctx context.Context, msg jetstream.Msg, ev event, subs []*hooklinev1.Subscription, rev uint64) error {
 	ordered, err := d.register(ctx, ev, subs)
 	if err != nil {
 		return err
@@ -298,6 +300,9 @@ func (d *Dispatcher) fanOut(ctx context.Context, msg jetstream.Msg, ev event, su
 		}
 		if ev.acceptedAt != "" {
 			task.Set(m.Header, stream.HeaderAcceptedAt, ev.acceptedAt)
+		}
+		if rev > 0 {
+			task.Set(m.Header, stream.HeaderRegistryRev, strconv.FormatUint(rev, 10))
 		}
 		d.o.Tracing.Inject(ctx, m.Header)
 		if ordered[i] {

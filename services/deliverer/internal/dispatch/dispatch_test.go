@@ -80,15 +80,15 @@ type matcher struct {
 	fail int
 }
 
-func (m *matcher) ForEvent(_ context.Context, _, eventType string) ([]*hooklinev1.Subscription, error) {
+func (m *matcher) ForEvent(_ context.Context, _, eventType string) ([]*hooklinev1.Subscription, uint64, error) {
 	if m.fail > 0 {
 		m.fail--
-		return nil, errors.New("redis and kv both down")
+		return nil, 0, errors.New("redis and kv both down")
 	}
 	if eventType == "" {
-		return nil, nil
+		return nil, 0, nil
 	}
-	return m.subs, nil
+	return m.subs, 0, nil
 }
 
 func setup(t *testing.T, match dispatch.Matcher) (*dispatch.Dispatcher, jetstream.JetStream, *metrics.Metrics) {

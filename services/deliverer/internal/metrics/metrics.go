@@ -154,3 +154,18 @@ func New(reg prometheus.Registerer, reasons, classes []string) *Metrics {
 		m.OrderingWaiting, m.OrderingSkipped, m.OrderingStateLost)
 	return m
 }
+
+// NewViewBehind registers hookline_subscription_view_behind_total: lookups
+// that found a layer of the subscription view behind the registry revision
+// they needed and asked the next layer — the memo's watch lagged (memo: it
+// waited subcache.CatchUp in vain, then asked Redis), or the Redis cache's
+// watermark did (redis: the KV bucket answered).
+func NewViewBehind(reg prometheus.Registerer, memo, redis func() uint64) {
+	for layer, n := range map[string]func() uint64{"memo": memo, "redis": redis} {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name:        "hookline_subscription_view_behind_total",
+			Help:        "Subscription lookups that found a view layer (memo, redis) behind the registry revision they needed and asked the next layer.",
+			ConstLabels: prometheus.Labels{"layer": layer},
+		}, func() float64 { return float64(n()) }))
+	}
+}

@@ -12,5 +12,5 @@ func (s *Service) SubscriptionsCurrent(rev uint64) bool { return s.memo.Current(
 
 // LookupSubscription is the deliver stage's lookup of a subscription.
 func (s *Service) LookupSubscription(ctx context.Context, tenant, id string) (*hooklinev1.Subscription, error) {
-	return s.memo.Get(ctx, tenant, id)
+	return s.memo.Get(ctx, tenant, id, 0)
 }

@@ -117,7 +117,8 @@ func New(ctx context.Context, cfg config.Config, d Deps) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bind kv bucket %s: %w", stream.SubscriptionsBucket, err)
 	}
-	memo := subcache.New(cache, kv, d.Log.Named("subscriptions"), subcache.WithConn(d.NATS))
+	memo := subcache.New(cache, kv, d.Log.Named("subscriptions"), subcache.WithConn(d.NATS),
+		subcache.WithHorizon(subscription.NewHorizon(store)))
 	reg := d.Registry
 	if reg == nil {
 		reg = prometheus.NewRegistry()
@@ -125,6 +126,7 @@ func New(ctx context.Context, cfg config.Config, d Deps) (*Service, error) {
 	}
 	m := metrics.New(reg, wire.DeadLetterReasons(), sender.Classes)
 	lagMetrics := metrics.NewLag(reg)
+	metrics.NewViewBehind(reg, memo.Lagged, cache.Behind)
 	rec, err := attempt.NewRecorder(d.NATS, d.Log.Named("attempts"), m.AttemptRecordsFailed,
 		attempt.Options{Linger: cfg.AttemptLinger})
 	if err != nil {

@@ -17,11 +17,20 @@
 // cache. A watch learns that its server went away only when heartbeats go
 // missing (about 20 s after a nats-server restart, during which it saw no
 // change): so the memo also stops trusting itself the moment the NATS
-// connection drops or reconnects (WithConn), and watches again. Errors and "not found" are never memoised. A fetch that raced with
-// a change is not stored (a global generation counter); a changed tenant is
-// forgotten again Settle later, in case Redis learnt of the change after
-// the watch; and entries expire after TTL as a safety net. Current(rev)
-// tells a writer when its change is seen.
+// connection drops or reconnects (WithConn), and watches again.
+//
+// The memo knows how current it is: seen, the newest revision its watch
+// reported (every change up to it has invalidated its tenant). A lookup
+// needs a revision (the registry's last one when the lookup began, from a
+// subscription.Horizon; for a task, the one its event was matched at): the
+// memo answers only once seen reaches it, waiting up to CatchUp for its
+// watch, and otherwise asks the next cache for that revision and restarts
+// its watch (a watch that lags that long is presumed dead). What it fetches
+// from the next cache it asks for at the revision it has seen at least, so
+// a stored answer is never older than the memo's own knowledge; an answer
+// that raced with a change is not stored (a global generation counter);
+// entries expire after TTL as a safety net. Errors and "not found" are
+// never memoised. Current(rev) tells a writer when its change is seen.
 // Callers must treat the returned subscriptions as read-only: they are
 // shared.
 package subcache
@@ -29,12 +38,14 @@ package subcache
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/hookline/hookline/pkg/natsconn"
+	"github.com/hookline/hookline/pkg/subscription"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -47,17 +58,25 @@ const (
 	DefaultTTL = time.Minute
 	// DefaultMaxEntries bounds the memo; past it, it starts over empty.
 	DefaultMaxEntries = 100000
-	// Settle is how long after a change its tenant is forgotten a second
-	// time (see watch).
-	Settle          = 2 * time.Second
+	// CatchUp is how long a lookup waits for the watch to report the
+	// revision it needs before it asks the next cache and has the watch
+	// restarted.
+	CatchUp         = 250 * time.Millisecond
 	watchBackoffMin = 100 * time.Millisecond
 	watchBackoffMax = 5 * time.Second
 )
 
-// Source is what the memo sits in front of (subscription.Cache).
+// Source is what the memo sits in front of (subscription.Cache): lookups
+// from a view that holds every registry change up to revision need.
 type Source interface {
-	ForEvent(ctx context.Context, tenant, eventType string) ([]*hooklinev1.Subscription, error)
-	Get(ctx context.Context, tenant, id string) (*hooklinev1.Subscription, error)
+	ForEventAt(ctx context.Context, tenant, eventType string, need uint64) ([]*hooklinev1.Subscription, error)
+	GetAt(ctx context.Context, tenant, id string, need uint64) (*hooklinev1.Subscription, error)
+}
+
+// Horizon gives the revision a lookup that begins now must see
+// (subscription.Horizon).
+type Horizon interface {
+	Required(ctx context.Context) (uint64, error)
 }
 
 type forEventEntry struct {
@@ -88,11 +107,21 @@ type Memo struct {
 	interrupted <-chan struct{}
 	conn        *nats.Conn
 
+	horizon Horizon
+	restart chan struct{} // a lookup found the watch lagging
+
 	watching atomic.Bool
 	// epoch is the connection's reconnect count when the watch replayed.
 	epoch atomic.Uint64
 	gen   atomic.Uint64 // bumped by every change seen
 	seen  atomic.Uint64 // newest KV revision the watch reported
+	// lagUntil (unix nanos): a lookup waited CatchUp in vain; until then
+	// lookups the memo cannot answer do not wait for it.
+	lagUntil atomic.Int64
+	lagged   atomic.Uint64 // lookups the memo could not answer in time
+	// advanced is closed (and replaced) whenever seen moves.
+	advMu    sync.Mutex
+	advanced chan struct{}
 
 	mu      sync.RWMutex
 	tenants map[string]*tenantMemo
@@ -106,6 +135,10 @@ type Option func(*Memo)
 // the moment it drops or reconnects until a new watch has replayed.
 func WithConn(nc *nats.Conn) Option { return func(m *Memo) { m.conn = nc } }
 
+// WithHorizon sets where ForEvent learns the revision it needs (default:
+// none; every answer is as current as the memo's watch).
+func WithHorizon(h Horizon) Option { return func(m *Memo) { m.horizon = h } }
+
 // New returns a memo in front of next, invalidated by watching kv (the
 // subscriptions bucket). Run must run for the memo to be used.
 func New(next Source, kv jetstream.KeyValue, log *zap.Logger, opts ...Option) *Memo {
@@ -113,7 +146,7 @@ func New(next Source, kv jetstream.KeyValue, log *zap.Logger, opts ...Option) *M
 		log = zap.NewNop()
 	}
 	m := &Memo{next: next, kv: kv, log: log, ttl: DefaultTTL, max: DefaultMaxEntries, now: time.Now,
-		tenants: map[string]*tenantMemo{}}
+		tenants: map[string]*tenantMemo{}, restart: make(chan struct{}, 1), advanced: make(chan struct{})}
 	for _, o := range opts {
 		o(m)
 	}
@@ -132,7 +165,7 @@ func (m *Memo) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		if errors.Is(err, errInterrupted) {
+		if errors.Is(err, errInterrupted) || errors.Is(err, errLagging) {
 			backoff = watchBackoffMin
 		}
 		m.log.Warn("subscription memo watch interrupted; lookups go to redis meanwhile", zap.Error(err), zap.Duration("backoff", backoff))
@@ -148,7 +181,17 @@ func (m *Memo) Run(ctx context.Context) error {
 func (m *Memo) watch(ctx context.Context) error {
 	// Keys and revisions only: the memo forgets, it never reads a value.
 	// The replay of the current keys ends with a nil entry and the memo is
-	// used from then on, empty: it is current for every revision replayed.
+	// used from then on, empty: it is current for every revision replayed,
+	// and for every revision up to the bucket's last one before the watch
+	// began (the replay's own may be lower when the newest were purged).
+	floor, err := subscription.BucketLastRevision(ctx, m.kv)
+	if err != nil {
+		return err
+	}
+	select {
+	case <-m.restart: // a request from the watch being replaced
+	default:
+	}
 	w, err := m.kv.WatchAll(ctx, jetstream.MetaOnly())
 	if err != nil {
 		return err
@@ -160,29 +203,85 @@ func (m *Memo) watch(ctx context.Context) error {
 			return nil
 		case <-m.interrupted:
 			return errInterrupted
+		case <-m.restart:
+			return errLagging
 		case e, ok := <-w.Updates():
 			if !ok {
 				return errWatchClosed
 			}
 			if e == nil {
+				m.advance(floor)
 				m.clear()
 				m.epoch.Store(m.reconnects())
 				m.watching.Store(true)
 				continue
 			}
+			// seen moves before the tenant is forgotten: a lookup that
+			// read the generation before the change, and seen before it
+			// moved, cannot store what it fetches (see fetchRev).
+			m.advance(e.Revision())
 			if m.watching.Load() {
 				tenant, _, _ := strings.Cut(e.Key(), ".")
 				m.invalidate(tenant)
-				// Redis may learn of the change after this watch did (the
-				// producer writes the KV first, then Redis; the syncer
-				// applies it from a watch of its own): an answer fetched
-				// from Redis in between could be the old one. Forget the
-				// tenant once more when Redis has surely caught up.
-				time.AfterFunc(Settle, func() { m.invalidate(tenant) })
 			}
-			if r := e.Revision(); r > m.seen.Load() {
-				m.seen.Store(r)
+		}
+	}
+}
+
+// Lagged is how many lookups found the memo's watch behind the revision
+// they needed for longer than CatchUp (or while it was known to lag) and
+// asked the next cache.
+func (m *Memo) Lagged() uint64 { return m.lagged.Load() }
+
+// advance raises seen to rev and wakes the lookups waiting for it.
+func (m *Memo) advance(rev uint64) {
+	if rev <= m.seen.Load() {
+		return
+	}
+	m.seen.Store(rev)
+	m.advMu.Lock()
+	close(m.advanced)
+	m.advanced = make(chan struct{})
+	m.advMu.Unlock()
+}
+
+// caughtUp reports whether the memo may answer a lookup that needs
+// revision need: trusted, and its watch has reported need (waiting up to
+// CatchUp for it, unless the watch was already found lagging).
+func (m *Memo) caughtUp(ctx context.Context, need uint64) bool {
+	if !m.trusted() {
+		return false
+	}
+	if m.seen.Load() >= need {
+		return true
+	}
+	if time.Now().UnixNano() < m.lagUntil.Load() {
+		m.lagged.Add(1)
+		return false
+	}
+	timer := time.NewTimer(CatchUp)
+	defer timer.Stop()
+	for {
+		m.advMu.Lock()
+		ch := m.advanced
+		m.advMu.Unlock()
+		if m.seen.Load() >= need {
+			return m.trusted()
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return false
+		case <-timer.C:
+			m.lagged.Add(1)
+			m.lagUntil.Store(time.Now().Add(time.Second).UnixNano())
+			m.log.Warn("subscription memo watch lags the registry; lookups go to redis and the watch restarts",
+				zap.Uint64("seen", m.seen.Load()), zap.Uint64("needed", need))
+			select {
+			case m.restart <- struct{}{}:
+			default:
 			}
+			return false
 		}
 	}
 }
@@ -225,6 +324,7 @@ func (e watchError) Error() string { return string(e) }
 const (
 	errWatchClosed = watchError("kv watcher closed")
 	errInterrupted = watchError("nats connection dropped or reconnected: watching again")
+	errLagging     = watchError("watch did not report a revision the registry has: watching again")
 )
 
 func (m *Memo) invalidate(tenant string) {
@@ -245,10 +345,26 @@ func (m *Memo) clear() {
 	m.mu.Unlock()
 }
 
-// ForEvent answers from the memo, else from the next cache (and remembers).
-func (m *Memo) ForEvent(ctx context.Context, tenant, eventType string) ([]*hooklinev1.Subscription, error) {
-	if !m.trusted() {
-		return m.next.ForEvent(ctx, tenant, eventType)
+// ForEvent answers from the memo, else from the next cache (and
+// remembers), from a view that holds every registry change acknowledged
+// before the call; rev is the revision that view is current at, which the
+// event's tasks carry so that their lookups (Get) use a view as current.
+// It fails when that revision cannot be learnt (the registry is
+// unreachable).
+func (m *Memo) ForEvent(ctx context.Context, tenant, eventType string) (subs []*hooklinev1.Subscription, rev uint64, err error) {
+	var need uint64
+	if m.horizon != nil {
+		if need, err = m.horizon.Required(ctx); err != nil {
+			return nil, 0, fmt.Errorf("subscription registry revision: %w", err)
+		}
+	}
+	subs, err = m.forEvent(ctx, tenant, eventType, need)
+	return subs, need, err
+}
+
+func (m *Memo) forEvent(ctx context.Context, tenant, eventType string, need uint64) ([]*hooklinev1.Subscription, error) {
+	if !m.caughtUp(ctx, need) {
+		return m.next.ForEventAt(ctx, tenant, eventType, need)
 	}
 	now := m.now()
 	m.mu.RLock()
@@ -259,8 +375,8 @@ func (m *Memo) ForEvent(ctx context.Context, tenant, eventType string) ([]*hookl
 		}
 	}
 	m.mu.RUnlock()
-	gen := m.gen.Load()
-	subs, err := m.next.ForEvent(ctx, tenant, eventType)
+	gen, at := m.fetchRev(need)
+	subs, err := m.next.ForEventAt(ctx, tenant, eventType, at)
 	if err != nil {
 		return nil, err
 	}
@@ -273,10 +389,20 @@ func (m *Memo) ForEvent(ctx context.Context, tenant, eventType string) ([]*hookl
 }
 
 // Get answers from the memo, else from the next cache (and remembers a
-// subscription found; "not found" and errors are not remembered).
-func (m *Memo) Get(ctx context.Context, tenant, id string) (*hooklinev1.Subscription, error) {
-	if !m.trusted() {
-		return m.next.Get(ctx, tenant, id)
+// subscription found; "not found" and errors are not remembered), from a
+// view that holds every registry change up to revision need. need 0 (a
+// task that does not carry its match's revision: a test delivery, a
+// replay, a task from before the revision existed) asks the Horizon, as a
+// match does.
+func (m *Memo) Get(ctx context.Context, tenant, id string, need uint64) (*hooklinev1.Subscription, error) {
+	if need == 0 && m.horizon != nil {
+		var err error
+		if need, err = m.horizon.Required(ctx); err != nil {
+			return nil, fmt.Errorf("subscription registry revision: %w", err)
+		}
+	}
+	if !m.caughtUp(ctx, need) {
+		return m.next.GetAt(ctx, tenant, id, need)
 	}
 	now := m.now()
 	m.mu.RLock()
@@ -287,8 +413,8 @@ func (m *Memo) Get(ctx context.Context, tenant, id string) (*hooklinev1.Subscrip
 		}
 	}
 	m.mu.RUnlock()
-	gen := m.gen.Load()
-	sub, err := m.next.Get(ctx, tenant, id)
+	gen, at := m.fetchRev(need)
+	sub, err := m.next.GetAt(ctx, tenant, id, at)
 	if err != nil {
 		return nil, err
 	}
@@ -298,6 +424,18 @@ func (m *Memo) Get(ctx context.Context, tenant, id string) (*hooklinev1.Subscrip
 		return added(had)
 	})
 	return sub, nil
+}
+
+// fetchRev returns the generation a fetch starts at and the revision it
+// must ask the next cache for: need, or what the watch has seen if more,
+// so that the answer is not older than the changes the memo already
+// forgot (a Redis cache the producer writes after the KV bucket, and a
+// syncer applies from a watch of its own, can lag this watch). The
+// generation is read first: a change whose revision the fetch missed moves
+// the generation after it was read, and the answer is not stored.
+func (m *Memo) fetchRev(need uint64) (gen, at uint64) {
+	gen = m.gen.Load()
+	return gen, max(need, m.seen.Load())
 }
 
 func added(had bool) int {

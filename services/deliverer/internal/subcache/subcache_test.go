@@ -45,7 +45,7 @@ func (s *source) sub(id string) (*hooklinev1.Subscription, error) {
 	return &hooklinev1.Subscription{Id: id, Tenant: "acme", Url: s.url, EventTypes: []string{"order.created"}}, nil
 }
 
-func (s *source) ForEvent(_ context.Context, _, _ string) ([]*hooklinev1.Subscription, error) {
+func (s *source) ForEventAt(_ context.Context, _, _ string, _ uint64) ([]*hooklinev1.Subscription, error) {
 	sub, err := s.sub("sub_1")
 	if err != nil {
 		return nil, err
@@ -53,7 +53,7 @@ func (s *source) ForEvent(_ context.Context, _, _ string) ([]*hooklinev1.Subscri
 	return []*hooklinev1.Subscription{sub}, nil
 }
 
-func (s *source) Get(_ context.Context, _, id string) (*hooklinev1.Subscription, error) {
+func (s *source) GetAt(_ context.Context, _, id string, _ uint64) (*hooklinev1.Subscription, error) {
 	return s.sub(id)
 }
 
@@ -108,7 +108,7 @@ func TestMemoIsNotStaleAfterANATSRestart(t *testing.T) {
 	})
 	// Nothing learnt from before the disconnect is answered any more.
 	src.set("https://two.example", nil)
-	if sub, err := m.Get(ctx, "acme", "sub_1"); err != nil || sub.GetUrl() != "https://two.example" {
+	if sub, err := m.Get(ctx, "acme", "sub_1", 0); err != nil || sub.GetUrl() != "https://two.example" {
 		t.Fatalf("right after the reconnect: %v, %v; want the current URL, not the one memoised before the restart", sub, err)
 	}
 	var rev uint64
@@ -118,7 +118,7 @@ func TestMemoIsNotStaleAfterANATSRestart(t *testing.T) {
 		return err == nil
 	})
 	eventually(t, 10*time.Second, func() bool {
-		sub, err := m.Get(ctx, "acme", "sub_1")
+		sub, err := m.Get(ctx, "acme", "sub_1", 0)
 		return err == nil && sub.GetUrl() == "https://two.example"
 	})
 	eventually(t, 10*time.Second, func() bool { return m.Current(rev) })
@@ -144,8 +144,8 @@ func inUse(t *testing.T, m *subcache.Memo, src *source) {
 	ctx := context.Background()
 	eventually(t, 10*time.Second, func() bool {
 		before := src.calls.Load()
-		_, _ = m.Get(ctx, "acme", "sub_1")
-		_, _ = m.Get(ctx, "acme", "sub_1")
+		_, _ = m.Get(ctx, "acme", "sub_1", 0)
+		_, _ = m.Get(ctx, "acme", "sub_1", 0)
 		return src.calls.Load()-before == 1
 	})
 }
@@ -157,11 +157,11 @@ func TestMemoAnswersRepeatsWithoutAskingAgain(t *testing.T) {
 	inUse(t, m, src)
 	before := src.calls.Load()
 	for range 100 {
-		sub, err := m.Get(ctx, "acme", "sub_1")
+		sub, err := m.Get(ctx, "acme", "sub_1", 0)
 		if err != nil || sub.GetUrl() != "https://one.example" {
 			t.Fatalf("Get = %v, %v", sub, err)
 		}
-		subs, err := m.ForEvent(ctx, "acme", "order.created")
+		subs, _, err := m.ForEvent(ctx, "acme", "order.created")
 		if err != nil || len(subs) != 1 {
 			t.Fatalf("ForEvent = %v, %v", subs, err)
 		}
@@ -181,7 +181,7 @@ func TestMemoForgetsATenantWhenItsSubscriptionChanges(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, 10*time.Second, func() bool {
-		sub, err := m.Get(ctx, "acme", "sub_1")
+		sub, err := m.Get(ctx, "acme", "sub_1", 0)
 		return err == nil && sub.GetUrl() == "https://two.example"
 	})
 }
@@ -208,7 +208,7 @@ func TestMemoIsCurrentOnceTheWatchReportsARevision(t *testing.T) {
 	}
 	eventually(t, 10*time.Second, func() bool { return m.Current(rev) })
 	// Current means the change is seen: no stale answer follows.
-	if sub, err := m.Get(ctx, "acme", "sub_1"); err != nil || sub.GetUrl() != "https://two.example" {
+	if sub, err := m.Get(ctx, "acme", "sub_1", 0); err != nil || sub.GetUrl() != "https://two.example" {
 		t.Fatalf("Get after Current(%d) = %v, %v; want the new URL", rev, sub, err)
 	}
 }
@@ -219,13 +219,55 @@ func TestMemoNeverRemembersErrors(t *testing.T) {
 	ctx := context.Background()
 	src.set("", subscription.ErrNotFound)
 	for range 3 {
-		if _, err := m.Get(ctx, "acme", "sub_1"); !errors.Is(err, subscription.ErrNotFound) {
+		if _, err := m.Get(ctx, "acme", "sub_1", 0); !errors.Is(err, subscription.ErrNotFound) {
 			t.Fatalf("Get = %v, want ErrNotFound", err)
 		}
 	}
 	src.set("https://back.example", nil)
-	sub, err := m.Get(ctx, "acme", "sub_1")
+	sub, err := m.Get(ctx, "acme", "sub_1", 0)
 	if err != nil || sub.GetUrl() != "https://back.example" {
 		t.Fatalf("Get after the error = %v, %v", sub, err)
 	}
+}
+
+// A memo whose watch died without a word (its consumer deleted, as the
+// loss of the node hosting it does) never answers a lookup that needs a
+// revision the watch has not reported: after CatchUp it asks the next
+// cache, counts it, and watches again — and is in use again once the new
+// watch has replayed.
+func TestMemoBehindTheNeededRevisionAsksTheNextCache(t *testing.T) {
+	t.Parallel()
+	m, src, kv, srv, _ := startConn(t)
+	ctx := context.Background()
+	inUse(t, m, src)
+	_, js := srv.Connect(t)
+	s, err := js.Stream(ctx, "KV_"+kv.Bucket())
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	names := s.ConsumerNames(ctx)
+	for name := range names.Name() {
+		if err := s.DeleteConsumer(ctx, name); err != nil {
+			t.Fatal(err)
+		}
+		n++
+	}
+	if n == 0 {
+		t.Fatal("no watch consumer to delete: the test would prove nothing")
+	}
+	rev, err := kv.Put(ctx, stream.SubscriptionKey("acme", "sub_1"), []byte(`{}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	src.set("https://two.example", nil)
+	sub, err := m.Get(ctx, "acme", "sub_1", rev)
+	if err != nil || sub.GetUrl() != "https://two.example" {
+		t.Fatalf("Get(need %d) = %v, %v; want the next cache's answer, not the memoised one", rev, sub.GetUrl(), err)
+	}
+	if m.Lagged() == 0 {
+		t.Fatal("the lookup the memo could not answer was not counted")
+	}
+	eventually(t, 10*time.Second, func() bool { return m.Current(rev) })
+	inUse(t, m, src)
 }

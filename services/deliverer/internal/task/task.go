@@ -44,6 +44,10 @@ type Task struct {
 	// OrderingSeq is the task's number in its key's line, once attempted
 	// (0 before).
 	OrderingSeq uint64
+	// RegistryRev is the subscriptions bucket's revision the event was
+	// matched at (0 when absent or unreadable: a hint, never a reason to
+	// dead-letter).
+	RegistryRev uint64
 	// Subject is the deliveries subject the task was consumed from.
 	Subject string
 	// Header is the message's header as received (read only).
@@ -112,6 +116,7 @@ func Parse(subject string, h nats.Header, body []byte) (Task, error) {
 		}
 		t.LastStatus = max(n, 0)
 	}
+	t.RegistryRev, _ = strconv.ParseUint(get(h, stream.HeaderRegistryRev), 10, 64)
 	t.OrderingKey = get(h, stream.HeaderOrderingKey)
 	if t.OrderingKey != "" {
 		if err := stream.ValidateOrderingKey(t.OrderingKey); err != nil {
