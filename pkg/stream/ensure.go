@@ -186,7 +186,13 @@ func KVConfig(c Config) jetstream.KeyValueConfig {
 
 // KVConfigs are every KV bucket of the topology.
 func KVConfigs(c Config) []jetstream.KeyValueConfig {
-	return []jetstream.KeyValueConfig{KVConfig(c), ReplaysKVConfig(c), ReplayJobsKVConfig(c), DeliveriesKVConfig(c), PortalRevocationsKVConfig(c), IdempotencyKVConfig(c), EventIDsKVConfig(c)}
+	return []jetstream.KeyValueConfig{KVConfig(c), ReplaysKVConfig(c), ReplayJobsKVConfig(c), DeliveriesKVConfig(c), PortalRevocationsKVConfig(c), IdempotencyKVConfig(c), EventIDsKVConfig(c), TenantsKVConfig(c)}
+}
+
+// TenantsKVConfig is the tenants bucket (TenantsBucket): records kept
+// until changed, latest only.
+func TenantsKVConfig(c Config) jetstream.KeyValueConfig {
+	return kvConfig(c, TenantsBucket, "Hookline tenants: delivery policy defaults, metadata, subscription uids", 1, 0)
 }
 
 // ReplaysKVConfig is the bucket of replay marks (ReplaysBucket): one entry

@@ -52,6 +52,22 @@ const (
 // (the truth). Keys are <tenant>.<subscription id>.
 const SubscriptionsBucket = "hookline_subscriptions"
 
+// TenantsBucket holds the tenant records (delivery policy defaults and
+// metadata) under TenantKey, and the claims of subscription uids (unique
+// per tenant) under UIDKey.
+const TenantsBucket = "hookline_tenants"
+
+// TenantKey is the key of a tenant's record: t.<tenant>.
+func TenantKey(tenant string) string { return "t." + tenant }
+
+// TenantKeys matches every tenant record.
+const TenantKeys = "t.>"
+
+// UIDKey is the key of the claim of a subscription uid of tenant, whose
+// SHA-256 is uidHash (hex): u.<tenant>.<hash>. Its value is the id of the
+// subscription holding the uid.
+func UIDKey(tenant, uidHash string) string { return "u." + tenant + "." + uidHash }
+
 // ReplaysBucket marks the dead letters already replayed, so that a replay
 // of the same DEADLETTER entry is exactly-once beyond the duplicate window
 // too. Keys are <DEADLETTER seq>.<hash of the task's Nats-Msg-Id> (a

@@ -17,6 +17,7 @@ import (
 	"github.com/hookline/hookline/pkg/replay"
 	"github.com/hookline/hookline/pkg/stream"
 	"github.com/hookline/hookline/pkg/subscription"
+	"github.com/hookline/hookline/pkg/tenant"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
@@ -274,6 +275,29 @@ func TestNATSLeastPrivilege(t *testing.T) {
 			return nil
 		})
 
+		allowed(t, p, "tenant records and uid claims: write, read, claim, release; the deliver consumer's AckWait", func(ctx context.Context) error {
+			ts, err := tenant.NewStore(ctx, p.js)
+			if err != nil {
+				return err
+			}
+			if _, err := ts.Update(ctx, "acme", func(r *hooklinev1.Tenant) error {
+				r.Defaults = &hooklinev1.DeliveryPolicy{AttemptTimeout: "2s"}
+				return nil
+			}); err != nil {
+				return err
+			}
+			if _, err := ts.Get(ctx, "acme"); err != nil {
+				return err
+			}
+			if err := ts.ClaimUID(ctx, "acme", "ext-1", "sub_1", func(string) (bool, error) { return false, nil }); err != nil {
+				return err
+			}
+			if err := ts.ReleaseUID(ctx, "acme", "ext-1", "sub_1"); err != nil {
+				return err
+			}
+			_, err = p.js.Consumer(ctx, stream.Deliveries, stream.DeliverConsumer)
+			return err
+		})
 		denied(t, p, "delete a stream", "$JS.API.STREAM.DELETE.EVENTS", func(ctx context.Context) error {
 			return p.js.DeleteStream(ctx, stream.Events)
 		})
@@ -324,6 +348,26 @@ func TestNATSLeastPrivilege(t *testing.T) {
 		d := deliverer
 		allowed(t, d, "stream.Check at start-up", func(ctx context.Context) error {
 			return stream.Check(ctx, d.js, stream.Config{})
+		})
+		allowed(t, d, "watch the tenant records", func(ctx context.Context) error {
+			c, err := tenant.NewCache(ctx, d.js)
+			if err != nil {
+				return err
+			}
+			wctx, cancel := context.WithCancel(ctx)
+			done := make(chan error, 1)
+			go func() { done <- c.Run(wctx) }()
+			_, err = c.Get(ctx, "acme")
+			cancel()
+			return errors.Join(err, <-done)
+		})
+		denied(t, d, "write a tenant record", "$KV.hookline_tenants.t.acme", func(ctx context.Context) error {
+			kv, err := d.js.KeyValue(ctx, stream.TenantsBucket)
+			if err != nil {
+				return err
+			}
+			_, err = kv.Put(ctx, stream.TenantKey("acme"), []byte(`{"tenant":"acme"}`))
+			return err
 		})
 		refusesStreamUpdates(t, admin, d)
 		denied(t, d, "change a durable consumer", "$JS.API.CONSUMER.CREATE.DELIVERIES.deliver.deliveries.>", func(ctx context.Context) error {
@@ -636,7 +680,7 @@ func TestNATSLeastPrivilege(t *testing.T) {
 // hooklineStreams are every stream of the topology, the KV bucket's too.
 var hooklineStreams = []string{stream.Events, stream.Deliveries, stream.Attempts, stream.DeadLetter,
 	"KV_" + stream.SubscriptionsBucket, "KV_" + stream.ReplayJobsBucket, "KV_" + stream.DeliveriesBucket,
-	"KV_" + stream.IdempotencyBucket, "KV_" + stream.EventIDsBucket}
+	"KV_" + stream.IdempotencyBucket, "KV_" + stream.EventIDsBucket, "KV_" + stream.TenantsBucket}
 
 // refusesStreamUpdates: c cannot update any Hookline stream, here by adding
 // a RePublish that would copy every message to a subject c reads (the

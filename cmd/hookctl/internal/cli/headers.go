@@ -29,23 +29,60 @@ func parseHeaders(flags []string) (map[string]string, error) {
 // updateBody is the JSON of a PATCH: the API takes headers as a plain
 // object, where the proto request wraps them (to tell absent from empty).
 func updateBody(raw []byte, req *hooklinev1.UpdateSubscriptionRequest) ([]byte, error) {
-	if req.GetHeaders() == nil {
+	if req.GetHeaders() == nil && req.GetRetrySchedule() == nil && req.GetMetadata() == nil {
 		return raw, nil
 	}
 	var m map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &m); err != nil {
 		return nil, err
 	}
-	h := req.GetHeaders().GetValues()
-	if h == nil {
-		h = map[string]string{}
+	// The API takes a plain object or list where the proto wraps one (to
+	// tell "absent" from "empty").
+	flat := func(name string, v any) error {
+		b, err := json.Marshal(v)
+		m[name] = b
+		return err
 	}
-	b, err := json.Marshal(h)
-	if err != nil {
-		return nil, err
+	if req.GetHeaders() != nil {
+		if err := flat("headers", orEmpty(req.GetHeaders().GetValues())); err != nil {
+			return nil, err
+		}
 	}
-	m["headers"] = b
+	if req.GetMetadata() != nil {
+		if err := flat("metadata", orEmpty(req.GetMetadata().GetValues())); err != nil {
+			return nil, err
+		}
+	}
+	if req.GetRetrySchedule() != nil {
+		d := req.GetRetrySchedule().GetDelays()
+		if d == nil {
+			d = []string{}
+		}
+		if err := flat("retry_schedule", d); err != nil {
+			return nil, err
+		}
+	}
 	return json.Marshal(m)
+}
+
+func orEmpty(m map[string]string) map[string]string {
+	if m == nil {
+		return map[string]string{}
+	}
+	return m
+}
+
+// parseMetadata reads --metadata key=value flags.
+func parseMetadata(kvs []string) (map[string]string, error) {
+	out := map[string]string{}
+	for _, kv := range kvs {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, usageErr(fmt.Errorf("--metadata %q: want key=value", kv))
+		}
+		out[k] = v
+	}
+	return out, nil
 }
 
 // maskSubJSON hides custom header values in a subscription object,

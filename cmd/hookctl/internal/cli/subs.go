@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -198,6 +200,25 @@ func (a *App) printSub(w io.Writer, data []byte) error {
 	if len(s.GetHeaders()) > 0 {
 		row(tw, "headers:", headerNames(s.GetHeaders()))
 	}
+	if len(s.GetRetrySchedule()) > 0 {
+		row(tw, "retry schedule:", strings.Join(s.GetRetrySchedule(), ", "))
+	}
+	if s.GetAttemptTimeout() != "" {
+		row(tw, "attempt timeout:", s.GetAttemptTimeout())
+	}
+	if s.GetAutoDisableAfter() != "" {
+		row(tw, "auto-disable after:", s.GetAutoDisableAfter())
+	}
+	if s.GetUid() != "" {
+		row(tw, "uid:", s.GetUid())
+	}
+	if len(s.GetMetadata()) > 0 {
+		var kv []string
+		for _, k := range slices.Sorted(maps.Keys(s.GetMetadata())) {
+			kv = append(kv, k+"="+s.GetMetadata()[k])
+		}
+		row(tw, "metadata:", strings.Join(kv, ", "))
+	}
 	if s.GetSignatureScheme() != "" {
 		row(tw, "signature scheme:", s.GetSignatureScheme())
 	}
@@ -361,9 +382,10 @@ func (a *App) subsGet() *cobra.Command {
 
 func (a *App) subsCreate() *cobra.Command {
 	var (
-		req     hooklinev1.CreateSubscriptionRequest
-		asJSON  bool
-		headers []string
+		req      hooklinev1.CreateSubscriptionRequest
+		asJSON   bool
+		headers  []string
+		metadata []string
 	)
 	c := &cobra.Command{
 		Use:   "create",
@@ -390,6 +412,9 @@ func (a *App) subsCreate() *cobra.Command {
 				return err
 			}
 			req.Headers = h
+			if req.Metadata, err = parseMetadata(metadata); err != nil {
+				return err
+			}
 			return a.callSub(c, http.MethodPost, "/v1/subscriptions", &req, asJSON)
 		},
 	}
@@ -405,6 +430,11 @@ func (a *App) subsCreate() *cobra.Command {
 	fl.BoolVar(&req.Ordered, "ordered", false, "deliver one event at a time, in publish order")
 	fl.StringVar(&req.PayloadFormat, "payload-format", "", "envelope (default: {id,type,timestamp,data}) or raw (the event's data alone)")
 	fl.StringArrayVar(&headers, "header", nil, "a custom header \"Name: value\" sent on every attempt (repeat; write-only)")
+	fl.StringSliceVar(&req.RetrySchedule, "retry-schedule", nil, "delay before each attempt, e.g. 0s,5s,5m (default: the tenant's, else the deliverer's)")
+	fl.StringVar(&req.AttemptTimeout, "attempt-timeout", "", "one attempt's timeout, e.g. 10s (default: the tenant's, else the deliverer's)")
+	fl.StringVar(&req.AutoDisableAfter, "auto-disable-after", "", "auto-disable after failing this long, 0s: never (default: the tenant's, else the deliverer's)")
+	fl.StringVar(&req.Uid, "uid", "", "an external id, unique within the tenant")
+	fl.StringArrayVar(&metadata, "metadata", nil, "a label key=value (repeat)")
 	fl.BoolVar(&asJSON, "json", false, "print the API's JSON answer")
 	return c
 }
@@ -419,6 +449,10 @@ func (a *App) subsUpdate() *cobra.Command {
 		payloadFormat      string
 		headers            []string
 		clearHeaders       bool
+		schedule           []string
+		timeout, disable   string
+		uid                string
+		metadata           []string
 	)
 	c := &cobra.Command{
 		Use:   "update ID",
@@ -461,8 +495,28 @@ func (a *App) subsUpdate() *cobra.Command {
 				}
 				req.Headers = &hooklinev1.Headers{Values: h}
 			}
-			if proto.Size(req) == 0 && !fl.Changed("description") && req.Headers == nil {
-				return usageErr(errors.New("nothing to update: give --url, --type, --description, --max-in-flight, --rate-limit, --rate-limit-burst, --payload-format, --header or --clear-headers"))
+			if fl.Changed("retry-schedule") {
+				req.RetrySchedule = &hooklinev1.Schedule{Delays: slices.DeleteFunc(schedule, func(s string) bool { return s == "" })}
+			}
+			if fl.Changed("attempt-timeout") {
+				req.AttemptTimeout = &timeout
+			}
+			if fl.Changed("auto-disable-after") {
+				req.AutoDisableAfter = &disable
+			}
+			if fl.Changed("uid") {
+				req.Uid = &uid
+			}
+			if fl.Changed("metadata") {
+				m, err := parseMetadata(metadata)
+				if err != nil {
+					return err
+				}
+				req.Metadata = &hooklinev1.Metadata{Values: m}
+			}
+			if proto.Size(req) == 0 && !fl.Changed("description") && req.Headers == nil && req.RetrySchedule == nil && req.Metadata == nil &&
+				req.AttemptTimeout == nil && req.AutoDisableAfter == nil && req.Uid == nil {
+				return usageErr(errors.New("nothing to update: give --url, --type, --description, --max-in-flight, --rate-limit, --rate-limit-burst, --payload-format, --header, --clear-headers, --retry-schedule, --attempt-timeout, --auto-disable-after, --uid or --metadata"))
 			}
 			return a.callSub(c, http.MethodPatch, path, req, asJSON)
 		},
@@ -477,6 +531,11 @@ func (a *App) subsUpdate() *cobra.Command {
 	fl.StringVar(&payloadFormat, "payload-format", "", "envelope or raw")
 	fl.StringArrayVar(&headers, "header", nil, "custom headers \"Name: value\" replacing every stored one (repeat; \"Name: REDACTED\" keeps a stored value)")
 	fl.BoolVar(&clearHeaders, "clear-headers", false, "remove every custom header")
+	fl.StringSliceVar(&schedule, "retry-schedule", nil, "delay before each attempt, e.g. 0s,5s,5m (\"\": back to the default)")
+	fl.StringVar(&timeout, "attempt-timeout", "", "one attempt's timeout (\"\": back to the default)")
+	fl.StringVar(&disable, "auto-disable-after", "", "auto-disable window, 0s: never (\"\": back to the default)")
+	fl.StringVar(&uid, "uid", "", "external id, unique within the tenant (\"\": remove it)")
+	fl.StringArrayVar(&metadata, "metadata", nil, "labels key=value replacing the stored ones (repeat)")
 	fl.BoolVar(&asJSON, "json", false, "print the API's JSON answer")
 	return c
 }

@@ -76,7 +76,21 @@ type Subscription struct {
 	// HOOKLINE_SECRET_KEY ("enc:v1:…", in clear when no key is configured).
 	// Write-only: the API shows each value as REDACTED; only the deliverer
 	// opens them.
-	Headers       map[string]string `protobuf:"bytes,21,rep,name=headers,proto3" json:"headers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Headers map[string]string `protobuf:"bytes,21,rep,name=headers,proto3" json:"headers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// The delivery policy's own values of this subscription (absent or
+	// empty: the tenant's default, else the environment's; GET
+	// /v1/subscriptions/{id}/effective-policy says which applies). Durations
+	// in Go syntax ("0s", "100ms", "5m0s").
+	// The delay before each attempt; the first entry is 0s.
+	RetrySchedule []string `protobuf:"bytes,22,rep,name=retry_schedule,json=retrySchedule,proto3" json:"retry_schedule,omitempty"`
+	// One attempt's timeout.
+	AttemptTimeout string `protobuf:"bytes,23,opt,name=attempt_timeout,json=attemptTimeout,proto3" json:"attempt_timeout,omitempty"`
+	// Auto-disable after failing for this long ("0s": never).
+	AutoDisableAfter string `protobuf:"bytes,24,opt,name=auto_disable_after,json=autoDisableAfter,proto3" json:"auto_disable_after,omitempty"`
+	// Free-form labels of the platform (bounded: see docs/api.md).
+	Metadata map[string]string `protobuf:"bytes,25,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// An optional external id, unique within the tenant.
+	Uid           string `protobuf:"bytes,26,opt,name=uid,proto3" json:"uid,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -258,6 +272,213 @@ func (x *Subscription) GetHeaders() map[string]string {
 	return nil
 }
 
+func (x *Subscription) GetRetrySchedule() []string {
+	if x != nil {
+		return x.RetrySchedule
+	}
+	return nil
+}
+
+func (x *Subscription) GetAttemptTimeout() string {
+	if x != nil {
+		return x.AttemptTimeout
+	}
+	return ""
+}
+
+func (x *Subscription) GetAutoDisableAfter() string {
+	if x != nil {
+		return x.AutoDisableAfter
+	}
+	return ""
+}
+
+func (x *Subscription) GetMetadata() map[string]string {
+	if x != nil {
+		return x.Metadata
+	}
+	return nil
+}
+
+func (x *Subscription) GetUid() string {
+	if x != nil {
+		return x.Uid
+	}
+	return ""
+}
+
+// DeliveryPolicy is a level of delivery policy: the tenant's defaults (and
+// the environment's, in GET .../effective-policy). Empty fields are unset.
+type DeliveryPolicy struct {
+	state              protoimpl.MessageState `protogen:"open.v1"`
+	RetrySchedule      []string               `protobuf:"bytes,1,rep,name=retry_schedule,json=retrySchedule,proto3" json:"retry_schedule,omitempty"`
+	AttemptTimeout     string                 `protobuf:"bytes,2,opt,name=attempt_timeout,json=attemptTimeout,proto3" json:"attempt_timeout,omitempty"`
+	AutoDisableAfter   string                 `protobuf:"bytes,3,opt,name=auto_disable_after,json=autoDisableAfter,proto3" json:"auto_disable_after,omitempty"`
+	MaxInFlight        uint32                 `protobuf:"varint,4,opt,name=max_in_flight,json=maxInFlight,proto3" json:"max_in_flight,omitempty"`
+	RateLimitPerSecond float64                `protobuf:"fixed64,5,opt,name=rate_limit_per_second,json=rateLimitPerSecond,proto3" json:"rate_limit_per_second,omitempty"`
+	RateLimitBurst     uint32                 `protobuf:"varint,6,opt,name=rate_limit_burst,json=rateLimitBurst,proto3" json:"rate_limit_burst,omitempty"`
+	PayloadFormat      string                 `protobuf:"bytes,7,opt,name=payload_format,json=payloadFormat,proto3" json:"payload_format,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *DeliveryPolicy) Reset() {
+	*x = DeliveryPolicy{}
+	mi := &file_hookline_v1_subscription_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeliveryPolicy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeliveryPolicy) ProtoMessage() {}
+
+func (x *DeliveryPolicy) ProtoReflect() protoreflect.Message {
+	mi := &file_hookline_v1_subscription_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeliveryPolicy.ProtoReflect.Descriptor instead.
+func (*DeliveryPolicy) Descriptor() ([]byte, []int) {
+	return file_hookline_v1_subscription_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *DeliveryPolicy) GetRetrySchedule() []string {
+	if x != nil {
+		return x.RetrySchedule
+	}
+	return nil
+}
+
+func (x *DeliveryPolicy) GetAttemptTimeout() string {
+	if x != nil {
+		return x.AttemptTimeout
+	}
+	return ""
+}
+
+func (x *DeliveryPolicy) GetAutoDisableAfter() string {
+	if x != nil {
+		return x.AutoDisableAfter
+	}
+	return ""
+}
+
+func (x *DeliveryPolicy) GetMaxInFlight() uint32 {
+	if x != nil {
+		return x.MaxInFlight
+	}
+	return 0
+}
+
+func (x *DeliveryPolicy) GetRateLimitPerSecond() float64 {
+	if x != nil {
+		return x.RateLimitPerSecond
+	}
+	return 0
+}
+
+func (x *DeliveryPolicy) GetRateLimitBurst() uint32 {
+	if x != nil {
+		return x.RateLimitBurst
+	}
+	return 0
+}
+
+func (x *DeliveryPolicy) GetPayloadFormat() string {
+	if x != nil {
+		return x.PayloadFormat
+	}
+	return ""
+}
+
+// Tenant is a tenant's record in the KV bucket hookline_tenants (key
+// t.<tenant>): its delivery policy defaults and free-form metadata.
+type Tenant struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tenant        string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Defaults      *DeliveryPolicy        `protobuf:"bytes,2,opt,name=defaults,proto3" json:"defaults,omitempty"`
+	Metadata      map[string]string      `protobuf:"bytes,3,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	UpdatedAt     *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Tenant) Reset() {
+	*x = Tenant{}
+	mi := &file_hookline_v1_subscription_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Tenant) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Tenant) ProtoMessage() {}
+
+func (x *Tenant) ProtoReflect() protoreflect.Message {
+	mi := &file_hookline_v1_subscription_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Tenant.ProtoReflect.Descriptor instead.
+func (*Tenant) Descriptor() ([]byte, []int) {
+	return file_hookline_v1_subscription_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Tenant) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *Tenant) GetDefaults() *DeliveryPolicy {
+	if x != nil {
+		return x.Defaults
+	}
+	return nil
+}
+
+func (x *Tenant) GetMetadata() map[string]string {
+	if x != nil {
+		return x.Metadata
+	}
+	return nil
+}
+
+func (x *Tenant) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *Tenant) GetUpdatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdatedAt
+	}
+	return nil
+}
+
 // SigningKey is one secret of a subscription. Several are active while a
 // rotation overlaps.
 type SigningKey struct {
@@ -275,7 +496,7 @@ type SigningKey struct {
 
 func (x *SigningKey) Reset() {
 	*x = SigningKey{}
-	mi := &file_hookline_v1_subscription_proto_msgTypes[1]
+	mi := &file_hookline_v1_subscription_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -287,7 +508,7 @@ func (x *SigningKey) String() string {
 func (*SigningKey) ProtoMessage() {}
 
 func (x *SigningKey) ProtoReflect() protoreflect.Message {
-	mi := &file_hookline_v1_subscription_proto_msgTypes[1]
+	mi := &file_hookline_v1_subscription_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -300,7 +521,7 @@ func (x *SigningKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigningKey.ProtoReflect.Descriptor instead.
 func (*SigningKey) Descriptor() ([]byte, []int) {
-	return file_hookline_v1_subscription_proto_rawDescGZIP(), []int{1}
+	return file_hookline_v1_subscription_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *SigningKey) GetSecret() string {
@@ -337,15 +558,20 @@ type CreateSubscriptionRequest struct {
 	SignatureScheme    string                 `protobuf:"bytes,8,opt,name=signature_scheme,json=signatureScheme,proto3" json:"signature_scheme,omitempty"`
 	Ordered            bool                   `protobuf:"varint,9,opt,name=ordered,proto3" json:"ordered,omitempty"`
 	// "envelope" (default when empty) or "raw".
-	PayloadFormat string            `protobuf:"bytes,10,opt,name=payload_format,json=payloadFormat,proto3" json:"payload_format,omitempty"`
-	Headers       map[string]string `protobuf:"bytes,11,rep,name=headers,proto3" json:"headers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	PayloadFormat    string            `protobuf:"bytes,10,opt,name=payload_format,json=payloadFormat,proto3" json:"payload_format,omitempty"`
+	Headers          map[string]string `protobuf:"bytes,11,rep,name=headers,proto3" json:"headers,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	RetrySchedule    []string          `protobuf:"bytes,12,rep,name=retry_schedule,json=retrySchedule,proto3" json:"retry_schedule,omitempty"`
+	AttemptTimeout   string            `protobuf:"bytes,13,opt,name=attempt_timeout,json=attemptTimeout,proto3" json:"attempt_timeout,omitempty"`
+	AutoDisableAfter string            `protobuf:"bytes,14,opt,name=auto_disable_after,json=autoDisableAfter,proto3" json:"auto_disable_after,omitempty"`
+	Metadata         map[string]string `protobuf:"bytes,15,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Uid              string            `protobuf:"bytes,16,opt,name=uid,proto3" json:"uid,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *CreateSubscriptionRequest) Reset() {
 	*x = CreateSubscriptionRequest{}
-	mi := &file_hookline_v1_subscription_proto_msgTypes[2]
+	mi := &file_hookline_v1_subscription_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -357,7 +583,7 @@ func (x *CreateSubscriptionRequest) String() string {
 func (*CreateSubscriptionRequest) ProtoMessage() {}
 
 func (x *CreateSubscriptionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookline_v1_subscription_proto_msgTypes[2]
+	mi := &file_hookline_v1_subscription_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -370,7 +596,7 @@ func (x *CreateSubscriptionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateSubscriptionRequest.ProtoReflect.Descriptor instead.
 func (*CreateSubscriptionRequest) Descriptor() ([]byte, []int) {
-	return file_hookline_v1_subscription_proto_rawDescGZIP(), []int{2}
+	return file_hookline_v1_subscription_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *CreateSubscriptionRequest) GetTenant() string {
@@ -450,6 +676,41 @@ func (x *CreateSubscriptionRequest) GetHeaders() map[string]string {
 	return nil
 }
 
+func (x *CreateSubscriptionRequest) GetRetrySchedule() []string {
+	if x != nil {
+		return x.RetrySchedule
+	}
+	return nil
+}
+
+func (x *CreateSubscriptionRequest) GetAttemptTimeout() string {
+	if x != nil {
+		return x.AttemptTimeout
+	}
+	return ""
+}
+
+func (x *CreateSubscriptionRequest) GetAutoDisableAfter() string {
+	if x != nil {
+		return x.AutoDisableAfter
+	}
+	return ""
+}
+
+func (x *CreateSubscriptionRequest) GetMetadata() map[string]string {
+	if x != nil {
+		return x.Metadata
+	}
+	return nil
+}
+
+func (x *CreateSubscriptionRequest) GetUid() string {
+	if x != nil {
+		return x.Uid
+	}
+	return ""
+}
+
 // UpdateSubscriptionRequest is the body of PATCH /v1/subscriptions/{id}; only
 // the fields present change.
 type UpdateSubscriptionRequest struct {
@@ -464,14 +725,23 @@ type UpdateSubscriptionRequest struct {
 	PayloadFormat      *string                `protobuf:"bytes,8,opt,name=payload_format,json=payloadFormat,proto3,oneof" json:"payload_format,omitempty"`
 	// When set, replaces every custom header; a value of REDACTED keeps the
 	// stored value of that header.
-	Headers       *Headers `protobuf:"bytes,9,opt,name=headers,proto3" json:"headers,omitempty"`
+	Headers *Headers `protobuf:"bytes,9,opt,name=headers,proto3" json:"headers,omitempty"`
+	// When set, replaces the schedule (an empty list: the default again).
+	RetrySchedule *Schedule `protobuf:"bytes,10,opt,name=retry_schedule,json=retrySchedule,proto3" json:"retry_schedule,omitempty"`
+	// "" returns to the default.
+	AttemptTimeout   *string `protobuf:"bytes,11,opt,name=attempt_timeout,json=attemptTimeout,proto3,oneof" json:"attempt_timeout,omitempty"`
+	AutoDisableAfter *string `protobuf:"bytes,12,opt,name=auto_disable_after,json=autoDisableAfter,proto3,oneof" json:"auto_disable_after,omitempty"`
+	// When set, replaces the metadata.
+	Metadata *Metadata `protobuf:"bytes,13,opt,name=metadata,proto3" json:"metadata,omitempty"`
+	// "" removes the uid.
+	Uid           *string `protobuf:"bytes,14,opt,name=uid,proto3,oneof" json:"uid,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *UpdateSubscriptionRequest) Reset() {
 	*x = UpdateSubscriptionRequest{}
-	mi := &file_hookline_v1_subscription_proto_msgTypes[3]
+	mi := &file_hookline_v1_subscription_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -483,7 +753,7 @@ func (x *UpdateSubscriptionRequest) String() string {
 func (*UpdateSubscriptionRequest) ProtoMessage() {}
 
 func (x *UpdateSubscriptionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookline_v1_subscription_proto_msgTypes[3]
+	mi := &file_hookline_v1_subscription_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -496,7 +766,7 @@ func (x *UpdateSubscriptionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateSubscriptionRequest.ProtoReflect.Descriptor instead.
 func (*UpdateSubscriptionRequest) Descriptor() ([]byte, []int) {
-	return file_hookline_v1_subscription_proto_rawDescGZIP(), []int{3}
+	return file_hookline_v1_subscription_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *UpdateSubscriptionRequest) GetUrl() string {
@@ -562,6 +832,132 @@ func (x *UpdateSubscriptionRequest) GetHeaders() *Headers {
 	return nil
 }
 
+func (x *UpdateSubscriptionRequest) GetRetrySchedule() *Schedule {
+	if x != nil {
+		return x.RetrySchedule
+	}
+	return nil
+}
+
+func (x *UpdateSubscriptionRequest) GetAttemptTimeout() string {
+	if x != nil && x.AttemptTimeout != nil {
+		return *x.AttemptTimeout
+	}
+	return ""
+}
+
+func (x *UpdateSubscriptionRequest) GetAutoDisableAfter() string {
+	if x != nil && x.AutoDisableAfter != nil {
+		return *x.AutoDisableAfter
+	}
+	return ""
+}
+
+func (x *UpdateSubscriptionRequest) GetMetadata() *Metadata {
+	if x != nil {
+		return x.Metadata
+	}
+	return nil
+}
+
+func (x *UpdateSubscriptionRequest) GetUid() string {
+	if x != nil && x.Uid != nil {
+		return *x.Uid
+	}
+	return ""
+}
+
+// Metadata is a set of free-form labels (a message, like Headers).
+type Metadata struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Values        map[string]string      `protobuf:"bytes,1,rep,name=values,proto3" json:"values,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Metadata) Reset() {
+	*x = Metadata{}
+	mi := &file_hookline_v1_subscription_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Metadata) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Metadata) ProtoMessage() {}
+
+func (x *Metadata) ProtoReflect() protoreflect.Message {
+	mi := &file_hookline_v1_subscription_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Metadata.ProtoReflect.Descriptor instead.
+func (*Metadata) Descriptor() ([]byte, []int) {
+	return file_hookline_v1_subscription_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *Metadata) GetValues() map[string]string {
+	if x != nil {
+		return x.Values
+	}
+	return nil
+}
+
+// Schedule is a retry schedule (a message, so that an update can tell
+// "absent" from "back to the default").
+type Schedule struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Delays        []string               `protobuf:"bytes,1,rep,name=delays,proto3" json:"delays,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Schedule) Reset() {
+	*x = Schedule{}
+	mi := &file_hookline_v1_subscription_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Schedule) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Schedule) ProtoMessage() {}
+
+func (x *Schedule) ProtoReflect() protoreflect.Message {
+	mi := &file_hookline_v1_subscription_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Schedule.ProtoReflect.Descriptor instead.
+func (*Schedule) Descriptor() ([]byte, []int) {
+	return file_hookline_v1_subscription_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *Schedule) GetDelays() []string {
+	if x != nil {
+		return x.Delays
+	}
+	return nil
+}
+
 // Headers is a set of custom request headers (a message, so that an update
 // can tell "absent" from "clear them all").
 type Headers struct {
@@ -573,7 +969,7 @@ type Headers struct {
 
 func (x *Headers) Reset() {
 	*x = Headers{}
-	mi := &file_hookline_v1_subscription_proto_msgTypes[4]
+	mi := &file_hookline_v1_subscription_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -585,7 +981,7 @@ func (x *Headers) String() string {
 func (*Headers) ProtoMessage() {}
 
 func (x *Headers) ProtoReflect() protoreflect.Message {
-	mi := &file_hookline_v1_subscription_proto_msgTypes[4]
+	mi := &file_hookline_v1_subscription_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -598,7 +994,7 @@ func (x *Headers) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Headers.ProtoReflect.Descriptor instead.
 func (*Headers) Descriptor() ([]byte, []int) {
-	return file_hookline_v1_subscription_proto_rawDescGZIP(), []int{4}
+	return file_hookline_v1_subscription_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Headers) GetValues() map[string]string {
@@ -620,7 +1016,7 @@ type ListSubscriptionsResponse struct {
 
 func (x *ListSubscriptionsResponse) Reset() {
 	*x = ListSubscriptionsResponse{}
-	mi := &file_hookline_v1_subscription_proto_msgTypes[5]
+	mi := &file_hookline_v1_subscription_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -632,7 +1028,7 @@ func (x *ListSubscriptionsResponse) String() string {
 func (*ListSubscriptionsResponse) ProtoMessage() {}
 
 func (x *ListSubscriptionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hookline_v1_subscription_proto_msgTypes[5]
+	mi := &file_hookline_v1_subscription_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -645,7 +1041,7 @@ func (x *ListSubscriptionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSubscriptionsResponse.ProtoReflect.Descriptor instead.
 func (*ListSubscriptionsResponse) Descriptor() ([]byte, []int) {
-	return file_hookline_v1_subscription_proto_rawDescGZIP(), []int{5}
+	return file_hookline_v1_subscription_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListSubscriptionsResponse) GetSubscriptions() []*Subscription {
@@ -672,7 +1068,7 @@ type TestSubscriptionResponse struct {
 
 func (x *TestSubscriptionResponse) Reset() {
 	*x = TestSubscriptionResponse{}
-	mi := &file_hookline_v1_subscription_proto_msgTypes[6]
+	mi := &file_hookline_v1_subscription_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -684,7 +1080,7 @@ func (x *TestSubscriptionResponse) String() string {
 func (*TestSubscriptionResponse) ProtoMessage() {}
 
 func (x *TestSubscriptionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hookline_v1_subscription_proto_msgTypes[6]
+	mi := &file_hookline_v1_subscription_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -697,7 +1093,7 @@ func (x *TestSubscriptionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TestSubscriptionResponse.ProtoReflect.Descriptor instead.
 func (*TestSubscriptionResponse) Descriptor() ([]byte, []int) {
-	return file_hookline_v1_subscription_proto_rawDescGZIP(), []int{6}
+	return file_hookline_v1_subscription_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *TestSubscriptionResponse) GetEventId() string {
@@ -711,7 +1107,7 @@ var File_hookline_v1_subscription_proto protoreflect.FileDescriptor
 
 const file_hookline_v1_subscription_proto_rawDesc = "" +
 	"\n" +
-	"\x1ehookline/v1/subscription.proto\x12\vhookline.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf1\x06\n" +
+	"\x1ehookline/v1/subscription.proto\x12\vhookline.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x83\t\n" +
 	"\fSubscription\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06tenant\x18\x02 \x01(\tR\x06tenant\x12\x10\n" +
@@ -740,8 +1136,35 @@ const file_hookline_v1_subscription_proto_rawDesc = "" +
 	"\n" +
 	"sealed_url\x18\x13 \x01(\tR\tsealedUrl\x12%\n" +
 	"\x0epayload_format\x18\x14 \x01(\tR\rpayloadFormat\x12@\n" +
-	"\aheaders\x18\x15 \x03(\v2&.hookline.v1.Subscription.HeadersEntryR\aheaders\x1a:\n" +
+	"\aheaders\x18\x15 \x03(\v2&.hookline.v1.Subscription.HeadersEntryR\aheaders\x12%\n" +
+	"\x0eretry_schedule\x18\x16 \x03(\tR\rretrySchedule\x12'\n" +
+	"\x0fattempt_timeout\x18\x17 \x01(\tR\x0eattemptTimeout\x12,\n" +
+	"\x12auto_disable_after\x18\x18 \x01(\tR\x10autoDisableAfter\x12C\n" +
+	"\bmetadata\x18\x19 \x03(\v2'.hookline.v1.Subscription.MetadataEntryR\bmetadata\x12\x10\n" +
+	"\x03uid\x18\x1a \x01(\tR\x03uid\x1a:\n" +
 	"\fHeadersEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a;\n" +
+	"\rMetadataEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb6\x02\n" +
+	"\x0eDeliveryPolicy\x12%\n" +
+	"\x0eretry_schedule\x18\x01 \x03(\tR\rretrySchedule\x12'\n" +
+	"\x0fattempt_timeout\x18\x02 \x01(\tR\x0eattemptTimeout\x12,\n" +
+	"\x12auto_disable_after\x18\x03 \x01(\tR\x10autoDisableAfter\x12\"\n" +
+	"\rmax_in_flight\x18\x04 \x01(\rR\vmaxInFlight\x121\n" +
+	"\x15rate_limit_per_second\x18\x05 \x01(\x01R\x12rateLimitPerSecond\x12(\n" +
+	"\x10rate_limit_burst\x18\x06 \x01(\rR\x0erateLimitBurst\x12%\n" +
+	"\x0epayload_format\x18\a \x01(\tR\rpayloadFormat\"\xcb\x02\n" +
+	"\x06Tenant\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x127\n" +
+	"\bdefaults\x18\x02 \x01(\v2\x1b.hookline.v1.DeliveryPolicyR\bdefaults\x12=\n" +
+	"\bmetadata\x18\x03 \x03(\v2!.hookline.v1.Tenant.MetadataEntryR\bmetadata\x129\n" +
+	"\n" +
+	"created_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
+	"\n" +
+	"updated_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x1a;\n" +
+	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x9a\x01\n" +
 	"\n" +
@@ -750,7 +1173,7 @@ const file_hookline_v1_subscription_proto_rawDesc = "" +
 	"\n" +
 	"created_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
 	"\n" +
-	"expires_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"\x80\x04\n" +
+	"expires_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"\x9f\x06\n" +
 	"\x19CreateSubscriptionRequest\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x10\n" +
 	"\x03url\x18\x02 \x01(\tR\x03url\x12\x1f\n" +
@@ -764,10 +1187,18 @@ const file_hookline_v1_subscription_proto_rawDesc = "" +
 	"\aordered\x18\t \x01(\bR\aordered\x12%\n" +
 	"\x0epayload_format\x18\n" +
 	" \x01(\tR\rpayloadFormat\x12M\n" +
-	"\aheaders\x18\v \x03(\v23.hookline.v1.CreateSubscriptionRequest.HeadersEntryR\aheaders\x1a:\n" +
+	"\aheaders\x18\v \x03(\v23.hookline.v1.CreateSubscriptionRequest.HeadersEntryR\aheaders\x12%\n" +
+	"\x0eretry_schedule\x18\f \x03(\tR\rretrySchedule\x12'\n" +
+	"\x0fattempt_timeout\x18\r \x01(\tR\x0eattemptTimeout\x12,\n" +
+	"\x12auto_disable_after\x18\x0e \x01(\tR\x10autoDisableAfter\x12P\n" +
+	"\bmetadata\x18\x0f \x03(\v24.hookline.v1.CreateSubscriptionRequest.MetadataEntryR\bmetadata\x12\x10\n" +
+	"\x03uid\x18\x10 \x01(\tR\x03uid\x1a:\n" +
 	"\fHeadersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x80\x04\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a;\n" +
+	"\rMetadataEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x9c\x06\n" +
 	"\x19UpdateSubscriptionRequest\x12\x15\n" +
 	"\x03url\x18\x01 \x01(\tH\x00R\x03url\x88\x01\x01\x12\x1f\n" +
 	"\vevent_types\x18\x02 \x03(\tR\n" +
@@ -778,14 +1209,30 @@ const file_hookline_v1_subscription_proto_rawDesc = "" +
 	"\x15rate_limit_per_second\x18\x06 \x01(\x01H\x04R\x12rateLimitPerSecond\x88\x01\x01\x12-\n" +
 	"\x10rate_limit_burst\x18\a \x01(\rH\x05R\x0erateLimitBurst\x88\x01\x01\x12*\n" +
 	"\x0epayload_format\x18\b \x01(\tH\x06R\rpayloadFormat\x88\x01\x01\x12.\n" +
-	"\aheaders\x18\t \x01(\v2\x14.hookline.v1.HeadersR\aheadersB\x06\n" +
+	"\aheaders\x18\t \x01(\v2\x14.hookline.v1.HeadersR\aheaders\x12<\n" +
+	"\x0eretry_schedule\x18\n" +
+	" \x01(\v2\x15.hookline.v1.ScheduleR\rretrySchedule\x12,\n" +
+	"\x0fattempt_timeout\x18\v \x01(\tH\aR\x0eattemptTimeout\x88\x01\x01\x121\n" +
+	"\x12auto_disable_after\x18\f \x01(\tH\bR\x10autoDisableAfter\x88\x01\x01\x121\n" +
+	"\bmetadata\x18\r \x01(\v2\x15.hookline.v1.MetadataR\bmetadata\x12\x15\n" +
+	"\x03uid\x18\x0e \x01(\tH\tR\x03uid\x88\x01\x01B\x06\n" +
 	"\x04_urlB\x0e\n" +
 	"\f_descriptionB\v\n" +
 	"\t_disabledB\x10\n" +
 	"\x0e_max_in_flightB\x18\n" +
 	"\x16_rate_limit_per_secondB\x13\n" +
 	"\x11_rate_limit_burstB\x11\n" +
-	"\x0f_payload_format\"~\n" +
+	"\x0f_payload_formatB\x12\n" +
+	"\x10_attempt_timeoutB\x15\n" +
+	"\x13_auto_disable_afterB\x06\n" +
+	"\x04_uid\"\x80\x01\n" +
+	"\bMetadata\x129\n" +
+	"\x06values\x18\x01 \x03(\v2!.hookline.v1.Metadata.ValuesEntryR\x06values\x1a9\n" +
+	"\vValuesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\"\n" +
+	"\bSchedule\x12\x16\n" +
+	"\x06delays\x18\x01 \x03(\tR\x06delays\"~\n" +
 	"\aHeaders\x128\n" +
 	"\x06values\x18\x01 \x03(\v2 .hookline.v1.Headers.ValuesEntryR\x06values\x1a9\n" +
 	"\vValuesEntry\x12\x10\n" +
@@ -810,37 +1257,54 @@ func file_hookline_v1_subscription_proto_rawDescGZIP() []byte {
 	return file_hookline_v1_subscription_proto_rawDescData
 }
 
-var file_hookline_v1_subscription_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_hookline_v1_subscription_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_hookline_v1_subscription_proto_goTypes = []any{
 	(*Subscription)(nil),              // 0: hookline.v1.Subscription
-	(*SigningKey)(nil),                // 1: hookline.v1.SigningKey
-	(*CreateSubscriptionRequest)(nil), // 2: hookline.v1.CreateSubscriptionRequest
-	(*UpdateSubscriptionRequest)(nil), // 3: hookline.v1.UpdateSubscriptionRequest
-	(*Headers)(nil),                   // 4: hookline.v1.Headers
-	(*ListSubscriptionsResponse)(nil), // 5: hookline.v1.ListSubscriptionsResponse
-	(*TestSubscriptionResponse)(nil),  // 6: hookline.v1.TestSubscriptionResponse
-	nil,                               // 7: hookline.v1.Subscription.HeadersEntry
-	nil,                               // 8: hookline.v1.CreateSubscriptionRequest.HeadersEntry
-	nil,                               // 9: hookline.v1.Headers.ValuesEntry
-	(*timestamppb.Timestamp)(nil),     // 10: google.protobuf.Timestamp
+	(*DeliveryPolicy)(nil),            // 1: hookline.v1.DeliveryPolicy
+	(*Tenant)(nil),                    // 2: hookline.v1.Tenant
+	(*SigningKey)(nil),                // 3: hookline.v1.SigningKey
+	(*CreateSubscriptionRequest)(nil), // 4: hookline.v1.CreateSubscriptionRequest
+	(*UpdateSubscriptionRequest)(nil), // 5: hookline.v1.UpdateSubscriptionRequest
+	(*Metadata)(nil),                  // 6: hookline.v1.Metadata
+	(*Schedule)(nil),                  // 7: hookline.v1.Schedule
+	(*Headers)(nil),                   // 8: hookline.v1.Headers
+	(*ListSubscriptionsResponse)(nil), // 9: hookline.v1.ListSubscriptionsResponse
+	(*TestSubscriptionResponse)(nil),  // 10: hookline.v1.TestSubscriptionResponse
+	nil,                               // 11: hookline.v1.Subscription.HeadersEntry
+	nil,                               // 12: hookline.v1.Subscription.MetadataEntry
+	nil,                               // 13: hookline.v1.Tenant.MetadataEntry
+	nil,                               // 14: hookline.v1.CreateSubscriptionRequest.HeadersEntry
+	nil,                               // 15: hookline.v1.CreateSubscriptionRequest.MetadataEntry
+	nil,                               // 16: hookline.v1.Metadata.ValuesEntry
+	nil,                               // 17: hookline.v1.Headers.ValuesEntry
+	(*timestamppb.Timestamp)(nil),     // 18: google.protobuf.Timestamp
 }
 var file_hookline_v1_subscription_proto_depIdxs = []int32{
-	10, // 0: hookline.v1.Subscription.disabled_at:type_name -> google.protobuf.Timestamp
-	10, // 1: hookline.v1.Subscription.created_at:type_name -> google.protobuf.Timestamp
-	10, // 2: hookline.v1.Subscription.updated_at:type_name -> google.protobuf.Timestamp
-	1,  // 3: hookline.v1.Subscription.keys:type_name -> hookline.v1.SigningKey
-	7,  // 4: hookline.v1.Subscription.headers:type_name -> hookline.v1.Subscription.HeadersEntry
-	10, // 5: hookline.v1.SigningKey.created_at:type_name -> google.protobuf.Timestamp
-	10, // 6: hookline.v1.SigningKey.expires_at:type_name -> google.protobuf.Timestamp
-	8,  // 7: hookline.v1.CreateSubscriptionRequest.headers:type_name -> hookline.v1.CreateSubscriptionRequest.HeadersEntry
-	4,  // 8: hookline.v1.UpdateSubscriptionRequest.headers:type_name -> hookline.v1.Headers
-	9,  // 9: hookline.v1.Headers.values:type_name -> hookline.v1.Headers.ValuesEntry
-	0,  // 10: hookline.v1.ListSubscriptionsResponse.subscriptions:type_name -> hookline.v1.Subscription
-	11, // [11:11] is the sub-list for method output_type
-	11, // [11:11] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	18, // 0: hookline.v1.Subscription.disabled_at:type_name -> google.protobuf.Timestamp
+	18, // 1: hookline.v1.Subscription.created_at:type_name -> google.protobuf.Timestamp
+	18, // 2: hookline.v1.Subscription.updated_at:type_name -> google.protobuf.Timestamp
+	3,  // 3: hookline.v1.Subscription.keys:type_name -> hookline.v1.SigningKey
+	11, // 4: hookline.v1.Subscription.headers:type_name -> hookline.v1.Subscription.HeadersEntry
+	12, // 5: hookline.v1.Subscription.metadata:type_name -> hookline.v1.Subscription.MetadataEntry
+	1,  // 6: hookline.v1.Tenant.defaults:type_name -> hookline.v1.DeliveryPolicy
+	13, // 7: hookline.v1.Tenant.metadata:type_name -> hookline.v1.Tenant.MetadataEntry
+	18, // 8: hookline.v1.Tenant.created_at:type_name -> google.protobuf.Timestamp
+	18, // 9: hookline.v1.Tenant.updated_at:type_name -> google.protobuf.Timestamp
+	18, // 10: hookline.v1.SigningKey.created_at:type_name -> google.protobuf.Timestamp
+	18, // 11: hookline.v1.SigningKey.expires_at:type_name -> google.protobuf.Timestamp
+	14, // 12: hookline.v1.CreateSubscriptionRequest.headers:type_name -> hookline.v1.CreateSubscriptionRequest.HeadersEntry
+	15, // 13: hookline.v1.CreateSubscriptionRequest.metadata:type_name -> hookline.v1.CreateSubscriptionRequest.MetadataEntry
+	8,  // 14: hookline.v1.UpdateSubscriptionRequest.headers:type_name -> hookline.v1.Headers
+	7,  // 15: hookline.v1.UpdateSubscriptionRequest.retry_schedule:type_name -> hookline.v1.Schedule
+	6,  // 16: hookline.v1.UpdateSubscriptionRequest.metadata:type_name -> hookline.v1.Metadata
+	16, // 17: hookline.v1.Metadata.values:type_name -> hookline.v1.Metadata.ValuesEntry
+	17, // 18: hookline.v1.Headers.values:type_name -> hookline.v1.Headers.ValuesEntry
+	0,  // 19: hookline.v1.ListSubscriptionsResponse.subscriptions:type_name -> hookline.v1.Subscription
+	20, // [20:20] is the sub-list for method output_type
+	20, // [20:20] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_hookline_v1_subscription_proto_init() }
@@ -848,14 +1312,14 @@ func file_hookline_v1_subscription_proto_init() {
 	if File_hookline_v1_subscription_proto != nil {
 		return
 	}
-	file_hookline_v1_subscription_proto_msgTypes[3].OneofWrappers = []any{}
+	file_hookline_v1_subscription_proto_msgTypes[5].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hookline_v1_subscription_proto_rawDesc), len(file_hookline_v1_subscription_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   10,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -11,6 +11,7 @@ import (
 	"github.com/hookline/hookline/pkg/envconfig"
 	"github.com/hookline/hookline/pkg/logging"
 	"github.com/hookline/hookline/pkg/natsconn"
+	"github.com/hookline/hookline/pkg/policy"
 	"github.com/hookline/hookline/pkg/redisconn"
 	"github.com/hookline/hookline/pkg/secretbox"
 	"github.com/hookline/hookline/pkg/ssrf"
@@ -120,7 +121,14 @@ type Config struct {
 
 // AckWaitMargin is how much longer than the HTTP timeout AckWait must be:
 // time to sign, record the attempt and publish the retry or dead letter.
-const AckWaitMargin = 5 * time.Second
+// A subscription's own attempt timeout obeys it too (pkg/policy).
+const AckWaitMargin = policy.AckWaitMargin
+
+// PolicyEnvironment is the environment level of the delivery policy
+// (pkg/policy), below a tenant's defaults and a subscription's own.
+func (c Config) PolicyEnvironment() policy.Environment {
+	return policy.Environment{RetrySchedule: c.RetrySchedule, AttemptTimeout: c.HTTPTimeout, AutoDisableAfter: c.Health.AutoDisableAfter}
+}
 
 // FromEnv reads the process environment.
 func FromEnv() (Config, error) { return Load(envconfig.Environ()) }

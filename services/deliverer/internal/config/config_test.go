@@ -1,10 +1,13 @@
 package config_test
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/hookline/hookline/pkg/envconfig"
+	"github.com/hookline/hookline/pkg/policy"
 	"github.com/hookline/hookline/services/deliverer/internal/config"
 )
 
@@ -151,5 +154,23 @@ func TestValidateNamesTheVariable(t *testing.T) {
 				t.Fatalf("error prints a secret: %v", err)
 			}
 		})
+	}
+}
+
+// The producer reads the environment level of the delivery policy from
+// the deliverer's variables with pkg/policy's defaults: they must be the
+// deliverer's.
+func TestPolicyEnvironmentDefaultsAreTheDeliverers(t *testing.T) {
+	t.Parallel()
+	c, err := config.Load(map[string]string{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want policy.Environment
+	if err := envconfig.Parse(&want, map[string]string{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.PolicyEnvironment(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("deliverer defaults %+v, pkg/policy defaults %+v", got, want)
 	}
 }

@@ -13,9 +13,11 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hookline/hookline/pkg/policy"
 	"github.com/hookline/hookline/pkg/signing"
 	"github.com/hookline/hookline/pkg/stream"
 	"github.com/hookline/hookline/pkg/subscription"
+	"github.com/hookline/hookline/pkg/tenant"
 	"github.com/hookline/hookline/pkg/tracing"
 	"github.com/hookline/hookline/pkg/wire"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
@@ -55,6 +57,12 @@ type DeadLetters interface {
 	Publish(ctx context.Context, l deadletter.Letter) (duplicate bool, err error)
 }
 
+// Tenants finds a tenant's record, its delivery policy defaults
+// (tenant.Cache); nil without one.
+type Tenants interface {
+	Get(ctx context.Context, tenant string) (*hooklinev1.Tenant, error)
+}
+
 // Recorder stores attempt records (attempt.Recorder).
 type Recorder interface {
 	Record(a *hooklinev1.Attempt)
@@ -65,6 +73,7 @@ var (
 	_ Scheduler   = (*settle.Scheduler)(nil)
 	_ DeadLetters = (*deadletter.Publisher)(nil)
 	_ Recorder    = (*attempt.Recorder)(nil)
+	_ Tenants     = (*tenant.Cache)(nil)
 )
 
 // Options tune the stage.
@@ -77,7 +86,17 @@ type Options struct {
 	// MaxRedeliveries: a task delivered more often than this by JetStream
 	// (crashes, lost acks, naks) is dead-lettered "redelivery_exhausted".
 	MaxRedeliveries int
-	Policy          settle.Policy
+	// Policy decides retries; its Schedule is the environment's, replaced
+	// per task by the subscription's effective one (pkg/policy.Resolve).
+	Policy settle.Policy
+	// Environment is the environment level of the delivery policy
+	// (HOOKLINE_RETRY_SCHEDULE, HOOKLINE_HTTP_TIMEOUT,
+	// HOOKLINE_AUTO_DISABLE_AFTER).
+	Environment policy.Environment
+	// MaxAttemptTimeout caps an effective attempt timeout (0: none): the
+	// API refuses a longer one, but the deliverer's AckWait and shutdown
+	// timeout may have shrunk since it was set.
+	MaxAttemptTimeout time.Duration
 	// Admission is asked before each attempt (required).
 	Admission Admission
 	// DefaultMaxInFlight is where the cap of a subscription whose
@@ -121,6 +140,7 @@ type Deliverer struct {
 	sched Scheduler
 	dead  DeadLetters
 	rec   Recorder
+	tens  Tenants
 	log   *zap.Logger
 	m     *metrics.Metrics
 	o     Options
@@ -147,8 +167,10 @@ type Deps struct {
 	Scheduler   Scheduler
 	DeadLetters DeadLetters
 	Recorder    Recorder
-	Log         *zap.Logger
-	Metrics     *metrics.Metrics
+	// Tenants holds the tenants' delivery policy defaults (nil: none).
+	Tenants Tenants
+	Log     *zap.Logger
+	Metrics *metrics.Metrics
 	// Ordering and Floor order the tasks of ordered subscriptions (nil:
 	// an ordering key is sent to the receiver but not waited on).
 	Ordering Orderer
@@ -201,11 +223,17 @@ func New(d Deps, o Options) *Deliverer {
 	if o.PollEvery <= 0 {
 		o.PollEvery = 20 * time.Millisecond
 	}
+	if len(o.Environment.RetrySchedule) == 0 {
+		o.Environment.RetrySchedule = o.Policy.Schedule
+	}
+	if o.Environment.AttemptTimeout <= 0 {
+		o.Environment.AttemptTimeout = o.HTTPTimeout
+	}
 	if d.Ordering != nil && d.Floor == nil {
 		d.Floor = fannedOut{}
 	}
 	return &Deliverer{
-		js: d.JS, subs: d.Lookup, send: d.Sender, sched: d.Scheduler, dead: d.DeadLetters, rec: d.Recorder,
+		js: d.JS, subs: d.Lookup, send: d.Sender, sched: d.Scheduler, dead: d.DeadLetters, rec: d.Recorder, tens: d.Tenants,
 		log: d.Log.Named("deliver"), m: d.Metrics, o: o,
 		ord: d.Ordering, floor: d.Floor, keys: newKeyLines(),
 		lineSlots: make(chan struct{}, o.Workers),
@@ -324,10 +352,15 @@ func (d *Deliverer) finish(ctx context.Context, j *job, v verdict) {
 	}
 }
 
-// target is a task's subscription, ready to attempt.
+// target is a task's subscription, ready to attempt, with its effective
+// delivery policy: sub carries the effective in-flight cap, rate limit and
+// auto-disable window (what admission and endpoint health read), retry
+// and timeout the rest.
 type target struct {
 	sub     *hooklinev1.Subscription
 	secrets []string
+	retry   settle.Policy
+	timeout time.Duration
 }
 
 // prepare looks the task's subscription up and opens its secrets; ok is
@@ -344,13 +377,39 @@ func (d *Deliverer) prepare(ctx context.Context, t *task.Task) (target, verdict,
 	case sub.GetDisabled():
 		return target{}, verdict{decision: settle.Dead(wire.DeadLetterSubscriptionDisabled)}, false
 	}
+	var ten *hooklinev1.Tenant
+	if d.tens != nil {
+		lctx, cancel := context.WithTimeout(ctx, d.o.Timeout)
+		ten, err = d.tens.Get(lctx, t.Tenant)
+		cancel()
+		if err != nil {
+			return target{}, verdict{decision: settle.Later(d.o.RetryDelay), detail: "look up tenant: " + err.Error()}, false
+		}
+	}
+	tg := d.effective(ten, sub)
 	// Open the secrets before admission: a subscription that cannot be
 	// signed for is dead-lettered without taking an admitted slot.
-	secrets, sub, err := d.o.open(sub) // secrets, and the URL's sealed credentials (urlcreds.go)
+	tg.secrets, tg.sub, err = d.o.open(tg.sub) // secrets, and the URL's sealed credentials (urlcreds.go)
 	if err != nil {
 		return target{}, verdict{decision: settle.Dead(wire.DeadLetterPermanentFailure), detail: "sign: " + err.Error()}, false
 	}
-	return target{sub: sub, secrets: secrets}, verdict{}, true
+	return tg, verdict{}, true
+}
+
+// effective resolves a subscription's delivery policy (subscription >
+// tenant > environment). The record is copied only when the tenant's
+// defaults change what admission or endpoint health read from it.
+func (d *Deliverer) effective(ten *hooklinev1.Tenant, sub *hooklinev1.Subscription) target {
+	eff := policy.Resolve(d.o.Environment, ten, sub)
+	tg := target{sub: sub, retry: d.o.Policy, timeout: eff.AttemptTimeout.Value}
+	tg.retry.Schedule = eff.RetrySchedule.Value
+	if d.o.MaxAttemptTimeout > 0 {
+		tg.timeout = min(tg.timeout, d.o.MaxAttemptTimeout)
+	}
+	if eff.MaxInFlight.Source == policy.SourceTenant || eff.RateLimit.Source == policy.SourceTenant || eff.AutoDisableAfter.Source == policy.SourceTenant {
+		tg.sub = policy.Apply(eff, sub)
+	}
+	return tg
 }
 
 // start asks admission for a new task, unless its subscription already
@@ -453,10 +512,12 @@ func (d *Deliverer) attempt(ctx context.Context, j *job, tg target, slot Slot) {
 		return
 	}
 	started := time.Now()
-	res := d.send.Send(ctx, request(tg.sub, t, now, sig, body))
+	req := request(tg.sub, t, now, sig, body)
+	req.Timeout = tg.timeout
+	res := d.send.Send(ctx, req)
 	d.lines.Observe(tg.sub.GetId(), tg.sub.GetMaxInFlight() == 0, res)
 	d.handOn(ctx, tg.sub.GetId(), slot, res)
-	d.finish(ctx, j, verdict{decision: d.o.Policy.Decide(res, t.Attempt+1), attempted: true, started: started, result: res})
+	d.finish(ctx, j, verdict{decision: tg.retry.Decide(res, t.Attempt+1), attempted: true, started: started, result: res})
 }
 
 // handOn passes a slot whose attempt just ended to the head of the

@@ -421,7 +421,7 @@ func (h *Health) observe(ctx context.Context, sub *hooklinev1.Subscription, leas
 	switch {
 	case res.Status == http.StatusGone:
 		h.disable(sub, wire.DisabledGone, log)
-	case err == nil && h.cfg.AutoDisableAfter > 0 && h.failingFor(sub, streak) >= h.cfg.AutoDisableAfter:
+	case err == nil && autoDisableAfter(sub, h.cfg) > 0 && h.failingFor(sub, streak) >= autoDisableAfter(sub, h.cfg):
 		h.disable(sub, wire.DisabledFailing, log, zap.Duration("failing_for", h.failingFor(sub, streak)),
 			zap.Int("failures", streak.Failures))
 	}
@@ -513,8 +513,8 @@ func (h *Health) failing(sub *hooklinev1.Subscription, streak breaker.Streak, re
 		FailingSince: streak.Since.UTC(), Failures: streak.Failures, LastStatus: res.Status,
 		LastErrorClass: res.ErrorClass, RetryAt: streak.OpenUntil.UTC(),
 	}
-	if h.cfg.AutoDisableAfter > 0 {
-		at := streak.Now.Add(h.cfg.AutoDisableAfter - h.failingFor(sub, streak)).UTC()
+	if after := autoDisableAfter(sub, h.cfg); after > 0 {
+		at := streak.Now.Add(after - h.failingFor(sub, streak)).UTC()
 		f.AutoDisableAt = &at
 	}
 	return f
@@ -525,16 +525,17 @@ func (h *Health) failing(sub *hooklinev1.Subscription, streak breaker.Streak, re
 // for that share of the auto-disable window. Only a failed attempt past a
 // share costs a Redis command.
 func (h *Health) warnBeforeDisable(ctx context.Context, sub *hooklinev1.Subscription, streak breaker.Streak, res sender.Result) {
-	if h.notifier == nil || h.cfg.AutoDisableAfter <= 0 {
+	after := autoDisableAfter(sub, h.cfg)
+	if h.notifier == nil || after <= 0 {
 		return
 	}
 	failing := h.failingFor(sub, streak)
-	if failing >= h.cfg.AutoDisableAfter {
+	if failing >= after {
 		return // disabled now: hookline.subscription.disabled says it
 	}
 	share := 0.0
 	for _, s := range AutoDisableWarnings {
-		if failing >= time.Duration(float64(h.cfg.AutoDisableAfter)*s) {
+		if failing >= time.Duration(float64(after)*s) {
 			share = s
 		}
 	}
@@ -601,4 +602,16 @@ func (h *Health) jitter(n time.Duration) time.Duration {
 		return 0
 	}
 	return rand.N(n)
+}
+
+// autoDisableAfter is the subscription's auto-disable window: its
+// effective delivery policy's (the deliverer writes it into the record it
+// hands over: pkg/policy.Apply), else HOOKLINE_AUTO_DISABLE_AFTER.
+func autoDisableAfter(sub *hooklinev1.Subscription, cfg Config) time.Duration {
+	if v := sub.GetAutoDisableAfter(); v != "" {
+		if d, err := time.ParseDuration(v); err == nil && d >= 0 {
+			return d
+		}
+	}
+	return cfg.AutoDisableAfter
 }

@@ -110,6 +110,9 @@ type Request struct {
 	// TaskHeader is the task's NATS header (read only): its traceparent
 	// is the attempt span's parent.
 	TaskHeader map[string][]string
+	// Timeout bounds this attempt (0: Options.Timeout): the
+	// subscription's effective attempt timeout.
+	Timeout time.Duration
 }
 
 // Result is what an attempt came to.
@@ -203,7 +206,11 @@ func (s *Sender) send(ctx context.Context, r Request) Result {
 	if err := checkURL(r.URL, s.httpsOnly); err != nil {
 		return Result{ErrorClass: ClassInvalidURL, Err: err}
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	timeout := s.timeout
+	if r.Timeout > 0 {
+		timeout = r.Timeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, r.URL, bytes.NewReader(r.Body))
 	if err != nil {

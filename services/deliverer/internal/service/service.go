@@ -16,6 +16,7 @@ import (
 	"github.com/hookline/hookline/pkg/ssrf"
 	"github.com/hookline/hookline/pkg/stream"
 	"github.com/hookline/hookline/pkg/subscription"
+	"github.com/hookline/hookline/pkg/tenant"
 	"github.com/hookline/hookline/pkg/tracing"
 	"github.com/hookline/hookline/pkg/wire"
 	"github.com/hookline/hookline/services/deliverer/internal/admin"
@@ -80,6 +81,7 @@ type Service struct {
 	syncer   *subscription.Syncer
 	cache    *subscription.Cache
 	memo     *subcache.Memo
+	tenants  *tenant.Cache
 	dispatch *dispatch.Dispatcher
 	deliver  *deliver.Deliverer
 	recorder *attempt.Recorder
@@ -116,6 +118,10 @@ func New(ctx context.Context, cfg config.Config, d Deps) (*Service, error) {
 	kv, err := js.KeyValue(ctx, stream.SubscriptionsBucket)
 	if err != nil {
 		return nil, fmt.Errorf("bind kv bucket %s: %w", stream.SubscriptionsBucket, err)
+	}
+	tenants, err := tenant.NewCache(ctx, js)
+	if err != nil {
+		return nil, err
 	}
 	memo := subcache.New(cache, kv, d.Log.Named("subscriptions"), subcache.WithConn(d.NATS),
 		subcache.WithHorizon(subscription.NewHorizon(store)))
@@ -187,11 +193,12 @@ func New(ctx context.Context, cfg config.Config, d Deps) (*Service, error) {
 	}
 	order := ordering.New(d.Redis, cfg.OrderingKeyTTL)
 	s := &Service{
-		cfg:    cfg,
-		log:    d.Log,
-		syncer: subscription.NewSyncer(store, cache, d.Log.Named("subscriptions")),
-		cache:  cache,
-		memo:   memo,
+		cfg:     cfg,
+		log:     d.Log,
+		syncer:  subscription.NewSyncer(store, cache, d.Log.Named("subscriptions")),
+		cache:   cache,
+		memo:    memo,
+		tenants: tenants,
 		dispatch: dispatch.New(js, memo, staterec.DeadLettersTo(dead, states, d.Log), d.Log, m, dispatch.Options{
 			Workers:     cfg.DispatchWorkers,
 			Orderer:     order,
@@ -201,6 +208,7 @@ func New(ctx context.Context, cfg config.Config, d Deps) (*Service, error) {
 		deliver: deliver.New(deliver.Deps{
 			JS: js, Lookup: memo, Sender: lag.Timed(snd, lagMetrics.DeliveryLatency), Scheduler: settle.NewScheduler(js), DeadLetters: staterec.DeadLettersTo(dead, states, d.Log),
 			Recorder: staterec.Attempts(rec, states, d.Log), Log: d.Log, Metrics: m,
+			Tenants:  tenants,
 			Ordering: order,
 			Floor:    ordering.NewFloor(ordering.ConsumerAckFloor(js, stream.Events, stream.DispatchConsumer), 0),
 		}, deliver.Options{
@@ -212,6 +220,8 @@ func New(ctx context.Context, cfg config.Config, d Deps) (*Service, error) {
 				Jitter:        cfg.RetryJitter,
 				MaxRetryAfter: cfg.MaxRetryAfter,
 			},
+			Environment:               cfg.PolicyEnvironment(),
+			MaxAttemptTimeout:         min(cfg.AckWait, cfg.ShutdownTimeout) - config.AckWaitMargin,
 			Admission:                 d.Admission,
 			Secrets:                   d.Secrets,
 			URLs:                      urls,
@@ -289,6 +299,7 @@ func (s *Service) Run(ctx context.Context) error {
 	for name, run := range map[string]func(context.Context) error{
 		"subscription syncer": s.syncer.Run,
 		"subscription memo":   s.memo.Run,
+		"tenant records":      s.tenants.Run,
 		"dispatch":            s.dispatch.Run,
 		"deliver":             s.deliver.Run,
 		"dead-letter replay":  s.replay.Run,

@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/hookline/hookline/pkg/auth"
+	"github.com/hookline/hookline/pkg/policy"
 	"github.com/hookline/hookline/pkg/ssrf"
 	"github.com/hookline/hookline/pkg/tracing"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
@@ -90,6 +91,13 @@ type Deps struct {
 	Idempotency Idempotency
 	// Tracing starts a server span per request (nil: off).
 	Tracing *tracing.Tracing
+	// Tenants holds the tenant records (nil: Registry when it is one).
+	Tenants Tenants
+	// PolicyEnv is the environment level of the delivery policy;
+	// PolicyLimits what a policy must respect (nil: no limits but the
+	// fixed ones).
+	PolicyEnv    policy.Environment
+	PolicyLimits func(context.Context) (policy.Limits, error)
 }
 
 // API serves the producer's HTTP endpoints.
@@ -114,6 +122,9 @@ type API struct {
 	idem      Idempotency
 
 	tracing   *tracing.Tracing
+	tenants   Tenants
+	policyEnv policy.Environment
+	limits    func(context.Context) (policy.Limits, error)
 	handler   http.Handler
 	allow     map[string][]string // path → methods routed, for 405 answers
 	urlPolicy ssrf.Policy
@@ -129,6 +140,10 @@ func New(d Deps) *API {
 		jetstream: d.JS, matching: d.Matching, replays: d.Replays,
 		health: d.Health, portal: d.PortalSessions,
 		idem: d.Idempotency, tracing: d.Tracing,
+		tenants: d.Tenants, policyEnv: d.PolicyEnv, limits: d.PolicyLimits,
+	}
+	if t, ok := d.Registry.(Tenants); ok && a.tenants == nil {
+		a.tenants = t
 	}
 	if a.maxInFlight == 0 {
 		a.maxInFlight = 256
@@ -149,6 +164,9 @@ func New(d Deps) *API {
 	a.route(v1, "GET /v1/subscriptions/{id}/attempts", a.listAttempts)
 	a.route(v1, "GET /v1/subscriptions/{id}/health", a.subscriptionHealth)
 	a.route(v1, "GET /v1/subscriptions/{id}/stats", a.subscriptionStats)
+	a.route(v1, "GET /v1/subscriptions/{id}/effective-policy", a.effectivePolicy)
+	a.route(v1, "GET /v1/tenants/{tenant}", a.getTenant)
+	a.route(v1, "PUT /v1/tenants/{tenant}", a.putTenant)
 	a.route(v1, "GET /v1/events", a.listEvents)
 	// Not a method pattern: "GET /v1/events/{id}" would conflict with the
 	// 405 fallback of /v1/events/batch (which is more specific than this).
@@ -204,6 +222,14 @@ func (a *API) route(mux *http.ServeMux, pattern string, h http.HandlerFunc) {
 	if len(a.allow[path]) == 1 {
 		mux.Handle(path, a.routed(path, a.methodNotAllowed(path)))
 	}
+}
+
+// policyLimits are the limits a delivery policy must respect now.
+func (a *API) policyLimits(ctx context.Context) (policy.Limits, error) {
+	if a.limits == nil {
+		return policy.Limits{}, nil
+	}
+	return a.limits(ctx)
 }
 
 // authTenant is the tenant the caller's token is bound to ("" for every

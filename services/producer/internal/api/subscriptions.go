@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 
+	"github.com/hookline/hookline/pkg/policy"
 	"github.com/hookline/hookline/pkg/subscription"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
 	"github.com/hookline/hookline/services/producer/internal/registry"
@@ -33,6 +34,13 @@ type createRequest struct {
 	// "" means envelope.
 	PayloadFormat string            `json:"payload_format" enum:"envelope,raw" doc:"the body sent: envelope (default; {id,type,timestamp,data}) or raw (the event's data alone)"`
 	Headers       map[string]string `json:"headers" doc:"custom request headers sent on every attempt (write-only: answers show each value as REDACTED)"`
+	// Delivery policy of its own (empty: the tenant's default, else the
+	// environment's).
+	RetrySchedule    []string          `json:"retry_schedule" doc:"delay before each attempt, Go durations, the first 0s (empty: the tenant's default)"`
+	AttemptTimeout   string            `json:"attempt_timeout" doc:"one attempt's timeout, e.g. 10s (empty: the tenant's default)"`
+	AutoDisableAfter string            `json:"auto_disable_after" doc:"auto-disable after failing this long, 0s: never (empty: the tenant's default)"`
+	Metadata         map[string]string `json:"metadata" doc:"free-form labels (at most 32; keys up to 64 printable ASCII characters, values up to 512 bytes)"`
+	UID              string            `json:"uid" doc:"an external id, unique within the tenant (a duplicate is a 409)"`
 }
 
 // updateRequest is hooklinev1.UpdateSubscriptionRequest in JSON; a nil
@@ -49,6 +57,12 @@ type updateRequest struct {
 	// Replaces every custom header ({} removes them all); a value of
 	// REDACTED keeps the stored value of that header.
 	Headers *map[string]string `json:"headers" doc:"replaces every custom header ({} removes them all); a value of REDACTED keeps the stored one"`
+	// An empty value returns to the default.
+	RetrySchedule    *[]string          `json:"retry_schedule" doc:"replaces the schedule ([]: the tenant's default again)"`
+	AttemptTimeout   *string            `json:"attempt_timeout" doc:"\"\": the tenant's default again"`
+	AutoDisableAfter *string            `json:"auto_disable_after" doc:"\"\": the tenant's default again"`
+	Metadata         *map[string]string `json:"metadata" doc:"replaces the metadata ({} removes it)"`
+	UID              *string            `json:"uid" doc:"\"\" removes the uid; a uid another subscription of the tenant holds is a 409"`
 }
 
 func (a *API) createSubscription(w http.ResponseWriter, r *http.Request) {
@@ -76,6 +90,13 @@ func (a *API) createSubscription(w http.ResponseWriter, r *http.Request) {
 		f.add("payload_format", subscription.ValidatePayloadFormat(req.PayloadFormat))
 	}
 	f.headers(req.Headers, nil)
+	f.metadata(req.Metadata)
+	if req.UID != "" {
+		f.add("uid", policy.ValidateUID(req.UID))
+	}
+	if !f.policy(r.Context(), a, w, policyFields{schedule: &req.RetrySchedule, timeout: &req.AttemptTimeout, autoDisable: &req.AutoDisableAfter}) {
+		return
+	}
 	if p := f.problem(); p != nil {
 		writeProblem(w, p)
 		return
@@ -90,6 +111,8 @@ func (a *API) createSubscription(w http.ResponseWriter, r *http.Request) {
 			MaxInFlight: req.MaxInFlight, RateLimitPerSecond: req.RateLimitPerSecond,
 			RateLimitBurst: req.RateLimitBurst, Ordered: req.Ordered, SignatureScheme: req.SignatureScheme,
 			PayloadFormat: req.PayloadFormat, Headers: req.Headers,
+			RetrySchedule: req.RetrySchedule, AttemptTimeout: req.AttemptTimeout, AutoDisableAfter: req.AutoDisableAfter,
+			Metadata: req.Metadata, Uid: req.UID,
 		})
 		if err != nil {
 			a.registryError(w, "", err)
@@ -198,6 +221,20 @@ func (a *API) updateSubscription(w http.ResponseWriter, r *http.Request) {
 		f.add("payload_format", subscription.ValidatePayloadFormat(*req.PayloadFormat))
 		upd.PayloadFormat = req.PayloadFormat
 	}
+	if !f.policy(r.Context(), a, w, policyFields{schedule: req.RetrySchedule, timeout: req.AttemptTimeout, autoDisable: req.AutoDisableAfter}) {
+		return
+	}
+	if req.RetrySchedule != nil {
+		upd.RetrySchedule = &hooklinev1.Schedule{Delays: *req.RetrySchedule}
+	}
+	upd.AttemptTimeout, upd.AutoDisableAfter, upd.Uid = req.AttemptTimeout, req.AutoDisableAfter, req.UID
+	if req.Metadata != nil {
+		f.metadata(*req.Metadata)
+		upd.Metadata = &hooklinev1.Metadata{Values: *req.Metadata}
+	}
+	if req.UID != nil && *req.UID != "" {
+		f.add("uid", policy.ValidateUID(*req.UID))
+	}
 	if p := f.problem(); p != nil {
 		writeProblem(w, p)
 		return
@@ -288,6 +325,10 @@ func (a *API) registryError(w http.ResponseWriter, id string, err error) {
 	if errors.Is(err, subscription.ErrRedactedHeader) {
 		// The header was removed between the check and the write.
 		writeProblem(w, validation([]FieldError{{Field: "headers", Message: subscription.ErrRedactedHeader.Error()}}))
+		return
+	}
+	if errors.Is(err, registry.ErrUIDTaken) {
+		writeProblem(w, problem(http.StatusConflict, TypeConflict, err.Error()))
 		return
 	}
 	if errors.Is(err, registry.ErrTenantFull) {

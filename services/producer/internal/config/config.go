@@ -12,6 +12,7 @@ import (
 	"github.com/hookline/hookline/pkg/envconfig"
 	"github.com/hookline/hookline/pkg/logging"
 	"github.com/hookline/hookline/pkg/natsconn"
+	"github.com/hookline/hookline/pkg/policy"
 	"github.com/hookline/hookline/pkg/redisconn"
 	"github.com/hookline/hookline/pkg/stream"
 	"github.com/hookline/hookline/pkg/tracing"
@@ -36,6 +37,11 @@ type Config struct {
 	// Topology (streams and KV bucket) ensured at start-up; the deliverer
 	// reads the same variables.
 	Topology stream.Settings
+	// Policy is the environment level of the delivery policy, read from
+	// the deliverer's variables (HOOKLINE_RETRY_SCHEDULE,
+	// HOOKLINE_HTTP_TIMEOUT, HOOKLINE_AUTO_DISABLE_AFTER) to explain and
+	// validate subscriptions' policies: give both services the same.
+	Policy policy.Environment
 
 	// MaxEventBytes bounds the body of POST /v1/events (413 above it) and
 	// the data of each event in a batch.
@@ -110,6 +116,9 @@ func (c Config) Validate() error {
 		if !ok {
 			errs = append(errs, fmt.Errorf(format, args...))
 		}
+	}
+	if err := c.Policy.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	check(c.HTTPAddr != "", "HOOKLINE_HTTP_ADDR is empty")
 	if err := c.Tracing.Validate(); err != nil {

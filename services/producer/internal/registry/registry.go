@@ -16,6 +16,7 @@ import (
 	"github.com/hookline/hookline/pkg/secretbox"
 	"github.com/hookline/hookline/pkg/signing"
 	"github.com/hookline/hookline/pkg/subscription"
+	"github.com/hookline/hookline/pkg/tenant"
 	"github.com/hookline/hookline/pkg/wire"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
 	"github.com/oklog/ulid/v2"
@@ -44,8 +45,9 @@ const writeThroughTimeout = 2 * time.Second
 const SchemeHMAC = signing.SchemeHMAC
 
 type backend struct {
-	store *subscription.Store
-	cache *subscription.Cache
+	store   *subscription.Store
+	cache   *subscription.Cache
+	tenants *tenant.Store
 }
 
 // Registry manages subscriptions. It is usable once Attach has been called.
@@ -71,9 +73,85 @@ func New(overlap time.Duration, log *zap.Logger) *Registry {
 	return &Registry{overlap: overlap, log: log, now: time.Now}
 }
 
-// Attach binds the store and cache (once the topology exists).
-func (r *Registry) Attach(store *subscription.Store, cache *subscription.Cache) {
-	r.b.Store(&backend{store: store, cache: cache})
+// Attach binds the store, the cache and the tenants bucket (once the
+// topology exists). tenants may be nil (no uids, no tenant defaults).
+func (r *Registry) Attach(store *subscription.Store, cache *subscription.Cache, tenants *tenant.Store) {
+	r.b.Store(&backend{store: store, cache: cache, tenants: tenants})
+}
+
+// ErrUIDTaken is returned by Create and Update when another subscription
+// of the tenant holds the uid asked for.
+var ErrUIDTaken = errors.New("uid is already used by another subscription of the tenant")
+
+// claimUID makes id the holder of uid in tenant; a claim left by a
+// subscription that no longer exists is taken over.
+func (r *Registry) claimUID(ctx context.Context, b *backend, tenantName, uid, id string) error {
+	if uid == "" {
+		return nil
+	}
+	if b.tenants == nil {
+		return errors.New("uids need the tenants bucket")
+	}
+	err := b.tenants.ClaimUID(ctx, tenantName, uid, id, func(holder string) (bool, error) {
+		_, _, err := b.store.GetTenant(ctx, tenantName, holder)
+		if errors.Is(err, subscription.ErrNotFound) {
+			return true, nil
+		}
+		return false, err
+	})
+	var taken *tenant.ErrUIDTaken
+	if errors.As(err, &taken) {
+		return fmt.Errorf("%w (%s)", ErrUIDTaken, taken.Holder)
+	}
+	return err
+}
+
+// releaseUID drops id's claim of uid; a failure is logged (a claim left
+// behind is taken over by the next claim: claimUID).
+func (r *Registry) releaseUID(ctx context.Context, b *backend, tenantName, uid, id string) {
+	if uid == "" || b.tenants == nil {
+		return
+	}
+	if err := b.tenants.ReleaseUID(context.WithoutCancel(ctx), tenantName, uid, id); err != nil {
+		r.log.Warn("subscription uid claim not released; the next claim of the uid takes it over", zap.String("subscription_id", id), zap.Error(err))
+	}
+}
+
+// Tenant reads a tenant's record (nil, nil: none).
+func (r *Registry) Tenant(ctx context.Context, name string) (*hooklinev1.Tenant, error) {
+	b, err := r.backend()
+	if err != nil {
+		return nil, err
+	}
+	if b.tenants == nil {
+		return nil, ErrNotReady
+	}
+	t, err := b.tenants.Get(ctx, name)
+	if errors.Is(err, tenant.ErrNotFound) {
+		return nil, nil
+	}
+	return t, err
+}
+
+// PutTenant replaces a tenant's defaults and metadata (validated by the
+// caller) and returns the record.
+func (r *Registry) PutTenant(ctx context.Context, name string, defaults *hooklinev1.DeliveryPolicy, metadata map[string]string) (*hooklinev1.Tenant, error) {
+	b, err := r.backend()
+	if err != nil {
+		return nil, err
+	}
+	if b.tenants == nil {
+		return nil, ErrNotReady
+	}
+	now := timestamppb.New(r.now())
+	return b.tenants.Update(ctx, name, func(t *hooklinev1.Tenant) error {
+		if t.GetCreatedAt() == nil {
+			t.CreatedAt = now
+		}
+		t.UpdatedAt = now
+		t.Defaults, t.Metadata = defaults, metadata
+		return nil
+	})
 }
 
 func (r *Registry) backend() (*backend, error) {
@@ -125,8 +203,20 @@ func (r *Registry) CreateAs(ctx context.Context, id string, req *hooklinev1.Crea
 		return nil, err
 	}
 	format := req.GetPayloadFormat()
+	if format == "" && b.tenants != nil {
+		// The tenant's default applies at creation: a body's shape never
+		// changes under a running receiver.
+		t, err := b.tenants.Get(ctx, req.GetTenant())
+		if err != nil && !errors.Is(err, tenant.ErrNotFound) {
+			return nil, err
+		}
+		format = t.GetDefaults().GetPayloadFormat()
+	}
 	if format == "" {
 		format = subscription.PayloadEnvelope // new subscriptions get the envelope
+	}
+	if err := r.claimUID(ctx, b, req.GetTenant(), req.GetUid(), id); err != nil {
+		return nil, err
 	}
 	now := timestamppb.New(r.now())
 	sub := &hooklinev1.Subscription{
@@ -147,12 +237,18 @@ func (r *Registry) CreateAs(ctx context.Context, id string, req *hooklinev1.Crea
 		Ordered:            req.GetOrdered(),
 		PayloadFormat:      format,
 		Headers:            headers,
+		RetrySchedule:      req.GetRetrySchedule(),
+		AttemptTimeout:     req.GetAttemptTimeout(),
+		AutoDisableAfter:   req.GetAutoDisableAfter(),
+		Metadata:           req.GetMetadata(),
+		Uid:                req.GetUid(),
 	}
 	rev, err := b.store.Create(ctx, sub)
 	if errors.Is(err, jetstream.ErrKeyExists) {
 		return r.created(ctx, b, req.GetTenant(), id)
 	}
 	if err != nil {
+		r.releaseUID(ctx, b, req.GetTenant(), req.GetUid(), id)
 		return nil, err
 	}
 	r.writeThrough(ctx, b, rev, sub.GetTenant(), sub.GetId(), sub)
@@ -212,6 +308,36 @@ func (r *Registry) ListPage(ctx context.Context, tenant, after string, limit int
 // disables with reason "manual" (a subscription already disabled keeps its
 // reason and time); disabled=false re-enables and clears both.
 func (r *Registry) Update(ctx context.Context, id string, req *hooklinev1.UpdateSubscriptionRequest) (*hooklinev1.Subscription, error) {
+	if req.Uid == nil {
+		return r.updateFields(ctx, id, req)
+	}
+	// A new uid is claimed before the record names it, and the old one
+	// released after.
+	b, err := r.backend()
+	if err != nil {
+		return nil, err
+	}
+	cur, _, err := b.store.Get(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	old, uid := cur.GetUid(), req.GetUid()
+	if uid == old {
+		return r.updateFields(ctx, id, req)
+	}
+	if err := r.claimUID(ctx, b, cur.GetTenant(), uid, id); err != nil {
+		return nil, err
+	}
+	sub, err := r.updateFields(ctx, id, req)
+	if err != nil {
+		r.releaseUID(ctx, b, cur.GetTenant(), uid, id)
+		return nil, err
+	}
+	r.releaseUID(ctx, b, cur.GetTenant(), old, id)
+	return sub, nil
+}
+
+func (r *Registry) updateFields(ctx context.Context, id string, req *hooklinev1.UpdateSubscriptionRequest) (*hooklinev1.Subscription, error) {
 	return r.update(ctx, id, func(sub *hooklinev1.Subscription, now *timestamppb.Timestamp) error {
 		// The URL as the API shows it (credentials masked) is the current
 		// URL: sending it back changes nothing.
@@ -235,6 +361,21 @@ func (r *Registry) Update(ctx context.Context, id string, req *hooklinev1.Update
 		}
 		if req.PayloadFormat != nil {
 			sub.PayloadFormat = req.GetPayloadFormat()
+		}
+		if req.RetrySchedule != nil {
+			sub.RetrySchedule = req.GetRetrySchedule().GetDelays()
+		}
+		if req.AttemptTimeout != nil {
+			sub.AttemptTimeout = req.GetAttemptTimeout()
+		}
+		if req.AutoDisableAfter != nil {
+			sub.AutoDisableAfter = req.GetAutoDisableAfter()
+		}
+		if req.Metadata != nil {
+			sub.Metadata = req.GetMetadata().GetValues()
+		}
+		if req.Uid != nil {
+			sub.Uid = req.GetUid()
 		}
 		if req.Headers != nil {
 			// The whole set is replaced; REDACTED (as the API shows a
@@ -319,11 +460,16 @@ func (r *Registry) Delete(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	tenant, rev, err := b.store.Delete(ctx, id)
+	cur, _, err := b.store.Get(ctx, id)
 	if err != nil {
 		return err
 	}
-	r.writeThrough(ctx, b, rev, tenant, id, nil)
+	tenantName, rev, err := b.store.Delete(ctx, id)
+	if err != nil {
+		return err
+	}
+	r.writeThrough(ctx, b, rev, tenantName, id, nil)
+	r.releaseUID(ctx, b, tenantName, cur.GetUid(), id)
 	return nil
 }
 

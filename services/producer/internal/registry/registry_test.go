@@ -43,7 +43,7 @@ func newFixture(t *testing.T, overlap time.Duration) *fixture {
 	f := &fixture{store: store, redis: rs, clock: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
 	f.reg = New(overlap, zaptest.NewLogger(t))
 	f.reg.now = func() time.Time { return f.clock }
-	f.reg.Attach(store, subscription.NewCache(rs.Client(t), store))
+	f.reg.Attach(store, subscription.NewCache(rs.Client(t), store), nil)
 	return f
 }
 

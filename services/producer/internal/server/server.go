@@ -14,8 +14,10 @@ import (
 	"time"
 
 	"github.com/hookline/hookline/pkg/endpointhealth"
+	"github.com/hookline/hookline/pkg/policy"
 	"github.com/hookline/hookline/pkg/stream"
 	"github.com/hookline/hookline/pkg/subscription"
+	"github.com/hookline/hookline/pkg/tenant"
 	"github.com/hookline/hookline/pkg/tracing"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
 	"github.com/hookline/hookline/services/producer/internal/api"
@@ -120,6 +122,7 @@ func New(cfg config.Config, nc *nats.Conn, rdb redis.UniversalClient, log *zap.L
 		Publisher: pub, Registry: s.registry, Metrics: m, Log: log, Ready: s.Ready,
 		MaxEventBytes: cfg.MaxEventBytes, MaxBatchBytes: cfg.MaxBatchBytes, MaxBatch: cfg.MaxBatch,
 		MaxInFlight: cfg.MaxInFlightLimit, MaxRate: cfg.MaxRateLimit,
+		PolicyEnv: cfg.Policy, PolicyLimits: policyLimits(cfg, js),
 	}
 	if err := secure(cfg.Security, log, &d, s.registry); err != nil {
 		return nil, err
@@ -236,7 +239,14 @@ func (s *Server) prepareAndSync(ctx context.Context) {
 	// Validated at start-up: an error here cannot happen.
 	box, _ := s.cfg.Security.Secrets.Box()
 	cache := subscription.NewCache(s.rdb, store, subscription.WithLogger(s.log), subscription.WithRecordAuth(box))
-	s.registry.Attach(store, cache)
+	tenants, err := tenant.NewStore(ctx, js)
+	if err != nil {
+		// Checked with the topology: only a NATS failure gets here; uids
+		// and tenant records then answer 503.
+		s.log.Error("tenant records unavailable", zap.Error(err))
+		tenants = nil
+	}
+	s.registry.Attach(store, cache, tenants)
 	s.cache.Store(cache)
 	var jobs sync.WaitGroup
 	if err := s.replays.Bind(ctx); err != nil {
@@ -285,4 +295,44 @@ func (s *Server) matching(ctx context.Context, tenant, eventType string) ([]*hoo
 		return nil, errors.New("the subscription registry is not bound yet")
 	}
 	return c.ForEvent(ctx, tenant, eventType)
+}
+
+// ackWaitTTL is how long the deliver consumer's AckWait, read for
+// validating attempt timeouts, is reused.
+const ackWaitTTL = time.Minute
+
+// policyLimits returns what a delivery policy must respect here: the
+// retention of EVENTS and DEADLETTER (this producer's topology settings,
+// which the deliverer shares) and the deliver consumer's AckWait (read
+// from the consumer, which the deliverer's configuration sets; before the
+// deliverer created it, the AckWait it is created with by default).
+func policyLimits(cfg config.Config, js jetstream.JetStream) func(context.Context) (policy.Limits, error) {
+	var (
+		mu   sync.Mutex
+		wait time.Duration
+		read time.Time
+	)
+	return func(ctx context.Context) (policy.Limits, error) {
+		l := policy.Limits{
+			EventsMaxAge: cfg.Topology.EventsMaxAge, DeadLetterMaxAge: cfg.Topology.DeadLetterMaxAge,
+			EnvAutoDisableAfter: cfg.Policy.AutoDisableAfter,
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if wait > 0 && time.Since(read) < ackWaitTTL {
+			l.AckWait = wait
+			return l, nil
+		}
+		c, err := js.Consumer(ctx, stream.Deliveries, stream.DeliverConsumer)
+		switch {
+		case errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrStreamNotFound):
+			l.AckWait = stream.DefaultAckWait
+			return l, nil
+		case err != nil:
+			return l, fmt.Errorf("read the deliver consumer's AckWait: %w", err)
+		}
+		wait, read = c.CachedInfo().Config.AckWait, time.Now()
+		l.AckWait = wait
+		return l, nil
+	}
 }

@@ -1,0 +1,85 @@
+package faults
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/hookline/hookline/pkg/stream"
+	"github.com/hookline/hookline/tests/harness"
+)
+
+// Fault 10b: a coordinated crash of a 3-node R3 cluster (kill -9 of every
+// node at once: a power cut), sync_interval: always, group commit on.
+// Nothing acknowledged is lost, and deliveries resume once the cluster is
+// back.
+func TestClusterCoordinatedCrashR3(t *testing.T) {
+	t.Parallel()
+	const events, subs = 3000, 2
+	c := harness.StartCluster(t, 3)
+	s := harness.NewStack(t, harness.StackOptions{
+		Deliverers: 2,
+		NATSURL:    c.URL(),
+		Env:        harness.Env{"HOOKLINE_STREAM_REPLICAS": "3", "HOOKLINE_GROUP_COMMIT": "true"},
+	})
+	var eps []*harness.Endpoint
+	for i := range subs {
+		ep, _ := s.Subscribe("acme", fmt.Sprintf("ep%d", i+1), []string{"order.*"}, harness.OK)
+		eps = append(eps, ep)
+	}
+	s.Warmup("acme", "order.created", eps...)
+	ctx := context.Background()
+	load := (&harness.Load{
+		API: s.API, Checker: s.Checker, Tenant: "acme",
+		Types: []string{"order.created"}, Events: events, BatchSize: 25, Concurrency: 2, Pace: 50 * time.Millisecond,
+	}).Start(ctx)
+	total := events * subs
+	awaitDelivered(t, total/3, 2*time.Minute, eps...)
+	_, ack := consumerLoad(t, s.JS, stream.Deliveries, stream.DeliverConsumer)
+	_, ackEv := consumerLoad(t, s.JS, stream.Events, stream.DispatchConsumer)
+	for _, n := range c.Nodes {
+		n.Kill()
+	}
+	crashed := time.Now()
+	recentlyAcked := 0
+	for _, ep := range eps {
+		recentlyAcked += ep.DeliveredBetween(crashed.Add(-10*time.Second), crashed)
+	}
+	for _, n := range c.Nodes {
+		if err := n.StartNoWait(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, n := range c.Nodes {
+		n.WaitReady(n.ReadyWithin)
+	}
+	clusterBack := time.Since(crashed)
+	defer func() {
+		if t.Failed() {
+			dir := os.Getenv("CRASH_LOG_DIR")
+			if dir == "" {
+				return
+			}
+			for _, p := range append([]*harness.Service{s.Producer}, s.Deliverers...) {
+				_ = os.WriteFile(filepath.Join(dir, p.Name+".log"), []byte(p.Log()), 0o644)
+			}
+			for _, n := range c.Nodes {
+				_ = os.WriteFile(filepath.Join(dir, n.Name+".log"), []byte(n.Log()), 0o644)
+			}
+		}
+	}()
+	resumed := deliveredAfter(t, time.Now(), 60*time.Second, eps...)
+	res := load.Wait()
+	if res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	r := s.Checker.Await(t, 2*time.Minute, 2*time.Second)
+	r.Verify(t, ack+ackEv+recentlyAcked)
+	result(t, "kill -9 all three nodes of an R3 cluster at once, restart them (sync_interval: always, group commit)",
+		"events", res.Accepted, "pairs", r.Expected, "lost", r.Lost, "duplicated", r.Duplicates,
+		"dup_bound", fmt.Sprintf("%d(in flight)+%d(delivered in the 10s before)", ack+ackEv, recentlyAcked),
+		"cluster_back_after_crash", clusterBack.Round(time.Millisecond), "deliveries_resumed_after", resumed.Round(time.Millisecond))
+}
