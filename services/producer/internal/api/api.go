@@ -5,6 +5,7 @@ package api
 
 import (
 	"context"
+	"github.com/hookline/hookline/services/producer/internal/quota"
 	"net/http"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -93,6 +94,8 @@ type Deps struct {
 	Tracing *tracing.Tracing
 	// Tenants holds the tenant records (nil: Registry when it is one).
 	Tenants Tenants
+	// Quota is the tenants' events/s quota (nil: none).
+	Quota *quota.Limiter
 	// PolicyEnv is the environment level of the delivery policy;
 	// PolicyLimits what a policy must respect (nil: no limits but the
 	// fixed ones).
@@ -123,6 +126,7 @@ type API struct {
 
 	tracing   *tracing.Tracing
 	tenants   Tenants
+	quota     *quota.Limiter
 	policyEnv policy.Environment
 	limits    func(context.Context) (policy.Limits, error)
 	handler   http.Handler
@@ -140,7 +144,7 @@ func New(d Deps) *API {
 		jetstream: d.JS, matching: d.Matching, replays: d.Replays,
 		health: d.Health, portal: d.PortalSessions,
 		idem: d.Idempotency, tracing: d.Tracing,
-		tenants: d.Tenants, policyEnv: d.PolicyEnv, limits: d.PolicyLimits,
+		tenants: d.Tenants, policyEnv: d.PolicyEnv, limits: d.PolicyLimits, quota: d.Quota,
 	}
 	if t, ok := d.Registry.(Tenants); ok && a.tenants == nil {
 		a.tenants = t

@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -99,6 +101,9 @@ func (a *API) publishEvent(w http.ResponseWriter, r *http.Request) {
 	}
 	a.idempotent(w, r, idempotentRequest{key: key, scope: ev.Tenant, body: raw, ids: []string{ev.ID}}, func(w http.ResponseWriter, ids []string) {
 		ev.ID = ids[0]
+		if a.overQuota(w, r, map[string]int{ev.Tenant: 1}, ids) {
+			return
+		}
 		res, err := a.pub.Publish(r.Context(), ev)
 		if err != nil {
 			a.log.Warn("event not accepted", zap.String("event_id", ev.ID), zap.String("event_type", ev.Type), zap.Error(err))
@@ -165,8 +170,13 @@ func (a *API) publishBatch(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	a.idempotent(w, r, idempotentRequest{key: key, scope: scope, body: raw, ids: ids}, func(w http.ResponseWriter, ids []string) {
+		units := map[string]int{}
 		for i := range evs {
 			evs[i].ID = ids[i]
+			units[evs[i].Tenant]++
+		}
+		if a.overQuota(w, r, units, ids) {
+			return
 		}
 		results, err := a.pub.PublishBatch(r.Context(), evs)
 		if err != nil {
@@ -181,4 +191,36 @@ func (a *API) publishBatch(w http.ResponseWriter, r *http.Request) {
 		}
 		writeJSON(w, http.StatusAccepted, batchResponse{Events: results})
 	})
+}
+
+// overQuota takes the request's events from their tenants' events/s
+// quotas and, when a tenant has no room left, answers 429 with
+// Retry-After (whole seconds, at least 1) and the ids to retry with;
+// nothing of the request is published then. A quota Redis cannot check
+// lets the request through (counted, logged).
+func (a *API) overQuota(w http.ResponseWriter, r *http.Request, units map[string]int, ids []string) bool {
+	ok, wait, err := a.quota.Take(r.Context(), units)
+	if err != nil {
+		a.metrics.QuotaDegraded.Inc()
+		a.log.Warn("tenant quota not checked; request let through", zap.Error(err))
+	}
+	if ok {
+		return false
+	}
+	a.metrics.QuotaRefused.Inc()
+	secs := max(1, int(math.Ceil(wait.Seconds())))
+	p := problem(http.StatusTooManyRequests, TypeRateLimited,
+		fmt.Sprintf("the tenant's events/s quota has no room for these %d events now; nothing was published: retry after %d s with the same ids", sum(units), secs))
+	p.IDs = ids
+	w.Header().Set("Retry-After", strconv.Itoa(secs))
+	writeProblem(w, p)
+	return true
+}
+
+func sum(m map[string]int) int {
+	n := 0
+	for _, v := range m {
+		n += v
+	}
+	return n
 }

@@ -22,10 +22,12 @@ const (
 	// request (422).
 	TypeIdempotencyMismatch = "urn:hookline:problem:idempotency-key-reused"
 	TypeTooLarge            = "urn:hookline:problem:content-too-large" // 413
-	TypeUnsupportedMedia    = "urn:hookline:problem:unsupported-media" // 415
-	TypeValidation          = "urn:hookline:problem:validation"        // 422
-	TypeInternal            = "urn:hookline:problem:internal"          // 500
-	TypeUnavailable         = "urn:hookline:problem:unavailable"       // 503
+	// The tenant's events/s quota (429, Retry-After).
+	TypeRateLimited      = "urn:hookline:problem:rate-limited"
+	TypeUnsupportedMedia = "urn:hookline:problem:unsupported-media" // 415
+	TypeValidation       = "urn:hookline:problem:validation"        // 422
+	TypeInternal         = "urn:hookline:problem:internal"          // 500
+	TypeUnavailable      = "urn:hookline:problem:unavailable"       // 503
 )
 
 // Problem is an RFC 9457 problem details object.

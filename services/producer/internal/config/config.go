@@ -6,6 +6,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"github.com/hookline/hookline/services/producer/internal/quota"
 	"math"
 	"time"
 
@@ -55,6 +56,11 @@ type Config struct {
 	// MaxSubscriptionsPerTenant bounds a tenant's subscriptions.
 	MaxSubscriptionsPerTenant int     `env:"HOOKLINE_MAX_SUBSCRIPTIONS_PER_TENANT" envDefault:"1000"`
 	MaxRateLimit              float64 `env:"HOOKLINE_MAX_RATE_LIMIT" envDefault:"10000"`
+	// TenantEventsPerSecond is each tenant's events/s quota on the API
+	// (0: off); TenantEventsBurst how many it may publish at once (0: one
+	// second's worth, and at least HOOKLINE_MAX_BATCH).
+	TenantEventsPerSecond float64 `env:"HOOKLINE_TENANT_EVENTS_PER_SECOND" envDefault:"0"`
+	TenantEventsBurst     int     `env:"HOOKLINE_TENANT_EVENTS_BURST" envDefault:"0"`
 	// MaxBatchBytes bounds the body of POST /v1/events/batch (413 above it).
 	MaxBatchBytes int64 `env:"HOOKLINE_MAX_BATCH_BYTES" envDefault:"5242880"`
 	// PublishTimeout bounds the wait for JetStream's acknowledgement of a
@@ -139,9 +145,21 @@ func (c Config) Validate() error {
 	check(c.MaxInFlightLimit >= 1, "HOOKLINE_MAX_IN_FLIGHT_LIMIT must be at least 1, not %d", c.MaxInFlightLimit)
 	check(c.MaxRateLimit >= 1 && !math.IsInf(c.MaxRateLimit, 0), "HOOKLINE_MAX_RATE_LIMIT must be at least 1, not %g", c.MaxRateLimit)
 	check(c.PublishTimeout > 0, "HOOKLINE_PUBLISH_TIMEOUT must be positive, not %s", c.PublishTimeout)
+	if err := c.Quota().Validate(c.MaxBatch); err != nil {
+		errs = append(errs, err)
+	}
 	check(c.SecretOverlap >= 0, "HOOKLINE_SECRET_OVERLAP must not be negative, not %s", c.SecretOverlap)
 	check(c.ShutdownTimeout > 0, "HOOKLINE_SHUTDOWN_TIMEOUT must be positive, not %s", c.ShutdownTimeout)
 	return errors.Join(errs...)
+}
+
+// Quota is the tenant events/s quota, its burst defaulted.
+func (c Config) Quota() quota.Config {
+	q := quota.Config{Rate: c.TenantEventsPerSecond, Burst: c.TenantEventsBurst}
+	if q.Rate > 0 && q.Burst == 0 && !math.IsNaN(q.Rate) {
+		q.Burst = max(c.MaxBatch, int(math.Ceil(min(q.Rate, quota.MaxBurst))))
+	}
+	return q
 }
 
 // Stream is the topology configuration derived from this one.

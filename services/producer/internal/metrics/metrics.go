@@ -33,6 +33,11 @@ type Metrics struct {
 	// EventIDMarkErrors counts failed lookups and writes of the marks
 	// that keep an event id a duplicate beyond the duplicate window.
 	EventIDMarkErrors *prometheus.CounterVec
+	// QuotaRefused counts API requests refused by the tenant events/s
+	// quota; QuotaDegraded those let through because Redis could not
+	// answer.
+	QuotaRefused  prometheus.Counter
+	QuotaDegraded prometheus.Counter
 }
 
 // New registers the collectors (and the Go and process collectors).
@@ -57,7 +62,15 @@ func New() *Metrics {
 		Name: "hookline_event_id_mark_errors_total",
 		Help: "Failed lookups and writes of the marks that keep an event id a duplicate beyond the duplicate window, by op (lookup, write); the duplicate window still deduplicates those ids.",
 	}, []string{"op"})
-	m.Registry.MustRegister(m.HTTPRequests, m.HTTPDuration, m.EventsPublished, m.EventIDMarkErrors,
+	m.QuotaRefused = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "hookline_tenant_quota_refused_total",
+		Help: "Event publish requests refused (429) by the tenant events/s quota.",
+	})
+	m.QuotaDegraded = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "hookline_tenant_quota_degraded_total",
+		Help: "Event publish requests let through unchecked by the tenant events/s quota because Redis could not answer.",
+	})
+	m.Registry.MustRegister(m.HTTPRequests, m.HTTPDuration, m.EventsPublished, m.EventIDMarkErrors, m.QuotaRefused, m.QuotaDegraded,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, r := range []string{ResultAccepted, ResultDuplicate, ResultFailed} {
 		m.EventsPublished.WithLabelValues(r)

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/hookline/hookline/services/producer/internal/quota"
 	"net"
 	"net/http"
 	"sync"
@@ -123,6 +124,7 @@ func New(cfg config.Config, nc *nats.Conn, rdb redis.UniversalClient, log *zap.L
 		MaxEventBytes: cfg.MaxEventBytes, MaxBatchBytes: cfg.MaxBatchBytes, MaxBatch: cfg.MaxBatch,
 		MaxInFlight: cfg.MaxInFlightLimit, MaxRate: cfg.MaxRateLimit,
 		PolicyEnv: cfg.Policy, PolicyLimits: policyLimits(cfg, js),
+		Quota: quota.New(rdb, cfg.Quota(), nil),
 	}
 	if err := secure(cfg.Security, log, &d, s.registry); err != nil {
 		return nil, err
