@@ -13,11 +13,12 @@ import (
 	"github.com/hookline/hookline/services/deliverer/internal/healthtest"
 )
 
-// pair is two replicas sharing one Redis and one clock.
+// pair is two replicas sharing one Redis and one clock, which moves the
+// circuit's time too (the state clock).
 func pair(t *testing.T, srv *redistest.Server, cfg breaker.Config) (*healthtest.Clock, *breaker.Breaker, *breaker.Breaker) {
 	t.Helper()
 	clk := healthtest.NewClock()
-	cfg.Now = clk.Now
+	cfg.Now, cfg.StateClock = clk.Now, clk.Now
 	return clk, breaker.New(srv.Client(t), cfg), breaker.New(srv.Client(t), cfg)
 }
 

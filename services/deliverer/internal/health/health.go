@@ -61,6 +61,7 @@ import (
 	"github.com/hookline/hookline/services/deliverer/internal/opevents"
 	"github.com/hookline/hookline/services/deliverer/internal/ratelimit"
 	"github.com/hookline/hookline/services/deliverer/internal/redisbatch"
+	"github.com/hookline/hookline/services/deliverer/internal/redisclock"
 	"github.com/hookline/hookline/services/deliverer/internal/sender"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
@@ -85,8 +86,14 @@ type Deps struct {
 	Logger   *zap.Logger
 	// Registerer gets the metrics (none when nil).
 	Registerer prometheus.Registerer
-	// Now is the clock (time.Now when nil).
+	// Now is this process's clock (time.Now when nil): what stays in the
+	// process (a slot passed on, a notification's time).
 	Now func() time.Time
+	// StateClock is the time of the circuits, leases and rates kept in
+	// Redis: nil (the default) is Redis' own, so that a replica whose
+	// clock is off shares the others' time line (redisclock); tests that
+	// move time set theirs.
+	StateClock redisclock.Clock
 }
 
 // Limits are the deliverer settings health depends on.
@@ -188,8 +195,9 @@ func New(cfg Config, limits Limits, d Deps) *Health {
 			ProbeWait:   cfg.InFlightDefer,
 			StateTTL:    max(cfg.AutoDisableAfter, 6*24*time.Hour) + 24*time.Hour,
 			Now:         d.Now,
+			StateClock:  d.StateClock,
 		}),
-		rate:     ratelimit.New(d.Redis, ratelimit.Config{Logger: log, Registerer: d.Registerer, Now: d.Now}),
+		rate:     ratelimit.New(d.Redis, ratelimit.Config{Logger: log, Registerer: d.Registerer, Now: d.Now, StateClock: d.StateClock}),
 		disabler: d.Disabler,
 		notifier: d.Notifier,
 		share:    newWorkerShare(limits.Workers, cfg.TenantWorkerShare),
@@ -198,7 +206,7 @@ func New(cfg Config, limits Limits, d Deps) *Health {
 		now:      d.Now,
 	}
 	h.batch = redisbatch.New(d.Redis, cfg.RedisTimeout, nil)
-	h.inflight = inflight.New(d.Redis, inflight.Config{DefaultMax: cfg.DefaultMaxInFlight, LeaseTTL: leaseTTL, Now: d.Now},
+	h.inflight = inflight.New(d.Redis, inflight.Config{DefaultMax: cfg.DefaultMaxInFlight, LeaseTTL: leaseTTL, Now: d.Now, StateClock: d.StateClock},
 		inflight.OnDegraded(func() { m.degraded.WithLabelValues("in_flight").Inc() }))
 	return h
 }

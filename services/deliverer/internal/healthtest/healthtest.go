@@ -41,3 +41,9 @@ func FailFastClient(tb testing.TB, srv *redistest.Server) *redis.Client {
 	tb.Cleanup(func() { _ = rdb.Close() })
 	return rdb
 }
+
+// Skewed is a clock that runs d ahead of this machine's (behind when d is
+// negative): a replica whose clock is off.
+func Skewed(d time.Duration) func() time.Time {
+	return func() time.Time { return time.Now().Add(d) }
+}

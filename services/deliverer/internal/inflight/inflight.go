@@ -2,7 +2,7 @@
 // deliverer replica.
 //
 // Each subscription has a Redis sorted set of lease ids scored by the lease's
-// expiry (unix milliseconds). Acquire, in one Lua script, drops expired
+// expiry (unix milliseconds, Redis' clock: see redisclock). Acquire, in one Lua script, drops expired
 // leases, counts the rest and adds a lease when the count is under the cap;
 // Release removes the lease. A lease lives for the attempt timeout plus a
 // margin, so a replica that crashes mid-attempt leaks its slots for at most
@@ -29,6 +29,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/hookline/hookline/pkg/endpointhealth"
+	"github.com/hookline/hookline/services/deliverer/internal/redisclock"
 )
 
 // DefaultMax is the cap of a subscription whose max_in_flight is 0, unless
@@ -48,9 +49,9 @@ func Key(subscriptionID string) string { return endpointhealth.InFlightKey(subsc
 // then waits in its subscription's line: nothing to spread).
 //
 //	KEYS[1] lease set
-//	ARGV[1] now (unix ms)   ARGV[2] cap   ARGV[3] lease id   ARGV[4] lease ttl (ms)
-var acquire = redis.NewScript(`
-local now = tonumber(ARGV[1])
+//	ARGV[1] now (redisclock.Clock.Arg)   ARGV[2] cap   ARGV[3] lease id   ARGV[4] lease ttl (ms)
+var acquire = redis.NewScript(redisclock.Lua + `
+local now = math.floor(now_ms(ARGV[1]))
 local ttl = tonumber(ARGV[4])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 local n = redis.call('ZCARD', KEYS[1])
@@ -74,10 +75,13 @@ type Config struct {
 	// that an unreachable Redis costs one timeout per interval rather than
 	// one per attempt (1s when 0).
 	RedisRetry time.Duration
-	// Now is the clock (time.Now when nil). Replicas compare lease expiries
-	// written by each other, so their clocks must agree to well under
-	// LeaseTTL (NTP does).
+	// Now is this process's clock (time.Now when nil), for what stays in
+	// the process: the RedisRetry window.
 	Now func() time.Time
+	// StateClock is the time of lease expiries: nil (the default) is
+	// Redis' own, so that replicas whose clocks disagree neither take nor
+	// keep each other's slots; tests that move time set theirs.
+	StateClock redisclock.Clock
 }
 
 // Limiter hands out leases. It is safe for concurrent use.
@@ -175,7 +179,7 @@ func (l *Limiter) AcquireCmd(ctx context.Context, pipe redis.Pipeliner, subscrip
 	// Eval, not EvalSha: a pipeline cannot fall back on NOSCRIPT. Redis
 	// caches the compiled script by its hash either way.
 	p.cmd = acquire.Eval(ctx, pipe, []string{Key(subscriptionID)},
-		p.now.UnixMilli(), p.limit, p.id, l.cfg.LeaseTTL.Milliseconds())
+		l.cfg.StateClock.Arg(), p.limit, p.id, l.cfg.LeaseTTL.Milliseconds())
 	return p
 }
 
@@ -251,7 +255,11 @@ func (l *Limiter) forget(lease Lease) {
 // InFlight counts the unexpired leases of a subscription (for tests and
 // operators).
 func (l *Limiter) InFlight(ctx context.Context, subscriptionID string) (int, error) {
-	n, err := l.rdb.ZCount(ctx, Key(subscriptionID), strconv.FormatInt(l.cfg.Now().UnixMilli()+1, 10), "+inf").Result()
+	now, err := l.cfg.StateClock.Now(ctx, l.rdb)
+	if err != nil {
+		return 0, fmt.Errorf("count in-flight slots: %w", err)
+	}
+	n, err := l.rdb.ZCount(ctx, Key(subscriptionID), strconv.FormatInt(now.UnixMilli()+1, 10), "+inf").Result()
 	if err != nil {
 		return 0, fmt.Errorf("count in-flight slots: %w", err)
 	}

@@ -32,7 +32,7 @@ func TestAcquireCapsAcrossReplicas(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
 			clk := healthtest.NewClock()
-			cfg := inflight.Config{DefaultMax: tt.defaultMax, LeaseTTL: 20 * time.Second, Now: clk.Now}
+			cfg := inflight.Config{DefaultMax: tt.defaultMax, LeaseTTL: 20 * time.Second, Now: clk.Now, StateClock: clk.Now}
 			// Two replicas share one Redis.
 			a := inflight.New(srv.Client(t), cfg)
 			b := inflight.New(srv.Client(t), cfg)
@@ -76,7 +76,7 @@ func TestLeasesOfACrashedReplicaExpire(t *testing.T) {
 	ctx := context.Background()
 	srv := redistest.Start(t)
 	clk := healthtest.NewClock()
-	cfg := inflight.Config{DefaultMax: 2, LeaseTTL: 20 * time.Second, Now: clk.Now}
+	cfg := inflight.Config{DefaultMax: 2, LeaseTTL: 20 * time.Second, Now: clk.Now, StateClock: clk.Now}
 	crashed := inflight.New(srv.Client(t), cfg)
 	for range 2 {
 		if _, ok, err := crashed.Acquire(ctx, "sub_a", 0); err != nil || !ok {

@@ -38,6 +38,8 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 	"golang.org/x/time/rate"
+
+	"github.com/hookline/hookline/services/deliverer/internal/redisclock"
 )
 
 // KeyPrefix starts every key of this package: hookline:ratelimit:{<subscription id>},
@@ -52,12 +54,13 @@ func Key(subscriptionID string) string { return KeyPrefix + "{" + subscriptionID
 // gcra takes one request when the bucket allows it.
 //
 //	KEYS[1] state hash
-//	ARGV[1] now (unix ms)   ARGV[2] emission interval (ms)   ARGV[3] burst
+//	ARGV[1] now (redisclock.Clock.Arg)   ARGV[2] emission interval (ms)   ARGV[3] burst
 //
 // Returns {1, "0", 0} when allowed, {0, wait ms, denials this second} when
-// not.
-var gcra = redis.NewScript(`
-local now = tonumber(ARGV[1])
+// not. The time is Redis' (redisclock): a replica whose clock is off
+// neither gets a burst the others paid for nor waits for hours.
+var gcra = redis.NewScript(redisclock.Lua + `
+local now = now_ms(ARGV[1])
 local interval = tonumber(ARGV[2])
 local burst = tonumber(ARGV[3])
 local st = redis.call('HMGET', KEYS[1], 'tat', 'w', 'n')
@@ -92,8 +95,13 @@ type Config struct {
 	Logger *zap.Logger
 	// Registerer gets the metrics (none when nil).
 	Registerer prometheus.Registerer
-	// Now is the clock (time.Now when nil).
+	// Now is this process's clock (time.Now when nil), for what stays in
+	// the process: the RedisRetry window and the local fall-back.
 	Now func() time.Time
+	// StateClock is the time of the GCRA state: nil (the default) is
+	// Redis' own, so that replicas whose clocks disagree share one rate;
+	// tests that move time set theirs.
+	StateClock redisclock.Clock
 	// Jitter returns a random duration in [0, n) (math/rand when nil).
 	Jitter func(n time.Duration) time.Duration
 }
@@ -182,7 +190,7 @@ func (l *Limiter) Take(ctx context.Context, subscriptionID string, perSecond flo
 	b := Burst(perSecond, burst)
 	now := l.cfg.Now()
 	if now.UnixNano() >= l.skipUntil.Load() {
-		wait, err := l.takeRedis(ctx, subscriptionID, perSecond, b, now)
+		wait, err := l.takeRedis(ctx, subscriptionID, perSecond, b)
 		if err == nil {
 			l.recovered()
 			return wait, nil
@@ -199,11 +207,10 @@ func (l *Limiter) Take(ctx context.Context, subscriptionID string, perSecond flo
 	return l.takeLocal(subscriptionID, perSecond, b, now), nil
 }
 
-func (l *Limiter) takeRedis(ctx context.Context, subscriptionID string, perSecond float64, burst int, now time.Time) (time.Duration, error) {
+func (l *Limiter) takeRedis(ctx context.Context, subscriptionID string, perSecond float64, burst int) (time.Duration, error) {
 	intervalMS := 1000 / perSecond
-	nowMS := float64(now.UnixMicro()) / 1000
 	res, err := gcra.Run(ctx, l.rdb, []string{Key(subscriptionID)},
-		strconv.FormatFloat(nowMS, 'f', 3, 64),
+		l.cfg.StateClock.Arg(),
 		strconv.FormatFloat(intervalMS, 'f', -1, 64),
 		burst).Slice()
 	if err != nil {

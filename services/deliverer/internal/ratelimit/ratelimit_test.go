@@ -37,7 +37,7 @@ func TestTakeAllowsBurstThenSpacesRequests(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
 			clk := healthtest.NewClock()
-			cfg := ratelimit.Config{Now: clk.Now, Jitter: noJitter}
+			cfg := ratelimit.Config{Now: clk.Now, StateClock: clk.Now, Jitter: noJitter}
 			replicas := []*ratelimit.Limiter{ratelimit.New(srv.Client(t), cfg), ratelimit.New(srv.Client(t), cfg)}
 			sub := "sub_" + t.Name()
 			for i := range tt.wantBurst {
@@ -69,7 +69,7 @@ func TestTwoReplicasShareTheRate(t *testing.T) {
 	ctx := context.Background()
 	srv := redistest.Start(t)
 	clk := healthtest.NewClock()
-	cfg := ratelimit.Config{Now: clk.Now, Jitter: noJitter}
+	cfg := ratelimit.Config{Now: clk.Now, StateClock: clk.Now, Jitter: noJitter}
 	replicas := []*ratelimit.Limiter{ratelimit.New(srv.Client(t), cfg), ratelimit.New(srv.Client(t), cfg)}
 	const perSecond, burst, window = 5.0, 4, 20 * time.Second
 	allowed := 0
@@ -111,9 +111,10 @@ func TestDenialsSpreadTheWait(t *testing.T) {
 	clk := healthtest.NewClock()
 	// The jitter takes its whole range, so the wait shows the spread.
 	lim := ratelimit.New(srv.Client(t), ratelimit.Config{
-		Now:       clk.Now,
-		MaxSpread: 30 * time.Second,
-		Jitter:    func(n time.Duration) time.Duration { return n },
+		Now:        clk.Now,
+		StateClock: clk.Now,
+		MaxSpread:  30 * time.Second,
+		Jitter:     func(n time.Duration) time.Duration { return n },
 	})
 	const perSecond = 10 // 100ms interval
 	if w, _ := lim.Take(ctx, "sub_backlog", perSecond, 1); w != 0 {
