@@ -27,13 +27,14 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
 
 	"github.com/hookline/hookline/pkg/endpointhealth"
 	"github.com/hookline/hookline/services/deliverer/internal/redisclock"
+	"github.com/hookline/hookline/services/deliverer/internal/redisdown"
 )
 
 // KeyPrefix starts every key of this package:
@@ -137,6 +138,10 @@ type Config struct {
 	// RedisRetry is how long the circuit is taken as closed without asking
 	// Redis after Redis failed (default 1s).
 	RedisRetry time.Duration
+	// Degraded counts the decisions taken without Redis (nil: not
+	// counted); Logger says when they start and end (nil: nowhere).
+	Degraded *redisdown.Metrics
+	Logger   *zap.Logger
 	// Now is this process's clock (time.Now when nil), for what stays in
 	// the process: the RedisRetry window.
 	Now func() time.Time
@@ -165,9 +170,6 @@ func (c Config) withDefaults() Config {
 	if c.StateTTL <= 0 {
 		c.StateTTL = 7 * 24 * time.Hour
 	}
-	if c.RedisRetry <= 0 {
-		c.RedisRetry = time.Second
-	}
 	if c.Now == nil {
 		c.Now = time.Now
 	}
@@ -176,14 +178,16 @@ func (c Config) withDefaults() Config {
 
 // Breaker is safe for concurrent use.
 type Breaker struct {
-	rdb       redis.UniversalClient
-	cfg       Config
-	skipUntil atomic.Int64 // unix ns
+	rdb  redis.UniversalClient
+	cfg  Config
+	down *redisdown.Guard
 }
 
 // New returns a breaker on rdb.
 func New(rdb redis.UniversalClient, cfg Config) *Breaker {
-	return &Breaker{rdb: rdb, cfg: cfg.withDefaults()}
+	cfg = cfg.withDefaults()
+	return &Breaker{rdb: rdb, cfg: cfg,
+		down: redisdown.New(redisdown.Breaker, "circuits taken as closed", cfg.RedisRetry, cfg.Degraded, cfg.Logger)}
 }
 
 // Decision is the answer of Allow.
@@ -203,10 +207,6 @@ type Decision struct {
 	Failures int
 }
 
-// ErrRedisSkipped is returned with an allowing Decision while Redis is not
-// retried after a failure (see Config.RedisRetry).
-var ErrRedisSkipped = errors.New("circuit taken as closed: redis failed recently")
-
 // PendingAllow is an AllowCmd queued on a pipeline.
 type PendingAllow struct {
 	b     *Breaker
@@ -219,11 +219,12 @@ type PendingAllow struct {
 // AllowCmd queues the question whether an attempt on the subscription may
 // be made now on pipe (so that the caller can send it with other commands in
 // one round trip); Result answers once pipe ran. When Redis fails the
-// circuit is taken as closed (delivery goes on) and Result's error says why,
-// for the caller to log and count.
+// circuit is taken as closed (delivery goes on), counted and logged, and
+// Result's error says why (redisdown.ErrSkipped while Redis is not asked
+// after a failure: see Config.RedisRetry).
 func (b *Breaker) AllowCmd(ctx context.Context, pipe redis.Pipeliner, subscriptionID string) *PendingAllow {
 	p := &PendingAllow{b: b, ctx: ctx, now: b.cfg.Now()}
-	if p.now.UnixNano() < b.skipUntil.Load() {
+	if b.down.Skip(p.now) {
 		return p
 	}
 	p.token = rand.Text()
@@ -237,15 +238,14 @@ func (b *Breaker) AllowCmd(ctx context.Context, pipe redis.Pipeliner, subscripti
 func (p *PendingAllow) Result() (Decision, error) {
 	b := p.b
 	if p.cmd == nil {
-		return Decision{Allow: true}, ErrRedisSkipped
+		return Decision{Allow: true}, redisdown.ErrSkipped
 	}
 	res, err := p.cmd.Int64Slice()
 	if err != nil {
-		if !errors.Is(p.ctx.Err(), context.Canceled) {
-			b.skipUntil.Store(p.now.Add(b.cfg.RedisRetry).UnixNano())
-		}
+		b.down.Fail(p.ctx, p.now, err)
 		return Decision{Allow: true}, fmt.Errorf("circuit breaker (taken as closed): %w", err)
 	}
+	b.down.OK()
 	if len(res) != 2 {
 		return Decision{Allow: true}, errors.New("circuit breaker: unexpected script reply")
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/hookline/hookline/pkg/redistest"
 	"github.com/hookline/hookline/services/deliverer/internal/breaker"
 	"github.com/hookline/hookline/services/deliverer/internal/healthtest"
+	"github.com/hookline/hookline/services/deliverer/internal/redisdown"
 )
 
 // pair is two replicas sharing one Redis and one clock, which moves the
@@ -280,7 +281,7 @@ func TestRedisDownTakesTheCircuitAsClosed(t *testing.T) {
 		t.Fatalf("redis down: %+v %v; want allowed with the error", d, err)
 	}
 	d, err = b.Allow(context.Background(), "sub_down")
-	if !d.Allow || !errors.Is(err, breaker.ErrRedisSkipped) {
+	if !d.Allow || !errors.Is(err, redisdown.ErrSkipped) {
 		t.Fatalf("redis down, second call: %+v %v; want allowed without trying redis", d, err)
 	}
 }

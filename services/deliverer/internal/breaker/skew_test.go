@@ -10,9 +10,6 @@ import (
 	"github.com/hookline/hookline/services/deliverer/internal/healthtest"
 )
 
-// skews are replica clocks hours and days off.
-var skews = []time.Duration{3 * time.Hour, -3 * time.Hour, 72 * time.Hour, -72 * time.Hour}
-
 // A replica whose clock is off shares the circuit's time line with the
 // others: it neither probes an open circuit early (ahead) nor waits for days
 // (behind), and a failure it records does not stretch the streak.
@@ -20,7 +17,7 @@ func TestSkewedReplicaKeepsTheCircuit(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t)
 	ctx := context.Background()
-	for _, skew := range skews {
+	for _, skew := range healthtest.Skews {
 		t.Run(skew.String(), func(t *testing.T) {
 			t.Parallel()
 			right := breaker.New(srv.Client(t), breaker.Config{})

@@ -30,7 +30,7 @@ func TestSkewedReplicaDoesNotDisable(t *testing.T) {
 		})
 	}
 	right := replica(nil)
-	for _, skew := range []time.Duration{3 * time.Hour, -3 * time.Hour, 72 * time.Hour, -72 * time.Hour} {
+	for _, skew := range healthtest.Skews {
 		off := replica(healthtest.Skewed(skew))
 		for _, order := range [][]*health.Health{{right, off}, {off, right}} {
 			sub := e.subscription(t, func(s *hooklinev1.Subscription) {

@@ -20,7 +20,7 @@ func TestSkewedReplicaKeepsTheCap(t *testing.T) {
 	rdb := srv.Client(t)
 	ctx := context.Background()
 	const limit = 2 // the subscription's max_in_flight
-	for _, skew := range []time.Duration{3 * time.Hour, -3 * time.Hour, 72 * time.Hour, -72 * time.Hour} {
+	for _, skew := range healthtest.Skews {
 		t.Run(skew.String(), func(t *testing.T) {
 			t.Parallel()
 			right := inflight.New(srv.Client(t), inflight.Config{})

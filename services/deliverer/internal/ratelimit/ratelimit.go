@@ -13,9 +13,8 @@
 // When Redis cannot be reached, the decision is taken by an in-process token
 // bucket with the same rate and burst. The number of replicas is not known
 // here, so each replica allows the full rate: the endpoint may see up to
-// replicas × the rate while Redis is down. This is logged (a warning at most
-// once per WarnEvery) and exported as hookline_ratelimit_degraded_total and
-// the hookline_ratelimit_degraded gauge.
+// replicas × the rate while Redis is down. This is logged and counted like
+// every admission decision taken without Redis (redisdown).
 //
 // Why not github.com/go-redis/redis_rate: it compiles with go-redis v9.23.0,
 // but its keys are fixed under "rate:", outside the hookline: namespace the
@@ -30,16 +29,14 @@ import (
 	"math/rand/v2"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 	"golang.org/x/time/rate"
 
 	"github.com/hookline/hookline/services/deliverer/internal/redisclock"
+	"github.com/hookline/hookline/services/deliverer/internal/redisdown"
 )
 
 // KeyPrefix starts every key of this package: hookline:ratelimit:{<subscription id>},
@@ -89,12 +86,10 @@ type Config struct {
 	// (default 1s): an unreachable Redis costs one timeout per interval,
 	// not one per attempt.
 	RedisRetry time.Duration
-	// WarnEvery rate-limits the degraded warning (default 30s).
-	WarnEvery time.Duration
-	// Logger gets the degraded warning and the recovery note.
-	Logger *zap.Logger
-	// Registerer gets the metrics (none when nil).
-	Registerer prometheus.Registerer
+	// Degraded counts the decisions taken without Redis (nil: not
+	// counted); Logger says when they start and end (nil: nowhere).
+	Degraded *redisdown.Metrics
+	Logger   *zap.Logger
 	// Now is this process's clock (time.Now when nil), for what stays in
 	// the process: the RedisRetry window and the local fall-back.
 	Now func() time.Time
@@ -108,15 +103,9 @@ type Config struct {
 
 // Limiter is safe for concurrent use.
 type Limiter struct {
-	rdb redis.Scripter
-	cfg Config
-
-	degradedTotal prometheus.Counter
-	degradedGauge prometheus.Gauge
-
-	skipUntil atomic.Int64 // unix ns; Redis is not tried before
-	degraded  atomic.Bool
-	lastWarn  atomic.Int64 // unix ns
+	rdb  redis.Scripter
+	cfg  Config
+	down *redisdown.Guard
 
 	mu        sync.Mutex
 	local     map[string]*localBucket
@@ -133,15 +122,6 @@ func New(rdb redis.Scripter, cfg Config) *Limiter {
 	if cfg.MaxSpread <= 0 {
 		cfg.MaxSpread = 5 * time.Minute
 	}
-	if cfg.RedisRetry <= 0 {
-		cfg.RedisRetry = time.Second
-	}
-	if cfg.WarnEvery <= 0 {
-		cfg.WarnEvery = 30 * time.Second
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = zap.NewNop()
-	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -153,18 +133,10 @@ func New(rdb redis.Scripter, cfg Config) *Limiter {
 			return rand.N(n)
 		}
 	}
-	f := promauto.With(cfg.Registerer)
 	return &Limiter{
-		rdb: rdb,
-		cfg: cfg,
-		degradedTotal: f.NewCounter(prometheus.CounterOpts{
-			Name: "hookline_ratelimit_degraded_total",
-			Help: "Rate-limit decisions taken by the in-process limiter because Redis was unreachable (each replica then allows the full rate).",
-		}),
-		degradedGauge: f.NewGauge(prometheus.GaugeOpts{
-			Name: "hookline_ratelimit_degraded",
-			Help: "1 while rate limits are enforced per process because Redis is unreachable, else 0.",
-		}),
+		rdb:   rdb,
+		cfg:   cfg,
+		down:  redisdown.New(redisdown.RateLimit, "rate limits enforced per process (an endpoint may see up to replicas × its limit)", cfg.RedisRetry, cfg.Degraded, cfg.Logger),
 		local: map[string]*localBucket{},
 	}
 }
@@ -189,21 +161,17 @@ func (l *Limiter) Take(ctx context.Context, subscriptionID string, perSecond flo
 	}
 	b := Burst(perSecond, burst)
 	now := l.cfg.Now()
-	if now.UnixNano() >= l.skipUntil.Load() {
+	if !l.down.Skip(now) {
 		wait, err := l.takeRedis(ctx, subscriptionID, perSecond, b)
 		if err == nil {
-			l.recovered()
+			l.down.OK()
 			return wait, nil
 		}
-		if errors.Is(ctx.Err(), context.Canceled) {
-			// The caller went away. A deadline, though, is Redis being
-			// slow: decided locally like any Redis failure.
+		if !l.down.Fail(ctx, now, err) {
+			// The caller went away.
 			return 0, fmt.Errorf("rate limit: %w", ctx.Err())
 		}
-		l.skipUntil.Store(now.Add(l.cfg.RedisRetry).UnixNano())
-		l.warn(now, err)
 	}
-	l.degradedTotal.Inc()
 	return l.takeLocal(subscriptionID, perSecond, b, now), nil
 }
 
@@ -270,23 +238,5 @@ func (l *Limiter) sweep(now time.Time) {
 		if now.Sub(lb.used) > 10*time.Minute {
 			delete(l.local, id)
 		}
-	}
-}
-
-func (l *Limiter) warn(now time.Time, err error) {
-	l.degraded.Store(true)
-	l.degradedGauge.Set(1)
-	last := l.lastWarn.Load()
-	if now.UnixNano()-last < int64(l.cfg.WarnEvery) || !l.lastWarn.CompareAndSwap(last, now.UnixNano()) {
-		return
-	}
-	l.cfg.Logger.Warn("rate limits enforced per process: redis unreachable; each replica allows the full rate, so an endpoint may see up to replicas × its limit",
-		zap.Error(err), zap.Duration("warn_every", l.cfg.WarnEvery))
-}
-
-func (l *Limiter) recovered() {
-	if l.degraded.CompareAndSwap(true, false) {
-		l.degradedGauge.Set(0)
-		l.cfg.Logger.Info("rate limits enforced through redis again")
 	}
 }

@@ -19,7 +19,7 @@ func TestSkewedReplicaKeepsTheRate(t *testing.T) {
 	srv := redistest.Start(t)
 	ctx := context.Background()
 	const perSecond, burst = 0.1, 1 // a slow rate: the requests of one check come well inside its 10s interval
-	for _, skew := range []time.Duration{3 * time.Hour, -3 * time.Hour, 72 * time.Hour, -72 * time.Hour} {
+	for _, skew := range healthtest.Skews {
 		t.Run(skew.String(), func(t *testing.T) {
 			t.Parallel()
 			right := ratelimit.New(srv.Client(t), ratelimit.Config{Jitter: noJitter})
