@@ -268,7 +268,8 @@ func orDash(s string) string {
 
 // eventTypes learns the type of each event as it is published, since a
 // webhook carries the event's data but not its type. Raw `nats pub` events
-// have ids evt_seq_<stream sequence> and are looked up in EVENTS instead.
+// have ids evt_seq_<stream sequence>_<stored time> and are looked up in
+// EVENTS instead.
 type eventTypes struct {
 	mu    sync.Mutex
 	max   int
@@ -305,10 +306,6 @@ func (t *eventTypes) add(id, typ string) {
 	t.order = append(t.order, id)
 }
 
-// seqIDPrefix is the id the producer side gives an event published without
-// a Nats-Msg-Id: evt_seq_<EVENTS sequence>.
-const seqIDPrefix = "evt_seq_"
-
 func (t *eventTypes) lookup(ctx context.Context, js jetstream.JetStream, id string) string {
 	t.mu.Lock()
 	typ, ok := t.byID[id]
@@ -316,8 +313,10 @@ func (t *eventTypes) lookup(ctx context.Context, js jetstream.JetStream, id stri
 	if ok {
 		return typ
 	}
-	seq, err := strconv.ParseUint(strings.TrimPrefix(id, seqIDPrefix), 10, 64)
-	if !strings.HasPrefix(id, seqIDPrefix) || err != nil {
+	// An event published without a Nats-Msg-Id: evt_seq_<EVENTS
+	// sequence>_<stored time> (stream.SeqEventID).
+	seq, stored, ok := stream.ParseSeqEventID(id)
+	if !ok {
 		return ""
 	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
@@ -327,8 +326,8 @@ func (t *eventTypes) lookup(ctx context.Context, js jetstream.JetStream, id stri
 		return ""
 	}
 	m, err := s.GetMsg(ctx, seq)
-	if err != nil {
-		return ""
+	if err != nil || !stored.IsZero() && !m.Time.Equal(stored) {
+		return "" // gone, or another event of a recreated stream
 	}
 	_, typ, err = stream.ParseEventSubject(m.Subject)
 	if err != nil {

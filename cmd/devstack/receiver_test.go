@@ -190,12 +190,23 @@ func TestReceiverNamesTheEventType(t *testing.T) {
 	if _, err := f.js.PublishMsg(ctx, m); err != nil {
 		t.Fatal(err)
 	}
-	// Published raw (as `nats pub` does): id evt_seq_<sequence>.
+	// Published raw (as `nats pub` does): id evt_seq_<sequence>_<stored>.
 	ack, err := f.js.Publish(ctx, stream.EventSubject("acme", "invoice.paid.late"), []byte(`{"invoice":7}`))
 	if err != nil {
 		t.Fatal(err)
 	}
-	rawID := seqIDPrefix + strconv.FormatUint(ack.Sequence, 10)
+	events, err := f.js.Stream(ctx, stream.Events)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored, err := events.GetMsg(ctx, ack.Sequence)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rawID := stream.SeqEventID(ack.Sequence, stored.Time)
+	oldID := "evt_seq_" + strconv.FormatUint(ack.Sequence, 10) // before ids carried the time
+	// The same sequence of a recreated stream: another event.
+	otherID := stream.SeqEventID(ack.Sequence, stored.Time.Add(time.Second))
 
 	// The core subscription sees the first message asynchronously: await it.
 	deadline := time.Now().Add(10 * time.Second)
@@ -205,7 +216,8 @@ func TestReceiverNamesTheEventType(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	for id, want := range map[string]string{"evt_http": "type=order.created", rawID: "type=invoice.paid.late", "evt_unknown": "type=-"} {
+	for id, want := range map[string]string{"evt_http": "type=order.created", rawID: "type=invoice.paid.late",
+		oldID: "type=invoice.paid.late", otherID: "type=-", "evt_unknown": "type=-"} {
 		f.rc.ServeHTTP(httptest.NewRecorder(), webhook(t, id, time.Now(), `{}`, secret))
 		if !strings.Contains(f.out.String(), "webhook-id="+id+" "+want+" verified=yes") {
 			t.Errorf("no %q for %s in\n%s", want, id, f.out.String())

@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 
@@ -40,10 +39,6 @@ var ErrNotFound = errors.New("no such event")
 // ErrNoStream is returned when EVENTS does not exist.
 var ErrNoStream = errors.New("stream " + stream.Events + " not found")
 
-// SeqIDPrefix names an event published without a Nats-Msg-Id: the
-// deliverer calls it evt_seq_<EVENTS sequence>.
-const SeqIDPrefix = "evt_seq_"
-
 // Decode reads the event stored at seq on subject, as the deliverer's
 // dispatch reads it (ids, occurred_at); ok is false when the subject is
 // not events.<tenant>.<type>.
@@ -56,7 +51,7 @@ func Decode(subject string, seq uint64, stored time.Time, h nats.Header, data []
 		OrderingKey: h.Get(stream.HeaderOrderingKey), Data: data}
 	ev.ID, _ = stream.EventIDFromMsgID(tenant, h.Get(stream.HeaderMsgID))
 	if ev.ID == "" || stream.ValidateEventID(ev.ID) != nil {
-		ev.ID = SeqIDPrefix + strconv.FormatUint(seq, 10)
+		ev.ID = stream.SeqEventID(seq, stored)
 	}
 	if v := h.Get(stream.HeaderOccurredAt); v != "" {
 		if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
@@ -147,7 +142,10 @@ const idWindow = 5 * time.Minute
 
 // Find returns the event of tenant with id, data included.
 //
-// Cost: an id evt_seq_<n> is one message read; an id the producer
+// Cost: an id evt_seq_<n>_<nanos> (stream.SeqEventID) is one message read,
+// and so is the older evt_seq_<n>, which names whichever event without a
+// Nats-Msg-Id is stored at n now (EVENTS may have been recreated since the
+// id was given); an id the producer
 // generated (evt_<ULID>: it carries the time it was made) reads the
 // tenant's events stored within five minutes of that time; any other id
 // (chosen by the publisher) reads the headers of every event of the tenant
@@ -158,15 +156,13 @@ func Find(ctx context.Context, js jetstream.JetStream, tenant, id string) (Event
 	if err != nil {
 		return Event{}, err
 	}
-	if n, ok := strings.CutPrefix(id, SeqIDPrefix); ok {
-		if seq, err := strconv.ParseUint(n, 10, 64); err == nil && seq > 0 {
-			ev, err := get(ctx, s, seq)
-			if err == nil && ev.Tenant == tenant && ev.ID == id {
-				return ev, nil
-			}
-			if err != nil && !errors.Is(err, ErrNotFound) {
-				return Event{}, err
-			}
+	if seq, stored, ok := stream.ParseSeqEventID(id); ok {
+		ev, err := get(ctx, s, seq)
+		if err == nil && ev.Tenant == tenant && (ev.ID == id || stored.IsZero() && ev.ID == stream.SeqEventID(seq, ev.ReceivedAt)) {
+			return ev, nil
+		}
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			return Event{}, err
 		}
 	}
 	subjects := []string{stream.EventsPrefix + "." + tenant + ".>"}

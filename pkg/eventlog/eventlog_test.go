@@ -34,9 +34,9 @@ func TestDecode(t *testing.T) {
 		ev.OccurredAt.Format(time.RFC3339) != "2026-01-02T15:04:05Z" || !ev.ReceivedAt.Equal(stored) {
 		t.Fatalf("Decode = %+v %v", ev, ok)
 	}
-	// No Nats-Msg-Id: the deliverer's evt_seq_<seq>, and the stored time.
+	// No Nats-Msg-Id: the deliverer's evt_seq_<seq>_<stored>, and the stored time.
 	ev, _ = eventlog.Decode("events.acme.ping", 12, stored, nats.Header{}, nil)
-	if ev.ID != "evt_seq_12" || !ev.OccurredAt.Equal(stored) {
+	if ev.ID != "evt_seq_12_1700000000000000000" || !ev.OccurredAt.Equal(stored) {
 		t.Fatalf("Decode without headers = %+v", ev)
 	}
 	if _, ok := eventlog.Decode("events.acme", 1, stored, nats.Header{}, nil); ok {

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -84,7 +83,7 @@ func (r *Replayer) ReplayEvent(ctx context.Context, req EventRequest) (Response,
 	}
 	eventID, _ := stream.EventIDFromMsgID(tenant, m.Header.Get(stream.HeaderMsgID))
 	if eventID == "" || stream.ValidateEventID(eventID) != nil {
-		eventID = "evt_seq_" + strconv.FormatUint(req.Seq, 10)
+		eventID = stream.SeqEventID(req.Seq, m.Time)
 	}
 	if !jsoncheck.Valid(m.Data) {
 		return res, fmt.Errorf("event seq %d: the body is not JSON (it was dead-lettered invalid_payload when published)", req.Seq)

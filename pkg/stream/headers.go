@@ -17,7 +17,7 @@ import (
 //	                       bare id would let one tenant's event suppress
 //	                       another's); a bare <event id> is still read as
 //	                       the event id (counted as unscoped); absent →
-//	                       evt_seq_<stream seq>
+//	                       evt_seq_<stream seq>_<stored, unix ns> (SeqEventID)
 //	Hookline-Occurred-At   RFC 3339; absent → the stream timestamp
 //	Hookline-Ordering-Key  optional (ValidateOrderingKey): for a
 //	                       subscription with ordered on, events of one key

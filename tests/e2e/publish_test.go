@@ -101,7 +101,7 @@ func TestPublishOverNATSIsDelivered(t *testing.T) {
 		}
 	}
 	if !strings.HasPrefix(noID, "evt_seq_") {
-		t.Errorf("id of a header-less event = %q; want evt_seq_<sequence>", noID)
+		t.Errorf("id of a header-less event = %q; want evt_seq_<sequence>_<stored time>", noID)
 	}
 	// The core-NATS event has an id we learn from the receiver.
 	harness.Eventually(t, 30*time.Second, func() error {

@@ -109,7 +109,9 @@ func TestPoisonMessagesOnEvents(t *testing.T) {
 		}
 		id := p.id
 		if id == "" || p.invalidID {
-			id = fmt.Sprintf("evt_seq_%d", ack.Sequence)
+			if id, err = harness.SeqIDOf(context.Background(), s.JS, ack.Sequence); err != nil {
+				t.Fatal(err)
+			}
 		}
 		if p.matches {
 			// It may be delivered or dead-lettered; the checker must not

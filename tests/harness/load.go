@@ -189,8 +189,9 @@ func (l *Load) Wait() LoadResult {
 
 // PublishNATS publishes one event straight to events.<tenant>.<type> as a
 // platform service would, retrying until JetStream acknowledges it. With an
-// id it is sent as Nats-Msg-Id <tenant>:<id>; without, the event's id is evt_seq_<stream
-// sequence> (the NATS contract). It returns the event id.
+// id it is sent as Nats-Msg-Id <tenant>:<id>; without, the event's id is
+// evt_seq_<stream sequence>_<stored time> (the NATS contract: SeqIDOf). It
+// returns the event id.
 func PublishNATS(ctx context.Context, js jetstream.JetStream, c *Checker, tenant, eventType, id string, data []byte) (string, error) {
 	msg := nats.NewMsg(stream.EventSubject(tenant, eventType))
 	msg.Data = data
@@ -205,7 +206,9 @@ func PublishNATS(ctx context.Context, js jetstream.JetStream, c *Checker, tenant
 		cancel()
 		if err == nil {
 			if id == "" {
-				id = fmt.Sprintf("evt_seq_%d", ack.Sequence)
+				if id, err = SeqIDOf(ctx, js, ack.Sequence); err != nil {
+					return "", err
+				}
 			}
 			c.Accept(id, tenant, eventType)
 			return id, nil
@@ -220,4 +223,19 @@ func PublishNATS(ctx context.Context, js jetstream.JetStream, c *Checker, tenant
 		}
 		backoff = min(2*backoff, time.Second)
 	}
+}
+
+// SeqIDOf is the id of the event stored at seq in EVENTS without a (valid)
+// Nats-Msg-Id: stream.SeqEventID of its sequence and stored time, read
+// back from the stream (a publish ack carries no time).
+func SeqIDOf(ctx context.Context, js jetstream.JetStream, seq uint64) (string, error) {
+	s, err := js.Stream(ctx, stream.Events)
+	if err != nil {
+		return "", fmt.Errorf("look up %s: %w", stream.Events, err)
+	}
+	m, err := s.GetMsg(ctx, seq)
+	if err != nil {
+		return "", fmt.Errorf("read %s seq %d: %w", stream.Events, seq, err)
+	}
+	return stream.SeqEventID(seq, m.Time), nil
 }

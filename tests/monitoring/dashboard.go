@@ -122,9 +122,8 @@ func Dashboard() (dashboard.Dashboard, error) {
 			query(`sum(increase(hookline_breaker_opened_total[$__rate_interval]))`, "opened"),
 			query(`sum(increase(hookline_breaker_closed_total[$__rate_interval]))`, "closed"),
 			query(`sum by (reason) (increase(hookline_subscriptions_disabled_total[$__rate_interval]))`, "disabled {{reason}}"))).
-		WithPanel(n.panel("Redis degraded", "Admission decisions taken without Redis, by component, and deliverers enforcing rate limits per process.", "short",
-			query(`sum by (component) (increase(hookline_admission_degraded_total[$__rate_interval]))`, "degraded {{component}}"),
-			query(`sum(hookline_ratelimit_degraded)`, "rate limit per process"))).
+		WithPanel(n.panel("Redis degraded", "Admission decisions taken without Redis, by component (breaker taken as closed, in-flight cap and rate limit per process).", "short",
+			query(`sum by (component) (increase(hookline_admission_degraded_total[$__rate_interval]))`, "degraded {{component}}"))).
 		WithRow(n.row("Ordering")).
 		WithPanel(n.panel("Ordered delivery", "Redelivered tasks skipped because their key's line moved past them, and tasks whose place Redis no longer held.", "short",
 			query(`sum(increase(hookline_ordering_skipped_total[$__rate_interval]))`, "skipped"),

@@ -18,8 +18,8 @@
 // failing for too long. A Retry-After from the endpoint pauses the circuit
 // for that long (FailureCmd's pause), so that no replica calls it earlier.
 //
-// Timestamps come from the callers' clocks (Config.Now), which replicas must
-// keep in step (NTP); the probe lease uses Redis' own clock.
+// Timestamps are Redis' (redisclock): a replica whose clock is off shares
+// the others' time line.
 package breaker
 
 import (
@@ -27,12 +27,14 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
 
 	"github.com/hookline/hookline/pkg/endpointhealth"
+	"github.com/hookline/hookline/services/deliverer/internal/redisclock"
+	"github.com/hookline/hookline/services/deliverer/internal/redisdown"
 )
 
 // KeyPrefix starts every key of this package:
@@ -54,27 +56,28 @@ func ProbeKey(subscriptionID string) string { return endpointhealth.ProbeKey(sub
 // ms more; {2, 0} half-open and this caller holds the probe; {3, pttl}
 // half-open and another probe is in flight.
 //
-//	KEYS[1] state  KEYS[2] probe   ARGV[1] now ms  ARGV[2] token  ARGV[3] probe ttl ms
-var allowScript = redis.NewScript(`
+//	KEYS[1] state  KEYS[2] probe
+//	ARGV[1] now (redisclock.Clock.Arg)  ARGV[2] token  ARGV[3] probe ttl ms
+var allowScript = redis.NewScript(redisclock.Lua + `
 local st = redis.call('HMGET', KEYS[1], 'open_until', 'failures')
 local ou = tonumber(st[1])
 if not ou then return {1, tonumber(st[2]) or 0} end
-local now = tonumber(ARGV[1])
+local now = math.floor(now_ms(ARGV[1]))
 if now < ou then return {0, ou - now} end
 if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then return {2, 0} end
 return {3, redis.call('PTTL', KEYS[2])}
 `)
 
 // failure records a failed attempt and opens the circuit when due.
-// Returns {failures, since ms, opened (0/1), open_until ms or 0, opens}.
+// Returns {failures, since ms, opened (0/1), open_until ms or 0, opens, now ms}.
 //
 //	KEYS[1] state  KEYS[2] probe
-//	ARGV[1] now ms  ARGV[2] threshold  ARGV[3] cool-down ms  ARGV[4] max cool-down ms
-//	ARGV[5] state ttl ms  ARGV[6] pause ms (Retry-After; 0 for none)
-var failureScript = redis.NewScript(`
-local now = tonumber(ARGV[1])
+//	ARGV[1] now (redisclock.Clock.Arg)  ARGV[2] threshold  ARGV[3] cool-down ms
+//	ARGV[4] max cool-down ms  ARGV[5] state ttl ms  ARGV[6] pause ms (Retry-After; 0 for none)
+var failureScript = redis.NewScript(redisclock.Lua + `
+local now = math.floor(now_ms(ARGV[1]))
 local n = redis.call('HINCRBY', KEYS[1], 'failures', 1)
-redis.call('HSETNX', KEYS[1], 'since', ARGV[1])
+redis.call('HSETNX', KEYS[1], 'since', now)
 local since = tonumber(redis.call('HGET', KEYS[1], 'since'))
 local ou = tonumber(redis.call('HGET', KEYS[1], 'open_until'))
 local opened = 0
@@ -90,7 +93,7 @@ if pause > 0 and (not ou or ou < now + pause) then
 end
 if ou then redis.call('HSET', KEYS[1], 'open_until', ou) end
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
-return {n, since, opened, ou or 0, tonumber(redis.call('HGET', KEYS[1], 'opens')) or 0}
+return {n, since, opened, ou or 0, tonumber(redis.call('HGET', KEYS[1], 'opens')) or 0, now}
 `)
 
 // success closes the circuit and forgets the streak. Returns 1 when the
@@ -135,8 +138,17 @@ type Config struct {
 	// RedisRetry is how long the circuit is taken as closed without asking
 	// Redis after Redis failed (default 1s).
 	RedisRetry time.Duration
-	// Now is the clock (time.Now when nil).
+	// Degraded counts the decisions taken without Redis (nil: not
+	// counted); Logger says when they start and end (nil: nowhere).
+	Degraded *redisdown.Metrics
+	Logger   *zap.Logger
+	// Now is this process's clock (time.Now when nil), for what stays in
+	// the process: the RedisRetry window.
 	Now func() time.Time
+	// StateClock is the time of the circuit's state: nil (the default)
+	// is Redis' own, so that replicas whose clocks disagree share one
+	// time line; tests that move time set theirs.
+	StateClock redisclock.Clock
 }
 
 func (c Config) withDefaults() Config {
@@ -158,9 +170,6 @@ func (c Config) withDefaults() Config {
 	if c.StateTTL <= 0 {
 		c.StateTTL = 7 * 24 * time.Hour
 	}
-	if c.RedisRetry <= 0 {
-		c.RedisRetry = time.Second
-	}
 	if c.Now == nil {
 		c.Now = time.Now
 	}
@@ -169,14 +178,16 @@ func (c Config) withDefaults() Config {
 
 // Breaker is safe for concurrent use.
 type Breaker struct {
-	rdb       redis.UniversalClient
-	cfg       Config
-	skipUntil atomic.Int64 // unix ns
+	rdb  redis.UniversalClient
+	cfg  Config
+	down *redisdown.Guard
 }
 
 // New returns a breaker on rdb.
 func New(rdb redis.UniversalClient, cfg Config) *Breaker {
-	return &Breaker{rdb: rdb, cfg: cfg.withDefaults()}
+	cfg = cfg.withDefaults()
+	return &Breaker{rdb: rdb, cfg: cfg,
+		down: redisdown.New(redisdown.Breaker, "circuits taken as closed", cfg.RedisRetry, cfg.Degraded, cfg.Logger)}
 }
 
 // Decision is the answer of Allow.
@@ -196,10 +207,6 @@ type Decision struct {
 	Failures int
 }
 
-// ErrRedisSkipped is returned with an allowing Decision while Redis is not
-// retried after a failure (see Config.RedisRetry).
-var ErrRedisSkipped = errors.New("circuit taken as closed: redis failed recently")
-
 // PendingAllow is an AllowCmd queued on a pipeline.
 type PendingAllow struct {
 	b     *Breaker
@@ -212,17 +219,18 @@ type PendingAllow struct {
 // AllowCmd queues the question whether an attempt on the subscription may
 // be made now on pipe (so that the caller can send it with other commands in
 // one round trip); Result answers once pipe ran. When Redis fails the
-// circuit is taken as closed (delivery goes on) and Result's error says why,
-// for the caller to log and count.
+// circuit is taken as closed (delivery goes on), counted and logged, and
+// Result's error says why (redisdown.ErrSkipped while Redis is not asked
+// after a failure: see Config.RedisRetry).
 func (b *Breaker) AllowCmd(ctx context.Context, pipe redis.Pipeliner, subscriptionID string) *PendingAllow {
 	p := &PendingAllow{b: b, ctx: ctx, now: b.cfg.Now()}
-	if p.now.UnixNano() < b.skipUntil.Load() {
+	if b.down.Skip(p.now) {
 		return p
 	}
 	p.token = rand.Text()
 	// Eval, not EvalSha: a pipeline cannot fall back on NOSCRIPT.
 	p.cmd = allowScript.Eval(ctx, pipe, []string{Key(subscriptionID), ProbeKey(subscriptionID)},
-		p.now.UnixMilli(), p.token, b.cfg.ProbeTTL.Milliseconds())
+		b.cfg.StateClock.Arg(), p.token, b.cfg.ProbeTTL.Milliseconds())
 	return p
 }
 
@@ -230,15 +238,14 @@ func (b *Breaker) AllowCmd(ctx context.Context, pipe redis.Pipeliner, subscripti
 func (p *PendingAllow) Result() (Decision, error) {
 	b := p.b
 	if p.cmd == nil {
-		return Decision{Allow: true}, ErrRedisSkipped
+		return Decision{Allow: true}, redisdown.ErrSkipped
 	}
 	res, err := p.cmd.Int64Slice()
 	if err != nil {
-		if !errors.Is(p.ctx.Err(), context.Canceled) {
-			b.skipUntil.Store(p.now.Add(b.cfg.RedisRetry).UnixNano())
-		}
+		b.down.Fail(p.ctx, p.now, err)
 		return Decision{Allow: true}, fmt.Errorf("circuit breaker (taken as closed): %w", err)
 	}
+	b.down.OK()
 	if len(res) != 2 {
 		return Decision{Allow: true}, errors.New("circuit breaker: unexpected script reply")
 	}
@@ -294,7 +301,7 @@ type Streak struct {
 	Failures int
 	// Since is the time of the streak's first failure.
 	Since time.Time
-	// Now is the time this failure was recorded at.
+	// Now is the time this failure was recorded at (Redis' clock).
 	Now time.Time
 	// Opened: this failure opened (or reopened) the circuit.
 	Opened bool
@@ -310,7 +317,6 @@ func (s Streak) Failing() time.Duration { return s.Now.Sub(s.Since) }
 
 // PendingFailure is a FailureCmd queued on a pipeline.
 type PendingFailure struct {
-	now time.Time
 	cmd *redis.Cmd
 }
 
@@ -318,9 +324,8 @@ type PendingFailure struct {
 // pipe ran. pause > 0 (the endpoint's Retry-After) keeps the circuit open at
 // least that long, without counting as an opening.
 func (b *Breaker) FailureCmd(ctx context.Context, pipe redis.Pipeliner, subscriptionID string, pause time.Duration) *PendingFailure {
-	now := b.cfg.Now()
-	return &PendingFailure{now: now, cmd: failureScript.Eval(ctx, pipe, []string{Key(subscriptionID), ProbeKey(subscriptionID)},
-		now.UnixMilli(), b.cfg.Failures, b.cfg.Cooldown.Milliseconds(), b.cfg.MaxCooldown.Milliseconds(),
+	return &PendingFailure{cmd: failureScript.Eval(ctx, pipe, []string{Key(subscriptionID), ProbeKey(subscriptionID)},
+		b.cfg.StateClock.Arg(), b.cfg.Failures, b.cfg.Cooldown.Milliseconds(), b.cfg.MaxCooldown.Milliseconds(),
 		b.cfg.StateTTL.Milliseconds(), max(pause, 0).Milliseconds())}
 }
 
@@ -330,10 +335,10 @@ func (p *PendingFailure) Result() (Streak, error) {
 	if err != nil {
 		return Streak{}, fmt.Errorf("circuit breaker failure: %w", err)
 	}
-	if len(res) != 5 {
+	if len(res) != 6 {
 		return Streak{}, errors.New("circuit breaker failure: unexpected script reply")
 	}
-	s := Streak{Failures: int(res[0]), Since: time.UnixMilli(res[1]), Now: time.UnixMilli(p.now.UnixMilli()), Opened: res[2] == 1, Opens: int(res[4])}
+	s := Streak{Failures: int(res[0]), Since: time.UnixMilli(res[1]), Now: time.UnixMilli(res[5]), Opened: res[2] == 1, Opens: int(res[4])}
 	if res[3] > 0 {
 		s.OpenUntil = time.UnixMilli(res[3])
 	}
@@ -370,6 +375,10 @@ func (b *Breaker) Snapshot(ctx context.Context, subscriptionID string) (Snapshot
 	if err := b.rdb.HGetAll(ctx, Key(subscriptionID)).Scan(&v); err != nil {
 		return Snapshot{}, fmt.Errorf("circuit breaker state: %w", err)
 	}
+	now, err := b.cfg.StateClock.Now(ctx, b.rdb)
+	if err != nil {
+		return Snapshot{}, fmt.Errorf("circuit breaker state: %w", err)
+	}
 	s := Snapshot{State: Closed, Failures: v.Failures, Opens: v.Opens}
 	if v.Since > 0 {
 		s.Since = time.UnixMilli(v.Since)
@@ -377,7 +386,7 @@ func (b *Breaker) Snapshot(ctx context.Context, subscriptionID string) (Snapshot
 	if v.OpenUntil > 0 {
 		s.OpenUntil = time.UnixMilli(v.OpenUntil)
 		s.State = Open
-		if !b.cfg.Now().Before(s.OpenUntil) {
+		if !now.Before(s.OpenUntil) {
 			s.State = HalfOpen
 		}
 	}

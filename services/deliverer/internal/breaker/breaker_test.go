@@ -11,13 +11,15 @@ import (
 	"github.com/hookline/hookline/pkg/redistest"
 	"github.com/hookline/hookline/services/deliverer/internal/breaker"
 	"github.com/hookline/hookline/services/deliverer/internal/healthtest"
+	"github.com/hookline/hookline/services/deliverer/internal/redisdown"
 )
 
-// pair is two replicas sharing one Redis and one clock.
+// pair is two replicas sharing one Redis and one clock, which moves the
+// circuit's time too (the state clock).
 func pair(t *testing.T, srv *redistest.Server, cfg breaker.Config) (*healthtest.Clock, *breaker.Breaker, *breaker.Breaker) {
 	t.Helper()
 	clk := healthtest.NewClock()
-	cfg.Now = clk.Now
+	cfg.Now, cfg.StateClock = clk.Now, clk.Now
 	return clk, breaker.New(srv.Client(t), cfg), breaker.New(srv.Client(t), cfg)
 }
 
@@ -279,7 +281,7 @@ func TestRedisDownTakesTheCircuitAsClosed(t *testing.T) {
 		t.Fatalf("redis down: %+v %v; want allowed with the error", d, err)
 	}
 	d, err = b.Allow(context.Background(), "sub_down")
-	if !d.Allow || !errors.Is(err, breaker.ErrRedisSkipped) {
+	if !d.Allow || !errors.Is(err, redisdown.ErrSkipped) {
 		t.Fatalf("redis down, second call: %+v %v; want allowed without trying redis", d, err)
 	}
 }

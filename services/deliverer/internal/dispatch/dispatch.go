@@ -182,7 +182,7 @@ func parse(msg jetstream.Msg) event {
 	if ev.id == "" && metaErr == nil {
 		// Stable across redeliveries: the same event gets the same id, so
 		// its tasks deduplicate and receivers can dedupe on webhook-id.
-		ev.id, ev.scoped = "evt_seq_"+strconv.FormatUint(meta.Sequence.Stream, 10), true
+		ev.id, ev.scoped = stream.SeqEventID(meta.Sequence.Stream, meta.Timestamp), true
 	}
 	if v := first(h, stream.HeaderOccurredAt); v != "" {
 		if _, err := time.Parse(time.RFC3339Nano, v); err == nil {
@@ -211,7 +211,7 @@ func parse(msg jetstream.Msg) event {
 		// A webhook-id with control characters, or 9,000 bytes of one, is
 		// never sent: the event is dead-lettered under its sequence id.
 		ev.problem, ev.detail = problemInvalidID, "Nats-Msg-Id does not name a valid event id: "+err.Error()
-		ev.id, ev.scoped = "evt_seq_"+strconv.FormatUint(meta.Sequence.Stream, 10), true
+		ev.id, ev.scoped = stream.SeqEventID(meta.Sequence.Stream, meta.Timestamp), true
 	}
 	if subjErr != nil {
 		ev.tenant, ev.problem, ev.detail = tenant, problemNoType, "subject has no event type"

@@ -150,8 +150,8 @@ func TestTaskHeaders(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := map[string]string{
-		stream.HeaderMsgID:          stream.TaskMsgID("evt_seq_42", "sub_a"),
-		stream.HeaderEventID:        "evt_seq_42",
+		stream.HeaderMsgID:          stream.TaskMsgID("evt_seq_42_1767225600000000000", "sub_a"),
+		stream.HeaderEventID:        "evt_seq_42_1767225600000000000", // its sequence and stored time
 		stream.HeaderTenant:         "acme",
 		stream.HeaderEventType:      "order.created",
 		stream.HeaderSubscriptionID: "sub_a",

@@ -16,7 +16,7 @@ import (
 // worker count (another replica when called twice on one env).
 func (e *testEnv) withLimits(cfg health.Config, workers int) *health.Health {
 	return health.New(cfg, health.Limits{AttemptTimeout: 5e9, MaxPause: 6e11, Workers: workers}, health.Deps{
-		Redis: e.rdb, Registerer: prometheus.NewRegistry(), Now: e.clk.Now,
+		Redis: e.rdb, Registerer: prometheus.NewRegistry(), Now: e.clk.Now, StateClock: e.clk.Now,
 	})
 }
 

@@ -40,7 +40,8 @@
 //
 // An attempt cut short by the deliverer itself (canceled) counts neither way.
 // Redis trouble never stops delivery: the breaker is then taken as closed
-// and the cap and rate are enforced per process (logged and counted).
+// and the cap and rate are enforced per process (logged and counted in one
+// metric: redisdown).
 package health
 
 import (
@@ -61,6 +62,8 @@ import (
 	"github.com/hookline/hookline/services/deliverer/internal/opevents"
 	"github.com/hookline/hookline/services/deliverer/internal/ratelimit"
 	"github.com/hookline/hookline/services/deliverer/internal/redisbatch"
+	"github.com/hookline/hookline/services/deliverer/internal/redisclock"
+	"github.com/hookline/hookline/services/deliverer/internal/redisdown"
 	"github.com/hookline/hookline/services/deliverer/internal/sender"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
@@ -85,8 +88,14 @@ type Deps struct {
 	Logger   *zap.Logger
 	// Registerer gets the metrics (none when nil).
 	Registerer prometheus.Registerer
-	// Now is the clock (time.Now when nil).
+	// Now is this process's clock (time.Now when nil): what stays in the
+	// process (a slot passed on, a notification's time).
 	Now func() time.Time
+	// StateClock is the time of the circuits, leases and rates kept in
+	// Redis: nil (the default) is Redis' own, so that a replica whose
+	// clock is off shares the others' time line (redisclock); tests that
+	// move time set theirs.
+	StateClock redisclock.Clock
 }
 
 // Limits are the deliverer settings health depends on.
@@ -123,7 +132,6 @@ type Health struct {
 }
 
 type metrics struct {
-	degraded *prometheus.CounterVec
 	opened   prometheus.Counter
 	closed   prometheus.Counter
 	disabled *prometheus.CounterVec
@@ -147,10 +155,6 @@ func New(cfg Config, limits Limits, d Deps) *Health {
 	log := d.Logger.Named("health")
 	f := promauto.With(d.Registerer)
 	m := metrics{
-		degraded: f.NewCounterVec(prometheus.CounterOpts{
-			Name: "hookline_admission_degraded_total",
-			Help: "Admission decisions taken without Redis (breaker taken as closed, in-flight cap counted per process), by component.",
-		}, []string{"component"}),
 		opened: f.NewCounter(prometheus.CounterOpts{
 			Name: "hookline_breaker_opened_total",
 			Help: "Circuits opened (or reopened after a failed probe).",
@@ -171,11 +175,7 @@ func New(cfg Config, limits Limits, d Deps) *Health {
 	for _, r := range wire.AutomaticDisabledReasons() {
 		m.disabled.WithLabelValues(r)
 	}
-	// From 0, so that increase() sees the first degraded decision (an
-	// alert rule pages on it).
-	for _, c := range []string{"in_flight", "breaker"} {
-		m.degraded.WithLabelValues(c)
-	}
+	degraded := redisdown.NewMetrics(d.Registerer)
 	leaseTTL := limits.AttemptTimeout + leaseMargin
 	h := &Health{
 		cfg:    cfg,
@@ -188,8 +188,11 @@ func New(cfg Config, limits Limits, d Deps) *Health {
 			ProbeWait:   cfg.InFlightDefer,
 			StateTTL:    max(cfg.AutoDisableAfter, 6*24*time.Hour) + 24*time.Hour,
 			Now:         d.Now,
+			StateClock:  d.StateClock,
+			Degraded:    degraded,
+			Logger:      log,
 		}),
-		rate:     ratelimit.New(d.Redis, ratelimit.Config{Logger: log, Registerer: d.Registerer, Now: d.Now}),
+		rate:     ratelimit.New(d.Redis, ratelimit.Config{Logger: log, Degraded: degraded, Now: d.Now, StateClock: d.StateClock}),
 		disabler: d.Disabler,
 		notifier: d.Notifier,
 		share:    newWorkerShare(limits.Workers, cfg.TenantWorkerShare),
@@ -198,8 +201,8 @@ func New(cfg Config, limits Limits, d Deps) *Health {
 		now:      d.Now,
 	}
 	h.batch = redisbatch.New(d.Redis, cfg.RedisTimeout, nil)
-	h.inflight = inflight.New(d.Redis, inflight.Config{DefaultMax: cfg.DefaultMaxInFlight, LeaseTTL: leaseTTL, Now: d.Now},
-		inflight.OnDegraded(func() { m.degraded.WithLabelValues("in_flight").Inc() }))
+	h.inflight = inflight.New(d.Redis, inflight.Config{DefaultMax: cfg.DefaultMaxInFlight, LeaseTTL: leaseTTL, Now: d.Now, StateClock: d.StateClock,
+		Degraded: degraded, Logger: log})
 	return h
 }
 
@@ -231,31 +234,18 @@ func (h *Health) Admit(ctx context.Context, sub *hooklinev1.Subscription, limit 
 			pendingD = h.inflight.AcquireCmd(ctx, pipe, destinationKey(dest), uint32(h.cfg.DestinationMaxInFlight))
 		}
 	})
-	d, err := pendingAllow.Result()
-	if err != nil && ctx.Err() == nil {
-		h.m.degraded.WithLabelValues("breaker").Inc()
-		if !errors.Is(err, breaker.ErrRedisSkipped) {
-			h.warnRedis("circuit breaker", err)
-		}
-	}
+	// Without Redis each step decides alone; redisdown counts and logs
+	// it, and a canceled ctx is checked below.
+	d, _ := pendingAllow.Result()
 	var held leases
 	var ok bool
-	held.sub, ok, err = pendingLease.Result()
-	if err != nil && ctx.Err() == nil && !errors.Is(err, inflight.ErrRedisSkipped) {
-		h.warnRedis("in-flight cap", err)
-	}
+	held.sub, ok, _ = pendingLease.Result()
 	tenantOK, destOK := true, true
 	if pendingT != nil {
-		held.tenant, tenantOK, err = pendingT.Result()
-		if err != nil && ctx.Err() == nil && !errors.Is(err, inflight.ErrRedisSkipped) {
-			h.warnRedis("tenant in-flight cap", err)
-		}
+		held.tenant, tenantOK, _ = pendingT.Result()
 	}
 	if pendingD != nil {
-		held.dest, destOK, err = pendingD.Result()
-		if err != nil && ctx.Err() == nil && !errors.Is(err, inflight.ErrRedisSkipped) {
-			h.warnRedis("destination in-flight cap", err)
-		}
+		held.dest, destOK, _ = pendingD.Result()
 	}
 	// giveBack returns what this admission took when no attempt follows.
 	giveBack := func() {
@@ -593,8 +583,7 @@ func (h *Health) warnRedis(what string, err error) {
 	if now-last < int64(30*time.Second) || !h.lastWarn.CompareAndSwap(last, now) {
 		return
 	}
-	h.log.Warn("endpoint health without redis: circuit taken as closed, in-flight cap counted per process",
-		zap.String("op", what), zap.Error(err))
+	h.log.Warn("endpoint-health bookkeeping failed in redis", zap.String("op", what), zap.Error(err))
 }
 
 func (h *Health) jitter(n time.Duration) time.Duration {

@@ -70,6 +70,7 @@ func newEnv(t *testing.T, cfg health.Config) *testEnv {
 		Disabler:   health.NewDisabler(store, subscription.NewCache(rdb, store), js, nil),
 		Registerer: e.reg,
 		Now:        e.clk.Now,
+		StateClock: e.clk.Now,
 	})
 	return e
 }
@@ -260,7 +261,7 @@ func TestResultsTeachTheBreaker(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, testConfig())
 	ctx := context.Background()
-	b := breaker.New(e.rdb, breaker.Config{Now: e.clk.Now})
+	b := breaker.New(e.rdb, breaker.Config{Now: e.clk.Now, StateClock: e.clk.Now})
 	tests := []struct {
 		name          string
 		results       []sender.Result

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/hookline/hookline/pkg/redistest"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -40,4 +41,36 @@ func FailFastClient(tb testing.TB, srv *redistest.Server) *redis.Client {
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, MaxRetries: -1, DialerRetries: 1, DialTimeout: 200 * time.Millisecond})
 	tb.Cleanup(func() { _ = rdb.Close() })
 	return rdb
+}
+
+// Skews are replica clocks hours and days off, ahead and behind.
+var Skews = []time.Duration{3 * time.Hour, -3 * time.Hour, 72 * time.Hour, -72 * time.Hour}
+
+// Skewed is a clock that runs d ahead of this machine's (behind when d is
+// negative): a replica whose clock is off.
+func Skewed(d time.Duration) func() time.Time {
+	return func() time.Time { return time.Now().Add(d) }
+}
+
+// Counter is the value of the counter name{component} in reg (0 when it
+// has no such series).
+func Counter(tb testing.TB, reg prometheus.Gatherer, name, component string) float64 {
+	tb.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				if lp.GetName() == "component" && lp.GetValue() == component {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
 }

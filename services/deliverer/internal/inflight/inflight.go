@@ -2,7 +2,7 @@
 // deliverer replica.
 //
 // Each subscription has a Redis sorted set of lease ids scored by the lease's
-// expiry (unix milliseconds). Acquire, in one Lua script, drops expired
+// expiry (unix milliseconds, Redis' clock: see redisclock). Acquire, in one Lua script, drops expired
 // leases, counts the rest and adds a lease when the count is under the cap;
 // Release removes the lease. A lease lives for the attempt timeout plus a
 // margin, so a replica that crashes mid-attempt leaks its slots for at most
@@ -12,8 +12,8 @@
 // cannot be reached (or answers too late) the limiter degrades to that
 // per-process count with the same cap: delivery goes on, one replica never
 // exceeds the cap, but each replica allows it on its own (the endpoint may
-// see up to replicas × cap while Redis is down). The caller counts the
-// fall-back (OnDegraded).
+// see up to replicas × cap while Redis is down). The fall-back is counted
+// and logged (redisdown).
 package inflight
 
 import (
@@ -23,12 +23,14 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
 
 	"github.com/hookline/hookline/pkg/endpointhealth"
+	"github.com/hookline/hookline/services/deliverer/internal/redisclock"
+	"github.com/hookline/hookline/services/deliverer/internal/redisdown"
 )
 
 // DefaultMax is the cap of a subscription whose max_in_flight is 0, unless
@@ -48,9 +50,9 @@ func Key(subscriptionID string) string { return endpointhealth.InFlightKey(subsc
 // then waits in its subscription's line: nothing to spread).
 //
 //	KEYS[1] lease set
-//	ARGV[1] now (unix ms)   ARGV[2] cap   ARGV[3] lease id   ARGV[4] lease ttl (ms)
-var acquire = redis.NewScript(`
-local now = tonumber(ARGV[1])
+//	ARGV[1] now (redisclock.Clock.Arg)   ARGV[2] cap   ARGV[3] lease id   ARGV[4] lease ttl (ms)
+var acquire = redis.NewScript(redisclock.Lua + `
+local now = math.floor(now_ms(ARGV[1]))
 local ttl = tonumber(ARGV[4])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 local n = redis.call('ZCARD', KEYS[1])
@@ -74,56 +76,46 @@ type Config struct {
 	// that an unreachable Redis costs one timeout per interval rather than
 	// one per attempt (1s when 0).
 	RedisRetry time.Duration
-	// Now is the clock (time.Now when nil). Replicas compare lease expiries
-	// written by each other, so their clocks must agree to well under
-	// LeaseTTL (NTP does).
+	// Degraded counts the decisions taken without Redis (nil: not
+	// counted); Logger says when they start and end (nil: nowhere).
+	Degraded *redisdown.Metrics
+	Logger   *zap.Logger
+	// Now is this process's clock (time.Now when nil), for what stays in
+	// the process: the RedisRetry window.
 	Now func() time.Time
+	// StateClock is the time of lease expiries: nil (the default) is
+	// Redis' own, so that replicas whose clocks disagree neither take nor
+	// keep each other's slots; tests that move time set theirs.
+	StateClock redisclock.Clock
 }
 
 // Limiter hands out leases. It is safe for concurrent use.
 type Limiter struct {
-	rdb      redis.UniversalClient
-	cfg      Config
-	degraded func()
-
-	// skipUntil (unix ns): while in the future, Redis is not tried.
-	skipUntil atomic.Int64
+	rdb  redis.UniversalClient
+	cfg  Config
+	down *redisdown.Guard
 
 	mu   sync.Mutex
 	held map[string]int // leases this process holds, by subscription
 }
 
-// Option changes a Limiter.
-type Option func(*Limiter)
-
-// OnDegraded is called each time a decision is taken locally because Redis
-// failed (a metric hook).
-func OnDegraded(f func()) Option { return func(l *Limiter) { l.degraded = f } }
-
 // New returns a limiter on rdb.
-func New(rdb redis.UniversalClient, cfg Config, opts ...Option) *Limiter {
+func New(rdb redis.UniversalClient, cfg Config) *Limiter {
 	if cfg.DefaultMax <= 0 {
 		cfg.DefaultMax = DefaultMax
 	}
 	if cfg.LeaseTTL <= 0 {
 		cfg.LeaseTTL = time.Minute
 	}
-	if cfg.RedisRetry <= 0 {
-		cfg.RedisRetry = time.Second
-	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	l := &Limiter{
-		rdb:      rdb,
-		cfg:      cfg,
-		degraded: func() {},
-		held:     map[string]int{},
+	return &Limiter{
+		rdb:  rdb,
+		cfg:  cfg,
+		down: redisdown.New(redisdown.InFlight, "in-flight caps counted per process (an endpoint may see up to replicas × its cap)", cfg.RedisRetry, cfg.Degraded, cfg.Logger),
+		held: map[string]int{},
 	}
-	for _, o := range opts {
-		o(l)
-	}
-	return l
 }
 
 // Lease is one slot held by an attempt. The zero Lease is not held.
@@ -144,10 +136,6 @@ func (l *Limiter) Cap(max uint32) int {
 	return int(max)
 }
 
-// ErrRedisSkipped is returned with a locally counted lease while Redis is
-// not retried after a failure (see Config.RedisRetry).
-var ErrRedisSkipped = errors.New("in-flight slot counted locally: redis failed recently")
-
 // PendingAcquire is an AcquireCmd queued on a pipeline.
 type PendingAcquire struct {
 	l              *Limiter
@@ -162,20 +150,21 @@ type PendingAcquire struct {
 // AcquireCmd queues taking a slot for an attempt on the subscription on
 // pipe. Result's ok is false when the subscription already has its cap of
 // attempts in flight (max 0 means the default cap). When Redis fails, the
-// decision is taken against a per-process count and Result's err is the
-// Redis error or ErrRedisSkipped (for the caller to log); the lease and ok
+// decision is taken against a per-process count (counted and logged) and
+// Result's err is the Redis error, or redisdown.ErrSkipped while Redis is
+// not asked after a failure (see Config.RedisRetry); the lease and ok
 // are still valid. It is queued (so that the caller can send it with
 // other commands in one round trip); Result answers once pipe ran.
 func (l *Limiter) AcquireCmd(ctx context.Context, pipe redis.Pipeliner, subscriptionID string, max uint32) *PendingAcquire {
 	p := &PendingAcquire{l: l, ctx: ctx, subscriptionID: subscriptionID, limit: l.Cap(max), now: l.cfg.Now()}
-	if p.now.UnixNano() < l.skipUntil.Load() {
+	if l.down.Skip(p.now) {
 		return p
 	}
 	p.id = rand.Text()
 	// Eval, not EvalSha: a pipeline cannot fall back on NOSCRIPT. Redis
 	// caches the compiled script by its hash either way.
 	p.cmd = acquire.Eval(ctx, pipe, []string{Key(subscriptionID)},
-		p.now.UnixMilli(), p.limit, p.id, l.cfg.LeaseTTL.Milliseconds())
+		l.cfg.StateClock.Arg(), p.limit, p.id, l.cfg.LeaseTTL.Milliseconds())
 	return p
 }
 
@@ -183,22 +172,19 @@ func (l *Limiter) AcquireCmd(ctx context.Context, pipe redis.Pipeliner, subscrip
 func (p *PendingAcquire) Result() (Lease, bool, error) {
 	l := p.l
 	if p.cmd == nil {
-		l.degraded()
 		lease, ok := l.acquireLocal(p.subscriptionID, p.limit)
-		return lease, ok, ErrRedisSkipped
+		return lease, ok, redisdown.ErrSkipped
 	}
 	res, err := p.cmd.Int64Slice()
 	if err != nil {
-		if errors.Is(p.ctx.Err(), context.Canceled) {
-			// The caller went away. A deadline, though, is Redis being
-			// slow: counted locally like any Redis failure.
+		if !l.down.Fail(p.ctx, p.now, err) {
+			// The caller went away.
 			return Lease{}, false, fmt.Errorf("acquire in-flight slot: %w", p.ctx.Err())
 		}
-		l.skipUntil.Store(p.now.Add(l.cfg.RedisRetry).UnixNano())
-		l.degraded()
 		lease, ok := l.acquireLocal(p.subscriptionID, p.limit)
 		return lease, ok, fmt.Errorf("acquire in-flight slot in redis (counted locally instead): %w", err)
 	}
+	l.down.OK()
 	if len(res) != 2 {
 		return Lease{}, false, errors.New("acquire in-flight slot: unexpected script reply")
 	}
@@ -251,7 +237,11 @@ func (l *Limiter) forget(lease Lease) {
 // InFlight counts the unexpired leases of a subscription (for tests and
 // operators).
 func (l *Limiter) InFlight(ctx context.Context, subscriptionID string) (int, error) {
-	n, err := l.rdb.ZCount(ctx, Key(subscriptionID), strconv.FormatInt(l.cfg.Now().UnixMilli()+1, 10), "+inf").Result()
+	now, err := l.cfg.StateClock.Now(ctx, l.rdb)
+	if err != nil {
+		return 0, fmt.Errorf("count in-flight slots: %w", err)
+	}
+	n, err := l.rdb.ZCount(ctx, Key(subscriptionID), strconv.FormatInt(now.UnixMilli()+1, 10), "+inf").Result()
 	if err != nil {
 		return 0, fmt.Errorf("count in-flight slots: %w", err)
 	}

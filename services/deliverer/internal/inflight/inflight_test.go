@@ -11,6 +11,8 @@ import (
 	"github.com/hookline/hookline/pkg/redistest"
 	"github.com/hookline/hookline/services/deliverer/internal/healthtest"
 	"github.com/hookline/hookline/services/deliverer/internal/inflight"
+	"github.com/hookline/hookline/services/deliverer/internal/redisdown"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 func TestAcquireCapsAcrossReplicas(t *testing.T) {
@@ -32,7 +34,7 @@ func TestAcquireCapsAcrossReplicas(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
 			clk := healthtest.NewClock()
-			cfg := inflight.Config{DefaultMax: tt.defaultMax, LeaseTTL: 20 * time.Second, Now: clk.Now}
+			cfg := inflight.Config{DefaultMax: tt.defaultMax, LeaseTTL: 20 * time.Second, Now: clk.Now, StateClock: clk.Now}
 			// Two replicas share one Redis.
 			a := inflight.New(srv.Client(t), cfg)
 			b := inflight.New(srv.Client(t), cfg)
@@ -76,7 +78,7 @@ func TestLeasesOfACrashedReplicaExpire(t *testing.T) {
 	ctx := context.Background()
 	srv := redistest.Start(t)
 	clk := healthtest.NewClock()
-	cfg := inflight.Config{DefaultMax: 2, LeaseTTL: 20 * time.Second, Now: clk.Now}
+	cfg := inflight.Config{DefaultMax: 2, LeaseTTL: 20 * time.Second, Now: clk.Now, StateClock: clk.Now}
 	crashed := inflight.New(srv.Client(t), cfg)
 	for range 2 {
 		if _, ok, err := crashed.Acquire(ctx, "sub_a", 0); err != nil || !ok {
@@ -128,10 +130,10 @@ func TestRedisDownCountsLocally(t *testing.T) {
 	ctx := context.Background()
 	srv := redistest.Start(t)
 	rdb := healthtest.FailFastClient(t, srv)
-	var degraded atomic.Int32
+	reg := prometheus.NewRegistry()
 	clk := healthtest.NewClock()
-	cfg := inflight.Config{DefaultMax: 2, RedisRetry: time.Second, Now: clk.Now}
-	lim := inflight.New(rdb, cfg, inflight.OnDegraded(func() { degraded.Add(1) }))
+	cfg := inflight.Config{DefaultMax: 2, RedisRetry: time.Second, Now: clk.Now, Degraded: redisdown.NewMetrics(reg)}
+	lim := inflight.New(rdb, cfg)
 	srv.Stop()
 
 	var leases []inflight.Lease
@@ -151,8 +153,8 @@ func TestRedisDownCountsLocally(t *testing.T) {
 	if _, ok, _ := lim.Acquire(ctx, "sub_d", 0); !ok {
 		t.Fatal("no local slot after a release")
 	}
-	if degraded.Load() != 4 {
-		t.Fatalf("degraded hook called %d times; want 4 (one per decision)", degraded.Load())
+	if n := healthtest.Counter(t, reg, "hookline_admission_degraded_total", redisdown.InFlight); n != 4 {
+		t.Fatalf("hookline_admission_degraded_total{component=in_flight} = %g; want 4 (one per decision)", n)
 	}
 
 	// Redis is back: after RedisRetry the limiter uses it again.

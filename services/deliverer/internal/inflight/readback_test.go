@@ -19,7 +19,7 @@ func TestEndpointHealthReadsTheLeases(t *testing.T) {
 	rdb := srv.Client(t)
 	ctx := context.Background()
 	clk := healthtest.NewClock()
-	lim := inflight.New(rdb, inflight.Config{LeaseTTL: 20 * time.Second, Now: clk.Now})
+	lim := inflight.New(rdb, inflight.Config{LeaseTTL: 20 * time.Second, Now: clk.Now, StateClock: clk.Now})
 	inFlight := func() int {
 		t.Helper()
 		st, err := endpointhealth.ReadState(ctx, rdb, "sub_l", clk.Now())

@@ -13,9 +13,8 @@
 // When Redis cannot be reached, the decision is taken by an in-process token
 // bucket with the same rate and burst. The number of replicas is not known
 // here, so each replica allows the full rate: the endpoint may see up to
-// replicas × the rate while Redis is down. This is logged (a warning at most
-// once per WarnEvery) and exported as hookline_ratelimit_degraded_total and
-// the hookline_ratelimit_degraded gauge.
+// replicas × the rate while Redis is down. This is logged and counted like
+// every admission decision taken without Redis (redisdown).
 //
 // Why not github.com/go-redis/redis_rate: it compiles with go-redis v9.23.0,
 // but its keys are fixed under "rate:", outside the hookline: namespace the
@@ -30,14 +29,14 @@ import (
 	"math/rand/v2"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 	"golang.org/x/time/rate"
+
+	"github.com/hookline/hookline/services/deliverer/internal/redisclock"
+	"github.com/hookline/hookline/services/deliverer/internal/redisdown"
 )
 
 // KeyPrefix starts every key of this package: hookline:ratelimit:{<subscription id>},
@@ -52,12 +51,13 @@ func Key(subscriptionID string) string { return KeyPrefix + "{" + subscriptionID
 // gcra takes one request when the bucket allows it.
 //
 //	KEYS[1] state hash
-//	ARGV[1] now (unix ms)   ARGV[2] emission interval (ms)   ARGV[3] burst
+//	ARGV[1] now (redisclock.Clock.Arg)   ARGV[2] emission interval (ms)   ARGV[3] burst
 //
 // Returns {1, "0", 0} when allowed, {0, wait ms, denials this second} when
-// not.
-var gcra = redis.NewScript(`
-local now = tonumber(ARGV[1])
+// not. The time is Redis' (redisclock): a replica whose clock is off
+// neither gets a burst the others paid for nor waits for hours.
+var gcra = redis.NewScript(redisclock.Lua + `
+local now = now_ms(ARGV[1])
 local interval = tonumber(ARGV[2])
 local burst = tonumber(ARGV[3])
 local st = redis.call('HMGET', KEYS[1], 'tat', 'w', 'n')
@@ -86,29 +86,26 @@ type Config struct {
 	// (default 1s): an unreachable Redis costs one timeout per interval,
 	// not one per attempt.
 	RedisRetry time.Duration
-	// WarnEvery rate-limits the degraded warning (default 30s).
-	WarnEvery time.Duration
-	// Logger gets the degraded warning and the recovery note.
-	Logger *zap.Logger
-	// Registerer gets the metrics (none when nil).
-	Registerer prometheus.Registerer
-	// Now is the clock (time.Now when nil).
+	// Degraded counts the decisions taken without Redis (nil: not
+	// counted); Logger says when they start and end (nil: nowhere).
+	Degraded *redisdown.Metrics
+	Logger   *zap.Logger
+	// Now is this process's clock (time.Now when nil), for what stays in
+	// the process: the RedisRetry window and the local fall-back.
 	Now func() time.Time
+	// StateClock is the time of the GCRA state: nil (the default) is
+	// Redis' own, so that replicas whose clocks disagree share one rate;
+	// tests that move time set theirs.
+	StateClock redisclock.Clock
 	// Jitter returns a random duration in [0, n) (math/rand when nil).
 	Jitter func(n time.Duration) time.Duration
 }
 
 // Limiter is safe for concurrent use.
 type Limiter struct {
-	rdb redis.Scripter
-	cfg Config
-
-	degradedTotal prometheus.Counter
-	degradedGauge prometheus.Gauge
-
-	skipUntil atomic.Int64 // unix ns; Redis is not tried before
-	degraded  atomic.Bool
-	lastWarn  atomic.Int64 // unix ns
+	rdb  redis.Scripter
+	cfg  Config
+	down *redisdown.Guard
 
 	mu        sync.Mutex
 	local     map[string]*localBucket
@@ -125,15 +122,6 @@ func New(rdb redis.Scripter, cfg Config) *Limiter {
 	if cfg.MaxSpread <= 0 {
 		cfg.MaxSpread = 5 * time.Minute
 	}
-	if cfg.RedisRetry <= 0 {
-		cfg.RedisRetry = time.Second
-	}
-	if cfg.WarnEvery <= 0 {
-		cfg.WarnEvery = 30 * time.Second
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = zap.NewNop()
-	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -145,18 +133,10 @@ func New(rdb redis.Scripter, cfg Config) *Limiter {
 			return rand.N(n)
 		}
 	}
-	f := promauto.With(cfg.Registerer)
 	return &Limiter{
-		rdb: rdb,
-		cfg: cfg,
-		degradedTotal: f.NewCounter(prometheus.CounterOpts{
-			Name: "hookline_ratelimit_degraded_total",
-			Help: "Rate-limit decisions taken by the in-process limiter because Redis was unreachable (each replica then allows the full rate).",
-		}),
-		degradedGauge: f.NewGauge(prometheus.GaugeOpts{
-			Name: "hookline_ratelimit_degraded",
-			Help: "1 while rate limits are enforced per process because Redis is unreachable, else 0.",
-		}),
+		rdb:   rdb,
+		cfg:   cfg,
+		down:  redisdown.New(redisdown.RateLimit, "rate limits enforced per process (an endpoint may see up to replicas × its limit)", cfg.RedisRetry, cfg.Degraded, cfg.Logger),
 		local: map[string]*localBucket{},
 	}
 }
@@ -181,29 +161,24 @@ func (l *Limiter) Take(ctx context.Context, subscriptionID string, perSecond flo
 	}
 	b := Burst(perSecond, burst)
 	now := l.cfg.Now()
-	if now.UnixNano() >= l.skipUntil.Load() {
-		wait, err := l.takeRedis(ctx, subscriptionID, perSecond, b, now)
+	if !l.down.Skip(now) {
+		wait, err := l.takeRedis(ctx, subscriptionID, perSecond, b)
 		if err == nil {
-			l.recovered()
+			l.down.OK()
 			return wait, nil
 		}
-		if errors.Is(ctx.Err(), context.Canceled) {
-			// The caller went away. A deadline, though, is Redis being
-			// slow: decided locally like any Redis failure.
+		if !l.down.Fail(ctx, now, err) {
+			// The caller went away.
 			return 0, fmt.Errorf("rate limit: %w", ctx.Err())
 		}
-		l.skipUntil.Store(now.Add(l.cfg.RedisRetry).UnixNano())
-		l.warn(now, err)
 	}
-	l.degradedTotal.Inc()
 	return l.takeLocal(subscriptionID, perSecond, b, now), nil
 }
 
-func (l *Limiter) takeRedis(ctx context.Context, subscriptionID string, perSecond float64, burst int, now time.Time) (time.Duration, error) {
+func (l *Limiter) takeRedis(ctx context.Context, subscriptionID string, perSecond float64, burst int) (time.Duration, error) {
 	intervalMS := 1000 / perSecond
-	nowMS := float64(now.UnixMicro()) / 1000
 	res, err := gcra.Run(ctx, l.rdb, []string{Key(subscriptionID)},
-		strconv.FormatFloat(nowMS, 'f', 3, 64),
+		l.cfg.StateClock.Arg(),
 		strconv.FormatFloat(intervalMS, 'f', -1, 64),
 		burst).Slice()
 	if err != nil {
@@ -263,23 +238,5 @@ func (l *Limiter) sweep(now time.Time) {
 		if now.Sub(lb.used) > 10*time.Minute {
 			delete(l.local, id)
 		}
-	}
-}
-
-func (l *Limiter) warn(now time.Time, err error) {
-	l.degraded.Store(true)
-	l.degradedGauge.Set(1)
-	last := l.lastWarn.Load()
-	if now.UnixNano()-last < int64(l.cfg.WarnEvery) || !l.lastWarn.CompareAndSwap(last, now.UnixNano()) {
-		return
-	}
-	l.cfg.Logger.Warn("rate limits enforced per process: redis unreachable; each replica allows the full rate, so an endpoint may see up to replicas × its limit",
-		zap.Error(err), zap.Duration("warn_every", l.cfg.WarnEvery))
-}
-
-func (l *Limiter) recovered() {
-	if l.degraded.CompareAndSwap(true, false) {
-		l.degradedGauge.Set(0)
-		l.cfg.Logger.Info("rate limits enforced through redis again")
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/hookline/hookline/pkg/redistest"
 	"github.com/hookline/hookline/services/deliverer/internal/healthtest"
 	"github.com/hookline/hookline/services/deliverer/internal/ratelimit"
+	"github.com/hookline/hookline/services/deliverer/internal/redisdown"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
@@ -37,7 +38,7 @@ func TestTakeAllowsBurstThenSpacesRequests(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
 			clk := healthtest.NewClock()
-			cfg := ratelimit.Config{Now: clk.Now, Jitter: noJitter}
+			cfg := ratelimit.Config{Now: clk.Now, StateClock: clk.Now, Jitter: noJitter}
 			replicas := []*ratelimit.Limiter{ratelimit.New(srv.Client(t), cfg), ratelimit.New(srv.Client(t), cfg)}
 			sub := "sub_" + t.Name()
 			for i := range tt.wantBurst {
@@ -69,7 +70,7 @@ func TestTwoReplicasShareTheRate(t *testing.T) {
 	ctx := context.Background()
 	srv := redistest.Start(t)
 	clk := healthtest.NewClock()
-	cfg := ratelimit.Config{Now: clk.Now, Jitter: noJitter}
+	cfg := ratelimit.Config{Now: clk.Now, StateClock: clk.Now, Jitter: noJitter}
 	replicas := []*ratelimit.Limiter{ratelimit.New(srv.Client(t), cfg), ratelimit.New(srv.Client(t), cfg)}
 	const perSecond, burst, window = 5.0, 4, 20 * time.Second
 	allowed := 0
@@ -111,9 +112,10 @@ func TestDenialsSpreadTheWait(t *testing.T) {
 	clk := healthtest.NewClock()
 	// The jitter takes its whole range, so the wait shows the spread.
 	lim := ratelimit.New(srv.Client(t), ratelimit.Config{
-		Now:       clk.Now,
-		MaxSpread: 30 * time.Second,
-		Jitter:    func(n time.Duration) time.Duration { return n },
+		Now:        clk.Now,
+		StateClock: clk.Now,
+		MaxSpread:  30 * time.Second,
+		Jitter:     func(n time.Duration) time.Duration { return n },
 	})
 	const perSecond = 10 // 100ms interval
 	if w, _ := lim.Take(ctx, "sub_backlog", perSecond, 1); w != 0 {
@@ -149,7 +151,7 @@ func TestRedisDownFallsBackToLocalLimit(t *testing.T) {
 	clk := healthtest.NewClock()
 	core, logs := observer.New(zap.WarnLevel)
 	reg := prometheus.NewRegistry()
-	cfg := ratelimit.Config{Now: clk.Now, Jitter: noJitter, RedisRetry: time.Second, WarnEvery: 30 * time.Second, Logger: zap.New(core), Registerer: reg}
+	cfg := ratelimit.Config{Now: clk.Now, Jitter: noJitter, RedisRetry: time.Second, Logger: zap.New(core), Degraded: redisdown.NewMetrics(reg)}
 	lim := ratelimit.New(rdb, cfg)
 	srv.Stop()
 
@@ -169,14 +171,11 @@ func TestRedisDownFallsBackToLocalLimit(t *testing.T) {
 	if want := int(perSecond*10) + burst; allowed > want || allowed < want-1 {
 		t.Fatalf("local limiter allowed %d in 10s at %g/s burst %d; want about %d", allowed, perSecond, burst, want)
 	}
-	if n := logs.FilterMessageSnippet("redis unreachable").Len(); n != 1 {
-		t.Fatalf("%d degraded warnings in 10s with WarnEvery 30s; want 1", n)
+	if n := logs.FilterMessageSnippet("deciding without redis").Len(); n != 1 {
+		t.Fatalf("%d degraded warnings in 10s; want 1 (at most one per 30s)", n)
 	}
-	if v := metricValue(t, reg, "hookline_ratelimit_degraded"); v != 1 {
-		t.Fatalf("hookline_ratelimit_degraded = %g while redis is down; want 1", v)
-	}
-	if v := metricValue(t, reg, "hookline_ratelimit_degraded_total"); v != 200 {
-		t.Fatalf("hookline_ratelimit_degraded_total = %g; want 200 (every decision of the ten seconds)", v)
+	if v := healthtest.Counter(t, reg, "hookline_admission_degraded_total", redisdown.RateLimit); v != 200 {
+		t.Fatalf("hookline_admission_degraded_total{component=rate_limit} = %g; want 200 (every decision of the ten seconds)", v)
 	}
 
 	srv.Restart(t)
@@ -184,30 +183,10 @@ func TestRedisDownFallsBackToLocalLimit(t *testing.T) {
 	if w, err := lim.Take(ctx, "sub_down", perSecond, burst); err != nil || w != 0 {
 		t.Fatalf("Take with redis back: wait %s err %v", w, err)
 	}
-	if v := metricValue(t, reg, "hookline_ratelimit_degraded"); v != 0 {
-		t.Fatalf("hookline_ratelimit_degraded = %g after recovery; want 0", v)
+	if v := healthtest.Counter(t, reg, "hookline_admission_degraded_total", redisdown.RateLimit); v != 200 {
+		t.Fatalf("hookline_admission_degraded_total{component=rate_limit} = %g after recovery; want still 200", v)
 	}
 	if n := srv.Client(t).Exists(ctx, ratelimit.Key("sub_down")).Val(); n != 1 {
 		t.Fatal("after recovery the limit state is not in redis")
 	}
-}
-
-// metricValue reads one unlabelled gauge or counter from reg.
-func metricValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == name {
-			m := mf.GetMetric()[0]
-			if g := m.GetGauge(); g != nil {
-				return g.GetValue()
-			}
-			return m.GetCounter().GetValue()
-		}
-	}
-	t.Fatalf("metric %s not registered", name)
-	return 0
 }
