@@ -413,12 +413,24 @@ func (m *Memo) forEvent(ctx context.Context, tenant, eventType string, need uint
 // view that holds every registry change up to revision need. need 0 (a
 // task that does not carry its match's revision: a test delivery, a
 // replay, a task from before the revision existed) asks the Horizon, as a
-// match does.
+// match does; a need the memo has not seen is capped at the Horizon's.
 func (m *Memo) Get(ctx context.Context, tenant, id string, need uint64) (*hooklinev1.Subscription, error) {
-	if need == 0 && m.horizon != nil {
+	switch {
+	case m.horizon == nil:
+	case need == 0:
 		var err error
 		if need, err = m.horizon.Required(ctx); err != nil {
 			return nil, fmt.Errorf("subscription registry revision: %w", err)
+		}
+	case need > m.seen.Load():
+		// Either the watch lags, or need is beyond anything the registry
+		// holds: a forged header, or a task from before the bucket was
+		// restored or recreated (its revisions start lower then). No view
+		// can reach such a revision; waiting for it would cost CatchUp, a
+		// restarted watch and a read of the KV leader on every attempt. The
+		// registry's last revision is as current as any view can be.
+		if last, err := m.horizon.Required(ctx); err == nil {
+			need = min(need, last)
 		}
 	}
 	if !m.caughtUp(ctx, need) {
