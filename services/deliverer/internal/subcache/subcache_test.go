@@ -154,10 +154,15 @@ func inUse(t *testing.T, m *subcache.Memo, src *source) {
 	t.Helper()
 	ctx := context.Background()
 	eventually(t, 10*time.Second, func() bool {
+		// The first may be answered by the source (and remembered), or by
+		// the memo already: only the repeat tells. (Counting exactly one
+		// call for the pair never held again once a pair was split by the
+		// end of the watch's replay: the first bypassed the memo, the
+		// second filled it.)
+		_, _ = m.Get(ctx, "acme", "sub_1", 0)
 		before := src.calls.Load()
 		_, _ = m.Get(ctx, "acme", "sub_1", 0)
-		_, _ = m.Get(ctx, "acme", "sub_1", 0)
-		return src.calls.Load()-before == 1
+		return src.calls.Load() == before
 	})
 }
 
