@@ -216,15 +216,40 @@ func (m *Memo) watch(ctx context.Context) error {
 				m.watching.Store(true)
 				continue
 			}
-			// seen moves before the tenant is forgotten: a lookup that
-			// read the generation before the change, and seen before it
-			// moved, cannot store what it fetches (see fetchRev).
-			m.advance(e.Revision())
-			if m.watching.Load() {
-				tenant, _, _ := strings.Cut(e.Key(), ".")
-				m.invalidate(tenant)
-			}
+			m.changed(e.Revision(), e.Key())
 		}
+	}
+}
+
+// changed records a change the watch reported: revision rev of key.
+//
+// seen moves and the tenant is forgotten under one write lock, so that
+// neither order leaves a window: a lookup that finds seen at rev reads the
+// memo only after the tenant is gone (memo reads take the read lock), and
+// one that stores an answer does so before the tenant is forgotten (and it
+// goes with it) or after, when the generation it read first has moved.
+// Within the lock seen moves before the generation: a fetch that reads
+// the new generation (fetchRev) then reads seen at rev at least, and asks
+// the next cache for a view that holds the change.
+func (m *Memo) changed(rev uint64, key string) {
+	if !m.watching.Load() {
+		m.advance(rev) // replaying: the memo is cleared when it ends
+		return
+	}
+	tenant, _, _ := strings.Cut(key, ".")
+	m.mu.Lock()
+	moved := rev > m.seen.Load()
+	if moved {
+		m.seen.Store(rev)
+	}
+	m.gen.Add(1)
+	if t, ok := m.tenants[tenant]; ok {
+		m.entries -= len(t.byType) + len(t.byID)
+		delete(m.tenants, tenant)
+	}
+	m.mu.Unlock()
+	if moved {
+		m.wake()
 	}
 }
 
@@ -239,6 +264,11 @@ func (m *Memo) advance(rev uint64) {
 		return
 	}
 	m.seen.Store(rev)
+	m.wake()
+}
+
+// wake tells the lookups waiting for seen to move that it moved.
+func (m *Memo) wake() {
 	m.advMu.Lock()
 	close(m.advanced)
 	m.advanced = make(chan struct{})
@@ -327,16 +357,6 @@ const (
 	errLagging     = watchError("watch did not report a revision the registry has: watching again")
 )
 
-func (m *Memo) invalidate(tenant string) {
-	m.gen.Add(1)
-	m.mu.Lock()
-	if t, ok := m.tenants[tenant]; ok {
-		m.entries -= len(t.byType) + len(t.byID)
-		delete(m.tenants, tenant)
-	}
-	m.mu.Unlock()
-}
-
 func (m *Memo) clear() {
 	m.gen.Add(1)
 	m.mu.Lock()
@@ -393,12 +413,24 @@ func (m *Memo) forEvent(ctx context.Context, tenant, eventType string, need uint
 // view that holds every registry change up to revision need. need 0 (a
 // task that does not carry its match's revision: a test delivery, a
 // replay, a task from before the revision existed) asks the Horizon, as a
-// match does.
+// match does; a need the memo has not seen is capped at the Horizon's.
 func (m *Memo) Get(ctx context.Context, tenant, id string, need uint64) (*hooklinev1.Subscription, error) {
-	if need == 0 && m.horizon != nil {
+	switch {
+	case m.horizon == nil:
+	case need == 0:
 		var err error
 		if need, err = m.horizon.Required(ctx); err != nil {
 			return nil, fmt.Errorf("subscription registry revision: %w", err)
+		}
+	case need > m.seen.Load():
+		// Either the watch lags, or need is beyond anything the registry
+		// holds: a forged header, or a task from before the bucket was
+		// restored or recreated (its revisions start lower then). No view
+		// can reach such a revision; waiting for it would cost CatchUp, a
+		// restarted watch and a read of the KV leader on every attempt. The
+		// registry's last revision is as current as any view can be.
+		if last, err := m.horizon.Required(ctx); err == nil {
+			need = min(need, last)
 		}
 	}
 	if !m.caughtUp(ctx, need) {
