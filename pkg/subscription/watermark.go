@@ -88,17 +88,26 @@ func parseWatermark(v string) uint64 {
 // registry's last revision, read by a request sent after the lookup began
 // (so it covers every change acknowledged before the event being matched
 // was published). Concurrent lookups share requests: one is in flight at a
-// time, and every lookup that began while it was in flight waits for the
-// next one, so the cost is one small request per round trip however many
-// lookups there are.
+// time, every lookup that began while it was in flight waits for the next
+// one, and a round starts at least MinRoundGap after the previous one
+// began, so the cost is at most one small request (a stream info, about
+// 1 KB) per MinRoundGap however many lookups there are. Measured without
+// the gap: one per round trip, 3,000–6,000/s for a busy deliverer.
 type Horizon struct {
 	last    func(context.Context) (uint64, error)
 	timeout time.Duration
+	gap     time.Duration
 
 	mu      sync.Mutex
 	running bool
+	began   time.Time // when the last round began
 	next    *horizonRound
 }
+
+// MinRoundGap is the least time between the starts of two Horizon rounds:
+// it bounds the requests to 1,000/s per process and adds at most that to
+// a lookup's wait.
+const MinRoundGap = time.Millisecond
 
 type horizonRound struct {
 	done    chan struct{}
@@ -113,7 +122,7 @@ func NewHorizon(store *Store) *Horizon {
 }
 
 func newHorizon(last func(context.Context) (uint64, error)) *Horizon {
-	return &Horizon{last: last, timeout: 5 * time.Second}
+	return &Horizon{last: last, timeout: 5 * time.Second, gap: MinRoundGap}
 }
 
 // Required returns the revision a view must reach to answer a lookup that
@@ -141,11 +150,21 @@ func (h *Horizon) Required(ctx context.Context) (uint64, error) {
 	}
 }
 
-// start runs the pending round; called with mu held.
+// start runs the pending round; called with mu held. The round's request
+// is sent once MinRoundGap has passed since the previous one began; until
+// then lookups keep joining it (its request is still sent after each of
+// them began).
 func (h *Horizon) start() {
-	r := h.next
-	h.next, h.running = nil, true
+	h.running = true
+	wait := h.gap - time.Since(h.began)
 	go func() {
+		if wait > 0 {
+			time.Sleep(wait)
+		}
+		h.mu.Lock()
+		r := h.next
+		h.next, h.began = nil, time.Now()
+		h.mu.Unlock()
 		ctx, cancel := context.WithTimeout(context.Background(), h.timeout)
 		r.rev, r.err = h.last(ctx)
 		cancel()
