@@ -132,3 +132,21 @@ func (p Profile) Summarise(ctx context.Context) (string, error) {
 	top := p.Path + ".top.txt"
 	return top, os.WriteFile(top, text, 0o644)
 }
+
+// captureGoroutines writes base's goroutine dump (debug=1: stacks grouped
+// with counts) to path, beside a CPU profile: where the workers wait.
+func captureGoroutines(ctx context.Context, base, path string) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/debug/pprof/goroutine?debug=1", nil)
+	if err != nil {
+		return
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err == nil {
+		_ = os.WriteFile(path, b, 0o644)
+	}
+}

@@ -780,6 +780,10 @@ func (r *rig) profiler(proc, base, scenario string) func(ctx context.Context) fu
 			defer close(done)
 			if base != "" && HasPprof(ctx, base) {
 				p.Kind, p.Path = "pprof", filepath.Join(r.cfg.ProfileDir, p.Name+".pprof")
+				go func() {
+					time.Sleep(time.Duration(r.cfg.ProfileSeconds) * time.Second / 2)
+					captureGoroutines(ctx, base, filepath.Join(r.cfg.ProfileDir, p.Name+".goroutines.txt"))
+				}()
 				p.Err = CapturePprof(ctx, base, r.cfg.ProfileSeconds, p.Path)
 				return
 			}
