@@ -64,3 +64,20 @@ func (h *Horizon) pending() int {
 	}
 	return h.next.waiters
 }
+
+// A finished replay vouches for the bucket's last revision only when the
+// leader holds nothing between what the replay applied and that revision:
+// a watch read from a lagging follower must not claim what it never saw.
+func TestReplayedUpTo(t *testing.T) {
+	for _, tc := range []struct{ seen, floor, next, want uint64 }{
+		{seen: 5, floor: 5, want: 5},
+		{seen: 2, floor: 5, next: 0, want: 5}, // the newest records were deleted
+		{seen: 2, floor: 5, next: 6, want: 5}, // written after the watch began
+		{seen: 2, floor: 5, next: 3, want: 2}, // a follower had not applied 3
+		{seen: 2, floor: 5, next: 5, want: 2},
+	} {
+		if got := replayedUpTo(tc.seen, tc.floor, tc.next); got != tc.want {
+			t.Errorf("replayedUpTo(%d, %d, %d) = %d, want %d", tc.seen, tc.floor, tc.next, got, tc.want)
+		}
+	}
+}

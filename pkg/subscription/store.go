@@ -374,53 +374,83 @@ func (s *Store) ListPage(ctx context.Context, tenant, after string, limit int) (
 // may not have yet.
 func (s *Store) leaderGet(ctx context.Context, tenant, id string) (*hooklinev1.Subscription, uint64, error) {
 	key := stream.SubscriptionKey(tenant, id)
-	req, _ := json.Marshal(map[string]string{"last_by_subj": "$KV." + stream.SubscriptionsBucket + "." + key})
-	prefix := s.js.Options().APIPrefix
-	if prefix == "" {
-		prefix = jetstream.DefaultAPIPrefix
-	}
-	msg, err := s.js.Conn().RequestWithContext(ctx, prefix+"STREAM.MSG.GET.KV_"+stream.SubscriptionsBucket, req)
+	m, err := s.leaderMsgGet(ctx, map[string]any{"last_by_subj": "$KV." + stream.SubscriptionsBucket + "." + key})
 	if err != nil {
 		return nil, 0, fmt.Errorf("get subscription %s from the leader: %w", id, err)
 	}
-	var resp struct {
-		Message *struct {
-			Sequence uint64 `json:"seq"`
-			Header   []byte `json:"hdrs"`
-			Data     []byte `json:"data"`
-		} `json:"message"`
-		Error *struct {
-			Code    int    `json:"code"`
-			ErrCode int    `json:"err_code"`
-			Desc    string `json:"description"`
-		} `json:"error"`
+	if m == nil {
+		return nil, 0, ErrNotFound
 	}
-	if err := json.Unmarshal(msg.Data, &resp); err != nil {
-		return nil, 0, fmt.Errorf("get subscription %s from the leader: %w", id, err)
-	}
-	if resp.Error != nil {
-		if resp.Error.Code == 404 {
-			return nil, 0, ErrNotFound
-		}
-		return nil, 0, fmt.Errorf("get subscription %s from the leader: %s (%d)", id, resp.Error.Desc, resp.Error.ErrCode)
-	}
-	if resp.Message == nil {
-		return nil, 0, fmt.Errorf("get subscription %s from the leader: empty answer", id)
-	}
-	if len(resp.Message.Header) > 0 {
-		h, err := nats.DecodeHeadersMsg(resp.Message.Header)
+	if len(m.Header) > 0 {
+		h, err := nats.DecodeHeadersMsg(m.Header)
 		if err == nil {
 			if op := h.Get("KV-Operation"); op == "DEL" || op == "PURGE" {
 				return nil, 0, ErrNotFound
 			}
 		}
 	}
-	sub, err := Unmarshal(resp.Message.Data)
+	sub, err := Unmarshal(m.Data)
 	if err != nil {
 		return nil, 0, fmt.Errorf("subscription %s: %w", id, err)
 	}
 	if sub.GetTenant() != tenant || sub.GetId() != id {
 		return nil, 0, ErrNotFound // a foreign record, as decodeEntry
 	}
-	return sub, resp.Message.Sequence, nil
+	return sub, m.Sequence, nil
+}
+
+// leaderMsg is a message of the bucket's stream as STREAM.MSG.GET answers.
+type leaderMsg struct {
+	Sequence uint64 `json:"seq"`
+	Header   []byte `json:"hdrs"`
+	Data     []byte `json:"data"`
+}
+
+// leaderMsgGet asks the bucket's stream for one message through the
+// JetStream API (which the stream's leader answers, unlike a direct get);
+// nil when there is none.
+func (s *Store) leaderMsgGet(ctx context.Context, req map[string]any) (*leaderMsg, error) {
+	body, _ := json.Marshal(req)
+	prefix := s.js.Options().APIPrefix
+	if prefix == "" {
+		prefix = jetstream.DefaultAPIPrefix
+	}
+	msg, err := s.js.Conn().RequestWithContext(ctx, prefix+"STREAM.MSG.GET.KV_"+stream.SubscriptionsBucket, body)
+	if err != nil {
+		return nil, err
+	}
+	var resp struct {
+		Message *leaderMsg `json:"message"`
+		Error   *struct {
+			Code    int    `json:"code"`
+			ErrCode int    `json:"err_code"`
+			Desc    string `json:"description"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(msg.Data, &resp); err != nil {
+		return nil, err
+	}
+	if resp.Error != nil {
+		if resp.Error.Code == 404 {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("%s (%d)", resp.Error.Desc, resp.Error.ErrCode)
+	}
+	if resp.Message == nil {
+		return nil, errors.New("empty answer")
+	}
+	return resp.Message, nil
+}
+
+// nextRevisionAfter is the revision of the bucket's first record after rev,
+// read from the stream's leader (0: none).
+func (s *Store) nextRevisionAfter(ctx context.Context, rev uint64) (uint64, error) {
+	m, err := s.leaderMsgGet(ctx, map[string]any{"seq": rev + 1, "next_by_subj": "$KV." + stream.SubscriptionsBucket + ".>"})
+	if err != nil {
+		return 0, fmt.Errorf("subscription registry: next revision after %d: %w", rev, err)
+	}
+	if m == nil {
+		return 0, nil
+	}
+	return m.Sequence, nil
 }

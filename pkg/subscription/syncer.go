@@ -220,7 +220,11 @@ func (s *Syncer) watch(ctx context.Context) (replayed bool, err error) {
 				if res == 1 {
 					s.log.Info("subscription cache ready", zap.Int("keys", applied), zap.Float64("duration_s", time.Since(start).Seconds()))
 				}
-				if wm, err = s.advanceWatermark(ctx, max(seen, floor), wm); err != nil {
+				upTo, err := s.replayedUpTo(ctx, seen, floor)
+				if err != nil {
+					return replayed, err
+				}
+				if wm, err = s.advanceWatermark(ctx, upTo, wm); err != nil {
 					return replayed, err
 				}
 				continue
@@ -254,6 +258,34 @@ func (s *Syncer) watch(ctx context.Context) (replayed bool, err error) {
 			s.prune(ctx)
 		}
 	}
+}
+
+// replayedUpTo is the revision up to which a finished replay brought every
+// change into Redis: seen, the newest it applied, or floor, the bucket's
+// last revision before the watch began, when nothing lies between the two
+// (the newest records were purged or deleted). A watch is a one-replica
+// consumer that a cluster may place on a follower lagging the leader: its
+// replay then lacks the records the follower had not applied, and the
+// leader, asked for the first record after seen, names one at or before
+// floor. The watch delivers it later and raises the watermark then.
+func (s *Syncer) replayedUpTo(ctx context.Context, seen, floor uint64) (uint64, error) {
+	if floor <= seen {
+		return seen, nil
+	}
+	next, err := s.store.nextRevisionAfter(ctx, seen)
+	if err != nil {
+		return 0, err
+	}
+	return replayedUpTo(seen, floor, next), nil
+}
+
+// replayedUpTo decides for Syncer.replayedUpTo; next is the leader's first
+// revision after seen (0: none).
+func replayedUpTo(seen, floor, next uint64) uint64 {
+	if floor <= seen || (next != 0 && next <= floor) {
+		return seen
+	}
+	return floor
 }
 
 func (s *Syncer) apply(ctx context.Context, e jetstream.KeyValueEntry) error {

@@ -5,8 +5,10 @@ import (
 	"strconv"
 	"testing"
 
+	"github.com/hookline/hookline/pkg/stream"
 	"github.com/hookline/hookline/pkg/subscription"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 func (e *env) watermark(t *testing.T) uint64 {
@@ -148,5 +150,41 @@ func TestRedisThatLostWritesIsReplayed(t *testing.T) {
 	subs, err := e.cache.ForEventAt(ctx, "acme", "order.paid", rev)
 	if err != nil || len(subs) != 3 {
 		t.Fatalf("after the replay: %v, %v", ids(subs), err)
+	}
+}
+
+// When the bucket's newest records are gone from its stream (deleted by
+// hand, or purged), the replay's own revisions stop short of the stream's
+// last sequence: the leader, asked, has nothing in between, so the cache is
+// current up to that sequence and lookups needing it are answered from
+// Redis rather than from the registry forever.
+func TestWatermarkReachesTheLastRevisionAfterTheNewestRecordsWentAway(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	for _, id := range []string{"sub_a", "sub_b", "sub_c"} {
+		if _, err := e.store.Create(ctx, newSub("acme", id, "order.*")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, _, err := e.store.Delete(ctx, "sub_c"); err != nil {
+		t.Fatal(err)
+	}
+	kv, err := e.js.KeyValue(ctx, stream.SubscriptionsBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := kv.PurgeDeletes(ctx, jetstream.DeleteMarkersOlderThan(-1)); err != nil {
+		t.Fatal(err)
+	}
+	last, err := e.store.LastRevision(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.runSyncer(t)
+	eventually(t, "the watermark at the stream's last sequence", func() bool { return e.watermark(t) == last })
+	subs, err := e.cache.ForEventAt(ctx, "acme", "order.paid", last)
+	if err != nil || len(subs) != 2 || e.cache.Behind() != 0 {
+		t.Fatalf("ForEventAt(%d) = %v, %v with %d lookups behind; want sub_a and sub_b from Redis", last, ids(subs), err, e.cache.Behind())
 	}
 }
