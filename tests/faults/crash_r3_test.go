@@ -19,18 +19,7 @@ import (
 func TestClusterCoordinatedCrashR3(t *testing.T) {
 	t.Parallel()
 	const events, subs = 3000, 2
-	c := harness.StartCluster(t, 3)
-	s := harness.NewStack(t, harness.StackOptions{
-		Deliverers: 2,
-		NATSURL:    c.URL(),
-		Env:        harness.Env{"HOOKLINE_STREAM_REPLICAS": "3", "HOOKLINE_GROUP_COMMIT": "true"},
-	})
-	var eps []*harness.Endpoint
-	for i := range subs {
-		ep, _ := s.Subscribe("acme", fmt.Sprintf("ep%d", i+1), []string{"order.*"}, harness.OK)
-		eps = append(eps, ep)
-	}
-	s.Warmup("acme", "order.created", eps...)
+	c, s, eps := r3Stack(t, subs)
 	ctx := context.Background()
 	load := (&harness.Load{
 		API: s.API, Checker: s.Checker, Tenant: "acme",

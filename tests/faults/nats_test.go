@@ -98,20 +98,7 @@ func TestNATSRestartUnderLoad(t *testing.T) {
 func TestClusterNodeKillR3(t *testing.T) {
 	t.Parallel()
 	const events, subs = 3000, 2
-	c := harness.StartCluster(t, 3)
-	s := harness.NewStack(t, harness.StackOptions{
-		Deliverers: 2,
-		NATSURL:    c.URL(),
-		// Group commit on, as for sync_interval: always: the leader's crash
-		// must not lose what its atomic batches acknowledged.
-		Env: harness.Env{"HOOKLINE_STREAM_REPLICAS": "3", "HOOKLINE_GROUP_COMMIT": "true"},
-	})
-	var eps []*harness.Endpoint
-	for i := range subs {
-		ep, _ := s.Subscribe("acme", fmt.Sprintf("ep%d", i+1), []string{"order.*"}, harness.OK)
-		eps = append(eps, ep)
-	}
-	s.Warmup("acme", "order.created", eps...)
+	c, s, eps := r3Stack(t, subs)
 	ctx := context.Background()
 	for _, name := range []string{stream.Events, stream.Deliveries, stream.DeadLetter} {
 		st, err := s.JS.Stream(ctx, name)
@@ -168,6 +155,27 @@ func TestClusterNodeKillR3(t *testing.T) {
 		"events", res.Accepted, "pairs", r.Expected, "lost", r.Lost, "duplicated", r.Duplicates,
 		"dup_bound_in_flight", ack+ackEv+window, "deliveries_resumed_after", resumed.Round(time.Millisecond),
 		"node_back_and_current_after", rejoined.Round(time.Millisecond), "leader", leader+"→"+newLeader)
+}
+
+// r3Stack starts a three-node cluster on loopback and a stack on it with
+// R3 streams, two deliverers and subs warmed-up subscriptions of tenant
+// acme. Group commit is on, as for sync_interval: always: a crash must not
+// lose what its atomic batches acknowledged.
+func r3Stack(t *testing.T, subs int) (*harness.Cluster, *harness.Stack, []*harness.Endpoint) {
+	t.Helper()
+	c := harness.StartCluster(t, 3)
+	s := harness.NewStack(t, harness.StackOptions{
+		Deliverers: 2,
+		NATSURL:    c.URL(),
+		Env:        harness.Env{"HOOKLINE_STREAM_REPLICAS": "3", "HOOKLINE_GROUP_COMMIT": "true"},
+	})
+	var eps []*harness.Endpoint
+	for i := range subs {
+		ep, _ := s.Subscribe("acme", fmt.Sprintf("ep%d", i+1), []string{"order.*"}, harness.OK)
+		eps = append(eps, ep)
+	}
+	s.Warmup("acme", "order.created", eps...)
+	return c, s, eps
 }
 
 // probePublish publishes probe events through the producer until one is
