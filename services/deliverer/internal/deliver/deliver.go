@@ -5,6 +5,7 @@
 package deliver
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -56,6 +57,12 @@ type DeadLetters interface {
 // Recorder stores attempt records (attempt.Recorder).
 type Recorder interface {
 	Record(a *hooklinev1.Attempt)
+}
+
+// Deferrals counts each subscription's deferrals for the producer's stats
+// (deferrals.Counter).
+type Deferrals interface {
+	Deferred(subscriptionID, reason string)
 }
 
 var (
@@ -136,6 +143,8 @@ type Deliverer struct {
 	stopping  atomic.Bool
 	// floorWarned is when a failed ack-floor read was last logged.
 	floorWarned atomic.Int64
+	// deferrals: nil when not counted.
+	deferrals Deferrals
 }
 
 // Deps are the stage's collaborators.
@@ -152,6 +161,9 @@ type Deps struct {
 	// an ordering key is sent to the receiver but not waited on).
 	Ordering Orderer
 	Floor    Floor
+	// Deferrals (nil: not counted per subscription) hears every deferral
+	// with its reason.
+	Deferrals Deferrals
 }
 
 // New builds the stage.
@@ -204,7 +216,7 @@ func New(d Deps, o Options) *Deliverer {
 		d.Floor = fannedOut{}
 	}
 	return &Deliverer{
-		js: d.JS, subs: d.Lookup, send: d.Sender, sched: d.Scheduler, dead: d.DeadLetters, rec: d.Recorder,
+		js: d.JS, subs: d.Lookup, send: d.Sender, sched: d.Scheduler, dead: d.DeadLetters, rec: d.Recorder, deferrals: d.Deferrals,
 		log: d.Log.Named("deliver"), m: d.Metrics, o: o,
 		ord: d.Ordering, floor: d.Floor, keys: newKeyLines(),
 		lineSlots: make(chan struct{}, o.Workers),
@@ -674,6 +686,9 @@ func (d *Deliverer) report(t *task.Task, v verdict) {
 			d.m.TasksDeferred.Inc()
 			if v.refused != "" {
 				d.m.AdmissionDeferred.WithLabelValues(v.refused).Inc()
+			}
+			if d.deferrals != nil {
+				d.deferrals.Deferred(t.SubscriptionID, cmp.Or(v.refused, "error"))
 			}
 			if v.detail != "" {
 				d.log.Warn("task deferred", zap.String("event_id", t.EventID), zap.String("subscription_id", t.SubscriptionID),

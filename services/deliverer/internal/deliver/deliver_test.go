@@ -1,6 +1,7 @@
 package deliver_test
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hookline/hookline/pkg/endpointhealth"
 	"github.com/hookline/hookline/pkg/natstest"
 	"github.com/hookline/hookline/pkg/redistest"
 	"github.com/hookline/hookline/pkg/signing"
@@ -22,6 +24,7 @@ import (
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
 	"github.com/hookline/hookline/services/deliverer/internal/attempt"
 	"github.com/hookline/hookline/services/deliverer/internal/deadletter"
+	"github.com/hookline/hookline/services/deliverer/internal/deferrals"
 	"github.com/hookline/hookline/services/deliverer/internal/deliver"
 	"github.com/hookline/hookline/services/deliverer/internal/deliver/delivertest"
 	"github.com/hookline/hookline/services/deliverer/internal/metrics"
@@ -299,6 +302,8 @@ func TestRedeliveriesAreBounded(t *testing.T) {
 
 // deferOnce defers the first admission, then admits and records results.
 type deferOnce struct {
+	// reason of the refusal (default circuit_open)
+	reason  string
 	mu      sync.Mutex
 	calls   int
 	results []sender.Result
@@ -309,7 +314,7 @@ func (a *deferOnce) Admit(context.Context, *hooklinev1.Subscription, int) (deliv
 	defer a.mu.Unlock()
 	a.calls++
 	if a.calls == 1 {
-		return nil, deliver.Refusal{Reason: deliver.RefusedCircuitOpen, Wait: time.Second}, nil
+		return nil, deliver.Refusal{Reason: cmp.Or(a.reason, deliver.RefusedCircuitOpen), Wait: time.Second}, nil
 	}
 	return recordingSlot{a}, deliver.Refusal{}, nil
 }
@@ -349,6 +354,34 @@ func TestAdmissionDeferDoesNotConsumeAnAttempt(t *testing.T) {
 	}
 	if n := r.streamMsgs(t, stream.DeadLetter); n != 0 {
 		t.Fatalf("%d dead letters", n)
+	}
+}
+
+// A deferral is counted for its subscription and reason, in Redis, where
+// the producer's stats read it.
+func TestDeferralIsCountedPerSubscription(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, stream.Config{AckWait: 10 * time.Second})
+	r.opts.Admission = &deferOnce{reason: deliver.RefusedRate}
+	r.opts.MaxWait = 500 * time.Millisecond // the 1s wait defers
+	counts := deferrals.New(r.rdb, prometheus.NewRegistry())
+	r.deps.Deferrals = counts
+	r.run(t)
+	ep := endpoint(t, 200, 0)
+	sub := r.subscribe(t, ep.srv.URL)
+	r.task(t, sub, "evt_rate_limited")
+	eventually(t, "delivery after the deferral", func() bool { return ep.n.Load() == 1 && r.settled(t) })
+	ctx := context.Background()
+	if err := counts.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	got, err := endpointhealth.ReadDeferrals(ctx, r.rdb, sub.GetId(), now.Add(-time.Hour), now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Total != 1 || got.ByReason[deliver.RefusedRate] != 1 {
+		t.Fatalf("deferrals of %s: %+v, want one rate_limited", sub.GetId(), got)
 	}
 }
 

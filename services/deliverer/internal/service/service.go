@@ -22,6 +22,7 @@ import (
 	"github.com/hookline/hookline/services/deliverer/internal/attempt"
 	"github.com/hookline/hookline/services/deliverer/internal/config"
 	"github.com/hookline/hookline/services/deliverer/internal/deadletter"
+	"github.com/hookline/hookline/services/deliverer/internal/deferrals"
 	"github.com/hookline/hookline/services/deliverer/internal/deliver"
 	"github.com/hookline/hookline/services/deliverer/internal/dispatch"
 	"github.com/hookline/hookline/services/deliverer/internal/health"
@@ -93,6 +94,9 @@ type Service struct {
 	started  chan struct{}
 	Metrics  *metrics.Metrics
 	Registry *prometheus.Registry
+
+	// deferrals counts each subscription's deferrals in Redis.
+	deferrals *deferrals.Counter
 }
 
 // New builds the service. The topology must exist (stream.Ensure).
@@ -184,6 +188,7 @@ func New(ctx context.Context, cfg config.Config, d Deps) (*Service, error) {
 		})
 	}
 	order := ordering.New(d.Redis, cfg.OrderingKeyTTL)
+	deferred := deferrals.New(d.Redis, reg) // per subscription, for the stats API
 	s := &Service{
 		cfg:    cfg,
 		log:    d.Log,
@@ -198,7 +203,7 @@ func New(ctx context.Context, cfg config.Config, d Deps) (*Service, error) {
 		}),
 		deliver: deliver.New(deliver.Deps{
 			JS: js, Lookup: memo, Sender: lag.Timed(snd, lagMetrics.DeliveryLatency), Scheduler: settle.NewScheduler(js), DeadLetters: staterec.DeadLettersTo(dead, states, d.Log),
-			Recorder: staterec.Attempts(rec, states, d.Log), Log: d.Log, Metrics: m,
+			Recorder: staterec.Attempts(rec, states, d.Log), Log: d.Log, Metrics: m, Deferrals: deferred,
 			Ordering: order,
 			Floor:    ordering.NewFloor(ordering.ConsumerAckFloor(js, stream.Events, stream.DispatchConsumer), 0),
 		}, deliver.Options{
@@ -232,6 +237,7 @@ func New(ctx context.Context, cfg config.Config, d Deps) (*Service, error) {
 		Metrics:  m,
 		Registry: reg,
 	}
+	s.deferrals = deferred
 	s.admin = admin.New(cfg.HTTPAddr, reg, cfg.Pprof, map[string]admin.Check{
 		"nats": func(context.Context) error {
 			if st := d.NATS.Status(); st != nats.CONNECTED {
@@ -276,6 +282,15 @@ func (s *Service) Run(ctx context.Context) error {
 		go func() { s.states.Run(statesCtx); close(statesDone) }()
 		defer func() { stopStates(); <-statesDone }()
 	}
+
+	// The deferral counts outlive the stages that count them.
+	countsCtx, stopCounts := context.WithCancel(context.WithoutCancel(ctx))
+	countsDone := make(chan struct{})
+	go func() {
+		s.deferrals.Run(countsCtx, 2*time.Second, func(err error) { s.log.Warn("deferral counts not stored", zap.Error(err)) })
+		close(countsDone)
+	}()
+	defer func() { stopCounts(); <-countsDone }()
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

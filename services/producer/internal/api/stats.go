@@ -66,6 +66,11 @@ type SubscriptionStats struct {
 	// Health is the endpoint's health now, as the deliverers keep it in
 	// Redis (absent when Redis could not be read).
 	Health *endpointhealth.State `json:"health,omitempty" doc:"the endpoint's health now (Redis, every deliverer replica): circuit, cool-down or Retry-After pause, failures in a row, attempts in flight"`
+	// Deferrals counts the tasks deferred over the window, by reason, as
+	// the deliverers count them in Redis (absent when it could not be
+	// read). Deferrals are not attempt records: Outcomes.Deferred does
+	// not count them.
+	Deferrals *endpointhealth.Deferrals `json:"deferrals,omitempty" doc:"tasks deferred instead of attempted over the window (rate_limited, circuit_open, line_full, …), counted by the deliverers in five-minute buckets; absent when Redis could not be read"`
 }
 
 // StatsOutcomes counts attempt records by outcome.
@@ -163,6 +168,7 @@ func (a *API) subscriptionStats(w http.ResponseWriter, r *http.Request) {
 			out.Health = &st
 		}
 	}
+	out.Deferrals = a.readDeferrals(ctx, id, out.Since, now)
 	writeJSON(w, http.StatusOK, out)
 }
 

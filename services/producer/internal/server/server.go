@@ -127,6 +127,9 @@ func New(cfg config.Config, nc *nats.Conn, rdb redis.UniversalClient, log *zap.L
 	d.Health = func(ctx context.Context, id string, now time.Time) (endpointhealth.Snapshot, error) {
 		return endpointhealth.Read(ctx, rdb, id, now)
 	}
+	d.Deferrals = func(ctx context.Context, id string, since, now time.Time) (endpointhealth.Deferrals, error) {
+		return endpointhealth.ReadDeferrals(ctx, rdb, id, since, now)
+	}
 	key, source, err := cfg.Portal.SigningKey(cfg.Security.Secrets)
 	if err != nil {
 		return nil, err
