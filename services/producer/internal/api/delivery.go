@@ -177,6 +177,18 @@ func (a *API) js(w http.ResponseWriter) (jetstream.JetStream, bool) {
 	return a.jetstream, true
 }
 
+// reading starts a read of the streams for request r: the JetStream
+// context, and a context that ends after readTimeout (call cancel). ok is
+// false when NATS is not connected yet (answered 503).
+func (a *API) reading(w http.ResponseWriter, r *http.Request) (js jetstream.JetStream, ctx context.Context, cancel context.CancelFunc, ok bool) {
+	js, ok = a.js(w)
+	if !ok {
+		return nil, nil, nil, false
+	}
+	ctx, cancel = context.WithTimeout(r.Context(), readTimeout)
+	return js, ctx, cancel, true
+}
+
 func (a *API) deadLetterStore(ctx context.Context, w http.ResponseWriter) (*deadletter.Store, bool) {
 	js, ok := a.js(w)
 	if !ok {
@@ -344,11 +356,10 @@ func (a *API) listAttempts(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f.Tenant = tenant
-	js, ok := a.js(w)
+	js, ctx, cancel, ok := a.reading(w, r)
 	if !ok {
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), readTimeout)
 	defer cancel()
 	res, err := attempt.Page(ctx, js, f, desc, cursor, limit)
 	if err != nil {
@@ -374,11 +385,10 @@ func (a *API) listEvents(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, p)
 		return
 	}
-	js, ok := a.js(w)
+	js, ctx, cancel, ok := a.reading(w, r)
 	if !ok {
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), readTimeout)
 	defer cancel()
 	res, err := eventlog.Page(ctx, js, f, desc, cursor, limit)
 	if err != nil {
@@ -416,11 +426,10 @@ func (a *API) findEvent(w http.ResponseWriter, r *http.Request) (eventlog.Event,
 		writeProblem(w, notFound)
 		return eventlog.Event{}, false
 	}
-	js, ok := a.js(w)
+	js, ctx, cancel, ok := a.reading(w, r)
 	if !ok {
 		return eventlog.Event{}, false
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), readTimeout)
 	defer cancel()
 	ev, err := eventlog.Find(ctx, js, tenant, id)
 	if errors.Is(err, eventlog.ErrNotFound) {

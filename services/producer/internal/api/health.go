@@ -10,7 +10,6 @@ import (
 
 	"github.com/hookline/hookline/pkg/attempt"
 	"github.com/hookline/hookline/pkg/endpointhealth"
-	"github.com/hookline/hookline/pkg/scan"
 )
 
 // HealthReader reads what the deliverers share about an endpoint in Redis
@@ -72,11 +71,10 @@ func (a *API) subscriptionHealth(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	js, ok := a.js(w)
+	js, ctx, cancel, ok := a.reading(w, r)
 	if !ok {
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), readTimeout)
 	defer cancel()
 	now := time.Now().UTC()
 	out := Health{SubscriptionID: sub.GetId(), Disabled: sub.GetDisabled(), DisabledReason: sub.GetDisabledReason(),
@@ -92,18 +90,10 @@ func (a *API) subscriptionHealth(w http.ResponseWriter, r *http.Request) {
 	// The newest attempts of the last day, newest first.
 	f := attempt.Filter{Query: attempt.Query{Tenant: sub.GetTenant(), Subscription: sub.GetId(), Since: now.Add(-24 * time.Hour)}}
 	var recs []attempt.Record
-	var cursor *scan.Pos
-	more := true
-	for more && len(recs) < healthSample {
-		res, err := attempt.Page(ctx, js, f, true, cursor, min(MaxListLimit, healthSample-len(recs)))
-		if err != nil {
-			a.streamError(w, "attempts", err)
-			return
-		}
-		recs = append(recs, res.Items...)
-		more = res.More
-		next := res.Next
-		cursor = &next
+	more, err := newestAttempts(ctx, js, f, healthSample, func(rec attempt.Record) { recs = append(recs, rec) })
+	if err != nil {
+		a.streamError(w, "attempts", err)
+		return
 	}
 	hourAgo := now.Add(-time.Hour)
 	out.Buckets = make([]HealthBucket, 12)
