@@ -21,8 +21,12 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/hookline/hookline/pkg/stream"
+	"github.com/hookline/hookline/pkg/tracing"
 )
 
 // Subject is where replay requests are sent; deliverers serve it in the
@@ -108,6 +112,9 @@ func Ask(ctx context.Context, nc *nats.Conn, seq uint64) (Response, error) {
 // side.
 type Replayer struct {
 	JS jetstream.JetStream
+	// Tracing (nil: off) makes each replay a span of the event's trace
+	// (the traceparent the dead letter kept), around the task's publish.
+	Tracing *tracing.Tracing
 }
 
 // mark is a ReplaysBucket entry: Pending from just before the task is
@@ -137,8 +144,8 @@ func MarkKey(seq uint64, msgID string) string {
 // after a replayer died between the two — publishes again: deduplicated
 // within the window; after it, a second task only when the replayer died
 // after the publish and before completing the mark.
-func (r *Replayer) Replay(ctx context.Context, seq uint64) (Response, error) {
-	res := Response{Seq: seq}
+func (r *Replayer) Replay(ctx context.Context, seq uint64) (res Response, err error) {
+	res = Response{Seq: seq}
 	if seq == 0 {
 		return res, errors.New("seq 0: DEADLETTER sequences start at 1")
 	}
@@ -158,6 +165,15 @@ func (r *Replayer) Replay(ctx context.Context, seq uint64) (Response, error) {
 	if err != nil {
 		return res, err
 	}
+	ctx, span := r.Tracing.Start(r.Tracing.Extract(ctx, task.Header), "replay", trace.WithSpanKind(trace.SpanKindProducer))
+	defer func() { endReplaySpan(span, res, err) }()
+	if span.IsRecording() {
+		span.SetAttributes(tracing.MessagingSystem, tracing.AttrReplay.Int64(int64(seq)),
+			tracing.AttrEventID.String(task.Header.Get(stream.HeaderEventID)),
+			tracing.AttrTenant.String(task.Header.Get(stream.HeaderTenant)),
+			tracing.AttrSubscriptionID.String(task.Header.Get(stream.HeaderSubscriptionID)))
+	}
+	r.Tracing.Inject(ctx, task.Header) // the replayed attempt is the replay's child
 	kv, err := r.JS.KeyValue(ctx, stream.ReplaysBucket)
 	if err != nil {
 		return res, fmt.Errorf("seq %d: open the replay marks (kv bucket %s): %w; nothing published", seq, stream.ReplaysBucket, err)
@@ -193,6 +209,16 @@ func (r *Replayer) Replay(ctx context.Context, seq uint64) (Response, error) {
 			key, err, seq, stream.Deliveries)
 	}
 	return res, nil
+}
+
+// endReplaySpan records how a replay ended: its outcome, or the error.
+func endReplaySpan(span trace.Span, res Response, err error) {
+	if err != nil {
+		span.SetStatus(codes.Error, "replay failed")
+	} else {
+		span.SetAttributes(tracing.AttrOutcome.String(res.Outcome), attribute.Bool("hookline.replay.duplicate", res.Duplicate))
+	}
+	span.End()
 }
 
 // taskHeaders are copied from a dead letter onto its replayed task. The

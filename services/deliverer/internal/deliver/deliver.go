@@ -145,6 +145,7 @@ type Deliverer struct {
 	floorWarned atomic.Int64
 	// deferrals: nil when not counted.
 	deferrals Deferrals
+	tracing   *tracing.Tracing
 }
 
 // Deps are the stage's collaborators.
@@ -164,6 +165,9 @@ type Deps struct {
 	// Deferrals (nil: not counted per subscription) hears every deferral
 	// with its reason.
 	Deferrals Deferrals
+	// Tracing (nil: off) records each task's wait in its line as a span
+	// of the event's trace.
+	Tracing *tracing.Tracing
 }
 
 // New builds the stage.
@@ -216,7 +220,7 @@ func New(d Deps, o Options) *Deliverer {
 		d.Floor = fannedOut{}
 	}
 	return &Deliverer{
-		js: d.JS, subs: d.Lookup, send: d.Sender, sched: d.Scheduler, dead: d.DeadLetters, rec: d.Recorder, deferrals: d.Deferrals,
+		js: d.JS, subs: d.Lookup, send: d.Sender, sched: d.Scheduler, dead: d.DeadLetters, rec: d.Recorder, deferrals: d.Deferrals, tracing: d.Tracing,
 		log: d.Log.Named("deliver"), m: d.Metrics, o: o,
 		ord: d.Ordering, floor: d.Floor, keys: newKeyLines(),
 		lineSlots: make(chan struct{}, o.Workers),
@@ -510,6 +514,8 @@ func (d *Deliverer) resumeHead(ctx context.Context, id string, slot Slot) bool {
 		defer func() { <-d.lineSlots }()
 		defer d.recoverLine(j, slot)
 		d.m.AdmissionWait.Observe(time.Since(j.parkedAt).Seconds())
+		d.tracing.Interval(ctx, j.t.Header, "admission wait", j.parkedAt, time.Now(),
+			tracing.AttrSubscriptionID.String(id), tracing.AttrEventID.String(j.t.EventID))
 		// Looked up again: the subscription may have changed while the
 		// task waited (a new URL, a disable).
 		start := time.Now()

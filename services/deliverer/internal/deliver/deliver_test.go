@@ -20,6 +20,7 @@ import (
 	"github.com/hookline/hookline/pkg/ssrf"
 	"github.com/hookline/hookline/pkg/stream"
 	"github.com/hookline/hookline/pkg/subscription"
+	"github.com/hookline/hookline/pkg/tracing"
 	"github.com/hookline/hookline/pkg/wire"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
 	"github.com/hookline/hookline/services/deliverer/internal/attempt"
@@ -36,6 +37,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/redis/go-redis/v9"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.uber.org/goleak"
 	"go.uber.org/zap"
 )
@@ -382,6 +385,42 @@ func TestDeferralIsCountedPerSubscription(t *testing.T) {
 	}
 	if got.Total != 1 || got.ByReason[deliver.RefusedRate] != 1 {
 		t.Fatalf("deferrals of %s: %+v, want one rate_limited", sub.GetId(), got)
+	}
+}
+
+// A task that waited in its subscription's line leaves an "admission
+// wait" span in the event's trace (the traceparent its task carries).
+func TestAdmissionWaitIsASpanOfTheEventsTrace(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, stream.Config{AckWait: 10 * time.Second})
+	r.opts.Admission = &deferOnce{reason: deliver.RefusedFull} // a 1s wait, under MaxWait: the task waits in line
+	spans := tracetest.NewSpanRecorder()
+	r.deps.Tracing = tracing.New(sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans)))
+	r.run(t)
+	ep := endpoint(t, 200, 0)
+	sub := r.subscribe(t, ep.srv.URL)
+	h := task.NewHeader("evt_waited", tenant, "order.created", time.Now().UTC().Format(time.RFC3339Nano), sub.GetId())
+	h[tracing.HeaderTraceParent] = []string{"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
+	if _, err := r.js.PublishMsg(context.Background(), &nats.Msg{Subject: stream.DeliverySubject(tenant, sub.GetId()), Header: h, Data: []byte(`{}`)}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "delivery after the wait", func() bool { return ep.n.Load() == 1 && r.settled(t) })
+	var waits []sdktrace.ReadOnlySpan
+	for _, s := range spans.Ended() {
+		if s.Name() == "admission wait" {
+			waits = append(waits, s)
+		}
+	}
+	if len(waits) != 1 {
+		t.Fatalf("%d admission wait spans, want 1", len(waits))
+	}
+	w := waits[0]
+	if w.SpanContext().TraceID().String() != "4bf92f3577b34da6a3ce929d0e0e4736" || w.Parent().SpanID().String() != "00f067aa0ba902b7" ||
+		!w.EndTime().After(w.StartTime()) {
+		t.Fatalf("admission wait span: trace %s parent %s from %s to %s", w.SpanContext().TraceID(), w.Parent().SpanID(), w.StartTime(), w.EndTime())
+	}
+	if n := testutil.ToFloat64(r.m.TasksDeferred); n != 0 {
+		t.Fatalf("%v tasks deferred: the task was to wait in line", n)
 	}
 }
 

@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/hookline/hookline/pkg/replay"
+	"github.com/hookline/hookline/pkg/tracing"
 )
 
 // Server answers replay requests until its context ends.
@@ -32,6 +33,12 @@ type Server struct {
 // NATS calls.
 func New(nc *nats.Conn, js jetstream.JetStream, log *zap.Logger, timeout time.Duration) *Server {
 	return &Server{nc: nc, r: &replay.Replayer{JS: js}, log: log.Named("replay"), timeout: timeout}
+}
+
+// WithTracing makes each replay a span of its event's trace (nil: off).
+func (s *Server) WithTracing(t *tracing.Tracing) *Server {
+	s.r.Tracing = t
+	return s
 }
 
 // Run subscribes and serves until ctx ends, then unsubscribes (a request

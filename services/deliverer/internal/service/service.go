@@ -203,7 +203,7 @@ func New(ctx context.Context, cfg config.Config, d Deps) (*Service, error) {
 		}),
 		deliver: deliver.New(deliver.Deps{
 			JS: js, Lookup: memo, Sender: lag.Timed(snd, lagMetrics.DeliveryLatency), Scheduler: settle.NewScheduler(js), DeadLetters: staterec.DeadLettersTo(dead, states, d.Log),
-			Recorder: staterec.Attempts(rec, states, d.Log), Log: d.Log, Metrics: m, Deferrals: deferred,
+			Recorder: staterec.Attempts(rec, states, d.Log), Log: d.Log, Metrics: m, Deferrals: deferred, Tracing: d.Tracing,
 			Ordering: order,
 			Floor:    ordering.NewFloor(ordering.ConsumerAckFloor(js, stream.Events, stream.DispatchConsumer), 0),
 		}, deliver.Options{
@@ -228,7 +228,7 @@ func New(ctx context.Context, cfg config.Config, d Deps) (*Service, error) {
 		}),
 		recorder: rec,
 		states:   statesGroup,
-		replay:   replay.New(d.NATS, js, d.Log, 10*time.Second),
+		replay:   replay.New(d.NATS, js, d.Log, 10*time.Second).WithTracing(d.Tracing),
 		lag:      lag.NewSampler(js, lagMetrics, d.Log, cfg.ConsumerLagInterval),
 		self:     self,
 		admit:    d.Admission,

@@ -480,7 +480,7 @@ func TestEventShowsTheRequestHeadersWithoutSecrets(t *testing.T) {
 	}
 	var ev struct {
 		Subscriptions []struct {
-			ID             string `json:"id"`
+			ID             string                               `json:"id"`
 			RequestHeaders []struct{ Name, Value, Note string } `json:"request_headers"`
 		}
 	}

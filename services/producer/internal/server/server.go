@@ -143,6 +143,7 @@ func New(cfg config.Config, nc *nats.Conn, rdb redis.UniversalClient, log *zap.L
 		o(&d)
 	}
 	pub.Tracing = d.Tracing
+	s.replays.Tracing = d.Tracing
 	s.api = api.New(d)
 	return s, nil
 }
