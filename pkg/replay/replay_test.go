@@ -320,7 +320,7 @@ func TestReplayIsASpanOfTheEventsTrace(t *testing.T) {
 	}
 	attrs := map[string]string{}
 	for _, a := range s.Attributes() {
-		attrs[string(a.Key)] = a.Value.Emit()
+		attrs[string(a.Key)] = a.Value.String()
 	}
 	if attrs["hookline.replay"] != strconv.FormatUint(ack.Sequence, 10) || attrs["hookline.outcome"] != "replayed" || attrs["hookline.event.id"] != "evt_1" {
 		t.Fatalf("replay span attributes %v", attrs)

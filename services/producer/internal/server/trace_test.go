@@ -156,7 +156,7 @@ func TestReplayJobRunIsASpan(t *testing.T) {
 	})
 	attrs := map[string]string{}
 	for _, a := range job.Attributes() {
-		attrs[string(a.Key)] = a.Value.Emit()
+		attrs[string(a.Key)] = a.Value.String()
 	}
 	if attrs["hookline.replay_job.id"] != id || attrs["hookline.replay_job.state"] != "done" || attrs["hookline.replay_job.done"] != "3" ||
 		attrs["hookline.subscription.id"] != "sub_A" || job.Parent().IsValid() {
