@@ -21,12 +21,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/codes"
-	"go.opentelemetry.io/otel/trace"
 
 	"github.com/hookline/hookline/pkg/stream"
-	"github.com/hookline/hookline/pkg/tracing"
 )
 
 // Subject is where replay requests are sent; deliverers serve it in the
@@ -112,9 +108,11 @@ func Ask(ctx context.Context, nc *nats.Conn, seq uint64) (Response, error) {
 // side.
 type Replayer struct {
 	JS jetstream.JetStream
-	// Tracing (nil: off) makes each replay a span of the event's trace
-	// (the traceparent the dead letter kept), around the task's publish.
-	Tracing *tracing.Tracing
+	// Trace (nil: none) hears each replay about to be published: it may
+	// add headers to the task (a span's traceparent) and returns the
+	// context to publish with and what to call with the outcome. It keeps
+	// this package, which hookctl imports, free of a tracing SDK.
+	Trace func(ctx context.Context, seq uint64, task *nats.Msg) (context.Context, func(Response, error))
 }
 
 // mark is a ReplaysBucket entry: Pending from just before the task is
@@ -165,15 +163,11 @@ func (r *Replayer) Replay(ctx context.Context, seq uint64) (res Response, err er
 	if err != nil {
 		return res, err
 	}
-	ctx, span := r.Tracing.Start(r.Tracing.Extract(ctx, task.Header), "replay", trace.WithSpanKind(trace.SpanKindProducer))
-	defer func() { endReplaySpan(span, res, err) }()
-	if span.IsRecording() {
-		span.SetAttributes(tracing.MessagingSystem, tracing.AttrReplay.Int64(int64(seq)),
-			tracing.AttrEventID.String(task.Header.Get(stream.HeaderEventID)),
-			tracing.AttrTenant.String(task.Header.Get(stream.HeaderTenant)),
-			tracing.AttrSubscriptionID.String(task.Header.Get(stream.HeaderSubscriptionID)))
+	if r.Trace != nil {
+		var done func(Response, error)
+		ctx, done = r.Trace(ctx, seq, task)
+		defer func() { done(res, err) }()
 	}
-	r.Tracing.Inject(ctx, task.Header) // the replayed attempt is the replay's child
 	kv, err := r.JS.KeyValue(ctx, stream.ReplaysBucket)
 	if err != nil {
 		return res, fmt.Errorf("seq %d: open the replay marks (kv bucket %s): %w; nothing published", seq, stream.ReplaysBucket, err)
@@ -209,16 +203,6 @@ func (r *Replayer) Replay(ctx context.Context, seq uint64) (res Response, err er
 			key, err, seq, stream.Deliveries)
 	}
 	return res, nil
-}
-
-// endReplaySpan records how a replay ended: its outcome, or the error.
-func endReplaySpan(span trace.Span, res Response, err error) {
-	if err != nil {
-		span.SetStatus(codes.Error, "replay failed")
-	} else {
-		span.SetAttributes(tracing.AttrOutcome.String(res.Outcome), attribute.Bool("hookline.replay.duplicate", res.Duplicate))
-	}
-	span.End()
 }
 
 // taskHeaders are copied from a dead letter onto its replayed task. The
