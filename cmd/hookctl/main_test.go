@@ -21,8 +21,10 @@ import (
 	"github.com/rogpeppe/go-internal/testscript"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/hookline/hookline/pkg/attempt"
 	"github.com/hookline/hookline/pkg/fixture"
 	"github.com/hookline/hookline/pkg/natstest"
+	"github.com/hookline/hookline/pkg/scan"
 	"github.com/hookline/hookline/pkg/stream"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
 )
@@ -57,7 +59,7 @@ func TestScripts(t *testing.T) {
 			}
 			// A deliverer's replay server: hookctl asks it to replay.
 			fixture.Replayer(t, srv)
-			api := newFakeAPI(t)
+			api := newFakeAPI(t, js)
 			testscript.Run(t, testscript.Params{
 				Files:               []string{file},
 				RequireExplicitExec: true,
@@ -348,9 +350,12 @@ type fakeAPI struct {
 	n      int
 }
 
-func newFakeAPI(t *testing.T) *fakeAPI {
+func newFakeAPI(t *testing.T, js jetstream.JetStream) *fakeAPI {
 	f := &fakeAPI{subs: map[string]map[string]any{}, events: map[string]bool{}}
 	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/subscriptions/{id}/attempts", func(w http.ResponseWriter, r *http.Request) {
+		f.attempts(w, r, js)
+	})
 	mux.HandleFunc("POST /v1/subscriptions", f.create)
 	mux.HandleFunc("GET /v1/subscriptions", f.list)
 	mux.HandleFunc("GET /v1/subscriptions/{id}", f.withSub(func(w http.ResponseWriter, s map[string]any, _ map[string]any) { writeJSON(w, 200, s) }))
@@ -490,6 +495,54 @@ func (f *fakeAPI) list(w http.ResponseWriter, r *http.Request) {
 	page := map[string]any{"subscriptions": out}
 	if len(ids) > limit {
 		page["next_cursor"] = ids[limit-1]
+	}
+	writeJSON(w, 200, page)
+}
+
+// attempts serves GET /v1/subscriptions/{id}/attempts from the real
+// ATTEMPTS stream (the scripts' attempt fixtures), at most fakeListPage a
+// page, with a "seq:index" cursor.
+func (f *fakeAPI) attempts(w http.ResponseWriter, r *http.Request, js jetstream.JetStream) {
+	q := r.URL.Query()
+	limit, err := strconv.Atoi(q.Get("limit"))
+	if err != nil || limit < 1 || limit > 500 {
+		problem(w, 400, "Bad Request", "query parameter limit must be a whole number from 1 to 500", nil)
+		return
+	}
+	fl := attempt.Filter{Query: attempt.Query{Subscription: r.PathValue("id"), EventID: q.Get("event_id")}}
+	for k, t := range map[string]*time.Time{"since": &fl.Since, "until": &fl.Until} {
+		if v := q.Get(k); v != "" {
+			if *t, err = time.Parse(time.RFC3339Nano, v); err != nil {
+				problem(w, 400, "Bad Request", "query parameter "+k+" must be RFC 3339", nil)
+				return
+			}
+		}
+	}
+	var cursor *scan.Pos
+	if c := q.Get("cursor"); c != "" {
+		var p scan.Pos
+		if _, err := fmt.Sscanf(c, "%d:%d", &p.Seq, &p.Idx); err != nil {
+			problem(w, 400, "Bad Request", "bad cursor", nil)
+			return
+		}
+		cursor = &p
+	}
+	res, err := attempt.Page(r.Context(), js, fl, q.Get("order") != "asc", cursor, min(limit, fakeListPage))
+	if err != nil {
+		problem(w, 503, "Service Unavailable", err.Error(), nil)
+		return
+	}
+	out := []any{}
+	for _, rec := range res.Items {
+		a := rec.Attempt
+		out = append(out, map[string]any{"seq": rec.Seq, "index": rec.Index, "event_id": a.GetEventId(), "tenant": a.GetTenant(),
+			"event_type": a.GetEventType(), "subscription_id": a.GetSubscriptionId(), "attempt": a.GetAttempt(),
+			"started_at": a.GetStartedAt().AsTime().UTC().Format(time.RFC3339Nano), "duration_seconds": a.GetDurationSeconds(),
+			"status": a.GetStatus(), "outcome": a.GetOutcome(), "error_class": a.GetErrorClass(), "response_excerpt": a.GetResponseExcerpt()})
+	}
+	page := map[string]any{"attempts": out}
+	if res.More {
+		page["next_cursor"] = fmt.Sprintf("%d:%d", res.Next.Seq, res.Next.Idx)
 	}
 	writeJSON(w, 200, page)
 }

@@ -1,6 +1,7 @@
 package attempt
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -48,6 +49,20 @@ func (f Filter) match(a *hooklinev1.Attempt) bool {
 	return true
 }
 
+// mayMatch is false for a record line that cannot match f's event id or
+// outcomes: those values appear in a matching line as JSON strings as they
+// are (ids and outcomes need no escaping), so the line need not be decoded
+// — most of the cost of a filter that few records match.
+func (f Filter) mayMatch(line []byte) bool {
+	if f.EventID != "" && !bytes.Contains(line, []byte(`"`+f.EventID+`"`)) {
+		return false
+	}
+	if len(f.Outcomes) > 0 && !slices.ContainsFunc(f.Outcomes, func(o string) bool { return bytes.Contains(line, []byte(`"`+o+`"`)) }) {
+		return false
+	}
+	return true
+}
+
 // Page returns one page of the attempt records matching f, newest first
 // when desc, in the order they are stored (a batched message's records
 // one by one, each with its own position: scan.Pos{Seq, Idx}), after
@@ -80,6 +95,9 @@ func Page(ctx context.Context, js jetstream.JetStream, f Filter, desc bool, curs
 			}
 			var out []Record
 			for i, line := range stream.AttemptRecords(m.Data()) {
+				if !f.mayMatch(line) {
+					continue
+				}
 				a := &hooklinev1.Attempt{}
 				if decode.Unmarshal(line, a) != nil || !f.match(a) {
 					continue

@@ -108,6 +108,11 @@ func Ask(ctx context.Context, nc *nats.Conn, seq uint64) (Response, error) {
 // side.
 type Replayer struct {
 	JS jetstream.JetStream
+	// Trace (nil: none) hears each replay about to be published: it may
+	// add headers to the task (a span's traceparent) and returns the
+	// context to publish with and what to call with the outcome. It keeps
+	// this package, which hookctl imports, free of a tracing SDK.
+	Trace func(ctx context.Context, seq uint64, task *nats.Msg) (context.Context, func(Response, error))
 }
 
 // mark is a ReplaysBucket entry: Pending from just before the task is
@@ -137,8 +142,8 @@ func MarkKey(seq uint64, msgID string) string {
 // after a replayer died between the two — publishes again: deduplicated
 // within the window; after it, a second task only when the replayer died
 // after the publish and before completing the mark.
-func (r *Replayer) Replay(ctx context.Context, seq uint64) (Response, error) {
-	res := Response{Seq: seq}
+func (r *Replayer) Replay(ctx context.Context, seq uint64) (res Response, err error) {
+	res = Response{Seq: seq}
 	if seq == 0 {
 		return res, errors.New("seq 0: DEADLETTER sequences start at 1")
 	}
@@ -157,6 +162,11 @@ func (r *Replayer) Replay(ctx context.Context, seq uint64) (Response, error) {
 	task, err := Task(m.Subject, m.Sequence, m.Header, m.Data)
 	if err != nil {
 		return res, err
+	}
+	if r.Trace != nil {
+		var done func(Response, error)
+		ctx, done = r.Trace(ctx, seq, task)
+		defer func() { done(res, err) }()
 	}
 	kv, err := r.JS.KeyValue(ctx, stream.ReplaysBucket)
 	if err != nil {

@@ -3,6 +3,8 @@ package replay_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -279,4 +281,45 @@ func tasksFor(t *testing.T, js jetstream.JetStream, subject string) int {
 		}
 	}
 	return n
+}
+
+// Trace hears each replay before its task is published — the headers it
+// adds (a span's traceparent) travel with the task — and then its outcome.
+func TestReplayTraceHookSeesTheTaskAndTheOutcome(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	_, js := srv.Connect(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := stream.Ensure(ctx, js, stream.Config{MemoryStorage: true}); err != nil {
+		t.Fatal(err)
+	}
+	var heard []string
+	r := &replay.Replayer{JS: js, Trace: func(ctx context.Context, seq uint64, task *nats.Msg) (context.Context, func(replay.Response, error)) {
+		heard = append(heard, fmt.Sprintf("seq %d event %s", seq, task.Header.Get(stream.HeaderEventID)))
+		task.Header[stream.HeaderTraceParent] = []string{"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
+		return ctx, func(res replay.Response, err error) { heard = append(heard, fmt.Sprintf("%s %v", res.Outcome, err)) }
+	}}
+	ack, err := js.PublishMsg(ctx, &nats.Msg{Subject: "deadletter.acme.sub_1", Header: deadLetterHeader(), Data: []byte(`{"n":1}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res, err := r.Replay(ctx, ack.Sequence); err != nil || res.Outcome != replay.Replayed {
+		t.Fatalf("replay: %+v, %v", res, err)
+	}
+	want := []string{fmt.Sprintf("seq %d event evt_1", ack.Sequence), "replayed <nil>"}
+	if !slices.Equal(heard, want) {
+		t.Fatalf("the hook heard %q, want %q", heard, want)
+	}
+	ds, err := js.Stream(ctx, stream.Deliveries)
+	if err != nil {
+		t.Fatal(err)
+	}
+	task, err := ds.GetLastMsgForSubject(ctx, "deliveries.acme.sub_1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tp := task.Header.Get(stream.HeaderTraceParent); tp != "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01" {
+		t.Fatalf("the replayed task's traceparent %q, want the hook's", tp)
+	}
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/hookline/hookline/pkg/stream"
 	"github.com/nats-io/nats.go"
 	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/sdk/resource"
@@ -199,6 +200,18 @@ func (t *Tracing) Start(ctx context.Context, name string, opts ...trace.SpanStar
 		return ctx, noopSpan
 	}
 	return t.tracer.Start(ctx, name, opts...)
+}
+
+// Interval records a finished span named name from start to end, a child
+// of the span context header h carries (a root span when it carries
+// none): a wait measured after the fact, such as a task's time in its
+// subscription's line. Off, it does nothing.
+func (t *Tracing) Interval(ctx context.Context, h nats.Header, name string, start, end time.Time, attrs ...attribute.KeyValue) {
+	if t == nil {
+		return
+	}
+	_, span := t.tracer.Start(t.Extract(ctx, h), name, trace.WithTimestamp(start), trace.WithAttributes(attrs...))
+	span.End(trace.WithTimestamp(end))
 }
 
 // MaxTraceState is the longest tracestate carried in NATS headers: the

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hookline/hookline/pkg/envconfig"
 	"github.com/nats-io/nats.go"
@@ -185,4 +186,30 @@ func TestTraceIDOf(t *testing.T) {
 	if TraceIDOf(nil) != "" {
 		t.Fatal("a nil header has a trace id")
 	}
+}
+
+// Interval records a span over a wait measured after the fact: its times
+// as given, its parent the span the NATS header carries, its attributes;
+// off (nil) it does nothing.
+func TestIntervalIsAChildOfTheHeadersSpan(t *testing.T) {
+	t.Parallel()
+	rec := tracetest.NewSpanRecorder()
+	tr := New(sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec)))
+	h := nats.Header{HeaderTraceParent: {"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}}
+	start := time.Date(2026, 12, 4, 10, 0, 0, 0, time.UTC)
+	tr.Interval(context.Background(), h, "admission wait", start, start.Add(1500*time.Millisecond), AttrSubscriptionID.String("sub_1"))
+	spans := rec.Ended()
+	if len(spans) != 1 {
+		t.Fatalf("%d spans, want 1", len(spans))
+	}
+	s := spans[0]
+	if s.Name() != "admission wait" || s.SpanContext().TraceID().String() != "0af7651916cd43dd8448eb211c80319c" ||
+		s.Parent().SpanID().String() != "b7ad6b7169203331" || !s.StartTime().Equal(start) || s.EndTime().Sub(s.StartTime()) != 1500*time.Millisecond {
+		t.Fatalf("span %s trace %s parent %s from %s to %s", s.Name(), s.SpanContext().TraceID(), s.Parent().SpanID(), s.StartTime(), s.EndTime())
+	}
+	if len(s.Attributes()) != 1 || s.Attributes()[0] != AttrSubscriptionID.String("sub_1") {
+		t.Fatalf("attributes %v", s.Attributes())
+	}
+	var off *Tracing
+	off.Interval(context.Background(), h, "admission wait", start, start) // no panic, nothing recorded
 }

@@ -84,6 +84,35 @@ func TestHookctlThroughTheAPI(t *testing.T) {
 			t.Fatalf("an acme token listed %+v", d)
 		}
 	}
+	// The attempts behind those dead letters, over the API too.
+	out, err = hookctl("attempts", "--api", "--subscription", sub.ID, "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var atts struct {
+		Attempts []struct {
+			SubscriptionID string `json:"subscription_id"`
+			Outcome        string `json:"outcome"`
+		} `json:"attempts"`
+	}
+	if err := json.Unmarshal([]byte(out), &atts); err != nil {
+		t.Fatal(err)
+	}
+	deadLettered := 0
+	for _, a := range atts.Attempts {
+		if a.SubscriptionID != sub.ID {
+			t.Fatalf("attempts --api listed %+v", a)
+		}
+		if a.Outcome == "dead_letter" {
+			deadLettered++
+		}
+	}
+	if deadLettered != events {
+		t.Fatalf("attempts --api: %d dead_letter attempts of %d records, want %d", deadLettered, len(atts.Attempts), events)
+	}
+	if _, err := hookctl("attempts", "--api", "--subscription", otherSub.ID); err == nil {
+		t.Fatal("an acme token listed globex's attempts")
+	}
 	// Another tenant's subscription: the job would see nothing of it.
 	if _, err := hookctl("replay", "start", "--source", "events", "--subscription", otherSub.ID, "--since", "1h"); err == nil {
 		t.Fatal("an acme token started a back-fill of globex's subscription")

@@ -260,6 +260,15 @@ func TestPortal(t *testing.T) {
 		b.await("failed attempts", `[...document.querySelectorAll('#attempts tbody tr')].filter(r => r.textContent.includes('500')).length >= 9`)
 		b.do(chromedp.SetValue(chromedp.CSS(`select[name=outcome]`), "dead_letter"), chromedp.Click(chromedp.CSS(`#filters button`)))
 		b.await("three dead-lettered attempts", `document.querySelectorAll('#attempts tbody tr').length === 3 && [...document.querySelectorAll('#attempts tbody tr')].every(r => r.textContent.includes('dead_letter'))`)
+		// One event's story: the headers each attempt sends, secrets hidden.
+		b.click(`#attempts a[href*="/events/` + ids[0] + `"]`)
+		b.await("the request headers", `[...document.querySelectorAll('table tbody tr')].some(r => r.textContent.startsWith('Webhook-Id') && r.textContent.includes('`+ids[0]+`'))`)
+		if sig := eval[string](b, `[...document.querySelectorAll('table tbody tr')].find(r => r.textContent.startsWith('Webhook-Signature')).children[1].textContent`); sig != "REDACTED" {
+			t.Fatalf("the story shows the signature as %q", sig)
+		}
+		b.shot("story")
+		b.do(chromedp.Navigate(strings.Split(url, "#")[0] + "#/endpoints/" + badSub.ID + "/deliveries"))
+		b.await("the deliveries page", `!!document.querySelector('#attempts')`)
 		b.click(`a[href$="/health"]`)
 		b.await("the circuit", `!!document.querySelector('#circuit')`)
 		if c := b.text("#circuit"); c != "open" && c != "half-open" {
@@ -268,6 +277,9 @@ func TestPortal(t *testing.T) {
 		if got := b.text(".grid .card:nth-child(2) .v"); got != "9" {
 			t.Fatalf("failures in a row %q, want 9", got)
 		}
+		if d := b.text("#deferrals"); !regexp.MustCompile(`^\d+( \(|$)`).MatchString(d) {
+			t.Fatalf("deferrals of the last hour %q, want a count (from Redis)", d)
+		}
 		b.shot("health")
 
 		t.Run("replay its dead letters after a dry run", func(t *testing.T) {
@@ -275,6 +287,11 @@ func TestPortal(t *testing.T) {
 			bad.SetBehavior(harness.OK)
 			b.click(`a[href$="/recovery"]`)
 			b.await("three dead letters", `document.querySelectorAll('#dead-letters tbody tr a').length === 3`)
+			// Selected by event type: none of them is an order.
+			b.do(chromedp.SendKeys(chromedp.CSS(`#replay-form input[name=type]`), "order.*"))
+			b.click("#dry-run-btn")
+			b.awaitText("#dry-run-count", "0 dead letters would be replayed")
+			b.do(chromedp.SetValue(chromedp.CSS(`#replay-form input[name=type]`), "invoice.*"))
 			b.click("#dry-run-btn")
 			b.awaitText("#dry-run-count", "3 dead letters would be replayed")
 			b.shot("recovery")

@@ -166,6 +166,11 @@ func TestRedisLeastPrivilege(t *testing.T) {
 		if _, err := endpointhealth.Read(ctx, producer, "sub_1", time.Now()); err != nil {
 			t.Errorf("producer: read endpoint health: %v", err)
 		}
+		// It reads the deliverers' deferral counts too (…/stats, …/health).
+		if _, err := endpointhealth.ReadDeferrals(ctx, producer, "sub_1", time.Now().Add(-time.Hour), time.Now()); err != nil {
+			t.Errorf("producer: read deferral counts: %v", err)
+		}
+		redisDenied(t, "producer", producer, "hincrby", endpointhealth.DeferralsKey("sub_1", time.Now()), "rate_limited", "1")
 		redisDenied(t, "producer", producer, "set", "hookline:inflight:{sub_1}", "x")
 		redisDenied(t, "producer", producer, "zadd", "hookline:inflight:{sub_1}", "1", "x")
 		redisDenied(t, "producer", producer, "hset", "hookline:breaker:{sub_1}", "open_until", "1")
@@ -230,6 +235,12 @@ func TestRedisLeastPrivilege(t *testing.T) {
 		}
 		if err := deliverer.HGetAll(ctx, "hookline:breaker:{sub_1}").Err(); err != nil {
 			t.Errorf("deliverer: breaker status: %v", err)
+		}
+		// Deferral counts (services/deliverer/internal/deferrals).
+		pipe := deliverer.Pipeline()
+		endpointhealth.AddDeferrals(ctx, pipe, "sub_1", "rate_limited", time.Now(), 2)
+		if _, err := pipe.Exec(ctx); err != nil {
+			t.Errorf("deliverer: count deferrals: %v", err)
 		}
 		deniedToEveryone(t, "deliverer", deliverer)
 		redisDenied(t, "deliverer", deliverer, "zadd", "inflight:{sub_1}", "1", "x")

@@ -2,14 +2,11 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"net/url"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
@@ -153,41 +150,15 @@ func (a *App) dlqLsAPI(ctx context.Context, f *selectionFlags, asJSON bool) erro
 		Attempts       uint32     `json:"attempts"`
 		EventID        string     `json:"event_id"`
 	}
-	var raws []json.RawMessage
-	var items []item
-	for {
-		page := 500
-		if f.limit > 0 {
-			page = min(page, f.limit-len(items))
-		}
-		q.Set("limit", strconv.Itoa(page))
-		data, err := api.Do(ctx, http.MethodGet, "/v1/dead-letters", q, nil)
-		if err != nil {
-			return err
-		}
-		var p struct {
-			DeadLetters []json.RawMessage `json:"dead_letters"`
-			NextCursor  string            `json:"next_cursor"`
-		}
-		if err := json.Unmarshal(data, &p); err != nil {
-			return fmt.Errorf("producer API: unexpected answer: %w", err)
-		}
-		for _, raw := range p.DeadLetters {
-			var it item
-			if err := json.Unmarshal(raw, &it); err != nil {
-				return fmt.Errorf("producer API: unexpected dead letter: %w", err)
-			}
-			raws, items = append(raws, raw), append(items, it)
-		}
-		if p.NextCursor == "" || (f.limit > 0 && len(items) >= f.limit) {
-			break
-		}
-		q.Set("cursor", p.NextCursor)
+	raws, err := apiList(ctx, api, "/v1/dead-letters", q, "dead_letters", f.limit)
+	if err != nil {
+		return err
+	}
+	items, err := decodeItems[item](raws, "dead letter")
+	if err != nil {
+		return err
 	}
 	if asJSON {
-		if raws == nil {
-			raws = []json.RawMessage{}
-		}
 		return writeJSON(a.io.Out, map[string]any{"dead_letters": raws})
 	}
 	if len(items) == 0 {

@@ -413,6 +413,28 @@ func jobPath(id string) (string, error) {
 	return "/v1/replays/" + url.PathEscape(id), nil
 }
 
+// jobCall sends method to the replay job id (GET: its state, DELETE:
+// cancel) and decodes the job the API answers, also returned as sent.
+func (a *App) jobCall(ctx context.Context, method, id string) (*producer.Client, job, []byte, error) {
+	path, err := jobPath(id)
+	if err != nil {
+		return nil, job{}, nil, err
+	}
+	api, err := a.api()
+	if err != nil {
+		return nil, job{}, nil, err
+	}
+	data, err := api.Do(ctx, method, path, nil, nil)
+	if err != nil {
+		return nil, job{}, nil, err
+	}
+	var j job
+	if err := json.Unmarshal(data, &j); err != nil {
+		return nil, job{}, nil, fmt.Errorf("producer API: unexpected answer: %w", err)
+	}
+	return api, j, data, nil
+}
+
 func (a *App) replayStatus() *cobra.Command {
 	var wait, asJSON bool
 	c := &cobra.Command{
@@ -421,21 +443,9 @@ func (a *App) replayStatus() *cobra.Command {
 		Example: "  hookctl replay status rpl_01J…\n  hookctl replay status rpl_01J… --wait",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			path, err := jobPath(args[0])
+			api, j, data, err := a.jobCall(c.Context(), http.MethodGet, args[0])
 			if err != nil {
 				return err
-			}
-			api, err := a.api()
-			if err != nil {
-				return err
-			}
-			data, err := api.Do(c.Context(), http.MethodGet, path, nil, nil)
-			if err != nil {
-				return err
-			}
-			var j job
-			if err := json.Unmarshal(data, &j); err != nil {
-				return fmt.Errorf("producer API: unexpected answer: %w", err)
 			}
 			if wait {
 				return a.follow(c.Context(), api, j, asJSON)
@@ -460,15 +470,7 @@ func (a *App) replayCancel() *cobra.Command {
 		Example: "  hookctl replay cancel rpl_01J…",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			path, err := jobPath(args[0])
-			if err != nil {
-				return err
-			}
-			api, err := a.api()
-			if err != nil {
-				return err
-			}
-			data, err := api.Do(c.Context(), http.MethodDelete, path, nil, nil)
+			_, j, data, err := a.jobCall(c.Context(), http.MethodDelete, args[0])
 			var p *producer.Problem
 			if errors.As(err, &p) && p.Status == http.StatusConflict {
 				return refusedErr(err) // it has ended already
@@ -478,10 +480,6 @@ func (a *App) replayCancel() *cobra.Command {
 			}
 			if asJSON {
 				return writeJSON(a.io.Out, bodyJSON(data))
-			}
-			var j job
-			if err := json.Unmarshal(data, &j); err != nil {
-				return fmt.Errorf("producer API: unexpected answer: %w", err)
 			}
 			fmt.Fprintf(a.io.Out, "cancelled %s: %s\n", j.ID, progressLine(j))
 			return nil

@@ -5,6 +5,7 @@
 package deliver
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -66,6 +67,12 @@ type Tenants interface {
 // Recorder stores attempt records (attempt.Recorder).
 type Recorder interface {
 	Record(a *hooklinev1.Attempt)
+}
+
+// Deferrals counts each subscription's deferrals for the producer's stats
+// (deferrals.Counter).
+type Deferrals interface {
+	Deferred(subscriptionID, reason string)
 }
 
 var (
@@ -157,6 +164,9 @@ type Deliverer struct {
 	stopping  atomic.Bool
 	// floorWarned is when a failed ack-floor read was last logged.
 	floorWarned atomic.Int64
+	// deferrals: nil when not counted.
+	deferrals Deferrals
+	tracing   *tracing.Tracing
 }
 
 // Deps are the stage's collaborators.
@@ -175,6 +185,12 @@ type Deps struct {
 	// an ordering key is sent to the receiver but not waited on).
 	Ordering Orderer
 	Floor    Floor
+	// Deferrals (nil: not counted per subscription) hears every deferral
+	// with its reason.
+	Deferrals Deferrals
+	// Tracing (nil: off) records each task's wait in its line as a span
+	// of the event's trace.
+	Tracing *tracing.Tracing
 }
 
 // New builds the stage.
@@ -233,7 +249,7 @@ func New(d Deps, o Options) *Deliverer {
 		d.Floor = fannedOut{}
 	}
 	return &Deliverer{
-		js: d.JS, subs: d.Lookup, send: d.Sender, sched: d.Scheduler, dead: d.DeadLetters, rec: d.Recorder, tens: d.Tenants,
+		js: d.JS, subs: d.Lookup, send: d.Sender, sched: d.Scheduler, dead: d.DeadLetters, rec: d.Recorder, tens: d.Tenants, deferrals: d.Deferrals, tracing: d.Tracing,
 		log: d.Log.Named("deliver"), m: d.Metrics, o: o,
 		ord: d.Ordering, floor: d.Floor, keys: newKeyLines(),
 		lineSlots: make(chan struct{}, o.Workers),
@@ -560,6 +576,8 @@ func (d *Deliverer) resumeHead(ctx context.Context, id string, slot Slot) bool {
 		defer func() { <-d.lineSlots }()
 		defer d.recoverLine(j, slot)
 		d.m.AdmissionWait.Observe(time.Since(j.parkedAt).Seconds())
+		d.tracing.Interval(ctx, j.t.Header, "admission wait", j.parkedAt, time.Now(),
+			tracing.AttrSubscriptionID.String(id), tracing.AttrEventID.String(j.t.EventID))
 		// Looked up again: the subscription may have changed while the
 		// task waited (a new URL, a disable).
 		start := time.Now()
@@ -736,6 +754,9 @@ func (d *Deliverer) report(t *task.Task, v verdict) {
 			d.m.TasksDeferred.Inc()
 			if v.refused != "" {
 				d.m.AdmissionDeferred.WithLabelValues(v.refused).Inc()
+			}
+			if d.deferrals != nil {
+				d.deferrals.Deferred(t.SubscriptionID, cmp.Or(v.refused, "error"))
 			}
 			if v.detail != "" {
 				d.log.Warn("task deferred", zap.String("event_id", t.EventID), zap.String("subscription_id", t.SubscriptionID),

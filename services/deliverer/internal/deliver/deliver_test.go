@@ -1,6 +1,7 @@
 package deliver_test
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -12,16 +13,19 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hookline/hookline/pkg/endpointhealth"
 	"github.com/hookline/hookline/pkg/natstest"
 	"github.com/hookline/hookline/pkg/redistest"
 	"github.com/hookline/hookline/pkg/signing"
 	"github.com/hookline/hookline/pkg/ssrf"
 	"github.com/hookline/hookline/pkg/stream"
 	"github.com/hookline/hookline/pkg/subscription"
+	"github.com/hookline/hookline/pkg/tracing"
 	"github.com/hookline/hookline/pkg/wire"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
 	"github.com/hookline/hookline/services/deliverer/internal/attempt"
 	"github.com/hookline/hookline/services/deliverer/internal/deadletter"
+	"github.com/hookline/hookline/services/deliverer/internal/deferrals"
 	"github.com/hookline/hookline/services/deliverer/internal/deliver"
 	"github.com/hookline/hookline/services/deliverer/internal/deliver/delivertest"
 	"github.com/hookline/hookline/services/deliverer/internal/metrics"
@@ -33,6 +37,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/redis/go-redis/v9"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.uber.org/goleak"
 	"go.uber.org/zap"
 )
@@ -307,6 +313,8 @@ func TestRedeliveriesAreBounded(t *testing.T) {
 
 // deferOnce defers the first admission, then admits and records results.
 type deferOnce struct {
+	// reason of the refusal (default circuit_open)
+	reason  string
 	mu      sync.Mutex
 	calls   int
 	results []sender.Result
@@ -317,7 +325,7 @@ func (a *deferOnce) Admit(context.Context, *hooklinev1.Subscription, int) (deliv
 	defer a.mu.Unlock()
 	a.calls++
 	if a.calls == 1 {
-		return nil, deliver.Refusal{Reason: deliver.RefusedCircuitOpen, Wait: time.Second}, nil
+		return nil, deliver.Refusal{Reason: cmp.Or(a.reason, deliver.RefusedCircuitOpen), Wait: time.Second}, nil
 	}
 	return recordingSlot{a}, deliver.Refusal{}, nil
 }
@@ -357,6 +365,70 @@ func TestAdmissionDeferDoesNotConsumeAnAttempt(t *testing.T) {
 	}
 	if n := r.streamMsgs(t, stream.DeadLetter); n != 0 {
 		t.Fatalf("%d dead letters", n)
+	}
+}
+
+// A deferral is counted for its subscription and reason, in Redis, where
+// the producer's stats read it.
+func TestDeferralIsCountedPerSubscription(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, stream.Config{AckWait: 10 * time.Second})
+	r.opts.Admission = &deferOnce{reason: deliver.RefusedRate}
+	r.opts.MaxWait = 500 * time.Millisecond // the 1s wait defers
+	counts := deferrals.New(r.rdb, prometheus.NewRegistry())
+	r.deps.Deferrals = counts
+	r.run(t)
+	ep := endpoint(t, 200, 0)
+	sub := r.subscribe(t, ep.srv.URL)
+	r.task(t, sub, "evt_rate_limited")
+	eventually(t, "delivery after the deferral", func() bool { return ep.n.Load() == 1 && r.settled(t) })
+	ctx := context.Background()
+	if err := counts.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	got, err := endpointhealth.ReadDeferrals(ctx, r.rdb, sub.GetId(), now.Add(-time.Hour), now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Total != 1 || got.ByReason[deliver.RefusedRate] != 1 {
+		t.Fatalf("deferrals of %s: %+v, want one rate_limited", sub.GetId(), got)
+	}
+}
+
+// A task that waited in its subscription's line leaves an "admission
+// wait" span in the event's trace (the traceparent its task carries).
+func TestAdmissionWaitIsASpanOfTheEventsTrace(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, stream.Config{AckWait: 10 * time.Second})
+	r.opts.Admission = &deferOnce{reason: deliver.RefusedFull} // a 1s wait, under MaxWait: the task waits in line
+	spans := tracetest.NewSpanRecorder()
+	r.deps.Tracing = tracing.New(sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans)))
+	r.run(t)
+	ep := endpoint(t, 200, 0)
+	sub := r.subscribe(t, ep.srv.URL)
+	h := task.NewHeader("evt_waited", tenant, "order.created", time.Now().UTC().Format(time.RFC3339Nano), sub.GetId())
+	h[tracing.HeaderTraceParent] = []string{"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
+	if _, err := r.js.PublishMsg(context.Background(), &nats.Msg{Subject: stream.DeliverySubject(tenant, sub.GetId()), Header: h, Data: []byte(`{}`)}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "delivery after the wait", func() bool { return ep.n.Load() == 1 && r.settled(t) })
+	var waits []sdktrace.ReadOnlySpan
+	for _, s := range spans.Ended() {
+		if s.Name() == "admission wait" {
+			waits = append(waits, s)
+		}
+	}
+	if len(waits) != 1 {
+		t.Fatalf("%d admission wait spans, want 1", len(waits))
+	}
+	w := waits[0]
+	if w.SpanContext().TraceID().String() != "4bf92f3577b34da6a3ce929d0e0e4736" || w.Parent().SpanID().String() != "00f067aa0ba902b7" ||
+		!w.EndTime().After(w.StartTime()) {
+		t.Fatalf("admission wait span: trace %s parent %s from %s to %s", w.SpanContext().TraceID(), w.Parent().SpanID(), w.StartTime(), w.EndTime())
+	}
+	if n := testutil.ToFloat64(r.m.TasksDeferred); n != 0 {
+		t.Fatalf("%v tasks deferred: the task was to wait in line", n)
 	}
 }
 

@@ -18,6 +18,11 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/hookline/hookline/pkg/replay"
+	"github.com/hookline/hookline/pkg/stream"
+	"github.com/hookline/hookline/pkg/tracing"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Server answers replay requests until its context ends.
@@ -32,6 +37,39 @@ type Server struct {
 // NATS calls.
 func New(nc *nats.Conn, js jetstream.JetStream, log *zap.Logger, timeout time.Duration) *Server {
 	return &Server{nc: nc, r: &replay.Replayer{JS: js}, log: log.Named("replay"), timeout: timeout}
+}
+
+// WithTracing makes each replay a span of its event's trace (nil: off).
+func (s *Server) WithTracing(t *tracing.Tracing) *Server {
+	if t.Enabled() {
+		s.r.Trace = traced(t)
+	}
+	return s
+}
+
+// traced makes a replay a span (kind producer) in the trace the dead
+// letter kept, under the event's fan-out, with the entry's sequence and,
+// at its end, the outcome; the replayed task carries the span, so its
+// attempt is the replay's child.
+func traced(t *tracing.Tracing) func(context.Context, uint64, *nats.Msg) (context.Context, func(replay.Response, error)) {
+	return func(ctx context.Context, seq uint64, task *nats.Msg) (context.Context, func(replay.Response, error)) {
+		ctx, span := t.Start(t.Extract(ctx, task.Header), "replay", trace.WithSpanKind(trace.SpanKindProducer))
+		if span.IsRecording() {
+			span.SetAttributes(tracing.MessagingSystem, tracing.AttrReplay.Int64(int64(seq)),
+				tracing.AttrEventID.String(task.Header.Get(stream.HeaderEventID)),
+				tracing.AttrTenant.String(task.Header.Get(stream.HeaderTenant)),
+				tracing.AttrSubscriptionID.String(task.Header.Get(stream.HeaderSubscriptionID)))
+		}
+		t.Inject(ctx, task.Header)
+		return ctx, func(res replay.Response, err error) {
+			if err != nil {
+				span.SetStatus(codes.Error, "replay failed")
+			} else {
+				span.SetAttributes(tracing.AttrOutcome.String(res.Outcome), attribute.Bool("hookline.replay.duplicate", res.Duplicate))
+			}
+			span.End()
+		}
+	}
 }
 
 // Run subscribes and serves until ctx ends, then unsubscribes (a request

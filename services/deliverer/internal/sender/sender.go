@@ -21,6 +21,7 @@ import (
 
 	"github.com/hookline/hookline/pkg/ssrf"
 	"github.com/hookline/hookline/pkg/tracing"
+	"github.com/hookline/hookline/pkg/wire"
 )
 
 // Error classes of a failed attempt (Result.ErrorClass). They are metric
@@ -220,34 +221,18 @@ func (s *Sender) send(ctx context.Context, r Request) Result {
 	for name, value := range r.Headers {
 		h[http.CanonicalHeaderKey(name)] = []string{value}
 	}
-	h["Content-Type"] = []string{"application/json"}
-	h["User-Agent"] = []string{s.userAgent}
-	h["Webhook-Id"] = []string{r.ID}
-	h["Webhook-Timestamp"] = []string{strconv.FormatInt(r.Timestamp.Unix(), 10)}
-	h["Webhook-Signature"] = []string{r.Signature}
+	wire.Request{ID: r.ID, Timestamp: r.Timestamp, Signature: r.Signature, UserAgent: s.userAgent,
+		EventType: r.EventType, OccurredAt: r.OccurredAt, Attempt: r.Attempt, SubscriptionID: r.SubscriptionID,
+		OrderingKey: r.OrderingKey, OrderingSeq: r.OrderingSeq}.SetHeaders(h)
 	// A webhook is idempotent (receivers dedupe on webhook-id). Saying so —
 	// a nil value is not sent — lets the transport resend it on a fresh
 	// connection when a kept-alive one turns out closed by the endpoint
 	// (an idle timeout racing our reuse: Node's is 5s) instead of failing
 	// the attempt, spending the retry budget and feeding the breaker.
 	h["Idempotency-Key"] = nil
-	setIf(h, "Hookline-Event-Type", r.EventType)
-	setIf(h, "Hookline-Occurred-At", r.OccurredAt)
-	if r.Attempt > 0 {
-		h["Hookline-Attempt"] = []string{strconv.Itoa(r.Attempt)}
-	}
-	setIf(h, "Hookline-Subscription-Id", r.SubscriptionID)
 	// The attempt span's traceparent (tracing on), so that the receiver
 	// can join the trace; never a tracestate or baggage.
 	s.tracing.InjectTraceParent(ctx, h)
-	if r.OrderingKey != "" {
-		h["Hookline-Ordering-Key"] = []string{r.OrderingKey}
-		// 0: a task that never was its key's head (a replay of a follower
-		// dead-lettered while it waited) has no number to send.
-		if r.OrderingSeq > 0 {
-			h["Hookline-Ordering-Sequence"] = []string{strconv.FormatUint(r.OrderingSeq, 10)}
-		}
-	}
 
 	resp, err := s.client.Do(req)
 	if err != nil {
@@ -269,13 +254,6 @@ func (s *Sender) send(ctx context.Context, r Request) Result {
 		res.RetryAfter = ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
 	}
 	return res
-}
-
-// setIf sets a header to a non-empty value.
-func setIf(h http.Header, name, value string) {
-	if value != "" {
-		h[name] = []string{value}
-	}
 }
 
 // drain reads at most maxBody bytes of the body and returns the first

@@ -13,6 +13,7 @@ import (
 
 	"github.com/hookline/hookline/pkg/wire"
 	"github.com/hookline/hookline/services/deliverer/internal/config"
+	"github.com/hookline/hookline/services/deliverer/internal/deferrals"
 	"github.com/hookline/hookline/services/deliverer/internal/health"
 	"github.com/hookline/hookline/services/deliverer/internal/metrics"
 	"github.com/hookline/hookline/services/deliverer/internal/sender"
@@ -51,6 +52,7 @@ func instrumentedRegistry(t *testing.T) (*prometheus.Registry, map[string]string
 		Redis: rdb, Registerer: rec,
 	})
 	t.Cleanup(h.Close)
+	deferrals.New(rdb, rec)
 	return reg, rec.types
 }
 

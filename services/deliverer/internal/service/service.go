@@ -23,6 +23,7 @@ import (
 	"github.com/hookline/hookline/services/deliverer/internal/attempt"
 	"github.com/hookline/hookline/services/deliverer/internal/config"
 	"github.com/hookline/hookline/services/deliverer/internal/deadletter"
+	"github.com/hookline/hookline/services/deliverer/internal/deferrals"
 	"github.com/hookline/hookline/services/deliverer/internal/deliver"
 	"github.com/hookline/hookline/services/deliverer/internal/dispatch"
 	"github.com/hookline/hookline/services/deliverer/internal/health"
@@ -95,6 +96,9 @@ type Service struct {
 	started  chan struct{}
 	Metrics  *metrics.Metrics
 	Registry *prometheus.Registry
+
+	// deferrals counts each subscription's deferrals in Redis.
+	deferrals *deferrals.Counter
 }
 
 // New builds the service. The topology must exist (stream.Ensure).
@@ -192,6 +196,7 @@ func New(ctx context.Context, cfg config.Config, d Deps) (*Service, error) {
 		})
 	}
 	order := ordering.New(d.Redis, cfg.OrderingKeyTTL)
+	deferred := deferrals.New(d.Redis, reg) // per subscription, for the stats API
 	s := &Service{
 		cfg:     cfg,
 		log:     d.Log,
@@ -207,7 +212,7 @@ func New(ctx context.Context, cfg config.Config, d Deps) (*Service, error) {
 		}),
 		deliver: deliver.New(deliver.Deps{
 			JS: js, Lookup: memo, Sender: lag.Timed(snd, lagMetrics.DeliveryLatency), Scheduler: settle.NewScheduler(js), DeadLetters: staterec.DeadLettersTo(dead, states, d.Log),
-			Recorder: staterec.Attempts(rec, states, d.Log), Log: d.Log, Metrics: m,
+			Recorder: staterec.Attempts(rec, states, d.Log), Log: d.Log, Metrics: m, Deferrals: deferred, Tracing: d.Tracing,
 			Tenants:  tenants,
 			Ordering: order,
 			Floor:    ordering.NewFloor(ordering.ConsumerAckFloor(js, stream.Events, stream.DispatchConsumer), 0),
@@ -235,7 +240,7 @@ func New(ctx context.Context, cfg config.Config, d Deps) (*Service, error) {
 		}),
 		recorder: rec,
 		states:   statesGroup,
-		replay:   replay.New(d.NATS, js, d.Log, 10*time.Second),
+		replay:   replay.New(d.NATS, js, d.Log, 10*time.Second).WithTracing(d.Tracing),
 		lag:      lag.NewSampler(js, lagMetrics, d.Log, cfg.ConsumerLagInterval),
 		self:     self,
 		admit:    d.Admission,
@@ -244,6 +249,7 @@ func New(ctx context.Context, cfg config.Config, d Deps) (*Service, error) {
 		Metrics:  m,
 		Registry: reg,
 	}
+	s.deferrals = deferred
 	s.admin = admin.New(cfg.HTTPAddr, reg, cfg.Pprof, map[string]admin.Check{
 		"nats": func(context.Context) error {
 			if st := d.NATS.Status(); st != nats.CONNECTED {
@@ -288,6 +294,15 @@ func (s *Service) Run(ctx context.Context) error {
 		go func() { s.states.Run(statesCtx); close(statesDone) }()
 		defer func() { stopStates(); <-statesDone }()
 	}
+
+	// The deferral counts outlive the stages that count them.
+	countsCtx, stopCounts := context.WithCancel(context.WithoutCancel(ctx))
+	countsDone := make(chan struct{})
+	go func() {
+		s.deferrals.Run(countsCtx, 2*time.Second, func(err error) { s.log.Warn("deferral counts not stored", zap.Error(err)) })
+		close(countsDone)
+	}()
+	defer func() { stopCounts(); <-countsDone }()
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

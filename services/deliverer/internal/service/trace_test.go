@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -253,9 +254,20 @@ func TestReplayJoinsTheTrace(t *testing.T) {
 		attr(dead[0], "hookline.dead_letter.reason") != "attempts_exhausted" {
 		t.Fatalf("dead-letter spans %v: want one under the fan-out, reason attempts_exhausted", dead)
 	}
+	// The replay is a span under the fan-out, and its attempt is under
+	// the replay; the first delivery's attempts are under the fan-out.
+	replays := spansNamed(rec.Ended(), "replay")
+	if len(replays) != 1 || replays[0].Parent().SpanID() != dispatch[0].SpanContext().SpanID() ||
+		attr(replays[0], "hookline.replay") != strconv.FormatUint(dl.Sequence, 10) || attr(replays[0], "hookline.outcome") != "replayed" {
+		t.Fatalf("replay spans %v: want one under the fan-out, for DEADLETTER seq %d, replayed", replays, dl.Sequence)
+	}
 	for _, s := range spansNamed(rec.Ended(), "POST") {
-		if s.Parent().SpanID() != dispatch[0].SpanContext().SpanID() {
-			t.Fatalf("attempt %s (replay %q) is not under the fan-out", attr(s, "hookline.attempt"), attr(s, "hookline.replay"))
+		parent := dispatch[0].SpanContext().SpanID()
+		if attr(s, "hookline.replay") != "" {
+			parent = replays[0].SpanContext().SpanID()
+		}
+		if s.Parent().SpanID() != parent {
+			t.Fatalf("attempt %s (replay %q) is not under the fan-out or, replayed, under the replay", attr(s, "hookline.attempt"), attr(s, "hookline.replay"))
 		}
 	}
 }

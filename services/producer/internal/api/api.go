@@ -82,6 +82,9 @@ type Deps struct {
 	Replays Replays
 	// Health reads an endpoint's live health (nil: answered without it).
 	Health HealthReader
+	// Deferrals reads a subscription's deferral counts (nil: answered
+	// without them).
+	Deferrals DeferralReader
 	// PortalSessions issues portal sessions (nil: those routes answer 503);
 	// Portal serves /portal/ given the /v1/ routes without their bearer
 	// authentication (nil: no portal).
@@ -121,6 +124,7 @@ type API struct {
 	matching  Matching
 	replays   Replays
 	health    HealthReader
+	deferrals DeferralReader
 	portal    PortalSessions
 	idem      Idempotency
 
@@ -142,7 +146,7 @@ func New(d Deps) *API {
 		maxInFlight: d.MaxInFlight, maxRate: d.MaxRate,
 		allow: map[string][]string{}, urlPolicy: d.URLPolicy,
 		jetstream: d.JS, matching: d.Matching, replays: d.Replays,
-		health: d.Health, portal: d.PortalSessions,
+		health: d.Health, deferrals: d.Deferrals, portal: d.PortalSessions,
 		idem: d.Idempotency, tracing: d.Tracing,
 		tenants: d.Tenants, policyEnv: d.PolicyEnv, limits: d.PolicyLimits, quota: d.Quota,
 	}

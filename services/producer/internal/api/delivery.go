@@ -103,6 +103,51 @@ type MatchingSubscription struct {
 	ID       string `json:"id"`
 	URL      string `json:"url" doc:"credentials masked"`
 	Disabled bool   `json:"disabled"`
+	// RequestHeaders are the headers each attempt of the event to this
+	// subscription carries, secrets hidden.
+	RequestHeaders []RequestHeader `json:"request_headers" doc:"the headers an attempt sends (POST, the subscription's payload format as body): the signature and custom header values as REDACTED, per-attempt values noted"`
+}
+
+// RequestHeader is one header of an attempt's request.
+type RequestHeader struct {
+	Name  string `json:"name"`
+	Value string `json:"value" doc:"REDACTED for the signature and custom headers; empty where it differs per attempt"`
+	Note  string `json:"note,omitempty"`
+}
+
+// requestHeaders are the headers the deliverer sends with an attempt of
+// ev to sub (pkg/wire sets them in the sender too), sorted by name: the
+// signature and custom header values REDACTED (never a secret), the
+// per-attempt ones with a note.
+func requestHeaders(sub *hooklinev1.Subscription, ev eventlog.Event) []RequestHeader {
+	h, custom := http.Header{}, map[string]bool{}
+	for name := range sub.GetHeaders() {
+		h[http.CanonicalHeaderKey(name)] = []string{subscription.Redacted}
+		custom[http.CanonicalHeaderKey(name)] = true
+	}
+	wire.Request{ID: ev.ID, Signature: subscription.Redacted, UserAgent: "Hookline/<version>", EventType: ev.Type,
+		OccurredAt: ev.OccurredAt.UTC().Format(time.RFC3339Nano), Attempt: 1, SubscriptionID: sub.GetId(),
+		OrderingKey: ev.OrderingKey}.SetHeaders(h)
+	notes := map[string]string{
+		wire.RequestHeaderTimestamp:        "the attempt's time (Unix seconds)",
+		wire.RequestHeaderAttempt:          "the attempt's number",
+		wire.RequestHeaderSignature:        "one Standard Webhooks signature per active secret",
+		"User-Agent":                       "the deliverer's version",
+		wire.RequestHeaderOrderingSequence: "the event's place in its ordering key",
+	}
+	h[wire.RequestHeaderTimestamp] = []string{""}
+	if ev.OrderingKey != "" {
+		h[wire.RequestHeaderOrderingSequence] = []string{""}
+	}
+	out := make([]RequestHeader, 0, len(h))
+	for _, name := range slices.Sorted(maps.Keys(h)) {
+		note := notes[name]
+		if custom[name] {
+			note = "custom header (write-only)"
+		}
+		out = append(out, RequestHeader{Name: name, Value: h[name][0], Note: note})
+	}
+	return out
 }
 
 // EventPage is GET /v1/events.
@@ -175,6 +220,18 @@ func (a *API) js(w http.ResponseWriter) (jetstream.JetStream, bool) {
 		return nil, false
 	}
 	return a.jetstream, true
+}
+
+// reading starts a read of the streams for request r: the JetStream
+// context, and a context that ends after readTimeout (call cancel). ok is
+// false when NATS is not connected yet (answered 503).
+func (a *API) reading(w http.ResponseWriter, r *http.Request) (js jetstream.JetStream, ctx context.Context, cancel context.CancelFunc, ok bool) {
+	js, ok = a.js(w)
+	if !ok {
+		return nil, nil, nil, false
+	}
+	ctx, cancel = context.WithTimeout(r.Context(), readTimeout)
+	return js, ctx, cancel, true
 }
 
 func (a *API) deadLetterStore(ctx context.Context, w http.ResponseWriter) (*deadletter.Store, bool) {
@@ -344,11 +401,10 @@ func (a *API) listAttempts(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f.Tenant = tenant
-	js, ok := a.js(w)
+	js, ctx, cancel, ok := a.reading(w, r)
 	if !ok {
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), readTimeout)
 	defer cancel()
 	res, err := attempt.Page(ctx, js, f, desc, cursor, limit)
 	if err != nil {
@@ -374,11 +430,10 @@ func (a *API) listEvents(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, p)
 		return
 	}
-	js, ok := a.js(w)
+	js, ctx, cancel, ok := a.reading(w, r)
 	if !ok {
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), readTimeout)
 	defer cancel()
 	res, err := eventlog.Page(ctx, js, f, desc, cursor, limit)
 	if err != nil {
@@ -416,11 +471,10 @@ func (a *API) findEvent(w http.ResponseWriter, r *http.Request) (eventlog.Event,
 		writeProblem(w, notFound)
 		return eventlog.Event{}, false
 	}
-	js, ok := a.js(w)
+	js, ctx, cancel, ok := a.reading(w, r)
 	if !ok {
 		return eventlog.Event{}, false
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), readTimeout)
 	defer cancel()
 	ev, err := eventlog.Find(ctx, js, tenant, id)
 	if errors.Is(err, eventlog.ErrNotFound) {
@@ -465,7 +519,8 @@ func (a *API) getEvent(w http.ResponseWriter, r *http.Request) {
 		out.Subscriptions = make([]MatchingSubscription, 0, len(subs))
 		for _, s := range subs {
 			u, _ := subscription.MaskURL(s.GetUrl())
-			out.Subscriptions = append(out.Subscriptions, MatchingSubscription{ID: s.GetId(), URL: u, Disabled: s.GetDisabled()})
+			out.Subscriptions = append(out.Subscriptions, MatchingSubscription{ID: s.GetId(), URL: u, Disabled: s.GetDisabled(),
+				RequestHeaders: requestHeaders(s, ev)})
 		}
 	}
 	writeJSON(w, http.StatusOK, out)

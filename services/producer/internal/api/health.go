@@ -6,14 +6,19 @@ import (
 	"slices"
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/hookline/hookline/pkg/attempt"
 	"github.com/hookline/hookline/pkg/endpointhealth"
-	"github.com/hookline/hookline/pkg/scan"
 )
 
 // HealthReader reads what the deliverers share about an endpoint in Redis
 // (endpointhealth.Read on the producer's Redis client).
 type HealthReader func(ctx context.Context, subscriptionID string, now time.Time) (endpointhealth.Snapshot, error)
+
+// DeferralReader reads a subscription's deferral counts from since to now
+// (endpointhealth.ReadDeferrals on the producer's Redis client).
+type DeferralReader func(ctx context.Context, subscriptionID string, since, now time.Time) (endpointhealth.Deferrals, error)
 
 // Health answers GET /v1/subscriptions/{id}/health: the endpoint's circuit
 // and attempts in flight as the deliverers share them in Redis, why it is
@@ -33,6 +38,10 @@ type Health struct {
 	LastHour        HealthWindow   `json:"last_hour"`
 	LastDay         HealthWindow   `json:"last_day"`
 	Buckets         []HealthBucket `json:"buckets" doc:"the last hour in 12 five-minute buckets, oldest first"`
+
+	// DeferralsLastHour counts the tasks deferred instead of attempted
+	// (absent when Redis could not be read).
+	DeferralsLastHour *endpointhealth.Deferrals `json:"deferrals_last_hour,omitempty" doc:"tasks deferred (rate limit, open circuit, full line, …) over the last hour, by every deliverer; absent when Redis could not be read"`
 }
 
 // HealthWindow sums the attempts of a window.
@@ -62,11 +71,10 @@ func (a *API) subscriptionHealth(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	js, ok := a.js(w)
+	js, ctx, cancel, ok := a.reading(w, r)
 	if !ok {
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), readTimeout)
 	defer cancel()
 	now := time.Now().UTC()
 	out := Health{SubscriptionID: sub.GetId(), Disabled: sub.GetDisabled(), DisabledReason: sub.GetDisabledReason(),
@@ -78,21 +86,14 @@ func (a *API) subscriptionHealth(w http.ResponseWriter, r *http.Request) {
 	} else {
 		out.Circuit, out.InFlight = snap.Circuit, snap.InFlight
 	}
+	out.DeferralsLastHour = a.readDeferrals(ctx, sub.GetId(), now.Add(-time.Hour), now)
 	// The newest attempts of the last day, newest first.
 	f := attempt.Filter{Query: attempt.Query{Tenant: sub.GetTenant(), Subscription: sub.GetId(), Since: now.Add(-24 * time.Hour)}}
 	var recs []attempt.Record
-	var cursor *scan.Pos
-	more := true
-	for more && len(recs) < healthSample {
-		res, err := attempt.Page(ctx, js, f, true, cursor, min(MaxListLimit, healthSample-len(recs)))
-		if err != nil {
-			a.streamError(w, "attempts", err)
-			return
-		}
-		recs = append(recs, res.Items...)
-		more = res.More
-		next := res.Next
-		cursor = &next
+	more, err := newestAttempts(ctx, js, f, healthSample, func(rec attempt.Record) { recs = append(recs, rec) })
+	if err != nil {
+		a.streamError(w, "attempts", err)
+		return
 	}
 	hourAgo := now.Add(-time.Hour)
 	out.Buckets = make([]HealthBucket, 12)
@@ -136,4 +137,18 @@ func window(recs []attempt.Record, sampled bool) HealthWindow {
 	w.LatencyP50 = d[(len(d)-1)*50/100]
 	w.LatencyP95 = d[(len(d)-1)*95/100]
 	return w
+}
+
+// readDeferrals is a subscription's deferrals from since to now, or nil
+// (logged) when they cannot be read.
+func (a *API) readDeferrals(ctx context.Context, id string, since, now time.Time) *endpointhealth.Deferrals {
+	if a.deferrals == nil {
+		return nil
+	}
+	d, err := a.deferrals(ctx, id, since, now)
+	if err != nil {
+		a.log.Warn("deferral counts unavailable", zap.String("subscription_id", id), zap.Error(err))
+		return nil
+	}
+	return &d
 }

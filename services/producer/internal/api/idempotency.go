@@ -93,6 +93,11 @@ func (a *API) idempotent(w http.ResponseWriter, r *http.Request, req idempotentR
 		writeProblem(w, problem(http.StatusUnprocessableEntity, TypeIdempotencyMismatch,
 			"this Idempotency-Key was used for a different request (another body or endpoint) within the idempotency window; use a new key for a new request"))
 		return
+	case errors.Is(err, idempotency.ErrTooLarge):
+		writeProblem(w, problem(http.StatusRequestEntityTooLarge, TypeIdempotencyTooLarge,
+			"this request cannot take an Idempotency-Key: "+err.Error()+
+				"; nothing was done. Send it in smaller parts, or without the key (events with ids are deduplicated by id)"))
+		return
 	case errors.Is(err, idempotency.ErrInProgress):
 		w.Header().Set("Retry-After", "1")
 		writeProblem(w, problem(http.StatusConflict, TypeIdempotencyInProgress,

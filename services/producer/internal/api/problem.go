@@ -21,6 +21,9 @@ const (
 	// TypeIdempotencyMismatch: the Idempotency-Key was used for another
 	// request (422).
 	TypeIdempotencyMismatch = "urn:hookline:problem:idempotency-key-reused"
+	// TypeIdempotencyTooLarge: the request's ids or answer would not fit
+	// the idempotency store (413, nothing done).
+	TypeIdempotencyTooLarge = "urn:hookline:problem:idempotency-too-large"
 	TypeTooLarge            = "urn:hookline:problem:content-too-large" // 413
 	// The tenant's events/s quota (429, Retry-After).
 	TypeRateLimited      = "urn:hookline:problem:rate-limited"

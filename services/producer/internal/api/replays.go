@@ -157,31 +157,44 @@ func (a *API) createReplay(w http.ResponseWriter, r *http.Request) {
 	} else if forbidTenant(w, r, filter.Tenant) {
 		return
 	}
-	if a.replays == nil {
-		writeProblem(w, unavailable("replay jobs are not available on this producer"))
-		return
-	}
 	ir.scope = filter.Tenant
 	if ir.scope == "" {
 		ir.scope = stream.MultiTenantScope // an unbound token's job over every tenant
 	}
+	a.startReplay(w, r, ir, req.DryRun, func(ctx context.Context) (ReplayDryRun, error) {
+		n, sample, err := a.replays.DryRun(ctx, filter, replaySample)
+		out := ReplayDryRun{DryRun: true, Count: n, Sample: make([]DeadLetter, 0, len(sample))}
+		for _, e := range sample {
+			out.Sample = append(out.Sample, renderDeadLetter(e))
+		}
+		return out, err
+	}, func(ctx context.Context, id string) (replayjob.Job, error) {
+		return a.replays.Create(ctx, id, filter.Tenant, filter, req.Rate)
+	})
+}
+
+// startReplay answers a replay request once per Idempotency-Key: with
+// dry set, the count and sample dryRun reads (200); otherwise the job
+// create starts with the request's reserved id (202, Location).
+func (a *API) startReplay(w http.ResponseWriter, r *http.Request, ir idempotentRequest, dry bool,
+	dryRun func(ctx context.Context) (ReplayDryRun, error), create func(ctx context.Context, id string) (replayjob.Job, error)) {
+	if a.replays == nil {
+		writeProblem(w, unavailable("replay jobs are not available on this producer"))
+		return
+	}
 	a.idempotent(w, r, ir, func(w http.ResponseWriter, ids []string) {
 		ctx, cancel := context.WithTimeout(r.Context(), readTimeout)
 		defer cancel()
-		if req.DryRun {
-			n, sample, err := a.replays.DryRun(ctx, filter, replaySample)
+		if dry {
+			out, err := dryRun(ctx)
 			if err != nil {
 				a.replayError(w, "", err)
 				return
 			}
-			out := ReplayDryRun{DryRun: true, Count: n, Sample: make([]DeadLetter, 0, len(sample))}
-			for _, e := range sample {
-				out.Sample = append(out.Sample, renderDeadLetter(e))
-			}
 			writeJSON(w, http.StatusOK, out)
 			return
 		}
-		j, err := a.replays.Create(ctx, ids[0], filter.Tenant, filter, req.Rate)
+		j, err := create(ctx, ids[0])
 		if err != nil {
 			a.replayError(w, "", err)
 			return
@@ -320,33 +333,15 @@ func (a *API) createBackfill(w http.ResponseWriter, r *http.Request, req createR
 		filter.Since = ev.ReceivedAt.UTC().Format(time.RFC3339Nano)
 		filter.Until = ev.ReceivedAt.Add(time.Nanosecond).UTC().Format(time.RFC3339Nano)
 	}
-	if a.replays == nil {
-		writeProblem(w, unavailable("replay jobs are not available on this producer"))
-		return
-	}
 	ir.scope = sub.GetTenant()
-	a.idempotent(w, r, ir, func(w http.ResponseWriter, ids []string) {
-		ctx, cancel := context.WithTimeout(r.Context(), readTimeout)
-		defer cancel()
-		if req.DryRun {
-			n, sample, err := a.replays.DryRunEvents(ctx, filter, mode, replaySample)
-			if err != nil {
-				a.replayError(w, "", err)
-				return
-			}
-			out := ReplayDryRun{DryRun: true, Count: n, Events: make([]Event, 0, len(sample))}
-			for _, e := range sample {
-				out.Events = append(out.Events, renderEvent(e))
-			}
-			writeJSON(w, http.StatusOK, out)
-			return
+	a.startReplay(w, r, ir, req.DryRun, func(ctx context.Context) (ReplayDryRun, error) {
+		n, sample, err := a.replays.DryRunEvents(ctx, filter, mode, replaySample)
+		out := ReplayDryRun{DryRun: true, Count: n, Events: make([]Event, 0, len(sample))}
+		for _, e := range sample {
+			out.Events = append(out.Events, renderEvent(e))
 		}
-		j, err := a.replays.CreateEvents(ctx, ids[0], sub.GetTenant(), filter, mode, req.Rate)
-		if err != nil {
-			a.replayError(w, "", err)
-			return
-		}
-		w.Header().Set("Location", "/v1/replays/"+url.PathEscape(j.ID))
-		writeJSON(w, http.StatusAccepted, renderJob(j))
+		return out, err
+	}, func(ctx context.Context, id string) (replayjob.Job, error) {
+		return a.replays.CreateEvents(ctx, id, sub.GetTenant(), filter, mode, req.Rate)
 	})
 }

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
 	"github.com/hookline/hookline/pkg/attempt"
@@ -27,14 +28,33 @@ const defaultStatsWindow = "1h"
 // complete false and covered_since saying from when.
 const StatsMaxRecords = 20000
 
-// statsPage is how many records one read of the stats takes, and
-// statsMaxPages how many reads one answer makes at most (each reads at
-// most scan.DefaultMaxScan messages: a window of messages that hold no
-// record cannot make it read on and on).
-const (
-	statsPage     = 5000
-	statsMaxPages = StatsMaxRecords/statsPage + 4
-)
+// attemptsPage is how many records one read of newestAttempts takes;
+// it makes at most max/attemptsPage+4 reads (each reads at most
+// scan.DefaultMaxScan messages: a window of messages that hold no record
+// cannot make it read on and on).
+const attemptsPage = 5000
+
+// newestAttempts calls fn with the attempt records f selects, newest
+// first, at most max of them; more is true when records may be left
+// unread (max reached, or the reads' bound).
+func newestAttempts(ctx context.Context, js jetstream.JetStream, f attempt.Filter, max int, fn func(attempt.Record)) (more bool, err error) {
+	var cursor *scan.Pos
+	n := 0
+	for page := 1; ; page++ {
+		res, err := attempt.Page(ctx, js, f, true, cursor, min(attemptsPage, max-n))
+		if err != nil {
+			return false, err
+		}
+		for _, rec := range res.Items {
+			fn(rec)
+		}
+		n += len(res.Items)
+		if !res.More || n >= max || page == max/attemptsPage+4 {
+			return res.More, nil
+		}
+		cursor = &res.Next
+	}
+}
 
 // SubscriptionStats is GET /v1/subscriptions/{id}/stats.
 type SubscriptionStats struct {
@@ -66,6 +86,11 @@ type SubscriptionStats struct {
 	// Health is the endpoint's health now, as the deliverers keep it in
 	// Redis (absent when Redis could not be read).
 	Health *endpointhealth.State `json:"health,omitempty" doc:"the endpoint's health now (Redis, every deliverer replica): circuit, cool-down or Retry-After pause, failures in a row, attempts in flight"`
+	// Deferrals counts the tasks deferred over the window, by reason, as
+	// the deliverers count them in Redis (absent when it could not be
+	// read). Deferrals are not attempt records: Outcomes.Deferred does
+	// not count them.
+	Deferrals *endpointhealth.Deferrals `json:"deferrals,omitempty" doc:"tasks deferred instead of attempted over the window (rate_limited, circuit_open, line_full, …), counted by the deliverers in five-minute buckets; absent when Redis could not be read"`
 }
 
 // StatsOutcomes counts attempt records by outcome.
@@ -113,41 +138,30 @@ func (a *API) subscriptionStats(w http.ResponseWriter, r *http.Request) {
 	if sub != nil {
 		out.Disabled, out.DisabledReason, out.MaxInFlight = sub.GetDisabled(), sub.GetDisabledReason(), sub.GetMaxInFlight()
 	}
-	js, ok := a.js(w)
+	js, ctx, cancel, ok := a.reading(w, r)
 	if !ok {
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), readTimeout)
 	defer cancel()
 	now := time.Now().UTC()
 	out.Since, out.Until, out.CoveredSince = now.Add(-d), now, now.Add(-d)
 	f := attempt.Filter{Query: attempt.Query{Tenant: out.Tenant, Subscription: id, Since: out.Since}}
 	var durations []float64
-	var cursor *scan.Pos
 	oldest := now // the oldest record read (records come newest first)
-	for page := 1; ; page++ {
-		res, err := attempt.Page(ctx, js, f, true, cursor, min(statsPage, StatsMaxRecords-out.Attempts))
-		if err != nil {
-			a.streamError(w, "attempts", err)
-			return
+	more, err := newestAttempts(ctx, js, f, StatsMaxRecords, func(rec attempt.Record) {
+		out.add(rec, &durations)
+		if t := rec.Attempt.GetStartedAt(); t != nil {
+			oldest = t.AsTime().UTC()
 		}
-		for _, rec := range res.Items {
-			out.add(rec, &durations)
-			if t := rec.Attempt.GetStartedAt(); t != nil {
-				oldest = t.AsTime().UTC()
-			}
-		}
-		if !res.More {
-			break
-		}
-		if out.Attempts >= StatsMaxRecords || page == statsMaxPages {
-			// Records before these are left unread.
-			out.Complete = false
-			out.CoveredSince = oldest
-			break
-		}
-		next := res.Next
-		cursor = &next
+	})
+	if err != nil {
+		a.streamError(w, "attempts", err)
+		return
+	}
+	if more {
+		// Records before these are left unread.
+		out.Complete = false
+		out.CoveredSince = oldest
 	}
 	if n := out.Outcomes.Success + out.Outcomes.Retry + out.Outcomes.DeadLetter; n > 0 {
 		ratio := float64(out.Outcomes.Success) / float64(n)
@@ -163,6 +177,7 @@ func (a *API) subscriptionStats(w http.ResponseWriter, r *http.Request) {
 			out.Health = &st
 		}
 	}
+	out.Deferrals = a.readDeferrals(ctx, id, out.Since, now)
 	writeJSON(w, http.StatusOK, out)
 }
 

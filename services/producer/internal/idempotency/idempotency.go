@@ -15,15 +15,27 @@
 // first run reserved (an event id deduplicates in EVENTS; a subscription
 // or a job id is created once). A request that failed (any answer but
 // 2xx) releases its key: retrying it runs it again.
+//
+// A record is one KV value, so it must fit the bucket's largest message
+// (NATS's max_payload, 1 MB by default). The ids and the answer are stored
+// compressed (DEFLATE; a batch answer of 10,000 generated ids shrinks about
+// fivefold), the ids only while the request runs. A request whose
+// compressed ids take more than half of that room (the answer, which
+// repeats them, must fit later) is refused before it runs: ErrTooLarge.
 package idempotency
 
 import (
+	"bytes"
+	"compress/flate"
 	"context"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"strings"
 	"sync"
 	"time"
 
@@ -45,6 +57,8 @@ var (
 	ErrInProgress = errors.New("a request with this Idempotency-Key is still in progress")
 	// ErrNotReady: the bucket is not bound yet (topology not checked).
 	ErrNotReady = errors.New("idempotency keys are not available yet")
+	// ErrTooLarge: the request's record would not fit a KV value.
+	ErrTooLarge = errors.New("the request is too large for an Idempotency-Key")
 )
 
 // Request is one call with an Idempotency-Key.
@@ -75,16 +89,53 @@ const (
 )
 
 type record struct {
-	Fingerprint string    `json:"fingerprint"`
-	State       string    `json:"state"`
-	IDs         []string  `json:"ids,omitempty"`
-	LeaseUntil  time.Time `json:"lease_until,omitzero"`
-	CreatedAt   time.Time `json:"created_at"`
-	Status      int       `json:"status,omitempty"`
-	Location    string    `json:"location,omitempty"`
-	// Body is the answer, sealed with the secret key when one is
+	Fingerprint string `json:"fingerprint"`
+	State       string `json:"state"`
+	// IDs (records written before compression) or IDsZ: the ids
+	// reserved, newline-separated, DEFLATE, base64; pending records only.
+	IDs        []string  `json:"ids,omitempty"`
+	IDsZ       string    `json:"ids_z,omitempty"`
+	LeaseUntil time.Time `json:"lease_until,omitzero"`
+	CreatedAt  time.Time `json:"created_at"`
+	Status     int       `json:"status,omitempty"`
+	Location   string    `json:"location,omitempty"`
+	// Body (records written before compression) or BodyZ (DEFLATE,
+	// base64) is the answer, sealed with the secret key when one is
 	// configured (a subscription's answer holds its signing secret).
-	Body string `json:"body,omitempty"`
+	Body  string `json:"body,omitempty"`
+	BodyZ string `json:"body_z,omitempty"`
+}
+
+// ids are the reserved ids of a pending record.
+func (r record) ids() ([]string, error) {
+	if r.IDsZ == "" {
+		return r.IDs, nil
+	}
+	b, err := inflate(r.IDsZ)
+	if err != nil {
+		return nil, fmt.Errorf("reserved ids: %w", err)
+	}
+	if len(b) == 0 {
+		return nil, nil
+	}
+	return strings.Split(string(b), "\n"), nil
+}
+
+// deflate is b compressed, in base64.
+func deflate(b []byte) string {
+	var buf bytes.Buffer
+	w, _ := flate.NewWriter(&buf, flate.DefaultCompression) // a valid level: no error
+	_, _ = w.Write(b)                                       // a bytes.Buffer does not fail
+	_ = w.Close()
+	return base64.StdEncoding.EncodeToString(buf.Bytes())
+}
+
+func inflate(s string) ([]byte, error) {
+	raw, err := base64.StdEncoding.DecodeString(s)
+	if err != nil {
+		return nil, err
+	}
+	return io.ReadAll(flate.NewReader(bytes.NewReader(raw)))
 }
 
 // Claim is a key this caller holds: run the request, then Complete or
@@ -93,6 +144,7 @@ type Claim struct {
 	key string
 	rev uint64
 	rec record
+	ids []string
 	// TakenOver: a previous claim's lease ran out (its replica died) and
 	// this one runs the request again with the ids it reserved.
 	TakenOver bool
@@ -100,7 +152,7 @@ type Claim struct {
 
 // IDs are the ids to create: the request's own, or those the first run
 // reserved.
-func (c *Claim) IDs() []string { return c.rec.IDs }
+func (c *Claim) IDs() []string { return c.ids }
 
 // Store keeps the records.
 type Store struct {
@@ -111,6 +163,8 @@ type Store struct {
 
 	mu sync.Mutex
 	kv jetstream.KeyValue
+	// maxValue is the largest record the bucket takes.
+	maxValue int
 }
 
 // New returns a store on js; Bind binds the bucket. lease is how long a
@@ -127,19 +181,39 @@ func (s *Store) Bind(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("bind kv bucket %s: %w", stream.IdempotencyBucket, err)
 	}
+	st, err := kv.Status(ctx)
+	if err != nil {
+		return fmt.Errorf("kv bucket %s: %w", stream.IdempotencyBucket, err)
+	}
+	maxValue := int(s.js.Conn().MaxPayload())
+	if m := int(st.Config().MaxValueSize); m > 0 {
+		maxValue = min(maxValue, m)
+	}
 	s.mu.Lock()
-	s.kv = kv
+	s.kv, s.maxValue = kv, maxValue-valueOverhead
 	s.mu.Unlock()
 	return nil
 }
 
-func (s *Store) bucket() (jetstream.KeyValue, error) {
+// valueOverhead is room left in a message for the KV subject and headers
+// beside the record.
+const valueOverhead = 1024
+
+// fits refuses a record of size bytes above limit.
+func fits(size, limit int, what string) error {
+	if size > limit {
+		return fmt.Errorf("%w: its %s takes %d bytes compressed, more than the %d the idempotency store holds", ErrTooLarge, what, size, limit)
+	}
+	return nil
+}
+
+func (s *Store) bucket() (jetstream.KeyValue, int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.kv == nil {
-		return nil, ErrNotReady
+		return nil, 0, ErrNotReady
 	}
-	return s.kv, nil
+	return s.kv, s.maxValue, nil
 }
 
 // Fingerprint identifies a request: the same key with another fingerprint
@@ -162,14 +236,23 @@ func kvKey(scope, key string) string {
 // the caller is to run the request; a *Response when the same request
 // already succeeded (replay it); ErrMismatch when the key was used for
 // another request; ErrInProgress when the first request is still running
-// after the wait; another error when NATS failed.
+// after the wait; ErrTooLarge when the reserved ids take more than half
+// of a KV value compressed (the answer must fit later); another error
+// when NATS failed.
 func (s *Store) Begin(ctx context.Context, req Request) (*Claim, *Response, error) {
-	kv, err := s.bucket()
+	kv, maxValue, err := s.bucket()
 	if err != nil {
 		return nil, nil, err
 	}
 	key := kvKey(req.Scope, req.Key)
 	fp := Fingerprint(req.Method, req.Path, req.Body)
+	idsZ := ""
+	if len(req.IDs) > 0 {
+		idsZ = deflate([]byte(strings.Join(req.IDs, "\n")))
+	}
+	if err := fits(len(idsZ), maxValue/2, fmt.Sprintf("list of %d ids", len(req.IDs))); err != nil {
+		return nil, nil, err
+	}
 	deadline := time.Now().Add(s.wait)
 	var watch jetstream.KeyWatcher
 	defer func() {
@@ -179,10 +262,10 @@ func (s *Store) Begin(ctx context.Context, req Request) (*Claim, *Response, erro
 	}()
 	for {
 		now := time.Now()
-		rec := record{Fingerprint: fp, State: statePending, IDs: req.IDs, LeaseUntil: now.Add(s.lease), CreatedAt: now.UTC()}
+		rec := record{Fingerprint: fp, State: statePending, IDsZ: idsZ, LeaseUntil: now.Add(s.lease), CreatedAt: now.UTC()}
 		rev, err := kv.Create(ctx, key, mustJSON(rec))
 		if err == nil {
-			return &Claim{key: key, rev: rev, rec: rec}, nil, nil
+			return &Claim{key: key, rev: rev, rec: rec, ids: req.IDs}, nil, nil
 		}
 		if !errors.Is(err, jetstream.ErrKeyExists) {
 			return nil, nil, fmt.Errorf("claim idempotency key: %w", err)
@@ -202,19 +285,23 @@ func (s *Store) Begin(ctx context.Context, req Request) (*Claim, *Response, erro
 			return nil, nil, ErrMismatch
 		}
 		if got.State == stateDone {
-			body, err := s.box.Open(got.Body)
+			body, err := s.answer(got)
 			if err != nil {
-				return nil, nil, fmt.Errorf("open stored answer: %w", err)
+				return nil, nil, err
 			}
-			return nil, &Response{Status: got.Status, Location: got.Location, Body: []byte(body)}, nil
+			return nil, &Response{Status: got.Status, Location: got.Location, Body: body}, nil
 		}
 		if now.After(got.LeaseUntil) {
 			// The claim's replica died: take it over, ids kept.
 			taken := got
 			taken.LeaseUntil = now.Add(s.lease)
+			ids, err := got.ids()
+			if err != nil {
+				return nil, nil, fmt.Errorf("idempotency record %s: %w", key, err)
+			}
 			rev, err := kv.Update(ctx, key, mustJSON(taken), e.Revision())
 			if err == nil {
-				return &Claim{key: key, rev: rev, rec: taken, TakenOver: true}, nil, nil
+				return &Claim{key: key, rev: rev, rec: taken, ids: ids, TakenOver: true}, nil, nil
 			}
 			continue // someone else changed it first: look again
 		}
@@ -242,20 +329,46 @@ func (s *Store) Begin(ctx context.Context, req Request) (*Claim, *Response, erro
 	}
 }
 
-// Complete stores the answer of a claimed request that succeeded.
+// answer opens a done record's answer.
+func (s *Store) answer(r record) ([]byte, error) {
+	if r.BodyZ == "" {
+		body, err := s.box.Open(r.Body)
+		if err != nil {
+			return nil, fmt.Errorf("open stored answer: %w", err)
+		}
+		return []byte(body), nil
+	}
+	z, err := s.box.Open(r.BodyZ)
+	if err != nil {
+		return nil, fmt.Errorf("open stored answer: %w", err)
+	}
+	body, err := inflate(z)
+	if err != nil {
+		return nil, fmt.Errorf("stored answer: %w", err)
+	}
+	return body, nil
+}
+
+// Complete stores the answer of a claimed request that succeeded. It
+// returns ErrTooLarge when the answer does not fit a KV value even
+// compressed: the claim then stays pending, and a retry after its lease
+// runs the request again with the ids it reserved.
 func (s *Store) Complete(ctx context.Context, c *Claim, resp Response) error {
-	kv, err := s.bucket()
+	kv, maxValue, err := s.bucket()
 	if err != nil {
 		return err
 	}
-	body, err := s.box.Seal(string(resp.Body))
+	body, err := s.box.Seal(deflate(resp.Body))
 	if err != nil {
 		return fmt.Errorf("seal answer: %w", err)
 	}
-	rec := c.rec
-	rec.State, rec.LeaseUntil = stateDone, time.Time{}
-	rec.Status, rec.Location, rec.Body = resp.Status, resp.Location, body
-	if _, err := kv.Update(ctx, c.key, mustJSON(rec), c.rev); err != nil {
+	rec := record{Fingerprint: c.rec.Fingerprint, State: stateDone, CreatedAt: c.rec.CreatedAt,
+		Status: resp.Status, Location: resp.Location, BodyZ: body}
+	value := mustJSON(rec)
+	if err := fits(len(value), maxValue, "answer"); err != nil {
+		return err
+	}
+	if _, err := kv.Update(ctx, c.key, value, c.rev); err != nil {
 		return fmt.Errorf("store idempotent answer: %w", err)
 	}
 	return nil
@@ -264,7 +377,7 @@ func (s *Store) Complete(ctx context.Context, c *Claim, resp Response) error {
 // Release gives the key up after a request that failed: a retry runs it
 // again. A claim taken over meanwhile is left alone.
 func (s *Store) Release(ctx context.Context, c *Claim) error {
-	kv, err := s.bucket()
+	kv, _, err := s.bucket()
 	if err != nil {
 		return err
 	}

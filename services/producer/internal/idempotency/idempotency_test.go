@@ -2,7 +2,13 @@ package idempotency_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -205,4 +211,100 @@ func TestWaiterRunsWhenTheFirstFails(t *testing.T) {
 	if c := <-got; c == nil || c.TakenOver || c.IDs()[0] != "evt_2" {
 		t.Fatalf("waiter got %+v, want its own claim", c)
 	}
+}
+
+// A record written before ids and answers were compressed (a rolling
+// upgrade) still replays its answer, and a pending one still gives its
+// reserved ids to the replica that takes it over.
+func TestRecordsOfTheUncompressedFormatAreRead(t *testing.T) {
+	t.Parallel()
+	s, js := store(t, 50*time.Millisecond, time.Second)
+	ctx := context.Background()
+	kv, err := js.KeyValue(ctx, stream.IdempotencyBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyOf := func(k string) string {
+		sum := sha256.Sum256([]byte(k))
+		return stream.IdempotencyKey("acme", hex.EncodeToString(sum[:]))
+	}
+	fp := idempotency.Fingerprint("POST", "/v1/events", []byte("{}"))
+	done := fmt.Sprintf(`{"fingerprint":%q,"state":"done","created_at":"2026-12-01T00:00:00Z","status":202,"body":"{\"id\":\"evt_old\"}"}`, fp)
+	if _, err := kv.Put(ctx, keyOf("old-done"), []byte(done)); err != nil {
+		t.Fatal(err)
+	}
+	_, stored, err := s.Begin(ctx, req("acme", "old-done", "{}", "evt_new"))
+	if err != nil || stored == nil || string(stored.Body) != `{"id":"evt_old"}` {
+		t.Fatalf("old done record: %+v, %v", stored, err)
+	}
+	pending := fmt.Sprintf(`{"fingerprint":%q,"state":"pending","ids":["evt_a","evt_b"],"lease_until":"2026-01-01T00:00:00Z","created_at":"2026-01-01T00:00:00Z"}`, fp)
+	if _, err := kv.Put(ctx, keyOf("old-pending"), []byte(pending)); err != nil {
+		t.Fatal(err)
+	}
+	c, _, err := s.Begin(ctx, req("acme", "old-pending", "{}", "evt_new"))
+	if err != nil || c == nil || !c.TakenOver || !slices.Equal(c.IDs(), []string{"evt_a", "evt_b"}) {
+		t.Fatalf("old pending record: %+v, %v; want taken over with evt_a, evt_b", c, err)
+	}
+}
+
+// The ids and answer of a 10,000-event batch with generated ids fit a KV
+// value of the default 1 MB compressed; ids that cannot be compressed
+// enough are ErrTooLarge before anything is claimed.
+func TestLargeRecordsAreCompressedOrRefused(t *testing.T) {
+	t.Parallel()
+	s, js := store(t, time.Minute, time.Second)
+	ctx := context.Background()
+	const n = 10000
+	ids := make([]string, n)
+	var answer strings.Builder
+	answer.WriteString(`{"events":[`)
+	for i := range ids {
+		ids[i] = "evt_01KBNZ7Q3M" + randomString("0123456789ABCDEFGHJKMNPQRSTVWXYZ", 16) // a ULID's 80 random bits
+		if i > 0 {
+			answer.WriteByte(',')
+		}
+		fmt.Fprintf(&answer, `{"id":%q,"duplicate":false}`, ids[i])
+	}
+	answer.WriteString("]}")
+	c, _, err := s.Begin(ctx, req("acme", "big", "{}", ids...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Complete(ctx, c, idempotency.Response{Status: 202, Body: []byte(answer.String())}); err != nil {
+		t.Fatal(err)
+	}
+	_, stored, err := s.Begin(ctx, req("acme", "big", "{}", ids...))
+	if err != nil || stored == nil || string(stored.Body) != answer.String() {
+		t.Fatalf("the large answer: %v, %v bytes, want %d bytes back", err, stored != nil, answer.Len())
+	}
+	kv, err := js.KeyValue(ctx, stream.IdempotencyBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256([]byte("big"))
+	e, err := kv.Get(ctx, stream.IdempotencyKey("acme", hex.EncodeToString(sum[:])))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("answer of %d events: %d bytes, stored in a record of %d bytes", n, answer.Len(), len(e.Value()))
+
+	random := make([]string, n)
+	for i := range random {
+		random[i] = randomString("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-", 96)
+	}
+	if _, _, err := s.Begin(ctx, req("acme", "random", "{}", random...)); !errors.Is(err, idempotency.ErrTooLarge) {
+		t.Fatalf("10,000 random 96-character ids: %v, want ErrTooLarge", err)
+	}
+	sum = sha256.Sum256([]byte("random"))
+	if _, err := kv.Get(ctx, stream.IdempotencyKey("acme", hex.EncodeToString(sum[:]))); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Fatalf("the refused request's key was claimed: %v", err)
+	}
+}
+
+func randomString(alphabet string, n int) string {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = alphabet[rand.IntN(len(alphabet))]
+	}
+	return string(b)
 }

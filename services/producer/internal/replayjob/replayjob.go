@@ -35,6 +35,9 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/oklog/ulid/v2"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
 	"github.com/hookline/hookline/pkg/deadletter"
@@ -42,6 +45,7 @@ import (
 	"github.com/hookline/hookline/pkg/eventlog"
 	"github.com/hookline/hookline/pkg/replay"
 	"github.com/hookline/hookline/pkg/stream"
+	"github.com/hookline/hookline/pkg/tracing"
 )
 
 // States.
@@ -155,6 +159,9 @@ type Manager struct {
 	lease time.Duration
 	// Select parses a Filter into a selection (the API's code).
 	Select func(Filter) (deadletter.Selection, error)
+	// Tracing (nil: off) makes each run of a job a span, the root of its
+	// own trace.
+	Tracing *tracing.Tracing
 
 	// crashAfter, when set (tests), makes the runner stop dead after the
 	// entry at seq was replayed and deleted, before its checkpoint.
@@ -512,6 +519,19 @@ var errCrash = errors.New("crash")
 // run replays the job's remaining entries with the lease held.
 func (m *Manager) run(ctx context.Context, j Job, rev uint64) {
 	log := m.log.With(zap.String("job_id", j.ID))
+	ctx, span := m.Tracing.Start(ctx, "replay job", trace.WithNewRoot(), trace.WithAttributes(
+		attribute.String("hookline.replay_job.id", j.ID), attribute.String("hookline.replay_job.source", j.Source),
+		tracing.AttrTenant.String(j.Filter.Tenant), tracing.AttrSubscriptionID.String(j.Filter.SubscriptionID)))
+	defer func() {
+		// What this run did, and where the job stands.
+		span.SetAttributes(attribute.String("hookline.replay_job.state", j.State),
+			attribute.Int("hookline.replay_job.done", j.Done), attribute.Int("hookline.replay_job.failed", j.Failed),
+			attribute.Int("hookline.replay_job.gone", j.Gone))
+		if j.State == Failed {
+			span.SetStatus(codes.Error, "replay job failed")
+		}
+		span.End()
+	}()
 	// save stores j, renewing the lease; a failed CAS means the job was
 	// cancelled or taken over: stop.
 	save := func() error {

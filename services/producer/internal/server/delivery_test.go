@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
 	"slices"
@@ -456,4 +457,48 @@ func TestEventDeliveriesAPI(t *testing.T) {
 	expect(t, e.doAs(tokAdminAcme, "GET", "/v1/events/ord.7/deliveries?tenant=globex", ""), http.StatusNotFound)
 	expect(t, e.doAs(tokAdmin, "GET", "/v1/events/ord.7/deliveries", ""), http.StatusBadRequest)
 	expect(t, e.doAs(tokPublishAcme, "GET", "/v1/events/ord.7/deliveries", ""), http.StatusForbidden)
+}
+
+// An event's answer shows, for each subscription it goes to, the headers
+// an attempt sends: the standard and Hookline ones with their values, the
+// signature and each custom header (an Authorization among them) only as
+// REDACTED, never a secret.
+func TestEventShowsTheRequestHeadersWithoutSecrets(t *testing.T) {
+	t.Parallel()
+	e := start(t, map[string]string{"HOOKLINE_API_TOKENS": tokens()})
+	sub := e.doAs(tokAdmin, "POST", "/v1/subscriptions", `{"tenant":"acme","url":"https://acme.example/h","event_types":["order.*"],`+
+		`"headers":{"x-api-key":"k3y-s3cret","Authorization":"Bearer t0ken-s3cret"}}`)
+	expect(t, sub, http.StatusCreated)
+	subID := sub.json(t)["id"].(string)
+	expect(t, e.doAs(tokAdmin, "POST", "/v1/events", `{"tenant":"acme","type":"order.created","id":"ord_9","data":{},"ordering_key":"o9","occurred_at":"2026-12-01T10:00:00Z"}`), http.StatusAccepted)
+	r := e.doAs(tokAdminAcme, "GET", "/v1/events/ord_9", "")
+	expect(t, r, http.StatusOK)
+	for _, secret := range []string{"k3y-s3cret", "t0ken-s3cret", "whsec_"} {
+		if strings.Contains(string(r.Body), secret) {
+			t.Fatalf("the event's answer shows %q: %s", secret, r.Body)
+		}
+	}
+	var ev struct {
+		Subscriptions []struct {
+			ID             string                               `json:"id"`
+			RequestHeaders []struct{ Name, Value, Note string } `json:"request_headers"`
+		}
+	}
+	decodeJSON(t, r.Body, &ev)
+	if len(ev.Subscriptions) != 1 || ev.Subscriptions[0].ID != subID {
+		t.Fatalf("subscriptions: %s", r.Body)
+	}
+	got := map[string]string{}
+	for _, h := range ev.Subscriptions[0].RequestHeaders {
+		got[h.Name] = h.Value
+	}
+	want := map[string]string{
+		"Content-Type": "application/json", "Webhook-Id": "ord_9", "Webhook-Timestamp": "", "Webhook-Signature": "REDACTED",
+		"Hookline-Event-Type": "order.created", "Hookline-Occurred-At": "2026-12-01T10:00:00Z", "Hookline-Attempt": "1",
+		"Hookline-Subscription-Id": subID, "Hookline-Ordering-Key": "o9", "Hookline-Ordering-Sequence": "",
+		"X-Api-Key": "REDACTED", "Authorization": "REDACTED", "User-Agent": "Hookline/<version>",
+	}
+	if !maps.Equal(got, want) {
+		t.Fatalf("request headers %v, want %v", got, want)
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"strings"
 	"sync"
@@ -324,4 +325,67 @@ func TestIdempotencyKeyHeaderChecked(t *testing.T) {
 	}
 	// 255 characters is the limit, not over it.
 	expect(t, doKey(t, e.base, "", strings.Repeat("k", 255), "POST", "/v1/events", body), http.StatusAccepted)
+}
+
+// batchOf is a POST /v1/events/batch body of n events of acme; id(i) is
+// the id of event i ("" for a generated one).
+func batchOf(n int, id func(i int) string) string {
+	var b strings.Builder
+	b.WriteString(`{"events":[`)
+	for i := range n {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, `{"tenant":"acme","type":"order.created","data":{"n":%d}`, i)
+		if v := id(i); v != "" {
+			fmt.Fprintf(&b, `,"id":%q`, v)
+		}
+		b.WriteByte('}')
+	}
+	b.WriteString("]}")
+	return b.String()
+}
+
+// A batch of 10,000 events (the largest HOOKLINE_MAX_BATCH allows) with
+// an Idempotency-Key: its answer is stored and replayed like a small
+// one's, and the events are stored once. A batch whose record cannot fit
+// the store (10,000 client ids of 128 random characters: incompressible)
+// is refused before anything is published, with a 413 that says why and
+// what to do.
+func TestIdempotencyKeyOnTheLargestBatch(t *testing.T) {
+	t.Parallel()
+	// The largest batch the configuration allows: what the test is about;
+	// answers sealed at rest as production runs them (a third larger).
+	key, _ := sealingKey(t)
+	e := start(t, map[string]string{"HOOKLINE_MAX_BATCH": "10000", "HOOKLINE_SECRET_KEY": key})
+	const n = 10000
+	body := batchOf(n, func(int) string { return "" })
+	first := doKey(t, e.base, "", "big-batch-1", "POST", "/v1/events/batch", body)
+	expect(t, first, http.StatusAccepted)
+	second := doKey(t, e.base, "", "big-batch-1", "POST", "/v1/events/batch", body)
+	expect(t, second, http.StatusAccepted)
+	if !replayed(second) || string(second.Body) != string(first.Body) {
+		t.Fatalf("retry of the large batch: replayed %v, %d bytes, want the first answer (%d bytes) replayed", replayed(second), len(second.Body), len(first.Body))
+	}
+	if got := e.msgs(stream.Events); got != n {
+		t.Fatalf("EVENTS holds %d messages, want %d", got, n)
+	}
+
+	rnd := rand.New(rand.NewPCG(1, 2))
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
+	random := func(int) string {
+		b := make([]byte, 128)
+		for i := range b {
+			b[i] = alphabet[rnd.IntN(len(alphabet))]
+		}
+		return string(b)
+	}
+	huge := doKey(t, e.base, "", "big-batch-2", "POST", "/v1/events/batch", batchOf(n, random))
+	expect(t, huge, http.StatusRequestEntityTooLarge)
+	if p := huge.json(t); !strings.Contains(p["detail"].(string), "Idempotency-Key") || !strings.Contains(p["detail"].(string), "without the key") {
+		t.Fatalf("refusal %s: want a detail naming the Idempotency-Key and what to do", huge.Body)
+	}
+	if got := e.msgs(stream.Events); got != n {
+		t.Fatalf("EVENTS holds %d messages after the refusal, want %d (nothing published)", got, n)
+	}
 }

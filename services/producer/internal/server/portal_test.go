@@ -453,6 +453,23 @@ func TestSubscriptionHealth(t *testing.T) {
 	if inBuckets != 4 {
 		t.Fatalf("buckets hold %v attempts, want 4: %v", inBuckets, h["buckets"])
 	}
+	if d := h["deferrals_last_hour"].(map[string]any); d["total"] != float64(0) {
+		t.Fatalf("deferrals before any: %v", d)
+	}
+	// What the deliverers count: six rate-limit deferrals and one of an
+	// open circuit in the last hour, 40 two hours ago.
+	pipe := e.rdb.Pipeline()
+	endpointhealth.AddDeferrals(ctx, pipe, id, "rate_limited", now, 6)
+	endpointhealth.AddDeferrals(ctx, pipe, id, "circuit_open", now.Add(-20*time.Minute), 1)
+	endpointhealth.AddDeferrals(ctx, pipe, id, "rate_limited", now.Add(-2*time.Hour), 40)
+	if _, err := pipe.Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
+	h = e.doAs(tokAdminAcme, "GET", "/v1/subscriptions/"+id+"/health", "").json(t)
+	d := h["deferrals_last_hour"].(map[string]any)
+	if by := d["by_reason"].(map[string]any); d["total"] != float64(7) || by["rate_limited"] != float64(6) || by["circuit_open"] != float64(1) {
+		t.Fatalf("deferrals of the last hour %v, want 6 rate_limited and 1 circuit_open", d)
+	}
 }
 
 // TestResendOneEvent: a back-fill job with event_id sends that one event

@@ -132,6 +132,9 @@ func New(cfg config.Config, nc *nats.Conn, rdb redis.UniversalClient, log *zap.L
 	d.Health = func(ctx context.Context, id string, now time.Time) (endpointhealth.Snapshot, error) {
 		return endpointhealth.Read(ctx, rdb, id, now)
 	}
+	d.Deferrals = func(ctx context.Context, id string, since, now time.Time) (endpointhealth.Deferrals, error) {
+		return endpointhealth.ReadDeferrals(ctx, rdb, id, since, now)
+	}
 	key, source, err := cfg.Portal.SigningKey(cfg.Security.Secrets)
 	if err != nil {
 		return nil, err
@@ -145,6 +148,7 @@ func New(cfg config.Config, nc *nats.Conn, rdb redis.UniversalClient, log *zap.L
 		o(&d)
 	}
 	pub.Tracing = d.Tracing
+	s.replays.Tracing = d.Tracing
 	s.api = api.New(d)
 	return s, nil
 }

@@ -97,6 +97,29 @@ func TestSubscriptionStats(t *testing.T) {
 	if h := got.Health; h == nil || h.Circuit != endpointhealth.Open || h.Failures != 5 || h.InFlight != 2 || h.OpenUntil == nil || h.OpenUntil.UnixMilli() != until {
 		t.Fatalf("health %+v, want open until %d, 5 failures, 2 in flight", got.Health, until)
 	}
+	if got.Deferrals == nil || got.Deferrals.Total != 0 {
+		t.Fatalf("deferrals before any: %+v", got.Deferrals)
+	}
+	// The deliverers' deferral counts (internal/deferrals): rate-limit
+	// deferrals in the window are shown by reason; one of another
+	// subscription and those before the window are not.
+	pipe := e.rdb.Pipeline()
+	now := time.Now()
+	endpointhealth.AddDeferrals(ctx, pipe, id, "rate_limited", now, 12)
+	endpointhealth.AddDeferrals(ctx, pipe, id, "line_full", now.Add(-40*time.Minute), 3)
+	endpointhealth.AddDeferrals(ctx, pipe, id, "rate_limited", now.Add(-3*time.Hour), 500)
+	endpointhealth.AddDeferrals(ctx, pipe, "sub_OTHER", "rate_limited", now, 9)
+	if _, err := pipe.Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
+	decodeJSON(t, e.doAs(tokAdminAcme, "GET", "/v1/subscriptions/"+id+"/stats", "").Body, &got)
+	if d := got.Deferrals; d == nil || d.Total != 15 || d.ByReason["rate_limited"] != 12 || d.ByReason["line_full"] != 3 || d.Since.After(got.Since) {
+		t.Fatalf("deferrals of the hour %+v, want 12 rate_limited and 3 line_full since before %s", got.Deferrals, got.Since)
+	}
+	decodeJSON(t, e.doAs(tokAdminAcme, "GET", "/v1/subscriptions/"+id+"/stats?window=24h", "").Body, &got)
+	if d := got.Deferrals; d == nil || d.Total != 515 {
+		t.Fatalf("deferrals of the day %+v, want 515", got.Deferrals)
+	}
 
 	expect(t, e.doAs(tokAdmin, "PATCH", "/v1/subscriptions/"+id, `{"disabled":true}`), http.StatusOK)
 	if m := e.doAs(tokAdmin, "GET", "/v1/subscriptions/"+id+"/stats", "").json(t); m["disabled"] != true || m["disabled_reason"] != "manual" {

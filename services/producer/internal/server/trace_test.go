@@ -2,12 +2,16 @@ package server_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/hookline/hookline/pkg/fixture"
 	"github.com/hookline/hookline/pkg/stream"
 	"github.com/hookline/hookline/pkg/tracing"
+	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
 	"github.com/hookline/hookline/services/producer/internal/server"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
@@ -124,5 +128,38 @@ func TestTracingOffWritesNoTraceHeader(t *testing.T) {
 	m := e.lastMsg(stream.Events, stream.EventSubject("acme", "order.created"))
 	if v, ok := m.Header[stream.HeaderTraceParent]; ok {
 		t.Fatalf("tracing off, yet the event carries traceparent %v", v)
+	}
+}
+
+// A replay job's run is a span, the root of its own trace, that says
+// which job it ran and how far it got.
+func TestReplayJobRunIsASpan(t *testing.T) {
+	t.Parallel()
+	rec := tracetest.NewSpanRecorder()
+	e := start(t, nil, server.WithTracing(tracing.New(sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec)))))
+	fixture.Replayer(t, e.nats)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for i := range 3 {
+		if _, err := fixture.DeadLetter(ctx, e.js, &hooklinev1.DeadLetter{EventId: fmt.Sprintf("evt_%d", i), Tenant: "acme",
+			SubscriptionId: "sub_A", EventType: "order.created", LastStatus: 503}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := e.do("POST", "/v1/replays", `{"source":"dead_letters","subscription_id":"sub_A","rate":0}`)
+	expect(t, r, http.StatusAccepted)
+	id := r.json(t)["id"].(string)
+	var job sdktrace.ReadOnlySpan
+	eventually(t, "the replay job's span", func() bool {
+		job = named(rec.Ended(), "replay job")
+		return job != nil
+	})
+	attrs := map[string]string{}
+	for _, a := range job.Attributes() {
+		attrs[string(a.Key)] = a.Value.String()
+	}
+	if attrs["hookline.replay_job.id"] != id || attrs["hookline.replay_job.state"] != "done" || attrs["hookline.replay_job.done"] != "3" ||
+		attrs["hookline.subscription.id"] != "sub_A" || job.Parent().IsValid() {
+		t.Fatalf("replay job span: attributes %v, parent %v", attrs, job.Parent())
 	}
 }

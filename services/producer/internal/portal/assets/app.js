@@ -4,6 +4,8 @@
 
 const S = { token: null, session: null };
 const PAGE = 20;
+// STORY_PAGES bounds the pages of an event's attempts its story reads.
+const STORY_PAGES = 10;
 
 // ---- DOM helpers --------------------------------------------------------
 
@@ -384,12 +386,25 @@ async function story(id, eventId) {
   // A test event is not in the event log (nor one older than it keeps):
   // its attempts still tell its story.
   const missing = (e) => { if (e.status === 404) return null; throw e; };
-  const [ev, states, atts] = await Promise.all([
+  const [ev, states] = await Promise.all([
     api('GET', '/events/' + encodeURIComponent(eventId) + qs({ tenant: S.session.tenant })).catch(missing),
     api('GET', '/events/' + encodeURIComponent(eventId) + '/deliveries' + qs({ tenant: S.session.tenant })).catch(missing),
-    api('GET', '/subscriptions/' + encodeURIComponent(id) + '/attempts' + qs({ event_id: eventId, order: 'asc', limit: 100 })),
   ]);
+  // Its attempts, oldest first from the time the event was stored: a page
+  // reads a bounded stretch of the subscription's records, so follow the
+  // cursor (at most STORY_PAGES pages) to reach its later retries.
+  const atts = { attempts: [] };
+  let cursor = '', more = false;
+  for (let i = 0; i < STORY_PAGES; i++) {
+    const page = await api('GET', '/subscriptions/' + encodeURIComponent(id) + '/attempts' + qs({
+      event_id: eventId, order: 'asc', limit: 100, since: ev ? ev.received_at : '', cursor }));
+    atts.attempts.push(...page.attempts);
+    cursor = page.next_cursor || '';
+    more = !!cursor;
+    if (!cursor) break;
+  }
   const last = atts.attempts[atts.attempts.length - 1];
+  const matched = ev && (ev.subscriptions || []).find((x) => x.id === id);
   const st = (states && states.deliveries.find((d) => d.subscription_id === id)) ||
     (last && { state: last.outcome === 'success' ? 'delivered' : last.outcome === 'retry' ? 'retrying' : 'dead_lettered' });
   const job = h('div', {});
@@ -403,9 +418,14 @@ async function story(id, eventId) {
       h('dt', {}, 'Received'), h('dd', {}, ev ? fmtTime(ev.received_at) : '–'),
       h('dt', {}, 'State'), h('dd', { id: 'delivery-state' }, st ? outcomePill(st.state) : '–', st && st.reason ? ' ' + st.reason : '')),
     h('div', { class: 'actions' }, resend), job,
+    h('h2', {}, 'Request headers'),
+    matched ? table('Headers each attempt sends (secrets are never shown)', ['Header', 'Value', ''],
+      matched.request_headers.map((x) => h('tr', {}, h('td', {}, h('code', {}, x.name)), h('td', {}, h('code', {}, x.value || '…')), h('td', { class: 'muted' }, x.note || ''))))
+      : h('p', { class: 'muted' }, 'Not shown: the event is not in the event log, or this endpoint no longer takes its type.'),
     h('h2', {}, 'Request body (data)'),
     ev ? h('pre', {}, JSON.stringify(ev.data, null, 2)) : h('p', { class: 'muted' }, 'Not in the event log: a test event, or older than the log keeps.'),
     h('h2', {}, 'Attempts'),
+    more ? h('p', { class: 'muted' }, 'Later attempts may follow: only the records of the first stretch after the event were read.') : null,
     table('Each attempt and what the endpoint answered', ['#', 'Time', 'Status', 'Outcome', 'Latency', 'Response or error'],
       atts.attempts.map((a) => h('tr', {}, h('td', { class: 'num' }, a.attempt), h('td', {}, fmtTime(a.started_at)), h('td', { class: 'num' }, a.status || '–'),
         h('td', {}, outcomePill(a.outcome)), h('td', { class: 'num' }, ms(a.duration_seconds)), h('td', {}, h('code', {}, a.response_excerpt || a.error || ''))))));
@@ -461,6 +481,7 @@ async function recovery(id) {
   const result = h('div', { id: 'dry-run', role: 'status' });
   const f = h('form', { class: 'filters', id: 'replay-form' },
     h('label', {}, 'Dead-lettered since ', h('span', { class: 'hint' }, '(empty: all)'), h('input', { type: 'datetime-local', name: 'since' })),
+    h('label', {}, 'Event type ', h('span', { class: 'hint' }, '(empty: all; order.*)'), h('input', { type: 'text', name: 'type', placeholder: 'order.*', autocomplete: 'off' })),
     h('button', { type: 'submit', id: 'dry-run-btn' }, 'Count (dry run)'));
   if (broke) {
     f.append(h('button', { type: 'button', class: 'secondary', onclick: () => {
@@ -468,7 +489,8 @@ async function recovery(id) {
       f.elements.since.value = new Date(d.getTime() - d.getTimezoneOffset() * 60000).toISOString().slice(0, 16);
     } }, 'Since the endpoint broke'));
   }
-  const filter = () => ({ source: 'dead_letters', subscription_id: id, since: toRFC3339(f.elements.since.value) || undefined });
+  const filter = () => ({ source: 'dead_letters', subscription_id: id, since: toRFC3339(f.elements.since.value) || undefined,
+    type: f.elements.type.value.trim() || undefined });
   f.addEventListener('submit', (ev) => {
     ev.preventDefault();
     run(f.querySelector('button[type=submit]'), async () => {
@@ -510,6 +532,13 @@ function chart(buckets) {
 
 function card(k, v, cls) { return h('div', { class: 'card' }, h('div', { class: 'k' }, k), h('div', { class: 'v ' + (cls || '') }, v)); }
 
+// deferrals reads "12 (rate_limited 10, circuit_open 2)".
+function deferrals(d) {
+  if (!d) return '–';
+  const by = Object.entries(d.by_reason || {}).sort((a, b) => b[1] - a[1]).map(([r, n]) => r + ' ' + n);
+  return d.total + (by.length ? ' (' + by.join(', ') + ')' : '');
+}
+
 function pct(x) { return (x * 100).toFixed(1) + ' %'; }
 
 async function health(id) {
@@ -525,6 +554,7 @@ async function health(id) {
       card('Failures in a row', c.consecutive_failures, c.consecutive_failures ? 'warn' : ''),
       card('In flight / cap', x.in_flight + ' / ' + (x.max_in_flight || 'adaptive')),
       card('Rate limit', x.rate_limit_per_second ? x.rate_limit_per_second + '/s' : 'none'),
+      card('Deferred, last hour', h('span', { id: 'deferrals' }, deferrals(x.deferrals_last_hour)), x.deferrals_last_hour && x.deferrals_last_hour.total ? 'warn' : ''),
       card('Success, last hour', x.last_hour.attempts ? pct(x.last_hour.success_ratio) : '–', x.last_hour.success_ratio >= 0.99 ? 'ok' : x.last_hour.attempts ? 'bad' : ''),
       card('Success, last day', x.last_day.attempts ? pct(x.last_day.success_ratio) : '–'),
       card('Latency p50 / p95 (hour)', x.last_hour.attempts ? ms(x.last_hour.latency_p50_seconds) + ' / ' + ms(x.last_hour.latency_p95_seconds) : '–'),
