@@ -37,6 +37,9 @@ const (
 	ClassInvalidURL        = "invalid_url"
 	ClassCanceled          = "canceled"
 	ClassNetwork           = "network"
+	// ClassAuthToken: the endpoint's OAuth token could not be had (the
+	// token endpoint refused, failed or could not be reached).
+	ClassAuthToken = "auth_token"
 )
 
 // ErrBlocked is wrapped by the error of an attempt whose destination the
@@ -52,7 +55,7 @@ type DialControl func(network, address string, c syscall.RawConn) error
 // Classes lists every error class (metric label values).
 var Classes = []string{
 	ClassTimeout, ClassConnectionRefused, ClassConnectionReset, ClassDNS, ClassTLS, ClassBlocked,
-	ClassRedirect, ClassHTTPStatus, ClassInvalidURL, ClassCanceled, ClassNetwork,
+	ClassRedirect, ClassHTTPStatus, ClassInvalidURL, ClassCanceled, ClassNetwork, ClassAuthToken,
 }
 
 // ExcerptBytes is the most of a response body kept in Result.Excerpt.
@@ -111,8 +114,12 @@ type Request struct {
 	// is the attempt span's parent.
 	TaskHeader map[string][]string
 	// Timeout bounds this attempt (0: Options.Timeout): the
-	// subscription's effective attempt timeout.
+	// subscription's effective attempt timeout. It covers fetching an
+	// OAuth token and the one resend after a 401 too.
 	Timeout time.Duration
+	// Auth is the subscription's endpoint authentication, opened (never
+	// logged).
+	Auth Auth
 }
 
 // Result is what an attempt came to.
@@ -142,6 +149,8 @@ type Sender struct {
 	userAgent string
 	httpsOnly bool
 	tracing   *tracing.Tracing
+	// tokens caches the OAuth access tokens of subscriptions (oauth.go).
+	tokens *tokens
 }
 
 // New builds a Sender and its transport.
@@ -185,6 +194,7 @@ func New(o Options) *Sender {
 		userAgent: o.UserAgent,
 		httpsOnly: o.HTTPSOnly,
 		tracing:   o.Tracing,
+		tokens:    newTokens(),
 	}
 }
 
@@ -212,9 +222,54 @@ func (s *Sender) send(ctx context.Context, r Request) Result {
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	var token string
+	if r.Auth.OAuth != nil {
+		var err error
+		if token, err = s.token(ctx, r.Auth); err != nil {
+			return tokenFailure(ctx, err)
+		}
+	}
+	resp, err := s.post(ctx, r, token)
+	if err == nil && resp.StatusCode == http.StatusUnauthorized && r.Auth.OAuth != nil {
+		// The endpoint refused the token (revoked, or expired before its
+		// time): one new token and one resend, within this attempt and
+		// its timeout. Its answer is the attempt's, whatever it is: never
+		// a second refresh.
+		s.drain(resp.Body)
+		resp.Body.Close()
+		s.tokens.invalidate(r.Auth.Key, token)
+		if token, err = s.token(ctx, r.Auth); err != nil {
+			return tokenFailure(ctx, err)
+		}
+		resp, err = s.post(ctx, r, token)
+	}
+	if err != nil {
+		return Result{ErrorClass: classify(ctx, err), Err: redact(err)}
+	}
+	defer resp.Body.Close()
+	res := Result{Status: resp.StatusCode, Excerpt: s.drain(resp.Body)}
+	switch {
+	case resp.StatusCode >= 200 && resp.StatusCode < 300:
+		return res
+	case resp.StatusCode >= 300 && resp.StatusCode < 400:
+		res.ErrorClass = ClassRedirect
+		res.Err = fmt.Errorf("HTTP %d: redirects are not followed", resp.StatusCode)
+	default:
+		res.ErrorClass = ClassHTTPStatus
+		res.Err = fmt.Errorf("HTTP %d %s", resp.StatusCode, http.StatusText(resp.StatusCode))
+	}
+	if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
+		res.RetryAfter = ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
+	}
+	return res
+}
+
+// post sends the request of an attempt, with token as its bearer token
+// when set.
+func (s *Sender) post(ctx context.Context, r Request, token string) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, r.URL, bytes.NewReader(r.Body))
 	if err != nil {
-		return Result{ErrorClass: ClassInvalidURL, Err: errors.New("invalid URL")}
+		return nil, errInvalidURL
 	}
 	h := req.Header
 	for name, value := range r.Headers {
@@ -249,26 +304,28 @@ func (s *Sender) send(ctx context.Context, r Request) Result {
 		}
 	}
 
-	resp, err := s.client.Do(req)
-	if err != nil {
-		return Result{ErrorClass: classify(ctx, err), Err: redact(err)}
+	if token != "" {
+		// After the custom headers: the token replaces an Authorization
+		// header of theirs.
+		h["Authorization"] = []string{"Bearer " + token}
 	}
-	defer resp.Body.Close()
-	res := Result{Status: resp.StatusCode, Excerpt: s.drain(resp.Body)}
-	switch {
-	case resp.StatusCode >= 200 && resp.StatusCode < 300:
-		return res
-	case resp.StatusCode >= 300 && resp.StatusCode < 400:
-		res.ErrorClass = ClassRedirect
-		res.Err = fmt.Errorf("HTTP %d: redirects are not followed", resp.StatusCode)
-	default:
-		res.ErrorClass = ClassHTTPStatus
-		res.Err = fmt.Errorf("HTTP %d %s", resp.StatusCode, http.StatusText(resp.StatusCode))
+	return s.client.Do(req)
+}
+
+var errInvalidURL = errors.New("invalid URL")
+
+// tokenFailure is the result of an attempt that got no token: a
+// cancelled attempt stays ClassCanceled (shutdown says nothing about the
+// endpoint), a timeout is the token endpoint's.
+func tokenFailure(ctx context.Context, err error) Result {
+	if errors.Is(err, context.Canceled) && ctx.Err() != context.DeadlineExceeded {
+		return Result{ErrorClass: ClassCanceled, Err: err}
 	}
-	if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
-		res.RetryAfter = ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
+	var te *tokenError
+	if !errors.As(err, &te) {
+		err = &tokenError{msg: err.Error()}
 	}
-	return res
+	return Result{ErrorClass: ClassAuthToken, Err: err}
 }
 
 // setIf sets a header to a non-empty value.
@@ -372,6 +429,8 @@ func classify(ctx context.Context, err error) string {
 	var dnsErr *net.DNSError
 	var netErr net.Error
 	switch {
+	case errors.Is(err, errInvalidURL):
+		return ClassInvalidURL
 	case errors.Is(err, ErrBlocked):
 		return ClassBlocked
 	case errors.As(err, &dnsErr):
