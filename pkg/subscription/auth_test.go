@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hookline/hookline/pkg/fixture"
 	"github.com/hookline/hookline/pkg/secretbox"
 	"github.com/hookline/hookline/pkg/subscription"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
@@ -64,5 +65,56 @@ func TestSealOpenMaskAuth(t *testing.T) {
 	}
 	if a, err := subscription.SealAuth(box, &hooklinev1.EndpointAuth{}, stored); a != nil || err != nil {
 		t.Fatalf("{} did not remove: %v %v", a, err)
+	}
+}
+
+// An mTLS certificate must be PEM, valid now and match its key; the key
+// is sealed and kept by REDACTED only while the certificate is the same.
+func TestValidateMTLS(t *testing.T) {
+	t.Parallel()
+	_, cert, key := fixture.ClientCert(t, "hookline", time.Now().Add(time.Hour))
+	_, expired, expiredKey := fixture.ClientCert(t, "old", time.Now().Add(-time.Minute))
+	_, other, _ := fixture.ClientCert(t, "other", time.Now().Add(time.Hour))
+	mtls := func(c, k string) *hooklinev1.EndpointAuth {
+		return &hooklinev1.EndpointAuth{Type: subscription.AuthMTLS, Certificate: c, PrivateKey: k}
+	}
+	if errs := subscription.ValidateAuth(mtls(cert, key), nil, time.Now()); errs != nil {
+		t.Fatalf("a valid pair: %v", errs)
+	}
+	for _, tc := range []struct {
+		a            *hooklinev1.EndpointAuth
+		field, words string
+	}{
+		{mtls(expired, expiredKey), "certificate", "expired"},
+		{mtls(other, key), "private_key", "matching"},
+		{mtls("not pem", key), "certificate", "PEM"},
+		{mtls(cert, ""), "private_key", "required"},
+		{mtls(cert, subscription.Redacted), "private_key", "REDACTED"},
+		{&hooklinev1.EndpointAuth{Type: subscription.AuthMTLS, Certificate: cert, PrivateKey: key, ClientId: "x"}, "client_id", "not a field"},
+	} {
+		errs := subscription.ValidateAuth(tc.a, nil, time.Now())
+		if errs[tc.field] == nil || !strings.Contains(errs[tc.field].Error(), tc.words) {
+			t.Errorf("want %s %q, got %v", tc.field, tc.words, errs)
+		}
+		for _, err := range errs {
+			if strings.Contains(err.Error(), "PRIVATE KEY") {
+				t.Errorf("an error quotes the key: %v", err)
+			}
+		}
+	}
+	key2, _ := secretbox.NewKey()
+	box, _ := secretbox.Config{Key: key2}.Box()
+	stored, err := subscription.SealAuth(box, mtls(cert, key), nil)
+	if err != nil || !secretbox.IsSealed(stored.GetPrivateKey()) || stored.GetCertificate() != cert {
+		t.Fatalf("sealed %v %v", stored, err)
+	}
+	if errs := subscription.ValidateAuth(mtls(cert, subscription.Redacted), stored, time.Now()); errs != nil {
+		t.Fatalf("REDACTED with the same certificate: %v", errs)
+	}
+	if errs := subscription.ValidateAuth(mtls(other, subscription.Redacted), stored, time.Now()); errs["private_key"] == nil {
+		t.Fatal("REDACTED with another certificate accepted")
+	}
+	if m := subscription.MaskAuth(stored); m.GetPrivateKey() != subscription.Redacted || m.GetCertificate() != cert {
+		t.Fatalf("masked %v", m)
 	}
 }

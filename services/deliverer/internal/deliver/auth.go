@@ -34,6 +34,10 @@ func senderAuth(sub *hooklinev1.Subscription) sender.Auth {
 			Scope: a.GetScope(), Audience: a.GetAudience(),
 			PostSecret: a.GetTokenAuthMethod() == subscription.TokenAuthPost,
 		}}
+	case subscription.AuthMTLS:
+		return sender.Auth{Key: sub.GetId(), Cert: &sender.ClientCert{
+			CertificatePEM: a.GetCertificate(), PrivateKeyPEM: a.GetPrivateKey(),
+		}}
 	}
 	return sender.Auth{}
 }

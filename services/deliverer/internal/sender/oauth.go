@@ -15,12 +15,14 @@ import (
 	"time"
 )
 
-// Auth is an attempt's endpoint authentication, opened (never logged).
+// Auth is an attempt's endpoint authentication, opened (never logged):
+// at most one of OAuth and Cert.
 type Auth struct {
-	// Key is whose it is (the subscription id): tokens are cached per key
-	// and per configuration.
+	// Key is whose it is (the subscription id): tokens and client
+	// certificates' transports are cached per key and per configuration.
 	Key   string
 	OAuth *OAuthClient
+	Cert  *ClientCert
 }
 
 // OAuthClient is an OAuth 2.0 client of the client credentials grant

@@ -151,6 +151,10 @@ type Sender struct {
 	tracing   *tracing.Tracing
 	// tokens caches the OAuth access tokens of subscriptions (oauth.go).
 	tokens *tokens
+	// transport is the shared one; certs the clients of subscriptions
+	// with a client certificate, built from it (mtls.go).
+	transport *http.Transport
+	certs     *certClients
 }
 
 // New builds a Sender and its transport.
@@ -195,11 +199,16 @@ func New(o Options) *Sender {
 		httpsOnly: o.HTTPSOnly,
 		tracing:   o.Tracing,
 		tokens:    newTokens(),
+		transport: tr,
+		certs:     &certClients{m: map[string]*certClient{}},
 	}
 }
 
 // Close releases idle connections.
-func (s *Sender) Close() { s.client.CloseIdleConnections() }
+func (s *Sender) Close() {
+	s.client.CloseIdleConnections()
+	s.certs.closeIdle()
+}
 
 // Send performs one attempt. It never returns an error: the failure is in
 // the Result. ctx cancellation ends the attempt with ClassCanceled.
@@ -222,6 +231,13 @@ func (s *Sender) send(ctx context.Context, r Request) Result {
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	client := s.client
+	if r.Auth.Cert != nil {
+		var err error
+		if client, err = s.certClient(r.Auth.Key, r.Auth.Cert); err != nil {
+			return Result{ErrorClass: ClassTLS, Err: err}
+		}
+	}
 	var token string
 	if r.Auth.OAuth != nil {
 		var err error
@@ -229,7 +245,7 @@ func (s *Sender) send(ctx context.Context, r Request) Result {
 			return tokenFailure(ctx, err)
 		}
 	}
-	resp, err := s.post(ctx, r, token)
+	resp, err := s.post(ctx, client, r, token)
 	if err == nil && resp.StatusCode == http.StatusUnauthorized && r.Auth.OAuth != nil {
 		// The endpoint refused the token (revoked, or expired before its
 		// time): one new token and one resend, within this attempt and
@@ -241,7 +257,7 @@ func (s *Sender) send(ctx context.Context, r Request) Result {
 		if token, err = s.token(ctx, r.Auth); err != nil {
 			return tokenFailure(ctx, err)
 		}
-		resp, err = s.post(ctx, r, token)
+		resp, err = s.post(ctx, client, r, token)
 	}
 	if err != nil {
 		return Result{ErrorClass: classify(ctx, err), Err: redact(err)}
@@ -264,9 +280,10 @@ func (s *Sender) send(ctx context.Context, r Request) Result {
 	return res
 }
 
-// post sends the request of an attempt, with token as its bearer token
-// when set.
-func (s *Sender) post(ctx context.Context, r Request, token string) (*http.Response, error) {
+// post sends the request of an attempt with client (the shared one, or
+// the one of the subscription's client certificate), with token as its
+// bearer token when set.
+func (s *Sender) post(ctx context.Context, client *http.Client, r Request, token string) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, r.URL, bytes.NewReader(r.Body))
 	if err != nil {
 		return nil, errInvalidURL
@@ -309,7 +326,7 @@ func (s *Sender) post(ctx context.Context, r Request, token string) (*http.Respo
 		// header of theirs.
 		h["Authorization"] = []string{"Bearer " + token}
 	}
-	return s.client.Do(req)
+	return client.Do(req)
 }
 
 var errInvalidURL = errors.New("invalid URL")

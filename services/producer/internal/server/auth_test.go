@@ -2,11 +2,15 @@ package server_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/hookline/hookline/pkg/fixture"
+	"github.com/hookline/hookline/pkg/secretbox"
 	"github.com/hookline/hookline/pkg/stream"
 	"github.com/hookline/hookline/pkg/subscription"
 )
@@ -158,4 +162,44 @@ func hasFieldError(t *testing.T, res response, field, reason string) bool {
 		}
 	}
 	return false
+}
+
+// TestMTLSPrivateKeyIsWriteOnly: an mTLS private key is sealed at rest and
+// REDACTED in answers (the certificate is shown); a key that does not
+// match the certificate is a 422 that never quotes it.
+func TestMTLSPrivateKeyIsWriteOnly(t *testing.T) {
+	t.Parallel()
+	keyB64, box := sealingKey(t)
+	e := start(t, map[string]string{"HOOKLINE_SECRET_KEY": keyB64})
+	_, cert, key := fixture.ClientCert(t, "hookline", time.Now().Add(time.Hour))
+	_, _, otherKey := fixture.ClientCert(t, "other", time.Now().Add(time.Hour))
+	body := func(k string) string {
+		b, _ := json.Marshal(map[string]any{"tenant": "acme", "url": "https://hooks.example.com/m", "event_types": []string{"a"},
+			"auth": map[string]string{"type": "mtls", "certificate": cert, "private_key": k}})
+		return string(b)
+	}
+	keyBody := strings.Split(key, "\n")[1] // a line of the key's base64
+	r := e.do("POST", "/v1/subscriptions", body(key))
+	expect(t, r, http.StatusCreated)
+	if strings.Contains(string(r.Body), keyBody) || !strings.Contains(string(r.Body), `"private_key":"REDACTED"`) {
+		t.Fatalf("create answered %s", r.Body)
+	}
+	id := r.json(t)["id"].(string)
+	stored := e.stored(id).GetAuth()
+	if !secretbox.IsSealed(stored.GetPrivateKey()) || stored.GetCertificate() != cert {
+		t.Fatalf("stored auth: key sealed %v", secretbox.IsSealed(stored.GetPrivateKey()))
+	}
+	if a, err := subscription.OpenAuth(box, e.stored(id)); err != nil || a.GetPrivateKey() != key {
+		t.Fatalf("the stored key does not open to the key: %v", err)
+	}
+	bad := e.do("POST", "/v1/subscriptions", body(otherKey))
+	expect(t, bad, http.StatusUnprocessableEntity)
+	if !hasFieldError(t, bad, "auth.private_key", "matching") || strings.Contains(string(bad.Body), "PRIVATE KEY") {
+		t.Fatalf("a mismatched key: %s", bad.Body)
+	}
+	for _, entry := range e.logs.All() {
+		if strings.Contains(fmt.Sprint(entry.Message, entry.ContextMap()), keyBody) {
+			t.Fatalf("a log line holds the private key")
+		}
+	}
 }
