@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"regexp"
@@ -145,6 +146,33 @@ func TestEndToEndLeastPrivilegeLogsHoldNoSecrets(t *testing.T) {
 			t.Fatalf("PATCH answered headers %v", patched["headers"])
 		}
 	}
+	// An OAuth 2.0 client of the receiver's own token endpoint: its
+	// secret and the access token it yields must stay out of every log,
+	// answer, attempt record and dead letter too.
+	const (
+		oauthSecret = "oauth-client-secret-5e7b2d"
+		accessToken = "oauth-access-token-91c4af"
+	)
+	tokenSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if id, secret, ok := r.BasicAuth(); !ok || id != "hookline" || secret != oauthSecret {
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"access_token":%q,"token_type":"Bearer","expires_in":3600}`, accessToken)
+	}))
+	defer tokenSrv.Close()
+	oauthEP := recv.Endpoint("oauth")
+	oauthSub := create(oauthEP, oauthEP.URL, true)
+	var patchedAuth map[string]any
+	if err := ops.Do(ctx, "PATCH", "/v1/subscriptions/"+oauthSub.ID, map[string]any{"auth": map[string]string{
+		"type": "oauth2_client_credentials", "token_url": tokenSrv.URL + "/token", "client_id": "hookline", "client_secret": oauthSecret,
+	}}, &patchedAuth); err != nil {
+		t.Fatal(err)
+	}
+	if a, _ := patchedAuth["auth"].(map[string]any); a["client_secret"] != "REDACTED" {
+		t.Fatalf("PATCH answered auth %v", patchedAuth["auth"])
+	}
 	blockedURL := strings.Replace(ok.URL, "127.0.0.1", "127.0.0.2", 1) + "?token=" + querySecret
 	create(nil, blockedURL, false)
 	type keyed struct {
@@ -170,6 +198,20 @@ func TestEndToEndLeastPrivilegeLogsHoldNoSecrets(t *testing.T) {
 	if got := ok.AwaitDelivered(t, first.ID, 30*time.Second).Header.Get("X-Api-Key"); got != headerSecret {
 		t.Fatalf("the custom header arrived as %q", got)
 	}
+	if got := oauthEP.AwaitDelivered(t, first.ID, 30*time.Second).Header.Get("Authorization"); got != "Bearer "+accessToken {
+		t.Fatalf("the OAuth subscription's request carried Authorization %q", got)
+	}
+	// No answer of the API holds them.
+	for _, path := range []string{"/v1/subscriptions/" + oauthSub.ID, "/v1/subscriptions?tenant=acme"} {
+		var answer map[string]any
+		if err := ops.Do(ctx, "GET", path, nil, &answer); err != nil {
+			t.Fatal(err)
+		}
+		if b := jsonString(answer); strings.Contains(b, oauthSecret) || strings.Contains(b, accessToken) || !strings.Contains(b, `"client_secret":"REDACTED"`) {
+			t.Errorf("GET %s: %s", path, b)
+		}
+	}
+
 	// Rotate: the next event is signed with both secrets.
 	var rotated harness.Subscription
 	if err := ops.Do(ctx, "POST", "/v1/subscriptions/"+okSub.ID+"/rotate-secret", nil, &rotated); err != nil {
@@ -323,12 +365,16 @@ func TestEndToEndLeastPrivilegeLogsHoldNoSecrets(t *testing.T) {
 	forbidden := map[string]string{
 		"HOOKLINE_SECRET_KEY": secretKey, "admin token": adminToken, "publish token": publishToken,
 		"wrong token": wrongToken, "URL query": querySecret, "custom header": headerSecret,
+		"OAuth client secret": oauthSecret, "OAuth access token": accessToken,
 	}
-	// Nor does any attempt record or dead letter hold the custom header.
+	// Nor does any attempt record or dead letter hold the custom header
+	// or the OAuth secrets.
 	for _, name := range []string{stream.Attempts, stream.DeadLetter} {
 		for _, m := range natstest.Messages(t, admin.js, name) {
-			if strings.Contains(string(m.Data), headerSecret) || strings.Contains(fmt.Sprint(m.Header), headerSecret) {
-				t.Errorf("a message of %s holds the custom header", name)
+			for _, secret := range []string{headerSecret, oauthSecret, accessToken} {
+				if strings.Contains(string(m.Data), secret) || strings.Contains(fmt.Sprint(m.Header), secret) {
+					t.Errorf("a message of %s holds a credential", name)
+				}
 			}
 		}
 	}

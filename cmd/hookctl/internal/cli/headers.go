@@ -85,27 +85,29 @@ func parseMetadata(kvs []string) (map[string]string, error) {
 	return out, nil
 }
 
-// maskSubJSON hides custom header values in a subscription object,
-// whatever the API answered (it masks them; an older producer may not).
-// An object whose headers are all REDACTED already is returned as it was.
+// maskSubJSON hides custom header values and endpoint authentication
+// secrets in a subscription object, whatever the API answered (it masks
+// them; an older producer may not). An object with nothing in clear is
+// returned as it was.
 func maskSubJSON(raw []byte) []byte {
 	var m map[string]json.RawMessage
 	if json.Unmarshal(raw, &m) != nil {
 		return raw
 	}
+	changed := maskAuthJSON(m)
 	var h map[string]string
-	if json.Unmarshal(m["headers"], &h) != nil || len(h) == 0 {
+	if json.Unmarshal(m["headers"], &h) == nil && len(h) > 0 {
+		for _, v := range h {
+			if v != subscription.Redacted {
+				b, _ := json.Marshal(subscription.MaskHeaders(h))
+				m["headers"], changed = b, true
+				break
+			}
+		}
+	}
+	if !changed {
 		return raw
 	}
-	clear := false
-	for _, v := range h {
-		clear = clear || v != subscription.Redacted
-	}
-	if !clear {
-		return raw
-	}
-	b, _ := json.Marshal(subscription.MaskHeaders(h))
-	m["headers"] = b
 	out, err := json.Marshal(m)
 	if err != nil {
 		return raw

@@ -200,6 +200,9 @@ func (a *App) printSub(w io.Writer, data []byte) error {
 	if len(s.GetHeaders()) > 0 {
 		row(tw, "headers:", headerNames(s.GetHeaders()))
 	}
+	if s.GetAuth().GetType() != "" {
+		row(tw, "auth:", authSummary(s.GetAuth()))
+	}
 	if len(s.GetRetrySchedule()) > 0 {
 		row(tw, "retry schedule:", strings.Join(s.GetRetrySchedule(), ", "))
 	}
@@ -386,6 +389,7 @@ func (a *App) subsCreate() *cobra.Command {
 		asJSON   bool
 		headers  []string
 		metadata []string
+		authFile string
 	)
 	c := &cobra.Command{
 		Use:   "create",
@@ -415,6 +419,11 @@ func (a *App) subsCreate() *cobra.Command {
 			if req.Metadata, err = parseMetadata(metadata); err != nil {
 				return err
 			}
+			if authFile != "" {
+				if req.Auth, err = readAuth(authFile, c.InOrStdin()); err != nil {
+					return err
+				}
+			}
 			return a.callSub(c, http.MethodPost, "/v1/subscriptions", &req, asJSON)
 		},
 	}
@@ -435,6 +444,7 @@ func (a *App) subsCreate() *cobra.Command {
 	fl.StringVar(&req.AutoDisableAfter, "auto-disable-after", "", "auto-disable after failing this long, 0s: never (default: the tenant's, else the deliverer's)")
 	fl.StringVar(&req.Uid, "uid", "", "an external id, unique within the tenant")
 	fl.StringArrayVar(&metadata, "metadata", nil, "a label key=value (repeat)")
+	fl.StringVar(&authFile, "auth-file", "", "endpoint authentication: a file (- for stdin) holding the API's auth object, e.g. {\"type\":\"oauth2_client_credentials\",…} (write-only secrets)")
 	fl.BoolVar(&asJSON, "json", false, "print the API's JSON answer")
 	return c
 }
@@ -453,6 +463,8 @@ func (a *App) subsUpdate() *cobra.Command {
 		timeout, disable   string
 		uid                string
 		metadata           []string
+		authFile           string
+		clearAuth          bool
 	)
 	c := &cobra.Command{
 		Use:   "update ID",
@@ -514,9 +526,19 @@ func (a *App) subsUpdate() *cobra.Command {
 				}
 				req.Metadata = &hooklinev1.Metadata{Values: m}
 			}
+			switch {
+			case authFile != "" && clearAuth:
+				return usageErr(errors.New("--auth-file and --clear-auth: give one"))
+			case authFile != "":
+				if req.Auth, err = readAuth(authFile, c.InOrStdin()); err != nil {
+					return err
+				}
+			case clearAuth:
+				req.Auth = &hooklinev1.EndpointAuth{}
+			}
 			if proto.Size(req) == 0 && !fl.Changed("description") && req.Headers == nil && req.RetrySchedule == nil && req.Metadata == nil &&
-				req.AttemptTimeout == nil && req.AutoDisableAfter == nil && req.Uid == nil {
-				return usageErr(errors.New("nothing to update: give --url, --type, --description, --max-in-flight, --rate-limit, --rate-limit-burst, --payload-format, --header, --clear-headers, --retry-schedule, --attempt-timeout, --auto-disable-after, --uid or --metadata"))
+				req.AttemptTimeout == nil && req.AutoDisableAfter == nil && req.Uid == nil && req.Auth == nil {
+				return usageErr(errors.New("nothing to update: give --url, --type, --description, --max-in-flight, --rate-limit, --rate-limit-burst, --payload-format, --header, --clear-headers, --retry-schedule, --attempt-timeout, --auto-disable-after, --uid, --metadata, --auth-file or --clear-auth"))
 			}
 			return a.callSub(c, http.MethodPatch, path, req, asJSON)
 		},
@@ -536,6 +558,8 @@ func (a *App) subsUpdate() *cobra.Command {
 	fl.StringVar(&disable, "auto-disable-after", "", "auto-disable window, 0s: never (\"\": back to the default)")
 	fl.StringVar(&uid, "uid", "", "external id, unique within the tenant (\"\": remove it)")
 	fl.StringArrayVar(&metadata, "metadata", nil, "labels key=value replacing the stored ones (repeat)")
+	fl.StringVar(&authFile, "auth-file", "", "endpoint authentication replacing the stored one: a file (- for stdin) holding the API's auth object (a secret of REDACTED keeps the stored one)")
+	fl.BoolVar(&clearAuth, "clear-auth", false, "remove the endpoint authentication")
 	fl.BoolVar(&asJSON, "json", false, "print the API's JSON answer")
 	return c
 }

@@ -90,7 +90,11 @@ type Subscription struct {
 	// Free-form labels of the platform (bounded: see docs/api.md).
 	Metadata map[string]string `protobuf:"bytes,25,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// An optional external id, unique within the tenant.
-	Uid           string `protobuf:"bytes,26,opt,name=uid,proto3" json:"uid,omitempty"`
+	Uid string `protobuf:"bytes,26,opt,name=uid,proto3" json:"uid,omitempty"`
+	// How the deliverer authenticates to the endpoint beyond the signature
+	// (absent: it does not). Its secrets are sealed like custom headers
+	// and write-only in the API.
+	Auth          *EndpointAuth `protobuf:"bytes,27,opt,name=auth,proto3" json:"auth,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -307,6 +311,132 @@ func (x *Subscription) GetUid() string {
 	return ""
 }
 
+func (x *Subscription) GetAuth() *EndpointAuth {
+	if x != nil {
+		return x.Auth
+	}
+	return nil
+}
+
+// EndpointAuth is a subscription's endpoint authentication: one type and
+// the fields of that type (see docs/api.md, "Endpoint authentication").
+type EndpointAuth struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "oauth2_client_credentials" or "mtls".
+	Type string `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`
+	// oauth2_client_credentials (RFC 6749 section 4.4): the token endpoint,
+	// the client's id and secret (secret sealed with HOOKLINE_SECRET_KEY,
+	// "enc:v1:…", in clear when no key is configured), the optional scope
+	// and audience, and how the client authenticates to the token endpoint:
+	// "client_secret_basic" (HTTP Basic, the default when empty) or
+	// "client_secret_post" (in the form).
+	TokenUrl        string `protobuf:"bytes,2,opt,name=token_url,json=tokenUrl,proto3" json:"token_url,omitempty"`
+	ClientId        string `protobuf:"bytes,3,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	ClientSecret    string `protobuf:"bytes,4,opt,name=client_secret,json=clientSecret,proto3" json:"client_secret,omitempty"`
+	Scope           string `protobuf:"bytes,5,opt,name=scope,proto3" json:"scope,omitempty"`
+	Audience        string `protobuf:"bytes,6,opt,name=audience,proto3" json:"audience,omitempty"`
+	TokenAuthMethod string `protobuf:"bytes,7,opt,name=token_auth_method,json=tokenAuthMethod,proto3" json:"token_auth_method,omitempty"`
+	// mtls: the client certificate chain (PEM) and its private key (PEM,
+	// sealed like client_secret).
+	Certificate   string `protobuf:"bytes,8,opt,name=certificate,proto3" json:"certificate,omitempty"`
+	PrivateKey    string `protobuf:"bytes,9,opt,name=private_key,json=privateKey,proto3" json:"private_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EndpointAuth) Reset() {
+	*x = EndpointAuth{}
+	mi := &file_hookline_v1_subscription_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EndpointAuth) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EndpointAuth) ProtoMessage() {}
+
+func (x *EndpointAuth) ProtoReflect() protoreflect.Message {
+	mi := &file_hookline_v1_subscription_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EndpointAuth.ProtoReflect.Descriptor instead.
+func (*EndpointAuth) Descriptor() ([]byte, []int) {
+	return file_hookline_v1_subscription_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *EndpointAuth) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *EndpointAuth) GetTokenUrl() string {
+	if x != nil {
+		return x.TokenUrl
+	}
+	return ""
+}
+
+func (x *EndpointAuth) GetClientId() string {
+	if x != nil {
+		return x.ClientId
+	}
+	return ""
+}
+
+func (x *EndpointAuth) GetClientSecret() string {
+	if x != nil {
+		return x.ClientSecret
+	}
+	return ""
+}
+
+func (x *EndpointAuth) GetScope() string {
+	if x != nil {
+		return x.Scope
+	}
+	return ""
+}
+
+func (x *EndpointAuth) GetAudience() string {
+	if x != nil {
+		return x.Audience
+	}
+	return ""
+}
+
+func (x *EndpointAuth) GetTokenAuthMethod() string {
+	if x != nil {
+		return x.TokenAuthMethod
+	}
+	return ""
+}
+
+func (x *EndpointAuth) GetCertificate() string {
+	if x != nil {
+		return x.Certificate
+	}
+	return ""
+}
+
+func (x *EndpointAuth) GetPrivateKey() string {
+	if x != nil {
+		return x.PrivateKey
+	}
+	return ""
+}
+
 // DeliveryPolicy is a level of delivery policy: the tenant's defaults (and
 // the environment's, in GET .../effective-policy). Empty fields are unset.
 type DeliveryPolicy struct {
@@ -324,7 +454,7 @@ type DeliveryPolicy struct {
 
 func (x *DeliveryPolicy) Reset() {
 	*x = DeliveryPolicy{}
-	mi := &file_hookline_v1_subscription_proto_msgTypes[1]
+	mi := &file_hookline_v1_subscription_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -336,7 +466,7 @@ func (x *DeliveryPolicy) String() string {
 func (*DeliveryPolicy) ProtoMessage() {}
 
 func (x *DeliveryPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_hookline_v1_subscription_proto_msgTypes[1]
+	mi := &file_hookline_v1_subscription_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -349,7 +479,7 @@ func (x *DeliveryPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeliveryPolicy.ProtoReflect.Descriptor instead.
 func (*DeliveryPolicy) Descriptor() ([]byte, []int) {
-	return file_hookline_v1_subscription_proto_rawDescGZIP(), []int{1}
+	return file_hookline_v1_subscription_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *DeliveryPolicy) GetRetrySchedule() []string {
@@ -416,7 +546,7 @@ type Tenant struct {
 
 func (x *Tenant) Reset() {
 	*x = Tenant{}
-	mi := &file_hookline_v1_subscription_proto_msgTypes[2]
+	mi := &file_hookline_v1_subscription_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -428,7 +558,7 @@ func (x *Tenant) String() string {
 func (*Tenant) ProtoMessage() {}
 
 func (x *Tenant) ProtoReflect() protoreflect.Message {
-	mi := &file_hookline_v1_subscription_proto_msgTypes[2]
+	mi := &file_hookline_v1_subscription_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -441,7 +571,7 @@ func (x *Tenant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Tenant.ProtoReflect.Descriptor instead.
 func (*Tenant) Descriptor() ([]byte, []int) {
-	return file_hookline_v1_subscription_proto_rawDescGZIP(), []int{2}
+	return file_hookline_v1_subscription_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Tenant) GetTenant() string {
@@ -496,7 +626,7 @@ type SigningKey struct {
 
 func (x *SigningKey) Reset() {
 	*x = SigningKey{}
-	mi := &file_hookline_v1_subscription_proto_msgTypes[3]
+	mi := &file_hookline_v1_subscription_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -508,7 +638,7 @@ func (x *SigningKey) String() string {
 func (*SigningKey) ProtoMessage() {}
 
 func (x *SigningKey) ProtoReflect() protoreflect.Message {
-	mi := &file_hookline_v1_subscription_proto_msgTypes[3]
+	mi := &file_hookline_v1_subscription_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -521,7 +651,7 @@ func (x *SigningKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SigningKey.ProtoReflect.Descriptor instead.
 func (*SigningKey) Descriptor() ([]byte, []int) {
-	return file_hookline_v1_subscription_proto_rawDescGZIP(), []int{3}
+	return file_hookline_v1_subscription_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *SigningKey) GetSecret() string {
@@ -565,13 +695,14 @@ type CreateSubscriptionRequest struct {
 	AutoDisableAfter string            `protobuf:"bytes,14,opt,name=auto_disable_after,json=autoDisableAfter,proto3" json:"auto_disable_after,omitempty"`
 	Metadata         map[string]string `protobuf:"bytes,15,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	Uid              string            `protobuf:"bytes,16,opt,name=uid,proto3" json:"uid,omitempty"`
+	Auth             *EndpointAuth     `protobuf:"bytes,17,opt,name=auth,proto3" json:"auth,omitempty"`
 	unknownFields    protoimpl.UnknownFields
 	sizeCache        protoimpl.SizeCache
 }
 
 func (x *CreateSubscriptionRequest) Reset() {
 	*x = CreateSubscriptionRequest{}
-	mi := &file_hookline_v1_subscription_proto_msgTypes[4]
+	mi := &file_hookline_v1_subscription_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -583,7 +714,7 @@ func (x *CreateSubscriptionRequest) String() string {
 func (*CreateSubscriptionRequest) ProtoMessage() {}
 
 func (x *CreateSubscriptionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookline_v1_subscription_proto_msgTypes[4]
+	mi := &file_hookline_v1_subscription_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -596,7 +727,7 @@ func (x *CreateSubscriptionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateSubscriptionRequest.ProtoReflect.Descriptor instead.
 func (*CreateSubscriptionRequest) Descriptor() ([]byte, []int) {
-	return file_hookline_v1_subscription_proto_rawDescGZIP(), []int{4}
+	return file_hookline_v1_subscription_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *CreateSubscriptionRequest) GetTenant() string {
@@ -711,6 +842,13 @@ func (x *CreateSubscriptionRequest) GetUid() string {
 	return ""
 }
 
+func (x *CreateSubscriptionRequest) GetAuth() *EndpointAuth {
+	if x != nil {
+		return x.Auth
+	}
+	return nil
+}
+
 // UpdateSubscriptionRequest is the body of PATCH /v1/subscriptions/{id}; only
 // the fields present change.
 type UpdateSubscriptionRequest struct {
@@ -734,14 +872,17 @@ type UpdateSubscriptionRequest struct {
 	// When set, replaces the metadata.
 	Metadata *Metadata `protobuf:"bytes,13,opt,name=metadata,proto3" json:"metadata,omitempty"`
 	// "" removes the uid.
-	Uid           *string `protobuf:"bytes,14,opt,name=uid,proto3,oneof" json:"uid,omitempty"`
+	Uid *string `protobuf:"bytes,14,opt,name=uid,proto3,oneof" json:"uid,omitempty"`
+	// When set, replaces the endpoint authentication (type "": removes it);
+	// a secret of REDACTED keeps the stored one.
+	Auth          *EndpointAuth `protobuf:"bytes,15,opt,name=auth,proto3" json:"auth,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *UpdateSubscriptionRequest) Reset() {
 	*x = UpdateSubscriptionRequest{}
-	mi := &file_hookline_v1_subscription_proto_msgTypes[5]
+	mi := &file_hookline_v1_subscription_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -753,7 +894,7 @@ func (x *UpdateSubscriptionRequest) String() string {
 func (*UpdateSubscriptionRequest) ProtoMessage() {}
 
 func (x *UpdateSubscriptionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hookline_v1_subscription_proto_msgTypes[5]
+	mi := &file_hookline_v1_subscription_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -766,7 +907,7 @@ func (x *UpdateSubscriptionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateSubscriptionRequest.ProtoReflect.Descriptor instead.
 func (*UpdateSubscriptionRequest) Descriptor() ([]byte, []int) {
-	return file_hookline_v1_subscription_proto_rawDescGZIP(), []int{5}
+	return file_hookline_v1_subscription_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *UpdateSubscriptionRequest) GetUrl() string {
@@ -867,6 +1008,13 @@ func (x *UpdateSubscriptionRequest) GetUid() string {
 	return ""
 }
 
+func (x *UpdateSubscriptionRequest) GetAuth() *EndpointAuth {
+	if x != nil {
+		return x.Auth
+	}
+	return nil
+}
+
 // Metadata is a set of free-form labels (a message, like Headers).
 type Metadata struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -877,7 +1025,7 @@ type Metadata struct {
 
 func (x *Metadata) Reset() {
 	*x = Metadata{}
-	mi := &file_hookline_v1_subscription_proto_msgTypes[6]
+	mi := &file_hookline_v1_subscription_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -889,7 +1037,7 @@ func (x *Metadata) String() string {
 func (*Metadata) ProtoMessage() {}
 
 func (x *Metadata) ProtoReflect() protoreflect.Message {
-	mi := &file_hookline_v1_subscription_proto_msgTypes[6]
+	mi := &file_hookline_v1_subscription_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -902,7 +1050,7 @@ func (x *Metadata) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Metadata.ProtoReflect.Descriptor instead.
 func (*Metadata) Descriptor() ([]byte, []int) {
-	return file_hookline_v1_subscription_proto_rawDescGZIP(), []int{6}
+	return file_hookline_v1_subscription_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Metadata) GetValues() map[string]string {
@@ -923,7 +1071,7 @@ type Schedule struct {
 
 func (x *Schedule) Reset() {
 	*x = Schedule{}
-	mi := &file_hookline_v1_subscription_proto_msgTypes[7]
+	mi := &file_hookline_v1_subscription_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -935,7 +1083,7 @@ func (x *Schedule) String() string {
 func (*Schedule) ProtoMessage() {}
 
 func (x *Schedule) ProtoReflect() protoreflect.Message {
-	mi := &file_hookline_v1_subscription_proto_msgTypes[7]
+	mi := &file_hookline_v1_subscription_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -948,7 +1096,7 @@ func (x *Schedule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Schedule.ProtoReflect.Descriptor instead.
 func (*Schedule) Descriptor() ([]byte, []int) {
-	return file_hookline_v1_subscription_proto_rawDescGZIP(), []int{7}
+	return file_hookline_v1_subscription_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Schedule) GetDelays() []string {
@@ -969,7 +1117,7 @@ type Headers struct {
 
 func (x *Headers) Reset() {
 	*x = Headers{}
-	mi := &file_hookline_v1_subscription_proto_msgTypes[8]
+	mi := &file_hookline_v1_subscription_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -981,7 +1129,7 @@ func (x *Headers) String() string {
 func (*Headers) ProtoMessage() {}
 
 func (x *Headers) ProtoReflect() protoreflect.Message {
-	mi := &file_hookline_v1_subscription_proto_msgTypes[8]
+	mi := &file_hookline_v1_subscription_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -994,7 +1142,7 @@ func (x *Headers) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Headers.ProtoReflect.Descriptor instead.
 func (*Headers) Descriptor() ([]byte, []int) {
-	return file_hookline_v1_subscription_proto_rawDescGZIP(), []int{8}
+	return file_hookline_v1_subscription_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Headers) GetValues() map[string]string {
@@ -1016,7 +1164,7 @@ type ListSubscriptionsResponse struct {
 
 func (x *ListSubscriptionsResponse) Reset() {
 	*x = ListSubscriptionsResponse{}
-	mi := &file_hookline_v1_subscription_proto_msgTypes[9]
+	mi := &file_hookline_v1_subscription_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1028,7 +1176,7 @@ func (x *ListSubscriptionsResponse) String() string {
 func (*ListSubscriptionsResponse) ProtoMessage() {}
 
 func (x *ListSubscriptionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hookline_v1_subscription_proto_msgTypes[9]
+	mi := &file_hookline_v1_subscription_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1041,7 +1189,7 @@ func (x *ListSubscriptionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSubscriptionsResponse.ProtoReflect.Descriptor instead.
 func (*ListSubscriptionsResponse) Descriptor() ([]byte, []int) {
-	return file_hookline_v1_subscription_proto_rawDescGZIP(), []int{9}
+	return file_hookline_v1_subscription_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListSubscriptionsResponse) GetSubscriptions() []*Subscription {
@@ -1068,7 +1216,7 @@ type TestSubscriptionResponse struct {
 
 func (x *TestSubscriptionResponse) Reset() {
 	*x = TestSubscriptionResponse{}
-	mi := &file_hookline_v1_subscription_proto_msgTypes[10]
+	mi := &file_hookline_v1_subscription_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1080,7 +1228,7 @@ func (x *TestSubscriptionResponse) String() string {
 func (*TestSubscriptionResponse) ProtoMessage() {}
 
 func (x *TestSubscriptionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hookline_v1_subscription_proto_msgTypes[10]
+	mi := &file_hookline_v1_subscription_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1093,7 +1241,7 @@ func (x *TestSubscriptionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TestSubscriptionResponse.ProtoReflect.Descriptor instead.
 func (*TestSubscriptionResponse) Descriptor() ([]byte, []int) {
-	return file_hookline_v1_subscription_proto_rawDescGZIP(), []int{10}
+	return file_hookline_v1_subscription_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *TestSubscriptionResponse) GetEventId() string {
@@ -1107,7 +1255,7 @@ var File_hookline_v1_subscription_proto protoreflect.FileDescriptor
 
 const file_hookline_v1_subscription_proto_rawDesc = "" +
 	"\n" +
-	"\x1ehookline/v1/subscription.proto\x12\vhookline.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x83\t\n" +
+	"\x1ehookline/v1/subscription.proto\x12\vhookline.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb2\t\n" +
 	"\fSubscription\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06tenant\x18\x02 \x01(\tR\x06tenant\x12\x10\n" +
@@ -1141,13 +1289,25 @@ const file_hookline_v1_subscription_proto_rawDesc = "" +
 	"\x0fattempt_timeout\x18\x17 \x01(\tR\x0eattemptTimeout\x12,\n" +
 	"\x12auto_disable_after\x18\x18 \x01(\tR\x10autoDisableAfter\x12C\n" +
 	"\bmetadata\x18\x19 \x03(\v2'.hookline.v1.Subscription.MetadataEntryR\bmetadata\x12\x10\n" +
-	"\x03uid\x18\x1a \x01(\tR\x03uid\x1a:\n" +
+	"\x03uid\x18\x1a \x01(\tR\x03uid\x12-\n" +
+	"\x04auth\x18\x1b \x01(\v2\x19.hookline.v1.EndpointAuthR\x04auth\x1a:\n" +
 	"\fHeadersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb6\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xa2\x02\n" +
+	"\fEndpointAuth\x12\x12\n" +
+	"\x04type\x18\x01 \x01(\tR\x04type\x12\x1b\n" +
+	"\ttoken_url\x18\x02 \x01(\tR\btokenUrl\x12\x1b\n" +
+	"\tclient_id\x18\x03 \x01(\tR\bclientId\x12#\n" +
+	"\rclient_secret\x18\x04 \x01(\tR\fclientSecret\x12\x14\n" +
+	"\x05scope\x18\x05 \x01(\tR\x05scope\x12\x1a\n" +
+	"\baudience\x18\x06 \x01(\tR\baudience\x12*\n" +
+	"\x11token_auth_method\x18\a \x01(\tR\x0ftokenAuthMethod\x12 \n" +
+	"\vcertificate\x18\b \x01(\tR\vcertificate\x12\x1f\n" +
+	"\vprivate_key\x18\t \x01(\tR\n" +
+	"privateKey\"\xb6\x02\n" +
 	"\x0eDeliveryPolicy\x12%\n" +
 	"\x0eretry_schedule\x18\x01 \x03(\tR\rretrySchedule\x12'\n" +
 	"\x0fattempt_timeout\x18\x02 \x01(\tR\x0eattemptTimeout\x12,\n" +
@@ -1173,7 +1333,7 @@ const file_hookline_v1_subscription_proto_rawDesc = "" +
 	"\n" +
 	"created_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
 	"\n" +
-	"expires_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"\x9f\x06\n" +
+	"expires_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"\xce\x06\n" +
 	"\x19CreateSubscriptionRequest\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x10\n" +
 	"\x03url\x18\x02 \x01(\tR\x03url\x12\x1f\n" +
@@ -1192,13 +1352,14 @@ const file_hookline_v1_subscription_proto_rawDesc = "" +
 	"\x0fattempt_timeout\x18\r \x01(\tR\x0eattemptTimeout\x12,\n" +
 	"\x12auto_disable_after\x18\x0e \x01(\tR\x10autoDisableAfter\x12P\n" +
 	"\bmetadata\x18\x0f \x03(\v24.hookline.v1.CreateSubscriptionRequest.MetadataEntryR\bmetadata\x12\x10\n" +
-	"\x03uid\x18\x10 \x01(\tR\x03uid\x1a:\n" +
+	"\x03uid\x18\x10 \x01(\tR\x03uid\x12-\n" +
+	"\x04auth\x18\x11 \x01(\v2\x19.hookline.v1.EndpointAuthR\x04auth\x1a:\n" +
 	"\fHeadersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x9c\x06\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xcb\x06\n" +
 	"\x19UpdateSubscriptionRequest\x12\x15\n" +
 	"\x03url\x18\x01 \x01(\tH\x00R\x03url\x88\x01\x01\x12\x1f\n" +
 	"\vevent_types\x18\x02 \x03(\tR\n" +
@@ -1215,7 +1376,8 @@ const file_hookline_v1_subscription_proto_rawDesc = "" +
 	"\x0fattempt_timeout\x18\v \x01(\tH\aR\x0eattemptTimeout\x88\x01\x01\x121\n" +
 	"\x12auto_disable_after\x18\f \x01(\tH\bR\x10autoDisableAfter\x88\x01\x01\x121\n" +
 	"\bmetadata\x18\r \x01(\v2\x15.hookline.v1.MetadataR\bmetadata\x12\x15\n" +
-	"\x03uid\x18\x0e \x01(\tH\tR\x03uid\x88\x01\x01B\x06\n" +
+	"\x03uid\x18\x0e \x01(\tH\tR\x03uid\x88\x01\x01\x12-\n" +
+	"\x04auth\x18\x0f \x01(\v2\x19.hookline.v1.EndpointAuthR\x04authB\x06\n" +
 	"\x04_urlB\x0e\n" +
 	"\f_descriptionB\v\n" +
 	"\t_disabledB\x10\n" +
@@ -1257,54 +1419,58 @@ func file_hookline_v1_subscription_proto_rawDescGZIP() []byte {
 	return file_hookline_v1_subscription_proto_rawDescData
 }
 
-var file_hookline_v1_subscription_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_hookline_v1_subscription_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_hookline_v1_subscription_proto_goTypes = []any{
 	(*Subscription)(nil),              // 0: hookline.v1.Subscription
-	(*DeliveryPolicy)(nil),            // 1: hookline.v1.DeliveryPolicy
-	(*Tenant)(nil),                    // 2: hookline.v1.Tenant
-	(*SigningKey)(nil),                // 3: hookline.v1.SigningKey
-	(*CreateSubscriptionRequest)(nil), // 4: hookline.v1.CreateSubscriptionRequest
-	(*UpdateSubscriptionRequest)(nil), // 5: hookline.v1.UpdateSubscriptionRequest
-	(*Metadata)(nil),                  // 6: hookline.v1.Metadata
-	(*Schedule)(nil),                  // 7: hookline.v1.Schedule
-	(*Headers)(nil),                   // 8: hookline.v1.Headers
-	(*ListSubscriptionsResponse)(nil), // 9: hookline.v1.ListSubscriptionsResponse
-	(*TestSubscriptionResponse)(nil),  // 10: hookline.v1.TestSubscriptionResponse
-	nil,                               // 11: hookline.v1.Subscription.HeadersEntry
-	nil,                               // 12: hookline.v1.Subscription.MetadataEntry
-	nil,                               // 13: hookline.v1.Tenant.MetadataEntry
-	nil,                               // 14: hookline.v1.CreateSubscriptionRequest.HeadersEntry
-	nil,                               // 15: hookline.v1.CreateSubscriptionRequest.MetadataEntry
-	nil,                               // 16: hookline.v1.Metadata.ValuesEntry
-	nil,                               // 17: hookline.v1.Headers.ValuesEntry
-	(*timestamppb.Timestamp)(nil),     // 18: google.protobuf.Timestamp
+	(*EndpointAuth)(nil),              // 1: hookline.v1.EndpointAuth
+	(*DeliveryPolicy)(nil),            // 2: hookline.v1.DeliveryPolicy
+	(*Tenant)(nil),                    // 3: hookline.v1.Tenant
+	(*SigningKey)(nil),                // 4: hookline.v1.SigningKey
+	(*CreateSubscriptionRequest)(nil), // 5: hookline.v1.CreateSubscriptionRequest
+	(*UpdateSubscriptionRequest)(nil), // 6: hookline.v1.UpdateSubscriptionRequest
+	(*Metadata)(nil),                  // 7: hookline.v1.Metadata
+	(*Schedule)(nil),                  // 8: hookline.v1.Schedule
+	(*Headers)(nil),                   // 9: hookline.v1.Headers
+	(*ListSubscriptionsResponse)(nil), // 10: hookline.v1.ListSubscriptionsResponse
+	(*TestSubscriptionResponse)(nil),  // 11: hookline.v1.TestSubscriptionResponse
+	nil,                               // 12: hookline.v1.Subscription.HeadersEntry
+	nil,                               // 13: hookline.v1.Subscription.MetadataEntry
+	nil,                               // 14: hookline.v1.Tenant.MetadataEntry
+	nil,                               // 15: hookline.v1.CreateSubscriptionRequest.HeadersEntry
+	nil,                               // 16: hookline.v1.CreateSubscriptionRequest.MetadataEntry
+	nil,                               // 17: hookline.v1.Metadata.ValuesEntry
+	nil,                               // 18: hookline.v1.Headers.ValuesEntry
+	(*timestamppb.Timestamp)(nil),     // 19: google.protobuf.Timestamp
 }
 var file_hookline_v1_subscription_proto_depIdxs = []int32{
-	18, // 0: hookline.v1.Subscription.disabled_at:type_name -> google.protobuf.Timestamp
-	18, // 1: hookline.v1.Subscription.created_at:type_name -> google.protobuf.Timestamp
-	18, // 2: hookline.v1.Subscription.updated_at:type_name -> google.protobuf.Timestamp
-	3,  // 3: hookline.v1.Subscription.keys:type_name -> hookline.v1.SigningKey
-	11, // 4: hookline.v1.Subscription.headers:type_name -> hookline.v1.Subscription.HeadersEntry
-	12, // 5: hookline.v1.Subscription.metadata:type_name -> hookline.v1.Subscription.MetadataEntry
-	1,  // 6: hookline.v1.Tenant.defaults:type_name -> hookline.v1.DeliveryPolicy
-	13, // 7: hookline.v1.Tenant.metadata:type_name -> hookline.v1.Tenant.MetadataEntry
-	18, // 8: hookline.v1.Tenant.created_at:type_name -> google.protobuf.Timestamp
-	18, // 9: hookline.v1.Tenant.updated_at:type_name -> google.protobuf.Timestamp
-	18, // 10: hookline.v1.SigningKey.created_at:type_name -> google.protobuf.Timestamp
-	18, // 11: hookline.v1.SigningKey.expires_at:type_name -> google.protobuf.Timestamp
-	14, // 12: hookline.v1.CreateSubscriptionRequest.headers:type_name -> hookline.v1.CreateSubscriptionRequest.HeadersEntry
-	15, // 13: hookline.v1.CreateSubscriptionRequest.metadata:type_name -> hookline.v1.CreateSubscriptionRequest.MetadataEntry
-	8,  // 14: hookline.v1.UpdateSubscriptionRequest.headers:type_name -> hookline.v1.Headers
-	7,  // 15: hookline.v1.UpdateSubscriptionRequest.retry_schedule:type_name -> hookline.v1.Schedule
-	6,  // 16: hookline.v1.UpdateSubscriptionRequest.metadata:type_name -> hookline.v1.Metadata
-	16, // 17: hookline.v1.Metadata.values:type_name -> hookline.v1.Metadata.ValuesEntry
-	17, // 18: hookline.v1.Headers.values:type_name -> hookline.v1.Headers.ValuesEntry
-	0,  // 19: hookline.v1.ListSubscriptionsResponse.subscriptions:type_name -> hookline.v1.Subscription
-	20, // [20:20] is the sub-list for method output_type
-	20, // [20:20] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	19, // 0: hookline.v1.Subscription.disabled_at:type_name -> google.protobuf.Timestamp
+	19, // 1: hookline.v1.Subscription.created_at:type_name -> google.protobuf.Timestamp
+	19, // 2: hookline.v1.Subscription.updated_at:type_name -> google.protobuf.Timestamp
+	4,  // 3: hookline.v1.Subscription.keys:type_name -> hookline.v1.SigningKey
+	12, // 4: hookline.v1.Subscription.headers:type_name -> hookline.v1.Subscription.HeadersEntry
+	13, // 5: hookline.v1.Subscription.metadata:type_name -> hookline.v1.Subscription.MetadataEntry
+	1,  // 6: hookline.v1.Subscription.auth:type_name -> hookline.v1.EndpointAuth
+	2,  // 7: hookline.v1.Tenant.defaults:type_name -> hookline.v1.DeliveryPolicy
+	14, // 8: hookline.v1.Tenant.metadata:type_name -> hookline.v1.Tenant.MetadataEntry
+	19, // 9: hookline.v1.Tenant.created_at:type_name -> google.protobuf.Timestamp
+	19, // 10: hookline.v1.Tenant.updated_at:type_name -> google.protobuf.Timestamp
+	19, // 11: hookline.v1.SigningKey.created_at:type_name -> google.protobuf.Timestamp
+	19, // 12: hookline.v1.SigningKey.expires_at:type_name -> google.protobuf.Timestamp
+	15, // 13: hookline.v1.CreateSubscriptionRequest.headers:type_name -> hookline.v1.CreateSubscriptionRequest.HeadersEntry
+	16, // 14: hookline.v1.CreateSubscriptionRequest.metadata:type_name -> hookline.v1.CreateSubscriptionRequest.MetadataEntry
+	1,  // 15: hookline.v1.CreateSubscriptionRequest.auth:type_name -> hookline.v1.EndpointAuth
+	9,  // 16: hookline.v1.UpdateSubscriptionRequest.headers:type_name -> hookline.v1.Headers
+	8,  // 17: hookline.v1.UpdateSubscriptionRequest.retry_schedule:type_name -> hookline.v1.Schedule
+	7,  // 18: hookline.v1.UpdateSubscriptionRequest.metadata:type_name -> hookline.v1.Metadata
+	1,  // 19: hookline.v1.UpdateSubscriptionRequest.auth:type_name -> hookline.v1.EndpointAuth
+	17, // 20: hookline.v1.Metadata.values:type_name -> hookline.v1.Metadata.ValuesEntry
+	18, // 21: hookline.v1.Headers.values:type_name -> hookline.v1.Headers.ValuesEntry
+	0,  // 22: hookline.v1.ListSubscriptionsResponse.subscriptions:type_name -> hookline.v1.Subscription
+	23, // [23:23] is the sub-list for method output_type
+	23, // [23:23] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_hookline_v1_subscription_proto_init() }
@@ -1312,14 +1478,14 @@ func file_hookline_v1_subscription_proto_init() {
 	if File_hookline_v1_subscription_proto != nil {
 		return
 	}
-	file_hookline_v1_subscription_proto_msgTypes[5].OneofWrappers = []any{}
+	file_hookline_v1_subscription_proto_msgTypes[6].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hookline_v1_subscription_proto_rawDesc), len(file_hookline_v1_subscription_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   18,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

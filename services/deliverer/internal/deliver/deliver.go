@@ -132,6 +132,9 @@ type Options struct {
 	URLs URLs
 	// Headers opens a subscription's sealed custom headers (default OpenedHeaders(nil)).
 	Headers Headers
+	// Auth opens a subscription's endpoint authentication (default
+	// OpenedAuth(nil)).
+	Auth Auth
 	// RetryDelay defers a task after a lookup or admission error, and naks
 	// it when a dead letter cannot be published (default 5s).
 	RetryDelay time.Duration

@@ -62,7 +62,7 @@ func request(sub *hooklinev1.Subscription, t *task.Task, now time.Time, sig stri
 		URL: sub.GetUrl(), ID: t.EventID, Timestamp: now, Signature: sig, Body: body,
 		OrderingKey: t.OrderingKey, OrderingSeq: t.OrderingSeq,
 		EventType: t.EventType, OccurredAt: occurredAt(t, now), Attempt: t.Attempt + 1,
-		SubscriptionID: sub.GetId(), Headers: sub.GetHeaders(),
+		SubscriptionID: sub.GetId(), Headers: sub.GetHeaders(), Auth: senderAuth(sub),
 		TaskHeader: t.Header, // trace context (sender/trace.go), acceptance time
 	}
 }

@@ -26,7 +26,8 @@ func OpenedURLs(box *secretbox.Box) URLs {
 
 // open turns a looked-up subscription into what an attempt needs: its
 // signing secrets (Options.Secrets) and the subscription with the URL to
-// POST to (Options.URLs) and its custom headers opened (Options.Headers) —
+// POST to (Options.URLs), its custom headers (Options.Headers) and its
+// endpoint authentication (Options.Auth) opened —
 // a copy when either differs from the stored record, so the cached record
 // is never changed. A failure is permanent for
 // the task: no attempt can succeed until the record or the key changes.
@@ -51,9 +52,17 @@ func (o *Options) open(sub *hooklinev1.Subscription) ([]string, *hooklinev1.Subs
 	if err != nil {
 		return nil, sub, fmt.Errorf("custom headers: %w", err)
 	}
-	if u != sub.GetUrl() || len(h) > 0 {
+	authOpener := o.Auth
+	if authOpener == nil {
+		authOpener = OpenedAuth(nil)
+	}
+	a, err := authOpener(sub)
+	if err != nil {
+		return nil, sub, fmt.Errorf("endpoint authentication: %w", err)
+	}
+	if u != sub.GetUrl() || len(h) > 0 || a != nil {
 		sub = proto.CloneOf(sub)
-		sub.Url, sub.SealedUrl, sub.Headers = u, "", h
+		sub.Url, sub.SealedUrl, sub.Headers, sub.Auth = u, "", h, a
 	}
 	return secrets, sub, nil
 }

@@ -38,6 +38,9 @@ const (
 	ClassInvalidURL        = "invalid_url"
 	ClassCanceled          = "canceled"
 	ClassNetwork           = "network"
+	// ClassAuthToken: the endpoint's OAuth token could not be had (the
+	// token endpoint refused, failed or could not be reached).
+	ClassAuthToken = "auth_token"
 )
 
 // ErrBlocked is wrapped by the error of an attempt whose destination the
@@ -53,7 +56,7 @@ type DialControl func(network, address string, c syscall.RawConn) error
 // Classes lists every error class (metric label values).
 var Classes = []string{
 	ClassTimeout, ClassConnectionRefused, ClassConnectionReset, ClassDNS, ClassTLS, ClassBlocked,
-	ClassRedirect, ClassHTTPStatus, ClassInvalidURL, ClassCanceled, ClassNetwork,
+	ClassRedirect, ClassHTTPStatus, ClassInvalidURL, ClassCanceled, ClassNetwork, ClassAuthToken,
 }
 
 // ExcerptBytes is the most of a response body kept in Result.Excerpt.
@@ -112,8 +115,12 @@ type Request struct {
 	// is the attempt span's parent.
 	TaskHeader map[string][]string
 	// Timeout bounds this attempt (0: Options.Timeout): the
-	// subscription's effective attempt timeout.
+	// subscription's effective attempt timeout. It covers fetching an
+	// OAuth token and the one resend after a 401 too.
 	Timeout time.Duration
+	// Auth is the subscription's endpoint authentication, opened (never
+	// logged).
+	Auth Auth
 }
 
 // Result is what an attempt came to.
@@ -143,6 +150,12 @@ type Sender struct {
 	userAgent string
 	httpsOnly bool
 	tracing   *tracing.Tracing
+	// tokens caches the OAuth access tokens of subscriptions (oauth.go).
+	tokens *tokens
+	// transport is the shared one; certs the clients of subscriptions
+	// with a client certificate, built from it (mtls.go).
+	transport *http.Transport
+	certs     *certClients
 }
 
 // New builds a Sender and its transport.
@@ -186,11 +199,17 @@ func New(o Options) *Sender {
 		userAgent: o.UserAgent,
 		httpsOnly: o.HTTPSOnly,
 		tracing:   o.Tracing,
+		tokens:    newTokens(),
+		transport: tr,
+		certs:     &certClients{m: map[string]*certClient{}},
 	}
 }
 
 // Close releases idle connections.
-func (s *Sender) Close() { s.client.CloseIdleConnections() }
+func (s *Sender) Close() {
+	s.client.CloseIdleConnections()
+	s.certs.closeIdle()
+}
 
 // Send performs one attempt. It never returns an error: the failure is in
 // the Result. ctx cancellation ends the attempt with ClassCanceled.
@@ -213,28 +232,34 @@ func (s *Sender) send(ctx context.Context, r Request) Result {
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, r.URL, bytes.NewReader(r.Body))
-	if err != nil {
-		return Result{ErrorClass: ClassInvalidURL, Err: errors.New("invalid URL")}
+	client := s.client
+	if r.Auth.Cert != nil {
+		var err error
+		if client, err = s.certClient(r.Auth.Key, r.Auth.Cert); err != nil {
+			return Result{ErrorClass: ClassTLS, Err: err}
+		}
 	}
-	h := req.Header
-	for name, value := range r.Headers {
-		h[http.CanonicalHeaderKey(name)] = []string{value}
+	var token string
+	if r.Auth.OAuth != nil {
+		var err error
+		if token, err = s.token(ctx, r.Auth); err != nil {
+			return tokenFailure(ctx, err)
+		}
 	}
-	wire.Request{ID: r.ID, Timestamp: r.Timestamp, Signature: r.Signature, UserAgent: s.userAgent,
-		EventType: r.EventType, OccurredAt: r.OccurredAt, Attempt: r.Attempt, SubscriptionID: r.SubscriptionID,
-		OrderingKey: r.OrderingKey, OrderingSeq: r.OrderingSeq}.SetHeaders(h)
-	// A webhook is idempotent (receivers dedupe on webhook-id). Saying so —
-	// a nil value is not sent — lets the transport resend it on a fresh
-	// connection when a kept-alive one turns out closed by the endpoint
-	// (an idle timeout racing our reuse: Node's is 5s) instead of failing
-	// the attempt, spending the retry budget and feeding the breaker.
-	h["Idempotency-Key"] = nil
-	// The attempt span's traceparent (tracing on), so that the receiver
-	// can join the trace; never a tracestate or baggage.
-	s.tracing.InjectTraceParent(ctx, h)
-
-	resp, err := s.client.Do(req)
+	resp, err := s.post(ctx, client, r, token)
+	if err == nil && resp.StatusCode == http.StatusUnauthorized && r.Auth.OAuth != nil {
+		// The endpoint refused the token (revoked, or expired before its
+		// time): one new token and one resend, within this attempt and
+		// its timeout. Its answer is the attempt's, whatever it is: never
+		// a second refresh.
+		s.drain(resp.Body)
+		resp.Body.Close()
+		s.tokens.invalidate(r.Auth.Key, token)
+		if token, err = s.token(ctx, r.Auth); err != nil {
+			return tokenFailure(ctx, err)
+		}
+		resp, err = s.post(ctx, client, r, token)
+	}
 	if err != nil {
 		return Result{ErrorClass: classify(ctx, err), Err: redact(err)}
 	}
@@ -254,6 +279,55 @@ func (s *Sender) send(ctx context.Context, r Request) Result {
 		res.RetryAfter = ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
 	}
 	return res
+}
+
+// post sends the request of an attempt with client (the shared one, or
+// the one of the subscription's client certificate), with token as its
+// bearer token when set.
+func (s *Sender) post(ctx context.Context, client *http.Client, r Request, token string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, r.URL, bytes.NewReader(r.Body))
+	if err != nil {
+		return nil, errInvalidURL
+	}
+	h := req.Header
+	for name, value := range r.Headers {
+		h[http.CanonicalHeaderKey(name)] = []string{value}
+	}
+	wire.Request{ID: r.ID, Timestamp: r.Timestamp, Signature: r.Signature, UserAgent: s.userAgent,
+		EventType: r.EventType, OccurredAt: r.OccurredAt, Attempt: r.Attempt, SubscriptionID: r.SubscriptionID,
+		OrderingKey: r.OrderingKey, OrderingSeq: r.OrderingSeq}.SetHeaders(h)
+	// A webhook is idempotent (receivers dedupe on webhook-id). Saying so —
+	// a nil value is not sent — lets the transport resend it on a fresh
+	// connection when a kept-alive one turns out closed by the endpoint
+	// (an idle timeout racing our reuse: Node's is 5s) instead of failing
+	// the attempt, spending the retry budget and feeding the breaker.
+	h["Idempotency-Key"] = nil
+	// The attempt span's traceparent (tracing on), so that the receiver
+	// can join the trace; never a tracestate or baggage.
+	s.tracing.InjectTraceParent(ctx, h)
+
+	if token != "" {
+		// After the custom headers: the token replaces an Authorization
+		// header of theirs.
+		h["Authorization"] = []string{"Bearer " + token}
+	}
+	return client.Do(req)
+}
+
+var errInvalidURL = errors.New("invalid URL")
+
+// tokenFailure is the result of an attempt that got no token: a
+// cancelled attempt stays ClassCanceled (shutdown says nothing about the
+// endpoint), a timeout is the token endpoint's.
+func tokenFailure(ctx context.Context, err error) Result {
+	if errors.Is(err, context.Canceled) && ctx.Err() != context.DeadlineExceeded {
+		return Result{ErrorClass: ClassCanceled, Err: err}
+	}
+	var te *tokenError
+	if !errors.As(err, &te) {
+		err = &tokenError{msg: err.Error()}
+	}
+	return Result{ErrorClass: ClassAuthToken, Err: err}
 }
 
 // drain reads at most maxBody bytes of the body and returns the first
@@ -350,6 +424,8 @@ func classify(ctx context.Context, err error) string {
 	var dnsErr *net.DNSError
 	var netErr net.Error
 	switch {
+	case errors.Is(err, errInvalidURL):
+		return ClassInvalidURL
 	case errors.Is(err, ErrBlocked):
 		return ClassBlocked
 	case errors.As(err, &dnsErr):

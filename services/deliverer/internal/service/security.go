@@ -61,3 +61,13 @@ func openedHeaders(cfg config.Config) deliver.Headers {
 	}
 	return deliver.OpenedHeaders(box)
 }
+
+// openedAuth opens endpoint authentication secrets with the
+// HOOKLINE_SECRET_KEY keys (config validation has checked them).
+func openedAuth(cfg config.Config) deliver.Auth {
+	box, err := cfg.Secrets.Box()
+	if err != nil {
+		return func(*hooklinev1.Subscription) (*hooklinev1.EndpointAuth, error) { return nil, err }
+	}
+	return deliver.OpenedAuth(box)
+}

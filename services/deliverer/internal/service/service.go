@@ -231,6 +231,7 @@ func New(ctx context.Context, cfg config.Config, d Deps) (*Service, error) {
 			Secrets:                   d.Secrets,
 			URLs:                      urls,
 			Headers:                   openedHeaders(cfg),
+			Auth:                      openedAuth(cfg),
 			DefaultMaxInFlight:        cfg.Health.DefaultMaxInFlight,
 			DefaultMaxInFlightCeiling: cfg.Health.DefaultMaxInFlightCeiling,
 			MaxWait:                   cfg.AdmissionMaxWait,

@@ -180,7 +180,7 @@ func buildOpenAPI(eps []endpoint) map[string]any {
 		},
 		omit: map[string]map[string]bool{"Subscription": {"keys": true, "sealed_url": true}},
 		optional: map[string]map[string]bool{
-			"Subscription": {"secret": true, "disabled_at": true, "created_at": true, "updated_at": true, "public_key": true},
+			"Subscription": {"secret": true, "disabled_at": true, "created_at": true, "updated_at": true, "public_key": true, "auth": true},
 			"Problem":      {"errors": true, "ids": true, "detail": true},
 			"Tenant":       {"created_at": true, "updated_at": true},
 		},

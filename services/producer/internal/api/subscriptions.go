@@ -41,6 +41,9 @@ type createRequest struct {
 	AutoDisableAfter string            `json:"auto_disable_after" doc:"auto-disable after failing this long, 0s: never (empty: the tenant's default)"`
 	Metadata         map[string]string `json:"metadata" doc:"free-form labels (at most 32; keys up to 64 printable ASCII characters, values up to 512 bytes)"`
 	UID              string            `json:"uid" doc:"an external id, unique within the tenant (a duplicate is a 409)"`
+	// How the deliverer authenticates to the endpoint (nil: only the
+	// signature and custom headers).
+	Auth *authRequest `json:"auth" doc:"endpoint authentication beyond the signature: OAuth 2.0 client credentials or an mTLS client certificate (secrets write-only)"`
 }
 
 // updateRequest is hooklinev1.UpdateSubscriptionRequest in JSON; a nil
@@ -63,6 +66,9 @@ type updateRequest struct {
 	AutoDisableAfter *string            `json:"auto_disable_after" doc:"\"\": the tenant's default again"`
 	Metadata         *map[string]string `json:"metadata" doc:"replaces the metadata ({} removes it)"`
 	UID              *string            `json:"uid" doc:"\"\" removes the uid; a uid another subscription of the tenant holds is a 409"`
+	// Replaces the endpoint authentication ({} removes it); a secret of
+	// REDACTED keeps the stored one.
+	Auth *authRequest `json:"auth" doc:"replaces the endpoint authentication ({} removes it); a secret of REDACTED keeps the stored one"`
 }
 
 func (a *API) createSubscription(w http.ResponseWriter, r *http.Request) {
@@ -90,6 +96,7 @@ func (a *API) createSubscription(w http.ResponseWriter, r *http.Request) {
 		f.add("payload_format", subscription.ValidatePayloadFormat(req.PayloadFormat))
 	}
 	f.headers(req.Headers, nil)
+	f.auth(a, req.Auth, nil)
 	f.metadata(req.Metadata)
 	if req.UID != "" {
 		f.add("uid", policy.ValidateUID(req.UID))
@@ -112,7 +119,7 @@ func (a *API) createSubscription(w http.ResponseWriter, r *http.Request) {
 			RateLimitBurst: req.RateLimitBurst, Ordered: req.Ordered, SignatureScheme: req.SignatureScheme,
 			PayloadFormat: req.PayloadFormat, Headers: req.Headers,
 			RetrySchedule: req.RetrySchedule, AttemptTimeout: req.AttemptTimeout, AutoDisableAfter: req.AutoDisableAfter,
-			Metadata: req.Metadata, Uid: req.UID,
+			Metadata: req.Metadata, Uid: req.UID, Auth: req.Auth.proto(),
 		})
 		if err != nil {
 			a.registryError(w, "", err)
@@ -252,6 +259,18 @@ func (a *API) updateSubscription(w http.ResponseWriter, r *http.Request) {
 		}
 		upd.Headers = &hooklinev1.Headers{Values: *req.Headers}
 	}
+	if req.Auth != nil {
+		// Judged against the stored one: REDACTED keeps its secret.
+		f.auth(a, req.Auth, cur.GetAuth())
+		if p := f.problem(); p != nil {
+			writeProblem(w, p)
+			return
+		}
+		upd.Auth = req.Auth.proto()
+		if upd.Auth.GetType() == "" {
+			upd.Auth = &hooklinev1.EndpointAuth{} // removes it
+		}
+	}
 	if proto.Equal(upd, &hooklinev1.UpdateSubscriptionRequest{}) {
 		a.getSubscription(w, r) // nothing to change
 		return
@@ -327,6 +346,11 @@ func (a *API) registryError(w http.ResponseWriter, id string, err error) {
 		writeProblem(w, validation([]FieldError{{Field: "headers", Message: subscription.ErrRedactedHeader.Error()}}))
 		return
 	}
+	if errors.Is(err, subscription.ErrRedactedAuth) {
+		// The authentication changed between the check and the write.
+		writeProblem(w, validation([]FieldError{{Field: "auth", Message: subscription.ErrRedactedAuth.Error()}}))
+		return
+	}
 	if errors.Is(err, registry.ErrUIDTaken) {
 		writeProblem(w, problem(http.StatusConflict, TypeConflict, err.Error()))
 		return
@@ -352,6 +376,8 @@ func renderSubscription(sub *hooklinev1.Subscription) ([]byte, error) {
 	out.SealedUrl = ""
 	// Custom headers are write-only.
 	out.Headers = subscription.MaskHeaders(out.GetHeaders())
+	// So are the endpoint authentication's secrets.
+	out.Auth = subscription.MaskAuth(out.GetAuth())
 	b, err := renderOpts.Marshal(out)
 	if err != nil {
 		return nil, err

@@ -202,6 +202,10 @@ func (r *Registry) CreateAs(ctx context.Context, id string, req *hooklinev1.Crea
 	if err != nil {
 		return nil, err
 	}
+	auth, err := subscription.SealAuth(r.box, req.GetAuth(), nil)
+	if err != nil {
+		return nil, err
+	}
 	format := req.GetPayloadFormat()
 	if format == "" && b.tenants != nil {
 		// The tenant's default applies at creation: a body's shape never
@@ -242,6 +246,7 @@ func (r *Registry) CreateAs(ctx context.Context, id string, req *hooklinev1.Crea
 		AutoDisableAfter:   req.GetAutoDisableAfter(),
 		Metadata:           req.GetMetadata(),
 		Uid:                req.GetUid(),
+		Auth:               auth,
 	}
 	rev, err := b.store.Create(ctx, sub)
 	if errors.Is(err, jetstream.ErrKeyExists) {
@@ -386,6 +391,15 @@ func (r *Registry) updateFields(ctx context.Context, id string, req *hooklinev1.
 			}
 			sub.Headers = h
 		}
+		if req.Auth != nil {
+			// Replaced whole (type "": removed); REDACTED keeps the stored
+			// secret while what it belongs with is unchanged.
+			a, err := subscription.SealAuth(r.box, req.GetAuth(), sub.GetAuth())
+			if err != nil {
+				return err
+			}
+			sub.Auth = a
+		}
 		switch {
 		case req.Disabled == nil:
 		case req.GetDisabled() && !sub.GetDisabled():
@@ -443,6 +457,7 @@ func (r *Registry) update(ctx context.Context, id string, change func(*hooklinev
 			return err
 		}
 		r.sealHeaders(sub)
+		subscription.ResealAuth(r.box, sub.GetAuth())
 		sub.UpdatedAt = now
 		return nil
 	})
