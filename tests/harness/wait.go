@@ -64,10 +64,18 @@ func FreeAddr(tb testing.TB) string {
 }
 
 // RefusedURL returns an http URL on a loopback port where nothing listens:
-// connecting to it is refused.
+// connecting to it is refused. The port is 9 (discard), below the range
+// the kernel hands out to listeners on port 0: a free ephemeral port could
+// be taken a moment later by another test process's server, which would
+// then receive these requests as its own (seen in a CI-like run). Only when
+// something does listen on 9 is an ephemeral port used.
 func RefusedURL(tb testing.TB) string {
 	tb.Helper()
-	return "http://" + FreeAddr(tb) + "/refused"
+	if c, err := net.DialTimeout("tcp", "127.0.0.1:9", time.Second); err == nil {
+		_ = c.Close()
+		return "http://" + FreeAddr(tb) + "/refused"
+	}
+	return "http://127.0.0.1:9/refused"
 }
 
 var errNotYet = errors.New("not yet")

@@ -55,6 +55,13 @@ func TestURLCredentialsReachTheReceiver(t *testing.T) {
 	type seen struct{ uri, user, pass string }
 	got := make(chan seen, 4)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if req.URL.Path != "/in" {
+			// Not this test's delivery: another test process's POST to a
+			// port it had found free (harness.RefusedURL) before this
+			// server took it.
+			w.WriteHeader(http.StatusNotFound)
+			return
+		}
 		u, p, _ := req.BasicAuth()
 		got <- seen{req.URL.RequestURI(), u, p}
 	}))
