@@ -379,6 +379,31 @@ func newFakeAPI(t *testing.T, js jetstream.JetStream) *fakeAPI {
 		}
 		writeJSON(w, 200, out)
 	}))
+	mux.HandleFunc("GET /v1/subscriptions/{id}/effective-policy", f.withSub(func(w http.ResponseWriter, s map[string]any, _ map[string]any) {
+		writeJSON(w, 200, map[string]any{
+			"subscription_id": s["id"], "tenant": s["tenant"],
+			"retry_schedule":     map[string]any{"value": []string{"0s", "10s", "1m"}, "source": "tenant"},
+			"attempt_timeout":    map[string]any{"value": "2s", "source": "subscription"},
+			"auto_disable_after": map[string]any{"value": "120h0m0s", "source": "environment"},
+			"max_in_flight":      map[string]any{"value": 0, "source": "environment"},
+			"rate_limit":         map[string]any{"per_second": 5, "burst": 10, "source": "tenant"},
+			"payload_format":     map[string]any{"value": "envelope", "source": "subscription"},
+		})
+	}))
+	tenants := map[string]map[string]any{}
+	mux.HandleFunc("GET /v1/tenants/{tenant}", func(w http.ResponseWriter, r *http.Request) {
+		t, ok := tenants[r.PathValue("tenant")]
+		if !ok {
+			t = map[string]any{"tenant": r.PathValue("tenant"), "defaults": map[string]any{}}
+		}
+		writeJSON(w, 200, t)
+	})
+	mux.HandleFunc("PUT /v1/tenants/{tenant}", func(w http.ResponseWriter, r *http.Request) {
+		t := decode(r)
+		t["tenant"] = r.PathValue("tenant")
+		tenants[r.PathValue("tenant")] = t
+		writeJSON(w, 200, t)
+	})
 	mux.HandleFunc("POST /v1/events", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, 202, f.publish(decode(r)))
 	})

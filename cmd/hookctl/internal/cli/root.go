@@ -106,7 +106,7 @@ Exit codes: 0 ok (an empty selection included), 1 failure, 2 usage,
 	pf.DurationVar(&a.connectTimeout, "connect-timeout", 5*time.Second, "give up reaching NATS after this long")
 	pf.StringVar(&a.apiURL, "api-url", "", "producer API base URL (env HOOKLINE_API_URL, default http://localhost:8080)")
 
-	root.AddCommand(a.dlqCommand(), a.attemptsCommand(), a.subsCommand(), a.eventsCommand(), a.replayCommand())
+	root.AddCommand(a.dlqCommand(), a.attemptsCommand(), a.subsCommand(), a.eventsCommand(), a.replayCommand(), a.tenantsCommand())
 	group(root)
 	for _, c := range allCommands(root) {
 		c.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return err })

@@ -32,7 +32,7 @@ bearer token from HOOKLINE_API_TOKEN).`,
 	})
 	c.AddCommand(a.subsLs(), a.subsGet(), a.subsCreate(), a.subsUpdate(),
 		a.subsSetDisabled("enable", false), a.subsSetDisabled("disable", true),
-		a.subsDelete(), a.subsTest(), a.subsRotate(), a.subsStats())
+		a.subsDelete(), a.subsTest(), a.subsRotate(), a.subsStats(), a.subsPolicy())
 	return c
 }
 
