@@ -38,6 +38,11 @@ type Metrics struct {
 	// answer.
 	QuotaRefused  prometheus.Counter
 	QuotaDegraded prometheus.Counter
+	// ReplayEntries counts the entries replay jobs handled, by result
+	// (replayed, failed, gone); ReplayJobs the jobs that ended, by state
+	// (done, failed, cancelled).
+	ReplayEntries *prometheus.CounterVec
+	ReplayJobs    *prometheus.CounterVec
 }
 
 // New registers the collectors (and the Go and process collectors).
@@ -70,13 +75,28 @@ func New() *Metrics {
 		Name: "hookline_tenant_quota_degraded_total",
 		Help: "Event publish requests let through unchecked by the tenant events/s quota because Redis could not answer.",
 	})
+	m.ReplayEntries = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "hookline_replay_entries_total",
+		Help: "Entries (dead letters or events) replay jobs handled, by result (replayed, failed, gone).",
+	}, []string{"result"})
+	m.ReplayJobs = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "hookline_replay_jobs_total",
+		Help: "Replay jobs that ended, by state (done, failed, cancelled).",
+	}, []string{"state"})
 	m.Registry.MustRegister(m.HTTPRequests, m.HTTPDuration, m.EventsPublished, m.EventIDMarkErrors, m.QuotaRefused, m.QuotaDegraded,
+		m.ReplayEntries, m.ReplayJobs,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, r := range []string{ResultAccepted, ResultDuplicate, ResultFailed} {
 		m.EventsPublished.WithLabelValues(r)
 	}
 	for _, op := range []string{MarkLookup, MarkWrite} {
 		m.EventIDMarkErrors.WithLabelValues(op)
+	}
+	for _, r := range []string{"replayed", "failed", "gone"} {
+		m.ReplayEntries.WithLabelValues(r)
+	}
+	for _, st := range []string{"done", "failed", "cancelled"} {
+		m.ReplayJobs.WithLabelValues(st)
 	}
 	return m
 }

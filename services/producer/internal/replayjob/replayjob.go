@@ -28,6 +28,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus"
 	"net/url"
 	"strings"
 	"sync"
@@ -162,6 +163,8 @@ type Manager struct {
 	// Tracing (nil: off) makes each run of a job a span, the root of its
 	// own trace.
 	Tracing *tracing.Tracing
+	// Metrics (nil: none) counts entries and finished jobs.
+	Metrics *Metrics
 
 	// crashAfter, when set (tests), makes the runner stop dead after the
 	// entry at seq was replayed and deleted, before its checkpoint.
@@ -423,6 +426,9 @@ func (m *Manager) Cancel(ctx context.Context, id string) (Job, error) {
 		j.State, j.FinishedAt = Cancelled, &now
 		if _, err := m.update(ctx, j, rev); err == nil {
 			m.log.Info("replay job cancelled", zap.String("job_id", id))
+			if m.Metrics != nil {
+				m.Metrics.Jobs.WithLabelValues(Cancelled).Inc()
+			}
 			return j, nil
 		}
 	}
@@ -573,7 +579,7 @@ func (m *Manager) run(ctx context.Context, j Job, rev uint64) {
 	// was replayed; still there, it is asked again below (same task).
 	if j.InFlight > 0 {
 		if _, err := st.Get(ctx, j.InFlight); errors.Is(err, deadletter.ErrNotFound) {
-			j.Done++
+			m.tally(&j.Done, EntryReplayed)
 			j.NextSeq, j.InFlight = j.InFlight+1, 0
 			if save() != nil {
 				return
@@ -607,7 +613,7 @@ func (m *Manager) run(ctx context.Context, j Job, rev uint64) {
 			case errors.As(err, &refused):
 				// The deliverer will not replay it (e.g. headers that name
 				// another tenant): it stays in DEADLETTER, counted failed.
-				j.Failed++
+				m.tally(&j.Failed, EntryFailed)
 				j.LastError = err.Error()
 			case err != nil:
 				// No deliverer, a timeout, NATS away: wait, then go on
@@ -616,9 +622,9 @@ func (m *Manager) run(ctx context.Context, j Job, rev uint64) {
 				_ = save()
 				return err
 			case len(res) == 1 && res[0].Outcome == deadletter.Gone:
-				j.Gone++
+				m.tally(&j.Gone, EntryGone)
 			default:
-				j.Done++
+				m.tally(&j.Done, EntryReplayed)
 			}
 			j.NextSeq, j.InFlight = seq+1, 0
 			return save()
@@ -649,6 +655,28 @@ func (m *Manager) run(ctx context.Context, j Job, rev uint64) {
 	}
 }
 
+// Entry outcomes (hookline_replay_entries_total's result label).
+const (
+	EntryReplayed = "replayed" // handed to a deliverer (or found already replayed on resume)
+	EntryFailed   = "failed"   // refused (kept in DEADLETTER) or not sendable
+	EntryGone     = "gone"     // no longer there when its turn came
+)
+
+// Metrics counts what replay jobs do (nil: not counted): entries by
+// result and jobs by the state they ended in (done, failed, cancelled).
+type Metrics struct {
+	Entries *prometheus.CounterVec
+	Jobs    *prometheus.CounterVec
+}
+
+// tally adds one to a job's count and to the entries counter.
+func (m *Manager) tally(n *int, result string) {
+	*n++
+	if m.Metrics != nil {
+		m.Metrics.Entries.WithLabelValues(result).Inc()
+	}
+}
+
 func (m *Manager) finish(ctx context.Context, j *Job, save func() error, state, lastErr string) {
 	now := time.Now().UTC()
 	j.State, j.FinishedAt, j.Runner = state, &now, ""
@@ -656,6 +684,9 @@ func (m *Manager) finish(ctx context.Context, j *Job, save func() error, state, 
 		j.LastError = lastErr
 	}
 	if save() == nil {
+		if m.Metrics != nil {
+			m.Metrics.Jobs.WithLabelValues(state).Inc()
+		}
 		m.log.Info("replay job finished", zap.String("job_id", j.ID), zap.String("state", state),
 			zap.Int("done", j.Done), zap.Int("failed", j.Failed), zap.Int("gone", j.Gone))
 	}
@@ -727,16 +758,16 @@ func (m *Manager) runEvents(ctx context.Context, log *zap.Logger, j *Job, save f
 			var refused *replay.RefusedError
 			switch {
 			case errors.As(err, &refused):
-				j.Failed++
+				m.tally(&j.Failed, EntryFailed)
 				j.LastError = err.Error()
 			case err != nil:
 				j.LastError = err.Error()
 				_ = save()
 				return err
 			case res.Outcome == replay.Gone:
-				j.Gone++
+				m.tally(&j.Gone, EntryGone)
 			default:
-				j.Done++
+				m.tally(&j.Done, EntryReplayed)
 			}
 			j.NextSeq = ev.Seq + 1
 			return save()

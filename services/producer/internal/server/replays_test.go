@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -113,6 +114,21 @@ func TestReplayAPI(t *testing.T) {
 	expect(t, c, http.StatusOK)
 	if c.json(t)["state"] != "cancelled" {
 		t.Fatalf("cancel: %s", c.Body)
+	}
+	m := string(e.do("GET", "/metrics", nil).Body)
+	for _, want := range []string{`hookline_replay_jobs_total{state="done"} 1`, `hookline_replay_jobs_total{state="cancelled"} 1`, `hookline_replay_entries_total{result="failed"} 0`} {
+		if !strings.Contains(m, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	var replayed float64
+	for _, l := range strings.Split(m, "\n") {
+		if v, ok := strings.CutPrefix(l, `hookline_replay_entries_total{result="replayed"} `); ok {
+			replayed, _ = strconv.ParseFloat(v, 64)
+		}
+	}
+	if replayed < 10 {
+		t.Errorf("hookline_replay_entries_total{result=replayed} = %v, want at least the 10 of the finished job", replayed)
 	}
 }
 

@@ -112,6 +112,7 @@ func New(cfg config.Config, nc *nats.Conn, rdb redis.UniversalClient, log *zap.L
 		return nil, err
 	}
 	s.replays = replayjob.New(js, log.Named("replay"))
+	s.replays.Metrics = &replayjob.Metrics{Entries: m.ReplayEntries, Jobs: m.ReplayJobs}
 	s.replays.Select = api.ReplaySelection
 	box, err := cfg.Security.Secrets.Box()
 	if err != nil {
