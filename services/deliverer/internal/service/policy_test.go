@@ -118,3 +118,61 @@ func TestSubscriptionPolicyAndTenantDefault(t *testing.T) {
 		}
 	}
 }
+
+// A tenant's default max_in_flight is enforced for its subscriptions that
+// set none: with a default of 1, an endpoint that holds each request for
+// a moment never sees two at once, though the deliverer has 16 workers
+// and the adaptive default would allow several.
+func TestTenantDefaultMaxInFlightIsEnforced(t *testing.T) {
+	t.Parallel()
+	e := start(t, nil)
+	ctx := context.Background()
+	tenants, err := tenantrec.NewStore(ctx, e.js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tenants.Update(ctx, tenant, func(r *hooklinev1.Tenant) error {
+		r.Defaults = &hooklinev1.DeliveryPolicy{MaxInFlight: 1}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, await, "the deliverer to see the tenant's defaults", func() bool {
+		return e.svc.TenantHas(tenant, func(r *hooklinev1.Tenant) bool { return r.GetDefaults().GetMaxInFlight() == 1 })
+	})
+	var now, peak, served atomic.Int32
+	release, stop := make(chan struct{}), make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := now.Add(1)
+		for {
+			p := peak.Load()
+			if n <= p || peak.CompareAndSwap(p, n) {
+				break
+			}
+		}
+		select { // held until the test lets requests go, one at a time
+		case <-release:
+		case <-stop:
+		case <-r.Context().Done():
+		}
+		now.Add(-1)
+		served.Add(1)
+	}))
+	t.Cleanup(srv.Close)
+	t.Cleanup(func() { close(stop) }) // runs first: a failed test never hangs in srv.Close
+	e.subscribe(t, srv.URL+"/hook", "order.created")
+	const events = 6
+	for i := range events {
+		e.publish(t, "order.created", "evt_cap_"+strconv.Itoa(i), `{}`)
+	}
+	for i := range events {
+		// One request is in the endpoint's hands; had the cap not held,
+		// several would be by now (16 workers, all tasks available).
+		eventually(t, await, "a request held by the endpoint", func() bool { return now.Load() == 1 })
+		release <- struct{}{}
+		eventually(t, await, "the request answered", func() bool { return served.Load() == int32(i+1) })
+	}
+	if p := peak.Load(); p != 1 {
+		t.Fatalf("the endpoint saw %d requests at once; the tenant's default max_in_flight is 1", p)
+	}
+}
