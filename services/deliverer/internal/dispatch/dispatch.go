@@ -90,9 +90,21 @@ type Dispatcher struct {
 	tasks *groupcommit.Publisher // nil: publish one by one
 }
 
-// New builds the stage. js should have an async publish timeout so that
-// every future resolves.
-func New(js jetstream.JetStream, match Matcher, dead DeadLetters, log *zap.Logger, m *metrics.Metrics, o Options) *Dispatcher {
+// Deps is what the stage works with (the deliver stage's convention:
+// collaborators in Deps, tuning in Options).
+type Deps struct {
+	// JS should have an async publish timeout so that every future
+	// resolves.
+	JS          jetstream.JetStream
+	Matcher     Matcher
+	DeadLetters DeadLetters
+	Log         *zap.Logger
+	Metrics     *metrics.Metrics
+}
+
+// New builds the stage.
+func New(d Deps, o Options) *Dispatcher {
+	js, match, dead, log, m := d.JS, d.Matcher, d.DeadLetters, d.Log, d.Metrics
 	if o.Workers <= 0 {
 		o.Workers = 64
 	}
@@ -102,11 +114,11 @@ func New(js jetstream.JetStream, match Matcher, dead DeadLetters, log *zap.Logge
 	if o.NakDelay <= 0 {
 		o.NakDelay = time.Second
 	}
-	d := &Dispatcher{js: js, match: match, dead: dead, log: log.Named("dispatch"), m: m, o: o}
+	ds := &Dispatcher{js: js, match: match, dead: dead, log: log.Named("dispatch"), m: m, o: o}
 	if o.GroupCommit != nil {
-		d.tasks = groupcommit.New(js, *o.GroupCommit)
+		ds.tasks = groupcommit.New(js, *o.GroupCommit)
 	}
-	return d
+	return ds
 }
 
 // Run consumes EVENTS with the durable dispatch consumer until ctx ends,

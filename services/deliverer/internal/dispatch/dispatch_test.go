@@ -99,7 +99,7 @@ func setup(t *testing.T, match dispatch.Matcher) (*dispatch.Dispatcher, jetstrea
 		t.Fatal(err)
 	}
 	m := metrics.New(prometheus.NewRegistry(), wire.DeadLetterReasons(), sender.Classes)
-	return dispatch.New(js, match, deadletter.NewPublisher(js), zap.NewNop(), m, dispatch.Options{}), js, m
+	return dispatch.New(dispatch.Deps{JS: js, Matcher: match, DeadLetters: deadletter.NewPublisher(js), Log: zap.NewNop(), Metrics: m}, dispatch.Options{}), js, m
 }
 
 func subjects(t *testing.T, js jetstream.JetStream, name string) map[string]uint64 {
@@ -244,7 +244,7 @@ func TestOrderedTasksAreRegisteredAndMarked(t *testing.T) {
 	m := metrics.New(prometheus.NewRegistry(), wire.DeadLetterReasons(), sender.Classes)
 	ord := ordering.New(redistest.Start(t).Client(t), 0)
 	subs := []*hooklinev1.Subscription{{Id: "sub_a", Tenant: "acme", Ordered: true}, {Id: "sub_b", Tenant: "acme"}}
-	d := dispatch.New(js, &matcher{subs: subs}, deadletter.NewPublisher(js), zap.NewNop(), m, dispatch.Options{Orderer: ord})
+	d := dispatch.New(dispatch.Deps{JS: js, Matcher: &matcher{subs: subs}, DeadLetters: deadletter.NewPublisher(js), Log: zap.NewNop(), Metrics: m}, dispatch.Options{Orderer: ord})
 	for seq, key := range map[uint64]string{9: "order 42", 10: ""} {
 		h := nats.Header{stream.HeaderMsgID: {"acme:evt_" + strconv.FormatUint(seq, 10)}}
 		if key != "" {
@@ -290,7 +290,7 @@ func TestGroupCommitStoresEveryTaskOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := metrics.New(prometheus.NewRegistry(), wire.DeadLetterReasons(), sender.Classes)
-	d := dispatch.New(js, &matcher{subs: two}, deadletter.NewPublisher(js), zap.NewNop(), m,
+	d := dispatch.New(dispatch.Deps{JS: js, Matcher: &matcher{subs: two}, DeadLetters: deadletter.NewPublisher(js), Log: zap.NewNop(), Metrics: m},
 		dispatch.Options{GroupCommit: &groupcommit.Config{}})
 	const events = 200
 	for i := range events {

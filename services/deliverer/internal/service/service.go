@@ -204,7 +204,7 @@ func New(ctx context.Context, cfg config.Config, d Deps) (*Service, error) {
 		cache:   cache,
 		memo:    memo,
 		tenants: tenants,
-		dispatch: dispatch.New(js, memo, staterec.DeadLettersTo(dead, states, d.Log), d.Log, m, dispatch.Options{
+		dispatch: dispatch.New(dispatch.Deps{JS: js, Matcher: memo, DeadLetters: staterec.DeadLettersTo(dead, states, d.Log), Log: d.Log, Metrics: m}, dispatch.Options{
 			Workers:     cfg.DispatchWorkers,
 			Orderer:     order,
 			Tracing:     d.Tracing,
