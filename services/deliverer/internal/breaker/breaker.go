@@ -141,7 +141,7 @@ type Config struct {
 	// Degraded counts the decisions taken without Redis (nil: not
 	// counted); Logger says when they start and end (nil: nowhere).
 	Degraded *redisdown.Metrics
-	Logger   *zap.Logger
+	Log      *zap.Logger
 	// Now is this process's clock (time.Now when nil), for what stays in
 	// the process: the RedisRetry window.
 	Now func() time.Time
@@ -187,7 +187,7 @@ type Breaker struct {
 func New(rdb redis.UniversalClient, cfg Config) *Breaker {
 	cfg = cfg.withDefaults()
 	return &Breaker{rdb: rdb, cfg: cfg,
-		down: redisdown.New(redisdown.Breaker, "circuits taken as closed", cfg.RedisRetry, cfg.Degraded, cfg.Logger)}
+		down: redisdown.New(redisdown.Breaker, "circuits taken as closed", cfg.RedisRetry, cfg.Degraded, cfg.Log)}
 }
 
 // Decision is the answer of Allow.

@@ -85,7 +85,7 @@ type Deps struct {
 	// Notifier tells tenants when a circuit opens and when it closes again
 	// (nil: nobody is told).
 	Notifier Notifier
-	Logger   *zap.Logger
+	Log      *zap.Logger
 	// Registerer gets the metrics (none when nil).
 	Registerer prometheus.Registerer
 	// Now is this process's clock (time.Now when nil): what stays in the
@@ -140,8 +140,8 @@ type metrics struct {
 
 // New builds endpoint health from a validated Config.
 func New(cfg Config, limits Limits, d Deps) *Health {
-	if d.Logger == nil {
-		d.Logger = zap.NewNop()
+	if d.Log == nil {
+		d.Log = zap.NewNop()
 	}
 	if d.Now == nil {
 		d.Now = time.Now
@@ -152,7 +152,7 @@ func New(cfg Config, limits Limits, d Deps) *Health {
 	if limits.MaxPause <= 0 {
 		limits.MaxPause = time.Hour
 	}
-	log := d.Logger.Named("health")
+	log := d.Log.Named("health")
 	f := promauto.With(d.Registerer)
 	m := metrics{
 		opened: f.NewCounter(prometheus.CounterOpts{
@@ -190,9 +190,9 @@ func New(cfg Config, limits Limits, d Deps) *Health {
 			Now:         d.Now,
 			StateClock:  d.StateClock,
 			Degraded:    degraded,
-			Logger:      log,
+			Log:         log,
 		}),
-		rate:     ratelimit.New(d.Redis, ratelimit.Config{Logger: log, Degraded: degraded, Now: d.Now, StateClock: d.StateClock}),
+		rate:     ratelimit.New(d.Redis, ratelimit.Config{Log: log, Degraded: degraded, Now: d.Now, StateClock: d.StateClock}),
 		disabler: d.Disabler,
 		notifier: d.Notifier,
 		share:    newWorkerShare(limits.Workers, cfg.TenantWorkerShare),
@@ -202,7 +202,7 @@ func New(cfg Config, limits Limits, d Deps) *Health {
 	}
 	h.batch = redisbatch.New(d.Redis, cfg.RedisTimeout, nil)
 	h.inflight = inflight.New(d.Redis, inflight.Config{DefaultMax: cfg.DefaultMaxInFlight, LeaseTTL: leaseTTL, Now: d.Now, StateClock: d.StateClock,
-		Degraded: degraded, Logger: log})
+		Degraded: degraded, Log: log})
 	return h
 }
 

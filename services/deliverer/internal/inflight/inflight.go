@@ -79,7 +79,7 @@ type Config struct {
 	// Degraded counts the decisions taken without Redis (nil: not
 	// counted); Logger says when they start and end (nil: nowhere).
 	Degraded *redisdown.Metrics
-	Logger   *zap.Logger
+	Log      *zap.Logger
 	// Now is this process's clock (time.Now when nil), for what stays in
 	// the process: the RedisRetry window.
 	Now func() time.Time
@@ -113,7 +113,7 @@ func New(rdb redis.UniversalClient, cfg Config) *Limiter {
 	return &Limiter{
 		rdb:  rdb,
 		cfg:  cfg,
-		down: redisdown.New(redisdown.InFlight, "in-flight caps counted per process (an endpoint may see up to replicas × its cap)", cfg.RedisRetry, cfg.Degraded, cfg.Logger),
+		down: redisdown.New(redisdown.InFlight, "in-flight caps counted per process (an endpoint may see up to replicas × its cap)", cfg.RedisRetry, cfg.Degraded, cfg.Log),
 		held: map[string]int{},
 	}
 }

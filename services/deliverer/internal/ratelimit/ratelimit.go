@@ -89,7 +89,7 @@ type Config struct {
 	// Degraded counts the decisions taken without Redis (nil: not
 	// counted); Logger says when they start and end (nil: nowhere).
 	Degraded *redisdown.Metrics
-	Logger   *zap.Logger
+	Log      *zap.Logger
 	// Now is this process's clock (time.Now when nil), for what stays in
 	// the process: the RedisRetry window and the local fall-back.
 	Now func() time.Time
@@ -136,7 +136,7 @@ func New(rdb redis.Scripter, cfg Config) *Limiter {
 	return &Limiter{
 		rdb:   rdb,
 		cfg:   cfg,
-		down:  redisdown.New(redisdown.RateLimit, "rate limits enforced per process (an endpoint may see up to replicas × its limit)", cfg.RedisRetry, cfg.Degraded, cfg.Logger),
+		down:  redisdown.New(redisdown.RateLimit, "rate limits enforced per process (an endpoint may see up to replicas × its limit)", cfg.RedisRetry, cfg.Degraded, cfg.Log),
 		local: map[string]*localBucket{},
 	}
 }

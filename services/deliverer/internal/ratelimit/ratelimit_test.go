@@ -151,7 +151,7 @@ func TestRedisDownFallsBackToLocalLimit(t *testing.T) {
 	clk := healthtest.NewClock()
 	core, logs := observer.New(zap.WarnLevel)
 	reg := prometheus.NewRegistry()
-	cfg := ratelimit.Config{Now: clk.Now, Jitter: noJitter, RedisRetry: time.Second, Logger: zap.New(core), Degraded: redisdown.NewMetrics(reg)}
+	cfg := ratelimit.Config{Now: clk.Now, Jitter: noJitter, RedisRetry: time.Second, Log: zap.New(core), Degraded: redisdown.NewMetrics(reg)}
 	lim := ratelimit.New(rdb, cfg)
 	srv.Stop()
 

@@ -191,7 +191,7 @@ func New(ctx context.Context, cfg config.Config, d Deps) (*Service, error) {
 			Redis:      d.Redis,
 			Disabler:   health.NewDisabler(store, cache, js, d.Log),
 			Notifier:   ops,
-			Logger:     d.Log,
+			Log:        d.Log,
 			Registerer: reg,
 		})
 	}
