@@ -32,6 +32,9 @@ const KeySize = 32
 const (
 	Prefix  = "enc:"
 	Version = "v1:"
+	// BoundVersion marks a value sealed for one place (SealFor): its
+	// additional data names that place, so the value opens nowhere else.
+	BoundVersion = "v2:"
 )
 
 // Errors. None carries a key, a plaintext or a ciphertext.
@@ -44,6 +47,10 @@ var (
 	ErrFormat = errors.New("encrypted secret has an unknown format")
 	// ErrNoKey: a sealed value met a nil Box (encryption is not configured).
 	ErrNoKey = errors.New("secret is encrypted but no HOOKLINE_SECRET_KEY is configured")
+	// ErrBound: a value sealed for one place (a subscription's field) was
+	// opened for another, or without naming its place: copied from
+	// another record.
+	ErrBound = errors.New("secret is sealed for another record or field")
 )
 
 // Box seals with its current key and opens with any of its keys. It is safe
@@ -146,6 +153,9 @@ func (b *Box) Open(s string) (string, error) {
 	}
 	rest, ok := strings.CutPrefix(s[len(Prefix):], Version)
 	if !ok {
+		if strings.HasPrefix(s[len(Prefix):], BoundVersion) {
+			return "", ErrBound // opened without its place: OpenFor
+		}
 		return "", ErrFormat
 	}
 	raw, err := base64.StdEncoding.DecodeString(rest)
@@ -159,6 +169,75 @@ func (b *Box) Open(s string) (string, error) {
 		}
 	}
 	return "", ErrDecrypt
+}
+
+// SealFor seals plain for one place, binding (e.g. a subscription's
+// tenant, id and field): the value opens only through OpenFor with the
+// same binding, so a sealed value copied into another record, or into
+// another field of the same record, does not open. A value already sealed
+// is bound by Rebind; SealFor returns it unchanged, like Seal. A nil Box
+// returns plain unchanged.
+func (b *Box) SealFor(binding, plain string) (string, error) {
+	if b == nil || IsSealed(plain) {
+		return plain, nil
+	}
+	nonce := make([]byte, b.current.NonceSize(), b.current.NonceSize()+len(plain)+b.current.Overhead())
+	if _, err := rand.Read(nonce); err != nil {
+		return "", fmt.Errorf("seal secret: %w", err)
+	}
+	sealed := b.current.Seal(nonce, nonce, []byte(plain), boundData(binding))
+	return Prefix + BoundVersion + base64.StdEncoding.EncodeToString(sealed), nil
+}
+
+// boundData binds a v2 ciphertext to its place.
+func boundData(binding string) []byte {
+	return append([]byte("hookline secretbox v2\x00"), binding...)
+}
+
+// OpenFor opens a value sealed for binding (SealFor), or an unbound one
+// (Seal, written before values were bound), or passes a clear value
+// through. A value bound to another place fails with ErrBound.
+func (b *Box) OpenFor(binding, s string) (string, error) {
+	rest, ok := strings.CutPrefix(s, Prefix+BoundVersion)
+	if !ok {
+		return b.Open(s)
+	}
+	if b == nil {
+		return "", ErrNoKey
+	}
+	raw, err := base64.StdEncoding.DecodeString(rest)
+	if err != nil || len(raw) < b.current.NonceSize()+b.current.Overhead() {
+		return "", ErrFormat
+	}
+	nonce, ct := raw[:b.current.NonceSize()], raw[b.current.NonceSize():]
+	for _, a := range append([]cipher.AEAD{b.current}, b.previous...) {
+		if plain, err := a.Open(nil, nonce, ct, boundData(binding)); err == nil {
+			return string(plain), nil
+		}
+	}
+	return "", ErrBound
+}
+
+// Rebind returns s sealed for binding: a clear value is sealed, an unbound
+// sealed one (Seal) opened and sealed again, a value already bound there
+// returned as it is. A value bound elsewhere fails with ErrBound, and one
+// no key opens with ErrDecrypt: neither is ever bound here. A nil Box
+// returns s unchanged.
+func (b *Box) Rebind(binding, s string) (string, error) {
+	if b == nil {
+		return s, nil
+	}
+	if strings.HasPrefix(s, Prefix+BoundVersion) {
+		if _, err := b.OpenFor(binding, s); err != nil {
+			return "", err
+		}
+		return s, nil
+	}
+	plain, err := b.Open(s)
+	if err != nil {
+		return "", err
+	}
+	return b.SealFor(binding, plain)
 }
 
 // IsSealed reports whether s is an encrypted value (starts with "enc:").

@@ -246,3 +246,42 @@ func TestSignVerifyAcrossRotation(t *testing.T) {
 		t.Fatal("the rotated box signs with the old key")
 	}
 }
+
+// A value sealed for one place opens only there: not for another
+// subscription or field, not through Open; an unbound (v1) value still
+// opens through OpenFor, and Rebind binds it.
+func TestSealForBindsToItsPlace(t *testing.T) {
+	box, err := secretbox.New(key(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealed, err := box.SealFor("acme.sub_a/signing-key", "whsec_plain")
+	if err != nil || !strings.HasPrefix(sealed, "enc:v2:") {
+		t.Fatalf("SealFor = %q, %v", sealed, err)
+	}
+	if got, err := box.OpenFor("acme.sub_a/signing-key", sealed); err != nil || got != "whsec_plain" {
+		t.Fatalf("OpenFor its place = %q, %v", got, err)
+	}
+	for _, other := range []string{"acme.sub_b/signing-key", "evil.sub_a/signing-key", "acme.sub_a/url"} {
+		if _, err := box.OpenFor(other, sealed); !errors.Is(err, secretbox.ErrBound) {
+			t.Errorf("OpenFor(%s) = %v, want ErrBound", other, err)
+		}
+	}
+	if _, err := box.Open(sealed); !errors.Is(err, secretbox.ErrBound) {
+		t.Errorf("Open of a bound value = %v, want ErrBound", err)
+	}
+	legacy, _ := box.Seal("whsec_old")
+	if got, err := box.OpenFor("acme.sub_a/signing-key", legacy); err != nil || got != "whsec_old" {
+		t.Fatalf("an unbound value through OpenFor = %q, %v", got, err)
+	}
+	bound, err := box.Rebind("acme.sub_a/signing-key", legacy)
+	if err != nil || !strings.HasPrefix(bound, "enc:v2:") {
+		t.Fatalf("Rebind = %q, %v", bound, err)
+	}
+	if again, err := box.Rebind("acme.sub_a/signing-key", bound); err != nil || again != bound {
+		t.Fatalf("Rebind of a value bound there = %q, %v; want it unchanged", again, err)
+	}
+	if _, err := box.Rebind("acme.sub_b/signing-key", bound); !errors.Is(err, secretbox.ErrBound) {
+		t.Fatalf("Rebind of a value bound elsewhere = %v, want ErrBound", err)
+	}
+}

@@ -270,7 +270,7 @@ func OpenAuth(box *secretbox.Box, sub *hooklinev1.Subscription) (*hooklinev1.End
 	}
 	out := proto.CloneOf(a)
 	open := func(field string, v *string) error {
-		plain, err := box.Open(*v)
+		plain, err := box.OpenFor(Binding(sub, "auth/"+field), *v)
 		switch {
 		case errors.Is(err, secretbox.ErrNoKey):
 			return fmt.Errorf("auth %s: %w", field, ErrAuthNoKey)

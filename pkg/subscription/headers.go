@@ -212,7 +212,7 @@ func OpenHeaders(box *secretbox.Box, sub *hooklinev1.Subscription) (map[string]s
 	}
 	out := make(map[string]string, len(h))
 	for name, sealed := range h {
-		v, err := box.Open(sealed)
+		v, err := box.OpenFor(Binding(sub, HeaderField(name)), sealed)
 		switch {
 		case errors.Is(err, secretbox.ErrNoKey):
 			return nil, fmt.Errorf("header %s: %w", name, ErrHeaderNoKey)

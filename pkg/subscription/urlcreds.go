@@ -140,7 +140,7 @@ func OpenURL(box *secretbox.Box, sub *hooklinev1.Subscription) (string, error) {
 	if sealed == "" {
 		return sub.GetUrl(), nil
 	}
-	full, err := box.Open(sealed)
+	full, err := box.OpenFor(Binding(sub, FieldURL), sealed)
 	switch {
 	case errors.Is(err, secretbox.ErrNoKey):
 		return "", ErrURLNoKey

@@ -349,7 +349,7 @@ func TestEndToEndLeastPrivilegeLogsHoldNoSecrets(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, key := range sub.GetKeys() {
-			if !strings.HasPrefix(key.GetSecret(), "enc:v1:") {
+			if !strings.HasPrefix(key.GetSecret(), "enc:v2:") {
 				t.Fatalf("subscription %s holds a key in clear in the registry", sub.GetId())
 			}
 			sealed = append(sealed, key.GetSecret())
@@ -410,7 +410,7 @@ func TestEndToEndLeastPrivilegeLogsHoldNoSecrets(t *testing.T) {
 				t.Errorf("%s's log contains the %s", name, what)
 			}
 		}
-		for _, bad := range []string{"Bearer ", "whsec_", "whsk_", "enc:v1:", "Permissions Violation", "permissions violation", "NOPERM"} {
+		for _, bad := range []string{"Bearer ", "whsec_", "whsk_", "enc:v1:", "enc:v2:", "Permissions Violation", "permissions violation", "NOPERM"} {
 			if strings.Contains(text, bad) {
 				t.Errorf("%s's log contains %q:\n%s", name, bad, lineWith(text, bad))
 			}

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/hookline/hookline/pkg/secretbox"
+	"github.com/hookline/hookline/pkg/subscription"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
 )
 
@@ -27,7 +28,7 @@ func openedSecrets(box *secretbox.Box, sub *hooklinev1.Subscription, now time.Ti
 		if exp := k.GetExpiresAt(); exp != nil && !exp.AsTime().After(now) {
 			continue
 		}
-		secret, err := box.Open(k.GetSecret())
+		secret, err := box.OpenFor(subscription.Binding(sub, subscription.FieldSigningKey), k.GetSecret())
 		switch {
 		case errors.Is(err, secretbox.ErrNoKey):
 			return nil, fmt.Errorf("%w (HOOKLINE_SECRET_KEY)", ErrEncryptedKey)

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/hookline/hookline/pkg/secretbox"
+	"github.com/hookline/hookline/pkg/subscription"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
@@ -65,5 +66,30 @@ func TestOpenedSecrets(t *testing.T) {
 				t.Fatalf("error %q shows key material", err)
 			}
 		})
+	}
+}
+
+// A sealed signing key copied from another subscription's record (a
+// writer of the registry that is not Hookline) does not open: the key is
+// bound to its subscription, so nothing is ever signed with a secret that
+// was not this subscription's.
+func TestSealedKeyCopiedFromAnotherSubscriptionDoesNotOpen(t *testing.T) {
+	key, _ := secretbox.NewKey()
+	box, err := secretbox.Config{Key: key}.Box()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &hooklinev1.Subscription{Tenant: "acme", Id: "sub_a"}
+	sealed, err := box.SealFor(subscription.Binding(a, subscription.FieldSigningKey), "whsec_c2VjcmV0LWE=")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Keys = []*hooklinev1.SigningKey{{Secret: sealed}}
+	if got, err := OpenedSecrets(box)(a); err != nil || len(got) != 1 {
+		t.Fatalf("its own subscription: %v, %v", got, err)
+	}
+	b := &hooklinev1.Subscription{Tenant: "evil", Id: "sub_b", Keys: a.Keys}
+	if got, err := OpenedSecrets(box)(b); !errors.Is(err, secretbox.ErrBound) || got != nil {
+		t.Fatalf("a key copied into another subscription opened: %v, %v", got, err)
 	}
 }

@@ -248,6 +248,10 @@ func (r *Registry) CreateAs(ctx context.Context, id string, req *hooklinev1.Crea
 		Uid:                req.GetUid(),
 		Auth:               auth,
 	}
+	if err := subscription.Bind(r.box, sub); err != nil {
+		r.releaseUID(ctx, b, req.GetTenant(), req.GetUid(), id)
+		return nil, err
+	}
 	rev, err := b.store.Create(ctx, sub)
 	if errors.Is(err, jetstream.ErrKeyExists) {
 		return r.created(ctx, b, req.GetTenant(), id)
@@ -270,7 +274,7 @@ func (r *Registry) created(ctx context.Context, b *backend, tenant, id string) (
 		return nil, fmt.Errorf("create subscription %s: it exists, but: %w", id, err)
 	}
 	if len(sub.GetKeys()) > 0 {
-		secret, err := r.box.Open(sub.GetKeys()[0].GetSecret())
+		secret, err := r.box.OpenFor(subscription.Binding(sub, subscription.FieldSigningKey), sub.GetKeys()[0].GetSecret())
 		if err != nil {
 			return nil, fmt.Errorf("create subscription %s: open its secret: %w", id, err)
 		}
@@ -458,6 +462,11 @@ func (r *Registry) update(ctx context.Context, id string, change func(*hooklinev
 		}
 		r.sealHeaders(sub)
 		subscription.ResealAuth(r.box, sub.GetAuth())
+		// Every secret bound to this record and field (those written
+		// before binding existed are bound now).
+		if err := subscription.Bind(r.box, sub); err != nil {
+			return err
+		}
 		sub.UpdatedAt = now
 		return nil
 	})

@@ -229,14 +229,14 @@ func TestSecretsSealedAtRest(t *testing.T) {
 	expect(t, r, http.StatusCreated)
 	id, secret := r.json(t)["id"].(string), r.json(t)["secret"].(string)
 	stored := e.stored(id).GetKeys()[0].GetSecret()
-	if !strings.HasPrefix(stored, "enc:v1:") || strings.Contains(stored, secret[6:]) {
+	if !strings.HasPrefix(stored, "enc:v2:") || strings.Contains(stored, secret[6:]) {
 		t.Fatalf("KV holds %q, want it sealed", stored)
 	}
-	if plain, err := box.Open(stored); err != nil || plain != secret {
+	if plain, err := box.OpenFor(subscription.Binding(e.stored(id), subscription.FieldSigningKey), stored); err != nil || plain != secret {
 		t.Fatalf("the sealed secret opens to %q, %v; want the revealed one", plain, err)
 	}
 	eventually(t, "cache write", func() bool { v, err := e.cached("acme", id); return err == nil && v != "" })
-	if v, _ := e.cached("acme", id); strings.Contains(v, secret[6:]) || !strings.Contains(v, "enc:v1:") {
+	if v, _ := e.cached("acme", id); strings.Contains(v, secret[6:]) || !strings.Contains(v, "enc:v2:") {
 		t.Fatalf("Redis holds the secret in clear: %s", v)
 	}
 
@@ -253,13 +253,13 @@ func TestSecretsSealedAtRest(t *testing.T) {
 	}
 	expect(t, e.do("PATCH", "/v1/subscriptions/"+legacy.Id, `{"description":"touched"}`), http.StatusOK)
 	migrated := e.stored(legacy.Id).GetKeys()[0].GetSecret()
-	if plain, err := box.Open(migrated); !strings.HasPrefix(migrated, "enc:v1:") || err != nil || plain != legacySecret {
+	if plain, err := box.OpenFor(subscription.Binding(legacy, subscription.FieldSigningKey), migrated); !strings.HasPrefix(migrated, "enc:v2:") || err != nil || plain != legacySecret {
 		t.Fatalf("after a write the legacy key is %q (opens to %v); want it sealed", migrated, err)
 	}
 	rot := e.do("POST", "/v1/subscriptions/"+legacy.Id+"/rotate-secret", nil)
 	expect(t, rot, http.StatusOK)
 	for i, k := range e.stored(legacy.Id).GetKeys() {
-		if !strings.HasPrefix(k.GetSecret(), "enc:v1:") {
+		if !strings.HasPrefix(k.GetSecret(), "enc:v2:") {
 			t.Fatalf("key %d after rotation is not sealed", i)
 		}
 	}

@@ -61,7 +61,7 @@ func TestURLCredentialsSealedAtRest(t *testing.T) {
 	}
 	atRest("acme", id)
 	st := e.stored(id)
-	if opened, err := subscription.OpenURL(box, st); err != nil || opened != full || !strings.HasPrefix(st.GetSealedUrl(), "enc:v1:") {
+	if opened, err := subscription.OpenURL(box, st); err != nil || opened != full || !strings.HasPrefix(st.GetSealedUrl(), "enc:v2:") {
 		t.Fatalf("sealed_url %q opens to %q, %v; want the URL sent", st.GetSealedUrl(), opened, err)
 	}
 

@@ -1,0 +1,78 @@
+package subscription
+
+import (
+	"fmt"
+
+	"github.com/hookline/hookline/pkg/secretbox"
+	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
+)
+
+// Sealed values are bound to their subscription and field: each is sealed
+// with additional data naming "<tenant>.<id>/<field>" (secretbox.SealFor),
+// so a sealed signing key, URL, header value or auth secret copied into
+// another record — or into another field of the same record — does not
+// open (secretbox.ErrBound): the attempt is dead-lettered rather than sent
+// with a credential that was never this subscription's. Values sealed
+// before binding existed (secretbox.Seal) still open, and the registry
+// binds them on the record's next write (Bind).
+
+// Bound field names.
+const (
+	FieldSigningKey = "signing-key"
+	FieldURL        = "url"
+	FieldAuthSecret = "auth/client_secret"
+	FieldAuthKey    = "auth/private_key"
+)
+
+// HeaderField is the bound field name of a custom header's value.
+func HeaderField(name string) string { return "header/" + name }
+
+// Binding is the place a sealed value of sub's field is bound to.
+func Binding(sub *hooklinev1.Subscription, field string) string {
+	return sub.GetTenant() + "." + sub.GetId() + "/" + field
+}
+
+// Bind seals every secret of sub for its place: values in clear are
+// sealed, values sealed unbound are sealed again bound, values bound here
+// stay. A value bound elsewhere (copied from another record) or that no
+// key opens is an error naming the field, never the value. A nil box
+// leaves sub as it is.
+func Bind(box *secretbox.Box, sub *hooklinev1.Subscription) error {
+	if box == nil {
+		return nil
+	}
+	bind := func(field string, v *string) error {
+		if *v == "" {
+			return nil
+		}
+		s, err := box.Rebind(Binding(sub, field), *v)
+		if err != nil {
+			return fmt.Errorf("subscription %s: %s: %w", sub.GetId(), field, err)
+		}
+		*v = s
+		return nil
+	}
+	for _, k := range sub.GetKeys() {
+		if err := bind(FieldSigningKey, &k.Secret); err != nil {
+			return err
+		}
+	}
+	if err := bind(FieldURL, &sub.SealedUrl); err != nil {
+		return err
+	}
+	for name, v := range sub.GetHeaders() {
+		if err := bind(HeaderField(name), &v); err != nil {
+			return err
+		}
+		sub.Headers[name] = v
+	}
+	if a := sub.GetAuth(); a != nil {
+		if err := bind(FieldAuthSecret, &a.ClientSecret); err != nil {
+			return err
+		}
+		if err := bind(FieldAuthKey, &a.PrivateKey); err != nil {
+			return err
+		}
+	}
+	return nil
+}
