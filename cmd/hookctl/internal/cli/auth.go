@@ -6,7 +6,6 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 
 	"github.com/hookline/hookline/pkg/subscription"
@@ -18,17 +17,9 @@ import (
 // takes it (a JSON object), from a file or "-" for stdin, so that its
 // secret never sits on a command line. Errors never quote the file.
 func readAuth(path string, stdin io.Reader) (*hooklinev1.EndpointAuth, error) {
-	var (
-		b   []byte
-		err error
-	)
-	if path == "-" {
-		b, err = io.ReadAll(io.LimitReader(stdin, 1<<20))
-	} else {
-		b, err = os.ReadFile(path)
-	}
+	b, err := readInput("--auth-file", path, stdin)
 	if err != nil {
-		return nil, usageErr(fmt.Errorf("--auth-file: %w", err))
+		return nil, err
 	}
 	var a hooklinev1.EndpointAuth
 	if err := (protojson.UnmarshalOptions{}).Unmarshal(b, &a); err != nil {

@@ -167,15 +167,11 @@ func readData(v string, stdin io.Reader) ([]byte, error) {
 }
 
 func (a *App) publishBatch(c *cobra.Command, file string, asJSON bool) error {
-	var r io.Reader = a.io.In
-	if file != "-" {
-		f, err := os.Open(file)
-		if err != nil {
-			return usageErr(fmt.Errorf("--batch: %w", err))
-		}
-		defer f.Close()
-		r = f
+	r, err := openInput("--batch", file, a.io.In)
+	if err != nil {
+		return err
 	}
+	defer r.Close()
 	var events [][]byte
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64*1024), 16<<20)

@@ -5,10 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
-	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -71,18 +69,9 @@ func (a *App) tenantsSet() *cobra.Command {
 			if file == "" {
 				return usageErr(errors.New("--file: give the record's JSON file, or - for stdin"))
 			}
-			var in io.Reader = a.io.In
-			if file != "-" {
-				f, err := os.Open(file)
-				if err != nil {
-					return usageErr(fmt.Errorf("--file: %w", err))
-				}
-				defer f.Close()
-				in = f
-			}
-			raw, err := io.ReadAll(io.LimitReader(in, 1<<20))
+			raw, err := readInput("--file", file, a.io.In)
 			if err != nil {
-				return usageErr(fmt.Errorf("--file: %w", err))
+				return err
 			}
 			var obj map[string]json.RawMessage
 			if err := json.Unmarshal(raw, &obj); err != nil {

@@ -1,7 +1,6 @@
 package server_test
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -11,7 +10,6 @@ import (
 
 	"github.com/hookline/hookline/pkg/fixture"
 	"github.com/hookline/hookline/pkg/secretbox"
-	"github.com/hookline/hookline/pkg/stream"
 	"github.com/hookline/hookline/pkg/subscription"
 )
 
@@ -24,31 +22,8 @@ func TestOAuthClientSecretIsWriteOnly(t *testing.T) {
 	t.Parallel()
 	keyB64, box := sealingKey(t)
 	e := start(t, map[string]string{"HOOKLINE_SECRET_KEY": keyB64})
-	ctx := context.Background()
-	kv, err := e.js.KeyValue(ctx, stream.SubscriptionsBucket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	secrets := []string{"cl1ent_s3cret", "r0tated_s3cret"}
-	noLeak := func(what string, b []byte) {
-		t.Helper()
-		for _, s := range secrets {
-			if strings.Contains(string(b), s) {
-				t.Fatalf("%s holds the client secret %s: %s", what, s, b)
-			}
-		}
-	}
-	atRest := func(id string) {
-		t.Helper()
-		ent, err := kv.Get(ctx, stream.SubscriptionKey("acme", id))
-		if err != nil {
-			t.Fatal(err)
-		}
-		noLeak("the KV record", ent.Value())
-		eventually(t, "cache write", func() bool { v, err := e.cached("acme", id); return err == nil && v != "" })
-		v, _ := e.cached("acme", id)
-		noLeak("the Redis record", []byte(v))
-	}
+	noLeak, atRestIn := e.leakChecks(t, "cl1ent_s3cret", "r0tated_s3cret")
+	atRest := func(id string) { t.Helper(); atRestIn("acme", id) }
 	opened := func(id string) string {
 		t.Helper()
 		a, err := subscription.OpenAuth(box, e.stored(id))

@@ -8,7 +8,6 @@ import (
 	"testing"
 
 	"github.com/hookline/hookline/pkg/signing"
-	"github.com/hookline/hookline/pkg/stream"
 	"github.com/hookline/hookline/pkg/subscription"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
 )
@@ -76,31 +75,8 @@ func TestCustomHeadersAreWriteOnly(t *testing.T) {
 	t.Parallel()
 	keyB64, box := sealingKey(t)
 	e := start(t, map[string]string{"HOOKLINE_SECRET_KEY": keyB64})
-	ctx := context.Background()
-	kv, err := e.js.KeyValue(ctx, stream.SubscriptionsBucket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	secrets := []string{"t0k_s3cret", "n3w_s3cret"}
-	noLeak := func(what string, b []byte) {
-		t.Helper()
-		for _, s := range secrets {
-			if strings.Contains(string(b), s) {
-				t.Fatalf("%s holds the credential %s: %s", what, s, b)
-			}
-		}
-	}
-	atRest := func(id string) {
-		t.Helper()
-		ent, err := kv.Get(ctx, stream.SubscriptionKey("acme", id))
-		if err != nil {
-			t.Fatal(err)
-		}
-		noLeak("the KV record", ent.Value())
-		eventually(t, "cache write", func() bool { v, err := e.cached("acme", id); return err == nil && v != "" })
-		v, _ := e.cached("acme", id)
-		noLeak("the Redis record", []byte(v))
-	}
+	noLeak, atRestIn := e.leakChecks(t, "t0k_s3cret", "n3w_s3cret")
+	atRest := func(id string) { t.Helper(); atRestIn("acme", id) }
 	opened := func(id string) map[string]string {
 		t.Helper()
 		h, err := subscription.OpenHeaders(box, e.stored(id))

@@ -22,31 +22,7 @@ func TestURLCredentialsSealedAtRest(t *testing.T) {
 	keyB64, box := sealingKey(t)
 	e := start(t, map[string]string{"HOOKLINE_SECRET_KEY": keyB64})
 	ctx := context.Background()
-	kv, err := e.js.KeyValue(ctx, stream.SubscriptionsBucket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	secrets := []string{"k3y_s3cret", "t0k_s3cret", "pa55w0rd_s3cret", "l3gacy_s3cret"}
-	// noLeak checks every place a subscription is kept or shown.
-	noLeak := func(what string, b []byte) {
-		t.Helper()
-		for _, s := range secrets {
-			if strings.Contains(string(b), s) {
-				t.Fatalf("%s holds the credential %s: %s", what, s, b)
-			}
-		}
-	}
-	atRest := func(tenant, id string) {
-		t.Helper()
-		ent, err := kv.Get(ctx, stream.SubscriptionKey(tenant, id))
-		if err != nil {
-			t.Fatal(err)
-		}
-		noLeak("the KV record", ent.Value())
-		eventually(t, "cache write", func() bool { v, err := e.cached(tenant, id); return err == nil && v != "" })
-		v, _ := e.cached(tenant, id)
-		noLeak("the Redis record", []byte(v))
-	}
+	noLeak, atRest := e.leakChecks(t, "k3y_s3cret", "t0k_s3cret", "pa55w0rd_s3cret", "l3gacy_s3cret")
 
 	const full = "https://hooks.example.com/in?api_key=k3y_s3cret&v=1"
 	r := e.do("POST", "/v1/subscriptions", `{"tenant":"acme","url":"`+full+`","event_types":["a"]}`)
@@ -125,4 +101,35 @@ func TestURLCredentialsSealedAtRest(t *testing.T) {
 	for _, entry := range e.logs.All() {
 		noLeak("a log line", []byte(fmt.Sprint(entry.Message, entry.ContextMap())))
 	}
+}
+
+// leakChecks returns noLeak, which fails the test when b holds one of
+// secrets, and atRest, which checks a subscription's KV record and Redis
+// record with it: every place a subscription is kept.
+func (e *env) leakChecks(t *testing.T, secrets ...string) (noLeak func(what string, b []byte), atRest func(tenant, id string)) {
+	ctx := context.Background()
+	kv, err := e.js.KeyValue(ctx, stream.SubscriptionsBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	noLeak = func(what string, b []byte) {
+		t.Helper()
+		for _, s := range secrets {
+			if strings.Contains(string(b), s) {
+				t.Fatalf("%s holds the secret %s: %s", what, s, b)
+			}
+		}
+	}
+	atRest = func(tenant, id string) {
+		t.Helper()
+		ent, err := kv.Get(ctx, stream.SubscriptionKey(tenant, id))
+		if err != nil {
+			t.Fatal(err)
+		}
+		noLeak("the KV record", ent.Value())
+		eventually(t, "cache write", func() bool { v, err := e.cached(tenant, id); return err == nil && v != "" })
+		v, _ := e.cached(tenant, id)
+		noLeak("the Redis record", []byte(v))
+	}
+	return noLeak, atRest
 }
