@@ -34,20 +34,27 @@ func Binding(sub *hooklinev1.Subscription, field string) string {
 
 // Bind seals every secret of sub for its place: values in clear are
 // sealed, values sealed unbound are sealed again bound, values bound here
-// stay. A value bound elsewhere (copied from another record) or that no
-// key opens is an error naming the field, never the value. A nil box
-// leaves sub as it is.
+// stay. A value it cannot bind — bound elsewhere (copied from another
+// record), or that no configured key opens — is left as it is: the
+// deliverer refuses it (the attempt is dead-lettered), and the write goes
+// on, so that such a subscription can still be fixed, disabled or rotated.
+// It returns the first such problem, naming the field, never the value,
+// for the caller to log. A nil box leaves sub as it is.
 func Bind(box *secretbox.Box, sub *hooklinev1.Subscription) error {
 	if box == nil {
 		return nil
 	}
+	var first error
 	bind := func(field string, v *string) error {
 		if *v == "" {
 			return nil
 		}
 		s, err := box.Rebind(Binding(sub, field), *v)
 		if err != nil {
-			return fmt.Errorf("subscription %s: %s: %w", sub.GetId(), field, err)
+			if first == nil {
+				first = fmt.Errorf("subscription %s: %s: %w", sub.GetId(), field, err)
+			}
+			return nil
 		}
 		*v = s
 		return nil
@@ -74,5 +81,5 @@ func Bind(box *secretbox.Box, sub *hooklinev1.Subscription) error {
 			return err
 		}
 	}
-	return nil
+	return first
 }

@@ -249,6 +249,7 @@ func (r *Registry) CreateAs(ctx context.Context, id string, req *hooklinev1.Crea
 		Auth:               auth,
 	}
 	if err := subscription.Bind(r.box, sub); err != nil {
+		// Only values sealed now are in a new record: every one binds.
 		r.releaseUID(ctx, b, req.GetTenant(), req.GetUid(), id)
 		return nil, err
 	}
@@ -463,9 +464,11 @@ func (r *Registry) update(ctx context.Context, id string, change func(*hooklinev
 		r.sealHeaders(sub)
 		subscription.ResealAuth(r.box, sub.GetAuth())
 		// Every secret bound to this record and field (those written
-		// before binding existed are bound now).
+		// before binding existed are bound now). One that cannot be bound
+		// stays as it is, and the write goes on: the deliverer refuses it.
 		if err := subscription.Bind(r.box, sub); err != nil {
-			return err
+			r.log.Warn("a sealed secret of the subscription cannot be bound to it; left as it is (its deliveries are dead-lettered until it is replaced)",
+				zap.String("subscription_id", sub.GetId()), zap.Error(err))
 		}
 		sub.UpdatedAt = now
 		return nil

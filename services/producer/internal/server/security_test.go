@@ -3,6 +3,7 @@ package server_test
 import (
 	"context"
 	"encoding/base64"
+	"errors"
 	"io"
 	"net/http"
 	"strings"
@@ -304,4 +305,38 @@ func sealingKey(t *testing.T) (string, *secretbox.Box) {
 		t.Fatal(err)
 	}
 	return key, box
+}
+
+// A record holding a sealed value bound to another subscription (copied
+// there by a writer of the registry that is not Hookline) can still be
+// changed — disabled here — and the foreign value is left for the
+// deliverer to refuse, never re-bound to this subscription.
+func TestForeignSealedKeyIsNeverBoundButDoesNotBlockWrites(t *testing.T) {
+	t.Parallel()
+	keyB64, box := sealingKey(t)
+	e := start(t, map[string]string{"HOOKLINE_SECRET_KEY": keyB64})
+	a := e.do("POST", "/v1/subscriptions", `{"tenant":"acme","url":"https://a.example/in","event_types":["a"]}`)
+	expect(t, a, http.StatusCreated)
+	b := e.do("POST", "/v1/subscriptions", `{"tenant":"acme","url":"https://b.example/in","event_types":["a"]}`)
+	expect(t, b, http.StatusCreated)
+	aID, bID := a.json(t)["id"].(string), b.json(t)["id"].(string)
+	foreign := e.stored(aID).GetKeys()[0].GetSecret()
+	store, err := subscription.NewStore(context.Background(), e.js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := store.Update(context.Background(), bID, func(s *hooklinev1.Subscription) error {
+		s.Keys[0].Secret = foreign
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, e.do("PATCH", "/v1/subscriptions/"+bID, `{"disabled":true}`), http.StatusOK)
+	st := e.stored(bID)
+	if !st.GetDisabled() || st.GetKeys()[0].GetSecret() != foreign {
+		t.Fatalf("after the write: disabled %v, key changed %v", st.GetDisabled(), st.GetKeys()[0].GetSecret() != foreign)
+	}
+	if _, err := box.OpenFor(subscription.Binding(st, subscription.FieldSigningKey), foreign); !errors.Is(err, secretbox.ErrBound) {
+		t.Fatalf("the foreign key opens for %s: %v", bID, err)
+	}
 }
