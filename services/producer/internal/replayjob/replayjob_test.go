@@ -178,7 +178,14 @@ func TestCancel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if j.State != replayjob.Cancelled || int(left) != 30-j.Done || j.Done >= 30 {
+	// The entry in flight when the cancel landed (InFlight) may have been
+	// replayed and deleted after the job's last checkpoint: the record says
+	// so, and that entry alone may be missing beyond Done.
+	inFlight := 0
+	if j.InFlight != 0 {
+		inFlight = 1
+	}
+	if j.State != replayjob.Cancelled || j.Done >= 30 || (int(left) != 30-j.Done && int(left) != 30-j.Done-inFlight) {
 		t.Fatalf("after cancel: %+v, %d dead letters left", j, left)
 	}
 }
