@@ -126,6 +126,12 @@ func newAEAD(key []byte) (cipher.AEAD, error) {
 // unchanged (encryption off). Sealing an already sealed value returns it
 // as is, so Seal is idempotent.
 func (b *Box) Seal(plain string) (string, error) {
+	return b.seal(Version, additionalData, plain)
+}
+
+// seal encrypts plain under version with a fresh random nonce and the
+// additional data ad; nil Box or a value already sealed: returned as is.
+func (b *Box) seal(version string, ad []byte, plain string) (string, error) {
 	if b == nil || IsSealed(plain) {
 		return plain, nil
 	}
@@ -133,8 +139,8 @@ func (b *Box) Seal(plain string) (string, error) {
 	if _, err := rand.Read(nonce); err != nil {
 		return "", fmt.Errorf("seal secret: %w", err)
 	}
-	sealed := b.current.Seal(nonce, nonce, []byte(plain), additionalData)
-	return Prefix + Version + base64.StdEncoding.EncodeToString(sealed), nil
+	sealed := b.current.Seal(nonce, nonce, []byte(plain), ad)
+	return Prefix + version + base64.StdEncoding.EncodeToString(sealed), nil
 }
 
 // additionalData binds ciphertexts to this format version.
@@ -158,17 +164,23 @@ func (b *Box) Open(s string) (string, error) {
 		}
 		return "", ErrFormat
 	}
+	return b.open(rest, additionalData, ErrDecrypt)
+}
+
+// open decrypts the base64 after a sealed value's version with the
+// current key, then each previous one; none opening it is failed.
+func (b *Box) open(rest string, ad []byte, failed error) (string, error) {
 	raw, err := base64.StdEncoding.DecodeString(rest)
 	if err != nil || len(raw) < b.current.NonceSize()+b.current.Overhead() {
 		return "", ErrFormat
 	}
 	nonce, ct := raw[:b.current.NonceSize()], raw[b.current.NonceSize():]
 	for _, a := range append([]cipher.AEAD{b.current}, b.previous...) {
-		if plain, err := a.Open(nil, nonce, ct, additionalData); err == nil {
+		if plain, err := a.Open(nil, nonce, ct, ad); err == nil {
 			return string(plain), nil
 		}
 	}
-	return "", ErrDecrypt
+	return "", failed
 }
 
 // SealFor seals plain for one place, binding (e.g. a subscription's
@@ -178,15 +190,7 @@ func (b *Box) Open(s string) (string, error) {
 // is bound by Rebind; SealFor returns it unchanged, like Seal. A nil Box
 // returns plain unchanged.
 func (b *Box) SealFor(binding, plain string) (string, error) {
-	if b == nil || IsSealed(plain) {
-		return plain, nil
-	}
-	nonce := make([]byte, b.current.NonceSize(), b.current.NonceSize()+len(plain)+b.current.Overhead())
-	if _, err := rand.Read(nonce); err != nil {
-		return "", fmt.Errorf("seal secret: %w", err)
-	}
-	sealed := b.current.Seal(nonce, nonce, []byte(plain), boundData(binding))
-	return Prefix + BoundVersion + base64.StdEncoding.EncodeToString(sealed), nil
+	return b.seal(BoundVersion, boundData(binding), plain)
 }
 
 // boundData binds a v2 ciphertext to its place.
@@ -205,17 +209,7 @@ func (b *Box) OpenFor(binding, s string) (string, error) {
 	if b == nil {
 		return "", ErrNoKey
 	}
-	raw, err := base64.StdEncoding.DecodeString(rest)
-	if err != nil || len(raw) < b.current.NonceSize()+b.current.Overhead() {
-		return "", ErrFormat
-	}
-	nonce, ct := raw[:b.current.NonceSize()], raw[b.current.NonceSize():]
-	for _, a := range append([]cipher.AEAD{b.current}, b.previous...) {
-		if plain, err := a.Open(nil, nonce, ct, boundData(binding)); err == nil {
-			return string(plain), nil
-		}
-	}
-	return "", ErrBound
+	return b.open(rest, boundData(binding), ErrBound)
 }
 
 // Rebind returns s sealed for binding: a clear value is sealed, an unbound

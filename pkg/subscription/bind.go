@@ -45,41 +45,30 @@ func Bind(box *secretbox.Box, sub *hooklinev1.Subscription) error {
 		return nil
 	}
 	var first error
-	bind := func(field string, v *string) error {
+	bind := func(field string, v *string) {
 		if *v == "" {
-			return nil
+			return
 		}
 		s, err := box.Rebind(Binding(sub, field), *v)
 		if err != nil {
 			if first == nil {
 				first = fmt.Errorf("subscription %s: %s: %w", sub.GetId(), field, err)
 			}
-			return nil
+			return
 		}
 		*v = s
-		return nil
 	}
 	for _, k := range sub.GetKeys() {
-		if err := bind(FieldSigningKey, &k.Secret); err != nil {
-			return err
-		}
+		bind(FieldSigningKey, &k.Secret)
 	}
-	if err := bind(FieldURL, &sub.SealedUrl); err != nil {
-		return err
-	}
+	bind(FieldURL, &sub.SealedUrl)
 	for name, v := range sub.GetHeaders() {
-		if err := bind(HeaderField(name), &v); err != nil {
-			return err
-		}
+		bind(HeaderField(name), &v)
 		sub.Headers[name] = v
 	}
 	if a := sub.GetAuth(); a != nil {
-		if err := bind(FieldAuthSecret, &a.ClientSecret); err != nil {
-			return err
-		}
-		if err := bind(FieldAuthKey, &a.PrivateKey); err != nil {
-			return err
-		}
+		bind(FieldAuthSecret, &a.ClientSecret)
+		bind(FieldAuthKey, &a.PrivateKey)
 	}
 	return first
 }

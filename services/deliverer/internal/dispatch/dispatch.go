@@ -104,7 +104,6 @@ type Deps struct {
 
 // New builds the stage.
 func New(d Deps, o Options) *Dispatcher {
-	js, match, dead, log, m := d.JS, d.Matcher, d.DeadLetters, d.Log, d.Metrics
 	if o.Workers <= 0 {
 		o.Workers = 64
 	}
@@ -114,9 +113,9 @@ func New(d Deps, o Options) *Dispatcher {
 	if o.NakDelay <= 0 {
 		o.NakDelay = time.Second
 	}
-	ds := &Dispatcher{js: js, match: match, dead: dead, log: log.Named("dispatch"), m: m, o: o}
+	ds := &Dispatcher{js: d.JS, match: d.Matcher, dead: d.DeadLetters, log: d.Log.Named("dispatch"), m: d.Metrics, o: o}
 	if o.GroupCommit != nil {
-		ds.tasks = groupcommit.New(js, *o.GroupCommit)
+		ds.tasks = groupcommit.New(d.JS, *o.GroupCommit)
 	}
 	return ds
 }

@@ -374,12 +374,21 @@ func (m *Memo) clear() {
 func (m *Memo) ForEvent(ctx context.Context, tenant, eventType string) (subs []*hooklinev1.Subscription, rev uint64, err error) {
 	var need uint64
 	if m.horizon != nil {
-		if need, err = m.horizon.Required(ctx); err != nil {
-			return nil, 0, fmt.Errorf("subscription registry revision: %w", err)
+		if need, err = m.required(ctx); err != nil {
+			return nil, 0, err
 		}
 	}
 	subs, err = m.forEvent(ctx, tenant, eventType, need)
 	return subs, need, err
+}
+
+// required is the registry revision a lookup that begins now must see.
+func (m *Memo) required(ctx context.Context) (uint64, error) {
+	need, err := m.horizon.Required(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("subscription registry revision: %w", err)
+	}
+	return need, nil
 }
 
 func (m *Memo) forEvent(ctx context.Context, tenant, eventType string, need uint64) ([]*hooklinev1.Subscription, error) {
@@ -419,8 +428,8 @@ func (m *Memo) Get(ctx context.Context, tenant, id string, need uint64) (*hookli
 	case m.horizon == nil:
 	case need == 0:
 		var err error
-		if need, err = m.horizon.Required(ctx); err != nil {
-			return nil, fmt.Errorf("subscription registry revision: %w", err)
+		if need, err = m.required(ctx); err != nil {
+			return nil, err
 		}
 	case need > m.seen.Load():
 		// Either the watch lags, or need is beyond anything the registry
