@@ -7,6 +7,7 @@ package stream
 import (
 	"bytes"
 	"fmt"
+	"hash/fnv"
 	"strings"
 	"time"
 )
@@ -31,7 +32,8 @@ const (
 	EventsPrefix = "events"
 	// DeliveriesPrefix: deliveries.<tenant>.<subscription>
 	DeliveriesPrefix = "deliveries"
-	// RetryPrefix: retry.<subscription>.<deliveries stream seq>; a schedule
+	// RetryPrefix: retry.<subscription>.<deliveries stream seq> (or
+	// d<hash> for a first attempt made from dispatch); a schedule
 	// that fires into deliveries.<tenant>.<subscription>.
 	RetryPrefix = "retry"
 	// AttemptsPrefix: attempts.<tenant>.<subscription>
@@ -165,6 +167,17 @@ func DeliverySubject(tenant, subscriptionID string) string {
 // replaces the first instead of doubling it.
 func RetrySubject(subscriptionID string, seq uint64) string {
 	return fmt.Sprintf("%s.%s.%d", RetryPrefix, subscriptionID, seq)
+}
+
+// DirectRetrySubject is the schedule subject of the retry of a first
+// attempt made from dispatch, before any task was stored: keyed by the
+// task's dedup id (hashed: an event id may hold '.'), so that a fan-out
+// redone after a crash schedules the same retry again, which replaces or
+// is deduplicated against the first.
+func DirectRetrySubject(eventID, subscriptionID string) string {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(TaskMsgID(eventID, subscriptionID)))
+	return fmt.Sprintf("%s.%s.d%016x", RetryPrefix, subscriptionID, h.Sum64())
 }
 
 // AttemptSubject is where the attempt records of a subscription are

@@ -45,6 +45,10 @@ type Config struct {
 	Topology stream.Settings
 
 	DispatchWorkers int `env:"HOOKLINE_DISPATCH_WORKERS" envDefault:"64"`
+	// DirectMax: how many first attempts dispatch may make at once without
+	// storing a task, for endpoints measured fast here (0: none; every
+	// delivery is stored as a task first).
+	DirectMax int `env:"HOOKLINE_DIRECT_MAX" envDefault:"32"`
 	// GroupCommit stores the tasks of events dispatched together, and the
 	// delivery states written together, as JetStream atomic batches: a
 	// single nats-server with sync_interval: always then fsyncs once per
@@ -195,6 +199,7 @@ func (c Config) Validate() error {
 		errs = append(errs, err)
 	}
 	check(c.DispatchWorkers >= 1, "HOOKLINE_DISPATCH_WORKERS must be at least 1, not %d", c.DispatchWorkers)
+	check(c.DirectMax >= 0, "HOOKLINE_DIRECT_MAX must not be negative, not %d", c.DirectMax)
 	check(c.DeliverWorkers >= 1, "HOOKLINE_DELIVER_WORKERS must be at least 1, not %d", c.DeliverWorkers)
 	check(c.MaxAckPending >= 4, "HOOKLINE_MAX_ACK_PENDING must be at least 4, not %d", c.MaxAckPending)
 	check(c.AdmissionMaxWait >= 0 && c.AdmissionMaxWait < c.AckWait*100,

@@ -140,6 +140,10 @@ type Options struct {
 	RetryDelay time.Duration
 	// Timeout bounds the NATS work of settling one task (default 10s).
 	Timeout time.Duration
+	// DirectMax bounds the first attempts dispatch makes at once without
+	// storing a task (Direct; default 32); negative: none, every delivery
+	// goes through a task.
+	DirectMax int
 }
 
 // Deliverer is the attempt stage.
@@ -170,6 +174,9 @@ type Deliverer struct {
 	// deferrals: nil when not counted.
 	deferrals Deferrals
 	tracing   *tracing.Tracing
+	// direct holds a token per first attempt made from dispatch (nil:
+	// none are).
+	direct chan struct{}
 }
 
 // Deps are the stage's collaborators.
@@ -251,8 +258,16 @@ func New(d Deps, o Options) *Deliverer {
 	if d.Ordering != nil && d.Floor == nil {
 		d.Floor = fannedOut{}
 	}
+	if o.DirectMax == 0 {
+		o.DirectMax = 32
+	}
+	var direct chan struct{}
+	if o.DirectMax > 0 {
+		direct = make(chan struct{}, o.DirectMax)
+	}
 	return &Deliverer{
-		js: d.JS, subs: d.Lookup, send: d.Sender, sched: d.Scheduler, dead: d.DeadLetters, rec: d.Recorder, tens: d.Tenants, deferrals: d.Deferrals, tracing: d.Tracing,
+		direct: direct,
+		js:     d.JS, subs: d.Lookup, send: d.Sender, sched: d.Scheduler, dead: d.DeadLetters, rec: d.Recorder, tens: d.Tenants, deferrals: d.Deferrals, tracing: d.Tracing,
 		log: d.Log.Named("deliver"), m: d.Metrics, o: o,
 		ord: d.Ordering, floor: d.Floor, keys: newKeyLines(),
 		lineSlots: make(chan struct{}, o.Workers),
@@ -396,7 +411,17 @@ func (d *Deliverer) prepare(ctx context.Context, t *task.Task) (target, verdict,
 	case sub.GetDisabled():
 		return target{}, verdict{decision: settle.Dead(wire.DeadLetterSubscriptionDisabled)}, false
 	}
-	var ten *hooklinev1.Tenant
+	return d.ready(ctx, t, sub)
+}
+
+// ready resolves sub's effective delivery policy and opens its secrets
+// for an attempt of t; ok is false when the task is settled without an
+// attempt (v says how).
+func (d *Deliverer) ready(ctx context.Context, t *task.Task, sub *hooklinev1.Subscription) (target, verdict, bool) {
+	var (
+		ten *hooklinev1.Tenant
+		err error
+	)
 	if d.tens != nil {
 		lctx, cancel := context.WithTimeout(ctx, d.o.Timeout)
 		ten, err = d.tens.Get(lctx, t.Tenant)

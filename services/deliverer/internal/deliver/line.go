@@ -163,6 +163,16 @@ func (ls *lines) Waiting(id string) bool {
 	return l != nil && len(l.q) > 0
 }
 
+// Direct reports whether a task of id may be attempted from dispatch:
+// nothing waits in its line, and its attempts were measured here and are
+// fast (a moving average under FastAttempt).
+func (ls *lines) Direct(id string) bool {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	l := ls.byID[id]
+	return l != nil && len(l.q) == 0 && l.avg > 0 && l.avg < FastAttempt
+}
+
 // Pop takes the head of id's line (nil when empty).
 func (ls *lines) Pop(id string) *job {
 	ls.mu.Lock()

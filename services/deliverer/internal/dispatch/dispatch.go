@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hookline/hookline/pkg/groupcommit"
@@ -51,6 +52,14 @@ type Orderer interface {
 	Unregister(ctx context.Context, entries []ordering.Entry) error
 }
 
+// Direct makes the first attempt of a delivery before its task is stored,
+// when its endpoint is known to be fast and admission says yes now
+// (deliver.Deliverer.Direct); true when the delivery is settled and no
+// task is needed.
+type Direct interface {
+	Direct(ctx context.Context, m *nats.Msg, sub *hooklinev1.Subscription) bool
+}
+
 var (
 	_ DeadLetters = (*deadletter.Publisher)(nil)
 	_ Orderer     = (*ordering.Store)(nil)
@@ -77,6 +86,9 @@ type Options struct {
 	// Tracing makes each fan-out a span that continues the event's trace
 	// and is carried by its tasks (nil: off).
 	Tracing *tracing.Tracing
+	// Direct makes first attempts from dispatch (nil: every delivery is
+	// stored as a task). Ordered deliveries always go through a task.
+	Direct Direct
 }
 
 // Dispatcher is the fan-out stage.
@@ -302,7 +314,7 @@ func (d *Dispatcher) fanOut(ctx context.Context, msg jetstream.Msg, ev event, su
 	if err != nil {
 		return err
 	}
-	futures := make([]func(context.Context) error, 0, len(subs))
+	msgs := make([]*nats.Msg, len(subs))
 	for i, s := range subs {
 		m := &nats.Msg{
 			Subject: stream.DeliverySubject(ev.tenant, s.GetId()),
@@ -320,7 +332,16 @@ func (d *Dispatcher) fanOut(ctx context.Context, msg jetstream.Msg, ev event, su
 			task.Set(m.Header, stream.HeaderOrderingKey, ev.orderingKey)
 			task.Set(m.Header, stream.HeaderEventSeq, strconv.FormatUint(ev.seq, 10))
 		}
-		f, err := d.publishAsync(ctx, m, stream.TaskMsgID(ev.id, s.GetId()))
+		msgs[i] = m
+	}
+	settled, ctx, cancel := d.direct(ctx, msg, subs, ordered, msgs)
+	defer cancel()
+	futures := make([]func(context.Context) error, 0, len(subs))
+	for i, s := range subs {
+		if settled[i] {
+			continue
+		}
+		f, err := d.publishAsync(ctx, msgs[i], stream.TaskMsgID(ev.id, s.GetId()))
 		if err != nil {
 			return err
 		}
@@ -341,6 +362,48 @@ func (d *Dispatcher) fanOut(ctx context.Context, msg jetstream.Msg, ev event, su
 	}
 	d.m.TasksPublished.Add(float64(len(futures)))
 	return nil
+}
+
+// direct makes the first attempts of the unordered deliveries from
+// dispatch (Options.Direct), in parallel when there are several;
+// settled[i] says that subs[i] needs no task. An attempt takes its
+// subscription's timeout, not dispatch's: when any was made, the tasks
+// left are published under a deadline of their own (pctx), and the event
+// is told it is still in progress after a long attempt.
+func (d *Dispatcher) direct(ctx context.Context, msg jetstream.Msg, subs []*hooklinev1.Subscription, ordered []bool, msgs []*nats.Msg) (settled []bool, pctx context.Context, cancel func()) {
+	settled = make([]bool, len(subs))
+	if d.o.Direct == nil || !d.fits(msg) {
+		return settled, ctx, func() {}
+	}
+	start := time.Now()
+	var wg sync.WaitGroup
+	tried := false
+	for i, s := range subs {
+		if ordered[i] {
+			continue
+		}
+		tried = true
+		if len(subs) == 1 {
+			settled[i] = d.o.Direct.Direct(ctx, msgs[i], s)
+			break
+		}
+		wg.Go(func() { settled[i] = d.o.Direct.Direct(ctx, msgs[i], s) })
+	}
+	wg.Wait()
+	if !tried || time.Since(start) < time.Second {
+		return settled, ctx, func() {}
+	}
+	_ = msg.InProgress()
+	pctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), d.o.Timeout)
+	return settled, pctx, cancel
+}
+
+// fits reports whether the event could travel as a task or a dead letter
+// (stream.EventsLimit of the server's max_payload): one that could not is
+// never attempted directly, since its retry could not be stored.
+func (d *Dispatcher) fits(msg jetstream.Msg) bool {
+	nc := d.js.Conn()
+	return nc == nil || int64(len(msg.Data())) <= int64(stream.EventsLimit(nc.MaxPayload()))
 }
 
 // register puts the event's tasks for ordered subscriptions in their key's

@@ -33,7 +33,20 @@ type Metrics struct {
 	OrderingWaiting   prometheus.Gauge
 	OrderingSkipped   prometheus.Counter
 	OrderingStateLost prometheus.Counter
+	// Direct: first attempts made from dispatch (no task stored), by what
+	// became of them, and the fan-outs that stored a task instead, by why.
+	Direct *prometheus.CounterVec
 }
+
+// DirectResults are the values of hookline_direct_attempts_total's result
+// label: what became of a first attempt made from dispatch (delivered,
+// retry_scheduled, dead_lettered), or why a task was stored instead
+// (unmeasured_or_slow: the endpoint is not known to be fast here; line:
+// tasks of the subscription wait in line; busy: every direct slot is
+// taken; refused: admission said no; not_ready: the subscription's policy
+// or secrets could not be resolved; fallback: a retry or dead letter could
+// not be stored, so the task was).
+var DirectResults = []string{"delivered", "retry_scheduled", "dead_lettered", "unmeasured_or_slow", "line", "busy", "refused", "not_ready", "fallback"}
 
 // DeferReasons are the values of hookline_admission_deferred_total's
 // reason label.
@@ -129,6 +142,13 @@ func New(reg prometheus.Registerer, reasons, classes []string) *Metrics {
 		Name: "hookline_ordering_state_lost_total",
 		Help: "Ordered tasks whose place in their key's line Redis did not hold (Redis lost its data, or the task predates ordering): order is not guaranteed for them.",
 	})
+	m.Direct = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "hookline_direct_attempts_total",
+		Help: "First attempts made from dispatch without storing a task, by result (delivered, retry_scheduled, dead_lettered), and fan-outs that stored a task instead, by why (unmeasured_or_slow, line, busy, refused, not_ready, fallback).",
+	}, []string{"result"})
+	for _, r := range DirectResults {
+		m.Direct.WithLabelValues(r)
+	}
 	for _, r := range DeferReasons {
 		m.AdmissionDeferred.WithLabelValues(r)
 	}
@@ -151,7 +171,7 @@ func New(reg prometheus.Registerer, reasons, classes []string) *Metrics {
 	reg.MustRegister(m.Attempts, m.AttemptDuration, m.AttemptErrors, m.DeadLetters, m.EventsDispatched,
 		m.EventsUnmatched, m.EventsInvalid, m.EventsUnscoped, m.TasksPublished, m.TasksDeferred, m.ScheduleFailures,
 		m.AttemptRecordsFailed, m.AdmissionParked, m.AdmissionParkedNow, m.AdmissionWait, m.AdmissionDeferred, m.AdmissionRefused,
-		m.OrderingWaiting, m.OrderingSkipped, m.OrderingStateLost)
+		m.OrderingWaiting, m.OrderingSkipped, m.OrderingStateLost, m.Direct)
 	return m
 }
 

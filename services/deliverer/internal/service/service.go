@@ -4,6 +4,7 @@
 package service
 
 import (
+	"cmp"
 	"context"
 	"crypto/x509"
 	"errors"
@@ -197,6 +198,40 @@ func New(ctx context.Context, cfg config.Config, d Deps) (*Service, error) {
 	}
 	order := ordering.New(d.Redis, cfg.OrderingKeyTTL)
 	deferred := deferrals.New(d.Redis, reg) // per subscription, for the stats API
+	deliverer := deliver.New(deliver.Deps{
+		JS: js, Lookup: memo, Sender: lag.Timed(snd, lagMetrics.DeliveryLatency), Scheduler: settle.NewScheduler(js), DeadLetters: staterec.DeadLettersTo(dead, states, d.Log),
+		Recorder: staterec.Attempts(rec, states, d.Log), Log: d.Log, Metrics: m, Deferrals: deferred, Tracing: d.Tracing,
+		Tenants:  tenants,
+		Ordering: order,
+		Floor:    ordering.NewFloor(ordering.ConsumerAckFloor(js, stream.Events, stream.DispatchConsumer), 0),
+	}, deliver.Options{
+		Workers:         cfg.DeliverWorkers,
+		AckWait:         cfg.AckWait,
+		MaxRedeliveries: cfg.MaxRedeliveries,
+		Policy: settle.Policy{
+			Schedule:      cfg.RetrySchedule,
+			Jitter:        cfg.RetryJitter,
+			MaxRetryAfter: cfg.MaxRetryAfter,
+		},
+		Environment:               cfg.PolicyEnvironment(),
+		MaxAttemptTimeout:         min(cfg.AckWait, cfg.ShutdownTimeout) - config.AckWaitMargin,
+		Admission:                 d.Admission,
+		Secrets:                   d.Secrets,
+		URLs:                      urls,
+		Headers:                   openedHeaders(cfg),
+		Auth:                      openedAuth(cfg),
+		DefaultMaxInFlight:        cfg.Health.DefaultMaxInFlight,
+		DefaultMaxInFlightCeiling: cfg.Health.DefaultMaxInFlightCeiling,
+		MaxWait:                   cfg.AdmissionMaxWait,
+		LineMax:                   cfg.MaxAckPending / 2,
+		LinesMax:                  cfg.MaxAckPending * 3 / 4,
+		HTTPTimeout:               cfg.HTTPTimeout,
+		DirectMax:                 cmp.Or(cfg.DirectMax, -1),
+	})
+	var direct dispatch.Direct
+	if cfg.DirectMax > 0 {
+		direct = deliverer
+	}
 	s := &Service{
 		cfg:     cfg,
 		log:     d.Log,
@@ -209,36 +244,9 @@ func New(ctx context.Context, cfg config.Config, d Deps) (*Service, error) {
 			Orderer:     order,
 			Tracing:     d.Tracing,
 			GroupCommit: groupCommit(cfg),
+			Direct:      direct,
 		}),
-		deliver: deliver.New(deliver.Deps{
-			JS: js, Lookup: memo, Sender: lag.Timed(snd, lagMetrics.DeliveryLatency), Scheduler: settle.NewScheduler(js), DeadLetters: staterec.DeadLettersTo(dead, states, d.Log),
-			Recorder: staterec.Attempts(rec, states, d.Log), Log: d.Log, Metrics: m, Deferrals: deferred, Tracing: d.Tracing,
-			Tenants:  tenants,
-			Ordering: order,
-			Floor:    ordering.NewFloor(ordering.ConsumerAckFloor(js, stream.Events, stream.DispatchConsumer), 0),
-		}, deliver.Options{
-			Workers:         cfg.DeliverWorkers,
-			AckWait:         cfg.AckWait,
-			MaxRedeliveries: cfg.MaxRedeliveries,
-			Policy: settle.Policy{
-				Schedule:      cfg.RetrySchedule,
-				Jitter:        cfg.RetryJitter,
-				MaxRetryAfter: cfg.MaxRetryAfter,
-			},
-			Environment:               cfg.PolicyEnvironment(),
-			MaxAttemptTimeout:         min(cfg.AckWait, cfg.ShutdownTimeout) - config.AckWaitMargin,
-			Admission:                 d.Admission,
-			Secrets:                   d.Secrets,
-			URLs:                      urls,
-			Headers:                   openedHeaders(cfg),
-			Auth:                      openedAuth(cfg),
-			DefaultMaxInFlight:        cfg.Health.DefaultMaxInFlight,
-			DefaultMaxInFlightCeiling: cfg.Health.DefaultMaxInFlightCeiling,
-			MaxWait:                   cfg.AdmissionMaxWait,
-			LineMax:                   cfg.MaxAckPending / 2,
-			LinesMax:                  cfg.MaxAckPending * 3 / 4,
-			HTTPTimeout:               cfg.HTTPTimeout,
-		}),
+		deliver:  deliverer,
 		recorder: rec,
 		states:   statesGroup,
 		replay:   replay.New(d.NATS, js, d.Log, 10*time.Second).WithTracing(d.Tracing),

@@ -54,6 +54,10 @@ type Copy struct {
 	SubscriptionID string
 	// Seq is the DELIVERIES sequence of the task being retried.
 	Seq uint64
+	// EventID, when set, says the attempt was made from dispatch and no
+	// task was stored (Seq is 0): the schedule is keyed by the event and
+	// subscription instead.
+	EventID string
 	// Delay from now; 0 fires on the scheduler's next tick.
 	Delay time.Duration
 }
@@ -68,6 +72,9 @@ type Copy struct {
 // Schedule succeeds.
 func (s *Scheduler) Schedule(ctx context.Context, c Copy) error {
 	subject := stream.RetrySubject(c.SubscriptionID, c.Seq)
+	if c.EventID != "" {
+		subject = stream.DirectRetrySubject(c.EventID, c.SubscriptionID)
+	}
 	m := &nats.Msg{Subject: subject, Header: c.Header, Data: c.Body}
 	_, err := s.publish(ctx, m,
 		jetstream.WithScheduleAt(FireAt(s.Clock.Now(ctx), c.Delay)),

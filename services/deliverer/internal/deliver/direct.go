@@ -1,0 +1,137 @@
+package deliver
+
+import (
+	"context"
+	"time"
+
+	"github.com/hookline/hookline/pkg/signing"
+	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
+	"github.com/hookline/hookline/services/deliverer/internal/settle"
+	"github.com/hookline/hookline/services/deliverer/internal/task"
+	"github.com/nats-io/nats.go"
+	"go.uber.org/zap"
+)
+
+// Direct makes the first attempt of a delivery from dispatch, before any
+// task is stored, when the subscription's endpoint is known to be fast
+// here, nothing of it waits in line, a direct slot is free and admission
+// says yes now. It reports whether the delivery is settled: delivered, its
+// retry scheduled (as the copy a failed task would leave), or
+// dead-lettered. When it is not, dispatch stores the task m as before and
+// the deliver stage takes it; nothing was attempted, unless a retry or a
+// dead letter could not be stored (then the task repeats the attempt).
+//
+// Why: a delivery through a task costs the task's store, its consumption,
+// its ack and its removal — under sync_interval: always, synced writes —
+// and most deliveries to a healthy endpoint succeed on their first
+// attempt. The event stays unacknowledged until every one of its
+// deliveries is settled or stored as a task, so a crash redoes the fan-out:
+// a delivery made directly is then sent again (at-least-once; see
+// docs/guarantees.md).
+//
+// m is the task dispatch would store (its subject and headers); sub is the
+// subscription the event matched, from a view at least as current as the
+// task's registry revision.
+func (d *Deliverer) Direct(ctx context.Context, m *nats.Msg, sub *hooklinev1.Subscription) bool {
+	id := sub.GetId()
+	switch {
+	case d.direct == nil || d.stopping.Load():
+		return false
+	case !d.lines.Direct(id):
+		if d.lines.Waiting(id) {
+			d.m.Direct.WithLabelValues("line").Inc()
+		} else {
+			d.m.Direct.WithLabelValues("unmeasured_or_slow").Inc()
+		}
+		return false
+	}
+	select {
+	case d.direct <- struct{}{}:
+		defer func() { <-d.direct }()
+	default:
+		d.m.Direct.WithLabelValues("busy").Inc()
+		return false
+	}
+	t, err := task.Parse(m.Subject, m.Header, m.Data)
+	if err != nil {
+		// The deliver stage dead-letters what cannot be read.
+		d.m.Direct.WithLabelValues("not_ready").Inc()
+		return false
+	}
+	tg, _, ok := d.ready(ctx, &t, sub)
+	if !ok {
+		// A tenant record that cannot be read, a secret that does not
+		// open: the deliver stage settles it, with its dead letter.
+		d.m.Direct.WithLabelValues("not_ready").Inc()
+		return false
+	}
+	slot, _, err := d.o.Admission.Admit(ctx, tg.sub, d.limit(tg.sub))
+	if err != nil || slot == nil {
+		d.m.Direct.WithLabelValues("refused").Inc()
+		return false
+	}
+	now := time.Now()
+	body := payload(tg.sub, &t, now)
+	sig, err := signing.Sign(t.EventID, now, body, tg.secrets...)
+	if err != nil {
+		slot.Return()
+		d.m.Direct.WithLabelValues("not_ready").Inc()
+		return false
+	}
+	req := request(tg.sub, &t, now, sig, body)
+	req.Timeout = tg.timeout
+	// The attempt is not cut short by dispatch's own deadline: an
+	// attempt's time is its subscription's timeout, as in the deliver
+	// stage (AckWait covers it).
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), tg.timeout+time.Second)
+	defer cancel()
+	res := d.send.Send(actx, req)
+	d.lines.Observe(id, tg.sub.GetMaxInFlight() == 0, res)
+	d.handOn(actx, id, slot, res)
+	v := verdict{decision: tg.retry.Decide(res, 1), attempted: true, started: now, result: res}
+	d.report(&t, v)
+	return d.settleDirect(actx, &t, v)
+}
+
+// settleDirect stores what a first attempt made from dispatch leaves
+// behind: nothing after a success, the retry's scheduled copy, or the
+// dead letter. False when that could not be stored: the caller stores the
+// task, which attempts again.
+func (d *Deliverer) settleDirect(ctx context.Context, t *task.Task, v verdict) bool {
+	ctx, cancel := context.WithTimeout(ctx, d.o.Timeout)
+	defer cancel()
+	ids := []zap.Field{zap.String("event_id", t.EventID), zap.String("subscription_id", t.SubscriptionID)}
+	switch v.decision.Kind {
+	case settle.Ack:
+		d.m.Direct.WithLabelValues("delivered").Inc()
+		return true
+	case settle.Retry, settle.Defer:
+		c := settle.Copy{
+			Header: nextHeader(t, v), Body: t.Body, Tenant: t.Tenant, SubscriptionID: t.SubscriptionID,
+			EventID: t.EventID, Delay: v.decision.Delay,
+		}
+		if err := d.sched.Schedule(ctx, c); err != nil {
+			d.m.ScheduleFailures.Inc()
+			d.m.Direct.WithLabelValues("fallback").Inc()
+			d.log.Warn("retry of a direct attempt not scheduled; its task is stored instead", append(ids, zap.Error(err))...)
+			return false
+		}
+		d.m.Direct.WithLabelValues("retry_scheduled").Inc()
+		return true
+	default:
+		l := letter(t, 0, v)
+		dup, err := d.dead.Publish(ctx, l)
+		if err != nil {
+			d.m.Direct.WithLabelValues("fallback").Inc()
+			d.log.Warn("dead letter of a direct attempt not published; its task is stored instead", append(ids, zap.String("reason", l.Reason), zap.Error(err))...)
+			return false
+		}
+		if !dup {
+			d.m.DeadLetters.WithLabelValues(l.Reason).Inc()
+			d.log.Warn("dead-lettered", append(ids, zap.String("event_type", t.EventType), zap.String("reason", l.Reason),
+				zap.Int("attempts", l.Attempts), zap.Int("status", l.LastStatus), zap.String("error", l.LastError))...)
+		}
+		d.m.Direct.WithLabelValues("dead_lettered").Inc()
+		return true
+	}
+}

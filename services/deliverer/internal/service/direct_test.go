@@ -1,0 +1,109 @@
+package service_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/hookline/hookline/pkg/stream"
+	"github.com/hookline/hookline/pkg/wire"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+// Once an endpoint is measured fast, a delivery's first attempt is made
+// from dispatch and no task is stored: every event is delivered exactly
+// once, DELIVERIES holds no more messages than the tasks dispatch
+// published, and those plus the direct attempts account for every
+// delivery. A failed direct attempt leaves the retry a failed task would
+// (attempt 2 after the schedule's delay, under a schedule keyed by the
+// event), and a permanent failure the dead letter, counted as one
+// attempt. Default settings throughout.
+func TestFirstAttemptFromDispatch(t *testing.T) {
+	t.Parallel()
+	e := start(t, nil)
+	const events = 30
+	// Request numbers that fail: the 12th with a 500 (retried), the last
+	// (the last event's, after that retry) with a 410 Gone: a permanent
+	// failure, dead-lettered at once (endpoint health then disables the
+	// subscription, so it comes last).
+	rcv := newReceiver(t, func(n int) int {
+		switch n {
+		case 12:
+			return http.StatusInternalServerError
+		case events + 1:
+			return http.StatusGone
+		}
+		return http.StatusOK
+	})
+	e.subscribe(t, rcv.URL(), "order.created")
+	// One event at a time, each awaited: the endpoint is measured after
+	// the first, and nothing ever waits in its line.
+	for i := 1; i <= events; i++ {
+		e.publish(t, "order.created", fmt.Sprintf("evt_direct_%02d", i), `{"n":1}`)
+		want := i
+		if i > 12 {
+			want++ // the 500 and its retry
+		}
+		eventually(t, await, fmt.Sprintf("event %d attempted", i), func() bool { return rcv.count() >= want })
+	}
+	eventually(t, await, "pipeline idle", func() bool { return e.idle(t) })
+
+	m := e.svc.Metrics
+	direct := func(result string) float64 { return testutil.ToFloat64(m.Direct.WithLabelValues(result)) }
+	tasks := testutil.ToFloat64(m.TasksPublished)
+	made := direct("delivered") + direct("retry_scheduled") + direct("dead_lettered")
+	if direct("delivered") == 0 || direct("retry_scheduled") != 1 || direct("dead_lettered") != 1 {
+		t.Fatalf("direct attempts: delivered %g, retry_scheduled %g, dead_lettered %g; want some, 1 and 1",
+			direct("delivered"), direct("retry_scheduled"), direct("dead_lettered"))
+	}
+	if tasks+made != events {
+		t.Fatalf("%g tasks published + %g direct attempts = %g; want one per event (%d)", tasks, made, tasks+made, events)
+	}
+	// Stored in DELIVERIES: the tasks, plus the one retry's schedule.
+	s, err := e.js.Stream(context.Background(), stream.Deliveries)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stored := float64(info.State.LastSeq); stored > tasks+2 {
+		t.Fatalf("DELIVERIES stored %g messages for %g tasks and one retry", stored, tasks)
+	}
+
+	// Every event delivered or dead-lettered once; the 500 retried as
+	// attempt 2 of the same event.
+	byID := map[string][]string{}
+	for _, q := range rcv.requests() {
+		id := q.header.Get("webhook-id")
+		byID[id] = append(byID[id], q.header.Get(wire.RequestHeaderAttempt))
+	}
+	if len(byID) != events {
+		t.Fatalf("%d distinct events received, want %d", len(byID), events)
+	}
+	retried := ""
+	for id, attempts := range byID {
+		switch {
+		case len(attempts) == 2:
+			if retried != "" || strings.Join(attempts, ",") != "1,2" {
+				t.Fatalf("%s attempts %v (another retried: %q); want one event attempted as 1 then 2", id, attempts, retried)
+			}
+			retried = id
+		case len(attempts) != 1 || attempts[0] != "1":
+			t.Fatalf("%s attempts %v, want [1]", id, attempts)
+		}
+	}
+	dl := e.deadLetters(t)
+	if len(dl) != 1 {
+		t.Fatalf("%d dead letters, want 1 (the 410)", len(dl))
+	}
+	h := dl[0].Header
+	if h.Get(stream.HeaderReason) != wire.DeadLetterGone || h.Get(stream.HeaderAttempt) != "1" || h.Get(stream.HeaderLastStatus) != strconv.Itoa(http.StatusGone) {
+		t.Fatalf("dead letter reason %q attempts %q status %q; want %q after 1 attempt with 410",
+			h.Get(stream.HeaderReason), h.Get(stream.HeaderAttempt), h.Get(stream.HeaderLastStatus), wire.DeadLetterGone)
+	}
+}
