@@ -192,7 +192,8 @@ func redisCPU(tb testing.TB, rdb *redis.Client) time.Duration {
 	return time.Duration(total * float64(time.Second))
 }
 
-// BenchmarkEditWhileMatching: one subscription of a tenant with 2,000 is
+// BenchmarkEditWhileMatching: one subscription of a tenant with 200, then
+// 2,000 (the cost of an edit must not grow with the tenant) is
 // edited over and over while the tenant's events are matched (ForEvent),
 // through the deliverer's whole subscription view (KV bucket, Redis kept
 // by a Syncer, the memo). Prints, asserts nothing:
@@ -211,7 +212,13 @@ func redisCPU(tb testing.TB, rdb *redis.Client) time.Duration {
 //
 //	cd services/deliverer && go test -run '^$' -bench EditWhileMatching -benchtime 200x ./internal/subcache/
 func BenchmarkEditWhileMatching(b *testing.B) {
-	const tenant, size = "acme", 2000
+	for _, size := range []int{200, 2000} {
+		b.Run("subs="+strconv.Itoa(size), func(b *testing.B) { benchEditWhileMatching(b, size) })
+	}
+}
+
+func benchEditWhileMatching(b *testing.B, size int) {
+	const tenant = "acme"
 	r := startRegistry(b, tenant, size)
 	edited := benchSubID(0)
 
