@@ -171,7 +171,7 @@ func WithConn(nc *nats.Conn) Option { return func(m *Memo) { m.conn = nc } }
 // none; every answer is as current as the memo's watch).
 func WithHorizon(h Horizon) Option { return func(m *Memo) { m.horizon = h } }
 
-// New returns a memo in front of next, invalidated by watching kv (the
+// New returns a memo in front of next, kept current by watching kv (the
 // subscriptions bucket). Run must run for the memo to be used.
 func New(next Source, kv jetstream.KeyValue, log *zap.Logger, opts ...Option) *Memo {
 	if log == nil {
