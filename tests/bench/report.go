@@ -55,11 +55,15 @@ type Scenario struct {
 	// OfLimit is DeliveriesPerSec over the bare client's requests/s.
 	OfLimit float64 `json:"of_limit,omitempty"`
 	// Rate is the fixed publish rate of a latency scenario (events/s).
-	Rate          int               `json:"rate,omitempty"`
-	Latency       Latency           `json:"latency"`
-	MaxConcurrent int               `json:"max_concurrent"`
-	CPU           map[string]CPUUse `json:"cpu"`
-	Error         string            `json:"error,omitempty"`
+	Rate          int     `json:"rate,omitempty"`
+	Latency       Latency `json:"latency"`
+	MaxConcurrent int     `json:"max_concurrent"`
+	// Stored is how many messages DELIVERIES stored during the scenario
+	// (tasks, retries and deferrals): a delivery whose first attempt was
+	// made from dispatch and succeeded stores none.
+	Stored uint64            `json:"stored"`
+	CPU    map[string]CPUUse `json:"cpu"`
+	Error  string            `json:"error,omitempty"`
 }
 
 // Mode is every scenario under one NATS sync setting.
@@ -146,15 +150,19 @@ func (r *Report) WriteTable(w io.Writer) {
 			fmt.Fprintf(w, "error: %s\n", m.Error)
 		}
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "scenario\tdeliveries\tdeliv/s\tof limit\tpublish/s\tp50 ms\tp90 ms\tp99 ms\tmax ms\tconc\tdups\t")
+		fmt.Fprintln(tw, "scenario\tdeliveries\tdeliv/s\tof limit\tpublish/s\tp50 ms\tp90 ms\tp99 ms\tmax ms\tconc\tdups\tstored/deliv\t")
 		for _, s := range m.Scenarios {
 			ratio := "—"
 			if s.OfLimit > 0 {
 				ratio = fmt.Sprintf("%.0f%%", 100*s.OfLimit)
 			}
-			fmt.Fprintf(tw, "%s\t%d/%d\t%.0f\t%s\t%.0f\t%.1f\t%.1f\t%.1f\t%.1f\t%d\t%d\t\n",
+			stored := "—"
+			if s.Received > 0 && s.Path != "bare" {
+				stored = fmt.Sprintf("%.2f", float64(s.Stored)/float64(s.Received))
+			}
+			fmt.Fprintf(tw, "%s\t%d/%d\t%.0f\t%s\t%.0f\t%.1f\t%.1f\t%.1f\t%.1f\t%d\t%d\t%s\t\n",
 				s.Name, s.Received, s.Deliveries, s.DeliveriesPerSec, ratio, s.PublishedPerSec,
-				s.Latency.P50, s.Latency.P90, s.Latency.P99, s.Latency.Max, s.MaxConcurrent, s.Duplicates)
+				s.Latency.P50, s.Latency.P90, s.Latency.P99, s.Latency.Max, s.MaxConcurrent, s.Duplicates, stored)
 		}
 		_ = tw.Flush()
 		fmt.Fprintln(w, "\nCPU seconds per 1,000 deliveries")

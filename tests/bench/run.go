@@ -550,6 +550,7 @@ func (r *rig) throughput(ctx context.Context, name, path string, events int, end
 	if profile != nil {
 		stopProfile = profile(ctx)
 	}
+	stored := r.storedTasks(ctx)
 	before := r.cpuSnapshot()
 	start := time.Now()
 	err := pub(ctx)
@@ -564,6 +565,7 @@ func (r *rig) throughput(ctx context.Context, name, path string, events int, end
 		}
 	}
 	after := r.cpuSnapshot()
+	s.Stored = r.storedTasks(ctx) - stored
 	if stopProfile != nil {
 		stopProfile()
 	}
@@ -733,6 +735,7 @@ func (r *rig) latency(ctx context.Context, path string) Scenario {
 // CPU, receipts, latency.
 func (r *rig) pacedScenario(ctx context.Context, s Scenario, ep *SinkEndpoint, rate int, d time.Duration,
 	send func(i int) error, finish func() error) Scenario {
+	stored := r.storedTasks(ctx)
 	before := r.cpuSnapshot()
 	start := time.Now()
 	sent, err := paced(ctx, rate, d, send)
@@ -745,6 +748,7 @@ func (r *rig) pacedScenario(ctx context.Context, s Scenario, ep *SinkEndpoint, r
 		_, err = ep.AwaitDistinct(ctx, sent, r.cfg.Idle)
 	}
 	s.CPU = cpuUse(before, r.cpuSnapshot(), sent)
+	s.Stored = r.storedTasks(ctx) - stored
 	if err != nil {
 		s.Error = err.Error()
 	}
@@ -756,6 +760,20 @@ func (r *rig) pacedScenario(ctx context.Context, s Scenario, ep *SinkEndpoint, r
 		s.DeliveriesPerSec = float64(st.Distinct) / s.Seconds
 	}
 	return s
+}
+
+// storedTasks is the number of messages DELIVERIES has stored so far (its
+// last sequence): the difference over a scenario is what it stored.
+func (r *rig) storedTasks(ctx context.Context) uint64 {
+	st, err := r.js.Stream(ctx, stream.Deliveries)
+	if err != nil {
+		return 0
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return 0
+	}
+	return info.State.LastSeq
 }
 
 // profiler returns a function that starts a CPU profile of a process for

@@ -372,7 +372,7 @@ func (d *Dispatcher) fanOut(ctx context.Context, msg jetstream.Msg, ev event, su
 // is told it is still in progress after a long attempt.
 func (d *Dispatcher) direct(ctx context.Context, msg jetstream.Msg, subs []*hooklinev1.Subscription, ordered []bool, msgs []*nats.Msg) (settled []bool, pctx context.Context, cancel func()) {
 	settled = make([]bool, len(subs))
-	if d.o.Direct == nil || !d.fits(msg) {
+	if d.o.Direct == nil || !d.fits(msg) || redone(msg) {
 		return settled, ctx, func() {}
 	}
 	start := time.Now()
@@ -396,6 +396,15 @@ func (d *Dispatcher) direct(ctx context.Context, msg jetstream.Msg, subs []*hook
 	_ = msg.InProgress()
 	pctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), d.o.Timeout)
 	return settled, pctx, cancel
+}
+
+// redone reports whether the event was delivered to dispatch before: its
+// first fan-out may have stored some tasks whose publish seemed to fail (a
+// timeout), so the redo publishes every task again under the same ids,
+// deduplicated, rather than attempting a delivery whose task may exist.
+func redone(msg jetstream.Msg) bool {
+	meta, err := msg.Metadata()
+	return err != nil || meta.NumDelivered > 1
 }
 
 // fits reports whether the event could travel as a task or a dead letter
