@@ -201,3 +201,35 @@ func TestDestinationCapKeysTheHostNotItsSpelling(t *testing.T) {
 		h.Flush()
 	}
 }
+
+// One broken subscription on a shared host (its path answers 500) opens
+// its own circuit; its probes, failing once per cool-down, do not go on
+// to open the host's circuit for the other subscriptions to the host.
+func TestOneBrokenSubscriptionDoesNotOpenItsHost(t *testing.T) {
+	t.Parallel()
+	cfg := destConfig()
+	cfg.BreakerFailures = 3
+	cfg.DestinationBreakerFailures = 5
+	e := newEnv(t, cfg)
+	h, reg := destHealth(e, cfg)
+	broken := subOf(e, t, "acme", "https://shared.example/broken", 0)
+	for range 3 {
+		attemptOn(t, h, broken, fail500)
+	}
+	if slot, ref := admitOn(t, h, broken); slot != nil || ref.Reason != deliver.RefusedCircuitOpen {
+		t.Fatalf("the broken subscription after 3 failures: slot %v, refusal %+v; want %s", slot != nil, ref, deliver.RefusedCircuitOpen)
+	}
+	for i := range 4 {
+		e.clk.Advance(10 * time.Minute) // past every cool-down
+		attemptOn(t, h, broken, fail500)
+		if slot, ref := admitOn(t, h, subOf(e, t, "other", "https://shared.example/fine", i)); slot == nil {
+			t.Fatalf("after %d failed probes of the broken subscription, another subscription to the host was refused: %+v", i+1, ref)
+		} else {
+			slot.Return() // no attempt: nothing said of the host in between
+			h.Flush()
+		}
+	}
+	if got := counterOf(t, reg, "hookline_destination_breaker_opened_total"); got != 0 {
+		t.Fatalf("hookline_destination_breaker_opened_total = %v; want 0", got)
+	}
+}

@@ -472,7 +472,7 @@ func (h *Health) observe(ctx context.Context, sub *hooklinev1.Subscription, leas
 	)
 	h.batch.Do(func(pipe redis.Pipeliner) {
 		pending = h.breaker.FailureCmd(ctx, pipe, id, pause)
-		host = h.hostCmds(ctx, pipe, c, hostVerdict(sub, res))
+		host = h.hostCmds(ctx, pipe, c, c.hostVerdict(sub, res))
 		cmds = h.release(ctx, pipe, lease, host.cmds())
 	})
 	h.hostResult(host, res)
@@ -727,6 +727,20 @@ func hostVerdict(sub *hooklinev1.Subscription, res sender.Result) hostSaid {
 		}
 	}
 	return hostSilent
+}
+
+// hostVerdict is what an attempt's failure counts for its host: the
+// failed probe of a subscription's own open circuit does not count (unless
+// it was the host's probe too), so that one broken subscription on a
+// shared host — a path that answers 500 — cannot open the host's circuit
+// for every other subscription to it with a probe per cool-down. Its
+// failures before its own circuit opened do count.
+func (c circuits) hostVerdict(sub *hooklinev1.Subscription, res sender.Result) hostSaid {
+	said := hostVerdict(sub, res)
+	if said == hostDown && c.sub.Probe != "" && c.dest.Probe == "" {
+		return hostSilent
+	}
+	return said
 }
 
 // hostCmds are the destination circuit's commands of one observation.
