@@ -47,7 +47,7 @@ type Deferrals struct {
 	// before the time asked for.
 	Since    time.Time        `json:"since" doc:"start of the first five-minute bucket counted (up to 5 minutes before the window's start)"`
 	Total    int64            `json:"total" doc:"tasks deferred (a scheduled copy, not an HTTP attempt) by every deliverer"`
-	ByReason map[string]int64 `json:"by_reason" doc:"by reason: rate_limited, circuit_open, probe_in_flight, in_flight_full, tenant_full, destination_full, line_full, ordered, shutdown"`
+	ByReason map[string]int64 `json:"by_reason" doc:"by reason: rate_limited, circuit_open, probe_in_flight, in_flight_full, tenant_full, destination_full, destination_open, line_full, ordered, shutdown"`
 }
 
 // ReadDeferrals sums the deferrals of a subscription in the buckets from

@@ -68,10 +68,11 @@ var DefaultEnv = Env{
 	"HOOKLINE_TOPOLOGY": "ensure",
 }
 
-// BreakerOff disables the circuit breaker (a million failures in a row to
-// open it), for tests whose failing endpoints are the setting, not the
-// subject: with it, attempts to a failing endpoint go one probe at a time.
-var BreakerOff = Env{"HOOKLINE_BREAKER_FAILURES": "1000000"}
+// BreakerOff disables the circuit breakers, a subscription's (a million
+// failures in a row to open it) and its host's, for tests whose failing
+// endpoints are the setting, not the subject: with them, attempts to a
+// failing endpoint go one probe at a time.
+var BreakerOff = Env{"HOOKLINE_BREAKER_FAILURES": "1000000", "HOOKLINE_DESTINATION_BREAKER_FAILURES": "0"}
 
 // Service is a running producer or deliverer.
 type Service struct {

@@ -118,10 +118,11 @@ func Dashboard() (dashboard.Dashboard, error) {
 			query(`sum(hookline_ordering_waiting)`, "ordering waiting"))).
 		WithPanel(n.panel("Admission wait", "How long tasks waited in line before their attempt.", "s",
 			quantiles("hookline_admission_wait_seconds")...)).
-		WithPanel(n.panel("Circuit breakers", "Circuits opened (or reopened after a failed probe) and closed, and subscriptions disabled by reason.", "short",
+		WithPanel(n.panel("Circuit breakers", "Subscriptions' circuits opened (or reopened after a failed probe) and closed, subscriptions disabled by reason, and destination hosts' circuits opened (failures in a row to one host across its subscriptions).", "short",
 			query(`sum(increase(hookline_breaker_opened_total[$__rate_interval]))`, "opened"),
 			query(`sum(increase(hookline_breaker_closed_total[$__rate_interval]))`, "closed"),
-			query(`sum by (reason) (increase(hookline_subscriptions_disabled_total[$__rate_interval]))`, "disabled {{reason}}"))).
+			query(`sum by (reason) (increase(hookline_subscriptions_disabled_total[$__rate_interval]))`, "disabled {{reason}}"),
+			query(`sum(increase(hookline_destination_breaker_opened_total[$__rate_interval]))`, "host opened"))).
 		WithPanel(n.panel("Redis degraded", "Admission decisions taken without Redis, by component (breaker taken as closed, in-flight cap and rate limit per process).", "short",
 			query(`sum by (component) (increase(hookline_admission_degraded_total[$__rate_interval]))`, "degraded {{component}}"))).
 		WithRow(n.row("Ordering")).

@@ -61,6 +61,8 @@ func TestLoadDefaults(t *testing.T) {
 		{"breaker failures", c.Health.BreakerFailures, 5},
 		{"breaker cooldown", c.Health.BreakerCooldown, 30 * time.Second},
 		{"breaker max cooldown", c.Health.BreakerMaxCooldown, 10 * time.Minute},
+		{"destination max in flight", c.Health.DestinationMaxInFlight, 128},
+		{"destination breaker failures", c.Health.DestinationBreakerFailures, 20},
 		{"auto-disable after", c.Health.AutoDisableAfter, 120 * time.Hour},
 		{"health redis timeout", c.Health.RedisTimeout, 500 * time.Millisecond},
 	}

@@ -9,7 +9,7 @@ import (
 )
 
 // Admission is endpoint health's say before each HTTP attempt (rate limit,
-// in-flight cap, circuit breaker).
+// in-flight cap, circuit breaker, and the same for the endpoint's host).
 type Admission interface {
 	// Admit decides whether an attempt for sub may start now, with at
 	// most limit attempts of sub in flight (0: sub's own max_in_flight or
@@ -57,6 +57,11 @@ const (
 	// RefusedDestination: the endpoint's host has its cap of attempts in
 	// flight across every subscription; the task waits in line.
 	RefusedDestination = "destination_full"
+	// RefusedDestinationOpen: attempts to the endpoint's host failed too
+	// often in a row, across every subscription; its circuit is open (or
+	// half-open with its probe in flight) and it is not called before
+	// Wait.
+	RefusedDestinationOpen = "destination_open"
 )
 
 // Refusal says why an attempt may not start now, and when to ask again.

@@ -44,6 +44,11 @@ type Config struct {
 	// DestinationMaxInFlight caps the attempts in flight to one host (and
 	// port) across every subscription, tenant and replica (0: no cap).
 	DestinationMaxInFlight int `env:"HOOKLINE_DESTINATION_MAX_IN_FLIGHT" envDefault:"128"`
+	// DestinationBreakerFailures failed attempts in a row to one host (and
+	// port), whichever subscriptions and tenants they belong to, open the
+	// host's circuit (0: no destination circuit). It cools down like a
+	// subscription's (BreakerCooldown, doubling up to BreakerMaxCooldown).
+	DestinationBreakerFailures int `env:"HOOKLINE_DESTINATION_BREAKER_FAILURES" envDefault:"20"`
 }
 
 // Validate names the variable at fault.
@@ -66,6 +71,7 @@ func (c Config) Validate() error {
 	check(c.TenantWorkerShare > 0 && c.TenantWorkerShare <= 1, "HOOKLINE_TENANT_WORKER_SHARE must be in (0, 1], not %g", c.TenantWorkerShare)
 	check(c.TenantMaxInFlight >= 0, "HOOKLINE_TENANT_MAX_IN_FLIGHT must not be negative, not %d", c.TenantMaxInFlight)
 	check(c.DestinationMaxInFlight >= 0, "HOOKLINE_DESTINATION_MAX_IN_FLIGHT must not be negative, not %d", c.DestinationMaxInFlight)
+	check(c.DestinationBreakerFailures >= 0, "HOOKLINE_DESTINATION_BREAKER_FAILURES must not be negative, not %d", c.DestinationBreakerFailures)
 	check(c.RedisTimeout >= time.Millisecond, "HOOKLINE_HEALTH_REDIS_TIMEOUT must be at least 1ms, not %s", c.RedisTimeout)
 	return errors.Join(errs...)
 }

@@ -24,11 +24,12 @@ func TestHangingEndpointDoesNotStarveHealthyOnes(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
 	w.startDeliverer(t, map[string]string{
-		"HOOKLINE_HTTP_TIMEOUT":          "2s",
-		"HOOKLINE_DELIVER_WORKERS":       "8",
-		"HOOKLINE_DEFAULT_MAX_IN_FLIGHT": "3",
-		"HOOKLINE_BREAKER_FAILURES":      "1000", // the cap alone must isolate
-		"HOOKLINE_RETRY_SCHEDULE":        "0s,1s,1s,1s,1s,1s,1s,1s",
+		"HOOKLINE_HTTP_TIMEOUT":                 "2s",
+		"HOOKLINE_DELIVER_WORKERS":              "8",
+		"HOOKLINE_DEFAULT_MAX_IN_FLIGHT":        "3",
+		"HOOKLINE_BREAKER_FAILURES":             "1000", // the cap alone must isolate
+		"HOOKLINE_DESTINATION_BREAKER_FAILURES": "0",
+		"HOOKLINE_RETRY_SCHEDULE":               "0s,1s,1s,1s,1s,1s,1s,1s",
 	})
 	hanging := newReceiver(t, nil)
 	hanging.respond = hanging.hang
@@ -110,7 +111,7 @@ func TestRateLimitHoldsAcrossTwoDeliverers(t *testing.T) {
 func TestEndpointAnswersDecideTheNextStep(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
-	d := w.startDeliverer(t, map[string]string{"HOOKLINE_BREAKER_FAILURES": "1000"})
+	d := w.startDeliverer(t, map[string]string{"HOOKLINE_BREAKER_FAILURES": "1000", "HOOKLINE_DESTINATION_BREAKER_FAILURES": "0"})
 
 	type want struct {
 		requests   int64
@@ -330,9 +331,10 @@ func TestAutoDisableTellsThePlatformAndIsReversible(t *testing.T) {
 	t.Parallel()
 	w := newWorld(t)
 	w.startDeliverer(t, map[string]string{
-		"HOOKLINE_AUTO_DISABLE_AFTER": "2s",
-		"HOOKLINE_BREAKER_FAILURES":   "1000",
-		"HOOKLINE_RETRY_SCHEDULE":     "0s,1s,1s,1s,1s,1s,1s,1s",
+		"HOOKLINE_AUTO_DISABLE_AFTER":           "2s",
+		"HOOKLINE_BREAKER_FAILURES":             "1000",
+		"HOOKLINE_DESTINATION_BREAKER_FAILURES": "0",
+		"HOOKLINE_RETRY_SCHEDULE":               "0s,1s,1s,1s,1s,1s,1s,1s",
 	})
 	platform := newReceiver(t, nil)
 	w.subscribe(t, platform.URL, func(s *hooklinev1.Subscription) { s.EventTypes = []string{health.DisabledEventType} })

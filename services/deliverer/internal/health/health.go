@@ -19,6 +19,19 @@
 // to one URL are still one host's worth of requests). Each refusal parks
 // the task in its subscription's line like a full cap.
 //
+// Beside the subscription's circuit, in the same round trip, the
+// destination host's (DestinationBreakerFailures, the same breaker keyed
+// by host and port): failures in a row to one host, whichever
+// subscriptions and tenants they belong to, open it for every
+// subscription to that host, so that three hundred subscriptions to a
+// dead host do not each spend their own failures on it. What counts
+// for the host is what the host says: a timeout, a refused or reset
+// connection, a DNS or TLS failure or a 5xx is a failure; any other
+// answer (2xx, and a 4xx of one subscription's path too) shows it is up
+// and closes its circuit; the rest (canceled, blocked, an OAuth token
+// that could not be had, a client certificate's TLS trouble) says nothing
+// about it. Half-open, one probe goes for the host, the others wait.
+//
 // The in-flight cap comes before the rate limit so that a task turned away
 // for want of a slot does not spend a request of the rate. A refusal never
 // spends an attempt: the deliver stage parks the task (short waits) or
@@ -119,6 +132,9 @@ type Health struct {
 	share    *workerShare
 	rate     *ratelimit.Limiter
 	breaker  *breaker.Breaker
+	// dest is the destinations' circuits: the breaker keyed by
+	// destinationKey (nil: HOOKLINE_DESTINATION_BREAKER_FAILURES=0).
+	dest     *breaker.Breaker
 	disabler Disabler
 	notifier Notifier
 	log      *zap.Logger
@@ -132,10 +148,12 @@ type Health struct {
 }
 
 type metrics struct {
-	opened   prometheus.Counter
-	closed   prometheus.Counter
-	disabled *prometheus.CounterVec
-	errors   *prometheus.CounterVec
+	opened     prometheus.Counter
+	closed     prometheus.Counter
+	destOpened prometheus.Counter
+	destClosed prometheus.Counter
+	disabled   *prometheus.CounterVec
+	errors     *prometheus.CounterVec
 }
 
 // New builds endpoint health from a validated Config.
@@ -162,6 +180,14 @@ func New(cfg Config, limits Limits, d Deps) *Health {
 		closed: f.NewCounter(prometheus.CounterOpts{
 			Name: "hookline_breaker_closed_total",
 			Help: "Open or half-open circuits closed by a successful attempt.",
+		}),
+		destOpened: f.NewCounter(prometheus.CounterOpts{
+			Name: "hookline_destination_breaker_opened_total",
+			Help: "Destination hosts' circuits opened (or reopened after a failed probe): failures in a row to one host across its subscriptions.",
+		}),
+		destClosed: f.NewCounter(prometheus.CounterOpts{
+			Name: "hookline_destination_breaker_closed_total",
+			Help: "Destination hosts' open or half-open circuits closed by an answer of the host.",
 		}),
 		disabled: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "hookline_subscriptions_disabled_total",
@@ -200,6 +226,22 @@ func New(cfg Config, limits Limits, d Deps) *Health {
 		m:        m,
 		now:      d.Now,
 	}
+	if cfg.DestinationBreakerFailures > 0 {
+		h.dest = breaker.New(d.Redis, breaker.Config{
+			Failures:    cfg.DestinationBreakerFailures,
+			Cooldown:    cfg.BreakerCooldown,
+			MaxCooldown: cfg.BreakerMaxCooldown,
+			ProbeTTL:    leaseTTL,
+			ProbeWait:   cfg.InFlightDefer,
+			// No auto-disable reads a host's streak: remembered while
+			// its longest cool-down may run.
+			StateTTL:   cfg.BreakerMaxCooldown + time.Hour,
+			Now:        d.Now,
+			StateClock: d.StateClock,
+			Degraded:   degraded,
+			Log:        log.With(zap.String("circuit", "destination")),
+		})
+	}
 	h.batch = redisbatch.New(d.Redis, cfg.RedisTimeout, nil)
 	h.inflight = inflight.New(d.Redis, inflight.Config{DefaultMax: cfg.DefaultMaxInFlight, LeaseTTL: leaseTTL, Now: d.Now, StateClock: d.StateClock,
 		Degraded: degraded, Log: log})
@@ -221,11 +263,14 @@ func (h *Health) Admit(ctx context.Context, sub *hooklinev1.Subscription, limit 
 	dest := destination(sub.GetUrl())
 	// The batcher bounds the round trip by RedisTimeout.
 	var (
-		pendingAllow                     *breaker.PendingAllow
+		pendingAllow, pendingHost        *breaker.PendingAllow
 		pendingLease, pendingT, pendingD *inflight.PendingAcquire
 	)
 	h.batch.Do(func(pipe redis.Pipeliner) {
 		pendingAllow = h.breaker.AllowCmd(ctx, pipe, id)
+		if h.dest != nil && dest != "" {
+			pendingHost = h.dest.AllowCmd(ctx, pipe, destinationKey(dest))
+		}
 		pendingLease = h.inflight.AcquireCmd(ctx, pipe, id, uint32(limit))
 		if h.cfg.TenantMaxInFlight > 0 {
 			pendingT = h.inflight.AcquireCmd(ctx, pipe, tenantKey(tenant), uint32(h.cfg.TenantMaxInFlight))
@@ -237,6 +282,11 @@ func (h *Health) Admit(ctx context.Context, sub *hooklinev1.Subscription, limit 
 	// Without Redis each step decides alone; redisdown counts and logs
 	// it, and a canceled ctx is checked below.
 	d, _ := pendingAllow.Result()
+	c := circuits{sub: d, dest: breaker.Decision{Allow: true}}
+	if pendingHost != nil {
+		c.host = dest
+		c.dest, _ = pendingHost.Result()
+	}
 	var held leases
 	var ok bool
 	held.sub, ok, _ = pendingLease.Result()
@@ -249,7 +299,7 @@ func (h *Health) Admit(ctx context.Context, sub *hooklinev1.Subscription, limit 
 	}
 	// giveBack returns what this admission took when no attempt follows.
 	giveBack := func() {
-		h.giveBack(ctx, id, held, d.Probe, "give_back")
+		h.giveBack(ctx, id, held, c.probes(), "give_back")
 		h.share.give(tenant)
 	}
 	if ctx.Err() != nil {
@@ -264,6 +314,9 @@ func (h *Health) Admit(ctx context.Context, sub *hooklinev1.Subscription, limit 
 			reason = deliver.RefusedCircuitOpen
 		}
 		return nil, deliver.Refusal{Reason: reason, Wait: d.Wait + h.jitter(h.cfg.InFlightDefer)}, nil
+	case !c.dest.Allow:
+		giveBack()
+		return nil, deliver.Refusal{Reason: deliver.RefusedDestinationOpen, Wait: c.dest.Wait + h.jitter(h.cfg.InFlightDefer)}, nil
 	case !ok:
 		giveBack()
 		return nil, deliver.Refusal{Reason: deliver.RefusedFull}, nil
@@ -289,7 +342,7 @@ func (h *Health) Admit(ctx context.Context, sub *hooklinev1.Subscription, limit 
 			return nil, deliver.Refusal{Reason: deliver.RefusedRate, Wait: wait}, nil
 		}
 	}
-	return &slot{h: h, ctx: ctx, sub: sub, held: held, d: d, admitted: h.now()}, deliver.Refusal{}, nil
+	return &slot{h: h, ctx: ctx, sub: sub, held: held, c: c, admitted: h.now()}, deliver.Refusal{}, nil
 }
 
 // passFor is how long a slot may be passed from attempt to attempt
@@ -297,32 +350,53 @@ func (h *Health) Admit(ctx context.Context, sub *hooklinev1.Subscription, limit 
 // or another replica's failures go unseen by a busy line.
 const passFor = time.Second
 
-// slot is an admitted attempt's lease and probe.
+// slot is an admitted attempt's leases and probes.
 type slot struct {
 	h        *Health
 	ctx      context.Context
 	sub      *hooklinev1.Subscription
 	held     leases
-	d        breaker.Decision
+	c        circuits
 	admitted time.Time
 	done     atomic.Bool
 }
+
+// circuits are an admitted attempt's decisions of its subscription's
+// circuit and its destination's.
+type circuits struct {
+	sub, dest breaker.Decision
+	// host is the destination whose circuit was asked ("" when none was:
+	// the destination circuit is off, or the URL has no host).
+	host string
+}
+
+// clean: both circuits closed without a failure streak, no probe: a
+// success has nothing to reset.
+func (c circuits) clean() bool {
+	return c.sub.Failures == 0 && c.sub.Probe == "" && c.dest.Failures == 0 && c.dest.Probe == ""
+}
+
+// probes are the probe leases an attempt holds (when not "").
+type probes struct{ sub, dest, host string }
+
+func (c circuits) probes() probes { return probes{sub: c.sub.Probe, dest: c.dest.Probe, host: c.host} }
 
 // Release learns from the attempt's result and gives the slot back.
 func (s *slot) Release(res sender.Result) {
 	if s.done.CompareAndSwap(false, true) {
 		s.h.share.give(s.sub.GetTenant())
-		s.h.observe(s.ctx, s.sub, s.held, s.d, res)
+		s.h.observe(s.ctx, s.sub, s.held, s.c, res)
 	}
 }
 
-// Pass keeps the slot after a success when the circuit was closed without
-// a failure streak at admission, the subscription has no rate limit (each
+// Pass keeps the slot after a success when both circuits (the
+// subscription's and its host's) were closed without a failure streak at
+// admission, the subscription has no rate limit (each
 // request must be counted) and the admission is younger than passFor; the
 // lease then outlives its use (LeaseTTL is the attempt timeout plus a
 // margin). Otherwise it is Release.
 func (s *slot) Pass(res sender.Result) bool {
-	if res.OK() && s.d.Failures == 0 && s.d.Probe == "" && s.sub.GetRateLimitPerSecond() <= 0 &&
+	if res.OK() && s.c.clean() && s.sub.GetRateLimitPerSecond() <= 0 &&
 		s.h.now().Sub(s.admitted) < passFor && !s.done.Load() {
 		return true
 	}
@@ -334,38 +408,50 @@ func (s *slot) Pass(res sender.Result) bool {
 func (s *slot) Return() {
 	if s.done.CompareAndSwap(false, true) {
 		s.h.share.give(s.sub.GetTenant())
-		s.h.giveBack(s.ctx, s.sub.GetId(), s.held, s.d.Probe, "give_back")
+		s.h.giveBack(s.ctx, s.sub.GetId(), s.held, s.c.probes(), "give_back")
 	}
 }
 
 // observe learns from an attempt's result. The result is recorded before
 // the in-flight slot is given back (same pipeline, in order): otherwise the
 // next attempt could slip in before the failure that opens the circuit.
-func (h *Health) observe(ctx context.Context, sub *hooklinev1.Subscription, lease leases, d breaker.Decision, res sender.Result) {
+func (h *Health) observe(ctx context.Context, sub *hooklinev1.Subscription, lease leases, c circuits, res sender.Result) {
 	ctx = context.WithoutCancel(ctx)
 	id := sub.GetId()
+	d := c.sub
 
 	switch {
 	case res.ErrorClass == sender.ClassCanceled:
 		// Cut short by the deliverer (shutdown): says nothing about the
 		// endpoint.
-		h.giveBack(ctx, id, lease, d.Probe, "release_slot")
+		h.giveBack(ctx, id, lease, c.probes(), "release_slot")
 		return
 
 	case res.OK():
-		if d.Failures == 0 && d.Probe == "" {
+		if c.clean() {
 			// Closed with no failure streak when admitted: nothing to
 			// reset, and nothing to wait for.
-			h.giveBack(ctx, id, lease, "", "release_slot")
+			h.giveBack(ctx, id, lease, probes{}, "release_slot")
 			return
 		}
-		var cmd *redis.Cmd
-		var cmds []redis.Cmder
+		var (
+			cmd  *redis.Cmd
+			host hostCmds
+			cmds []redis.Cmder
+		)
 		h.batch.Do(func(pipe redis.Pipeliner) {
-			cmd = h.breaker.SuccessCmd(ctx, pipe, id)
-			cmds = h.release(ctx, pipe, lease, append(cmds, cmd))
+			if d.Failures > 0 || d.Probe != "" {
+				cmd = h.breaker.SuccessCmd(ctx, pipe, id)
+				cmds = append(cmds, cmd)
+			}
+			host = h.hostCmds(ctx, pipe, c, hostUp)
+			cmds = h.release(ctx, pipe, lease, append(cmds, host.cmds()...))
 		})
 		h.checkRan("record_success", cmds...)
+		h.hostResult(host, res)
+		if cmd == nil {
+			return
+		}
 		if closed, err := breaker.SuccessResult(cmd); err == nil && closed {
 			h.m.closed.Inc()
 			h.log.Info("circuit closed", zap.String("subscription_id", id), zap.Int("status", res.Status))
@@ -381,12 +467,15 @@ func (h *Health) observe(ctx context.Context, sub *hooklinev1.Subscription, leas
 	}
 	var (
 		pending *breaker.PendingFailure
+		host    hostCmds
 		cmds    []redis.Cmder
 	)
 	h.batch.Do(func(pipe redis.Pipeliner) {
 		pending = h.breaker.FailureCmd(ctx, pipe, id, pause)
-		cmds = h.release(ctx, pipe, lease, nil)
+		host = h.hostCmds(ctx, pipe, c, c.hostVerdict(sub, res))
+		cmds = h.release(ctx, pipe, lease, host.cmds())
 	})
+	h.hostResult(host, res)
 	streak, err := pending.Result()
 	if err != nil {
 		h.m.errors.WithLabelValues("record_failure").Inc()
@@ -417,14 +506,17 @@ func (h *Health) observe(ctx context.Context, sub *hooklinev1.Subscription, leas
 	}
 }
 
-// giveBack releases the lease and the probe (if any) without waiting for
-// Redis; a failure is counted under op.
-func (h *Health) giveBack(ctx context.Context, id string, lease leases, probe, op string) {
+// giveBack releases the leases and the probes (if any) without waiting
+// for Redis; a failure is counted under op.
+func (h *Health) giveBack(ctx context.Context, id string, lease leases, p probes, op string) {
 	ctx = context.WithoutCancel(ctx)
 	var cmds []redis.Cmder
 	h.batch.Go(func(pipe redis.Pipeliner) {
-		if probe != "" {
-			cmds = append(cmds, h.breaker.ReleaseProbeCmd(ctx, pipe, id, probe))
+		if p.sub != "" {
+			cmds = append(cmds, h.breaker.ReleaseProbeCmd(ctx, pipe, id, p.sub))
+		}
+		if p.dest != "" {
+			cmds = append(cmds, h.dest.ReleaseProbeCmd(ctx, pipe, destinationKey(p.host), p.dest))
 		}
 		cmds = h.release(ctx, pipe, lease, cmds)
 	}, func() { h.checkRan(op, cmds...) })
@@ -603,4 +695,114 @@ func autoDisableAfter(sub *hooklinev1.Subscription, cfg Config) time.Duration {
 		}
 	}
 	return cfg.AutoDisableAfter
+}
+
+// What an attempt's result says about its destination host.
+type hostSaid int
+
+const (
+	hostSilent hostSaid = iota // nothing: the host may not have been reached
+	hostUp                     // it answered
+	hostDown                   // it could not be reached, or answered 5xx
+)
+
+// hostVerdict reads what an attempt's result says about its host, not
+// about the subscription: a 4xx is one path's or one credential's answer
+// and shows the host is up; a client certificate's TLS trouble, an OAuth
+// token that could not be had, an address the dial guard refused and an
+// attempt the deliverer cut short say nothing about it.
+func hostVerdict(sub *hooklinev1.Subscription, res sender.Result) hostSaid {
+	switch {
+	case res.Status >= 500:
+		return hostDown
+	case res.Status > 0:
+		return hostUp
+	}
+	switch res.ErrorClass {
+	case sender.ClassTimeout, sender.ClassConnectionRefused, sender.ClassConnectionReset, sender.ClassDNS, sender.ClassNetwork:
+		return hostDown
+	case sender.ClassTLS:
+		if sub.GetAuth().GetCertificate() == "" {
+			return hostDown
+		}
+	}
+	return hostSilent
+}
+
+// hostVerdict is what an attempt's failure counts for its host: the
+// failed probe of a subscription's own open circuit does not count (unless
+// it was the host's probe too), so that one broken subscription on a
+// shared host — a path that answers 500 — cannot open the host's circuit
+// for every other subscription to it with a probe per cool-down. Its
+// failures before its own circuit opened do count.
+func (c circuits) hostVerdict(sub *hooklinev1.Subscription, res sender.Result) hostSaid {
+	said := hostVerdict(sub, res)
+	if said == hostDown && c.sub.Probe != "" && c.dest.Probe == "" {
+		return hostSilent
+	}
+	return said
+}
+
+// hostCmds are the destination circuit's commands of one observation.
+type hostCmds struct {
+	host    string
+	success *redis.Cmd
+	failure *breaker.PendingFailure
+	release *redis.Cmd
+}
+
+// hostCmds queues on pipe what an attempt's result does to its
+// destination's circuit: a failure is counted; an answer closes it and
+// ends the streak (when the admission saw one, or held the probe); with
+// nothing said the probe is given back.
+func (h *Health) hostCmds(ctx context.Context, pipe redis.Pipeliner, c circuits, said hostSaid) hostCmds {
+	hc := hostCmds{host: c.host}
+	if c.host == "" {
+		return hc
+	}
+	key := destinationKey(c.host)
+	switch {
+	case said == hostDown:
+		hc.failure = h.dest.FailureCmd(ctx, pipe, key, 0)
+	case said == hostUp && (c.dest.Failures > 0 || c.dest.Probe != ""):
+		hc.success = h.dest.SuccessCmd(ctx, pipe, key)
+	case said == hostSilent && c.dest.Probe != "":
+		hc.release = h.dest.ReleaseProbeCmd(ctx, pipe, key, c.dest.Probe)
+	}
+	return hc
+}
+
+// cmds are the plain commands among hc, for checkRan.
+func (hc hostCmds) cmds() []redis.Cmder {
+	var out []redis.Cmder
+	for _, c := range []*redis.Cmd{hc.success, hc.release} {
+		if c != nil {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// hostResult counts and logs what hc did to the destination's circuit
+// once its pipeline ran. Logs name the host and port only.
+func (h *Health) hostResult(hc hostCmds, res sender.Result) {
+	switch {
+	case hc.failure != nil:
+		streak, err := hc.failure.Result()
+		if err != nil {
+			h.m.errors.WithLabelValues("record_failure").Inc()
+			h.warnRedis("record_failure", err)
+			return
+		}
+		if streak.Opened {
+			h.m.destOpened.Inc()
+			h.log.Warn("destination circuit opened", zap.String("destination", hc.host), zap.Int("failures", streak.Failures),
+				zap.Int("status", res.Status), zap.String("error_class", res.ErrorClass), zap.Duration("open_for", streak.OpenUntil.Sub(streak.Now)))
+		}
+	case hc.success != nil:
+		if closed, err := breaker.SuccessResult(hc.success); err == nil && closed {
+			h.m.destClosed.Inc()
+			h.log.Info("destination circuit closed", zap.String("destination", hc.host), zap.Int("status", res.Status))
+		}
+	}
 }

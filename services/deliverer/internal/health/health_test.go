@@ -505,6 +505,7 @@ func TestConfigValidateNamesTheVariable(t *testing.T) {
 		{name: "share above one", mutate: func(c *health.Config) { c.TenantWorkerShare = 1.5 }, want: "HOOKLINE_TENANT_WORKER_SHARE"},
 		{name: "negative tenant cap", mutate: func(c *health.Config) { c.TenantMaxInFlight = -1 }, want: "HOOKLINE_TENANT_MAX_IN_FLIGHT"},
 		{name: "negative destination cap", mutate: func(c *health.Config) { c.DestinationMaxInFlight = -1 }, want: "HOOKLINE_DESTINATION_MAX_IN_FLIGHT"},
+		{name: "negative destination breaker", mutate: func(c *health.Config) { c.DestinationBreakerFailures = -1 }, want: "HOOKLINE_DESTINATION_BREAKER_FAILURES"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

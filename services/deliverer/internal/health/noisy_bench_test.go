@@ -44,7 +44,7 @@ func BenchmarkNoisyNeighbour(b *testing.B) {
 	}{
 		{name: "no_neighbour"},
 		{name: "hanging_neighbour_without_endpoint_health", hanging: true, withoutHealth: true},
-		{name: "hanging_neighbour_cap_only", hanging: true, overrides: map[string]string{"HOOKLINE_BREAKER_FAILURES": "1000000"}},
+		{name: "hanging_neighbour_cap_only", hanging: true, overrides: map[string]string{"HOOKLINE_BREAKER_FAILURES": "1000000", "HOOKLINE_DESTINATION_BREAKER_FAILURES": "0"}},
 		{name: "hanging_neighbour_cap_and_breaker", hanging: true},
 	}
 	results := map[string]noisyResult{}

@@ -71,11 +71,21 @@ func tenantKey(tenant string) string { return "tenant:" + tenant }
 func destinationKey(host string) string { return "dest:" + host }
 
 // destination is the host and port an endpoint URL reaches ("" when it
-// cannot be read: the attempt then fails on its own).
+// cannot be read: the attempt then fails on its own), one spelling for
+// each: lower case, without a trailing dot, an IP address in its
+// canonical form, the scheme's port when none is given. Never userinfo,
+// path or query: it is a Redis key and a log field.
 func destination(rawURL string) string {
 	u, err := url.Parse(rawURL)
-	if err != nil || u.Hostname() == "" {
+	if err != nil {
 		return ""
+	}
+	host := strings.TrimSuffix(strings.ToLower(u.Hostname()), ".")
+	if host == "" {
+		return ""
+	}
+	if ip := net.ParseIP(host); ip != nil {
+		host = ip.String()
 	}
 	port := u.Port()
 	if port == "" {
@@ -84,5 +94,5 @@ func destination(rawURL string) string {
 			port = "443"
 		}
 	}
-	return net.JoinHostPort(strings.ToLower(u.Hostname()), port)
+	return net.JoinHostPort(host, port)
 }

@@ -49,8 +49,11 @@ type Metrics struct {
 var DirectResults = []string{"delivered", "retry_scheduled", "dead_lettered", "unmeasured_or_slow", "line", "busy", "refused", "not_ready", "fallback"}
 
 // DeferReasons are the values of hookline_admission_deferred_total's
-// reason label.
-var DeferReasons = []string{"in_flight_full", "rate_limited", "circuit_open", "probe_in_flight", "tenant_full", "destination_full", "line_full", "ordered", "shutdown"}
+// reason label. The first admissionReasons are admission's refusals
+// (hookline_admission_refused_total's reason label too).
+var DeferReasons = []string{"in_flight_full", "rate_limited", "circuit_open", "probe_in_flight", "tenant_full", "destination_full", "destination_open", "line_full", "ordered", "shutdown"}
+
+const admissionReasons = 7
 
 // Attempt outcomes (label values of hookline_attempts_total).
 var Outcomes = []string{"success", "retry", "dead_letter"}
@@ -123,12 +126,12 @@ func New(reg prometheus.Registerer, reasons, classes []string) *Metrics {
 		}),
 		AdmissionDeferred: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "hookline_admission_deferred_total",
-			Help: "Tasks deferred without an attempt (a scheduled copy), by reason: circuit_open, probe_in_flight, rate_limited, in_flight_full, tenant_full, destination_full (a long wait), line_full (the line had no room), ordered (waiting for an earlier event of its ordering key), shutdown.",
+			Help: "Tasks deferred without an attempt (a scheduled copy), by reason: circuit_open, probe_in_flight, rate_limited, in_flight_full, tenant_full, destination_full, destination_open (a long wait), line_full (the line had no room), ordered (waiting for an earlier event of its ordering key), shutdown.",
 		}, []string{"reason"}),
 	}
 	m.AdmissionRefused = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "hookline_admission_refused_total",
-		Help: "Admissions refused (the task then waited in line or was deferred), by reason: in_flight_full, rate_limited, circuit_open, probe_in_flight, tenant_full (the tenant's share of workers or cap), destination_full (the host's cap).",
+		Help: "Admissions refused (the task then waited in line or was deferred), by reason: in_flight_full, rate_limited, circuit_open, probe_in_flight, tenant_full (the tenant's share of workers or cap), destination_full (the host's cap), destination_open (the host's circuit: open, or half-open with its probe in flight).",
 	}, []string{"reason"})
 	m.OrderingWaiting = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "hookline_ordering_waiting",
@@ -152,7 +155,7 @@ func New(reg prometheus.Registerer, reasons, classes []string) *Metrics {
 	for _, r := range DeferReasons {
 		m.AdmissionDeferred.WithLabelValues(r)
 	}
-	for _, r := range DeferReasons[:6] {
+	for _, r := range DeferReasons[:admissionReasons] {
 		m.AdmissionRefused.WithLabelValues(r)
 	}
 	for _, o := range Outcomes {

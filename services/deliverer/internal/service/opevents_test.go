@@ -143,7 +143,8 @@ func TestWarnedBeforeAutoDisable(t *testing.T) {
 		// The circuit stays closed, so that attempts fail all along the
 		// window (an open circuit lets a probe through now and then and
 		// could step over a share; circuit_open has its own test).
-		"HOOKLINE_BREAKER_FAILURES": "1000000",
+		"HOOKLINE_BREAKER_FAILURES":             "1000000",
+		"HOOKLINE_DESTINATION_BREAKER_FAILURES": "0",
 	})
 	endpoint := newReceiver(t, always(http.StatusInternalServerError))
 	ops := newReceiver(t, always(http.StatusOK))

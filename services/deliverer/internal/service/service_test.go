@@ -239,7 +239,8 @@ func TestDeadEndpointDoesNotStarveHealthyOne(t *testing.T) {
 		"HOOKLINE_MAX_ACK_PENDING": "5",
 		"HOOKLINE_RETRY_SCHEDULE":  "0s,1h,1h",
 		// Every dead task's first attempt must be made: no circuit breaker.
-		"HOOKLINE_BREAKER_FAILURES": "1000",
+		"HOOKLINE_BREAKER_FAILURES":             "1000",
+		"HOOKLINE_DESTINATION_BREAKER_FAILURES": "0",
 	})
 	dead := newReceiver(t, always(503))
 	healthy := newReceiver(t, always(200))
