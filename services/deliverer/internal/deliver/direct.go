@@ -87,7 +87,10 @@ func (d *Deliverer) Direct(ctx context.Context, m *nats.Msg, sub *hooklinev1.Sub
 	defer cancel()
 	res := d.send.Send(actx, req)
 	d.lines.Observe(id, tg.sub.GetMaxInFlight() == 0, res)
-	d.handOn(actx, id, slot, res)
+	// A slot handed on starts the head of the line on a goroutine of its
+	// own, which must outlive this attempt's deadline: cancelled, its
+	// attempt would be cut off after its POST was sent.
+	d.handOn(context.WithoutCancel(ctx), id, slot, res)
 	v := verdict{decision: tg.retry.Decide(res, 1), attempted: true, started: now, result: res}
 	d.report(&t, v)
 	return d.settleDirect(actx, &t, v)

@@ -4,12 +4,16 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/hookline/hookline/pkg/stream"
 	"github.com/hookline/hookline/pkg/wire"
+	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
@@ -105,5 +109,63 @@ func TestFirstAttemptFromDispatch(t *testing.T) {
 	if h.Get(stream.HeaderReason) != wire.DeadLetterGone || h.Get(stream.HeaderAttempt) != "1" || h.Get(stream.HeaderLastStatus) != strconv.Itoa(http.StatusGone) {
 		t.Fatalf("dead letter reason %q attempts %q status %q; want %q after 1 attempt with 410",
 			h.Get(stream.HeaderReason), h.Get(stream.HeaderAttempt), h.Get(stream.HeaderLastStatus), wire.DeadLetterGone)
+	}
+}
+
+// A direct attempt that ends while a task of its subscription waits in
+// line hands its slot on to that task, whose attempt runs on a goroutine
+// of its own: it must not inherit the direct attempt's deadline, or it is
+// cut off after its POST was sent and the event is sent twice.
+func TestSlotHandedOnByADirectAttemptOutlivesIt(t *testing.T) {
+	t.Parallel()
+	e := start(t, nil)
+	var (
+		mu  sync.Mutex
+		got = map[string]int{}
+	)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		got[r.Header.Get("webhook-id")]++
+		mu.Unlock()
+		time.Sleep(100 * time.Millisecond) // under the 250 ms that makes an endpoint fast
+		w.WriteHeader(http.StatusOK)
+	}))
+	t.Cleanup(srv.Close)
+	count := func(id string) int { mu.Lock(); defer mu.Unlock(); return got[id] }
+	// One attempt at a time, so that the second event waits in line for
+	// the first's slot.
+	sub, _ := e.subscribe(t, srv.URL, "order.created")
+	e.update(t, sub.GetId(), func(s *hooklinev1.Subscription) { s.MaxInFlight = 1 })
+	e.publish(t, "order.created", "evt_warm", `{}`)
+	eventually(t, await, "the endpoint measured", func() bool { return count("evt_warm") == 1 })
+	eventually(t, await, "pipeline idle", func() bool { return e.idle(t) })
+
+	const n = 6
+	for i := range n {
+		e.publish(t, "order.created", fmt.Sprintf("evt_line_%d", i), `{}`)
+	}
+	eventually(t, await, "every event delivered", func() bool {
+		for i := range n {
+			if count(fmt.Sprintf("evt_line_%d", i)) == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	eventually(t, await, "pipeline idle", func() bool { return e.idle(t) })
+	if d := testutil.ToFloat64(e.svc.Metrics.Direct.WithLabelValues("delivered")); d == 0 {
+		t.Fatal("no event was delivered directly: the test proves nothing")
+	}
+	if p := testutil.ToFloat64(e.svc.Metrics.AdmissionParked); p == 0 {
+		t.Fatal("no task waited in line: the test proves nothing")
+	}
+	m := e.svc.Metrics
+	if r, d := testutil.ToFloat64(m.Attempts.WithLabelValues("retry")), testutil.ToFloat64(m.TasksDeferred); r != 0 || d != 0 {
+		t.Errorf("%g attempts failed and %g tasks were deferred, want none: a handed-on attempt was cut off", r, d)
+	}
+	for i := range n {
+		if c := count(fmt.Sprintf("evt_line_%d", i)); c != 1 {
+			t.Errorf("evt_line_%d received %d times, want once", i, c)
+		}
 	}
 }
