@@ -119,13 +119,15 @@ func New(cfg config.Config, nc *nats.Conn, rdb redis.UniversalClient, log *zap.L
 		return nil, err
 	}
 	s.idem = idempotency.New(js, box, idempotencyLease(cfg), idempotencyWait)
+	qc := cfg.Quota()
+	qc.Degraded, qc.Log = m.QuotaDegraded, log
 	d := api.Deps{
 		JS: js, Matching: s.matching, Replays: s.replays, Idempotency: s.idem,
 		Publisher: pub, Registry: s.registry, Metrics: m, Log: log, Ready: s.Ready,
 		MaxEventBytes: cfg.MaxEventBytes, MaxBatchBytes: cfg.MaxBatchBytes, MaxBatch: cfg.MaxBatch,
 		MaxInFlight: cfg.MaxInFlightLimit, MaxRate: cfg.MaxRateLimit,
 		PolicyEnv: cfg.Policy, PolicyLimits: policyLimits(cfg, js),
-		Quota: quota.New(rdb, cfg.Quota(), nil),
+		Quota: quota.New(rdb, qc),
 	}
 	if err := secure(cfg.Security, log, &d, s.registry); err != nil {
 		return nil, err
