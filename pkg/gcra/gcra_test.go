@@ -3,7 +3,6 @@ package gcra_test
 import (
 	"context"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -11,25 +10,14 @@ import (
 	"github.com/hookline/hookline/pkg/redistest"
 )
 
-// clock is a test's time of the buckets, moved by hand.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
+// clock is a test's time of the buckets, moved by hand (each test runs in
+// one goroutine).
+type clock struct{ now time.Time }
 
 func newClock() *clock { return &clock{now: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)} }
 
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
+func (c *clock) Now() time.Time          { return c.now }
+func (c *clock) Advance(d time.Duration) { c.now = c.now.Add(d) }
 
 // A full bucket gives its burst, then one unit per interval; a refused
 // request takes nothing and says how long until it fits.

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
@@ -14,10 +16,6 @@ import (
 	"github.com/hookline/hookline/pkg/redistest"
 	"github.com/hookline/hookline/services/producer/internal/quota"
 )
-
-type counter struct{ n atomic.Int64 }
-
-func (c *counter) Inc() { c.n.Add(1) }
 
 // commands counts the commands a client sends (or tries to).
 type commands struct{ n atomic.Int64 }
@@ -77,16 +75,16 @@ func TestRedisDownLetsThroughCountsAndBacksOff(t *testing.T) {
 	srv.Stop()
 
 	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
-	var degraded counter
+	degraded := prometheus.NewCounter(prometheus.CounterOpts{Name: "degraded"})
 	core, logs := observer.New(zap.InfoLevel)
-	q := quota.New(rdb, quota.Config{Rate: 0.01, Burst: 3, Degraded: &degraded, Log: zap.New(core), Now: func() time.Time { return now }})
+	q := quota.New(rdb, quota.Config{Rate: 0.01, Burst: 3, Degraded: degraded, Log: zap.New(core), Now: func() time.Time { return now }})
 	for i := range 5 {
 		if ok, _ := q.Take(context.Background(), map[string]int{"acme": 3}); !ok {
 			t.Fatalf("request %d refused with Redis down", i)
 		}
 	}
-	if n := degraded.n.Load(); n != 5 {
-		t.Fatalf("%d requests counted; want 5", n)
+	if n := testutil.ToFloat64(degraded); n != 5 {
+		t.Fatalf("%g requests counted; want 5", n)
 	}
 	if n := sent.n.Load(); n != 1 {
 		t.Fatalf("Redis asked %d times within a second; want once", n)
@@ -111,14 +109,14 @@ func TestCanceledRequestIsNotCounted(t *testing.T) {
 	t.Cleanup(func() { _ = ln.Close() })
 	rdb := redis.NewClient(&redis.Options{Addr: ln.Addr().String(), MaxRetries: -1})
 	t.Cleanup(func() { _ = rdb.Close() })
-	var degraded counter
-	q := quota.New(rdb, quota.Config{Rate: 1, Burst: 1, Degraded: &degraded})
+	degraded := prometheus.NewCounter(prometheus.CounterOpts{Name: "degraded"})
+	q := quota.New(rdb, quota.Config{Rate: 1, Burst: 1, Degraded: degraded})
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	if ok, _ := q.Take(ctx, map[string]int{"acme": 1}); !ok {
 		t.Fatal("a canceled request was refused")
 	}
-	if n := degraded.n.Load(); n != 0 {
-		t.Fatalf("a canceled request counted %d times", n)
+	if n := testutil.ToFloat64(degraded); n != 0 {
+		t.Fatalf("a canceled request counted %g times", n)
 	}
 }
