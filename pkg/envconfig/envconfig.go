@@ -5,12 +5,15 @@
 package envconfig
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"reflect"
 	"strings"
+	"syscall"
 
 	"github.com/caarlos0/env/v11"
 )
@@ -70,6 +73,31 @@ func Environ() map[string]string {
 
 // ErrUsage marks a command line the binary does not accept (exit status 2).
 var ErrUsage = errors.New("usage")
+
+// Main is a service's main: it runs run with a context that ends on
+// SIGINT or SIGTERM, then exits as Finish says.
+func Main(name string, run func(context.Context) error) {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	err := run(ctx)
+	stop()
+	if code := Finish(name, err, os.Stderr); code != 0 {
+		os.Exit(code)
+	}
+}
+
+// Finish prints a service's error to w after its name and returns its exit
+// status: 0 without an error, 2 for a command line the service does not
+// accept (ErrUsage), 1 for anything else.
+func Finish(name string, err error, w io.Writer) int {
+	if err == nil {
+		return 0
+	}
+	fmt.Fprintln(w, name+":", err)
+	if errors.Is(err, ErrUsage) {
+		return 2
+	}
+	return 1
+}
 
 // Args checks the command line of a service, which is configured through
 // the environment only. No arguments: go on. -h/--help prints every

@@ -2,6 +2,7 @@ package envconfig_test
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -85,6 +86,25 @@ func TestArgs(t *testing.T) {
 		}
 		if !strings.Contains(got, tt.contains) {
 			t.Errorf("Args(%q): %q does not contain %q", tt.args, got, tt.contains)
+		}
+	}
+}
+
+// A service's error is printed after its name and ends it with status 2
+// for a command line it does not accept, 1 for anything else.
+func TestFinish(t *testing.T) {
+	for _, tt := range []struct {
+		err  error
+		code int
+		out  string
+	}{
+		{nil, 0, ""},
+		{fmt.Errorf("%w: unknown flag \"-x\"", envconfig.ErrUsage), 2, "svc: usage: unknown flag \"-x\"\n"},
+		{errors.New("nats: no servers available"), 1, "svc: nats: no servers available\n"},
+	} {
+		var w strings.Builder
+		if code := envconfig.Finish("svc", tt.err, &w); code != tt.code || w.String() != tt.out {
+			t.Errorf("%v: status %d, printed %q; want %d, %q", tt.err, code, w.String(), tt.code, tt.out)
 		}
 	}
 }
