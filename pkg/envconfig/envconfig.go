@@ -71,6 +71,25 @@ func Environ() map[string]string {
 	return m
 }
 
+// ValueOrFile reads a setting given either in the variable name (value)
+// or in the file that name_FILE names (file, a mounted Kubernetes secret):
+// its content, and the variable it came from, for the caller's errors.
+// Both set is an error; an error reading the file names the variable and
+// the file, never a value.
+func ValueOrFile(name, value, file string) (content, from string, err error) {
+	if value != "" && file != "" {
+		return "", "", fmt.Errorf("set only one of %s and %s_FILE", name, name)
+	}
+	if file == "" {
+		return value, name, nil
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", "", fmt.Errorf("%s_FILE: %w", name, err)
+	}
+	return string(b), name + "_FILE", nil
+}
+
 // ErrUsage marks a command line the binary does not accept (exit status 2).
 var ErrUsage = errors.New("usage")
 
