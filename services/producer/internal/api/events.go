@@ -74,13 +74,8 @@ func (a *API) event(f *fields, req eventRequest, now time.Time) publish.Event {
 
 // publishEvent handles POST /v1/events.
 func (a *API) publishEvent(w http.ResponseWriter, r *http.Request) {
-	key, p := idempotencyKey(r)
-	if p != nil {
-		writeProblem(w, p)
-		return
-	}
 	var req eventRequest
-	raw, p := decodeJSONKeeping(w, r, a.maxEventBytes, &req, key != "")
+	key, raw, p := decodeIdempotent(w, r, a.maxEventBytes, &req)
 	if p != nil {
 		writeProblem(w, p)
 		return
@@ -119,13 +114,8 @@ func (a *API) publishEvent(w http.ResponseWriter, r *http.Request) {
 // publishBatch handles POST /v1/events/batch: all valid or nothing is
 // published; all acknowledged or 503 (a retry is safe: ids deduplicate).
 func (a *API) publishBatch(w http.ResponseWriter, r *http.Request) {
-	key, p := idempotencyKey(r)
-	if p != nil {
-		writeProblem(w, p)
-		return
-	}
 	var req batchRequest
-	raw, p := decodeJSONKeeping(w, r, a.maxBatchBytes, &req, key != "")
+	key, raw, p := decodeIdempotent(w, r, a.maxBatchBytes, &req)
 	if p != nil {
 		writeProblem(w, p)
 		return
