@@ -33,9 +33,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"os"
 	"slices"
 	"strings"
+
+	"github.com/hookline/hookline/pkg/envconfig"
 )
 
 // Scopes.
@@ -100,16 +101,9 @@ func (c Config) Validate() error {
 // Authenticator parses the configuration. No entries at all means
 // authentication is off (check Enabled and warn).
 func (c Config) Authenticator() (*Authenticator, error) {
-	if c.Tokens != "" && c.TokensFile != "" {
-		return nil, errors.New("set only one of HOOKLINE_API_TOKENS and HOOKLINE_API_TOKENS_FILE")
-	}
-	spec, name := c.Tokens, "HOOKLINE_API_TOKENS"
-	if c.TokensFile != "" {
-		b, err := os.ReadFile(c.TokensFile)
-		if err != nil {
-			return nil, fmt.Errorf("HOOKLINE_API_TOKENS_FILE: %w", err)
-		}
-		spec, name = string(b), "HOOKLINE_API_TOKENS_FILE"
+	spec, name, err := envconfig.ValueOrFile("HOOKLINE_API_TOKENS", c.Tokens, c.TokensFile)
+	if err != nil {
+		return nil, err
 	}
 	a, err := Parse(spec)
 	if err != nil {

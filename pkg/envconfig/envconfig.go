@@ -5,12 +5,15 @@
 package envconfig
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"reflect"
 	"strings"
+	"syscall"
 
 	"github.com/caarlos0/env/v11"
 )
@@ -68,8 +71,52 @@ func Environ() map[string]string {
 	return m
 }
 
+// ValueOrFile reads a setting given either in the variable name (value)
+// or in the file that name_FILE names (file, a mounted Kubernetes secret):
+// its content, and the variable it came from, for the caller's errors.
+// Both set is an error; an error reading the file names the variable and
+// the file, never a value.
+func ValueOrFile(name, value, file string) (content, from string, err error) {
+	if value != "" && file != "" {
+		return "", "", fmt.Errorf("set only one of %s and %s_FILE", name, name)
+	}
+	if file == "" {
+		return value, name, nil
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", "", fmt.Errorf("%s_FILE: %w", name, err)
+	}
+	return string(b), name + "_FILE", nil
+}
+
 // ErrUsage marks a command line the binary does not accept (exit status 2).
 var ErrUsage = errors.New("usage")
+
+// Main is a service's main: it runs run with a context that ends on
+// SIGINT or SIGTERM, then exits as Finish says.
+func Main(name string, run func(context.Context) error) {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	err := run(ctx)
+	stop()
+	if code := Finish(name, err, os.Stderr); code != 0 {
+		os.Exit(code)
+	}
+}
+
+// Finish prints a service's error to w after its name and returns its exit
+// status: 0 without an error, 2 for a command line the service does not
+// accept (ErrUsage), 1 for anything else.
+func Finish(name string, err error, w io.Writer) int {
+	if err == nil {
+		return 0
+	}
+	fmt.Fprintln(w, name+":", err)
+	if errors.Is(err, ErrUsage) {
+		return 2
+	}
+	return 1
+}
 
 // Args checks the command line of a service, which is configured through
 // the environment only. No arguments: go on. -h/--help prints every

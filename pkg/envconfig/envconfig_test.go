@@ -2,6 +2,9 @@ package envconfig_test
 
 import (
 	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -85,6 +88,58 @@ func TestArgs(t *testing.T) {
 		}
 		if !strings.Contains(got, tt.contains) {
 			t.Errorf("Args(%q): %q does not contain %q", tt.args, got, tt.contains)
+		}
+	}
+}
+
+// A service's error is printed after its name and ends it with status 2
+// for a command line it does not accept, 1 for anything else.
+func TestFinish(t *testing.T) {
+	for _, tt := range []struct {
+		err  error
+		code int
+		out  string
+	}{
+		{nil, 0, ""},
+		{fmt.Errorf("%w: unknown flag \"-x\"", envconfig.ErrUsage), 2, "svc: usage: unknown flag \"-x\"\n"},
+		{errors.New("nats: no servers available"), 1, "svc: nats: no servers available\n"},
+	} {
+		var w strings.Builder
+		if code := envconfig.Finish("svc", tt.err, &w); code != tt.code || w.String() != tt.out {
+			t.Errorf("%v: status %d, printed %q; want %d, %q", tt.err, code, w.String(), tt.code, tt.out)
+		}
+	}
+}
+
+// A setting is given in its variable or in a file named by NAME_FILE, not
+// both; an error reading the file names the variable and the file, and a
+// value is never in an error.
+func TestValueOrFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "token")
+	if err := os.WriteFile(path, []byte("from-file\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		value, file      string
+		content, from    string
+		wantErr, notInIt string
+	}{
+		{value: "inline", content: "inline", from: "HOOKLINE_X"},
+		{file: path, content: "from-file\n", from: "HOOKLINE_X_FILE"},
+		{content: "", from: "HOOKLINE_X"},
+		{value: "inline-secret", file: path, wantErr: "set only one of HOOKLINE_X and HOOKLINE_X_FILE", notInIt: "inline-secret"},
+		{file: filepath.Join(dir, "nope"), wantErr: "HOOKLINE_X_FILE: open " + filepath.Join(dir, "nope")},
+	} {
+		content, from, err := envconfig.ValueOrFile("HOOKLINE_X", tt.value, tt.file)
+		if tt.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) || (tt.notInIt != "" && strings.Contains(err.Error(), tt.notInIt)) {
+				t.Errorf("%+v: err %v; want %q", tt, err, tt.wantErr)
+			}
+			continue
+		}
+		if err != nil || content != tt.content || from != tt.from {
+			t.Errorf("%+v: %q from %s, err %v", tt, content, from, err)
 		}
 	}
 }

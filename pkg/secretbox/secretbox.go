@@ -21,8 +21,9 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
+
+	"github.com/hookline/hookline/pkg/envconfig"
 )
 
 // KeySize is the size of an operator key: AES-256.
@@ -270,30 +271,33 @@ func (c Config) Validate() error {
 // Enabled reports whether a key is configured.
 func (c Config) Enabled() bool { return c.Key != "" || c.KeyFile != "" }
 
-// Box returns the Box the configuration describes, or nil (and no error)
-// when no key is configured.
-func (c Config) Box() (*Box, error) {
-	if c.Key != "" && c.KeyFile != "" {
-		return nil, errors.New("set only one of HOOKLINE_SECRET_KEY and HOOKLINE_SECRET_KEY_FILE")
-	}
-	if !c.Enabled() {
-		if strings.TrimSpace(c.Previous) != "" {
-			return nil, errors.New("HOOKLINE_SECRET_KEY_PREVIOUS is set without HOOKLINE_SECRET_KEY")
-		}
-		return nil, nil
-	}
-	encoded, name := c.Key, "HOOKLINE_SECRET_KEY"
-	if c.KeyFile != "" {
-		b, err := os.ReadFile(c.KeyFile)
-		if err != nil {
-			// The error names the file, never its content.
-			return nil, fmt.Errorf("HOOKLINE_SECRET_KEY_FILE: %w", err)
-		}
-		encoded, name = string(b), "HOOKLINE_SECRET_KEY_FILE"
+// CurrentKey is the current key (HOOKLINE_SECRET_KEY or _FILE), decoded,
+// or nil when none is configured. An error names the variable, never the
+// key.
+func (c Config) CurrentKey() ([]byte, error) {
+	encoded, name, err := envconfig.ValueOrFile("HOOKLINE_SECRET_KEY", c.Key, c.KeyFile)
+	if err != nil || !c.Enabled() {
+		return nil, err
 	}
 	key, err := decodeKey(encoded)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return key, nil
+}
+
+// Box returns the Box the configuration describes, or nil (and no error)
+// when no key is configured.
+func (c Config) Box() (*Box, error) {
+	key, err := c.CurrentKey()
+	if err != nil {
+		return nil, err
+	}
+	if key == nil {
+		if strings.TrimSpace(c.Previous) != "" {
+			return nil, errors.New("HOOKLINE_SECRET_KEY_PREVIOUS is set without HOOKLINE_SECRET_KEY")
+		}
+		return nil, nil
 	}
 	var previous [][]byte
 	for i, p := range strings.Split(c.Previous, ",") {

@@ -4,10 +4,7 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
 	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/hookline/hookline/pkg/envconfig"
@@ -21,18 +18,7 @@ import (
 
 var version = "dev" // set at build time: -ldflags "-X main.version=…"
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	err := run(ctx)
-	stop()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "deliverer:", err)
-		if errors.Is(err, envconfig.ErrUsage) {
-			os.Exit(2)
-		}
-		os.Exit(1)
-	}
-}
+func main() { envconfig.Main("deliverer", run) }
 
 func run(ctx context.Context) error {
 	if len(os.Args) == 2 && os.Args[1] == "topology" {

@@ -6,10 +6,7 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
 	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/hookline/hookline/pkg/envconfig"
 	"github.com/hookline/hookline/pkg/logging"
@@ -23,18 +20,7 @@ import (
 
 var version = "dev" // set at build time: -ldflags "-X main.version=…"
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	err := run(ctx)
-	stop()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "producer:", err)
-		if errors.Is(err, envconfig.ErrUsage) {
-			os.Exit(2)
-		}
-		os.Exit(1)
-	}
-}
+func main() { envconfig.Main("producer", run) }
 
 func run(ctx context.Context) error {
 	if done, err := envconfig.Args("producer", os.Args[1:], &config.Config{}, version, os.Stdout); done || err != nil {

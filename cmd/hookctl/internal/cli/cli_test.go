@@ -194,3 +194,32 @@ func TestPJIsSnakeCase(t *testing.T) {
 		t.Fatalf("got %q, want %q", buf.String(), want)
 	}
 }
+
+// replay and purge act on SEQ arguments, filters or --all, never on the
+// whole stream by accident: a usage error says what to give.
+func TestToChangeNeedsASelection(t *testing.T) {
+	for _, tt := range []struct {
+		f    selectionFlags
+		args []string
+		all  bool
+		want string // in the usage error; "" for none
+	}{
+		{args: []string{"42"}},
+		{f: selectionFlags{subscription: "sub_1"}},
+		{all: true},
+		{want: "purge what? give SEQ arguments"},
+		{args: []string{"42"}, all: true, want: "--all selects every dead letter"},
+		{f: selectionFlags{tenant: "acme"}, all: true, want: "--all selects every dead letter"},
+	} {
+		_, err := tt.f.toChange(tt.args, tt.all, "purge")
+		if tt.want == "" {
+			if err != nil {
+				t.Errorf("%+v: %v", tt, err)
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), tt.want) || ExitCode(err) != ExitUsage {
+			t.Errorf("%+v: %v (exit %d); want a usage error with %q", tt, err, ExitCode(err), tt.want)
+		}
+	}
+}

@@ -46,11 +46,8 @@ A deleted or disabled subscription is refused unless --force.`,
   hookctl dlq replay 42 43 44
   hookctl dlq replay --all --rate 50`,
 		RunE: func(c *cobra.Command, args []string) error {
-			sel, err := f.selection(args)
+			sel, err := f.toChange(args, all, "replay")
 			if err != nil {
-				return err
-			}
-			if err := needSelection(sel, all, "replay"); err != nil {
 				return err
 			}
 			if rate < 0 {
@@ -94,15 +91,21 @@ A deleted or disabled subscription is refused unless --force.`,
 	return c
 }
 
-// needSelection refuses to act on the whole stream by accident.
-func needSelection(sel deadletter.Selection, all bool, verb string) error {
+// toChange is the selection of a command that changes dead letters (verb:
+// replay, purge): SEQ arguments, filters, or --all, never the whole stream
+// by accident.
+func (f *selectionFlags) toChange(args []string, all bool, verb string) (deadletter.Selection, error) {
+	sel, err := f.selection(args)
+	if err != nil {
+		return sel, err
+	}
 	if all && (len(sel.Seqs) > 0 || sel.HasFilters()) {
-		return usageErr(fmt.Errorf("--all selects every dead letter: give it without SEQ arguments or filters"))
+		return sel, usageErr(fmt.Errorf("--all selects every dead letter: give it without SEQ arguments or filters"))
 	}
 	if !all && len(sel.Seqs) == 0 && !sel.HasFilters() {
-		return usageErr(fmt.Errorf("%s what? give SEQ arguments, filters (--subscription, --since, …), or --all for every dead letter", verb))
+		return sel, usageErr(fmt.Errorf("%s what? give SEQ arguments, filters (--subscription, --since, …), or --all for every dead letter", verb))
 	}
-	return nil
+	return sel, nil
 }
 
 // selected is what replay or purge acts on.
@@ -310,11 +313,8 @@ skips the question (required when stdin is not a terminal).`,
   hookctl dlq purge 42 43
   hookctl dlq purge --until 30d --yes`,
 		RunE: func(c *cobra.Command, args []string) error {
-			sel, err := f.selection(args)
+			sel, err := f.toChange(args, all, "purge")
 			if err != nil {
-				return err
-			}
-			if err := needSelection(sel, all, "purge"); err != nil {
 				return err
 			}
 			s, err := a.selectToChange(c.Context(), sel, dryRun, asJSON)

@@ -31,9 +31,22 @@ type Server struct {
 	checks map[string]Check
 }
 
+// Config is a Server's.
+type Config struct {
+	// Addr is where it listens.
+	Addr string
+	// Gatherer is what /metrics serves.
+	Gatherer prometheus.Gatherer
+	// Pprof serves /debug/pprof.
+	Pprof bool
+	// Checks are /readyz's conditions, by name.
+	Checks map[string]Check
+}
+
 // New builds the server; nothing listens until Listen.
-func New(addr string, gatherer prometheus.Gatherer, withPprof bool, checks map[string]Check) *Server {
-	s := &Server{addr: addr, checks: checks}
+func New(c Config) *Server {
+	gatherer, withPprof := c.Gatherer, c.Pprof
+	s := &Server{addr: c.Addr, checks: c.Checks}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")

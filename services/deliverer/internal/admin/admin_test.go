@@ -20,7 +20,7 @@ func serve(t *testing.T, pprof bool, checks map[string]admin.Check) (*admin.Serv
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(prometheus.NewCounter(prometheus.CounterOpts{Name: "hookline_test_total", Help: "test"}))
-	s := admin.New("127.0.0.1:0", reg, pprof, checks)
+	s := admin.New(admin.Config{Addr: "127.0.0.1:0", Gatherer: reg, Pprof: pprof, Checks: checks})
 	if err := s.Listen(); err != nil {
 		t.Fatal(err)
 	}

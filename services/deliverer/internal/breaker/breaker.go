@@ -33,8 +33,9 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/hookline/hookline/pkg/endpointhealth"
-	"github.com/hookline/hookline/services/deliverer/internal/redisclock"
-	"github.com/hookline/hookline/services/deliverer/internal/redisdown"
+	"github.com/hookline/hookline/pkg/redisclock"
+	"github.com/hookline/hookline/pkg/redisdown"
+	admission "github.com/hookline/hookline/services/deliverer/internal/redisdown"
 )
 
 // KeyPrefix starts every key of this package:
@@ -140,7 +141,7 @@ type Config struct {
 	RedisRetry time.Duration
 	// Degraded counts the decisions taken without Redis (nil: not
 	// counted); Logger says when they start and end (nil: nowhere).
-	Degraded *redisdown.Metrics
+	Degraded *admission.Metrics
 	Log      *zap.Logger
 	// Now is this process's clock (time.Now when nil), for what stays in
 	// the process: the RedisRetry window.
@@ -187,7 +188,8 @@ type Breaker struct {
 func New(rdb redis.UniversalClient, cfg Config) *Breaker {
 	cfg = cfg.withDefaults()
 	return &Breaker{rdb: rdb, cfg: cfg,
-		down: redisdown.New(redisdown.Breaker, "circuits taken as closed", cfg.RedisRetry, cfg.Degraded, cfg.Log)}
+		down: redisdown.New(redisdown.Config{Component: admission.Breaker, Consequence: "circuits taken as closed",
+			Retry: cfg.RedisRetry, Count: cfg.Degraded.Counter(admission.Breaker), Log: cfg.Log})}
 }
 
 // Decision is the answer of Allow.

@@ -8,10 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hookline/hookline/pkg/redisdown"
 	"github.com/hookline/hookline/pkg/redistest"
 	"github.com/hookline/hookline/services/deliverer/internal/breaker"
 	"github.com/hookline/hookline/services/deliverer/internal/healthtest"
-	"github.com/hookline/hookline/services/deliverer/internal/redisdown"
 )
 
 // pair is two replicas sharing one Redis and one clock, which moves the

@@ -29,8 +29,9 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/hookline/hookline/pkg/endpointhealth"
-	"github.com/hookline/hookline/services/deliverer/internal/redisclock"
-	"github.com/hookline/hookline/services/deliverer/internal/redisdown"
+	"github.com/hookline/hookline/pkg/redisclock"
+	"github.com/hookline/hookline/pkg/redisdown"
+	admission "github.com/hookline/hookline/services/deliverer/internal/redisdown"
 )
 
 // DefaultMax is the cap of a subscription whose max_in_flight is 0, unless
@@ -78,7 +79,7 @@ type Config struct {
 	RedisRetry time.Duration
 	// Degraded counts the decisions taken without Redis (nil: not
 	// counted); Logger says when they start and end (nil: nowhere).
-	Degraded *redisdown.Metrics
+	Degraded *admission.Metrics
 	Log      *zap.Logger
 	// Now is this process's clock (time.Now when nil), for what stays in
 	// the process: the RedisRetry window.
@@ -111,9 +112,10 @@ func New(rdb redis.UniversalClient, cfg Config) *Limiter {
 		cfg.Now = time.Now
 	}
 	return &Limiter{
-		rdb:  rdb,
-		cfg:  cfg,
-		down: redisdown.New(redisdown.InFlight, "in-flight caps counted per process (an endpoint may see up to replicas × its cap)", cfg.RedisRetry, cfg.Degraded, cfg.Log),
+		rdb: rdb,
+		cfg: cfg,
+		down: redisdown.New(redisdown.Config{Component: admission.InFlight, Consequence: "in-flight caps counted per process (an endpoint may see up to replicas × its cap)",
+			Retry: cfg.RedisRetry, Count: cfg.Degraded.Counter(admission.InFlight), Log: cfg.Log}),
 		held: map[string]int{},
 	}
 }

@@ -34,9 +34,22 @@ type Sampler struct {
 	warned    time.Time
 }
 
-// NewSampler samples every interval (0: never; Run returns at once).
-func NewSampler(js jetstream.JetStream, m *metrics.Lag, log *zap.Logger, every time.Duration) *Sampler {
-	return &Sampler{js: js, m: m, log: log.Named("lag"), every: every, consumers: []*consumer{
+// Config is a Sampler's.
+type Config struct {
+	// Metrics are where the samples go.
+	Metrics *metrics.Lag
+	// Every is the interval (0: never; Run returns at once).
+	Every time.Duration
+	// Log is where the sampler warns (nil: nowhere).
+	Log *zap.Logger
+}
+
+// NewSampler samples js's consumers.
+func NewSampler(js jetstream.JetStream, c Config) *Sampler {
+	if c.Log == nil {
+		c.Log = zap.NewNop()
+	}
+	return &Sampler{js: js, m: c.Metrics, log: c.Log.Named("lag"), every: c.Every, consumers: []*consumer{
 		{stream: stream.Events, name: stream.DispatchConsumer, label: "dispatch"},
 		{stream: stream.Deliveries, name: stream.DeliverConsumer, label: "deliver"},
 	}}

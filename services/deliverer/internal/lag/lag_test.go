@@ -45,7 +45,7 @@ func TestSamplerReadsConsumerCounts(t *testing.T) {
 		}
 	}
 	m := metrics.NewLag(prometheus.NewRegistry())
-	s := lag.NewSampler(js, m, zaptest.NewLogger(t), time.Second)
+	s := lag.NewSampler(js, lag.Config{Metrics: m, Every: time.Second, Log: zaptest.NewLogger(t)})
 	gauge := func(g *prometheus.GaugeVec) float64 { return testutil.ToFloat64(g.WithLabelValues("dispatch")) }
 
 	// JetStream updates a consumer's counts as the stream applies
@@ -106,7 +106,7 @@ func TestSamplerCountsFailures(t *testing.T) {
 	_, js := srv.Connect(t)
 	m := metrics.NewLag(prometheus.NewRegistry())
 	m.ConsumerPending.WithLabelValues("deliver").Set(7)
-	lag.NewSampler(js, m, zap.NewNop(), time.Second).Sample(context.Background())
+	lag.NewSampler(js, lag.Config{Metrics: m, Every: time.Second, Log: zap.NewNop()}).Sample(context.Background())
 	if n := testutil.ToFloat64(m.ConsumerInfoErrors.WithLabelValues("deliver")); n != 1 {
 		t.Fatalf("info errors %v, want 1", n)
 	}

@@ -1,6 +1,7 @@
 // Package ratelimit enforces a subscription's optional requests-per-second
 // limit across every deliverer replica: GCRA (the generic cell rate
-// algorithm, a token bucket kept as one timestamp) in a Redis Lua script.
+// algorithm, a token bucket kept as one timestamp) in Redis, on Redis's
+// clock (pkg/gcra).
 //
 // A request over the limit is not counted; Take returns how long to wait
 // before asking again, and the deliverer defers the task that long without
@@ -14,7 +15,7 @@
 // bucket with the same rate and burst. The number of replicas is not known
 // here, so each replica allows the full rate: the endpoint may see up to
 // replicas × the rate while Redis is down. This is logged and counted like
-// every admission decision taken without Redis (redisdown).
+// every admission decision taken without Redis (pkg/redisdown).
 //
 // Why not github.com/go-redis/redis_rate: it compiles with go-redis v9.23.0,
 // but its keys are fixed under "rate:", outside the hookline: namespace the
@@ -23,11 +24,9 @@ package ratelimit
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"strconv"
 	"sync"
 	"time"
 
@@ -35,48 +34,18 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/time/rate"
 
-	"github.com/hookline/hookline/services/deliverer/internal/redisclock"
-	"github.com/hookline/hookline/services/deliverer/internal/redisdown"
+	"github.com/hookline/hookline/pkg/gcra"
+	"github.com/hookline/hookline/pkg/redisclock"
+	"github.com/hookline/hookline/pkg/redisdown"
+	admission "github.com/hookline/hookline/services/deliverer/internal/redisdown"
 )
 
 // KeyPrefix starts every key of this package: hookline:ratelimit:{<subscription id>},
-// a hash with the theoretical arrival time (tat, unix ms) and the requests
-// turned away in the current second (w: the second, n: the count). The
-// braces are a Redis Cluster hash tag.
+// a pkg/gcra bucket. The braces are a Redis Cluster hash tag.
 const KeyPrefix = "hookline:ratelimit:"
 
 // Key is the GCRA state of a subscription.
 func Key(subscriptionID string) string { return KeyPrefix + "{" + subscriptionID + "}" }
-
-// gcra takes one request when the bucket allows it.
-//
-//	KEYS[1] state hash
-//	ARGV[1] now (redisclock.Clock.Arg)   ARGV[2] emission interval (ms)   ARGV[3] burst
-//
-// Returns {1, "0", 0} when allowed, {0, wait ms, denials this second} when
-// not. The time is Redis' (redisclock): a replica whose clock is off
-// neither gets a burst the others paid for nor waits for hours.
-var gcra = redis.NewScript(redisclock.Lua + `
-local now = now_ms(ARGV[1])
-local interval = tonumber(ARGV[2])
-local burst = tonumber(ARGV[3])
-local st = redis.call('HMGET', KEYS[1], 'tat', 'w', 'n')
-local tat = tonumber(st[1]) or now
-if tat < now then tat = now end
-local allow_at = tat + interval - burst * interval
-if now < allow_at then
-  local w = math.floor(now / 1000)
-  local n = 1
-  if tonumber(st[2]) == w then n = (tonumber(st[3]) or 0) + 1 end
-  redis.call('HSET', KEYS[1], 'w', w, 'n', n)
-  redis.call('PEXPIRE', KEYS[1], math.ceil(tat - now) + 2000)
-  return {0, tostring(allow_at - now), n}
-end
-local new_tat = tat + interval
-redis.call('HSET', KEYS[1], 'tat', tostring(new_tat))
-redis.call('PEXPIRE', KEYS[1], math.ceil(new_tat - now) + 2000)
-return {1, '0', 0}
-`)
 
 // Config tunes a Limiter. Zero values take the defaults.
 type Config struct {
@@ -88,7 +57,7 @@ type Config struct {
 	RedisRetry time.Duration
 	// Degraded counts the decisions taken without Redis (nil: not
 	// counted); Logger says when they start and end (nil: nowhere).
-	Degraded *redisdown.Metrics
+	Degraded *admission.Metrics
 	Log      *zap.Logger
 	// Now is this process's clock (time.Now when nil), for what stays in
 	// the process: the RedisRetry window and the local fall-back.
@@ -134,9 +103,10 @@ func New(rdb redis.Scripter, cfg Config) *Limiter {
 		}
 	}
 	return &Limiter{
-		rdb:   rdb,
-		cfg:   cfg,
-		down:  redisdown.New(redisdown.RateLimit, "rate limits enforced per process (an endpoint may see up to replicas × its limit)", cfg.RedisRetry, cfg.Degraded, cfg.Log),
+		rdb: rdb,
+		cfg: cfg,
+		down: redisdown.New(redisdown.Config{Component: admission.RateLimit, Consequence: "rate limits enforced per process (an endpoint may see up to replicas × its limit)",
+			Retry: cfg.RedisRetry, Count: cfg.Degraded.Counter(admission.RateLimit), Log: cfg.Log}),
 		local: map[string]*localBucket{},
 	}
 }
@@ -176,29 +146,13 @@ func (l *Limiter) Take(ctx context.Context, subscriptionID string, perSecond flo
 }
 
 func (l *Limiter) takeRedis(ctx context.Context, subscriptionID string, perSecond float64, burst int) (time.Duration, error) {
-	intervalMS := 1000 / perSecond
-	res, err := gcra.Run(ctx, l.rdb, []string{Key(subscriptionID)},
-		l.cfg.StateClock.Arg(),
-		strconv.FormatFloat(intervalMS, 'f', -1, 64),
-		burst).Slice()
-	if err != nil {
+	res, err := gcra.Take(ctx, l.rdb, gcra.Request{PerSecond: perSecond, Burst: burst, Keys: []string{Key(subscriptionID)}, Clock: l.cfg.StateClock})
+	if err != nil || res.Taken {
 		return 0, err
 	}
-	if len(res) != 3 {
-		return 0, errors.New("rate limit script: unexpected reply")
-	}
-	if allowed, _ := res[0].(int64); allowed == 1 {
-		return 0, nil
-	}
-	waitStr, _ := res[1].(string)
-	waitMS, err := strconv.ParseFloat(waitStr, 64)
-	if err != nil {
-		return 0, fmt.Errorf("rate limit script: wait %q: %w", waitStr, err)
-	}
-	denied, _ := res[2].(int64)
-	wait := time.Duration(math.Ceil(waitMS * float64(time.Millisecond)))
-	spread := min(time.Duration(float64(denied)*intervalMS*float64(time.Millisecond)), l.cfg.MaxSpread)
-	return wait + l.cfg.Jitter(spread), nil
+	intervalMS := 1000 / perSecond
+	spread := min(time.Duration(float64(res.Denied)*intervalMS*float64(time.Millisecond)), l.cfg.MaxSpread)
+	return res.Wait + l.cfg.Jitter(spread), nil
 }
 
 func (l *Limiter) takeLocal(subscriptionID string, perSecond float64, burst int, now time.Time) time.Duration {

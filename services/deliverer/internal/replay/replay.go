@@ -33,16 +33,26 @@ type Server struct {
 	timeout time.Duration
 }
 
-// New builds a server publishing through js; timeout bounds one request's
-// NATS calls.
-func New(nc *nats.Conn, js jetstream.JetStream, log *zap.Logger, timeout time.Duration) *Server {
-	return &Server{nc: nc, r: &replay.Replayer{JS: js}, log: log.Named("replay"), timeout: timeout}
+// Config is a Server's.
+type Config struct {
+	// JS is where replayed tasks are published.
+	JS jetstream.JetStream
+	// Timeout bounds one request's NATS calls.
+	Timeout time.Duration
+	// Tracing makes each replay a span of its event's trace (nil: off).
+	Tracing *tracing.Tracing
+	// Log is where the server logs (nil: nowhere).
+	Log *zap.Logger
 }
 
-// WithTracing makes each replay a span of its event's trace (nil: off).
-func (s *Server) WithTracing(t *tracing.Tracing) *Server {
-	if t.Enabled() {
-		s.r.Trace = traced(t)
+// New builds a server answering the requests nc receives.
+func New(nc *nats.Conn, c Config) *Server {
+	if c.Log == nil {
+		c.Log = zap.NewNop()
+	}
+	s := &Server{nc: nc, r: &replay.Replayer{JS: c.JS}, log: c.Log.Named("replay"), timeout: c.Timeout}
+	if c.Tracing.Enabled() {
+		s.r.Trace = traced(c.Tracing)
 	}
 	return s
 }

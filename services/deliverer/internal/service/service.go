@@ -249,8 +249,8 @@ func New(ctx context.Context, cfg config.Config, d Deps) (*Service, error) {
 		deliver:  deliverer,
 		recorder: rec,
 		states:   statesGroup,
-		replay:   replay.New(d.NATS, js, d.Log, 10*time.Second).WithTracing(d.Tracing),
-		lag:      lag.NewSampler(js, lagMetrics, d.Log, cfg.ConsumerLagInterval),
+		replay:   replay.New(d.NATS, replay.Config{JS: js, Timeout: 10 * time.Second, Tracing: d.Tracing, Log: d.Log}),
+		lag:      lag.NewSampler(js, lag.Config{Metrics: lagMetrics, Every: cfg.ConsumerLagInterval, Log: d.Log}),
 		self:     self,
 		admit:    d.Admission,
 		sender:   snd,
@@ -259,14 +259,14 @@ func New(ctx context.Context, cfg config.Config, d Deps) (*Service, error) {
 		Registry: reg,
 	}
 	s.deferrals = deferred
-	s.admin = admin.New(cfg.HTTPAddr, reg, cfg.Pprof, map[string]admin.Check{
+	s.admin = admin.New(admin.Config{Addr: cfg.HTTPAddr, Gatherer: reg, Pprof: cfg.Pprof, Checks: map[string]admin.Check{
 		"nats": func(context.Context) error {
 			if st := d.NATS.Status(); st != nats.CONNECTED {
 				return fmt.Errorf("connection %s", st)
 			}
 			return nil
 		},
-	})
+	}})
 	return s, nil
 }
 

@@ -35,16 +35,20 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, limit int64, v any) *Pro
 	return nil
 }
 
-// decodeJSONKeeping is decodeJSON that also returns the bytes read when
-// keep is set (an Idempotency-Key request fingerprints its body).
-func decodeJSONKeeping(w http.ResponseWriter, r *http.Request, limit int64, v any, keep bool) ([]byte, *Problem) {
-	if !keep {
-		return nil, decodeJSON(w, r, limit, v)
+// decodeIdempotent reads the Idempotency-Key of a request that may carry
+// one (key "" without), then decodes its body as decodeJSON does; with a
+// key it also returns the bytes read (the request fingerprints its body).
+func decodeIdempotent(w http.ResponseWriter, r *http.Request, limit int64, v any) (key string, raw []byte, p *Problem) {
+	if key, p = idempotencyKey(r); p != nil {
+		return "", nil, p
+	}
+	if key == "" {
+		return "", nil, decodeJSON(w, r, limit, v)
 	}
 	var buf bytes.Buffer
 	r.Body = teeBody{Reader: io.TeeReader(r.Body, &buf), Closer: r.Body}
-	p := decodeJSON(w, r, limit, v)
-	return buf.Bytes(), p
+	p = decodeJSON(w, r, limit, v)
+	return key, buf.Bytes(), p
 }
 
 type teeBody struct {

@@ -74,13 +74,8 @@ func (a *API) event(f *fields, req eventRequest, now time.Time) publish.Event {
 
 // publishEvent handles POST /v1/events.
 func (a *API) publishEvent(w http.ResponseWriter, r *http.Request) {
-	key, p := idempotencyKey(r)
-	if p != nil {
-		writeProblem(w, p)
-		return
-	}
 	var req eventRequest
-	raw, p := decodeJSONKeeping(w, r, a.maxEventBytes, &req, key != "")
+	key, raw, p := decodeIdempotent(w, r, a.maxEventBytes, &req)
 	if p != nil {
 		writeProblem(w, p)
 		return
@@ -119,13 +114,8 @@ func (a *API) publishEvent(w http.ResponseWriter, r *http.Request) {
 // publishBatch handles POST /v1/events/batch: all valid or nothing is
 // published; all acknowledged or 503 (a retry is safe: ids deduplicate).
 func (a *API) publishBatch(w http.ResponseWriter, r *http.Request) {
-	key, p := idempotencyKey(r)
-	if p != nil {
-		writeProblem(w, p)
-		return
-	}
 	var req batchRequest
-	raw, p := decodeJSONKeeping(w, r, a.maxBatchBytes, &req, key != "")
+	key, raw, p := decodeIdempotent(w, r, a.maxBatchBytes, &req)
 	if p != nil {
 		writeProblem(w, p)
 		return
@@ -197,13 +187,9 @@ func (a *API) publishBatch(w http.ResponseWriter, r *http.Request) {
 // quotas and, when a tenant has no room left, answers 429 with
 // Retry-After (whole seconds, at least 1) and the ids to retry with;
 // nothing of the request is published then. A quota Redis cannot check
-// lets the request through (counted, logged).
+// lets the request through (counted and logged by the quota).
 func (a *API) overQuota(w http.ResponseWriter, r *http.Request, units map[string]int, ids []string) bool {
-	ok, wait, err := a.quota.Take(r.Context(), units)
-	if err != nil {
-		a.metrics.QuotaDegraded.Inc()
-		a.log.Warn("tenant quota not checked; request let through", zap.Error(err))
-	}
+	ok, wait := a.quota.Take(r.Context(), units)
 	if ok {
 		return false
 	}

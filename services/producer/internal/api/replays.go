@@ -103,13 +103,8 @@ func ReplaySelection(f replayjob.Filter) (deadletter.Selection, error) {
 const replaySample = 10
 
 func (a *API) createReplay(w http.ResponseWriter, r *http.Request) {
-	key, p := idempotencyKey(r)
-	if p != nil {
-		writeProblem(w, p)
-		return
-	}
 	var req createReplay
-	raw, p := decodeJSONKeeping(w, r, maxControlBody, &req, key != "")
+	key, raw, p := decodeIdempotent(w, r, maxControlBody, &req)
 	if p != nil {
 		writeProblem(w, p)
 		return

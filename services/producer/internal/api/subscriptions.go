@@ -72,13 +72,8 @@ type updateRequest struct {
 }
 
 func (a *API) createSubscription(w http.ResponseWriter, r *http.Request) {
-	key, p := idempotencyKey(r)
-	if p != nil {
-		writeProblem(w, p)
-		return
-	}
 	var req createRequest
-	raw, p := decodeJSONKeeping(w, r, maxControlBody, &req, key != "")
+	key, raw, p := decodeIdempotent(w, r, maxControlBody, &req)
 	if p != nil {
 		writeProblem(w, p)
 		return

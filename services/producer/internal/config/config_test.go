@@ -1,10 +1,15 @@
 package config_test
 
 import (
+	"bytes"
+	"encoding/base64"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/hookline/hookline/pkg/secretbox"
 	"github.com/hookline/hookline/services/producer/internal/config"
 )
 
@@ -129,5 +134,41 @@ func TestPortalSettings(t *testing.T) {
 	}
 	if c.Portal.SessionTTL != time.Hour || c.Portal.Name != "Webhooks" {
 		t.Fatalf("defaults %+v", c.Portal)
+	}
+}
+
+// The portal's session key: HOOKLINE_PORTAL_KEY (or _FILE) when set, else
+// derived from the secret key however it is given (never that key itself),
+// else random.
+func TestPortalSigningKey(t *testing.T) {
+	secret := base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{7}, 32))
+	portalKey := base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{9}, 32))
+	file := filepath.Join(t.TempDir(), "key")
+	if err := os.WriteFile(file, []byte(secret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fromValue, src, err := config.Portal{}.SigningKey(secretbox.Config{Key: secret})
+	if err != nil || src != config.PortalKeyDerived {
+		t.Fatalf("from HOOKLINE_SECRET_KEY: %s %v", src, err)
+	}
+	fromFile, src, err := config.Portal{}.SigningKey(secretbox.Config{KeyFile: file})
+	if err != nil || src != config.PortalKeyDerived || !bytes.Equal(fromFile, fromValue) {
+		t.Fatalf("from HOOKLINE_SECRET_KEY_FILE: %s %v; want the same derived key", src, err)
+	}
+	if raw, _ := base64.StdEncoding.DecodeString(secret); bytes.Equal(fromValue, raw) {
+		t.Fatal("the portal key is the secret key itself")
+	}
+	if _, _, err := (config.Portal{}).SigningKey(secretbox.Config{KeyFile: file + ".missing"}); err == nil || !strings.Contains(err.Error(), "HOOKLINE_SECRET_KEY_FILE") {
+		t.Fatalf("missing secret key file: %v", err)
+	}
+	k, src, err := config.Portal{Key: portalKey}.SigningKey(secretbox.Config{Key: secret})
+	if want, _ := base64.StdEncoding.DecodeString(portalKey); err != nil || src != config.PortalKeyConfigured || !bytes.Equal(k, want) {
+		t.Fatalf("HOOKLINE_PORTAL_KEY: %s %v", src, err)
+	}
+	if _, _, err := (config.Portal{Key: portalKey, KeyFile: file}).SigningKey(secretbox.Config{}); err == nil || !strings.Contains(err.Error(), "set only one of HOOKLINE_PORTAL_KEY and HOOKLINE_PORTAL_KEY_FILE") {
+		t.Fatalf("both portal key variables: %v", err)
+	}
+	if _, src, err := (config.Portal{}).SigningKey(secretbox.Config{}); err != nil || src != config.PortalKeyRandom {
+		t.Fatalf("no key: %s %v", src, err)
 	}
 }

@@ -8,11 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"os"
 	"regexp"
 	"strings"
 	"time"
 
+	"github.com/hookline/hookline/pkg/envconfig"
 	"github.com/hookline/hookline/pkg/secretbox"
 	"github.com/hookline/hookline/pkg/stream"
 )
@@ -55,9 +55,7 @@ var (
 // Validate names the variable at fault; it never prints the key.
 func (p Portal) Validate() error {
 	var errs []error
-	if p.Key != "" && p.KeyFile != "" {
-		errs = append(errs, errors.New("set only one of HOOKLINE_PORTAL_KEY and HOOKLINE_PORTAL_KEY_FILE"))
-	} else if _, err := p.configuredKey(); err != nil {
+	if _, err := p.configuredKey(); err != nil {
 		errs = append(errs, err)
 	}
 	if p.URL != "" {
@@ -97,13 +95,9 @@ func (p Portal) Validate() error {
 
 // configuredKey reads HOOKLINE_PORTAL_KEY or _FILE (nil when neither is set).
 func (p Portal) configuredKey() ([]byte, error) {
-	encoded, name := p.Key, "HOOKLINE_PORTAL_KEY"
-	if p.KeyFile != "" {
-		b, err := os.ReadFile(p.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("HOOKLINE_PORTAL_KEY_FILE: %w", err)
-		}
-		encoded, name = string(b), "HOOKLINE_PORTAL_KEY_FILE"
+	encoded, name, err := envconfig.ValueOrFile("HOOKLINE_PORTAL_KEY", p.Key, p.KeyFile)
+	if err != nil {
+		return nil, err
 	}
 	if encoded == "" {
 		return nil, nil
@@ -134,19 +128,11 @@ func (p Portal) SigningKey(secrets secretbox.Config) ([]byte, string, error) {
 	if k != nil {
 		return k, PortalKeyConfigured, nil
 	}
-	if secrets.Enabled() {
-		encoded := secrets.Key
-		if secrets.KeyFile != "" {
-			b, err := os.ReadFile(secrets.KeyFile)
-			if err != nil {
-				return nil, "", fmt.Errorf("HOOKLINE_SECRET_KEY_FILE: %w", err)
-			}
-			encoded = string(b)
-		}
-		raw, err := base64.StdEncoding.DecodeString(strings.TrimSpace(encoded))
-		if err != nil {
-			return nil, "", errors.New("HOOKLINE_SECRET_KEY is not base64")
-		}
+	raw, err := secrets.CurrentKey()
+	if err != nil {
+		return nil, "", err
+	}
+	if raw != nil {
 		m := hmac.New(sha256.New, raw)
 		m.Write([]byte("hookline portal sessions v1"))
 		return m.Sum(nil), PortalKeyDerived, nil

@@ -167,12 +167,21 @@ type Store struct {
 	maxValue int
 }
 
-// New returns a store on js; Bind binds the bucket. lease is how long a
-// claim holds its key without an answer (longer than any request runs);
-// wait is how long a request waits for a concurrent one with its key
-// before ErrInProgress. box seals stored answers (nil: clear).
-func New(js jetstream.JetStream, box *secretbox.Box, lease, wait time.Duration) *Store {
-	return &Store{js: js, box: box, lease: lease, wait: wait}
+// Config is a Store's.
+type Config struct {
+	// Box seals stored answers (nil: clear).
+	Box *secretbox.Box
+	// Lease is how long a claim holds its key without an answer (longer
+	// than any request runs).
+	Lease time.Duration
+	// Wait is how long a request waits for a concurrent one with its key
+	// before ErrInProgress.
+	Wait time.Duration
+}
+
+// New returns a store on js; Bind binds the bucket.
+func New(js jetstream.JetStream, c Config) *Store {
+	return &Store{js: js, box: c.Box, lease: c.Lease, wait: c.Wait}
 }
 
 // Bind binds the bucket (once the topology is checked).

@@ -32,7 +32,7 @@ func store(t *testing.T, lease, wait time.Duration) (*idempotency.Store, jetstre
 	if _, err := js.CreateOrUpdateKeyValue(ctx, stream.IdempotencyKVConfig(stream.Config{})); err != nil {
 		t.Fatal(err)
 	}
-	s := idempotency.New(js, nil, lease, wait)
+	s := idempotency.New(js, idempotency.Config{Lease: lease, Wait: wait})
 	if err := s.Bind(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -181,7 +181,7 @@ func TestTakeoverKeepsTheReservedIDs(t *testing.T) {
 
 func TestNotBound(t *testing.T) {
 	t.Parallel()
-	s := idempotency.New(nil, nil, time.Minute, time.Second)
+	s := idempotency.New(nil, idempotency.Config{Lease: time.Minute, Wait: time.Second})
 	if _, _, err := s.Begin(context.Background(), req("acme", "k", "{}")); !errors.Is(err, idempotency.ErrNotReady) {
 		t.Fatalf("%v, want ErrNotReady", err)
 	}

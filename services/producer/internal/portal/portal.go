@@ -47,9 +47,23 @@ type Portal struct {
 
 var _ api.PortalSessions = (*Portal)(nil)
 
-// New builds the portal with the session key (config.Portal.SigningKey).
-func New(cfg config.Portal, key []byte, js jetstream.JetStream, log *zap.Logger) *Portal {
-	p := &Portal{cfg: cfg, key: key, log: log, rev: &revocations{js: js}, now: time.Now, logo: cfg.LogoURL}
+// Config is a Portal's.
+type Config struct {
+	// Settings are the HOOKLINE_PORTAL_* settings.
+	Settings config.Portal
+	// Key signs the sessions (config.Portal.SigningKey).
+	Key []byte
+	// Log is where the portal logs (nil: nowhere).
+	Log *zap.Logger
+}
+
+// New builds the portal on js (where session revocations are kept).
+func New(js jetstream.JetStream, c Config) *Portal {
+	if c.Log == nil {
+		c.Log = zap.NewNop()
+	}
+	cfg := c.Settings
+	p := &Portal{cfg: cfg, key: c.Key, log: c.Log, rev: &revocations{js: js}, now: time.Now, logo: cfg.LogoURL}
 	img := "'self' data:"
 	if u, err := url.Parse(cfg.LogoURL); err == nil && cfg.LogoURL != "" {
 		img += " " + u.Scheme + "://" + u.Host

@@ -116,13 +116,21 @@ func (p *Publisher) Run(ctx context.Context) {
 	<-marksDone
 }
 
-// New returns a Publisher on nc. timeout bounds the wait for an ack (of one
-// event, or of a whole batch).
-func New(nc *nats.Conn, timeout time.Duration, m *metrics.Metrics) (*Publisher, error) {
-	p := &Publisher{timeout: timeout, published: m.EventsPublished, markErrs: m.EventIDMarkErrors, stallWait: defaultStallWait}
+// Config is a Publisher's.
+type Config struct {
+	// Timeout bounds the wait for an ack (of one event, or of a whole
+	// batch).
+	Timeout time.Duration
+	// Metrics counts what is published and the marks that failed.
+	Metrics *metrics.Metrics
+}
+
+// New returns a Publisher on nc.
+func New(nc *nats.Conn, c Config) (*Publisher, error) {
+	p := &Publisher{timeout: c.Timeout, published: c.Metrics.EventsPublished, markErrs: c.Metrics.EventIDMarkErrors, stallWait: defaultStallWait}
 	js, err := jetstream.New(nc,
 		jetstream.WithPublishAsyncMaxPending(maxPendingAsync),
-		jetstream.WithPublishAsyncTimeout(timeout),
+		jetstream.WithPublishAsyncTimeout(c.Timeout),
 		jetstream.WithPublishAsyncErrHandler(func(_ jetstream.JetStream, m *nats.Msg, _ error) {
 			if strings.HasPrefix(m.Subject, markPrefix) {
 				p.markErrs.WithLabelValues(metrics.MarkWrite).Inc()

@@ -34,7 +34,7 @@ func BenchmarkPublish(b *testing.B) {
 			if err := stream.Ensure(ctx, js, stream.Config{}); err != nil {
 				b.Fatal(err)
 			}
-			p, err := New(nc, 5*time.Second, metrics.New())
+			p, err := New(nc, Config{Timeout: 5 * time.Second, Metrics: metrics.New()})
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -27,7 +27,7 @@ func TestBatchRetriesAFullAsyncWindow(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := metrics.New()
-	p, err := New(nc, 5*time.Second, m)
+	p, err := New(nc, Config{Timeout: 5 * time.Second, Metrics: m})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +67,7 @@ func TestBatchWithoutStreamFails(t *testing.T) {
 	ns := natstest.Start(t)
 	nc, _ := ns.Connect(t)
 	m := metrics.New()
-	p, err := New(nc, time.Second, m)
+	p, err := New(nc, Config{Timeout: time.Second, Metrics: m})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +97,7 @@ func TestGroupCommitKeepsEachEventsOutcome(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := metrics.New()
-	p, err := New(nc, 5*time.Second, m)
+	p, err := New(nc, Config{Timeout: 5 * time.Second, Metrics: m})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -608,23 +608,8 @@ func (m *Manager) run(ctx context.Context, j Job, rev uint64) {
 			if m.crashAfter != nil && m.crashAfter(seq) {
 				return errCrash
 			}
-			var refused *replay.RefusedError
-			switch {
-			case errors.As(err, &refused):
-				// The deliverer will not replay it (e.g. headers that name
-				// another tenant): it stays in DEADLETTER, counted failed.
-				m.tally(&j.Failed, EntryFailed)
-				j.LastError = err.Error()
-			case err != nil:
-				// No deliverer, a timeout, NATS away: wait, then go on
-				// from this entry (asking again is deduplicated).
-				j.LastError = err.Error()
-				_ = save()
+			if err := m.count(&j, err, len(res) == 1 && res[0].Outcome == deadletter.Gone, save); err != nil {
 				return err
-			case len(res) == 1 && res[0].Outcome == deadletter.Gone:
-				m.tally(&j.Gone, EntryGone)
-			default:
-				m.tally(&j.Done, EntryReplayed)
 			}
 			j.NextSeq, j.InFlight = seq+1, 0
 			return save()
@@ -670,6 +655,30 @@ type Metrics struct {
 }
 
 // tally adds one to a job's count and to the entries counter.
+// count counts the outcome of one entry's replay in j: refused by the
+// deliverer (e.g. headers that name another tenant: the entry stays where
+// it is, counted failed), gone, or replayed. Any other error (no
+// deliverer, a timeout, NATS away) is saved as j's last error and
+// returned: the job waits, then goes on from this entry (asking again is
+// deduplicated).
+func (m *Manager) count(j *Job, err error, gone bool, save func() error) error {
+	var refused *replay.RefusedError
+	switch {
+	case errors.As(err, &refused):
+		m.tally(&j.Failed, EntryFailed)
+		j.LastError = err.Error()
+	case err != nil:
+		j.LastError = err.Error()
+		_ = save()
+		return err
+	case gone:
+		m.tally(&j.Gone, EntryGone)
+	default:
+		m.tally(&j.Done, EntryReplayed)
+	}
+	return nil
+}
+
 func (m *Manager) tally(n *int, result string) {
 	*n++
 	if m.Metrics != nil {
@@ -755,19 +764,8 @@ func (m *Manager) runEvents(ctx context.Context, log *zap.Logger, j *Job, save f
 			actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 			res, err := replay.AskEvent(actx, m.js.Conn(), replay.EventRequest{Seq: ev.Seq, SubscriptionID: j.Filter.SubscriptionID, Job: j.ID})
 			cancel()
-			var refused *replay.RefusedError
-			switch {
-			case errors.As(err, &refused):
-				m.tally(&j.Failed, EntryFailed)
-				j.LastError = err.Error()
-			case err != nil:
-				j.LastError = err.Error()
-				_ = save()
+			if err := m.count(j, err, res.Outcome == replay.Gone, save); err != nil {
 				return err
-			case res.Outcome == replay.Gone:
-				m.tally(&j.Gone, EntryGone)
-			default:
-				m.tally(&j.Done, EntryReplayed)
 			}
 			j.NextSeq = ev.Seq + 1
 			return save()

@@ -97,7 +97,7 @@ func WithTracing(t *tracing.Tracing) Option {
 // New builds the producer on an existing NATS connection and Redis client.
 func New(cfg config.Config, nc *nats.Conn, rdb redis.UniversalClient, log *zap.Logger, opts ...Option) (*Server, error) {
 	m := metrics.New()
-	pub, err := publish.New(nc, cfg.PublishTimeout, m)
+	pub, err := publish.New(nc, publish.Config{Timeout: cfg.PublishTimeout, Metrics: m})
 	if err != nil {
 		return nil, err
 	}
@@ -118,14 +118,16 @@ func New(cfg config.Config, nc *nats.Conn, rdb redis.UniversalClient, log *zap.L
 	if err != nil {
 		return nil, err
 	}
-	s.idem = idempotency.New(js, box, idempotencyLease(cfg), idempotencyWait)
+	s.idem = idempotency.New(js, idempotency.Config{Box: box, Lease: idempotencyLease(cfg), Wait: idempotencyWait})
+	qc := cfg.Quota()
+	qc.Degraded, qc.Log = m.QuotaDegraded, log
 	d := api.Deps{
 		JS: js, Matching: s.matching, Replays: s.replays, Idempotency: s.idem,
 		Publisher: pub, Registry: s.registry, Metrics: m, Log: log, Ready: s.Ready,
 		MaxEventBytes: cfg.MaxEventBytes, MaxBatchBytes: cfg.MaxBatchBytes, MaxBatch: cfg.MaxBatch,
 		MaxInFlight: cfg.MaxInFlightLimit, MaxRate: cfg.MaxRateLimit,
 		PolicyEnv: cfg.Policy, PolicyLimits: policyLimits(cfg, js),
-		Quota: quota.New(rdb, cfg.Quota(), nil),
+		Quota: quota.New(rdb, qc),
 	}
 	if err := secure(cfg.Security, log, &d, s.registry); err != nil {
 		return nil, err
@@ -143,7 +145,7 @@ func New(cfg config.Config, nc *nats.Conn, rdb redis.UniversalClient, log *zap.L
 	if source == config.PortalKeyRandom {
 		log.Warn("portal sessions are signed with a random key of this process: they work on this producer only and end when it stops; set HOOKLINE_PORTAL_KEY (or HOOKLINE_SECRET_KEY) on every replica")
 	}
-	p := portal.New(cfg.Portal, key, js, log.Named("portal"))
+	p := portal.New(js, portal.Config{Settings: cfg.Portal, Key: key, Log: log.Named("portal")})
 	d.PortalSessions, d.Portal = p, p.Handler
 	for _, o := range opts {
 		o(&d)
