@@ -176,7 +176,9 @@ func (c *Cache) ForEventAt(ctx context.Context, tenant, eventType string, need u
 	}
 	all, ok := c.tenantFromRedis(ctx, tenant, need)
 	if !ok {
-		subs, err := c.store.List(ctx, tenant)
+		// A list read through a watch may come from a replica that has
+		// not applied need yet; ListAt's does not.
+		subs, err := c.store.ListAt(ctx, tenant, need)
 		if err != nil {
 			return nil, err
 		}

@@ -419,6 +419,7 @@ func (s *Store) leaderGet(ctx context.Context, tenant, id string) (*hooklinev1.S
 
 // leaderMsg is a message of the bucket's stream as STREAM.MSG.GET answers.
 type leaderMsg struct {
+	Subject  string `json:"subject"`
 	Sequence uint64 `json:"seq"`
 	Header   []byte `json:"hdrs"`
 	Data     []byte `json:"data"`
