@@ -308,21 +308,25 @@ func (c *Cache) GetAt(ctx context.Context, tenant, id string, need uint64) (*hoo
 // current reports whether a Redis watermark (WatermarkKey's value) reaches
 // need, counted in the bucket the lookup's revision came from: the cache's
 // origin (ReadyOrigin's value, nil when absent) must be the one the store
-// read last (the Horizon's round for need read it). A cache that is not
-// current is counted, and the answer comes from the registry; one of
-// another bucket (recreated or restored under it) is also replayed.
+// read last (the Horizon's round for need read it), and the watermark no
+// higher than the last revision that read found. A watermark beyond it is
+// a change applied since (rare: the next round covers it) or a bucket
+// restored from an older backup under the cache (its origin unchanged);
+// either way the registry answers and a Syncer checks. A cache that is not
+// current is counted, and the answer comes from the registry.
 func (c *Cache) current(wm string, origin any, need uint64) bool {
 	if need == 0 {
 		return true
 	}
-	if known := c.store.knownOrigin(); known != 0 {
-		if o, _ := origin.(string); o != strconv.FormatInt(known, 10) {
+	w := parseWatermark(wm)
+	if known, last := c.store.known(); known != 0 {
+		if o, _ := origin.(string); o != strconv.FormatInt(known, 10) || w > last {
 			c.behind.Add(1)
 			c.requestResync()
 			return false
 		}
 	}
-	if parseWatermark(wm) >= need {
+	if w >= need {
 		return true
 	}
 	c.behind.Add(1)

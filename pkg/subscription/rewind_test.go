@@ -215,3 +215,50 @@ func TestWatermarkBeyondTheBucketIsReset(t *testing.T) {
 		t.Fatalf("the reset was not counted (%d) or not logged", e.cache.Rewound())
 	}
 }
+
+// The same restore seen by a lookup before any Syncer checks: the cache's
+// watermark beyond the bucket's last revision (which the lookup's Horizon
+// round read) is not trusted, and the registry answers.
+func TestLookupDoesNotTrustAWatermarkBeyondTheBucket(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	if _, err := e.store.Create(ctx, newSub("acme", "sub_a", "order.*")); err != nil {
+		t.Fatal(err)
+	}
+	sctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- subscription.NewSyncer(e.store, e.cache, nil).Run(sctx) }()
+	e.awaitReady(t)
+	last, err := e.store.LastRevision(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the watermark", func() bool { return e.watermark(t) == last })
+	stop()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	ahead := strconv.FormatUint(last+50, 10)
+	gone, err := subscription.Marshal(newSub("acme", "sub_gone", "order.*"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.rdb.HSet(ctx, subscription.TenantKey("acme"), "sub_gone", ahead+" "+string(gone)).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.rdb.Set(ctx, subscription.WatermarkKey, ahead, 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	need, err := subscription.NewHorizon(e.store).Required(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	subs, err := e.cache.ForEventAt(ctx, "acme", "order.paid", need)
+	if err != nil || !slices.Equal(ids(subs), []string{"sub_a"}) {
+		t.Fatalf("a match against a cache beyond the bucket saw %v, %v; want [sub_a] from the registry", ids(subs), err)
+	}
+	if _, err := e.cache.GetAt(ctx, "acme", "sub_gone", need); !errors.Is(err, subscription.ErrNotFound) {
+		t.Fatalf("GetAt(sub_gone) = %v; want ErrNotFound from the registry", err)
+	}
+}

@@ -40,6 +40,8 @@ type Store struct {
 	// origin is the bucket stream's identity (BucketState.Origin) as the
 	// last LastRevision read it; 0 until then.
 	origin atomic.Int64
+	// last is the bucket's last revision as the last LastRevision read it.
+	last atomic.Uint64
 }
 
 // NewStore binds the bucket; it fails when the bucket does not exist.
@@ -189,12 +191,14 @@ func (s *Store) state(ctx context.Context) (BucketState, error) {
 	st, err := ReadBucketState(ctx, s.kv)
 	if err == nil {
 		s.origin.Store(st.Origin)
+		s.last.Store(st.Last)
 	}
 	return st, err
 }
 
-// knownOrigin is the bucket's origin as last read (0: not read yet).
-func (s *Store) knownOrigin() int64 { return s.origin.Load() }
+// known is the bucket's origin and last revision as last read (origin 0:
+// not read yet).
+func (s *Store) known() (origin int64, last uint64) { return s.origin.Load(), s.last.Load() }
 
 func (s *Store) Count(ctx context.Context, tenant string) (int, error) {
 	if err := ValidateTenant(tenant); err != nil {
