@@ -33,8 +33,11 @@ const ReadyOrigin = "@origin"
 const readyWipe = "@wipe"
 
 // checkBucketScript resets the cache when its origin is not the bucket's
-// (ARGV[1]) or its watermark is beyond the bucket's last revision
-// (ARGV[2]): it deletes the ready hash, the watermark and any replay
+// (ARGV[1]) or a watermark read before the bucket's last revision
+// (ARGV[3]) is beyond that revision (ARGV[2]) and still in place. Read in
+// that order, a watermark beyond the last revision proves the revisions
+// went back (a change applied in between only raises the watermark after
+// the read). It deletes the ready hash, the watermark and any replay
 // claim, and records the new origin with the wipe flag. A ready cache
 // without an origin (written by an older version) adopts the bucket's.
 // Returns 1 when it reset the cache, else 0.
@@ -46,7 +49,7 @@ local function older(a, b)
 end
 local o = redis.call('HGET', KEYS[1], '` + ReadyOrigin + `')
 local wm = redis.call('GET', KEYS[2]) or '0'
-if (o and o ~= ARGV[1]) or older(ARGV[2], wm) then
+if (o and o ~= ARGV[1]) or (older(ARGV[2], ARGV[3]) and wm == ARGV[3]) then
   redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
   redis.call('HSET', KEYS[1], '` + ReadyOrigin + `', ARGV[1], '` + readyWipe + `', '1')
   return 1
@@ -61,49 +64,59 @@ return 0
 // not the one it began with, or its revisions went back.
 var errRegistryRewound = errors.New("subscription registry recreated or restored backwards; replaying kv into redis")
 
-// checkBucket resets the cache when it holds revisions of another bucket
-// than st, or beyond st.Last; it reports whether it did.
-func (s *Syncer) checkBucket(ctx context.Context, st BucketState) (bool, error) {
-	res, err := checkBucketScript.Run(ctx, s.cache.rdb, []string{ReadyKey, WatermarkKey, SyncKey},
-		strconv.FormatInt(st.Origin, 10), strconv.FormatUint(st.Last, 10)).Int()
+// checkBucket reads the cache's watermark, then the bucket's state from
+// its stream's leader, and resets the cache when it holds revisions of
+// another bucket, or beyond the bucket's last; it reports whether it did.
+func (s *Syncer) checkBucket(ctx context.Context) (BucketState, bool, error) {
+	wm, err := s.cache.rdb.Get(ctx, WatermarkKey).Result()
+	if errors.Is(err, redis.Nil) {
+		wm, err = "0", nil
+	}
 	if err != nil {
-		return false, fmt.Errorf("redis: check the cache's origin: %w", err)
+		return BucketState{}, false, fmt.Errorf("redis: read the watermark: %w", err)
 	}
-	if res == 1 {
-		s.log.Warn("subscription registry recreated or restored backwards: redis cache reset, replaying kv into it",
-			zap.Int64("origin", st.Origin), zap.Uint64("last_revision", st.Last))
-	}
-	return res == 1, nil
-}
-
-// rewound reports whether the bucket is no longer the one this watch began
-// on (origin), or its last revision is below seen, the newest revision the
-// watch applied; it then resets the cache unless another Syncer did, and
-// counts it.
-func (s *Syncer) rewound(ctx context.Context, origin int64, seen uint64) (bool, error) {
 	st, err := s.store.state(ctx)
 	if err != nil {
-		// NATS unreachable or the stream electing a leader: the watch
-		// notices an outage itself; check again at the next tick.
-		return false, nil
+		return BucketState{}, false, err
 	}
-	if st.Origin == origin && st.Last >= seen {
-		// The cache may still hold another Syncer's view of an older
-		// bucket, or a watermark from before a restore.
-		reset, err := s.checkBucket(ctx, st)
-		if reset {
-			s.cache.rewound.Add(1)
-			return true, err
+	res, err := checkBucketScript.Run(ctx, s.cache.rdb, []string{ReadyKey, WatermarkKey, SyncKey},
+		strconv.FormatInt(st.Origin, 10), strconv.FormatUint(st.Last, 10), wm).Int()
+	if err != nil {
+		return st, false, fmt.Errorf("redis: check the cache's origin: %w", err)
+	}
+	if res == 1 {
+		s.cache.rewound.Add(1)
+		s.log.Warn("subscription registry recreated or restored backwards: redis cache reset, replaying kv into it",
+			zap.Int64("origin", st.Origin), zap.Uint64("last_revision", st.Last), zap.String("watermark", wm))
+	}
+	return st, res == 1, nil
+}
+
+// rewound reports whether the cache had to be reset (checkBucket), or the
+// bucket is no longer the one this watch began on (origin), or its last
+// revision is below seen, the newest revision the watch applied or set as
+// the watermark (both before the bucket's state is read).
+func (s *Syncer) rewound(ctx context.Context, origin int64, seen uint64) (bool, error) {
+	st, reset, err := s.checkBucket(ctx)
+	if err != nil {
+		if st.Origin == 0 {
+			// NATS unreachable or the stream electing a leader: the
+			// watch notices an outage itself; check again at the next
+			// tick.
+			return false, nil
 		}
 		return false, err
+	}
+	if reset {
+		return true, nil
+	}
+	if st.Origin == origin && st.Last >= seen {
+		return false, nil
 	}
 	s.cache.rewound.Add(1)
 	s.log.Warn("subscription registry went back under this syncer's watch; watching again",
 		zap.Int64("origin", origin), zap.Int64("bucket_origin", st.Origin),
 		zap.Uint64("seen", seen), zap.Uint64("last_revision", st.Last))
-	if _, err := s.checkBucket(ctx, st); err != nil {
-		return true, err
-	}
 	return true, nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/hookline/hookline/pkg/stream"
 	"github.com/hookline/hookline/pkg/subscription"
@@ -261,4 +262,77 @@ func TestLookupDoesNotTrustAWatermarkBeyondTheBucket(t *testing.T) {
 	if _, err := e.cache.GetAt(ctx, "acme", "sub_gone", need); !errors.Is(err, subscription.ErrNotFound) {
 		t.Fatalf("GetAt(sub_gone) = %v; want ErrNotFound from the registry", err)
 	}
+}
+
+// A busy registry is no rewound one: two syncers follow a stream of
+// changes while matches keep asking them to check the bucket (each match
+// that finds the watermark beyond the last revision its Horizon read), and
+// neither resets the cache. (The check reads the watermark before the
+// bucket's last revision, so a change applied between the two reads cannot
+// pass for a rewind; the window is too short for this test to hit with the
+// reads the other way round, so it does not prove the order.)
+func TestBusyRegistryIsNotTakenForARewoundOne(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ctx := context.Background()
+	if _, err := e.store.Create(ctx, newSub("acme", "sub_a", "order.*")); err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	var caches []*subscription.Cache
+	done := make(chan error, 2)
+	for range 2 {
+		c := subscription.NewCache(e.rdb, e.store)
+		caches = append(caches, c)
+		s := subscription.NewSyncer(e.store, c, nil)
+		go func() { done <- s.Run(rctx) }()
+	}
+	t.Cleanup(func() {
+		cancel()
+		for range 2 {
+			<-done
+		}
+	})
+	e.awaitReady(t)
+	// Matches meanwhile: each that finds the watermark beyond the last
+	// revision its Horizon read has a syncer check the bucket, so there
+	// are many checks amid the changes.
+	h := subscription.NewHorizon(e.store)
+	lctx, stopLookups := context.WithCancel(ctx)
+	looked := make(chan struct{})
+	go func() {
+		defer close(looked)
+		for n := 0; lctx.Err() == nil; n++ {
+			need, err := h.Required(lctx)
+			if err != nil {
+				continue
+			}
+			_, _ = caches[n%2].ForEventAt(lctx, "acme", "order.paid", need)
+		}
+	}()
+	start := time.Now()
+	i := 0
+	for time.Since(start) < 2200*time.Millisecond { // two ticks of each syncer, and the matches' checks
+		setURL(t, e, "sub_a", "https://example.com/"+strconv.Itoa(i))
+		i++
+		// Paced, so that no syncer falls 256 changes behind (a watch
+		// stopped with its channel full leaves nats.go's callback
+		// blocked, which goleak reports).
+		time.Sleep(5 * time.Millisecond)
+	}
+	stopLookups()
+	<-looked
+	// Caught up before they stop (a watch stopped with a full channel
+	// leaves nats.go's callback blocked).
+	last, err := e.store.LastRevision(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the syncers caught up", func() bool { return e.watermark(t) == last })
+	for n, c := range caches {
+		if c.Rewound() != 0 {
+			t.Fatalf("syncer %d took a busy registry (%d changes) for a rewound one %d times", n, i, c.Rewound())
+		}
+	}
+	t.Logf("%d changes", i)
 }

@@ -172,16 +172,11 @@ func (s *Syncer) watch(ctx context.Context) (replayed bool, err error) {
 	// there at least (the replay's own revisions may be lower, when the
 	// newest records were purged). The bucket's origin says which bucket
 	// the cache's revisions must come from.
-	bucket, err := s.store.state(ctx)
+	bucket, _, err := s.checkBucket(ctx)
 	if err != nil {
 		return false, err
 	}
 	floor, origin := bucket.Last, bucket.Origin
-	if reset, err := s.checkBucket(ctx, bucket); err != nil {
-		return false, err
-	} else if reset {
-		s.cache.rewound.Add(1)
-	}
 	// One syncer at a time claims the right to mark the cache ready: when
 	// every syncer overwrote one token, several replaying at once (after a
 	// FLUSHALL) cancelled each other over and over. The others replay too
