@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -41,7 +42,7 @@ func startCluster(t *testing.T) []*server.Server {
 			ServerName: fmt.Sprintf("n%d", i+1), Host: "127.0.0.1", Port: -1,
 			JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true,
 			Cluster: server.ClusterOpts{Name: "r3", Host: "127.0.0.1", Port: p},
-			Routes:  server.RoutesFromStr(joinRoutes(routes)),
+			Routes:  server.RoutesFromStr(strings.Join(routes, ",")),
 		}
 		s, err := server.NewServer(o)
 		if err != nil {
@@ -60,17 +61,6 @@ func startCluster(t *testing.T) []*server.Server {
 		}
 	}
 	return servers
-}
-
-func joinRoutes(rs []string) string {
-	out := ""
-	for i, r := range rs {
-		if i > 0 {
-			out += ","
-		}
-		out += r
-	}
-	return out
 }
 
 func connectTo(t *testing.T, s *server.Server) (*nats.Conn, jetstream.JetStream) {
