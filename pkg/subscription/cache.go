@@ -102,6 +102,7 @@ type Cache struct {
 	log *zap.Logger
 
 	behind    atomic.Uint64 // lookups the watermark sent to the registry
+	rewound   atomic.Uint64 // times the bucket was found recreated or restored backwards
 	downUntil atomic.Int64  // unix nanos; Redis skipped until then (0: up)
 	lastLog   atomic.Int64  // unix nanos of the last fallback log line
 }
@@ -175,7 +176,9 @@ func (c *Cache) ForEventAt(ctx context.Context, tenant, eventType string, need u
 	}
 	all, ok := c.tenantFromRedis(ctx, tenant, need)
 	if !ok {
-		subs, err := c.store.List(ctx, tenant)
+		// A list read through a watch may come from a replica that has
+		// not applied need yet; ListAt's does not.
+		subs, err := c.store.ListAt(ctx, tenant, need)
 		if err != nil {
 			return nil, err
 		}
@@ -203,7 +206,7 @@ func (c *Cache) tenantFromRedis(ctx context.Context, tenant string, need uint64)
 	var hash *redis.MapStringStringCmd
 	var wm *redis.StringCmd
 	_, err := c.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		ready = p.HMGet(ctx, ReadyKey, ReadyAll, tenant)
+		ready = p.HMGet(ctx, ReadyKey, ReadyAll, tenant, ReadyOrigin)
 		hash = p.HGetAll(ctx, TenantKey(tenant))
 		wm = p.Get(ctx, WatermarkKey)
 		return nil
@@ -214,11 +217,11 @@ func (c *Cache) tenantFromRedis(ctx context.Context, tenant string, need uint64)
 	}
 	c.redisUp()
 	flags := ready.Val()
-	if len(flags) != 2 || flags[0] == nil {
+	if len(flags) != 3 || flags[0] == nil {
 		c.requestResync()
 		return nil, false
 	}
-	if !c.current(wm.Val(), need) {
+	if !c.current(wm.Val(), flags[2], need) {
 		return nil, false
 	}
 	if len(hash.Val()) == 0 && flags[1] != nil {
@@ -261,10 +264,10 @@ func (c *Cache) GetAt(ctx context.Context, tenant, id string, need uint64) (*hoo
 		return nil, ErrNotFound
 	}
 	if c.useRedis() {
-		var ready *redis.BoolCmd
+		var ready *redis.SliceCmd
 		var field, wm *redis.StringCmd
 		_, err := c.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-			ready = p.HExists(ctx, ReadyKey, ReadyAll)
+			ready = p.HMGet(ctx, ReadyKey, ReadyAll, ReadyOrigin)
 			field = p.HGet(ctx, TenantKey(tenant), id)
 			wm = p.Get(ctx, WatermarkKey)
 			return nil
@@ -272,12 +275,13 @@ func (c *Cache) GetAt(ctx context.Context, tenant, id string, need uint64) (*hoo
 		if err == nil || errors.Is(err, redis.Nil) {
 			c.redisUp()
 		}
+		flags := ready.Val()
 		switch {
 		case err != nil && !errors.Is(err, redis.Nil):
 			c.redisFailed(err)
-		case !ready.Val():
+		case len(flags) != 2 || flags[0] == nil:
 			c.requestResync()
-		case !c.current(wm.Val(), need):
+		case !c.current(wm.Val(), flags[1], need):
 		case field.Err() == nil:
 			_, sub, perr := c.parseEntry(tenant, id, field.Val())
 			if perr == nil {
@@ -302,9 +306,27 @@ func (c *Cache) GetAt(ctx context.Context, tenant, id string, need uint64) (*hoo
 }
 
 // current reports whether a Redis watermark (WatermarkKey's value) reaches
-// need; one that does not is counted, and the answer comes from the registry.
-func (c *Cache) current(wm string, need uint64) bool {
-	if need == 0 || parseWatermark(wm) >= need {
+// need, counted in the bucket the lookup's revision came from: the cache's
+// origin (ReadyOrigin's value, nil when absent) must be the one the store
+// read last (the Horizon's round for need read it), and the watermark no
+// higher than the last revision that read found. A watermark beyond it is
+// a change applied since (rare: the next round covers it) or a bucket
+// restored from an older backup under the cache (its origin unchanged);
+// either way the registry answers and a Syncer checks. A cache that is not
+// current is counted, and the answer comes from the registry.
+func (c *Cache) current(wm string, origin any, need uint64) bool {
+	if need == 0 {
+		return true
+	}
+	w := parseWatermark(wm)
+	if known, last := c.store.known(); known != 0 {
+		if o, _ := origin.(string); o != strconv.FormatInt(known, 10) || w > last {
+			c.behind.Add(1)
+			c.requestResync()
+			return false
+		}
+	}
+	if w >= need {
 		return true
 	}
 	c.behind.Add(1)

@@ -18,7 +18,11 @@
 //	                           that has a hash. A tenant listed here whose
 //	                           hash is missing was evicted: the lookup is
 //	                           "unknown" (answered from KV, "*" removed, the
-//	                           bucket replayed), never "no subscriptions"
+//	                           bucket replayed), never "no subscriptions";
+//	                           field "@origin" names the bucket (its stream's
+//	                           creation time) whose revisions the cache holds,
+//	                           "@wipe" marks a reset whose replay must wipe
+//	                           the tenant hashes first (see rewind.go)
 //	hookline:subs:sync         the replay token (a random nonce, SET NX with
 //	                           a lease renewed while the replay runs): one
 //	                           Syncer at a time may mark the cache ready, and

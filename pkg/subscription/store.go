@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync/atomic"
 
 	"github.com/hookline/hookline/pkg/stream"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
@@ -36,6 +37,11 @@ var (
 type Store struct {
 	js jetstream.JetStream
 	kv jetstream.KeyValue
+	// origin is the bucket stream's identity (BucketState.Origin) as the
+	// last LastRevision read it; 0 until then.
+	origin atomic.Int64
+	// last is the bucket's last revision as the last LastRevision read it.
+	last atomic.Uint64
 }
 
 // NewStore binds the bucket; it fails when the bucket does not exist.
@@ -175,8 +181,24 @@ func (s *Store) Get(ctx context.Context, id string) (*hooklinev1.Subscription, u
 // LastRevision is the newest revision of any subscription: no record can
 // have a higher one.
 func (s *Store) LastRevision(ctx context.Context) (uint64, error) {
-	return BucketLastRevision(ctx, s.kv)
+	st, err := s.state(ctx)
+	return st.Last, err
 }
+
+// state reads the bucket's state from its stream's leader and remembers
+// its origin.
+func (s *Store) state(ctx context.Context) (BucketState, error) {
+	st, err := ReadBucketState(ctx, s.kv)
+	if err == nil {
+		s.origin.Store(st.Origin)
+		s.last.Store(st.Last)
+	}
+	return st, err
+}
+
+// known is the bucket's origin and last revision as last read (origin 0:
+// not read yet).
+func (s *Store) known() (origin int64, last uint64) { return s.origin.Load(), s.last.Load() }
 
 func (s *Store) Count(ctx context.Context, tenant string) (int, error) {
 	if err := ValidateTenant(tenant); err != nil {
@@ -401,6 +423,7 @@ func (s *Store) leaderGet(ctx context.Context, tenant, id string) (*hooklinev1.S
 
 // leaderMsg is a message of the bucket's stream as STREAM.MSG.GET answers.
 type leaderMsg struct {
+	Subject  string `json:"subject"`
 	Sequence uint64 `json:"seq"`
 	Header   []byte `json:"hdrs"`
 	Data     []byte `json:"data"`

@@ -61,21 +61,29 @@ const replayLease = 15 * time.Second
 // there: a FLUSHALL or restart during the replay removes it, and the replay
 // must start over. It writes the ready field and every tenant it replayed,
 // drops tenants whose hash no longer exists, and gives the token up.
+// The cache's origin (ReadyOrigin) must be the bucket the replay read
+// (ARGV[3]), or absent (after a flush: it is set); another one means the
+// bucket changed under the replay, which starts over. Marking the cache
+// ready ends a reset's wipe (the claimer wiped before its replay).
 // Returns 1 when it marked the cache ready; 2 when the cache is ready
 // already (another syncer made it so); 3 when another syncer holds the
 // token (its replay will); 0 when nobody does (start over).
 //
-//	KEYS[1] token   KEYS[2] ready hash   ARGV[1] token   ARGV[2] TenantPrefix   ARGV[3…] tenants
+//	KEYS[1] token   KEYS[2] ready hash
+//	ARGV[1] token   ARGV[2] TenantPrefix   ARGV[3] origin   ARGV[4…] tenants
 var markReady = redis.NewScript(`
 local cur = redis.call('GET', KEYS[1])
+local o = redis.call('HGET', KEYS[2], '` + ReadyOrigin + `')
+if o and o ~= ARGV[3] then return 0 end
 if cur == ARGV[1] then
   for _, f in ipairs(redis.call('HKEYS', KEYS[2])) do
-    if f ~= '*' and redis.call('EXISTS', ARGV[2] .. f) == 0 then redis.call('HDEL', KEYS[2], f) end
+    if f ~= '*' and string.sub(f, 1, 1) ~= '@' and redis.call('EXISTS', ARGV[2] .. f) == 0 then redis.call('HDEL', KEYS[2], f) end
   end
-  for i = 3, #ARGV do
+  for i = 4, #ARGV do
     if redis.call('EXISTS', ARGV[2] .. ARGV[i]) == 1 then redis.call('HSET', KEYS[2], ARGV[i], '1') end
   end
-  redis.call('HSET', KEYS[2], '*', ARGV[1])
+  redis.call('HDEL', KEYS[2], '` + readyWipe + `')
+  redis.call('HSET', KEYS[2], '*', ARGV[1], '` + ReadyOrigin + `', ARGV[3])
   redis.call('DEL', KEYS[1])
   return 1
 end
@@ -133,7 +141,7 @@ func (s *Syncer) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		if errors.Is(err, errResync) || errors.Is(err, errRedisLostWrites) {
+		if errors.Is(err, errResync) || errors.Is(err, errRedisLostWrites) || errors.Is(err, errRegistryRewound) {
 			s.log.Info("subscription cache incomplete; replaying kv into redis")
 			backoff = syncBackoffMin
 			continue
@@ -159,20 +167,39 @@ func (s *Syncer) watch(ctx context.Context) (replayed bool, err error) {
 	if err != nil {
 		return false, err
 	}
+	// Every change up to the registry's last revision now is in the
+	// replay that follows: once it is applied the cache is current up to
+	// there at least (the replay's own revisions may be lower, when the
+	// newest records were purged). The bucket's origin says which bucket
+	// the cache's revisions must come from.
+	bucket, _, err := s.checkBucket(ctx)
+	if err != nil {
+		return false, err
+	}
+	floor, origin := bucket.Last, bucket.Origin
 	// One syncer at a time claims the right to mark the cache ready: when
 	// every syncer overwrote one token, several replaying at once (after a
 	// FLUSHALL) cancelled each other over and over. The others replay too
 	// (their writes are revision-guarded) and wait for the marker.
-	if err := s.cache.rdb.SetNX(ctx, SyncKey, token, replayLease).Err(); err != nil {
+	claimed, err := s.cache.rdb.SetNX(ctx, SyncKey, token, replayLease).Result()
+	if err != nil {
 		return false, fmt.Errorf("redis: claim replay token: %w", err)
 	}
-	// Every change up to the registry's last revision now is in the
-	// replay that follows: once it is applied the cache is current up to
-	// there at least (the replay's own revisions may be lower, when the
-	// newest records were purged).
-	floor, err := s.store.LastRevision(ctx)
-	if err != nil {
-		return false, err
+	if claimed {
+		// After a reset, or when the cache does not say which bucket its
+		// records come from (flushed, its ready hash evicted), the
+		// claimer wipes the tenant hashes before its watch begins: its
+		// replay then brings back every record, and no record of another
+		// bucket (a higher revision the guard would prefer) stays.
+		flags, err := s.cache.rdb.HMGet(ctx, ReadyKey, readyWipe, ReadyOrigin).Result()
+		if err != nil {
+			return false, fmt.Errorf("redis: read the wipe flag: %w", err)
+		}
+		if len(flags) != 2 || flags[0] != nil || flags[1] == nil {
+			if err := s.wipeTenants(ctx); err != nil {
+				return false, err
+			}
+		}
 	}
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -205,7 +232,7 @@ func (s *Syncer) watch(ctx context.Context) (replayed bool, err error) {
 				return replayed, errors.New("kv watcher closed")
 			}
 			if e == nil {
-				args := []any{token, TenantPrefix}
+				args := []any{token, TenantPrefix, strconv.FormatInt(origin, 10)}
 				for t := range tenants {
 					args = append(args, t)
 				}
@@ -245,10 +272,16 @@ func (s *Syncer) watch(ctx context.Context) (replayed bool, err error) {
 				}
 			}
 		case <-s.cache.resync:
+			if err := s.checkRewound(ctx, origin, max(seen, wm)); err != nil {
+				return replayed, err
+			}
 			if replayed && s.markerLost(ctx) {
 				return replayed, errResync
 			}
 		case <-tick.C:
+			if err := s.checkRewound(ctx, origin, max(seen, wm)); err != nil {
+				return replayed, err
+			}
 			if !replayed {
 				_ = renewClaim.Run(ctx, s.cache.rdb, []string{SyncKey}, token, replayLease.Milliseconds()).Err()
 			}
@@ -357,4 +390,14 @@ func newToken() (string, error) {
 		return "", fmt.Errorf("replay token: %w", err)
 	}
 	return hex.EncodeToString(b), nil
+}
+
+// checkRewound returns errRegistryRewound when the bucket is no longer
+// the one the watch began on (origin) or went below seen (see rewound).
+func (s *Syncer) checkRewound(ctx context.Context, origin int64, seen uint64) error {
+	back, err := s.rewound(ctx, origin, seen)
+	if back {
+		return errRegistryRewound
+	}
+	return err
 }

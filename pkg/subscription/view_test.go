@@ -123,8 +123,8 @@ func TestSeveralSyncersReplayOnceAfterFlush(t *testing.T) {
 	if replays > 2*syncers {
 		t.Fatalf("%d replays for %d syncers; want at most two each", replays, syncers)
 	}
-	if n, _ := e.rdb.HLen(ctx, subscription.ReadyKey).Result(); n != 51 {
-		t.Fatalf("ready hash has %d fields; want the ready field and 50 tenants", n)
+	if n, _ := e.rdb.HLen(ctx, subscription.ReadyKey).Result(); n != 52 {
+		t.Fatalf("ready hash has %d fields; want the ready field, the origin and 50 tenants", n)
 	}
 }
 

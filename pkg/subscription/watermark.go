@@ -94,7 +94,7 @@ func parseWatermark(v string) uint64 {
 // 1 KB) per MinRoundGap however many lookups there are. Measured without
 // the gap: one per round trip, 3,000–6,000/s for a busy deliverer.
 type Horizon struct {
-	last    func(context.Context) (uint64, error)
+	state   func(context.Context) (BucketState, error)
 	timeout time.Duration
 	gap     time.Duration
 
@@ -111,26 +111,39 @@ const MinRoundGap = time.Millisecond
 
 type horizonRound struct {
 	done    chan struct{}
-	rev     uint64
+	st      BucketState
 	err     error
 	waiters int
 }
 
 // NewHorizon returns a Horizon over the store's last revision.
 func NewHorizon(store *Store) *Horizon {
-	return newHorizon(store.LastRevision)
+	return &Horizon{state: store.state, timeout: 5 * time.Second, gap: MinRoundGap}
 }
 
 func newHorizon(last func(context.Context) (uint64, error)) *Horizon {
-	return &Horizon{last: last, timeout: 5 * time.Second, gap: MinRoundGap}
+	return &Horizon{state: func(ctx context.Context) (BucketState, error) {
+		n, err := last(ctx)
+		return BucketState{Last: n}, err
+	}, timeout: 5 * time.Second, gap: MinRoundGap}
 }
 
 // Required returns the revision a view must reach to answer a lookup that
 // began now. It fails when the registry cannot be asked (NATS down): then
 // no view can be proven current.
 func (h *Horizon) Required(ctx context.Context) (uint64, error) {
+	st, err := h.RequiredState(ctx)
+	return st.Last, err
+}
+
+// RequiredState is Required with the bucket's origin, read by the same
+// request: a view whose revisions count in another bucket (its watch began
+// before the bucket was deleted and created again) cannot answer, however
+// high its own revision, and a Last below the revision a view has seen
+// means the bucket was restored backwards (BucketState).
+func (h *Horizon) RequiredState(ctx context.Context) (BucketState, error) {
 	if h == nil {
-		return 0, nil
+		return BucketState{}, nil
 	}
 	h.mu.Lock()
 	if h.next == nil {
@@ -144,9 +157,9 @@ func (h *Horizon) Required(ctx context.Context) (uint64, error) {
 	h.mu.Unlock()
 	select {
 	case <-r.done:
-		return r.rev, r.err
+		return r.st, r.err
 	case <-ctx.Done():
-		return 0, ctx.Err()
+		return BucketState{}, ctx.Err()
 	}
 }
 
@@ -166,7 +179,7 @@ func (h *Horizon) start() {
 		h.next, h.began = nil, time.Now()
 		h.mu.Unlock()
 		ctx, cancel := context.WithTimeout(context.Background(), h.timeout)
-		r.rev, r.err = h.last(ctx)
+		r.st, r.err = h.state(ctx)
 		cancel()
 		close(r.done)
 		h.mu.Lock()
@@ -181,13 +194,34 @@ func (h *Horizon) start() {
 // BucketLastRevision is the newest revision of the subscriptions bucket kv
 // (the last sequence of its stream), read from the stream's leader.
 func BucketLastRevision(ctx context.Context, kv jetstream.KeyValue) (uint64, error) {
+	st, err := ReadBucketState(ctx, kv)
+	return st.Last, err
+}
+
+// BucketState is what a view must know of the subscriptions bucket to
+// tell whether its revisions still count from where the view's did.
+type BucketState struct {
+	// Last is the newest revision (the stream's last sequence).
+	Last uint64
+	// Origin identifies the bucket's stream: its creation time (unix
+	// nanoseconds). A bucket deleted and created again has another one,
+	// and its revisions start over from 1. A stream restored from a backup
+	// (nats stream restore) keeps the backed-up stream's creation time:
+	// its revisions went back without a new origin, which only Last below
+	// a revision the view already holds reveals.
+	Origin int64
+}
+
+// ReadBucketState reads the bucket's state from its stream's leader.
+func ReadBucketState(ctx context.Context, kv jetstream.KeyValue) (BucketState, error) {
 	st, err := kv.Status(ctx)
 	if err != nil {
-		return 0, fmt.Errorf("subscription registry status: %w", err)
+		return BucketState{}, fmt.Errorf("subscription registry status: %w", err)
 	}
 	b, ok := st.(*jetstream.KeyValueBucketStatus)
 	if !ok || b.StreamInfo() == nil {
-		return 0, errors.New("subscription registry status: no stream state")
+		return BucketState{}, errors.New("subscription registry status: no stream state")
 	}
-	return b.StreamInfo().State.LastSeq, nil
+	info := b.StreamInfo()
+	return BucketState{Last: info.State.LastSeq, Origin: info.Created.UnixNano()}, nil
 }

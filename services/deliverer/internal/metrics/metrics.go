@@ -192,3 +192,14 @@ func NewViewBehind(reg prometheus.Registerer, memo, redis func() uint64) {
 		}, func() float64 { return float64(n()) }))
 	}
 }
+
+// NewRegistryRewound registers hookline_subscription_registry_rewound_total:
+// the times this deliverer found the subscriptions bucket deleted and
+// created again, or restored from an older backup (its revisions went
+// back), and reset and replayed the Redis cache (subscription.Cache.Rewound).
+func NewRegistryRewound(reg prometheus.Registerer, n func() uint64) {
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "hookline_subscription_registry_rewound_total",
+		Help: "Times the subscriptions KV bucket was found recreated or restored backwards (revisions went back) and the Redis cache was reset and replayed.",
+	}, func() float64 { return float64(n()) }))
+}

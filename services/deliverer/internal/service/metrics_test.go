@@ -40,6 +40,7 @@ func instrumentedRegistry(t *testing.T) (*prometheus.Registry, map[string]string
 	metrics.New(rec, wire.DeadLetterReasons(), sender.Classes)
 	metrics.NewLag(rec)
 	metrics.NewViewBehind(rec, func() uint64 { return 0 }, func() uint64 { return 0 })
+	metrics.NewRegistryRewound(rec, func() uint64 { return 0 })
 	countBlocked(rec, func(string, string, syscall.RawConn) error { return nil })
 	cfg, err := config.Load(map[string]string{})
 	if err != nil {

@@ -138,6 +138,7 @@ func New(ctx context.Context, cfg config.Config, d Deps) (*Service, error) {
 	m := metrics.New(reg, wire.DeadLetterReasons(), sender.Classes)
 	lagMetrics := metrics.NewLag(reg)
 	metrics.NewViewBehind(reg, memo.Lagged, cache.Behind)
+	metrics.NewRegistryRewound(reg, cache.Rewound)
 	rec, err := attempt.NewRecorder(d.NATS, d.Log.Named("attempts"), m.AttemptRecordsFailed,
 		attempt.Options{Linger: cfg.AttemptLinger})
 	if err != nil {
