@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -61,9 +62,13 @@ type Scenario struct {
 	// Stored is how many messages DELIVERIES stored during the scenario
 	// (tasks, retries and deferrals): a delivery whose first attempt was
 	// made from dispatch and succeeded stores none.
-	Stored uint64            `json:"stored"`
-	CPU    map[string]CPUUse `json:"cpu"`
-	Error  string            `json:"error,omitempty"`
+	Stored uint64 `json:"stored"`
+	// Direct is what became of the first attempts dispatch made, or why
+	// it stored a task instead (hookline_direct_attempts_total by result,
+	// over the scenario).
+	Direct map[string]float64 `json:"direct,omitempty"`
+	CPU    map[string]CPUUse  `json:"cpu"`
+	Error  string             `json:"error,omitempty"`
 }
 
 // Mode is every scenario under one NATS sync setting.
@@ -187,6 +192,7 @@ func (r *Report) WriteTable(w io.Writer) {
 			fmt.Fprintf(tw, "%.3f\t\n", total)
 		}
 		_ = tw.Flush()
+		printDirect(w, m.Scenarios)
 		fmt.Fprint(w, "\npeak RSS (VmHWM):")
 		for _, p := range ProcOrder {
 			if v, ok := m.PeakRSS[p]; ok {
@@ -247,4 +253,29 @@ func (r *Report) WriteJSON(dir string) (string, error) {
 		return "", err
 	}
 	return path, os.WriteFile(path, append(b, '\n'), 0o644)
+}
+
+// printDirect lists, per scenario, what became of the first attempts
+// dispatch made and why it stored tasks instead.
+func printDirect(w io.Writer, scenarios []Scenario) {
+	header := false
+	for _, s := range scenarios {
+		if len(s.Direct) == 0 {
+			continue
+		}
+		if !header {
+			fmt.Fprintln(w, "\nfirst attempts from dispatch (hookline_direct_attempts_total by result)")
+			header = true
+		}
+		keys := make([]string, 0, len(s.Direct))
+		for k := range s.Direct {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		parts := make([]string, len(keys))
+		for i, k := range keys {
+			parts[i] = fmt.Sprintf("%s %.0f", k, s.Direct[k])
+		}
+		fmt.Fprintf(w, "  %s: %s\n", s.Name, strings.Join(parts, ", "))
+	}
 }

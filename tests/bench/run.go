@@ -3,6 +3,8 @@ package bench
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -551,6 +553,7 @@ func (r *rig) throughput(ctx context.Context, name, path string, events int, end
 		stopProfile = profile(ctx)
 	}
 	stored := r.storedTasks(ctx)
+	direct := r.directAttempts(ctx)
 	before := r.cpuSnapshot()
 	start := time.Now()
 	err := pub(ctx)
@@ -566,6 +569,7 @@ func (r *rig) throughput(ctx context.Context, name, path string, events int, end
 	}
 	after := r.cpuSnapshot()
 	s.Stored = r.storedTasks(ctx) - stored
+	s.Direct = since(r.directAttempts(ctx), direct)
 	if stopProfile != nil {
 		stopProfile()
 	}
@@ -736,6 +740,7 @@ func (r *rig) latency(ctx context.Context, path string) Scenario {
 func (r *rig) pacedScenario(ctx context.Context, s Scenario, ep *SinkEndpoint, rate int, d time.Duration,
 	send func(i int) error, finish func() error) Scenario {
 	stored := r.storedTasks(ctx)
+	direct := r.directAttempts(ctx)
 	before := r.cpuSnapshot()
 	start := time.Now()
 	sent, err := paced(ctx, rate, d, send)
@@ -749,6 +754,7 @@ func (r *rig) pacedScenario(ctx context.Context, s Scenario, ep *SinkEndpoint, r
 	}
 	s.CPU = cpuUse(before, r.cpuSnapshot(), sent)
 	s.Stored = r.storedTasks(ctx) - stored
+	s.Direct = since(r.directAttempts(ctx), direct)
 	if err != nil {
 		s.Error = err.Error()
 	}
@@ -774,6 +780,56 @@ func (r *rig) storedTasks(ctx context.Context) uint64 {
 		return 0
 	}
 	return info.State.LastSeq
+}
+
+// directAttempts sums hookline_direct_attempts_total by result over the
+// deliverers (nil when a deliverer's metrics cannot be read).
+func (r *rig) directAttempts(ctx context.Context) map[string]float64 {
+	out := map[string]float64{}
+	for _, d := range r.stack.Deliverers {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, d.URL()+"/metrics", nil)
+		if err != nil {
+			return nil
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return nil
+		}
+		body, err := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		if err != nil {
+			return nil
+		}
+		const prefix = `hookline_direct_attempts_total{result="`
+		for _, line := range strings.Split(string(body), "\n") {
+			rest, ok := strings.CutPrefix(line, prefix)
+			if !ok {
+				continue
+			}
+			result, value, ok := strings.Cut(rest, `"} `)
+			if !ok {
+				continue
+			}
+			if v, err := strconv.ParseFloat(value, 64); err == nil {
+				out[result] += v
+			}
+		}
+	}
+	return out
+}
+
+// since is after - before, per key, without the zeros.
+func since(after, before map[string]float64) map[string]float64 {
+	if after == nil || before == nil {
+		return nil
+	}
+	out := map[string]float64{}
+	for k, v := range after {
+		if d := v - before[k]; d != 0 {
+			out[k] = d
+		}
+	}
+	return out
 }
 
 // profiler returns a function that starts a CPU profile of a process for

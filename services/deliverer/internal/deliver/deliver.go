@@ -351,6 +351,10 @@ type job struct {
 	// head: the task is its ordering key's head (ordering.Head), so it
 	// skips the key's line from now on.
 	head bool
+	// wake is set for a first attempt from dispatch waiting in line (no
+	// message: its task is not stored): the slot handed to it, or nil when
+	// it leaves the line without one (dispatch then stores its task).
+	wake chan Slot
 }
 
 // Handle takes one task: it is attempted at once, waits in its
@@ -376,8 +380,13 @@ func (d *Deliverer) Handle(ctx context.Context, msg jetstream.Msg) {
 	}
 }
 
-// finish reports and settles a task and ends its keep-alive.
+// finish reports and settles a task and ends its keep-alive. A direct
+// attempt waiting in line is told to store its task instead.
 func (d *Deliverer) finish(ctx context.Context, j *job, v verdict) {
+	if j.wake != nil {
+		j.wake <- nil
+		return
+	}
 	d.report(&j.t, v)
 	d.settle(ctx, j, v)
 	j.stop()
@@ -597,6 +606,14 @@ func (d *Deliverer) resumeHead(ctx context.Context, id string, slot Slot) bool {
 	if j == nil {
 		<-d.lineSlots
 		return false
+	}
+	if j.wake != nil {
+		// A direct attempt waiting in dispatch: it attempts with the slot
+		// on its own goroutine.
+		<-d.lineSlots
+		d.m.AdmissionWait.Observe(time.Since(j.parkedAt).Seconds())
+		j.wake <- slot
+		return true
 	}
 	d.chains.Add(1)
 	go func() {

@@ -14,8 +14,10 @@ import (
 
 // Direct makes the first attempt of a delivery from dispatch, before any
 // task is stored, when the subscription's endpoint is known to be fast
-// here, nothing of it waits in line, a direct slot is free and admission
-// says yes now. It reports whether the delivery is settled: delivered, its
+// here, a direct slot is free and admission says yes now — or, when the
+// subscription's slots are all taken, once one is handed to it after a
+// short wait in the subscription's line (fewer than its cap ahead, at
+// most DirectWait), in arrival order behind the tasks waiting there. It reports whether the delivery is settled: delivered, its
 // retry scheduled (as the copy a failed task would leave), or
 // dead-lettered. When it is not, dispatch stores the task m as before and
 // the deliver stage takes it; nothing was attempted, unless a retry or a
@@ -37,12 +39,8 @@ func (d *Deliverer) Direct(ctx context.Context, m *nats.Msg, sub *hooklinev1.Sub
 	switch {
 	case d.direct == nil || d.stopping.Load():
 		return false
-	case !d.lines.Direct(id):
-		if d.lines.Waiting(id) {
-			d.m.Direct.WithLabelValues("line").Inc()
-		} else {
-			d.m.Direct.WithLabelValues("unmeasured_or_slow").Inc()
-		}
+	case !d.lines.Fast(id):
+		d.m.Direct.WithLabelValues("unmeasured_or_slow").Inc()
 		return false
 	}
 	select {
@@ -65,10 +63,22 @@ func (d *Deliverer) Direct(ctx context.Context, m *nats.Msg, sub *hooklinev1.Sub
 		d.m.Direct.WithLabelValues("not_ready").Inc()
 		return false
 	}
-	slot, _, err := d.o.Admission.Admit(ctx, tg.sub, d.limit(tg.sub))
-	if err != nil || slot == nil {
-		d.m.Direct.WithLabelValues("refused").Inc()
-		return false
+	var slot Slot
+	if !d.lines.Waiting(id) {
+		var ref Refusal
+		slot, ref, err = d.o.Admission.Admit(ctx, tg.sub, d.limit(tg.sub))
+		if err != nil || (slot == nil && ref.Wait > 0) {
+			// A rate limit, an open circuit: not a wait for a slot.
+			d.m.Direct.WithLabelValues("refused").Inc()
+			return false
+		}
+	}
+	if slot == nil {
+		// The subscription's slots are taken, or tasks wait for them:
+		// wait in line for one, when the line is short.
+		if slot = d.waitInLine(ctx, &t, tg); slot == nil {
+			return false
+		}
 	}
 	now := time.Now()
 	body := payload(tg.sub, &t, now)
@@ -94,6 +104,49 @@ func (d *Deliverer) Direct(ctx context.Context, m *nats.Msg, sub *hooklinev1.Sub
 	v := verdict{decision: tg.retry.Decide(res, 1), attempted: true, started: now, result: res}
 	d.report(&t, v)
 	return d.settleDirect(actx, &t, v)
+}
+
+// DirectWait bounds how long a first attempt from dispatch waits in its
+// subscription's line for a slot before dispatch stores its task instead.
+const DirectWait = time.Second
+
+// waitInLine parks a first attempt from dispatch at the end of its
+// subscription's line, when fewer than the subscription's cap wait there
+// (a wait of about one attempt), until a slot is handed to it (in arrival
+// order, behind the tasks waiting there) or DirectWait passes; nil when it
+// got none.
+func (d *Deliverer) waitInLine(ctx context.Context, t *task.Task, tg target) Slot {
+	id := tg.sub.GetId()
+	j := &job{t: *t, wake: make(chan Slot, 1), stop: func() {}}
+	joined, first := d.lines.JoinShort(id, j, d.limit(tg.sub))
+	if !joined {
+		d.m.Direct.WithLabelValues("line").Inc()
+		return nil
+	}
+	d.m.AdmissionParked.Inc()
+	if first {
+		// A slot may have been given back since admission said no, with
+		// nobody in line to pass it to.
+		d.kick(context.WithoutCancel(ctx), id)
+	}
+	timer := time.NewTimer(DirectWait)
+	defer timer.Stop()
+	var slot Slot
+	select {
+	case slot = <-j.wake:
+	case <-timer.C:
+		if d.lines.Remove(id, j) {
+			d.m.Direct.WithLabelValues("line").Inc()
+			return nil
+		}
+		// Taken from the line just now: its slot, or its dismissal, is
+		// on the way.
+		slot = <-j.wake
+	}
+	if slot == nil {
+		d.m.Direct.WithLabelValues("line").Inc()
+	}
+	return slot
 }
 
 // settleDirect stores what a first attempt made from dispatch leaves

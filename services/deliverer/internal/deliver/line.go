@@ -135,6 +135,23 @@ func (ls *lines) Join(id string, j *job, limit int, perSecond float64) (time.Dur
 	return ls.deferral(l, limit, perSecond), false
 }
 
+// JoinShort puts j at the end of id's line when fewer than limit tasks
+// wait in it (one round of the subscription's slots: a short wait), and
+// reports whether it did.
+func (ls *lines) JoinShort(id string, j *job, limit int) (joined, first bool) {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	l := ls.get(id)
+	if len(l.q) >= limit || ls.total >= ls.cfg.TotalMax {
+		return false, false
+	}
+	j.parkedAt = ls.cfg.Now()
+	l.q = append(l.q, j)
+	ls.total++
+	ls.busy[id] = l
+	return true, len(l.q) == 1
+}
+
 // room is how many tasks l may hold: what its endpoint is expected to
 // serve within MaxWait, at least MinPerCap × limit, at most PerLineMax.
 func (ls *lines) room(l *line, limit int, perSecond float64) int {
@@ -163,14 +180,14 @@ func (ls *lines) Waiting(id string) bool {
 	return l != nil && len(l.q) > 0
 }
 
-// Direct reports whether a task of id may be attempted from dispatch:
-// nothing waits in its line, and its attempts were measured here and are
-// fast (a moving average under FastAttempt).
-func (ls *lines) Direct(id string) bool {
+// Fast reports whether id's attempts were measured here and are fast (a
+// moving average under FastAttempt): a delivery to it may be attempted
+// from dispatch.
+func (ls *lines) Fast(id string) bool {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
 	l := ls.byID[id]
-	return l != nil && len(l.q) == 0 && l.avg > 0 && l.avg < FastAttempt
+	return l != nil && l.avg > 0 && l.avg < FastAttempt
 }
 
 // Pop takes the head of id's line (nil when empty).

@@ -42,8 +42,9 @@ type Metrics struct {
 // label: what became of a first attempt made from dispatch (delivered,
 // retry_scheduled, dead_lettered), or why a task was stored instead
 // (unmeasured_or_slow: the endpoint is not known to be fast here; line:
-// tasks of the subscription wait in line; busy: every direct slot is
-// taken; refused: admission said no; not_ready: the subscription's policy
+// its line was too long to wait in, or no slot came within the wait; busy: every direct slot is
+// taken; refused: admission said no for longer than a slot's wait (a rate
+// limit, an open circuit); not_ready: the subscription's policy
 // or secrets could not be resolved; fallback: a retry or dead letter could
 // not be stored, so the task was).
 var DirectResults = []string{"delivered", "retry_scheduled", "dead_lettered", "unmeasured_or_slow", "line", "busy", "refused", "not_ready", "fallback"}
