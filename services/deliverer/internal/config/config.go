@@ -44,11 +44,13 @@ type Config struct {
 	// whichever service starts last ensures the same streams.
 	Topology stream.Settings
 
-	DispatchWorkers int `env:"HOOKLINE_DISPATCH_WORKERS" envDefault:"64"`
-	// DirectMax: how many first attempts dispatch may make at once without
-	// storing a task, for endpoints measured fast here (0: none; every
-	// delivery is stored as a task first).
-	DirectMax int `env:"HOOKLINE_DIRECT_MAX" envDefault:"32"`
+	DispatchWorkers int `env:"HOOKLINE_DISPATCH_WORKERS" envDefault:"128"`
+	// DirectMax: how many first attempts dispatch may make (or wait in
+	// line for) at once without storing a task, for endpoints measured fast
+	// here (0: none; every delivery is stored as a task first). Half the
+	// dispatch workers by default: the other half always fan out, so that
+	// one subscription's burst never holds all of dispatch.
+	DirectMax int `env:"HOOKLINE_DIRECT_MAX" envDefault:"64"`
 	// GroupCommit stores the tasks of events dispatched together, and the
 	// delivery states written together, as JetStream atomic batches: a
 	// single nats-server with sync_interval: always then fsyncs once per

@@ -140,9 +140,9 @@ type Options struct {
 	RetryDelay time.Duration
 	// Timeout bounds the NATS work of settling one task (default 10s).
 	Timeout time.Duration
-	// DirectMax bounds the first attempts dispatch makes at once without
-	// storing a task (Direct; default 32); negative: none, every delivery
-	// goes through a task.
+	// DirectMax bounds the first attempts dispatch makes (or waits in line
+	// for) at once without storing a task (Direct; default 64); negative:
+	// none, every delivery goes through a task.
 	DirectMax int
 }
 
@@ -259,7 +259,7 @@ func New(d Deps, o Options) *Deliverer {
 		d.Floor = fannedOut{}
 	}
 	if o.DirectMax == 0 {
-		o.DirectMax = 32
+		o.DirectMax = 64
 	}
 	var direct chan struct{}
 	if o.DirectMax > 0 {

@@ -16,8 +16,8 @@ import (
 // task is stored, when the subscription's endpoint is known to be fast
 // here, a direct slot is free and admission says yes now — or, when the
 // subscription's slots are all taken, once one is handed to it after a
-// short wait in the subscription's line (fewer than its cap ahead, at
-// most DirectWait), in arrival order behind the tasks waiting there. It reports whether the delivery is settled: delivered, its
+// short wait in the subscription's line (fewer than twice its cap
+// ahead, at most DirectWait), in arrival order behind the tasks waiting there. It reports whether the delivery is settled: delivered, its
 // retry scheduled (as the copy a failed task would leave), or
 // dead-lettered. When it is not, dispatch stores the task m as before and
 // the deliver stage takes it; nothing was attempted, unless a retry or a
@@ -111,14 +111,14 @@ func (d *Deliverer) Direct(ctx context.Context, m *nats.Msg, sub *hooklinev1.Sub
 const DirectWait = time.Second
 
 // waitInLine parks a first attempt from dispatch at the end of its
-// subscription's line, when fewer than the subscription's cap wait there
-// (a wait of about one attempt), until a slot is handed to it (in arrival
+// subscription's line, when fewer than twice the subscription's cap wait
+// there (a wait of about two attempts), until a slot is handed to it (in arrival
 // order, behind the tasks waiting there) or DirectWait passes; nil when it
 // got none.
 func (d *Deliverer) waitInLine(ctx context.Context, t *task.Task, tg target) Slot {
 	id := tg.sub.GetId()
 	j := &job{t: *t, wake: make(chan Slot, 1), stop: func() {}}
-	joined, first := d.lines.JoinShort(id, j, d.limit(tg.sub))
+	joined, first := d.lines.JoinShort(id, j, 2*d.limit(tg.sub))
 	if !joined {
 		d.m.Direct.WithLabelValues("line").Inc()
 		return nil

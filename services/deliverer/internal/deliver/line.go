@@ -136,7 +136,7 @@ func (ls *lines) Join(id string, j *job, limit int, perSecond float64) (time.Dur
 }
 
 // JoinShort puts j at the end of id's line when fewer than limit tasks
-// wait in it (one round of the subscription's slots: a short wait), and
+// wait in it (a short wait: a few rounds of the subscription's slots), and
 // reports whether it did.
 func (ls *lines) JoinShort(id string, j *job, limit int) (joined, first bool) {
 	ls.mu.Lock()

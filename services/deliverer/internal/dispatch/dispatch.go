@@ -67,9 +67,10 @@ var (
 
 // Options tune the stage.
 type Options struct {
-	// Workers handle events in parallel (default 64). Each waits for its
-	// tasks' publish acks, so the count bounds the fan-out rate of 1×1
-	// traffic: 8 held `make bench` 1×1 to about 1,700 deliveries/s.
+	// Workers handle events in parallel (default 128). Each waits for its
+	// tasks' publish acks, or its first attempts (Direct), so the count
+	// bounds the fan-out rate of 1×1 traffic: 8 held `make bench` 1×1 to
+	// about 1,700 deliveries/s.
 	Workers int
 	// Timeout bounds the handling of one event: lookup, publishes and
 	// their acks (default 10s).
@@ -117,7 +118,7 @@ type Deps struct {
 // New builds the stage.
 func New(d Deps, o Options) *Dispatcher {
 	if o.Workers <= 0 {
-		o.Workers = 64
+		o.Workers = 128
 	}
 	if o.Timeout <= 0 {
 		o.Timeout = 10 * time.Second
@@ -142,9 +143,10 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		}
 		return fmt.Errorf("dispatch consumer: %w", err)
 	}
-	// Buffered messages' AckWait is already running: buffer about two per
-	// worker, enough to keep them busy.
-	it, err := cons.Messages(pool.Pull(2 * d.o.Workers)...)
+	// Buffered messages' AckWait is already running: buffer one per
+	// worker, enough to keep them busy (each holds its event for its
+	// tasks' publish acks or a first attempt).
+	it, err := cons.Messages(pool.Pull(d.o.Workers)...)
 	if err != nil {
 		return fmt.Errorf("dispatch messages: %w", err)
 	}

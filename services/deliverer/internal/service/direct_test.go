@@ -14,6 +14,7 @@ import (
 	"github.com/hookline/hookline/pkg/stream"
 	"github.com/hookline/hookline/pkg/wire"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
+	"github.com/hookline/hookline/services/deliverer/internal/metrics"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
@@ -167,5 +168,49 @@ func TestSlotHandedOnByADirectAttemptOutlivesIt(t *testing.T) {
 		if c := count(fmt.Sprintf("evt_line_%d", i)); c != 1 {
 			t.Errorf("evt_line_%d received %d times, want once", i, c)
 		}
+	}
+}
+
+// A burst to a subscription at its in-flight cap waits in its line for
+// slots from dispatch rather than storing a task per delivery: every event
+// delivered once, and most without a task.
+func TestBurstWaitsInLineInsteadOfStoringTasks(t *testing.T) {
+	t.Parallel()
+	e := start(t, nil)
+	rcv := newReceiver(t, always(http.StatusOK))
+	sub, _ := e.subscribe(t, rcv.URL(), "order.created")
+	// A small cap, so that the burst finds the subscription's slots taken.
+	e.update(t, sub.GetId(), func(s *hooklinev1.Subscription) { s.MaxInFlight = 2 })
+	e.publish(t, "order.created", "evt_warm", `{}`)
+	eventually(t, await, "the endpoint measured", func() bool { return rcv.count() == 1 })
+	eventually(t, await, "pipeline idle", func() bool { return e.idle(t) })
+	tasksBefore := testutil.ToFloat64(e.svc.Metrics.TasksPublished)
+
+	const n = 200
+	for i := range n {
+		e.publish(t, "order.created", fmt.Sprintf("evt_burst_%03d", i), `{}`)
+	}
+	eventually(t, await, "every event delivered", func() bool { return rcv.count() >= n+1 })
+	eventually(t, await, "pipeline idle", func() bool { return e.idle(t) })
+	if ids := rcv.ids(); len(ids) != n+1 {
+		t.Fatalf("%d requests for %d events", len(ids), n+1)
+	}
+	seen := map[string]bool{}
+	for _, id := range rcv.ids() {
+		if seen[id] {
+			t.Fatalf("%s received twice", id)
+		}
+		seen[id] = true
+	}
+	tasks := testutil.ToFloat64(e.svc.Metrics.TasksPublished) - tasksBefore
+	if tasks > n/10 {
+		why := map[string]float64{}
+		for _, r := range metrics.DirectResults {
+			why[r] = testutil.ToFloat64(e.svc.Metrics.Direct.WithLabelValues(r))
+		}
+		t.Fatalf("%g of %d deliveries stored a task (direct attempts: %v); want most delivered from dispatch after a wait in line", tasks, n, why)
+	}
+	if p := testutil.ToFloat64(e.svc.Metrics.AdmissionParked); p == 0 {
+		t.Fatal("nothing waited in line: the test proves nothing")
 	}
 }
