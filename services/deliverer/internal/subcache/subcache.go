@@ -44,9 +44,24 @@
 // runs are applied to the answer before it is stored (a fetch is
 // registered per tenant), and an answer fetched across a restart of the
 // watch is not stored (a generation counter); entries expire after TTL as
-// a safety net. Errors and "not found" are never memoised. Current(rev)
-// tells a writer when its change is seen. Callers must treat the returned
-// subscriptions as read-only: they are shared.
+// a safety net. Errors and "not found" are never memoised.
+//
+// Revisions count in one bucket: a bucket deleted and created again, or
+// restored from an older backup, counts them again from lower down, and
+// the memo's watch goes on without an error, reporting none of the new
+// bucket's changes below the old revisions (while seen, the old bucket's,
+// is above every revision a lookup then needs). So the memo remembers the
+// origin of the bucket its watch began on (subscription.BucketState), and
+// checks it against the state the Horizon read for each lookup that asks
+// it, and every CheckEvery: when the origin differs, or the bucket's last
+// revision is below what the watch had reported before the state was read,
+// the memo stops answering at once, drops everything it holds, and watches
+// the registry's bucket again, starting seen at its last revision; lookups
+// go to the next cache (which detects the same itself) meanwhile, counted
+// in Rewound.
+//
+// Current(rev) tells a writer when its change is seen. Callers must treat
+// the returned subscriptions as read-only: they are shared.
 package subcache
 
 import (
@@ -76,7 +91,10 @@ const (
 	// CatchUp is how long a lookup waits for the watch to report the
 	// revision it needs before it asks the next cache and has the watch
 	// restarted.
-	CatchUp         = 250 * time.Millisecond
+	CatchUp = 250 * time.Millisecond
+	// CheckEvery is how often the memo checks, lookups or not, that the
+	// bucket it watches is still the one the registry holds (Run).
+	CheckEvery      = time.Second
 	watchBackoffMin = 100 * time.Millisecond
 	watchBackoffMax = 5 * time.Second
 )
@@ -88,10 +106,19 @@ type Source interface {
 	GetAt(ctx context.Context, tenant, id string, need uint64) (*hooklinev1.Subscription, error)
 }
 
-// Horizon gives the revision a lookup that begins now must see
-// (subscription.Horizon).
+// Horizon gives the revision a lookup that begins now must see, with the
+// origin of the bucket it counts in (subscription.Horizon).
 type Horizon interface {
-	Required(ctx context.Context) (uint64, error)
+	RequiredState(ctx context.Context) (subscription.BucketState, error)
+}
+
+// bucketWatch is one watch of the bucket: the origin of the bucket it
+// began on, and whether it was found to follow another bucket than the
+// registry's (a recreated or restored-backwards bucket's predecessor).
+type bucketWatch struct {
+	origin int64
+	gone   atomic.Bool
+	stop   chan struct{} // closed when gone is set
 }
 
 type forEventEntry struct {
@@ -145,7 +172,14 @@ type Memo struct {
 	// epoch is the connection's reconnect count when the watch replayed.
 	epoch atomic.Uint64
 	gen   atomic.Uint64 // bumped whenever the memo is emptied
-	seen  atomic.Uint64 // newest KV revision the watch reported
+	// seen is the newest KV revision the current watch reported; a watch
+	// starts it at the bucket's last revision when it begins (lower than
+	// before when the bucket went back).
+	seen atomic.Uint64
+	// cur is the current watch: set (after seen) when a watch begins, nil
+	// once it ended; never the same watch again.
+	cur     atomic.Pointer[bucketWatch]
+	rewound atomic.Uint64 // watches found on another bucket than the registry's
 	// lagUntil (unix nanos): a lookup waited CatchUp in vain; until then
 	// lookups the memo cannot answer do not wait for it.
 	lagUntil atomic.Int64
@@ -190,14 +224,18 @@ func New(next Source, kv jetstream.KeyValue, log *zap.Logger, opts ...Option) *M
 func (m *Memo) Run(ctx context.Context) error {
 	m.interrupted = natsconn.Interruptions(ctx, m.conn)
 	backoff := watchBackoffMin
+	var prev *bucketWatch
 	for {
-		err := m.watch(ctx)
+		err := m.watch(ctx, prev)
 		m.watching.Store(false)
+		if w := m.cur.Swap(nil); w != nil {
+			prev = w
+		}
 		m.clear()
 		if ctx.Err() != nil {
 			return nil
 		}
-		if errors.Is(err, errInterrupted) || errors.Is(err, errLagging) {
+		if errors.Is(err, errInterrupted) || errors.Is(err, errLagging) || errors.Is(err, errRewound) {
 			backoff = watchBackoffMin
 		}
 		m.log.Warn("subscription memo watch interrupted; lookups go to redis meanwhile", zap.Error(err), zap.Duration("backoff", backoff))
@@ -210,26 +248,52 @@ func (m *Memo) Run(ctx context.Context) error {
 	}
 }
 
-func (m *Memo) watch(ctx context.Context) error {
+// watch watches the bucket until the watch breaks, is found lagging or on
+// another bucket than the registry's, or ctx ends; prev is the watch before
+// (nil for the first).
+func (m *Memo) watch(ctx context.Context, prev *bucketWatch) error {
 	// The watch reads every change after floor, the bucket's last revision
 	// before it began: the memo starts empty, and the next cache, asked
 	// at floor at least, holds every change up to there. The changes
 	// already made when the watch began end with a nil entry, and the memo
 	// is used from then on, empty: it is current for every revision they
-	// reached, and for floor.
-	floor, err := subscription.BucketLastRevision(ctx, m.kv)
+	// reached, and for floor. seen starts at floor: below what the watch
+	// before reported when the bucket went back (the memo was bypassed and
+	// emptied since that watch ended), so that a lookup needing a revision
+	// of the new bucket waits for this watch to report it.
+	st, err := subscription.ReadBucketState(ctx, m.kv)
 	if err != nil {
 		return err
+	}
+	floor := st.Last
+	if prev != nil && !prev.gone.Load() && (prev.origin != st.Origin || floor < m.seen.Load()) {
+		m.rewound.Add(1)
+		m.log.Warn("subscription registry recreated or restored backwards while the memo watched again; watching the new bucket",
+			zap.Int64("origin", prev.origin), zap.Int64("bucket_origin", st.Origin),
+			zap.Uint64("seen", m.seen.Load()), zap.Uint64("last_revision", floor))
 	}
 	select {
 	case <-m.restart: // a request from the watch being replaced
 	default:
 	}
+	bw := &bucketWatch{origin: st.Origin, stop: make(chan struct{})}
+	m.seen.Store(floor)
+	m.cur.Store(bw)
 	w, err := m.kv.WatchAll(ctx, jetstream.ResumeFromRevision(floor+1))
 	if err != nil {
 		return err
 	}
 	defer func() { _ = w.Stop() }()
+	pctx, cancel := context.WithCancel(ctx)
+	patrolled := make(chan struct{})
+	go func() {
+		defer close(patrolled)
+		m.patrol(pctx, bw)
+	}()
+	defer func() {
+		cancel()
+		<-patrolled
+	}()
 	for {
 		select {
 		case <-ctx.Done():
@@ -238,6 +302,8 @@ func (m *Memo) watch(ctx context.Context) error {
 			return errInterrupted
 		case <-m.restart:
 			return errLagging
+		case <-bw.stop:
+			return errRewound
 		case e, ok := <-w.Updates():
 			if !ok {
 				return errWatchClosed
@@ -253,6 +319,74 @@ func (m *Memo) watch(ctx context.Context) error {
 		}
 	}
 }
+
+// patrol checks every CheckEvery that watch w still follows the registry's
+// bucket (check), until ctx ends or w is found not to: a lookup that
+// carries the revision it needs (a delivery's) asks no Horizon when the
+// memo has seen that revision, as it has every revision of a bucket
+// created again, so matches alone would not notice the bucket went back
+// while only deliveries run.
+func (m *Memo) patrol(ctx context.Context, w *bucketWatch) {
+	t := time.NewTicker(CheckEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-w.stop:
+			return
+		case <-t.C:
+		}
+		seen := m.seen.Load()
+		var st subscription.BucketState
+		var err error
+		if m.horizon != nil {
+			st, err = m.horizon.RequiredState(ctx) // shares the matches' requests
+		} else {
+			rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			st, err = subscription.ReadBucketState(rctx, m.kv)
+			cancel()
+		}
+		if err != nil {
+			continue // NATS unreachable: the watch notices an outage itself
+		}
+		m.check(w, seen, st)
+	}
+}
+
+// check compares the bucket's state st, read after seen was read (while
+// watch w was the memo's), with what w follows: when st names another
+// bucket (it was deleted and created again), or its last revision is below
+// seen (restored from an older backup), w follows a bucket that is gone
+// (its watch goes on without an error, and reports none of the new
+// bucket's changes below the old revisions). The memo then stops answering
+// at once, drops what it holds, and has w replaced by a watch of the
+// registry's bucket (which starts seen again, at its last revision);
+// lookups go to the next cache meanwhile. A state of unknown origin (0)
+// is checked by its revision alone.
+func (m *Memo) check(w *bucketWatch, seen uint64, st subscription.BucketState) {
+	if w == nil || m.cur.Load() != w {
+		return // another watch since seen was read: its seen is not w's
+	}
+	if (st.Origin == 0 || st.Origin == w.origin) && st.Last >= seen {
+		return
+	}
+	if !w.gone.CompareAndSwap(false, true) {
+		return
+	}
+	m.clear()
+	close(w.stop)
+	m.wake() // the lookups waiting for the watch: it will not report their revision
+	m.rewound.Add(1)
+	m.log.Warn("subscription registry recreated or restored backwards: memo emptied, watching the new bucket; lookups go to redis meanwhile",
+		zap.Int64("origin", w.origin), zap.Int64("bucket_origin", st.Origin),
+		zap.Uint64("seen", seen), zap.Uint64("last_revision", st.Last))
+}
+
+// Rewound is how many times the memo found its watch following another
+// bucket than the registry's (deleted and created again, or restored from
+// an older backup), and dropped what it held and watched again.
+func (m *Memo) Rewound() uint64 { return m.rewound.Load() }
 
 // changed records a change the watch reported: revision rev of key, with
 // its operation and value.
@@ -420,6 +554,9 @@ func (m *Memo) caughtUp(ctx context.Context, need uint64) bool {
 		if m.seen.Load() >= need {
 			return m.trusted()
 		}
+		if m.rewinding() {
+			return false
+		}
 		select {
 		case <-ch:
 		case <-ctx.Done():
@@ -452,7 +589,7 @@ func (m *Memo) reconnects() uint64 {
 // asynchronously, and a lookup right after a reconnect must not be
 // answered from before it while they are on their way.
 func (m *Memo) trusted() bool {
-	if !m.watching.Load() {
+	if !m.watching.Load() || m.rewinding() {
 		return false
 	}
 	if m.conn == nil {
@@ -461,12 +598,19 @@ func (m *Memo) trusted() bool {
 	return m.conn.Status() == nats.CONNECTED && m.conn.Stats().Reconnects == m.epoch.Load()
 }
 
+// rewinding reports whether the current watch was found on another bucket
+// than the registry's (check) and is being replaced.
+func (m *Memo) rewinding() bool {
+	w := m.cur.Load()
+	return w != nil && w.gone.Load()
+}
+
 // Current reports whether lookups now reflect the subscription change at
 // KV revision rev, once the next cache holds it: the watch has reported rev
 // (and the memo applied it), or the memo is bypassed. A writer that needs
 // its own change seen (the tests; a read-your-writes check) waits for it.
 func (m *Memo) Current(rev uint64) bool {
-	return !m.watching.Load() || m.seen.Load() >= rev
+	return !m.watching.Load() || m.rewinding() || m.seen.Load() >= rev
 }
 
 type watchError string
@@ -477,6 +621,7 @@ const (
 	errWatchClosed = watchError("kv watcher closed")
 	errInterrupted = watchError("nats connection dropped or reconnected: watching again")
 	errLagging     = watchError("watch did not report a revision the registry has: watching again")
+	errRewound     = watchError("subscription registry recreated or restored backwards: watching the new bucket")
 )
 
 func (m *Memo) clear() {
@@ -504,13 +649,21 @@ func (m *Memo) ForEvent(ctx context.Context, tenant, eventType string) (subs []*
 	return subs, need, err
 }
 
-// required is the registry revision a lookup that begins now must see.
+// required is the registry revision a lookup that begins now must see. The
+// same request names the bucket that revision counts in: the memo checks
+// that its watch follows that bucket (check), with seen read before the
+// request was sent, so that a lookup right after the bucket was recreated
+// or restored backwards is answered by the next cache, never from the
+// bucket before.
 func (m *Memo) required(ctx context.Context) (uint64, error) {
-	need, err := m.horizon.Required(ctx)
+	w := m.cur.Load()
+	seen := m.seen.Load()
+	st, err := m.horizon.RequiredState(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("subscription registry revision: %w", err)
 	}
-	return need, nil
+	m.check(w, seen, st)
+	return st.Last, nil
 }
 
 func (m *Memo) forEvent(ctx context.Context, tenant, eventType string, need uint64) ([]*hooklinev1.Subscription, error) {
@@ -564,7 +717,7 @@ func (m *Memo) Get(ctx context.Context, tenant, id string, need uint64) (*hookli
 		// can reach such a revision; waiting for it would cost CatchUp, a
 		// restarted watch and a read of the KV leader on every attempt. The
 		// registry's last revision is as current as any view can be.
-		if last, err := m.horizon.Required(ctx); err == nil {
+		if last, err := m.required(ctx); err == nil {
 			need = min(need, last)
 		}
 	}

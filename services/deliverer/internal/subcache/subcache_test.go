@@ -288,12 +288,12 @@ func TestMemoBehindTheNeededRevisionAsksTheNextCache(t *testing.T) {
 	inUse(t, m, src)
 }
 
-// bucketHorizon is the registry's last revision, as
+// bucketHorizon is the registry's state (last revision and origin), as
 // subscription.Horizon reads it (one request per call here).
 type bucketHorizon struct{ kv jetstream.KeyValue }
 
-func (h bucketHorizon) Required(ctx context.Context) (uint64, error) {
-	return subscription.BucketLastRevision(ctx, h.kv)
+func (h bucketHorizon) RequiredState(ctx context.Context) (subscription.BucketState, error) {
+	return subscription.ReadBucketState(ctx, h.kv)
 }
 
 // A task whose revision header is beyond anything the registry holds (a
