@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
@@ -37,12 +38,14 @@ const readyWipe = "@wipe"
 // (ARGV[3]) is beyond that revision (ARGV[2]) and still in place. Read in
 // that order, a watermark beyond the last revision proves the revisions
 // went back (a change applied in between only raises the watermark after
-// the read). It deletes the ready hash, the watermark and any replay
-// claim, and records the new origin with the wipe flag. A ready cache
+// the read). It lists the tenants whose hashes the ready hash names in
+// the wipe list (KEYS[4]), deletes the ready hash, the watermark and any
+// replay claim, and records the new origin with the wipe flag. A ready cache
 // without an origin (written by an older version) adopts the bucket's.
 // Returns 1 when it reset the cache, else 0.
 //
 //	KEYS[1] ready hash   KEYS[2] watermark   KEYS[3] replay token
+//	KEYS[4] wipe list
 var checkBucketScript = redis.NewScript(`
 local function older(a, b)
   return #a < #b or (#a == #b and a < b)
@@ -50,6 +53,11 @@ end
 local o = redis.call('HGET', KEYS[1], '` + ReadyOrigin + `')
 local wm = redis.call('GET', KEYS[2]) or '0'
 if (o and o ~= ARGV[1]) or (older(ARGV[2], ARGV[3]) and wm == ARGV[3]) then
+  for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
+    if f ~= '*' and string.sub(f, 1, 1) ~= '@' then
+      redis.call('HSET', KEYS[4], f, '1')
+    end
+  end
   redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
   redis.call('HSET', KEYS[1], '` + ReadyOrigin + `', ARGV[1], '` + readyWipe + `', '1')
   return 1
@@ -79,7 +87,7 @@ func (s *Syncer) checkBucket(ctx context.Context) (BucketState, bool, error) {
 	if err != nil {
 		return BucketState{}, false, err
 	}
-	res, err := checkBucketScript.Run(ctx, s.cache.rdb, []string{ReadyKey, WatermarkKey, SyncKey},
+	res, err := checkBucketScript.Run(ctx, s.cache.rdb, []string{ReadyKey, WatermarkKey, SyncKey, wipeListKey},
 		strconv.FormatInt(st.Origin, 10), strconv.FormatUint(st.Last, 10), wm).Int()
 	if err != nil {
 		return st, false, fmt.Errorf("redis: check the cache's origin: %w", err)
@@ -120,40 +128,46 @@ func (s *Syncer) rewound(ctx context.Context, origin int64, seen uint64) (bool, 
 	return true, nil
 }
 
-// wipeTenants deletes every tenant hash before a replay that will mark the
-// cache ready, when their records may carry revisions of another bucket
-// (which the revision guard would prefer to the new ones).
+// wipeListKey is a hash naming (as fields) the tenants whose hashes a
+// reset found in the ready hash: the wipe before the next replay deletes
+// them. A list, not a SCAN of the keyspace: the services' Redis users may
+// not enumerate keys (deploy/security/users.acl).
+const wipeListKey = "hookline:subs:wipe"
+
+// wipeTenants deletes the tenant hashes a reset listed, and those the
+// ready hash names, before a replay that will mark the cache ready, when
+// their records may carry revisions of another bucket (which the revision
+// guard would prefer to the new ones).
 func (s *Syncer) wipeTenants(ctx context.Context) error {
-	it := s.cache.rdb.Scan(ctx, 0, TenantPrefix+"*", 1000).Iterator()
-	batch := make([]string, 0, 500)
-	n := 0
-	flush := func() error {
-		if len(batch) == 0 {
-			return nil
-		}
-		if err := s.cache.rdb.Unlink(ctx, batch...).Err(); err != nil {
-			return err
-		}
-		n += len(batch)
-		batch = batch[:0]
-		return nil
-	}
-	for it.Next(ctx) {
-		batch = append(batch, it.Val())
-		if len(batch) == cap(batch) {
-			if err := flush(); err != nil {
-				return fmt.Errorf("redis: wipe tenant hashes: %w", err)
-			}
-		}
-	}
-	if err := it.Err(); err != nil {
+	listed, err := s.cache.rdb.HKeys(ctx, wipeListKey).Result()
+	if err != nil {
 		return fmt.Errorf("redis: wipe tenant hashes: %w", err)
 	}
-	if err := flush(); err != nil {
+	named, err := s.cache.rdb.HKeys(ctx, ReadyKey).Result()
+	if err != nil {
 		return fmt.Errorf("redis: wipe tenant hashes: %w", err)
 	}
-	if n > 0 {
-		s.log.Info("subscription cache wiped before a replay (reset, flushed or evicted)", zap.Int("tenant_hashes", n))
+	seen := map[string]bool{}
+	var keys []string
+	for _, t := range append(listed, named...) {
+		if t == ReadyAll || strings.HasPrefix(t, "@") || seen[t] {
+			continue
+		}
+		seen[t] = true
+		keys = append(keys, TenantKey(t))
+	}
+	for len(keys) > 0 {
+		batch := keys[:min(len(keys), 500)]
+		keys = keys[len(batch):]
+		if err := s.cache.rdb.Del(ctx, batch...).Err(); err != nil {
+			return fmt.Errorf("redis: wipe tenant hashes: %w", err)
+		}
+	}
+	if err := s.cache.rdb.Del(ctx, wipeListKey).Err(); err != nil {
+		return fmt.Errorf("redis: wipe tenant hashes: %w", err)
+	}
+	if len(seen) > 0 {
+		s.log.Info("subscription cache wiped before a replay (reset, flushed or evicted)", zap.Int("tenant_hashes", len(seen)))
 	}
 	return nil
 }

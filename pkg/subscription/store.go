@@ -218,7 +218,7 @@ func (s *Store) scan(ctx context.Context, filter string, opts ...jetstream.Watch
 	if err != nil {
 		return nil, err
 	}
-	defer func() { _ = w.Stop() }()
+	defer StopWatch(w)
 	var out []jetstream.KeyValueEntry
 	for {
 		select {
@@ -476,4 +476,16 @@ func (s *Store) nextRevisionAfter(ctx context.Context, rev uint64) (uint64, erro
 		return 0, nil
 	}
 	return m.Sequence, nil
+}
+
+// StopWatch stops a KV watch and drains what it still delivers until
+// nats.go closes its channel. Stopped alone, a watch whose channel is full
+// (a reader far behind) leaves nats.go's delivery goroutine blocked on the
+// send forever, holding the lock its close needs.
+func StopWatch(w jetstream.KeyWatcher) {
+	_ = w.Stop()
+	go func() {
+		for range w.Updates() {
+		}
+	}()
 }

@@ -207,7 +207,7 @@ func (s *Syncer) watch(ctx context.Context) (replayed bool, err error) {
 	if err != nil {
 		return false, fmt.Errorf("watch kv: %w", err)
 	}
-	defer func() { _ = w.Stop() }()
+	defer StopWatch(w)
 	// A watch notices a restarted server only when heartbeats go missing
 	// (about 20 s); a dropped or re-established connection starts over at
 	// once instead, replaying what was missed.

@@ -14,6 +14,7 @@ import (
 	"sync"
 
 	"github.com/hookline/hookline/pkg/stream"
+	"github.com/hookline/hookline/pkg/subscription"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
 	"github.com/nats-io/nats.go/jetstream"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -223,7 +224,7 @@ func (c *Cache) Run(ctx context.Context) error {
 		}
 		return fmt.Errorf("watch tenants: %w", err)
 	}
-	defer func() { _ = w.Stop() }()
+	defer subscription.StopWatch(w)
 	for {
 		select {
 		case <-ctx.Done():

@@ -283,7 +283,7 @@ func (m *Memo) watch(ctx context.Context, prev *bucketWatch) error {
 	if err != nil {
 		return err
 	}
-	defer func() { _ = w.Stop() }()
+	defer subscription.StopWatch(w)
 	pctx, cancel := context.WithCancel(ctx)
 	patrolled := make(chan struct{})
 	go func() {
