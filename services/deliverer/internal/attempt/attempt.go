@@ -29,8 +29,13 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 )
 
-// Options tune the batching.
-type Options struct {
+// Config is the recorder's: where it logs and counts failures, and how it
+// batches.
+type Config struct {
+	// Log hears failed records (sampled: one per second, then one per
+	// 1000); Failed counts them.
+	Log    *zap.Logger
+	Failed prometheus.Counter
 	// Linger is how long a subscription's first record waits for others
 	// before its message is published (0: a message per record).
 	Linger time.Duration
@@ -53,7 +58,7 @@ type Recorder struct {
 	js     jetstream.JetStream
 	log    *zap.Logger
 	failed prometheus.Counter
-	o      Options
+	o      Config
 
 	mu   sync.Mutex
 	open map[string]*batch // by subject
@@ -78,7 +83,8 @@ const stallBudget = time.Second
 // NewRecorder builds a Recorder on its own JetStream context, whose async
 // error handler counts the failures, so that no goroutine waits on a
 // record's future.
-func NewRecorder(nc *nats.Conn, log *zap.Logger, failed prometheus.Counter, o Options) (*Recorder, error) {
+func NewRecorder(nc *nats.Conn, o Config) (*Recorder, error) {
+	log, failed := o.Log, o.Failed
 	if o.Linger < 0 {
 		o.Linger = 0
 	}

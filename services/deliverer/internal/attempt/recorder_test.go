@@ -26,7 +26,7 @@ type stored struct {
 }
 
 // recorderRig is a Recorder on a real nats-server with the topology.
-func recorderRig(t *testing.T, o attempt.Options) (*attempt.Recorder, jetstream.JetStream, prometheus.Counter) {
+func recorderRig(t *testing.T, o attempt.Config) (*attempt.Recorder, jetstream.JetStream, prometheus.Counter) {
 	t.Helper()
 	ns := natstest.Start(t)
 	nc, js := ns.Connect(t)
@@ -34,7 +34,8 @@ func recorderRig(t *testing.T, o attempt.Options) (*attempt.Recorder, jetstream.
 		t.Fatal(err)
 	}
 	failed := prometheus.NewCounter(prometheus.CounterOpts{Name: "failed_total"})
-	rec, err := attempt.NewRecorder(nc, zap.NewNop(), failed, o)
+	o.Log, o.Failed = zap.NewNop(), failed
+	rec, err := attempt.NewRecorder(nc, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +71,7 @@ func sample(sub string, i int) *hooklinev1.Attempt {
 // Records of one subscription share messages; of two, never; every record
 // is stored once, in order; the event id header is on one-record messages.
 func TestRecorderBatchesPerSubscription(t *testing.T) {
-	rec, js, failed := recorderRig(t, attempt.Options{Linger: time.Hour, MaxRecords: 40})
+	rec, js, failed := recorderRig(t, attempt.Config{Linger: time.Hour, MaxRecords: 40})
 	const n = 100
 	for i := range n {
 		for _, sub := range []string{"sub_a", "sub_b"} {
@@ -121,7 +122,7 @@ func TestRecorderBatchesPerSubscription(t *testing.T) {
 
 // Without a linger every record is its own message, as before batching.
 func TestRecorderWithoutLinger(t *testing.T) {
-	rec, js, _ := recorderRig(t, attempt.Options{})
+	rec, js, _ := recorderRig(t, attempt.Config{})
 	for i := range 5 {
 		rec.Record(sample("sub_a", i))
 	}
@@ -141,7 +142,7 @@ func TestRecorderWithoutLinger(t *testing.T) {
 
 // The linger alone publishes: no Flush, no full message.
 func TestRecorderLingerPublishes(t *testing.T) {
-	rec, js, _ := recorderRig(t, attempt.Options{Linger: 20 * time.Millisecond})
+	rec, js, _ := recorderRig(t, attempt.Config{Linger: 20 * time.Millisecond})
 	for i := range 3 {
 		rec.Record(sample("sub_a", i))
 	}
@@ -164,7 +165,7 @@ func TestRecorderLingerPublishes(t *testing.T) {
 
 // A record that cannot be encoded is counted, not published.
 func TestRecorderCountsUnencodable(t *testing.T) {
-	rec, js, failed := recorderRig(t, attempt.Options{Linger: time.Hour})
+	rec, js, failed := recorderRig(t, attempt.Config{Linger: time.Hour})
 	bad := sample("sub_a", 0)
 	bad.Error = "\xff\xfe not utf-8"
 	rec.Record(bad)

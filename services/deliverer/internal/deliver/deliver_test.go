@@ -85,7 +85,7 @@ func newRig(t *testing.T, sc stream.Config) *rig {
 	rdb := redistest.Start(t).Client(t)
 	cache := subscription.NewCache(rdb, store)
 	m := metrics.New(prometheus.NewRegistry(), wire.DeadLetterReasons(), sender.Classes)
-	rec, err := attempt.NewRecorder(nc, zap.NewNop(), m.AttemptRecordsFailed, attempt.Options{})
+	rec, err := attempt.NewRecorder(nc, attempt.Config{Log: zap.NewNop(), Failed: m.AttemptRecordsFailed})
 	if err != nil {
 		t.Fatal(err)
 	}

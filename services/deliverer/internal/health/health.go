@@ -66,6 +66,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hookline/hookline/pkg/redisclock"
 	"github.com/hookline/hookline/pkg/subscription"
 	"github.com/hookline/hookline/pkg/wire"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
@@ -75,7 +76,6 @@ import (
 	"github.com/hookline/hookline/services/deliverer/internal/opevents"
 	"github.com/hookline/hookline/services/deliverer/internal/ratelimit"
 	"github.com/hookline/hookline/services/deliverer/internal/redisbatch"
-	"github.com/hookline/hookline/services/deliverer/internal/redisclock"
 	"github.com/hookline/hookline/services/deliverer/internal/redisdown"
 	"github.com/hookline/hookline/services/deliverer/internal/sender"
 	"github.com/prometheus/client_golang/prometheus"
@@ -242,7 +242,7 @@ func New(cfg Config, limits Limits, d Deps) *Health {
 			Log:        log.With(zap.String("circuit", "destination")),
 		})
 	}
-	h.batch = redisbatch.New(d.Redis, cfg.RedisTimeout, nil)
+	h.batch = redisbatch.New(d.Redis, redisbatch.Config{Timeout: cfg.RedisTimeout})
 	h.inflight = inflight.New(d.Redis, inflight.Config{DefaultMax: cfg.DefaultMaxInFlight, LeaseTTL: leaseTTL, Now: d.Now, StateClock: d.StateClock,
 		Degraded: degraded, Log: log})
 	return h

@@ -39,11 +39,19 @@ type batch struct {
 	after []func()
 }
 
-// New starts a batcher. Every pipeline runs with timeout (its commands fail
-// with the deadline error when Redis is slower); onError (optional) hears
-// the error of each pipeline that had one, for counting — the commands
-// carry their own errors either way.
-func New(rdb redis.UniversalClient, timeout time.Duration, onError func(error)) *Batcher {
+// Config is a batcher's.
+type Config struct {
+	// Timeout bounds every pipeline (its commands fail with the deadline
+	// error when Redis is slower).
+	Timeout time.Duration
+	// OnError (optional) hears the error of each pipeline that had one,
+	// for counting — the commands carry their own errors either way.
+	OnError func(error)
+}
+
+// New starts a batcher.
+func New(rdb redis.UniversalClient, c Config) *Batcher {
+	timeout, onError := c.Timeout, c.OnError
 	if onError == nil {
 		onError = func(error) {}
 	}

@@ -26,7 +26,7 @@ func client(t *testing.T) *redis.Client {
 // a call's commands run in the order it queued them.
 func TestDoRunsEveryCallersCommandsInOrder(t *testing.T) {
 	rdb := client(t)
-	b := redisbatch.New(rdb, 5*time.Second, nil)
+	b := redisbatch.New(rdb, redisbatch.Config{Timeout: 5 * time.Second})
 	defer b.Close()
 	const callers, calls = 32, 50
 	var wg sync.WaitGroup
@@ -68,7 +68,7 @@ func errString(err error) string {
 // Close calls still reach Redis.
 func TestGoIsSentByClose(t *testing.T) {
 	rdb := client(t)
-	b := redisbatch.New(rdb, 5*time.Second, nil)
+	b := redisbatch.New(rdb, redisbatch.Config{Timeout: 5 * time.Second})
 	var afters atomic.Int64
 	for range 1000 {
 		b.Go(func(p redis.Pipeliner) { p.Incr(context.Background(), "n") }, func() { afters.Add(1) })
@@ -91,7 +91,7 @@ func TestGoIsSentByClose(t *testing.T) {
 // A call that queues nothing returns at once, and its after runs.
 func TestNothingQueued(t *testing.T) {
 	rdb := client(t)
-	b := redisbatch.New(rdb, 5*time.Second, nil)
+	b := redisbatch.New(rdb, redisbatch.Config{Timeout: 5 * time.Second})
 	defer b.Close()
 	b.Do(func(redis.Pipeliner) {})
 	ran := false
@@ -108,7 +108,7 @@ func TestRedisDownFailsCommandsAndReports(t *testing.T) {
 	t.Cleanup(func() { _ = rdb.Close() })
 	srv.Stop()
 	var reported atomic.Int64
-	b := redisbatch.New(rdb, time.Second, func(error) { reported.Add(1) })
+	b := redisbatch.New(rdb, redisbatch.Config{Timeout: time.Second, OnError: func(error) { reported.Add(1) }})
 	defer b.Close()
 	var cmd *redis.IntCmd
 	b.Do(func(p redis.Pipeliner) { cmd = p.Incr(context.Background(), "n") })
@@ -123,7 +123,7 @@ func TestRedisDownFailsCommandsAndReports(t *testing.T) {
 // Flush waits for every command queued before it.
 func TestFlushWaitsForQueuedGo(t *testing.T) {
 	rdb := client(t)
-	b := redisbatch.New(rdb, 5*time.Second, nil)
+	b := redisbatch.New(rdb, redisbatch.Config{Timeout: 5 * time.Second})
 	defer b.Close()
 	for range 500 {
 		b.Go(func(p redis.Pipeliner) { p.Incr(context.Background(), "n") }, nil)

@@ -139,8 +139,7 @@ func New(ctx context.Context, cfg config.Config, d Deps) (*Service, error) {
 	lagMetrics := metrics.NewLag(reg)
 	metrics.NewViewBehind(reg, memo.Lagged, cache.Behind)
 	metrics.NewRegistryRewound(reg, cache.Rewound)
-	rec, err := attempt.NewRecorder(d.NATS, d.Log.Named("attempts"), m.AttemptRecordsFailed,
-		attempt.Options{Linger: cfg.AttemptLinger})
+	rec, err := attempt.NewRecorder(d.NATS, attempt.Config{Log: d.Log.Named("attempts"), Failed: m.AttemptRecordsFailed, Linger: cfg.AttemptLinger})
 	if err != nil {
 		return nil, err
 	}
