@@ -38,6 +38,8 @@ type event struct {
 	header  nats.Header
 	data    []byte
 	seq     uint64
+	// delivered is how often JetStream delivered the event (0: once).
+	delivered uint64
 
 	mu      sync.Mutex
 	settled []string
@@ -46,7 +48,7 @@ type event struct {
 func (e *event) Metadata() (*jetstream.MsgMetadata, error) {
 	return &jetstream.MsgMetadata{
 		Sequence:  jetstream.SequencePair{Stream: e.seq, Consumer: e.seq},
-		Timestamp: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), NumDelivered: 1, Stream: stream.Events,
+		Timestamp: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), NumDelivered: max(e.delivered, 1), Stream: stream.Events,
 	}, nil
 }
 func (e *event) Data() []byte                     { return e.data }

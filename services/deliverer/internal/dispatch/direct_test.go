@@ -1,0 +1,68 @@
+package dispatch_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/hookline/hookline/pkg/stream"
+	"github.com/hookline/hookline/pkg/wire"
+	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
+	"github.com/hookline/hookline/services/deliverer/internal/deadletter"
+	"github.com/hookline/hookline/services/deliverer/internal/dispatch"
+	"github.com/hookline/hookline/services/deliverer/internal/metrics"
+	"github.com/hookline/hookline/services/deliverer/internal/sender"
+	"github.com/hookline/hookline/services/deliverer/internal/settle"
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+)
+
+// failedFirst stands in for the deliver stage's first attempt from
+// dispatch (deliver.Deliverer.Direct) for sub_a: the attempt failed, and
+// its retry is scheduled exactly as Direct schedules it (a real schedule
+// in DELIVERIES, keyed by the event); every other delivery goes through a
+// task.
+type failedFirst struct{ sched *settle.Scheduler }
+
+func (f failedFirst) Direct(ctx context.Context, m *nats.Msg, sub *hooklinev1.Subscription) bool {
+	if sub.GetId() != "sub_a" {
+		return false
+	}
+	err := f.sched.Schedule(ctx, settle.Copy{
+		Header: m.Header, Body: m.Data, Tenant: sub.GetTenant(), SubscriptionID: sub.GetId(),
+		EventID: m.Header.Get(stream.HeaderEventID), Delay: time.Hour,
+	})
+	return err == nil
+}
+
+// A fan-out redone after a first attempt from dispatch failed and scheduled
+// its retry (the event's ack lost in a crash, or another subscription's
+// task refused by NATS) must not store a task for that delivery: the task
+// would attempt it again at once, ignoring the retry's delay, and on
+// failure start a second retry chain beside the scheduled one, so every
+// later attempt, and the final delivery, would be sent twice.
+func TestRedoneFanOutDoesNotDoubleADirectRetry(t *testing.T) {
+	t.Parallel()
+	_, js, _ := setup(t, &matcher{subs: two})
+	d := dispatch.New(dispatch.Deps{JS: js, Matcher: &matcher{subs: two}, DeadLetters: deadletter.NewPublisher(js), Log: zap.NewNop(),
+		Metrics: metrics.New(prometheus.NewRegistry(), wire.DeadLetterReasons(), sender.Classes)},
+		dispatch.Options{Direct: failedFirst{sched: settle.NewScheduler(js)}})
+	ev := &event{subject: "events.acme.order.created", header: nats.Header{stream.HeaderMsgID: {"evt_1"}}, data: []byte(`{}`), seq: 7}
+	d.Handle(context.Background(), ev)
+	// Redelivered, as after a lost ack: the fan-out is redone.
+	ev.delivered = 2
+	d.Handle(context.Background(), ev)
+
+	got := subjects(t, js, stream.Deliveries)
+	retry := stream.DirectRetrySubject("evt_1", "sub_a")
+	if got[retry] != 1 {
+		t.Fatalf("DELIVERIES subjects %v, want the direct attempt's retry on %s", got, retry)
+	}
+	if n := got["deliveries.acme.sub_a"]; n != 0 {
+		t.Fatalf("DELIVERIES subjects %v: the redone fan-out stored %d task(s) for sub_a, whose retry is already scheduled", got, n)
+	}
+	if got["deliveries.acme.sub_b"] != 1 {
+		t.Fatalf("DELIVERIES subjects %v, want one task for sub_b", got)
+	}
+}
