@@ -56,7 +56,7 @@ func (e *event) Headers() nats.Header             { return e.header }
 func (e *event) Subject() string                  { return e.subject }
 func (e *event) Reply() string                    { return "" }
 func (e *event) Ack() error                       { return e.settle("ack") }
-func (e *event) DoubleAck(context.Context) error  { return e.settle("ack") }
+func (e *event) DoubleAck(context.Context) error  { return e.settle("double_ack") }
 func (e *event) Nak() error                       { return e.settle("nak") }
 func (e *event) NakWithDelay(time.Duration) error { return e.settle("nak") }
 func (e *event) InProgress() error                { return nil }
