@@ -100,3 +100,39 @@ func TestEventWithDirectDeliveriesIsAckedWithConfirmation(t *testing.T) {
 		t.Fatalf("event fanned out as tasks settled %v, want [ack]", o)
 	}
 }
+
+// hanging stands in for first attempts from dispatch to an endpoint that
+// answers late: each returns once the event was told it is still in
+// progress (or after a minute).
+type hanging struct{ ev *event }
+
+func (h hanging) Direct(context.Context, *nats.Msg, *hooklinev1.Subscription) bool {
+	deadline := time.Now().Add(10 * time.Second)
+	for h.ev.progress.Load() == 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	return true
+}
+
+// An event is kept alive (InProgress every third of AckWait) while its
+// first attempts from dispatch run, as the deliver stage keeps a task
+// alive during its attempt: an attempt may take its subscription's whole
+// timeout (up to AckWait − 5 s) after a second's wait in line, and its
+// settling more; an event redelivered meanwhile is fanned out again, its
+// task stored and attempted beside the attempt still running.
+func TestEventKeptAliveDuringFirstAttempts(t *testing.T) {
+	t.Parallel()
+	_, js, _ := setup(t, &matcher{subs: two})
+	ev := &event{subject: "events.acme.order.created", header: nats.Header{stream.HeaderMsgID: {"evt_slow"}}, data: []byte(`{}`), seq: 10}
+	d := dispatch.New(dispatch.Deps{JS: js, Matcher: &matcher{subs: two}, DeadLetters: deadletter.NewPublisher(js), Log: zap.NewNop(),
+		Metrics: metrics.New(prometheus.NewRegistry(), wire.DeadLetterReasons(), sender.Classes)},
+		dispatch.Options{Direct: hanging{ev: ev}, AckWait: 300 * time.Millisecond})
+	start := time.Now()
+	d.Handle(context.Background(), ev)
+	if ev.progress.Load() == 0 {
+		t.Fatalf("the event was not told it is in progress while its first attempts ran (%s)", time.Since(start))
+	}
+	if o := ev.outcome(); len(o) != 1 || o[0] != "double_ack" {
+		t.Fatalf("event settled %v, want [double_ack]", o)
+	}
+}

@@ -90,6 +90,10 @@ type Options struct {
 	// Direct makes first attempts from dispatch (nil: every delivery is
 	// stored as a task). Ordered deliveries always go through a task.
 	Direct Direct
+	// AckWait of the dispatch consumer (default stream.DefaultAckWait):
+	// an event whose first attempts run is told it is in progress every
+	// third of it.
+	AckWait time.Duration
 }
 
 // Dispatcher is the fan-out stage.
@@ -125,6 +129,9 @@ func New(d Deps, o Options) *Dispatcher {
 	}
 	if o.NakDelay <= 0 {
 		o.NakDelay = time.Second
+	}
+	if o.AckWait <= 0 {
+		o.AckWait = stream.DefaultAckWait
 	}
 	ds := &Dispatcher{js: d.JS, match: d.Matcher, dead: d.DeadLetters, log: d.Log.Named("dispatch"), m: d.Metrics, o: o}
 	if o.GroupCommit != nil {
@@ -385,6 +392,11 @@ func (d *Dispatcher) direct(ctx context.Context, msg jetstream.Msg, subs []*hook
 		return settled, ctx, func() {}
 	}
 	start := time.Now()
+	// An attempt may take its subscription's whole timeout after a wait
+	// in line, and its settling more: the event is kept alive meanwhile,
+	// as a task is in the deliver stage, or it would be redelivered and
+	// fanned out again beside the attempts still running.
+	stop := keepAlive(msg, d.o.AckWait/3)
 	var wg sync.WaitGroup
 	tried := false
 	for i, s := range subs {
@@ -399,12 +411,39 @@ func (d *Dispatcher) direct(ctx context.Context, msg jetstream.Msg, subs []*hook
 		wg.Go(func() { settled[i] = d.o.Direct.Direct(ctx, msgs[i], s) })
 	}
 	wg.Wait()
+	stop()
 	if !tried || time.Since(start) < time.Second {
 		return settled, ctx, func() {}
 	}
 	_ = msg.InProgress()
 	pctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), d.o.Timeout)
 	return settled, pctx, cancel
+}
+
+// keepAlive tells msg it is in progress every interval until stop is
+// called (stop waits for none in flight).
+func keepAlive(msg jetstream.Msg, every time.Duration) (stop func()) {
+	var (
+		mu      sync.Mutex
+		stopped bool
+		timer   *time.Timer
+	)
+	mu.Lock()
+	defer mu.Unlock()
+	timer = time.AfterFunc(every, func() {
+		_ = msg.InProgress()
+		mu.Lock()
+		defer mu.Unlock()
+		if !stopped {
+			timer.Reset(every)
+		}
+	})
+	return func() {
+		mu.Lock()
+		defer mu.Unlock()
+		stopped = true
+		timer.Stop()
+	}
 }
 
 // redone reports whether the event was delivered to dispatch before: its

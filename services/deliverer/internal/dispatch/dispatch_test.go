@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -40,6 +41,8 @@ type event struct {
 	seq     uint64
 	// delivered is how often JetStream delivered the event (0: once).
 	delivered uint64
+	// progress counts InProgress calls.
+	progress atomic.Int64
 
 	mu      sync.Mutex
 	settled []string
@@ -59,7 +62,7 @@ func (e *event) Ack() error                       { return e.settle("ack") }
 func (e *event) DoubleAck(context.Context) error  { return e.settle("double_ack") }
 func (e *event) Nak() error                       { return e.settle("nak") }
 func (e *event) NakWithDelay(time.Duration) error { return e.settle("nak") }
-func (e *event) InProgress() error                { return nil }
+func (e *event) InProgress() error                { e.progress.Add(1); return nil }
 func (e *event) Term() error                      { return e.settle("term") }
 func (e *event) TermWithReason(string) error      { return e.settle("term") }
 func (e *event) settle(how string) error {

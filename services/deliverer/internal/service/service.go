@@ -246,6 +246,7 @@ func New(ctx context.Context, cfg config.Config, d Deps) (*Service, error) {
 			Tracing:     d.Tracing,
 			GroupCommit: groupCommit(cfg),
 			Direct:      direct,
+			AckWait:     cfg.AckWait,
 		}),
 		deliver:  deliverer,
 		recorder: rec,
