@@ -171,9 +171,9 @@ func RetrySubject(subscriptionID string, seq uint64) string {
 
 // DirectRetrySubject is the schedule subject of the retry of a first
 // attempt made from dispatch, before any task was stored: keyed by the
-// task's dedup id (hashed: an event id may hold '.'), so that a fan-out
-// redone after a crash schedules the same retry again, which replaces or
-// is deduplicated against the first.
+// task's dedup id (hashed: an event id may hold '.'). The schedule is
+// published under that dedup id (TaskMsgID), so a fan-out redone after it
+// finds the task already stored.
 func DirectRetrySubject(eventID, subscriptionID string) string {
 	h := fnv.New64a()
 	_, _ = h.Write([]byte(TaskMsgID(eventID, subscriptionID)))

@@ -144,6 +144,12 @@ type Options struct {
 	// for) at once without storing a task (Direct; default 64); negative:
 	// none, every delivery goes through a task.
 	DirectMax int
+	// DirectAttempts bounds those of them sending at once (default
+	// DirectMax). The service keeps it below dispatch's workers: an
+	// attempt holds its worker until its endpoint answers or times out,
+	// so an endpoint measured fast that starts hanging must leave workers
+	// that fan out (a wait in line holds one at most DirectWait).
+	DirectAttempts int
 }
 
 // Deliverer is the attempt stage.
@@ -175,8 +181,8 @@ type Deliverer struct {
 	deferrals Deferrals
 	tracing   *tracing.Tracing
 	// direct holds a token per first attempt made from dispatch (nil:
-	// none are).
-	direct chan struct{}
+	// none are); directSending one per such attempt sending.
+	direct, directSending chan struct{}
 }
 
 // Deps are the stage's collaborators.
@@ -261,13 +267,17 @@ func New(d Deps, o Options) *Deliverer {
 	if o.DirectMax == 0 {
 		o.DirectMax = 64
 	}
-	var direct chan struct{}
+	var direct, directSending chan struct{}
 	if o.DirectMax > 0 {
+		if o.DirectAttempts <= 0 {
+			o.DirectAttempts = o.DirectMax
+		}
 		direct = make(chan struct{}, o.DirectMax)
+		directSending = make(chan struct{}, min(o.DirectAttempts, o.DirectMax))
 	}
 	return &Deliverer{
-		direct: direct,
-		js:     d.JS, subs: d.Lookup, send: d.Sender, sched: d.Scheduler, dead: d.DeadLetters, rec: d.Recorder, tens: d.Tenants, deferrals: d.Deferrals, tracing: d.Tracing,
+		direct: direct, directSending: directSending,
+		js: d.JS, subs: d.Lookup, send: d.Sender, sched: d.Scheduler, dead: d.DeadLetters, rec: d.Recorder, tens: d.Tenants, deferrals: d.Deferrals, tracing: d.Tracing,
 		log: d.Log.Named("deliver"), m: d.Metrics, o: o,
 		ord: d.Ordering, floor: d.Floor, keys: newKeyLines(),
 		lineSlots: make(chan struct{}, o.Workers),

@@ -80,11 +80,23 @@ func (d *Deliverer) Direct(ctx context.Context, m *nats.Msg, sub *hooklinev1.Sub
 			return false
 		}
 	}
+	select {
+	case d.directSending <- struct{}{}:
+		defer func() { <-d.directSending }()
+	default:
+		// As many direct attempts send as may: this one's worker stays
+		// free to fan out (an endpoint that hangs holds the others).
+		slot.Return()
+		d.kick(context.WithoutCancel(ctx), id)
+		d.m.Direct.WithLabelValues("busy").Inc()
+		return false
+	}
 	now := time.Now()
 	body := payload(tg.sub, &t, now)
 	sig, err := signing.Sign(t.EventID, now, body, tg.secrets...)
 	if err != nil {
 		slot.Return()
+		d.kick(context.WithoutCancel(ctx), id)
 		d.m.Direct.WithLabelValues("not_ready").Inc()
 		return false
 	}

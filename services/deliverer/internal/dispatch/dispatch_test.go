@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -38,6 +39,10 @@ type event struct {
 	header  nats.Header
 	data    []byte
 	seq     uint64
+	// delivered is how often JetStream delivered the event (0: once).
+	delivered uint64
+	// progress counts InProgress calls.
+	progress atomic.Int64
 
 	mu      sync.Mutex
 	settled []string
@@ -46,7 +51,7 @@ type event struct {
 func (e *event) Metadata() (*jetstream.MsgMetadata, error) {
 	return &jetstream.MsgMetadata{
 		Sequence:  jetstream.SequencePair{Stream: e.seq, Consumer: e.seq},
-		Timestamp: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), NumDelivered: 1, Stream: stream.Events,
+		Timestamp: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), NumDelivered: max(e.delivered, 1), Stream: stream.Events,
 	}, nil
 }
 func (e *event) Data() []byte                     { return e.data }
@@ -54,10 +59,10 @@ func (e *event) Headers() nats.Header             { return e.header }
 func (e *event) Subject() string                  { return e.subject }
 func (e *event) Reply() string                    { return "" }
 func (e *event) Ack() error                       { return e.settle("ack") }
-func (e *event) DoubleAck(context.Context) error  { return e.settle("ack") }
+func (e *event) DoubleAck(context.Context) error  { return e.settle("double_ack") }
 func (e *event) Nak() error                       { return e.settle("nak") }
 func (e *event) NakWithDelay(time.Duration) error { return e.settle("nak") }
-func (e *event) InProgress() error                { return nil }
+func (e *event) InProgress() error                { e.progress.Add(1); return nil }
 func (e *event) Term() error                      { return e.settle("term") }
 func (e *event) TermWithReason(string) error      { return e.settle("term") }
 func (e *event) settle(how string) error {

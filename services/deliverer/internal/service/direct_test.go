@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -212,5 +213,72 @@ func TestBurstWaitsInLineInsteadOfStoringTasks(t *testing.T) {
 	}
 	if p := testutil.ToFloat64(e.svc.Metrics.AdmissionParked); p == 0 {
 		t.Fatal("nothing waited in line: the test proves nothing")
+	}
+}
+
+// A fast endpoint that starts hanging holds every dispatch worker that
+// makes a first attempt to it until its timeout. The direct slots must
+// leave workers that fan out, whatever HOOKLINE_DISPATCH_WORKERS is (4
+// here, below the default HOOKLINE_DIRECT_MAX of 64): otherwise every
+// other subscription's events wait for the hanging endpoint's timeouts.
+// Another subscription's event is delivered before any hanging attempt
+// ends.
+func TestHangingEndpointLeavesDispatchWorkersToFanOut(t *testing.T) {
+	t.Parallel()
+	e := start(t, nil)
+	var (
+		hang    atomic.Bool
+		hanging atomic.Int64 // requests that hang now
+		release = make(chan struct{})
+		warm    atomic.Int64
+	)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !hang.Load() {
+			warm.Add(1)
+			w.WriteHeader(http.StatusOK)
+			return
+		}
+		hanging.Add(1)
+		select {
+		case <-release:
+		case <-r.Context().Done(): // the attempt's timeout
+		}
+	}))
+	t.Cleanup(srv.Close)
+	t.Cleanup(func() { close(release) }) // before srv.Close (cleanups run last first)
+	e.subscribe(t, srv.URL, "order.created")
+	e.publish(t, "order.created", "evt_warm", `{}`)
+	eventually(t, await, "the endpoint measured", func() bool { return warm.Load() == 1 })
+	eventually(t, await, "pipeline idle", func() bool { return e.idle(t) })
+
+	// How many attempts had ended, failed, when the other event arrived
+	// (every hanging attempt ends failed: a timeout).
+	m := e.svc.Metrics
+	failed := func() float64 {
+		return testutil.ToFloat64(m.Attempts.WithLabelValues("retry")) + testutil.ToFloat64(m.Attempts.WithLabelValues("dead_letter"))
+	}
+	var (
+		once     sync.Once
+		failedAt float64
+	)
+	other := newReceiver(t, func(int) int {
+		once.Do(func() { failedAt = failed() })
+		return http.StatusOK
+	})
+	e.subscribe(t, other.URL(), "invoice.paid")
+	hang.Store(true)
+	for i := range 8 {
+		e.publish(t, "order.created", fmt.Sprintf("evt_hang_%d", i), `{}`)
+	}
+	eventually(t, await, "attempts hanging", func() bool { return hanging.Load() >= 4 })
+	e.publish(t, "invoice.paid", "evt_other", `{}`)
+	eventually(t, await, "the other subscription's event delivered", func() bool { return other.count() == 1 })
+	once.Do(func() {})
+	if failedAt != 0 {
+		why := map[string]float64{}
+		for _, r := range metrics.DirectResults {
+			why[r] = testutil.ToFloat64(m.Direct.WithLabelValues(r))
+		}
+		t.Fatalf("the other subscription's event was delivered only after %g hanging attempts timed out (direct attempts: %v): dispatch had no worker left to fan it out", failedAt, why)
 	}
 }

@@ -198,6 +198,14 @@ func New(ctx context.Context, cfg config.Config, d Deps) (*Service, error) {
 	}
 	order := ordering.New(d.Redis, cfg.OrderingKeyTTL)
 	deferred := deferrals.New(d.Redis, reg) // per subscription, for the stats API
+	// A first attempt from dispatch holds its worker until its endpoint
+	// answers or times out: at least one worker is always left to fan out,
+	// however HOOKLINE_DISPATCH_WORKERS and HOOKLINE_DIRECT_MAX are set,
+	// so that an endpoint that starts hanging never stalls every event.
+	directMax, directAttempts := cmp.Or(cfg.DirectMax, -1), min(cfg.DirectMax, cfg.DispatchWorkers-1)
+	if directAttempts <= 0 {
+		directMax = -1 // none: every delivery is stored as a task
+	}
 	deliverer := deliver.New(deliver.Deps{
 		JS: js, Lookup: memo, Sender: lag.Timed(snd, lagMetrics.DeliveryLatency), Scheduler: settle.NewScheduler(js), DeadLetters: staterec.DeadLettersTo(dead, states, d.Log),
 		Recorder: staterec.Attempts(rec, states, d.Log), Log: d.Log, Metrics: m, Deferrals: deferred, Tracing: d.Tracing,
@@ -226,10 +234,11 @@ func New(ctx context.Context, cfg config.Config, d Deps) (*Service, error) {
 		LineMax:                   cfg.MaxAckPending / 2,
 		LinesMax:                  cfg.MaxAckPending * 3 / 4,
 		HTTPTimeout:               cfg.HTTPTimeout,
-		DirectMax:                 cmp.Or(cfg.DirectMax, -1),
+		DirectMax:                 directMax,
+		DirectAttempts:            directAttempts,
 	})
 	var direct dispatch.Direct
-	if cfg.DirectMax > 0 {
+	if directMax > 0 {
 		direct = deliverer
 	}
 	s := &Service{
@@ -245,6 +254,7 @@ func New(ctx context.Context, cfg config.Config, d Deps) (*Service, error) {
 			Tracing:     d.Tracing,
 			GroupCommit: groupCommit(cfg),
 			Direct:      direct,
+			AckWait:     cfg.AckWait,
 		}),
 		deliver:  deliverer,
 		recorder: rec,

@@ -72,14 +72,22 @@ type Copy struct {
 // Schedule succeeds.
 func (s *Scheduler) Schedule(ctx context.Context, c Copy) error {
 	subject := stream.RetrySubject(c.SubscriptionID, c.Seq)
+	msgID := subject
 	if c.EventID != "" {
 		subject = stream.DirectRetrySubject(c.EventID, c.SubscriptionID)
+		// The retry of a first attempt from dispatch stands for the task
+		// that was never stored, under the task's dedup id: a fan-out
+		// redone after it (the event's ack lost, another task refused)
+		// publishes that task again, and DELIVERIES deduplicates it
+		// instead of starting a second retry chain beside this one. The
+		// server strips the id from the copy it fires.
+		msgID = stream.TaskMsgID(c.EventID, c.SubscriptionID)
 	}
 	m := &nats.Msg{Subject: subject, Header: c.Header, Data: c.Body}
 	_, err := s.publish(ctx, m,
 		jetstream.WithScheduleAt(FireAt(s.Clock.Now(ctx), c.Delay)),
 		jetstream.WithScheduleTarget(stream.DeliverySubject(c.Tenant, c.SubscriptionID)),
-		jetstream.WithMsgID(subject),
+		jetstream.WithMsgID(msgID),
 		jetstream.WithExpectStream(stream.Deliveries),
 	)
 	if err != nil {
