@@ -6,8 +6,8 @@ package stream
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"fmt"
-	"hash/fnv"
 	"strings"
 	"time"
 )
@@ -171,13 +171,13 @@ func RetrySubject(subscriptionID string, seq uint64) string {
 
 // DirectRetrySubject is the schedule subject of the retry of a first
 // attempt made from dispatch, before any task was stored: keyed by the
-// task's dedup id (hashed: an event id may hold '.'). The schedule is
-// published under that dedup id (TaskMsgID), so a fan-out redone after it
-// finds the task already stored.
+// task's dedup id, hashed (an event id may hold '.') with SHA-256, so that
+// no tenant can choose two event ids whose retries share a subject. The
+// schedule is published under that dedup id (TaskMsgID), so a fan-out
+// redone after it finds the task already stored.
 func DirectRetrySubject(eventID, subscriptionID string) string {
-	h := fnv.New64a()
-	_, _ = h.Write([]byte(TaskMsgID(eventID, subscriptionID)))
-	return fmt.Sprintf("%s.%s.d%016x", RetryPrefix, subscriptionID, h.Sum64())
+	sum := sha256.Sum256([]byte(TaskMsgID(eventID, subscriptionID)))
+	return fmt.Sprintf("%s.%s.d%x", RetryPrefix, subscriptionID, sum[:16])
 }
 
 // AttemptSubject is where the attempt records of a subscription are

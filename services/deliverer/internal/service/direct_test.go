@@ -181,6 +181,9 @@ func TestBurstWaitsInLineInsteadOfStoringTasks(t *testing.T) {
 	rcv := newReceiver(t, always(http.StatusOK))
 	sub, _ := e.subscribe(t, rcv.URL(), "order.created")
 	// A small cap, so that the burst finds the subscription's slots taken.
+	// The harness's 4 dispatch workers can all wait in a line of twice the
+	// cap; with the default 128 most of a burst to a cap of 2 finds the
+	// line full and stores its task, as designed.
 	e.update(t, sub.GetId(), func(s *hooklinev1.Subscription) { s.MaxInFlight = 2 })
 	e.publish(t, "order.created", "evt_warm", `{}`)
 	eventually(t, await, "the endpoint measured", func() bool { return rcv.count() == 1 })
