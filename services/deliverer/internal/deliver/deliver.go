@@ -183,6 +183,8 @@ type Deliverer struct {
 	// direct holds a token per first attempt made from dispatch (nil:
 	// none are); directSending one per such attempt sending.
 	direct, directSending chan struct{}
+	// directDone is when a direct attempt last ended (UnixNano).
+	directDone atomic.Int64
 }
 
 // Deps are the stage's collaborators.

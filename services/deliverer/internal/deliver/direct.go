@@ -43,13 +43,11 @@ func (d *Deliverer) Direct(ctx context.Context, m *nats.Msg, sub *hooklinev1.Sub
 		d.m.Direct.WithLabelValues("unmeasured_or_slow").Inc()
 		return false
 	}
-	select {
-	case d.direct <- struct{}{}:
-		defer func() { <-d.direct }()
-	default:
+	if !d.directToken() {
 		d.m.Direct.WithLabelValues("busy").Inc()
 		return false
 	}
+	defer func() { <-d.direct }()
 	t, err := task.Parse(m.Subject, m.Header, m.Data)
 	if err != nil {
 		// The deliver stage dead-letters what cannot be read.
@@ -108,6 +106,7 @@ func (d *Deliverer) Direct(ctx context.Context, m *nats.Msg, sub *hooklinev1.Sub
 	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), tg.timeout+time.Second)
 	defer cancel()
 	res := d.send.Send(actx, req)
+	d.directDone.Store(time.Now().UnixNano())
 	d.lines.Observe(id, tg.sub.GetMaxInFlight() == 0, res)
 	// A slot handed on starts the head of the line on a goroutine of its
 	// own, which must outlive this attempt's deadline: cancelled, its
@@ -116,6 +115,37 @@ func (d *Deliverer) Direct(ctx context.Context, m *nats.Msg, sub *hooklinev1.Sub
 	v := verdict{decision: tg.retry.Decide(res, 1), attempted: true, started: now, result: res}
 	d.report(&t, v)
 	return d.settleDirect(actx, &t, v)
+}
+
+// directTokenWait bounds how long a first attempt waits for a direct
+// token when every one is taken but they are turning over.
+const directTokenWait = 50 * time.Millisecond
+
+// directToken takes a direct token: at once when one is free; otherwise,
+// when a direct attempt ended within FastAttempt (the tokens are turning
+// over: a burst, not a hang), after a wait of at most directTokenWait.
+// Without that wait a burst seeds its subscription's line with the tasks
+// of the events that found every token taken, the line grows past what a
+// direct attempt may wait behind, and the burst goes through tasks again
+// (measured: 8,300 of 10,000 deliveries). When the attempts holding the
+// tokens hang, none ends and nothing waits.
+func (d *Deliverer) directToken() bool {
+	select {
+	case d.direct <- struct{}{}:
+		return true
+	default:
+	}
+	if time.Since(time.Unix(0, d.directDone.Load())) > FastAttempt {
+		return false
+	}
+	t := time.NewTimer(directTokenWait)
+	defer t.Stop()
+	select {
+	case d.direct <- struct{}{}:
+		return true
+	case <-t.C:
+		return false
+	}
 }
 
 // DirectWait bounds how long a first attempt from dispatch waits in its

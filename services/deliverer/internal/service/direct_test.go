@@ -285,3 +285,40 @@ func TestHangingEndpointLeavesDispatchWorkersToFanOut(t *testing.T) {
 		t.Fatalf("the other subscription's event was delivered only after %g hanging attempts timed out (direct attempts: %v): dispatch had no worker left to fan it out", failedAt, why)
 	}
 }
+
+// In a burst, an event that finds every direct token taken while they
+// turn over waits briefly for one instead of storing its task: tasks
+// stored that way would fill the subscription's line past what a direct
+// attempt may wait behind, and the rest of the burst would go through
+// tasks again.
+func TestBurstWaitsForADirectTokenWhileTheyTurnOver(t *testing.T) {
+	t.Parallel()
+	// More dispatch workers than direct tokens, as by default (128 and
+	// 64), at a size a test can saturate.
+	e := start(t, map[string]string{"HOOKLINE_DISPATCH_WORKERS": "16", "HOOKLINE_DIRECT_MAX": "4"})
+	rcv := newReceiver(t, always(http.StatusOK))
+	sub, _ := e.subscribe(t, rcv.URL(), "order.created")
+	e.update(t, sub.GetId(), func(s *hooklinev1.Subscription) { s.MaxInFlight = 4 })
+	e.publish(t, "order.created", "evt_warm", `{}`)
+	eventually(t, await, "the endpoint measured", func() bool { return rcv.count() == 1 })
+	eventually(t, await, "pipeline idle", func() bool { return e.idle(t) })
+	tasksBefore := testutil.ToFloat64(e.svc.Metrics.TasksPublished)
+
+	const n = 400
+	for i := range n {
+		e.publish(t, "order.created", fmt.Sprintf("evt_tok_%03d", i), `{}`)
+	}
+	eventually(t, await, "every event delivered", func() bool { return rcv.count() >= n+1 })
+	eventually(t, await, "pipeline idle", func() bool { return e.idle(t) })
+	if got := len(rcv.ids()); got != n+1 {
+		t.Fatalf("%d requests for %d events", got, n+1)
+	}
+	tasks := testutil.ToFloat64(e.svc.Metrics.TasksPublished) - tasksBefore
+	if tasks > n/5 {
+		why := map[string]float64{}
+		for _, r := range metrics.DirectResults {
+			why[r] = testutil.ToFloat64(e.svc.Metrics.Direct.WithLabelValues(r))
+		}
+		t.Fatalf("%g of %d deliveries stored a task (direct attempts: %v); want most from dispatch", tasks, n, why)
+	}
+}
