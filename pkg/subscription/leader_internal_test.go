@@ -7,8 +7,6 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/hookline/hookline/pkg/natstest"
-	"github.com/hookline/hookline/pkg/stream"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
 )
 
@@ -18,16 +16,8 @@ import (
 // store asks the stream's leader before it says so. Deleted and unknown
 // ids are still not found.
 func TestNotFoundIsBelievedOnlyFromTheLeader(t *testing.T) {
-	ns := natstest.Start(t)
-	_, js := ns.Connect(t)
 	ctx := context.Background()
-	if err := stream.Ensure(ctx, js, stream.Config{MemoryStorage: true}); err != nil {
-		t.Fatal(err)
-	}
-	store, err := NewStore(ctx, js)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js, store := newMemStore(t)
 	sub := &hooklinev1.Subscription{Id: "sub_fresh", Tenant: "acme", Url: "https://example.com/hook", EventTypes: []string{"order.*"}}
 	rev, err := store.Create(ctx, sub)
 	if err != nil {

@@ -188,17 +188,7 @@ func TestWatermarkBeyondTheBucketIsReset(t *testing.T) {
 	logs := e.runObservedSyncer(t)
 	eventually(t, "the watermark", func() bool { return e.watermark(t) == last })
 	// What the cache held before the restore: later revisions.
-	ahead := strconv.FormatUint(last+50, 10)
-	gone, err := subscription.Marshal(newSub("acme", "sub_gone", "order.*"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := e.rdb.HSet(ctx, subscription.TenantKey("acme"), "sub_gone", ahead+" "+string(gone)).Err(); err != nil {
-		t.Fatal(err)
-	}
-	if err := e.rdb.Set(ctx, subscription.WatermarkKey, ahead, 0).Err(); err != nil {
-		t.Fatal(err)
-	}
+	e.cacheBeyond(t, last+50)
 	eventually(t, "the cache reset and replayed without the records beyond the bucket", func() bool {
 		hash, err := e.rdb.HGetAll(ctx, subscription.TenantKey("acme")).Result()
 		ok, _ := e.rdb.HExists(ctx, subscription.ReadyKey, subscription.ReadyAll).Result()
@@ -240,17 +230,7 @@ func TestLookupDoesNotTrustAWatermarkBeyondTheBucket(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	ahead := strconv.FormatUint(last+50, 10)
-	gone, err := subscription.Marshal(newSub("acme", "sub_gone", "order.*"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := e.rdb.HSet(ctx, subscription.TenantKey("acme"), "sub_gone", ahead+" "+string(gone)).Err(); err != nil {
-		t.Fatal(err)
-	}
-	if err := e.rdb.Set(ctx, subscription.WatermarkKey, ahead, 0).Err(); err != nil {
-		t.Fatal(err)
-	}
+	e.cacheBeyond(t, last+50)
 	need, err := subscription.NewHorizon(e.store).Required(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -335,4 +315,23 @@ func TestBusyRegistryIsNotTakenForARewoundOne(t *testing.T) {
 		}
 	}
 	t.Logf("%d changes", i)
+}
+
+// cacheBeyond writes into Redis what a cache of a bucket that went back
+// holds: a record (sub_gone) and the watermark at rev, beyond the bucket's
+// last revision.
+func (e *env) cacheBeyond(t *testing.T, rev uint64) {
+	t.Helper()
+	ctx := context.Background()
+	ahead := strconv.FormatUint(rev, 10)
+	gone, err := subscription.Marshal(newSub("acme", "sub_gone", "order.*"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.rdb.HSet(ctx, subscription.TenantKey("acme"), "sub_gone", ahead+" "+string(gone)).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.rdb.Set(ctx, subscription.WatermarkKey, ahead, 0).Err(); err != nil {
+		t.Fatal(err)
+	}
 }

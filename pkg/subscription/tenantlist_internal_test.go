@@ -7,7 +7,6 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/hookline/hookline/pkg/natstest"
 	"github.com/hookline/hookline/pkg/redistest"
 	"github.com/hookline/hookline/pkg/stream"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
@@ -22,16 +21,8 @@ import (
 // the match needs: a changed URL, a new subscription, a tenant the
 // follower does not know yet, a deleted subscription.
 func TestTenantListFallbackIsAsCurrentAsTheRevisionItNeeds(t *testing.T) {
-	ns := natstest.Start(t)
-	_, js := ns.Connect(t)
 	ctx := context.Background()
-	if err := stream.Ensure(ctx, js, stream.Config{MemoryStorage: true}); err != nil {
-		t.Fatal(err)
-	}
-	store, err := NewStore(ctx, js)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js, store := newMemStore(t)
 	newSub := func(tenant, id string) *hooklinev1.Subscription {
 		return &hooklinev1.Subscription{Id: id, Tenant: tenant, Url: "https://old.example/" + id, EventTypes: []string{"order.*"}}
 	}

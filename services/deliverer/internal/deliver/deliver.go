@@ -379,7 +379,7 @@ func (d *Deliverer) Handle(ctx context.Context, msg jetstream.Msg) {
 		d.log.Error("task without JetStream metadata ignored", zap.String("subject", msg.Subject()), zap.Error(err))
 		return
 	}
-	j := &job{msg: msg, seq: meta.Sequence.Stream, stop: keepAlive(msg, d.o.AckWait/3)}
+	j := &job{msg: msg, seq: meta.Sequence.Stream, stop: pool.KeepAlive(msg, d.o.AckWait/3)}
 	j.t, err = task.Parse(msg.Subject(), msg.Headers(), msg.Data())
 	switch {
 	case err != nil:
@@ -567,22 +567,36 @@ func (d *Deliverer) attempt(ctx context.Context, j *job, tg target, slot Slot) {
 	if j.head && !d.stillHead(ctx, j, tg, slot) {
 		return
 	}
+	v, signed := d.post(ctx, ctx, t, tg, slot, t.Attempt+1)
+	if !signed {
+		d.finish(ctx, j, verdict{decision: settle.Dead(wire.DeadLetterPermanentFailure), detail: v.detail})
+		return
+	}
+	d.finish(ctx, j, v)
+}
+
+// post signs and POSTs attempt number n of t with an admitted slot under
+// ctx, learns from the answer, hands the slot on (under hctx, which its
+// line's next attempt outlives ctx with) and returns the verdict. signed is
+// false when t could not be signed: the slot is given back, nothing was
+// sent, and v.detail says why.
+func (d *Deliverer) post(ctx, hctx context.Context, t *task.Task, tg target, slot Slot, n int) (v verdict, signed bool) {
+	id := tg.sub.GetId()
 	now := time.Now()
 	body := payload(tg.sub, t, now) // raw data or the envelope (payload.go)
 	sig, err := signing.Sign(t.EventID, now, body, tg.secrets...)
 	if err != nil {
 		slot.Return()
-		d.kick(ctx, tg.sub.GetId())
-		d.finish(ctx, j, verdict{decision: settle.Dead(wire.DeadLetterPermanentFailure), detail: "sign: " + err.Error()})
-		return
+		d.kick(hctx, id)
+		return verdict{detail: "sign: " + err.Error()}, false
 	}
 	started := time.Now()
 	req := request(tg.sub, t, now, sig, body)
 	req.Timeout = tg.timeout
 	res := d.send.Send(ctx, req)
-	d.lines.Observe(tg.sub.GetId(), tg.sub.GetMaxInFlight() == 0, res)
-	d.handOn(ctx, tg.sub.GetId(), slot, res)
-	d.finish(ctx, j, verdict{decision: tg.retry.Decide(res, t.Attempt+1), attempted: true, started: started, result: res})
+	d.lines.Observe(id, tg.sub.GetMaxInFlight() == 0, res)
+	d.handOn(hctx, id, slot, res)
+	return verdict{decision: tg.retry.Decide(res, n), attempted: true, started: started, result: res}, true
 }
 
 // handOn passes a slot whose attempt just ended to the head of the
@@ -1023,30 +1037,4 @@ func letter(t *task.Task, seq uint64, v verdict) deadletter.Letter {
 		l.SubscriptionID = "unknown"
 	}
 	return l
-}
-
-// keepAlive sends InProgress every interval until stop is called, so that
-// a task in hand is not redelivered while an attempt runs long.
-func keepAlive(msg jetstream.Msg, every time.Duration) (stop func()) {
-	var (
-		mu      sync.Mutex
-		stopped bool
-		timer   *time.Timer
-	)
-	mu.Lock()
-	timer = time.AfterFunc(every, func() {
-		_ = msg.InProgress()
-		mu.Lock()
-		if !stopped {
-			timer.Reset(every)
-		}
-		mu.Unlock()
-	})
-	mu.Unlock()
-	return func() {
-		mu.Lock()
-		stopped = true
-		timer.Stop()
-		mu.Unlock()
-	}
 }

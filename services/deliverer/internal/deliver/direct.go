@@ -4,7 +4,6 @@ import (
 	"context"
 	"time"
 
-	"github.com/hookline/hookline/pkg/signing"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
 	"github.com/hookline/hookline/services/deliverer/internal/settle"
 	"github.com/hookline/hookline/services/deliverer/internal/task"
@@ -89,30 +88,19 @@ func (d *Deliverer) Direct(ctx context.Context, m *nats.Msg, sub *hooklinev1.Sub
 		d.m.Direct.WithLabelValues("busy").Inc()
 		return false
 	}
-	now := time.Now()
-	body := payload(tg.sub, &t, now)
-	sig, err := signing.Sign(t.EventID, now, body, tg.secrets...)
-	if err != nil {
-		slot.Return()
-		d.kick(context.WithoutCancel(ctx), id)
+	// The attempt is not cut short by dispatch's own deadline: an
+	// attempt's time is its subscription's timeout, as in the deliver
+	// stage (AckWait covers it). A slot handed on starts the head of the
+	// line on a goroutine of its own, which must outlive even that:
+	// cancelled, its attempt would be cut off after its POST was sent.
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), tg.timeout+time.Second)
+	defer cancel()
+	v, signed := d.post(actx, context.WithoutCancel(ctx), &t, tg, slot, 1)
+	if !signed {
 		d.m.Direct.WithLabelValues("not_ready").Inc()
 		return false
 	}
-	req := request(tg.sub, &t, now, sig, body)
-	req.Timeout = tg.timeout
-	// The attempt is not cut short by dispatch's own deadline: an
-	// attempt's time is its subscription's timeout, as in the deliver
-	// stage (AckWait covers it).
-	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), tg.timeout+time.Second)
-	defer cancel()
-	res := d.send.Send(actx, req)
 	d.directDone.Store(time.Now().UnixNano())
-	d.lines.Observe(id, tg.sub.GetMaxInFlight() == 0, res)
-	// A slot handed on starts the head of the line on a goroutine of its
-	// own, which must outlive this attempt's deadline: cancelled, its
-	// attempt would be cut off after its POST was sent.
-	d.handOn(context.WithoutCancel(ctx), id, slot, res)
-	v := verdict{decision: tg.retry.Decide(res, 1), attempted: true, started: now, result: res}
 	d.report(&t, v)
 	return d.settleDirect(actx, &t, v)
 }

@@ -396,7 +396,7 @@ func (d *Dispatcher) direct(ctx context.Context, msg jetstream.Msg, subs []*hook
 	// in line, and its settling more: the event is kept alive meanwhile,
 	// as a task is in the deliver stage, or it would be redelivered and
 	// fanned out again beside the attempts still running.
-	stop := keepAlive(msg, d.o.AckWait/3)
+	stop := pool.KeepAlive(msg, d.o.AckWait/3)
 	var wg sync.WaitGroup
 	tried := false
 	for i, s := range subs {
@@ -418,32 +418,6 @@ func (d *Dispatcher) direct(ctx context.Context, msg jetstream.Msg, subs []*hook
 	_ = msg.InProgress()
 	pctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), d.o.Timeout)
 	return settled, pctx, cancel
-}
-
-// keepAlive tells msg it is in progress every interval until stop is
-// called (stop waits for none in flight).
-func keepAlive(msg jetstream.Msg, every time.Duration) (stop func()) {
-	var (
-		mu      sync.Mutex
-		stopped bool
-		timer   *time.Timer
-	)
-	mu.Lock()
-	defer mu.Unlock()
-	timer = time.AfterFunc(every, func() {
-		_ = msg.InProgress()
-		mu.Lock()
-		defer mu.Unlock()
-		if !stopped {
-			timer.Reset(every)
-		}
-	})
-	return func() {
-		mu.Lock()
-		defer mu.Unlock()
-		stopped = true
-		timer.Stop()
-	}
 }
 
 // redone reports whether the event was delivered to dispatch before: its

@@ -211,3 +211,30 @@ func (h *heldMsg) TermWithReason(reason string) error {
 	defer h.settled()
 	return h.Msg.TermWithReason(reason)
 }
+
+// KeepAlive sends InProgress every interval until stop is called, so that
+// a message in hand (a task whose attempt runs long, an event whose first
+// attempts run from dispatch) is not redelivered meanwhile.
+func KeepAlive(msg jetstream.Msg, every time.Duration) (stop func()) {
+	var (
+		mu      sync.Mutex
+		stopped bool
+		timer   *time.Timer
+	)
+	mu.Lock()
+	defer mu.Unlock()
+	timer = time.AfterFunc(every, func() {
+		_ = msg.InProgress()
+		mu.Lock()
+		defer mu.Unlock()
+		if !stopped {
+			timer.Reset(every)
+		}
+	})
+	return func() {
+		mu.Lock()
+		defer mu.Unlock()
+		stopped = true
+		timer.Stop()
+	}
+}

@@ -64,6 +64,20 @@ func recreate(t *testing.T, srv *natstest.Server, kv jetstream.KeyValue) {
 	}
 }
 
+// recreateWithAChange recreates the bucket, writes one change into the new
+// one and has the next cache answer sub_1 at its new URL: the revision of
+// that change.
+func recreateWithAChange(t *testing.T, srv *natstest.Server, kv jetstream.KeyValue, src *source) uint64 {
+	t.Helper()
+	recreate(t, srv, kv)
+	rev, err := kv.Put(context.Background(), stream.SubscriptionKey("acme", "sub_2"), []byte(`{}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	src.set("https://two.example", nil)
+	return rev
+}
+
 // storedSub is the stored form of sub_1 of acme at url.
 func storedSub(t *testing.T, url string) []byte {
 	t.Helper()
@@ -85,12 +99,7 @@ func TestMemoDropsARecreatedBucketsPredecessor(t *testing.T) {
 	t.Parallel()
 	m, src, kv, srv := startRewindable(t)
 	ctx := context.Background()
-	recreate(t, srv, kv)
-	rev, err := kv.Put(ctx, stream.SubscriptionKey("acme", "sub_2"), []byte(`{}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	src.set("https://two.example", nil)
+	rev := recreateWithAChange(t, srv, kv, src)
 	subs, got, err := m.ForEvent(ctx, "acme", "order.created")
 	if err != nil || len(subs) != 1 || subs[0].GetUrl() != "https://two.example" || got != rev {
 		t.Fatalf("ForEvent right after the recreation = %v at %d, %v; want the next cache's answer at %d, not the old bucket's", subs, got, err, rev)
@@ -126,12 +135,7 @@ func TestMemoNoticesARecreatedBucketWithoutAMatch(t *testing.T) {
 	t.Parallel()
 	m, src, kv, srv := startRewindable(t)
 	ctx := context.Background()
-	recreate(t, srv, kv)
-	rev, err := kv.Put(ctx, stream.SubscriptionKey("acme", "sub_2"), []byte(`{}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	src.set("https://two.example", nil)
+	rev := recreateWithAChange(t, srv, kv, src)
 	eventually(t, 10*time.Second, func() bool {
 		sub, err := m.Get(ctx, "acme", "sub_1", rev)
 		return err == nil && sub.GetUrl() == "https://two.example"
