@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/hookline/hookline/pkg/freeport"
 	"net"
 	neturl "net/url"
 	"os"
@@ -186,14 +187,7 @@ func portFree(addr string) bool {
 }
 
 // freeAddr is a loopback address with a port nobody listens on now.
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", fmt.Errorf("find a free port: %w", err)
-	}
-	defer l.Close()
-	return net.JoinHostPort("127.0.0.1", strconv.Itoa(l.Addr().(*net.TCPAddr).Port)), nil
-}
+func freeAddr() (string, error) { return freeport.Loopback() }
 
 // redactURL hides a password in a URL.
 func redactURL(raw string) string {

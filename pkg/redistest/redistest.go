@@ -6,6 +6,7 @@ package redistest
 import (
 	"context"
 	"fmt"
+	"github.com/hookline/hookline/pkg/freeport"
 	"net"
 	"os/exec"
 	"path/filepath"
@@ -135,11 +136,4 @@ func (s *Server) Client(tb testing.TB) *redis.Client {
 	return c
 }
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
+func freePort() (int, error) { return freeport.Pick() }

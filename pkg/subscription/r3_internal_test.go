@@ -3,7 +3,6 @@ package subscription
 import (
 	"context"
 	"fmt"
-	"net"
 	"slices"
 	"strings"
 	"testing"
@@ -13,23 +12,27 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/hookline/hookline/pkg/freeport"
 	"github.com/hookline/hookline/pkg/stream"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
 )
 
 // startCluster starts three embedded nats-servers forming one JetStream
-// cluster and stops them when the test ends.
+// cluster and stops them when the test ends. A clustered JetStream node
+// does not open its listeners before it has met its peers, so the three
+// start together on cluster ports picked beforehand: below the kernel's
+// ephemeral range (freeport), where no outgoing connection of another
+// test can take one between the pick and the bind.
 func startCluster(t *testing.T) []*server.Server {
 	t.Helper()
-	free := func() int {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+	ports := make([]int, 3)
+	for i := range ports {
+		p, err := freeport.Pick()
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer l.Close()
-		return l.Addr().(*net.TCPAddr).Port
+		ports[i] = p
 	}
-	ports := []int{free(), free(), free()}
 	var servers []*server.Server
 	for i, p := range ports {
 		var routes []string
@@ -55,9 +58,9 @@ func startCluster(t *testing.T) []*server.Server {
 			s.WaitForShutdown()
 		})
 	}
-	for _, s := range servers {
-		if !s.ReadyForConnections(10 * time.Second) {
-			t.Fatal("cluster node not ready")
+	for i, s := range servers {
+		if !s.ReadyForConnections(30 * time.Second) {
+			t.Fatalf("cluster node n%d (cluster port %d) not ready", i+1, ports[i])
 		}
 	}
 	return servers

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/hookline/hookline/pkg/freeport"
 	"net"
 	"strconv"
 	"testing"
@@ -49,12 +50,11 @@ func pollEvery(ctx context.Context, timeout, interval time.Duration, cond func()
 // FreePort returns a loopback TCP port that was free a moment ago.
 func FreePort(tb testing.TB) int {
 	tb.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := freeport.Pick()
 	if err != nil {
 		tb.Fatalf("free port: %v", err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return p
 }
 
 // FreeAddr returns "127.0.0.1:<free port>".
