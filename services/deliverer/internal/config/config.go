@@ -51,6 +51,13 @@ type Config struct {
 	// dispatch workers by default: the other half always fan out, so that
 	// one subscription's burst never holds all of dispatch.
 	DirectMax int `env:"HOOKLINE_DIRECT_MAX" envDefault:"64"`
+	// DispatchBuffer: how many events dispatch fetches ahead of its
+	// workers and serves a tenant at a time, in turn, so that one
+	// tenant's flood of up to this many events does not hold up the
+	// others' (0: three quarters of HOOKLINE_MAX_ACK_PENDING).
+	// DispatchBufferBytes bounds their payloads and headers.
+	DispatchBuffer      int   `env:"HOOKLINE_DISPATCH_BUFFER" envDefault:"0"`
+	DispatchBufferBytes int64 `env:"HOOKLINE_DISPATCH_BUFFER_BYTES" envDefault:"67108864"`
 	// GroupCommit stores the tasks of events dispatched together, and the
 	// delivery states written together, as JetStream atomic batches: a
 	// single nats-server with sync_interval: always then fsyncs once per
@@ -173,6 +180,15 @@ func LoadTopology(m map[string]string) (Config, error) {
 	return c, nil
 }
 
+// DispatchBufferSize is HOOKLINE_DISPATCH_BUFFER with its default
+// applied.
+func (c Config) DispatchBufferSize() int {
+	if c.DispatchBuffer > 0 {
+		return c.DispatchBuffer
+	}
+	return max(1, c.MaxAckPending*3/4)
+}
+
 // Validate names the variable at fault; it never prints a secret's value.
 func (c Config) Validate() error {
 	if err := c.NATS.Validate(); err != nil {
@@ -202,6 +218,9 @@ func (c Config) Validate() error {
 	}
 	check(c.DispatchWorkers >= 1, "HOOKLINE_DISPATCH_WORKERS must be at least 1, not %d", c.DispatchWorkers)
 	check(c.DirectMax >= 0, "HOOKLINE_DIRECT_MAX must not be negative, not %d", c.DirectMax)
+	check(c.DispatchBuffer >= 0 && c.DispatchBuffer < c.MaxAckPending,
+		"HOOKLINE_DISPATCH_BUFFER must be 0 (three quarters of HOOKLINE_MAX_ACK_PENDING) or below HOOKLINE_MAX_ACK_PENDING (%d), not %d", c.MaxAckPending, c.DispatchBuffer)
+	check(c.DispatchBufferBytes >= 1<<20, "HOOKLINE_DISPATCH_BUFFER_BYTES must be at least 1 MiB (1048576), not %d", c.DispatchBufferBytes)
 	check(c.DeliverWorkers >= 1, "HOOKLINE_DELIVER_WORKERS must be at least 1, not %d", c.DeliverWorkers)
 	check(c.MaxAckPending >= 4, "HOOKLINE_MAX_ACK_PENDING must be at least 4, not %d", c.MaxAckPending)
 	check(c.AdmissionMaxWait >= 0 && c.AdmissionMaxWait < c.AckWait*100,

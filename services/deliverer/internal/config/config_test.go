@@ -122,6 +122,8 @@ func TestValidateNamesTheVariable(t *testing.T) {
 		{"negative jitter", map[string]string{"HOOKLINE_RETRY_JITTER": "-0.1"}, "HOOKLINE_RETRY_JITTER"},
 		{"zero deliver workers", map[string]string{"HOOKLINE_DELIVER_WORKERS": "0"}, "HOOKLINE_DELIVER_WORKERS"},
 		{"zero dispatch workers", map[string]string{"HOOKLINE_DISPATCH_WORKERS": "0"}, "HOOKLINE_DISPATCH_WORKERS"},
+		{"dispatch buffer as large as the consumer window", map[string]string{"HOOKLINE_DISPATCH_BUFFER": "10000"}, "HOOKLINE_DISPATCH_BUFFER"},
+		{"dispatch buffer under 1 MiB", map[string]string{"HOOKLINE_DISPATCH_BUFFER_BYTES": "1000"}, "HOOKLINE_DISPATCH_BUFFER_BYTES"},
 		{"bad cidr", map[string]string{"HOOKLINE_ALLOW_PRIVATE_CIDRS": "127.0.0.1/33"}, "HOOKLINE_ALLOW_PRIVATE_CIDRS"},
 		{"grpc exporter", map[string]string{"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4317"}, "OTEL_EXPORTER_OTLP_PROTOCOL"},
 		{"lag interval too short", map[string]string{"HOOKLINE_CONSUMER_LAG_INTERVAL": "10ms"}, "HOOKLINE_CONSUMER_LAG_INTERVAL"},

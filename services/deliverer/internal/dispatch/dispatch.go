@@ -91,9 +91,15 @@ type Options struct {
 	// stored as a task). Ordered deliveries always go through a task.
 	Direct Direct
 	// AckWait of the dispatch consumer (default stream.DefaultAckWait):
-	// an event whose first attempts run is told it is in progress every
-	// third of it.
+	// an event whose first attempts run, or that waits in the buffer, is
+	// told it is in progress every third of it.
 	AckWait time.Duration
+	// Buffer is how many events may wait for a worker, fetched ahead of
+	// the workers and served a tenant at a time, in turn (pool.RunFair;
+	// default 3/4 of stream.DefaultMaxAckPending), and BufferBytes how
+	// many bytes they may hold (default 64 MiB).
+	Buffer      int
+	BufferBytes int64
 }
 
 // Dispatcher is the fan-out stage.
@@ -133,6 +139,12 @@ func New(d Deps, o Options) *Dispatcher {
 	if o.AckWait <= 0 {
 		o.AckWait = stream.DefaultAckWait
 	}
+	if o.Buffer <= 0 {
+		o.Buffer = stream.DefaultMaxAckPending * 3 / 4
+	}
+	if o.BufferBytes <= 0 {
+		o.BufferBytes = DefaultBufferBytes
+	}
 	ds := &Dispatcher{js: d.JS, match: d.Matcher, dead: d.DeadLetters, log: d.Log.Named("dispatch"), m: d.Metrics, o: o}
 	if o.GroupCommit != nil {
 		ds.tasks = groupcommit.New(d.JS, *o.GroupCommit)
@@ -150,10 +162,12 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		}
 		return fmt.Errorf("dispatch consumer: %w", err)
 	}
-	// Buffered messages' AckWait is already running: buffer one per
-	// worker, enough to keep them busy (each holds its event for its
-	// tasks' publish acks or a first attempt).
-	it, err := cons.Messages(pool.Pull(d.o.Workers)...)
+	// Events are fetched as fast as the consumer hands them out, up to
+	// the buffer, and served a tenant at a time: a tenant's flood waits
+	// behind the buffer's other tenants, not they behind it (see
+	// pool.RunFair). The iterator's own buffer only needs to keep the
+	// fetcher busy.
+	it, err := cons.Messages(pool.Pull(min(d.o.Workers, d.o.Buffer))...)
 	if err != nil {
 		return fmt.Errorf("dispatch messages: %w", err)
 	}
@@ -165,10 +179,35 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		go func() { d.tasks.Run(pubCtx); close(pubDone) }()
 		defer func() { stopPub(); <-pubDone }()
 	}
-	if err := pool.Run(ctx, it, d.o.Workers, d.Handle, d.log); err != nil {
+	fair := pool.Fair{Workers: d.o.Workers, Buffer: d.o.Buffer, BufferBytes: d.o.BufferBytes,
+		Key: eventTenant, KeepAlive: d.o.AckWait / 3}
+	if d.m != nil {
+		fair.Waiting = func(n int) { d.m.DispatchWaiting.Set(float64(n)) }
+	}
+	if err := pool.RunFair(ctx, it, fair, d.Handle, d.log); err != nil {
 		return fmt.Errorf("dispatch: %w", err)
 	}
 	return nil
+}
+
+// DefaultBufferBytes bounds the payloads and headers of the events that
+// wait in dispatch's buffer.
+const DefaultBufferBytes = 64 << 20
+
+// eventTenant is the queue an event waits in for a dispatch worker: its
+// tenant, the second token of events.<tenant>.<type> (anything else waits
+// under its whole subject, so it is still handled, as a problem).
+func eventTenant(msg jetstream.Msg) string {
+	subj := msg.Subject()
+	_, rest, ok := strings.Cut(subj, ".")
+	if !ok {
+		return subj
+	}
+	tenant, _, ok := strings.Cut(rest, ".")
+	if !ok {
+		return subj
+	}
+	return tenant
 }
 
 // Event problems (label values of hookline_events_invalid_total).

@@ -36,6 +36,9 @@ type Metrics struct {
 	// Direct: first attempts made from dispatch (no task stored), by what
 	// became of them, and the fan-outs that stored a task instead, by why.
 	Direct *prometheus.CounterVec
+	// DispatchWaiting: events fetched from EVENTS and waiting for a
+	// dispatch worker in the fair buffer.
+	DispatchWaiting prometheus.Gauge
 }
 
 // DirectResults are the values of hookline_direct_attempts_total's result
@@ -150,6 +153,10 @@ func New(reg prometheus.Registerer, reasons, classes []string) *Metrics {
 		Name: "hookline_direct_attempts_total",
 		Help: "First attempts made from dispatch without storing a task, by result (delivered, retry_scheduled, dead_lettered), and fan-outs that stored a task instead, by why (unmeasured_or_slow, line, busy, refused, not_ready, fallback).",
 	}, []string{"result"})
+	m.DispatchWaiting = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "hookline_dispatch_waiting",
+		Help: "Events fetched from EVENTS that wait in this deliverer's dispatch buffer for a worker (served a tenant at a time, in turn).",
+	})
 	for _, r := range DirectResults {
 		m.Direct.WithLabelValues(r)
 	}
@@ -175,7 +182,7 @@ func New(reg prometheus.Registerer, reasons, classes []string) *Metrics {
 	reg.MustRegister(m.Attempts, m.AttemptDuration, m.AttemptErrors, m.DeadLetters, m.EventsDispatched,
 		m.EventsUnmatched, m.EventsInvalid, m.EventsUnscoped, m.TasksPublished, m.TasksDeferred, m.ScheduleFailures,
 		m.AttemptRecordsFailed, m.AdmissionParked, m.AdmissionParkedNow, m.AdmissionWait, m.AdmissionDeferred, m.AdmissionRefused,
-		m.OrderingWaiting, m.OrderingSkipped, m.OrderingStateLost, m.Direct)
+		m.OrderingWaiting, m.OrderingSkipped, m.OrderingStateLost, m.Direct, m.DispatchWaiting)
 	return m
 }
 

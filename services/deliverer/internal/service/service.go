@@ -255,6 +255,8 @@ func New(ctx context.Context, cfg config.Config, d Deps) (*Service, error) {
 			GroupCommit: groupCommit(cfg),
 			Direct:      direct,
 			AckWait:     cfg.AckWait,
+			Buffer:      cfg.DispatchBufferSize(),
+			BufferBytes: cfg.DispatchBufferBytes,
 		}),
 		deliver:  deliverer,
 		recorder: rec,

@@ -1,0 +1,310 @@
+package pool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+)
+
+// Fair tunes RunFair.
+type Fair struct {
+	// Workers handle messages in parallel.
+	Workers int
+	// Buffer is how many messages may wait for a worker, taken from the
+	// consumer ahead of the workers (at least 1), and BufferBytes how
+	// many bytes of payload and headers they may hold (0: no byte bound;
+	// one message is always let in, however large).
+	Buffer      int
+	BufferBytes int64
+	// Key names the queue a message waits in (dispatch: its tenant).
+	Key func(jetstream.Msg) string
+	// KeepAlive: a message that has waited this long is told it is in
+	// progress, and again every KeepAlive, so that its AckWait never runs
+	// out while it waits (a third of AckWait).
+	KeepAlive time.Duration
+	// Waiting reports how many messages wait after each change (nil: not
+	// reported).
+	Waiting func(n int)
+}
+
+// RunFair is Run with a fair buffer between the consumer and the workers:
+// up to Buffer messages are taken from the iterator as soon as it has
+// them and queued by Key; the workers serve the keys in turn, one message
+// of each key that has any waiting. One key's backlog, as long as it fits
+// in the buffer, therefore delays another key's message by at most one
+// message per busy key, not by the backlog: the other key's message is
+// fetched at once, behind the backlog in the stream but ahead of it here.
+// Within a key, messages are handled in the order they came.
+//
+// Messages wait in the buffer with their AckWait running: each is told it
+// is in progress once it has waited KeepAlive, and every KeepAlive after
+// that, until a worker takes it. Stopping is Run's: no new message is
+// handled once ctx ends, and those still waiting are handed back
+// (ReleaseDelay).
+func RunFair(ctx context.Context, it jetstream.MessagesContext, o Fair, handle Handler, log *zap.Logger) error {
+	if o.Workers < 1 {
+		o.Workers = 1
+	}
+	if o.Buffer < 1 {
+		o.Buffer = 1
+	}
+	if o.KeepAlive <= 0 {
+		o.KeepAlive = 20 * time.Second
+	}
+	if o.Key == nil {
+		o.Key = func(jetstream.Msg) string { return "" }
+	}
+	hctx := context.WithoutCancel(ctx)
+	q := newFairQueue(o)
+	stop := context.AfterFunc(ctx, func() {
+		it.Drain()
+		q.close()
+	})
+	defer stop()
+
+	var (
+		wg      sync.WaitGroup
+		errOnce sync.Once
+		runErr  error
+	)
+	release := func(msg jetstream.Msg) {
+		if err := msg.NakWithDelay(ReleaseDelay); err != nil {
+			log.Warn("release buffered message at stop", zap.String("subject", msg.Subject()), zap.Error(err))
+		}
+	}
+
+	// The fetcher moves messages from the iterator to the queue. While the
+	// queue is full the iterator's own few buffered messages wait with
+	// their AckWait running; after a wait longer than KeepAlive, the
+	// messages it then takes are told they are in progress at once.
+	fetched := make(chan struct{})
+	go func() {
+		defer close(fetched)
+		defer q.close()
+		freshen := 0
+		for {
+			msg, err := it.Next()
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				if ctx.Err() == nil {
+					errOnce.Do(func() { runErr = fmt.Errorf("message iterator closed: %w", err) })
+				}
+				return
+			}
+			if err != nil {
+				continue // not terminal: the iterator keeps pulling
+			}
+			if ctx.Err() != nil {
+				release(msg)
+				continue
+			}
+			if freshen > 0 {
+				_ = msg.InProgress()
+				freshen--
+			}
+			waited, ok := q.put(o.Key(msg), msg)
+			if !ok {
+				release(msg)
+				continue
+			}
+			if waited > o.KeepAlive {
+				freshen = o.Workers
+			}
+		}
+	}()
+
+	keepDone := make(chan struct{})
+	go func() {
+		defer close(keepDone)
+		t := time.NewTicker(o.KeepAlive / 2)
+		defer t.Stop()
+		for {
+			select {
+			case <-q.closed:
+				return
+			case now := <-t.C:
+				for _, m := range q.stale(now) {
+					_ = m.InProgress()
+				}
+			}
+		}
+	}()
+
+	for range o.Workers {
+		wg.Go(func() {
+			for {
+				msg, ok := q.take()
+				if !ok {
+					return
+				}
+				if ctx.Err() != nil {
+					release(msg)
+					continue
+				}
+				safely(hctx, held.track(msg), handle, log)
+			}
+		})
+	}
+	wg.Wait()
+	<-fetched
+	<-keepDone
+	for _, msg := range q.rest() {
+		release(msg)
+	}
+	it.Stop()
+	return runErr
+}
+
+// fairQueue holds the messages waiting for a worker, a FIFO per key, and
+// the keys with messages waiting in the order they are served.
+type fairQueue struct {
+	o       Fair
+	mu      sync.Mutex
+	cond    *sync.Cond // signalled when a message is put, taken or the queue closes
+	keys    map[string]*keyQueue
+	ring    []*keyQueue // keys with messages waiting, next to serve first
+	n       int
+	bytes   int64
+	done    bool
+	closed  chan struct{}
+	closeMu sync.Once
+}
+
+type keyQueue struct {
+	key  string
+	msgs []waiting
+}
+
+type waiting struct {
+	msg     jetstream.Msg
+	size    int64
+	touched time.Time // when it came, or was last told it is in progress
+}
+
+func newFairQueue(o Fair) *fairQueue {
+	q := &fairQueue{o: o, keys: map[string]*keyQueue{}, closed: make(chan struct{})}
+	q.cond = sync.NewCond(&q.mu)
+	return q
+}
+
+func msgSize(m jetstream.Msg) int64 {
+	n := int64(len(m.Data()))
+	for k, vs := range m.Headers() {
+		for _, v := range vs {
+			n += int64(len(k) + len(v) + 4)
+		}
+	}
+	return n
+}
+
+// put queues msg under key, waiting while the queue is full; it returns
+// how long it waited, and false when the queue closed meanwhile (msg not
+// queued).
+func (q *fairQueue) put(key string, msg jetstream.Msg) (time.Duration, bool) {
+	size := msgSize(msg)
+	began := time.Now()
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for !q.done && q.n > 0 && (q.n >= q.o.Buffer || (q.o.BufferBytes > 0 && q.bytes+size > q.o.BufferBytes)) {
+		q.cond.Wait()
+	}
+	if q.done {
+		return time.Since(began), false
+	}
+	kq := q.keys[key]
+	if kq == nil {
+		kq = &keyQueue{key: key}
+		q.keys[key] = kq
+	}
+	if len(kq.msgs) == 0 {
+		q.ring = append(q.ring, kq)
+	}
+	now := time.Now()
+	kq.msgs = append(kq.msgs, waiting{msg: msg, size: size, touched: now})
+	q.n++
+	q.bytes += size
+	q.report()
+	q.cond.Broadcast()
+	return now.Sub(began), true
+}
+
+// take returns the first message of the next key in turn, waiting for
+// one; false once the queue is closed (what still waits is left for
+// rest).
+func (q *fairQueue) take() (jetstream.Msg, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for !q.done && q.n == 0 {
+		q.cond.Wait()
+	}
+	if q.done {
+		return nil, false
+	}
+	kq := q.ring[0]
+	q.ring = q.ring[1:]
+	w := kq.msgs[0]
+	kq.msgs[0] = waiting{}
+	kq.msgs = kq.msgs[1:]
+	if len(kq.msgs) > 0 {
+		q.ring = append(q.ring, kq) // its next message waits for its next turn
+	} else {
+		delete(q.keys, kq.key)
+	}
+	q.n--
+	q.bytes -= w.size
+	q.report()
+	q.cond.Broadcast()
+	return w.msg, true
+}
+
+// stale returns the messages that have waited KeepAlive since they came
+// or were last told they are in progress, marking them told now.
+func (q *fairQueue) stale(now time.Time) []jetstream.Msg {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	var out []jetstream.Msg
+	for _, kq := range q.ring {
+		for i := range kq.msgs {
+			if now.Sub(kq.msgs[i].touched) >= q.o.KeepAlive {
+				kq.msgs[i].touched = now
+				out = append(out, kq.msgs[i].msg)
+			}
+		}
+	}
+	return out
+}
+
+func (q *fairQueue) close() {
+	q.closeMu.Do(func() {
+		q.mu.Lock()
+		q.done = true
+		q.cond.Broadcast()
+		q.mu.Unlock()
+		close(q.closed)
+	})
+}
+
+// rest empties the queue, returning what waited in it.
+func (q *fairQueue) rest() []jetstream.Msg {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	var out []jetstream.Msg
+	for _, kq := range q.ring {
+		for _, w := range kq.msgs {
+			out = append(out, w.msg)
+		}
+	}
+	q.ring, q.keys, q.n, q.bytes = nil, map[string]*keyQueue{}, 0, 0
+	q.report()
+	return out
+}
+
+func (q *fairQueue) report() {
+	if q.o.Waiting != nil {
+		q.o.Waiting(q.n)
+	}
+}
