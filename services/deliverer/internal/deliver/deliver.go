@@ -593,6 +593,7 @@ func (d *Deliverer) post(ctx, hctx context.Context, t *task.Task, tg target, slo
 	started := time.Now()
 	req := request(tg.sub, t, now, sig, body)
 	req.Timeout = tg.timeout
+	d.lines.Begin(id)
 	res := d.send.Send(ctx, req)
 	d.lines.Observe(id, tg.sub.GetMaxInFlight() == 0, res)
 	d.handOn(hctx, id, slot, res)

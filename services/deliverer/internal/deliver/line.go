@@ -70,6 +70,12 @@ type line struct {
 	// limit is the cap of a subscription without max_in_flight (0 until
 	// its first attempt: DefaultLimit).
 	limit int
+	// sending is how many of its attempts this process has in flight, and
+	// progress when one last ended (or, when none was in flight, began):
+	// attempts in flight with none ended for FastAttempt mean the
+	// endpoint has turned slow before any slow answer is measured.
+	sending  int
+	progress time.Time
 }
 
 func newLines(cfg lineConfig) *lines {
@@ -181,13 +187,27 @@ func (ls *lines) Waiting(id string) bool {
 }
 
 // Fast reports whether id's attempts were measured here and are fast (a
-// moving average under FastAttempt): a delivery to it may be attempted
-// from dispatch.
+// moving average under FastAttempt), and none it has in flight has gone
+// FastAttempt without one ending (an endpoint that hangs is not fast
+// while its first slow answers are still on the way): a delivery to it
+// may be attempted from dispatch.
 func (ls *lines) Fast(id string) bool {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
 	l := ls.byID[id]
-	return l != nil && l.avg > 0 && l.avg < FastAttempt
+	return l != nil && l.avg > 0 && l.avg < FastAttempt &&
+		(l.sending == 0 || ls.cfg.Now().Sub(l.progress) < FastAttempt)
+}
+
+// Begin notes that an attempt of id is being sent (Observe notes its end).
+func (ls *lines) Begin(id string) {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	l := ls.get(id)
+	if l.sending == 0 {
+		l.progress = ls.cfg.Now()
+	}
+	l.sending++
 }
 
 // Pop takes the head of id's line (nil when empty).
@@ -332,6 +352,10 @@ func (ls *lines) Observe(id string, adaptive bool, res sender.Result) {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
 	l := ls.get(id)
+	if l.sending > 0 {
+		l.sending--
+	}
+	l.progress = ls.cfg.Now()
 	if l.avg <= 0 {
 		l.avg = res.Duration
 	} else {

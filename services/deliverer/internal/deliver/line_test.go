@@ -222,3 +222,41 @@ func TestLineTrim(t *testing.T) {
 		}
 	}
 }
+
+// An endpoint measured fast that starts to hang is not fast any more once
+// its attempts in flight have gone FastAttempt without one ending, before
+// any slow answer is measured (the flood of make bench -only=fair: its
+// first attempts from dispatch, taken for fast, held dispatch's workers
+// for the endpoint's 2 s). Attempts that keep ending keep it fast.
+func TestFastEndsWhenAttemptsInFlightStopEnding(t *testing.T) {
+	t.Parallel()
+	now := time.Unix(1_700_000_000, 0)
+	ls := testLines(&now)
+	ls.Begin("s")
+	ls.Observe("s", true, ok(time.Millisecond))
+	if !ls.Fast("s") {
+		t.Fatal("a 1 ms endpoint is not fast")
+	}
+	for range 5 {
+		ls.Begin("s")
+	}
+	now = now.Add(FastAttempt / 2)
+	if !ls.Fast("s") {
+		t.Fatal("attempts in flight for less than FastAttempt made it slow")
+	}
+	ls.Observe("s", true, ok(time.Millisecond)) // one ends: progress
+	now = now.Add(FastAttempt * 3 / 4)
+	if !ls.Fast("s") {
+		t.Fatal("an attempt ended within FastAttempt, yet it is slow")
+	}
+	now = now.Add(FastAttempt)
+	if ls.Fast("s") {
+		t.Fatal("4 attempts in flight, none ended for longer than FastAttempt: still fast")
+	}
+	for range 4 {
+		ls.Observe("s", true, ok(time.Millisecond))
+	}
+	if !ls.Fast("s") {
+		t.Fatal("every attempt ended fast: not fast again")
+	}
+}
