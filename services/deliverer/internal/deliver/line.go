@@ -76,6 +76,9 @@ type line struct {
 	// endpoint has turned slow before any slow answer is measured.
 	sending  int
 	progress time.Time
+	// probing: an unmeasured subscription's first attempt from dispatch
+	// was let through, and no attempt has answered since.
+	probing bool
 }
 
 func newLines(cfg lineConfig) *lines {
@@ -191,11 +194,25 @@ func (ls *lines) Waiting(id string) bool {
 // FastAttempt without one ending (an endpoint that hangs is not fast
 // while its first slow answers are still on the way): a delivery to it
 // may be attempted from dispatch.
+//
+// A subscription not yet measured here is let through once: its first
+// delivery is attempted from dispatch (a probe, which measures it), and
+// until an attempt's answer is in, the others go through tasks. So a new
+// subscription's, or a restarted deliverer's, first events do not wait
+// behind every task in DELIVERIES (another tenant's flood) to be measured.
 func (ls *lines) Fast(id string) bool {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
 	l := ls.byID[id]
-	return l != nil && l.avg > 0 && l.avg < FastAttempt &&
+	if l == nil || l.avg <= 0 {
+		l = ls.get(id)
+		if l.probing || l.sending > 0 {
+			return false
+		}
+		l.probing = true
+		return true
+	}
+	return l.avg < FastAttempt &&
 		(l.sending == 0 || ls.cfg.Now().Sub(l.progress) < FastAttempt)
 }
 
@@ -356,6 +373,7 @@ func (ls *lines) Observe(id string, adaptive bool, res sender.Result) {
 		l.sending--
 	}
 	l.progress = ls.cfg.Now()
+	l.probing = false
 	if l.avg <= 0 {
 		l.avg = res.Duration
 	} else {

@@ -260,3 +260,23 @@ func TestFastEndsWhenAttemptsInFlightStopEnding(t *testing.T) {
 		t.Fatal("every attempt ended fast: not fast again")
 	}
 }
+
+// A subscription not measured here is let through once, as a probe, and
+// then not again until an attempt has answered: a burst to a new
+// subscription sends one first attempt from dispatch, not one per worker.
+func TestFastLetsAnUnmeasuredSubscriptionProbeOnce(t *testing.T) {
+	t.Parallel()
+	now := time.Unix(1_700_000_000, 0)
+	ls := testLines(&now)
+	if !ls.Fast("new") {
+		t.Fatal("an unmeasured subscription's first delivery is not let through")
+	}
+	if ls.Fast("new") {
+		t.Fatal("a second delivery let through while the probe has not answered")
+	}
+	ls.Begin("new")
+	ls.Observe("new", true, ok(3*time.Second)) // the probe answers, slowly
+	if ls.Fast("new") {
+		t.Fatal("measured slow, yet let through")
+	}
+}
