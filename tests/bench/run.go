@@ -782,8 +782,9 @@ func (r *rig) storedTasks(ctx context.Context) uint64 {
 	return info.State.LastSeq
 }
 
-// directAttempts sums hookline_direct_attempts_total by result over the
-// deliverers (nil when a deliverer's metrics cannot be read).
+// directAttempts sums hookline_direct_attempts_total by result, and
+// hookline_admission_refused_total by reason (as "refused <reason>"), over
+// the deliverers (nil when a deliverer's metrics cannot be read).
 func (r *rig) directAttempts(ctx context.Context) map[string]float64 {
 	out := map[string]float64{}
 	for _, d := range r.stack.Deliverers {
@@ -800,18 +801,25 @@ func (r *rig) directAttempts(ctx context.Context) map[string]float64 {
 		if err != nil {
 			return nil
 		}
-		const prefix = `hookline_direct_attempts_total{result="`
+		// Admission's refusals (of tasks and first attempts alike) say
+		// what the deliveries that did not go straight through met.
+		prefixes := map[string]string{
+			`hookline_direct_attempts_total{result="`:   "",
+			`hookline_admission_refused_total{reason="`: "refused ",
+		}
 		for _, line := range strings.Split(string(body), "\n") {
-			rest, ok := strings.CutPrefix(line, prefix)
-			if !ok {
-				continue
-			}
-			result, value, ok := strings.Cut(rest, `"} `)
-			if !ok {
-				continue
-			}
-			if v, err := strconv.ParseFloat(value, 64); err == nil {
-				out[result] += v
+			for prefix, label := range prefixes {
+				rest, ok := strings.CutPrefix(line, prefix)
+				if !ok {
+					continue
+				}
+				result, value, ok := strings.Cut(rest, `"} `)
+				if !ok {
+					continue
+				}
+				if v, err := strconv.ParseFloat(value, 64); err == nil {
+					out[label+result] += v
+				}
 			}
 		}
 	}

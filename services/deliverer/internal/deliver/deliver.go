@@ -150,6 +150,11 @@ type Options struct {
 	// so an endpoint measured fast that starts hanging must leave workers
 	// that fan out (a wait in line holds one at most DirectWait).
 	DirectAttempts int
+	// DirectTenantShare is the share of the DirectMax slots one tenant may
+	// hold at once (default 0.75, the tenant worker share): an endpoint measured fast that starts hanging
+	// holds its slots until its attempts time out, and the other tenants'
+	// first attempts keep the rest.
+	DirectTenantShare float64
 }
 
 // Deliverer is the attempt stage.
@@ -183,6 +188,8 @@ type Deliverer struct {
 	// direct holds a token per first attempt made from dispatch (nil:
 	// none are); directSending one per such attempt sending.
 	direct, directSending chan struct{}
+	// directTenants counts the direct tokens each tenant holds.
+	directTenants directTenants
 	// directDone is when a direct attempt last ended (UnixNano).
 	directDone atomic.Int64
 }
@@ -277,8 +284,12 @@ func New(d Deps, o Options) *Deliverer {
 		direct = make(chan struct{}, o.DirectMax)
 		directSending = make(chan struct{}, min(o.DirectAttempts, o.DirectMax))
 	}
+	if o.DirectTenantShare <= 0 || o.DirectTenantShare > 1 {
+		o.DirectTenantShare = 0.75
+	}
 	return &Deliverer{
 		direct: direct, directSending: directSending,
+		directTenants: directTenants{max: max(1, int(float64(o.DirectMax)*o.DirectTenantShare)), held: map[string]*tenantTokens{}, changed: make(chan struct{}), now: time.Now},
 		js: d.JS, subs: d.Lookup, send: d.Sender, sched: d.Scheduler, dead: d.DeadLetters, rec: d.Recorder, tens: d.Tenants, deferrals: d.Deferrals, tracing: d.Tracing,
 		log: d.Log.Named("deliver"), m: d.Metrics, o: o,
 		ord: d.Ordering, floor: d.Floor, keys: newKeyLines(),

@@ -2,6 +2,7 @@ package deliver
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
@@ -42,6 +43,12 @@ func (d *Deliverer) Direct(ctx context.Context, m *nats.Msg, sub *hooklinev1.Sub
 		d.m.Direct.WithLabelValues("unmeasured_or_slow").Inc()
 		return false
 	}
+	tenant := sub.GetTenant()
+	if !d.directTenants.take(tenant) {
+		d.m.Direct.WithLabelValues("tenant_busy").Inc()
+		return false
+	}
+	defer d.directTenants.give(tenant)
 	if !d.directToken() {
 		d.m.Direct.WithLabelValues("busy").Inc()
 		return false
@@ -103,6 +110,79 @@ func (d *Deliverer) Direct(ctx context.Context, m *nats.Msg, sub *hooklinev1.Sub
 	d.directDone.Store(time.Now().UnixNano())
 	d.report(&t, v)
 	return d.settleDirect(actx, &t, v)
+}
+
+// directTenants bounds the direct tokens one tenant holds to a share of
+// them (DirectTenantShare), so that one tenant's endpoint that was fast
+// and hangs (each of its attempts holding a token until it times out)
+// leaves the others theirs. A tenant at its share whose tokens are
+// turning over (one ended within FastAttempt: a burst, not a hang) waits
+// up to directTokenWait for one, as for a token at all.
+type directTenants struct {
+	mu      sync.Mutex
+	max     int
+	held    map[string]*tenantTokens
+	changed chan struct{} // closed (and replaced) when a token is given back
+	now     func() time.Time
+}
+
+type tenantTokens struct {
+	n    int
+	// done is when one of its direct attempts last ended, or when it
+	// took a token holding none.
+	done time.Time
+}
+
+func (dt *directTenants) take(tenant string) bool {
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for {
+		dt.mu.Lock()
+		tt := dt.held[tenant]
+		if tt == nil {
+			// Its first token since it held none: its attempts have had
+			// no time to end yet.
+			tt = &tenantTokens{done: dt.now()}
+			dt.held[tenant] = tt
+		}
+		if tt.n < dt.max {
+			tt.n++
+			dt.mu.Unlock()
+			return true
+		}
+		turning := dt.now().Sub(tt.done) <= FastAttempt
+		changed := dt.changed
+		dt.mu.Unlock()
+		if !turning {
+			return false
+		}
+		if timer == nil {
+			timer = time.NewTimer(directTokenWait)
+		}
+		select {
+		case <-changed:
+		case <-timer.C:
+			return false
+		}
+	}
+}
+
+func (dt *directTenants) give(tenant string) {
+	dt.mu.Lock()
+	defer dt.mu.Unlock()
+	if tt := dt.held[tenant]; tt != nil {
+		tt.n--
+		tt.done = dt.now()
+		if tt.n <= 0 {
+			delete(dt.held, tenant)
+		}
+	}
+	close(dt.changed)
+	dt.changed = make(chan struct{})
 }
 
 // directTokenWait bounds how long a first attempt waits for a direct

@@ -47,10 +47,11 @@ type Metrics struct {
 // (unmeasured_or_slow: the endpoint is not known to be fast here; line:
 // its line was too long to wait in, or no slot came within the wait; busy: every direct slot is
 // taken; refused: admission said no for longer than a slot's wait (a rate
-// limit, an open circuit); not_ready: the subscription's policy
+// limit, an open circuit); tenant_busy: the subscription's tenant holds
+// its share of the direct slots; not_ready: the subscription's policy
 // or secrets could not be resolved; fallback: a retry or dead letter could
 // not be stored, so the task was).
-var DirectResults = []string{"delivered", "retry_scheduled", "dead_lettered", "unmeasured_or_slow", "line", "busy", "refused", "not_ready", "fallback"}
+var DirectResults = []string{"delivered", "retry_scheduled", "dead_lettered", "unmeasured_or_slow", "line", "busy", "tenant_busy", "refused", "not_ready", "fallback"}
 
 // DeferReasons are the values of hookline_admission_deferred_total's
 // reason label. The first admissionReasons are admission's refusals
@@ -151,7 +152,7 @@ func New(reg prometheus.Registerer, reasons, classes []string) *Metrics {
 	})
 	m.Direct = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "hookline_direct_attempts_total",
-		Help: "First attempts made from dispatch without storing a task, by result (delivered, retry_scheduled, dead_lettered), and fan-outs that stored a task instead, by why (unmeasured_or_slow, line, busy, refused, not_ready, fallback).",
+		Help: "First attempts made from dispatch without storing a task, by result (delivered, retry_scheduled, dead_lettered), and fan-outs that stored a task instead, by why (unmeasured_or_slow, line, busy, tenant_busy, refused, not_ready, fallback).",
 	}, []string{"result"})
 	m.DispatchWaiting = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "hookline_dispatch_waiting",

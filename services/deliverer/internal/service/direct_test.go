@@ -322,3 +322,61 @@ func TestBurstWaitsForADirectTokenWhileTheyTurnOver(t *testing.T) {
 		t.Fatalf("%g of %d deliveries stored a task (direct attempts: %v); want most from dispatch", tasks, n, why)
 	}
 }
+
+// A tenant whose endpoint was measured fast and starts hanging holds at
+// most its share of the direct slots (HOOKLINE_TENANT_WORKER_SHARE of
+// HOOKLINE_DIRECT_MAX): another tenant's first attempt is still made from
+// dispatch, not stored as a task to wait behind the hanging tenant's in
+// DELIVERIES. 16 dispatch workers and 8 direct slots so that a test can
+// take them all; the share is the default 0.75 (6 slots).
+func TestHangingTenantLeavesOthersTheirDirectSlots(t *testing.T) {
+	t.Parallel()
+	e := start(t, map[string]string{"HOOKLINE_DISPATCH_WORKERS": "16", "HOOKLINE_DIRECT_MAX": "8"})
+	var (
+		hang    atomic.Bool
+		hanging atomic.Int64
+		release = make(chan struct{})
+		warm    atomic.Int64
+	)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !hang.Load() {
+			warm.Add(1)
+			return
+		}
+		hanging.Add(1)
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	t.Cleanup(srv.Close)
+	t.Cleanup(func() { close(release) })
+	e.subscribeAs(t, "flood", srv.URL, "order.created")
+	e.publishAs(t, "flood", "order.created", "evt_warm_flood", `{}`)
+	eventually(t, await, "the flood's endpoint measured", func() bool { return warm.Load() == 1 })
+	other := newReceiver(t, always(http.StatusOK))
+	e.subscribeAs(t, "victim", other.URL(), "invoice.paid")
+	e.publishAs(t, "victim", "invoice.paid", "evt_warm_victim", `{}`)
+	eventually(t, await, "the victim's endpoint measured", func() bool { return other.count() == 1 })
+	eventually(t, await, "pipeline idle", func() bool { return e.idle(t) })
+
+	m := e.svc.Metrics
+	direct := func(r string) float64 { return testutil.ToFloat64(m.Direct.WithLabelValues(r)) }
+	hang.Store(true)
+	for i := range 12 {
+		e.publishAs(t, "flood", "order.created", fmt.Sprintf("evt_hang_%02d", i), `{}`)
+	}
+	eventually(t, await, "the flood's share of direct slots taken", func() bool { return direct("tenant_busy") >= 1 })
+	delivered := direct("delivered")
+	tasks := testutil.ToFloat64(m.TasksPublished)
+	e.publishAs(t, "victim", "invoice.paid", "evt_victim", `{}`)
+	eventually(t, await, "the victim's event delivered", func() bool { return other.count() == 2 })
+	if d := direct("delivered") - delivered; d != 1 {
+		why := map[string]float64{}
+		for _, r := range metrics.DirectResults {
+			why[r] = direct(r)
+		}
+		t.Fatalf("the victim's event was not delivered from dispatch (%g tasks stored meanwhile; direct attempts: %v)",
+			testutil.ToFloat64(m.TasksPublished)-tasks, why)
+	}
+}

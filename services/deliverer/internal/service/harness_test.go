@@ -206,6 +206,12 @@ func (e *env) remove(t *testing.T, id string) {
 // publish publishes an event the way the producer does.
 func (e *env) publish(t *testing.T, eventType, id, body string) {
 	t.Helper()
+	e.publishAs(t, tenant, eventType, id, body)
+}
+
+// publishAs is publish for another tenant.
+func (e *env) publishAs(t *testing.T, tenant, eventType, id, body string) {
+	t.Helper()
 	m := nats.NewMsg(stream.EventSubject(tenant, eventType))
 	m.Header.Set(stream.HeaderMsgID, stream.EventMsgID(tenant, id))
 	m.Header.Set(stream.HeaderOccurredAt, time.Now().UTC().Format(time.RFC3339Nano))

@@ -236,6 +236,7 @@ func New(ctx context.Context, cfg config.Config, d Deps) (*Service, error) {
 		HTTPTimeout:               cfg.HTTPTimeout,
 		DirectMax:                 directMax,
 		DirectAttempts:            directAttempts,
+		DirectTenantShare:         cfg.Health.TenantWorkerShare,
 	})
 	var direct dispatch.Direct
 	if directMax > 0 {
