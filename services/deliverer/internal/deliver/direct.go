@@ -84,7 +84,7 @@ func (d *Deliverer) Direct(ctx context.Context, m *nats.Msg, sub *hooklinev1.Sub
 		// As many direct attempts send as may: this one's worker stays
 		// free to fan out (an endpoint that hangs holds the others).
 		slot.Return()
-		d.kick(context.WithoutCancel(ctx), id)
+		d.gaveBack(context.WithoutCancel(ctx), tg.sub)
 		d.m.Direct.WithLabelValues("busy").Inc()
 		return false
 	}

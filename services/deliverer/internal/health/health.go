@@ -260,7 +260,7 @@ func (h *Health) Admit(ctx context.Context, sub *hooklinev1.Subscription, limit 
 	if !h.share.take(tenant) {
 		return nil, deliver.Refusal{Reason: deliver.RefusedTenant}, nil
 	}
-	dest := destination(sub.GetUrl())
+	dest := deliver.Destination(sub.GetUrl())
 	// The batcher bounds the round trip by RedisTimeout.
 	var (
 		pendingAllow, pendingHost        *breaker.PendingAllow
