@@ -118,6 +118,9 @@ func Dashboard() (dashboard.Dashboard, error) {
 			query(`sum(hookline_ordering_waiting)`, "ordering waiting"))).
 		WithPanel(n.panel("Admission wait", "How long tasks waited in line before their attempt.", "s",
 			quantiles("hookline_admission_wait_seconds")...)).
+		WithPanel(n.panel("Line polls", "Admissions asked for the heads of waiting lines (each a Redis round trip: a line backs off from 20 ms to HOOKLINE_ADMISSION_POLL_MAX), and lines woken at once by a tenant's or host's slot freed in the same deliverer.", "reqps",
+			query(`sum(rate(hookline_admission_line_polls_total[$__rate_interval]))`, "polls"),
+			query(`sum(rate(hookline_admission_line_wakes_total[$__rate_interval]))`, "wakes"))).
 		WithPanel(n.panel("Circuit breakers", "Subscriptions' circuits opened (or reopened after a failed probe) and closed, subscriptions disabled by reason, and destination hosts' circuits opened (failures in a row to one host across its subscriptions).", "short",
 			query(`sum(increase(hookline_breaker_opened_total[$__rate_interval]))`, "opened"),
 			query(`sum(increase(hookline_breaker_closed_total[$__rate_interval]))`, "closed"),

@@ -72,6 +72,10 @@ type Config struct {
 	// subscription's line when it is expected to be attempted within this
 	// long; otherwise it is deferred by its expected wait.
 	AdmissionMaxWait time.Duration `env:"HOOKLINE_ADMISSION_MAX_WAIT" envDefault:"10s"`
+	// AdmissionPollMax bounds the backoff of a line refused for want of a
+	// slot (20ms, doubling): the most a waiting task lags behind a slot
+	// freed by another replica (one freed here wakes it at once).
+	AdmissionPollMax time.Duration `env:"HOOKLINE_ADMISSION_POLL_MAX" envDefault:"1s"`
 	// OrderingKeyTTL: the line of an ordering key (in Redis) is forgotten
 	// after this long unused; the key's numbers then start at 1 again.
 	OrderingKeyTTL time.Duration `env:"HOOKLINE_ORDERING_KEY_TTL" envDefault:"168h"`
@@ -225,6 +229,8 @@ func (c Config) Validate() error {
 	check(c.MaxAckPending >= 4, "HOOKLINE_MAX_ACK_PENDING must be at least 4, not %d", c.MaxAckPending)
 	check(c.AdmissionMaxWait >= 0 && c.AdmissionMaxWait < c.AckWait*100,
 		"HOOKLINE_ADMISSION_MAX_WAIT must be between 0s and 100 × HOOKLINE_ACK_WAIT, not %s", c.AdmissionMaxWait)
+	check(c.AdmissionPollMax >= 20*time.Millisecond && c.AdmissionPollMax <= time.Minute,
+		"HOOKLINE_ADMISSION_POLL_MAX must be between 20ms and 1m, not %s", c.AdmissionPollMax)
 	check(c.OrderingKeyTTL >= time.Hour, "HOOKLINE_ORDERING_KEY_TTL must be at least 1h (it must outlast a head's retries), not %s", c.OrderingKeyTTL)
 	check(c.ConsumerLagInterval == 0 || c.ConsumerLagInterval >= time.Second,
 		"HOOKLINE_CONSUMER_LAG_INTERVAL must be 0 (off) or at least 1s, not %s", c.ConsumerLagInterval)

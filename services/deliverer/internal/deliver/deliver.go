@@ -122,9 +122,13 @@ type Options struct {
 	// HTTPTimeout is the attempt duration assumed of an endpoint before
 	// one was measured (default 15s).
 	HTTPTimeout time.Duration
-	// PollEvery is how often the head of a line that no attempt of this
-	// process will hand a slot to asks admission (default 20ms).
-	PollEvery time.Duration
+	// PollEvery is how soon the head of a line refused for want of a slot
+	// asks admission again (default 20ms); each refusal in a row doubles
+	// the wait, up to PollMax (default 1s). A slot freed by an attempt of
+	// this process wakes a line waiting for it at once (its own
+	// subscription's, its tenant's, its destination's); PollMax is the
+	// most a line waits to see one freed by another replica.
+	PollEvery, PollMax time.Duration
 	// Secrets turns a subscription's keys into signing secrets (default
 	// OpenedSecrets(nil): keys in clear, sealed ones refused).
 	Secrets Secrets
@@ -189,7 +193,7 @@ type Deliverer struct {
 	// none are); directSending one per such attempt sending.
 	direct, directSending chan struct{}
 	// directTenants counts the direct tokens each tenant holds.
-	directTenants directTenants
+	directTenants *directTenants
 	// directDone is when a direct attempt last ended (UnixNano).
 	directDone atomic.Int64
 }
@@ -264,6 +268,10 @@ func New(d Deps, o Options) *Deliverer {
 	if o.PollEvery <= 0 {
 		o.PollEvery = 20 * time.Millisecond
 	}
+	if o.PollMax <= 0 {
+		o.PollMax = time.Second
+	}
+	o.PollMax = max(o.PollMax, o.PollEvery)
 	if len(o.Environment.RetrySchedule) == 0 {
 		o.Environment.RetrySchedule = o.Policy.Schedule
 	}
@@ -287,9 +295,10 @@ func New(d Deps, o Options) *Deliverer {
 	if o.DirectTenantShare <= 0 || o.DirectTenantShare > 1 {
 		o.DirectTenantShare = 0.75
 	}
+	tenants := &directTenants{max: max(1, int(float64(o.DirectMax)*o.DirectTenantShare)),
+		held: map[string]*tenantTokens{}, changed: make(chan struct{}), now: time.Now}
 	return &Deliverer{
-		direct: direct, directSending: directSending,
-		directTenants: directTenants{max: max(1, int(float64(o.DirectMax)*o.DirectTenantShare)), held: map[string]*tenantTokens{}, changed: make(chan struct{}), now: time.Now},
+		direct: direct, directSending: directSending, directTenants: tenants,
 		js: d.JS, subs: d.Lookup, send: d.Sender, sched: d.Scheduler, dead: d.DeadLetters, rec: d.Recorder, tens: d.Tenants, deferrals: d.Deferrals, tracing: d.Tracing,
 		log: d.Log.Named("deliver"), m: d.Metrics, o: o,
 		ord: d.Ordering, floor: d.Floor, keys: newKeyLines(),
@@ -298,6 +307,7 @@ func New(d Deps, o Options) *Deliverer {
 			MaxWait: o.MaxWait, PerLineMax: o.LineMax, TotalMax: o.LinesMax,
 			MinPerCap: 4, Unmeasured: o.HTTPTimeout,
 			DefaultLimit: o.DefaultMaxInFlight, DefaultCeiling: o.DefaultMaxInFlightCeiling,
+			PollEvery: o.PollEvery, PollMax: o.PollMax,
 		}),
 	}
 }
@@ -598,7 +608,7 @@ func (d *Deliverer) post(ctx, hctx context.Context, t *task.Task, tg target, slo
 	sig, err := signing.Sign(t.EventID, now, body, tg.secrets...)
 	if err != nil {
 		slot.Return()
-		d.kick(hctx, id)
+		d.gaveBack(hctx, tg.sub)
 		return verdict{detail: "sign: " + err.Error()}, false
 	}
 	started := time.Now()
@@ -607,26 +617,91 @@ func (d *Deliverer) post(ctx, hctx context.Context, t *task.Task, tg target, slo
 	d.lines.Begin(id)
 	res := d.send.Send(ctx, req)
 	d.lines.Observe(id, tg.sub.GetMaxInFlight() == 0, res)
-	d.handOn(hctx, id, slot, res)
+	d.handOn(hctx, tg.sub, slot, res)
 	return verdict{decision: tg.retry.Decide(res, n), attempted: true, started: started, result: res}, true
 }
 
 // handOn passes a slot whose attempt just ended to the head of the
 // subscription's line, which runs on a goroutine of its own, or gives it
-// back.
-func (d *Deliverer) handOn(ctx context.Context, id string, slot Slot, res sender.Result) {
+// back (waking a line that waits for a slot it frees).
+func (d *Deliverer) handOn(ctx context.Context, sub *hooklinev1.Subscription, slot Slot, res sender.Result) {
+	id := sub.GetId()
 	if d.stopping.Load() || !d.lines.Waiting(id) {
 		slot.Release(res)
+		d.freed(ctx, sub)
 		return
 	}
 	if !slot.Pass(res) {
 		// Given back: the head asks admission again at once.
+		d.lines.Nudge(id)
 		d.kick(ctx, id)
 		return
 	}
 	if !d.resumeHead(ctx, id, slot) {
+		// Every line goroutine is busy: the head asks again at the next
+		// tick (a slot that wakes nobody, or each woken line would give
+		// it back in turn).
 		slot.Return()
+		d.lines.Nudge(id)
 	}
+}
+
+// Scopes of the shared slots a line may wait for, beside its own
+// subscription's (in_flight_full: an attempt of the subscription ending
+// here nudges its line): its tenant's (its share of this deliverer's
+// workers, its cap across replicas) and its destination host's (the cap
+// across subscriptions). waitScope is the scope a refusal waits on ("" for
+// the subscription's own cap and the timed refusals).
+func tenantScope(tenant string) string { return "tenant:" + tenant }
+
+func destinationScope(url string) string {
+	if host := Destination(url); host != "" {
+		return "dest:" + host
+	}
+	return ""
+}
+
+func waitScope(sub *hooklinev1.Subscription, reason string) string {
+	switch reason {
+	case RefusedTenant:
+		return tenantScope(sub.GetTenant())
+	case RefusedDestination:
+		return destinationScope(sub.GetUrl())
+	}
+	return ""
+}
+
+// freed wakes, for each shared slot an attempt of sub gave back, the line
+// that has waited longest for one (a line of another subscription to the
+// same host, or of the same tenant): it asks admission now instead of at
+// its next poll.
+func (d *Deliverer) freed(ctx context.Context, sub *hooklinev1.Subscription) {
+	d.wake(ctx, tenantScope(sub.GetTenant()))
+	d.wake(ctx, destinationScope(sub.GetUrl()))
+}
+
+// wake polls the line that has waited longest for a slot of scope, if any.
+func (d *Deliverer) wake(ctx context.Context, scope string) {
+	if scope == "" || d.stopping.Load() {
+		return
+	}
+	if id := d.lines.Wake(scope); id != "" {
+		d.m.AdmissionWakes.Inc()
+		d.kick(ctx, id)
+	}
+}
+
+// gaveBack follows a slot of sub given back without an attempt: its own
+// line asks again at once, or, when it has none, a line waiting for a
+// shared slot it held.
+func (d *Deliverer) gaveBack(ctx context.Context, sub *hooklinev1.Subscription) {
+	id := sub.GetId()
+	if d.lines.Waiting(id) {
+		d.lines.Nudge(id)
+		d.kick(ctx, id)
+		return
+	}
+	d.freed(ctx, sub)
 }
 
 // resumeHead attempts the head of id's line with slot, on a goroutine of
@@ -667,7 +742,9 @@ func (d *Deliverer) resumeHead(ctx context.Context, id string, slot Slot) bool {
 		tg, v, ok := d.prepare(ctx, &j.t)
 		if !ok {
 			slot.Return()
+			d.lines.Nudge(id)
 			d.kick(ctx, id)
+			d.wake(ctx, tenantScope(j.t.Tenant))
 			d.finish(ctx, j, v)
 			return
 		}
@@ -726,7 +803,7 @@ func (d *Deliverer) poll(ctx context.Context, id string) {
 	for {
 		head := d.lines.Head(id)
 		if head == nil || d.stopping.Load() {
-			d.lines.Unclaim(id, time.Time{})
+			d.wake(ctx, d.lines.Unclaim(id, time.Time{}))
 			return
 		}
 		tg, v, ok := d.prepare(ctx, &head.t)
@@ -735,22 +812,23 @@ func (d *Deliverer) poll(ctx context.Context, id string) {
 				d.finish(ctx, head, v)
 				continue
 			}
-			d.lines.Unclaim(id, time.Time{})
+			d.wake(ctx, d.lines.Unclaim(id, time.Time{}))
 			return
 		}
+		d.m.AdmissionLinePolls.Inc()
 		slot, ref, err := d.o.Admission.Admit(ctx, tg.sub, d.limit(tg.sub))
 		if slot == nil && err == nil {
 			d.m.AdmissionRefused.WithLabelValues(ref.Reason).Inc()
 		}
 		switch {
 		case err != nil:
-			d.lines.Unclaim(id, time.Now().Add(d.o.PollEvery))
+			d.wake(ctx, d.lines.Unclaim(id, time.Now().Add(d.o.PollEvery)))
 			return
 		case slot == nil && ref.Wait > d.o.MaxWait:
 			// A long wait (an open circuit): the whole line is deferred
 			// rather than held for it.
 			jobs := d.lines.Empty(id)
-			d.lines.Unclaim(id, time.Time{})
+			d.wake(ctx, d.lines.Unclaim(id, time.Time{}))
 			for _, j := range jobs {
 				d.deferJob(ctx, j, ref.Reason, ref.Wait)
 			}
@@ -763,9 +841,21 @@ func (d *Deliverer) poll(ctx context.Context, id string) {
 					d.deferJob(ctx, o.j, ReasonLineFull, o.delay)
 				}
 			}
-			d.lines.Unclaim(id, time.Now().Add(ref.Wait))
+			if ref.Wait > 0 {
+				// A rate limit, a probe in flight: admission said when.
+				d.wake(ctx, d.lines.Unclaim(id, time.Now().Add(ref.Wait)))
+				return
+			}
+			// For want of a slot: backed off until one freed here wakes
+			// the line, or its next poll.
+			again, pass := d.lines.Refused(id, waitScope(tg.sub, ref.Reason))
+			d.wake(ctx, pass)
+			if again {
+				continue
+			}
 			return
 		}
+		d.lines.Admitted(id)
 		if !d.resumeHead(ctx, id, slot) {
 			slot.Return()
 			d.lines.Unclaim(id, time.Now().Add(d.o.PollEvery))
@@ -775,9 +865,9 @@ func (d *Deliverer) poll(ctx context.Context, id string) {
 }
 
 // pollLines asks admission, every PollEvery, for the heads of the lines
-// that no attempt of this process will hand a slot to (slots freed by
-// other replicas, rate limits, probes). It returns a stop that ends the
-// ticker and waits for it.
+// that are due: whose backoff after a refusal for want of a slot has run
+// out (slots freed by other replicas), or whose rate limit or probe said
+// when. It returns a stop that ends the ticker and waits for it.
 func (d *Deliverer) pollLines(hctx context.Context) (stop func()) {
 	tctx, cancel := context.WithCancel(hctx)
 	done := make(chan struct{})

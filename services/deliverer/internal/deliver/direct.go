@@ -91,7 +91,7 @@ func (d *Deliverer) Direct(ctx context.Context, m *nats.Msg, sub *hooklinev1.Sub
 		// As many direct attempts send as may: this one's worker stays
 		// free to fan out (an endpoint that hangs holds the others).
 		slot.Return()
-		d.kick(context.WithoutCancel(ctx), id)
+		d.gaveBack(context.WithoutCancel(ctx), tg.sub)
 		d.m.Direct.WithLabelValues("busy").Inc()
 		return false
 	}
@@ -127,7 +127,7 @@ type directTenants struct {
 }
 
 type tenantTokens struct {
-	n    int
+	n int
 	// done is when one of its direct attempts last ended, or when it
 	// took a token holding none.
 	done time.Time

@@ -1,6 +1,7 @@
 package deliver
 
 import (
+	"container/list"
 	"net/http"
 	"sync"
 	"time"
@@ -22,6 +23,12 @@ import (
 // deferred instead, by the time the tasks ahead of it (in line and
 // deferred before it) are expected to take, so that it is deferred about
 // once rather than bounced until a slot happens to be free.
+//
+// A line refused for want of a slot asks again after a backoff (PollEvery,
+// doubled by each refusal in a row, at most PollMax) — every question is
+// a Redis round trip — unless a slot it waits for is freed in this
+// process first: the line that has waited longest for that scope (a
+// tenant's, a destination's) is then woken at once (Wake).
 type lines struct {
 	cfg lineConfig
 
@@ -30,6 +37,10 @@ type lines struct {
 	// busy are the lines with tasks (Due scans only these).
 	busy  map[string]*line
 	total int
+	// waiters are the lines whose head was refused for want of a shared
+	// slot, by scope (see Scopes), in the order they were refused: a slot
+	// of that scope freed in this process wakes the first.
+	waiters map[string]*list.List
 }
 
 type lineConfig struct {
@@ -46,7 +57,10 @@ type lineConfig struct {
 	// DefaultLimit and DefaultCeiling bound the in-flight cap of a
 	// subscription without max_in_flight (see Limit).
 	DefaultLimit, DefaultCeiling int
-	Now                          func() time.Time
+	// PollEvery is a refused line's first wait before it asks again;
+	// each refusal in a row doubles it, up to PollMax.
+	PollEvery, PollMax time.Duration
+	Now                func() time.Time
 }
 
 // FastAttempt is the attempt duration under which an endpoint's answer
@@ -67,6 +81,19 @@ type line struct {
 	notBefore time.Time
 	// polling: a goroutine is asking admission for the head.
 	polling bool
+	// refusals: the head was refused this many times in a row for want
+	// of a slot (its next poll backs off with it).
+	refusals int
+	// waitsOn is the scope of the slot the line waits for, and elem its
+	// place among that scope's waiters (nil when it is not there).
+	waitsOn string
+	elem    *list.Element
+	// wokenFor is the scope of the freed slot that woke the line: when
+	// the line does not take it (refused for another reason, or empty),
+	// the wake passes to the scope's next waiter. woken: the wake came
+	// while the line was being polled (it asks once more at once).
+	wokenFor string
+	woken    bool
 	// limit is the cap of a subscription without max_in_flight (0 until
 	// its first attempt: DefaultLimit).
 	limit int
@@ -85,7 +112,11 @@ func newLines(cfg lineConfig) *lines {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &lines{cfg: cfg, byID: map[string]*line{}, busy: map[string]*line{}}
+	if cfg.PollEvery <= 0 {
+		cfg.PollEvery = 20 * time.Millisecond
+	}
+	cfg.PollMax = max(cfg.PollMax, cfg.PollEvery)
+	return &lines{cfg: cfg, byID: map[string]*line{}, busy: map[string]*line{}, waiters: map[string]*list.List{}}
 }
 
 func (ls *lines) get(id string) *line {
@@ -247,6 +278,8 @@ func (ls *lines) Pop(id string) *job {
 func (ls *lines) idle(id string, l *line) {
 	if len(l.q) == 0 {
 		delete(ls.busy, id)
+		ls.unqueue(l)
+		l.refusals = 0
 	}
 }
 
@@ -321,7 +354,7 @@ func (ls *lines) Empty(id string) []*job {
 	out := l.q
 	l.q = nil
 	ls.total -= len(out)
-	delete(ls.busy, id)
+	ls.idle(id, l)
 	return out
 }
 
@@ -330,9 +363,10 @@ func (ls *lines) EmptyAll() []*job {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
 	var out []*job
-	for _, l := range ls.busy {
+	for id, l := range ls.busy {
 		out = append(out, l.q...)
 		l.q = nil
+		ls.idle(id, l)
 	}
 	ls.busy = map[string]*line{}
 	ls.total = 0
@@ -419,13 +453,148 @@ func (ls *lines) Hold(id string, until time.Time) {
 	}
 }
 
-// Unclaim ends a Claim; the head is not asked for before notBefore.
-func (ls *lines) Unclaim(id string, notBefore time.Time) {
+// Unclaim ends a Claim; the head is not asked for before notBefore. It
+// returns the scope of a wake the line did not use ("" when none), for
+// the caller to pass on (Wake).
+func (ls *lines) Unclaim(id string, notBefore time.Time) (pass string) {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	l := ls.byID[id]
+	if l == nil {
+		return ""
+	}
+	l.polling, l.woken = false, false
+	l.notBefore = notBefore
+	pass, l.wokenFor = l.wokenFor, ""
+	return pass
+}
+
+// Admitted records that id's head was admitted: the line's backoff starts
+// over, and it waits on no scope.
+func (ls *lines) Admitted(id string) {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
 	if l := ls.byID[id]; l != nil {
-		l.polling = false
-		l.notBefore = notBefore
+		l.refusals, l.wokenFor, l.woken = 0, "", false
+		ls.unqueue(l)
+	}
+}
+
+// Refused ends a Claim after the head was refused for want of a slot of
+// scope: the line joins the scope's waiters (at the front when a freed
+// slot of that scope had just woken it: somebody else took the slot) and
+// is not asked for before its backoff — PollEvery, doubled by each
+// refusal in a row, at most PollMax. again: a slot was freed while the
+// line was being polled, and the caller asks once more now (the claim
+// kept). pass is the scope of a wake the line did not use, for the caller
+// to pass on (Wake).
+func (ls *lines) Refused(id, scope string) (again bool, pass string) {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	l := ls.byID[id]
+	if l == nil {
+		return false, ""
+	}
+	if l.woken {
+		l.woken = false
+		return true, ""
+	}
+	front := l.wokenFor == scope
+	if !front {
+		pass = l.wokenFor
+	}
+	l.wokenFor = ""
+	l.refusals++
+	l.polling = false
+	l.notBefore = ls.cfg.Now().Add(ls.backoff(l.refusals))
+	if l.elem != nil && l.waitsOn == scope {
+		return false, pass
+	}
+	ls.unqueue(l)
+	if scope == "" {
+		return false, pass
+	}
+	w := ls.waiters[scope]
+	if w == nil {
+		w = list.New()
+		ls.waiters[scope] = w
+	}
+	if front {
+		l.elem = w.PushFront(id)
+	} else {
+		l.elem = w.PushBack(id)
+	}
+	l.waitsOn = scope
+	return false, pass
+}
+
+// backoff is the wait after n refusals in a row: PollEvery × 2^(n-1), at
+// most PollMax.
+func (ls *lines) backoff(n int) time.Duration {
+	d := ls.cfg.PollEvery
+	for i := 1; i < n && d < ls.cfg.PollMax; i++ {
+		d *= 2
+	}
+	return min(d, ls.cfg.PollMax)
+}
+
+// unqueue takes l out of the waiters of its scope.
+func (ls *lines) unqueue(l *line) {
+	if l.elem == nil {
+		return
+	}
+	if w := ls.waiters[l.waitsOn]; w != nil {
+		w.Remove(l.elem)
+		if w.Len() == 0 {
+			delete(ls.waiters, l.waitsOn)
+		}
+	}
+	l.elem, l.waitsOn = nil, ""
+}
+
+// Wake is told that a slot of scope was freed in this process: the line
+// that has waited longest for one is due at once, and its id returned for
+// the caller to poll it ("" when no line waits on scope, or the line is
+// being polled: it then asks once more when its poll is refused).
+func (ls *lines) Wake(scope string) string {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	w := ls.waiters[scope]
+	for w != nil && w.Len() > 0 {
+		id := w.Remove(w.Front()).(string)
+		l := ls.byID[id]
+		if w.Len() == 0 {
+			delete(ls.waiters, scope)
+		}
+		if l == nil {
+			continue
+		}
+		l.elem, l.waitsOn = nil, ""
+		if len(l.q) == 0 {
+			continue
+		}
+		l.wokenFor = scope
+		if l.polling {
+			l.woken = true
+			return ""
+		}
+		l.notBefore = time.Time{}
+		return id
+	}
+	return ""
+}
+
+// Nudge makes id's line due at once (its own subscription's slot was
+// freed here): a line being polled asks once more when refused.
+func (ls *lines) Nudge(id string) {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	if l := ls.byID[id]; l != nil && len(l.q) > 0 {
+		if l.polling {
+			l.woken = true
+			return
+		}
+		l.notBefore = time.Time{}
 	}
 }
 

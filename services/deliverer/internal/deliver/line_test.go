@@ -2,6 +2,7 @@ package deliver
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 	"testing"
 	"time"
@@ -278,5 +279,105 @@ func TestFastLetsAnUnmeasuredSubscriptionProbeOnce(t *testing.T) {
 	ls.Observe("new", true, ok(3*time.Second)) // the probe answers, slowly
 	if ls.Fast("new") {
 		t.Fatal("measured slow, yet let through")
+	}
+}
+
+// A line refused for want of a slot backs off: 20ms, doubled by each
+// refusal in a row, at most PollMax; an admission starts it over.
+func TestLineBackoff(t *testing.T) {
+	now := time.Unix(1000, 0)
+	ls := testLines(&now)
+	ls.cfg.PollEvery, ls.cfg.PollMax = 20*time.Millisecond, time.Second
+	ls.Join("a", &job{}, 10, 0)
+	var got []time.Duration
+	for range 8 {
+		if !ls.Claim("a") {
+			t.Fatalf("line not due after its backoff (%v so far)", got)
+		}
+		ls.Refused("a", "dest:x:80")
+		l := ls.byID["a"]
+		got = append(got, l.notBefore.Sub(now))
+		now = l.notBefore
+	}
+	want := []time.Duration{20, 40, 80, 160, 320, 640, 1000, 1000}
+	for i := range want {
+		want[i] *= time.Millisecond
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("backoff %v; want %v", got, want)
+	}
+	if !ls.Claim("a") {
+		t.Fatal("line not due")
+	}
+	ls.Admitted("a")
+	ls.Refused("a", "dest:x:80")
+	if d := ls.byID["a"].notBefore.Sub(now); d != 20*time.Millisecond {
+		t.Fatalf("backoff after an admission %s; want 20ms", d)
+	}
+}
+
+// A freed slot wakes the line that has waited longest for its scope, once;
+// a woken line refused again for the same scope (somebody else took the
+// slot) keeps its place at the front; one refused for another reason
+// hands the wake on; a wake that finds the line being polled makes it ask
+// once more.
+func TestLineWake(t *testing.T) {
+	now := time.Unix(1000, 0)
+	ls := testLines(&now)
+	const dest = "dest:x:80"
+	for _, id := range []string{"a", "b", "c"} {
+		ls.Join(id, &job{}, 10, 0)
+		if !ls.Claim(id) {
+			t.Fatalf("%s not claimed", id)
+		}
+		ls.Refused(id, dest)
+	}
+	if ls.Claim("a") {
+		t.Fatal("a claimed before its backoff")
+	}
+	if id := ls.Wake("tenant:acme"); id != "" {
+		t.Fatalf("a tenant's slot woke %q; nobody waits for one", id)
+	}
+	if id := ls.Wake(dest); id != "a" {
+		t.Fatalf("woke %q; want a, refused first", id)
+	}
+	if !ls.Claim("a") {
+		t.Fatal("woken a not due at once")
+	}
+	// Somebody else took the slot: a stays first.
+	if again, pass := ls.Refused("a", dest); again || pass != "" {
+		t.Fatalf("Refused = %v, %q", again, pass)
+	}
+	if id := ls.Wake(dest); id != "a" {
+		t.Fatalf("woke %q; want a again", id)
+	}
+	if !ls.Claim("a") {
+		t.Fatal("woken a not due at once")
+	}
+	// a is refused for its own cap now: the destination's slot goes on to b.
+	if _, pass := ls.Refused("a", ""); pass != dest {
+		t.Fatalf("the unused wake passes %q; want %q", pass, dest)
+	}
+	if id := ls.Wake(dest); id != "b" {
+		t.Fatalf("woke %q; want b", id)
+	}
+	// c is being polled when its slot frees: it asks once more.
+	now = now.Add(time.Second)
+	if !ls.Claim("c") {
+		t.Fatal("c not due")
+	}
+	if id := ls.Wake(dest); id != "" {
+		t.Fatalf("woke %q; c is being polled and asks again itself", id)
+	}
+	if again, _ := ls.Refused("c", dest); !again {
+		t.Fatal("c, woken while polled, does not ask again")
+	}
+	// An emptied line leaves the waiters.
+	ls.Pop("b")
+	if id := ls.Wake(dest); id != "" {
+		t.Fatalf("woke %q; b is empty and c is being polled", id)
+	}
+	if len(ls.waiters) != 0 {
+		t.Fatalf("waiters left: %v", ls.waiters)
 	}
 }

@@ -249,7 +249,7 @@ func (d *Deliverer) stillHead(ctx context.Context, j *job, tg target, slot Slot)
 		return true
 	}
 	slot.Return()
-	d.kick(ctx, tg.sub.GetId())
+	d.gaveBack(ctx, tg.sub)
 	if st.Verdict == ordering.Done {
 		d.m.OrderingSkipped.Inc()
 		d.finish(ctx, j, verdict{decision: settle.Decision{Kind: settle.Ack}})

@@ -260,7 +260,7 @@ func (h *Health) Admit(ctx context.Context, sub *hooklinev1.Subscription, limit 
 	if !h.share.take(tenant) {
 		return nil, deliver.Refusal{Reason: deliver.RefusedTenant}, nil
 	}
-	dest := destination(sub.GetUrl())
+	dest := deliver.Destination(sub.GetUrl())
 	// The batcher bounds the round trip by RedisTimeout.
 	var (
 		pendingAllow, pendingHost        *breaker.PendingAllow
@@ -448,7 +448,7 @@ func (h *Health) observe(ctx context.Context, sub *hooklinev1.Subscription, leas
 			cmds = h.release(ctx, pipe, lease, append(cmds, host.cmds()...))
 		})
 		h.checkRan("record_success", cmds...)
-		h.hostResult(host, res)
+		h.hostResult(sub, host, res)
 		if cmd == nil {
 			return
 		}
@@ -475,7 +475,7 @@ func (h *Health) observe(ctx context.Context, sub *hooklinev1.Subscription, leas
 		host = h.hostCmds(ctx, pipe, c, c.hostVerdict(sub, res))
 		cmds = h.release(ctx, pipe, lease, host.cmds())
 	})
-	h.hostResult(host, res)
+	h.hostResult(sub, host, res)
 	streak, err := pending.Result()
 	if err != nil {
 		h.m.errors.WithLabelValues("record_failure").Inc()
@@ -651,7 +651,18 @@ type Notifier interface {
 	Recovered(ctx context.Context, sub *hooklinev1.Subscription, at time.Time) error
 }
 
-var _ Notifier = (*opevents.Publisher)(nil)
+// DestinationNotifier tells a tenant about the circuit of its
+// subscription's host, when the tenant's own attempt opened or closed it
+// (opevents.Publisher). A Notifier without it tells nobody.
+type DestinationNotifier interface {
+	DestinationFailing(ctx context.Context, sub *hooklinev1.Subscription, f opevents.DestinationFailing) error
+	DestinationRecovered(ctx context.Context, sub *hooklinev1.Subscription, at time.Time) error
+}
+
+var (
+	_ Notifier            = (*opevents.Publisher)(nil)
+	_ DestinationNotifier = (*opevents.Publisher)(nil)
+)
 
 // notify runs one notification, detached from the attempt, and logs its
 // failure (the circuit's own state is already recorded: a lost
@@ -784,8 +795,11 @@ func (hc hostCmds) cmds() []redis.Cmder {
 }
 
 // hostResult counts and logs what hc did to the destination's circuit
-// once its pipeline ran. Logs name the host and port only.
-func (h *Health) hostResult(hc hostCmds, res sender.Result) {
+// once its pipeline ran, and tells sub's tenant — whose attempt it was,
+// and only that tenant: the host may be other tenants' too — when it
+// opened (the streak's first opening) or closed. Logs name the host and
+// port only.
+func (h *Health) hostResult(sub *hooklinev1.Subscription, hc hostCmds, res sender.Result) {
 	switch {
 	case hc.failure != nil:
 		streak, err := hc.failure.Result()
@@ -799,10 +813,25 @@ func (h *Health) hostResult(hc hostCmds, res sender.Result) {
 			h.log.Warn("destination circuit opened", zap.String("destination", hc.host), zap.Int("failures", streak.Failures),
 				zap.Int("status", res.Status), zap.String("error_class", res.ErrorClass), zap.Duration("open_for", streak.OpenUntil.Sub(streak.Now)))
 		}
+		if streak.Opened && streak.Opens == 1 {
+			f := opevents.DestinationFailing{LastStatus: res.Status, LastErrorClass: res.ErrorClass, OpenedAt: streak.Now, RetryAt: streak.OpenUntil}
+			h.notify(sub, func(ctx context.Context, n Notifier) error {
+				if dn, ok := n.(DestinationNotifier); ok {
+					return dn.DestinationFailing(ctx, sub, f)
+				}
+				return nil
+			})
+		}
 	case hc.success != nil:
 		if closed, err := breaker.SuccessResult(hc.success); err == nil && closed {
 			h.m.destClosed.Inc()
 			h.log.Info("destination circuit closed", zap.String("destination", hc.host), zap.Int("status", res.Status))
+			h.notify(sub, func(ctx context.Context, n Notifier) error {
+				if dn, ok := n.(DestinationNotifier); ok {
+					return dn.DestinationRecovered(ctx, sub, h.now())
+				}
+				return nil
+			})
 		}
 	}
 }

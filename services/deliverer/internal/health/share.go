@@ -1,9 +1,6 @@
 package health
 
 import (
-	"net"
-	"net/url"
-	"strings"
 	"sync"
 
 	"github.com/hookline/hookline/services/deliverer/internal/inflight"
@@ -69,30 +66,3 @@ func (l leases) all() [3]inflight.Lease { return [3]inflight.Lease{l.sub, l.tena
 func tenantKey(tenant string) string { return "tenant:" + tenant }
 
 func destinationKey(host string) string { return "dest:" + host }
-
-// destination is the host and port an endpoint URL reaches ("" when it
-// cannot be read: the attempt then fails on its own), one spelling for
-// each: lower case, without a trailing dot, an IP address in its
-// canonical form, the scheme's port when none is given. Never userinfo,
-// path or query: it is a Redis key and a log field.
-func destination(rawURL string) string {
-	u, err := url.Parse(rawURL)
-	if err != nil {
-		return ""
-	}
-	host := strings.TrimSuffix(strings.ToLower(u.Hostname()), ".")
-	if host == "" {
-		return ""
-	}
-	if ip := net.ParseIP(host); ip != nil {
-		host = ip.String()
-	}
-	port := u.Port()
-	if port == "" {
-		port = "80"
-		if strings.EqualFold(u.Scheme, "https") {
-			port = "443"
-		}
-	}
-	return net.JoinHostPort(host, port)
-}

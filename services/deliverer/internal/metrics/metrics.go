@@ -27,6 +27,11 @@ type Metrics struct {
 	AdmissionWait      prometheus.Histogram
 	AdmissionDeferred  *prometheus.CounterVec
 	AdmissionRefused   *prometheus.CounterVec
+	// AdmissionLinePolls counts the admissions asked for the heads of
+	// waiting lines; AdmissionWakes the lines woken by a shared slot
+	// (their tenant's, their destination's) freed in this deliverer.
+	AdmissionLinePolls prometheus.Counter
+	AdmissionWakes     prometheus.Counter
 	// Ordered delivery: tasks waiting for an earlier event of their key,
 	// redelivered tasks of a finished key line skipped, and tasks whose
 	// key line Redis no longer held.
@@ -138,6 +143,14 @@ func New(reg prometheus.Registerer, reasons, classes []string) *Metrics {
 		Name: "hookline_admission_refused_total",
 		Help: "Admissions refused (the task then waited in line or was deferred), by reason: in_flight_full, rate_limited, circuit_open, probe_in_flight, tenant_full (the tenant's share of workers or cap), destination_full (the host's cap), destination_open (the host's circuit: open, or half-open with its probe in flight).",
 	}, []string{"reason"})
+	m.AdmissionLinePolls = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "hookline_admission_line_polls_total",
+		Help: "Admissions asked for the head of a task line (each a Redis round trip): when the line formed, when a slot freed in this deliverer woke it, and on its backoff timer (20ms doubling to HOOKLINE_ADMISSION_POLL_MAX).",
+	})
+	m.AdmissionWakes = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "hookline_admission_line_wakes_total",
+		Help: "Task lines woken by a tenant's or destination's slot freed in this deliverer, instead of waiting for their next poll.",
+	})
 	m.OrderingWaiting = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "hookline_ordering_waiting",
 		Help: "Tasks of ordered subscriptions waiting in this deliverer for an earlier event of their ordering key.",
@@ -183,6 +196,7 @@ func New(reg prometheus.Registerer, reasons, classes []string) *Metrics {
 	reg.MustRegister(m.Attempts, m.AttemptDuration, m.AttemptErrors, m.DeadLetters, m.EventsDispatched,
 		m.EventsUnmatched, m.EventsInvalid, m.EventsUnscoped, m.TasksPublished, m.TasksDeferred, m.ScheduleFailures,
 		m.AttemptRecordsFailed, m.AdmissionParked, m.AdmissionParkedNow, m.AdmissionWait, m.AdmissionDeferred, m.AdmissionRefused,
+		m.AdmissionLinePolls, m.AdmissionWakes,
 		m.OrderingWaiting, m.OrderingSkipped, m.OrderingStateLost, m.Direct, m.DispatchWaiting)
 	return m
 }

@@ -42,6 +42,14 @@ const (
 	// DeadLetteredType: a delivery of the subscription was dead-lettered;
 	// at most one per subscription per DeadLetterWindow.
 	DeadLetteredType = "hookline.delivery.dead_lettered"
+	// DestinationFailingType: the circuit of the host the subscription
+	// delivers to opened (HOOKLINE_DESTINATION_BREAKER_FAILURES failures
+	// in a row, whichever subscriptions they were of), told to the tenant
+	// whose attempt opened it only; once per failure streak.
+	DestinationFailingType = "hookline.destination.failing"
+	// DestinationRecoveredType: the host's circuit closed, told to the
+	// tenant whose attempt closed it only.
+	DestinationRecoveredType = "hookline.destination.recovered"
 )
 
 // DeadLetterWindow debounces dead_lettered events: the first dead letter of
@@ -85,6 +93,32 @@ type Recovered struct {
 	SubscriptionID string    `json:"subscription_id"`
 	RecoveredAt    time.Time `json:"recovered_at"`
 	URLHost        string    `json:"url_host,omitempty"`
+}
+
+// DestinationFailing is the body of a hookline.destination.failing event.
+// It says nothing of the host's other subscriptions or tenants: not how
+// many failures were theirs, nor when the streak began.
+type DestinationFailing struct {
+	// SubscriptionID is the tenant's subscription whose attempt opened
+	// the circuit; every subscription to URLHost waits with it.
+	SubscriptionID string `json:"subscription_id"`
+	URLHost        string `json:"url_host"`
+	// LastStatus and LastErrorClass are that attempt's.
+	LastStatus     int       `json:"last_status,omitempty"`
+	LastErrorClass string    `json:"last_error_class,omitempty"`
+	OpenedAt       time.Time `json:"opened_at"`
+	// RetryAt is when the circuit lets a probe through.
+	RetryAt time.Time `json:"retry_at"`
+}
+
+// DestinationRecovered is the body of a hookline.destination.recovered
+// event.
+type DestinationRecovered struct {
+	// SubscriptionID is the tenant's subscription whose attempt closed
+	// the circuit.
+	SubscriptionID string    `json:"subscription_id"`
+	URLHost        string    `json:"url_host"`
+	RecoveredAt    time.Time `json:"recovered_at"`
 }
 
 // DeadLettered is the body of a hookline.delivery.dead_lettered event: the
@@ -140,6 +174,23 @@ func (p *Publisher) Failing(ctx context.Context, sub *hooklinev1.Subscription, f
 func (p *Publisher) Recovered(ctx context.Context, sub *hooklinev1.Subscription, at time.Time) error {
 	r := Recovered{SubscriptionID: sub.GetId(), RecoveredAt: at.UTC(), URLHost: URLHost(sub.GetUrl())}
 	return p.publish(ctx, sub.GetTenant(), RecoveredType, EventID(RecoveredType, sub.GetId(), at), at, r)
+}
+
+// DestinationFailing reports to sub's tenant that the circuit of sub's
+// host opened after sub's attempt failed.
+func (p *Publisher) DestinationFailing(ctx context.Context, sub *hooklinev1.Subscription, f DestinationFailing) error {
+	f.SubscriptionID, f.URLHost = sub.GetId(), URLHost(sub.GetUrl())
+	f.OpenedAt, f.RetryAt = f.OpenedAt.UTC(), f.RetryAt.UTC()
+	id := EventID(DestinationFailingType+":"+f.URLHost, sub.GetId(), f.OpenedAt)
+	return p.publish(ctx, sub.GetTenant(), DestinationFailingType, id, f.OpenedAt, f)
+}
+
+// DestinationRecovered reports to sub's tenant that the circuit of sub's
+// host closed after sub's attempt got an answer.
+func (p *Publisher) DestinationRecovered(ctx context.Context, sub *hooklinev1.Subscription, at time.Time) error {
+	r := DestinationRecovered{SubscriptionID: sub.GetId(), URLHost: URLHost(sub.GetUrl()), RecoveredAt: at.UTC()}
+	id := EventID(DestinationRecoveredType+":"+r.URLHost, sub.GetId(), at)
+	return p.publish(ctx, sub.GetTenant(), DestinationRecoveredType, id, at, r)
 }
 
 // DeadLettered reports l unless a dead letter of its subscription was

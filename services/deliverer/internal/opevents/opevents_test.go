@@ -3,6 +3,7 @@ package opevents_test
 import (
 	"context"
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
@@ -106,5 +107,45 @@ func TestDeadLetteredIsDebounced(t *testing.T) {
 	}
 	if got["sub_1"] != 1 || got["sub_2"] != 1 || len(got) != 2 {
 		t.Fatalf("reports per subscription %v, want sub_1 and sub_2 once each", got)
+	}
+}
+
+// A destination's circuit is reported to the tenant of the subscription
+// whose attempt opened it, under that tenant's subject, naming the host
+// and never the URL; a retried publish (another replica reporting the
+// same opening) stores one event.
+func TestDestinationFailingGoesToTheAttemptsTenant(t *testing.T) {
+	t.Parallel()
+	js := setup(t)
+	sub := &hooklinev1.Subscription{Id: "sub_9", Tenant: "globex", Url: "https://u:p@shared.example.com/p/s3cret?token=x"}
+	opened := time.Date(2026, 12, 4, 10, 0, 0, 0, time.UTC)
+	for range 2 {
+		p := opevents.New(js)
+		f := opevents.DestinationFailing{LastStatus: 503, OpenedAt: opened, RetryAt: opened.Add(30 * time.Second)}
+		if err := p.DestinationFailing(context.Background(), sub, f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := opevents.New(js).DestinationRecovered(context.Background(), sub, opened.Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	msgs := events(t, js)
+	if len(msgs) != 2 {
+		t.Fatalf("%d events stored, want 2 (failing once, recovered)", len(msgs))
+	}
+	if msgs[0].Subject != "events.globex.hookline.destination.failing" || msgs[1].Subject != "events.globex.hookline.destination.recovered" {
+		t.Fatalf("subjects %s, %s", msgs[0].Subject, msgs[1].Subject)
+	}
+	var f opevents.DestinationFailing
+	if err := json.Unmarshal(msgs[0].Data, &f); err != nil {
+		t.Fatal(err)
+	}
+	if f.URLHost != "shared.example.com" || f.SubscriptionID != "sub_9" || f.LastStatus != 503 || !f.OpenedAt.Equal(opened) {
+		t.Fatalf("body %s", msgs[0].Data)
+	}
+	for _, m := range msgs {
+		if s := string(m.Data); strings.Contains(s, "s3cret") || strings.Contains(s, "u:p") {
+			t.Fatalf("body holds the URL's secrets: %s", s)
+		}
 	}
 }

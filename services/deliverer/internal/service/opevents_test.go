@@ -175,3 +175,74 @@ func TestWarnedBeforeAutoDisable(t *testing.T) {
 		t.Fatalf("%d disabled events, want 1", n)
 	}
 }
+
+// TestDestinationCircuitEventsGoToTheTenantWhoseAttemptsTrippedIt: an
+// endpoint host failing every attempt of acme's subscription opens the
+// host's circuit (3 failures in a row); acme's hookline.> subscription
+// receives hookline.destination.failing once (not again when probes fail)
+// and hookline.destination.recovered once when the host answers again.
+// globex, which also has a subscription to that host but made no attempt
+// to it, is told nothing: the host is named only to the tenant whose own
+// attempt opened or closed its circuit.
+func TestDestinationCircuitEventsGoToTheTenantWhoseAttemptsTrippedIt(t *testing.T) {
+	t.Parallel()
+	e := start(t, map[string]string{
+		"HOOKLINE_DESTINATION_BREAKER_FAILURES": "3",
+		// The subscription's own circuit stays closed: the host's is
+		// what is tested.
+		"HOOKLINE_BREAKER_FAILURES":     "1000000",
+		"HOOKLINE_BREAKER_COOLDOWN":     "200ms",
+		"HOOKLINE_BREAKER_MAX_COOLDOWN": "400ms",
+		"HOOKLINE_RETRY_SCHEDULE":       "0s,1s,1s,1s,1s,1s,1s,1s",
+	})
+	var failing atomic.Bool
+	failing.Store(true)
+	endpoint := newReceiver(t, func(int) int {
+		if failing.Load() {
+			return http.StatusInternalServerError
+		}
+		return http.StatusOK
+	})
+	ops := newReceiver(t, always(http.StatusOK))
+	others := newReceiver(t, always(http.StatusOK))
+	sub, _ := e.subscribe(t, endpoint.URL(), "order.*")
+	e.subscribe(t, ops.URL(), "hookline.>")
+	e.subscribeAs(t, "globex", endpoint.URL(), "invoice.*")
+	e.subscribeAs(t, "globex", others.URL(), "hookline.>")
+
+	for i := range 4 {
+		e.publish(t, "order.created", fmt.Sprintf("evt_dest_%d", i), `{"n":1}`)
+	}
+	eventually(t, await, "hookline.destination.failing", func() bool {
+		return len(opEvents(t, ops)["hookline.destination.failing"]) > 0
+	})
+	probes := endpoint.count()
+	eventually(t, await, "two more failed probes", func() bool { return endpoint.count() >= probes+2 })
+	failing.Store(false)
+	eventually(t, await, "hookline.destination.recovered", func() bool {
+		return len(opEvents(t, ops)["hookline.destination.recovered"]) > 0
+	})
+	eventually(t, await, "every task settled", func() bool { return e.idle(t) })
+
+	got := opEvents(t, ops)
+	if n := len(got["hookline.destination.failing"]); n != 1 {
+		t.Fatalf("%d destination failing events, want 1 per failure streak", n)
+	}
+	if n := len(got["hookline.destination.recovered"]); n != 1 {
+		t.Fatalf("%d destination recovered events, want 1", n)
+	}
+	host := endpoint.srv.Listener.Addr().String()
+	f, r := got["hookline.destination.failing"][0], got["hookline.destination.recovered"][0]
+	if f["subscription_id"] != sub.GetId() || f["url_host"] != host || f["last_status"] != float64(500) || f["retry_at"] == nil || f["opened_at"] == nil {
+		t.Fatalf("destination failing event data %v", f)
+	}
+	if _, ok := f["failures"]; ok {
+		t.Fatalf("destination failing event counts the host's failures (other tenants' too): %v", f)
+	}
+	if r["subscription_id"] != sub.GetId() || r["url_host"] != host || r["recovered_at"] == nil {
+		t.Fatalf("destination recovered event data %v", r)
+	}
+	if n := others.count(); n != 0 {
+		t.Fatalf("globex received %d operational events; its subscription to the host made no attempt", n)
+	}
+}

@@ -231,6 +231,7 @@ func New(ctx context.Context, cfg config.Config, d Deps) (*Service, error) {
 		DefaultMaxInFlight:        cfg.Health.DefaultMaxInFlight,
 		DefaultMaxInFlightCeiling: cfg.Health.DefaultMaxInFlightCeiling,
 		MaxWait:                   cfg.AdmissionMaxWait,
+		PollMax:                   cfg.AdmissionPollMax,
 		LineMax:                   cfg.MaxAckPending / 2,
 		LinesMax:                  cfg.MaxAckPending * 3 / 4,
 		HTTPTimeout:               cfg.HTTPTimeout,
