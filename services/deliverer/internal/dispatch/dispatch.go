@@ -167,7 +167,8 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	// behind the buffer's other tenants, not they behind it (see
 	// pool.RunFair). The iterator's own buffer only needs to keep the
 	// fetcher busy.
-	it, err := cons.Messages(pool.Pull(min(d.o.Workers, d.o.Buffer))...)
+	prefetch := min(d.o.Workers, d.o.Buffer)
+	it, err := cons.Messages(pool.Pull(prefetch)...)
 	if err != nil {
 		return fmt.Errorf("dispatch messages: %w", err)
 	}
@@ -179,7 +180,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		go func() { d.tasks.Run(pubCtx); close(pubDone) }()
 		defer func() { stopPub(); <-pubDone }()
 	}
-	fair := pool.Fair{Workers: d.o.Workers, Buffer: d.o.Buffer, BufferBytes: d.o.BufferBytes,
+	fair := pool.Fair{Workers: d.o.Workers, Buffer: d.o.Buffer, BufferBytes: d.o.BufferBytes, Prefetch: prefetch,
 		Key: eventTenant, KeepAlive: d.o.AckWait / 3}
 	if d.m != nil {
 		fair.Waiting = func(n int) { d.m.DispatchWaiting.Set(float64(n)) }

@@ -207,3 +207,144 @@ func TestFairStopHandsBackWaitingMessages(t *testing.T) {
 		t.Fatalf("handled %d + %d of 21: messages handed back at the stop were lost or handled twice", first, second)
 	}
 }
+
+// The message the fetcher holds while the buffer is full is kept alive
+// too: with one worker and room for one, the third message waited for
+// room through the first handler's three AckWaits and was redelivered
+// (the fetcher took it from the iterator and blocked in put, where no
+// keep-alive saw it).
+func TestFairKeepsAliveTheMessageWaitingForRoom(t *testing.T) {
+	t.Parallel()
+	const ackWait = 1500 * time.Millisecond
+	cons := keyed(t, ackWait, 2) // flood.0, flood.1, victim.0
+	it, err := cons.Messages(pool.Pull(2)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	var handled atomic.Int32
+	expired := make(chan struct{})
+	time.AfterFunc(3*ackWait, func() { close(expired) })
+	go func() {
+		done <- pool.RunFair(ctx, it, pool.Fair{Workers: 1, Buffer: 1, Key: tenantOf, KeepAlive: ackWait / 3},
+			func(_ context.Context, m jetstream.Msg) {
+				if handled.Add(1) == 1 {
+					stop := pool.KeepAlive(m, ackWait/3)
+					<-expired
+					stop()
+				}
+				_ = m.Ack()
+			}, zap.NewNop())
+	}()
+	info := waitInfo(t, cons, "all three acked", func(i *jetstream.ConsumerInfo) bool { return i.AckFloor.Stream == 3 })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if info.Delivered.Consumer != 3 || handled.Load() != 3 {
+		t.Fatalf("3 messages delivered %d times, handled %d times: the one waiting for room ran out of AckWait", info.Delivered.Consumer, handled.Load())
+	}
+}
+
+// At a stop the messages waiting in the buffer are handed back at once,
+// not after the handlers in hand finish: another replica gets them while
+// this one's last attempt still runs (they used to wait for it, and for
+// a whole AckWait when the process was killed meanwhile).
+func TestFairHandsBackWaitingMessagesWithoutWaitingForHandlers(t *testing.T) {
+	t.Parallel()
+	const rest = 9
+	cons := keyed(t, 30*time.Second, rest) // flood.0..8, victim.0
+	it, err := cons.Messages(pool.Pull(1)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	allWaiting, otherGot := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	var handled atomic.Int32
+	done := make(chan error, 1)
+	go func() {
+		done <- pool.RunFair(ctx, it, pool.Fair{Workers: 1, Buffer: 100, Key: tenantOf,
+			Waiting: func(n int) {
+				if n == rest {
+					once.Do(func() { close(allWaiting) })
+				}
+			}},
+			func(_ context.Context, m jetstream.Msg) {
+				handled.Add(1)
+				<-allWaiting
+				cancel() // stop while one is in hand and the rest wait
+				select {
+				case <-otherGot:
+				case <-time.After(20 * time.Second):
+				}
+				_ = m.Ack()
+			}, zap.NewNop())
+	}()
+	<-allWaiting
+	other, err := cons.Messages(pool.Pull(16)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := 0
+	deadline := time.Now().Add(10 * time.Second)
+	for got < rest && time.Now().Before(deadline) {
+		m, err := other.Next(jetstream.NextMaxWait(time.Until(deadline)))
+		if err != nil {
+			continue
+		}
+		_ = m.Ack()
+		got++
+	}
+	other.Stop()
+	close(otherGot)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got != rest || handled.Load() != 1 {
+		t.Fatalf("another replica got %d of the %d waiting messages while the first one's handler ran (first handled %d)", got, rest, handled.Load())
+	}
+}
+
+// A message that waited in the iterator's own buffer while the queue was
+// full has its wait counted from when it was delivered, not from when it
+// entered the queue: one that waited 2.2 s of its 3 s AckWait there, then
+// 1.5 s in the queue, was first told it is in progress a KeepAlive after
+// it entered the queue, too late, and was redelivered.
+func TestFairCountsTheWaitInTheIteratorBuffer(t *testing.T) {
+	t.Parallel()
+	const ackWait = 3 * time.Second
+	const keep = ackWait / 3
+	cons := keyed(t, ackWait, 2) // flood.0 (held 2.2 s), flood.1 (1.5 s), victim.0
+	it, err := cons.Messages(pool.Pull(4)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	var handled atomic.Int32
+	go func() {
+		done <- pool.RunFair(ctx, it, pool.Fair{Workers: 1, Buffer: 1, Prefetch: 4, Key: tenantOf, KeepAlive: keep},
+			func(_ context.Context, m jetstream.Msg) {
+				hold := map[int32]time.Duration{1: 2200 * time.Millisecond, 2: 1500 * time.Millisecond}[handled.Add(1)]
+				if hold > 0 {
+					stop := pool.KeepAlive(m, keep)
+					<-time.After(hold)
+					stop()
+				}
+				_ = m.Ack()
+			}, zap.NewNop())
+	}()
+	info := waitInfo(t, cons, "all three acked", func(i *jetstream.ConsumerInfo) bool { return i.AckFloor.Stream == 3 })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if info.Delivered.Consumer != 3 || handled.Load() != 3 {
+		t.Fatalf("3 messages delivered %d times, handled %d times: the one that waited in the iterator ran out of AckWait", info.Delivered.Consumer, handled.Load())
+	}
+}
