@@ -96,7 +96,8 @@ type Options struct {
 	AckWait time.Duration
 	// Buffer is how many events may wait for a worker, fetched ahead of
 	// the workers and served a tenant at a time, in turn (pool.RunFair;
-	// default 3/4 of stream.DefaultMaxAckPending), and BufferBytes how
+	// default 3/4 of stream.DefaultMaxAckPending less twice Workers, see
+	// config.DispatchBufferSize), and BufferBytes how
 	// many bytes they may hold (default 64 MiB).
 	Buffer      int
 	BufferBytes int64
@@ -140,7 +141,7 @@ func New(d Deps, o Options) *Dispatcher {
 		o.AckWait = stream.DefaultAckWait
 	}
 	if o.Buffer <= 0 {
-		o.Buffer = stream.DefaultMaxAckPending * 3 / 4
+		o.Buffer = max(1, stream.DefaultMaxAckPending*3/4-2*o.Workers)
 	}
 	if o.BufferBytes <= 0 {
 		o.BufferBytes = DefaultBufferBytes

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/hookline/hookline/pkg/natstest"
+	"github.com/hookline/hookline/services/deliverer/internal/config"
 	"github.com/hookline/hookline/services/deliverer/internal/pool"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
@@ -347,4 +348,78 @@ func TestFairCountsTheWaitInTheIteratorBuffer(t *testing.T) {
 	if info.Delivered.Consumer != 3 || handled.Load() != 3 {
 		t.Fatalf("3 messages delivered %d times, handled %d times: the one that waited in the iterator ran out of AckWait", info.Delivered.Consumer, handled.Load())
 	}
+}
+
+// With the default buffer, a replica that started first leaves the
+// consumer's window room for another replica's workers: it holds at most
+// three quarters of MaxAckPending in all (waiting, in hand and in its
+// iterator), not a buffer of three quarters plus its workers and their
+// prefetch. (MaxAckPending 16 and 4 workers: the first replica held all
+// 16, 12 of them waiting, while the second had work for 2 of its 4
+// workers; at HOOKLINE_MAX_ACK_PENDING=1000 and 128 workers alike.)
+func TestFairDefaultBufferLeavesAnotherReplicaItsWorkers(t *testing.T) {
+	t.Parallel()
+	const window, workers = 16, 4
+	buffer := config.Config{MaxAckPending: window, DispatchWorkers: workers}.DispatchBufferSize()
+	prefetch := min(workers, buffer) // as dispatch.Run
+	_, js := natstest.Start(t).Connect(t)
+	ctx := context.Background()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "S", Subjects: []string{"s.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	cons, err := js.CreateConsumer(ctx, "S", jetstream.ConsumerConfig{Durable: "c", AckPolicy: jetstream.AckExplicitPolicy, MaxAckPending: window})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 100 {
+		if _, err := js.Publish(ctx, fmt.Sprintf("s.t%d.%d", i%5, i), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var inHand atomic.Int32
+	allBusy := make(chan struct{})
+	var once sync.Once
+	handle := func(_ context.Context, m jetstream.Msg) {
+		if inHand.Add(1) == 2*workers {
+			once.Do(func() { close(allBusy) })
+		}
+		select {
+		case <-allBusy:
+		case <-time.After(10 * time.Second):
+		}
+		inHand.Add(-1)
+		_ = m.Ack()
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	for replica := range 2 {
+		it, err := cons.Messages(pool.Pull(prefetch)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		full := make(chan struct{})
+		var fullOnce sync.Once
+		wg.Go(func() {
+			if err := pool.RunFair(rctx, it, pool.Fair{Workers: workers, Buffer: buffer, Prefetch: prefetch, Key: tenantOf,
+				Waiting: func(n int) {
+					if n == buffer {
+						fullOnce.Do(func() { close(full) })
+					}
+				}}, handle, zap.NewNop()); err != nil {
+				t.Error(err)
+			}
+		})
+		if replica == 0 {
+			<-full // the first replica started first (a rolling deploy) and filled its buffer
+		}
+	}
+	select {
+	case <-allBusy:
+	case <-time.After(8 * time.Second):
+		t.Errorf("the two replicas' %d workers were never all busy at once (%d were when it gave up): the first held the window (buffer %d of MaxAckPending %d)",
+			2*workers, inHand.Load(), buffer, window)
+	}
+	cancel()
+	wg.Wait()
 }
