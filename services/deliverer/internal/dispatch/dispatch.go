@@ -167,8 +167,11 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	// the buffer, and served a tenant at a time: a tenant's flood waits
 	// behind the buffer's other tenants, not they behind it (see
 	// pool.RunFair). The iterator's own buffer only needs to keep the
-	// fetcher busy.
-	prefetch := min(d.o.Workers, d.o.Buffer)
+	// fetcher busy: a worker's worth, as before the buffer, whatever the
+	// buffer (a buffer of 1, the default when MaxAckPending is under
+	// about three workers' worth, made it prefetch 1: a round trip per
+	// event).
+	prefetch := d.o.Workers
 	it, err := cons.Messages(pool.Pull(prefetch)...)
 	if err != nil {
 		return fmt.Errorf("dispatch messages: %w", err)

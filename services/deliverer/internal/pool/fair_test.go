@@ -361,7 +361,7 @@ func TestFairDefaultBufferLeavesAnotherReplicaItsWorkers(t *testing.T) {
 	t.Parallel()
 	const window, workers = 16, 4
 	buffer := config.Config{MaxAckPending: window, DispatchWorkers: workers}.DispatchBufferSize()
-	prefetch := min(workers, buffer) // as dispatch.Run
+	prefetch := workers // as dispatch.Run
 	_, js := natstest.Start(t).Connect(t)
 	ctx := context.Background()
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "S", Subjects: []string{"s.>"}}); err != nil {
