@@ -80,9 +80,19 @@ func RunFair(ctx context.Context, it jetstream.MessagesContext, o Fair, handle H
 		errOnce sync.Once
 		runErr  error
 	)
+	// Handing back fails for every message at once when the connection is
+	// gone: said once, at the end, not once per message of the buffer.
+	var (
+		relMu     sync.Mutex
+		relFailed int
+		relErr    error
+	)
 	release := func(msg jetstream.Msg) {
 		if err := msg.NakWithDelay(ReleaseDelay); err != nil {
-			log.Warn("release buffered message at stop", zap.String("subject", msg.Subject()), zap.Error(err))
+			relMu.Lock()
+			relFailed++
+			relErr = err
+			relMu.Unlock()
 		}
 	}
 
@@ -181,6 +191,10 @@ func RunFair(ctx context.Context, it jetstream.MessagesContext, o Fair, handle H
 		release(msg)
 	}
 	it.Stop()
+	if relFailed > 0 {
+		log.Warn("messages not handed back at stop: redelivered once their AckWait runs out",
+			zap.Int("messages", relFailed), zap.Error(relErr))
+	}
 	return runErr
 }
 

@@ -14,6 +14,8 @@ import (
 	"github.com/hookline/hookline/services/deliverer/internal/pool"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 // tenantOf is the test's key: the second token of s.<tenant>.<n>.
@@ -422,4 +424,65 @@ func TestFairDefaultBufferLeavesAnotherReplicaItsWorkers(t *testing.T) {
 	}
 	cancel()
 	wg.Wait()
+}
+
+// When the connection is gone, handing the waiting messages back fails
+// for every one of them: that is said once, with how many, not once per
+// message (a replica's buffer holds 7,244 by default: as many warnings at
+// once).
+func TestFairSaysOnceThatWaitingMessagesCouldNotBeHandedBack(t *testing.T) {
+	t.Parallel()
+	const total = 11 // 1 in hand, 9 waiting, 1 with the fetcher
+	nc, js := natstest.Start(t).Connect(t)
+	ctx := context.Background()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "S", Subjects: []string{"s.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	cons, err := js.CreateConsumer(ctx, "S", jetstream.ConsumerConfig{Durable: "c", AckPolicy: jetstream.AckExplicitPolicy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range total {
+		if _, err := js.Publish(ctx, fmt.Sprintf("s.t%d.%d", i%3, i), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	it, err := cons.Messages(pool.Pull(1)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	core, logs := observer.New(zapcore.WarnLevel)
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	waiting, fetching, closed := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	var onceW sync.Once
+	err = pool.RunFair(rctx, it, pool.Fair{Workers: 1, Buffer: 100,
+		Key: func(m jetstream.Msg) string {
+			if m.Subject() == fmt.Sprintf("s.t%d.%d", (total-1)%3, total-1) {
+				close(fetching) // the last one: the fetcher holds it until the connection is gone
+				<-closed
+			}
+			return tenantOf(m)
+		},
+		Waiting: func(n int) {
+			if n == total-2 {
+				onceW.Do(func() { close(waiting) })
+			}
+		}},
+		func(_ context.Context, m jetstream.Msg) {
+			<-waiting
+			<-fetching
+			nc.Close() // the connection is lost with the rest waiting
+			close(closed)
+			cancel()
+		}, zap.New(core))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := logs.Len(); n != 1 {
+		t.Fatalf("%d warnings for %d messages not handed back, want 1", n, total-1)
+	}
+	if got := logs.All()[0].ContextMap()["messages"]; got != int64(total-1) {
+		t.Fatalf("the warning says %v messages, want %d: %v", got, total-1, logs.All()[0])
+	}
 }
