@@ -54,7 +54,8 @@ type Config struct {
 	// DispatchBuffer: how many events dispatch fetches ahead of its
 	// workers and serves a tenant at a time, in turn, so that one
 	// tenant's flood of up to this many events does not hold up the
-	// others' (0: three quarters of HOOKLINE_MAX_ACK_PENDING).
+	// others' (0: three quarters of HOOKLINE_MAX_ACK_PENDING less twice
+	// HOOKLINE_DISPATCH_WORKERS; see DispatchBufferSize).
 	// DispatchBufferBytes bounds their payloads and headers.
 	DispatchBuffer      int   `env:"HOOKLINE_DISPATCH_BUFFER" envDefault:"0"`
 	DispatchBufferBytes int64 `env:"HOOKLINE_DISPATCH_BUFFER_BYTES" envDefault:"67108864"`
@@ -185,12 +186,14 @@ func LoadTopology(m map[string]string) (Config, error) {
 }
 
 // DispatchBufferSize is HOOKLINE_DISPATCH_BUFFER with its default
-// applied.
+// applied: what a replica holds in all, waiting, in hand and prefetched
+// (a worker's worth each), is three quarters of MaxAckPending, so that a
+// replica that started first leaves the others work for their workers.
 func (c Config) DispatchBufferSize() int {
 	if c.DispatchBuffer > 0 {
 		return c.DispatchBuffer
 	}
-	return max(1, c.MaxAckPending*3/4)
+	return max(1, c.MaxAckPending*3/4-2*c.DispatchWorkers)
 }
 
 // Validate names the variable at fault; it never prints a secret's value.
@@ -223,7 +226,7 @@ func (c Config) Validate() error {
 	check(c.DispatchWorkers >= 1, "HOOKLINE_DISPATCH_WORKERS must be at least 1, not %d", c.DispatchWorkers)
 	check(c.DirectMax >= 0, "HOOKLINE_DIRECT_MAX must not be negative, not %d", c.DirectMax)
 	check(c.DispatchBuffer >= 0 && c.DispatchBuffer < c.MaxAckPending,
-		"HOOKLINE_DISPATCH_BUFFER must be 0 (three quarters of HOOKLINE_MAX_ACK_PENDING) or below HOOKLINE_MAX_ACK_PENDING (%d), not %d", c.MaxAckPending, c.DispatchBuffer)
+		"HOOKLINE_DISPATCH_BUFFER must be 0 (the default) or below HOOKLINE_MAX_ACK_PENDING (%d), not %d", c.MaxAckPending, c.DispatchBuffer)
 	check(c.DispatchBufferBytes >= 1<<20, "HOOKLINE_DISPATCH_BUFFER_BYTES must be at least 1 MiB (1048576), not %d", c.DispatchBufferBytes)
 	check(c.DeliverWorkers >= 1, "HOOKLINE_DELIVER_WORKERS must be at least 1, not %d", c.DeliverWorkers)
 	check(c.MaxAckPending >= 4, "HOOKLINE_MAX_ACK_PENDING must be at least 4, not %d", c.MaxAckPending)

@@ -96,7 +96,8 @@ type Options struct {
 	AckWait time.Duration
 	// Buffer is how many events may wait for a worker, fetched ahead of
 	// the workers and served a tenant at a time, in turn (pool.RunFair;
-	// default 3/4 of stream.DefaultMaxAckPending), and BufferBytes how
+	// default 3/4 of stream.DefaultMaxAckPending less twice Workers, see
+	// config.DispatchBufferSize), and BufferBytes how
 	// many bytes they may hold (default 64 MiB).
 	Buffer      int
 	BufferBytes int64
@@ -140,7 +141,7 @@ func New(d Deps, o Options) *Dispatcher {
 		o.AckWait = stream.DefaultAckWait
 	}
 	if o.Buffer <= 0 {
-		o.Buffer = stream.DefaultMaxAckPending * 3 / 4
+		o.Buffer = max(1, stream.DefaultMaxAckPending*3/4-2*o.Workers)
 	}
 	if o.BufferBytes <= 0 {
 		o.BufferBytes = DefaultBufferBytes
@@ -166,8 +167,12 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	// the buffer, and served a tenant at a time: a tenant's flood waits
 	// behind the buffer's other tenants, not they behind it (see
 	// pool.RunFair). The iterator's own buffer only needs to keep the
-	// fetcher busy.
-	it, err := cons.Messages(pool.Pull(min(d.o.Workers, d.o.Buffer))...)
+	// fetcher busy: a worker's worth, as before the buffer, whatever the
+	// buffer (a buffer of 1, the default when MaxAckPending is under
+	// about three workers' worth, made it prefetch 1: a round trip per
+	// event).
+	prefetch := d.o.Workers
+	it, err := cons.Messages(pool.Pull(prefetch)...)
 	if err != nil {
 		return fmt.Errorf("dispatch messages: %w", err)
 	}
@@ -179,7 +184,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		go func() { d.tasks.Run(pubCtx); close(pubDone) }()
 		defer func() { stopPub(); <-pubDone }()
 	}
-	fair := pool.Fair{Workers: d.o.Workers, Buffer: d.o.Buffer, BufferBytes: d.o.BufferBytes,
+	fair := pool.Fair{Workers: d.o.Workers, Buffer: d.o.Buffer, BufferBytes: d.o.BufferBytes, Prefetch: prefetch,
 		Key: eventTenant, KeepAlive: d.o.AckWait / 3}
 	if d.m != nil {
 		fair.Waiting = func(n int) { d.m.DispatchWaiting.Set(float64(n)) }

@@ -18,9 +18,13 @@ type Fair struct {
 	// Buffer is how many messages may wait for a worker, taken from the
 	// consumer ahead of the workers (at least 1), and BufferBytes how
 	// many bytes of payload and headers they may hold (0: no byte bound;
-	// one message is always let in, however large).
+	// the last message let in may pass it, however large).
 	Buffer      int
 	BufferBytes int64
+	// Prefetch is the iterator's PullMaxMessages (default Workers): how
+	// many messages it may hold that RunFair has not taken yet, their
+	// AckWait running.
+	Prefetch int
 	// Key names the queue a message waits in (dispatch: its tenant).
 	Key func(jetstream.Msg) string
 	// KeepAlive: a message that has waited this long is told it is in
@@ -42,10 +46,11 @@ type Fair struct {
 // Within a key, messages are handled in the order they came.
 //
 // Messages wait in the buffer with their AckWait running: each is told it
-// is in progress once it has waited KeepAlive, and every KeepAlive after
-// that, until a worker takes it. Stopping is Run's: no new message is
-// handled once ctx ends, and those still waiting are handed back
-// (ReleaseDelay).
+// is in progress once it has waited KeepAlive (counted from when it may
+// have been delivered to the iterator), and every KeepAlive after that,
+// until a worker takes it. Stopping is Run's: no new message is handled
+// once ctx ends, and those still waiting are handed back (ReleaseDelay)
+// at once, while the handlers in hand finish.
 func RunFair(ctx context.Context, it jetstream.MessagesContext, o Fair, handle Handler, log *zap.Logger) error {
 	if o.Workers < 1 {
 		o.Workers = 1
@@ -58,6 +63,9 @@ func RunFair(ctx context.Context, it jetstream.MessagesContext, o Fair, handle H
 	}
 	if o.Key == nil {
 		o.Key = func(jetstream.Msg) string { return "" }
+	}
+	if o.Prefetch < 1 {
+		o.Prefetch = o.Workers
 	}
 	hctx := context.WithoutCancel(ctx)
 	q := newFairQueue(o)
@@ -72,22 +80,43 @@ func RunFair(ctx context.Context, it jetstream.MessagesContext, o Fair, handle H
 		errOnce sync.Once
 		runErr  error
 	)
+	// Handing back fails for every message at once when the connection is
+	// gone: said once, at the end, not once per message of the buffer.
+	var (
+		relMu     sync.Mutex
+		relFailed int
+		relErr    error
+	)
 	release := func(msg jetstream.Msg) {
 		if err := msg.NakWithDelay(ReleaseDelay); err != nil {
-			log.Warn("release buffered message at stop", zap.String("subject", msg.Subject()), zap.Error(err))
+			relMu.Lock()
+			relFailed++
+			relErr = err
+			relMu.Unlock()
 		}
 	}
 
-	// The fetcher moves messages from the iterator to the queue. While the
-	// queue is full the iterator's own few buffered messages wait with
-	// their AckWait running; after a wait longer than KeepAlive, the
-	// messages it then takes are told they are in progress at once.
+	// The fetcher moves messages from the iterator to the queue. It waits
+	// for room before it takes one, never with one in hand (a message held
+	// while the queue is full had no keep-alive). Meanwhile the iterator's
+	// own buffered messages wait with their AckWait running: the iterator
+	// asks for messages only within Next and holds at most Prefetch asked
+	// for and not yet taken, so a message was delivered after the one
+	// taken Prefetch messages before it. That time (twice Prefetch back,
+	// as an iterator that missed a heartbeat asks anew while its old pull
+	// may still deliver) is when its wait counts from: one that has
+	// waited KeepAlive by then is told it is in progress at once.
 	fetched := make(chan struct{})
 	go func() {
 		defer close(fetched)
 		defer q.close()
-		freshen := 0
-		for {
+		taken := make([]time.Time, 2*o.Prefetch) // ring: when the last messages were taken
+		start := time.Now()
+		for i := range taken {
+			taken[i] = start
+		}
+		for n := 0; ; n++ {
+			q.waitRoom()
 			msg, err := it.Next()
 			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
 				if ctx.Err() == nil {
@@ -98,25 +127,28 @@ func RunFair(ctx context.Context, it jetstream.MessagesContext, o Fair, handle H
 			if err != nil {
 				continue // not terminal: the iterator keeps pulling
 			}
+			slot := n % len(taken)
+			since := taken[slot]
+			taken[slot] = time.Now()
 			if ctx.Err() != nil {
 				release(msg)
 				continue
 			}
-			if freshen > 0 {
-				_ = msg.InProgress()
-				freshen--
-			}
-			waited, ok := q.put(o.Key(msg), msg)
+			stale, ok := q.put(o.Key(msg), msg, since)
 			if !ok {
 				release(msg)
 				continue
 			}
-			if waited > o.KeepAlive {
-				freshen = o.Workers
+			if stale {
+				_ = msg.InProgress()
 			}
 		}
 	}()
 
+	// The keeper keeps waiting messages alive, and hands them back the
+	// moment the queue closes, not once the handlers in hand finish (until
+	// then another replica could not have them, and a process killed
+	// meanwhile left them to their AckWait).
 	keepDone := make(chan struct{})
 	go func() {
 		defer close(keepDone)
@@ -125,6 +157,9 @@ func RunFair(ctx context.Context, it jetstream.MessagesContext, o Fair, handle H
 		for {
 			select {
 			case <-q.closed:
+				for _, msg := range q.rest() {
+					release(msg)
+				}
 				return
 			case now := <-t.C:
 				for _, m := range q.stale(now) {
@@ -156,6 +191,10 @@ func RunFair(ctx context.Context, it jetstream.MessagesContext, o Fair, handle H
 		release(msg)
 	}
 	it.Stop()
+	if relFailed > 0 {
+		log.Warn("messages not handed back at stop: redelivered once their AckWait runs out",
+			zap.Int("messages", relFailed), zap.Error(relErr))
+	}
 	return runErr
 }
 
@@ -182,7 +221,7 @@ type keyQueue struct {
 type waiting struct {
 	msg     jetstream.Msg
 	size    int64
-	touched time.Time // when it came, or was last told it is in progress
+	touched time.Time // when it came (at the earliest), or was last told it is in progress
 }
 
 func newFairQueue(o Fair) *fairQueue {
@@ -201,19 +240,25 @@ func msgSize(m jetstream.Msg) int64 {
 	return n
 }
 
-// put queues msg under key, waiting while the queue is full; it returns
-// how long it waited, and false when the queue closed meanwhile (msg not
-// queued).
-func (q *fairQueue) put(key string, msg jetstream.Msg) (time.Duration, bool) {
-	size := msgSize(msg)
-	began := time.Now()
+// waitRoom returns once the queue has room for a message, or is closed.
+func (q *fairQueue) waitRoom() {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	for !q.done && q.n > 0 && (q.n >= q.o.Buffer || (q.o.BufferBytes > 0 && q.bytes+size > q.o.BufferBytes)) {
+	for !q.done && q.n > 0 && (q.n >= q.o.Buffer || (q.o.BufferBytes > 0 && q.bytes >= q.o.BufferBytes)) {
 		q.cond.Wait()
 	}
+}
+
+// put queues msg under key (after waitRoom: it does not wait), its wait
+// counted from since; stale says that it has waited KeepAlive already and
+// is to be told it is in progress now (counted as told). False when the
+// queue is closed (msg not queued).
+func (q *fairQueue) put(key string, msg jetstream.Msg, since time.Time) (stale, ok bool) {
+	size := msgSize(msg)
+	q.mu.Lock()
+	defer q.mu.Unlock()
 	if q.done {
-		return time.Since(began), false
+		return false, false
 	}
 	kq := q.keys[key]
 	if kq == nil {
@@ -223,13 +268,15 @@ func (q *fairQueue) put(key string, msg jetstream.Msg) (time.Duration, bool) {
 	if len(kq.msgs) == 0 {
 		q.ring = append(q.ring, kq)
 	}
-	now := time.Now()
-	kq.msgs = append(kq.msgs, waiting{msg: msg, size: size, touched: now})
+	if now := time.Now(); now.Sub(since) >= q.o.KeepAlive {
+		since, stale = now, true
+	}
+	kq.msgs = append(kq.msgs, waiting{msg: msg, size: size, touched: since})
 	q.n++
 	q.bytes += size
 	q.report()
 	q.cond.Broadcast()
-	return now.Sub(began), true
+	return stale, true
 }
 
 // take returns the first message of the next key in turn, waiting for

@@ -10,9 +10,12 @@ import (
 	"time"
 
 	"github.com/hookline/hookline/pkg/natstest"
+	"github.com/hookline/hookline/services/deliverer/internal/config"
 	"github.com/hookline/hookline/services/deliverer/internal/pool"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 // tenantOf is the test's key: the second token of s.<tenant>.<n>.
@@ -205,5 +208,281 @@ func TestFairStopHandsBackWaitingMessages(t *testing.T) {
 	second := run(0)
 	if first+second != 21 {
 		t.Fatalf("handled %d + %d of 21: messages handed back at the stop were lost or handled twice", first, second)
+	}
+}
+
+// The message the fetcher holds while the buffer is full is kept alive
+// too: with one worker and room for one, the third message waited for
+// room through the first handler's three AckWaits and was redelivered
+// (the fetcher took it from the iterator and blocked in put, where no
+// keep-alive saw it).
+func TestFairKeepsAliveTheMessageWaitingForRoom(t *testing.T) {
+	t.Parallel()
+	const ackWait = 1500 * time.Millisecond
+	cons := keyed(t, ackWait, 2) // flood.0, flood.1, victim.0
+	it, err := cons.Messages(pool.Pull(2)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	var handled atomic.Int32
+	expired := make(chan struct{})
+	time.AfterFunc(3*ackWait, func() { close(expired) })
+	go func() {
+		done <- pool.RunFair(ctx, it, pool.Fair{Workers: 1, Buffer: 1, Key: tenantOf, KeepAlive: ackWait / 3},
+			func(_ context.Context, m jetstream.Msg) {
+				if handled.Add(1) == 1 {
+					stop := pool.KeepAlive(m, ackWait/3)
+					<-expired
+					stop()
+				}
+				_ = m.Ack()
+			}, zap.NewNop())
+	}()
+	info := waitInfo(t, cons, "all three acked", func(i *jetstream.ConsumerInfo) bool { return i.AckFloor.Stream == 3 })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if info.Delivered.Consumer != 3 || handled.Load() != 3 {
+		t.Fatalf("3 messages delivered %d times, handled %d times: the one waiting for room ran out of AckWait", info.Delivered.Consumer, handled.Load())
+	}
+}
+
+// At a stop the messages waiting in the buffer are handed back at once,
+// not after the handlers in hand finish: another replica gets them while
+// this one's last attempt still runs (they used to wait for it, and for
+// a whole AckWait when the process was killed meanwhile).
+func TestFairHandsBackWaitingMessagesWithoutWaitingForHandlers(t *testing.T) {
+	t.Parallel()
+	const rest = 9
+	cons := keyed(t, 30*time.Second, rest) // flood.0..8, victim.0
+	it, err := cons.Messages(pool.Pull(1)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	allWaiting, otherGot := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	var handled atomic.Int32
+	done := make(chan error, 1)
+	go func() {
+		done <- pool.RunFair(ctx, it, pool.Fair{Workers: 1, Buffer: 100, Key: tenantOf,
+			Waiting: func(n int) {
+				if n == rest {
+					once.Do(func() { close(allWaiting) })
+				}
+			}},
+			func(_ context.Context, m jetstream.Msg) {
+				handled.Add(1)
+				<-allWaiting
+				cancel() // stop while one is in hand and the rest wait
+				select {
+				case <-otherGot:
+				case <-time.After(20 * time.Second):
+				}
+				_ = m.Ack()
+			}, zap.NewNop())
+	}()
+	<-allWaiting
+	other, err := cons.Messages(pool.Pull(16)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := 0
+	deadline := time.Now().Add(10 * time.Second)
+	for got < rest && time.Now().Before(deadline) {
+		m, err := other.Next(jetstream.NextMaxWait(time.Until(deadline)))
+		if err != nil {
+			continue
+		}
+		_ = m.Ack()
+		got++
+	}
+	other.Stop()
+	close(otherGot)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got != rest || handled.Load() != 1 {
+		t.Fatalf("another replica got %d of the %d waiting messages while the first one's handler ran (first handled %d)", got, rest, handled.Load())
+	}
+}
+
+// A message that waited in the iterator's own buffer while the queue was
+// full has its wait counted from when it was delivered, not from when it
+// entered the queue: one that waited 2.2 s of its 3 s AckWait there, then
+// 1.5 s in the queue, was first told it is in progress a KeepAlive after
+// it entered the queue, too late, and was redelivered.
+func TestFairCountsTheWaitInTheIteratorBuffer(t *testing.T) {
+	t.Parallel()
+	const ackWait = 3 * time.Second
+	const keep = ackWait / 3
+	cons := keyed(t, ackWait, 2) // flood.0 (held 2.2 s), flood.1 (1.5 s), victim.0
+	it, err := cons.Messages(pool.Pull(4)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	var handled atomic.Int32
+	go func() {
+		done <- pool.RunFair(ctx, it, pool.Fair{Workers: 1, Buffer: 1, Prefetch: 4, Key: tenantOf, KeepAlive: keep},
+			func(_ context.Context, m jetstream.Msg) {
+				hold := map[int32]time.Duration{1: 2200 * time.Millisecond, 2: 1500 * time.Millisecond}[handled.Add(1)]
+				if hold > 0 {
+					stop := pool.KeepAlive(m, keep)
+					<-time.After(hold)
+					stop()
+				}
+				_ = m.Ack()
+			}, zap.NewNop())
+	}()
+	info := waitInfo(t, cons, "all three acked", func(i *jetstream.ConsumerInfo) bool { return i.AckFloor.Stream == 3 })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if info.Delivered.Consumer != 3 || handled.Load() != 3 {
+		t.Fatalf("3 messages delivered %d times, handled %d times: the one that waited in the iterator ran out of AckWait", info.Delivered.Consumer, handled.Load())
+	}
+}
+
+// With the default buffer, a replica that started first leaves the
+// consumer's window room for another replica's workers: it holds at most
+// three quarters of MaxAckPending in all (waiting, in hand and in its
+// iterator), not a buffer of three quarters plus its workers and their
+// prefetch. (MaxAckPending 16 and 4 workers: the first replica held all
+// 16, 12 of them waiting, while the second had work for 2 of its 4
+// workers; at HOOKLINE_MAX_ACK_PENDING=1000 and 128 workers alike.)
+func TestFairDefaultBufferLeavesAnotherReplicaItsWorkers(t *testing.T) {
+	t.Parallel()
+	const window, workers = 16, 4
+	buffer := config.Config{MaxAckPending: window, DispatchWorkers: workers}.DispatchBufferSize()
+	prefetch := workers // as dispatch.Run
+	_, js := natstest.Start(t).Connect(t)
+	ctx := context.Background()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "S", Subjects: []string{"s.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	cons, err := js.CreateConsumer(ctx, "S", jetstream.ConsumerConfig{Durable: "c", AckPolicy: jetstream.AckExplicitPolicy, MaxAckPending: window})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 100 {
+		if _, err := js.Publish(ctx, fmt.Sprintf("s.t%d.%d", i%5, i), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var inHand atomic.Int32
+	allBusy := make(chan struct{})
+	var once sync.Once
+	handle := func(_ context.Context, m jetstream.Msg) {
+		if inHand.Add(1) == 2*workers {
+			once.Do(func() { close(allBusy) })
+		}
+		select {
+		case <-allBusy:
+		case <-time.After(10 * time.Second):
+		}
+		inHand.Add(-1)
+		_ = m.Ack()
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	for replica := range 2 {
+		it, err := cons.Messages(pool.Pull(prefetch)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		full := make(chan struct{})
+		var fullOnce sync.Once
+		wg.Go(func() {
+			if err := pool.RunFair(rctx, it, pool.Fair{Workers: workers, Buffer: buffer, Prefetch: prefetch, Key: tenantOf,
+				Waiting: func(n int) {
+					if n == buffer {
+						fullOnce.Do(func() { close(full) })
+					}
+				}}, handle, zap.NewNop()); err != nil {
+				t.Error(err)
+			}
+		})
+		if replica == 0 {
+			<-full // the first replica started first (a rolling deploy) and filled its buffer
+		}
+	}
+	select {
+	case <-allBusy:
+	case <-time.After(8 * time.Second):
+		t.Errorf("the two replicas' %d workers were never all busy at once (%d were when it gave up): the first held the window (buffer %d of MaxAckPending %d)",
+			2*workers, inHand.Load(), buffer, window)
+	}
+	cancel()
+	wg.Wait()
+}
+
+// When the connection is gone, handing the waiting messages back fails
+// for every one of them: that is said once, with how many, not once per
+// message (a replica's buffer holds 7,244 by default: as many warnings at
+// once).
+func TestFairSaysOnceThatWaitingMessagesCouldNotBeHandedBack(t *testing.T) {
+	t.Parallel()
+	const total = 11 // 1 in hand, 9 waiting, 1 with the fetcher
+	nc, js := natstest.Start(t).Connect(t)
+	ctx := context.Background()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "S", Subjects: []string{"s.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	cons, err := js.CreateConsumer(ctx, "S", jetstream.ConsumerConfig{Durable: "c", AckPolicy: jetstream.AckExplicitPolicy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range total {
+		if _, err := js.Publish(ctx, fmt.Sprintf("s.t%d.%d", i%3, i), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	it, err := cons.Messages(pool.Pull(1)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	core, logs := observer.New(zapcore.WarnLevel)
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	waiting, fetching, closed := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	var onceW sync.Once
+	err = pool.RunFair(rctx, it, pool.Fair{Workers: 1, Buffer: 100,
+		Key: func(m jetstream.Msg) string {
+			if m.Subject() == fmt.Sprintf("s.t%d.%d", (total-1)%3, total-1) {
+				close(fetching) // the last one: the fetcher holds it until the connection is gone
+				<-closed
+			}
+			return tenantOf(m)
+		},
+		Waiting: func(n int) {
+			if n == total-2 {
+				onceW.Do(func() { close(waiting) })
+			}
+		}},
+		func(_ context.Context, m jetstream.Msg) {
+			<-waiting
+			<-fetching
+			nc.Close() // the connection is lost with the rest waiting
+			close(closed)
+			cancel()
+		}, zap.New(core))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := logs.Len(); n != 1 {
+		t.Fatalf("%d warnings for %d messages not handed back, want 1", n, total-1)
+	}
+	if got := logs.All()[0].ContextMap()["messages"]; got != int64(total-1) {
+		t.Fatalf("the warning says %v messages, want %d: %v", got, total-1, logs.All()[0])
 	}
 }
