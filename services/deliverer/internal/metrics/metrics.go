@@ -36,7 +36,17 @@ type Metrics struct {
 	// Direct: first attempts made from dispatch (no task stored), by what
 	// became of them, and the fan-outs that stored a task instead, by why.
 	Direct *prometheus.CounterVec
+	// PullRestarts: message iterators the stages' watchdog replaced
+	// (pool.Messages), by stage and reason.
+	PullRestarts *prometheus.CounterVec
 }
+
+// PullStages and PullRestartReasons are the values of
+// hookline_pull_restarts_total's labels (pool.RestartReasons).
+var (
+	PullStages         = []string{"dispatch", "deliver"}
+	PullRestartReasons = []string{"stalled", "closed"}
+)
 
 // DirectResults are the values of hookline_direct_attempts_total's result
 // label: what became of a first attempt made from dispatch (delivered,
@@ -153,6 +163,15 @@ func New(reg prometheus.Registerer, reasons, classes []string) *Metrics {
 	for _, r := range DirectResults {
 		m.Direct.WithLabelValues(r)
 	}
+	m.PullRestarts = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "hookline_pull_restarts_total",
+		Help: "Message iterators of a stage (dispatch, deliver) replaced by its watchdog, by reason: stalled (workers waited without a message while the consumer had messages to deliver) or closed (the iterator closed by itself while the consumer was there).",
+	}, []string{"stage", "reason"})
+	for _, st := range PullStages {
+		for _, r := range PullRestartReasons {
+			m.PullRestarts.WithLabelValues(st, r)
+		}
+	}
 	for _, r := range DeferReasons {
 		m.AdmissionDeferred.WithLabelValues(r)
 	}
@@ -175,7 +194,7 @@ func New(reg prometheus.Registerer, reasons, classes []string) *Metrics {
 	reg.MustRegister(m.Attempts, m.AttemptDuration, m.AttemptErrors, m.DeadLetters, m.EventsDispatched,
 		m.EventsUnmatched, m.EventsInvalid, m.EventsUnscoped, m.TasksPublished, m.TasksDeferred, m.ScheduleFailures,
 		m.AttemptRecordsFailed, m.AdmissionParked, m.AdmissionParkedNow, m.AdmissionWait, m.AdmissionDeferred, m.AdmissionRefused,
-		m.OrderingWaiting, m.OrderingSkipped, m.OrderingStateLost, m.Direct)
+		m.OrderingWaiting, m.OrderingSkipped, m.OrderingStateLost, m.Direct, m.PullRestarts)
 	return m
 }
 
