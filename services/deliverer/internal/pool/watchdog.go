@@ -235,7 +235,7 @@ func (s *source) watch(ctx context.Context) {
 	defer close(s.done)
 	t := time.NewTicker(s.w.Stall / 3)
 	defer t.Stop()
-	var busyLogged time.Time
+	var busyLogged, asked time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -245,9 +245,12 @@ func (s *source) watch(ctx context.Context) {
 		s.mu.Lock()
 		it, waiting, idle := s.it, s.waiting, time.Since(s.progress)
 		s.mu.Unlock()
-		if idle < s.w.Stall || (waiting == 0 && time.Since(busyLogged) < busyLogEvery) {
+		if idle < s.w.Stall || time.Since(asked) < s.w.Stall || (waiting == 0 && time.Since(busyLogged) < busyLogEvery) {
 			continue
 		}
+		// An idle stage (no traffic) waits forever: its consumer is asked
+		// once per Stall, not at every tick.
+		asked = time.Now()
 		ictx, cancel := context.WithTimeout(ctx, infoTimeout)
 		info, err := s.cons.Info(ictx)
 		cancel()
