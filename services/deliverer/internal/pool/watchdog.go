@@ -83,8 +83,8 @@ func Messages(ctx context.Context, cons jetstream.Consumer, max int, w Watch) (j
 		return nil, err
 	}
 	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	s := &source{cons: cons, max: max, w: w, it: it, progress: time.Now(), cancel: cancel, done: make(chan struct{})}
-	go s.watch(wctx)
+	s := &source{cons: cons, max: max, w: w, it: it, progress: time.Now(), ctx: wctx, cancel: cancel, done: make(chan struct{})}
+	go s.watch()
 	return s, nil
 }
 
@@ -93,6 +93,9 @@ type source struct {
 	max  int
 	w    Watch
 
+	// ctx ends at the owner's Stop or Drain (cancel); done closes when
+	// the watchdog has returned.
+	ctx    context.Context
 	cancel context.CancelFunc
 	done   chan struct{}
 
@@ -201,17 +204,20 @@ func (s *source) reopenClosed(it jetstream.MessagesContext) bool {
 		deadline = time.Now().Add(s.w.Stall)
 	)
 	for {
-		ctx, cancel := context.WithTimeout(context.Background(), infoTimeout)
+		ctx, cancel := context.WithTimeout(s.ctx, infoTimeout)
 		info, err = s.cons.Info(ctx)
 		cancel()
 		if err == nil {
 			break
 		}
-		if time.Now().After(deadline) {
+		if time.Now().After(deadline) || s.ctx.Err() != nil {
 			s.w.Log.Warn("message iterator closed and the consumer cannot be read", zap.String("stage", s.w.Stage), zap.Error(err))
 			return false
 		}
-		time.Sleep(min(s.w.Stall/10, time.Second))
+		select {
+		case <-s.ctx.Done(): // stopping: the owner's Stop or Drain
+		case <-time.After(min(s.w.Stall/10, time.Second)):
+		}
 	}
 	if !s.replace(it, RestartClosed, info) {
 		return false
@@ -231,7 +237,8 @@ const busyLogEvery = time.Minute
 
 // watch looks every Stall/3 for a worker that has waited Stall, and for
 // a stage whose workers have all been busy that long.
-func (s *source) watch(ctx context.Context) {
+func (s *source) watch() {
+	ctx := s.ctx
 	defer close(s.done)
 	t := time.NewTicker(s.w.Stall / 3)
 	defer t.Stop()
