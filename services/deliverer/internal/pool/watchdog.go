@@ -50,13 +50,13 @@ type Watch struct {
 // source for Run that replaces its iterator when the iterator has gone
 // deaf or closed by itself while the consumer is alive.
 //
-// Deaf: after a coordinated crash of the R3 cluster, a stage's workers
-// twice waited over a minute on an iterator that received nothing while
-// the cluster was back and events kept coming (docs/guarantees.md, fault
-// 10b). nats.go's iterator replaces a pull the server lost only when its
-// heartbeats stop (2×PullExpiry/2); a pull the server holds, heartbeating,
-// without delivering, or a pull accounting that believes one is still
-// outstanding, is not noticed. So: when a worker has waited on the
+// Deaf: after a coordinated crash of the R3 cluster, the stages' workers
+// have waited over a minute on iterators that received nothing while the
+// cluster was back and events kept coming (docs/guarantees.md, fault
+// 10b). nats.go's iterator replaces a pull the server lost when its
+// heartbeats stop (2×PullExpiry/2), after a reconnect or a leader change;
+// a pull the server holds, heartbeating, without delivering is not
+// noticed. So: when a worker has waited on the
 // iterator for Stall (nothing buffered, nothing arriving) the watchdog
 // reads the consumer's info, and when the consumer has messages it could
 // deliver (num_pending > 0, num_ack_pending below max_ack_pending, not
