@@ -322,9 +322,15 @@ func (s *source) replace(old jetstream.MessagesContext, reason string, info *jet
 	if s.w.Restarts != nil {
 		s.w.Restarts.WithLabelValues(s.w.Stage, reason).Inc()
 	}
-	s.w.Log.Warn("message iterator replaced", zap.String("stage", s.w.Stage), zap.String("reason", reason),
+	fields := []zap.Field{zap.String("stage", s.w.Stage), zap.String("reason", reason),
 		zap.Duration("waited", waited.Round(time.Millisecond)), zap.Uint64("num_pending", info.NumPending),
 		zap.Int("num_waiting", info.NumWaiting), zap.Int("num_ack_pending", info.NumAckPending),
-		zap.Int("num_redelivered", info.NumRedelivered))
+		zap.Int("num_redelivered", info.NumRedelivered)}
+	if info.Cluster != nil {
+		// A second replacement with the same leader and nothing received
+		// in between points at the consumer leader, not at the iterator.
+		fields = append(fields, zap.String("consumer_leader", info.Cluster.Leader))
+	}
+	s.w.Log.Warn("message iterator replaced", fields...)
 	return true
 }
