@@ -10,6 +10,7 @@ import (
 
 	"github.com/hookline/hookline/pkg/stream"
 	"github.com/hookline/hookline/tests/harness"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // Fault 10b: a coordinated crash of a 3-node R3 cluster (kill -9 of every
@@ -48,6 +49,11 @@ func TestClusterCoordinatedCrashR3(t *testing.T) {
 	clusterBack := time.Since(crashed)
 	defer func() {
 		if t.Failed() {
+			// Whether the consumers had work and pulls waiting tells a
+			// deaf pull from stuck workers (docs/guarantees.md, 10b).
+			for _, sc := range [][2]string{{stream.Events, stream.DispatchConsumer}, {stream.Deliveries, stream.DeliverConsumer}} {
+				t.Log(consumerState(s.JS, sc[0], sc[1]))
+			}
 			dir := os.Getenv("CRASH_LOG_DIR")
 			if dir == "" {
 				return
@@ -71,4 +77,25 @@ func TestClusterCoordinatedCrashR3(t *testing.T) {
 		"events", res.Accepted, "pairs", r.Expected, "lost", r.Lost, "duplicated", r.Duplicates,
 		"dup_bound", fmt.Sprintf("%d(in flight)+%d(delivered in the 10s before)", ack+ackEv, recentlyAcked),
 		"cluster_back_after_crash", clusterBack.Round(time.Millisecond), "deliveries_resumed_after", resumed.Round(time.Millisecond))
+}
+
+// consumerState is a durable consumer's counts and leader, for a failure
+// message.
+func consumerState(js jetstream.JetStream, streamName, consumer string) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := js.Consumer(ctx, streamName, consumer)
+	if err != nil {
+		return fmt.Sprintf("consumer %s: %v", consumer, err)
+	}
+	info, err := c.Info(ctx)
+	if err != nil {
+		return fmt.Sprintf("consumer %s: %v", consumer, err)
+	}
+	leader := ""
+	if info.Cluster != nil {
+		leader = info.Cluster.Leader
+	}
+	return fmt.Sprintf("consumer %s: num_pending=%d num_waiting=%d num_ack_pending=%d num_redelivered=%d delivered_stream_seq=%d ack_floor_stream_seq=%d leader=%s",
+		consumer, info.NumPending, info.NumWaiting, info.NumAckPending, info.NumRedelivered, info.Delivered.Stream, info.AckFloor.Stream, leader)
 }

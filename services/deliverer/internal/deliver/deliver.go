@@ -325,7 +325,7 @@ func (d *Deliverer) Run(ctx context.Context) error {
 	}
 	// One buffered message per worker: a buffered message's AckWait is
 	// already running while it waits for a free worker.
-	it, err := cons.Messages(pool.Pull(d.o.Workers)...)
+	it, err := pool.Messages(ctx, cons, d.o.Workers, pool.Watch{Stage: "deliver", Restarts: d.m.PullRestarts, Log: d.log})
 	if err != nil {
 		return fmt.Errorf("deliver messages: %w", err)
 	}

@@ -172,7 +172,11 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	// about three workers' worth, made it prefetch 1: a round trip per
 	// event).
 	prefetch := d.o.Workers
-	it, err := cons.Messages(pool.Pull(prefetch)...)
+	watch := pool.Watch{Stage: "dispatch", Log: d.log}
+	if d.m != nil {
+		watch.Restarts = d.m.PullRestarts
+	}
+	it, err := pool.Messages(ctx, cons, prefetch, watch)
 	if err != nil {
 		return fmt.Errorf("dispatch messages: %w", err)
 	}

@@ -44,7 +44,17 @@ type Metrics struct {
 	// DispatchWaiting: events fetched from EVENTS and waiting for a
 	// dispatch worker in the fair buffer.
 	DispatchWaiting prometheus.Gauge
+	// PullRestarts: message iterators the stages' watchdog replaced
+	// (pool.Messages), by stage and reason.
+	PullRestarts *prometheus.CounterVec
 }
+
+// PullStages and PullRestartReasons are the values of
+// hookline_pull_restarts_total's labels (pool.RestartReasons).
+var (
+	PullStages         = []string{"dispatch", "deliver"}
+	PullRestartReasons = []string{"stalled", "closed"}
+)
 
 // DirectResults are the values of hookline_direct_attempts_total's result
 // label: what became of a first attempt made from dispatch (delivered,
@@ -174,6 +184,15 @@ func New(reg prometheus.Registerer, reasons, classes []string) *Metrics {
 	for _, r := range DirectResults {
 		m.Direct.WithLabelValues(r)
 	}
+	m.PullRestarts = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "hookline_pull_restarts_total",
+		Help: "Message iterators of a stage (dispatch, deliver) replaced by its watchdog, by reason: stalled (workers waited without a message while the consumer had messages to deliver) or closed (the iterator closed by itself while the consumer was there).",
+	}, []string{"stage", "reason"})
+	for _, st := range PullStages {
+		for _, r := range PullRestartReasons {
+			m.PullRestarts.WithLabelValues(st, r)
+		}
+	}
 	for _, r := range DeferReasons {
 		m.AdmissionDeferred.WithLabelValues(r)
 	}
@@ -197,7 +216,7 @@ func New(reg prometheus.Registerer, reasons, classes []string) *Metrics {
 		m.EventsUnmatched, m.EventsInvalid, m.EventsUnscoped, m.TasksPublished, m.TasksDeferred, m.ScheduleFailures,
 		m.AttemptRecordsFailed, m.AdmissionParked, m.AdmissionParkedNow, m.AdmissionWait, m.AdmissionDeferred, m.AdmissionRefused,
 		m.AdmissionLinePolls, m.AdmissionWakes,
-		m.OrderingWaiting, m.OrderingSkipped, m.OrderingStateLost, m.Direct, m.DispatchWaiting)
+		m.OrderingWaiting, m.OrderingSkipped, m.OrderingStateLost, m.Direct, m.DispatchWaiting, m.PullRestarts)
 	return m
 }
 
