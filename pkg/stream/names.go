@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -141,6 +142,20 @@ func DeliveryStateKey(tenant, eventID, subscriptionID string) string {
 // DeliveryStateFilter matches the delivery state keys of one event.
 func DeliveryStateFilter(tenant, eventID string) string {
 	return tenant + "." + strings.ReplaceAll(eventID, ".", "=") + ".*"
+}
+
+// DeliveryStateBatchKey is the key of one message holding the delivery
+// states of several events of tenant, all stored by EVENTS in the same
+// window (a number of pkg/deliverystate's windows since the epoch): <tenant>.s/<window>.<id>,
+// id unique to the message. No event id holds '/', so no DeliveryStateKey
+// is one.
+func DeliveryStateBatchKey(tenant string, window int64, id string) string {
+	return tenant + ".s/" + strconv.FormatInt(window, 10) + "." + id
+}
+
+// DeliveryStateBatchFilter matches the batch keys of one window of tenant.
+func DeliveryStateBatchFilter(tenant string, window int64) string {
+	return tenant + ".s/" + strconv.FormatInt(window, 10) + ".*"
 }
 
 // EventSubject is the subject an event of tenant and type is published to.

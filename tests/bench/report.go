@@ -63,6 +63,13 @@ type Scenario struct {
 	// (tasks, retries and deferrals): a delivery whose first attempt was
 	// made from dispatch and succeeded stores none.
 	Stored uint64 `json:"stored"`
+	// StoredByStream is how many messages each stream stored during the
+	// scenario (the change of its last sequence). Under sync_interval:
+	// always a single nats-server fsyncs each stored message (at most; a
+	// write that finds the previous one still being synced shares its
+	// fsync), so per delivery it is the fsync budget, and unlike a rate
+	// it does not depend on how busy the machine is.
+	StoredByStream map[string]uint64 `json:"stored_by_stream,omitempty"`
 	// Direct is what became of the first attempts dispatch made, or why
 	// it stored a task instead (hookline_direct_attempts_total by result,
 	// over the scenario).
@@ -193,6 +200,7 @@ func (r *Report) WriteTable(w io.Writer) {
 		}
 		_ = tw.Flush()
 		printDirect(w, m.Scenarios)
+		printStoredByStream(w, m.Scenarios)
 		fmt.Fprint(w, "\npeak RSS (VmHWM):")
 		for _, p := range ProcOrder {
 			if v, ok := m.PeakRSS[p]; ok {
@@ -277,5 +285,41 @@ func printDirect(w io.Writer, scenarios []Scenario) {
 			parts[i] = fmt.Sprintf("%s %.0f", k, s.Direct[k])
 		}
 		fmt.Fprintf(w, "  %s: %s\n", s.Name, strings.Join(parts, ", "))
+	}
+}
+
+// printStoredByStream prints the messages each stream stored per delivery,
+// most first, for the scenarios that have the counts.
+func printStoredByStream(w io.Writer, scenarios []Scenario) {
+	header := false
+	for _, s := range scenarios {
+		if len(s.StoredByStream) == 0 || s.Received == 0 {
+			continue
+		}
+		if !header {
+			fmt.Fprintln(w, "\nmessages stored per delivery, by stream (under sync_interval: always, one fsync each at most)")
+			header = true
+		}
+		names := make([]string, 0, len(s.StoredByStream))
+		var total uint64
+		for k, n := range s.StoredByStream {
+			if n > 0 {
+				names = append(names, k)
+				total += n
+			}
+		}
+		sort.Slice(names, func(i, j int) bool {
+			a, b := s.StoredByStream[names[i]], s.StoredByStream[names[j]]
+			if a != b {
+				return a > b
+			}
+			return names[i] < names[j]
+		})
+		per := func(n uint64) string { return fmt.Sprintf("%.3f", float64(n)/float64(s.Received)) }
+		parts := make([]string, len(names))
+		for i, k := range names {
+			parts[i] = k + " " + per(s.StoredByStream[k])
+		}
+		fmt.Fprintf(w, "  %s: %s (total %s)\n", s.Name, strings.Join(parts, ", "), per(total))
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -553,6 +554,7 @@ func (r *rig) throughput(ctx context.Context, name, path string, events int, end
 		stopProfile = profile(ctx)
 	}
 	stored := r.storedTasks(ctx)
+	seqs := r.streamSeqs(ctx)
 	direct := r.directAttempts(ctx)
 	before := r.cpuSnapshot()
 	start := time.Now()
@@ -569,6 +571,7 @@ func (r *rig) throughput(ctx context.Context, name, path string, events int, end
 	}
 	after := r.cpuSnapshot()
 	s.Stored = r.storedTasks(ctx) - stored
+	s.StoredByStream = storedSince(r.settledSeqs(ctx), seqs)
 	s.Direct = since(r.directAttempts(ctx), direct)
 	if stopProfile != nil {
 		stopProfile()
@@ -740,6 +743,7 @@ func (r *rig) latency(ctx context.Context, path string) Scenario {
 func (r *rig) pacedScenario(ctx context.Context, s Scenario, ep *SinkEndpoint, rate int, d time.Duration,
 	send func(i int) error, finish func() error) Scenario {
 	stored := r.storedTasks(ctx)
+	seqs := r.streamSeqs(ctx)
 	direct := r.directAttempts(ctx)
 	before := r.cpuSnapshot()
 	start := time.Now()
@@ -754,6 +758,7 @@ func (r *rig) pacedScenario(ctx context.Context, s Scenario, ep *SinkEndpoint, r
 	}
 	s.CPU = cpuUse(before, r.cpuSnapshot(), sent)
 	s.Stored = r.storedTasks(ctx) - stored
+	s.StoredByStream = storedSince(r.settledSeqs(ctx), seqs)
 	s.Direct = since(r.directAttempts(ctx), direct)
 	if err != nil {
 		s.Error = err.Error()
@@ -780,6 +785,57 @@ func (r *rig) storedTasks(ctx context.Context) uint64 {
 		return 0
 	}
 	return info.State.LastSeq
+}
+
+// streamSeqs is the last sequence of every stream (KV buckets included),
+// by name; nil when the streams cannot be listed.
+func (r *rig) streamSeqs(ctx context.Context) map[string]uint64 {
+	out := map[string]uint64{}
+	l := r.js.ListStreams(ctx)
+	for info := range l.Info() {
+		out[info.Config.Name] = info.State.LastSeq
+	}
+	if l.Err() != nil {
+		return nil
+	}
+	return out
+}
+
+// settledSeqs is streamSeqs once no stream has stored anything for half a
+// second (at most 15 s): what is written after a delivery without being
+// waited for (its delivery state, its attempt record) is still counted
+// even when it lags behind the deliveries.
+func (r *rig) settledSeqs(ctx context.Context) map[string]uint64 {
+	seqs := r.streamSeqs(ctx)
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case <-ctx.Done():
+			return seqs
+		case <-time.After(500 * time.Millisecond):
+		}
+		next := r.streamSeqs(ctx)
+		if maps.Equal(next, seqs) {
+			return next
+		}
+		seqs = next
+	}
+	return seqs
+}
+
+// storedSince is what each stream stored between two streamSeqs (a stream
+// created in between counts from 0); nil when either is unknown.
+func storedSince(after, before map[string]uint64) map[string]uint64 {
+	if after == nil || before == nil {
+		return nil
+	}
+	out := make(map[string]uint64, len(after))
+	for k, v := range after {
+		if v >= before[k] {
+			out[k] = v - before[k]
+		}
+	}
+	return out
 }
 
 // directAttempts sums hookline_direct_attempts_total by result, and

@@ -300,3 +300,25 @@ func TestChartColoursEveryMode(t *testing.T) {
 		}
 	}
 }
+
+func TestPrintStoredByStream(t *testing.T) {
+	t.Parallel()
+	scenarios := []Scenario{
+		{Name: "1×1 nats", Received: 20000, StoredByStream: map[string]uint64{
+			"EVENTS": 20000, "KV_hookline_deliveries": 20000, "ATTEMPTS": 150, "DELIVERIES": 400, "DEADLETTER": 0}},
+		{Name: "limit", Path: "bare", Received: 5000},
+		{Name: "nothing received", StoredByStream: map[string]uint64{"EVENTS": 3}},
+	}
+	var buf bytes.Buffer
+	printStoredByStream(&buf, scenarios)
+	want := "\nmessages stored per delivery, by stream (under sync_interval: always, one fsync each at most)\n" +
+		"  1×1 nats: EVENTS 1.000, KV_hookline_deliveries 1.000, DELIVERIES 0.020, ATTEMPTS 0.007 (total 2.027)\n"
+	if got := buf.String(); got != want {
+		t.Fatalf("printStoredByStream =\n%q\nwant\n%q", got, want)
+	}
+	buf.Reset()
+	printStoredByStream(&buf, scenarios[1:])
+	if buf.Len() != 0 {
+		t.Fatalf("printStoredByStream without a stored count printed %q", buf.String())
+	}
+}

@@ -171,7 +171,7 @@ func deliveryAPI(t *testing.T, p, d *component) {
 		}
 	})
 	allowed(t, p, "read an event's delivery states", func(ctx context.Context) error {
-		states, err := deliverystate.Read(ctx, p.js, "acme", "evt.api")
+		states, err := deliverystate.Read(ctx, p.js, "acme", "evt.api", time.Time{})
 		if err != nil {
 			return err
 		}

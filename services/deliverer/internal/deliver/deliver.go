@@ -69,6 +69,15 @@ type Recorder interface {
 	Record(a *hooklinev1.Attempt)
 }
 
+// StoredRecorder is a Recorder that is also told when EVENTS stored the
+// attempt's event (zero when the task does not say): the delivery-state
+// writer stores the states of events stored close together in one message
+// (pkg/deliverystate).
+type StoredRecorder interface {
+	Recorder
+	RecordStored(a *hooklinev1.Attempt, storedAt time.Time)
+}
+
 // Deferrals counts each subscription's deferrals for the producer's stats
 // (deferrals.Counter).
 type Deferrals interface {
@@ -945,7 +954,7 @@ func (d *Deliverer) report(t *task.Task, v verdict) {
 		d.m.AttemptErrors.WithLabelValues(r.ErrorClass).Inc()
 	}
 	errText := settle.ErrorText(r)
-	d.rec.Record(&hooklinev1.Attempt{
+	a := &hooklinev1.Attempt{
 		EventId:         t.EventID,
 		Tenant:          t.Tenant,
 		EventType:       t.EventType,
@@ -959,7 +968,12 @@ func (d *Deliverer) report(t *task.Task, v verdict) {
 		Error:           errText,
 		ResponseExcerpt: r.Excerpt,
 		Replay:          t.Replay != "",
-	})
+	}
+	if sr, ok := d.rec.(StoredRecorder); ok {
+		sr.RecordStored(a, t.AcceptedAt())
+	} else {
+		d.rec.Record(a)
+	}
 	// A success is logged at debug: the ATTEMPTS record already says it,
 	// and at thousands a second the line cost 6% of the deliverer's CPU.
 	// Every other outcome is logged at info.

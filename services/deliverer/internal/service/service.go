@@ -88,6 +88,7 @@ type Service struct {
 	deliver  *deliver.Deliverer
 	recorder *attempt.Recorder
 	states   *groupcommit.Publisher // nil: states published one by one
+	batches  *deliverystate.Writer  // nil: no batches to flush (group commit)
 	self     *ssrf.Self
 	admit    deliver.Admission
 	sender   *sender.Sender
@@ -181,9 +182,17 @@ func New(ctx context.Context, cfg config.Config, d Deps) (*Service, error) {
 	}}
 	// GET /v1/events/{id}/deliveries. One batch at a time keeps a key's
 	// states in the order they were written.
-	states := deliverystate.NewWriter(js)
+	// Without group commit the states of events EVENTS stored close
+	// together ride in one message: one per state cost a second fsync per
+	// delivery under sync_interval: always, and bursts beyond what the
+	// disk took were dropped.
+	states := deliverystate.NewBatchWriter(js, deliverystate.BatchConfig{OnError: func(n int, err error) {
+		d.Log.Warn("delivery states not stored", zap.Int("records", n), zap.Error(err))
+	}})
+	stateBatches := states
 	var statesGroup *groupcommit.Publisher
 	if cfg.GroupCommit {
+		stateBatches = nil
 		statesGroup = groupcommit.New(js, groupcommit.Config{Concurrency: 1})
 		states = deliverystate.NewGroupWriter(statesGroup)
 	}
@@ -263,6 +272,7 @@ func New(ctx context.Context, cfg config.Config, d Deps) (*Service, error) {
 		deliver:  deliverer,
 		recorder: rec,
 		states:   statesGroup,
+		batches:  stateBatches,
 		replay:   replay.New(d.NATS, replay.Config{JS: js, Timeout: 10 * time.Second, Tracing: d.Tracing, Log: d.Log}),
 		lag:      lag.NewSampler(js, lag.Config{Metrics: lagMetrics, Every: cfg.ConsumerLagInterval, Log: d.Log}),
 		self:     self,
@@ -383,6 +393,11 @@ func (s *Service) Run(ctx context.Context) error {
 		c.Close() // slots and probes given back without waiting
 	}
 	fctx, fcancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	if s.batches != nil {
+		if err := s.batches.Flush(fctx); err != nil {
+			s.log.Warn("delivery states not all stored", zap.Error(err))
+		}
+	}
 	if err := s.recorder.Flush(fctx); err != nil {
 		s.log.Warn("attempt records not all stored", zap.Error(err))
 	}

@@ -7,10 +7,12 @@ package staterec
 
 import (
 	"context"
+	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/hookline/hookline/pkg/deliverystate"
+	"github.com/hookline/hookline/pkg/stream"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
 	"github.com/hookline/hookline/services/deliverer/internal/deadletter"
 )
@@ -27,18 +29,24 @@ type DeadLetters interface {
 
 // Attempts records through inner, then stores the attempt's outcome as the
 // delivery state (delivered or retrying; a dead_letter outcome is stored by
-// the dead-letter publisher, with its reason).
-func Attempts(inner Recorder, w *deliverystate.Writer, log *zap.Logger) Recorder {
-	return &attempts{inner: inner, w: w, log: log}
+// the dead-letter publisher, with its reason). Its RecordStored is told
+// when EVENTS stored the event, which a batch writer batches by.
+func Attempts(inner Recorder, w *deliverystate.Writer, log *zap.Logger) *AttemptStates {
+	return &AttemptStates{inner: inner, w: w, log: log}
 }
 
-type attempts struct {
+// AttemptStates is Attempts' recorder.
+type AttemptStates struct {
 	inner Recorder
 	w     *deliverystate.Writer
 	log   *zap.Logger
 }
 
-func (a *attempts) Record(r *hooklinev1.Attempt) {
+// Record records r, its event's storage time unknown.
+func (a *AttemptStates) Record(r *hooklinev1.Attempt) { a.RecordStored(r, time.Time{}) }
+
+// RecordStored records r of an event EVENTS stored at storedAt.
+func (a *AttemptStates) RecordStored(r *hooklinev1.Attempt, storedAt time.Time) {
 	a.inner.Record(r)
 	if r.GetOutcome() == "dead_letter" {
 		return
@@ -52,7 +60,7 @@ func (a *attempts) Record(r *hooklinev1.Attempt) {
 		t := r.GetStartedAt().AsTime().UTC()
 		s.LastAttemptAt = &t
 	}
-	if err := a.w.Put(r.GetTenant(), r.GetEventId(), s); err != nil {
+	if err := a.w.PutStored(r.GetTenant(), r.GetEventId(), storedAt, s); err != nil {
 		a.log.Debug("delivery state not stored", zap.String("subscription_id", r.GetSubscriptionId()), zap.Error(err))
 	}
 }
@@ -79,7 +87,9 @@ func (d *deadLetters) Publish(ctx context.Context, l deadletter.Letter) (bool, e
 		t := l.LastAttemptAt.UTC()
 		s.LastAttemptAt = &t
 	}
-	if perr := d.w.Put(l.Tenant, l.EventID, s); perr != nil {
+	// A letter carries its task's header, Hookline-Accepted-At with it.
+	storedAt, _ := time.Parse(time.RFC3339Nano, l.Header.Get(stream.HeaderAcceptedAt))
+	if perr := d.w.PutStored(l.Tenant, l.EventID, storedAt, s); perr != nil {
 		d.log.Debug("delivery state not stored", zap.String("subscription_id", l.SubscriptionID), zap.Error(perr))
 	}
 	return dup, nil

@@ -195,6 +195,17 @@ func CopyHeader(h nats.Header) nats.Header {
 	return out
 }
 
+// AcceptedAt is when EVENTS stored the task's event (Hookline-Accepted-At,
+// which dispatch sets from the event's stream timestamp); zero when the
+// header is absent or unreadable.
+func (t *Task) AcceptedAt() time.Time {
+	at, err := time.Parse(time.RFC3339Nano, get(t.Header, stream.HeaderAcceptedAt))
+	if err != nil {
+		return time.Time{}
+	}
+	return at
+}
+
 // FormatTime is the contract's time format.
 func FormatTime(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
 

@@ -140,3 +140,26 @@ func TestHeadersNamingAnotherTenantLoseToTheSubject(t *testing.T) {
 		t.Fatalf("filed under %s/%s; want the subject's acme/sub_ours", got.Tenant, got.SubscriptionID)
 	}
 }
+
+// AcceptedAt is the event's storage time as dispatch wrote it, to the
+// nanosecond (the delivery-state batches are keyed by it); zero without it.
+func TestAcceptedAt(t *testing.T) {
+	t.Parallel()
+	stored := time.Date(2026, 12, 5, 2, 30, 0, 123456789, time.UTC)
+	for _, tt := range []struct {
+		name   string
+		header nats.Header
+		want   time.Time
+	}{
+		{"set", nats.Header{stream.HeaderAcceptedAt: {task.FormatTime(stored)}}, stored},
+		{"absent", nats.Header{}, time.Time{}},
+		{"garbage", nats.Header{stream.HeaderAcceptedAt: {"yesterday"}}, time.Time{}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			tk := task.Task{Header: tt.header}
+			if got := tk.AcceptedAt(); !got.Equal(tt.want) {
+				t.Fatalf("AcceptedAt() = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}

@@ -506,7 +506,7 @@ func (a *API) getEvent(w http.ResponseWriter, r *http.Request) {
 		if len(subs) == 0 && auth.SubscriptionLimited(r.Context()) {
 			// Not matched by the session's subscriptions now: shown only
 			// when one of them had it delivered.
-			states, err := deliverystate.Read(ctx, a.jetstream, ev.Tenant, ev.ID)
+			states, err := deliverystate.Read(ctx, a.jetstream, ev.Tenant, ev.ID, ev.ReceivedAt)
 			if err != nil {
 				a.streamError(w, "delivery states", err)
 				return
@@ -540,7 +540,7 @@ func (a *API) eventDeliveries(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), readTimeout)
 	defer cancel()
-	states, err := deliverystate.Read(ctx, a.jetstream, ev.Tenant, ev.ID)
+	states, err := deliverystate.Read(ctx, a.jetstream, ev.Tenant, ev.ID, ev.ReceivedAt)
 	if err != nil {
 		a.streamError(w, "delivery states", err)
 		return

@@ -340,10 +340,11 @@ func (m *Manager) DryRunEvents(ctx context.Context, f Filter, mode string, n int
 	if err != nil {
 		return 0, nil, err
 	}
-	states, err := m.js.KeyValue(ctx, stream.DeliveriesBucket)
+	kv, err := m.js.KeyValue(ctx, stream.DeliveriesBucket)
 	if err != nil {
 		return 0, nil, err
 	}
+	states := deliverystate.NewLookup(kv) // a window's batches read once
 	count := 0
 	var sample []eventlog.Event
 	err = eventlog.Each(ctx, m.js, ef, 0, 0, func(ev eventlog.Event) error {
@@ -351,7 +352,7 @@ func (m *Manager) DryRunEvents(ctx context.Context, f Filter, mode string, n int
 			return nil
 		}
 		if mode == ModeMissing {
-			st, ok, err := deliverystate.Get(ctx, states, ev.Tenant, ev.ID, f.SubscriptionID)
+			st, ok, err := states.Get(ctx, ev.Tenant, ev.ID, ev.ReceivedAt, f.SubscriptionID)
 			if err != nil {
 				return err
 			}
@@ -726,11 +727,12 @@ func (m *Manager) runEvents(ctx context.Context, log *zap.Logger, j *Job, save f
 		m.finish(ctx, j, save, Failed, err.Error())
 		return
 	}
-	states, err := m.js.KeyValue(ctx, stream.DeliveriesBucket)
+	kv, err := m.js.KeyValue(ctx, stream.DeliveriesBucket)
 	if err != nil {
 		log.Warn("back-fill job waits: delivery states unreadable", zap.Error(err))
 		return
 	}
+	states := deliverystate.NewLookup(kv) // a window's batches read once
 	var interval time.Duration
 	if j.Rate > 0 {
 		interval = time.Duration(float64(time.Second) / j.Rate)
@@ -743,7 +745,7 @@ func (m *Manager) runEvents(ctx context.Context, log *zap.Logger, j *Job, save f
 				return nil
 			}
 			if j.Mode == ModeMissing {
-				st, ok, err := deliverystate.Get(ctx, states, ev.Tenant, ev.ID, j.Filter.SubscriptionID)
+				st, ok, err := states.Get(ctx, ev.Tenant, ev.ID, ev.ReceivedAt, j.Filter.SubscriptionID)
 				if err != nil {
 					return err
 				}

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/hookline/hookline/pkg/deliverystate"
+	"github.com/hookline/hookline/pkg/eventlog"
 	"github.com/hookline/hookline/pkg/fixture"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
 )
@@ -457,6 +458,68 @@ func TestEventDeliveriesAPI(t *testing.T) {
 	expect(t, e.doAs(tokAdminAcme, "GET", "/v1/events/ord.7/deliveries?tenant=globex", ""), http.StatusNotFound)
 	expect(t, e.doAs(tokAdmin, "GET", "/v1/events/ord.7/deliveries", ""), http.StatusBadRequest)
 	expect(t, e.doAs(tokPublishAcme, "GET", "/v1/events/ord.7/deliveries", ""), http.StatusForbidden)
+}
+
+// TestEventDeliveriesFromBatches: the deliverers store the states of
+// events EVENTS stored close together in one message; the API answers
+// from those as from the states stored alone (the older format, still
+// read), the newer state of a subscription winning.
+func TestEventDeliveriesFromBatches(t *testing.T) {
+	t.Parallel()
+	e := start(t, map[string]string{"HOOKLINE_API_TOKENS": tokens()})
+	var subs []string
+	for i := range 3 {
+		r := e.doAs(tokAdmin, "POST", "/v1/subscriptions", fmt.Sprintf(`{"tenant":"acme","url":"https://acme.example/%d","event_types":["order.*"]}`, i))
+		expect(t, r, http.StatusCreated)
+		subs = append(subs, r.json(t)["id"].(string))
+	}
+	expect(t, e.doAs(tokAdmin, "POST", "/v1/events", `{"tenant":"acme","type":"order.created","id":"ord.8","data":{}}`), http.StatusAccepted)
+	ctx := context.Background()
+	ev, err := eventlog.Find(ctx, e.js, "acme", "ord.8")
+	if err != nil {
+		t.Fatal(err)
+	}
+	alone := deliverystate.NewWriter(e.js)
+	batched := deliverystate.NewBatchWriter(e.js, deliverystate.BatchConfig{Linger: time.Hour}) // only Flush stores
+	put := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	// subs[0]: delivered at once, in a batch with another event's state.
+	put(batched.PutStored("acme", "ord.8", ev.ReceivedAt, deliverystate.State{SubscriptionID: subs[0], State: deliverystate.Delivered, Attempts: 1, LastStatus: 200}))
+	put(batched.PutStored("acme", "ord.8.x", ev.ReceivedAt, deliverystate.State{SubscriptionID: subs[1], State: deliverystate.DeadLettered, Attempts: 1, Reason: "gone"}))
+	// subs[1]: retrying stored alone (a deliverer before batches), then
+	// delivered in a batch.
+	put(alone.Put("acme", "ord.8", deliverystate.State{SubscriptionID: subs[1], State: deliverystate.Retrying, Attempts: 1, LastStatus: 503}))
+	put(batched.PutStored("acme", "ord.8", ev.ReceivedAt, deliverystate.State{SubscriptionID: subs[1], State: deliverystate.Delivered, Attempts: 2, LastStatus: 200}))
+	fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := batched.Flush(fctx); err != nil {
+		t.Fatal(err)
+	}
+	r := e.doAs(tokAdminAcme, "GET", "/v1/events/ord.8/deliveries", "")
+	expect(t, r, http.StatusOK)
+	var out struct {
+		Deliveries []struct {
+			SubscriptionID string `json:"subscription_id"`
+			State          string `json:"state"`
+			Attempts       int    `json:"attempts"`
+			LastStatus     int    `json:"last_status"`
+		} `json:"deliveries"`
+	}
+	if err := json.Unmarshal(r.Body, &out); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, d := range out.Deliveries {
+		got[d.SubscriptionID] = fmt.Sprintf("%s/%d/%d", d.State, d.Attempts, d.LastStatus)
+	}
+	want := map[string]string{subs[0]: "delivered/1/200", subs[1]: "delivered/2/200", subs[2]: "pending/0/0"}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("deliveries %s\nwant %v", r.Body, want)
+	}
 }
 
 // An event's answer shows, for each subscription it goes to, the headers
