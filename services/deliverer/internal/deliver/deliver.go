@@ -203,7 +203,8 @@ type Deliverer struct {
 	direct, directSending chan struct{}
 	// directTenants counts the direct tokens each tenant holds.
 	directTenants *directTenants
-	// directDone is when a direct attempt last ended (UnixNano).
+	// directDone is when a direct attempt last ended, or when one took a
+	// token while none was held (UnixNano): the tokens' last progress.
 	directDone atomic.Int64
 }
 

@@ -117,7 +117,8 @@ func (d *Deliverer) Direct(ctx context.Context, m *nats.Msg, sub *hooklinev1.Sub
 // and hangs (each of its attempts holding a token until it times out)
 // leaves the others theirs. A tenant at its share whose tokens are
 // turning over (one ended within FastAttempt: a burst, not a hang) waits
-// up to directTokenWait for one, as for a token at all.
+// for one of its own, up to DirectWait; it stops waiting once none has
+// been given back for FastAttempt.
 type directTenants struct {
 	mu      sync.Mutex
 	max     int
@@ -134,12 +135,7 @@ type tenantTokens struct {
 }
 
 func (dt *directTenants) take(tenant string) bool {
-	var timer *time.Timer
-	defer func() {
-		if timer != nil {
-			timer.Stop()
-		}
-	}()
+	deadline := dt.now().Add(DirectWait)
 	for {
 		dt.mu.Lock()
 		tt := dt.held[tenant]
@@ -154,19 +150,20 @@ func (dt *directTenants) take(tenant string) bool {
 			dt.mu.Unlock()
 			return true
 		}
-		turning := dt.now().Sub(tt.done) <= FastAttempt
+		// Wait while its tokens turn over: until one is given back, or
+		// none has been for FastAttempt (a hang), or DirectWait.
+		now := dt.now()
+		wait := min(FastAttempt-now.Sub(tt.done), deadline.Sub(now))
 		changed := dt.changed
 		dt.mu.Unlock()
-		if !turning {
+		if wait <= 0 {
 			return false
 		}
-		if timer == nil {
-			timer = time.NewTimer(directTokenWait)
-		}
+		timer := time.NewTimer(wait)
 		select {
 		case <-changed:
+			timer.Stop()
 		case <-timer.C:
-			return false
 		}
 	}
 }
@@ -200,6 +197,14 @@ const directTokenWait = 50 * time.Millisecond
 func (d *Deliverer) directToken() bool {
 	select {
 	case d.direct <- struct{}{}:
+		if len(d.direct) == 1 {
+			// The first token of a busy spell: its attempts have had no
+			// time to end yet, so a burst's next events wait for them as
+			// for tokens turning over (else the first events past the
+			// tokens after a quiet spell stored tasks, which seeded the
+			// line, and the burst went through tasks).
+			d.directDone.Store(time.Now().UnixNano())
+		}
 		return true
 	default:
 	}
