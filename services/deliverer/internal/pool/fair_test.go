@@ -25,15 +25,8 @@ func tenantOf(m jetstream.Msg) string { return strings.Split(m.Subject(), ".")[1
 // of tenant "flood" then one of tenant "victim", and returns the consumer.
 func keyed(t *testing.T, ackWait time.Duration, backlog int) jetstream.Consumer {
 	t.Helper()
-	_, js := natstest.Start(t).Connect(t)
+	cons, js := consumer(t, ackWait, 0)
 	ctx := context.Background()
-	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "S", Subjects: []string{"s.>"}}); err != nil {
-		t.Fatal(err)
-	}
-	cons, err := js.CreateConsumer(ctx, "S", jetstream.ConsumerConfig{Durable: "c", AckPolicy: jetstream.AckExplicitPolicy, AckWait: ackWait})
-	if err != nil {
-		t.Fatal(err)
-	}
 	for i := range backlog {
 		if _, err := js.Publish(ctx, fmt.Sprintf("s.flood.%d", i), nil); err != nil {
 			t.Fatal(err)

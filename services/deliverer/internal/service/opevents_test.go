@@ -71,14 +71,7 @@ func TestFailingThenRecoveredOncePerTransition(t *testing.T) {
 		"HOOKLINE_BREAKER_COOLDOWN":     "200ms",
 		"HOOKLINE_BREAKER_MAX_COOLDOWN": "400ms",
 	})
-	var failing atomic.Bool
-	failing.Store(true)
-	endpoint := newReceiver(t, func(int) int {
-		if failing.Load() {
-			return http.StatusInternalServerError
-		}
-		return http.StatusOK
-	})
+	endpoint, failing := failingEndpoint(t)
 	ops := newReceiver(t, always(http.StatusOK))
 	others := newReceiver(t, always(http.StatusOK))
 	sub, _ := e.subscribe(t, endpoint.URL(), "order.*")
@@ -88,19 +81,7 @@ func TestFailingThenRecoveredOncePerTransition(t *testing.T) {
 	for i := range 8 {
 		e.publish(t, "order.created", fmt.Sprintf("evt_op_%d", i), `{"n":1}`)
 	}
-	eventually(t, await, "hookline.subscription.failing", func() bool {
-		return len(opEvents(t, ops)["hookline.subscription.failing"]) > 0
-	})
-	// Probes keep failing for a while: the circuit reopens, no new event.
-	probes := endpoint.count()
-	eventually(t, await, "two more failed probes", func() bool { return endpoint.count() >= probes+2 })
-	failing.Store(false)
-	eventually(t, await, "hookline.subscription.recovered", func() bool {
-		return len(opEvents(t, ops)["hookline.subscription.recovered"]) > 0
-	})
-	eventually(t, await, "every task settled", func() bool { return e.idle(t) })
-
-	got := opEvents(t, ops)
+	got := failThenRecover(t, e, endpoint, failing, ops, "subscription")
 	if n := len(got["hookline.subscription.failing"]); n != 1 {
 		t.Fatalf("%d failing events, want 1 per failure streak", n)
 	}
@@ -195,14 +176,7 @@ func TestDestinationCircuitEventsGoToTheTenantWhoseAttemptsTrippedIt(t *testing.
 		"HOOKLINE_BREAKER_MAX_COOLDOWN": "400ms",
 		"HOOKLINE_RETRY_SCHEDULE":       "0s,1s,1s,1s,1s,1s,1s,1s",
 	})
-	var failing atomic.Bool
-	failing.Store(true)
-	endpoint := newReceiver(t, func(int) int {
-		if failing.Load() {
-			return http.StatusInternalServerError
-		}
-		return http.StatusOK
-	})
+	endpoint, failing := failingEndpoint(t)
 	ops := newReceiver(t, always(http.StatusOK))
 	others := newReceiver(t, always(http.StatusOK))
 	sub, _ := e.subscribe(t, endpoint.URL(), "order.*")
@@ -213,18 +187,7 @@ func TestDestinationCircuitEventsGoToTheTenantWhoseAttemptsTrippedIt(t *testing.
 	for i := range 4 {
 		e.publish(t, "order.created", fmt.Sprintf("evt_dest_%d", i), `{"n":1}`)
 	}
-	eventually(t, await, "hookline.destination.failing", func() bool {
-		return len(opEvents(t, ops)["hookline.destination.failing"]) > 0
-	})
-	probes := endpoint.count()
-	eventually(t, await, "two more failed probes", func() bool { return endpoint.count() >= probes+2 })
-	failing.Store(false)
-	eventually(t, await, "hookline.destination.recovered", func() bool {
-		return len(opEvents(t, ops)["hookline.destination.recovered"]) > 0
-	})
-	eventually(t, await, "every task settled", func() bool { return e.idle(t) })
-
-	got := opEvents(t, ops)
+	got := failThenRecover(t, e, endpoint, failing, ops, "destination")
 	if n := len(got["hookline.destination.failing"]); n != 1 {
 		t.Fatalf("%d destination failing events, want 1 per failure streak", n)
 	}
@@ -245,4 +208,37 @@ func TestDestinationCircuitEventsGoToTheTenantWhoseAttemptsTrippedIt(t *testing.
 	if n := others.count(); n != 0 {
 		t.Fatalf("globex received %d operational events; its subscription to the host made no attempt", n)
 	}
+}
+
+// failingEndpoint is a receiver that answers 500 while failing is set
+// (set at first), 200 once it is cleared.
+func failingEndpoint(t *testing.T) (*receiver, *atomic.Bool) {
+	var failing atomic.Bool
+	failing.Store(true)
+	return newReceiver(t, func(int) int {
+		if failing.Load() {
+			return http.StatusInternalServerError
+		}
+		return http.StatusOK
+	}), &failing
+}
+
+// failThenRecover waits until ops received hookline.<kind>.failing and
+// the endpoint failed two more probes (the circuit reopened, which must
+// not send another event), lets the endpoint recover, waits for
+// hookline.<kind>.recovered and every task settled, and returns what ops
+// received by type.
+func failThenRecover(t *testing.T, e *env, endpoint *receiver, failing *atomic.Bool, ops *receiver, kind string) map[string][]map[string]any {
+	t.Helper()
+	eventually(t, await, "hookline."+kind+".failing", func() bool {
+		return len(opEvents(t, ops)["hookline."+kind+".failing"]) > 0
+	})
+	probes := endpoint.count()
+	eventually(t, await, "two more failed probes", func() bool { return endpoint.count() >= probes+2 })
+	failing.Store(false)
+	eventually(t, await, "hookline."+kind+".recovered", func() bool {
+		return len(opEvents(t, ops)["hookline."+kind+".recovered"]) > 0
+	})
+	eventually(t, await, "every task settled", func() bool { return e.idle(t) })
+	return opEvents(t, ops)
 }
