@@ -116,9 +116,9 @@ func (d *Deliverer) Direct(ctx context.Context, m *nats.Msg, sub *hooklinev1.Sub
 // them (DirectTenantShare), so that one tenant's endpoint that was fast
 // and hangs (each of its attempts holding a token until it times out)
 // leaves the others theirs. A tenant at its share whose tokens are
-// turning over (one ended within FastAttempt: a burst, not a hang) waits
-// for one of its own, up to DirectWait; it stops waiting once none has
-// been given back for FastAttempt.
+// turning over (a burst, not a hang) waits for one of its own, up to
+// DirectWait; it stops waiting once none has been given back for
+// directTokenWait.
 type directTenants struct {
 	mu      sync.Mutex
 	max     int
@@ -151,9 +151,11 @@ func (dt *directTenants) take(tenant string) bool {
 			return true
 		}
 		// Wait while its tokens turn over: until one is given back, or
-		// none has been for FastAttempt (a hang), or DirectWait.
+		// none has been for directTokenWait (its attempts hang: the
+		// dispatch workers that would wait are better spent fanning out
+		// other tenants' events), or DirectWait.
 		now := dt.now()
-		wait := min(FastAttempt-now.Sub(tt.done), deadline.Sub(now))
+		wait := min(directTokenWait-now.Sub(tt.done), deadline.Sub(now))
 		changed := dt.changed
 		dt.mu.Unlock()
 		if wait <= 0 {
