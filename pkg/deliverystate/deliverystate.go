@@ -27,9 +27,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/hookline/hookline/pkg/linger"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -120,7 +120,9 @@ func NewBatchWriter(js jetstream.JetStream, c BatchConfig) *Writer {
 	}
 	var id [6]byte
 	_, _ = rand.Read(id[:])
-	return &Writer{js: js, batch: &batcher{js: js, c: c, id: hex.EncodeToString(id[:]), open: map[batchOf]*batch{}}}
+	b := &batcher{js: js, c: c, id: hex.EncodeToString(id[:])}
+	b.batches = linger.New(c.Linger, c.MaxRecords, c.MaxBytes, b.publish)
+	return &Writer{js: js, batch: b}
 }
 
 // record is one line of a batch.
@@ -173,7 +175,7 @@ func (w *Writer) PutStored(tenant, eventID string, storedAt time.Time, s State) 
 	now := time.Now().UTC()
 	s.UpdatedAt = &now
 	line, _ := json.Marshal(record{EventID: eventID, State: s})
-	w.batch.add(batchOf{tenant: tenant, window: window(storedAt)}, line)
+	w.batch.batches.Add(batchOf{tenant: tenant, window: window(storedAt)}, "", line)
 	return nil
 }
 
@@ -183,7 +185,7 @@ func (w *Writer) Flush(ctx context.Context) error {
 	if w.batch == nil || w.js == nil {
 		return nil
 	}
-	w.batch.flushAll()
+	w.batch.batches.Flush()
 	select {
 	case <-w.js.PublishAsyncComplete():
 		return nil
@@ -198,72 +200,17 @@ type batchOf struct {
 }
 
 type batcher struct {
-	js jetstream.JetStream
-	c  BatchConfig
-	id string // of this writer, in every key it writes
-	n  atomic.Uint64
-
-	mu   sync.Mutex
-	open map[batchOf]*batch
+	js      jetstream.JetStream
+	c       BatchConfig
+	id      string // of this writer, in every key it writes
+	n       atomic.Uint64
+	batches *linger.Batcher[batchOf]
 }
 
-type batch struct {
-	of    batchOf
-	body  []byte
-	n     int
-	timer *time.Timer
-}
-
-func (b *batcher) add(of batchOf, line []byte) {
-	b.mu.Lock()
-	bt := b.open[of]
-	if bt == nil {
-		bt = &batch{of: of}
-		b.open[of] = bt
-		bt.timer = time.AfterFunc(b.c.Linger, func() { b.flush(bt) })
-	}
-	bt.body = append(append(bt.body, line...), '\n')
-	bt.n++
-	full := bt.n >= b.c.MaxRecords || len(bt.body) >= b.c.MaxBytes
-	if full {
-		delete(b.open, of)
-		bt.timer.Stop()
-	}
-	b.mu.Unlock()
-	if full {
-		b.publish(bt)
-	}
-}
-
-// flush publishes bt unless it was published already.
-func (b *batcher) flush(bt *batch) {
-	b.mu.Lock()
-	if b.open[bt.of] != bt {
-		b.mu.Unlock()
-		return
-	}
-	delete(b.open, bt.of)
-	b.mu.Unlock()
-	b.publish(bt)
-}
-
-func (b *batcher) flushAll() {
-	b.mu.Lock()
-	open := make([]*batch, 0, len(b.open))
-	for _, bt := range b.open {
-		open = append(open, bt)
-	}
-	b.mu.Unlock()
-	for _, bt := range open {
-		bt.timer.Stop()
-		b.flush(bt)
-	}
-}
-
-func (b *batcher) publish(bt *batch) {
-	key := stream.DeliveryStateBatchKey(bt.of.tenant, bt.of.window, b.id+"-"+strconv.FormatUint(b.n.Add(1), 10))
-	if _, err := b.js.PublishAsync("$KV."+stream.DeliveriesBucket+"."+key, bt.body); err != nil && b.c.OnError != nil {
-		b.c.OnError(bt.n, err)
+func (b *batcher) publish(bt *linger.Batch[batchOf]) {
+	key := stream.DeliveryStateBatchKey(bt.Key.tenant, bt.Key.window, b.id+"-"+strconv.FormatUint(b.n.Add(1), 10))
+	if _, err := b.js.PublishAsync("$KV."+stream.DeliveriesBucket+"."+key, bt.Body); err != nil && b.c.OnError != nil {
+		b.c.OnError(bt.N, err)
 	}
 }
 

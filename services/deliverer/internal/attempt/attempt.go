@@ -15,7 +15,7 @@ package attempt
 import (
 	"context"
 	"fmt"
-	"sync"
+	"github.com/hookline/hookline/pkg/linger"
 	"time"
 
 	"github.com/hookline/hookline/pkg/natsconn"
@@ -60,17 +60,9 @@ type Recorder struct {
 	failed prometheus.Counter
 	o      Config
 
-	mu   sync.Mutex
-	open map[string]*batch // by subject
-}
-
-// batch is the message a subscription's records gather in.
-type batch struct {
-	subject string
-	body    []byte
-	n       int
-	eventID string // of the first record
-	timer   *time.Timer
+	// batches gathers a subscription's records in one message (keyed by
+	// subject, named by the first record's event id).
+	batches *linger.Batcher[string]
 }
 
 var marshal = protojson.MarshalOptions{UseProtoNames: true}
@@ -99,7 +91,8 @@ func NewRecorder(nc *nats.Conn, o Config) (*Recorder, error) {
 	log = log.WithOptions(zap.WrapCore(func(c zapcore.Core) zapcore.Core {
 		return zapcore.NewSamplerWithOptions(c, time.Second, 1, 1000)
 	}))
-	r := &Recorder{log: log, failed: failed, o: o, open: map[string]*batch{}}
+	r := &Recorder{log: log, failed: failed, o: o}
+	r.batches = linger.New(o.Linger, o.MaxRecords, o.MaxBytes, r.publish)
 	js, err := jetstream.New(nc,
 		jetstream.WithPublishAsyncMaxPending(4096),
 		jetstream.WithPublishAsyncTimeout(10*time.Second),
@@ -140,49 +133,13 @@ func (r *Recorder) Record(a *hooklinev1.Attempt) {
 		r.log.Warn("attempt record not stored", zap.String("event_id", a.GetEventId()), zap.Error(err))
 		return
 	}
-	subject := stream.AttemptSubject(a.GetTenant(), a.GetSubscriptionId())
-	r.mu.Lock()
-	b := r.open[subject]
-	if b == nil {
-		b = &batch{subject: subject, eventID: a.GetEventId()}
-		if r.o.Linger > 0 {
-			r.open[subject] = b
-			b.timer = time.AfterFunc(r.o.Linger, func() { r.flushBatch(b) })
-		}
-	}
-	if b.n == 0 {
-		b.body = append(line, '\n') // the first record's buffer becomes the body
-	} else {
-		b.body = append(append(b.body, line...), '\n')
-	}
-	b.n++
-	full := r.o.Linger == 0 || b.n >= r.o.MaxRecords || len(b.body) >= r.o.MaxBytes
-	if full && b.timer != nil {
-		delete(r.open, subject)
-		b.timer.Stop()
-	}
-	r.mu.Unlock()
-	if full {
-		r.publish(b)
-	}
+	r.batches.Add(stream.AttemptSubject(a.GetTenant(), a.GetSubscriptionId()), a.GetEventId(), line)
 }
 
-// flushBatch publishes b unless it went out already.
-func (r *Recorder) flushBatch(b *batch) {
-	r.mu.Lock()
-	if r.open[b.subject] != b {
-		r.mu.Unlock()
-		return
-	}
-	delete(r.open, b.subject)
-	r.mu.Unlock()
-	r.publish(b)
-}
-
-func (r *Recorder) publish(b *batch) {
-	m := &nats.Msg{Subject: b.subject, Data: b.body}
-	if b.n == 1 {
-		m.Header = nats.Header{stream.HeaderEventID: {b.eventID}}
+func (r *Recorder) publish(b *linger.Batch[string]) {
+	m := &nats.Msg{Subject: b.Key, Data: b.Body}
+	if b.N == 1 {
+		m.Header = nats.Header{stream.HeaderEventID: {b.First}}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), stallBudget)
 	defer cancel()
@@ -205,16 +162,7 @@ func (r *Recorder) fail(m *nats.Msg, err error) {
 // Flush publishes the records still gathering, then waits until every
 // record published so far is acknowledged (or failed), or ctx ends.
 func (r *Recorder) Flush(ctx context.Context) error {
-	r.mu.Lock()
-	open := make([]*batch, 0, len(r.open))
-	for _, b := range r.open {
-		open = append(open, b)
-	}
-	r.mu.Unlock()
-	for _, b := range open {
-		b.timer.Stop()
-		r.flushBatch(b)
-	}
+	r.batches.Flush()
 	select {
 	case <-r.js.PublishAsyncComplete():
 		return nil
