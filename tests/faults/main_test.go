@@ -77,6 +77,39 @@ func deliveredAfter(t *testing.T, since time.Time, timeout time.Duration, eps ..
 	return first.Sub(since)
 }
 
+// resumedAfter is deliveredAfter for a fault whose load may have been
+// delivered in full before since (the deliverers worked on while the test
+// waited for every node to be ready): it also ends, with done, once the
+// load has finished and every pair it was acknowledged is delivered or
+// dead-lettered, when there is nothing left to resume.
+func resumedAfter(t *testing.T, since time.Time, timeout time.Duration, load *harness.Load, c *harness.Checker, eps ...*harness.Endpoint) (after time.Duration, done bool) {
+	t.Helper()
+	var first time.Time
+	harness.Eventually(t, timeout, func() error {
+		for _, ep := range eps {
+			if l := ep.Stats().LastDelivered; l.After(since) && (first.IsZero() || l.Before(first)) {
+				first = l
+			}
+		}
+		if !first.IsZero() {
+			return nil
+		}
+		if load.Finished() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if r, err := c.Check(ctx); err == nil && r.Lost == 0 && r.Expected > 0 {
+				done = true
+				return nil
+			}
+		}
+		return fmt.Errorf("no delivery since %s, and deliveries outstanding", since.Format(time.StampMilli))
+	})
+	if done {
+		return 0, true
+	}
+	return first.Sub(since), false
+}
+
 // consumerLoad is num_pending and num_ack_pending of a durable consumer.
 func consumerLoad(t *testing.T, js jetstream.JetStream, streamName, consumer string) (pending uint64, ackPending int) {
 	t.Helper()

@@ -179,6 +179,17 @@ func (l *Load) publish(ctx context.Context, b []Event) error {
 // Accepted is how many events were acknowledged so far.
 func (l *Load) Accepted() int { return int(l.accepted.Load()) }
 
+// Finished reports whether every batch was acknowledged (or the load gave
+// up), without waiting.
+func (l *Load) Finished() bool {
+	select {
+	case <-l.done:
+		return true
+	default:
+		return false
+	}
+}
+
 // Wait blocks until every batch was acknowledged (or the load gave up).
 func (l *Load) Wait() LoadResult {
 	<-l.done
