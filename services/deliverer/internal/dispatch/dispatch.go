@@ -207,14 +207,9 @@ const DefaultBufferBytes = 64 << 20
 // tenant, the second token of events.<tenant>.<type> (anything else waits
 // under its whole subject, so it is still handled, as a problem).
 func eventTenant(msg jetstream.Msg) string {
-	subj := msg.Subject()
-	_, rest, ok := strings.Cut(subj, ".")
-	if !ok {
-		return subj
-	}
-	tenant, _, ok := strings.Cut(rest, ".")
-	if !ok {
-		return subj
+	tenant, _, err := stream.ParseEventSubject(msg.Subject())
+	if err != nil {
+		return msg.Subject()
 	}
 	return tenant
 }

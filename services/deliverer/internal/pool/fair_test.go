@@ -126,36 +126,16 @@ func TestFairServesAnotherTenantAheadOfABacklog(t *testing.T) {
 func TestFairKeepsWaitingMessagesAlive(t *testing.T) {
 	t.Parallel()
 	const ackWait = 1500 * time.Millisecond
-	cons := keyed(t, ackWait, 5)
-	it, err := cons.Messages(pool.Pull(8)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	var handled atomic.Int32
 	expired := make(chan struct{})
 	time.AfterFunc(3*ackWait, func() { close(expired) }) // the first handler outlasts AckWait twice over
-	go func() {
-		done <- pool.RunFair(ctx, it, pool.Fair{Workers: 1, Buffer: 100, Key: tenantOf, KeepAlive: ackWait / 3},
-			func(_ context.Context, m jetstream.Msg) {
-				if handled.Add(1) == 1 {
-					stop := pool.KeepAlive(m, ackWait/3) // the one in hand keeps itself alive, as dispatch does
-					<-expired
-					stop()
-				}
-				_ = m.Ack()
-			}, zap.NewNop())
-	}()
-	info := waitInfo(t, cons, "all six acked", func(i *jetstream.ConsumerInfo) bool { return i.AckFloor.Stream == 6 })
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	if info.Delivered.Consumer != 6 || handled.Load() != 6 {
-		t.Fatalf("6 messages delivered %d times, handled %d times: a waiting message's AckWait ran out", info.Delivered.Consumer, handled.Load())
-	}
+	acksOnce(t, keyed(t, ackWait, 5), 8, pool.Fair{Workers: 1, Buffer: 100, Key: tenantOf, KeepAlive: ackWait / 3}, 6,
+		func(m jetstream.Msg, nth int32) {
+			if nth == 1 {
+				stop := pool.KeepAlive(m, ackWait/3) // the one in hand keeps itself alive, as dispatch does
+				<-expired
+				stop()
+			}
+		}, "a waiting message's AckWait ran out")
 }
 
 // At a stop the messages waiting in the buffer are handed back, not
@@ -212,36 +192,16 @@ func TestFairStopHandsBackWaitingMessages(t *testing.T) {
 func TestFairKeepsAliveTheMessageWaitingForRoom(t *testing.T) {
 	t.Parallel()
 	const ackWait = 1500 * time.Millisecond
-	cons := keyed(t, ackWait, 2) // flood.0, flood.1, victim.0
-	it, err := cons.Messages(pool.Pull(2)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	var handled atomic.Int32
 	expired := make(chan struct{})
 	time.AfterFunc(3*ackWait, func() { close(expired) })
-	go func() {
-		done <- pool.RunFair(ctx, it, pool.Fair{Workers: 1, Buffer: 1, Key: tenantOf, KeepAlive: ackWait / 3},
-			func(_ context.Context, m jetstream.Msg) {
-				if handled.Add(1) == 1 {
-					stop := pool.KeepAlive(m, ackWait/3)
-					<-expired
-					stop()
-				}
-				_ = m.Ack()
-			}, zap.NewNop())
-	}()
-	info := waitInfo(t, cons, "all three acked", func(i *jetstream.ConsumerInfo) bool { return i.AckFloor.Stream == 3 })
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	if info.Delivered.Consumer != 3 || handled.Load() != 3 {
-		t.Fatalf("3 messages delivered %d times, handled %d times: the one waiting for room ran out of AckWait", info.Delivered.Consumer, handled.Load())
-	}
+	acksOnce(t, keyed(t, ackWait, 2), 2, pool.Fair{Workers: 1, Buffer: 1, Key: tenantOf, KeepAlive: ackWait / 3}, 3, // flood.0, flood.1, victim.0
+		func(m jetstream.Msg, nth int32) {
+			if nth == 1 {
+				stop := pool.KeepAlive(m, ackWait/3)
+				<-expired
+				stop()
+			}
+		}, "the one waiting for room ran out of AckWait")
 }
 
 // At a stop the messages waiting in the buffer are handed back at once,
@@ -314,35 +274,15 @@ func TestFairCountsTheWaitInTheIteratorBuffer(t *testing.T) {
 	t.Parallel()
 	const ackWait = 3 * time.Second
 	const keep = ackWait / 3
-	cons := keyed(t, ackWait, 2) // flood.0 (held 2.2 s), flood.1 (1.5 s), victim.0
-	it, err := cons.Messages(pool.Pull(4)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	var handled atomic.Int32
-	go func() {
-		done <- pool.RunFair(ctx, it, pool.Fair{Workers: 1, Buffer: 1, Prefetch: 4, Key: tenantOf, KeepAlive: keep},
-			func(_ context.Context, m jetstream.Msg) {
-				hold := map[int32]time.Duration{1: 2200 * time.Millisecond, 2: 1500 * time.Millisecond}[handled.Add(1)]
-				if hold > 0 {
-					stop := pool.KeepAlive(m, keep)
-					<-time.After(hold)
-					stop()
-				}
-				_ = m.Ack()
-			}, zap.NewNop())
-	}()
-	info := waitInfo(t, cons, "all three acked", func(i *jetstream.ConsumerInfo) bool { return i.AckFloor.Stream == 3 })
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	if info.Delivered.Consumer != 3 || handled.Load() != 3 {
-		t.Fatalf("3 messages delivered %d times, handled %d times: the one that waited in the iterator ran out of AckWait", info.Delivered.Consumer, handled.Load())
-	}
+	// flood.0 (held 2.2 s), flood.1 (1.5 s), victim.0
+	acksOnce(t, keyed(t, ackWait, 2), 4, pool.Fair{Workers: 1, Buffer: 1, Prefetch: 4, Key: tenantOf, KeepAlive: keep}, 3,
+		func(m jetstream.Msg, nth int32) {
+			if hold := map[int32]time.Duration{1: 2200 * time.Millisecond, 2: 1500 * time.Millisecond}[nth]; hold > 0 {
+				stop := pool.KeepAlive(m, keep)
+				<-time.After(hold)
+				stop()
+			}
+		}, "the one that waited in the iterator ran out of AckWait")
 }
 
 // With the default buffer, a replica that started first leaves the
@@ -477,5 +417,36 @@ func TestFairSaysOnceThatWaitingMessagesCouldNotBeHandedBack(t *testing.T) {
 	}
 	if got := logs.All()[0].ContextMap()["messages"]; got != int64(total-1) {
 		t.Fatalf("the warning says %v messages, want %d: %v", got, total-1, logs.All()[0])
+	}
+}
+
+// acksOnce runs RunFair with f over cons (an iterator prefetching
+// prefetch), handling each message with hold (given its number, from 1)
+// then acking it, until the consumer's ack floor reaches n; it fails the
+// test with what unless the n messages were delivered and handled once
+// each (a waiting message whose AckWait ran out comes again).
+func acksOnce(t *testing.T, cons jetstream.Consumer, prefetch int, f pool.Fair, n uint64, hold func(m jetstream.Msg, nth int32), what string) {
+	t.Helper()
+	it, err := cons.Messages(pool.Pull(prefetch)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	var handled atomic.Int32
+	go func() {
+		done <- pool.RunFair(ctx, it, f, func(_ context.Context, m jetstream.Msg) {
+			hold(m, handled.Add(1))
+			_ = m.Ack()
+		}, zap.NewNop())
+	}()
+	info := waitInfo(t, cons, "all acked", func(i *jetstream.ConsumerInfo) bool { return i.AckFloor.Stream == n })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if info.Delivered.Consumer != n || handled.Load() != int32(n) {
+		t.Fatalf("%d messages delivered %d times, handled %d times: %s", n, info.Delivered.Consumer, handled.Load(), what)
 	}
 }
