@@ -39,7 +39,7 @@ func TestKill9DelivererUnderLoad(t *testing.T) {
 		victim := s.Deliverers[i%2]
 		_, ackPending := consumerLoad(t, s.JS, stream.Deliveries, stream.DeliverConsumer)
 		_, dispatchPending := consumerLoad(t, s.JS, stream.Events, stream.DispatchConsumer)
-		inFlightAtKills += ackPending
+		inFlightAtKills += inFlightPairs(ackPending, dispatchPending, subs)
 		victim.Kill()
 		killed := time.Now()
 		victim.Start()

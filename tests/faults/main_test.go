@@ -110,6 +110,14 @@ func resumedAfter(t *testing.T, since time.Time, timeout time.Duration, load *ha
 	return first.Sub(since), false
 }
 
+// inFlightPairs bounds the deliveries a fault may repeat, in pairs: each
+// unacknowledged task is one pair, and each unacknowledged event up to one
+// pair per matching subscription, since a redone fan-out sends its direct
+// deliveries again.
+func inFlightPairs(tasks, events, subs int) int {
+	return tasks + events*subs
+}
+
 // consumerLoad is num_pending and num_ack_pending of a durable consumer.
 func consumerLoad(t *testing.T, js jetstream.JetStream, streamName, consumer string) (pending uint64, ackPending int) {
 	t.Helper()

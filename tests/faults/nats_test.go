@@ -43,7 +43,7 @@ func TestNATSRestartUnderLoad(t *testing.T) {
 		awaitDelivered(t, int(at*float64(total)), 2*time.Minute, eps...)
 		_, ack := consumerLoad(t, s.JS, stream.Deliveries, stream.DeliverConsumer)
 		_, ackEv := consumerLoad(t, s.JS, stream.Events, stream.DispatchConsumer)
-		inFlight += ack + ackEv
+		inFlight += inFlightPairs(ack, ackEv, subs)
 		how := "SIGTERM"
 		if i == 0 {
 			if _, err := s.NATS.Stop(30 * time.Second); err != nil {
@@ -149,11 +149,11 @@ func TestClusterNodeKillR3(t *testing.T) {
 		t.Fatal(res.Err)
 	}
 	r := s.Checker.Await(t, 2*time.Minute, 2*time.Second)
-	r.Verify(t, ack+ackEv+window)
+	r.Verify(t, inFlightPairs(ack, ackEv, subs)+window)
 	newLeader := streamLeader(t, s, stream.Events)
 	result(t, "kill -9 the EVENTS leader of a 3-node R3 cluster, bring it back",
 		"events", res.Accepted, "pairs", r.Expected, "lost", r.Lost, "duplicated", r.Duplicates,
-		"dup_bound_in_flight", ack+ackEv+window, "deliveries_resumed_after", resumed.Round(time.Millisecond),
+		"dup_bound_in_flight", fmt.Sprintf("%d(tasks)+%d(events)×%d+%d(window)", ack, ackEv, subs, window), "deliveries_resumed_after", resumed.Round(time.Millisecond),
 		"node_back_and_current_after", rejoined.Round(time.Millisecond), "leader", leader+"→"+newLeader)
 }
 

@@ -71,7 +71,7 @@ func TestNetworkPartitionDelivererNATS(t *testing.T) {
 	// may come once more per AckWait of partition.
 	const ackWait = 7 * time.Second
 	copies := int(partition/ackWait) + 1
-	dupBound := (inFlight + inFlightEv + 64) * copies
+	dupBound := (inFlightPairs(inFlight, inFlightEv, subs) + 64) * copies
 	r.Verify(t, dupBound)
 	settle(t, s.JS, time.Minute)
 	limit := baseline + 10
