@@ -72,7 +72,7 @@ func TestComposeServices(t *testing.T) {
 	}
 
 	nats := p.Services["nats"]
-	if nats.Image != "nats:2.15.2-alpine" {
+	if nats.Image != "nats:2.15.3-alpine" {
 		t.Errorf("nats image %q", nats.Image)
 	}
 	if !slices.Contains(nats.Command, "-js") {
