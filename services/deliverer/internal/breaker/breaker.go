@@ -27,6 +27,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -41,7 +42,11 @@ import (
 // KeyPrefix starts every key of this package:
 //
 //	hookline:breaker:{<subscription id>}        hash: failures, since (unix
-//	                                            ms), open_until (unix ms), opens
+//	                                            ms), open_until (unix ms), opens;
+//	                                            mark:<flag> (MarkCmd); for a
+//	                                            told circuit opened_at,
+//	                                            opened_status, opened_error
+//	                                            and told:<who> (TellCmd)
 //	hookline:breaker:{<subscription id>}:probe  string: the probe's lease token
 //
 // The braces are a Redis Cluster hash tag: both keys share a slot.
@@ -53,28 +58,35 @@ func Key(subscriptionID string) string { return endpointhealth.BreakerKey(subscr
 // ProbeKey is the half-open probe lease of a subscription's circuit.
 func ProbeKey(subscriptionID string) string { return endpointhealth.ProbeKey(subscriptionID) }
 
-// allow: {1, failures} closed (failures in a row so far); {0, ms} open for
-// ms more; {2, 0} half-open and this caller holds the probe; {3, pttl}
-// half-open and another probe is in flight.
+// allow: {1, failures} closed (failures in a row so far); {0, ms, since}
+// open for ms more; {2, 0} half-open and this caller holds the probe;
+// {3, pttl, since} half-open and another probe is in flight. since is the
+// streak's start (unix ms): it names the spell a refusal belongs to.
 //
 //	KEYS[1] state  KEYS[2] probe
 //	ARGV[1] now (redisclock.Clock.Arg)  ARGV[2] token  ARGV[3] probe ttl ms
 var allowScript = redis.NewScript(redisclock.Lua + `
-local st = redis.call('HMGET', KEYS[1], 'open_until', 'failures')
+local st = redis.call('HMGET', KEYS[1], 'open_until', 'failures', 'since')
 local ou = tonumber(st[1])
 if not ou then return {1, tonumber(st[2]) or 0} end
+local since = tonumber(st[3]) or 0
 local now = math.floor(now_ms(ARGV[1]))
-if now < ou then return {0, ou - now} end
+if now < ou then return {0, ou - now, since} end
 if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then return {2, 0} end
-return {3, redis.call('PTTL', KEYS[2])}
+return {3, redis.call('PTTL', KEYS[2]), since}
 `)
 
 // failure records a failed attempt and opens the circuit when due.
-// Returns {failures, since ms, opened (0/1), open_until ms or 0, opens, now ms}.
+// Returns {failures, since ms, opened (0/1), open_until ms or 0, opens, now
+// ms, told (0/1)}. With an opening (ARGV[7..10]), the streak's first
+// opening also records when it opened, the failure's status and error
+// class, and who was told (field told:<who>, value ARGV[8]; told is 1
+// when this call recorded it).
 //
 //	KEYS[1] state  KEYS[2] probe
 //	ARGV[1] now (redisclock.Clock.Arg)  ARGV[2] threshold  ARGV[3] cool-down ms
 //	ARGV[4] max cool-down ms  ARGV[5] state ttl ms  ARGV[6] pause ms (Retry-After; 0 for none)
+//	ARGV[7] who ("" for no opening)  ARGV[8] what  ARGV[9] status  ARGV[10] error class
 var failureScript = redis.NewScript(redisclock.Lua + `
 local now = math.floor(now_ms(ARGV[1]))
 local n = redis.call('HINCRBY', KEYS[1], 'failures', 1)
@@ -93,8 +105,56 @@ if pause > 0 and (not ou or ou < now + pause) then
   ou = now + pause
 end
 if ou then redis.call('HSET', KEYS[1], 'open_until', ou) end
+local opens = tonumber(redis.call('HGET', KEYS[1], 'opens')) or 0
+local told = 0
+if opened == 1 and opens == 1 and ARGV[7] and ARGV[7] ~= '' then
+  redis.call('HSET', KEYS[1], 'opened_at', now, 'opened_status', ARGV[9], 'opened_error', ARGV[10])
+  told = redis.call('HSETNX', KEYS[1], 'told:' .. ARGV[7], ARGV[8])
+end
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
-return {n, since, opened, ou or 0, tonumber(redis.call('HGET', KEYS[1], 'opens')) or 0, now}
+return {n, since, opened, ou or 0, opens, now, told}
+`)
+
+// tell records that who was told of the open circuit's spell (field
+// told:<who> = what) unless it already was. Returns {0} when the circuit
+// is closed (nothing to tell), else {first (0/1), since ms, opened_at ms
+// or 0, open_until ms, opened status, opened error class}.
+//
+//	KEYS[1] state  ARGV[1] who  ARGV[2] what
+var tellScript = redis.NewScript(`
+local st = redis.call('HMGET', KEYS[1], 'open_until', 'since', 'opened_at', 'opened_status', 'opened_error')
+if not st[1] then return {0} end
+local first = redis.call('HSETNX', KEYS[1], 'told:' .. ARGV[1], ARGV[2])
+return {first, tonumber(st[2]) or 0, tonumber(st[3]) or 0, tonumber(st[1]), st[4] or '', st[5] or ''}
+`)
+
+// untell forgets that who was told (a tell whose message was lost), when
+// it still says what.
+//
+//	KEYS[1] state  ARGV[1] who  ARGV[2] what
+var untellScript = redis.NewScript(`
+if redis.call('HGET', KEYS[1], 'told:' .. ARGV[1]) == ARGV[2] then return redis.call('HDEL', KEYS[1], 'told:' .. ARGV[1]) end
+return 0
+`)
+
+// close is success, returning also who was told of the spell it ends:
+// {was open (0/1), who, what, who, what, …}, read and deleted at once.
+//
+//	KEYS[1] state  KEYS[2] probe
+var closeScript = redis.NewScript(`
+local was = redis.call('HEXISTS', KEYS[1], 'open_until')
+local out = {was}
+if was == 1 then
+  local all = redis.call('HGETALL', KEYS[1])
+  for i = 1, #all, 2 do
+    if string.sub(all[i], 1, 5) == 'told:' then
+      out[#out + 1] = string.sub(all[i], 6)
+      out[#out + 1] = all[i + 1]
+    end
+  end
+end
+redis.call('DEL', KEYS[1], KEYS[2])
+return out
 `)
 
 // success closes the circuit and forgets the streak. Returns 1 when the
@@ -207,6 +267,10 @@ type Decision struct {
 	// Failures in a row so far in a closed circuit. When 0 (and this is not
 	// a probe), a success has nothing to reset: Success may be skipped.
 	Failures int
+	// Since is the start of the failure streak that refuses the attempt
+	// (zero when allowed): the spell of the circuit, the same for every
+	// refusal until the circuit closes.
+	Since time.Time
 }
 
 // PendingAllow is an AllowCmd queued on a pipeline.
@@ -248,14 +312,14 @@ func (p *PendingAllow) Result() (Decision, error) {
 		return Decision{Allow: true}, fmt.Errorf("circuit breaker (taken as closed): %w", err)
 	}
 	b.down.OK()
-	if len(res) != 2 {
+	if len(res) < 2 || ((res[0] == 0 || res[0] == 3) && len(res) != 3) {
 		return Decision{Allow: true}, errors.New("circuit breaker: unexpected script reply")
 	}
 	switch res[0] {
 	case 1:
 		return Decision{Allow: true, Failures: int(res[1])}, nil
 	case 0:
-		return Decision{Open: true, Wait: time.Duration(res[1]) * time.Millisecond}, nil
+		return Decision{Open: true, Wait: time.Duration(res[1]) * time.Millisecond, Since: time.UnixMilli(res[2])}, nil
 	case 2:
 		return Decision{Allow: true, Probe: p.token}, nil
 	default:
@@ -263,7 +327,7 @@ func (p *PendingAllow) Result() (Decision, error) {
 		if pttl := time.Duration(res[1]) * time.Millisecond; pttl > 0 && pttl < wait {
 			wait = pttl
 		}
-		return Decision{Wait: wait}, nil
+		return Decision{Wait: wait, Since: time.UnixMilli(res[2])}, nil
 	}
 }
 
@@ -286,6 +350,109 @@ func (b *Breaker) SuccessCmd(ctx context.Context, pipe redis.Pipeliner, subscrip
 // streak, like telling the tenant.
 func (b *Breaker) MarkCmd(ctx context.Context, pipe redis.Pipeliner, subscriptionID, flag string) *redis.BoolCmd {
 	return pipe.HSetNX(ctx, Key(subscriptionID), "mark:"+flag, 1)
+}
+
+// CloseCmd queues recording a successful attempt on pipe, as SuccessCmd,
+// and reads who was told of the spell it ends (TellCmd, an Opening):
+// PendingClose answers once pipe ran. The record goes with the circuit's
+// state, read and deleted in one step, so each one told is given to one
+// caller of every replica, once.
+func (b *Breaker) CloseCmd(ctx context.Context, pipe redis.Pipeliner, subscriptionID string) *PendingClose {
+	return &PendingClose{cmd: closeScript.Eval(ctx, pipe, []string{Key(subscriptionID), ProbeKey(subscriptionID)})}
+}
+
+// PendingClose is a CloseCmd queued on a pipeline.
+type PendingClose struct{ cmd *redis.Cmd }
+
+// Cmd is the queued command, for its error.
+func (p *PendingClose) Cmd() redis.Cmder { return p.cmd }
+
+// Told is one told of a circuit's spell: who, and what was recorded with
+// it.
+type Told struct{ Who, What string }
+
+// Result reports whether the circuit was open or half-open before, and
+// who was told of the spell it closed.
+func (p *PendingClose) Result() (closed bool, told []Told, err error) {
+	res, err := p.cmd.Slice()
+	if err != nil {
+		return false, nil, fmt.Errorf("circuit breaker success: %w", err)
+	}
+	if len(res) == 0 || len(res)%2 != 1 {
+		return false, nil, errors.New("circuit breaker success: unexpected script reply")
+	}
+	was, _ := res[0].(int64)
+	for i := 1; i+1 < len(res); i += 2 {
+		who, _ := res[i].(string)
+		what, _ := res[i+1].(string)
+		told = append(told, Told{Who: who, What: what})
+	}
+	return was == 1, told, nil
+}
+
+// Tell is the answer of a TellCmd.
+type Tell struct {
+	// Open: the circuit was open or half-open (nothing recorded when not).
+	Open bool
+	// First: this call recorded who as told; false when the circuit is
+	// closed or who was told of this spell already.
+	First bool
+	// Since is the start of the spell's failure streak.
+	Since time.Time
+	// OpenedAt is when the spell's first opening happened (zero when it
+	// was not recorded: opened by FailureCmd, not with an Opening).
+	OpenedAt time.Time
+	// OpenUntil is when the cool-down ends.
+	OpenUntil time.Time
+	// Status and ErrorClass are those of the failure that opened it.
+	Status     int
+	ErrorClass string
+}
+
+// PendingTell is a TellCmd queued on a pipeline.
+type PendingTell struct{ cmd *redis.Cmd }
+
+// TellCmd queues on pipe recording that who was told (with what) of the
+// spell of the subscription's circuit, while it is open or half-open:
+// Result's First is true for one caller of every replica per spell, until
+// a success closes the circuit (CloseCmd hands the record over) or the
+// state expires with it. For things to tell once per spell to each of
+// many, like every tenant refused by a host's circuit.
+func (b *Breaker) TellCmd(ctx context.Context, pipe redis.Pipeliner, subscriptionID, who, what string) *PendingTell {
+	return &PendingTell{cmd: tellScript.Eval(ctx, pipe, []string{Key(subscriptionID)}, who, what)}
+}
+
+// Result is the answer of a TellCmd whose pipe ran.
+func (p *PendingTell) Result() (Tell, error) {
+	res, err := p.cmd.Slice()
+	if err != nil {
+		return Tell{}, fmt.Errorf("circuit breaker tell: %w", err)
+	}
+	if len(res) == 1 {
+		return Tell{}, nil
+	}
+	if len(res) != 6 {
+		return Tell{}, errors.New("circuit breaker tell: unexpected script reply")
+	}
+	ints := make([]int64, 4)
+	for i := range ints {
+		ints[i], _ = res[i].(int64)
+	}
+	t := Tell{Open: true, First: ints[0] == 1, Since: time.UnixMilli(ints[1]), OpenUntil: time.UnixMilli(ints[3])}
+	if ints[2] > 0 {
+		t.OpenedAt = time.UnixMilli(ints[2])
+	}
+	status, _ := res[4].(string)
+	t.Status, _ = strconv.Atoi(status)
+	t.ErrorClass, _ = res[5].(string)
+	return t, nil
+}
+
+// UntellCmd queues on pipe forgetting that who was told, when the record
+// still holds what: for a tell whose message could not be sent, so that
+// the next caller tells again, and the close does not hand it over.
+func (b *Breaker) UntellCmd(ctx context.Context, pipe redis.Pipeliner, subscriptionID, who, what string) *redis.Cmd {
+	return untellScript.Eval(ctx, pipe, []string{Key(subscriptionID)}, who, what)
 }
 
 // SuccessResult is the answer of a SuccessCmd whose pipe ran.
@@ -312,6 +479,9 @@ type Streak struct {
 	Opens int
 	// OpenUntil is when the cool-down or pause ends (zero when closed).
 	OpenUntil time.Time
+	// Told: this failure, the streak's first opening, recorded its
+	// Opening's who as told (FailureTellCmd).
+	Told bool
 }
 
 // Failing is how long the subscription has been failing.
@@ -331,16 +501,36 @@ func (b *Breaker) FailureCmd(ctx context.Context, pipe redis.Pipeliner, subscrip
 		b.cfg.StateTTL.Milliseconds(), max(pause, 0).Milliseconds())}
 }
 
+// Opening is what a failure records when it is its streak's first
+// opening (FailureTellCmd), for those told later (TellCmd): when, what
+// the failure was, and who it tells at once.
+type Opening struct {
+	// Who is recorded as told, with What (TellCmd's arguments).
+	Who, What string
+	// Status and ErrorClass are the failure's.
+	Status     int
+	ErrorClass string
+}
+
+// FailureTellCmd is FailureCmd for a circuit whose spells are told
+// (TellCmd): the streak's first opening also records o, and Streak.Told
+// says whether o.Who was recorded as told by it.
+func (b *Breaker) FailureTellCmd(ctx context.Context, pipe redis.Pipeliner, subscriptionID string, pause time.Duration, o Opening) *PendingFailure {
+	return &PendingFailure{cmd: failureScript.Eval(ctx, pipe, []string{Key(subscriptionID), ProbeKey(subscriptionID)},
+		b.cfg.StateClock.Arg(), b.cfg.Failures, b.cfg.Cooldown.Milliseconds(), b.cfg.MaxCooldown.Milliseconds(),
+		b.cfg.StateTTL.Milliseconds(), max(pause, 0).Milliseconds(), o.Who, o.What, o.Status, o.ErrorClass)}
+}
+
 // Result is the answer of a FailureCmd whose pipe ran (see FailureCmd).
 func (p *PendingFailure) Result() (Streak, error) {
 	res, err := p.cmd.Int64Slice()
 	if err != nil {
 		return Streak{}, fmt.Errorf("circuit breaker failure: %w", err)
 	}
-	if len(res) != 6 {
+	if len(res) != 7 {
 		return Streak{}, errors.New("circuit breaker failure: unexpected script reply")
 	}
-	s := Streak{Failures: int(res[0]), Since: time.UnixMilli(res[1]), Now: time.UnixMilli(res[5]), Opened: res[2] == 1, Opens: int(res[4])}
+	s := Streak{Failures: int(res[0]), Since: time.UnixMilli(res[1]), Now: time.UnixMilli(res[5]), Opened: res[2] == 1, Opens: int(res[4]), Told: res[6] == 1}
 	if res[3] > 0 {
 		s.OpenUntil = time.UnixMilli(res[3])
 	}

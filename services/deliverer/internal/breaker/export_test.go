@@ -41,3 +41,31 @@ func (b *Breaker) Failure(ctx context.Context, subscriptionID string, pause time
 	_, _ = pipe.Exec(ctx)
 	return p.Result()
 }
+
+func (b *Breaker) FailureTell(ctx context.Context, subscriptionID string, o Opening) (Streak, error) {
+	pipe := b.rdb.Pipeline()
+	p := b.FailureTellCmd(ctx, pipe, subscriptionID, 0, o)
+	_, _ = pipe.Exec(ctx)
+	return p.Result()
+}
+
+func (b *Breaker) Tell(ctx context.Context, subscriptionID, who, what string) (Tell, error) {
+	pipe := b.rdb.Pipeline()
+	p := b.TellCmd(ctx, pipe, subscriptionID, who, what)
+	_, _ = pipe.Exec(ctx)
+	return p.Result()
+}
+
+func (b *Breaker) Untell(ctx context.Context, subscriptionID, who, what string) error {
+	pipe := b.rdb.Pipeline()
+	cmd := b.UntellCmd(ctx, pipe, subscriptionID, who, what)
+	_, _ = pipe.Exec(ctx)
+	return cmd.Err()
+}
+
+func (b *Breaker) Close(ctx context.Context, subscriptionID string) (bool, []Told, error) {
+	pipe := b.rdb.Pipeline()
+	p := b.CloseCmd(ctx, pipe, subscriptionID)
+	_, _ = pipe.Exec(ctx)
+	return p.Result()
+}
