@@ -143,6 +143,10 @@ type Health struct {
 	// batch carries every Redis command of admission and observation, in
 	// shared pipelines.
 	batch *redisbatch.Batcher
+	// toldHere and telling: the tenants refused by an open destination
+	// circuit being told (told.go).
+	toldHere toldHere
+	telling  tracker
 
 	lastWarn atomic.Int64 // unix ns of the last Redis warning
 }
@@ -316,6 +320,7 @@ func (h *Health) Admit(ctx context.Context, sub *hooklinev1.Subscription, limit 
 		return nil, deliver.Refusal{Reason: reason, Wait: d.Wait + h.jitter(h.cfg.InFlightDefer)}, nil
 	case !c.dest.Allow:
 		giveBack()
+		h.tellRefused(sub, c.host, c.dest.Since)
 		return nil, deliver.Refusal{Reason: deliver.RefusedDestinationOpen, Wait: c.dest.Wait + h.jitter(h.cfg.InFlightDefer)}, nil
 	case !ok:
 		giveBack()
@@ -444,7 +449,7 @@ func (h *Health) observe(ctx context.Context, sub *hooklinev1.Subscription, leas
 				cmd = h.breaker.SuccessCmd(ctx, pipe, id)
 				cmds = append(cmds, cmd)
 			}
-			host = h.hostCmds(ctx, pipe, c, hostUp)
+			host = h.hostCmds(ctx, pipe, sub, c, hostUp, res)
 			cmds = h.release(ctx, pipe, lease, append(cmds, host.cmds()...))
 		})
 		h.checkRan("record_success", cmds...)
@@ -472,7 +477,7 @@ func (h *Health) observe(ctx context.Context, sub *hooklinev1.Subscription, leas
 	)
 	h.batch.Do(func(pipe redis.Pipeliner) {
 		pending = h.breaker.FailureCmd(ctx, pipe, id, pause)
-		host = h.hostCmds(ctx, pipe, c, c.hostVerdict(sub, res))
+		host = h.hostCmds(ctx, pipe, sub, c, c.hostVerdict(sub, res), res)
 		cmds = h.release(ctx, pipe, lease, host.cmds())
 	})
 	h.hostResult(sub, host, res)
@@ -545,12 +550,20 @@ func (h *Health) checkRan(op string, cmds ...redis.Cmder) {
 }
 
 // Flush returns once every Redis command queued so far (slots and probes
-// given back) has run.
-func (h *Health) Flush() { h.batch.Flush() }
+// given back) has run, and every tenant being told about a destination's
+// circuit has been.
+func (h *Health) Flush() {
+	h.telling.wait()
+	h.batch.Flush()
+}
 
-// Close sends what is queued for Redis (slots and probes given back) and
-// waits for it. Health stays usable: later calls go to Redis one by one.
-func (h *Health) Close() { h.batch.Close() }
+// Close waits for the tenants being told about a destination's circuit,
+// sends what is queued for Redis (slots and probes given back) and waits
+// for it. Health stays usable: later calls go to Redis one by one.
+func (h *Health) Close() {
+	h.telling.wait()
+	h.batch.Close()
+}
 
 // failingFor is how long the subscription has been failing since the later
 // of the streak's start and its last change.
@@ -652,11 +665,13 @@ type Notifier interface {
 }
 
 // DestinationNotifier tells a tenant about the circuit of its
-// subscription's host, when the tenant's own attempt opened or closed it
-// (opevents.Publisher). A Notifier without it tells nobody.
+// subscription's host (opevents.Publisher): failing when the tenant's own
+// attempt opened it or the tenant's delivery was refused by it, once per
+// spell; recovered, naming the subscription it was told failing about,
+// when it closed. A Notifier without it tells nobody.
 type DestinationNotifier interface {
 	DestinationFailing(ctx context.Context, sub *hooklinev1.Subscription, f opevents.DestinationFailing) error
-	DestinationRecovered(ctx context.Context, sub *hooklinev1.Subscription, at time.Time) error
+	DestinationRecovered(ctx context.Context, tenant string, r opevents.DestinationRecovered) error
 }
 
 var (
@@ -666,17 +681,24 @@ var (
 
 // notify runs one notification, detached from the attempt, and logs its
 // failure (the circuit's own state is already recorded: a lost
-// notification is not retried).
-func (h *Health) notify(sub *hooklinev1.Subscription, do func(context.Context, Notifier) error) {
+// notification is not retried). It reports whether it was published.
+func (h *Health) notify(sub *hooklinev1.Subscription, do func(context.Context, Notifier) error) bool {
+	return h.notifyID(sub.GetId(), do)
+}
+
+// notifyID is notify for a subscription known by its id only.
+func (h *Health) notifyID(subscriptionID string, do func(context.Context, Notifier) error) bool {
 	if h.notifier == nil {
-		return
+		return false
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := do(ctx, h.notifier); err != nil {
 		h.m.errors.WithLabelValues("notify").Inc()
-		h.log.Warn("operational event not published", zap.String("subscription_id", sub.GetId()), zap.Error(err))
+		h.log.Warn("operational event not published", zap.String("subscription_id", subscriptionID), zap.Error(err))
+		return false
 	}
+	return true
 }
 
 // warnRedis logs a Redis problem at most once every 30 seconds.
@@ -756,27 +778,37 @@ func (c circuits) hostVerdict(sub *hooklinev1.Subscription, res sender.Result) h
 
 // hostCmds are the destination circuit's commands of one observation.
 type hostCmds struct {
-	host    string
-	success *redis.Cmd
+	host string
+	// what is the attempt's subscription as recorded when its tenant is
+	// told (toldValue; "" when nobody is told).
+	what    string
+	success *breaker.PendingClose
 	failure *breaker.PendingFailure
 	release *redis.Cmd
 }
 
 // hostCmds queues on pipe what an attempt's result does to its
-// destination's circuit: a failure is counted; an answer closes it and
-// ends the streak (when the admission saw one, or held the probe); with
-// nothing said the probe is given back.
-func (h *Health) hostCmds(ctx context.Context, pipe redis.Pipeliner, c circuits, said hostSaid) hostCmds {
+// destination's circuit: a failure is counted (and, when it opens the
+// circuit for the first time in its streak, recorded with sub's tenant as
+// told); an answer closes it and ends the streak (when the admission saw
+// one, or held the probe), handing over who was told; with nothing said
+// the probe is given back.
+func (h *Health) hostCmds(ctx context.Context, pipe redis.Pipeliner, sub *hooklinev1.Subscription, c circuits, said hostSaid, res sender.Result) hostCmds {
 	hc := hostCmds{host: c.host}
 	if c.host == "" {
 		return hc
 	}
 	key := destinationKey(c.host)
 	switch {
+	case said == hostDown && h.tellsDestinations():
+		hc.what = toldValue(sub)
+		hc.failure = h.dest.FailureTellCmd(ctx, pipe, key, 0, breaker.Opening{
+			Who: sub.GetTenant(), What: hc.what, Status: res.Status, ErrorClass: res.ErrorClass,
+		})
 	case said == hostDown:
 		hc.failure = h.dest.FailureCmd(ctx, pipe, key, 0)
 	case said == hostUp && (c.dest.Failures > 0 || c.dest.Probe != ""):
-		hc.success = h.dest.SuccessCmd(ctx, pipe, key)
+		hc.success = h.dest.CloseCmd(ctx, pipe, key)
 	case said == hostSilent && c.dest.Probe != "":
 		hc.release = h.dest.ReleaseProbeCmd(ctx, pipe, key, c.dest.Probe)
 	}
@@ -786,19 +818,20 @@ func (h *Health) hostCmds(ctx context.Context, pipe redis.Pipeliner, c circuits,
 // cmds are the plain commands among hc, for checkRan.
 func (hc hostCmds) cmds() []redis.Cmder {
 	var out []redis.Cmder
-	for _, c := range []*redis.Cmd{hc.success, hc.release} {
-		if c != nil {
-			out = append(out, c)
-		}
+	if hc.success != nil {
+		out = append(out, hc.success.Cmd())
+	}
+	if hc.release != nil {
+		out = append(out, hc.release)
 	}
 	return out
 }
 
 // hostResult counts and logs what hc did to the destination's circuit
-// once its pipeline ran, and tells sub's tenant — whose attempt it was,
-// and only that tenant: the host may be other tenants' too — when it
-// opened (the streak's first opening) or closed. Logs name the host and
-// port only.
+// once its pipeline ran. It tells sub's tenant — whose attempt it was —
+// when it opened (the streak's first opening), and every tenant told of
+// the spell (the opener's, and those refused since: tellRefused) when it
+// closed. Logs name the host and port only.
 func (h *Health) hostResult(sub *hooklinev1.Subscription, hc hostCmds, res sender.Result) {
 	switch {
 	case hc.failure != nil:
@@ -813,25 +846,23 @@ func (h *Health) hostResult(sub *hooklinev1.Subscription, hc hostCmds, res sende
 			h.log.Warn("destination circuit opened", zap.String("destination", hc.host), zap.Int("failures", streak.Failures),
 				zap.Int("status", res.Status), zap.String("error_class", res.ErrorClass), zap.Duration("open_for", streak.OpenUntil.Sub(streak.Now)))
 		}
-		if streak.Opened && streak.Opens == 1 {
+		if streak.Opened && streak.Opens == 1 && streak.Told {
+			// Recorded as told with the opening: its refusals tell it
+			// nothing more, and the close tells it recovered.
+			h.toldHere.set(toldKey{tenant: sub.GetTenant(), host: hc.host}, streak.Since)
 			f := opevents.DestinationFailing{LastStatus: res.Status, LastErrorClass: res.ErrorClass, OpenedAt: streak.Now, RetryAt: streak.OpenUntil}
-			h.notify(sub, func(ctx context.Context, n Notifier) error {
-				if dn, ok := n.(DestinationNotifier); ok {
-					return dn.DestinationFailing(ctx, sub, f)
-				}
-				return nil
-			})
+			if !h.notify(sub, func(ctx context.Context, n Notifier) error {
+				return n.(DestinationNotifier).DestinationFailing(ctx, sub, f)
+			}) {
+				h.untell(sub, hc.host, hc.what, streak.Since)
+			}
 		}
 	case hc.success != nil:
-		if closed, err := breaker.SuccessResult(hc.success); err == nil && closed {
+		if closed, told, err := hc.success.Result(); err == nil && closed {
 			h.m.destClosed.Inc()
-			h.log.Info("destination circuit closed", zap.String("destination", hc.host), zap.Int("status", res.Status))
-			h.notify(sub, func(ctx context.Context, n Notifier) error {
-				if dn, ok := n.(DestinationNotifier); ok {
-					return dn.DestinationRecovered(ctx, sub, h.now())
-				}
-				return nil
-			})
+			h.log.Info("destination circuit closed", zap.String("destination", hc.host), zap.Int("status", res.Status),
+				zap.Int("tenants_told", len(told)))
+			h.tellRecovered(told)
 		}
 	}
 }

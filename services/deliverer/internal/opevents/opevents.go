@@ -45,10 +45,12 @@ const (
 	// DestinationFailingType: the circuit of the host the subscription
 	// delivers to opened (HOOKLINE_DESTINATION_BREAKER_FAILURES failures
 	// in a row, whichever subscriptions they were of), told to the tenant
-	// whose attempt opened it only; once per failure streak.
+	// whose attempt opened it and to every tenant whose delivery it then
+	// refused; once per tenant and spell of the circuit (its opening to
+	// its close).
 	DestinationFailingType = "hookline.destination.failing"
-	// DestinationRecoveredType: the host's circuit closed, told to the
-	// tenant whose attempt closed it only.
+	// DestinationRecoveredType: the host's circuit closed, told to every
+	// tenant told it was failing, once.
 	DestinationRecoveredType = "hookline.destination.recovered"
 )
 
@@ -97,16 +99,23 @@ type Recovered struct {
 
 // DestinationFailing is the body of a hookline.destination.failing event.
 // It says nothing of the host's other subscriptions or tenants: not how
-// many failures were theirs, nor when the streak began.
+// many failures were theirs, nor when the streak began, nor whose attempt
+// opened it.
 type DestinationFailing struct {
-	// SubscriptionID is the tenant's subscription whose attempt opened
-	// the circuit; every subscription to URLHost waits with it.
+	// SubscriptionID is the tenant's own subscription whose attempt
+	// opened the circuit, or whose delivery it refused first; every
+	// subscription to URLHost waits with it.
 	SubscriptionID string `json:"subscription_id"`
 	URLHost        string `json:"url_host"`
-	// LastStatus and LastErrorClass are that attempt's.
-	LastStatus     int       `json:"last_status,omitempty"`
-	LastErrorClass string    `json:"last_error_class,omitempty"`
-	OpenedAt       time.Time `json:"opened_at"`
+	// LastStatus and LastErrorClass are what the host answered to the
+	// attempt that opened the circuit (a 5xx, a timeout, a refused
+	// connection…), whichever tenant's attempt it was: they describe the
+	// host, and name no subscription, path or tenant.
+	LastStatus     int    `json:"last_status,omitempty"`
+	LastErrorClass string `json:"last_error_class,omitempty"`
+	// OpenedAt is when the circuit opened: the same for every tenant told
+	// of one spell.
+	OpenedAt time.Time `json:"opened_at"`
 	// RetryAt is when the circuit lets a probe through.
 	RetryAt time.Time `json:"retry_at"`
 }
@@ -114,8 +123,8 @@ type DestinationFailing struct {
 // DestinationRecovered is the body of a hookline.destination.recovered
 // event.
 type DestinationRecovered struct {
-	// SubscriptionID is the tenant's subscription whose attempt closed
-	// the circuit.
+	// SubscriptionID is the tenant's subscription it was told failing
+	// about.
 	SubscriptionID string    `json:"subscription_id"`
 	URLHost        string    `json:"url_host"`
 	RecoveredAt    time.Time `json:"recovered_at"`
@@ -177,7 +186,8 @@ func (p *Publisher) Recovered(ctx context.Context, sub *hooklinev1.Subscription,
 }
 
 // DestinationFailing reports to sub's tenant that the circuit of sub's
-// host opened after sub's attempt failed.
+// host opened at f.OpenedAt (after sub's attempt failed, or before sub's
+// delivery was refused). One event per subscription and opening.
 func (p *Publisher) DestinationFailing(ctx context.Context, sub *hooklinev1.Subscription, f DestinationFailing) error {
 	f.SubscriptionID, f.URLHost = sub.GetId(), URLHost(sub.GetUrl())
 	f.OpenedAt, f.RetryAt = f.OpenedAt.UTC(), f.RetryAt.UTC()
@@ -185,12 +195,13 @@ func (p *Publisher) DestinationFailing(ctx context.Context, sub *hooklinev1.Subs
 	return p.publish(ctx, sub.GetTenant(), DestinationFailingType, id, f.OpenedAt, f)
 }
 
-// DestinationRecovered reports to sub's tenant that the circuit of sub's
-// host closed after sub's attempt got an answer.
-func (p *Publisher) DestinationRecovered(ctx context.Context, sub *hooklinev1.Subscription, at time.Time) error {
-	r := DestinationRecovered{SubscriptionID: sub.GetId(), URLHost: URLHost(sub.GetUrl()), RecoveredAt: at.UTC()}
-	id := EventID(DestinationRecoveredType+":"+r.URLHost, sub.GetId(), at)
-	return p.publish(ctx, sub.GetTenant(), DestinationRecoveredType, id, at, r)
+// DestinationRecovered reports to tenant that the circuit of the host its
+// subscription r.SubscriptionID delivers to (r.URLHost, as URLHost reads
+// the subscription's URL) closed at r.RecoveredAt.
+func (p *Publisher) DestinationRecovered(ctx context.Context, tenant string, r DestinationRecovered) error {
+	r.RecoveredAt = r.RecoveredAt.UTC()
+	id := EventID(DestinationRecoveredType+":"+r.URLHost, r.SubscriptionID, r.RecoveredAt)
+	return p.publish(ctx, tenant, DestinationRecoveredType, id, r.RecoveredAt, r)
 }
 
 // DeadLettered reports l unless a dead letter of its subscription was

@@ -126,7 +126,8 @@ func TestDestinationFailingGoesToTheAttemptsTenant(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := opevents.New(js).DestinationRecovered(context.Background(), sub, opened.Add(time.Minute)); err != nil {
+	r := opevents.DestinationRecovered{SubscriptionID: sub.GetId(), URLHost: opevents.URLHost(sub.GetUrl()), RecoveredAt: opened.Add(time.Minute)}
+	if err := opevents.New(js).DestinationRecovered(context.Background(), sub.GetTenant(), r); err != nil {
 		t.Fatal(err)
 	}
 	msgs := events(t, js)

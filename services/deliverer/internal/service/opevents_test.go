@@ -162,9 +162,10 @@ func TestWarnedBeforeAutoDisable(t *testing.T) {
 // host's circuit (3 failures in a row); acme's hookline.> subscription
 // receives hookline.destination.failing once (not again when probes fail)
 // and hookline.destination.recovered once when the host answers again.
-// globex, which also has a subscription to that host but made no attempt
-// to it, is told nothing: the host is named only to the tenant whose own
-// attempt opened or closed its circuit.
+// globex, which also has a subscription to that host but no delivery to
+// it (none refused), is told nothing: the host is named only to the
+// tenants whose own attempt opened its circuit or whose deliveries it
+// refused (the health package's TestEveryTenantRefusedByAnOpenDestinationIsToldOnce).
 func TestDestinationCircuitEventsGoToTheTenantWhoseAttemptsTrippedIt(t *testing.T) {
 	t.Parallel()
 	e := start(t, map[string]string{
