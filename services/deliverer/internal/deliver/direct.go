@@ -40,6 +40,9 @@ func (d *Deliverer) Direct(ctx context.Context, m *nats.Msg, sub *hooklinev1.Sub
 	case d.direct == nil || d.stopping.Load():
 		return false
 	case !d.lines.Fast(id):
+		if d.deferFull(ctx, m, sub) {
+			return true
+		}
 		d.m.Direct.WithLabelValues("unmeasured_or_slow").Inc()
 		return false
 	}
@@ -307,4 +310,44 @@ func (d *Deliverer) settleDirect(ctx context.Context, t *task.Task, v verdict) b
 		d.m.Direct.WithLabelValues("dead_lettered").Inc()
 		return true
 	}
+}
+
+// deferFull stores the delivery m, to a subscription not attempted from
+// dispatch, already deferred when the subscription's line is full here:
+// the scheduled copy the deliver stage would leave on taking its task
+// (line_full, by the same estimate of the wait ahead), under the task's
+// dedup id, so that a fan-out redone after it stores no second task. A
+// flood to a slow endpoint otherwise stored each task twice — the task,
+// then its deferral — and each store is a synced write under
+// sync_interval: always, taken from every other tenant's share of the
+// server. False when the line has room or the schedule could not be
+// stored: dispatch stores the task as before.
+func (d *Deliverer) deferFull(ctx context.Context, m *nats.Msg, sub *hooklinev1.Subscription) bool {
+	delay, full := d.lines.DeferralIfFull(sub.GetId(), d.limit(sub), sub.GetRateLimitPerSecond())
+	if !full {
+		return false
+	}
+	t, err := task.Parse(m.Subject, m.Header, m.Data)
+	if err != nil {
+		return false // the deliver stage dead-letters what cannot be read
+	}
+	ctx, cancel := context.WithTimeout(ctx, d.o.Timeout)
+	defer cancel()
+	c := settle.Copy{
+		Header: task.CopyHeader(t.Header), Body: t.Body, Tenant: t.Tenant, SubscriptionID: t.SubscriptionID,
+		EventID: t.EventID, Delay: delay,
+	}
+	if err := d.sched.Schedule(ctx, c); err != nil {
+		d.m.ScheduleFailures.Inc()
+		d.log.Debug("deferral at fan-out not scheduled; its task is stored instead",
+			zap.String("event_id", t.EventID), zap.String("subscription_id", t.SubscriptionID), zap.Error(err))
+		return false
+	}
+	d.m.Direct.WithLabelValues("deferred").Inc()
+	d.m.TasksDeferred.Inc()
+	d.m.AdmissionDeferred.WithLabelValues(ReasonLineFull).Inc()
+	if d.deferrals != nil {
+		d.deferrals.Deferred(t.SubscriptionID, ReasonLineFull)
+	}
+	return true
 }

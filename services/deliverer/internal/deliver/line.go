@@ -212,6 +212,20 @@ func (ls *lines) deferral(l *line, limit int, perSecond float64) time.Duration {
 	return min(max(l.deferredUntil.Sub(now), time.Second), maxDeferral)
 }
 
+// DeferralIfFull is, when id's line is full here, how long a task that
+// would join it is to be deferred for (as Join's), and true; 0 and false
+// when it has room. Dispatch asks it before storing a task that the
+// deliver stage would defer the moment it took it.
+func (ls *lines) DeferralIfFull(id string, limit int, perSecond float64) (time.Duration, bool) {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	l := ls.byID[id]
+	if l == nil || len(l.q) < ls.room(l, limit, perSecond) {
+		return 0, false
+	}
+	return ls.deferral(l, limit, perSecond), true
+}
+
 // Waiting reports whether id's line has tasks.
 func (ls *lines) Waiting(id string) bool {
 	ls.mu.Lock()

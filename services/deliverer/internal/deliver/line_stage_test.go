@@ -64,6 +64,10 @@ type orderedEndpoint struct {
 	ids     []string
 	now     atomic.Int32
 	highest atomic.Int32
+	// gate, when set before any request, holds the first request until
+	// it is closed.
+	gate  chan struct{}
+	first atomic.Bool
 }
 
 func newOrderedEndpoint(t *testing.T, hold time.Duration) *orderedEndpoint {
@@ -76,6 +80,9 @@ func newOrderedEndpoint(t *testing.T, hold time.Duration) *orderedEndpoint {
 		e.mu.Lock()
 		e.ids = append(e.ids, r.Header.Get("webhook-id"))
 		e.mu.Unlock()
+		if e.gate != nil && e.first.CompareAndSwap(false, true) {
+			<-e.gate
+		}
 		time.Sleep(hold) // a slow endpoint (what is simulated, not a synchronisation)
 		e.now.Add(-1)
 	}))
@@ -103,6 +110,10 @@ func TestTasksOverTheCapWaitInLineInOrder(t *testing.T) {
 	// workers race to it).
 	r.opts.Workers = 2
 	ep := newOrderedEndpoint(t, 20*time.Millisecond)
+	// The first attempt is held until every other task waits in line:
+	// ended sooner (a loaded machine), its worker would take tasks from
+	// the consumer beside the other one, and they would race to the line.
+	ep.gate = make(chan struct{})
 	sub := r.subscribe(t, ep.srv.URL)
 	const tasks = 8
 	var want []string
@@ -112,6 +123,8 @@ func TestTasksOverTheCapWaitInLineInOrder(t *testing.T) {
 		want = append(want, id)
 	}
 	r.run(t)
+	eventually(t, "the other tasks waiting in line", func() bool { return testutil.ToFloat64(r.m.AdmissionParkedNow) == tasks-1 })
+	close(ep.gate)
 	eventually(t, "every task delivered and settled", func() bool { return len(ep.received()) == tasks && r.settled(t) })
 
 	// The two workers race for the first two tasks; every task after the

@@ -58,7 +58,9 @@ var (
 
 // DirectResults are the values of hookline_direct_attempts_total's result
 // label: what became of a first attempt made from dispatch (delivered,
-// retry_scheduled, dead_lettered), or why a task was stored instead
+// retry_scheduled, dead_lettered), a delivery stored already deferred
+// because its subscription's line was full here (deferred: no attempt, no
+// task), or why a task was stored instead
 // (unmeasured_or_slow: the endpoint is not known to be fast here; line:
 // its line was too long to wait in, or no slot came within the wait; busy: every direct slot is
 // taken; refused: admission said no for longer than a slot's wait (a rate
@@ -66,7 +68,7 @@ var (
 // its share of the direct slots; not_ready: the subscription's policy
 // or secrets could not be resolved; fallback: a retry or dead letter could
 // not be stored, so the task was).
-var DirectResults = []string{"delivered", "retry_scheduled", "dead_lettered", "unmeasured_or_slow", "line", "busy", "tenant_busy", "refused", "not_ready", "fallback"}
+var DirectResults = []string{"delivered", "retry_scheduled", "dead_lettered", "deferred", "unmeasured_or_slow", "line", "busy", "tenant_busy", "refused", "not_ready", "fallback"}
 
 // DeferReasons are the values of hookline_admission_deferred_total's
 // reason label. The first admissionReasons are admission's refusals
@@ -175,7 +177,7 @@ func New(reg prometheus.Registerer, reasons, classes []string) *Metrics {
 	})
 	m.Direct = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "hookline_direct_attempts_total",
-		Help: "First attempts made from dispatch without storing a task, by result (delivered, retry_scheduled, dead_lettered), and fan-outs that stored a task instead, by why (unmeasured_or_slow, line, busy, tenant_busy, refused, not_ready, fallback).",
+		Help: "First attempts made from dispatch without storing a task, by result (delivered, retry_scheduled, dead_lettered), fan-outs that stored a delivery already deferred because its line was full (deferred), and fan-outs that stored a task instead, by why (unmeasured_or_slow, line, busy, tenant_busy, refused, not_ready, fallback).",
 	}, []string{"result"})
 	m.DispatchWaiting = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "hookline_dispatch_waiting",
