@@ -121,6 +121,35 @@ func TestLineFullDefersByExpectedWait(t *testing.T) {
 	}
 }
 
+// DeferralIfFull, dispatch's question, says nothing and reserves nothing
+// while the line has room; once it is full it defers as Join does, and
+// the two share the tasks deferred before: a deferral at fan-out and the
+// deliver stage's next one are spaced by the line's pace, not stacked.
+func TestDeferralIfFullSharesJoinsEstimate(t *testing.T) {
+	t.Parallel()
+	now := time.Unix(1_700_000_000, 0)
+	ls := testLines(&now)
+	ls.Observe("sub", false, ok(time.Second)) // cap 10 → 10 tasks/s
+	if d, full := ls.DeferralIfFull("unknown", 10, 0); full || d != 0 {
+		t.Fatalf("a line never seen: %s, full %v; want room", d, full)
+	}
+	for range 100 {
+		if d, full := ls.DeferralIfFull("sub", 10, 0); full || d != 0 {
+			t.Fatalf("a line with room: %s, full %v; want room", d, full)
+		}
+		if d, _ := ls.Join("sub", &job{}, 10, 0); d > 0 {
+			t.Fatal("deferred before the line was full")
+		}
+	}
+	d, full := ls.DeferralIfFull("sub", 10, 0)
+	if !full || d != 10*time.Second+100*time.Millisecond {
+		t.Fatalf("a full line: %s, full %v; want 10.1s", d, full)
+	}
+	if d, _ := ls.Join("sub", &job{}, 10, 0); d != 10*time.Second+200*time.Millisecond {
+		t.Fatalf("the deliver stage's deferral after dispatch's: %s; want 10.2s", d)
+	}
+}
+
 // Arrival order: Pop returns tasks as they joined; Remove takes one out.
 func TestLineOrder(t *testing.T) {
 	t.Parallel()
