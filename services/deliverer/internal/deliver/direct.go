@@ -323,7 +323,23 @@ func (d *Deliverer) settleDirect(ctx context.Context, t *task.Task, v verdict) b
 // server. False when the line has room or the schedule could not be
 // stored: dispatch stores the task as before.
 func (d *Deliverer) deferFull(ctx context.Context, m *nats.Msg, sub *hooklinev1.Subscription) bool {
-	delay, full := d.lines.DeferralIfFull(sub.GetId(), d.limit(sub), sub.GetRateLimitPerSecond())
+	if !d.lines.Waiting(sub.GetId()) {
+		return false // nothing in line: no tenant to look up
+	}
+	// The line's room and pace are the deliver stage's: the subscription's
+	// effective cap and rate limit (a tenant's defaults), not its record's.
+	var ten *hooklinev1.Tenant
+	if d.tens != nil {
+		lctx, cancel := context.WithTimeout(ctx, d.o.Timeout)
+		var err error
+		ten, err = d.tens.Get(lctx, sub.GetTenant())
+		cancel()
+		if err != nil {
+			return false // the deliver stage settles its task
+		}
+	}
+	eff := d.effective(ten, sub).sub
+	delay, full := d.lines.DeferralIfFull(eff.GetId(), d.limit(eff), eff.GetRateLimitPerSecond())
 	if !full {
 		return false
 	}
