@@ -212,15 +212,16 @@ func (ls *lines) deferral(l *line, limit int, perSecond float64) time.Duration {
 	return min(max(l.deferredUntil.Sub(now), time.Second), maxDeferral)
 }
 
-// DeferralIfFull is, when id's line is full here, how long a task that
-// would join it is to be deferred for (as Join's), and true; 0 and false
-// when it has room. Dispatch asks it before storing a task that the
+// DeferralIfFull is, when id's line is full here (or has tasks while
+// every line together holds TotalMax), how long a task that would join it
+// is to be deferred for (as Join's), and true; 0 and false when it has
+// room. Dispatch asks it before storing a task that the
 // deliver stage would defer the moment it took it.
 func (ls *lines) DeferralIfFull(id string, limit int, perSecond float64) (time.Duration, bool) {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
 	l := ls.byID[id]
-	if l == nil || len(l.q) < ls.room(l, limit, perSecond) {
+	if l == nil || len(l.q) == 0 || (len(l.q) < ls.room(l, limit, perSecond) && ls.total < ls.cfg.TotalMax) {
 		return 0, false
 	}
 	return ls.deferral(l, limit, perSecond), true

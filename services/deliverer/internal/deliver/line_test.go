@@ -148,6 +148,21 @@ func TestDeferralIfFullSharesJoinsEstimate(t *testing.T) {
 	if d, _ := ls.Join("sub", &job{}, 10, 0); d != 10*time.Second+200*time.Millisecond {
 		t.Fatalf("the deliver stage's deferral after dispatch's: %s; want 10.2s", d)
 	}
+	// Every line together at TotalMax (150): a line with tasks is full
+	// for dispatch as for Join, an empty one is not (its task would ask
+	// admission first).
+	ls.Observe("other", false, ok(time.Second))
+	for range 50 {
+		if d, _ := ls.Join("other", &job{}, 10, 0); d > 0 {
+			t.Fatal("another line deferred before TotalMax")
+		}
+	}
+	if _, full := ls.DeferralIfFull("other", 10, 0); !full {
+		t.Fatal("a line with tasks while all lines hold TotalMax: room; want full")
+	}
+	if _, full := ls.DeferralIfFull("empty", 10, 0); full {
+		t.Fatal("an empty line while all lines hold TotalMax: full; want room")
+	}
 }
 
 // Arrival order: Pop returns tasks as they joined; Remove takes one out.
