@@ -71,6 +71,11 @@ type Config struct {
 	// with sync_interval: always then fsyncs once per batch, not once per
 	// event. Off by default (see the deliverer's).
 	GroupCommit bool `env:"HOOKLINE_GROUP_COMMIT" envDefault:"false"`
+	// BatchGroupCommit is GroupCommit for batch requests only (on by
+	// default): their events are published together anyway, and under
+	// sync_interval: always one fsync per batch instead of one per event
+	// more than doubled their rate.
+	BatchGroupCommit bool `env:"HOOKLINE_BATCH_GROUP_COMMIT" envDefault:"true"`
 
 	// SecretOverlap is how long a rotated-out signing secret keeps signing
 	// next to its successor.

@@ -101,8 +101,11 @@ func New(cfg config.Config, nc *nats.Conn, rdb redis.UniversalClient, log *zap.L
 	if err != nil {
 		return nil, err
 	}
-	if cfg.GroupCommit {
+	switch {
+	case cfg.GroupCommit:
 		pub.WithGroupCommit()
+	case cfg.BatchGroupCommit:
+		pub.WithBatchGroupCommit()
 	}
 	s := &Server{cfg: cfg, nc: nc, rdb: rdb, log: log, metrics: m, pub: pub,
 		registry: registry.New(cfg.SecretOverlap, log)}
