@@ -90,24 +90,11 @@ func TestBatchWithoutStreamFails(t *testing.T) {
 // outcome; and nothing is published through the group after Run ends.
 func TestGroupCommitKeepsEachEventsOutcome(t *testing.T) {
 	t.Parallel()
-	ns := natstest.Start(t)
-	nc, js := ns.Connect(t)
-	ctx := context.Background()
-	if err := stream.Ensure(ctx, js, stream.Config{}); err != nil {
-		t.Fatal(err)
-	}
 	m := metrics.New()
-	p, err := New(nc, Config{Timeout: 5 * time.Second, Metrics: m})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.WithGroupCommit()
+	p, js := groupPublisher(t, m, (*Publisher).WithGroupCommit)
+	ctx := context.Background()
 	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { p.Run(runCtx); close(done) }()
-	for !p.groupRunning.Load() {
-		time.Sleep(time.Millisecond) // Run sets it first thing
-	}
+	done := runGroup(runCtx, p)
 	evs := make([]Event, 100)
 	for i := range evs {
 		evs[i] = Event{ID: fmt.Sprintf("e%d", i), Tenant: "acme", Type: "t", OccurredAt: time.Now(), Data: []byte(fmt.Sprint(i))}
@@ -160,27 +147,14 @@ func TestGroupCommitKeepsEachEventsOutcome(t *testing.T) {
 // publishes cost 40 % of their rate under the default fsync.
 func TestBatchGroupCommitLeavesSinglesAlone(t *testing.T) {
 	t.Parallel()
-	ns := natstest.Start(t)
-	nc, js := ns.Connect(t)
+	p, js := groupPublisher(t, metrics.New(), (*Publisher).WithBatchGroupCommit)
 	ctx := context.Background()
-	if err := stream.Ensure(ctx, js, stream.Config{}); err != nil {
-		t.Fatal(err)
-	}
-	p, err := New(nc, Config{Timeout: 5 * time.Second, Metrics: metrics.New()})
-	if err != nil {
-		t.Fatal(err)
-	}
 	if err := p.BindIDs(ctx); err != nil {
 		t.Fatal(err)
 	}
-	p.WithBatchGroupCommit()
 	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { p.Run(runCtx); close(done) }()
+	done := runGroup(runCtx, p)
 	defer func() { stop(); <-done }()
-	for !p.groupRunning.Load() {
-		time.Sleep(time.Millisecond) // Run sets it first thing
-	}
 	evs := make([]Event, 50)
 	for i := range evs {
 		evs[i] = Event{ID: fmt.Sprintf("b%d", i), Tenant: "acme", Type: "t", OccurredAt: time.Now(), Data: []byte(fmt.Sprint(i))}
@@ -218,4 +192,32 @@ func TestBatchGroupCommitLeavesSinglesAlone(t *testing.T) {
 	if res, err := p.Publish(ctx, Event{ID: "s3", Tenant: "acme", Type: "t", OccurredAt: time.Now(), Data: []byte("1")}); err != nil || !res.Duplicate {
 		t.Fatalf("republished single: %+v, %v; want a duplicate", res, err)
 	}
+}
+
+// groupPublisher is a Publisher on a fresh nats-server with Hookline's
+// streams, its group commit set up by with.
+func groupPublisher(t *testing.T, m *metrics.Metrics, with func(*Publisher) *Publisher) (*Publisher, jetstream.JetStream) {
+	t.Helper()
+	ns := natstest.Start(t)
+	nc, js := ns.Connect(t)
+	if err := stream.Ensure(context.Background(), js, stream.Config{}); err != nil {
+		t.Fatal(err)
+	}
+	p, err := New(nc, Config{Timeout: 5 * time.Second, Metrics: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	with(p)
+	return p, js
+}
+
+// runGroup runs p's group commit until ctx ends and returns once it runs;
+// the channel closes when Run has returned.
+func runGroup(ctx context.Context, p *Publisher) <-chan struct{} {
+	done := make(chan struct{})
+	go func() { p.Run(ctx); close(done) }()
+	for !p.groupRunning.Load() {
+		time.Sleep(time.Millisecond) // Run sets it first thing
+	}
+	return done
 }
