@@ -64,17 +64,25 @@ func deliveredAfter(t *testing.T, since time.Time, timeout time.Duration, eps ..
 	t.Helper()
 	var first time.Time
 	harness.Eventually(t, timeout, func() error {
-		for _, ep := range eps {
-			if l := ep.Stats().LastDelivered; l.After(since) && (first.IsZero() || l.Before(first)) {
-				first = l
-			}
-		}
+		first = firstDeliveredAfter(since, eps...)
 		if first.IsZero() {
 			return fmt.Errorf("no delivery since %s", since.Format(time.StampMilli))
 		}
 		return nil
 	})
 	return first.Sub(since)
+}
+
+// firstDeliveredAfter is the earliest of the endpoints' last 2xx answers
+// that came after since (zero: none did).
+func firstDeliveredAfter(since time.Time, eps ...*harness.Endpoint) time.Time {
+	var first time.Time
+	for _, ep := range eps {
+		if l := ep.Stats().LastDelivered; l.After(since) && (first.IsZero() || l.Before(first)) {
+			first = l
+		}
+	}
+	return first
 }
 
 // resumedAfter is deliveredAfter for a fault whose load may have been
@@ -86,11 +94,7 @@ func resumedAfter(t *testing.T, since time.Time, timeout time.Duration, load *ha
 	t.Helper()
 	var first time.Time
 	harness.Eventually(t, timeout, func() error {
-		for _, ep := range eps {
-			if l := ep.Stats().LastDelivered; l.After(since) && (first.IsZero() || l.Before(first)) {
-				first = l
-			}
-		}
+		first = firstDeliveredAfter(since, eps...)
 		if !first.IsZero() {
 			return nil
 		}

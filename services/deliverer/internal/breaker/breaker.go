@@ -496,9 +496,7 @@ type PendingFailure struct {
 // pipe ran. pause > 0 (the endpoint's Retry-After) keeps the circuit open at
 // least that long, without counting as an opening.
 func (b *Breaker) FailureCmd(ctx context.Context, pipe redis.Pipeliner, subscriptionID string, pause time.Duration) *PendingFailure {
-	return &PendingFailure{cmd: failureScript.Eval(ctx, pipe, []string{Key(subscriptionID), ProbeKey(subscriptionID)},
-		b.cfg.StateClock.Arg(), b.cfg.Failures, b.cfg.Cooldown.Milliseconds(), b.cfg.MaxCooldown.Milliseconds(),
-		b.cfg.StateTTL.Milliseconds(), max(pause, 0).Milliseconds())}
+	return b.FailureTellCmd(ctx, pipe, subscriptionID, pause, Opening{}) // no Who: nothing recorded
 }
 
 // Opening is what a failure records when it is its streak's first

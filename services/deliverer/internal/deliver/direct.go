@@ -349,8 +349,9 @@ func (d *Deliverer) deferFull(ctx context.Context, m *nats.Msg, sub *hooklinev1.
 	}
 	ctx, cancel := context.WithTimeout(ctx, d.o.Timeout)
 	defer cancel()
+	v := verdict{decision: settle.Later(delay), refused: ReasonLineFull}
 	c := settle.Copy{
-		Header: task.CopyHeader(t.Header), Body: t.Body, Tenant: t.Tenant, SubscriptionID: t.SubscriptionID,
+		Header: nextHeader(&t, v), Body: t.Body, Tenant: t.Tenant, SubscriptionID: t.SubscriptionID,
 		EventID: t.EventID, Delay: delay,
 	}
 	if err := d.sched.Schedule(ctx, c); err != nil {
@@ -360,10 +361,6 @@ func (d *Deliverer) deferFull(ctx context.Context, m *nats.Msg, sub *hooklinev1.
 		return false
 	}
 	d.m.Direct.WithLabelValues("deferred").Inc()
-	d.m.TasksDeferred.Inc()
-	d.m.AdmissionDeferred.WithLabelValues(ReasonLineFull).Inc()
-	if d.deferrals != nil {
-		d.deferrals.Deferred(t.SubscriptionID, ReasonLineFull)
-	}
+	d.report(&t, v) // counted as the deliver stage's line_full deferral
 	return true
 }
