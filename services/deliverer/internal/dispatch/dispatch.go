@@ -166,13 +166,13 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	// Events are fetched as fast as the consumer hands them out, up to
 	// the buffer, and served a tenant at a time: a tenant's flood waits
 	// behind the buffer's other tenants, not they behind it (see
-	// pool.RunFair). The iterator's own buffer only needs to keep the
-	// fetcher busy: a worker's worth, as before the buffer, whatever the
-	// buffer (a buffer of 1, the default when MaxAckPending is under
-	// about three workers' worth, made it prefetch 1: a round trip per
-	// event).
-	prefetch := d.o.Workers
-	watch := pool.Watch{Stage: "dispatch", Log: d.log}
+	// pool.RunFair). A quarter of the buffer is the iterator's, so that
+	// the flood ahead of another tenant's event in EVENTS reaches the
+	// buffer in a few pulls, not one per worker's worth (see
+	// pool.SplitBuffer).
+	prefetch, queue := pool.SplitBuffer(d.o.Workers, d.o.Buffer)
+	pullBytes, queueBytes := splitBytes(d.o.BufferBytes, d.js.Conn().MaxPayload())
+	watch := pool.Watch{Stage: "dispatch", Log: d.log, MaxBytes: pullBytes}
 	if d.m != nil {
 		watch.Restarts = d.m.PullRestarts
 	}
@@ -188,7 +188,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		go func() { d.tasks.Run(pubCtx); close(pubDone) }()
 		defer func() { stopPub(); <-pubDone }()
 	}
-	fair := pool.Fair{Workers: d.o.Workers, Buffer: d.o.Buffer, BufferBytes: d.o.BufferBytes, Prefetch: prefetch,
+	fair := pool.Fair{Workers: d.o.Workers, Buffer: queue, BufferBytes: queueBytes, Prefetch: prefetch,
 		Key: eventTenant, KeepAlive: d.o.AckWait / 3}
 	if d.m != nil {
 		fair.Waiting = func(n int) { d.m.DispatchWaiting.Set(float64(n)) }
@@ -197,6 +197,16 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		return fmt.Errorf("dispatch: %w", err)
 	}
 	return nil
+}
+
+// splitBytes divides the buffer's byte bound as SplitBuffer divides its
+// events: a pull asks for at most an eighth of it (and the iterator, which
+// asks again once half is taken, holds about a quarter), but always for
+// at least two of the largest messages the server takes, which a pull
+// must be able to hold; the queue keeps the rest, at least 1 MiB.
+func splitBytes(buffer, maxPayload int64) (pull int, queue int64) {
+	p := max(buffer/8, 2*maxPayload)
+	return int(p), max(buffer-2*p, 1<<20)
 }
 
 // DefaultBufferBytes bounds the payloads and headers of the events that

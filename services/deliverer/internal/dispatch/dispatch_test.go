@@ -339,3 +339,123 @@ func TestGroupCommitStoresEveryTaskOnce(t *testing.T) {
 		t.Fatalf("tasks published counter %v, want %d", n, 2*events)
 	}
 }
+
+// Dispatch pulls a backlog a quarter of its buffer at a time. Another
+// tenant's event published behind a flood reaches the buffer, where it is
+// served in turn, only once the flood ahead of it has been pulled, and
+// each pull is a round trip to a server busy storing the flood's tasks:
+// at a worker's worth per pull (128, asked again at half) a 5,000-event
+// flood took about 80 of them, 100-250 ms before the event was served
+// (docs/performance.md).
+func TestDispatchPullsABacklogInFewRoundTrips(t *testing.T) {
+	t.Parallel()
+	d, js, _ := setup(t, &matcher{}) // no subscriptions: each event is acked at once
+	nc := js.Conn()
+	var pulls atomic.Int64
+	sub, err := nc.Subscribe("$JS.API.CONSUMER.MSG.NEXT."+stream.Events+"."+stream.DispatchConsumer, func(*nats.Msg) { pulls.Add(1) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	const backlog = 5000
+	ctx := context.Background()
+	for i := range backlog {
+		m := nats.NewMsg(stream.EventSubject("flood", "order.created"))
+		m.Header.Set(stream.HeaderMsgID, stream.EventMsgID("flood", "evt_"+strconv.Itoa(i)))
+		m.Data = []byte(`{}`)
+		if _, err := js.PublishMsgAsync(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case <-js.PublishAsyncComplete():
+	case <-time.After(30 * time.Second):
+		t.Fatal("backlog not stored")
+	}
+	cons, err := js.Consumer(ctx, stream.Events, stream.DispatchConsumer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- d.Run(rctx) }()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		info, err := cons.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.NumPending == 0 && info.NumAckPending == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("backlog not dispatched: %d pending, %d unacknowledged", info.NumPending, info.NumAckPending)
+		}
+		time.Sleep(20 * time.Millisecond) // polling the consumer's state: nothing to await
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if n := pulls.Load(); n > 20 {
+		t.Fatalf("dispatch pulled a backlog of %d events in %d round trips", backlog, n)
+	}
+	t.Logf("%d events in %d pulls", backlog, pulls.Load())
+}
+
+// A pull asks for a bounded number of bytes, but never for fewer than the
+// largest event: the server refuses a pull smaller than its next message,
+// and the event would never be dispatched. (The least byte bound the
+// configuration accepts, 1 MiB, an eighth of which is a pull.)
+func TestDispatchPullsTheLargestEvent(t *testing.T) {
+	t.Parallel()
+	_, js, _ := setup(t, &matcher{})
+	m := metrics.New(prometheus.NewRegistry(), wire.DeadLetterReasons(), sender.Classes)
+	d := dispatch.New(dispatch.Deps{JS: js, Matcher: &matcher{}, DeadLetters: deadletter.NewPublisher(js), Log: zap.NewNop(), Metrics: m},
+		dispatch.Options{BufferBytes: 1 << 20})
+	ctx := context.Background()
+	s, err := js.Stream(ctx, stream.Events)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := nats.NewMsg(stream.EventSubject("acme", "order.created"))
+	big.Header.Set(stream.HeaderMsgID, stream.EventMsgID("acme", "evt_big"))
+	big.Data = make([]byte, int(info.Config.MaxMsgSize)-1024) // the largest EVENTS takes, less room for headers
+	if _, err := js.PublishMsg(ctx, big); err != nil {
+		t.Fatal(err)
+	}
+	cons, err := js.Consumer(ctx, stream.Events, stream.DispatchConsumer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- d.Run(rctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		ci, err := cons.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ci.AckFloor.Stream >= 1 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("an event of %d bytes was never dispatched: %d pending, %d unacknowledged", len(big.Data), ci.NumPending, ci.NumAckPending)
+		}
+		time.Sleep(20 * time.Millisecond) // polling the consumer's state: nothing to await
+	}
+}

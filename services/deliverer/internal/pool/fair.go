@@ -36,6 +36,32 @@ type Fair struct {
 	Waiting func(n int)
 }
 
+// MaxPrefetch bounds what SplitBuffer gives the iterator.
+const MaxPrefetch = 2048
+
+// SplitBuffer divides the messages a stage may fetch ahead of its workers
+// (buffer) between the iterator's prefetch (Fair.Prefetch) and the queue
+// RunFair serves by key (Fair.Buffer). The fetcher moves messages from the
+// iterator to the queue as fast as the server hands them out, but the
+// iterator asks for at most prefetch at a time, and again once half are
+// taken: a backlog of n reaches the queue in about 2n/prefetch pulls, each
+// a round trip to a server that is busy storing the backlog's work. At a
+// worker's worth (128 in dispatch) another tenant's event behind a flood
+// of 5,000 waited some 80 round trips, 100-250 ms on two loaded cores,
+// before the queue could serve it in turn. So the iterator gets a quarter
+// of the buffer (at most MaxPrefetch, at least workers), and the queue is
+// smaller by what the iterator holds beyond a worker's worth: a replica
+// holds what it held before, the buffer and twice its workers. Within the
+// iterator, messages wait in the order they came: while the queue is full
+// (a flood larger than it), an event waits behind up to prefetch of the
+// flood there, as it waits behind the part of the flood that did not fit.
+func SplitBuffer(workers, buffer int) (prefetch, queue int) {
+	workers = max(workers, 1)
+	prefetch = max(workers, min(buffer/4, MaxPrefetch))
+	queue = max(1, buffer-(prefetch-workers))
+	return prefetch, queue
+}
+
 // RunFair is Run with a fair buffer between the consumer and the workers:
 // up to Buffer messages are taken from the iterator as soon as it has
 // them and queued by Key; the workers serve the keys in turn, one message

@@ -45,7 +45,7 @@ func keyed(t *testing.T, ackWait time.Duration, backlog int) jetstream.Consumer 
 func order(t *testing.T, key func(jetstream.Msg) string) []string {
 	const backlog = 300
 	cons := keyed(t, 30*time.Second, backlog)
-	it, err := cons.Messages(pool.Pull(8)...)
+	it, err := cons.Messages(pool.Pull(8, 0)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,7 +144,7 @@ func TestFairStopHandsBackWaitingMessages(t *testing.T) {
 	t.Parallel()
 	cons := keyed(t, 30*time.Second, 20)
 	run := func(stopAfter int32) (handled int32) {
-		it, err := cons.Messages(pool.Pull(4)...)
+		it, err := cons.Messages(pool.Pull(4, 0)...)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -212,7 +212,7 @@ func TestFairHandsBackWaitingMessagesWithoutWaitingForHandlers(t *testing.T) {
 	t.Parallel()
 	const rest = 9
 	cons := keyed(t, 30*time.Second, rest) // flood.0..8, victim.0
-	it, err := cons.Messages(pool.Pull(1)...)
+	it, err := cons.Messages(pool.Pull(1, 0)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -241,7 +241,7 @@ func TestFairHandsBackWaitingMessagesWithoutWaitingForHandlers(t *testing.T) {
 			}, zap.NewNop())
 	}()
 	<-allWaiting
-	other, err := cons.Messages(pool.Pull(16)...)
+	other, err := cons.Messages(pool.Pull(16, 0)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -295,8 +295,7 @@ func TestFairCountsTheWaitInTheIteratorBuffer(t *testing.T) {
 func TestFairDefaultBufferLeavesAnotherReplicaItsWorkers(t *testing.T) {
 	t.Parallel()
 	const window, workers = 16, 4
-	buffer := config.Config{MaxAckPending: window, DispatchWorkers: workers}.DispatchBufferSize()
-	prefetch := workers // as dispatch.Run
+	prefetch, buffer := pool.SplitBuffer(workers, config.Config{MaxAckPending: window, DispatchWorkers: workers}.DispatchBufferSize()) // as dispatch.Run
 	_, js := natstest.Start(t).Connect(t)
 	ctx := context.Background()
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "S", Subjects: []string{"s.>"}}); err != nil {
@@ -329,7 +328,7 @@ func TestFairDefaultBufferLeavesAnotherReplicaItsWorkers(t *testing.T) {
 	defer cancel()
 	var wg sync.WaitGroup
 	for replica := range 2 {
-		it, err := cons.Messages(pool.Pull(prefetch)...)
+		it, err := cons.Messages(pool.Pull(prefetch, 0)...)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -380,7 +379,7 @@ func TestFairSaysOnceThatWaitingMessagesCouldNotBeHandedBack(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	it, err := cons.Messages(pool.Pull(1)...)
+	it, err := cons.Messages(pool.Pull(1, 0)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -427,7 +426,7 @@ func TestFairSaysOnceThatWaitingMessagesCouldNotBeHandedBack(t *testing.T) {
 // each (a waiting message whose AckWait ran out comes again).
 func acksOnce(t *testing.T, cons jetstream.Consumer, prefetch int, f pool.Fair, n uint64, hold func(m jetstream.Msg, nth int32), what string) {
 	t.Helper()
-	it, err := cons.Messages(pool.Pull(prefetch)...)
+	it, err := cons.Messages(pool.Pull(prefetch, 0)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -448,5 +447,29 @@ func acksOnce(t *testing.T, cons jetstream.Consumer, prefetch int, f pool.Fair, 
 	}
 	if info.Delivered.Consumer != n || handled.Load() != int32(n) {
 		t.Fatalf("%d messages delivered %d times, handled %d times: %s", n, info.Delivered.Consumer, handled.Load(), what)
+	}
+}
+
+// SplitBuffer gives the iterator a quarter of the buffer (at least a
+// worker's worth, at most MaxPrefetch) and keeps what a replica holds in
+// all: the buffer and twice its workers (its workers' messages and a
+// worker's worth prefetched, as before the split).
+func TestSplitBufferKeepsWhatAReplicaHolds(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct{ workers, buffer, prefetch, queue int }{
+		{128, 7244, 1811, 5561}, // the defaults
+		{128, 100, 128, 100},    // a small buffer: a worker's worth prefetched, as before
+		{4, 4, 4, 4},
+		{64, 40000, pool.MaxPrefetch, 40000 - (pool.MaxPrefetch - 64)},
+		{128, 1, 128, 1},
+	} {
+		p, q := pool.SplitBuffer(c.workers, c.buffer)
+		if p != c.prefetch || q != c.queue {
+			t.Errorf("SplitBuffer(%d, %d) = %d, %d; want %d, %d", c.workers, c.buffer, p, q, c.prefetch, c.queue)
+		}
+		if q > 1 && p+q+c.workers != c.buffer+2*c.workers {
+			t.Errorf("SplitBuffer(%d, %d): a replica holds %d, not the buffer and twice its workers (%d)",
+				c.workers, c.buffer, p+q+c.workers, c.buffer+2*c.workers)
+		}
 	}
 }

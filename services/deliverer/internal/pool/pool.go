@@ -115,8 +115,13 @@ func Run(ctx context.Context, it jetstream.MessagesContext, workers int, handle 
 const PullExpiry = 5 * time.Second
 
 // Pull is the options of a stage's message iterator: at most max messages
-// buffered, pulls that expire after PullExpiry.
-func Pull(max int) []jetstream.PullMessagesOpt {
+// buffered, pulls that expire after PullExpiry, and, when maxBytes > 0,
+// no pull asking for more than maxBytes (keep it above the largest
+// message: the server refuses a pull smaller than its next message).
+func Pull(max, maxBytes int) []jetstream.PullMessagesOpt {
+	if maxBytes > 0 {
+		return []jetstream.PullMessagesOpt{jetstream.PullMaxMessagesWithBytesLimit(max, maxBytes), jetstream.PullExpiry(PullExpiry)}
+	}
 	return []jetstream.PullMessagesOpt{jetstream.PullMaxMessages(max), jetstream.PullExpiry(PullExpiry)}
 }
 

@@ -44,9 +44,11 @@ type Watch struct {
 	Log *zap.Logger
 	// Stall is StallAfter unless set (tests).
 	Stall time.Duration
+	// MaxBytes bounds the bytes one pull asks for (see Pull; 0: no bound).
+	MaxBytes int
 }
 
-// Messages is cons.Messages(Pull(max)...) with a watchdog: a message
+// Messages is cons.Messages(Pull(max, w.MaxBytes)...) with a watchdog: a message
 // source for Run that replaces its iterator when the iterator has gone
 // deaf or closed by itself while the consumer is alive.
 //
@@ -78,7 +80,7 @@ func Messages(ctx context.Context, cons jetstream.Consumer, max int, w Watch) (j
 	if w.Log == nil {
 		w.Log = zap.NewNop()
 	}
-	it, err := cons.Messages(Pull(max)...)
+	it, err := cons.Messages(Pull(max, w.MaxBytes)...)
 	if err != nil {
 		return nil, err
 	}
@@ -302,7 +304,7 @@ func (s *source) replace(old jetstream.MessagesContext, reason string, info *jet
 	}
 	waited := time.Since(s.progress)
 	s.mu.Unlock()
-	it, err := s.cons.Messages(Pull(s.max)...)
+	it, err := s.cons.Messages(Pull(s.max, s.w.MaxBytes)...)
 	if err != nil {
 		s.w.Log.Warn("message iterator could not be replaced", zap.String("stage", s.w.Stage), zap.String("reason", reason), zap.Error(err))
 		return false
