@@ -372,9 +372,11 @@ func startRig(tb testing.TB, cfg Config, sync string) *rig {
 	r.subscribe(typeLatAPI, "lat-api")
 	// Fairness: two tenants, every subscription with defaults.
 	r.createSubscriptionOf(fairVictim, typeFairQuiet, "fair-quiet", nil)
-	r.createSubscriptionOf(fairVictim, typeFairLoaded, "fair-loaded", nil)
-	for i := range fairFloodSubs {
-		r.createSubscriptionOf(fairFlood, typeFairFlood, fmt.Sprintf("fair-flood-%d", i), nil)
+	for _, f := range fairFloods {
+		r.createSubscriptionOf(fairVictim, f.victimType, f.victimEndpoint, nil)
+		for i := range f.subs {
+			r.createSubscriptionOf(f.tenant, f.eventType, f.endpoint(i), nil)
+		}
 	}
 	r.sink.Endpoint("limit")
 	return r
@@ -459,19 +461,19 @@ func (r *rig) warmup(ctx context.Context) error {
 			return err
 		}
 	}
-	fair := map[string][]string{typeFairQuiet: {"fair-quiet"}, typeFairLoaded: {"fair-loaded"}}
-	for i := range fairFloodSubs {
-		fair[typeFairFlood] = append(fair[typeFairFlood], fmt.Sprintf("fair-flood-%d", i))
-	}
-	for typ, eps := range fair {
-		tenant := fairVictim
-		if typ == typeFairFlood {
-			tenant = fairFlood
+	type warm struct{ tenant, eventType string }
+	fair := map[warm][]string{{fairVictim, typeFairQuiet}: {"fair-quiet"}}
+	for _, f := range fairFloods {
+		fair[warm{fairVictim, f.victimType}] = []string{f.victimEndpoint}
+		for i := range f.subs {
+			fair[warm{f.tenant, f.eventType}] = append(fair[warm{f.tenant, f.eventType}], f.endpoint(i))
 		}
-		if err := publishNATSOf(ctx, r.js, tenant, typ, r.prefix+"_warm_"+strings.ReplaceAll(typ, ".", "_"), 1, r.cfg.PayloadBytes, nil); err != nil {
+	}
+	for w, eps := range fair {
+		if err := publishNATSOf(ctx, r.js, w.tenant, w.eventType, r.prefix+"_warm_"+strings.ReplaceAll(w.eventType, ".", "_"), 1, r.cfg.PayloadBytes, nil); err != nil {
 			return err
 		}
-		types[typ] = eps
+		types[w.eventType] = eps
 	}
 	wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
