@@ -166,10 +166,10 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	// Events are fetched as fast as the consumer hands them out, up to
 	// the buffer, and served a tenant at a time: a tenant's flood waits
 	// behind the buffer's other tenants, not they behind it (see
-	// pool.RunFair). A quarter of the buffer is the iterator's, so that
-	// the flood ahead of another tenant's event in EVENTS reaches the
-	// buffer in a few pulls, not one per worker's worth (see
-	// pool.SplitBuffer).
+	// pool.RunFair). Part of the buffer (1,024 events by default) is the
+	// iterator's, so that the flood ahead of another tenant's event in
+	// EVENTS reaches the buffer in a few pulls, not one per worker's worth
+	// (see pool.SplitBuffer).
 	prefetch, queue := pool.SplitBuffer(d.o.Workers, d.o.Buffer)
 	pullBytes, queueBytes := splitBytes(d.o.BufferBytes, d.js.Conn().MaxPayload())
 	watch := pool.Watch{Stage: "dispatch", Log: d.log, MaxBytes: pullBytes}

@@ -340,7 +340,7 @@ func TestGroupCommitStoresEveryTaskOnce(t *testing.T) {
 	}
 }
 
-// Dispatch pulls a backlog a quarter of its buffer at a time. Another
+// Dispatch pulls a backlog 1,024 events at a time. Another
 // tenant's event published behind a flood reaches the buffer, where it is
 // served in turn, only once the flood ahead of it has been pulled, and
 // each pull is a round trip to a server busy storing the flood's tasks:

@@ -457,10 +457,11 @@ func acksOnce(t *testing.T, cons jetstream.Consumer, prefetch int, f pool.Fair, 
 func TestSplitBufferKeepsWhatAReplicaHolds(t *testing.T) {
 	t.Parallel()
 	for _, c := range []struct{ workers, buffer, prefetch, queue int }{
-		{128, 7244, 1811, 5561}, // the defaults
+		{128, 7244, 1024, 6348}, // the defaults
 		{128, 100, 128, 100},    // a small buffer: a worker's worth prefetched, as before
 		{4, 4, 4, 4},
 		{64, 40000, pool.MaxPrefetch, 40000 - (pool.MaxPrefetch - 64)},
+		{128, 3000, 750, 2378},
 		{128, 1, 128, 1},
 	} {
 		p, q := pool.SplitBuffer(c.workers, c.buffer)
