@@ -70,6 +70,7 @@ func TestBannerNamesTheChosenAddresses(t *testing.T) {
 		`-d '{"tenant":"acme","url":"http://127.0.0.1:19000/webhook","event_types":["order.*"]}'`,
 		`-d '{"tenant":"acme","type":"order.created","data":{"order_id":1}}'`,
 		`nats pub -s nats://127.0.0.1:14222 events.acme.order.created '{"order_id":1}'`,
+		`nats req -s nats://127.0.0.1:14222 ingest.acme.order.created '{"order_id":1}'`,
 		"HOOKLINE_NATS_URL=nats://127.0.0.1:14222 HOOKLINE_API_URL=http://127.0.0.1:18080 go run ./cmd/hookctl dlq ls",
 		"files in ./.data/nats",
 		"(embedded miniredis)",

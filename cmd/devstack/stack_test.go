@@ -46,6 +46,7 @@ func TestMakeRun(t *testing.T) {
 				`"url":"http://` + s.receiver + `/webhook","event_types":["order.*"]`,
 				"curl -sS -X POST http://" + s.producer + "/v1/events",
 				"nats pub -s nats://127.0.0.1:" + strconv.Itoa(s.natsPort) + ` events.acme.order.created '{"order_id":1}'`,
+				"nats req -s nats://127.0.0.1:" + strconv.Itoa(s.natsPort) + ` ingest.acme.order.created '{"order_id":1}'`,
 				"go run ./cmd/hookctl dlq ls",
 			} {
 				s.await(t, time.Second, regexp.MustCompile(regexp.QuoteMeta(want)))
@@ -84,6 +85,17 @@ func TestMakeRun(t *testing.T) {
 			}
 			s.await(t, time.Minute, regexp.MustCompile(`receiver +\| webhook-id=\S+ type=order\.shipped verified=yes subscription=`+regexp.QuoteMeta(subID)))
 			s.await(t, time.Second, regexp.MustCompile(`receiver +\|   \{"id":"[^"]+","type":"order\.shipped","timestamp":"[^"]+","data":\{"order_id":2\}\}`))
+
+			// Through the producer's NATS ingest, as `nats req` does: a
+			// PubAck once stored, then the webhook.
+			ans, err := nc.Request("ingest.acme.order.returned", []byte(`{"order_id":3}`), 10*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(string(ans.Data), `"stream":"EVENTS"`) {
+				t.Fatalf("ingest answer %s; want a PubAck of EVENTS", ans.Data)
+			}
+			s.await(t, time.Minute, regexp.MustCompile(`receiver +\| webhook-id=\S+ type=order\.returned verified=yes subscription=`+regexp.QuoteMeta(subID)))
 
 			if mode == redisServer {
 				s.signal(t, syscall.SIGINT)

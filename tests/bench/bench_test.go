@@ -26,7 +26,7 @@ var (
 	flagPayload     = flag.Int("payload", bench.Defaults.PayloadBytes, "event payload bytes")
 	flagConc        = flag.Int("concurrency", bench.Defaults.Concurrency, "deliverer workers = subscription max_in_flight = bare client concurrency")
 	flagLimit       = flag.Int("limit-requests", 0, "requests of the bare client (default: 5 × -events)")
-	flagOnly        = flag.String("only", "", "run only these scenarios: limit, nats, default, ordered, fair, batch, single, fanout, latency (comma-separated; default all)")
+	flagOnly        = flag.String("only", "", "run only these scenarios: limit, nats, ingest, default, ordered, fair, batch, single, fanout, latency (comma-separated; default all)")
 	flagSyncs       = flag.String("syncs", strings.Join(bench.Defaults.Syncs, ","), "nats-server settings to run: always (one node, sync_interval: always), default (one node, default sync), r3 (three-node cluster, R3, sync_interval: always)")
 	flagProfile     = flag.Bool("profile", false, "capture CPU profiles of the deliverer and producer (pprof) under the throughput scenarios")
 	flagProfileSecs = flag.Int("profile-seconds", bench.Defaults.ProfileSeconds, "length of each CPU profile")

@@ -40,7 +40,18 @@ func publishNATSKeyed(ctx context.Context, js jetstream.JetStream, eventType, pr
 
 // publishNATSOf is publishNATSKeyed for another tenant.
 func publishNATSOf(ctx context.Context, js jetstream.JetStream, tenant, eventType, prefix string, n, size int, keyOf func(int) string) error {
-	subject := stream.EventSubject(tenant, eventType)
+	return publishSubject(ctx, js, stream.EventSubject(tenant, eventType), tenant, prefix, n, size, keyOf)
+}
+
+// publishIngest is publishNATS to the producer's ingest subject,
+// ingest.<tenant>.<type>, which stores the events through its group
+// commit and answers as JetStream does.
+func publishIngest(ctx context.Context, js jetstream.JetStream, eventType, prefix string, n, size int) error {
+	return publishSubject(ctx, js, "ingest."+Tenant+"."+eventType, Tenant, prefix, n, size, nil)
+}
+
+// publishSubject publishes n events of tenant to subject (see publishNATS).
+func publishSubject(ctx context.Context, js jetstream.JetStream, subject, tenant, prefix string, n, size int, keyOf func(int) string) error {
 	futures := make([]jetstream.PubAckFuture, 0, n)
 	for i := range n {
 		m := nats.NewMsg(subject)

@@ -168,6 +168,7 @@ func (c Config) runs(key string) bool {
 // Event types of the scenarios; each has its own subscriptions.
 const (
 	typeNATS    = "tput.nats"
+	typeIngest  = "tput.ingest"
 	typeDefault = "tput.default"
 	typeTuned   = "tput.tuned"
 	typeKeys    = "tput.ordered.keys"
@@ -241,7 +242,7 @@ func RunMode(tb testing.TB, cfg Config, sync string) Mode {
 	for _, sc := range []struct {
 		key string
 		run func(context.Context) Scenario
-	}{{"nats", r.oneNATS}, {"default", r.oneDefault}, {"default", r.oneTuned}, {"ordered", r.orderedKeys}, {"ordered", r.orderedOneKey}, {"batch", r.oneBatch}, {"single", r.oneSingle}, {"fanout", r.fanOut}} {
+	}{{"nats", r.oneNATS}, {"ingest", r.oneIngest}, {"default", r.oneDefault}, {"default", r.oneTuned}, {"ordered", r.orderedKeys}, {"ordered", r.orderedOneKey}, {"batch", r.oneBatch}, {"single", r.oneSingle}, {"fanout", r.fanOut}} {
 		if !cfg.runs(sc.key) {
 			continue
 		}
@@ -354,6 +355,7 @@ func startRig(tb testing.TB, cfg Config, sync string) *rig {
 		tb.Logf("redis-server pid unknown (%v): its CPU is not reported", err)
 	}
 	r.subscribe(typeNATS, "one-nats")
+	r.subscribe(typeIngest, "one-ingest")
 	r.subscribeDefault(typeDefault, "one-default")
 	r.subscribe(typeTuned, "one-tuned")
 	r.sink.Endpoint("one-default").SetBehavior(endpointDelay, 0)
@@ -449,7 +451,7 @@ func (r *rig) createSubscriptionOf(tenant, eventType, name string, settings map[
 // it: the deliverer knows every subscription. The counts are then reset.
 func (r *rig) warmup(ctx context.Context) error {
 	types := map[string][]string{
-		typeNATS: {"one-nats"}, typeDefault: {"one-default"}, typeTuned: {"one-tuned"}, typeBatch: {"one-batch"}, typeSingle: {"one-single"},
+		typeNATS: {"one-nats"}, typeIngest: {"one-ingest"}, typeDefault: {"one-default"}, typeTuned: {"one-tuned"}, typeBatch: {"one-batch"}, typeSingle: {"one-single"},
 		typeKeys: {"ordered-keys"}, typeOneKey: {"ordered-onekey"},
 		typeLatNATS: {"lat-nats"}, typeLatAPI: {"lat-api"},
 	}
@@ -607,6 +609,15 @@ func (r *rig) oneNATS(ctx context.Context) Scenario {
 		return publishNATS(ctx, r.js, typeNATS, r.prefix+"_nats", r.cfg.Events, r.cfg.PayloadBytes)
 	}, profilers(r.profiler(ProcDeliverer, r.stack.Deliverers[0].URL(), "1x1-nats"),
 		r.profiler(ProcNATS, "", "1x1-nats")))
+}
+
+// oneIngest is 1×1 published with NATS to the producer's ingest subject,
+// which stores the events in atomic batches (one fsync per batch under
+// sync_interval: always).
+func (r *rig) oneIngest(ctx context.Context) Scenario {
+	return r.throughput(ctx, "1×1 nats ingest", "nats", r.cfg.Events, []string{"one-ingest"}, func(ctx context.Context) error {
+		return publishIngest(ctx, r.js, typeIngest, r.prefix+"_ingest", r.cfg.Events, r.cfg.PayloadBytes)
+	}, profilers(r.profiler(ProcProducer, r.stack.Producer.URL(), "1x1-ingest")))
 }
 
 // oneDefault is a burst of 1×1 nats to a subscription created with

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 
 	"github.com/hookline/hookline/pkg/stream"
@@ -241,4 +242,51 @@ func TestPayloadFormatsVerifyWithTheReferenceLibrary(t *testing.T) {
 	}
 	r := s.Checker.Await(t, 30*time.Second, time.Second)
 	r.Verify(t, 0)
+}
+
+// A platform service publishing with js.Publish to the producer's NATS
+// ingest, ingest.<tenant>.<type>, gets a JetStream acknowledgement once
+// the event is stored (through the producer's group commit), the same
+// event id again is a duplicate, and the event is delivered once.
+func TestPublishThroughTheNATSIngestIsDelivered(t *testing.T) {
+	t.Parallel()
+	s := harness.NewStack(t, harness.StackOptions{})
+	ep, sub := s.Subscribe("acme", "orders", []string{"order.*"}, harness.OK, map[string]any{"payload_format": "raw"})
+	ctx := context.Background()
+	id := "evt_" + harness.NewIDPrefix() + "_ingest"
+	m := nats.NewMsg("ingest.acme.order.created")
+	m.Header.Set(stream.HeaderMsgID, id)
+	m.Data = []byte(`{"order_id":5}`)
+	s.Checker.Attempt(id, "acme", "order.created")
+	var ack *jetstream.PubAck
+	harness.Eventually(t, 30*time.Second, func() error {
+		// No answer until the producer serves the ingest: publish again,
+		// as a platform service would (the id deduplicates).
+		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		var err error
+		ack, err = s.JS.PublishMsg(rctx, m)
+		return err
+	})
+	s.Checker.Accept(id, "acme", "order.created")
+	if ack.Stream != stream.Events || ack.Sequence == 0 {
+		t.Fatalf("ack %+v; want EVENTS and its sequence", ack)
+	}
+	again, err := s.JS.PublishMsg(ctx, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !again.Duplicate {
+		t.Fatalf("the same id again: %+v; want a duplicate", again)
+	}
+	h := ep.AwaitDelivered(t, id, 30*time.Second)
+	verify(t, sub.Secret, h)
+	if string(h.Body) != `{"order_id":5}` {
+		t.Errorf("body %s", h.Body)
+	}
+	r := s.Checker.Await(t, 30*time.Second, time.Second)
+	r.Verify(t, 0)
+	if r.Delivered != 1 || r.Requests != 1 {
+		t.Fatalf("want exactly one request: %s", r)
+	}
 }

@@ -633,6 +633,25 @@ func TestNATSLeastPrivilege(t *testing.T) {
 
 		denied(t, pub, "publish Hookline's own notice", "events.acme.hookline.subscription.disabled",
 			publish(pub, stream.EventSubject("acme", "hookline.subscription.disabled")))
+
+		// The NATS ingest: the producer takes ingest.<tenant>.<type…> in
+		// its queue group and answers on the publisher's inbox (here the
+		// test answers as the producer does, with a PubAck).
+		in, err := producer.nc.QueueSubscribe("ingest.>", "hookline-ingest", func(m *nats.Msg) {
+			_ = m.Respond([]byte(`{"stream":"EVENTS","seq":1}`))
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := producer.nc.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		allowed(t, pub, "publish through the ingest, and have its answer", publish(pub, "ingest.globex.invoice.paid", jetstream.WithMsgID("evt_pub_3")))
+		denied(t, pub, "publish Hookline's own notice through the ingest", "ingest.acme.hookline.subscription.disabled",
+			publish(pub, "ingest.acme.hookline.subscription.disabled"))
+		_ = in.Unsubscribe()
+		denied(t, deliverer, "take events from the ingest", "ingest.>", listen(deliverer, "ingest.>"))
+		denied(t, hookctl, "take events from the ingest", "ingest.>", listen(hookctl, "ingest.>"))
 		denied(t, pub, "write the registry", "$KV.hookline_subscriptions.acme.sub_1", func(ctx context.Context) error {
 			_, err := pub.js.Publish(ctx, "$KV.hookline_subscriptions.acme.sub_1", []byte(`{"url":"https://attacker.example/"}`))
 			return err

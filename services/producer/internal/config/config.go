@@ -76,6 +76,9 @@ type Config struct {
 	// sync_interval: always one fsync per batch instead of one per event
 	// more than doubled their rate.
 	BatchGroupCommit bool `env:"HOOKLINE_BATCH_GROUP_COMMIT" envDefault:"true"`
+	// NATSIngest serves ingest.<tenant>.<type…>: events published with
+	// NATS, stored through the group commit (internal/ingest).
+	NATSIngest bool `env:"HOOKLINE_NATS_INGEST" envDefault:"true"`
 
 	// SecretOverlap is how long a rotated-out signing secret keeps signing
 	// next to its successor.

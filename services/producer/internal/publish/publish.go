@@ -65,6 +65,9 @@ type Result struct {
 	ID string `json:"id"`
 	// Duplicate is true when the id was already stored (a retried publish).
 	Duplicate bool `json:"duplicate"`
+	// Seq is the event's sequence in EVENTS (0 when a duplicate was
+	// recognised by its id's mark, before any publish).
+	Seq uint64 `json:"-"`
 }
 
 // Publisher publishes to JetStream.
@@ -262,13 +265,27 @@ func (p *Publisher) connected() error {
 // Publish stores one event and waits for its acknowledgement. It returns
 // ErrUnavailable (wrapped) when the event was not acknowledged.
 func (p *Publisher) Publish(ctx context.Context, ev Event) (Result, error) {
+	return p.publish(ctx, ev, p.groupSingles, true)
+}
+
+// PublishGrouped is Publish through the group commit whenever it runs
+// (batch requests' or all publishes'), for callers that publish many
+// events at once one by one, as the NATS ingest does; and with the
+// deduplication of a NATS publish: by the EVENTS duplicate window alone,
+// without the id marks that extend it for the API (no mark looked up,
+// none written: a lookup and a synced write per event).
+func (p *Publisher) PublishGrouped(ctx context.Context, ev Event) (Result, error) {
+	return p.publish(ctx, ev, p.group != nil, false)
+}
+
+func (p *Publisher) publish(ctx context.Context, ev Event, grouped, marked bool) (Result, error) {
 	if err := p.connected(); err != nil {
 		p.published.WithLabelValues(metrics.ResultFailed).Inc()
 		return Result{}, err
 	}
 	ctx, cancel := context.WithTimeout(ctx, p.timeout)
 	defer cancel()
-	if p.stored(ctx, ev) {
+	if marked && p.stored(ctx, ev) {
 		p.published.WithLabelValues(metrics.ResultDuplicate).Inc()
 		return Result{ID: ev.ID, Duplicate: true}, nil
 	}
@@ -279,14 +296,14 @@ func (p *Publisher) Publish(ctx context.Context, ev Event) (Result, error) {
 		span.SetAttributes(semconv.MessagingMessageID(ev.ID), tracing.AttrTenant.String(ev.Tenant), tracing.AttrEventType.String(ev.Type))
 	}
 	p.Tracing.Inject(ctx, m.Header)
-	if p.groupSingles && p.groupRunning.Load() {
+	if grouped && p.groupRunning.Load() {
 		m.Header.Set(jetstream.ExpectedStreamHeader, stream.Events)
 		f := p.group.Publish(ctx, m, "")
 		if err := f.Wait(ctx); err != nil {
 			p.published.WithLabelValues(metrics.ResultFailed).Inc()
 			return Result{}, fmt.Errorf("%w: publish event: %w", ErrUnavailable, err)
 		}
-		if !f.Duplicate() {
+		if marked && !f.Duplicate() {
 			p.mark(ev, f.Sequence(), true)
 		}
 		return p.result(ev.ID, &jetstream.PubAck{Stream: stream.Events, Sequence: f.Sequence(), Duplicate: f.Duplicate()}), nil
@@ -297,7 +314,7 @@ func (p *Publisher) Publish(ctx context.Context, ev Event) (Result, error) {
 		span.SetStatus(codes.Error, "not acknowledged")
 		return Result{}, fmt.Errorf("%w: publish event: %w", ErrUnavailable, err)
 	}
-	if !ack.Duplicate {
+	if marked && !ack.Duplicate {
 		p.mark(ev, ack.Sequence, false)
 	}
 	return p.result(ev.ID, ack), nil
@@ -309,7 +326,7 @@ func (p *Publisher) result(id string, ack *jetstream.PubAck) Result {
 	} else {
 		p.published.WithLabelValues(metrics.ResultAccepted).Inc()
 	}
-	return Result{ID: id, Duplicate: ack.Duplicate}
+	return Result{ID: id, Duplicate: ack.Duplicate, Seq: ack.Sequence}
 }
 
 // PublishBatch publishes every event asynchronously and waits for every

@@ -24,6 +24,7 @@ import (
 	"github.com/hookline/hookline/services/producer/internal/api"
 	"github.com/hookline/hookline/services/producer/internal/config"
 	"github.com/hookline/hookline/services/producer/internal/idempotency"
+	"github.com/hookline/hookline/services/producer/internal/ingest"
 	"github.com/hookline/hookline/services/producer/internal/metrics"
 	"github.com/hookline/hookline/services/producer/internal/portal"
 	"github.com/hookline/hookline/services/producer/internal/publish"
@@ -271,6 +272,14 @@ func (s *Server) prepareAndSync(ctx context.Context) {
 		// Checked with the topology: only a NATS failure gets here; ids
 		// then deduplicate for the duplicate window only.
 		s.log.Error("event id marks unavailable", zap.Error(err))
+	}
+	if s.cfg.NATSIngest {
+		in := ingest.New(s.nc, s.pub, s.log.Named("ingest"), s.cfg.PublishTimeout)
+		jobs.Go(func() {
+			if err := in.Run(ctx); err != nil {
+				s.log.Error("NATS ingest not served", zap.Error(err))
+			}
+		})
 	}
 	if err := s.idem.Bind(ctx); err != nil {
 		// Checked with the topology: only a NATS failure gets here.

@@ -1,0 +1,201 @@
+// Package ingest takes events published with NATS to
+// ingest.<tenant>.<type…> and stores them in EVENTS through the producer's
+// group commit: the events of many publishers arriving together are
+// stored as one JetStream atomic batch, so a nats-server running
+// sync_interval: always fsyncs once per batch instead of once per event.
+// A platform service publishing straight to events.<tenant>.<type…> has
+// each event stored, and fsynced, alone.
+//
+// It answers each publish as JetStream does, with a PubAck once the event
+// is stored ({"stream":"EVENTS","seq":…}, "duplicate":true for an id
+// stored before) or an API error ({"error":{"code":…,"description":…}}),
+// so js.Publish and js.PublishAsync work unchanged on an ingest subject:
+// no answer, or an error, means not accepted, and publishing again with
+// the same Nats-Msg-Id is safe.
+package ingest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"go.uber.org/zap"
+
+	"github.com/hookline/hookline/pkg/stream"
+	"github.com/hookline/hookline/pkg/subscription"
+	"github.com/hookline/hookline/services/producer/internal/publish"
+)
+
+// Prefix starts the subjects the ingest serves: ingest.<tenant>.<type…>.
+const Prefix = "ingest"
+
+// Queue is the queue group of the producers' ingest subscriptions: each
+// publish is taken by one producer.
+const Queue = "hookline-ingest"
+
+// DefaultInFlight bounds the publishes one producer handles at once.
+const DefaultInFlight = 4096
+
+// Publisher stores an event (publish.Publisher).
+type Publisher interface {
+	PublishGrouped(ctx context.Context, ev publish.Event) (publish.Result, error)
+	MaxData() int64
+}
+
+// Server serves the ingest subjects on a NATS connection.
+type Server struct {
+	nc  *nats.Conn
+	pub Publisher
+	log *zap.Logger
+	// InFlight bounds the publishes handled at once (DefaultInFlight);
+	// beyond it the subscription's own buffer holds them.
+	InFlight int
+	// Timeout bounds one publish's wait for its acknowledgement.
+	Timeout time.Duration
+	// Now is the clock of occurred_at when the publish gives none.
+	Now func() time.Time
+}
+
+// New returns a Server.
+func New(nc *nats.Conn, pub Publisher, log *zap.Logger, timeout time.Duration) *Server {
+	return &Server{nc: nc, pub: pub, log: log, InFlight: DefaultInFlight, Timeout: timeout, Now: time.Now}
+}
+
+// Run serves until ctx ends, then stops taking publishes and answers those
+// in hand.
+func (s *Server) Run(ctx context.Context) error {
+	sem := make(chan struct{}, max(s.InFlight, 1))
+	var wg sync.WaitGroup
+	sub, err := s.nc.QueueSubscribe(Prefix+".>", Queue, func(m *nats.Msg) {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			s.serve(context.WithoutCancel(ctx), m)
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("ingest: subscribe %s.>: %w", Prefix, err)
+	}
+	// A publisher that gets no answer publishes again: a deep buffer
+	// rather than a slow consumer's dropped messages.
+	if err := sub.SetPendingLimits(-1, 64<<20); err != nil {
+		return fmt.Errorf("ingest: pending limits: %w", err)
+	}
+	closed := sub.StatusChanged(nats.SubscriptionClosed)
+	<-ctx.Done()
+	if err := sub.Drain(); err != nil {
+		s.log.Warn("ingest: drain", zap.Error(err))
+	} else {
+		select {
+		case <-closed: // every publish taken has been handed to a goroutine
+		case <-time.After(s.Timeout):
+			s.log.Warn("ingest: drain did not finish; publishes not taken get no answer (their publishers publish again)")
+		}
+	}
+	wg.Wait()
+	return nil
+}
+
+// ack is JetStream's publish acknowledgement; apiError its error answer.
+type ack struct {
+	Stream    string `json:"stream"`
+	Seq       uint64 `json:"seq"`
+	Duplicate bool   `json:"duplicate,omitempty"`
+}
+
+type apiError struct {
+	Code        int    `json:"code"`
+	Description string `json:"description"`
+}
+
+type answer struct {
+	*ack
+	Error *apiError `json:"error,omitempty"`
+}
+
+// errBadRequest marks what the publisher must change before publishing
+// again (400); anything else is the store's (503: publish again).
+var errBadRequest = errors.New("bad request")
+
+func (s *Server) serve(ctx context.Context, m *nats.Msg) {
+	ev, err := s.event(m)
+	var res publish.Result
+	if err == nil {
+		ctx, cancel := context.WithTimeout(ctx, s.Timeout)
+		res, err = s.pub.PublishGrouped(ctx, ev)
+		cancel()
+	}
+	var a answer
+	switch {
+	case err == nil:
+		a.ack = &ack{Stream: stream.Events, Seq: res.Seq, Duplicate: res.Duplicate}
+	case errors.Is(err, errBadRequest):
+		a.Error = &apiError{Code: 400, Description: err.Error()}
+		s.log.Debug("ingest: publish refused", zap.String("subject", m.Subject), zap.Error(err))
+	default:
+		a.Error = &apiError{Code: 503, Description: "event not stored, publish again: " + err.Error()}
+		s.log.Warn("ingest: event not stored", zap.String("subject", m.Subject), zap.Error(err))
+	}
+	if m.Reply == "" {
+		return // published without asking for an answer: stored all the same
+	}
+	body, _ := json.Marshal(a)
+	if err := m.Respond(body); err != nil {
+		s.log.Debug("ingest: answer not sent", zap.Error(err))
+	}
+}
+
+// event reads a publish to ingest.<tenant>.<type…> as the event the HTTP
+// API would take: the id from Nats-Msg-Id (its own, or already scoped as
+// <tenant>:<id>; none: one is made up), the data from the body.
+func (s *Server) event(m *nats.Msg) (publish.Event, error) {
+	rest, ok := strings.CutPrefix(m.Subject, Prefix+".")
+	tenant, typ, found := strings.Cut(rest, ".")
+	if !ok || !found {
+		return publish.Event{}, fmt.Errorf("%w: subject %q is not %s.<tenant>.<type>", errBadRequest, m.Subject, Prefix)
+	}
+	if err := subscription.ValidateTenant(tenant); err != nil {
+		return publish.Event{}, fmt.Errorf("%w: tenant: %w", errBadRequest, err)
+	}
+	if strings.HasPrefix(typ, stream.ReservedTypePrefix) {
+		return publish.Event{}, fmt.Errorf("%w: type: %s* types are Hookline's own; a tenant may not publish them", errBadRequest, stream.ReservedTypePrefix)
+	}
+	if err := subscription.ValidateEventType(typ); err != nil {
+		return publish.Event{}, fmt.Errorf("%w: type: %w", errBadRequest, err)
+	}
+	if len(m.Data) == 0 {
+		return publish.Event{}, fmt.Errorf("%w: data is required", errBadRequest)
+	}
+	if limit := s.pub.MaxData(); limit > 0 && int64(len(m.Data)) > limit {
+		return publish.Event{}, fmt.Errorf("%w: data must be at most %d bytes", errBadRequest, limit)
+	}
+	ev := publish.Event{Tenant: tenant, Type: typ, Data: m.Data, OccurredAt: s.Now()}
+	id := m.Header.Get(stream.HeaderMsgID)
+	id = strings.TrimPrefix(id, tenant+":")
+	if id == "" {
+		ev.ID, ev.Generated = publish.NewEventID(), true
+	} else if err := stream.ValidateEventID(id); err != nil {
+		return publish.Event{}, fmt.Errorf("%w: %s: %w", errBadRequest, stream.HeaderMsgID, err)
+	} else {
+		ev.ID = id
+	}
+	if k := m.Header.Get(stream.HeaderOrderingKey); k != "" {
+		if err := stream.ValidateOrderingKey(k); err != nil {
+			return publish.Event{}, fmt.Errorf("%w: %s: %w", errBadRequest, stream.HeaderOrderingKey, err)
+		}
+		ev.OrderingKey = k
+	}
+	if at := m.Header.Get(stream.HeaderOccurredAt); at != "" {
+		t, err := time.Parse(time.RFC3339Nano, at)
+		if err != nil {
+			return publish.Event{}, fmt.Errorf("%w: %s: not an RFC 3339 time", errBadRequest, stream.HeaderOccurredAt)
+		}
+		ev.OccurredAt = t
+	}
+	return ev, nil
+}

@@ -1,0 +1,236 @@
+package ingest_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/goleak"
+	"go.uber.org/zap"
+
+	"github.com/hookline/hookline/pkg/natstest"
+	"github.com/hookline/hookline/pkg/stream"
+	"github.com/hookline/hookline/services/producer/internal/ingest"
+	"github.com/hookline/hookline/services/producer/internal/metrics"
+	"github.com/hookline/hookline/services/producer/internal/publish"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// serve starts a real nats-server with Hookline's streams, the producer's
+// publisher with its batch group commit (the default) and the ingest on
+// it; it returns a JetStream client of a platform service.
+func serve(t *testing.T) (jetstream.JetStream, jetstream.Stream) {
+	t.Helper()
+	ns := natstest.Start(t)
+	nc, js := ns.Connect(t)
+	ctx := context.Background()
+	if err := stream.Ensure(ctx, js, stream.Config{MemoryStorage: true}); err != nil {
+		t.Fatal(err)
+	}
+	pub, err := publish.New(nc, publish.Config{Timeout: 5 * time.Second, Metrics: metrics.New()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub.WithBatchGroupCommit()
+	rctx, cancel := context.WithCancel(ctx)
+	pubDone := make(chan struct{})
+	go func() { pub.Run(rctx); close(pubDone) }()
+	in := ingest.New(nc, pub, zap.NewNop(), 5*time.Second)
+	inDone := make(chan error, 1)
+	go func() { inDone <- in.Run(rctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-inDone; err != nil {
+			t.Error(err)
+		}
+		<-pubDone
+	})
+	client, cjs := ns.Connect(t)
+	// The ingest's subscription is in place once a publish is answered.
+	if err := client.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	s, err := js.Stream(ctx, stream.Events)
+	if err != nil {
+		t.Fatal(err)
+	}
+	awaitAnswer(t, cjs)
+	return cjs, s
+}
+
+// awaitAnswer publishes to the ingest until it answers (its subscription
+// is made by Run, concurrently): a warm-up event of its own tenant.
+func awaitAnswer(t *testing.T, js jetstream.JetStream) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		m := nats.NewMsg("ingest.warmup.ping")
+		m.Header.Set(stream.HeaderMsgID, "warm")
+		m.Data = []byte(`{}`)
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		_, err := js.PublishMsg(ctx, m)
+		cancel()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the ingest never answered: %v", err)
+		}
+	}
+}
+
+func msg(subject, id, data string) *nats.Msg {
+	m := nats.NewMsg(subject)
+	if id != "" {
+		m.Header.Set(stream.HeaderMsgID, id)
+	}
+	m.Data = []byte(data)
+	return m
+}
+
+// An event published with js.Publish to ingest.<tenant>.<type> is stored
+// in EVENTS as the API would store it (events.<tenant>.<type>, its id
+// scoped to its tenant) and acknowledged as JetStream would; publishing it
+// again with the same id, bare or scoped, is acknowledged as a duplicate
+// and stores nothing.
+func TestIngestStoresAndAcknowledges(t *testing.T) {
+	t.Parallel()
+	js, s := serve(t)
+	ctx := context.Background()
+	ack, err := js.PublishMsg(ctx, msg("ingest.acme.order.created", "evt_1", `{"n":1}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ack.Stream != stream.Events || ack.Sequence == 0 || ack.Duplicate {
+		t.Fatalf("ack %+v; want EVENTS, a sequence, not a duplicate", ack)
+	}
+	stored, err := s.GetMsg(ctx, ack.Sequence)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stored.Subject != "events.acme.order.created" || stored.Header.Get(stream.HeaderMsgID) != stream.EventMsgID("acme", "evt_1") ||
+		string(stored.Data) != `{"n":1}` || stored.Header.Get(stream.HeaderOccurredAt) == "" {
+		t.Fatalf("stored %s %v %q", stored.Subject, stored.Header, stored.Data)
+	}
+	for _, id := range []string{"evt_1", "acme:evt_1"} {
+		again, err := js.PublishMsg(ctx, msg("ingest.acme.order.created", id, `{"n":1}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !again.Duplicate {
+			t.Fatalf("republished as %q: %+v; want a duplicate", id, again)
+		}
+	}
+	// Another tenant's event of the same id is its own.
+	other, err := js.PublishMsg(ctx, msg("ingest.globex.order.created", "evt_1", `{}`))
+	if err != nil || other.Duplicate {
+		t.Fatalf("another tenant's evt_1: %+v, %v; want stored", other, err)
+	}
+	// Without an id, one is made up.
+	gen, err := js.PublishMsg(ctx, msg("ingest.acme.order.created", "", `{}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := s.GetMsg(ctx, gen.Sequence)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id := g.Header.Get(stream.HeaderMsgID); !strings.HasPrefix(id, "acme:evt_") {
+		t.Fatalf("made-up id %q; want acme:evt_<ULID>", id)
+	}
+}
+
+// Many publishers at once (PublishAsync, as a busy platform publishes):
+// every event is acknowledged and stored once.
+func TestIngestStoresConcurrentPublishesOnce(t *testing.T) {
+	t.Parallel()
+	js, s := serve(t)
+	ctx := context.Background()
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := info.State.Msgs
+	const n = 2000
+	futures := make([]jetstream.PubAckFuture, n)
+	for i := range n {
+		f, err := js.PublishMsgAsync(msg("ingest.acme.order.created", fmt.Sprintf("evt_c%d", i), `{}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		futures[i] = f
+	}
+	seqs := map[uint64]bool{}
+	for i, f := range futures {
+		select {
+		case a := <-f.Ok():
+			if a.Duplicate || seqs[a.Sequence] {
+				t.Fatalf("event %d: %+v (sequence seen before: %v)", i, a, seqs[a.Sequence])
+			}
+			seqs[a.Sequence] = true
+		case err := <-f.Err():
+			t.Fatalf("event %d: %v", i, err)
+		case <-time.After(30 * time.Second):
+			t.Fatalf("event %d not acknowledged", i)
+		}
+	}
+	info, err = s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := info.State.Msgs - before; got != n {
+		t.Fatalf("EVENTS stored %d; want %d", got, n)
+	}
+}
+
+// What the API would refuse is refused with a 400 that says why, and
+// nothing is stored.
+func TestIngestRefusesBadInput(t *testing.T) {
+	t.Parallel()
+	js, s := serve(t)
+	ctx := context.Background()
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := info.State.Msgs
+	long := strings.Repeat("x", 300)
+	bad := func(m *nats.Msg, h map[string]string) *nats.Msg {
+		for k, v := range h {
+			m.Header.Set(k, v)
+		}
+		return m
+	}
+	for _, c := range []struct {
+		name string
+		m    *nats.Msg
+		want string
+	}{
+		{"reserved type", msg("ingest.acme.hookline.subscription.disabled", "e1", `{}`), "Hookline's own"},
+		{"no type", msg("ingest.acme", "e2", `{}`), "is not ingest.<tenant>.<type>"},
+		{"no data", msg("ingest.acme.order.created", "e3", ``), "data is required"},
+		{"bad id", msg("ingest.acme.order.created", long, `{}`), stream.HeaderMsgID},
+		{"bad ordering key", bad(msg("ingest.acme.order.created", "e4", `{}`), map[string]string{stream.HeaderOrderingKey: long}), stream.HeaderOrderingKey},
+		{"bad occurred-at", bad(msg("ingest.acme.order.created", "e5", `{}`), map[string]string{stream.HeaderOccurredAt: "yesterday"}), "RFC 3339"},
+		{"oversized", msg("ingest.acme.order.created", "e6", strings.Repeat("a", 1<<20-2048)), "at most"}, // under max_payload, over what EVENTS takes
+	} {
+		_, err := js.PublishMsg(ctx, c.m)
+		var apiErr *jetstream.APIError
+		if !errors.As(err, &apiErr) || apiErr.Code != 400 || !strings.Contains(apiErr.Description, c.want) {
+			t.Errorf("%s: %v; want a 400 saying %q", c.name, err, c.want)
+		}
+	}
+	info, err = s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != before {
+		t.Fatalf("EVENTS stored %d refused events", info.State.Msgs-before)
+	}
+}
