@@ -22,7 +22,7 @@ var (
 	flagFanout      = flag.Int("fanout-events", bench.Defaults.FanoutEvents, "events of the 1×10 scenario (ten deliveries each)")
 	flagRate        = flag.Int("latency-rate", bench.Defaults.LatencyRate, "events/s of the latency scenario")
 	flagDuration    = flag.Duration("latency-duration", bench.Defaults.LatencyDuration, "duration of the latency scenario")
-	flagLatPaths    = flag.String("latency-paths", strings.Join(bench.Defaults.LatencyPaths, ","), "latency scenario publish paths: nats, api (comma-separated)")
+	flagLatPaths    = flag.String("latency-paths", strings.Join(bench.Defaults.LatencyPaths, ","), "latency scenario publish paths: nats, ingest (the producer's NATS ingest), api (comma-separated)")
 	flagPayload     = flag.Int("payload", bench.Defaults.PayloadBytes, "event payload bytes")
 	flagConc        = flag.Int("concurrency", bench.Defaults.Concurrency, "deliverer workers = subscription max_in_flight = bare client concurrency")
 	flagLimit       = flag.Int("limit-requests", 0, "requests of the bare client (default: 5 × -events)")
@@ -139,7 +139,7 @@ func TestSmoke(t *testing.T) {
 		FanoutEvents:    10,
 		LatencyRate:     50,
 		LatencyDuration: time.Second,
-		LatencyPaths:    []string{"nats", "api"},
+		LatencyPaths:    []string{"nats", "ingest", "api"},
 		Concurrency:     8,
 		LimitRequests:   100,
 		Syncs:           []string{bench.SyncDefault},
@@ -155,8 +155,8 @@ func TestSmoke(t *testing.T) {
 	if m.Error != "" {
 		t.Fatalf("mode failed: %s", m.Error)
 	}
-	want := map[string]bool{"limit (bare client)": true, "1×1 nats": true, "1×1 api batch": true,
-		"1×1 api single": true, "1×10 nats": true, "latency 50/s nats": true, "latency 50/s api": true}
+	want := map[string]bool{"limit (bare client)": true, "1×1 nats": true, "1×1 nats ingest": true, "1×1 api batch": true,
+		"1×1 api single": true, "1×10 nats": true, "latency 50/s nats": true, "latency 50/s ingest": true, "latency 50/s api": true}
 	// CPU comes from /proc in clock ticks (10 ms): a scenario of 40 events
 	// may cost the deliverer less than one, so only the run's total must
 	// be positive; each scenario must have measured it.

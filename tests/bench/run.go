@@ -61,7 +61,7 @@ type Config struct {
 	// LatencyRate events/s for LatencyDuration, on each of LatencyPaths.
 	LatencyRate     int           `json:"latency_rate"`
 	LatencyDuration time.Duration `json:"latency_duration_ns"`
-	// LatencyPaths: "nats" and/or "api".
+	// LatencyPaths: "nats", "ingest" and/or "api".
 	LatencyPaths []string `json:"latency_paths"`
 	PayloadBytes int      `json:"payload_bytes"`
 	// Concurrency is the deliverer's HOOKLINE_DELIVER_WORKERS, every
@@ -181,6 +181,7 @@ const (
 	typeSingle    = "tput.single"
 	typeFanout    = "fan.ten"
 	typeLatNATS   = "lat.nats"
+	typeLatIngest = "lat.ingest"
 	typeLatAPI    = "lat.api"
 	fanout        = 10
 )
@@ -371,6 +372,7 @@ func startRig(tb testing.TB, cfg Config, sync string) *rig {
 		r.subscribe(typeFanout, fmt.Sprintf("fan-%d", i))
 	}
 	r.subscribe(typeLatNATS, "lat-nats")
+	r.subscribe(typeLatIngest, "lat-ingest")
 	r.subscribe(typeLatAPI, "lat-api")
 	// Fairness: two tenants, every subscription with defaults.
 	r.createSubscriptionOf(fairVictim, typeFairQuiet, "fair-quiet", nil)
@@ -453,7 +455,7 @@ func (r *rig) warmup(ctx context.Context) error {
 	types := map[string][]string{
 		typeNATS: {"one-nats"}, typeIngest: {"one-ingest"}, typeDefault: {"one-default"}, typeTuned: {"one-tuned"}, typeBatch: {"one-batch"}, typeSingle: {"one-single"},
 		typeKeys: {"ordered-keys"}, typeOneKey: {"ordered-onekey"},
-		typeLatNATS: {"lat-nats"}, typeLatAPI: {"lat-api"},
+		typeLatNATS: {"lat-nats"}, typeLatIngest: {"lat-ingest"}, typeLatAPI: {"lat-api"},
 	}
 	for i := range fanout {
 		types[typeFanout] = append(types[typeFanout], fmt.Sprintf("fan-%d", i))
@@ -699,9 +701,15 @@ func (r *rig) latency(ctx context.Context, path string) Scenario {
 	var send func(i int) error
 	var finish func() error
 	switch path {
-	case "nats":
+	case "nats", "ingest":
 		ep = r.sink.Endpoint("lat-nats")
 		subject := stream.EventSubject(Tenant, typeLatNATS)
+		if path == "ingest" {
+			// The producer's NATS ingest (group commit), to the same
+			// subscription.
+			ep = r.sink.Endpoint("lat-ingest")
+			subject = "ingest." + Tenant + "." + typeLatIngest
+		}
 		send = func(i int) error {
 			m := nats.NewMsg(subject)
 			m.Header.Set(stream.HeaderMsgID, stream.EventMsgID(Tenant, eventID(prefix, i)))

@@ -15,6 +15,7 @@
 package ingest
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -40,6 +41,11 @@ const Queue = "hookline-ingest"
 
 // DefaultInFlight bounds the publishes one producer handles at once.
 const DefaultInFlight = 4096
+
+// slotBytes is the data one in-flight slot stands for: a publish takes a
+// slot per 16 KiB of its data, so InFlight slots hold at most
+// InFlight x 16 KiB (64 MiB by default), not InFlight x max_payload.
+const slotBytes = 16 << 10
 
 // Publisher stores an event (publish.Publisher).
 type Publisher interface {
@@ -71,10 +77,28 @@ func New(nc *nats.Conn, pub Publisher, log *zap.Logger, timeout time.Duration) *
 func (s *Server) Run(ctx context.Context) error {
 	sem := make(chan struct{}, max(s.InFlight, 1))
 	var wg sync.WaitGroup
+	// stopped (under mu): Run is past the drain; the callback (one
+	// goroutine: it may block on sem while taking its slots) serves no more.
+	var mu sync.Mutex
+	stopped := false
 	sub, err := s.nc.QueueSubscribe(Prefix+".>", Queue, func(m *nats.Msg) {
-		sem <- struct{}{}
+		n := min(max(1, (len(m.Data)+slotBytes-1)/slotBytes), cap(sem))
+		for range n {
+			sem <- struct{}{}
+		}
+		release := func() {
+			for range n {
+				<-sem
+			}
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if stopped {
+			release() // not answered: its publisher publishes again
+			return
+		}
 		wg.Go(func() {
-			defer func() { <-sem }()
+			defer release()
 			s.serve(context.WithoutCancel(ctx), m)
 		})
 	})
@@ -84,6 +108,7 @@ func (s *Server) Run(ctx context.Context) error {
 	// A publisher that gets no answer publishes again: a deep buffer
 	// rather than a slow consumer's dropped messages.
 	if err := sub.SetPendingLimits(-1, 64<<20); err != nil {
+		_ = sub.Unsubscribe()
 		return fmt.Errorf("ingest: pending limits: %w", err)
 	}
 	closed := sub.StatusChanged(nats.SubscriptionClosed)
@@ -97,6 +122,9 @@ func (s *Server) Run(ctx context.Context) error {
 			s.log.Warn("ingest: drain did not finish; publishes not taken get no answer (their publishers publish again)")
 		}
 	}
+	mu.Lock()
+	stopped = true
+	mu.Unlock()
 	wg.Wait()
 	return nil
 }
@@ -171,13 +199,21 @@ func (s *Server) event(m *nats.Msg) (publish.Event, error) {
 	if len(m.Data) == 0 {
 		return publish.Event{}, fmt.Errorf("%w: data is required", errBadRequest)
 	}
+	if err := unhonoured(m.Header); err != nil {
+		return publish.Event{}, err
+	}
 	if limit := s.pub.MaxData(); limit > 0 && int64(len(m.Data)) > limit {
 		return publish.Event{}, fmt.Errorf("%w: data must be at most %d bytes", errBadRequest, limit)
 	}
+	// As the API: any JSON value except null (else it would be acknowledged
+	// and then dead-lettered as invalid_payload).
+	if !json.Valid(m.Data) || bytes.Equal(bytes.TrimSpace(m.Data), []byte("null")) {
+		return publish.Event{}, fmt.Errorf("%w: data must be a JSON value other than null", errBadRequest)
+	}
 	ev := publish.Event{Tenant: tenant, Type: typ, Data: m.Data, OccurredAt: s.Now()}
-	id := m.Header.Get(stream.HeaderMsgID)
-	id = strings.TrimPrefix(id, tenant+":")
-	if id == "" {
+	raw := m.Header.Get(stream.HeaderMsgID)
+	id := strings.TrimPrefix(raw, tenant+":")
+	if raw == "" {
 		ev.ID, ev.Generated = publish.NewEventID(), true
 	} else if err := stream.ValidateEventID(id); err != nil {
 		return publish.Event{}, fmt.Errorf("%w: %s: %w", errBadRequest, stream.HeaderMsgID, err)
@@ -198,4 +234,21 @@ func (s *Server) event(m *nats.Msg) (publish.Event, error) {
 		ev.OccurredAt = t
 	}
 	return ev, nil
+}
+
+// unhonoured refuses the JetStream publish headers the ingest does not
+// check or apply (expected last sequence/subject, another stream, TTL,
+// rollup, atomic batches, schedules, counters): JetStream would act on
+// them, and an ack would say they held.
+func unhonoured(h nats.Header) error {
+	for k := range h {
+		switch lk := strings.ToLower(k); {
+		case lk == strings.ToLower(stream.HeaderMsgID):
+		case lk == "nats-expected-stream" && h.Get(k) == stream.Events:
+		case strings.HasPrefix(lk, "nats-expected-"), lk == "nats-ttl", lk == "nats-rollup", lk == "nats-incr",
+			strings.HasPrefix(lk, "nats-batch-"), strings.HasPrefix(lk, "nats-schedule"):
+			return fmt.Errorf("%w: header %s is not supported on %s.>: publish to %s.> for it", errBadRequest, k, Prefix, stream.EventsPrefix)
+		}
+	}
+	return nil
 }
