@@ -3,6 +3,7 @@ package dispatch_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 	"sync"
@@ -306,31 +307,7 @@ func TestGroupCommitStoresEveryTaskOnce(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	runCtx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- d.Run(runCtx) }()
-	cons, err := js.Consumer(ctx, stream.Events, stream.DispatchConsumer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		info, err := cons.Info(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if info.AckFloor.Stream == events {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("ack floor %d of %d events after 30s", info.AckFloor.Stream, events)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	stop()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	runUntil(t, d, js, 30*time.Second, "events dispatched", func(info *jetstream.ConsumerInfo) bool { return info.AckFloor.Stream == events })
 	got := subjects(t, js, stream.Deliveries)
 	if got["deliveries.acme.sub_a"] != events || got["deliveries.acme.sub_b"] != events {
 		t.Fatalf("DELIVERIES subjects %v, want %d tasks per subscription", got, events)
@@ -361,7 +338,6 @@ func TestDispatchPullsABacklogInFewRoundTrips(t *testing.T) {
 		t.Fatal(err)
 	}
 	const backlog = 5000
-	ctx := context.Background()
 	for i := range backlog {
 		m := nats.NewMsg(stream.EventSubject("flood", "order.created"))
 		m.Header.Set(stream.HeaderMsgID, stream.EventMsgID("flood", "evt_"+strconv.Itoa(i)))
@@ -375,31 +351,9 @@ func TestDispatchPullsABacklogInFewRoundTrips(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("backlog not stored")
 	}
-	cons, err := js.Consumer(ctx, stream.Events, stream.DispatchConsumer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- d.Run(rctx) }()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		info, err := cons.Info(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if info.NumPending == 0 && info.NumAckPending == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("backlog not dispatched: %d pending, %d unacknowledged", info.NumPending, info.NumAckPending)
-		}
-		time.Sleep(20 * time.Millisecond) // polling the consumer's state: nothing to await
-	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	runUntil(t, d, js, time.Minute, "backlog dispatched", func(info *jetstream.ConsumerInfo) bool {
+		return info.NumPending == 0 && info.NumAckPending == 0
+	})
 	if n := pulls.Load(); n > 20 {
 		t.Fatalf("dispatch pulled a backlog of %d events in %d round trips", backlog, n)
 	}
@@ -431,31 +385,41 @@ func TestDispatchPullsTheLargestEvent(t *testing.T) {
 	if _, err := js.PublishMsg(ctx, big); err != nil {
 		t.Fatal(err)
 	}
+	runUntil(t, d, js, 20*time.Second, fmt.Sprintf("an event of %d bytes dispatched", len(big.Data)), func(info *jetstream.ConsumerInfo) bool {
+		return info.AckFloor.Stream >= 1
+	})
+}
+
+// runUntil runs d until the dispatch consumer's info satisfies done (or
+// fails the test after timeout, saying what), then stops it.
+func runUntil(t *testing.T, d *dispatch.Dispatcher, js jetstream.JetStream, timeout time.Duration, what string, done func(*jetstream.ConsumerInfo) bool) {
+	t.Helper()
+	ctx := context.Background()
 	cons, err := js.Consumer(ctx, stream.Events, stream.DispatchConsumer)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- d.Run(rctx) }()
+	runCtx, stop := context.WithCancel(ctx)
+	errc := make(chan error, 1)
+	go func() { errc <- d.Run(runCtx) }()
 	defer func() {
-		cancel()
-		if err := <-done; err != nil {
+		stop()
+		if err := <-errc; err != nil {
 			t.Error(err)
 		}
 	}()
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(timeout)
 	for {
-		ci, err := cons.Info(ctx)
+		info, err := cons.Info(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if ci.AckFloor.Stream >= 1 {
+		if done(info) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("an event of %d bytes was never dispatched: %d pending, %d unacknowledged", len(big.Data), ci.NumPending, ci.NumAckPending)
+			t.Fatalf("%s: ack floor %d, %d pending, %d unacknowledged after %s", what, info.AckFloor.Stream, info.NumPending, info.NumAckPending, timeout)
 		}
-		time.Sleep(20 * time.Millisecond) // polling the consumer's state: nothing to await
+		time.Sleep(10 * time.Millisecond) // polling the consumer's state: nothing to await
 	}
 }

@@ -2,7 +2,6 @@ package ingest_test
 
 import (
 	"context"
-	"errors"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -10,11 +9,9 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
 	"github.com/hookline/hookline/pkg/natstest"
-	"github.com/hookline/hookline/pkg/stream"
 	"github.com/hookline/hookline/services/producer/internal/ingest"
 	"github.com/hookline/hookline/services/producer/internal/publish"
 )
@@ -77,89 +74,6 @@ func runFake(t *testing.T, pub *fakePub, inFlight int, timeout time.Duration) (*
 	stop := func() { once.Do(func() { cancel(); <-done }) }
 	t.Cleanup(stop)
 	return client, stop
-}
-
-// A body the API would refuse (not JSON, or null) must be refused with a
-// 400, not acknowledged and then dead-lettered as invalid_payload.
-func TestIngestRefusesDataTheAPIWouldRefuse(t *testing.T) {
-	t.Parallel()
-	js, s := serve(t)
-	ctx := context.Background()
-	info, err := s.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	before := info.State.Msgs
-	for i, data := range []string{"not json", "null", "{\"a\":", "\xff\xfe"} {
-		_, err := js.PublishMsg(ctx, msg("ingest.acme.order.created", "bad_json_"+string(rune('a'+i)), data))
-		var apiErr *jetstream.APIError
-		if !errors.As(err, &apiErr) || apiErr.Code != 400 {
-			t.Errorf("data %q: %v; want a 400", data, err)
-		}
-	}
-	info, err = s.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if info.State.Msgs != before {
-		t.Fatalf("EVENTS stored %d events the API would refuse", info.State.Msgs-before)
-	}
-}
-
-// A Nats-Msg-Id of only the tenant's scope ("acme:") names no event: it
-// must be refused, not replaced by a made-up id (each retry would then
-// store the event again).
-func TestIngestRefusesAScopeWithoutAnID(t *testing.T) {
-	t.Parallel()
-	js, _ := serve(t)
-	_, err := js.PublishMsg(context.Background(), msg("ingest.acme.order.created", "acme:", `{}`))
-	var apiErr *jetstream.APIError
-	if !errors.As(err, &apiErr) || apiErr.Code != 400 {
-		t.Fatalf("Nats-Msg-Id acme: -> %v; want a 400", err)
-	}
-}
-
-// JetStream publish expectations the ingest cannot honour (last sequence,
-// another stream, TTL, atomic batch) must be refused, not ignored and
-// acknowledged as if checked.
-func TestIngestRefusesJetStreamHeadersItCannotHonour(t *testing.T) {
-	t.Parallel()
-	js, s := serve(t)
-	ctx := context.Background()
-	info, err := s.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	before := info.State.Msgs
-	for i, opt := range []jetstream.PublishOpt{
-		jetstream.WithExpectLastSequence(1),
-		jetstream.WithExpectLastSequencePerSubject(7),
-		jetstream.WithExpectStream("ORDERS"),
-		jetstream.WithMsgTTL(time.Minute),
-	} {
-		_, err := js.PublishMsg(ctx, msg("ingest.acme.order.created", "exp_"+string(rune('a'+i)), `{}`), opt)
-		var apiErr *jetstream.APIError
-		if !errors.As(err, &apiErr) || apiErr.Code != 400 {
-			t.Errorf("option %d: %v; want a 400", i, err)
-		}
-	}
-	b := msg("ingest.acme.order.created", "exp_batch", `{}`)
-	b.Header.Set("Nats-Batch-Id", "b1")
-	b.Header.Set("Nats-Batch-Sequence", "1")
-	if _, err := js.PublishMsg(ctx, b); err == nil {
-		t.Error("an atomic-batch message was acknowledged on its own")
-	}
-	// EVENTS itself is fine to expect.
-	if _, err := js.PublishMsg(ctx, msg("ingest.acme.order.created", "exp_ok", `{}`), jetstream.WithExpectStream(stream.Events)); err != nil {
-		t.Errorf("expecting EVENTS: %v", err)
-	}
-	info, err = s.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := info.State.Msgs - before; got != 1 {
-		t.Fatalf("EVENTS stored %d; want 1 (only the EVENTS expectation)", got)
-	}
 }
 
 // Under a flood of large publishes the data held in flight must be

@@ -85,6 +85,16 @@ func awaitAnswer(t *testing.T, js jetstream.JetStream) {
 	}
 }
 
+// stored is how many messages EVENTS holds.
+func stored(t *testing.T, s jetstream.Stream) uint64 {
+	t.Helper()
+	info, err := s.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State.Msgs
+}
+
 func msg(subject, id, data string) *nats.Msg {
 	m := nats.NewMsg(subject)
 	if id != "" {
@@ -127,6 +137,10 @@ func TestIngestStoresAndAcknowledges(t *testing.T) {
 			t.Fatalf("republished as %q: %+v; want a duplicate", id, again)
 		}
 	}
+	// Expecting EVENTS is what the ingest does anyway.
+	if _, err := js.PublishMsg(ctx, msg("ingest.acme.order.created", "evt_2", `{}`), jetstream.WithExpectStream(stream.Events)); err != nil {
+		t.Fatalf("expecting EVENTS: %v", err)
+	}
 	// Another tenant's event of the same id is its own.
 	other, err := js.PublishMsg(ctx, msg("ingest.globex.order.created", "evt_1", `{}`))
 	if err != nil || other.Duplicate {
@@ -151,12 +165,7 @@ func TestIngestStoresAndAcknowledges(t *testing.T) {
 func TestIngestStoresConcurrentPublishesOnce(t *testing.T) {
 	t.Parallel()
 	js, s := serve(t)
-	ctx := context.Background()
-	info, err := s.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	before := info.State.Msgs
+	before := stored(t, s)
 	const n = 2000
 	futures := make([]jetstream.PubAckFuture, n)
 	for i := range n {
@@ -180,11 +189,8 @@ func TestIngestStoresConcurrentPublishesOnce(t *testing.T) {
 			t.Fatalf("event %d not acknowledged", i)
 		}
 	}
-	info, err = s.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := info.State.Msgs - before; got != n {
+	after := stored(t, s)
+	if got := after - before; got != n {
 		t.Fatalf("EVENTS stored %d; want %d", got, n)
 	}
 }
@@ -195,11 +201,7 @@ func TestIngestRefusesBadInput(t *testing.T) {
 	t.Parallel()
 	js, s := serve(t)
 	ctx := context.Background()
-	info, err := s.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	before := info.State.Msgs
+	before := stored(t, s)
 	long := strings.Repeat("x", 300)
 	bad := func(m *nats.Msg, h map[string]string) *nats.Msg {
 		for k, v := range h {
@@ -207,30 +209,42 @@ func TestIngestRefusesBadInput(t *testing.T) {
 		}
 		return m
 	}
+	batch := bad(msg("ingest.acme.order.created", "e7", `{}`), map[string]string{"Nats-Batch-Id": "b1", "Nats-Batch-Sequence": "1"})
 	for _, c := range []struct {
 		name string
 		m    *nats.Msg
 		want string
+		opts []jetstream.PublishOpt
 	}{
-		{"reserved type", msg("ingest.acme.hookline.subscription.disabled", "e1", `{}`), "Hookline's own"},
-		{"no type", msg("ingest.acme", "e2", `{}`), "is not ingest.<tenant>.<type>"},
-		{"no data", msg("ingest.acme.order.created", "e3", ``), "data is required"},
-		{"bad id", msg("ingest.acme.order.created", long, `{}`), stream.HeaderMsgID},
-		{"bad ordering key", bad(msg("ingest.acme.order.created", "e4", `{}`), map[string]string{stream.HeaderOrderingKey: long}), stream.HeaderOrderingKey},
-		{"bad occurred-at", bad(msg("ingest.acme.order.created", "e5", `{}`), map[string]string{stream.HeaderOccurredAt: "yesterday"}), "RFC 3339"},
-		{"oversized", msg("ingest.acme.order.created", "e6", strings.Repeat("a", 1<<20-2048)), "at most"}, // under max_payload, over what EVENTS takes
+		{"reserved type", msg("ingest.acme.hookline.subscription.disabled", "e1", `{}`), "Hookline's own", nil},
+		{"no type", msg("ingest.acme", "e2", `{}`), "is not ingest.<tenant>.<type>", nil},
+		{"no data", msg("ingest.acme.order.created", "e3", ``), "data is required", nil},
+		{"bad id", msg("ingest.acme.order.created", long, `{}`), stream.HeaderMsgID, nil},
+		{"bad ordering key", bad(msg("ingest.acme.order.created", "e4", `{}`), map[string]string{stream.HeaderOrderingKey: long}), stream.HeaderOrderingKey, nil},
+		{"bad occurred-at", bad(msg("ingest.acme.order.created", "e5", `{}`), map[string]string{stream.HeaderOccurredAt: "yesterday"}), "RFC 3339", nil},
+		{"oversized", msg("ingest.acme.order.created", "e6", strings.Repeat("a", 1<<20-2048)), "at most", nil}, // under max_payload, over what EVENTS takes
+		// Data the API would refuse: acknowledged, it would be dead-lettered as invalid_payload.
+		{"not JSON", msg("ingest.acme.order.created", "j1", "not json"), "JSON", nil},
+		{"null", msg("ingest.acme.order.created", "j2", "null"), "JSON", nil},
+		{"truncated JSON", msg("ingest.acme.order.created", "j3", `{"a":`), "JSON", nil},
+		{"not UTF-8", msg("ingest.acme.order.created", "j4", "\xff\xfe"), "JSON", nil},
+		// A scope without an id names no event (a made-up id would store each retry again).
+		{"scope without an id", msg("ingest.acme.order.created", "acme:", `{}`), stream.HeaderMsgID, nil},
+		// JetStream expectations the ingest cannot check: an ack would say they held.
+		{"expected last sequence", msg("ingest.acme.order.created", "x1", `{}`), "not supported", []jetstream.PublishOpt{jetstream.WithExpectLastSequence(1)}},
+		{"expected last subject sequence", msg("ingest.acme.order.created", "x2", `{}`), "not supported", []jetstream.PublishOpt{jetstream.WithExpectLastSequencePerSubject(7)}},
+		{"another stream expected", msg("ingest.acme.order.created", "x3", `{}`), "not supported", []jetstream.PublishOpt{jetstream.WithExpectStream("ORDERS")}},
+		{"a TTL", msg("ingest.acme.order.created", "x4", `{}`), "not supported", []jetstream.PublishOpt{jetstream.WithMsgTTL(time.Minute)}},
+		{"an atomic batch's message", batch, "not supported", nil},
 	} {
-		_, err := js.PublishMsg(ctx, c.m)
+		_, err := js.PublishMsg(ctx, c.m, c.opts...)
 		var apiErr *jetstream.APIError
 		if !errors.As(err, &apiErr) || apiErr.Code != 400 || !strings.Contains(apiErr.Description, c.want) {
 			t.Errorf("%s: %v; want a 400 saying %q", c.name, err, c.want)
 		}
 	}
-	info, err = s.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if info.State.Msgs != before {
-		t.Fatalf("EVENTS stored %d refused events", info.State.Msgs-before)
+	after := stored(t, s)
+	if after != before {
+		t.Fatalf("EVENTS stored %d refused events", after-before)
 	}
 }
