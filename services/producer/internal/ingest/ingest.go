@@ -25,10 +25,12 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/hookline/hookline/pkg/stream"
 	"github.com/hookline/hookline/pkg/subscription"
+	"github.com/hookline/hookline/services/producer/internal/metrics"
 	"github.com/hookline/hookline/services/producer/internal/publish"
 )
 
@@ -65,6 +67,9 @@ type Server struct {
 	Timeout time.Duration
 	// Now is the clock of occurred_at when the publish gives none.
 	Now func() time.Time
+	// Answers counts the answers by metrics.IngestAnswerValues (nil: not
+	// counted).
+	Answers *prometheus.CounterVec
 }
 
 // New returns a Server.
@@ -159,15 +164,24 @@ func (s *Server) serve(ctx context.Context, m *nats.Msg) {
 		cancel()
 	}
 	var a answer
+	counted := metrics.IngestStored
 	switch {
 	case err == nil:
 		a.ack = &ack{Stream: stream.Events, Seq: res.Seq, Duplicate: res.Duplicate}
+		if res.Duplicate {
+			counted = metrics.IngestDuplicate
+		}
 	case errors.Is(err, errBadRequest):
 		a.Error = &apiError{Code: 400, Description: err.Error()}
+		counted = metrics.IngestRefused
 		s.log.Debug("ingest: publish refused", zap.String("subject", m.Subject), zap.Error(err))
 	default:
 		a.Error = &apiError{Code: 503, Description: "event not stored, publish again: " + err.Error()}
+		counted = metrics.IngestUnavailable
 		s.log.Warn("ingest: event not stored", zap.String("subject", m.Subject), zap.Error(err))
+	}
+	if s.Answers != nil {
+		s.Answers.WithLabelValues(counted).Inc()
 	}
 	if m.Reply == "" {
 		return // published without asking for an answer: stored all the same

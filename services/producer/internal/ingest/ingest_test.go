@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
 	"go.uber.org/zap"
 
@@ -24,8 +25,9 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // serve starts a real nats-server with Hookline's streams, the producer's
 // publisher with its batch group commit (the default) and the ingest on
-// it; it returns a JetStream client of a platform service.
-func serve(t *testing.T) (jetstream.JetStream, jetstream.Stream) {
+// it; it returns a JetStream client of a platform service, EVENTS, and
+// the ingest's answers counted so far, by answer.
+func serve(t *testing.T) (jetstream.JetStream, jetstream.Stream, func(answer string) float64) {
 	t.Helper()
 	ns := natstest.Start(t)
 	nc, js := ns.Connect(t)
@@ -33,7 +35,8 @@ func serve(t *testing.T) (jetstream.JetStream, jetstream.Stream) {
 	if err := stream.Ensure(ctx, js, stream.Config{MemoryStorage: true}); err != nil {
 		t.Fatal(err)
 	}
-	pub, err := publish.New(nc, publish.Config{Timeout: 5 * time.Second, Metrics: metrics.New()})
+	m := metrics.New()
+	pub, err := publish.New(nc, publish.Config{Timeout: 5 * time.Second, Metrics: m})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,6 +45,7 @@ func serve(t *testing.T) (jetstream.JetStream, jetstream.Stream) {
 	pubDone := make(chan struct{})
 	go func() { pub.Run(rctx); close(pubDone) }()
 	in := ingest.New(nc, pub, zap.NewNop(), 5*time.Second)
+	in.Answers = m.IngestAnswers
 	inDone := make(chan error, 1)
 	go func() { inDone <- in.Run(rctx) }()
 	t.Cleanup(func() {
@@ -61,7 +65,13 @@ func serve(t *testing.T) (jetstream.JetStream, jetstream.Stream) {
 		t.Fatal(err)
 	}
 	awaitAnswer(t, cjs)
-	return cjs, s
+	warm := map[string]float64{} // the warm-up's answers (it may have been published more than once)
+	for _, a := range metrics.IngestAnswerValues {
+		warm[a] = testutil.ToFloat64(m.IngestAnswers.WithLabelValues(a))
+	}
+	return cjs, s, func(answer string) float64 {
+		return testutil.ToFloat64(m.IngestAnswers.WithLabelValues(answer)) - warm[answer]
+	}
 }
 
 // awaitAnswer publishes to the ingest until it answers (its subscription
@@ -111,7 +121,7 @@ func msg(subject, id, data string) *nats.Msg {
 // and stores nothing.
 func TestIngestStoresAndAcknowledges(t *testing.T) {
 	t.Parallel()
-	js, s := serve(t)
+	js, s, answers := serve(t)
 	ctx := context.Background()
 	ack, err := js.PublishMsg(ctx, msg("ingest.acme.order.created", "evt_1", `{"n":1}`))
 	if err != nil {
@@ -158,13 +168,17 @@ func TestIngestStoresAndAcknowledges(t *testing.T) {
 	if id := g.Header.Get(stream.HeaderMsgID); !strings.HasPrefix(id, "acme:evt_") {
 		t.Fatalf("made-up id %q; want acme:evt_<ULID>", id)
 	}
+	// evt_1, evt_2, globex's evt_1 and the made-up one; evt_1 twice again.
+	if st, dup := answers(metrics.IngestStored), answers(metrics.IngestDuplicate); st != 4 || dup != 2 {
+		t.Fatalf("answers counted: %g stored, %g duplicate; want 4 and 2", st, dup)
+	}
 }
 
 // Many publishers at once (PublishAsync, as a busy platform publishes):
 // every event is acknowledged and stored once.
 func TestIngestStoresConcurrentPublishesOnce(t *testing.T) {
 	t.Parallel()
-	js, s := serve(t)
+	js, s, _ := serve(t)
 	before := stored(t, s)
 	const n = 2000
 	futures := make([]jetstream.PubAckFuture, n)
@@ -199,7 +213,7 @@ func TestIngestStoresConcurrentPublishesOnce(t *testing.T) {
 // nothing is stored.
 func TestIngestRefusesBadInput(t *testing.T) {
 	t.Parallel()
-	js, s := serve(t)
+	js, s, answers := serve(t)
 	ctx := context.Background()
 	before := stored(t, s)
 	long := strings.Repeat("x", 300)
@@ -210,7 +224,7 @@ func TestIngestRefusesBadInput(t *testing.T) {
 		return m
 	}
 	batch := bad(msg("ingest.acme.order.created", "e7", `{}`), map[string]string{"Nats-Batch-Id": "b1", "Nats-Batch-Sequence": "1"})
-	for _, c := range []struct {
+	cases := []struct {
 		name string
 		m    *nats.Msg
 		want string
@@ -236,7 +250,8 @@ func TestIngestRefusesBadInput(t *testing.T) {
 		{"another stream expected", msg("ingest.acme.order.created", "x3", `{}`), "not supported", []jetstream.PublishOpt{jetstream.WithExpectStream("ORDERS")}},
 		{"a TTL", msg("ingest.acme.order.created", "x4", `{}`), "not supported", []jetstream.PublishOpt{jetstream.WithMsgTTL(time.Minute)}},
 		{"an atomic batch's message", batch, "not supported", nil},
-	} {
+	}
+	for _, c := range cases {
 		_, err := js.PublishMsg(ctx, c.m, c.opts...)
 		var apiErr *jetstream.APIError
 		if !errors.As(err, &apiErr) || apiErr.Code != 400 || !strings.Contains(apiErr.Description, c.want) {
@@ -246,5 +261,8 @@ func TestIngestRefusesBadInput(t *testing.T) {
 	after := stored(t, s)
 	if after != before {
 		t.Fatalf("EVENTS stored %d refused events", after-before)
+	}
+	if n := answers(metrics.IngestRefused); n != float64(len(cases)) {
+		t.Fatalf("refusals counted: %g; want %d", n, len(cases))
 	}
 }

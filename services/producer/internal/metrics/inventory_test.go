@@ -49,8 +49,8 @@ func TestMetricsInventory(t *testing.T) {
 			n++
 		}
 	}
-	if n != 8 {
-		t.Errorf("%d hookline_ families gathered, New registers 8: a vector without a child is missing", n)
+	if n != 9 {
+		t.Errorf("%d hookline_ families gathered, New registers 9: a vector without a child is missing", n)
 	}
 	if *updateInventory {
 		if err := os.WriteFile(filepath.FromSlash(inventoryPath), []byte(b.String()), 0o644); err != nil {

@@ -43,7 +43,22 @@ type Metrics struct {
 	// (done, failed, cancelled).
 	ReplayEntries *prometheus.CounterVec
 	ReplayJobs    *prometheus.CounterVec
+	// IngestAnswers counts the NATS ingest's answers, by answer (see
+	// IngestAnswerValues).
+	IngestAnswers *prometheus.CounterVec
 }
+
+// Answers of the NATS ingest (hookline_ingest_answers_total).
+const (
+	IngestStored      = "stored"
+	IngestDuplicate   = "duplicate"
+	IngestRefused     = "refused"
+	IngestUnavailable = "unavailable"
+)
+
+// IngestAnswerValues are the values of hookline_ingest_answers_total's
+// answer label.
+var IngestAnswerValues = []string{IngestStored, IngestDuplicate, IngestRefused, IngestUnavailable}
 
 // New registers the collectors (and the Go and process collectors).
 func New() *Metrics {
@@ -83,8 +98,12 @@ func New() *Metrics {
 		Name: "hookline_replay_jobs_total",
 		Help: "Replay jobs that ended, by state (done, failed, cancelled).",
 	}, []string{"state"})
+	m.IngestAnswers = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "hookline_ingest_answers_total",
+		Help: "Publishes to the NATS ingest (ingest.<tenant>.<type>), by answer: stored, duplicate (its id was stored before), refused (400: bad input), unavailable (503: not stored, publish again).",
+	}, []string{"answer"})
 	m.Registry.MustRegister(m.HTTPRequests, m.HTTPDuration, m.EventsPublished, m.EventIDMarkErrors, m.QuotaRefused, m.QuotaDegraded,
-		m.ReplayEntries, m.ReplayJobs,
+		m.ReplayEntries, m.ReplayJobs, m.IngestAnswers,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, r := range []string{ResultAccepted, ResultDuplicate, ResultFailed} {
 		m.EventsPublished.WithLabelValues(r)
@@ -97,6 +116,9 @@ func New() *Metrics {
 	}
 	for _, st := range []string{"done", "failed", "cancelled"} {
 		m.ReplayJobs.WithLabelValues(st)
+	}
+	for _, a := range IngestAnswerValues {
+		m.IngestAnswers.WithLabelValues(a)
 	}
 	return m
 }

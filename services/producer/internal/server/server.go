@@ -275,6 +275,7 @@ func (s *Server) prepareAndSync(ctx context.Context) {
 	}
 	if s.cfg.NATSIngest {
 		in := ingest.New(s.nc, s.pub, s.log.Named("ingest"), s.cfg.PublishTimeout)
+		in.Answers = s.metrics.IngestAnswers
 		jobs.Go(func() {
 			if err := in.Run(ctx); err != nil {
 				s.log.Error("NATS ingest not served", zap.Error(err))
