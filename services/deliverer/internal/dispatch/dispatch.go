@@ -203,8 +203,14 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 // events: a pull asks for at most an eighth of it (and the iterator, which
 // asks again once half is taken, holds about a quarter), but always for
 // at least two of the largest messages the server takes, which a pull
-// must be able to hold; the queue keeps the rest, at least 1 MiB.
+// must be able to hold; the queue keeps the rest, at least 1 MiB. When
+// the largest message is not known (maxPayload 0: not connected), a pull
+// has no byte bound (0), as before the split, rather than one that a
+// server with a larger max_payload could leave an event stuck behind.
 func splitBytes(buffer, maxPayload int64) (pull int, queue int64) {
+	if maxPayload <= 0 {
+		return 0, buffer
+	}
 	p := max(buffer/8, 2*maxPayload)
 	return int(p), max(buffer-2*p, 1<<20)
 }
