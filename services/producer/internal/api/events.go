@@ -1,18 +1,15 @@
 package api
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/hookline/hookline/pkg/stream"
-	"github.com/hookline/hookline/pkg/subscription"
 	"github.com/hookline/hookline/services/producer/internal/publish"
 	"go.uber.org/zap"
 )
@@ -40,32 +37,13 @@ type batchResponse struct {
 // event validates one request into an event to publish; invalid fields are
 // added to f.
 func (a *API) event(f *fields, req eventRequest, now time.Time) publish.Event {
-	f.tenant("tenant", req.Tenant)
-	if req.Type == "" {
-		f.add("type", required(req.Type))
-	} else if strings.HasPrefix(req.Type, stream.ReservedTypePrefix) {
-		f.add("type", fmt.Errorf("%s* types are Hookline's own (e.g. hookline.subscription.disabled); a tenant may not publish them", stream.ReservedTypePrefix))
-	} else {
-		f.add("type", subscription.ValidateEventType(req.Type))
-	}
-	switch {
-	case len(req.Data) == 0 || bytes.Equal(req.Data, []byte("null")):
-		f.add("data", errors.New("is required (any JSON value except null)"))
-	case int64(len(req.Data)) > a.maxEventBytes:
-		f.add("data", fmt.Errorf("must be at most %d bytes", a.maxEventBytes))
-	}
-	ev := publish.Event{ID: req.ID, Tenant: req.Tenant, Type: req.Type, Data: req.Data, OccurredAt: now}
+	ev := publish.Event{ID: req.ID, Tenant: req.Tenant, Type: req.Type, Data: req.Data, OccurredAt: now, OrderingKey: req.OrderingKey}
 	if req.ID == "" {
 		ev.ID, ev.Generated = publish.NewEventID(), true
-	} else {
-		f.add("id", validateEventID(req.ID))
 	}
-	if req.OrderingKey != "" {
-		f.add("ordering_key", stream.ValidateOrderingKey(req.OrderingKey))
-		ev.OrderingKey = req.OrderingKey
-	}
+	ev.Validate(a.maxEventBytes, f.add)
 	if req.OccurredAt != "" {
-		t, err := parseTime(req.OccurredAt)
+		t, err := publish.ParseOccurredAt(req.OccurredAt)
 		f.add("occurred_at", err)
 		ev.OccurredAt = t
 	}

@@ -105,7 +105,7 @@ func FuzzEventDecoder(f *testing.F) {
 				if !json.Valid(ev.Data) || len(ev.Data) > 4096 || string(ev.Data) == "null" {
 					t.Fatalf("accepted data %q", ev.Data)
 				}
-				if validateEventID(ev.ID) != nil || ev.ID == "" {
+				if stream.ValidateEventID(ev.ID) != nil || ev.ID == "" {
 					t.Fatalf("accepted id %q", ev.ID)
 				}
 			}

@@ -9,7 +9,6 @@ import (
 	"net/url"
 	"slices"
 	"strconv"
-	"time"
 
 	"github.com/hookline/hookline/pkg/stream"
 	"github.com/hookline/hookline/pkg/subscription"
@@ -55,9 +54,6 @@ func validateURL(raw string) error {
 	}
 	return nil
 }
-
-// validateEventID checks a client-chosen event id (stream.ValidateEventID).
-func validateEventID(id string) error { return stream.ValidateEventID(id) }
 
 // fields collects the invalid fields of a request.
 type fields struct {
@@ -130,14 +126,6 @@ func (f *fields) limits(a *API, inFlight *uint32, rate *float64, burst *uint32) 
 	if burst != nil && *burst > MaxRateBurst {
 		f.add("rate_limit_burst", fmt.Errorf("must be at most %d", MaxRateBurst))
 	}
-}
-
-func parseTime(s string) (time.Time, error) {
-	t, err := time.Parse(time.RFC3339Nano, s)
-	if err != nil {
-		return time.Time{}, errors.New("must be an RFC 3339 timestamp, e.g. 2026-01-02T15:04:05Z")
-	}
-	return t, nil
 }
 
 // headers checks custom headers (subscription.ValidateHeaders); each error

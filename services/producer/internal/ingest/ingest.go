@@ -15,7 +15,6 @@
 package ingest
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -25,11 +24,11 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/hookline/hookline/pkg/stream"
-	"github.com/hookline/hookline/pkg/subscription"
 	"github.com/hookline/hookline/services/producer/internal/metrics"
 	"github.com/hookline/hookline/services/producer/internal/publish"
 )
@@ -134,21 +133,11 @@ func (s *Server) Run(ctx context.Context) error {
 	return nil
 }
 
-// ack is JetStream's publish acknowledgement; apiError its error answer.
-type ack struct {
-	Stream    string `json:"stream"`
-	Seq       uint64 `json:"seq"`
-	Duplicate bool   `json:"duplicate,omitempty"`
-}
-
-type apiError struct {
-	Code        int    `json:"code"`
-	Description string `json:"description"`
-}
-
+// answer is JetStream's answer to a publish: its acknowledgement, or an
+// API error.
 type answer struct {
-	*ack
-	Error *apiError `json:"error,omitempty"`
+	*jetstream.PubAck
+	Error *jetstream.APIError `json:"error,omitempty"`
 }
 
 // errBadRequest marks what the publisher must change before publishing
@@ -167,16 +156,16 @@ func (s *Server) serve(ctx context.Context, m *nats.Msg) {
 	counted := metrics.IngestStored
 	switch {
 	case err == nil:
-		a.ack = &ack{Stream: stream.Events, Seq: res.Seq, Duplicate: res.Duplicate}
+		a.PubAck = &jetstream.PubAck{Stream: stream.Events, Sequence: res.Seq, Duplicate: res.Duplicate}
 		if res.Duplicate {
 			counted = metrics.IngestDuplicate
 		}
 	case errors.Is(err, errBadRequest):
-		a.Error = &apiError{Code: 400, Description: err.Error()}
+		a.Error = &jetstream.APIError{Code: 400, Description: err.Error()}
 		counted = metrics.IngestRefused
 		s.log.Debug("ingest: publish refused", zap.String("subject", m.Subject), zap.Error(err))
 	default:
-		a.Error = &apiError{Code: 503, Description: "event not stored, publish again: " + err.Error()}
+		a.Error = &jetstream.APIError{Code: 503, Description: "event not stored, publish again: " + err.Error()}
 		counted = metrics.IngestUnavailable
 		s.log.Warn("ingest: event not stored", zap.String("subject", m.Subject), zap.Error(err))
 	}
@@ -193,61 +182,44 @@ func (s *Server) serve(ctx context.Context, m *nats.Msg) {
 }
 
 // event reads a publish to ingest.<tenant>.<type…> as the event the HTTP
-// API would take: the id from Nats-Msg-Id (its own, or already scoped as
-// <tenant>:<id>; none: one is made up), the data from the body.
+// API would take, checked as the API checks it (publish.Event.Validate):
+// the id from Nats-Msg-Id (its own, or already scoped as <tenant>:<id>;
+// none: one is made up), the data from the body.
 func (s *Server) event(m *nats.Msg) (publish.Event, error) {
 	rest, ok := strings.CutPrefix(m.Subject, Prefix+".")
 	tenant, typ, found := strings.Cut(rest, ".")
 	if !ok || !found {
 		return publish.Event{}, fmt.Errorf("%w: subject %q is not %s.<tenant>.<type>", errBadRequest, m.Subject, Prefix)
 	}
-	if err := subscription.ValidateTenant(tenant); err != nil {
-		return publish.Event{}, fmt.Errorf("%w: tenant: %w", errBadRequest, err)
-	}
-	if strings.HasPrefix(typ, stream.ReservedTypePrefix) {
-		return publish.Event{}, fmt.Errorf("%w: type: %s* types are Hookline's own; a tenant may not publish them", errBadRequest, stream.ReservedTypePrefix)
-	}
-	if err := subscription.ValidateEventType(typ); err != nil {
-		return publish.Event{}, fmt.Errorf("%w: type: %w", errBadRequest, err)
-	}
-	if len(m.Data) == 0 {
-		return publish.Event{}, fmt.Errorf("%w: data is required", errBadRequest)
-	}
 	if err := unhonoured(m.Header); err != nil {
 		return publish.Event{}, err
 	}
-	if limit := s.pub.MaxData(); limit > 0 && int64(len(m.Data)) > limit {
-		return publish.Event{}, fmt.Errorf("%w: data must be at most %d bytes", errBadRequest, limit)
-	}
-	// As the API: any JSON value except null (else it would be acknowledged
-	// and then dead-lettered as invalid_payload).
-	if !json.Valid(m.Data) || bytes.Equal(bytes.TrimSpace(m.Data), []byte("null")) {
-		return publish.Event{}, fmt.Errorf("%w: data must be a JSON value other than null", errBadRequest)
-	}
-	ev := publish.Event{Tenant: tenant, Type: typ, Data: m.Data, OccurredAt: s.Now()}
-	raw := m.Header.Get(stream.HeaderMsgID)
-	id := strings.TrimPrefix(raw, tenant+":")
-	if raw == "" {
+	ev := publish.Event{Tenant: tenant, Type: typ, Data: m.Data, OccurredAt: s.Now(), OrderingKey: m.Header.Get(stream.HeaderOrderingKey)}
+	if raw := m.Header.Get(stream.HeaderMsgID); raw == "" {
 		ev.ID, ev.Generated = publish.NewEventID(), true
-	} else if err := stream.ValidateEventID(id); err != nil {
-		return publish.Event{}, fmt.Errorf("%w: %s: %w", errBadRequest, stream.HeaderMsgID, err)
 	} else {
-		ev.ID = id
-	}
-	if k := m.Header.Get(stream.HeaderOrderingKey); k != "" {
-		if err := stream.ValidateOrderingKey(k); err != nil {
-			return publish.Event{}, fmt.Errorf("%w: %s: %w", errBadRequest, stream.HeaderOrderingKey, err)
-		}
-		ev.OrderingKey = k
+		ev.ID = strings.TrimPrefix(raw, tenant+":")
 	}
 	if at := m.Header.Get(stream.HeaderOccurredAt); at != "" {
-		t, err := time.Parse(time.RFC3339Nano, at)
+		t, err := publish.ParseOccurredAt(at)
 		if err != nil {
-			return publish.Event{}, fmt.Errorf("%w: %s: not an RFC 3339 time", errBadRequest, stream.HeaderOccurredAt)
+			return publish.Event{}, fmt.Errorf("%w: %s %w", errBadRequest, stream.HeaderOccurredAt, err)
 		}
 		ev.OccurredAt = t
 	}
-	return ev, nil
+	var first error
+	ev.Validate(s.pub.MaxData(), func(field string, err error) {
+		if first == nil {
+			first = fmt.Errorf("%w: %s %w", errBadRequest, headerOf[field], err)
+		}
+	})
+	return ev, first
+}
+
+// headerOf names the API's fields as a publish to the ingest carries them.
+var headerOf = map[string]string{
+	"tenant": "tenant", "type": "type", "data": "data",
+	"id": stream.HeaderMsgID, "ordering_key": stream.HeaderOrderingKey,
 }
 
 // unhonoured refuses the JetStream publish headers the ingest does not
