@@ -60,7 +60,12 @@ const replayLease = 15 * time.Second
 // before its replay) marks the cache ready — only if the token is still
 // there: a FLUSHALL or restart during the replay removes it, and the replay
 // must start over. It writes the ready field and every tenant it replayed,
-// drops tenants whose hash no longer exists, and gives the token up.
+// drops tenants whose hash no longer exists, and gives the token up. A
+// tenant the replay left with a live subscription (ARGV[4] of them, first)
+// is listed whether its hash exists or not: a hash evicted since it was
+// replayed then reads as lost (answered from KV, replayed again), where
+// leaving the tenant out read as "no subscriptions" for every event until
+// something else made the cache replay.
 // The cache's origin (ReadyOrigin) must be the bucket the replay read
 // (ARGV[3]), or absent (after a flush: it is set); another one means the
 // bucket changed under the replay, which starts over. Marking the cache
@@ -70,7 +75,8 @@ const replayLease = 15 * time.Second
 // token (its replay will); 0 when nobody does (start over).
 //
 //	KEYS[1] token   KEYS[2] ready hash
-//	ARGV[1] token   ARGV[2] TenantPrefix   ARGV[3] origin   ARGV[4…] tenants
+//	ARGV[1] token   ARGV[2] TenantPrefix   ARGV[3] origin
+//	ARGV[4] n       ARGV[5…4+n] tenants with a live subscription   ARGV[5+n…] the other tenants replayed
 var markReady = redis.NewScript(`
 local cur = redis.call('GET', KEYS[1])
 local o = redis.call('HGET', KEYS[2], '` + ReadyOrigin + `')
@@ -79,8 +85,9 @@ if cur == ARGV[1] then
   for _, f in ipairs(redis.call('HKEYS', KEYS[2])) do
     if f ~= '*' and string.sub(f, 1, 1) ~= '@' and redis.call('EXISTS', ARGV[2] .. f) == 0 then redis.call('HDEL', KEYS[2], f) end
   end
-  for i = 4, #ARGV do
-    if redis.call('EXISTS', ARGV[2] .. ARGV[i]) == 1 then redis.call('HSET', KEYS[2], ARGV[i], '1') end
+  local live = tonumber(ARGV[4])
+  for i = 5, #ARGV do
+    if i <= 4 + live or redis.call('EXISTS', ARGV[2] .. ARGV[i]) == 1 then redis.call('HSET', KEYS[2], ARGV[i], '1') end
   end
   redis.call('HDEL', KEYS[2], '` + readyWipe + `')
   redis.call('HSET', KEYS[2], '*', ARGV[1], '` + ReadyOrigin + `', ARGV[3])
@@ -91,6 +98,21 @@ if redis.call('HEXISTS', KEYS[2], '*') == 1 then return 2 end
 if cur then return 3 end
 return 0
 `)
+
+// markReadyArgs are markReady's arguments for the tenants a replay saw:
+// those left with a live subscription first, counted.
+func markReadyArgs(token string, origin int64, tenants map[string]map[string]bool) []any {
+	var live, other []any
+	for t, ids := range tenants {
+		if len(ids) > 0 {
+			live = append(live, t)
+		} else {
+			other = append(other, t)
+		}
+	}
+	args := []any{token, TenantPrefix, strconv.FormatInt(origin, 10), strconv.Itoa(len(live))}
+	return append(append(args, live...), other...)
+}
 
 // renewClaim extends the replay token while it is the caller's.
 var renewClaim = redis.NewScript(`
@@ -217,7 +239,9 @@ func (s *Syncer) watch(ctx context.Context) (replayed bool, err error) {
 	// The replay brings every delete marker back as a tombstone to prune.
 	s.tombs = s.tombs[:0]
 	start, applied := time.Now(), 0
-	tenants := map[string]struct{}{}
+	// tenants are those the replay saw, each with the ids whose last
+	// entry was a put (its live subscriptions).
+	tenants := map[string]map[string]bool{}
 	// wm is the watermark this watch last set; seen the newest revision it
 	// applied.
 	var wm, seen uint64
@@ -232,10 +256,7 @@ func (s *Syncer) watch(ctx context.Context) (replayed bool, err error) {
 				return replayed, errors.New("kv watcher closed")
 			}
 			if e == nil {
-				args := []any{token, TenantPrefix, strconv.FormatInt(origin, 10)}
-				for t := range tenants {
-					args = append(args, t)
-				}
+				args := markReadyArgs(token, origin, tenants)
 				res, err := markReady.Run(ctx, s.cache.rdb, []string{SyncKey, ReadyKey}, args...).Int()
 				if err != nil {
 					return false, fmt.Errorf("redis: set ready marker: %w", err)
@@ -257,8 +278,15 @@ func (s *Syncer) watch(ctx context.Context) (replayed bool, err error) {
 				continue
 			}
 			if !replayed {
-				if t, _, ok := splitKey(e.Key()); ok {
-					tenants[t] = struct{}{}
+				if t, id, ok := splitKey(e.Key()); ok {
+					if tenants[t] == nil {
+						tenants[t] = map[string]bool{}
+					}
+					if e.Operation() == jetstream.KeyValuePut {
+						tenants[t][id] = true
+					} else {
+						delete(tenants[t], id)
+					}
 				}
 			}
 			if err := s.apply(ctx, e); err != nil {
