@@ -34,10 +34,10 @@ import (
 
 // Matcher finds the enabled subscriptions of a tenant whose filters match
 // an event type (subcache.Memo), from a view that holds every registry
-// change acknowledged before the call; rev is the registry revision that
-// view is current at.
+// change acknowledged before since (when this process received the
+// event); rev is the registry revision that view is current at.
 type Matcher interface {
-	ForEvent(ctx context.Context, tenant, eventType string) (subs []*hooklinev1.Subscription, rev uint64, err error)
+	ForEventSince(ctx context.Context, since time.Time, tenant, eventType string) (subs []*hooklinev1.Subscription, rev uint64, err error)
 }
 
 // DeadLetters publishes dead letters (deadletter.Publisher).
@@ -334,7 +334,14 @@ func (d *Dispatcher) Handle(ctx context.Context, msg jetstream.Msg) {
 	if !ev.scoped {
 		d.m.EventsUnscoped.Inc()
 	}
-	subs, rev, err := d.match.ForEvent(ctx, ev.tenant, ev.eventType)
+	// The event was received when the fair buffer took it (it may have
+	// waited there since): a lookup that began since then has seen the
+	// registry as the event requires.
+	since := pool.Received(ctx)
+	if since.IsZero() {
+		since = time.Now()
+	}
+	subs, rev, err := d.match.ForEventSince(ctx, since, ev.tenant, ev.eventType)
 	if err != nil {
 		d.retry(ctx, msg, ev, fmt.Errorf("match subscriptions: %w", err))
 		return

@@ -86,7 +86,7 @@ type matcher struct {
 	fail int
 }
 
-func (m *matcher) ForEvent(_ context.Context, _, eventType string) ([]*hooklinev1.Subscription, uint64, error) {
+func (m *matcher) ForEventSince(_ context.Context, _ time.Time, _, eventType string) ([]*hooklinev1.Subscription, uint64, error) {
 	if m.fail > 0 {
 		m.fail--
 		return nil, 0, errors.New("redis and kv both down")

@@ -161,12 +161,13 @@ func RunFair(ctx context.Context, it jetstream.MessagesContext, o Fair, handle H
 			}
 			slot := n % len(taken)
 			since := taken[slot]
-			taken[slot] = time.Now()
+			now := time.Now()
+			taken[slot] = now
 			if ctx.Err() != nil {
 				release(msg)
 				continue
 			}
-			stale, ok := q.put(o.Key(msg), msg, since)
+			stale, ok := q.put(o.Key(msg), msg, since, now)
 			if !ok {
 				release(msg)
 				continue
@@ -204,7 +205,7 @@ func RunFair(ctx context.Context, it jetstream.MessagesContext, o Fair, handle H
 	for range o.Workers {
 		wg.Go(func() {
 			for {
-				msg, ok := q.take()
+				msg, received, ok := q.take()
 				if !ok {
 					return
 				}
@@ -212,7 +213,7 @@ func RunFair(ctx context.Context, it jetstream.MessagesContext, o Fair, handle H
 					release(msg)
 					continue
 				}
-				safely(hctx, held.track(msg), handle, log)
+				safely(WithReceived(hctx, received), held.track(msg), handle, log)
 			}
 		})
 	}
@@ -251,9 +252,10 @@ type keyQueue struct {
 }
 
 type waiting struct {
-	msg     jetstream.Msg
-	size    int64
-	touched time.Time // when it came (at the earliest), or was last told it is in progress
+	msg      jetstream.Msg
+	size     int64
+	touched  time.Time // when it came (at the earliest), or was last told it is in progress
+	received time.Time // when the fetcher took it: after the server handed it out
 }
 
 func newFairQueue(o Fair) *fairQueue {
@@ -282,10 +284,10 @@ func (q *fairQueue) waitRoom() {
 }
 
 // put queues msg under key (after waitRoom: it does not wait), its wait
-// counted from since; stale says that it has waited KeepAlive already and
+// counted from since, taken from the iterator at received; stale says that it has waited KeepAlive already and
 // is to be told it is in progress now (counted as told). False when the
 // queue is closed (msg not queued).
-func (q *fairQueue) put(key string, msg jetstream.Msg, since time.Time) (stale, ok bool) {
+func (q *fairQueue) put(key string, msg jetstream.Msg, since, received time.Time) (stale, ok bool) {
 	size := msgSize(msg)
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -303,7 +305,7 @@ func (q *fairQueue) put(key string, msg jetstream.Msg, since time.Time) (stale, 
 	if now := time.Now(); now.Sub(since) >= q.o.KeepAlive {
 		since, stale = now, true
 	}
-	kq.msgs = append(kq.msgs, waiting{msg: msg, size: size, touched: since})
+	kq.msgs = append(kq.msgs, waiting{msg: msg, size: size, touched: since, received: received})
 	q.n++
 	q.bytes += size
 	q.report()
@@ -311,17 +313,17 @@ func (q *fairQueue) put(key string, msg jetstream.Msg, since time.Time) (stale, 
 	return stale, true
 }
 
-// take returns the first message of the next key in turn, waiting for
-// one; false once the queue is closed (what still waits is left for
-// rest).
-func (q *fairQueue) take() (jetstream.Msg, bool) {
+// take returns the first message of the next key in turn, and when it
+// was received, waiting for one; false once the queue is closed (what
+// still waits is left for rest).
+func (q *fairQueue) take() (jetstream.Msg, time.Time, bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	for !q.done && q.n == 0 {
 		q.cond.Wait()
 	}
 	if q.done {
-		return nil, false
+		return nil, time.Time{}, false
 	}
 	kq := q.ring[0]
 	q.ring = q.ring[1:]
@@ -337,7 +339,24 @@ func (q *fairQueue) take() (jetstream.Msg, bool) {
 	q.bytes -= w.size
 	q.report()
 	q.cond.Broadcast()
-	return w.msg, true
+	return w.msg, w.received, true
+}
+
+type receivedKey struct{}
+
+// WithReceived tells a handler when its message was received (Received).
+func WithReceived(ctx context.Context, at time.Time) context.Context {
+	return context.WithValue(ctx, receivedKey{}, at)
+}
+
+// Received is when RunFair took the handler's message from the iterator:
+// after the server handed it out, so after it was stored (dispatch: any
+// registry request sent since then sees every subscription change
+// acknowledged before the event was published). The zero time when not
+// known (Run).
+func Received(ctx context.Context) time.Time {
+	at, _ := ctx.Value(receivedKey{}).(time.Time)
+	return at
 }
 
 // stale returns the messages that have waited KeepAlive since they came

@@ -474,3 +474,70 @@ func TestSplitBufferKeepsWhatAReplicaHolds(t *testing.T) {
 		}
 	}
 }
+
+// A handler learns when its message was received — taken from the
+// iterator, before it waited in the buffer — not when a worker took it:
+// dispatch matches an event against a registry view as of its receipt.
+func TestFairTellsTheHandlerWhenItsMessageCame(t *testing.T) {
+	t.Parallel()
+	before := time.Now()
+	cons := keyed(t, 30*time.Second, 2) // flood 0, flood 1, victim 0
+	it, err := cons.Messages(pool.Pull(8, 0)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type handled struct{ received, handled time.Time }
+	var (
+		mu       sync.Mutex
+		got      = map[string]handled{}
+		released time.Time
+	)
+	all := make(chan struct{})
+	var once sync.Once
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- pool.RunFair(ctx, it, pool.Fair{Workers: 1, Buffer: 10, Key: tenantOf, KeepAlive: 10 * time.Second,
+			Waiting: func(n int) {
+				if n == 2 { // both others wait while the first is in hand
+					once.Do(func() { close(all) })
+				}
+			}}, func(hctx context.Context, m jetstream.Msg) {
+			received := pool.Received(hctx)
+			mu.Lock()
+			first := len(got) == 0
+			mu.Unlock()
+			if first {
+				<-all
+				mu.Lock()
+				released = time.Now()
+				mu.Unlock()
+			}
+			mu.Lock()
+			got[m.Subject()] = handled{received: received, handled: time.Now()}
+			n := len(got)
+			mu.Unlock()
+			_ = m.Ack()
+			if n == 3 {
+				cancel()
+			}
+		}, zap.NewNop())
+	}()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 3 {
+		t.Fatalf("handled %d messages, want 3", len(got))
+	}
+	for subject, h := range got {
+		if h.received.IsZero() || h.received.Before(before) || h.received.After(h.handled) {
+			t.Errorf("%s: received %v, want between its publish (after %v) and its handling (%v)", subject, h.received, before, h.handled)
+		}
+		if subject != "s.flood.0" && !h.received.Before(released) {
+			t.Errorf("%s waited in the buffer until %v, yet was received at %v: the time a worker took it, not when it came", subject, released, h.received)
+		}
+	}
+	if !pool.Received(context.Background()).IsZero() {
+		t.Error("Received without RunFair is not the zero time")
+	}
+}

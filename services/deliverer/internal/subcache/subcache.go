@@ -178,7 +178,10 @@ type Memo struct {
 	seen atomic.Uint64
 	// cur is the current watch: set (after seen) when a watch begins, nil
 	// once it ended; never the same watch again.
-	cur     atomic.Pointer[bucketWatch]
+	cur atomic.Pointer[bucketWatch]
+	// learnt is the registry revision the latest lookup to ask learnt
+	// (requiredSince); nil once the memo found its bucket gone.
+	learnt  atomic.Pointer[learnt]
 	rewound atomic.Uint64 // watches found on another bucket than the registry's
 	// lagUntil (unix nanos): a lookup waited CatchUp in vain; until then
 	// lookups the memo cannot answer do not wait for it.
@@ -374,6 +377,7 @@ func (m *Memo) check(w *bucketWatch, seen uint64, st subscription.BucketState) {
 	if !w.gone.CompareAndSwap(false, true) {
 		return
 	}
+	m.learnt.Store(nil) // counted in the bucket that is gone
 	m.clear()
 	close(w.stop)
 	m.wake() // the lookups waiting for the watch: it will not report their revision
@@ -639,14 +643,59 @@ func (m *Memo) clear() {
 // It fails when that revision cannot be learnt (the registry is
 // unreachable).
 func (m *Memo) ForEvent(ctx context.Context, tenant, eventType string) (subs []*hooklinev1.Subscription, rev uint64, err error) {
+	return m.ForEventSince(ctx, time.Now(), tenant, eventType)
+}
+
+// ForEventSince is ForEvent for an event this process received at since
+// (its monotonic clock): the view holds every registry change
+// acknowledged before since, which is every change acknowledged before
+// the event was published (the server stored the event before it handed
+// it out). Any registry request sent after since proves that, so a lookup
+// whose event waited (in dispatch's buffer, behind a busy moment) takes
+// the revision another lookup learnt from a request sent after the event
+// came, instead of waiting for a request of its own: one round trip, on a
+// busy server 2–15 ms, taken off the event's way.
+func (m *Memo) ForEventSince(ctx context.Context, since time.Time, tenant, eventType string) (subs []*hooklinev1.Subscription, rev uint64, err error) {
 	var need uint64
 	if m.horizon != nil {
-		if need, err = m.required(ctx); err != nil {
+		if need, err = m.requiredSince(ctx, since); err != nil {
 			return nil, 0, err
 		}
 	}
 	subs, err = m.forEvent(ctx, tenant, eventType, need)
 	return subs, need, err
+}
+
+// learnt is a registry revision a lookup learnt, and when that lookup
+// asked: the request it was answered by was sent after began.
+type learnt struct {
+	began time.Time
+	last  uint64
+}
+
+// requiredSince is the registry revision a lookup for an event received
+// at since must see: the newest a lookup learnt that asked at or after
+// since, else one learnt now (required).
+func (m *Memo) requiredSince(ctx context.Context, since time.Time) (uint64, error) {
+	if l := m.learnt.Load(); l != nil && !l.began.Before(since) {
+		return l.last, nil
+	}
+	began := time.Now()
+	need, err := m.required(ctx)
+	if err != nil {
+		return 0, err
+	}
+	next := &learnt{began: began, last: need}
+	for {
+		l := m.learnt.Load()
+		if l != nil && !l.began.Before(began) {
+			break // a lookup that asked later has said already
+		}
+		if m.learnt.CompareAndSwap(l, next) {
+			break
+		}
+	}
+	return need, nil
 }
 
 // required is the registry revision a lookup that begins now must see. The
