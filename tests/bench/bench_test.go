@@ -29,6 +29,7 @@ var (
 	flagOnly        = flag.String("only", "", "run only these scenarios: limit, nats, ingest, default, ordered, fair, batch, single, fanout, latency (comma-separated; default all)")
 	flagSyncs       = flag.String("syncs", strings.Join(bench.Defaults.Syncs, ","), "nats-server settings to run: always (one node, sync_interval: always), default (one node, default sync), r3 (three-node cluster, R3, sync_interval: always)")
 	flagProfile     = flag.Bool("profile", false, "capture CPU profiles of the deliverer and producer (pprof) under the throughput scenarios")
+	flagArrivals    = flag.Bool("arrivals", false, "write each paced scenario's latencies in the order they arrived (victims, latency) under the output folder")
 	flagProfileSecs = flag.Int("profile-seconds", bench.Defaults.ProfileSeconds, "length of each CPU profile")
 	flagOut         = flag.String("out", defaultOut(), "folder for the JSON, the chart and the profiles")
 	flagSoak        = flag.Duration("soak-duration", 10*time.Minute, "length of the soak")
@@ -58,6 +59,7 @@ func configFromFlags() bench.Config {
 		Syncs:           splitList(*flagSyncs),
 		Only:            splitList(*flagOnly),
 		Profile:         *flagProfile,
+		Arrivals:        *flagArrivals,
 		ProfileSeconds:  *flagProfileSecs,
 		Env:             envFromFlag(*flagEnv),
 	}

@@ -90,6 +90,12 @@ type Config struct {
 	ProfileDir     string `json:"-"`
 	// LogDir keeps the processes' logs of a mode in which a scenario failed.
 	LogDir string `json:"-"`
+	// Arrivals writes each paced scenario's latencies (the victims', the
+	// latency scenario's), in the order they arrived, one per line in ms,
+	// to <sync>-<scenario>.txt under ArrivalsDir: where in a run a tail
+	// comes from (the start of a flood, a stall), which a percentile hides.
+	Arrivals    bool   `json:"arrivals,omitempty"`
+	ArrivalsDir string `json:"-"`
 	// Idle is how long a scenario waits without any new delivery before it
 	// gives up.
 	Idle time.Duration `json:"idle_ns"`
@@ -787,11 +793,36 @@ func (r *rig) pacedScenario(ctx context.Context, s Scenario, ep *SinkEndpoint, r
 	st := ep.Stats()
 	s.Received, s.Duplicates, s.MaxConcurrent = st.Distinct, st.Duplicates, st.MaxConcurrent
 	s.Latency = Summarise(st.Latencies)
+	r.writeArrivals(s.Name, st.Latencies)
 	if !st.Last.IsZero() {
 		s.Seconds = st.Last.Sub(start).Seconds()
 		s.DeliveriesPerSec = float64(st.Distinct) / s.Seconds
 	}
 	return s
+}
+
+// writeArrivals writes a scenario's latencies in arrival order (Config.Arrivals).
+func (r *rig) writeArrivals(scenario string, latencies []int64) {
+	if !r.cfg.Arrivals {
+		return
+	}
+	var b strings.Builder
+	for _, l := range latencies {
+		fmt.Fprintf(&b, "%.2f\n", float64(l)/1e6)
+	}
+	name := strings.Map(func(c rune) rune {
+		if c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' {
+			return c
+		}
+		return '_'
+	}, r.mode+"-"+scenario)
+	if err := os.MkdirAll(r.cfg.ArrivalsDir, 0o755); err == nil {
+		err = os.WriteFile(filepath.Join(r.cfg.ArrivalsDir, name+".txt"), []byte(b.String()), 0o644)
+		if err == nil {
+			return
+		}
+	}
+	r.tb.Logf("arrivals of %s not written", scenario)
 }
 
 // storedTasks is the number of messages DELIVERIES has stored so far (its
@@ -1053,6 +1084,7 @@ func Run(tb testing.TB, cfg Config, out string, runMode func(name string, f func
 	rep := &Report{Started: time.Now(), Machine: ReadMachine(), Config: cfg}
 	cfg.ProfileDir = filepath.Join(out, "profiles-"+rep.Started.Format("20060102-150405"))
 	cfg.LogDir = filepath.Join(out, "logs-"+rep.Started.Format("20060102-150405"))
+	cfg.ArrivalsDir = filepath.Join(out, "arrivals-"+rep.Started.Format("20060102-150405"))
 	bins := harness.Build(tb)
 	rep.Versions = ReadVersions(map[string]string{
 		ProcNATS: bins.NATSServer, ProcProducer: bins.Producer, ProcDeliverer: bins.Deliverer,
