@@ -180,8 +180,11 @@ type Memo struct {
 	// once it ended; never the same watch again.
 	cur atomic.Pointer[bucketWatch]
 	// learnt is the registry revision the latest lookup to ask learnt
-	// (requiredSince); nil once the memo found its bucket gone.
+	// (requiredSince), in the bucket generation it was read in; buckets
+	// counts the buckets the memo found gone (recreated or restored
+	// backwards), so that a revision of one is never handed on after.
 	learnt  atomic.Pointer[learnt]
+	buckets atomic.Uint64
 	rewound atomic.Uint64 // watches found on another bucket than the registry's
 	// lagUntil (unix nanos): a lookup waited CatchUp in vain; until then
 	// lookups the memo cannot answer do not wait for it.
@@ -270,6 +273,7 @@ func (m *Memo) watch(ctx context.Context, prev *bucketWatch) error {
 	}
 	floor := st.Last
 	if prev != nil && !prev.gone.Load() && (prev.origin != st.Origin || floor < m.seen.Load()) {
+		m.forgetLearnt()
 		m.rewound.Add(1)
 		m.log.Warn("subscription registry recreated or restored backwards while the memo watched again; watching the new bucket",
 			zap.Int64("origin", prev.origin), zap.Int64("bucket_origin", st.Origin),
@@ -377,7 +381,7 @@ func (m *Memo) check(w *bucketWatch, seen uint64, st subscription.BucketState) {
 	if !w.gone.CompareAndSwap(false, true) {
 		return
 	}
-	m.learnt.Store(nil) // counted in the bucket that is gone
+	m.forgetLearnt()
 	m.clear()
 	close(w.stop)
 	m.wake() // the lookups waiting for the watch: it will not report their revision
@@ -654,8 +658,13 @@ func (m *Memo) ForEvent(ctx context.Context, tenant, eventType string) (subs []*
 // whose event waited (in dispatch's buffer, behind a busy moment) takes
 // the revision another lookup learnt from a request sent after the event
 // came, instead of waiting for a request of its own: one round trip, on a
-// busy server 2–15 ms, taken off the event's way.
+// busy server 2–15 ms, taken off the event's way (and a waiting event
+// can then be matched while the registry does not answer). A zero since
+// is now.
 func (m *Memo) ForEventSince(ctx context.Context, since time.Time, tenant, eventType string) (subs []*hooklinev1.Subscription, rev uint64, err error) {
+	if since.IsZero() {
+		since = time.Now() // not known: received now, at the latest
+	}
 	var need uint64
 	if m.horizon != nil {
 		if need, err = m.requiredSince(ctx, since); err != nil {
@@ -666,18 +675,23 @@ func (m *Memo) ForEventSince(ctx context.Context, since time.Time, tenant, event
 	return subs, need, err
 }
 
-// learnt is a registry revision a lookup learnt, and when that lookup
-// asked: the request it was answered by was sent after began.
+// learnt is a registry revision a lookup learnt, when that lookup asked
+// (the request it was answered by was sent after began), and the memo's
+// bucket generation (Memo.buckets) before it asked.
 type learnt struct {
-	began time.Time
-	last  uint64
+	began   time.Time
+	last    uint64
+	buckets uint64
 }
 
 // requiredSince is the registry revision a lookup for an event received
-// at since must see: the newest a lookup learnt that asked at or after
-// since, else one learnt now (required).
+// at since must see: the newest a lookup learnt that asked after since,
+// in the bucket the memo follows now, else one learnt now (required).
+// Strictly after: two equal readings of a coarse clock do not tell which
+// came first.
 func (m *Memo) requiredSince(ctx context.Context, since time.Time) (uint64, error) {
-	if l := m.learnt.Load(); l != nil && !l.began.Before(since) {
+	buckets := m.buckets.Load()
+	if l := m.learnt.Load(); l != nil && l.began.After(since) && l.buckets == buckets {
 		return l.last, nil
 	}
 	began := time.Now()
@@ -685,17 +699,25 @@ func (m *Memo) requiredSince(ctx context.Context, since time.Time) (uint64, erro
 	if err != nil {
 		return 0, err
 	}
-	next := &learnt{began: began, last: need}
+	next := &learnt{began: began, last: need, buckets: buckets}
 	for {
 		l := m.learnt.Load()
-		if l != nil && !l.began.Before(began) {
-			break // a lookup that asked later has said already
+		if l != nil && (l.buckets > buckets || l.buckets == buckets && !l.began.Before(began)) {
+			break // a lookup that asked later, or of a later bucket, has said already
 		}
 		if m.learnt.CompareAndSwap(l, next) {
 			break
 		}
 	}
 	return need, nil
+}
+
+// forgetLearnt drops the revision lookups learnt: it counts in a bucket
+// the memo found gone (a lookup still asking of it stores its answer
+// under the generation before, never reused).
+func (m *Memo) forgetLearnt() {
+	m.buckets.Add(1)
+	m.learnt.Store(nil)
 }
 
 // required is the registry revision a lookup that begins now must see. The
