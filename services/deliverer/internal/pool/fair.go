@@ -34,6 +34,21 @@ type Fair struct {
 	// Waiting reports how many messages wait after each change (nil: not
 	// reported).
 	Waiting func(n int)
+	// PerKey is the most messages of one key handled at once (default
+	// DefaultPerKey): the workers beyond it are kept for the other keys,
+	// so that a message of another key finds one free at once even while
+	// one key's flood holds every other worker (each waiting for its
+	// publishes' acknowledgements from a busy server).
+	PerKey int
+}
+
+// DefaultPerKey keeps a sixteenth of the workers (at least one, when there
+// are two or more) for the keys other than the busiest: 120 of 128.
+func DefaultPerKey(workers int) int {
+	if workers <= 1 {
+		return 1
+	}
+	return workers - max(1, workers/16)
 }
 
 // MaxPrefetch bounds what SplitBuffer gives the iterator.
@@ -98,6 +113,9 @@ func RunFair(ctx context.Context, it jetstream.MessagesContext, o Fair, handle H
 	}
 	if o.Prefetch < 1 {
 		o.Prefetch = o.Workers
+	}
+	if o.PerKey < 1 {
+		o.PerKey = DefaultPerKey(o.Workers)
 	}
 	hctx := context.WithoutCancel(ctx)
 	q := newFairQueue(o)
@@ -205,15 +223,17 @@ func RunFair(ctx context.Context, it jetstream.MessagesContext, o Fair, handle H
 	for range o.Workers {
 		wg.Go(func() {
 			for {
-				msg, received, ok := q.take()
+				msg, key, received, ok := q.take()
 				if !ok {
 					return
 				}
 				if ctx.Err() != nil {
+					q.finish(key)
 					release(msg)
 					continue
 				}
 				safely(WithReceived(hctx, received), held.track(msg), handle, log)
+				q.finish(key)
 			}
 		})
 	}
@@ -238,7 +258,8 @@ type fairQueue struct {
 	mu      sync.Mutex
 	cond    *sync.Cond // signalled when a message is put, taken or the queue closes
 	keys    map[string]*keyQueue
-	ring    []*keyQueue // keys with messages waiting, next to serve first
+	ring    []*keyQueue    // keys with messages waiting, next to serve first
+	inHand  map[string]int // messages of each key being handled
 	n       int
 	bytes   int64
 	done    bool
@@ -259,7 +280,7 @@ type waiting struct {
 }
 
 func newFairQueue(o Fair) *fairQueue {
-	q := &fairQueue{o: o, keys: map[string]*keyQueue{}, closed: make(chan struct{})}
+	q := &fairQueue{o: o, keys: map[string]*keyQueue{}, inHand: map[string]int{}, closed: make(chan struct{})}
 	q.cond = sync.NewCond(&q.mu)
 	return q
 }
@@ -313,20 +334,29 @@ func (q *fairQueue) put(key string, msg jetstream.Msg, since, received time.Time
 	return stale, true
 }
 
-// take returns the first message of the next key in turn, and when it
-// was received, waiting for one; false once the queue is closed (what
-// still waits is left for rest).
-func (q *fairQueue) take() (jetstream.Msg, time.Time, bool) {
+// take returns the first message of the next key in turn that has fewer
+// than PerKey in hand, its key, and when it was received, waiting for
+// one; false once the queue is closed (what still waits is left for
+// rest). The caller says when it is done with it (finish).
+func (q *fairQueue) take() (jetstream.Msg, string, time.Time, bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	for !q.done && q.n == 0 {
-		q.cond.Wait()
+	var kq *keyQueue
+	for kq == nil {
+		if q.done {
+			return nil, "", time.Time{}, false
+		}
+		for i, k := range q.ring {
+			if q.inHand[k.key] < q.o.PerKey {
+				kq = k
+				q.ring = append(q.ring[:i], q.ring[i+1:]...)
+				break
+			}
+		}
+		if kq == nil {
+			q.cond.Wait() // for a message, or a key below its share
+		}
 	}
-	if q.done {
-		return nil, time.Time{}, false
-	}
-	kq := q.ring[0]
-	q.ring = q.ring[1:]
 	w := kq.msgs[0]
 	kq.msgs[0] = waiting{}
 	kq.msgs = kq.msgs[1:]
@@ -335,11 +365,22 @@ func (q *fairQueue) take() (jetstream.Msg, time.Time, bool) {
 	} else {
 		delete(q.keys, kq.key)
 	}
+	q.inHand[kq.key]++
 	q.n--
 	q.bytes -= w.size
 	q.report()
 	q.cond.Broadcast()
-	return w.msg, w.received, true
+	return w.msg, kq.key, w.received, true
+}
+
+// finish says a message of key taken is handled.
+func (q *fairQueue) finish(key string) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.inHand[key]--; q.inHand[key] <= 0 {
+		delete(q.inHand, key)
+	}
+	q.cond.Broadcast()
 }
 
 type receivedKey struct{}

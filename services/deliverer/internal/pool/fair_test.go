@@ -541,3 +541,65 @@ func TestFairTellsTheHandlerWhenItsMessageCame(t *testing.T) {
 		t.Error("Received without RunFair is not the zero time")
 	}
 }
+
+// One key's flood never holds every worker: while the flood's messages
+// hold all the workers they may (each waiting, as dispatch's wait for a
+// busy server's publish acknowledgements), another key's message that
+// comes later is handled at once by a worker kept back for it.
+func TestFairKeepsAWorkerForTheOtherKeys(t *testing.T) {
+	t.Parallel()
+	const workers = 4
+	perKey := pool.DefaultPerKey(workers)
+	if perKey != workers-1 {
+		t.Fatalf("DefaultPerKey(%d) = %d, want %d", workers, perKey, workers-1)
+	}
+	cons, js := consumer(t, 30*time.Second, 0)
+	ctx := context.Background()
+	for i := range 20 {
+		if _, err := js.Publish(ctx, fmt.Sprintf("s.flood.%d", i), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	it, err := cons.Messages(pool.Pull(8, 0)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var inHand atomic.Int32
+	full := make(chan struct{})    // the flood holds its share of the workers
+	release := make(chan struct{}) // lets the flood's handlers go
+	victim := make(chan struct{})
+	var fullOnce sync.Once
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- pool.RunFair(rctx, it, pool.Fair{Workers: workers, Buffer: 100, Key: tenantOf, KeepAlive: 10 * time.Second},
+			func(_ context.Context, m jetstream.Msg) {
+				defer func() { _ = m.Ack() }()
+				if tenantOf(m) == "victim" {
+					close(victim)
+					return
+				}
+				if inHand.Add(1) == int32(perKey) {
+					fullOnce.Do(func() { close(full) })
+				}
+				<-release
+			}, zap.NewNop())
+	}()
+	<-full
+	if _, err := js.Publish(ctx, "s.victim.0", nil); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-victim:
+	case <-time.After(10 * time.Second):
+		t.Errorf("another key's message waited 10 s while one key's flood held %d of %d workers", inHand.Load(), workers)
+	}
+	if n := inHand.Load(); n > int32(perKey) {
+		t.Errorf("the flood held %d workers at once, more than its %d", n, perKey)
+	}
+	close(release)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}

@@ -210,8 +210,10 @@ func New(ctx context.Context, cfg config.Config, d Deps) (*Service, error) {
 	// A first attempt from dispatch holds its worker until its endpoint
 	// answers or times out: at least one worker is always left to fan out,
 	// however HOOKLINE_DISPATCH_WORKERS and HOOKLINE_DIRECT_MAX are set,
-	// so that an endpoint that starts hanging never stalls every event.
-	directMax, directAttempts := cmp.Or(cfg.DirectMax, -1), min(cfg.DirectMax, cfg.DispatchWorkers-1)
+	// so that an endpoint that starts hanging never stalls every event —
+	// even its own tenant's, whose events hold at most pool.DefaultPerKey
+	// of the workers.
+	directMax, directAttempts := cmp.Or(cfg.DirectMax, -1), min(cfg.DirectMax, pool.DefaultPerKey(cfg.DispatchWorkers)-1)
 	if directAttempts <= 0 {
 		directMax = -1 // none: every delivery is stored as a task
 	}
