@@ -297,8 +297,7 @@ func (p *Publisher) publish(ctx context.Context, ev Event, grouped, marked bool)
 	}
 	p.Tracing.Inject(ctx, m.Header)
 	if grouped && p.groupRunning.Load() {
-		m.Header.Set(jetstream.ExpectedStreamHeader, stream.Events)
-		f := p.group.Publish(ctx, m, "")
+		f := p.group.Publish(ctx, expectEvents(m), "")
 		if err := f.Wait(ctx); err != nil {
 			p.published.WithLabelValues(metrics.ResultFailed).Inc()
 			return Result{}, fmt.Errorf("%w: publish event: %w", ErrUnavailable, err)
@@ -432,10 +431,12 @@ func (p *Publisher) publishGroup(ctx context.Context, evs []Event, seen []bool) 
 	return nil, fmt.Errorf("%w: %d of %d events not acknowledged: %w", ErrUnavailable, failed, len(evs), errors.Join(errs...))
 }
 
-// groupMsg is eventMsg expecting the EVENTS stream, as the plain
-// publishes' WithExpectStream does.
-func groupMsg(ev Event) *nats.Msg {
-	m := eventMsg(ev)
+// groupMsg is eventMsg for the group commit (expectEvents).
+func groupMsg(ev Event) *nats.Msg { return expectEvents(eventMsg(ev)) }
+
+// expectEvents has m expect the EVENTS stream, as the plain publishes'
+// WithExpectStream does (a group commit publishes raw messages).
+func expectEvents(m *nats.Msg) *nats.Msg {
 	m.Header.Set(jetstream.ExpectedStreamHeader, stream.Events)
 	return m
 }
