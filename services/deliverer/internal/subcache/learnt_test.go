@@ -43,16 +43,7 @@ func TestLearntRevisionOfAGoneBucketIsNotReused(t *testing.T) {
 		return []subcache.Option{subcache.WithHorizon(gatedHorizon{bucketHorizon{kv: kv}, off})}
 	})
 	ctx := context.Background()
-	var rev uint64
-	for range 5 {
-		r, err := kv.Put(ctx, stream.SubscriptionKey("acme", "sub_2"), []byte(`{}`))
-		if err != nil {
-			t.Fatal(err)
-		}
-		rev = r
-	}
-	eventually(t, 10*time.Second, func() bool { return m.Current(rev) })
-	inUse(t, m, src)
+	rev := fiveRevisions(t, m, src, kv)
 
 	received := time.Now() // an event comes, and waits in dispatch's buffer
 	_, old, err := m.ForEventSince(ctx, time.Now(), "acme", "order.created")
@@ -129,16 +120,7 @@ func TestLearntStoredAfterTheBucketWasFoundGoneIsNotReused(t *testing.T) {
 		return []subcache.Option{subcache.WithHorizon(holdingHorizon{bucketHorizon{kv: kv}})}
 	})
 	ctx := context.Background()
-	var rev uint64
-	for range 5 {
-		r, err := kv.Put(ctx, stream.SubscriptionKey("acme", "sub_2"), []byte(`{}`))
-		if err != nil {
-			t.Fatal(err)
-		}
-		rev = r
-	}
-	eventually(t, 10*time.Second, func() bool { return m.Current(rev) })
-	inUse(t, m, src)
+	fiveRevisions(t, m, src, kv)
 
 	received := time.Now() // an event comes, and waits in dispatch's buffer
 	hd := hold{read: make(chan struct{}), release: make(chan struct{})}

@@ -14,6 +14,24 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
+// fiveRevisions changes a subscription five times and waits until the
+// memo is current at the last change and answers from itself: a registry
+// with revisions to go back from.
+func fiveRevisions(t *testing.T, m *subcache.Memo, src *source, kv jetstream.KeyValue) uint64 {
+	t.Helper()
+	var rev uint64
+	for range 5 {
+		r, err := kv.Put(context.Background(), stream.SubscriptionKey("acme", "sub_2"), []byte(`{}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rev = r
+	}
+	eventually(t, 10*time.Second, func() bool { return m.Current(rev) })
+	inUse(t, m, src)
+	return rev
+}
+
 // startRewindable is a memo asking bucketHorizon for the revisions it
 // needs, in use for matches and lookups by id, after enough changes that the bucket's revisions are well
 // above those of a bucket created again.
@@ -23,16 +41,7 @@ func startRewindable(t *testing.T) (*subcache.Memo, *source, jetstream.KeyValue,
 		return []subcache.Option{subcache.WithHorizon(bucketHorizon{kv: kv})}
 	})
 	ctx := context.Background()
-	var rev uint64
-	for range 5 {
-		r, err := kv.Put(ctx, stream.SubscriptionKey("acme", "sub_2"), []byte(`{}`))
-		if err != nil {
-			t.Fatal(err)
-		}
-		rev = r
-	}
-	eventually(t, 10*time.Second, func() bool { return m.Current(rev) })
-	inUse(t, m, src)
+	fiveRevisions(t, m, src, kv)
 	before := src.calls.Load()
 	for range 2 { // a match's answer memoised too
 		if _, _, err := m.ForEvent(ctx, "acme", "order.created"); err != nil {
