@@ -35,7 +35,7 @@ import (
 // Matcher finds the enabled subscriptions of a tenant whose filters match
 // an event type (subcache.Memo), from a view that holds every registry
 // change acknowledged before since (when this process received the
-// event); rev is the registry revision that view is current at.
+// event; zero: now); rev is the registry revision that view is current at.
 type Matcher interface {
 	ForEventSince(ctx context.Context, since time.Time, tenant, eventType string) (subs []*hooklinev1.Subscription, rev uint64, err error)
 }
@@ -337,11 +337,7 @@ func (d *Dispatcher) Handle(ctx context.Context, msg jetstream.Msg) {
 	// The event was received when the fair buffer took it (it may have
 	// waited there since): a lookup that began since then has seen the
 	// registry as the event requires.
-	since := pool.Received(ctx)
-	if since.IsZero() {
-		since = time.Now()
-	}
-	subs, rev, err := d.match.ForEventSince(ctx, since, ev.tenant, ev.eventType)
+	subs, rev, err := d.match.ForEventSince(ctx, pool.Received(ctx), ev.tenant, ev.eventType)
 	if err != nil {
 		d.retry(ctx, msg, ev, fmt.Errorf("match subscriptions: %w", err))
 		return

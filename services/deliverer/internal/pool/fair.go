@@ -304,10 +304,11 @@ func (q *fairQueue) waitRoom() {
 	}
 }
 
-// put queues msg under key (after waitRoom: it does not wait), its wait
-// counted from since, taken from the iterator at received; stale says that it has waited KeepAlive already and
-// is to be told it is in progress now (counted as told). False when the
-// queue is closed (msg not queued).
+// put queues msg under key (after waitRoom: it does not wait), taken
+// from the iterator at received, its wait counted from since; stale says
+// that it has waited KeepAlive already and is to be told it is in
+// progress now (counted as told). False when the queue is closed (msg not
+// queued).
 func (q *fairQueue) put(key string, msg jetstream.Msg, since, received time.Time) (stale, ok bool) {
 	size := msgSize(msg)
 	q.mu.Lock()
@@ -323,8 +324,8 @@ func (q *fairQueue) put(key string, msg jetstream.Msg, since, received time.Time
 	if len(kq.msgs) == 0 {
 		q.ring = append(q.ring, kq)
 	}
-	if now := time.Now(); now.Sub(since) >= q.o.KeepAlive {
-		since, stale = now, true
+	if received.Sub(since) >= q.o.KeepAlive {
+		since, stale = received, true
 	}
 	kq.msgs = append(kq.msgs, waiting{msg: msg, size: size, touched: since, received: received})
 	q.n++

@@ -180,7 +180,7 @@ type Memo struct {
 	// once it ended; never the same watch again.
 	cur atomic.Pointer[bucketWatch]
 	// learnt is the registry revision the latest lookup to ask learnt
-	// (requiredSince), in the bucket generation it was read in; buckets
+	// (requiredSince), with the bucket generation it was read in; buckets
 	// counts the buckets the memo found gone (recreated or restored
 	// backwards), so that a revision of one is never handed on after.
 	learnt  atomic.Pointer[learnt]
@@ -712,13 +712,10 @@ func (m *Memo) requiredSince(ctx context.Context, since time.Time) (uint64, erro
 	return need, nil
 }
 
-// forgetLearnt drops the revision lookups learnt: it counts in a bucket
-// the memo found gone (a lookup still asking of it stores its answer
-// under the generation before, never reused).
-func (m *Memo) forgetLearnt() {
-	m.buckets.Add(1)
-	m.learnt.Store(nil)
-}
+// forgetLearnt retires the revision lookups learnt, and any a lookup
+// still asking will store: they count in a bucket the memo found gone
+// (learnt under the generation before, never reused).
+func (m *Memo) forgetLearnt() { m.buckets.Add(1) }
 
 // required is the registry revision a lookup that begins now must see. The
 // same request names the bucket that revision counts in: the memo checks
