@@ -175,14 +175,15 @@ func (ls *lines) Join(id string, j *job, limit int, perSecond float64) (time.Dur
 	return ls.deferral(l, limit, perSecond), false
 }
 
-// JoinShort puts j at the end of id's line when fewer than limit tasks
-// wait in it (a short wait: a few rounds of the subscription's slots), and
-// reports whether it did.
-func (ls *lines) JoinShort(id string, j *job, limit int) (joined, first bool) {
+// JoinWithin puts j at the end of id's line when the tasks ahead of it
+// are expected to be served within wait (at the line's measured pace), or
+// are fewer than twice its cap, and reports whether it did.
+func (ls *lines) JoinWithin(id string, j *job, limit int, perSecond float64, wait time.Duration) (joined, first bool) {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
 	l := ls.get(id)
-	if len(l.q) >= limit || ls.total >= ls.cfg.TotalMax {
+	room := max(2*limit, int(wait/ls.interval(l, limit, perSecond, ls.cfg.Unmeasured)))
+	if len(l.q) >= room || ls.total >= ls.cfg.TotalMax {
 		return false, false
 	}
 	j.parkedAt = ls.cfg.Now()
@@ -260,6 +261,15 @@ func (ls *lines) Fast(id string) bool {
 	}
 	return l.avg < FastAttempt &&
 		(l.sending == 0 || ls.cfg.Now().Sub(l.progress) < FastAttempt)
+}
+
+// Moving reports whether id's line has tasks and an attempt of id ended
+// here within the last within: the line is being served.
+func (ls *lines) Moving(id string, within time.Duration) bool {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	l := ls.byID[id]
+	return l != nil && len(l.q) > 0 && ls.cfg.Now().Sub(l.progress) < within
 }
 
 // Begin notes that an attempt of id is being sent (Observe notes its end).

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"sync"
 	"testing"
 	"time"
 
@@ -423,5 +424,66 @@ func TestLineWake(t *testing.T) {
 	}
 	if len(ls.waiters) != 0 {
 		t.Fatalf("waiters left: %v", ls.waiters)
+	}
+}
+
+// A first attempt from dispatch may wait behind a line of tasks as long
+// as the line is expected to serve in the time given, at the endpoint's
+// measured pace: behind hundreds when each attempt takes a millisecond,
+// behind twice the cap when each takes a fifth of a second.
+func TestJoinWithinBoundsTheWaitNotTheCount(t *testing.T) {
+	now := time.Unix(1000, 0)
+	ls := testLines(&now)
+	ls.cfg.PerLineMax, ls.cfg.TotalMax = 1000, 1000
+	fill := func(id string, avg time.Duration, n int) {
+		ls.Observe(id, false, sender.Result{Status: http.StatusOK, Duration: avg})
+		for range n {
+			if d, _ := ls.Join(id, &job{}, 10, 0); d != 0 {
+				t.Fatalf("%s: seeding the line deferred a task by %s", id, d)
+			}
+		}
+	}
+	fill("fast", time.Millisecond, 300) // 300 × 0.1 ms: 30 ms of attempts ahead
+	if joined, first := ls.JoinWithin("fast", &job{}, 10, 0, 500*time.Millisecond); !joined || first {
+		t.Fatalf("behind 300 tasks of 1 ms at a cap of 10: joined %v first %v; want joined behind them", joined, first)
+	}
+	fill("slow", 200*time.Millisecond, 20) // 20 × 20 ms: 400 ms ahead
+	if joined, _ := ls.JoinWithin("slow", &job{}, 10, 0, 500*time.Millisecond); !joined {
+		t.Fatal("behind twice the cap: not joined")
+	}
+	if joined, _ := ls.JoinWithin("slow", &job{}, 10, 0, 500*time.Millisecond); !joined {
+		t.Fatal("behind 21 tasks of 200 ms (420 ms ahead): not joined")
+	}
+	fill("slow", 200*time.Millisecond, 10)
+	if joined, _ := ls.JoinWithin("slow", &job{}, 10, 0, 500*time.Millisecond); joined {
+		t.Fatal("behind 32 tasks of 200 ms (640 ms ahead): joined; want refused")
+	}
+}
+
+// A tenant at its share of direct tokens, none given back for
+// directTokenWait, waits for one only while the line it asks for moves:
+// its tokens are then held by first attempts waiting there, which come
+// back as it is served. When the line stands still (its attempts hang)
+// it does not wait.
+func TestDirectTenantWaitsWhileItsLineMoves(t *testing.T) {
+	now := time.Unix(1000, 0)
+	dt := &directTenants{max: 1, held: map[string]*tenantTokens{}, changed: make(chan struct{}), now: func() time.Time { return now }}
+	if !dt.take("acme", func() bool { return false }) {
+		t.Fatal("first token refused")
+	}
+	now = now.Add(time.Second) // none given back for longer than directTokenWait
+	if dt.take("acme", func() bool { return false }) {
+		t.Fatal("a token taken while the tenant holds its share")
+	}
+	asked := make(chan struct{})
+	var once sync.Once
+	got := make(chan bool)
+	go func() {
+		got <- dt.take("acme", func() bool { once.Do(func() { close(asked) }); return true })
+	}()
+	<-asked
+	dt.give("acme")
+	if !<-got {
+		t.Fatal("the tenant's token given back did not go to the attempt waiting while its line moved")
 	}
 }

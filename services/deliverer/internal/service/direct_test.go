@@ -16,6 +16,9 @@ import (
 	"github.com/hookline/hookline/pkg/wire"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
 	"github.com/hookline/hookline/services/deliverer/internal/metrics"
+	"github.com/hookline/hookline/services/deliverer/internal/task"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
@@ -378,5 +381,76 @@ func TestHangingTenantLeavesOthersTheirDirectSlots(t *testing.T) {
 		}
 		t.Fatalf("the victim's event was not delivered from dispatch (%g tasks stored meanwhile; direct attempts: %v)",
 			testutil.ToFloat64(m.TasksPublished)-tasks, why)
+	}
+}
+
+// A burst that finds its subscription's line long with tasks (stored
+// while the endpoint was briefly slow, or by another replica's fan-out)
+// still waits in that line from dispatch when the line moves fast,
+// instead of storing a task per event: each task stored joins the same
+// line and keeps it long, so the whole burst would go through tasks (the
+// bench measured a default subscription's burst collapsing from 4,500 to
+// 1,245 deliveries/s that way, 1.07 tasks stored per delivery). The
+// seeded tasks stand for that line; dispatch's and the deliver stage's
+// workers are the defaults (the harness's 4 dispatch workers could not
+// fan out faster than a line drains).
+func TestBurstBehindALongLineOfTasksStillGoesDirect(t *testing.T) {
+	t.Parallel()
+	e := start(t, map[string]string{"HOOKLINE_DISPATCH_WORKERS": "128", "HOOKLINE_DELIVER_WORKERS": "64"})
+	rcv := newReceiver(t, always(http.StatusOK))
+	sub, _ := e.subscribe(t, rcv.URL(), "order.created")
+	e.publish(t, "order.created", "evt_warm", `{}`)
+	eventually(t, await, "the endpoint measured", func() bool { return rcv.count() == 1 })
+	eventually(t, await, "pipeline idle", func() bool { return e.idle(t) })
+
+	const seeded, n = 300, 300
+	ctx := context.Background()
+	var acks []jetstream.PubAckFuture
+	for i := range seeded {
+		id := fmt.Sprintf("evt_seed_%03d", i)
+		m := &nats.Msg{Subject: stream.DeliverySubject(tenant, sub.GetId()), Data: []byte(`{}`),
+			Header: task.NewHeader(id, tenant, "order.created", time.Now().UTC().Format(time.RFC3339Nano), sub.GetId())}
+		f, err := e.js.PublishMsgAsync(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		acks = append(acks, f)
+	}
+	for i := range n {
+		m := nats.NewMsg(stream.EventSubject(tenant, "order.created"))
+		m.Header.Set(stream.HeaderMsgID, stream.EventMsgID(tenant, fmt.Sprintf("evt_burst_%03d", i)))
+		m.Header.Set(stream.HeaderOccurredAt, time.Now().UTC().Format(time.RFC3339Nano))
+		m.Data = []byte(`{}`)
+		f, err := e.js.PublishMsgAsync(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		acks = append(acks, f)
+	}
+	for _, f := range acks {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			t.Fatal(err)
+		case <-ctx.Done():
+		}
+	}
+	eventually(t, await, "every event delivered", func() bool { return rcv.count() >= 1+seeded+n })
+	eventually(t, await, "pipeline idle", func() bool { return e.idle(t) })
+	if got := len(rcv.ids()); got != 1+seeded+n {
+		t.Fatalf("%d requests for %d deliveries", got, 1+seeded+n)
+	}
+	m := e.svc.Metrics
+	if p := testutil.ToFloat64(m.AdmissionParked); p < seeded/2 {
+		t.Fatalf("%g tasks waited in line; want most of the %d seeded: the test proves nothing", p, seeded)
+	}
+	// Tasks dispatch stored: the warm-up's probe is direct, so all are
+	// the burst's.
+	if tasks := testutil.ToFloat64(m.TasksPublished); tasks > n/10 {
+		why := map[string]float64{}
+		for _, r := range metrics.DirectResults {
+			why[r] = testutil.ToFloat64(m.Direct.WithLabelValues(r))
+		}
+		t.Fatalf("%g of the burst's %d deliveries stored a task (direct attempts: %v); want most delivered from dispatch after a wait in the line", tasks, n, why)
 	}
 }
