@@ -13,10 +13,12 @@ import (
 )
 
 // A burst to one subscription created with defaults (in-flight cap 10),
-// whose endpoint answers in a millisecond: tasks over the cap wait in the
-// subscription's line instead of bouncing through scheduled retries. Every
-// event arrives exactly once, a task is deferred at most about once, and
-// DELIVERIES stores one message per delivery plus two per deferral.
+// whose endpoint answers in a millisecond: deliveries over the cap wait in
+// the subscription's line instead of bouncing through scheduled retries.
+// Every event arrives exactly once, a task is deferred at most about
+// once, and most deliveries are made from dispatch without storing a task
+// (a burst that went through tasks, by chance, stored about one per
+// delivery: see docs/performance.md, "A burst behind a line of tasks").
 func TestBurstToADefaultSubscriptionQueues(t *testing.T) {
 	t.Parallel()
 	const events = 20000
@@ -78,6 +80,11 @@ func TestBurstToADefaultSubscriptionQueues(t *testing.T) {
 	}
 	if want := 1 + 2*deferred/events + 0.1; stored > want {
 		t.Errorf("DELIVERIES stored %.2f messages per delivery; want at most %.2f (one per task and two per deferral)", stored, want)
+	}
+	// Measured: 0.00 per delivery, on a quiet machine and beside two busy
+	// loops; a quarter leaves room for a loaded CI machine's pauses.
+	if stored > 0.25 {
+		t.Errorf("DELIVERIES stored %.2f messages per delivery; want at most 0.25: most deliveries made from dispatch after a wait in line, without a task", stored)
 	}
 }
 
