@@ -122,12 +122,14 @@ func (d *Deliverer) Direct(ctx context.Context, m *nats.Msg, sub *hooklinev1.Sub
 // leaves the others theirs. A tenant at its share whose tokens are
 // turning over (a burst, not a hang) waits for one of its own, up to
 // DirectWait; it stops waiting once none has been given back for
-// directTokenWait, unless the subscription it asks for has a line that
-// moves: its tokens are then held by first attempts waiting in that line
-// behind its tasks, which come back as the line is served (under load a
-// line of a few hundred tasks gives none back for longer than
-// directTokenWait, and storing the burst's tasks instead kept the line
-// long: see waitInLine).
+// directTokenWait, unless first attempts wait in the line of the
+// subscription it asks for and that line moves (lines.Moving): its
+// tokens are then held by those attempts, behind the line's tasks, and
+// come back as the line is served (under load a line of a few hundred
+// tasks gives none back for longer than directTokenWait, and storing the
+// burst's tasks instead kept the line long: see waitInLine). Tokens held
+// by a sibling subscription that hangs are not waited for: its line
+// holds no first attempt of this one.
 type directTenants struct {
 	mu      sync.Mutex
 	max     int
@@ -242,10 +244,10 @@ const DirectWait = time.Second
 
 // waitInLine parks a first attempt from dispatch at the end of its
 // subscription's line, when the tasks there are expected to be served
-// within half of DirectWait at the endpoint's measured pace (or are fewer
-// than twice the subscription's cap), until a slot is handed to it (in
-// arrival order, behind the tasks waiting there) or DirectWait passes;
-// nil when it got none.
+// within half of DirectWait (lines.JoinWithin: at the endpoint's measured
+// pace while the line moves, at its rate limit), until a slot is handed
+// to it (in arrival order, behind the tasks waiting there) or DirectWait
+// passes; nil when it got none.
 //
 // The bound is a time, not a count: a burst that found the line long
 // with tasks (stored while the endpoint was briefly slow, or fanned out

@@ -103,6 +103,8 @@ type line struct {
 	// endpoint has turned slow before any slow answer is measured.
 	sending  int
 	progress time.Time
+	// ended is when one of its attempts last ended here.
+	ended time.Time
 	// probing: an unmeasured subscription's first attempt from dispatch
 	// was let through, and no attempt has answered since.
 	probing bool
@@ -176,13 +178,26 @@ func (ls *lines) Join(id string, j *job, limit int, perSecond float64) (time.Dur
 }
 
 // JoinWithin puts j at the end of id's line when the tasks ahead of it
-// are expected to be served within wait (at the line's measured pace), or
-// are fewer than twice its cap, and reports whether it did.
+// are expected to be served within wait, and reports whether it did.
+// Expected at the line's measured pace (its average attempt time divided
+// by limit) only while the line moves (an attempt of it ended here within
+// FastAttempt), and then at least behind twice the cap; a line that
+// stands still (its head waits for a shared slot) takes it behind fewer
+// than twice the cap, as before any pace was known; a rate limit paces
+// the line whatever it measured, so at most what it serves within wait
+// (at least one) waits ahead.
 func (ls *lines) JoinWithin(id string, j *job, limit int, perSecond float64, wait time.Duration) (joined, first bool) {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
 	l := ls.get(id)
-	room := max(2*limit, int(wait/ls.interval(l, limit, perSecond, ls.cfg.Unmeasured)))
+	room := 2 * limit
+	paced := int(wait / ls.interval(l, limit, perSecond, ls.cfg.Unmeasured))
+	switch {
+	case perSecond > 0:
+		room = min(room, max(1, paced))
+	case ls.cfg.Now().Sub(l.ended) < FastAttempt:
+		room = max(room, paced)
+	}
 	if len(l.q) >= room || ls.total >= ls.cfg.TotalMax {
 		return false, false
 	}
@@ -263,13 +278,23 @@ func (ls *lines) Fast(id string) bool {
 		(l.sending == 0 || ls.cfg.Now().Sub(l.progress) < FastAttempt)
 }
 
-// Moving reports whether id's line has tasks and an attempt of id ended
-// here within the last within: the line is being served.
+// Moving reports whether first attempts from dispatch wait in id's line
+// and an attempt of id ended here within the last within: the line is
+// being served, and the direct tokens those attempts hold come back as it
+// is (a line of stored tasks alone gives back none).
 func (ls *lines) Moving(id string, within time.Duration) bool {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
 	l := ls.byID[id]
-	return l != nil && len(l.q) > 0 && ls.cfg.Now().Sub(l.progress) < within
+	if l == nil || ls.cfg.Now().Sub(l.ended) >= within {
+		return false
+	}
+	for _, j := range l.q {
+		if j.wake != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // Begin notes that an attempt of id is being sent (Observe notes its end).
@@ -432,6 +457,7 @@ func (ls *lines) Observe(id string, adaptive bool, res sender.Result) {
 		l.sending--
 	}
 	l.progress = ls.cfg.Now()
+	l.ended = l.progress
 	l.probing = false
 	if l.avg <= 0 {
 		l.avg = res.Duration
