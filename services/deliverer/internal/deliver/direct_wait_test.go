@@ -160,3 +160,104 @@ func TestJoinWithinBehindALineThatStandsStill(t *testing.T) {
 			"(its head waits for a destination slot); want refused, as behind twice the cap before")
 	}
 }
+
+// A rate limit that does not bind (1,000/s against an endpoint that
+// serves 10 in parallel at 1 ms: 10,000/s) makes a first attempt store
+// its task behind a line that moves and is expected to be served in
+// 30 ms, where the same line without the rate limit takes it. The docs
+// say "with a rate limit, what the limit serves in half a second" (500
+// here); capped at twice the cap (20) while the line moves, a
+// rate-limited subscription's burst would go back through tasks.
+func TestJoinWithinRateLimitedMovingLineIsBoundByTime(t *testing.T) {
+	now := time.Unix(1000, 0)
+	ls := testLines(&now)
+	for _, id := range []string{"limited", "free"} {
+		ls.Observe(id, false, ok(time.Millisecond)) // fast, and an attempt ended just now: the line moves
+		for range 30 {
+			if d, _ := ls.Join(id, &job{}, 10, 0); d != 0 {
+				t.Fatalf("seeding %s deferred a task by %s", id, d)
+			}
+		}
+	}
+	if joined, _ := ls.JoinWithin("free", &job{wake: make(chan Slot, 1)}, 10, 0, DirectWait/2); !joined {
+		t.Fatal("setup: a first attempt did not join the moving line without a rate limit")
+	}
+	iv := ls.interval(ls.byID["limited"], 10, 1000, ls.cfg.Unmeasured)
+	ahead := 30 * iv
+	if joined, _ := ls.JoinWithin("limited", &job{wake: make(chan Slot, 1)}, 10, 1000, DirectWait/2); !joined {
+		t.Fatalf("refused behind 30 tasks of a moving line rate-limited at 1000/s (%s ahead at %s a task, within %s); "+
+			"the same line without the rate limit took it", ahead, iv, DirectWait/2)
+	}
+}
+
+// A line whose head is held by a refusal with a wait of its own (an open
+// circuit that reopens in 5 s: poll's Unclaim(now+ref.Wait)) is not asked
+// for again before then. Direct skips admission when tasks wait (Waiting)
+// and goes straight to waitInLine: a first attempt that joined this line
+// (fewer than twice the cap ahead, the line "stands still") would hold
+// its dispatch worker for all of DirectWait and store its task anyway. As
+// the docs say, a refusal with a wait of its own stores the task at once.
+func TestJoinWithinBehindAHeadHeldPastTheWait(t *testing.T) {
+	now := time.Unix(1000, 0)
+	ls := testLines(&now)
+	ls.Observe("orders", false, ok(5*time.Millisecond)) // measured fast
+	if d, _ := ls.Join("orders", &job{}, 10, 0); d != 0 {
+		t.Fatalf("seeding the line deferred a task by %s", d)
+	}
+	now = now.Add(time.Second)
+	// poll: the head refused with a wait of its own (circuit open for 5 s).
+	if !ls.Claim("orders") {
+		t.Fatal("setup: the line not claimable")
+	}
+	ls.Unclaim("orders", now.Add(5*time.Second))
+	if !ls.Fast("orders") || !ls.Waiting("orders") {
+		t.Fatal("setup: Direct would not reach waitInLine")
+	}
+	if joined, _ := ls.JoinWithin("orders", &job{wake: make(chan Slot, 1)}, 10, 0, DirectWait/2); joined {
+		t.Fatalf("a first attempt joined a line whose head is not asked for before %s (more than DirectWait %s): "+
+			"it can only time out and store its task", 5*time.Second, DirectWait)
+	}
+}
+
+// A line made only of first attempts: its head was refused for a
+// destination slot again and again (backed off to PollMax, 1 s by
+// default), then every waiter left at DirectWait (Remove) and the line
+// emptied — idle forgets its place among the scope's waiters and its
+// refusals, and its backoff with them. The next first attempt, refused
+// by admission just now, starts a new line and kicks it (a slot may have
+// been given back since): held by the old backoff, Claim would refuse,
+// and since the new line is among no scope's waiters a destination slot
+// freed here would wake nobody: it would wait out all of DirectWait.
+func TestNewLineAfterEmptyIsNotHeldByTheOldBackoff(t *testing.T) {
+	now := time.Unix(1000, 0)
+	ls := testLines(&now)
+	ls.cfg.PollMax = time.Second
+	ls.Observe("orders", false, ok(5*time.Millisecond))
+	old := &job{wake: make(chan Slot, 1)}
+	if joined, _ := ls.JoinWithin("orders", old, 10, 0, DirectWait/2); !joined {
+		t.Fatal("setup: the first attempt did not join")
+	}
+	for range 8 {
+		if !ls.Claim("orders") {
+			now = now.Add(ls.cfg.PollMax)
+			if !ls.Claim("orders") {
+				t.Fatal("setup: the line not claimable")
+			}
+		}
+		ls.Refused("orders", "dest:example.com")
+	}
+	if !ls.Remove("orders", old) { // it waited DirectWait
+		t.Fatal("setup: the waiter not removed")
+	}
+	now = now.Add(10 * time.Millisecond)
+	j := &job{wake: make(chan Slot, 1)}
+	joined, first := ls.JoinWithin("orders", j, 10, 0, DirectWait/2)
+	if !joined || !first {
+		t.Fatalf("setup: joined %v first %v", joined, first)
+	}
+	if !ls.Claim("orders") { // waitInLine's kick
+		t.Fatalf("the new line's kick could not claim it: held by the emptied line's backoff until %s (%s from now); "+
+			"woken by a freed destination slot: %q", ls.byID["orders"].notBefore.Format(time.StampMilli),
+			ls.byID["orders"].notBefore.Sub(now), ls.Wake("dest:example.com"))
+	}
+}

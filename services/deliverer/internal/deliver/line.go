@@ -76,6 +76,12 @@ type line struct {
 	// deferredUntil is when the tasks this process deferred for want of
 	// room in the line are expected to have been served.
 	deferredUntil time.Time
+	// heldUntil: the head is held until then by a wait of its own (a rate
+	// limit, a probe in flight, an open circuit: Hold, Unclaim), not by
+	// the backoff of refusals for want of a slot, which a slot freed here
+	// ends at once. A first attempt from dispatch does not join a line
+	// held past its own wait (JoinWithin).
+	heldUntil time.Time
 	// notBefore: the head is not asked for before this (a rate limit or a
 	// probe in flight said when).
 	notBefore time.Time
@@ -179,29 +185,37 @@ func (ls *lines) Join(id string, j *job, limit int, perSecond float64) (time.Dur
 
 // JoinWithin puts j at the end of id's line when the tasks ahead of it
 // are expected to be served within wait, and reports whether it did.
-// Expected at the line's measured pace (its average attempt time divided
-// by limit) only while the line moves (an attempt of it ended here within
-// FastAttempt), and then at least behind twice the cap; a line that
-// stands still (its head waits for a shared slot) takes it behind fewer
-// than twice the cap, as before any pace was known; a rate limit paces
-// the line whatever it measured, so at most what it serves within wait
-// (at least one) waits ahead.
+// While the line moves (an attempt of it ended here within FastAttempt)
+// that is measured at its pace: its average attempt time divided by
+// limit, or its rate limit when slower; without a rate limit, at least
+// behind twice the cap. A line that stands still (its head waits for a
+// shared slot) takes it behind fewer than twice the cap, as before any
+// pace was known, and fewer still when a rate limit serves less within
+// wait (at least one). A line whose head is held past wait by a wait of
+// its own (a rate limit, a probe, a circuit) takes none: the attempt
+// could only time out.
 func (ls *lines) JoinWithin(id string, j *job, limit int, perSecond float64, wait time.Duration) (joined, first bool) {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
 	l := ls.get(id)
+	now := ls.cfg.Now()
+	if l.heldUntil.After(now.Add(wait)) {
+		return false, false
+	}
 	room := 2 * limit
-	paced := int(wait / ls.interval(l, limit, perSecond, ls.cfg.Unmeasured))
-	switch {
-	case perSecond > 0:
-		room = min(room, max(1, paced))
-	case ls.cfg.Now().Sub(l.ended) < FastAttempt:
+	paced := max(1, int(wait/ls.interval(l, limit, perSecond, ls.cfg.Unmeasured)))
+	switch moving := now.Sub(l.ended) < FastAttempt; {
+	case moving && perSecond > 0:
+		room = paced
+	case moving:
 		room = max(room, paced)
+	case perSecond > 0:
+		room = min(room, paced)
 	}
 	if len(l.q) >= room || ls.total >= ls.cfg.TotalMax {
 		return false, false
 	}
-	j.parkedAt = ls.cfg.Now()
+	j.parkedAt = now
 	l.q = append(l.q, j)
 	ls.total++
 	ls.busy[id] = l
@@ -324,12 +338,16 @@ func (ls *lines) Pop(id string) *job {
 	return j
 }
 
-// idle forgets a line that has become empty from the busy set.
+// idle forgets a line that has become empty from the busy set, with its
+// backoff: the next task starts a new line, whose first kick must not
+// wait out the old line's refusals (a line on no scope's waiters is woken
+// by no freed slot).
 func (ls *lines) idle(id string, l *line) {
 	if len(l.q) == 0 {
 		delete(ls.busy, id)
 		ls.unqueue(l)
 		l.refusals = 0
+		l.notBefore, l.heldUntil = time.Time{}, time.Time{}
 	}
 }
 
@@ -500,7 +518,7 @@ func (ls *lines) Hold(id string, until time.Time) {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
 	if l := ls.byID[id]; l != nil && !l.polling && until.After(l.notBefore) {
-		l.notBefore = until
+		l.notBefore, l.heldUntil = until, until
 	}
 }
 
@@ -515,7 +533,7 @@ func (ls *lines) Unclaim(id string, notBefore time.Time) (pass string) {
 		return ""
 	}
 	l.polling, l.woken = false, false
-	l.notBefore = notBefore
+	l.notBefore, l.heldUntil = notBefore, notBefore
 	pass, l.wokenFor = l.wokenFor, ""
 	return pass
 }
@@ -527,6 +545,7 @@ func (ls *lines) Admitted(id string) {
 	defer ls.mu.Unlock()
 	if l := ls.byID[id]; l != nil {
 		l.refusals, l.wokenFor, l.woken = 0, "", false
+		l.heldUntil = time.Time{}
 		ls.unqueue(l)
 	}
 }
@@ -558,6 +577,7 @@ func (ls *lines) Refused(id, scope string) (again bool, pass string) {
 	l.refusals++
 	l.polling = false
 	l.notBefore = ls.cfg.Now().Add(ls.backoff(l.refusals))
+	l.heldUntil = time.Time{}
 	if l.elem != nil && l.waitsOn == scope {
 		return false, pass
 	}
@@ -629,7 +649,7 @@ func (ls *lines) Wake(scope string) string {
 			l.woken = true
 			return ""
 		}
-		l.notBefore = time.Time{}
+		l.notBefore, l.heldUntil = time.Time{}, time.Time{}
 		return id
 	}
 	return ""
@@ -645,7 +665,7 @@ func (ls *lines) Nudge(id string) {
 			l.woken = true
 			return
 		}
-		l.notBefore = time.Time{}
+		l.notBefore, l.heldUntil = time.Time{}, time.Time{}
 	}
 }
 
