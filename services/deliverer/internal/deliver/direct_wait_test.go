@@ -223,11 +223,13 @@ func TestJoinWithinBehindAHeadHeldPastTheWait(t *testing.T) {
 // destination slot again and again (backed off to PollMax, 1 s by
 // default), then every waiter left at DirectWait (Remove) and the line
 // emptied — idle forgets its place among the scope's waiters and its
-// refusals, and its backoff with them. The next first attempt, refused
-// by admission just now, starts a new line and kicks it (a slot may have
-// been given back since): held by the old backoff, Claim would refuse,
-// and since the new line is among no scope's waiters a destination slot
-// freed here would wake nobody: it would wait out all of DirectWait.
+// refusals, but not its backoff (a line of tasks that empties and
+// refills keeps polling Redis at its pace). The next first attempt,
+// refused by admission just now, starts a new line and kicks it (a slot
+// may have been given back since): held by the old backoff, Claim would
+// refuse, and since the new line is among no scope's waiters a
+// destination slot freed here would wake nobody: it would wait out all
+// of DirectWait. A line a first attempt starts is due at once.
 func TestNewLineAfterEmptyIsNotHeldByTheOldBackoff(t *testing.T) {
 	now := time.Unix(1000, 0)
 	ls := testLines(&now)

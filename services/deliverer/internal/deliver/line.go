@@ -215,6 +215,13 @@ func (ls *lines) JoinWithin(id string, j *job, limit int, perSecond float64, wai
 	if len(l.q) >= room || ls.total >= ls.cfg.TotalMax {
 		return false, false
 	}
+	if len(l.q) == 0 {
+		// A new line, after admission refused j for want of a slot just
+		// now: its first kick asks at once, not after the backoff an
+		// emptied line left (a line on no scope's waiters is woken by
+		// no freed slot, so the attempt would wait out its DirectWait).
+		l.notBefore = time.Time{}
+	}
 	j.parkedAt = now
 	l.q = append(l.q, j)
 	ls.total++
@@ -338,16 +345,13 @@ func (ls *lines) Pop(id string) *job {
 	return j
 }
 
-// idle forgets a line that has become empty from the busy set, with its
-// backoff: the next task starts a new line, whose first kick must not
-// wait out the old line's refusals (a line on no scope's waiters is woken
-// by no freed slot).
+// idle forgets a line that has become empty from the busy set.
 func (ls *lines) idle(id string, l *line) {
 	if len(l.q) == 0 {
 		delete(ls.busy, id)
 		ls.unqueue(l)
 		l.refusals = 0
-		l.notBefore, l.heldUntil = time.Time{}, time.Time{}
+		l.heldUntil = time.Time{}
 	}
 }
 
