@@ -263,3 +263,47 @@ func TestNewLineAfterEmptyIsNotHeldByTheOldBackoff(t *testing.T) {
 			ls.byID["orders"].notBefore.Sub(now), ls.Wake("dest:example.com"))
 	}
 }
+
+// A line moves for take only while a first attempt waits in it: each way
+// out of the line (handed a slot, timed out, trimmed, emptied) counts the
+// attempt out, and a line of tasks alone never moves.
+func TestMovingCountsFirstAttemptsOut(t *testing.T) {
+	now := time.Unix(1000, 0)
+	for _, exit := range []struct {
+		name string
+		take func(ls *lines, w *job)
+	}{
+		{"Pop", func(ls *lines, w *job) {
+			for ls.Pop("orders") != w {
+			}
+		}},
+		{"Remove", func(ls *lines, w *job) { ls.Remove("orders", w) }},
+		{"Trim", func(ls *lines, w *job) {
+			ls.byID["orders"].avg = time.Hour // the endpoint slowed down: room for MinPerCap × 1
+			ls.Trim("orders", 1, 0)
+		}},
+		{"Empty", func(ls *lines, w *job) { ls.Empty("orders") }},
+	} {
+		ls := testLines(&now)
+		ls.Observe("orders", false, ok(time.Millisecond))
+		for range 5 {
+			if d, _ := ls.Join("orders", &job{}, 10, 0); d != 0 {
+				t.Fatalf("%s: seeding deferred a task by %s", exit.name, d)
+			}
+		}
+		if ls.Moving("orders", directTokenWait) {
+			t.Fatalf("%s: a line of tasks alone moves", exit.name)
+		}
+		w := &job{wake: make(chan Slot, 1)}
+		if joined, _ := ls.JoinWithin("orders", w, 10, 0, DirectWait/2); !joined {
+			t.Fatalf("%s: the first attempt did not join", exit.name)
+		}
+		if !ls.Moving("orders", directTokenWait) {
+			t.Fatalf("%s: a served line with a first attempt in it does not move", exit.name)
+		}
+		exit.take(ls, w)
+		if ls.Moving("orders", directTokenWait) {
+			t.Fatalf("%s: the line still moves after its only first attempt left", exit.name)
+		}
+	}
+}

@@ -76,15 +76,17 @@ type line struct {
 	// deferredUntil is when the tasks this process deferred for want of
 	// room in the line are expected to have been served.
 	deferredUntil time.Time
-	// heldUntil: the head is held until then by a wait of its own (a rate
-	// limit, a probe in flight, an open circuit: Hold, Unclaim), not by
-	// the backoff of refusals for want of a slot, which a slot freed here
-	// ends at once. A first attempt from dispatch does not join a line
-	// held past its own wait (JoinWithin).
-	heldUntil time.Time
 	// notBefore: the head is not asked for before this (a rate limit or a
-	// probe in flight said when).
+	// probe in flight said when, or the backoff of refusals for want of a
+	// slot). held: notBefore is a wait of the head's own (Hold, Unclaim),
+	// not a backoff, which a slot freed here ends at once; a first attempt
+	// from dispatch does not join a line held past its own wait
+	// (JoinWithin).
 	notBefore time.Time
+	held      bool
+	// direct is how many of q are first attempts from dispatch (a job
+	// with a wake channel).
+	direct int
 	// polling: a goroutine is asking admission for the head.
 	polling bool
 	// refusals: the head was refused this many times in a row for want
@@ -174,13 +176,30 @@ func (ls *lines) Join(id string, j *job, limit int, perSecond float64) (time.Dur
 	defer ls.mu.Unlock()
 	l := ls.get(id)
 	if len(l.q) < ls.room(l, limit, perSecond) && ls.total < ls.cfg.TotalMax {
-		j.parkedAt = ls.cfg.Now()
-		l.q = append(l.q, j)
-		ls.total++
-		ls.busy[id] = l
-		return 0, len(l.q) == 1
+		return 0, ls.enqueue(id, l, j)
 	}
 	return ls.deferral(l, limit, perSecond), false
+}
+
+// enqueue puts j at the end of id's line l and reports whether it is the
+// line's first.
+func (ls *lines) enqueue(id string, l *line, j *job) bool {
+	j.parkedAt = ls.cfg.Now()
+	l.q = append(l.q, j)
+	if j.wake != nil {
+		l.direct++
+	}
+	ls.total++
+	ls.busy[id] = l
+	return len(l.q) == 1
+}
+
+// left counts j out of l's first attempts from dispatch, when it was one
+// (j was taken out of l.q).
+func (l *line) left(j *job) {
+	if j.wake != nil {
+		l.direct--
+	}
 }
 
 // JoinWithin puts j at the end of id's line when the tasks ahead of it
@@ -199,7 +218,7 @@ func (ls *lines) JoinWithin(id string, j *job, limit int, perSecond float64, wai
 	defer ls.mu.Unlock()
 	l := ls.get(id)
 	now := ls.cfg.Now()
-	if l.heldUntil.After(now.Add(wait)) {
+	if l.held && l.notBefore.After(now.Add(wait)) {
 		return false, false
 	}
 	room := 2 * limit
@@ -222,11 +241,7 @@ func (ls *lines) JoinWithin(id string, j *job, limit int, perSecond float64, wai
 		// no freed slot, so the attempt would wait out its DirectWait).
 		l.notBefore = time.Time{}
 	}
-	j.parkedAt = now
-	l.q = append(l.q, j)
-	ls.total++
-	ls.busy[id] = l
-	return true, len(l.q) == 1
+	return true, ls.enqueue(id, l, j)
 }
 
 // room is how many tasks l may hold: what its endpoint is expected to
@@ -307,15 +322,7 @@ func (ls *lines) Moving(id string, within time.Duration) bool {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
 	l := ls.byID[id]
-	if l == nil || ls.cfg.Now().Sub(l.ended) >= within {
-		return false
-	}
-	for _, j := range l.q {
-		if j.wake != nil {
-			return true
-		}
-	}
-	return false
+	return l != nil && l.direct > 0 && ls.cfg.Now().Sub(l.ended) < within
 }
 
 // Begin notes that an attempt of id is being sent (Observe notes its end).
@@ -340,6 +347,7 @@ func (ls *lines) Pop(id string) *job {
 	j := l.q[0]
 	l.q[0] = nil
 	l.q = l.q[1:]
+	l.left(j)
 	ls.total--
 	ls.idle(id, l)
 	return j
@@ -351,7 +359,7 @@ func (ls *lines) idle(id string, l *line) {
 		delete(ls.busy, id)
 		ls.unqueue(l)
 		l.refusals = 0
-		l.heldUntil = time.Time{}
+		l.direct, l.held = 0, false
 	}
 }
 
@@ -377,6 +385,9 @@ func (ls *lines) Trim(id string, limit int, perSecond float64) []overflow {
 	}
 	cut := l.q[room:]
 	l.q = l.q[:room:room]
+	for _, j := range cut {
+		l.left(j)
+	}
 	ls.total -= len(cut)
 	ls.idle(id, l)
 	out := make([]overflow, len(cut))
@@ -397,6 +408,7 @@ func (ls *lines) Remove(id string, j *job) bool {
 	for i, q := range l.q {
 		if q == j {
 			l.q = append(l.q[:i], l.q[i+1:]...)
+			l.left(j)
 			ls.total--
 			ls.idle(id, l)
 			return true
@@ -522,7 +534,7 @@ func (ls *lines) Hold(id string, until time.Time) {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
 	if l := ls.byID[id]; l != nil && !l.polling && until.After(l.notBefore) {
-		l.notBefore, l.heldUntil = until, until
+		l.notBefore, l.held = until, true
 	}
 }
 
@@ -537,7 +549,7 @@ func (ls *lines) Unclaim(id string, notBefore time.Time) (pass string) {
 		return ""
 	}
 	l.polling, l.woken = false, false
-	l.notBefore, l.heldUntil = notBefore, notBefore
+	l.notBefore, l.held = notBefore, true
 	pass, l.wokenFor = l.wokenFor, ""
 	return pass
 }
@@ -549,7 +561,7 @@ func (ls *lines) Admitted(id string) {
 	defer ls.mu.Unlock()
 	if l := ls.byID[id]; l != nil {
 		l.refusals, l.wokenFor, l.woken = 0, "", false
-		l.heldUntil = time.Time{}
+		l.held = false
 		ls.unqueue(l)
 	}
 }
@@ -580,8 +592,7 @@ func (ls *lines) Refused(id, scope string) (again bool, pass string) {
 	l.wokenFor = ""
 	l.refusals++
 	l.polling = false
-	l.notBefore = ls.cfg.Now().Add(ls.backoff(l.refusals))
-	l.heldUntil = time.Time{}
+	l.notBefore, l.held = ls.cfg.Now().Add(ls.backoff(l.refusals)), false
 	if l.elem != nil && l.waitsOn == scope {
 		return false, pass
 	}
@@ -653,7 +664,7 @@ func (ls *lines) Wake(scope string) string {
 			l.woken = true
 			return ""
 		}
-		l.notBefore, l.heldUntil = time.Time{}, time.Time{}
+		l.notBefore, l.held = time.Time{}, false
 		return id
 	}
 	return ""
@@ -669,7 +680,7 @@ func (ls *lines) Nudge(id string) {
 			l.woken = true
 			return
 		}
-		l.notBefore, l.heldUntil = time.Time{}, time.Time{}
+		l.notBefore, l.held = time.Time{}, false
 	}
 }
 
