@@ -27,11 +27,7 @@ func TestTakeDoesNotWaitForTokensHeldByAHungSibling(t *testing.T) {
 
 	// orders: a line of stored tasks (no first attempt waits in it), served
 	// by the deliver stage — one of its attempts ended just now.
-	for range 5 {
-		if d, _ := ls.Join("orders", &job{}, 10, 0); d != 0 {
-			t.Fatalf("seeding orders' line deferred a task by %s", d)
-		}
-	}
+	seedLine(t, ls, "orders", 5, 0)
 	ls.Observe("orders", false, ok(5*time.Millisecond))
 	if ls.Moving("orders", directTokenWait) {
 		t.Fatal("a line of stored tasks alone reads as moving: no first attempt waits there to give a token back")
@@ -85,11 +81,7 @@ func TestJoinWithinHonoursTheRateLimit(t *testing.T) {
 	now := time.Unix(1000, 0)
 	ls := testLines(&now)
 	ls.Observe("limited", false, ok(5*time.Millisecond)) // a fast endpoint
-	for range 5 {
-		if d, _ := ls.Join("limited", &job{}, 10, 1); d != 0 {
-			t.Fatalf("seeding the line deferred a task by %s", d)
-		}
-	}
+	seedLine(t, ls, "limited", 5, 1)
 	iv := ls.interval(ls.byID["limited"], 10, 1, ls.cfg.Unmeasured)
 	ahead := time.Duration(len(ls.byID["limited"].q)) * iv
 	if joined, _ := ls.JoinWithin("limited", &job{}, 10, 1, DirectWait/2); joined {
@@ -106,9 +98,7 @@ func TestMovingMeansAnAttemptEnded(t *testing.T) {
 	now := time.Unix(1000, 0)
 	ls := testLines(&now)
 	ls.Observe("orders", false, ok(5*time.Millisecond))
-	if d, _ := ls.Join("orders", &job{}, 10, 0); d != 0 {
-		t.Fatalf("seeding the line deferred a task by %s", d)
-	}
+	seedLine(t, ls, "orders", 1, 0)
 	if joined, _ := ls.JoinWithin("orders", &job{wake: make(chan Slot, 1)}, 10, 0, DirectWait/2); !joined {
 		t.Fatal("setup: a first attempt did not join the line")
 	}
@@ -133,11 +123,7 @@ func TestJoinWithinBehindALineThatStandsStill(t *testing.T) {
 	now := time.Unix(1000, 0)
 	ls := testLines(&now)
 	ls.Observe("orders", false, ok(5*time.Millisecond)) // measured fast
-	for range 100 {
-		if d, _ := ls.Join("orders", &job{}, 10, 0); d != 0 {
-			t.Fatalf("seeding the line deferred a task by %s", d)
-		}
-	}
+	seedLine(t, ls, "orders", 100, 0)
 	// Its head is refused for want of a destination slot, again and again.
 	for range 6 {
 		if !ls.Claim("orders") {
@@ -173,11 +159,7 @@ func TestJoinWithinRateLimitedMovingLineIsBoundByTime(t *testing.T) {
 	ls := testLines(&now)
 	for _, id := range []string{"limited", "free"} {
 		ls.Observe(id, false, ok(time.Millisecond)) // fast, and an attempt ended just now: the line moves
-		for range 30 {
-			if d, _ := ls.Join(id, &job{}, 10, 0); d != 0 {
-				t.Fatalf("seeding %s deferred a task by %s", id, d)
-			}
-		}
+		seedLine(t, ls, id, 30, 0)
 	}
 	if joined, _ := ls.JoinWithin("free", &job{wake: make(chan Slot, 1)}, 10, 0, DirectWait/2); !joined {
 		t.Fatal("setup: a first attempt did not join the moving line without a rate limit")
@@ -201,9 +183,7 @@ func TestJoinWithinBehindAHeadHeldPastTheWait(t *testing.T) {
 	now := time.Unix(1000, 0)
 	ls := testLines(&now)
 	ls.Observe("orders", false, ok(5*time.Millisecond)) // measured fast
-	if d, _ := ls.Join("orders", &job{}, 10, 0); d != 0 {
-		t.Fatalf("seeding the line deferred a task by %s", d)
-	}
+	seedLine(t, ls, "orders", 1, 0)
 	now = now.Add(time.Second)
 	// poll: the head refused with a wait of its own (circuit open for 5 s).
 	if !ls.Claim("orders") {
@@ -286,11 +266,7 @@ func TestMovingCountsFirstAttemptsOut(t *testing.T) {
 	} {
 		ls := testLines(&now)
 		ls.Observe("orders", false, ok(time.Millisecond))
-		for range 5 {
-			if d, _ := ls.Join("orders", &job{}, 10, 0); d != 0 {
-				t.Fatalf("%s: seeding deferred a task by %s", exit.name, d)
-			}
-		}
+		seedLine(t, ls, "orders", 5, 0)
 		if ls.Moving("orders", directTokenWait) {
 			t.Fatalf("%s: a line of tasks alone moves", exit.name)
 		}
@@ -304,6 +280,17 @@ func TestMovingCountsFirstAttemptsOut(t *testing.T) {
 		exit.take(ls, w)
 		if ls.Moving("orders", directTokenWait) {
 			t.Fatalf("%s: the line still moves after its only first attempt left", exit.name)
+		}
+	}
+}
+
+// seedLine puts n tasks in id's line (a cap of 10, rate limit perSecond),
+// failing the test if one was deferred instead.
+func seedLine(t *testing.T, ls *lines, id string, n int, perSecond float64) {
+	t.Helper()
+	for range n {
+		if d, _ := ls.Join(id, &job{}, 10, perSecond); d != 0 {
+			t.Fatalf("seeding %s's line deferred a task by %s", id, d)
 		}
 	}
 }

@@ -436,12 +436,8 @@ func TestJoinWithinBoundsTheWaitNotTheCount(t *testing.T) {
 	ls := testLines(&now)
 	ls.cfg.PerLineMax, ls.cfg.TotalMax = 1000, 1000
 	fill := func(id string, avg time.Duration, n int) {
-		ls.Observe(id, false, sender.Result{Status: http.StatusOK, Duration: avg})
-		for range n {
-			if d, _ := ls.Join(id, &job{}, 10, 0); d != 0 {
-				t.Fatalf("%s: seeding the line deferred a task by %s", id, d)
-			}
-		}
+		ls.Observe(id, false, ok(avg))
+		seedLine(t, ls, id, n, 0)
 	}
 	fill("fast", time.Millisecond, 300) // 300 × 0.1 ms: 30 ms of attempts ahead
 	if joined, first := ls.JoinWithin("fast", &job{}, 10, 0, 500*time.Millisecond); !joined || first {
