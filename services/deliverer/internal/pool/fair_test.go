@@ -39,11 +39,30 @@ func keyed(t *testing.T, ackWait time.Duration, backlog int) jetstream.Consumer 
 }
 
 // order runs RunFair with one worker over a backlog of 300 messages of one
-// tenant followed by one of another; the worker holds the first message
-// until every other waits in the buffer, then handles them all. It
-// returns the subjects in the order they were handled.
+// tenant followed by one of another (holdFirst), and returns the subjects
+// in the order they were handled.
 func order(t *testing.T, key func(jetstream.Msg) string) []string {
-	const backlog = 300
+	got, _ := holdFirst(t, key, 300)
+	subjects := make([]string, len(got))
+	for i, h := range got {
+		subjects[i] = h.subject
+	}
+	return subjects
+}
+
+// served is a message the one worker of holdFirst handled: when RunFair
+// received it (pool.Received) and when it was handled.
+type served struct {
+	subject           string
+	received, handled time.Time
+}
+
+// holdFirst runs RunFair with one worker over keyed's backlog messages of
+// one tenant and the victim's; the worker holds the first message until
+// every other waits in the buffer, then handles them all. It returns them
+// in the order handled, and when the first was let go.
+func holdFirst(t *testing.T, key func(jetstream.Msg) string, backlog int) (got []served, released time.Time) {
+	t.Helper()
 	cons := keyed(t, 30*time.Second, backlog)
 	it, err := cons.Messages(pool.Pull(8, 0)...)
 	if err != nil {
@@ -51,29 +70,39 @@ func order(t *testing.T, key func(jetstream.Msg) string) []string {
 	}
 	var (
 		mu      sync.Mutex
-		handled []string
 		waiting atomic.Int64
 	)
-	all := make(chan struct{})
-	var once sync.Once
+	changed := make(chan struct{}, 1) // the count waiting changed
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
 		done <- pool.RunFair(ctx, it, pool.Fair{Workers: 1, Buffer: 1000, Key: key, KeepAlive: 10 * time.Second,
 			Waiting: func(n int) {
 				waiting.Store(int64(n))
-				if n == backlog { // every message but the one in hand
-					once.Do(func() { close(all) })
+				select {
+				case changed <- struct{}{}:
+				default:
 				}
-			}}, func(_ context.Context, m jetstream.Msg) {
+			}}, func(hctx context.Context, m jetstream.Msg) {
+			received := pool.Received(hctx)
 			mu.Lock()
-			first := len(handled) == 0
-			handled = append(handled, m.Subject())
-			n := len(handled)
+			first := len(got) == 0
 			mu.Unlock()
 			if first {
-				<-all
+				// In hand: wait until every other message waits in the
+				// buffer (counted while this one is in hand, not before
+				// the worker took it).
+				for waiting.Load() != int64(backlog) {
+					<-changed
+				}
+				mu.Lock()
+				released = time.Now()
+				mu.Unlock()
 			}
+			mu.Lock()
+			got = append(got, served{subject: m.Subject(), received: received, handled: time.Now()})
+			n := len(got)
+			mu.Unlock()
 			_ = m.Ack()
 			if n == backlog+1 {
 				cancel()
@@ -86,9 +115,11 @@ func order(t *testing.T, key func(jetstream.Msg) string) []string {
 			t.Fatal(err)
 		}
 	case <-time.After(30 * time.Second):
-		t.Fatalf("not all handled: %d of %d, %d waiting", len(handled), backlog+1, waiting.Load())
+		mu.Lock()
+		defer mu.Unlock()
+		t.Fatalf("not all handled: %d of %d, %d waiting", len(got), backlog+1, waiting.Load())
 	}
-	return handled
+	return got, released
 }
 
 // A tenant's message fetched behind another tenant's backlog is served at
@@ -481,60 +512,16 @@ func TestSplitBufferKeepsWhatAReplicaHolds(t *testing.T) {
 func TestFairTellsTheHandlerWhenItsMessageCame(t *testing.T) {
 	t.Parallel()
 	before := time.Now()
-	cons := keyed(t, 30*time.Second, 2) // flood 0, flood 1, victim 0
-	it, err := cons.Messages(pool.Pull(8, 0)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	type handled struct{ received, handled time.Time }
-	var (
-		mu       sync.Mutex
-		got      = map[string]handled{}
-		released time.Time
-	)
-	all := make(chan struct{})
-	var once sync.Once
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- pool.RunFair(ctx, it, pool.Fair{Workers: 1, Buffer: 10, Key: tenantOf, KeepAlive: 10 * time.Second,
-			Waiting: func(n int) {
-				if n == 2 { // both others wait while the first is in hand
-					once.Do(func() { close(all) })
-				}
-			}}, func(hctx context.Context, m jetstream.Msg) {
-			received := pool.Received(hctx)
-			mu.Lock()
-			first := len(got) == 0
-			mu.Unlock()
-			if first {
-				<-all
-				mu.Lock()
-				released = time.Now()
-				mu.Unlock()
-			}
-			mu.Lock()
-			got[m.Subject()] = handled{received: received, handled: time.Now()}
-			n := len(got)
-			mu.Unlock()
-			_ = m.Ack()
-			if n == 3 {
-				cancel()
-			}
-		}, zap.NewNop())
-	}()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	got, released := holdFirst(t, tenantOf, 2) // flood 0, flood 1, victim 0
 	if len(got) != 3 {
 		t.Fatalf("handled %d messages, want 3", len(got))
 	}
-	for subject, h := range got {
+	for _, h := range got {
 		if h.received.IsZero() || h.received.Before(before) || h.received.After(h.handled) {
-			t.Errorf("%s: received %v, want between its publish (after %v) and its handling (%v)", subject, h.received, before, h.handled)
+			t.Errorf("%s: received %v, want between its publish (after %v) and its handling (%v)", h.subject, h.received, before, h.handled)
 		}
-		if subject != "s.flood.0" && !h.received.Before(released) {
-			t.Errorf("%s waited in the buffer until %v, yet was received at %v: the time a worker took it, not when it came", subject, released, h.received)
+		if h.subject != "s.flood.0" && !h.received.Before(released) {
+			t.Errorf("%s waited in the buffer until %v, yet was received at %v: the time a worker took it, not when it came", h.subject, released, h.received)
 		}
 	}
 	if !pool.Received(context.Background()).IsZero() {
