@@ -57,6 +57,13 @@ type Config struct {
 	// others' (0: three quarters of HOOKLINE_MAX_ACK_PENDING less twice
 	// HOOKLINE_DISPATCH_WORKERS; see DispatchBufferSize).
 	// DispatchBufferBytes bounds their payloads and headers.
+	// TenantFanouts: how many of one tenant's events a replica fans out
+	// into stored tasks at once (its first attempts from dispatch are
+	// bounded by HOOKLINE_DIRECT_MAX instead). Storing is the broker's
+	// work, and a few at once keep it as busy as many: the many only
+	// lengthen the queues every other tenant's deliveries wait in. 0: no
+	// bound but that of a sixteenth of the workers kept for other tenants.
+	TenantFanouts       int   `env:"HOOKLINE_TENANT_FANOUTS" envDefault:"16"`
 	DispatchBuffer      int   `env:"HOOKLINE_DISPATCH_BUFFER" envDefault:"0"`
 	DispatchBufferBytes int64 `env:"HOOKLINE_DISPATCH_BUFFER_BYTES" envDefault:"67108864"`
 	// GroupCommit stores the tasks of events dispatched together, and the
@@ -224,6 +231,7 @@ func (c Config) Validate() error {
 		errs = append(errs, err)
 	}
 	check(c.DispatchWorkers >= 1, "HOOKLINE_DISPATCH_WORKERS must be at least 1, not %d", c.DispatchWorkers)
+	check(c.TenantFanouts >= 0, "HOOKLINE_TENANT_FANOUTS must not be negative, not %d", c.TenantFanouts)
 	check(c.DirectMax >= 0, "HOOKLINE_DIRECT_MAX must not be negative, not %d", c.DirectMax)
 	check(c.DispatchBuffer >= 0 && c.DispatchBuffer < c.MaxAckPending,
 		"HOOKLINE_DISPATCH_BUFFER must be 0 (the default) or below HOOKLINE_MAX_ACK_PENDING (%d), not %d", c.MaxAckPending, c.DispatchBuffer)

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
+	"github.com/hookline/hookline/services/deliverer/internal/pool"
 	"github.com/hookline/hookline/services/deliverer/internal/settle"
 	"github.com/hookline/hookline/services/deliverer/internal/task"
 	"github.com/nats-io/nats.go"
@@ -58,6 +59,11 @@ func (d *Deliverer) Direct(ctx context.Context, m *nats.Msg, sub *hooklinev1.Sub
 		return false
 	}
 	defer func() { <-d.direct }()
+	// Holding its tokens, the attempt waits on the endpoint (its line, the
+	// POST), not on the broker: dispatch's bound on how many of a tenant's
+	// events are fanned out at once (pool.Fair.PerKeyBusy) does not count
+	// this event meanwhile. The tokens bound such attempts instead.
+	defer pool.Attempting(ctx)()
 	t, err := task.Parse(m.Subject, m.Header, m.Data)
 	if err != nil {
 		// The deliver stage dead-letters what cannot be read.

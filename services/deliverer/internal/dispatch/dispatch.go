@@ -101,6 +101,10 @@ type Options struct {
 	// many bytes they may hold (default 64 MiB).
 	Buffer      int
 	BufferBytes int64
+	// TenantFanouts is how many of one tenant's events are handled at
+	// once beside those whose first attempts hold direct tokens
+	// (pool.Fair.PerKeyBusy; 0: no bound but pool.DefaultPerKey).
+	TenantFanouts int
 }
 
 // Dispatcher is the fan-out stage.
@@ -189,7 +193,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		defer func() { stopPub(); <-pubDone }()
 	}
 	fair := pool.Fair{Workers: d.o.Workers, Buffer: queue, BufferBytes: queueBytes, Prefetch: prefetch,
-		Key: eventTenant, KeepAlive: d.o.AckWait / 3}
+		Key: eventTenant, KeepAlive: d.o.AckWait / 3, PerKeyBusy: d.o.TenantFanouts}
 	if d.m != nil {
 		fair.Waiting = func(n int) { d.m.DispatchWaiting.Set(float64(n)) }
 	}

@@ -40,6 +40,16 @@ type Fair struct {
 	// one key's flood holds every other worker (each waiting for its
 	// publishes' acknowledgements from a busy server).
 	PerKey int
+	// PerKeyBusy is the most messages of one key handled at once whose
+	// handlers have not said they wait on a remote endpoint (Attempting)
+	// (0: no bound but PerKey). Dispatch: how many of a tenant's events
+	// are fanned out into stored tasks at once. Storing is the broker's
+	// work: a few fan-outs at once keep it as busy as many do, and the
+	// many only lengthen the queues every other tenant's delivery waits
+	// in (this process's run queue, its NATS connection, the server's).
+	// The bound is lifted while the buffer is full, since then every
+	// key's next message waits in the stream behind the busy key's.
+	PerKeyBusy int
 }
 
 // DefaultPerKey keeps a sixteenth of the workers (at least one, when there
@@ -228,12 +238,13 @@ func RunFair(ctx context.Context, it jetstream.MessagesContext, o Fair, handle H
 					return
 				}
 				if ctx.Err() != nil {
-					q.finish(key)
+					q.finish(key, false)
 					release(msg)
 					continue
 				}
-				safely(WithReceived(hctx, received), held.track(msg), handle, log)
-				q.finish(key)
+				h := &handling{q: q, key: key}
+				safely(context.WithValue(WithReceived(hctx, received), handlingKey{}, h), held.track(msg), handle, log)
+				q.finish(key, h.done())
 			}
 		})
 	}
@@ -254,17 +265,20 @@ func RunFair(ctx context.Context, it jetstream.MessagesContext, o Fair, handle H
 // fairQueue holds the messages waiting for a worker, a FIFO per key, and
 // the keys with messages waiting in the order they are served.
 type fairQueue struct {
-	o       Fair
-	mu      sync.Mutex
-	cond    *sync.Cond // signalled when a message is put, taken or the queue closes
-	keys    map[string]*keyQueue
-	ring    []*keyQueue    // keys with messages waiting, next to serve first
-	inHand  map[string]int // messages of each key being handled
-	n       int
-	bytes   int64
-	done    bool
-	closed  chan struct{}
-	closeMu sync.Once
+	o      Fair
+	mu     sync.Mutex
+	cond   *sync.Cond // signalled when a message is put, taken or the queue closes
+	keys   map[string]*keyQueue
+	ring   []*keyQueue    // keys with messages waiting, next to serve first
+	inHand map[string]int // messages of each key being handled
+	// attempting counts those of inHand whose handlers said they wait on
+	// a remote endpoint (Attempting).
+	attempting map[string]int
+	n          int
+	bytes      int64
+	done       bool
+	closed     chan struct{}
+	closeMu    sync.Once
 }
 
 type keyQueue struct {
@@ -280,7 +294,7 @@ type waiting struct {
 }
 
 func newFairQueue(o Fair) *fairQueue {
-	q := &fairQueue{o: o, keys: map[string]*keyQueue{}, inHand: map[string]int{}, closed: make(chan struct{})}
+	q := &fairQueue{o: o, keys: map[string]*keyQueue{}, inHand: map[string]int{}, attempting: map[string]int{}, closed: make(chan struct{})}
 	q.cond = sync.NewCond(&q.mu)
 	return q
 }
@@ -299,7 +313,7 @@ func msgSize(m jetstream.Msg) int64 {
 func (q *fairQueue) waitRoom() {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	for !q.done && q.n > 0 && (q.n >= q.o.Buffer || (q.o.BufferBytes > 0 && q.bytes >= q.o.BufferBytes)) {
+	for !q.done && q.n > 0 && q.full() {
 		q.cond.Wait()
 	}
 }
@@ -348,7 +362,7 @@ func (q *fairQueue) take() (jetstream.Msg, string, time.Time, bool) {
 			return nil, "", time.Time{}, false
 		}
 		for i, k := range q.ring {
-			if q.inHand[k.key] < q.o.PerKey {
+			if q.mayTake(k.key) {
 				kq = k
 				q.ring = append(q.ring[:i], q.ring[i+1:]...)
 				break
@@ -374,14 +388,100 @@ func (q *fairQueue) take() (jetstream.Msg, string, time.Time, bool) {
 	return w.msg, kq.key, w.received, true
 }
 
-// finish says a message of key taken is handled.
-func (q *fairQueue) finish(key string) {
+// mayTake reports whether another message of key may be handled now:
+// fewer than PerKey in hand, and fewer than PerKeyBusy not attempting
+// unless the buffer is full.
+func (q *fairQueue) mayTake(key string) bool {
+	in := q.inHand[key]
+	if in >= q.o.PerKey {
+		return false
+	}
+	return q.o.PerKeyBusy <= 0 || in-q.attempting[key] < q.o.PerKeyBusy || q.full()
+}
+
+// full reports whether the fetcher waits for room (waitRoom).
+func (q *fairQueue) full() bool {
+	return q.n >= q.o.Buffer || (q.o.BufferBytes > 0 && q.bytes >= q.o.BufferBytes)
+}
+
+// finish says a message of key taken is handled; attempting, that its
+// handler had said so (Attempting).
+func (q *fairQueue) finish(key string, attempting bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.inHand[key]--; q.inHand[key] <= 0 {
 		delete(q.inHand, key)
 	}
+	if attempting {
+		if q.attempting[key]--; q.attempting[key] <= 0 {
+			delete(q.attempting, key)
+		}
+	}
 	q.cond.Broadcast()
+}
+
+// attempt counts a message of key in hand as attempting (by 1 or -1).
+func (q *fairQueue) attempt(key string, by int) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.attempting[key] += by; q.attempting[key] <= 0 {
+		delete(q.attempting, key)
+	}
+	q.cond.Broadcast() // the key may be below PerKeyBusy now
+}
+
+// handling is a message in a handler's hands, for Attempting.
+type handling struct {
+	q        *fairQueue
+	key      string
+	mu       sync.Mutex
+	attempts int // Attempting not yet ended
+	finished bool
+}
+
+type handlingKey struct{}
+
+// Attempting tells RunFair that the handler's message waits on a remote
+// endpoint (dispatch: a first attempt holding a direct token), not on this
+// process or the broker, until the returned func is called: meanwhile it
+// does not count against Fair.PerKeyBusy. Attempts may overlap (one
+// message's several first attempts); the message counts as attempting
+// while any runs. Outside RunFair, no effect.
+func Attempting(ctx context.Context) (end func()) {
+	h, _ := ctx.Value(handlingKey{}).(*handling)
+	if h == nil {
+		return func() {}
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.finished {
+		return func() {}
+	}
+	if h.attempts++; h.attempts == 1 {
+		h.q.attempt(h.key, 1)
+	}
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			if h.finished {
+				return
+			}
+			if h.attempts--; h.attempts == 0 {
+				h.q.attempt(h.key, -1)
+			}
+		})
+	}
+}
+
+// done ends the handling (an attempt the handler left running no longer
+// counts) and says whether it was still counted attempting, for finish.
+func (h *handling) done() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.finished = true
+	return h.attempts > 0
 }
 
 type receivedKey struct{}

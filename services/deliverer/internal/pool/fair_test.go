@@ -590,3 +590,120 @@ func TestFairKeepsAWorkerForTheOtherKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// busyKey runs RunFair over 20 messages of one key with the given bounds;
+// handle runs each message and then waits for release. It returns after
+// the caller's wait, with the most messages handled at once that had not
+// said Attempting, once every message is acked.
+func busyKey(t *testing.T, f pool.Fair, attempt func(nth int32) bool, reached func(inHand, busy int32) bool) (maxBusy int32) {
+	t.Helper()
+	cons, js := consumer(t, 30*time.Second, 0)
+	ctx := context.Background()
+	const n = 20
+	for i := range n {
+		if _, err := js.Publish(ctx, fmt.Sprintf("s.flood.%d", i), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	it, err := cons.Messages(pool.Pull(8, 0)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		mu           sync.Mutex
+		inHand, busy int32
+		nth, acked   int32
+		reachedOnce  sync.Once
+		reachedCh    = make(chan struct{})
+		release      = make(chan struct{})
+		allAcked     = make(chan struct{})
+		rctx, cancel = context.WithCancel(ctx)
+		done         = make(chan error, 1)
+	)
+	f.Key = tenantOf
+	f.KeepAlive = 10 * time.Second
+	go func() {
+		done <- pool.RunFair(rctx, it, f, func(hctx context.Context, m jetstream.Msg) {
+			mu.Lock()
+			nth++
+			i := nth
+			inHand++
+			busy++
+			maxBusy = max(maxBusy, busy)
+			if attempt(i) {
+				// Two overlapping attempts, one ended: still attempting.
+				pool.Attempting(hctx)
+				end := pool.Attempting(hctx)
+				end()
+				end() // again: no effect
+				busy--
+			}
+			if reached(inHand, busy) {
+				reachedOnce.Do(func() { close(reachedCh) })
+			}
+			mu.Unlock()
+			<-release
+			mu.Lock()
+			inHand--
+			if !attempt(i) {
+				busy--
+			}
+			mu.Unlock()
+			_ = m.Ack()
+			if atomic.AddInt32(&acked, 1) == n {
+				close(allAcked)
+			}
+		}, zap.NewNop())
+	}()
+	select {
+	case <-reachedCh:
+	case <-time.After(10 * time.Second):
+		mu.Lock()
+		t.Errorf("waited 10 s with %d messages in hand, %d of them busy", inHand, busy)
+		mu.Unlock()
+	}
+	close(release)
+	select {
+	case <-allAcked:
+	case <-time.After(10 * time.Second):
+		t.Errorf("%d of %d messages handled in 10 s", atomic.LoadInt32(&acked), n)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	return maxBusy
+}
+
+// A key's messages that wait on nothing remote (dispatch: fan-outs that
+// only store tasks) are handled PerKeyBusy at a time, while those whose
+// handlers said Attempting (first attempts) no longer count: the four
+// attempting and two busy are in hand together, and never more than two
+// busy.
+func TestFairBoundsAKeysBusyMessages(t *testing.T) {
+	t.Parallel()
+	f := pool.Fair{Workers: 8, Buffer: 100, PerKeyBusy: 2}
+	maxBusy := busyKey(t, f,
+		func(nth int32) bool { return nth <= 4 },
+		func(inHand, busy int32) bool { return inHand == 6 && busy == 2 })
+	if maxBusy > 2 {
+		t.Errorf("%d messages of one key handled at once without attempting, more than PerKeyBusy 2", maxBusy)
+	}
+}
+
+// While the buffer is full, every key's next message waits in the stream
+// behind the busy key's, so the busy key is not held to PerKeyBusy: its
+// messages fill the workers it may have (PerKey).
+func TestFairLiftsTheBusyBoundWhileTheBufferIsFull(t *testing.T) {
+	t.Parallel()
+	f := pool.Fair{Workers: 4, Buffer: 3, PerKeyBusy: 1}
+	perKey := int32(pool.DefaultPerKey(4))
+	maxBusy := busyKey(t, f,
+		func(int32) bool { return false },
+		func(inHand, _ int32) bool { return inHand == perKey })
+	if maxBusy != perKey {
+		t.Errorf("%d messages of one key handled at once behind a full buffer, want %d (PerKey)", maxBusy, perKey)
+	}
+}

@@ -1,0 +1,101 @@
+package dispatch_test
+
+import (
+	"context"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hookline/hookline/pkg/stream"
+	"github.com/hookline/hookline/pkg/wire"
+	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
+	"github.com/hookline/hookline/services/deliverer/internal/deadletter"
+	"github.com/hookline/hookline/services/deliverer/internal/dispatch"
+	"github.com/hookline/hookline/services/deliverer/internal/metrics"
+	"github.com/hookline/hookline/services/deliverer/internal/sender"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+)
+
+// heldMatcher counts the fan-outs of each tenant in its hands at once and
+// holds the flood's until released; every event matches one subscription.
+type heldMatcher struct {
+	mu       sync.Mutex
+	inHand   map[string]int
+	most     map[string]int
+	full     chan struct{} // closed once the flood has limit in hand
+	victim   chan struct{} // closed once the victim's event is matched
+	limit    int
+	release  chan struct{}
+	fullOnce sync.Once
+	vicOnce  sync.Once
+}
+
+func (m *heldMatcher) ForEventSince(_ context.Context, _ time.Time, tenant, _ string) ([]*hooklinev1.Subscription, uint64, error) {
+	m.mu.Lock()
+	m.inHand[tenant]++
+	m.most[tenant] = max(m.most[tenant], m.inHand[tenant])
+	if tenant == "flood" && m.inHand[tenant] == m.limit {
+		m.fullOnce.Do(func() { close(m.full) })
+	}
+	m.mu.Unlock()
+	if tenant == "flood" {
+		<-m.release
+	} else {
+		m.vicOnce.Do(func() { close(m.victim) })
+	}
+	m.mu.Lock()
+	m.inHand[tenant]--
+	m.mu.Unlock()
+	return []*hooklinev1.Subscription{{Id: "sub_" + tenant, Tenant: tenant}}, 0, nil
+}
+
+// Dispatch fans out at most TenantFanouts of one tenant's events at once
+// when none makes a first attempt (here: no Direct, every delivery a
+// task), and another tenant's event is still fanned out beside them.
+func TestTenantFanoutsBoundsATenantsFanOuts(t *testing.T) {
+	t.Parallel()
+	_, js, _ := setup(t, &matcher{})
+	const limit = 3
+	match := &heldMatcher{inHand: map[string]int{}, most: map[string]int{}, limit: limit,
+		full: make(chan struct{}), victim: make(chan struct{}), release: make(chan struct{})}
+	d := dispatch.New(dispatch.Deps{JS: js, Matcher: match, DeadLetters: deadletter.NewPublisher(js), Log: zap.NewNop(),
+		Metrics: metrics.New(prometheus.NewRegistry(), wire.DeadLetterReasons(), sender.Classes)},
+		dispatch.Options{Workers: 16, TenantFanouts: limit})
+	ctx := context.Background()
+	publish := func(tenant string, i int) {
+		t.Helper()
+		m := nats.NewMsg(stream.EventSubject(tenant, "order.created"))
+		m.Header.Set(stream.HeaderMsgID, stream.EventMsgID(tenant, "evt_"+strconv.Itoa(i)))
+		m.Data = []byte(`{}`)
+		if _, err := js.PublishMsg(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const flood = 20
+	for i := range flood {
+		publish("flood", i)
+	}
+	go func() {
+		// The flood holds its fan-outs until the victim's event is
+		// matched beside them.
+		<-match.full
+		publish("victim", 0)
+		<-match.victim
+		close(match.release)
+	}()
+	runUntil(t, d, js, 30*time.Second, "every event dispatched", func(info *jetstream.ConsumerInfo) bool {
+		return info.AckFloor.Stream == flood+1
+	})
+	match.mu.Lock()
+	defer match.mu.Unlock()
+	if got := match.most["flood"]; got != limit {
+		t.Errorf("the flood had %d fan-outs in hand at once, want TenantFanouts %d", got, limit)
+	}
+	if got := subjects(t, js, stream.Deliveries); len(got) != 2 {
+		t.Errorf("DELIVERIES subjects %v, want the flood's and the victim's tasks", got)
+	}
+}
