@@ -193,7 +193,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		defer func() { stopPub(); <-pubDone }()
 	}
 	fair := pool.Fair{Workers: d.o.Workers, Buffer: queue, BufferBytes: queueBytes, Prefetch: prefetch,
-		Key: eventTenant, KeepAlive: d.o.AckWait / 3, PerKeyBusy: d.o.TenantFanouts}
+		Key: eventTenant, KeepAlive: d.o.AckWait / 3, PerKeyBusy: d.o.TenantFanouts, WindowFull: pool.AckWindowFull(cons)}
 	if d.m != nil {
 		fair.Waiting = func(n int) { d.m.DispatchWaiting.Set(float64(n)) }
 	}

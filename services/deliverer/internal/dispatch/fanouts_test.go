@@ -7,12 +7,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hookline/hookline/pkg/natstest"
 	"github.com/hookline/hookline/pkg/stream"
 	"github.com/hookline/hookline/pkg/wire"
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
 	"github.com/hookline/hookline/services/deliverer/internal/deadletter"
 	"github.com/hookline/hookline/services/deliverer/internal/dispatch"
 	"github.com/hookline/hookline/services/deliverer/internal/metrics"
+	"github.com/hookline/hookline/services/deliverer/internal/pool"
 	"github.com/hookline/hookline/services/deliverer/internal/sender"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -66,25 +68,34 @@ func TestTenantFanoutsBoundsATenantsFanOuts(t *testing.T) {
 		Metrics: metrics.New(prometheus.NewRegistry(), wire.DeadLetterReasons(), sender.Classes)},
 		dispatch.Options{Workers: 16, TenantFanouts: limit})
 	ctx := context.Background()
-	publish := func(tenant string, i int) {
-		t.Helper()
+	publish := func(tenant string, i int) error {
 		m := nats.NewMsg(stream.EventSubject(tenant, "order.created"))
 		m.Header.Set(stream.HeaderMsgID, stream.EventMsgID(tenant, "evt_"+strconv.Itoa(i)))
 		m.Data = []byte(`{}`)
-		if _, err := js.PublishMsg(ctx, m); err != nil {
-			t.Fatal(err)
-		}
+		_, err := js.PublishMsg(ctx, m)
+		return err
 	}
 	const flood = 20
 	for i := range flood {
-		publish("flood", i)
+		if err := publish("flood", i); err != nil {
+			t.Fatal(err)
+		}
 	}
 	go func() {
 		// The flood holds its fan-outs until the victim's event is
-		// matched beside them.
-		<-match.full
-		publish("victim", 0)
-		<-match.victim
+		// matched beside them (or 20 s pass: the test then fails below
+		// rather than hanging).
+		select {
+		case <-match.full:
+		case <-time.After(20 * time.Second):
+		}
+		if err := publish("victim", 0); err != nil {
+			t.Error(err)
+		}
+		select {
+		case <-match.victim:
+		case <-time.After(20 * time.Second):
+		}
 		close(match.release)
 	}()
 	runUntil(t, d, js, 30*time.Second, "every event dispatched", func(info *jetstream.ConsumerInfo) bool {
@@ -97,5 +108,74 @@ func TestTenantFanoutsBoundsATenantsFanOuts(t *testing.T) {
 	}
 	if got := subjects(t, js, stream.Deliveries); len(got) != 2 {
 		t.Errorf("DELIVERIES subjects %v, want the flood's and the victim's tasks", got)
+	}
+}
+
+// Replicas share the dispatch consumer's ack window: while another
+// replica holds its three quarters and a flood the rest, this replica's
+// buffer never fills, every other tenant's event waits in EVENTS behind the
+// flood, and the bound on the flood's fan-outs is lifted (pool.Fair.
+// WindowFull): its events take the workers they may (15 of 16).
+func TestTenantFanoutsLiftedWhileTheAckWindowIsFull(t *testing.T) {
+	t.Parallel()
+	const window, workers = 16, 16
+	ns := natstest.Start(t)
+	_, js := ns.Connect(t)
+	ctx := context.Background()
+	if err := stream.Ensure(ctx, js, stream.Config{MemoryStorage: true, MaxAckPending: window}); err != nil {
+		t.Fatal(err)
+	}
+	perKey := pool.DefaultPerKey(workers)
+	match := &heldMatcher{inHand: map[string]int{}, most: map[string]int{}, limit: window / 4,
+		full: make(chan struct{}), victim: make(chan struct{}), release: make(chan struct{})}
+	d := dispatch.New(dispatch.Deps{JS: js, Matcher: match, DeadLetters: deadletter.NewPublisher(js), Log: zap.NewNop(),
+		Metrics: metrics.New(prometheus.NewRegistry(), wire.DeadLetterReasons(), sender.Classes)},
+		dispatch.Options{Workers: workers, TenantFanouts: 1, Buffer: 100}) // a buffer the window cannot fill
+	const flood = 40
+	for i := range flood {
+		m := nats.NewMsg(stream.EventSubject("flood", "order.created"))
+		m.Header.Set(stream.HeaderMsgID, stream.EventMsgID("flood", "evt_"+strconv.Itoa(i)))
+		m.Data = []byte(`{}`)
+		if _, err := js.PublishMsg(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The other replica: three quarters of the window.
+	cons, err := js.Consumer(ctx, stream.Events, stream.DispatchConsumer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch, err := cons.Fetch(window*3/4, jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var others []jetstream.Msg
+	for m := range batch.Messages() {
+		others = append(others, m)
+	}
+	if len(others) != window*3/4 {
+		t.Fatalf("the other replica got %d events, want %d (%v)", len(others), window*3/4, batch.Error())
+	}
+	go func() {
+		// Once the flood holds every event of the window left to this
+		// replica (a quarter), the other replica hands its share back (or
+		// after 20 s, so that a flood held to one fails the test below
+		// rather than hanging it).
+		select {
+		case <-match.full:
+		case <-time.After(20 * time.Second):
+		}
+		close(match.release)
+		for _, m := range others {
+			_ = m.Nak()
+		}
+	}()
+	runUntil(t, d, js, 30*time.Second, "every event dispatched", func(info *jetstream.ConsumerInfo) bool {
+		return info.AckFloor.Stream == flood
+	})
+	match.mu.Lock()
+	defer match.mu.Unlock()
+	if got := match.most["flood"]; got < window/4 || got > perKey {
+		t.Errorf("the flood had %d fan-outs in hand at once behind a full ack window, want %d (all this replica's share) to %d", got, window/4, perKey)
 	}
 }

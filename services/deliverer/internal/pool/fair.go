@@ -40,16 +40,44 @@ type Fair struct {
 	// one key's flood holds every other worker (each waiting for its
 	// publishes' acknowledgements from a busy server).
 	PerKey int
-	// PerKeyBusy is the most messages of one key handled at once whose
-	// handlers have not said they wait on a remote endpoint (Attempting)
-	// (0: no bound but PerKey). Dispatch: how many of a tenant's events
+	// PerKeyBusy: no message of a key is taken while this many of its
+	// messages in hand are busy, that is, their handlers are not in an
+	// Attempting (waiting on a remote endpoint); an attempt that ends
+	// counts busy again, so the busy may pass it by the attempts that
+	// ended (0: no bound but PerKey). Dispatch: how many of a tenant's events
 	// are fanned out into stored tasks at once. Storing is the broker's
 	// work: a few fan-outs at once keep it as busy as many do, and the
 	// many only lengthen the queues every other tenant's delivery waits
 	// in (this process's run queue, its NATS connection, the server's).
-	// The bound is lifted while the buffer is full, since then every
-	// key's next message waits in the stream behind the busy key's.
+	// The bound is lifted while the buffer is full, or the consumer's ack
+	// window is (WindowFull), since then every key's next message waits
+	// in the stream behind the busy key's.
 	PerKeyBusy int
+	// WindowFull reports whether the consumer hands out nothing more for
+	// now while messages wait in the stream (AckWindowFull): replicas
+	// share its MaxAckPending, so a flood can take it all while this
+	// replica's buffer has room. Asked every WindowCheck while a key's
+	// messages wait only for PerKeyBusy (nil: never).
+	WindowFull func(context.Context) bool
+}
+
+// WindowCheck is how often RunFair asks Fair.WindowFull while a key waits
+// for PerKeyBusy.
+const WindowCheck = 100 * time.Millisecond
+
+// AckWindowFull is Fair.WindowFull for cons: its acknowledgements pending
+// are at its MaxAckPending and messages wait in the stream behind them
+// (false when that cannot be told: the bound then holds).
+func AckWindowFull(cons jetstream.Consumer) func(context.Context) bool {
+	return func(ctx context.Context) bool {
+		ctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		info, err := cons.Info(ctx)
+		if err != nil {
+			return false
+		}
+		return info.Config.MaxAckPending > 0 && info.NumAckPending >= info.Config.MaxAckPending && info.NumPending > 0
+	}
 }
 
 // DefaultPerKey keeps a sixteenth of the workers (at least one, when there
@@ -230,6 +258,26 @@ func RunFair(ctx context.Context, it jetstream.MessagesContext, o Fair, handle H
 		}
 	}()
 
+	// The window watch lifts PerKeyBusy while the consumer's ack window
+	// is full, asking only while a key waits for that bound alone.
+	windowDone := make(chan struct{})
+	go func() {
+		defer close(windowDone)
+		if o.WindowFull == nil || o.PerKeyBusy <= 0 {
+			return
+		}
+		t := time.NewTicker(WindowCheck)
+		defer t.Stop()
+		for {
+			select {
+			case <-q.closed:
+				return
+			case <-t.C:
+			}
+			q.liftBusy(q.heldBack() && o.WindowFull(ctx))
+		}
+	}()
+
 	for range o.Workers {
 		wg.Go(func() {
 			for {
@@ -251,6 +299,7 @@ func RunFair(ctx context.Context, it jetstream.MessagesContext, o Fair, handle H
 	wg.Wait()
 	<-fetched
 	<-keepDone
+	<-windowDone
 	for _, msg := range q.rest() {
 		release(msg)
 	}
@@ -274,6 +323,9 @@ type fairQueue struct {
 	// attempting counts those of inHand whose handlers said they wait on
 	// a remote endpoint (Attempting).
 	attempting map[string]int
+	// windowFull: the consumer's ack window was full when last asked
+	// (Fair.WindowFull), which lifts PerKeyBusy.
+	windowFull bool
 	n          int
 	bytes      int64
 	done       bool
@@ -396,7 +448,30 @@ func (q *fairQueue) mayTake(key string) bool {
 	if in >= q.o.PerKey {
 		return false
 	}
-	return q.o.PerKeyBusy <= 0 || in-q.attempting[key] < q.o.PerKeyBusy || q.full()
+	return q.o.PerKeyBusy <= 0 || in-q.attempting[key] < q.o.PerKeyBusy || q.full() || q.windowFull
+}
+
+// heldBack reports whether a key's messages wait while PerKeyBusy of its
+// are busy (lifted or not).
+func (q *fairQueue) heldBack() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for _, k := range q.ring {
+		if q.inHand[k.key]-q.attempting[k.key] >= q.o.PerKeyBusy {
+			return true
+		}
+	}
+	return false
+}
+
+// liftBusy says whether the consumer's ack window is full.
+func (q *fairQueue) liftBusy(full bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if full != q.windowFull {
+		q.windowFull = full
+		q.cond.Broadcast()
+	}
 }
 
 // full reports whether the fetcher waits for room (waitRoom).
