@@ -55,6 +55,15 @@ func (m *heldMatcher) ForEventSince(_ context.Context, _ time.Time, tenant, _ st
 	return []*hooklinev1.Subscription{{Id: "sub_" + tenant, Tenant: tenant}}, 0, nil
 }
 
+// publishEvent stores tenant's i-th event (evt_<i>, order.created).
+func publishEvent(ctx context.Context, js jetstream.JetStream, tenant string, i int) error {
+	m := nats.NewMsg(stream.EventSubject(tenant, "order.created"))
+	m.Header.Set(stream.HeaderMsgID, stream.EventMsgID(tenant, "evt_"+strconv.Itoa(i)))
+	m.Data = []byte(`{}`)
+	_, err := js.PublishMsg(ctx, m)
+	return err
+}
+
 // Dispatch fans out at most TenantFanouts of one tenant's events at once
 // when none makes a first attempt (here: no Direct, every delivery a
 // task), and another tenant's event is still fanned out beside them.
@@ -68,13 +77,7 @@ func TestTenantFanoutsBoundsATenantsFanOuts(t *testing.T) {
 		Metrics: metrics.New(prometheus.NewRegistry(), wire.DeadLetterReasons(), sender.Classes)},
 		dispatch.Options{Workers: 16, TenantFanouts: limit})
 	ctx := context.Background()
-	publish := func(tenant string, i int) error {
-		m := nats.NewMsg(stream.EventSubject(tenant, "order.created"))
-		m.Header.Set(stream.HeaderMsgID, stream.EventMsgID(tenant, "evt_"+strconv.Itoa(i)))
-		m.Data = []byte(`{}`)
-		_, err := js.PublishMsg(ctx, m)
-		return err
-	}
+	publish := func(tenant string, i int) error { return publishEvent(ctx, js, tenant, i) }
 	const flood = 20
 	for i := range flood {
 		if err := publish("flood", i); err != nil {
@@ -133,10 +136,7 @@ func TestTenantFanoutsLiftedWhileTheAckWindowIsFull(t *testing.T) {
 		dispatch.Options{Workers: workers, TenantFanouts: 1, Buffer: 100}) // a buffer the window cannot fill
 	const flood = 40
 	for i := range flood {
-		m := nats.NewMsg(stream.EventSubject("flood", "order.created"))
-		m.Header.Set(stream.HeaderMsgID, stream.EventMsgID("flood", "evt_"+strconv.Itoa(i)))
-		m.Data = []byte(`{}`)
-		if _, err := js.PublishMsg(ctx, m); err != nil {
+		if err := publishEvent(ctx, js, "flood", i); err != nil {
 			t.Fatal(err)
 		}
 	}
