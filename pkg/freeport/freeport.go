@@ -16,6 +16,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // Loopback returns "127.0.0.1:<port>" for a port nobody listens on now.
@@ -27,25 +28,47 @@ func Loopback() (string, error) {
 	return net.JoinHostPort("127.0.0.1", strconv.Itoa(p)), nil
 }
 
-// Pick returns a loopback port nobody listens on now, below the kernel's
-// ephemeral range when it can (else one the kernel hands out).
+// picked is every port Pick returned in this process: none is returned
+// twice, since a caller may pick several (a cluster's nodes) before any is
+// bound.
+var (
+	pickedMu sync.Mutex
+	picked   = map[int]bool{}
+)
+
+// Pick returns a loopback port nobody listens on now and that this process
+// was not given before, below the kernel's ephemeral range when it can
+// (else one the kernel hands out).
 func Pick() (int, error) {
+	pickedMu.Lock()
+	defer pickedMu.Unlock()
 	low, high := 10000, ephemeralLow()
 	if high-low >= 1000 {
 		for range 64 {
 			p := low + rand.IntN(high-low)
+			if picked[p] {
+				continue
+			}
 			if l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p))); err == nil {
 				_ = l.Close()
+				picked[p] = true
 				return p, nil
 			}
 		}
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("find a free port: %w", err)
+	for range 64 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return 0, fmt.Errorf("find a free port: %w", err)
+		}
+		p := l.Addr().(*net.TCPAddr).Port
+		_ = l.Close()
+		if !picked[p] {
+			picked[p] = true
+			return p, nil
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return 0, fmt.Errorf("find a free port: every one tried was picked before")
 }
 
 // ephemeralLow is the first port of the kernel's ephemeral range (Linux),

@@ -23,3 +23,22 @@ func TestPickIsBindableAndBelowTheEphemeralRange(t *testing.T) {
 		_ = l.Close()
 	}
 }
+
+// A process never gets the same port twice: a harness picks every port of
+// a cluster before any node binds one, and two nodes given one port fail
+// (a three-node cluster's route port was picked twice once, and the node
+// that bound it second exited). 2,000 random picks of some 22,000 ports
+// would repeat one almost surely.
+func TestPickNeverRepeatsAPort(t *testing.T) {
+	seen := map[int]bool{}
+	for range 2000 {
+		p, err := Pick()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if seen[p] {
+			t.Fatalf("port %d picked twice in %d picks", p, len(seen)+1)
+		}
+		seen[p] = true
+	}
+}
