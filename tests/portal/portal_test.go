@@ -256,6 +256,11 @@ func TestPortal(t *testing.T) {
 			bad.AwaitAttempts(t, id, 3, 30*time.Second) // HOOKLINE_RETRY_SCHEDULE=0s,1s,1s: then dead-lettered
 		}
 		s.Checker.Await(t, 30*time.Second, 0)
+		// The attempt records are written after the outcomes the checker
+		// counts, and the page reads them once, as it loads: wait until the
+		// API lists all nine (a page loaded before the last was written
+		// waited for it in vain, once).
+		awaitAttempts(t, s.API, badSub.ID, 9)
 		b.do(chromedp.Navigate(strings.Split(url, "#")[0] + "#/endpoints/" + badSub.ID + "/deliveries"))
 		b.await("failed attempts", `[...document.querySelectorAll('#attempts tbody tr')].filter(r => r.textContent.includes('500')).length >= 9`)
 		b.do(chromedp.SetValue(chromedp.CSS(`select[name=outcome]`), "dead_letter"), chromedp.Click(chromedp.CSS(`#filters button`)))
@@ -382,4 +387,29 @@ func TestPortal(t *testing.T) {
 		b.do(chromedp.Reload())
 		b.awaitText("h1", "Session ended")
 	})
+}
+
+// awaitAttempts polls the delivery API until subscription id lists n
+// attempt records (30 s at most).
+func awaitAttempts(t *testing.T, api *harness.API, id string, n int) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		var out struct {
+			Attempts []json.RawMessage `json:"attempts"`
+		}
+		err := api.Do(ctx, http.MethodGet, "/v1/subscriptions/"+id+"/attempts?limit=100", nil, &out)
+		cancel()
+		if err != nil {
+			t.Fatalf("list attempts of %s: %v", id, err)
+		}
+		if len(out.Attempts) >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d attempt records of %s listed after 30 s, want %d", len(out.Attempts), id, n)
+		}
+		time.Sleep(50 * time.Millisecond) // polling the API: nothing to await
+	}
 }

@@ -232,29 +232,10 @@ func TestBurstWaitsInLineInsteadOfStoringTasks(t *testing.T) {
 func TestHangingEndpointLeavesDispatchWorkersToFanOut(t *testing.T) {
 	t.Parallel()
 	e := start(t, nil)
-	var (
-		hang    atomic.Bool
-		hanging atomic.Int64 // requests that hang now
-		release = make(chan struct{})
-		warm    atomic.Int64
-	)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !hang.Load() {
-			warm.Add(1)
-			w.WriteHeader(http.StatusOK)
-			return
-		}
-		hanging.Add(1)
-		select {
-		case <-release:
-		case <-r.Context().Done(): // the attempt's timeout
-		}
-	}))
-	t.Cleanup(srv.Close)
-	t.Cleanup(func() { close(release) }) // before srv.Close (cleanups run last first)
+	srv := newHangingEndpoint(t)
 	e.subscribe(t, srv.URL, "order.created")
 	e.publish(t, "order.created", "evt_warm", `{}`)
-	eventually(t, await, "the endpoint measured", func() bool { return warm.Load() == 1 })
+	eventually(t, await, "the endpoint measured", func() bool { return srv.warm.Load() == 1 })
 	eventually(t, await, "pipeline idle", func() bool { return e.idle(t) })
 
 	// How many attempts had ended, failed, when the other event arrived
@@ -272,11 +253,11 @@ func TestHangingEndpointLeavesDispatchWorkersToFanOut(t *testing.T) {
 		return http.StatusOK
 	})
 	e.subscribe(t, other.URL(), "invoice.paid")
-	hang.Store(true)
+	srv.hang.Store(true)
 	for i := range 8 {
 		e.publish(t, "order.created", fmt.Sprintf("evt_hang_%d", i), `{}`)
 	}
-	eventually(t, await, "attempts hanging", func() bool { return hanging.Load() >= 4 })
+	eventually(t, await, "attempts hanging", func() bool { return srv.hanging.Load() >= 4 })
 	e.publish(t, "invoice.paid", "evt_other", `{}`)
 	eventually(t, await, "the other subscription's event delivered", func() bool { return other.count() == 1 })
 	once.Do(func() {})
@@ -335,28 +316,10 @@ func TestBurstWaitsForADirectTokenWhileTheyTurnOver(t *testing.T) {
 func TestHangingTenantLeavesOthersTheirDirectSlots(t *testing.T) {
 	t.Parallel()
 	e := start(t, map[string]string{"HOOKLINE_DISPATCH_WORKERS": "16", "HOOKLINE_DIRECT_MAX": "8"})
-	var (
-		hang    atomic.Bool
-		hanging atomic.Int64
-		release = make(chan struct{})
-		warm    atomic.Int64
-	)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !hang.Load() {
-			warm.Add(1)
-			return
-		}
-		hanging.Add(1)
-		select {
-		case <-release:
-		case <-r.Context().Done():
-		}
-	}))
-	t.Cleanup(srv.Close)
-	t.Cleanup(func() { close(release) })
+	srv := newHangingEndpoint(t)
 	e.subscribeAs(t, "flood", srv.URL, "order.created")
 	e.publishAs(t, "flood", "order.created", "evt_warm_flood", `{}`)
-	eventually(t, await, "the flood's endpoint measured", func() bool { return warm.Load() == 1 })
+	eventually(t, await, "the flood's endpoint measured", func() bool { return srv.warm.Load() == 1 })
 	other := newReceiver(t, always(http.StatusOK))
 	e.subscribeAs(t, "victim", other.URL(), "invoice.paid")
 	e.publishAs(t, "victim", "invoice.paid", "evt_warm_victim", `{}`)
@@ -365,7 +328,7 @@ func TestHangingTenantLeavesOthersTheirDirectSlots(t *testing.T) {
 
 	m := e.svc.Metrics
 	direct := func(r string) float64 { return testutil.ToFloat64(m.Direct.WithLabelValues(r)) }
-	hang.Store(true)
+	srv.hang.Store(true)
 	for i := range 12 {
 		e.publishAs(t, "flood", "order.created", fmt.Sprintf("evt_hang_%02d", i), `{}`)
 	}
@@ -454,3 +417,38 @@ func TestBurstBehindALongLineOfTasksStillGoesDirect(t *testing.T) {
 		t.Fatalf("%g of the burst's %d deliveries stored a task (direct attempts: %v); want most delivered from dispatch after a wait in the line", tasks, n, why)
 	}
 }
+
+// hangingEndpoint answers at once (counted in warm) until hang is set;
+// then it holds each request (counted in hanging) until Release, or until
+// the request ends (the attempt's timeout). Every request that ends is
+// counted in answered. Released when the test ends, before it closes.
+type hangingEndpoint struct {
+	*httptest.Server
+	hang          atomic.Bool
+	hanging, warm atomic.Int64
+	answered      atomic.Int64
+	release       chan struct{}
+	releaseOnce   sync.Once
+}
+
+func newHangingEndpoint(t *testing.T) *hangingEndpoint {
+	h := &hangingEndpoint{release: make(chan struct{})}
+	h.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer h.answered.Add(1)
+		if !h.hang.Load() {
+			h.warm.Add(1)
+			return
+		}
+		h.hanging.Add(1)
+		select {
+		case <-h.release:
+		case <-r.Context().Done():
+		}
+	}))
+	t.Cleanup(h.Close)
+	t.Cleanup(h.Release) // before h.Close (cleanups run last first)
+	return h
+}
+
+// Release lets every held request, and every later one, answer.
+func (h *hangingEndpoint) Release() { h.releaseOnce.Do(func() { close(h.release) }) }

@@ -2,9 +2,6 @@ package service_test
 
 import (
 	"fmt"
-	"net/http"
-	"net/http/httptest"
-	"sync/atomic"
 	"testing"
 
 	"github.com/hookline/hookline/services/deliverer/internal/metrics"
@@ -22,37 +19,21 @@ import (
 func TestTenantFanoutsDoNotHoldFirstAttempts(t *testing.T) {
 	t.Parallel()
 	e := start(t, map[string]string{"HOOKLINE_TENANT_FANOUTS": "1", "HOOKLINE_DISPATCH_WORKERS": "16", "HOOKLINE_DIRECT_MAX": "8"})
-	var (
-		hold     atomic.Bool
-		inFlight atomic.Int64
-		release  = make(chan struct{})
-		served   atomic.Int64
-	)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if hold.Load() {
-			inFlight.Add(1)
-			select {
-			case <-release:
-			case <-r.Context().Done():
-			}
-		}
-		served.Add(1)
-	}))
-	t.Cleanup(srv.Close)
+	srv := newHangingEndpoint(t)
 	e.subscribeAs(t, "burst", srv.URL, "order.created")
 	e.publishAs(t, "burst", "order.created", "evt_warm", `{}`)
-	eventually(t, await, "the endpoint measured", func() bool { return served.Load() == 1 })
+	eventually(t, await, "the endpoint measured", func() bool { return srv.answered.Load() == 1 })
 	eventually(t, await, "pipeline idle", func() bool { return e.idle(t) })
 
 	tasksBefore := testutil.ToFloat64(e.svc.Metrics.TasksPublished)
-	hold.Store(true)
+	srv.hang.Store(true)
 	const n = 6 // the tenant's direct slots, below the default cap of 10 in flight
 	for i := range n {
 		e.publishAs(t, "burst", "order.created", fmt.Sprintf("evt_held_%d", i), `{}`)
 	}
-	eventually(t, await, fmt.Sprintf("%d requests in flight at once", n), func() bool { return inFlight.Load() == n })
-	close(release)
-	eventually(t, await, "every event delivered", func() bool { return served.Load() == n+1 })
+	eventually(t, await, fmt.Sprintf("%d requests in flight at once", n), func() bool { return srv.hanging.Load() == n })
+	srv.Release()
+	eventually(t, await, "every event delivered", func() bool { return srv.answered.Load() == n+1 })
 	if tasks := testutil.ToFloat64(e.svc.Metrics.TasksPublished) - tasksBefore; tasks != 0 {
 		why := map[string]float64{}
 		for _, r := range metrics.DirectResults {
