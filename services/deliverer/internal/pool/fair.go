@@ -444,12 +444,14 @@ func (q *fairQueue) take() (jetstream.Msg, string, time.Time, bool) {
 // fewer than PerKey in hand, and fewer than PerKeyBusy not attempting
 // unless the buffer is full.
 func (q *fairQueue) mayTake(key string) bool {
-	in := q.inHand[key]
-	if in >= q.o.PerKey {
+	if q.inHand[key] >= q.o.PerKey {
 		return false
 	}
-	return q.o.PerKeyBusy <= 0 || in-q.attempting[key] < q.o.PerKeyBusy || q.full() || q.windowFull
+	return q.o.PerKeyBusy <= 0 || q.busy(key) < q.o.PerKeyBusy || q.full() || q.windowFull
 }
+
+// busy is how many of key's messages in hand are not attempting.
+func (q *fairQueue) busy(key string) int { return q.inHand[key] - q.attempting[key] }
 
 // heldBack reports whether a key's messages wait while PerKeyBusy of its
 // are busy (lifted or not).
@@ -457,7 +459,7 @@ func (q *fairQueue) heldBack() bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	for _, k := range q.ring {
-		if q.inHand[k.key]-q.attempting[k.key] >= q.o.PerKeyBusy {
+		if q.busy(k.key) >= q.o.PerKeyBusy {
 			return true
 		}
 	}
@@ -488,20 +490,23 @@ func (q *fairQueue) finish(key string, attempting bool) {
 		delete(q.inHand, key)
 	}
 	if attempting {
-		if q.attempting[key]--; q.attempting[key] <= 0 {
-			delete(q.attempting, key)
-		}
+		q.countAttempting(key, -1)
 	}
 	q.cond.Broadcast()
+}
+
+// countAttempting adds by to key's attempting count (q.mu held).
+func (q *fairQueue) countAttempting(key string, by int) {
+	if q.attempting[key] += by; q.attempting[key] <= 0 {
+		delete(q.attempting, key)
+	}
 }
 
 // attempt counts a message of key in hand as attempting (by 1 or -1).
 func (q *fairQueue) attempt(key string, by int) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if q.attempting[key] += by; q.attempting[key] <= 0 {
-		delete(q.attempting, key)
-	}
+	q.countAttempting(key, by)
 	q.cond.Broadcast() // the key may be below PerKeyBusy now
 }
 
