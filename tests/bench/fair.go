@@ -57,6 +57,14 @@ func (r *rig) fairness(ctx context.Context) []Scenario {
 			r.sink.Endpoint(f.endpoint(i)).SetBehavior(fairFloodDelay, 0)
 		}
 		name := fmt.Sprintf("fair: victim 20/s, %d events × %d slow subs of another tenant", events, f.subs)
+		// With -profile, the deliverer and the server from the flood's
+		// publish on: its fan-out is what the victim's first second waits
+		// behind.
+		var stopProfile func()
+		if p := profilers(r.profiler(ProcDeliverer, r.stack.Deliverers[0].URL(), "fair-"+f.tenant),
+			r.profiler(ProcNATS, "", "fair-"+f.tenant)); p != nil {
+			stopProfile = p(ctx)
+		}
 		if err := publishNATSOf(ctx, r.js, f.tenant, f.eventType, r.prefix+"_"+f.tenant, events, r.cfg.PayloadBytes, nil); err != nil {
 			out = append(out, Scenario{Name: name, Path: "nats", Error: "flood: " + err.Error()})
 			return out
@@ -68,6 +76,9 @@ func (r *rig) fairness(ctx context.Context) []Scenario {
 			time.Sleep(10 * time.Millisecond)
 		}
 		out = append(out, r.victim(ctx, name, f.victimType, f.victimEndpoint))
+		if stopProfile != nil {
+			stopProfile()
+		}
 	}
 	return out
 }

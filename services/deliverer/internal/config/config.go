@@ -58,12 +58,13 @@ type Config struct {
 	// HOOKLINE_DISPATCH_WORKERS; see DispatchBufferSize).
 	// DispatchBufferBytes bounds their payloads and headers.
 	// TenantFanouts: how many of one tenant's events a replica fans out
-	// into stored tasks at once (its first attempts from dispatch are
-	// bounded by HOOKLINE_DIRECT_MAX instead). Storing is the broker's
+	// into stored tasks at once while other tenants have events too (its
+	// first attempts from dispatch are bounded by HOOKLINE_DIRECT_MAX
+	// instead; a tenant alone is not held back). Storing is the broker's
 	// work, and a few at once keep it as busy as many: the many only
 	// lengthen the queues every other tenant's deliveries wait in. 0: no
 	// bound but that of a sixteenth of the workers kept for other tenants.
-	TenantFanouts       int   `env:"HOOKLINE_TENANT_FANOUTS" envDefault:"16"`
+	TenantFanouts       int   `env:"HOOKLINE_TENANT_FANOUTS" envDefault:"4"`
 	DispatchBuffer      int   `env:"HOOKLINE_DISPATCH_BUFFER" envDefault:"0"`
 	DispatchBufferBytes int64 `env:"HOOKLINE_DISPATCH_BUFFER_BYTES" envDefault:"67108864"`
 	// GroupCommit stores the tasks of events dispatched together, and the

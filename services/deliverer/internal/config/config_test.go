@@ -45,7 +45,7 @@ func TestLoadDefaults(t *testing.T) {
 		{"redis url", c.Redis.URL, "redis://127.0.0.1:6379/0"},
 		{"dispatch workers", c.DispatchWorkers, 128},
 		{"direct attempts", c.DirectMax, 64},
-		{"a tenant's fan-outs at once", c.TenantFanouts, 16},
+		{"a tenant's fan-outs at once", c.TenantFanouts, 4},
 		{"deliver workers", c.DeliverWorkers, 64},
 		{"ack wait", c.AckWait, 60 * time.Second},
 		{"http timeout", c.HTTPTimeout, 15 * time.Second},

@@ -102,8 +102,9 @@ type Options struct {
 	Buffer      int
 	BufferBytes int64
 	// TenantFanouts is how many of one tenant's events are handled at
-	// once beside those whose first attempts hold direct tokens
-	// (pool.Fair.PerKeyBusy; 0: no bound but pool.DefaultPerKey).
+	// once beside those whose first attempts hold direct tokens, while
+	// another tenant shares dispatch (pool.Fair.PerKeyBusy; 0: no bound
+	// but pool.DefaultPerKey).
 	TenantFanouts int
 }
 

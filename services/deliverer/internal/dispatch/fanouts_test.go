@@ -44,9 +44,10 @@ func (m *heldMatcher) ForEventSince(_ context.Context, _ time.Time, tenant, _ st
 		m.fullOnce.Do(func() { close(m.full) })
 	}
 	m.mu.Unlock()
-	if tenant == "flood" {
+	switch tenant {
+	case "flood":
 		<-m.release
-	} else {
+	case "victim":
 		m.vicOnce.Do(func() { close(m.victim) })
 	}
 	m.mu.Lock()
@@ -66,7 +67,8 @@ func publishEvent(ctx context.Context, js jetstream.JetStream, tenant string, i 
 
 // Dispatch fans out at most TenantFanouts of one tenant's events at once
 // when none makes a first attempt (here: no Direct, every delivery a
-// task), and another tenant's event is still fanned out beside them.
+// task) while other tenants have events (one just before the flood),
+// and another tenant's event is still fanned out beside them.
 func TestTenantFanoutsBoundsATenantsFanOuts(t *testing.T) {
 	t.Parallel()
 	_, js, _ := setup(t, &matcher{})
@@ -78,6 +80,9 @@ func TestTenantFanoutsBoundsATenantsFanOuts(t *testing.T) {
 		dispatch.Options{Workers: 16, TenantFanouts: limit})
 	ctx := context.Background()
 	publish := func(tenant string, i int) error { return publishEvent(ctx, js, tenant, i) }
+	if err := publish("early", 0); err != nil {
+		t.Fatal(err)
+	}
 	const flood = 20
 	for i := range flood {
 		if err := publish("flood", i); err != nil {
@@ -102,22 +107,23 @@ func TestTenantFanoutsBoundsATenantsFanOuts(t *testing.T) {
 		close(match.release)
 	}()
 	runUntil(t, d, js, 30*time.Second, "every event dispatched", func(info *jetstream.ConsumerInfo) bool {
-		return info.AckFloor.Stream == flood+1
+		return info.AckFloor.Stream == flood+2
 	})
 	match.mu.Lock()
 	defer match.mu.Unlock()
 	if got := match.most["flood"]; got != limit {
 		t.Errorf("the flood had %d fan-outs in hand at once, want TenantFanouts %d", got, limit)
 	}
-	if got := subjects(t, js, stream.Deliveries); len(got) != 2 {
-		t.Errorf("DELIVERIES subjects %v, want the flood's and the victim's tasks", got)
+	if got := subjects(t, js, stream.Deliveries); len(got) != 3 {
+		t.Errorf("DELIVERIES subjects %v, want the early tenant's, the flood's and the victim's tasks", got)
 	}
 }
 
 // Replicas share the dispatch consumer's ack window: while another
 // replica holds its three quarters and a flood the rest, this replica's
 // buffer never fills, every other tenant's event waits in EVENTS behind the
-// flood, and the bound on the flood's fan-outs is lifted (pool.Fair.
+// flood (one, taken just before, holds the flood to its bound until
+// then), and the bound on the flood's fan-outs is lifted (pool.Fair.
 // WindowFull): its events take the workers they may (15 of 16).
 func TestTenantFanoutsLiftedWhileTheAckWindowIsFull(t *testing.T) {
 	t.Parallel()
@@ -136,6 +142,11 @@ func TestTenantFanoutsLiftedWhileTheAckWindowIsFull(t *testing.T) {
 		dispatch.Options{Workers: workers, TenantFanouts: 1, Buffer: 100}) // a buffer the window cannot fill
 	const flood = 40
 	for i := range flood {
+		if i == window*3/4 { // the first event this replica gets
+			if err := publishEvent(ctx, js, "early", 0); err != nil {
+				t.Fatal(err)
+			}
+		}
 		if err := publishEvent(ctx, js, "flood", i); err != nil {
 			t.Fatal(err)
 		}
@@ -171,7 +182,7 @@ func TestTenantFanoutsLiftedWhileTheAckWindowIsFull(t *testing.T) {
 		}
 	}()
 	runUntil(t, d, js, 30*time.Second, "every event dispatched", func(info *jetstream.ConsumerInfo) bool {
-		return info.AckFloor.Stream == flood
+		return info.AckFloor.Stream == flood+1
 	})
 	match.mu.Lock()
 	defer match.mu.Unlock()

@@ -49,10 +49,18 @@ type Fair struct {
 	// work: a few fan-outs at once keep it as busy as many do, and the
 	// many only lengthen the queues every other tenant's delivery waits
 	// in (this process's run queue, its NATS connection, the server's).
-	// The bound is lifted while the buffer is full, or the consumer's ack
-	// window is (WindowFull), since then every key's next message waits
-	// in the stream behind the busy key's.
+	// The bound holds only while another key shares the workers: it has
+	// messages waiting or in hand, or had one taken within OthersWithin.
+	// A key alone is never held back: nobody waits behind its queues. It
+	// is lifted while the buffer is full, or the consumer's ack window is
+	// (WindowFull), since then every key's next message waits in the
+	// stream behind the busy key's.
 	PerKeyBusy int
+	// OthersWithin is how long after another key's message was taken a
+	// key is still held to PerKeyBusy (default DefaultOthersWithin), so
+	// that a key whose messages come one at a time, a few seconds apart,
+	// finds the busy key's queues as short as one that sends steadily.
+	OthersWithin time.Duration
 	// WindowFull reports whether the consumer hands out nothing more for
 	// now while messages wait in the stream (AckWindowFull): replicas
 	// share its MaxAckPending, so a flood can take it all while this
@@ -60,6 +68,9 @@ type Fair struct {
 	// messages wait only for PerKeyBusy (nil: never).
 	WindowFull func(context.Context) bool
 }
+
+// DefaultOthersWithin is Fair.OthersWithin's default.
+const DefaultOthersWithin = 10 * time.Second
 
 // WindowCheck is how often RunFair asks Fair.WindowFull while a key waits
 // for PerKeyBusy.
@@ -154,6 +165,9 @@ func RunFair(ctx context.Context, it jetstream.MessagesContext, o Fair, handle H
 	}
 	if o.PerKey < 1 {
 		o.PerKey = DefaultPerKey(o.Workers)
+	}
+	if o.OthersWithin <= 0 {
+		o.OthersWithin = DefaultOthersWithin
 	}
 	hctx := context.WithoutCancel(ctx)
 	q := newFairQueue(o)
@@ -326,11 +340,25 @@ type fairQueue struct {
 	// windowFull: the consumer's ack window was full when last asked
 	// (Fair.WindowFull), which lifts PerKeyBusy.
 	windowFull bool
-	n          int
-	bytes      int64
-	done       bool
-	closed     chan struct{}
-	closeMu    sync.Once
+	// lastTaken: the two keys whose messages were taken last, newest
+	// first, each with when: the newest taken of every key but k is
+	// lastTaken[0] when its key is not k, else lastTaken[1].
+	lastTaken [2]taken
+	now       func() time.Time
+	// wake broadcasts at wakeAt, when a key held back only by another
+	// key's recent take is alone (nothing else would wake its workers).
+	wake    *time.Timer
+	wakeAt  time.Time
+	n       int
+	bytes   int64
+	done    bool
+	closed  chan struct{}
+	closeMu sync.Once
+}
+
+type taken struct {
+	key string
+	at  time.Time
 }
 
 type keyQueue struct {
@@ -346,7 +374,7 @@ type waiting struct {
 }
 
 func newFairQueue(o Fair) *fairQueue {
-	q := &fairQueue{o: o, keys: map[string]*keyQueue{}, inHand: map[string]int{}, attempting: map[string]int{}, closed: make(chan struct{})}
+	q := &fairQueue{o: o, keys: map[string]*keyQueue{}, inHand: map[string]int{}, attempting: map[string]int{}, closed: make(chan struct{}), now: time.Now}
 	q.cond = sync.NewCond(&q.mu)
 	return q
 }
@@ -421,6 +449,7 @@ func (q *fairQueue) take() (jetstream.Msg, string, time.Time, bool) {
 			}
 		}
 		if kq == nil {
+			q.wakeWhenAlone()
 			q.cond.Wait() // for a message, or a key below its share
 		}
 	}
@@ -433,6 +462,7 @@ func (q *fairQueue) take() (jetstream.Msg, string, time.Time, bool) {
 		delete(q.keys, kq.key)
 	}
 	q.inHand[kq.key]++
+	q.noteTaken(kq.key)
 	q.n--
 	q.bytes -= w.size
 	q.report()
@@ -441,25 +471,106 @@ func (q *fairQueue) take() (jetstream.Msg, string, time.Time, bool) {
 }
 
 // mayTake reports whether another message of key may be handled now:
-// fewer than PerKey in hand, and fewer than PerKeyBusy not attempting
-// unless the buffer is full.
+// fewer than PerKey in hand, and not held back (boundBusy).
 func (q *fairQueue) mayTake(key string) bool {
 	if q.inHand[key] >= q.o.PerKey {
 		return false
 	}
-	return q.o.PerKeyBusy <= 0 || q.busy(key) < q.o.PerKeyBusy || q.full() || q.windowFull
+	return !q.boundBusy(key) || q.full() || q.windowFull
+}
+
+// boundBusy reports whether key is held to PerKeyBusy (lifted or not):
+// PerKeyBusy of its messages in hand are busy while another key shares
+// the workers.
+func (q *fairQueue) boundBusy(key string) bool {
+	return q.o.PerKeyBusy > 0 && q.busy(key) >= q.o.PerKeyBusy && q.shared(key)
+}
+
+// shared reports whether a key other than key has messages waiting or in
+// hand, or had one taken within OthersWithin.
+func (q *fairQueue) shared(key string) bool {
+	last, others := q.othersOf(key)
+	return others || !last.IsZero() && q.now().Sub(last) < q.o.OthersWithin
+}
+
+// othersOf reports when a message of a key other than key was last taken
+// (zero: never), and whether another key has messages waiting or in hand.
+func (q *fairQueue) othersOf(key string) (last time.Time, others bool) {
+	t := q.lastTaken[0]
+	if t.key == key {
+		t = q.lastTaken[1]
+	}
+	for k := range q.inHand {
+		if k != key {
+			return t.at, true
+		}
+	}
+	for _, k := range q.ring {
+		if k.key != key {
+			return t.at, true
+		}
+	}
+	return t.at, false
+}
+
+// wakeWhenAlone arms wake for the earliest time a key held back only by
+// another key's recent take will be alone (q.mu held). A key held while
+// other keys have messages waiting or in hand is woken by their takes
+// and finishes.
+func (q *fairQueue) wakeWhenAlone() {
+	if q.o.PerKeyBusy <= 0 || q.full() || q.windowFull {
+		return
+	}
+	var at time.Time
+	for _, k := range q.ring {
+		if !q.boundBusy(k.key) {
+			continue
+		}
+		last, others := q.othersOf(k.key)
+		if others {
+			continue
+		}
+		if t := last.Add(q.o.OthersWithin); at.IsZero() || t.Before(at) {
+			at = t
+		}
+	}
+	if at.IsZero() || q.wake != nil && !q.wakeAt.After(at) {
+		return
+	}
+	if q.wake != nil {
+		q.wake.Stop()
+	}
+	var t *time.Timer
+	t = time.AfterFunc(at.Sub(q.now()), func() {
+		q.mu.Lock()
+		defer q.mu.Unlock()
+		if q.wake == t {
+			q.wake = nil
+		}
+		q.cond.Broadcast()
+	})
+	q.wake, q.wakeAt = t, at
+}
+
+// noteTaken records that a message of key was taken now.
+func (q *fairQueue) noteTaken(key string) {
+	now := q.now()
+	if q.lastTaken[0].key != key {
+		q.lastTaken[1] = q.lastTaken[0]
+	}
+	q.lastTaken[0] = taken{key: key, at: now}
 }
 
 // busy is how many of key's messages in hand are not attempting.
 func (q *fairQueue) busy(key string) int { return q.inHand[key] - q.attempting[key] }
 
-// heldBack reports whether a key's messages wait while PerKeyBusy of its
-// are busy (lifted or not).
+// heldBack reports whether a key's messages wait while it is held to
+// PerKeyBusy (lifted or not).
 func (q *fairQueue) heldBack() bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	for _, k := range q.ring {
-		if q.busy(k.key) >= q.o.PerKeyBusy {
+		if q.boundBusy(k.key) {
 			return true
 		}
 	}
@@ -602,6 +713,9 @@ func (q *fairQueue) close() {
 	q.closeMu.Do(func() {
 		q.mu.Lock()
 		q.done = true
+		if q.wake != nil {
+			q.wake.Stop()
+		}
 		q.cond.Broadcast()
 		q.mu.Unlock()
 		close(q.closed)

@@ -591,16 +591,24 @@ func TestFairKeepsAWorkerForTheOtherKeys(t *testing.T) {
 	}
 }
 
-// busyKey runs RunFair over 20 messages of one key with the given bounds;
-// handle runs each message and then waits for release. It returns after
-// the caller's wait, with the most messages handled at once that had not
+// busyKey runs RunFair over 20 messages of key flood with the given
+// bounds, after one of key other when other is set (handled first and
+// held until release: another key sharing the workers); handle runs
+// each message and then waits for release. It returns after the caller's
+// wait, with the most messages of flood handled at once that had not
 // said Attempting, once every message is acked.
-func busyKey(t *testing.T, f pool.Fair, attempt func(nth int32) bool, reached func(inHand, busy int32) bool) (maxBusy int32) {
+func busyKey(t *testing.T, f pool.Fair, other bool, attempt func(nth int32) bool, reached func(inHand, busy int32) bool) (maxBusy int32) {
 	t.Helper()
 	cons, js := consumer(t, 30*time.Second, 0)
 	ctx := context.Background()
-	const n = 20
-	for i := range n {
+	n := int32(20)
+	if other {
+		if _, err := js.Publish(ctx, "s.other.0", nil); err != nil {
+			t.Fatal(err)
+		}
+		n++
+	}
+	for i := range 20 {
 		if _, err := js.Publish(ctx, fmt.Sprintf("s.flood.%d", i), nil); err != nil {
 			t.Fatal(err)
 		}
@@ -624,6 +632,14 @@ func busyKey(t *testing.T, f pool.Fair, attempt func(nth int32) bool, reached fu
 	f.KeepAlive = 10 * time.Second
 	go func() {
 		done <- pool.RunFair(rctx, it, f, func(hctx context.Context, m jetstream.Msg) {
+			if tenantOf(m) == "other" {
+				<-release
+				_ = m.Ack()
+				if atomic.AddInt32(&acked, 1) == n {
+					close(allAcked)
+				}
+				return
+			}
 			mu.Lock()
 			nth++
 			i := nth
@@ -685,7 +701,7 @@ func busyKey(t *testing.T, f pool.Fair, attempt func(nth int32) bool, reached fu
 func TestFairBoundsAKeysBusyMessages(t *testing.T) {
 	t.Parallel()
 	f := pool.Fair{Workers: 8, Buffer: 100, PerKeyBusy: 2}
-	maxBusy := busyKey(t, f,
+	maxBusy := busyKey(t, f, true,
 		func(nth int32) bool { return nth <= 4 },
 		func(inHand, busy int32) bool { return inHand == 6 && busy == 2 })
 	if maxBusy > 2 {
@@ -700,10 +716,25 @@ func TestFairLiftsTheBusyBoundWhileTheBufferIsFull(t *testing.T) {
 	t.Parallel()
 	f := pool.Fair{Workers: 4, Buffer: 3, PerKeyBusy: 1}
 	perKey := int32(pool.DefaultPerKey(4))
-	maxBusy := busyKey(t, f,
+	maxBusy := busyKey(t, f, true,
 		func(int32) bool { return false },
 		func(inHand, _ int32) bool { return inHand == perKey })
 	if maxBusy != perKey {
 		t.Errorf("%d messages of one key handled at once behind a full buffer, want %d (PerKey)", maxBusy, perKey)
+	}
+}
+
+// A key alone is not held to PerKeyBusy: no other key's message waits
+// behind its queues, and a lone tenant's burst of tasks (ordered
+// deliveries) fans out with every worker it may have.
+func TestFairDoesNotBoundAKeyAlone(t *testing.T) {
+	t.Parallel()
+	f := pool.Fair{Workers: 4, Buffer: 100, PerKeyBusy: 1}
+	perKey := int32(pool.DefaultPerKey(4))
+	maxBusy := busyKey(t, f, false,
+		func(int32) bool { return false },
+		func(inHand, _ int32) bool { return inHand == perKey })
+	if maxBusy != perKey {
+		t.Errorf("%d messages of a key alone handled at once, want %d (PerKey)", maxBusy, perKey)
 	}
 }

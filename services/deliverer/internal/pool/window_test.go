@@ -25,8 +25,10 @@ import (
 // Here (dispatch's own sizing at MaxAckPending 16, 4 workers) another
 // replica holds 12 of the window (its three quarters) and this one the
 // remaining 4: one in hand, three waiting in a buffer of 4, a victim's
-// event in the stream behind the flood. The flood's messages fill the
-// workers they may have (PerKey), as they do when the buffer is full.
+// event in the stream behind the flood, and another tenant's event taken
+// just before the flood's (so that the flood is not alone). The flood's
+// messages fill the workers they may have (PerKey), as they do when the
+// buffer is full.
 func TestFairLiftsTheBusyBoundWhileTheAckWindowIsExhausted(t *testing.T) {
 	t.Parallel()
 	const window, workers = 16, 4
@@ -42,7 +44,13 @@ func TestFairLiftsTheBusyBoundWhileTheAckWindowIsExhausted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	other := window * 3 / 4
 	for i := range 40 {
+		if i == other {
+			if _, err := js.Publish(ctx, "s.early.0", nil); err != nil {
+				t.Fatal(err)
+			}
+		}
 		if _, err := js.Publish(ctx, fmt.Sprintf("s.flood.%d", i), nil); err != nil {
 			t.Fatal(err)
 		}
@@ -53,7 +61,6 @@ func TestFairLiftsTheBusyBoundWhileTheAckWindowIsExhausted(t *testing.T) {
 
 	// The other replica: it holds three quarters of the window (what its
 	// own buffer, iterator and workers hold under the flood).
-	other := window * 3 / 4
 	batch, err := cons.Fetch(other, jetstream.FetchMaxWait(5*time.Second))
 	if err != nil {
 		t.Fatal(err)
@@ -84,6 +91,10 @@ func TestFairLiftsTheBusyBoundWhileTheAckWindowIsExhausted(t *testing.T) {
 			KeepAlive: 10 * time.Second, PerKeyBusy: 1, WindowFull: pool.AckWindowFull(cons),
 			Waiting: func(n int) { waiting.Store(int32(n)) }},
 			func(_ context.Context, m jetstream.Msg) {
+				if tenantOf(m) == "early" {
+					_ = m.Ack()
+					return
+				}
 				if inHand.Add(1) == perKey {
 					once.Do(func() { close(reached) })
 				}

@@ -9,7 +9,8 @@ import (
 )
 
 // A tenant's first attempts from dispatch are not held to
-// HOOKLINE_TENANT_FANOUTS, which bounds its fan-outs that store tasks:
+// HOOKLINE_TENANT_FANOUTS, which bounds its fan-outs that store tasks
+// while other tenants have events (here one, just before the burst):
 // an attempt holding a direct token waits on the endpoint, not the
 // broker, and the direct tokens bound those. With the bound at 1 (so that
 // a handful of events shows it), six events to a measured-fast endpoint
@@ -23,6 +24,7 @@ func TestTenantFanoutsDoNotHoldFirstAttempts(t *testing.T) {
 	e.subscribeAs(t, "burst", srv.URL, "order.created")
 	e.publishAs(t, "burst", "order.created", "evt_warm", `{}`)
 	eventually(t, await, "the endpoint measured", func() bool { return srv.answered.Load() == 1 })
+	e.publishAs(t, "other", "order.created", "evt_other", `{}`) // matches nothing, but shares dispatch
 	eventually(t, await, "pipeline idle", func() bool { return e.idle(t) })
 
 	tasksBefore := testutil.ToFloat64(e.svc.Metrics.TasksPublished)
