@@ -119,6 +119,46 @@ func TestTenantFanoutsBoundsATenantsFanOuts(t *testing.T) {
 	}
 }
 
+// A tenant alone is not held to TenantFanouts: nobody waits behind its
+// queues, and its burst of tasks fans out with every worker it may have
+// (15 of 16).
+func TestTenantFanoutsDoNotHoldATenantAlone(t *testing.T) {
+	t.Parallel()
+	_, js, _ := setup(t, &matcher{})
+	const workers = 16
+	perKey := pool.DefaultPerKey(workers)
+	match := &heldMatcher{inHand: map[string]int{}, most: map[string]int{}, limit: perKey,
+		full: make(chan struct{}), victim: make(chan struct{}), release: make(chan struct{})}
+	d := dispatch.New(dispatch.Deps{JS: js, Matcher: match, DeadLetters: deadletter.NewPublisher(js), Log: zap.NewNop(),
+		Metrics: metrics.New(prometheus.NewRegistry(), wire.DeadLetterReasons(), sender.Classes)},
+		dispatch.Options{Workers: workers, TenantFanouts: 3})
+	ctx := context.Background()
+	const flood = 20
+	for i := range flood {
+		if err := publishEvent(ctx, js, "flood", i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	go func() {
+		// Released once the flood holds every worker it may (or after
+		// 20 s, so that a flood held to TenantFanouts fails the test
+		// below rather than hanging it).
+		select {
+		case <-match.full:
+		case <-time.After(20 * time.Second):
+		}
+		close(match.release)
+	}()
+	runUntil(t, d, js, 30*time.Second, "every event dispatched", func(info *jetstream.ConsumerInfo) bool {
+		return info.AckFloor.Stream == flood
+	})
+	match.mu.Lock()
+	defer match.mu.Unlock()
+	if got := match.most["flood"]; got != perKey {
+		t.Errorf("a tenant alone had %d fan-outs in hand at once, want %d (every worker it may have, not TenantFanouts 3)", got, perKey)
+	}
+}
+
 // Replicas share the dispatch consumer's ack window: while another
 // replica holds its three quarters and a flood the rest, this replica's
 // buffer never fills, every other tenant's event waits in EVENTS behind the
