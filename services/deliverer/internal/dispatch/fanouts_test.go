@@ -56,6 +56,20 @@ func (m *heldMatcher) ForEventSince(_ context.Context, _ time.Time, tenant, _ st
 	return []*hooklinev1.Subscription{{Id: "sub_" + tenant, Tenant: tenant}}, 0, nil
 }
 
+// newHeldMatcher returns a heldMatcher whose full closes once the flood
+// has limit fan-outs in hand.
+func newHeldMatcher(limit int) *heldMatcher {
+	return &heldMatcher{inHand: map[string]int{}, most: map[string]int{}, limit: limit,
+		full: make(chan struct{}), victim: make(chan struct{}), release: make(chan struct{})}
+}
+
+// heldDispatcher is a dispatcher matching through match, every delivery a
+// task (no Direct).
+func heldDispatcher(js jetstream.JetStream, match *heldMatcher, o dispatch.Options) *dispatch.Dispatcher {
+	return dispatch.New(dispatch.Deps{JS: js, Matcher: match, DeadLetters: deadletter.NewPublisher(js), Log: zap.NewNop(),
+		Metrics: metrics.New(prometheus.NewRegistry(), wire.DeadLetterReasons(), sender.Classes)}, o)
+}
+
 // publishEvent stores tenant's i-th event (evt_<i>, order.created).
 func publishEvent(ctx context.Context, js jetstream.JetStream, tenant string, i int) error {
 	m := nats.NewMsg(stream.EventSubject(tenant, "order.created"))
@@ -73,11 +87,8 @@ func TestTenantFanoutsBoundsATenantsFanOuts(t *testing.T) {
 	t.Parallel()
 	_, js, _ := setup(t, &matcher{})
 	const limit = 3
-	match := &heldMatcher{inHand: map[string]int{}, most: map[string]int{}, limit: limit,
-		full: make(chan struct{}), victim: make(chan struct{}), release: make(chan struct{})}
-	d := dispatch.New(dispatch.Deps{JS: js, Matcher: match, DeadLetters: deadletter.NewPublisher(js), Log: zap.NewNop(),
-		Metrics: metrics.New(prometheus.NewRegistry(), wire.DeadLetterReasons(), sender.Classes)},
-		dispatch.Options{Workers: 16, TenantFanouts: limit})
+	match := newHeldMatcher(limit)
+	d := heldDispatcher(js, match, dispatch.Options{Workers: 16, TenantFanouts: limit})
 	ctx := context.Background()
 	publish := func(tenant string, i int) error { return publishEvent(ctx, js, tenant, i) }
 	if err := publish("early", 0); err != nil {
@@ -127,11 +138,8 @@ func TestTenantFanoutsDoNotHoldATenantAlone(t *testing.T) {
 	_, js, _ := setup(t, &matcher{})
 	const workers = 16
 	perKey := pool.DefaultPerKey(workers)
-	match := &heldMatcher{inHand: map[string]int{}, most: map[string]int{}, limit: perKey,
-		full: make(chan struct{}), victim: make(chan struct{}), release: make(chan struct{})}
-	d := dispatch.New(dispatch.Deps{JS: js, Matcher: match, DeadLetters: deadletter.NewPublisher(js), Log: zap.NewNop(),
-		Metrics: metrics.New(prometheus.NewRegistry(), wire.DeadLetterReasons(), sender.Classes)},
-		dispatch.Options{Workers: workers, TenantFanouts: 3})
+	match := newHeldMatcher(perKey)
+	d := heldDispatcher(js, match, dispatch.Options{Workers: workers, TenantFanouts: 3})
 	ctx := context.Background()
 	const flood = 20
 	for i := range flood {
@@ -175,11 +183,8 @@ func TestTenantFanoutsLiftedWhileTheAckWindowIsFull(t *testing.T) {
 		t.Fatal(err)
 	}
 	perKey := pool.DefaultPerKey(workers)
-	match := &heldMatcher{inHand: map[string]int{}, most: map[string]int{}, limit: window / 4,
-		full: make(chan struct{}), victim: make(chan struct{}), release: make(chan struct{})}
-	d := dispatch.New(dispatch.Deps{JS: js, Matcher: match, DeadLetters: deadletter.NewPublisher(js), Log: zap.NewNop(),
-		Metrics: metrics.New(prometheus.NewRegistry(), wire.DeadLetterReasons(), sender.Classes)},
-		dispatch.Options{Workers: workers, TenantFanouts: 1, Buffer: 100}) // a buffer the window cannot fill
+	match := newHeldMatcher(window / 4)
+	d := heldDispatcher(js, match, dispatch.Options{Workers: workers, TenantFanouts: 1, Buffer: 100}) // a buffer the window cannot fill
 	const flood = 40
 	for i := range flood {
 		if i == window*3/4 { // the first event this replica gets

@@ -486,31 +486,39 @@ func (q *fairQueue) boundBusy(key string) bool {
 	return q.o.PerKeyBusy > 0 && q.busy(key) >= q.o.PerKeyBusy && q.shared(key)
 }
 
-// shared reports whether a key other than key has messages waiting or in
-// hand, or had one taken within OthersWithin.
+// shared reports whether a key other than key had a message taken within
+// OthersWithin, or has messages waiting or in hand.
 func (q *fairQueue) shared(key string) bool {
-	last, others := q.othersOf(key)
-	return others || !last.IsZero() && q.now().Sub(last) < q.o.OthersWithin
+	return q.now().Before(q.aloneAt(key)) || q.othersActive(key)
 }
 
-// othersOf reports when a message of a key other than key was last taken
-// (zero: never), and whether another key has messages waiting or in hand.
-func (q *fairQueue) othersOf(key string) (last time.Time, others bool) {
+// aloneAt is when OthersWithin will have passed since a message of a key
+// other than key was last taken (zero: none ever was).
+func (q *fairQueue) aloneAt(key string) time.Time {
 	t := q.lastTaken[0]
 	if t.key == key {
 		t = q.lastTaken[1]
 	}
+	if t.at.IsZero() {
+		return time.Time{}
+	}
+	return t.at.Add(q.o.OthersWithin)
+}
+
+// othersActive reports whether a key other than key has messages waiting
+// or in hand.
+func (q *fairQueue) othersActive(key string) bool {
 	for k := range q.inHand {
 		if k != key {
-			return t.at, true
+			return true
 		}
 	}
 	for _, k := range q.ring {
 		if k.key != key {
-			return t.at, true
+			return true
 		}
 	}
-	return t.at, false
+	return false
 }
 
 // wakeWhenAlone arms wake for the earliest time a key held back only by
@@ -521,16 +529,17 @@ func (q *fairQueue) wakeWhenAlone() {
 	if q.o.PerKeyBusy <= 0 || q.full() || q.windowFull {
 		return
 	}
+	now := q.now()
 	var at time.Time
 	for _, k := range q.ring {
-		if !q.boundBusy(k.key) {
+		if q.busy(k.key) < q.o.PerKeyBusy {
 			continue
 		}
-		last, others := q.othersOf(k.key)
-		if others {
-			continue
+		t := q.aloneAt(k.key)
+		if !now.Before(t) || q.othersActive(k.key) {
+			continue // not held, or woken by the others' takes and finishes
 		}
-		if t := last.Add(q.o.OthersWithin); at.IsZero() || t.Before(at) {
+		if at.IsZero() || t.Before(at) {
 			at = t
 		}
 	}
@@ -541,7 +550,7 @@ func (q *fairQueue) wakeWhenAlone() {
 		q.wake.Stop()
 	}
 	var t *time.Timer
-	t = time.AfterFunc(at.Sub(q.now()), func() {
+	t = time.AfterFunc(at.Sub(now), func() {
 		q.mu.Lock()
 		defer q.mu.Unlock()
 		if q.wake == t {

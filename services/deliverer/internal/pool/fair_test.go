@@ -714,13 +714,8 @@ func TestFairBoundsAKeysBusyMessages(t *testing.T) {
 // messages fill the workers it may have (PerKey).
 func TestFairLiftsTheBusyBoundWhileTheBufferIsFull(t *testing.T) {
 	t.Parallel()
-	f := pool.Fair{Workers: 4, Buffer: 3, PerKeyBusy: 1}
-	perKey := int32(pool.DefaultPerKey(4))
-	maxBusy := busyKey(t, f, true,
-		func(int32) bool { return false },
-		func(inHand, _ int32) bool { return inHand == perKey })
-	if maxBusy != perKey {
-		t.Errorf("%d messages of one key handled at once behind a full buffer, want %d (PerKey)", maxBusy, perKey)
+	if got, want := unboundedBusy(t, 3, true); got != want {
+		t.Errorf("%d messages of one key handled at once behind a full buffer, want %d (PerKey)", got, want)
 	}
 }
 
@@ -729,12 +724,19 @@ func TestFairLiftsTheBusyBoundWhileTheBufferIsFull(t *testing.T) {
 // deliveries) fans out with every worker it may have.
 func TestFairDoesNotBoundAKeyAlone(t *testing.T) {
 	t.Parallel()
-	f := pool.Fair{Workers: 4, Buffer: 100, PerKeyBusy: 1}
-	perKey := int32(pool.DefaultPerKey(4))
-	maxBusy := busyKey(t, f, false,
+	if got, want := unboundedBusy(t, 100, false); got != want {
+		t.Errorf("%d messages of a key alone handled at once, want %d (PerKey)", got, want)
+	}
+}
+
+// unboundedBusy runs busyKey with 4 workers, PerKeyBusy 1 and buffer
+// until the key has PerKey in hand, none attempting; it returns the most
+// busy at once, and PerKey.
+func unboundedBusy(t *testing.T, buffer int, other bool) (got, perKey int32) {
+	t.Helper()
+	perKey = int32(pool.DefaultPerKey(4))
+	got = busyKey(t, pool.Fair{Workers: 4, Buffer: buffer, PerKeyBusy: 1}, other,
 		func(int32) bool { return false },
 		func(inHand, _ int32) bool { return inHand == perKey })
-	if maxBusy != perKey {
-		t.Errorf("%d messages of a key alone handled at once, want %d (PerKey)", maxBusy, perKey)
-	}
+	return got, perKey
 }
