@@ -158,6 +158,12 @@ func (ls *lines) interval(l *line, limit int, perSecond float64, unmeasured time
 	if d <= 0 {
 		d = unmeasured
 	}
+	return intervalOf(d, limit, perSecond)
+}
+
+// intervalOf is the time between two tasks of attempts taking d each,
+// limit at once, and at most perSecond when set.
+func intervalOf(d time.Duration, limit int, perSecond float64) time.Duration {
 	iv := d / time.Duration(max(limit, 1))
 	if perSecond > 0 {
 		// A stored rate below the least the API accepts is taken as that
@@ -165,6 +171,28 @@ func (ls *lines) interval(l *line, limit int, perSecond float64, unmeasured time
 		iv = max(iv, time.Duration(float64(time.Second)/max(perSecond, subscription.MinRateLimit)))
 	}
 	return max(iv, time.Microsecond)
+}
+
+// stalledAvg is l's average attempt time as if its oldest attempt in
+// flight answered now, when none has ended for longer than the average
+// (at most the timeout, the longest an attempt takes): weighed as Observe
+// would weigh that answer, an eighth of a measured line's average, all of
+// an unmeasured one's. An endpoint whose attempts stop ending has turned
+// slow before its slow answers are in (a flood fanned out meanwhile); one
+// slow answer among fast ones moves the estimate no more than its answer
+// will. 0 when unmeasured with nothing in flight.
+func (ls *lines) stalledAvg(l *line, now time.Time) time.Duration {
+	if l.sending == 0 {
+		return l.avg
+	}
+	stall := min(now.Sub(l.progress), ls.cfg.Unmeasured)
+	switch {
+	case l.avg <= 0:
+		return stall
+	case stall > l.avg:
+		return l.avg + (stall-l.avg)/8
+	}
+	return l.avg
 }
 
 // Join puts j at the end of its subscription's line when there is room,
@@ -253,15 +281,36 @@ func (ls *lines) room(l *line, limit int, perSecond float64) int {
 // deferral is how long to defer a task that finds l full: until the tasks
 // in line and those deferred before it are expected to have been served
 // (at least a second, at most maxDeferral).
+//
+// The pace is stalledAvg's: attempts in flight that stopped ending count
+// as if they answered now, so that a flood fanned out while its endpoint's
+// first slow answers are on the way is not all due again, and deferred
+// again, within seconds.
+//
+// What is reserved reaches no further than maxDeferral: the tasks past it
+// are deferred by maxDeferral and estimated again when they come back, and
+// an estimate that was wrong (a hang the endpoint recovered from) is
+// forgotten by then rather than handed to every later overflow.
 func (ls *lines) deferral(l *line, limit int, perSecond float64) time.Duration {
 	now := ls.cfg.Now()
-	iv := ls.interval(l, limit, perSecond, unmeasuredPace)
+	d := ls.stalledAvg(l, now)
+	if l.avg <= 0 {
+		d = max(d, unmeasuredPace)
+	}
+	iv := intervalOf(d, limit, perSecond)
 	start := now.Add(time.Duration(len(l.q)) * iv)
 	if l.deferredUntil.After(start) {
 		start = l.deferredUntil
 	}
-	l.deferredUntil = start.Add(iv)
-	return min(max(l.deferredUntil.Sub(now), time.Second), maxDeferral)
+	l.deferredUntil = minTime(start.Add(iv), now.Add(maxDeferral))
+	return max(l.deferredUntil.Sub(now), time.Second)
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
 }
 
 // DeferralIfFull is, when id's line is full here (or has tasks while

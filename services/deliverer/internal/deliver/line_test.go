@@ -122,6 +122,127 @@ func TestLineFullDefersByExpectedWait(t *testing.T) {
 	}
 }
 
+// An attempt in flight for longer than the line's average says the
+// endpoint is slower than measured: a task that finds the line full is
+// deferred at least at that pace. A flood to an endpoint whose first
+// answer (2s) had not come yet was deferred at a fast endpoint's pace
+// (10ms / cap), so the whole flood was due again within seconds and
+// deferred a second time while every other tenant waited behind the
+// broker's work.
+func TestLineFullDefersAtTheStalledAttemptsPace(t *testing.T) {
+	t.Parallel()
+	now := time.Unix(1_700_000_000, 0)
+	ls := testLines(&now)
+	ls.Begin("u") // the probe, unanswered
+	for range 40 {
+		if d, _ := ls.Join("u", &job{}, 10, 0); d > 0 {
+			t.Fatal("deferred before the line was full")
+		}
+	}
+	now = now.Add(500 * time.Millisecond)
+	var d time.Duration
+	for range 100 {
+		d, _ = ls.Join("u", &job{}, 10, 0)
+	}
+	// 40 in line and 100 deferred, 50ms apart (500ms in flight / cap 10).
+	if want := 140 * 50 * time.Millisecond; d != want {
+		t.Fatalf("the 100th overflow behind a probe in flight 500ms is deferred %s; want %s", d, want)
+	}
+	// Once it answers, the measured average is the pace again: 50 in
+	// line (10s at 2s / cap 10), the next overflow 200ms behind them.
+	ls.Observe("u", false, ok(2*time.Second))
+	for range 10 {
+		ls.Join("u", &job{}, 10, 0)
+	}
+	if d, _ = ls.Join("u", &job{}, 10, 0); d != 10200*time.Millisecond {
+		t.Fatalf("the next overflow once measured at 2s is deferred %s; want 10.2s", d)
+	}
+	// A line in flight for less than its average keeps the average.
+	ls2 := testLines(&now)
+	ls2.Observe("m", false, ok(time.Second))
+	ls2.Begin("m")
+	now = now.Add(100 * time.Millisecond)
+	for range 100 { // room for 10s at 1s / cap 10
+		ls2.Join("m", &job{}, 10, 0)
+	}
+	if d, _ := ls2.Join("m", &job{}, 10, 0); d != 10100*time.Millisecond {
+		t.Fatalf("first overflow of a line measured at 1s with an attempt 100ms in flight is deferred %s; want 10.1s", d)
+	}
+}
+
+// A measured line's attempts in flight that stopped ending count as one
+// answer arriving now, weighed as Observe weighs it (an eighth): a fast
+// endpoint (20ms, cap 10) whose line of 100 is full, one attempt here 1s
+// in flight (the other slots held by other replicas), defers its
+// overflow at 142.5ms / 10 a task, what its answer will make it, not at
+// 1s / 10 (a full line deferred by minutes for one tail answer). When it
+// ends fast, the average is the pace again. An endpoint measured fast
+// whose attempts all stop ending (it turned slow: the fairness
+// scenario's flood) moves further with every answer, as it will.
+func TestLineFullWeighsAStallAsOneAnswer(t *testing.T) {
+	t.Parallel()
+	now := time.Unix(1_700_000_000, 0)
+	ls := testLines(&now)
+	ls.Observe("s", false, ok(20*time.Millisecond))
+	for range 100 {
+		ls.Join("s", &job{}, 10, 0)
+	}
+	ls.Begin("s")
+	now = now.Add(time.Second)
+	if d, _ := ls.Join("s", &job{}, 10, 0); d != 101*14250*time.Microsecond {
+		t.Fatalf("one attempt 1s in flight at a 20ms endpoint: its overflow is deferred %s; want 101 × 142.5ms / 10", d)
+	}
+	ls.Observe("s", false, ok(20*time.Millisecond))
+	now = now.Add(time.Hour) // past the reservation
+	if d, _ := ls.Join("s", &job{}, 10, 0); d != time.Second {
+		t.Fatalf("once the attempt answered in 20ms, the overflow is deferred %s; want the least, 1s", d)
+	}
+}
+
+// An unmeasured line's stalled attempts count for at most the timeout (an
+// attempt cannot take longer): an attempt whose end was never noted, an
+// hour ago, paces the line at 15s / cap, not an hour / cap.
+func TestLineFullBoundsAnUnmeasuredStallByTheTimeout(t *testing.T) {
+	t.Parallel()
+	now := time.Unix(1_700_000_000, 0)
+	ls := testLines(&now)
+	ls.Begin("u")
+	now = now.Add(time.Hour)
+	for range 40 {
+		ls.Join("u", &job{}, 10, 0)
+	}
+	if d, _ := ls.Join("u", &job{}, 10, 0); d != 41*1500*time.Millisecond {
+		t.Fatalf("overflow behind an attempt an hour in flight is deferred %s; want 41 × 15s / 10", d)
+	}
+}
+
+// What a line reserves for its deferred tasks reaches no further than
+// maxDeferral: an endpoint that timed out (15s, cap 10: 1.5s a task)
+// while 1,000 tasks overflowed, measured fast again since, defers a later
+// burst's overflow by its new pace, not by the 25 minutes its hang had
+// reserved.
+func TestLineFullForgetsAReservationPastMaxDeferral(t *testing.T) {
+	t.Parallel()
+	now := time.Unix(1_700_000_000, 0)
+	ls := testLines(&now)
+	ls.Observe("s", false, sender.Result{ErrorClass: sender.ClassTimeout, Duration: 15 * time.Second})
+	for range 40 + 1000 {
+		ls.Join("s", &job{}, 10, 0)
+	}
+	for ls.Pop("s") != nil {
+	}
+	for range 200 {
+		ls.Observe("s", false, ok(20*time.Millisecond))
+	}
+	now = now.Add(16 * time.Minute)
+	for range 100 {
+		ls.Join("s", &job{}, 10, 0)
+	}
+	if d, _ := ls.Join("s", &job{}, 10, 0); d > 2*time.Second {
+		t.Fatalf("16 minutes after the hang, measured fast again: the overflow is deferred %s; want about 100 × 2ms", d)
+	}
+}
+
 // DeferralIfFull, dispatch's question, says nothing and reserves nothing
 // while the line has room; once it is full it defers as Join does, and
 // the two share the tasks deferred before: a deferral at fan-out and the
