@@ -272,7 +272,7 @@ func printDirect(w io.Writer, scenarios []Scenario) {
 			continue
 		}
 		if !header {
-			fmt.Fprintln(w, "\nfirst attempts from dispatch (hookline_direct_attempts_total by result) and admission refusals (hookline_admission_refused_total, as refused <reason>)")
+			fmt.Fprintln(w, "\nfirst attempts from dispatch (hookline_direct_attempts_total by result), admission refusals (hookline_admission_refused_total, as refused <reason>) and deferrals (hookline_admission_deferred_total, as deferred for <reason>)")
 			header = true
 		}
 		keys := make([]string, 0, len(s.Direct))

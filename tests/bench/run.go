@@ -890,9 +890,10 @@ func storedSince(after, before map[string]uint64) map[string]uint64 {
 	return out
 }
 
-// directAttempts sums hookline_direct_attempts_total by result, and
-// hookline_admission_refused_total by reason (as "refused <reason>"), over
-// the deliverers (nil when a deliverer's metrics cannot be read).
+// directAttempts sums hookline_direct_attempts_total by result,
+// hookline_admission_refused_total by reason (as "refused <reason>") and
+// hookline_admission_deferred_total by reason (as "deferred for <reason>"),
+// over the deliverers (nil when a deliverer's metrics cannot be read).
 func (r *rig) directAttempts(ctx context.Context) map[string]float64 {
 	out := map[string]float64{}
 	for _, d := range r.stack.Deliverers {
@@ -914,6 +915,10 @@ func (r *rig) directAttempts(ctx context.Context) map[string]float64 {
 		prefixes := map[string]string{
 			`hookline_direct_attempts_total{result="`:   "",
 			`hookline_admission_refused_total{reason="`: "refused ",
+			// A deferral (line_full, ordered, ...) is one more stored
+			// message for its delivery: what the stored/deliv column
+			// counts beyond one task.
+			`hookline_admission_deferred_total{reason="`: "deferred for ",
 		}
 		for _, line := range strings.Split(string(body), "\n") {
 			for prefix, label := range prefixes {
