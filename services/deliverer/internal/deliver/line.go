@@ -74,8 +74,10 @@ type line struct {
 	// (0 until one was measured).
 	avg time.Duration
 	// deferredUntil is when the tasks this process deferred for want of
-	// room in the line are expected to have been served.
+	// room in the line are expected to have been served, at deferredPace
+	// a task.
 	deferredUntil time.Time
+	deferredPace  time.Duration
 	// notBefore: the head is not asked for before this (a rate limit or a
 	// probe in flight said when, or the backoff of refusals for want of a
 	// slot). held: notBefore is a wait of the head's own (Hold, Unclaim),
@@ -287,10 +289,13 @@ func (ls *lines) room(l *line, limit int, perSecond float64) int {
 // first slow answers are on the way is not all due again, and deferred
 // again, within seconds.
 //
-// What is reserved reaches no further than maxDeferral: the tasks past it
-// are deferred by maxDeferral and estimated again when they come back, and
-// an estimate that was wrong (a hang the endpoint recovered from) is
-// forgotten by then rather than handed to every later overflow.
+// What is reserved for the tasks deferred before is a count of them,
+// priced at the pace of the moment: when the pace changes (a stall ended
+// by a fast answer, or the endpoint measured slower), the reservation
+// stretches or shrinks with it, so that a stall priced into it is not
+// handed to every later overflow once it is over. It reaches no further
+// than maxDeferral: the tasks past it are deferred by maxDeferral and
+// estimated again when they come back.
 func (ls *lines) deferral(l *line, limit int, perSecond float64) time.Duration {
 	now := ls.cfg.Now()
 	d := ls.stalledAvg(l, now)
@@ -298,6 +303,11 @@ func (ls *lines) deferral(l *line, limit int, perSecond float64) time.Duration {
 		d = max(d, unmeasuredPace)
 	}
 	iv := intervalOf(d, limit, perSecond)
+	if ahead := l.deferredUntil.Sub(now); ahead > 0 && l.deferredPace > 0 && iv != l.deferredPace {
+		repriced := min(float64(ahead)/float64(l.deferredPace)*float64(iv), float64(maxDeferral))
+		l.deferredUntil = now.Add(time.Duration(repriced))
+	}
+	l.deferredPace = iv
 	start := now.Add(time.Duration(len(l.q)) * iv)
 	if l.deferredUntil.After(start) {
 		start = l.deferredUntil

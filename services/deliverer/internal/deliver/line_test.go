@@ -148,14 +148,16 @@ func TestLineFullDefersAtTheStalledAttemptsPace(t *testing.T) {
 	if want := 140 * 50 * time.Millisecond; d != want {
 		t.Fatalf("the 100th overflow behind a probe in flight 500ms is deferred %s; want %s", d, want)
 	}
-	// Once it answers, the measured average is the pace again: 50 in
-	// line (10s at 2s / cap 10), the next overflow 200ms behind them.
+	// Once it answers, the measured average is the pace again, of the
+	// tasks deferred before too: the 140 reserved are 28s at 2s / cap 10,
+	// and the next overflow (after 10 more in line, room 50) comes 200ms
+	// behind them.
 	ls.Observe("u", false, ok(2*time.Second))
 	for range 10 {
 		ls.Join("u", &job{}, 10, 0)
 	}
-	if d, _ = ls.Join("u", &job{}, 10, 0); d != 10200*time.Millisecond {
-		t.Fatalf("the next overflow once measured at 2s is deferred %s; want 10.2s", d)
+	if d, _ = ls.Join("u", &job{}, 10, 0); d != 28200*time.Millisecond {
+		t.Fatalf("the next overflow once measured at 2s is deferred %s; want 141 × 200ms", d)
 	}
 	// A line in flight for less than its average keeps the average.
 	ls2 := testLines(&now)
@@ -196,6 +198,42 @@ func TestLineFullWeighsAStallAsOneAnswer(t *testing.T) {
 	now = now.Add(time.Hour) // past the reservation
 	if d, _ := ls.Join("s", &job{}, 10, 0); d != time.Second {
 		t.Fatalf("once the attempt answered in 20ms, the overflow is deferred %s; want the least, 1s", d)
+	}
+}
+
+// The tasks deferred before are a count, priced at the pace of the
+// moment: a fast line of 5,000 (20ms, cap 10) with one attempt here 14s in
+// flight (the other slots held by other replicas) defers its first
+// overflow by about 15 minutes, what that answer would make its pace; once
+// another attempt answers fast, 1s later the next overflow is priced at
+// that 1s stall (71s), not behind the 15 minutes reserved.
+func TestLineFullRepricesWhatItReservedWhenThePaceChanges(t *testing.T) {
+	t.Parallel()
+	now := time.Unix(1_700_000_000, 0)
+	ls := newLines(lineConfig{
+		MaxWait: 10 * time.Second, PerLineMax: 5000, TotalMax: 7500, MinPerCap: 4,
+		Unmeasured: 15 * time.Second, DefaultLimit: 10, DefaultCeiling: 64,
+		Now: func() time.Time { return now },
+	})
+	ls.Observe("s", false, ok(20*time.Millisecond))
+	for range 5000 {
+		if d, _ := ls.Join("s", &job{}, 10, 0); d > 0 {
+			t.Fatal("deferred before the line was full")
+		}
+	}
+	ls.Begin("s") // the tail attempt
+	now = now.Add(14 * time.Second)
+	if d, _ := ls.Join("s", &job{}, 10, 0); d < 14*time.Minute {
+		t.Fatalf("first overflow behind a 14s stall deferred %s; want about 15m", d)
+	}
+	ls.Begin("s")
+	now = now.Add(20 * time.Millisecond)
+	ls.Observe("s", false, ok(20*time.Millisecond))
+	now = now.Add(time.Second)
+	// 5,000 in line at (20ms + 980ms/8) / 10 = 14.25ms a task, the next
+	// behind them.
+	if d, _ := ls.Join("s", &job{}, 10, 0); d != 5001*14250*time.Microsecond {
+		t.Fatalf("next overflow, 1s after a fast answer, deferred %s; want 5,001 × 14.25ms", d)
 	}
 }
 
