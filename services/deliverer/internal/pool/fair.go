@@ -328,12 +328,26 @@ func RunFair(ctx context.Context, it jetstream.MessagesContext, o Fair, handle H
 // fairQueue holds the messages waiting for a worker, a FIFO per key, and
 // the keys with messages waiting in the order they are served.
 type fairQueue struct {
-	o      Fair
-	mu     sync.Mutex
-	cond   *sync.Cond // signalled when a message is put, taken or the queue closes
-	keys   map[string]*keyQueue
-	ring   []*keyQueue    // keys with messages waiting, next to serve first
-	inHand map[string]int // messages of each key being handled
+	o  Fair
+	mu sync.Mutex
+	// work wakes a worker waiting in take: one at a time (Signal) when a
+	// message is put, a message in hand ends or stops being busy, and each
+	// worker that takes one wakes the next while messages wait, so that a
+	// put does not wake every idle worker only for all but one to find
+	// nothing it may take (128 workers, most of them idle while a flood is
+	// held to a few fan-outs: a fifth of the deliverer's CPU went to those
+	// wake-ups). A change that may free several keys at once (the ack
+	// window, a held key's window passing, closing) wakes them all.
+	work *sync.Cond
+	// room wakes the fetcher waiting for room (waitRoom).
+	room *sync.Cond
+	// waiters: workers waiting in take and not yet woken; idleWakes: how
+	// often one woke and found nothing it may take (what a wake-up costs
+	// for nothing).
+	waiters, idleWakes int
+	keys               map[string]*keyQueue
+	ring               []*keyQueue    // keys with messages waiting, next to serve first
+	inHand             map[string]int // messages of each key being handled
 	// attempting counts those of inHand whose handlers said they wait on
 	// a remote endpoint (Attempting).
 	attempting map[string]int
@@ -375,7 +389,8 @@ type waiting struct {
 
 func newFairQueue(o Fair) *fairQueue {
 	q := &fairQueue{o: o, keys: map[string]*keyQueue{}, inHand: map[string]int{}, attempting: map[string]int{}, closed: make(chan struct{}), now: time.Now}
-	q.cond = sync.NewCond(&q.mu)
+	q.work = sync.NewCond(&q.mu)
+	q.room = sync.NewCond(&q.mu)
 	return q
 }
 
@@ -390,11 +405,12 @@ func msgSize(m jetstream.Msg) int64 {
 }
 
 // waitRoom returns once the queue has room for a message, or is closed.
+// It has one caller, the fetcher: take wakes it with room.Signal.
 func (q *fairQueue) waitRoom() {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	for !q.done && q.n > 0 && q.full() {
-		q.cond.Wait()
+		q.room.Wait()
 	}
 }
 
@@ -425,7 +441,7 @@ func (q *fairQueue) put(key string, msg jetstream.Msg, since, received time.Time
 	q.n++
 	q.bytes += size
 	q.report()
-	q.cond.Broadcast()
+	q.wakeOne()
 	return stale, true
 }
 
@@ -437,7 +453,7 @@ func (q *fairQueue) take() (jetstream.Msg, string, time.Time, bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	var kq *keyQueue
-	for kq == nil {
+	for woken := false; kq == nil; woken = true {
 		if q.done {
 			return nil, "", time.Time{}, false
 		}
@@ -449,8 +465,12 @@ func (q *fairQueue) take() (jetstream.Msg, string, time.Time, bool) {
 			}
 		}
 		if kq == nil {
+			if woken {
+				q.idleWakes++
+			}
 			q.wakeWhenAlone()
-			q.cond.Wait() // for a message, or a key below its share
+			q.waiters++
+			q.work.Wait() // for a message, or a key below its share (wakeOne, wakeAll)
 		}
 	}
 	w := kq.msgs[0]
@@ -466,12 +486,17 @@ func (q *fairQueue) take() (jetstream.Msg, string, time.Time, bool) {
 	q.n--
 	q.bytes -= w.size
 	q.report()
-	q.cond.Broadcast()
+	q.room.Signal()
+	if q.n > 0 {
+		q.wakeOne() // the next worker, for what still waits
+	}
 	return w.msg, kq.key, w.received, true
 }
 
 // mayTake reports whether another message of key may be handled now:
-// fewer than PerKey in hand, and not held back (boundBusy).
+// fewer than PerKey in hand, and not held back (boundBusy). Whatever
+// loosens it must wake a waiting worker (wakeOne, or wakeAll when it may
+// free several keys at once): workers are not all woken on every change.
 func (q *fairQueue) mayTake(key string) bool {
 	if q.inHand[key] >= q.o.PerKey {
 		return false
@@ -556,9 +581,23 @@ func (q *fairQueue) wakeWhenAlone() {
 		if q.wake == t {
 			q.wake = nil
 		}
-		q.cond.Broadcast()
+		q.wakeAll()
 	})
 	q.wake, q.wakeAt = t, at
+}
+
+// wakeOne wakes one worker waiting in take, if one waits (q.mu held).
+func (q *fairQueue) wakeOne() {
+	if q.waiters > 0 {
+		q.waiters--
+		q.work.Signal()
+	}
+}
+
+// wakeAll wakes every worker waiting in take (q.mu held).
+func (q *fairQueue) wakeAll() {
+	q.waiters = 0
+	q.work.Broadcast()
 }
 
 // noteTaken records that a message of key was taken now.
@@ -592,7 +631,7 @@ func (q *fairQueue) liftBusy(full bool) {
 	defer q.mu.Unlock()
 	if full != q.windowFull {
 		q.windowFull = full
-		q.cond.Broadcast()
+		q.wakeAll()
 	}
 }
 
@@ -612,7 +651,7 @@ func (q *fairQueue) finish(key string, attempting bool) {
 	if attempting {
 		q.countAttempting(key, -1)
 	}
-	q.cond.Broadcast()
+	q.wakeOne()
 }
 
 // countAttempting adds by to key's attempting count (q.mu held).
@@ -627,7 +666,7 @@ func (q *fairQueue) attempt(key string, by int) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	q.countAttempting(key, by)
-	q.cond.Broadcast() // the key may be below PerKeyBusy now
+	q.wakeOne() // the key may be below PerKeyBusy now
 }
 
 // handling is a message in a handler's hands, for Attempting.
@@ -725,7 +764,8 @@ func (q *fairQueue) close() {
 		if q.wake != nil {
 			q.wake.Stop()
 		}
-		q.cond.Broadcast()
+		q.wakeAll()
+		q.room.Broadcast()
 		q.mu.Unlock()
 		close(q.closed)
 	})
