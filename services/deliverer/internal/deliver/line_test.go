@@ -256,9 +256,9 @@ func TestLineFullBoundsAnUnmeasuredStallByTheTimeout(t *testing.T) {
 
 // What a line reserves for its deferred tasks reaches no further than
 // maxDeferral: an endpoint that timed out (15s, cap 10: 1.5s a task)
-// while 1,000 tasks overflowed, measured fast again since, defers a later
-// burst's overflow by its new pace, not by the 25 minutes its hang had
-// reserved.
+// while 1,000 tasks overflowed had reserved 26 minutes; 16 minutes on, its
+// pace unchanged, a later burst's overflow is deferred behind its own line
+// (41 × 1.5s), not by the 10 minutes left of that reservation.
 func TestLineFullForgetsAReservationPastMaxDeferral(t *testing.T) {
 	t.Parallel()
 	now := time.Unix(1_700_000_000, 0)
@@ -269,15 +269,12 @@ func TestLineFullForgetsAReservationPastMaxDeferral(t *testing.T) {
 	}
 	for ls.Pop("s") != nil {
 	}
-	for range 200 {
-		ls.Observe("s", false, ok(20*time.Millisecond))
-	}
 	now = now.Add(16 * time.Minute)
-	for range 100 {
+	for range 40 {
 		ls.Join("s", &job{}, 10, 0)
 	}
-	if d, _ := ls.Join("s", &job{}, 10, 0); d > 2*time.Second {
-		t.Fatalf("16 minutes after the hang, measured fast again: the overflow is deferred %s; want about 100 × 2ms", d)
+	if d, _ := ls.Join("s", &job{}, 10, 0); d != 41*1500*time.Millisecond {
+		t.Fatalf("16 minutes after 1,000 tasks overflowed: the next overflow is deferred %s; want 41 × 1.5s", d)
 	}
 }
 
