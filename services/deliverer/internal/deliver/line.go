@@ -182,15 +182,16 @@ func intervalOf(d time.Duration, limit int, perSecond float64) time.Duration {
 // an unmeasured one's. An endpoint whose attempts stop ending has turned
 // slow before its slow answers are in (a flood fanned out meanwhile); one
 // slow answer among fast ones moves the estimate no more than its answer
-// will. 0 when unmeasured with nothing in flight.
-func (ls *lines) stalledAvg(l *line, now time.Time) time.Duration {
-	if l.sending == 0 {
-		return l.avg
+// will. An unmeasured line is taken at unmeasured at least, as interval
+// takes it.
+func (ls *lines) stalledAvg(l *line, now time.Time, unmeasured time.Duration) time.Duration {
+	var stall time.Duration
+	if l.sending > 0 {
+		stall = min(now.Sub(l.progress), ls.cfg.Unmeasured)
 	}
-	stall := min(now.Sub(l.progress), ls.cfg.Unmeasured)
 	switch {
 	case l.avg <= 0:
-		return stall
+		return max(stall, unmeasured)
 	case stall > l.avg:
 		return l.avg + (stall-l.avg)/8
 	}
@@ -298,11 +299,7 @@ func (ls *lines) room(l *line, limit int, perSecond float64) int {
 // estimated again when they come back.
 func (ls *lines) deferral(l *line, limit int, perSecond float64) time.Duration {
 	now := ls.cfg.Now()
-	d := ls.stalledAvg(l, now)
-	if l.avg <= 0 {
-		d = max(d, unmeasuredPace)
-	}
-	iv := intervalOf(d, limit, perSecond)
+	iv := intervalOf(ls.stalledAvg(l, now, unmeasuredPace), limit, perSecond)
 	if ahead := l.deferredUntil.Sub(now); ahead > 0 && l.deferredPace > 0 && iv != l.deferredPace {
 		repriced := min(float64(ahead)/float64(l.deferredPace)*float64(iv), float64(maxDeferral))
 		l.deferredUntil = now.Add(time.Duration(repriced))

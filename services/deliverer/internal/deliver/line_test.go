@@ -11,9 +11,13 @@ import (
 	"github.com/hookline/hookline/services/deliverer/internal/sender"
 )
 
-func testLines(now *time.Time) *lines {
+func testLines(now *time.Time) *lines { return testLinesSized(now, 100, 150) }
+
+// testLinesSized is testLines with perLine and total as the bounds of a
+// line and of every line together.
+func testLinesSized(now *time.Time, perLine, total int) *lines {
 	return newLines(lineConfig{
-		MaxWait: 10 * time.Second, PerLineMax: 100, TotalMax: 150, MinPerCap: 4,
+		MaxWait: 10 * time.Second, PerLineMax: perLine, TotalMax: total, MinPerCap: 4,
 		Unmeasured: 15 * time.Second, DefaultLimit: 10, DefaultCeiling: 64,
 		Now: func() time.Time { return *now },
 	})
@@ -210,11 +214,7 @@ func TestLineFullWeighsAStallAsOneAnswer(t *testing.T) {
 func TestLineFullRepricesWhatItReservedWhenThePaceChanges(t *testing.T) {
 	t.Parallel()
 	now := time.Unix(1_700_000_000, 0)
-	ls := newLines(lineConfig{
-		MaxWait: 10 * time.Second, PerLineMax: 5000, TotalMax: 7500, MinPerCap: 4,
-		Unmeasured: 15 * time.Second, DefaultLimit: 10, DefaultCeiling: 64,
-		Now: func() time.Time { return now },
-	})
+	ls := testLinesSized(&now, 5000, 7500) // the deliverer's defaults
 	ls.Observe("s", false, ok(20*time.Millisecond))
 	for range 5000 {
 		if d, _ := ls.Join("s", &job{}, 10, 0); d > 0 {
