@@ -29,6 +29,18 @@ const (
 	fairDuration   = 5 * time.Second
 )
 
+// The victim's deliveries through tasks: its endpoint answers after
+// fairTasksDelay, above what dispatch attempts itself (250 ms), so every
+// delivery is a task in DELIVERIES, taken by the deliver stage beside the
+// flood's. Measured quiet, and once more right after the eight-subscription
+// flood's victim, while that flood's deferred tasks come due.
+var fairTasks = []struct{ name, eventType, endpoint string }{
+	{"fair: victim's tasks 20/s (300 ms endpoint), quiet", "fair.tasks.quiet", "fair-tasks-quiet"},
+	{"fair: victim's tasks 20/s (300 ms endpoint), after the 8 slow subs' flood", "fair.tasks.loaded", "fair-tasks-loaded"},
+}
+
+const fairTasksDelay = 300 * time.Millisecond
+
 // fairFlood is one flood scenario's tenant, subscriptions and the
 // victim's subscription measured under it.
 type fairFlood struct {
@@ -51,6 +63,7 @@ func (f fairFlood) endpoint(i int) string { return fmt.Sprintf("fair-%s-%d", f.t
 // (cfg.Events/2 events to the flood tenant, × its subscriptions).
 func (r *rig) fairness(ctx context.Context) []Scenario {
 	out := []Scenario{r.victim(ctx, "fair: victim 20/s, quiet", typeFairQuiet, "fair-quiet")}
+	out = append(out, r.victim(ctx, fairTasks[0].name, fairTasks[0].eventType, fairTasks[0].endpoint))
 	events := max(r.cfg.Events/2, 1)
 	for _, f := range fairFloods {
 		for i := range f.subs {
@@ -80,7 +93,7 @@ func (r *rig) fairness(ctx context.Context) []Scenario {
 			stopProfile()
 		}
 	}
-	return out
+	return append(out, r.victim(ctx, fairTasks[1].name, fairTasks[1].eventType, fairTasks[1].endpoint))
 }
 
 // victim publishes fairRate events/s for fairDuration to the victim

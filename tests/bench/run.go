@@ -382,6 +382,10 @@ func startRig(tb testing.TB, cfg Config, sync string) *rig {
 	r.subscribe(typeLatAPI, "lat-api")
 	// Fairness: two tenants, every subscription with defaults.
 	r.createSubscriptionOf(fairVictim, typeFairQuiet, "fair-quiet", nil)
+	for _, v := range fairTasks {
+		r.createSubscriptionOf(fairVictim, v.eventType, v.endpoint, nil)
+		r.sink.Endpoint(v.endpoint).SetBehavior(fairTasksDelay, 0)
+	}
 	for _, f := range fairFloods {
 		r.createSubscriptionOf(fairVictim, f.victimType, f.victimEndpoint, nil)
 		for i := range f.subs {
@@ -473,6 +477,9 @@ func (r *rig) warmup(ctx context.Context) error {
 	}
 	type warm struct{ tenant, eventType string }
 	fair := map[warm][]string{{fairVictim, typeFairQuiet}: {"fair-quiet"}}
+	for _, v := range fairTasks {
+		fair[warm{fairVictim, v.eventType}] = []string{v.endpoint}
+	}
 	for _, f := range fairFloods {
 		fair[warm{fairVictim, f.victimType}] = []string{f.victimEndpoint}
 		for i := range f.subs {
