@@ -96,6 +96,10 @@ var (
 type Options struct {
 	// Workers perform attempts in parallel (default 64).
 	Workers int
+	// Buffer is how many tasks are fetched ahead of the workers and
+	// served a tenant at a time, in turn (default DefaultBuffer; the
+	// deliverer gives a quarter of the consumer's MaxAckPending).
+	Buffer int
 	// AckWait of the deliver consumer: a worker sends InProgress every
 	// third of it while a task is in hand.
 	AckWait time.Duration
@@ -237,6 +241,9 @@ func New(d Deps, o Options) *Deliverer {
 	if o.Workers <= 0 {
 		o.Workers = 64
 	}
+	if o.Buffer <= 0 {
+		o.Buffer = DefaultBuffer
+	}
 	if o.AckWait <= 0 {
 		o.AckWait = stream.DefaultAckWait
 	}
@@ -322,6 +329,66 @@ func New(d Deps, o Options) *Deliverer {
 	}
 }
 
+// DefaultBuffer is Options.Buffer's default; BufferBytes bounds the
+// payloads of the tasks that wait in the deliver stage's buffer (the last
+// one let in may pass it).
+const (
+	DefaultBuffer = 2048
+	BufferBytes   = 32 << 20
+)
+
+// prefetch is how many tasks the consumer hands the stage ahead of its
+// queue: as many rounds of its workers as fit in AckWait while every
+// worker holds an attempt that runs to the longest timeout, at least one
+// (128 by default: two rounds of 64, of at most 25 s each, in 60 s).
+// Nobody tells a task there that it is in progress: while the queue is
+// full it waits for that many tasks to be taken, and one that waited past
+// AckWait would be delivered again, one more delivery counted against
+// MaxRedeliveries. A larger prefetch fetches a burst faster (the tasks a
+// flood's deferrals bring due in the same second): in make bench, another
+// tenant's task behind such bursts waited less at 625, but a hang of
+// every worker's endpoint would then keep the last of them some 4
+// minutes.
+func (o Options) prefetch() int {
+	rounds := 1
+	if o.MaxAttemptTimeout > 0 {
+		rounds = max(1, int(o.AckWait/o.MaxAttemptTimeout))
+	}
+	return rounds * o.Workers
+}
+
+// handBack settles a task still waiting in the stage's queue when it
+// stops as the tasks waiting in line are (deferWaiting): deferred by a
+// second, a new message delivered once so far. Handed back with a nak,
+// it would count one more delivery against MaxRedeliveries each time a
+// replica stopped with it queued (a rolling deploy during a backlog),
+// and be dead-lettered unattempted after a few. A task that cannot be
+// read is nak'ed, as before: the next replica dead-letters it.
+func (d *Deliverer) handBack(ctx context.Context) func(jetstream.Msg) error {
+	return func(msg jetstream.Msg) error {
+		meta, err := msg.Metadata()
+		if err != nil {
+			return msg.NakWithDelay(pool.ReleaseDelay)
+		}
+		t, err := task.Parse(msg.Subject(), msg.Headers(), msg.Data())
+		if err != nil {
+			return msg.NakWithDelay(pool.ReleaseDelay)
+		}
+		d.deferJob(ctx, &job{msg: msg, seq: meta.Sequence.Stream, t: t, stop: func() {}}, "shutdown", time.Second)
+		return nil
+	}
+}
+
+// taskTenant is the tenant a task's subject names, the key the deliver
+// stage serves tasks by (the subject itself when it names none: a
+// malformed task is dead-lettered at once).
+func taskTenant(msg jetstream.Msg) string {
+	if tenant := task.SubjectTenant(msg.Subject()); tenant != "" {
+		return tenant
+	}
+	return msg.Subject()
+}
+
 // Run consumes DELIVERIES with the durable deliver consumer until ctx
 // ends, then finishes the attempts in hand and defers the tasks still
 // waiting in line (another replica, or this one restarted, takes them).
@@ -333,9 +400,17 @@ func (d *Deliverer) Run(ctx context.Context) error {
 		}
 		return fmt.Errorf("deliver consumer: %w", err)
 	}
-	// One buffered message per worker: a buffered message's AckWait is
-	// already running while it waits for a free worker.
-	it, err := pool.Messages(ctx, cons, d.o.Workers, pool.Watch{Stage: "deliver", Restarts: d.m.PullRestarts, Log: d.log})
+	// Tasks are fetched ahead of the workers and served a tenant at a
+	// time, in turn (pool.RunFair, as dispatch serves events): another
+	// tenant's task, a retry come due, fetched behind a backlog of one
+	// tenant's tasks (its flood's deferred tasks coming due together, each
+	// holding a worker while its next deferral is stored) waits for a
+	// worker, not for the backlog. The queue (Options.Buffer) tells its
+	// tasks they are in progress every third of AckWait; the consumer's
+	// prefetch ahead of it is as large as is safe (prefetch).
+	prefetch := d.o.prefetch()
+	pullBytes, queueBytes := pool.SplitBytes(BufferBytes, d.js.Conn().MaxPayload())
+	it, err := pool.Messages(ctx, cons, prefetch, pool.Watch{Stage: "deliver", Restarts: d.m.PullRestarts, Log: d.log, MaxBytes: pullBytes})
 	if err != nil {
 		return fmt.Errorf("deliver messages: %w", err)
 	}
@@ -349,7 +424,9 @@ func (d *Deliverer) Run(ctx context.Context) error {
 		close(deferred)
 	})
 	stopTicks := d.pollLines(hctx)
-	runErr := pool.Run(ctx, it, d.o.Workers, d.Handle, d.log)
+	fair := pool.Fair{Workers: d.o.Workers, Prefetch: prefetch, Buffer: d.o.Buffer,
+		BufferBytes: queueBytes, Key: taskTenant, KeepAlive: d.o.AckWait / 3, Release: d.handBack(hctx)}
+	runErr := pool.RunFair(ctx, it, fair, d.Handle, d.log)
 	d.stopping.Store(true)
 	stopTicks()
 	d.chains.Wait()

@@ -125,6 +125,12 @@ func (r *rig) run(t *testing.T) {
 
 func (r *rig) subscribe(t *testing.T, url string) *hooklinev1.Subscription {
 	t.Helper()
+	return r.subscribeAs(t, tenant, url)
+}
+
+// subscribeAs creates a subscription of tenant to every event type.
+func (r *rig) subscribeAs(t *testing.T, tenant, url string) *hooklinev1.Subscription {
+	t.Helper()
 	secret, err := signing.NewHMACSecret()
 	if err != nil {
 		t.Fatal(err)
@@ -144,12 +150,12 @@ func (r *rig) subscribe(t *testing.T, url string) *hooklinev1.Subscription {
 	return sub
 }
 
-// task publishes a delivery task as dispatch does.
+// task publishes a delivery task of sub's tenant as dispatch does.
 func (r *rig) task(t *testing.T, sub *hooklinev1.Subscription, eventID string) {
 	t.Helper()
 	m := &nats.Msg{
-		Subject: stream.DeliverySubject(tenant, sub.GetId()),
-		Header:  task.NewHeader(eventID, tenant, "order.created", time.Now().UTC().Format(time.RFC3339Nano), sub.GetId()),
+		Subject: stream.DeliverySubject(sub.GetTenant(), sub.GetId()),
+		Header:  task.NewHeader(eventID, sub.GetTenant(), "order.created", time.Now().UTC().Format(time.RFC3339Nano), sub.GetId()),
 		Data:    []byte(`{}`),
 	}
 	if _, err := r.js.PublishMsg(context.Background(), m, jetstream.WithMsgID(stream.TaskMsgID(eventID, sub.GetId()))); err != nil {

@@ -105,10 +105,11 @@ func TestTasksOverTheCapWaitInLineInOrder(t *testing.T) {
 	adm := &capped{}
 	r.opts.Admission = adm
 	r.opts.Policy.Schedule = []time.Duration{0} // one attempt: a spent one would dead-letter
-	// Two workers: one makes the first attempt while the other takes the
-	// rest, alone, so that they reach the line in stream order (with more,
-	// workers race to it).
-	r.opts.Workers = 2
+	// Three workers, of which one tenant may hold two (the stage keeps one
+	// for the others): one makes the first attempt while the other takes
+	// the rest, alone, so that they reach the line in stream order (with
+	// more, workers race to it).
+	r.opts.Workers = 3
 	ep := newOrderedEndpoint(t, 20*time.Millisecond)
 	// The first attempt is held until every other task waits in line:
 	// ended sooner (a loaded machine), its worker would take tasks from

@@ -176,7 +176,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	// EVENTS reaches the buffer in a few pulls, not one per worker's worth
 	// (see pool.SplitBuffer).
 	prefetch, queue := pool.SplitBuffer(d.o.Workers, d.o.Buffer)
-	pullBytes, queueBytes := splitBytes(d.o.BufferBytes, d.js.Conn().MaxPayload())
+	pullBytes, queueBytes := pool.SplitBytes(d.o.BufferBytes, d.js.Conn().MaxPayload())
 	watch := pool.Watch{Stage: "dispatch", Log: d.log, MaxBytes: pullBytes}
 	if d.m != nil {
 		watch.Restarts = d.m.PullRestarts
@@ -202,22 +202,6 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		return fmt.Errorf("dispatch: %w", err)
 	}
 	return nil
-}
-
-// splitBytes divides the buffer's byte bound as SplitBuffer divides its
-// events: a pull asks for at most an eighth of it (and the iterator, which
-// asks again once half is taken, holds about a quarter), but always for
-// at least two of the largest messages the server takes, which a pull
-// must be able to hold; the queue keeps the rest, at least 1 MiB. When
-// the largest message is not known (maxPayload 0: not connected), a pull
-// has no byte bound (0), as before the split, rather than one that a
-// server with a larger max_payload could leave an event stuck behind.
-func splitBytes(buffer, maxPayload int64) (pull int, queue int64) {
-	if maxPayload <= 0 {
-		return 0, buffer
-	}
-	p := max(buffer/8, 2*maxPayload)
-	return int(p), max(buffer-2*p, 1<<20)
 }
 
 // DefaultBufferBytes bounds the payloads and headers of the events that

@@ -61,6 +61,12 @@ type Fair struct {
 	// that a key whose messages come one at a time, a few seconds apart,
 	// finds the busy key's queues as short as one that sends steadily.
 	OthersWithin time.Duration
+	// Release hands back a message still waiting when the run stops
+	// (nil: NakWithDelay(ReleaseDelay), so that another replica, or this
+	// one restarted, has it after ReleaseDelay). The messages the queue
+	// holds are released by up to releasers goroutines at once; errors
+	// are counted and said once, at the end.
+	Release func(jetstream.Msg) error
 	// WindowFull reports whether the consumer hands out nothing more for
 	// now while messages wait in the stream (AckWindowFull): replicas
 	// share its MaxAckPending, so a flood can take it all while this
@@ -71,6 +77,10 @@ type Fair struct {
 
 // DefaultOthersWithin is Fair.OthersWithin's default.
 const DefaultOthersWithin = 10 * time.Second
+
+// releasers is how many messages RunFair hands back at once when it stops
+// (Fair.Release may be a round trip each).
+const releasers = 16
 
 // WindowCheck is how often RunFair asks Fair.WindowFull while a key waits
 // for PerKeyBusy.
@@ -132,6 +142,22 @@ func SplitBuffer(workers, buffer int) (prefetch, queue int) {
 	return prefetch, queue
 }
 
+// SplitBytes divides the buffer's byte bound as SplitBuffer divides its
+// events: a pull asks for at most an eighth of it (and the iterator, which
+// asks again once half is taken, holds about a quarter), but always for
+// at least two of the largest messages the server takes, which a pull
+// must be able to hold; the queue keeps the rest, at least 1 MiB. When
+// the largest message is not known (maxPayload 0: not connected), a pull
+// has no byte bound (0), as before the split, rather than one that a
+// server with a larger max_payload could leave an event stuck behind.
+func SplitBytes(buffer, maxPayload int64) (pull int, queue int64) {
+	if maxPayload <= 0 {
+		return 0, buffer
+	}
+	p := max(buffer/8, 2*maxPayload)
+	return int(p), max(buffer-2*p, 1<<20)
+}
+
 // RunFair is Run with a fair buffer between the consumer and the workers:
 // up to Buffer messages are taken from the iterator as soon as it has
 // them and queued by Key; the workers serve the keys in turn, one message
@@ -189,8 +215,12 @@ func RunFair(ctx context.Context, it jetstream.MessagesContext, o Fair, handle H
 		relFailed int
 		relErr    error
 	)
+	handBack := o.Release
+	if handBack == nil {
+		handBack = func(msg jetstream.Msg) error { return msg.NakWithDelay(ReleaseDelay) }
+	}
 	release := func(msg jetstream.Msg) {
-		if err := msg.NakWithDelay(ReleaseDelay); err != nil {
+		if err := handBack(msg); err != nil {
 			relMu.Lock()
 			relFailed++
 			relErr = err
@@ -260,9 +290,21 @@ func RunFair(ctx context.Context, it jetstream.MessagesContext, o Fair, handle H
 		for {
 			select {
 			case <-q.closed:
-				for _, msg := range q.rest() {
-					release(msg)
+				rest := q.rest()
+				next := make(chan jetstream.Msg)
+				var rel sync.WaitGroup
+				for range min(releasers, len(rest)) {
+					rel.Go(func() {
+						for msg := range next {
+							release(msg)
+						}
+					})
 				}
+				for _, msg := range rest {
+					next <- msg
+				}
+				close(next)
+				rel.Wait()
 				return
 			case now := <-t.C:
 				for _, m := range q.stale(now) {

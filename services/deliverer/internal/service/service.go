@@ -245,6 +245,7 @@ func New(ctx context.Context, cfg config.Config, d Deps) (*Service, error) {
 		PollMax:                   cfg.AdmissionPollMax,
 		LineMax:                   cfg.MaxAckPending / 2,
 		LinesMax:                  cfg.MaxAckPending * 3 / 4,
+		Buffer:                    max(1, cfg.MaxAckPending/4),
 		HTTPTimeout:               cfg.HTTPTimeout,
 		DirectMax:                 directMax,
 		DirectAttempts:            directAttempts,

@@ -166,6 +166,13 @@ func get(h nats.Header, key string) string {
 }
 
 // fromSubject splits deliveries.<tenant>.<subscription>.
+// SubjectTenant is the tenant a delivery subject names ("" when subject
+// is not deliveries.<tenant>.<subscription>).
+func SubjectTenant(subject string) string {
+	tenant, _ := fromSubject(subject)
+	return tenant
+}
+
 func fromSubject(subject string) (tenant, subscriptionID string) {
 	rest, ok := strings.CutPrefix(subject, stream.DeliveriesPrefix+".")
 	if !ok {

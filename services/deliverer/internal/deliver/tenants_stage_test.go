@@ -1,0 +1,122 @@
+package deliver_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hookline/hookline/pkg/stream"
+	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
+	"github.com/hookline/hookline/services/deliverer/internal/deliver"
+	"github.com/hookline/hookline/services/deliverer/internal/deliver/delivertest"
+)
+
+// gatedAdmission holds every admission of one tenant's tasks until its
+// gate opens, so that each of them keeps the worker that took it, as a
+// handler slowed by a busy server does (a flood's deferrals coming due,
+// each storing its scheduled copy). Every other tenant is admitted at once.
+type gatedAdmission struct {
+	tenant string
+	gate   chan struct{}
+	held   atomic.Int32
+}
+
+func (g *gatedAdmission) Admit(ctx context.Context, sub *hooklinev1.Subscription, limit int) (deliver.Slot, deliver.Refusal, error) {
+	if sub.GetTenant() == g.tenant {
+		g.held.Add(1)
+		select {
+		case <-g.gate:
+		case <-ctx.Done():
+			return nil, deliver.Refusal{}, ctx.Err()
+		}
+	}
+	return delivertest.AdmitAll{}.Admit(ctx, sub, limit)
+}
+
+// A task of another tenant, stored behind a backlog of one tenant's tasks
+// that each hold a worker, is delivered while they still hold them: the
+// stage serves tenants in turn and keeps a worker for the others. Taken
+// in stream order, every worker held one of the backlog's tasks and the
+// other tenant's task waited for the backlog.
+func TestAnotherTenantsTaskIsNotHeldBehindATenantsBacklog(t *testing.T) {
+	r := newRig(t, stream.Config{AckWait: 10 * time.Second})
+	adm := &gatedAdmission{tenant: tenant, gate: make(chan struct{})}
+	var open sync.Once
+	release := func() { open.Do(func() { close(adm.gate) }) }
+	r.opts.Admission = adm
+	busy := endpoint(t, 200, 0)
+	other := endpoint(t, 200, 0)
+	subA := r.subscribeAs(t, tenant, busy.srv.URL)
+	subB := r.subscribeAs(t, "globex", other.srv.URL)
+	// Fewer than the stage fetches ahead (a worker's worth and
+	// QueuePerWorker more per worker): the backlog fits in its buffer.
+	const backlog = 10
+	for i := range backlog {
+		r.task(t, subA, fmt.Sprintf("evt_busy_%d", i))
+	}
+	r.task(t, subB, "evt_other")
+	r.run(t)
+	t.Cleanup(release) // before the stage stops (cleanups run last first)
+
+	eventually(t, "the other tenant's task delivered while the backlog holds its workers", func() bool {
+		return other.n.Load() == 1
+	})
+	if n := busy.n.Load(); n != 0 {
+		t.Fatalf("busy tenant's endpoint got %d requests with its admissions held; want 0", n)
+	}
+	// One tenant's tasks hold all of the 4 workers but one.
+	eventually(t, "the busy tenant's tasks in every worker it may have", func() bool { return adm.held.Load() >= 3 })
+	if held := adm.held.Load(); held != 3 {
+		t.Fatalf("busy tenant's tasks holding workers = %d; want 3 of 4", held)
+	}
+	release()
+	eventually(t, "the backlog delivered and every task settled", func() bool {
+		return busy.n.Load() == backlog && r.settled(t)
+	})
+}
+
+// Tasks still waiting in the stage's queue when it stops are deferred,
+// as the tasks waiting in line are, not handed back with a nak: a nak
+// counts one more delivery against MaxRedeliveries each time a replica
+// stops with them queued, and after a few stops (a rolling deploy during
+// a backlog) they were dead-lettered without an attempt.
+func TestTasksQueuedAtStopAreDeferredNotCountedAsRedelivered(t *testing.T) {
+	r := newRig(t, stream.Config{AckWait: 10 * time.Second})
+	r.opts.MaxRedeliveries = 1
+	ep := endpoint(t, 200, 0)
+	sub := r.subscribeAs(t, tenant, ep.srv.URL)
+	const tasks = 10
+	for i := range tasks {
+		r.task(t, sub, fmt.Sprintf("evt_queued_%d", i))
+	}
+	// Stop twice with the tasks queued: their workers (3 of 4, the others'
+	// reserve left) hold the first ones in admission until after the stop.
+	for stop := range 2 {
+		adm := &gatedAdmission{tenant: tenant, gate: make(chan struct{})}
+		r.opts.Admission = adm
+		d := deliver.New(r.deps, r.opts)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- d.Run(ctx) }()
+		eventually(t, fmt.Sprintf("stop %d: the tasks taken and queued (or dead-lettered)", stop+1), func() bool {
+			return adm.held.Load() >= 3 || r.streamMsgs(t, stream.DeadLetter) > 0
+		})
+		cancel()
+		close(adm.gate) // the tasks in hand are attempted as the stage stops
+		if err := <-done; err != nil {
+			t.Fatalf("stop %d: Run: %v", stop+1, err)
+		}
+	}
+	r.opts.Admission = delivertest.AdmitAll{}
+	r.run(t)
+	eventually(t, "every task settled", func() bool { return r.settled(t) })
+	if n := r.streamMsgs(t, stream.DeadLetter); n != 0 {
+		t.Fatalf("%d tasks dead-lettered; want none (each was queued at a stop, never attempted)", n)
+	}
+	if n := ep.n.Load(); n != tasks {
+		t.Fatalf("endpoint got %d requests; want %d", n, tasks)
+	}
+}
