@@ -340,7 +340,8 @@ const (
 // prefetch is how many tasks the consumer hands the stage ahead of its
 // queue: as many rounds of its workers as fit in AckWait while every
 // worker holds an attempt that runs to the longest timeout, at least one
-// (128 by default: two rounds of 64, of at most 25 s each, in 60 s).
+// (120 by default: two rounds of the 60 workers one tenant may hold, of
+// at most 25 s each, in 60 s).
 // Nobody tells a task there that it is in progress: while the queue is
 // full it waits for that many tasks to be taken, and one that waited past
 // AckWait would be delivered again, one more delivery counted against
@@ -354,7 +355,9 @@ func (o Options) prefetch() int {
 	if o.MaxAttemptTimeout > 0 {
 		rounds = max(1, int(o.AckWait/o.MaxAttemptTimeout))
 	}
-	return rounds * o.Workers
+	// Rounds of the workers one tenant may hold: a flood's backlog,
+	// alone in the queue, is served by those.
+	return rounds * pool.DefaultPerKey(o.Workers)
 }
 
 // handBack settles a task still waiting in the stage's queue when it
@@ -362,22 +365,49 @@ func (o Options) prefetch() int {
 // second, a new message delivered once so far. Handed back with a nak,
 // it would count one more delivery against MaxRedeliveries each time a
 // replica stopped with it queued (a rolling deploy during a backlog),
-// and be dead-lettered unattempted after a few. A task that cannot be
-// read is nak'ed, as before: the next replica dead-letters it.
+// and be dead-lettered unattempted after a few.
+//
+// A deferral is a round trip; a nak is not. So the stop hands back with
+// a nak, as before, every task after the first deferral that fails,
+// those after handBackWithin, while the connection is not up, a task
+// that cannot be read and one already delivered MaxRedeliveries times
+// (the next replica dead-letters it): a server that does not answer
+// costs one round of deferrals, not one timeout per task.
 func (d *Deliverer) handBack(ctx context.Context) func(jetstream.Msg) error {
+	var (
+		failed   atomic.Bool
+		once     sync.Once
+		deadline time.Time
+	)
 	return func(msg jetstream.Msg) error {
+		once.Do(func() { deadline = time.Now().Add(handBackWithin) })
 		meta, err := msg.Metadata()
-		if err != nil {
+		if err != nil || failed.Load() || !time.Now().Before(deadline) || d.js.Conn().Status() != nats.CONNECTED ||
+			meta.NumDelivered > uint64(d.o.MaxRedeliveries) {
 			return msg.NakWithDelay(pool.ReleaseDelay)
 		}
 		t, err := task.Parse(msg.Subject(), msg.Headers(), msg.Data())
 		if err != nil {
 			return msg.NakWithDelay(pool.ReleaseDelay)
 		}
-		d.deferJob(ctx, &job{msg: msg, seq: meta.Sequence.Stream, t: t, stop: func() {}}, "shutdown", time.Second)
-		return nil
+		v := verdict{decision: settle.Later(time.Second), refused: "shutdown"}
+		c := settle.Copy{Header: nextHeader(&t, v), Body: t.Body, Tenant: t.Tenant, SubscriptionID: t.SubscriptionID,
+			Seq: meta.Sequence.Stream, Delay: v.decision.Delay}
+		sctx, cancel := context.WithDeadline(ctx, deadline)
+		defer cancel()
+		if err := d.sched.Schedule(sctx, c); err != nil {
+			failed.Store(true)
+			d.m.ScheduleFailures.Inc()
+			return errors.Join(fmt.Errorf("defer queued task at stop: %w", err), msg.NakWithDelay(pool.ReleaseDelay))
+		}
+		d.report(&t, v)
+		return msg.DoubleAck(sctx)
 	}
 }
+
+// handBackWithin bounds the deferrals of the tasks queued at a stop
+// (handBack): the shutdown's time is for the attempts in hand.
+const handBackWithin = 5 * time.Second
 
 // taskTenant is the tenant a task's subject names, the key the deliver
 // stage serves tasks by (the subject itself when it names none: a

@@ -12,6 +12,7 @@ import (
 	hooklinev1 "github.com/hookline/hookline/proto/gen/hookline/v1"
 	"github.com/hookline/hookline/services/deliverer/internal/deliver"
 	"github.com/hookline/hookline/services/deliverer/internal/deliver/delivertest"
+	"github.com/hookline/hookline/services/deliverer/internal/settle"
 )
 
 // gatedAdmission holds every admission of one tenant's tasks until its
@@ -115,6 +116,76 @@ func TestTasksQueuedAtStopAreDeferredNotCountedAsRedelivered(t *testing.T) {
 	eventually(t, "every task settled", func() bool { return r.settled(t) })
 	if n := r.streamMsgs(t, stream.DeadLetter); n != 0 {
 		t.Fatalf("%d tasks dead-lettered; want none (each was queued at a stop, never attempted)", n)
+	}
+	if n := ep.n.Load(); n != tasks {
+		t.Fatalf("endpoint got %d requests; want %d", n, tasks)
+	}
+}
+
+// hungScheduler stands for a server that stops answering: once hung,
+// every Schedule waits for its context to end.
+type hungScheduler struct {
+	next  deliver.Scheduler
+	hung  atomic.Bool
+	calls atomic.Int32
+}
+
+func (s *hungScheduler) Schedule(ctx context.Context, c settle.Copy) error {
+	if !s.hung.Load() {
+		return s.next.Schedule(ctx, c)
+	}
+	s.calls.Add(1)
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+// A stop while the server does not answer costs one round of deferrals,
+// not a timeout per queued task: after the first deferral fails, the rest
+// are handed back with a nak, which does not wait. Waiting out each
+// deferral kept the stop for about queued/16 timeouts (2,500 queued tasks
+// at 10 s: over 26 minutes against a 30 s shutdown). Nothing is lost: the
+// stage started again delivers every task.
+func TestAStopWhileTheServerHangsNaksTheQueueAfterOneFailedDeferral(t *testing.T) {
+	r := newRig(t, stream.Config{AckWait: 30 * time.Second})
+	sched := &hungScheduler{next: r.deps.Scheduler}
+	sched.hung.Store(true) // nothing is scheduled before the stop
+	r.deps.Scheduler = sched
+	adm := &gatedAdmission{tenant: tenant, gate: make(chan struct{})}
+	r.opts.Admission = adm
+	ep := endpoint(t, 200, 0)
+	sub := r.subscribeAs(t, tenant, ep.srv.URL)
+	const tasks = 60
+	for i := range tasks {
+		r.task(t, sub, fmt.Sprintf("evt_stop_%d", i))
+	}
+	d := deliver.New(r.deps, r.opts)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	cons, err := r.js.Consumer(context.Background(), stream.Deliveries, stream.DeliverConsumer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "workers held and every task fetched", func() bool {
+		info, err := cons.Info(context.Background())
+		return err == nil && info.NumPending == 0 && adm.held.Load() >= 3
+	})
+	cancel()
+	close(adm.gate) // the tasks in hand are attempted as the stage stops
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	// The queue's 16 hand-back goroutines may each have begun a deferral
+	// before the first failed, and the fetcher one more.
+	if n := sched.calls.Load(); n > 17 {
+		t.Fatalf("%d deferrals waited for a server that did not answer; want at most one round (17)", n)
+	}
+	sched.hung.Store(false)
+	r.opts.Admission = delivertest.AdmitAll{}
+	r.run(t)
+	eventually(t, "every task settled", func() bool { return r.settled(t) })
+	if n := r.streamMsgs(t, stream.DeadLetter); n != 0 {
+		t.Fatalf("%d tasks dead-lettered; want none", n)
 	}
 	if n := ep.n.Load(); n != tasks {
 		t.Fatalf("endpoint got %d requests; want %d", n, tasks)
