@@ -108,13 +108,20 @@ func newRig(t *testing.T, sc stream.Config) *rig {
 	}
 }
 
+// start runs the stage until cancel is called; done says what Run
+// returned.
+func (r *rig) start() (cancel func(), done <-chan error) {
+	d := deliver.New(r.deps, r.opts)
+	ctx, cancel := context.WithCancel(context.Background())
+	ch := make(chan error, 1)
+	go func() { ch <- d.Run(ctx) }()
+	return cancel, ch
+}
+
 // run starts the stage until the test ends.
 func (r *rig) run(t *testing.T) {
 	t.Helper()
-	d := deliver.New(r.deps, r.opts)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
+	cancel, done := r.start()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {

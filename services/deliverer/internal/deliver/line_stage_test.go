@@ -205,10 +205,7 @@ func TestShutdownDefersTheLine(t *testing.T) {
 	for i := range tasks {
 		r.task(t, sub, fmt.Sprintf("evt_stop_%d", i))
 	}
-	d := deliver.New(r.deps, r.opts)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- d.Run(ctx) }()
+	cancel, done := r.start()
 	eventually(t, "one attempt under way and the rest in line", func() bool {
 		return len(ep.received()) == 1 && testutil.ToFloat64(r.m.AdmissionParked) == tasks-1
 	})
