@@ -391,11 +391,9 @@ func (d *Deliverer) handBack(ctx context.Context) func(jetstream.Msg) error {
 			return msg.NakWithDelay(pool.ReleaseDelay)
 		}
 		v := verdict{decision: settle.Later(time.Second), refused: "shutdown"}
-		c := settle.Copy{Header: nextHeader(&t, v), Body: t.Body, Tenant: t.Tenant, SubscriptionID: t.SubscriptionID,
-			Seq: meta.Sequence.Stream, Delay: v.decision.Delay}
 		sctx, cancel := context.WithDeadline(ctx, deadline)
 		defer cancel()
-		if err := d.sched.Schedule(sctx, c); err != nil {
+		if err := d.sched.Schedule(sctx, scheduledCopy(&t, meta.Sequence.Stream, v)); err != nil {
 			failed.Store(true)
 			d.m.ScheduleFailures.Inc()
 			return errors.Join(fmt.Errorf("defer queued task at stop: %w", err), msg.NakWithDelay(pool.ReleaseDelay))
@@ -1148,11 +1146,7 @@ func (d *Deliverer) settle(ctx context.Context, j *job, v verdict) {
 		// Before the schedule: a crash after the ack must not leave the
 		// followers believing the head is about to go.
 		d.holdOrdered(ctx, j, v.decision.Delay)
-		c := settle.Copy{
-			Header: nextHeader(t, v), Body: t.Body, Tenant: t.Tenant, SubscriptionID: t.SubscriptionID,
-			Seq: seq, Delay: v.decision.Delay,
-		}
-		if err := d.sched.Schedule(ctx, c); err != nil {
+		if err := d.sched.Schedule(ctx, scheduledCopy(t, seq, v)); err != nil {
 			d.m.ScheduleFailures.Inc()
 			d.log.Warn("retry not scheduled; task nak'ed with the delay instead", ids(zap.Error(err))...)
 			d.nak(msg, max(v.decision.Delay, time.Second))
@@ -1182,6 +1176,15 @@ func (d *Deliverer) settle(ctx context.Context, j *job, v verdict) {
 		if err := msg.TermWithReason(l.Reason); err != nil {
 			d.log.Warn("term task", ids(zap.Error(err))...)
 		}
+	}
+}
+
+// scheduledCopy is the copy of task t (stored at seq) that a retry or a
+// deferral v schedules.
+func scheduledCopy(t *task.Task, seq uint64, v verdict) settle.Copy {
+	return settle.Copy{
+		Header: nextHeader(t, v), Body: t.Body, Tenant: t.Tenant, SubscriptionID: t.SubscriptionID,
+		Seq: seq, Delay: v.decision.Delay,
 	}
 }
 

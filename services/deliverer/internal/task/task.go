@@ -165,7 +165,6 @@ func get(h nats.Header, key string) string {
 	return ""
 }
 
-// fromSubject splits deliveries.<tenant>.<subscription>.
 // SubjectTenant is the tenant a delivery subject names ("" when subject
 // is not deliveries.<tenant>.<subscription>).
 func SubjectTenant(subject string) string {
@@ -173,6 +172,7 @@ func SubjectTenant(subject string) string {
 	return tenant
 }
 
+// fromSubject splits deliveries.<tenant>.<subscription>.
 func fromSubject(subject string) (tenant, subscriptionID string) {
 	rest, ok := strings.CutPrefix(subject, stream.DeliveriesPrefix+".")
 	if !ok {
