@@ -158,8 +158,8 @@ func SplitBytes(buffer, maxPayload int64) (pull int, queue int64) {
 	return int(p), max(buffer-2*p, 1<<20)
 }
 
-// RunFair is Run with a fair buffer between the consumer and the workers:
-// up to Buffer messages are taken from the iterator as soon as it has
+// RunFair calls handle with Workers goroutines until ctx ends, with a
+// fair buffer between the consumer and the workers: up to Buffer messages are taken from the iterator as soon as it has
 // them and queued by Key; the workers serve the keys in turn, one message
 // of each key that has any waiting. One key's backlog, as long as it fits
 // in the buffer, therefore delays another key's message by at most one
@@ -170,9 +170,12 @@ func SplitBytes(buffer, maxPayload int64) (pull int, queue int64) {
 // Messages wait in the buffer with their AckWait running: each is told it
 // is in progress once it has waited KeepAlive (counted from when it may
 // have been delivered to the iterator), and every KeepAlive after that,
-// until a worker takes it. Stopping is Run's: no new message is handled
-// once ctx ends, and those still waiting are handed back (ReleaseDelay)
-// at once, while the handlers in hand finish.
+// until a worker takes it. Stopping: no new message is handled once ctx
+// ends, and those still waiting are handed back (Fair.Release) at once,
+// while the handlers in hand finish; it returns when they have. It
+// returns an error when the iterator closes by itself (consumer deleted,
+// connection closed). A handler that panics is logged with its stack and
+// its message nak'ed (PanicNakDelay); the other workers go on.
 func RunFair(ctx context.Context, it jetstream.MessagesContext, o Fair, handle Handler, log *zap.Logger) error {
 	if o.Workers < 1 {
 		o.Workers = 1
@@ -776,7 +779,7 @@ func WithReceived(ctx context.Context, at time.Time) context.Context {
 // after the server handed it out, so after it was stored (dispatch: any
 // registry request sent since then sees every subscription change
 // acknowledged before the event was published). The zero time when not
-// known (Run).
+// known.
 func Received(ctx context.Context) time.Time {
 	at, _ := ctx.Value(receivedKey{}).(time.Time)
 	return at

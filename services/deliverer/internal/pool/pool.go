@@ -5,8 +5,6 @@ package pool
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"sort"
 	"sync"
 	"time"
@@ -30,82 +28,6 @@ const ReleaseDelay = time.Second
 // the handler's own timeouts.
 type Handler func(ctx context.Context, msg jetstream.Msg)
 
-// Run calls handle with workers goroutines until ctx ends, then drains the
-// iterator (no more pulls) and returns when every worker is done. It
-// returns an error when the iterator closes by itself (consumer deleted,
-// connection closed).
-//
-// Buffered messages. The iterator pulls up to its PullMaxMessages ahead of
-// the workers, and a buffered message's AckWait runs while it waits for a
-// worker — up to the time the worker ahead of it holds its own message (an
-// HTTP attempt). A message can only have waited as long as the worker
-// that takes it was busy with its previous one, so a worker whose
-// previous message took longer than slowHandle sends InProgress for the
-// next one the moment it takes it: its handler starts with a whole
-// AckWait, whatever it waited. (Sent for every message, it cost a fifth
-// of nats-server's work per delivery at full speed.)
-// AckWait must still exceed that wait (deliverer: HOOKLINE_ACK_WAIT ≥
-// HOOKLINE_HTTP_TIMEOUT + 5s).
-//
-// Stopping. Once ctx ends no new message is handled: those still buffered
-// are nak'ed (ReleaseDelay) without being handed to the handler, so a stop
-// waits only for the messages already in hand, never for a second round
-// of attempts.
-//
-// A handler that panics does not take the process down with the work of
-// every other worker: the panic is logged with its stack and the message
-// nak'ed for a later redelivery.
-func Run(ctx context.Context, it jetstream.MessagesContext, workers int, handle Handler, log *zap.Logger) error {
-	hctx := context.WithoutCancel(ctx)
-	stop := context.AfterFunc(ctx, it.Drain)
-	defer stop()
-	var (
-		wg      sync.WaitGroup
-		errOnce sync.Once
-		runErr  error
-	)
-	for range workers {
-		wg.Go(func() {
-			var last time.Duration // the previous handler's time
-			for {
-				msg, err := it.Next()
-				if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-					if ctx.Err() == nil {
-						errOnce.Do(func() { runErr = fmt.Errorf("message iterator closed: %w", err) })
-					}
-					return
-				}
-				if err != nil {
-					// Not terminal (a missed heartbeat, a reconnect): the
-					// iterator keeps pulling. A terminal error stops it, and
-					// the next Next says so.
-					continue
-				}
-				if ctx.Err() != nil {
-					// Buffered, never started: handed back, not attempted
-					// after the stop.
-					if err := msg.NakWithDelay(ReleaseDelay); err != nil {
-						log.Warn("release buffered message at stop", zap.String("subject", msg.Subject()), zap.Error(err))
-					}
-					continue
-				}
-				// The AckWait of a message that may have waited long in
-				// the buffer is restarted before its handler runs (see
-				// above).
-				if last > slowHandle {
-					_ = msg.InProgress()
-				}
-				began := time.Now()
-				safely(hctx, held.track(msg), handle, log)
-				last = time.Since(began)
-			}
-		})
-	}
-	wg.Wait()
-	it.Stop()
-	return runErr
-}
-
 // PullExpiry is how long one pull request of a stage's iterator lives.
 // nats.go's default, 30 s, was also how long a stage could sit idle with
 // messages waiting when the server no longer held the iterator's pull:
@@ -124,10 +46,6 @@ func Pull(max, maxBytes int) []jetstream.PullMessagesOpt {
 	}
 	return []jetstream.PullMessagesOpt{jetstream.PullMaxMessages(max), jetstream.PullExpiry(PullExpiry)}
 }
-
-// slowHandle: after a handler this slow, the next message a worker takes
-// may have waited in the buffer long enough to need a fresh AckWait.
-const slowHandle = time.Second
 
 func safely(ctx context.Context, msg *heldMsg, handle Handler, log *zap.Logger) {
 	defer func() {

@@ -39,7 +39,7 @@ func setup(t *testing.T, msgs int) (jetstream.JetStream, jetstream.MessagesConte
 	return js, it
 }
 
-func TestRunHandlesInParallelAndStopsCleanly(t *testing.T) {
+func TestRunFairHandlesInParallelAndStopsCleanly(t *testing.T) {
 	t.Parallel()
 	const workers, msgs = 4, 50
 	_, it := setup(t, msgs)
@@ -47,7 +47,7 @@ func TestRunHandlesInParallelAndStopsCleanly(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- pool.Run(ctx, it, workers, func(_ context.Context, m jetstream.Msg) {
+		done <- pool.RunFair(ctx, it, pool.Fair{Workers: workers, PerKey: workers}, func(_ context.Context, m jetstream.Msg) {
 			if md, _ := m.Metadata(); md.Sequence.Stream == 7 && md.NumDelivered == 1 {
 				panic("a bug met message 7") // the worker survives; the message comes back
 			}
@@ -78,12 +78,12 @@ func TestRunHandlesInParallelAndStopsCleanly(t *testing.T) {
 	}
 }
 
-func TestRunFailsWhenTheConsumerGoesAway(t *testing.T) {
+func TestRunFairFailsWhenTheConsumerGoesAway(t *testing.T) {
 	t.Parallel()
 	js, it := setup(t, 0)
 	done := make(chan error, 1)
 	go func() {
-		done <- pool.Run(context.Background(), it, 2, func(context.Context, jetstream.Msg) {}, zap.NewNop())
+		done <- pool.RunFair(context.Background(), it, pool.Fair{Workers: 2}, func(context.Context, jetstream.Msg) {}, zap.NewNop())
 	}()
 	// Delete it once the iterator's pull request is waiting on it.
 	cons, err := js.Consumer(context.Background(), "S", "c")
@@ -155,81 +155,4 @@ func waitInfo(t *testing.T, cons jetstream.Consumer, what string, ok func(*jetst
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-}
-
-// A message buffered behind a slow one keeps its AckWait: an attempt that
-// waited most of AckWait for a worker, then took most of it again, is not
-// redelivered (issue 12, item 6: an endpoint answering in 14.5s got an
-// event twice with AckWait = HTTP timeout + 5s).
-func TestBufferedMessageIsNotRedeliveredWhileItWaits(t *testing.T) {
-	t.Parallel()
-	const ackWait, hold = 2 * time.Second, 1300 * time.Millisecond
-	cons, _ := consumer(t, ackWait, 2)
-	it, err := cons.Messages(jetstream.PullMaxMessages(2))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() {
-		done <- pool.Run(ctx, it, 1, func(_ context.Context, m jetstream.Msg) {
-			time.Sleep(hold) // the attempt: most of AckWait, no InProgress of its own
-			_ = m.Ack()
-		}, zap.NewNop())
-	}()
-	info := waitInfo(t, cons, "both acked", func(i *jetstream.ConsumerInfo) bool { return i.AckFloor.Stream == 2 })
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	if info.Delivered.Consumer != 2 {
-		t.Fatalf("2 messages delivered %d times: the buffered one's AckWait ran out while it waited for the worker", info.Delivered.Consumer)
-	}
-}
-
-// A stop waits for the messages in hand only: those still buffered are
-// handed back unhandled (another replica takes them), so a SIGTERM never
-// starts a second round of slow attempts that would outlast its budget.
-//
-// Not parallel: Held is the process's.
-func TestStopHandsBackBufferedMessages(t *testing.T) {
-	cons, _ := consumer(t, 30*time.Second, 3)
-	it, err := cons.Messages(jetstream.PullMaxMessages(3))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	started, release := make(chan uint64, 3), make(chan struct{})
-	done := make(chan error, 1)
-	go func() {
-		done <- pool.Run(ctx, it, 1, func(_ context.Context, m jetstream.Msg) {
-			md, _ := m.Metadata()
-			started <- md.Sequence.Stream
-			<-release
-			_ = m.Ack()
-		}, zap.NewNop())
-	}()
-	first := <-started
-	waitInfo(t, cons, "all three delivered", func(i *jetstream.ConsumerInfo) bool { return i.NumAckPending == 3 })
-	held := pool.Held()
-	if len(held) != 1 || held[0].Seq != first || held[0].Subject == "" {
-		t.Fatalf("Held() = %+v, want the one message in hand (seq %d)", held, first)
-	}
-	cancel()
-	close(release)
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	close(started)
-	for seq := range started {
-		t.Errorf("seq %d handled after the stop: it was buffered, not in hand", seq)
-	}
-	if h := pool.Held(); len(h) != 0 {
-		t.Errorf("Held() = %+v after every message was settled", h)
-	}
-	// The two handed back are pending again, not lost.
-	waitInfo(t, cons, "two redeliverable", func(i *jetstream.ConsumerInfo) bool {
-		return i.AckFloor.Stream == 1 && i.NumAckPending+int(i.NumPending) == 2
-	})
 }

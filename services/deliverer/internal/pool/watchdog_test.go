@@ -56,7 +56,7 @@ func startWatched(t *testing.T, wrap func(jetstream.JetStream, jetstream.Consume
 	}
 	rctx, cancel := context.WithCancel(ctx)
 	w.stop = cancel
-	go func() { w.done <- pool.Run(rctx, it, 4, handle, zap.NewNop()) }()
+	go func() { w.done <- pool.RunFair(rctx, it, pool.Fair{Workers: 4, PerKey: 4}, handle, zap.NewNop()) }()
 	t.Cleanup(func() {
 		cancel()
 		<-w.done
