@@ -2,6 +2,7 @@ package deliver
 
 import (
 	"container/list"
+	"math"
 	"net/http"
 	"sync"
 	"time"
@@ -21,8 +22,9 @@ import (
 // by its cap, or its rate limit — and never more than PerLineMax, nor more
 // than TotalMax over all lines. A task that finds its line full is
 // deferred instead, by the time the tasks ahead of it (in line and
-// deferred before it) are expected to take, so that it is deferred about
-// once rather than bounced until a slot happens to be free.
+// deferred before it) are expected to take at the pace the line is served
+// (see deferral), so that it is deferred about once rather than bounced
+// until a slot happens to be free.
 //
 // A line refused for want of a slot asks again after a backoff (PollEvery,
 // doubled by each refusal in a row, at most PollMax) — every question is
@@ -115,6 +117,12 @@ type line struct {
 	progress time.Time
 	// ended is when one of its attempts last ended here.
 	ended time.Time
+	// conc is how many attempts the line has had in flight here while it
+	// had tasks waiting, averaged over time (about the last concWindow;
+	// see served), and concAt when it was last brought up to date (zero
+	// while the line is empty).
+	conc   float64
+	concAt time.Time
 	// probing: an unmeasured subscription's first attempt from dispatch
 	// was let through, and no attempt has answered since.
 	probing bool
@@ -166,7 +174,12 @@ func (ls *lines) interval(l *line, limit int, perSecond float64, unmeasured time
 // intervalOf is the time between two tasks of attempts taking d each,
 // limit at once, and at most perSecond when set.
 func intervalOf(d time.Duration, limit int, perSecond float64) time.Duration {
-	iv := d / time.Duration(max(limit, 1))
+	return pacedAt(d, float64(max(limit, 1)), perSecond)
+}
+
+// pacedAt is intervalOf with conc attempts at once on average (at least 1).
+func pacedAt(d time.Duration, conc float64, perSecond float64) time.Duration {
+	iv := time.Duration(float64(d) / max(conc, 1))
 	if perSecond > 0 {
 		// A stored rate below the least the API accepts is taken as that
 		// (1e-300/s would overflow a Duration).
@@ -175,15 +188,16 @@ func intervalOf(d time.Duration, limit int, perSecond float64) time.Duration {
 	return max(iv, time.Microsecond)
 }
 
-// stalledAvg is l's average attempt time as if its oldest attempt in
+// stalledAvg is l's average attempt time as if every attempt it has in
 // flight answered now, when none has ended for longer than the average
 // (at most the timeout, the longest an attempt takes): weighed as Observe
-// would weigh that answer, an eighth of a measured line's average, all of
-// an unmeasured one's. An endpoint whose attempts stop ending has turned
-// slow before its slow answers are in (a flood fanned out meanwhile); one
-// slow answer among fast ones moves the estimate no more than its answer
-// will. An unmeasured line is taken at unmeasured at least, as interval
-// takes it.
+// would weigh those answers, an eighth each, in turn (one answer moves a
+// measured line's average an eighth of the way, the ten of a cap three
+// quarters of it); all of the stall for an unmeasured line. An endpoint
+// whose attempts stop ending has turned slow before its slow answers are
+// in (a flood fanned out meanwhile); one slow answer among fast ones moves
+// the estimate no more than its answer will. An unmeasured line is taken
+// at unmeasured at least, as interval takes it.
 func (ls *lines) stalledAvg(l *line, now time.Time, unmeasured time.Duration) time.Duration {
 	var stall time.Duration
 	if l.sending > 0 {
@@ -193,9 +207,47 @@ func (ls *lines) stalledAvg(l *line, now time.Time, unmeasured time.Duration) ti
 	case l.avg <= 0:
 		return max(stall, unmeasured)
 	case stall > l.avg:
-		return l.avg + (stall-l.avg)/8
+		kept := math.Pow(7.0/8, float64(l.sending))
+		return stall - time.Duration(float64(stall-l.avg)*kept)
 	}
 	return l.avg
+}
+
+// concWindow is about how far back served averages a line's attempts in
+// flight: long enough to smooth the gaps between an attempt's end and the
+// next one's start, short enough to follow a share that changes (another
+// line of the tenant empties).
+const concWindow = time.Second
+
+// served is how many attempts at once l is served with while tasks wait in
+// it: the attempts it had in flight here, averaged over about the last
+// concWindow since tasks began to wait, starting from limit; at least one,
+// at most limit. Below its cap when admission gives it less: the tenant's
+// share of the workers split between its busy lines, a destination's cap,
+// the slots other replicas hold (each replica's line is served by its
+// own), so that its deferrals are priced at the pace it is served at, not
+// the cap's, and come back when there is room for them rather than to be
+// deferred again.
+func (ls *lines) served(l *line, now time.Time, limit int) float64 {
+	ls.track(l, now)
+	if l.concAt.IsZero() {
+		return float64(max(limit, 1))
+	}
+	return min(max(l.conc, 1), float64(max(limit, 1)))
+}
+
+// track brings l's average of attempts in flight up to now, while tasks
+// wait in it; it is called before sending changes.
+func (ls *lines) track(l *line, now time.Time) {
+	if len(l.q) == 0 || l.concAt.IsZero() {
+		l.concAt = time.Time{}
+		return
+	}
+	if dt := now.Sub(l.concAt); dt > 0 {
+		kept := math.Exp(-float64(dt) / float64(concWindow))
+		l.conc = float64(l.sending) + (l.conc-float64(l.sending))*kept
+		l.concAt = now
+	}
 }
 
 // Join puts j at the end of its subscription's line when there is room,
@@ -207,15 +259,20 @@ func (ls *lines) Join(id string, j *job, limit int, perSecond float64) (time.Dur
 	defer ls.mu.Unlock()
 	l := ls.get(id)
 	if len(l.q) < ls.room(l, limit, perSecond) && ls.total < ls.cfg.TotalMax {
-		return 0, ls.enqueue(id, l, j)
+		return 0, ls.enqueue(id, l, j, limit)
 	}
 	return ls.deferral(l, limit, perSecond), false
 }
 
-// enqueue puts j at the end of id's line l and reports whether it is the
-// line's first.
-func (ls *lines) enqueue(id string, l *line, j *job) bool {
+// enqueue puts j at the end of id's line l, capped at limit, and reports
+// whether it is the line's first.
+func (ls *lines) enqueue(id string, l *line, j *job, limit int) bool {
 	j.parkedAt = ls.cfg.Now()
+	if len(l.q) == 0 {
+		// Tasks wait from now: what the line is served at starts as its
+		// cap, and moves to what admission lets it have (served).
+		l.conc, l.concAt = float64(max(limit, 1)), j.parkedAt
+	}
 	l.q = append(l.q, j)
 	if j.wake != nil {
 		l.direct++
@@ -272,7 +329,7 @@ func (ls *lines) JoinWithin(id string, j *job, limit int, perSecond float64, wai
 		// no freed slot, so the attempt would wait out its DirectWait).
 		l.notBefore = time.Time{}
 	}
-	return true, ls.enqueue(id, l, j)
+	return true, ls.enqueue(id, l, j, limit)
 }
 
 // room is how many tasks l may hold: what its endpoint is expected to
@@ -285,9 +342,11 @@ func (ls *lines) room(l *line, limit int, perSecond float64) int {
 // in line and those deferred before it are expected to have been served
 // (at least a second, at most maxDeferral).
 //
-// The pace is stalledAvg's: attempts in flight that stopped ending count
-// as if they answered now, so that a flood fanned out while its endpoint's
-// first slow answers are on the way is not all due again, and deferred
+// The pace is stalledAvg's attempt time (attempts in flight that stopped
+// ending count as if they answered now) over served's attempts at once (what
+// admission lets the line have, which can be less than its cap), so that a
+// flood fanned out while its endpoint's first slow answers are on the way,
+// or to a line served below its cap, is not all due again, and deferred
 // again, within seconds.
 //
 // What is reserved for the tasks deferred before is a count of them,
@@ -299,7 +358,7 @@ func (ls *lines) room(l *line, limit int, perSecond float64) int {
 // estimated again when they come back.
 func (ls *lines) deferral(l *line, limit int, perSecond float64) time.Duration {
 	now := ls.cfg.Now()
-	iv := intervalOf(ls.stalledAvg(l, now, unmeasuredPace), limit, perSecond)
+	iv := pacedAt(ls.stalledAvg(l, now, unmeasuredPace), ls.served(l, now, limit), perSecond)
 	if ahead := l.deferredUntil.Sub(now); ahead > 0 && l.deferredPace > 0 && iv != l.deferredPace {
 		repriced := min(float64(ahead)/float64(l.deferredPace)*float64(iv), float64(maxDeferral))
 		l.deferredUntil = now.Add(time.Duration(repriced))
@@ -386,8 +445,10 @@ func (ls *lines) Begin(id string) {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
 	l := ls.get(id)
+	now := ls.cfg.Now()
+	ls.track(l, now)
 	if l.sending == 0 {
-		l.progress = ls.cfg.Now()
+		l.progress = now
 	}
 	l.sending++
 }
@@ -543,6 +604,7 @@ func (ls *lines) Observe(id string, adaptive bool, res sender.Result) {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
 	l := ls.get(id)
+	ls.track(l, ls.cfg.Now())
 	if l.sending > 0 {
 		l.sending--
 	}

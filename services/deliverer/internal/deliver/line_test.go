@@ -137,11 +137,13 @@ func TestLineFullDefersAtTheStalledAttemptsPace(t *testing.T) {
 	t.Parallel()
 	now := time.Unix(1_700_000_000, 0)
 	ls := testLines(&now)
-	ls.Begin("u") // the probe, unanswered
 	for range 40 {
 		if d, _ := ls.Join("u", &job{}, 10, 0); d > 0 {
 			t.Fatal("deferred before the line was full")
 		}
+	}
+	for range 10 {
+		ls.Begin("u") // the probe and the rest of the cap, unanswered
 	}
 	now = now.Add(500 * time.Millisecond)
 	var d time.Duration
@@ -176,64 +178,131 @@ func TestLineFullDefersAtTheStalledAttemptsPace(t *testing.T) {
 	}
 }
 
-// A measured line's attempts in flight that stopped ending count as one
-// answer arriving now, weighed as Observe weighs it (an eighth): a fast
-// endpoint (20ms, cap 10) whose line of 100 is full, one attempt here 1s
-// in flight (the other slots held by other replicas), defers its
-// overflow at 142.5ms / 10 a task, what its answer will make it, not at
-// 1s / 10 (a full line deferred by minutes for one tail answer). When it
-// ends fast, the average is the pace again. An endpoint measured fast
-// whose attempts all stop ending (it turned slow: the fairness
-// scenario's flood) moves further with every answer, as it will.
-func TestLineFullWeighsAStallAsOneAnswer(t *testing.T) {
+// A measured line's attempts in flight that stopped ending count as their
+// answers arriving now, each weighed as Observe weighs it (an eighth, in
+// turn). One attempt 1s in flight at a fast endpoint (20ms, cap 1) whose
+// line of 100 is full: its overflow is deferred at 142.5ms a task, what
+// that answer will make the average, not at 1s (a full line deferred by
+// minutes for one tail answer); when it ends fast, the average is the pace
+// again. All ten of a cap stalled 1s (the endpoint turned slow: the
+// fairness scenario's flood): 742ms, what their ten answers will make it
+// (1s − 980ms × (7/8)^10), not 142.5ms as if one of them answered, so that
+// the flood fanned out meanwhile is not all due again, and deferred again,
+// within seconds.
+func TestLineFullWeighsAStallAsTheAnswersInFlight(t *testing.T) {
 	t.Parallel()
 	now := time.Unix(1_700_000_000, 0)
 	ls := testLines(&now)
 	ls.Observe("s", false, ok(20*time.Millisecond))
 	for range 100 {
-		ls.Join("s", &job{}, 10, 0)
+		ls.Join("s", &job{}, 1, 0)
 	}
 	ls.Begin("s")
 	now = now.Add(time.Second)
-	if d, _ := ls.Join("s", &job{}, 10, 0); d != 101*14250*time.Microsecond {
-		t.Fatalf("one attempt 1s in flight at a 20ms endpoint: its overflow is deferred %s; want 101 × 142.5ms / 10", d)
+	if d, _ := ls.Join("s", &job{}, 1, 0); d != 101*142500*time.Microsecond {
+		t.Fatalf("one attempt 1s in flight at a 20ms endpoint: its overflow is deferred %s; want 101 × 142.5ms", d)
 	}
 	ls.Observe("s", false, ok(20*time.Millisecond))
 	now = now.Add(time.Hour) // past the reservation
-	if d, _ := ls.Join("s", &job{}, 10, 0); d != time.Second {
-		t.Fatalf("once the attempt answered in 20ms, the overflow is deferred %s; want the least, 1s", d)
+	if d, _ := ls.Join("s", &job{}, 1, 0); d != 101*20*time.Millisecond {
+		t.Fatalf("once the attempt answered in 20ms, the overflow is deferred %s; want 101 × 20ms", d)
+	}
+
+	all := testLines(&now)
+	all.Observe("s", false, ok(20*time.Millisecond))
+	for range 100 {
+		all.Join("s", &job{}, 10, 0)
+	}
+	for range 10 {
+		all.Begin("s")
+	}
+	now = now.Add(time.Second)
+	d, _ := all.Join("s", &job{}, 10, 0)
+	if want := 101 * 74218 * time.Microsecond; d < want-101*time.Microsecond || d > want+101*time.Microsecond {
+		t.Fatalf("ten attempts 1s in flight at a 20ms endpoint: the overflow is deferred %s; want 101 × 742.18ms / 10", d)
+	}
+}
+
+// A line is served at what admission lets it have, which can be less than
+// its cap: the tenant's share of the workers split between its busy lines,
+// a destination's cap, the slots other replicas hold. A 2s endpoint (cap
+// 10) whose line of 50 is full, served six at a time for six seconds,
+// defers its overflow at 2s / 6 a task, 51 × 333ms, not 2s / 10 (17s, not
+// 10.2s): at the cap's pace the overflow came back faster than the line
+// was served, and was deferred again.
+func TestLineFullDefersAtThePaceTheLineIsServed(t *testing.T) {
+	t.Parallel()
+	now := time.Unix(1_700_000_000, 0)
+	ls := testLines(&now)
+	ls.Observe("s", false, ok(2*time.Second))
+	for range 50 {
+		if d, _ := ls.Join("s", &job{}, 10, 0); d > 0 {
+			t.Fatal("deferred before the line was full")
+		}
+	}
+	for range 3 {
+		for range 6 {
+			ls.Begin("s")
+		}
+		now = now.Add(2 * time.Second)
+		for range 6 {
+			ls.Observe("s", false, ok(2*time.Second))
+		}
+	}
+	d, _ := ls.Join("s", &job{}, 10, 0)
+	if want := 51 * 2 * time.Second / 6; d < want-want/100 || d > want+want/100 {
+		t.Fatalf("the overflow of a line served six at a time is deferred %s; want about 51 × 2s / 6 = %s", d, want)
+	}
+}
+
+// The pace a line is served at starts from its cap when tasks begin to
+// wait in it: a subscription that had one attempt at a time in flight for
+// as long as it had no backlog defers the first overflow of a burst at its
+// cap's pace (51 × 2s / 10), not at the trickle's one at a time.
+func TestLineServedStartsAtTheCapWhenTasksBeginToWait(t *testing.T) {
+	t.Parallel()
+	now := time.Unix(1_700_000_000, 0)
+	ls := testLines(&now)
+	for range 5 {
+		ls.Begin("s")
+		now = now.Add(2 * time.Second)
+		ls.Observe("s", false, ok(2*time.Second))
+	}
+	for range 50 {
+		ls.Join("s", &job{}, 10, 0)
+	}
+	if d, _ := ls.Join("s", &job{}, 10, 0); d != 51*200*time.Millisecond {
+		t.Fatalf("a burst's first overflow after a trickle is deferred %s; want 51 × 2s / 10", d)
 	}
 }
 
 // The tasks deferred before are a count, priced at the pace of the
-// moment: a fast line of 5,000 (20ms, cap 10) with one attempt here 14s in
-// flight (the other slots held by other replicas) defers its first
-// overflow by about 15 minutes, what that answer would make its pace; once
-// another attempt answers fast, 1s later the next overflow is priced at
-// that 1s stall (71s), not behind the 15 minutes reserved.
+// moment: a fast line of 500 (20ms, cap 1) with its attempt 14s in flight
+// defers its first overflow by about 15 minutes, what that answer would
+// make its pace; once another attempt answers fast, 1s later the next
+// overflow is priced at that 1s stall (about 71s: 500 in line at 142.5ms,
+// and the one reserved), not behind the 15 minutes reserved.
 func TestLineFullRepricesWhatItReservedWhenThePaceChanges(t *testing.T) {
 	t.Parallel()
 	now := time.Unix(1_700_000_000, 0)
 	ls := testLinesSized(&now, 5000, 7500) // the deliverer's defaults
 	ls.Observe("s", false, ok(20*time.Millisecond))
-	for range 5000 {
-		if d, _ := ls.Join("s", &job{}, 10, 0); d > 0 {
+	for range 500 {
+		if d, _ := ls.Join("s", &job{}, 1, 0); d > 0 {
 			t.Fatal("deferred before the line was full")
 		}
 	}
 	ls.Begin("s") // the tail attempt
 	now = now.Add(14 * time.Second)
-	if d, _ := ls.Join("s", &job{}, 10, 0); d < 14*time.Minute {
+	if d, _ := ls.Join("s", &job{}, 1, 0); d < 14*time.Minute {
 		t.Fatalf("first overflow behind a 14s stall deferred %s; want about 15m", d)
 	}
 	ls.Begin("s")
 	now = now.Add(20 * time.Millisecond)
 	ls.Observe("s", false, ok(20*time.Millisecond))
 	now = now.Add(time.Second)
-	// 5,000 in line at (20ms + 980ms/8) / 10 = 14.25ms a task, the next
-	// behind them.
-	if d, _ := ls.Join("s", &job{}, 10, 0); d != 5001*14250*time.Microsecond {
-		t.Fatalf("next overflow, 1s after a fast answer, deferred %s; want 5,001 × 14.25ms", d)
+	if d, _ := ls.Join("s", &job{}, 1, 0); d < 71*time.Second || d > 72*time.Second {
+		t.Fatalf("next overflow, 1s after a fast answer, deferred %s; want about 71s", d)
 	}
 }
 
