@@ -115,14 +115,22 @@ type line struct {
 	// endpoint has turned slow before any slow answer is measured.
 	sending  int
 	progress time.Time
+	// fresh is how many of the attempts in flight began longer than the
+	// average attempt after progress: they have not stalled as long as
+	// the others.
+	fresh int
 	// ended is when one of its attempts last ended here.
 	ended time.Time
 	// conc is how many attempts the line has had in flight here while it
-	// had tasks waiting, averaged over time (about the last concWindow;
-	// see served), and concAt when it was last brought up to date (zero
-	// while the line is empty).
-	conc   float64
-	concAt time.Time
+	// had tasks waiting and attempts in flight, averaged over time (about
+	// the last concWindow; see served), and concAt when it was last
+	// brought up to date (zero before tasks first waited). emptied is when
+	// the line last became empty.
+	conc    float64
+	concAt  time.Time
+	emptied time.Time
+	// concCap is the cap conc was last measured under.
+	concCap int
 	// probing: an unmeasured subscription's first attempt from dispatch
 	// was let through, and no attempt has answered since.
 	probing bool
@@ -188,12 +196,13 @@ func pacedAt(d time.Duration, conc float64, perSecond float64) time.Duration {
 	return max(iv, time.Microsecond)
 }
 
-// stalledAvg is l's average attempt time as if every attempt it has in
-// flight answered now, when none has ended for longer than the average
-// (at most the timeout, the longest an attempt takes): weighed as Observe
-// would weigh those answers, an eighth each, in turn (one answer moves a
-// measured line's average an eighth of the way, the ten of a cap three
-// quarters of it); all of the stall for an unmeasured line. An endpoint
+// stalledAvg is l's average attempt time as if every attempt it has had in
+// flight since the last one ended answered now, when none has ended for
+// longer than the average (at most the timeout, the longest an attempt
+// takes): weighed as Observe would weigh those answers, an eighth each, in
+// turn (one answer moves a measured line's average an eighth of the way,
+// the ten of a cap three quarters of it; attempts begun since do not count,
+// they have not stalled as long); all of the stall for an unmeasured line. An endpoint
 // whose attempts stop ending has turned slow before its slow answers are
 // in (a flood fanned out meanwhile); one slow answer among fast ones moves
 // the estimate no more than its answer will. An unmeasured line is taken
@@ -207,7 +216,7 @@ func (ls *lines) stalledAvg(l *line, now time.Time, unmeasured time.Duration) ti
 	case l.avg <= 0:
 		return max(stall, unmeasured)
 	case stall > l.avg:
-		kept := math.Pow(7.0/8, float64(l.sending))
+		kept := math.Pow(7.0/8, float64(max(l.sending-l.fresh, 1)))
 		return stall - time.Duration(float64(stall-l.avg)*kept)
 	}
 	return l.avg
@@ -221,8 +230,12 @@ const concWindow = time.Second
 
 // served is how many attempts at once l is served with while tasks wait in
 // it: the attempts it had in flight here, averaged over about the last
-// concWindow since tasks began to wait, starting from limit; at least one,
-// at most limit. Below its cap when admission gives it less: the tenant's
+// concWindow of its waiting, starting from limit when tasks began to wait
+// (after the line was empty for longer than concWindow), and at least what
+// it has in flight now (a cap that just grew); at least one, at most
+// limit, and moved by as much as the cap grows. Time with nothing in flight (its head held by a rate limit, a
+// probe, a refusal) does not count: the line is not served below its share
+// then, it waits. Below its cap when admission gives it less: the tenant's
 // share of the workers split between its busy lines, a destination's cap,
 // the slots other replicas hold (each replica's line is served by its
 // own), so that its deferrals are priced at the pace it is served at, not
@@ -230,24 +243,39 @@ const concWindow = time.Second
 // deferred again.
 func (ls *lines) served(l *line, now time.Time, limit int) float64 {
 	ls.track(l, now)
-	if l.concAt.IsZero() {
-		return float64(max(limit, 1))
+	c := float64(max(limit, 1))
+	if l.concAt.IsZero() || (len(l.q) == 0 && now.Sub(l.emptied) > concWindow) {
+		return c
 	}
-	return min(max(l.conc, 1), float64(max(limit, 1)))
+	if limit > l.concCap {
+		// The cap grew (an adaptive limit): the line has the new slots.
+		l.conc += float64(limit - l.concCap)
+	}
+	l.concCap = limit
+	return min(max(l.conc, float64(l.sending), 1), c)
 }
 
-// track brings l's average of attempts in flight up to now, while tasks
-// wait in it; it is called before sending changes.
-func (ls *lines) track(l *line, now time.Time) {
-	if len(l.q) == 0 || l.concAt.IsZero() {
-		l.concAt = time.Time{}
+// track brings l's average of attempts in flight up to now; only time
+// with tasks waiting and attempts in flight moves it. It is called before
+// sending changes, and as the line empties or fills.
+func (ls *lines) track(l *line, now time.Time) { ls.advance(l, now, len(l.q) > 0) }
+
+// advance is track for a stretch since concAt during which tasks waited
+// or not.
+func (ls *lines) advance(l *line, now time.Time, waiting bool) {
+	if l.concAt.IsZero() {
 		return
 	}
-	if dt := now.Sub(l.concAt); dt > 0 {
-		kept := math.Exp(-float64(dt) / float64(concWindow))
-		l.conc = float64(l.sending) + (l.conc-float64(l.sending))*kept
-		l.concAt = now
+	dt := now.Sub(l.concAt)
+	if dt <= 0 {
+		return
 	}
+	l.concAt = now
+	if !waiting || l.sending == 0 {
+		return
+	}
+	kept := math.Exp(-float64(dt) / float64(concWindow))
+	l.conc = float64(l.sending) + (l.conc-float64(l.sending))*kept
 }
 
 // Join puts j at the end of its subscription's line when there is room,
@@ -269,9 +297,13 @@ func (ls *lines) Join(id string, j *job, limit int, perSecond float64) (time.Dur
 func (ls *lines) enqueue(id string, l *line, j *job, limit int) bool {
 	j.parkedAt = ls.cfg.Now()
 	if len(l.q) == 0 {
-		// Tasks wait from now: what the line is served at starts as its
-		// cap, and moves to what admission lets it have (served).
-		l.conc, l.concAt = float64(max(limit, 1)), j.parkedAt
+		if l.concAt.IsZero() || j.parkedAt.Sub(l.emptied) > concWindow {
+			// Tasks wait from now: what the line is served at starts as
+			// its cap, and moves to what admission lets it have (served).
+			l.conc, l.concAt, l.concCap = float64(max(limit, 1)), j.parkedAt, limit
+		} else {
+			ls.track(l, j.parkedAt) // empty for a moment: its share holds
+		}
 	}
 	l.q = append(l.q, j)
 	if j.wake != nil {
@@ -447,8 +479,11 @@ func (ls *lines) Begin(id string) {
 	l := ls.get(id)
 	now := ls.cfg.Now()
 	ls.track(l, now)
-	if l.sending == 0 {
-		l.progress = now
+	switch {
+	case l.sending == 0:
+		l.progress, l.fresh = now, 0
+	case now.Sub(l.progress) > l.avg:
+		l.fresh++
 	}
 	l.sending++
 }
@@ -473,6 +508,8 @@ func (ls *lines) Pop(id string) *job {
 // idle forgets a line that has become empty from the busy set.
 func (ls *lines) idle(id string, l *line) {
 	if len(l.q) == 0 {
+		l.emptied = ls.cfg.Now()
+		ls.advance(l, l.emptied, true) // tasks waited until now
 		delete(ls.busy, id)
 		ls.unqueue(l)
 		l.refusals = 0
@@ -608,6 +645,7 @@ func (ls *lines) Observe(id string, adaptive bool, res sender.Result) {
 	if l.sending > 0 {
 		l.sending--
 	}
+	l.fresh = 0 // the rest have been in flight since before this end
 	l.progress = ls.cfg.Now()
 	l.ended = l.progress
 	l.probing = false
