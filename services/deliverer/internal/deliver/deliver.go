@@ -381,14 +381,15 @@ func (d *Deliverer) handBack(ctx context.Context) func(jetstream.Msg) error {
 	)
 	return func(msg jetstream.Msg) error {
 		once.Do(func() { deadline = time.Now().Add(handBackWithin) })
+		nak := func() error { return msg.NakWithDelay(pool.ReleaseDelay) }
 		meta, err := msg.Metadata()
 		if err != nil || failed.Load() || !time.Now().Before(deadline) || d.js.Conn().Status() != nats.CONNECTED ||
 			meta.NumDelivered > uint64(d.o.MaxRedeliveries) {
-			return msg.NakWithDelay(pool.ReleaseDelay)
+			return nak()
 		}
 		t, err := task.Parse(msg.Subject(), msg.Headers(), msg.Data())
 		if err != nil {
-			return msg.NakWithDelay(pool.ReleaseDelay)
+			return nak()
 		}
 		v := verdict{decision: settle.Later(time.Second), refused: "shutdown"}
 		sctx, cancel := context.WithDeadline(ctx, deadline)
@@ -396,7 +397,7 @@ func (d *Deliverer) handBack(ctx context.Context) func(jetstream.Msg) error {
 		if err := d.sched.Schedule(sctx, scheduledCopy(&t, meta.Sequence.Stream, v)); err != nil {
 			failed.Store(true)
 			d.m.ScheduleFailures.Inc()
-			return errors.Join(fmt.Errorf("defer queued task at stop: %w", err), msg.NakWithDelay(pool.ReleaseDelay))
+			return errors.Join(fmt.Errorf("defer queued task at stop: %w", err), nak())
 		}
 		d.report(&t, v)
 		return msg.DoubleAck(sctx)
@@ -1014,20 +1015,7 @@ func (d *Deliverer) deferWaiting(ctx context.Context) {
 	if len(jobs) == 0 {
 		return
 	}
-	var wg sync.WaitGroup
-	next := make(chan *job)
-	for range min(16, len(jobs)) {
-		wg.Go(func() {
-			for j := range next {
-				d.deferJob(ctx, j, "shutdown", time.Second)
-			}
-		})
-	}
-	for _, j := range jobs {
-		next <- j
-	}
-	close(next)
-	wg.Wait()
+	pool.EachAtOnce(jobs, 16, func(j *job) { d.deferJob(ctx, j, "shutdown", time.Second) })
 	d.log.Info("tasks waiting in line deferred at shutdown", zap.Int("tasks", len(jobs)))
 	d.m.AdmissionParkedNow.Set(0)
 	d.m.OrderingWaiting.Set(0)

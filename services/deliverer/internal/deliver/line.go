@@ -176,17 +176,12 @@ func (ls *lines) interval(l *line, limit int, perSecond float64, unmeasured time
 	if d <= 0 {
 		d = unmeasured
 	}
-	return intervalOf(d, limit, perSecond)
+	return intervalOf(d, float64(max(limit, 1)), perSecond)
 }
 
 // intervalOf is the time between two tasks of attempts taking d each,
-// limit at once, and at most perSecond when set.
-func intervalOf(d time.Duration, limit int, perSecond float64) time.Duration {
-	return pacedAt(d, float64(max(limit, 1)), perSecond)
-}
-
-// pacedAt is intervalOf with conc attempts at once on average (at least 1).
-func pacedAt(d time.Duration, conc float64, perSecond float64) time.Duration {
+// conc at once on average (at least 1), and at most perSecond when set.
+func intervalOf(d time.Duration, conc float64, perSecond float64) time.Duration {
 	iv := time.Duration(float64(d) / max(conc, 1))
 	if perSecond > 0 {
 		// A stored rate below the least the API accepts is taken as that
@@ -390,7 +385,7 @@ func (ls *lines) room(l *line, limit int, perSecond float64) int {
 // estimated again when they come back.
 func (ls *lines) deferral(l *line, limit int, perSecond float64) time.Duration {
 	now := ls.cfg.Now()
-	iv := pacedAt(ls.stalledAvg(l, now, unmeasuredPace), ls.served(l, now, limit), perSecond)
+	iv := intervalOf(ls.stalledAvg(l, now, unmeasuredPace), ls.served(l, now, limit), perSecond)
 	if ahead := l.deferredUntil.Sub(now); ahead > 0 && l.deferredPace > 0 && iv != l.deferredPace {
 		repriced := min(float64(ahead)/float64(l.deferredPace)*float64(iv), float64(maxDeferral))
 		l.deferredUntil = now.Add(time.Duration(repriced))

@@ -27,21 +27,19 @@ func serveRounds(ls *lines, now *time.Time, id string, rounds, n, limit int, d t
 }
 
 // Attempts begun long after the last end have not stalled as long as the
-// others and do not count as stalled (before: every attempt in flight did). A 20ms endpoint (cap 10,
-// line of 5,000) with one tail attempt 1s in flight: nine more attempts
-// admitted 10ms ago (slots another replica or the tenant's other lines
-// gave back) will answer within 20ms, yet they turn the pace from 142.5ms
-// into 742ms an attempt: more attempts in flight, a 5× longer deferral
-// (≈ 14 minutes against ≈ 2.8).
+// others and do not count as stalled. Before, every attempt in flight did:
+// a 20ms endpoint (cap 10, line of 5,000) with one tail attempt 1s in
+// flight and nine more admitted 10ms before (slots another replica or the
+// tenant's other lines gave back, answering within 20ms) was priced at
+// 742ms an attempt instead of 142.5ms, its overflow deferred about 14
+// minutes instead of 2.8: more attempts in flight, a 5× longer deferral.
 func TestLineStallIgnoresAttemptsJustBegun(t *testing.T) {
 	t.Parallel()
 	defer1 := func(fresh int) time.Duration {
 		now := time.Unix(1_700_000_000, 0)
 		ls := testLinesSized(&now, 5000, 7500)
 		ls.Observe("s", false, ok(20*time.Millisecond))
-		for range 5000 {
-			ls.Join("s", &job{}, 10, 0)
-		}
+		fill(t, ls, "s", 5000, 10)
 		serveRounds(ls, &now, "s", 50, 10, 10, 20*time.Millisecond) // 1s at the cap
 		ls.Begin("s")                                               // the tail
 		now = now.Add(990 * time.Millisecond)
@@ -59,22 +57,18 @@ func TestLineStallIgnoresAttemptsJustBegun(t *testing.T) {
 	}
 }
 
-// Time with nothing in flight does not move served (before: a line with nothing in
-// flight here for a few seconds while its head is held (a Retry-After, a
-// half-open circuit's probe, admission errors) is priced at one attempt at
-// a time for its whole backlog): a 200ms endpoint served at its cap (10)
-// with a line of 500, held 5s, deferred its overflow 501 × 200ms = 100s;
-// once the hold ends the line takes 500 × 20ms = 10s.
+// Time with nothing in flight does not move served. Before, a line with
+// nothing in flight here for a few seconds while its head was held (a
+// Retry-After, a half-open circuit's probe, admission errors) was priced
+// at one attempt at a time for its whole backlog: a 200ms endpoint served
+// at its cap (10) with a line of 500, held 5s, deferred its overflow
+// 501 × 200ms = 100s; once the hold ends the line takes 500 × 20ms = 10s.
 func TestLineHeldIsNotPricedOneAtATime(t *testing.T) {
 	t.Parallel()
 	now := time.Unix(1_700_000_000, 0)
 	ls := testLinesSized(&now, 5000, 7500)
 	ls.Observe("s", false, ok(200*time.Millisecond))
-	for range 500 {
-		if d, _ := ls.Join("s", &job{}, 10, 0); d > 0 {
-			t.Fatal("deferred before the line was full")
-		}
-	}
+	fill(t, ls, "s", 500, 10)
 	serveRounds(ls, &now, "s", 10, 10, 10, 200*time.Millisecond) // 2s at the cap
 	now = now.Add(5 * time.Second)                               // held, nothing in flight
 	d, _ := ls.Join("s", &job{}, 10, 0)
@@ -84,11 +78,11 @@ func TestLineHeldIsNotPricedOneAtATime(t *testing.T) {
 	}
 }
 
-// served moves with a cap that grows (before: it followed a growing
-// adaptive limit with a 1s lag). A 100ms endpoint
-// without max_in_flight whose limit grows 10 → 20 → 40 → 64 as it drains a
-// burst: 200ms after reaching 64 in flight, the overflow is priced at what
-// it had a second ago, not at the 64 it is served with.
+// served moves with a cap that grows. Before, it followed a growing
+// adaptive limit a second late: a 100ms endpoint without max_in_flight
+// whose limit grew 10 → 20 → 40 → 64 as it drained a burst had its
+// overflow priced at what it had a second before, not at the 64 it is
+// served with.
 func TestLineServedFollowsAGrowingCap(t *testing.T) {
 	t.Parallel()
 	now := time.Unix(1_700_000_000, 0)
@@ -126,26 +120,23 @@ func TestLineServedFollowsAGrowingCap(t *testing.T) {
 	}
 }
 
-// A line that empties for a moment keeps the share it was served at
-// (before: it started again at its cap): a 2s endpoint (cap 10) served three at a time for 10s
-// (tenant share, other replicas) whose last task is taken and a new one
-// joins a moment later is priced at 2s / 10 again, 3.3× too fast — the
-// overflow came back before its turn and was deferred again.
+// A line that empties for a moment keeps the share it was served at.
+// Before, it started again at its cap: a 2s endpoint (cap 10) served three
+// at a time for 10s (tenant share, other replicas) whose last task was
+// taken and a new one joined a moment later was priced at 2s / 10 again,
+// 3.3× too fast, and its overflow came back before its turn to be
+// deferred again.
 func TestLineEmptiedForAMomentKeepsItsShare(t *testing.T) {
 	t.Parallel()
 	now := time.Unix(1_700_000_000, 0)
 	ls := testLines(&now)
 	ls.Observe("s", false, ok(2*time.Second))
-	for range 50 {
-		ls.Join("s", &job{}, 10, 0)
-	}
+	fill(t, ls, "s", 50, 10)
 	serveRounds(ls, &now, "s", 5, 3, 10, 2*time.Second)
 	for ls.Pop("s") != nil { // the line drains for a moment
 	}
 	now = now.Add(time.Millisecond)
-	for range 50 {
-		ls.Join("s", &job{}, 10, 0)
-	}
+	fill(t, ls, "s", 50, 10)
 	d, _ := ls.Join("s", &job{}, 10, 0)
 	want := 51 * 2 * time.Second / 3
 	t.Logf("overflow deferred %s; served three at a time: %s", d, want)

@@ -25,6 +25,17 @@ func testLinesSized(now *time.Time, perLine, total int) *lines {
 
 func ok(d time.Duration) sender.Result { return sender.Result{Status: http.StatusOK, Duration: d} }
 
+// fill joins n tasks to id's line, capped at limit, and fails the test if
+// one of them is deferred: the line had room for them.
+func fill(t *testing.T, ls *lines, id string, n, limit int) {
+	t.Helper()
+	for range n {
+		if d, _ := ls.Join(id, &job{}, limit, 0); d > 0 {
+			t.Fatal("deferred before the line was full")
+		}
+	}
+}
+
 // Before any attempt was measured a line holds MinPerCap × its cap; a fast
 // endpoint's line holds up to PerLineMax; a slow one's what it serves in
 // MaxWait; and every line together at most TotalMax.
@@ -82,11 +93,7 @@ func TestLineFullDefersByExpectedWait(t *testing.T) {
 	now := time.Unix(1_700_000_000, 0)
 	ls := testLines(&now)
 	ls.Observe("sub", false, ok(time.Second)) // cap 10 → 10 tasks/s
-	for range 100 {
-		if d, _ := ls.Join("sub", &job{}, 10, 0); d > 0 {
-			t.Fatal("deferred before the line was full")
-		}
-	}
+	fill(t, ls, "sub", 100, 10)
 	// 100 in line at 10/s: the first deferred task is due after 10.1s,
 	// each next one 0.1s later.
 	for i := range 5 {
@@ -137,11 +144,7 @@ func TestLineFullDefersAtTheStalledAttemptsPace(t *testing.T) {
 	t.Parallel()
 	now := time.Unix(1_700_000_000, 0)
 	ls := testLines(&now)
-	for range 40 {
-		if d, _ := ls.Join("u", &job{}, 10, 0); d > 0 {
-			t.Fatal("deferred before the line was full")
-		}
-	}
+	fill(t, ls, "u", 40, 10)
 	for range 10 {
 		ls.Begin("u") // the probe and the rest of the cap, unanswered
 	}
@@ -194,9 +197,7 @@ func TestLineFullWeighsAStallAsTheAnswersInFlight(t *testing.T) {
 	now := time.Unix(1_700_000_000, 0)
 	ls := testLines(&now)
 	ls.Observe("s", false, ok(20*time.Millisecond))
-	for range 100 {
-		ls.Join("s", &job{}, 1, 0)
-	}
+	fill(t, ls, "s", 100, 1)
 	ls.Begin("s")
 	now = now.Add(time.Second)
 	if d, _ := ls.Join("s", &job{}, 1, 0); d != 101*142500*time.Microsecond {
@@ -210,9 +211,7 @@ func TestLineFullWeighsAStallAsTheAnswersInFlight(t *testing.T) {
 
 	all := testLines(&now)
 	all.Observe("s", false, ok(20*time.Millisecond))
-	for range 100 {
-		all.Join("s", &job{}, 10, 0)
-	}
+	fill(t, all, "s", 100, 10)
 	for range 10 {
 		all.Begin("s")
 	}
@@ -235,11 +234,7 @@ func TestLineFullDefersAtThePaceTheLineIsServed(t *testing.T) {
 	now := time.Unix(1_700_000_000, 0)
 	ls := testLines(&now)
 	ls.Observe("s", false, ok(2*time.Second))
-	for range 50 {
-		if d, _ := ls.Join("s", &job{}, 10, 0); d > 0 {
-			t.Fatal("deferred before the line was full")
-		}
-	}
+	fill(t, ls, "s", 50, 10)
 	for range 3 {
 		for range 6 {
 			ls.Begin("s")
@@ -268,9 +263,7 @@ func TestLineServedStartsAtTheCapWhenTasksBeginToWait(t *testing.T) {
 		now = now.Add(2 * time.Second)
 		ls.Observe("s", false, ok(2*time.Second))
 	}
-	for range 50 {
-		ls.Join("s", &job{}, 10, 0)
-	}
+	fill(t, ls, "s", 50, 10)
 	if d, _ := ls.Join("s", &job{}, 10, 0); d != 51*200*time.Millisecond {
 		t.Fatalf("a burst's first overflow after a trickle is deferred %s; want 51 × 2s / 10", d)
 	}
@@ -287,11 +280,7 @@ func TestLineFullRepricesWhatItReservedWhenThePaceChanges(t *testing.T) {
 	now := time.Unix(1_700_000_000, 0)
 	ls := testLinesSized(&now, 5000, 7500) // the deliverer's defaults
 	ls.Observe("s", false, ok(20*time.Millisecond))
-	for range 500 {
-		if d, _ := ls.Join("s", &job{}, 1, 0); d > 0 {
-			t.Fatal("deferred before the line was full")
-		}
-	}
+	fill(t, ls, "s", 500, 1)
 	ls.Begin("s") // the tail attempt
 	now = now.Add(14 * time.Second)
 	if d, _ := ls.Join("s", &job{}, 1, 0); d < 14*time.Minute {

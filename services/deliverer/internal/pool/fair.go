@@ -82,6 +82,26 @@ const DefaultOthersWithin = 10 * time.Second
 // (Fair.Release may be a round trip each).
 const releasers = 16
 
+// EachAtOnce calls fn for every item, on up to n goroutines at once, and
+// returns when every call has: handing back what a stage holds when it
+// stops, where each call may be a round trip to the server.
+func EachAtOnce[T any](items []T, n int, fn func(T)) {
+	next := make(chan T)
+	var wg sync.WaitGroup
+	for range min(n, len(items)) {
+		wg.Go(func() {
+			for it := range next {
+				fn(it)
+			}
+		})
+	}
+	for _, it := range items {
+		next <- it
+	}
+	close(next)
+	wg.Wait()
+}
+
 // WindowCheck is how often RunFair asks Fair.WindowFull while a key waits
 // for PerKeyBusy.
 const WindowCheck = 100 * time.Millisecond
@@ -293,21 +313,7 @@ func RunFair(ctx context.Context, it jetstream.MessagesContext, o Fair, handle H
 		for {
 			select {
 			case <-q.closed:
-				rest := q.rest()
-				next := make(chan jetstream.Msg)
-				var rel sync.WaitGroup
-				for range min(releasers, len(rest)) {
-					rel.Go(func() {
-						for msg := range next {
-							release(msg)
-						}
-					})
-				}
-				for _, msg := range rest {
-					next <- msg
-				}
-				close(next)
-				rel.Wait()
+				EachAtOnce(q.rest(), releasers, release)
 				return
 			case now := <-t.C:
 				for _, m := range q.stale(now) {
