@@ -312,19 +312,23 @@ func New(d Deps, o Options) *Deliverer {
 	if o.DirectTenantShare <= 0 || o.DirectTenantShare > 1 {
 		o.DirectTenantShare = 0.75
 	}
+	keys := newKeyLines()
 	tenants := &directTenants{max: max(1, int(float64(o.DirectMax)*o.DirectTenantShare)),
 		held: map[string]*tenantTokens{}, changed: make(chan struct{}), now: time.Now}
 	return &Deliverer{
 		direct: direct, directSending: directSending, directTenants: tenants,
 		js: d.JS, subs: d.Lookup, send: d.Sender, sched: d.Scheduler, dead: d.DeadLetters, rec: d.Recorder, tens: d.Tenants, deferrals: d.Deferrals, tracing: d.Tracing,
 		log: d.Log.Named("deliver"), m: d.Metrics, o: o,
-		ord: d.Ordering, floor: d.Floor, keys: newKeyLines(),
+		ord: d.Ordering, floor: d.Floor, keys: keys,
 		lineSlots: make(chan struct{}, o.Workers),
 		lines: newLines(lineConfig{
 			MaxWait: o.MaxWait, PerLineMax: o.LineMax, TotalMax: o.LinesMax,
 			MinPerCap: 4, Unmeasured: o.HTTPTimeout,
 			DefaultLimit: o.DefaultMaxInFlight, DefaultCeiling: o.DefaultMaxInFlightCeiling,
 			PollEvery: o.PollEvery, PollMax: o.PollMax,
+			// Key lines count toward every line's bound: together they
+			// and the queue fit in the consumer's MaxAckPending.
+			Others: keys.Len,
 		}),
 	}
 }
@@ -658,7 +662,12 @@ func (d *Deliverer) wait(ctx context.Context, j *job, tg target, ref Refusal) {
 		d.deferJob(ctx, j, ref.Reason, ref.Wait)
 		return
 	}
-	delay, first := d.lines.Join(id, j, d.limit(tg.sub), tg.sub.GetRateLimitPerSecond())
+	delay, first, evicted := d.lines.Join(id, j, d.limit(tg.sub), tg.sub.GetRateLimitPerSecond())
+	if evicted != nil {
+		// Another tenant's task, held beyond its share of every line's
+		// room, gave j its place.
+		d.deferJob(ctx, evicted.j, ReasonLineFull, evicted.delay)
+	}
 	if delay > 0 {
 		d.deferJob(ctx, j, ReasonLineFull, delay)
 		return

@@ -265,7 +265,12 @@ const DirectWait = time.Second
 func (d *Deliverer) waitInLine(ctx context.Context, t *task.Task, tg target) Slot {
 	id := tg.sub.GetId()
 	j := &job{t: *t, wake: make(chan Slot, 1), stop: func() {}}
-	joined, first := d.lines.JoinWithin(id, j, d.limit(tg.sub), tg.sub.GetRateLimitPerSecond(), DirectWait/2)
+	joined, first, evicted := d.lines.JoinWithin(id, j, d.limit(tg.sub), tg.sub.GetRateLimitPerSecond(), DirectWait/2)
+	if evicted != nil {
+		// Another tenant's task, held beyond its share of every line's
+		// room, gave j its place.
+		d.deferJob(context.WithoutCancel(ctx), evicted.j, ReasonLineFull, evicted.delay)
+	}
 	if !joined {
 		d.m.Direct.WithLabelValues("line").Inc()
 		return nil

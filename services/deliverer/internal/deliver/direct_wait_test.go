@@ -34,7 +34,7 @@ func TestTakeDoesNotWaitForTokensHeldByAHungSibling(t *testing.T) {
 	}
 	// The same line with a first attempt waiting in it moves.
 	waiter := &job{wake: make(chan Slot, 1)}
-	if joined, _ := ls.JoinWithin("orders", waiter, 10, 0, DirectWait/2); !joined {
+	if joined, _, _ := ls.JoinWithin("orders", waiter, 10, 0, DirectWait/2); !joined {
 		t.Fatal("setup: the first attempt did not join orders' line")
 	}
 	if !ls.Moving("orders", directTokenWait) {
@@ -84,7 +84,7 @@ func TestJoinWithinHonoursTheRateLimit(t *testing.T) {
 	seedLine(t, ls, "limited", 5, 1)
 	iv := ls.interval(ls.byID["limited"], 10, 1, ls.cfg.Unmeasured)
 	ahead := time.Duration(len(ls.byID["limited"].q)) * iv
-	if joined, _ := ls.JoinWithin("limited", &job{}, 10, 1, DirectWait/2); joined {
+	if joined, _, _ := ls.JoinWithin("limited", &job{}, 10, 1, DirectWait/2); joined {
 		t.Fatalf("joined behind 5 tasks at 1/s (%s ahead at the line's own pace of %s a task); want refused: more than %s",
 			ahead, iv, DirectWait/2)
 	}
@@ -99,7 +99,7 @@ func TestMovingMeansAnAttemptEnded(t *testing.T) {
 	ls := testLines(&now)
 	ls.Observe("orders", false, ok(5*time.Millisecond))
 	seedLine(t, ls, "orders", 1, 0)
-	if joined, _ := ls.JoinWithin("orders", &job{wake: make(chan Slot, 1)}, 10, 0, DirectWait/2); !joined {
+	if joined, _, _ := ls.JoinWithin("orders", &job{wake: make(chan Slot, 1)}, 10, 0, DirectWait/2); !joined {
 		t.Fatal("setup: a first attempt did not join the line")
 	}
 	if !ls.Moving("orders", directTokenWait) {
@@ -141,7 +141,7 @@ func TestJoinWithinBehindALineThatStandsStill(t *testing.T) {
 	if ls.Moving("orders", directTokenWait) {
 		t.Fatal("setup: the line moves")
 	}
-	if joined, _ := ls.JoinWithin("orders", &job{}, 10, 0, DirectWait/2); joined {
+	if joined, _, _ := ls.JoinWithin("orders", &job{}, 10, 0, DirectWait/2); joined {
 		t.Fatal("a first attempt joined behind 100 tasks of a line none of whose attempts ended for 6 s " +
 			"(its head waits for a destination slot); want refused, as behind twice the cap before")
 	}
@@ -161,12 +161,12 @@ func TestJoinWithinRateLimitedMovingLineIsBoundByTime(t *testing.T) {
 		ls.Observe(id, false, ok(time.Millisecond)) // fast, and an attempt ended just now: the line moves
 		seedLine(t, ls, id, 30, 0)
 	}
-	if joined, _ := ls.JoinWithin("free", &job{wake: make(chan Slot, 1)}, 10, 0, DirectWait/2); !joined {
+	if joined, _, _ := ls.JoinWithin("free", &job{wake: make(chan Slot, 1)}, 10, 0, DirectWait/2); !joined {
 		t.Fatal("setup: a first attempt did not join the moving line without a rate limit")
 	}
 	iv := ls.interval(ls.byID["limited"], 10, 1000, ls.cfg.Unmeasured)
 	ahead := 30 * iv
-	if joined, _ := ls.JoinWithin("limited", &job{wake: make(chan Slot, 1)}, 10, 1000, DirectWait/2); !joined {
+	if joined, _, _ := ls.JoinWithin("limited", &job{wake: make(chan Slot, 1)}, 10, 1000, DirectWait/2); !joined {
 		t.Fatalf("refused behind 30 tasks of a moving line rate-limited at 1000/s (%s ahead at %s a task, within %s); "+
 			"the same line without the rate limit took it", ahead, iv, DirectWait/2)
 	}
@@ -193,7 +193,7 @@ func TestJoinWithinBehindAHeadHeldPastTheWait(t *testing.T) {
 	if !ls.Fast("orders") || !ls.Waiting("orders") {
 		t.Fatal("setup: Direct would not reach waitInLine")
 	}
-	if joined, _ := ls.JoinWithin("orders", &job{wake: make(chan Slot, 1)}, 10, 0, DirectWait/2); joined {
+	if joined, _, _ := ls.JoinWithin("orders", &job{wake: make(chan Slot, 1)}, 10, 0, DirectWait/2); joined {
 		t.Fatalf("a first attempt joined a line whose head is not asked for before %s (more than DirectWait %s): "+
 			"it can only time out and store its task", 5*time.Second, DirectWait)
 	}
@@ -216,7 +216,7 @@ func TestNewLineAfterEmptyIsNotHeldByTheOldBackoff(t *testing.T) {
 	ls.cfg.PollMax = time.Second
 	ls.Observe("orders", false, ok(5*time.Millisecond))
 	old := &job{wake: make(chan Slot, 1)}
-	if joined, _ := ls.JoinWithin("orders", old, 10, 0, DirectWait/2); !joined {
+	if joined, _, _ := ls.JoinWithin("orders", old, 10, 0, DirectWait/2); !joined {
 		t.Fatal("setup: the first attempt did not join")
 	}
 	for range 8 {
@@ -233,7 +233,7 @@ func TestNewLineAfterEmptyIsNotHeldByTheOldBackoff(t *testing.T) {
 	}
 	now = now.Add(10 * time.Millisecond)
 	j := &job{wake: make(chan Slot, 1)}
-	joined, first := ls.JoinWithin("orders", j, 10, 0, DirectWait/2)
+	joined, first, _ := ls.JoinWithin("orders", j, 10, 0, DirectWait/2)
 	if !joined || !first {
 		t.Fatalf("setup: joined %v first %v", joined, first)
 	}
@@ -271,7 +271,7 @@ func TestMovingCountsFirstAttemptsOut(t *testing.T) {
 			t.Fatalf("%s: a line of tasks alone moves", exit.name)
 		}
 		w := &job{wake: make(chan Slot, 1)}
-		if joined, _ := ls.JoinWithin("orders", w, 10, 0, DirectWait/2); !joined {
+		if joined, _, _ := ls.JoinWithin("orders", w, 10, 0, DirectWait/2); !joined {
 			t.Fatalf("%s: the first attempt did not join", exit.name)
 		}
 		if !ls.Moving("orders", directTokenWait) {
@@ -289,7 +289,7 @@ func TestMovingCountsFirstAttemptsOut(t *testing.T) {
 func seedLine(t *testing.T, ls *lines, id string, n int, perSecond float64) {
 	t.Helper()
 	for range n {
-		if d, _ := ls.Join(id, &job{}, 10, perSecond); d != 0 {
+		if d, _, _ := ls.Join(id, &job{}, 10, perSecond); d != 0 {
 			t.Fatalf("seeding %s's line deferred a task by %s", id, d)
 		}
 	}

@@ -1,9 +1,11 @@
 package deliver
 
 import (
+	"cmp"
 	"container/list"
 	"math"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -20,7 +22,10 @@ import (
 // MaxAckPending from the others: it takes at most what its endpoint is
 // expected to serve within MaxWait — its measured attempt duration divided
 // by its cap, or its rate limit — and never more than PerLineMax, nor more
-// than TotalMax over all lines. A task that finds its line full is
+// than TotalMax over all lines (and ordered subscriptions' key lines:
+// Others); when all lines hold TotalMax, a task of a
+// tenant holding less than its share of it takes the place of the last
+// task of a tenant holding more (see share). A task that finds its line full is
 // deferred instead, by the time the tasks ahead of it (in line and
 // deferred before it) are expected to take at the pace the line is served
 // (see deferral), so that it is deferred about once rather than bounced
@@ -39,6 +44,8 @@ type lines struct {
 	// busy are the lines with tasks (Due scans only these).
 	busy  map[string]*line
 	total int
+	// held is how many of total each tenant's lines hold (see share).
+	held map[string]int
 	// waiters are the lines whose head was refused for want of a shared
 	// slot, by scope (see Scopes), in the order they were refused: a slot
 	// of that scope freed in this process wakes the first.
@@ -63,6 +70,10 @@ type lineConfig struct {
 	// each refusal in a row doubles it, up to PollMax.
 	PollEvery, PollMax time.Duration
 	Now                func() time.Time
+	// Others counts the tasks waiting elsewhere in the stage that TotalMax
+	// bounds too (ordered subscriptions' key lines); nil: none. Called
+	// with the lines' lock held.
+	Others func() int
 }
 
 // FastAttempt is the attempt duration under which an endpoint's answer
@@ -72,6 +83,13 @@ const FastAttempt = 250 * time.Millisecond
 // line is one subscription's.
 type line struct {
 	q []*job
+	// tenant is the subscription's (its tasks', counted in lines.held).
+	tenant string
+	// seenLimit and seenPerSecond are the cap and rate limit the line was
+	// last joined under: what a task taken out of it for another tenant
+	// (lines.evictFor) is deferred at.
+	seenLimit     int
+	seenPerSecond float64
 	// avg is the moving average of this subscription's attempt durations
 	// (0 until one was measured).
 	avg time.Duration
@@ -144,7 +162,7 @@ func newLines(cfg lineConfig) *lines {
 		cfg.PollEvery = 20 * time.Millisecond
 	}
 	cfg.PollMax = max(cfg.PollMax, cfg.PollEvery)
-	return &lines{cfg: cfg, byID: map[string]*line{}, busy: map[string]*line{}, waiters: map[string]*list.List{}}
+	return &lines{cfg: cfg, byID: map[string]*line{}, busy: map[string]*line{}, held: map[string]int{}, waiters: map[string]*list.List{}}
 }
 
 func (ls *lines) get(id string) *line {
@@ -276,15 +294,117 @@ func (ls *lines) advance(l *line, now time.Time, waiting bool) {
 // Join puts j at the end of its subscription's line when there is room,
 // and returns 0 and whether j is the line's first task; otherwise it
 // returns how long to defer j for (at least one second: the resolution of
-// a scheduled retry).
-func (ls *lines) Join(id string, j *job, limit int, perSecond float64) (time.Duration, bool) {
+// a scheduled retry). When every line together holds TotalMax and j's
+// tenant holds less than its share, a task another tenant holds beyond
+// its share makes room for j: it is returned, with its deferral, for the
+// caller to defer (see evictFor).
+func (ls *lines) Join(id string, j *job, limit int, perSecond float64) (time.Duration, bool, *overflow) {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
 	l := ls.get(id)
-	if len(l.q) < ls.room(l, limit, perSecond) && ls.total < ls.cfg.TotalMax {
-		return 0, ls.enqueue(id, l, j, limit)
+	l.seenLimit, l.seenPerSecond = limit, perSecond
+	if len(l.q) >= ls.room(l, limit, perSecond) {
+		return ls.deferral(l, limit, perSecond), false, nil
 	}
-	return ls.deferral(l, limit, perSecond), false
+	var out *overflow
+	if ls.full() {
+		if out = ls.evictFor(j.t.Tenant); out == nil {
+			return ls.deferral(l, limit, perSecond), false, nil
+		}
+	}
+	return 0, ls.enqueue(id, l, j, limit), out
+}
+
+// share is how many tasks tenant's lines may hold together while every
+// line together holds TotalMax: TotalMax split evenly between the tenants
+// with tasks in line, tenant among them. A tenant alone may take all of
+// TotalMax; another tenant's tasks then still join, in its place (evictFor),
+// instead of each being deferred because one tenant's flood holds every
+// line's room.
+func (ls *lines) share(tenant string) int {
+	n := len(ls.held)
+	if ls.held[tenant] == 0 {
+		n++
+	}
+	return max(ls.cfg.TotalMax/n, 1)
+}
+
+// evictFor makes room in TotalMax for one more task of tenant, when tenant
+// holds less than its share: it takes a task out of a line of a tenant
+// holding more than its share (see victim) and returns it with its
+// deferral at that line's pace (nil when there is none to take).
+func (ls *lines) evictFor(tenant string) *overflow {
+	from, i := ls.victim(tenant)
+	if from == nil {
+		return nil
+	}
+	j := from.q[i]
+	from.q = append(from.q[:i], from.q[i+1:]...)
+	ls.count(from, -1)
+	return &overflow{j: j, delay: ls.deferral(from, from.seenLimit, from.seenPerSecond)}
+}
+
+// victim is the line and place of the task evictFor would take for a task
+// of tenant (nil when tenant holds its share, or nothing may be taken):
+// among the tenants holding more than their share, the most first, and
+// their lines, the longest first, the last stored task — the one that
+// would have waited longest. A line's head (its poller may be admitting
+// it) and first attempts from dispatch (no stored task to defer) are
+// never taken, and the head of an ordering key only when nothing else
+// may be (its deferral holds its key's followers too).
+func (ls *lines) victim(tenant string) (*line, int) {
+	share := ls.share(tenant)
+	if ls.held[tenant] >= share {
+		return nil, -1
+	}
+	var over []*line
+	for _, l := range ls.busy {
+		if l.tenant != tenant && ls.held[l.tenant] > share && len(l.q) > 1 {
+			over = append(over, l)
+		}
+	}
+	slices.SortFunc(over, func(a, b *line) int {
+		if c := cmp.Compare(ls.held[b.tenant], ls.held[a.tenant]); c != 0 {
+			return c
+		}
+		return cmp.Compare(len(b.q), len(a.q))
+	})
+	for _, keyHeads := range []bool{false, true} {
+		for _, l := range over {
+			for i := len(l.q) - 1; i > 0; i-- {
+				if j := l.q[i]; j.wake == nil && (keyHeads || !j.head) {
+					return l, i
+				}
+			}
+		}
+	}
+	return nil, -1
+}
+
+// full reports whether every line together, and the tasks waiting
+// elsewhere that count toward it (Others), hold TotalMax.
+func (ls *lines) full() bool {
+	n := ls.total
+	if ls.cfg.Others != nil {
+		n += ls.cfg.Others()
+	}
+	return n >= ls.cfg.TotalMax
+}
+
+// canTake reports whether a task of tenant may take another's place in
+// TotalMax (victim).
+func (ls *lines) canTake(tenant string) bool {
+	l, _ := ls.victim(tenant)
+	return l != nil
+}
+
+// count adds n to the tasks l holds in every line's total and its
+// tenant's.
+func (ls *lines) count(l *line, n int) {
+	ls.total += n
+	if ls.held[l.tenant] += n; ls.held[l.tenant] <= 0 {
+		delete(ls.held, l.tenant)
+	}
 }
 
 // enqueue puts j at the end of id's line l, capped at limit, and reports
@@ -292,6 +412,7 @@ func (ls *lines) Join(id string, j *job, limit int, perSecond float64) (time.Dur
 func (ls *lines) enqueue(id string, l *line, j *job, limit int) bool {
 	j.parkedAt = ls.cfg.Now()
 	if len(l.q) == 0 {
+		l.tenant = j.t.Tenant
 		if l.concAt.IsZero() || j.parkedAt.Sub(l.emptied) > concWindow {
 			// Tasks wait from now: what the line is served at starts as
 			// its cap, and moves to what admission lets it have (served).
@@ -304,7 +425,7 @@ func (ls *lines) enqueue(id string, l *line, j *job, limit int) bool {
 	if j.wake != nil {
 		l.direct++
 	}
-	ls.total++
+	ls.count(l, 1)
 	ls.busy[id] = l
 	return len(l.q) == 1
 }
@@ -327,14 +448,17 @@ func (l *line) left(j *job) {
 // pace was known, and fewer still when a rate limit serves less within
 // wait (at least one). A line whose head is held past wait by a wait of
 // its own (a rate limit, a probe, a circuit) takes none: the attempt
-// could only time out.
-func (ls *lines) JoinWithin(id string, j *job, limit int, perSecond float64, wait time.Duration) (joined, first bool) {
+// could only time out. When every line together holds TotalMax, j takes
+// another tenant's place as Join's task does, and the task it took is
+// returned for the caller to defer.
+func (ls *lines) JoinWithin(id string, j *job, limit int, perSecond float64, wait time.Duration) (joined, first bool, evicted *overflow) {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
 	l := ls.get(id)
+	l.seenLimit, l.seenPerSecond = limit, perSecond
 	now := ls.cfg.Now()
 	if l.held && l.notBefore.After(now.Add(wait)) {
-		return false, false
+		return false, false, nil
 	}
 	room := 2 * limit
 	paced := max(1, int(wait/ls.interval(l, limit, perSecond, ls.cfg.Unmeasured)))
@@ -346,8 +470,13 @@ func (ls *lines) JoinWithin(id string, j *job, limit int, perSecond float64, wai
 	case perSecond > 0:
 		room = min(room, paced)
 	}
-	if len(l.q) >= room || ls.total >= ls.cfg.TotalMax {
-		return false, false
+	if len(l.q) >= room {
+		return false, false, nil
+	}
+	if ls.full() {
+		if evicted = ls.evictFor(j.t.Tenant); evicted == nil {
+			return false, false, nil
+		}
 	}
 	if len(l.q) == 0 {
 		// A new line, after admission refused j for want of a slot just
@@ -356,7 +485,7 @@ func (ls *lines) JoinWithin(id string, j *job, limit int, perSecond float64, wai
 		// no freed slot, so the attempt would wait out its DirectWait).
 		l.notBefore = time.Time{}
 	}
-	return true, ls.enqueue(id, l, j, limit)
+	return true, ls.enqueue(id, l, j, limit), evicted
 }
 
 // room is how many tasks l may hold: what its endpoint is expected to
@@ -407,7 +536,8 @@ func minTime(a, b time.Time) time.Time {
 }
 
 // DeferralIfFull is, when id's line is full here (or has tasks while
-// every line together holds TotalMax), how long a task that would join it
+// every line together holds TotalMax and no task may give its place to its
+// tenant's: see victim), how long a task that would join it
 // is to be deferred for (as Join's), and true; 0 and false when it has
 // room. Dispatch asks it before storing a task that the
 // deliver stage would defer the moment it took it.
@@ -415,7 +545,7 @@ func (ls *lines) DeferralIfFull(id string, limit int, perSecond float64) (time.D
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
 	l := ls.byID[id]
-	if l == nil || len(l.q) == 0 || (len(l.q) < ls.room(l, limit, perSecond) && ls.total < ls.cfg.TotalMax) {
+	if l == nil || len(l.q) == 0 || (len(l.q) < ls.room(l, limit, perSecond) && (!ls.full() || ls.canTake(l.tenant))) {
 		return 0, false
 	}
 	return ls.deferral(l, limit, perSecond), true
@@ -495,7 +625,7 @@ func (ls *lines) Pop(id string) *job {
 	l.q[0] = nil
 	l.q = l.q[1:]
 	l.left(j)
-	ls.total--
+	ls.count(l, -1)
 	ls.idle(id, l)
 	return j
 }
@@ -537,7 +667,7 @@ func (ls *lines) Trim(id string, limit int, perSecond float64) []overflow {
 	for _, j := range cut {
 		l.left(j)
 	}
-	ls.total -= len(cut)
+	ls.count(l, -len(cut))
 	ls.idle(id, l)
 	out := make([]overflow, len(cut))
 	for i, j := range cut {
@@ -558,7 +688,7 @@ func (ls *lines) Remove(id string, j *job) bool {
 		if q == j {
 			l.q = append(l.q[:i], l.q[i+1:]...)
 			l.left(j)
-			ls.total--
+			ls.count(l, -1)
 			ls.idle(id, l)
 			return true
 		}
@@ -586,7 +716,7 @@ func (ls *lines) Empty(id string) []*job {
 	}
 	out := l.q
 	l.q = nil
-	ls.total -= len(out)
+	ls.count(l, -len(out))
 	ls.idle(id, l)
 	return out
 }
@@ -602,7 +732,7 @@ func (ls *lines) EmptyAll() []*job {
 		ls.idle(id, l)
 	}
 	ls.busy = map[string]*line{}
-	ls.total = 0
+	ls.total, ls.held = 0, map[string]int{}
 	return out
 }
 

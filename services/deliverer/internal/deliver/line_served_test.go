@@ -47,7 +47,7 @@ func TestLineStallIgnoresAttemptsJustBegun(t *testing.T) {
 			ls.Begin("s")
 		}
 		now = now.Add(10 * time.Millisecond)
-		d, _ := ls.Join("s", &job{}, 10, 0)
+		d, _, _ := ls.Join("s", &job{}, 10, 0)
 		return d
 	}
 	alone, withFresh := defer1(0), defer1(9)
@@ -71,7 +71,7 @@ func TestLineHeldIsNotPricedOneAtATime(t *testing.T) {
 	fill(t, ls, "s", 500, 10)
 	serveRounds(ls, &now, "s", 10, 10, 10, 200*time.Millisecond) // 2s at the cap
 	now = now.Add(5 * time.Second)                               // held, nothing in flight
-	d, _ := ls.Join("s", &job{}, 10, 0)
+	d, _, _ := ls.Join("s", &job{}, 10, 0)
 	t.Logf("overflow after a 5s hold deferred %s (501 × 20ms = 10s)", d)
 	if limit := 30 * time.Second; d > limit {
 		t.Fatalf("after a 5s hold the overflow of a line served at its cap is deferred %s; want at most %s (2 × (hold + 500 × 20ms))", d, limit)
@@ -108,11 +108,11 @@ func TestLineServedFollowsAGrowingCap(t *testing.T) {
 		t.Fatalf("limit %d; want 64", limit)
 	}
 	for {
-		if d, _ := ls.Join("s", &job{}, limit, 0); d > 0 {
+		if d, _, _ := ls.Join("s", &job{}, limit, 0); d > 0 {
 			break
 		}
 	}
-	d, _ := ls.Join("s", &job{}, limit, 0)
+	d, _, _ := ls.Join("s", &job{}, limit, 0)
 	want := time.Duration(ls.Len()+2) * 100 * time.Millisecond / 64
 	t.Logf("limit %d, %d in line: overflow deferred %s (at 100ms / 64: %s)", limit, ls.Len(), d, want)
 	if d > want*3/2 {
@@ -137,7 +137,7 @@ func TestLineEmptiedForAMomentKeepsItsShare(t *testing.T) {
 	}
 	now = now.Add(time.Millisecond)
 	fill(t, ls, "s", 50, 10)
-	d, _ := ls.Join("s", &job{}, 10, 0)
+	d, _, _ := ls.Join("s", &job{}, 10, 0)
 	want := 51 * 2 * time.Second / 3
 	t.Logf("overflow deferred %s; served three at a time: %s", d, want)
 	if d < want*2/3 {

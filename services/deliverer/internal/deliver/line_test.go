@@ -30,7 +30,7 @@ func ok(d time.Duration) sender.Result { return sender.Result{Status: http.Statu
 func fill(t *testing.T, ls *lines, id string, n, limit int) {
 	t.Helper()
 	for range n {
-		if d, _ := ls.Join(id, &job{}, limit, 0); d > 0 {
+		if d, _, _ := ls.Join(id, &job{}, limit, 0); d > 0 {
 			t.Fatal("deferred before the line was full")
 		}
 	}
@@ -62,7 +62,7 @@ func TestLineRoom(t *testing.T) {
 			}
 			got := 0
 			for {
-				if d, _ := ls.Join("sub", &job{}, tt.limit, 0); d > 0 {
+				if d, _, _ := ls.Join("sub", &job{}, tt.limit, 0); d > 0 {
 					break
 				}
 				got++
@@ -97,7 +97,7 @@ func TestLineFullDefersByExpectedWait(t *testing.T) {
 	// 100 in line at 10/s: the first deferred task is due after 10.1s,
 	// each next one 0.1s later.
 	for i := range 5 {
-		d, _ := ls.Join("sub", &job{}, 10, 0)
+		d, _, _ := ls.Join("sub", &job{}, 10, 0)
 		want := 10*time.Second + time.Duration(i+1)*100*time.Millisecond
 		if d != want {
 			t.Fatalf("deferral %d: %s; want %s", i+1, d, want)
@@ -108,14 +108,14 @@ func TestLineFullDefersByExpectedWait(t *testing.T) {
 	ls3 := testLines(&now)
 	var d3 time.Duration
 	for range 40 + 500 {
-		d3, _ = ls3.Join("u", &job{}, 10, 0)
+		d3, _, _ = ls3.Join("u", &job{}, 10, 0)
 	}
 	if d3 < time.Second || d3 > 2*time.Second {
 		t.Fatalf("the 500th overflow of an unmeasured line is deferred %s; want 1–2s", d3)
 	}
 	// However crowded, at most maxDeferral.
 	for range 100000 {
-		d3, _ = ls3.Join("u", &job{}, 1, 0.001)
+		d3, _, _ = ls3.Join("u", &job{}, 1, 0.001)
 	}
 	if d3 != 15*time.Minute {
 		t.Fatalf("deferred %s; want the 15m bound", d3)
@@ -125,7 +125,7 @@ func TestLineFullDefersByExpectedWait(t *testing.T) {
 	ls2.Observe("r", false, ok(time.Millisecond))
 	var last time.Duration
 	for range 200 {
-		d, _ := ls2.Join("r", &job{}, 10, 1)
+		d, _, _ := ls2.Join("r", &job{}, 10, 1)
 		last = d
 	}
 	if last < 100*time.Second {
@@ -151,7 +151,7 @@ func TestLineFullDefersAtTheStalledAttemptsPace(t *testing.T) {
 	now = now.Add(500 * time.Millisecond)
 	var d time.Duration
 	for range 100 {
-		d, _ = ls.Join("u", &job{}, 10, 0)
+		d, _, _ = ls.Join("u", &job{}, 10, 0)
 	}
 	// 40 in line and 100 deferred, 50ms apart (500ms in flight / cap 10).
 	if want := 140 * 50 * time.Millisecond; d != want {
@@ -165,7 +165,7 @@ func TestLineFullDefersAtTheStalledAttemptsPace(t *testing.T) {
 	for range 10 {
 		ls.Join("u", &job{}, 10, 0)
 	}
-	if d, _ = ls.Join("u", &job{}, 10, 0); d != 28200*time.Millisecond {
+	if d, _, _ = ls.Join("u", &job{}, 10, 0); d != 28200*time.Millisecond {
 		t.Fatalf("the next overflow once measured at 2s is deferred %s; want 141 × 200ms", d)
 	}
 	// A line in flight for less than its average keeps the average.
@@ -176,7 +176,7 @@ func TestLineFullDefersAtTheStalledAttemptsPace(t *testing.T) {
 	for range 100 { // room for 10s at 1s / cap 10
 		ls2.Join("m", &job{}, 10, 0)
 	}
-	if d, _ := ls2.Join("m", &job{}, 10, 0); d != 10100*time.Millisecond {
+	if d, _, _ := ls2.Join("m", &job{}, 10, 0); d != 10100*time.Millisecond {
 		t.Fatalf("first overflow of a line measured at 1s with an attempt 100ms in flight is deferred %s; want 10.1s", d)
 	}
 }
@@ -200,12 +200,12 @@ func TestLineFullWeighsAStallAsTheAnswersInFlight(t *testing.T) {
 	fill(t, ls, "s", 100, 1)
 	ls.Begin("s")
 	now = now.Add(time.Second)
-	if d, _ := ls.Join("s", &job{}, 1, 0); d != 101*142500*time.Microsecond {
+	if d, _, _ := ls.Join("s", &job{}, 1, 0); d != 101*142500*time.Microsecond {
 		t.Fatalf("one attempt 1s in flight at a 20ms endpoint: its overflow is deferred %s; want 101 × 142.5ms", d)
 	}
 	ls.Observe("s", false, ok(20*time.Millisecond))
 	now = now.Add(time.Hour) // past the reservation
-	if d, _ := ls.Join("s", &job{}, 1, 0); d != 101*20*time.Millisecond {
+	if d, _, _ := ls.Join("s", &job{}, 1, 0); d != 101*20*time.Millisecond {
 		t.Fatalf("once the attempt answered in 20ms, the overflow is deferred %s; want 101 × 20ms", d)
 	}
 
@@ -216,7 +216,7 @@ func TestLineFullWeighsAStallAsTheAnswersInFlight(t *testing.T) {
 		all.Begin("s")
 	}
 	now = now.Add(time.Second)
-	d, _ := all.Join("s", &job{}, 10, 0)
+	d, _, _ := all.Join("s", &job{}, 10, 0)
 	if want := 101 * 74218 * time.Microsecond; d < want-101*time.Microsecond || d > want+101*time.Microsecond {
 		t.Fatalf("ten attempts 1s in flight at a 20ms endpoint: the overflow is deferred %s; want 101 × 742.18ms / 10", d)
 	}
@@ -244,7 +244,7 @@ func TestLineFullDefersAtThePaceTheLineIsServed(t *testing.T) {
 			ls.Observe("s", false, ok(2*time.Second))
 		}
 	}
-	d, _ := ls.Join("s", &job{}, 10, 0)
+	d, _, _ := ls.Join("s", &job{}, 10, 0)
 	if want := 51 * 2 * time.Second / 6; d < want-want/100 || d > want+want/100 {
 		t.Fatalf("the overflow of a line served six at a time is deferred %s; want about 51 × 2s / 6 = %s", d, want)
 	}
@@ -264,7 +264,7 @@ func TestLineServedStartsAtTheCapWhenTasksBeginToWait(t *testing.T) {
 		ls.Observe("s", false, ok(2*time.Second))
 	}
 	fill(t, ls, "s", 50, 10)
-	if d, _ := ls.Join("s", &job{}, 10, 0); d != 51*200*time.Millisecond {
+	if d, _, _ := ls.Join("s", &job{}, 10, 0); d != 51*200*time.Millisecond {
 		t.Fatalf("a burst's first overflow after a trickle is deferred %s; want 51 × 2s / 10", d)
 	}
 }
@@ -283,14 +283,14 @@ func TestLineFullRepricesWhatItReservedWhenThePaceChanges(t *testing.T) {
 	fill(t, ls, "s", 500, 1)
 	ls.Begin("s") // the tail attempt
 	now = now.Add(14 * time.Second)
-	if d, _ := ls.Join("s", &job{}, 1, 0); d < 14*time.Minute {
+	if d, _, _ := ls.Join("s", &job{}, 1, 0); d < 14*time.Minute {
 		t.Fatalf("first overflow behind a 14s stall deferred %s; want about 15m", d)
 	}
 	ls.Begin("s")
 	now = now.Add(20 * time.Millisecond)
 	ls.Observe("s", false, ok(20*time.Millisecond))
 	now = now.Add(time.Second)
-	if d, _ := ls.Join("s", &job{}, 1, 0); d < 71*time.Second || d > 72*time.Second {
+	if d, _, _ := ls.Join("s", &job{}, 1, 0); d < 71*time.Second || d > 72*time.Second {
 		t.Fatalf("next overflow, 1s after a fast answer, deferred %s; want about 71s", d)
 	}
 }
@@ -307,7 +307,7 @@ func TestLineFullBoundsAnUnmeasuredStallByTheTimeout(t *testing.T) {
 	for range 40 {
 		ls.Join("u", &job{}, 10, 0)
 	}
-	if d, _ := ls.Join("u", &job{}, 10, 0); d != 41*1500*time.Millisecond {
+	if d, _, _ := ls.Join("u", &job{}, 10, 0); d != 41*1500*time.Millisecond {
 		t.Fatalf("overflow behind an attempt an hour in flight is deferred %s; want 41 × 15s / 10", d)
 	}
 }
@@ -331,7 +331,7 @@ func TestLineFullForgetsAReservationPastMaxDeferral(t *testing.T) {
 	for range 40 {
 		ls.Join("s", &job{}, 10, 0)
 	}
-	if d, _ := ls.Join("s", &job{}, 10, 0); d != 41*1500*time.Millisecond {
+	if d, _, _ := ls.Join("s", &job{}, 10, 0); d != 41*1500*time.Millisecond {
 		t.Fatalf("16 minutes after 1,000 tasks overflowed: the next overflow is deferred %s; want 41 × 1.5s", d)
 	}
 }
@@ -352,7 +352,7 @@ func TestDeferralIfFullSharesJoinsEstimate(t *testing.T) {
 		if d, full := ls.DeferralIfFull("sub", 10, 0); full || d != 0 {
 			t.Fatalf("a line with room: %s, full %v; want room", d, full)
 		}
-		if d, _ := ls.Join("sub", &job{}, 10, 0); d > 0 {
+		if d, _, _ := ls.Join("sub", &job{}, 10, 0); d > 0 {
 			t.Fatal("deferred before the line was full")
 		}
 	}
@@ -360,7 +360,7 @@ func TestDeferralIfFullSharesJoinsEstimate(t *testing.T) {
 	if !full || d != 10*time.Second+100*time.Millisecond {
 		t.Fatalf("a full line: %s, full %v; want 10.1s", d, full)
 	}
-	if d, _ := ls.Join("sub", &job{}, 10, 0); d != 10*time.Second+200*time.Millisecond {
+	if d, _, _ := ls.Join("sub", &job{}, 10, 0); d != 10*time.Second+200*time.Millisecond {
 		t.Fatalf("the deliver stage's deferral after dispatch's: %s; want 10.2s", d)
 	}
 	// Every line together at TotalMax (150): a line with tasks is full
@@ -368,7 +368,7 @@ func TestDeferralIfFullSharesJoinsEstimate(t *testing.T) {
 	// admission first).
 	ls.Observe("other", false, ok(time.Second))
 	for range 50 {
-		if d, _ := ls.Join("other", &job{}, 10, 0); d > 0 {
+		if d, _, _ := ls.Join("other", &job{}, 10, 0); d > 0 {
 			t.Fatal("another line deferred before TotalMax")
 		}
 	}
@@ -387,7 +387,7 @@ func TestLineOrder(t *testing.T) {
 	ls := testLines(&now)
 	jobs := []*job{{seq: 1}, {seq: 2}, {seq: 3}}
 	for i, j := range jobs {
-		if _, first := ls.Join("sub", j, 10, 0); first != (i == 0) {
+		if _, first, _ := ls.Join("sub", j, 10, 0); first != (i == 0) {
 			t.Fatalf("join %d: first %v", i+1, first)
 		}
 	}
@@ -477,7 +477,7 @@ func TestLineTrim(t *testing.T) {
 	// A tiny stored rate neither overflows nor defers past the bound.
 	ls2 := testLines(&now)
 	for range 200 {
-		if d, _ := ls2.Join("r", &job{}, 10, 1e-300); d > maxDeferral {
+		if d, _, _ := ls2.Join("r", &job{}, 10, 1e-300); d > maxDeferral {
 			t.Fatalf("deferred %s", d)
 		}
 	}
@@ -654,18 +654,18 @@ func TestJoinWithinBoundsTheWaitNotTheCount(t *testing.T) {
 		seedLine(t, ls, id, n, 0)
 	}
 	fill("fast", time.Millisecond, 300) // 300 × 0.1 ms: 30 ms of attempts ahead
-	if joined, first := ls.JoinWithin("fast", &job{}, 10, 0, 500*time.Millisecond); !joined || first {
+	if joined, first, _ := ls.JoinWithin("fast", &job{}, 10, 0, 500*time.Millisecond); !joined || first {
 		t.Fatalf("behind 300 tasks of 1 ms at a cap of 10: joined %v first %v; want joined behind them", joined, first)
 	}
 	fill("slow", 200*time.Millisecond, 20) // 20 × 20 ms: 400 ms ahead
-	if joined, _ := ls.JoinWithin("slow", &job{}, 10, 0, 500*time.Millisecond); !joined {
+	if joined, _, _ := ls.JoinWithin("slow", &job{}, 10, 0, 500*time.Millisecond); !joined {
 		t.Fatal("behind twice the cap: not joined")
 	}
-	if joined, _ := ls.JoinWithin("slow", &job{}, 10, 0, 500*time.Millisecond); !joined {
+	if joined, _, _ := ls.JoinWithin("slow", &job{}, 10, 0, 500*time.Millisecond); !joined {
 		t.Fatal("behind 21 tasks of 200 ms (420 ms ahead): not joined")
 	}
 	fill("slow", 200*time.Millisecond, 10)
-	if joined, _ := ls.JoinWithin("slow", &job{}, 10, 0, 500*time.Millisecond); joined {
+	if joined, _, _ := ls.JoinWithin("slow", &job{}, 10, 0, 500*time.Millisecond); joined {
 		t.Fatal("behind 32 tasks of 200 ms (640 ms ahead): joined; want refused")
 	}
 }

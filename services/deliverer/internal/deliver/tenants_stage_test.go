@@ -13,6 +13,7 @@ import (
 	"github.com/hookline/hookline/services/deliverer/internal/deliver"
 	"github.com/hookline/hookline/services/deliverer/internal/deliver/delivertest"
 	"github.com/hookline/hookline/services/deliverer/internal/settle"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // gatedAdmission holds every admission of one tenant's tasks until its
@@ -185,4 +186,82 @@ func TestAStopWhileTheServerHangsNaksTheQueueAfterOneFailedDeferral(t *testing.T
 	r.opts.Admission = delivertest.AdmitAll{}
 	r.run(t)
 	deliveredOnceEach(t, r, ep, tasks)
+}
+
+// refusingAdmission refuses every attempt for want of a slot until its gate
+// opens (each task waits in its subscription's line), then admits all.
+type refusingAdmission struct{ gate chan struct{} }
+
+func (a refusingAdmission) Admit(ctx context.Context, sub *hooklinev1.Subscription, limit int) (deliver.Slot, deliver.Refusal, error) {
+	select {
+	case <-a.gate:
+		return delivertest.AdmitAll{}.Admit(ctx, sub, limit)
+	default:
+		return nil, deliver.Refusal{Reason: deliver.RefusedFull}, nil
+	}
+}
+
+// countingScheduler counts the scheduled copies (deferrals and retries)
+// of each tenant's tasks.
+type countingScheduler struct {
+	next     deliver.Scheduler
+	mu       sync.Mutex
+	byTenant map[string]int
+}
+
+func (s *countingScheduler) Schedule(ctx context.Context, c settle.Copy) error {
+	s.mu.Lock()
+	s.byTenant[c.Tenant]++
+	s.mu.Unlock()
+	return s.next.Schedule(ctx, c)
+}
+
+func (s *countingScheduler) count(tenant string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.byTenant[tenant]
+}
+
+// While one tenant's tasks fill every line's room (LinesMax), another
+// tenant's task that must wait for a slot waits in its line, in place of
+// one of the first tenant's (which is deferred), and is never deferred
+// itself. Before, it was deferred, by at least a second, as often as it
+// came back while the flood held every line's room.
+func TestAnotherTenantsTaskWaitsInLineWhileATenantHoldsEveryLinesRoom(t *testing.T) {
+	r := newRig(t, stream.Config{AckWait: 10 * time.Second})
+	// A small LinesMax stands for a flood's lines at the default 7,500.
+	r.opts.LinesMax = 4
+	gate := make(chan struct{})
+	r.opts.Admission = refusingAdmission{gate: gate}
+	sched := &countingScheduler{next: r.deps.Scheduler, byTenant: map[string]int{}}
+	r.deps.Scheduler = sched
+	flood := endpoint(t, 200, 0)
+	other := endpoint(t, 200, 0)
+	subA := r.subscribeAs(t, tenant, flood.srv.URL)
+	subB := r.subscribeAs(t, "globex", other.srv.URL)
+	const floodTasks = 6
+	for i := range floodTasks {
+		r.task(t, subA, fmt.Sprintf("evt_flood_%d", i))
+	}
+	r.run(t)
+	eventually(t, "the flood's tasks in line up to LinesMax, the rest deferred", func() bool {
+		return testutil.ToFloat64(r.m.AdmissionParked) == 4 && sched.count(tenant) >= floodTasks-4
+	})
+	r.task(t, subB, "evt_other")
+	eventually(t, "the other tenant's task waiting in line", func() bool {
+		return testutil.ToFloat64(r.m.AdmissionParked) == 5
+	})
+	if n := sched.count("globex"); n != 0 {
+		t.Fatalf("the other tenant's task was deferred %d times; want it in line", n)
+	}
+	close(gate)
+	eventually(t, "every task settled", func() bool {
+		return other.n.Load() == 1 && flood.n.Load() == floodTasks && r.settled(t)
+	})
+	if n := sched.count("globex"); n != 0 {
+		t.Fatalf("the other tenant's task was deferred %d times; want none", n)
+	}
+	if n := r.streamMsgs(t, stream.DeadLetter); n != 0 {
+		t.Fatalf("%d tasks dead-lettered; want none", n)
+	}
 }
