@@ -34,9 +34,7 @@ func TestLinesShareTheirRoomBetweenTenants(t *testing.T) {
 	}
 	a1Tail := ls.byID["a1"].q[5]
 	// acme alone holds all of TotalMax: its next task is deferred.
-	if d, _, ev := ls.Join("a2", tenantJob("acme"), 10, 0); d < time.Second || ev != nil {
-		t.Fatalf("acme's 11th task: deferral %v, evicted %v; want deferred, none evicted", d, ev)
-	}
+	wantDeferred(t, ls, "a2", "acme", "acme's 11th task")
 
 	d, first, ev := ls.Join("g", tenantJob("globex"), 10, 0)
 	if d != 0 || !first {
@@ -59,16 +57,12 @@ func TestLinesShareTheirRoomBetweenTenants(t *testing.T) {
 		}
 	}
 	// ... and no more.
-	if d, _, ev := ls.Join("g", tenantJob("globex"), 10, 0); d < time.Second || ev != nil {
-		t.Fatalf("globex's 6th task (over its share): deferral %v, evicted %v; want deferred", d, ev)
-	}
+	wantDeferred(t, ls, "g", "globex", "globex's 6th task (over its share)")
 	if got := ls.held["acme"]; got != 5 {
 		t.Fatalf("acme holds %d; want its share, 5", got)
 	}
 	// Neither tenant is over its share now: acme's next task waits.
-	if d, _, ev := ls.Join("a1", tenantJob("acme"), 10, 0); d < time.Second || ev != nil {
-		t.Fatalf("acme's task at its share: deferral %v, evicted %v; want deferred", d, ev)
-	}
+	wantDeferred(t, ls, "a1", "acme", "acme's task at its share")
 }
 
 // Dispatch does not defer a task at fan-out for want of every line's room
@@ -101,9 +95,7 @@ func TestLinesEvictNeitherAHeadNorAFirstAttemptFromDispatch(t *testing.T) {
 			t.Fatal("first attempt from dispatch not let into its line")
 		}
 	}
-	if d, _, ev := ls.Join("g", tenantJob("globex"), 10, 0); d < time.Second || ev != nil {
-		t.Fatalf("globex's task: deferral %v, evicted %+v; want deferred, nothing taken", d, ev)
-	}
+	wantDeferred(t, ls, "g", "globex", "globex's task")
 }
 
 // A first attempt from dispatch of a tenant under its share waits in its
@@ -202,6 +194,15 @@ func TestLinesEvictPrefersATaskThatHeadsNoOrderingKey(t *testing.T) {
 	}
 	if ev.j.head {
 		t.Fatalf("took an ordering key's head (its key held with it); want the plain line's last task")
+	}
+}
+
+// wantDeferred joins a task of tenant to id's line and fails the test
+// unless it is deferred, nothing taken in its place.
+func wantDeferred(t *testing.T, ls *lines, id, tenant, what string) {
+	t.Helper()
+	if d, _, ev := ls.Join(id, tenantJob(tenant), 10, 0); d < time.Second || ev != nil {
+		t.Fatalf("%s: deferral %v, evicted %+v; want deferred, nothing taken", what, d, ev)
 	}
 }
 
