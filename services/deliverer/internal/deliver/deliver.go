@@ -663,11 +663,7 @@ func (d *Deliverer) wait(ctx context.Context, j *job, tg target, ref Refusal) {
 		return
 	}
 	delay, first, evicted := d.lines.Join(id, j, d.limit(tg.sub), tg.sub.GetRateLimitPerSecond())
-	if evicted != nil {
-		// Another tenant's task, held beyond its share of every line's
-		// room, gave j its place.
-		d.deferJob(ctx, evicted.j, ReasonLineFull, evicted.delay)
-	}
+	d.deferOverflow(ctx, evicted)
 	if delay > 0 {
 		d.deferJob(ctx, j, ReasonLineFull, delay)
 		return
@@ -696,6 +692,15 @@ func (d *Deliverer) limit(sub *hooklinev1.Subscription) int {
 // ReasonLineFull is the deferral reason of a task whose subscription's line
 // had no room.
 const ReasonLineFull = "line_full"
+
+// deferOverflow defers a task taken out of its line (nil: none): trimmed
+// when its endpoint slowed down, or another tenant's task, held beyond its
+// share of every line's room, took its place.
+func (d *Deliverer) deferOverflow(ctx context.Context, o *overflow) {
+	if o != nil {
+		d.deferJob(ctx, o.j, ReasonLineFull, o.delay)
+	}
+}
 
 // deferJob settles a task with a deferral of delay (at least the
 // deliverer's retry delay when delay is 0).
@@ -963,7 +968,7 @@ func (d *Deliverer) poll(ctx context.Context, id string) {
 				// The endpoint slowed down since these tasks joined:
 				// keep what it serves within MaxWait, defer the rest.
 				for _, o := range d.lines.Trim(id, d.limit(tg.sub), tg.sub.GetRateLimitPerSecond()) {
-					d.deferJob(ctx, o.j, ReasonLineFull, o.delay)
+					d.deferOverflow(ctx, &o)
 				}
 			}
 			if ref.Wait > 0 {

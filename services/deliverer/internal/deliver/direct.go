@@ -266,11 +266,7 @@ func (d *Deliverer) waitInLine(ctx context.Context, t *task.Task, tg target) Slo
 	id := tg.sub.GetId()
 	j := &job{t: *t, wake: make(chan Slot, 1), stop: func() {}}
 	joined, first, evicted := d.lines.JoinWithin(id, j, d.limit(tg.sub), tg.sub.GetRateLimitPerSecond(), DirectWait/2)
-	if evicted != nil {
-		// Another tenant's task, held beyond its share of every line's
-		// room, gave j its place.
-		d.deferJob(context.WithoutCancel(ctx), evicted.j, ReasonLineFull, evicted.delay)
-	}
+	d.deferOverflow(context.WithoutCancel(ctx), evicted)
 	if !joined {
 		d.m.Direct.WithLabelValues("line").Inc()
 		return nil

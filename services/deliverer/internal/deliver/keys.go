@@ -68,15 +68,14 @@ func (j *job) entry() ordering.Entry {
 	return ordering.Entry{Key: j.orderingKey(), EventID: j.t.EventID, Seq: j.t.EventSeq}
 }
 
-// Join puts j in its key's line unless the line holds perKey tasks, its
-// subscription already has perSub tasks waiting here or the process has room for no more (total is
-// what may wait in key and admission lines together, others the tasks in
-// admission lines now).
-func (k *keyLines) Join(j *job, perKey, perSub, total, others int, now time.Time) bool {
+// Join puts j in its key's line unless the line holds perKey tasks or its
+// subscription already has perSub tasks waiting here (what key and
+// admission lines hold together is bounded by the caller: lines.Full).
+func (k *keyLines) Join(j *job, perKey, perSub int, now time.Time) bool {
 	key := j.orderingKey()
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if k.bySub[key.Subscription] >= perSub || k.total+others >= total {
+	if k.bySub[key.Subscription] >= perSub {
 		return false
 	}
 	l := k.byKey[key]

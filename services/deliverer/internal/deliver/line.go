@@ -306,13 +306,22 @@ func (ls *lines) Join(id string, j *job, limit int, perSecond float64) (time.Dur
 	if len(l.q) >= ls.room(l, limit, perSecond) {
 		return ls.deferral(l, limit, perSecond), false, nil
 	}
-	var out *overflow
-	if ls.full() {
-		if out = ls.evictFor(j.t.Tenant); out == nil {
-			return ls.deferral(l, limit, perSecond), false, nil
-		}
+	out, ok := ls.placeFor(j.t.Tenant)
+	if !ok {
+		return ls.deferral(l, limit, perSecond), false, nil
 	}
 	return 0, ls.enqueue(id, l, j, limit), out
+}
+
+// placeFor reports whether a task of tenant fits within TotalMax: while
+// every line together holds less, or by taking another tenant's place
+// (evictFor; the task taken is returned for the caller to defer).
+func (ls *lines) placeFor(tenant string) (evicted *overflow, ok bool) {
+	if !ls.full() {
+		return nil, true
+	}
+	evicted = ls.evictFor(tenant)
+	return evicted, evicted != nil
 }
 
 // share is how many tasks tenant's lines may hold together while every
@@ -353,16 +362,7 @@ func (ls *lines) evictFor(tenant string) *overflow {
 // never taken, and the head of an ordering key only when nothing else
 // may be (its deferral holds its key's followers too).
 func (ls *lines) victim(tenant string) (*line, int) {
-	share := ls.share(tenant)
-	if ls.held[tenant] >= share {
-		return nil, -1
-	}
-	var over []*line
-	for _, l := range ls.busy {
-		if l.tenant != tenant && ls.held[l.tenant] > share && len(l.q) > 1 {
-			over = append(over, l)
-		}
-	}
+	over := ls.overShare(tenant)
 	slices.SortFunc(over, func(a, b *line) int {
 		if c := cmp.Compare(ls.held[b.tenant], ls.held[a.tenant]); c != 0 {
 			return c
@@ -371,14 +371,42 @@ func (ls *lines) victim(tenant string) (*line, int) {
 	})
 	for _, keyHeads := range []bool{false, true} {
 		for _, l := range over {
-			for i := len(l.q) - 1; i > 0; i-- {
-				if j := l.q[i]; j.wake == nil && (keyHeads || !j.head) {
-					return l, i
-				}
+			if i := l.lastTakeable(keyHeads); i > 0 {
+				return l, i
 			}
 		}
 	}
 	return nil, -1
+}
+
+// overShare lists the lines that may give a task of tenant their place:
+// with tasks behind their head, of tenants holding more than their share,
+// while tenant holds less (none otherwise).
+func (ls *lines) overShare(tenant string) []*line {
+	share := ls.share(tenant)
+	if ls.held[tenant] >= share {
+		return nil
+	}
+	var over []*line
+	for _, l := range ls.busy {
+		if l.tenant != tenant && ls.held[l.tenant] > share && len(l.q) > 1 {
+			over = append(over, l)
+		}
+	}
+	return over
+}
+
+// lastTakeable is the place of the last task behind l's head that may
+// give its place to another tenant's (0: none): a stored task, not a first
+// attempt from dispatch, and the head of an ordering key only when
+// keyHeads.
+func (l *line) lastTakeable(keyHeads bool) int {
+	for i := len(l.q) - 1; i > 0; i-- {
+		if j := l.q[i]; j.wake == nil && (keyHeads || !j.head) {
+			return i
+		}
+	}
+	return 0
 }
 
 // full reports whether every line together, and the tasks waiting
@@ -391,11 +419,24 @@ func (ls *lines) full() bool {
 	return n >= ls.cfg.TotalMax
 }
 
+// Full reports whether every line together, with the key lines (Others),
+// holds TotalMax.
+func (ls *lines) Full() bool {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	return ls.full()
+}
+
 // canTake reports whether a task of tenant may take another's place in
-// TotalMax (victim).
+// TotalMax (as victim would find one, without ordering the candidates:
+// dispatch asks it for each delivery it fans out at the bound).
 func (ls *lines) canTake(tenant string) bool {
-	l, _ := ls.victim(tenant)
-	return l != nil
+	for _, l := range ls.overShare(tenant) {
+		if l.lastTakeable(true) > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // count adds n to the tasks l holds in every line's total and its
@@ -473,10 +514,9 @@ func (ls *lines) JoinWithin(id string, j *job, limit int, perSecond float64, wai
 	if len(l.q) >= room {
 		return false, false, nil
 	}
-	if ls.full() {
-		if evicted = ls.evictFor(j.t.Tenant); evicted == nil {
-			return false, false, nil
-		}
+	evicted, ok := ls.placeFor(j.t.Tenant)
+	if !ok {
+		return false, false, nil
 	}
 	if len(l.q) == 0 {
 		// A new line, after admission refused j for want of a slot just

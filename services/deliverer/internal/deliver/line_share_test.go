@@ -5,6 +5,13 @@ import (
 	"time"
 )
 
+// shareLines are lines of up to 100 tasks each and total together, on a
+// stopped clock.
+func shareLines(total int) *lines {
+	now := time.Unix(1_700_000_000, 0)
+	return testLinesSized(&now, 100, total)
+}
+
 // tenantJob is a stored task of tenant.
 func tenantJob(tenant string) *job {
 	j := &job{}
@@ -20,8 +27,7 @@ func tenantJob(tenant string) *job {
 // flood's lines were trimmed, MaxWait after they stalled).
 func TestLinesShareTheirRoomBetweenTenants(t *testing.T) {
 	t.Parallel()
-	now := time.Unix(1_700_000_000, 0)
-	ls := testLinesSized(&now, 100, 10)
+	ls := shareLines(10)
 	for range 6 {
 		if d, _, _ := ls.Join("a1", tenantJob("acme"), 10, 0); d > 0 {
 			t.Fatal("acme's task deferred before TotalMax")
@@ -70,8 +76,7 @@ func TestLinesShareTheirRoomBetweenTenants(t *testing.T) {
 // for it (Join).
 func TestLinesDeferralIfFullLeavesATenantUnderItsShare(t *testing.T) {
 	t.Parallel()
-	now := time.Unix(1_700_000_000, 0)
-	ls := testLinesSized(&now, 100, 10)
+	ls := shareLines(10)
 	fillAs(t, ls, "a1", "acme", 9)
 	fillAs(t, ls, "g", "globex", 1)
 	if d, full := ls.DeferralIfFull("g", 10, 0); full {
@@ -87,8 +92,7 @@ func TestLinesDeferralIfFullLeavesATenantUnderItsShare(t *testing.T) {
 // tenant.
 func TestLinesEvictNeitherAHeadNorAFirstAttemptFromDispatch(t *testing.T) {
 	t.Parallel()
-	now := time.Unix(1_700_000_000, 0)
-	ls := testLinesSized(&now, 100, 3)
+	ls := shareLines(3)
 	fillAs(t, ls, "a1", "acme", 1)
 	for range 2 {
 		if joined, _, _ := ls.JoinWithin("a2", directJobAs("acme"), 10, 0, time.Second); !joined {
@@ -104,8 +108,7 @@ func TestLinesEvictNeitherAHeadNorAFirstAttemptFromDispatch(t *testing.T) {
 // same way).
 func TestLinesFirstAttemptFromDispatchTakesAPlaceAtTotalMax(t *testing.T) {
 	t.Parallel()
-	now := time.Unix(1_700_000_000, 0)
-	ls := testLinesSized(&now, 100, 4)
+	ls := shareLines(4)
 	fillAs(t, ls, "a1", "acme", 4)
 	ls.Observe("g", false, ok(5*time.Millisecond))
 	joined, first, ev := ls.JoinWithin("g", directJobAs("globex"), 10, 0, time.Second)
@@ -132,8 +135,7 @@ func directJobAs(tenant string) *job {
 // deferred while acme held 5 of TotalMax 6.
 func TestLinesEvictLooksPastALongestLineWithNothingToTake(t *testing.T) {
 	t.Parallel()
-	now := time.Unix(1_700_000_000, 0)
-	ls := testLinesSized(&now, 100, 6)
+	ls := shareLines(6)
 	fillAs(t, ls, "a1", "acme", 1)
 	for range 2 {
 		if joined, _, _ := ls.JoinWithin("a1", directJobAs("acme"), 10, 0, time.Second); !joined {
@@ -156,8 +158,7 @@ func TestLinesEvictLooksPastALongestLineWithNothingToTake(t *testing.T) {
 // once, two stores where deferring at fan-out makes one.
 func TestLinesDeferralIfFullAgreesWithJoinAtTotalMax(t *testing.T) {
 	t.Parallel()
-	now := time.Unix(1_700_000_000, 0)
-	ls := testLinesSized(&now, 100, 6)
+	ls := shareLines(6)
 	for _, id := range []string{"a1", "a2", "a3", "a4", "a5"} {
 		fillAs(t, ls, id, "acme", 1)
 	}
@@ -177,8 +178,7 @@ func TestLinesDeferralIfFullAgreesWithJoinAtTotalMax(t *testing.T) {
 // line was taken, a key's head.
 func TestLinesEvictPrefersATaskThatHeadsNoOrderingKey(t *testing.T) {
 	t.Parallel()
-	now := time.Unix(1_700_000_000, 0)
-	ls := testLinesSized(&now, 100, 8)
+	ls := shareLines(8)
 	for range 4 {
 		j := tenantJob("acme")
 		j.head = true
@@ -225,8 +225,7 @@ func fillAs(t *testing.T, ls *lines, id, tenant string, n int) {
 // whoever's it was, until they drained.
 func TestLinesCountKeyLinesTowardTotalMax(t *testing.T) {
 	t.Parallel()
-	now := time.Unix(1_700_000_000, 0)
-	ls := testLinesSized(&now, 100, 5)
+	ls := shareLines(5)
 	ls.cfg.Others = func() int { return 3 }
 	fillAs(t, ls, "s", "acme", 2)
 	if d, _, _ := ls.Join("s", tenantJob("acme"), 10, 0); d < time.Second {

@@ -235,15 +235,7 @@ func TestLineFullDefersAtThePaceTheLineIsServed(t *testing.T) {
 	ls := testLines(&now)
 	ls.Observe("s", false, ok(2*time.Second))
 	fill(t, ls, "s", 50, 10)
-	for range 3 {
-		for range 6 {
-			ls.Begin("s")
-		}
-		now = now.Add(2 * time.Second)
-		for range 6 {
-			ls.Observe("s", false, ok(2*time.Second))
-		}
-	}
+	serveRounds(ls, &now, "s", 3, 6, 10, 2*time.Second)
 	d, _, _ := ls.Join("s", &job{}, 10, 0)
 	if want := 51 * 2 * time.Second / 6; d < want-want/100 || d > want+want/100 {
 		t.Fatalf("the overflow of a line served six at a time is deferred %s; want about 51 × 2s / 6 = %s", d, want)

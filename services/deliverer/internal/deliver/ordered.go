@@ -104,8 +104,8 @@ func (d *Deliverer) orderWait(ctx context.Context, j *job, st ordering.State) {
 		return
 	}
 	room := max(d.o.LineMax/2, 1)
-	if d.stopping.Load() || st.Ahead >= int64(room) ||
-		!d.keys.Join(j, room, d.o.LineMax, d.o.LinesMax, d.lines.Len(), time.Now()) {
+	if d.stopping.Load() || st.Ahead >= int64(room) || d.lines.Full() ||
+		!d.keys.Join(j, room, d.o.LineMax, time.Now()) {
 		d.deferJob(ctx, j, ReasonOrdered, max(spread, time.Second))
 		return
 	}
